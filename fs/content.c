@@ -1,0 +1,464 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * File content I/O: plaintext ranges <-> sealed blocks.  See content.h.
+ *
+ * Notation: B = block size, S = sealed block size (B + BLOCK_OVERHEAD),
+ * P = current plaintext size.  Block i holds plaintext [i*B, i*B + B) and is
+ * stored at layout_block_offset(i); every block but the last is full.
+ */
+#include "content.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Per-thread buffers: the sealed form of a whole request plus one block of
+ * plaintext for read-modify-write.  Sized for the largest block size. */
+struct scratch {
+	uint8_t *sealed; /* SCRATCH_SEALED bytes */
+	uint8_t *plain;	 /* VOLUME_MAX_BLOCK bytes */
+	uint8_t *out;	 /* CONTENT_MAX_IO bytes, content_thread_buffer() */
+};
+#define SCRATCH_SEALED                                                                     \
+	((CONTENT_MAX_IO / VOLUME_MIN_BLOCK + 2) * (VOLUME_MIN_BLOCK + BLOCK_OVERHEAD) +   \
+	 VOLUME_MAX_BLOCK + BLOCK_OVERHEAD)
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+	struct scratch *s = p;
+
+	free(s->sealed);
+	free(s->plain);
+	free(s->out);
+	free(s);
+}
+
+static void scratch_key_init(void)
+{
+	pthread_key_create(&scratch_key, scratch_free);
+}
+
+static struct scratch *scratch_get(void)
+{
+	struct scratch *s;
+
+	pthread_once(&scratch_once, scratch_key_init);
+	s = pthread_getspecific(scratch_key);
+	if (s)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->sealed = malloc(SCRATCH_SEALED);
+	s->plain = malloc(VOLUME_MAX_BLOCK);
+	s->out = malloc(CONTENT_MAX_IO);
+	if (!s->sealed || !s->plain || !s->out || pthread_setspecific(scratch_key, s) != 0) {
+		scratch_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void *content_thread_buffer(void)
+{
+	struct scratch *s = scratch_get();
+
+	return s ? s->out : NULL;
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	*got = done;
+	return 0;
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int content_size(int fd, const struct layout *l, uint64_t *size)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	*size = layout_plain_size(l, (uint64_t)st.st_size);
+	return 0;
+}
+
+void content_backing_range(const struct layout *l, uint64_t off, uint64_t len, uint64_t *start,
+			   uint64_t *end)
+{
+	uint64_t first = off / l->block_size;
+	uint64_t last = (off + len - 1) / l->block_size;
+
+	*start = layout_block_offset(l, first);
+	*end = layout_block_offset(l, last + 1);
+}
+
+/* Plaintext length of block @index in a file of @size bytes (0 if beyond). */
+static size_t block_len(const struct layout *l, uint64_t size, uint64_t index)
+{
+	uint64_t start = index * l->block_size;
+
+	if (size <= start)
+		return 0;
+	return size - start >= l->block_size ? l->block_size : (size_t)(size - start);
+}
+
+/* Open one stored block into @plain; a hole (all zeros) reads as zeros. */
+static int open_block(const struct content_file *f, uint64_t index, const uint8_t *sealed,
+		      size_t sealed_len, uint8_t *plain, uint64_t *bad_block)
+{
+	if (sealed_len <= BLOCK_OVERHEAD) {
+		*bad_block = index;
+		return -EIO;
+	}
+	if (layout_is_hole(sealed, sealed_len)) {
+		memset(plain, 0, sealed_len - BLOCK_OVERHEAD);
+		return 0;
+	}
+	if (block_open(&f->owner, index, sealed, sealed_len, plain) != 0) {
+		*bad_block = index;
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Read and open the existing block @index (@len plaintext bytes) into @plain. */
+static int load_block(const struct content_file *f, uint64_t index, size_t len, uint8_t *plain,
+		      uint8_t *sealed_tmp, uint64_t *bad_block)
+{
+	size_t got;
+	int ret;
+
+	if (len == 0)
+		return 0;
+	ret = pread_full(f->fd, sealed_tmp, len + BLOCK_OVERHEAD,
+			 layout_block_offset(f->layout, index), &got);
+	if (ret < 0)
+		return ret;
+	if (got != len + BLOCK_OVERHEAD) {
+		*bad_block = index;
+		return -EIO;
+	}
+	return open_block(f, index, sealed_tmp, got, plain, bad_block);
+}
+
+int content_read(const struct content_file *f, void *out, size_t len, uint64_t off, size_t *done,
+		 uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	struct scratch *s = scratch_get();
+	uint64_t size, first, last, start;
+	size_t got, pos = 0;
+	int ret;
+
+	*done = 0;
+	if (!s)
+		return -ENOMEM;
+	if (len > CONTENT_MAX_IO)
+		len = CONTENT_MAX_IO;
+	ret = content_size(f->fd, l, &size);
+	if (ret < 0 || off >= size || len == 0)
+		return ret;
+	if (len > size - off)
+		len = (size_t)(size - off);
+
+	first = off / l->block_size;
+	last = (off + len - 1) / l->block_size;
+	start = layout_block_offset(l, first);
+	/* Exactly the stored bytes of blocks first..last, in one pread. */
+	size_t want = (size_t)(last - first) * l->sealed_size + block_len(l, size, last) +
+		      BLOCK_OVERHEAD;
+	ret = pread_full(f->fd, s->sealed, want, start, &got);
+	if (ret < 0)
+		return ret;
+	if (got != want) {
+		*bad_block = first + got / l->sealed_size;
+		return -EIO;
+	}
+
+	for (uint64_t i = first; i <= last; i++) {
+		const uint8_t *sealed = s->sealed + (size_t)(i - first) * l->sealed_size;
+		size_t blen = block_len(l, size, i);
+		uint64_t bstart = i * l->block_size;
+		size_t skip = off > bstart ? (size_t)(off - bstart) : 0;
+		size_t take = blen - skip;
+
+		if (take > len - pos)
+			take = len - pos;
+		if (skip == 0 && take == blen) {
+			/* The whole block is wanted: open it in place. */
+			ret = open_block(f, i, sealed, blen + BLOCK_OVERHEAD, (uint8_t *)out + pos,
+					 bad_block);
+		} else {
+			ret = open_block(f, i, sealed, blen + BLOCK_OVERHEAD, s->plain, bad_block);
+			if (ret == 0)
+				memcpy((uint8_t *)out + pos, s->plain + skip, take);
+		}
+		if (ret < 0)
+			return ret;
+		pos += take;
+	}
+	*done = pos;
+	return 0;
+}
+
+/*
+ * Reserve backing space for [start, end) before writing it, so that a full
+ * disk fails the request up front instead of leaving a torn block.  Only
+ * needed where blocks may not be allocated yet: past the end of the backing
+ * file, or anywhere in a sparse one.
+ */
+static int reserve(int fd, uint64_t start, uint64_t end)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	bool sparse = (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
+	if (end <= (uint64_t)st.st_size && !sparse)
+		return 0;
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) < 0) {
+		if (errno == EOPNOTSUPP)
+			return 0; /* the backing fs cannot promise: write and see */
+		return -errno;
+	}
+	return 0;
+}
+
+/*
+ * Re-seal block @index, holding @old_len plaintext bytes, as @new_len bytes
+ * (zero-extended or cut), at its place.  A hole stays a hole when it grows
+ * or shrinks: zeros need no key.  Used to pad the old last block before the
+ * file grows past it and to cut the new last block when it shrinks.
+ */
+static int reseal_block(const struct content_file *f, uint64_t index, size_t old_len,
+			size_t new_len, uint64_t *bad_block)
+{
+	struct scratch *s = scratch_get();
+	uint64_t boff = layout_block_offset(f->layout, index);
+	size_t got;
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	ret = pread_full(f->fd, s->sealed, old_len + BLOCK_OVERHEAD, boff, &got);
+	if (ret < 0)
+		return ret;
+	if (got != old_len + BLOCK_OVERHEAD) {
+		*bad_block = index;
+		return -EIO;
+	}
+	if (layout_is_hole(s->sealed, got))
+		return 1; /* tell the caller: nothing to write, the size change does it */
+	ret = open_block(f, index, s->sealed, got, s->plain, bad_block);
+	if (ret < 0)
+		return ret;
+	if (new_len > old_len)
+		memset(s->plain + old_len, 0, new_len - old_len);
+	ret = block_seal(&f->owner, index, s->plain, new_len, s->sealed);
+	if (ret < 0)
+		return ret;
+	if (new_len > old_len) {
+		ret = reserve(f->fd, boff, boff + new_len + BLOCK_OVERHEAD);
+		if (ret < 0)
+			return ret;
+	}
+	return pwrite_full(f->fd, s->sealed, new_len + BLOCK_OVERHEAD, boff);
+}
+
+static int set_backing_size(const struct content_file *f, uint64_t plain_size)
+{
+	if (ftruncate(f->fd, (off_t)layout_backing_size(f->layout, plain_size)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Grow from @size to @new_size > @size: pad the old last block, then extend. */
+static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
+		uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	uint64_t last = size / l->block_size;
+	size_t old_len = block_len(l, size, last);
+
+	if (old_len > 0 && old_len < l->block_size) {
+		size_t new_len = block_len(l, new_size, last);
+		int ret = reseal_block(f, last, old_len, new_len, bad_block);
+		if (ret < 0)
+			return ret;
+	}
+	return set_backing_size(f, new_size);
+}
+
+int content_truncate(const struct content_file *f, uint64_t new_size, uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	uint64_t size;
+	int ret = content_size(f->fd, l, &size);
+
+	if (ret < 0 || new_size == size)
+		return ret;
+	if (new_size > size)
+		return grow(f, size, new_size, bad_block);
+
+	/* Shrink: re-seal a new partial last block in place (shorter than the
+	 * old one, so it needs no space), then cut the backing file. */
+	uint64_t last = new_size / l->block_size;
+	size_t cut_len = block_len(l, new_size, last);
+	size_t old_len = block_len(l, size, last);
+
+	if (cut_len > 0 && cut_len < old_len) {
+		ret = reseal_block(f, last, old_len, cut_len, bad_block);
+		if (ret < 0)
+			return ret;
+	}
+	return set_backing_size(f, new_size);
+}
+
+int content_write(const struct content_file *f, const void *buf, size_t len, uint64_t off,
+		  uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	struct scratch *s = scratch_get();
+	uint64_t size, first, last, end = off + len;
+	uint8_t *out;
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	if (len == 0)
+		return 0;
+	if (len > CONTENT_MAX_IO)
+		return -EINVAL;
+	ret = content_size(f->fd, l, &size);
+	if (ret < 0)
+		return ret;
+	if (off > size) {
+		/* Only the final block may be short: pad the old last one and
+		 * leave a hole up to the write. */
+		ret = grow(f, size, off, bad_block);
+		if (ret < 0)
+			return ret;
+		size = off;
+	}
+
+	first = off / l->block_size;
+	last = (end - 1) / l->block_size;
+	out = s->sealed;
+	for (uint64_t i = first; i <= last; i++) {
+		uint64_t bstart = i * l->block_size;
+		size_t from = off > bstart ? (size_t)(off - bstart) : 0;
+		size_t to = end - bstart < l->block_size ? (size_t)(end - bstart) : l->block_size;
+		size_t old_len = block_len(l, size, i);
+		size_t new_len = to > old_len ? to : old_len;
+		const uint8_t *src = (const uint8_t *)buf + (bstart + from - off);
+
+		if (from > 0 || to < old_len) {
+			/* Partial block over existing data: read-modify-write. */
+			ret = load_block(f, i, old_len, s->plain, out, bad_block);
+			if (ret < 0)
+				return ret;
+			memcpy(s->plain + from, src, to - from);
+			src = s->plain;
+		}
+		ret = block_seal(&f->owner, i, src, new_len, out);
+		if (ret < 0)
+			return ret;
+		out += new_len + BLOCK_OVERHEAD;
+	}
+
+	uint64_t start = layout_block_offset(l, first);
+	size_t total = (size_t)(out - s->sealed);
+	ret = reserve(f->fd, start, start + total);
+	if (ret < 0)
+		return ret;
+	return pwrite_full(f->fd, s->sealed, total, start);
+}
+
+int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, int keep_size,
+		     uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	uint64_t size, start, end;
+	int ret;
+
+	if (len == 0)
+		return -EINVAL;
+	ret = content_size(f->fd, l, &size);
+	if (ret < 0)
+		return ret;
+	content_backing_range(l, off, len, &start, &end);
+	if (fallocate(f->fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) < 0)
+		return -errno;
+	if (!keep_size && off + len > size)
+		return grow(f, size, off + len, bad_block);
+	return 0;
+}
+
+int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_t *result)
+{
+	const struct layout *l = f->layout;
+	uint64_t size, bpos;
+	off_t found;
+	int ret = content_size(f->fd, l, &size);
+
+	if (ret < 0)
+		return ret;
+	if (off >= size)
+		return -ENXIO;
+	found = lseek(f->fd, (off_t)layout_block_offset(l, off / l->block_size), whence);
+	if (found < 0)
+		return errno == ENXIO && whence == SEEK_HOLE ? (*result = size, 0) : -errno;
+	bpos = (uint64_t)found < l->data_offset ? 0 : (uint64_t)found - l->data_offset;
+	if (whence == SEEK_DATA) {
+		/* Data starts in the block the backing data starts in. */
+		*result = bpos / l->sealed_size * l->block_size;
+	} else {
+		/* A plaintext hole starts at the first block wholly in the backing hole. */
+		*result = (bpos + l->sealed_size - 1) / l->sealed_size * l->block_size;
+	}
+	if (*result < off)
+		*result = off;
+	if (*result >= size) {
+		if (whence == SEEK_DATA)
+			return -ENXIO;
+		*result = size;
+	}
+	return 0;
+}

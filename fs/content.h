@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_CONTENT_H
+#define ENVELOPEFS_FS_CONTENT_H
+
+/*
+ * File content I/O on one backing file: the translation between plaintext
+ * offsets and sealed blocks (docs/FORMAT.md, "Backing files").
+ *
+ * Callers hold the inode's content lock: shared for content_read() and
+ * content_seek(), exclusive for everything that changes the file.  The
+ * backing fd must be open for reading and writing (reading for the read-only
+ * functions) and the file must already have its key record (only an empty
+ * file may lack one).
+ *
+ * Every function returns 0 or -errno.  -EIO means an authentication failure
+ * in a stored block: *@bad_block then names the block so that the caller can
+ * log it once.  No unauthenticated byte is ever copied to the caller.
+ *
+ * Per-thread scratch buffers sized for the largest request (CONTENT_MAX_IO)
+ * are reused, so the I/O path allocates nothing per request or block.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto/block.h"
+#include "layout.h"
+
+#define CONTENT_MAX_IO (1024 * 1024) /* FUSE max_write / max_read */
+
+struct content_file {
+	int fd;
+	const struct layout *layout;
+	struct block_owner owner; /* key, volume UUID, file ID */
+};
+
+/* content_size - plaintext size from the backing file's size (no key needed). */
+int content_size(int fd, const struct layout *l, uint64_t *size);
+
+/*
+ * content_read - read up to @len bytes at @off into @out; *@done receives
+ * the count (short only at end of file).  Holes read as zeros.  One pread of
+ * exactly the blocks covering the range.
+ */
+int content_read(const struct content_file *f, void *out, size_t len, uint64_t off, size_t *done,
+		 uint64_t *bad_block);
+
+/*
+ * content_write - write @len (<= CONTENT_MAX_IO) bytes at @off.  Whole blocks
+ * are sealed straight from @buf; only a partial first/last block that holds
+ * existing data is read, opened and re-sealed.  Writing past the end first
+ * pads the old last block to full size, so only the final block is ever
+ * short.  Space is preallocated before a write that extends the file or may
+ * land in a hole, so a full disk yields -ENOSPC and no torn block.  One
+ * pwrite.
+ */
+int content_write(const struct content_file *f, const void *buf, size_t len, uint64_t off,
+		  uint64_t *bad_block);
+
+/* content_truncate - set the plaintext size to @new_size (shrink or grow with a hole). */
+int content_truncate(const struct content_file *f, uint64_t new_size, uint64_t *bad_block);
+
+/*
+ * content_allocate - fallocate(2) mode 0 (@keep_size false: reserve space and
+ * extend the size to @off + @len if larger) or FALLOC_FL_KEEP_SIZE.
+ */
+int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, int keep_size,
+		     uint64_t *bad_block);
+
+/* content_seek - SEEK_DATA / SEEK_HOLE at plaintext offset @off; -ENXIO past the end. */
+int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_t *result);
+
+/*
+ * content_thread_buffer - this thread's CONTENT_MAX_IO-byte buffer for read
+ * replies (plaintext, never key material), or NULL if it cannot be had.
+ */
+void *content_thread_buffer(void);
+
+/* content_backing_range - backing bytes [*start, *end) holding plaintext [off, off+len). */
+void content_backing_range(const struct layout *l, uint64_t off, uint64_t len, uint64_t *start,
+			   uint64_t *end);
+
+#endif

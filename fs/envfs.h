@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_ENVFS_H
+#define ENVELOPEFS_FS_ENVFS_H
+
+/*
+ * The daemon's state: one struct envfs for the mounted volume, shared by
+ * every FUSE worker thread.  Everything in it is either immutable after
+ * mount, internally locked (inode table, DEK cache, KMS) or an atomic
+ * counter.
+ */
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "dekcache.h"
+#include "inode.h"
+#include "kms/kms.h"
+#include "layout.h"
+#include "volume.h"
+
+/* Daemon settings: `-o config=FILE` (INI [daemon] section), see README. */
+struct envfs_settings {
+	unsigned cache_entries;	  /* cache_entries: DEKs kept after close */
+	unsigned cache_max_age;	  /* cache_max_age: seconds an idle DEK is kept */
+	double attr_timeout;	  /* attr_timeout: kernel attribute cache, s */
+	double entry_timeout;	  /* entry_timeout: kernel name cache, s */
+	int log_level;		  /* log_level: error|warning|notice|info|debug */
+};
+
+/* Run-time counters reported by the status xattr. */
+struct envfs_counters {
+	atomic_uint_fast64_t key_errors;       /* files whose key could not be made or unwrapped */
+	atomic_uint_fast64_t integrity_errors; /* blocks or records failing authentication */
+	atomic_uint_fast64_t io_errors;
+};
+
+struct envfs {
+	char *backing;
+	struct volume_config cfg;
+	struct layout layout;
+	struct kms *kms;
+	struct dekcache *cache;
+	struct inode_table *inodes;
+	struct envfs_settings settings;
+	struct envfs_counters counters;
+	time_t started;
+};
+
+void envfs_settings_defaults(struct envfs_settings *s);
+
+/*
+ * envfs_settings_load - read the [daemon] section of @path into @s.
+ * Unknown keys and bad values are errors (message in @err).  0 or -errno.
+ */
+int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, size_t err_len);
+
+#endif

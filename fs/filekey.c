@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/* Per-file key set-up: see filekey.h. */
+#include "filekey.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/random.h"
+#include "crypto/secmem.h"
+#include "log.h"
+
+/* Read the record of @in; corrupt records are logged and become -EIO. */
+static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec)
+{
+	int ret = layout_read_record(&fs->layout, fd, rec, NULL);
+
+	if (ret == -EBADMSG) {
+		log_ratelimited(LOG_ERR, "inode %llu: key record is corrupt",
+				(unsigned long long)in->ino);
+		atomic_fetch_add(&fs->counters.integrity_errors, 1);
+		return -EIO;
+	}
+	return ret;
+}
+
+int filekey_attach(struct envfs *fs, struct inode *in, int fd)
+{
+	struct key_record *rec = NULL;
+	int ret = 0;
+
+	pthread_mutex_lock(&in->key_lock);
+	if (in->opens > 0 || in->dek)
+		goto counted; /* the record was checked by the first open */
+	rec = malloc(sizeof(*rec));
+	if (!rec) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = read_record(fs, in, fd, rec);
+	if (ret == -ENODATA) {
+		ret = 0; /* empty file: its record comes with the first write */
+		goto counted;
+	}
+	if (ret < 0)
+		goto out;
+	/* A hit only if the cached DEK came from this very record's file ID. */
+	in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
+counted:
+	in->opens++;
+out:
+	pthread_mutex_unlock(&in->key_lock);
+	free(rec);
+	return ret;
+}
+
+void filekey_detach(struct envfs *fs, struct inode *in)
+{
+	pthread_mutex_lock(&in->key_lock);
+	if (--in->opens == 0) {
+		dekcache_put(fs->cache, in->dek);
+		in->dek = NULL;
+	}
+	pthread_mutex_unlock(&in->key_lock);
+}
+
+static void context_of(const struct envfs *fs, const uint8_t file_id[16], struct kms_context *ctx)
+{
+	memcpy(ctx->volume_uuid, fs->cfg.uuid, sizeof(ctx->volume_uuid));
+	memcpy(ctx->file_id, file_id, sizeof(ctx->file_id));
+}
+
+static int key_failure(struct envfs *fs, struct inode *in, const char *what, int err)
+{
+	atomic_fetch_add(&fs->counters.key_errors, 1);
+	log_ratelimited(LOG_ERR, "inode %llu: %s: %s", (unsigned long long)in->ino, what,
+			kms_strerror(err));
+	return -EIO;
+}
+
+/* Give an empty file its record: fresh file ID and DEK, wrapped by the KMS. */
+static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec,
+			 uint8_t *dek)
+{
+	struct kms_context ctx;
+	struct record_pos pos = {.seq = 0, .slot = -1};
+	size_t blob_len;
+	int ret;
+
+	memset(rec, 0, sizeof(*rec));
+	ret = crypto_random(rec->file_id, sizeof(rec->file_id));
+	if (ret < 0)
+		return ret;
+	context_of(fs, rec->file_id, &ctx);
+	ret = kms_generate(fs->kms, &ctx, dek, rec->wrapped, sizeof(rec->wrapped), &blob_len,
+			   &rec->key_version);
+	if (ret < 0)
+		return key_failure(fs, in, "cannot create a data key", ret);
+	rec->wrapped_len = (uint16_t)blob_len;
+	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", fs->kms->key_ref);
+	ret = record_seal_mac(rec, dek, fs->cfg.uuid);
+	if (ret < 0)
+		return ret;
+	return layout_write_record(&fs->layout, fd, rec, &pos);
+}
+
+/* Unwrap the DEK of an existing record and authenticate the record with it. */
+static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_record *rec,
+			 uint8_t *dek)
+{
+	struct kms_context ctx;
+	int ret;
+
+	if (strcmp(rec->key_ref, fs->kms->key_ref) != 0) {
+		log_ratelimited(LOG_ERR, "inode %llu: key record names master key '%s', not this "
+					 "volume's '%s'",
+				(unsigned long long)in->ino, rec->key_ref, fs->kms->key_ref);
+		atomic_fetch_add(&fs->counters.key_errors, 1);
+		return -EIO;
+	}
+	context_of(fs, rec->file_id, &ctx);
+	ret = kms_unwrap(fs->kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
+	if (ret < 0)
+		return key_failure(fs, in, "cannot unwrap the data key", ret);
+	if (record_check_mac(rec, dek, fs->cfg.uuid) != 0) {
+		log_ratelimited(LOG_ERR, "inode %llu: key record fails authentication",
+				(unsigned long long)in->ino);
+		atomic_fetch_add(&fs->counters.integrity_errors, 1);
+		return -EIO;
+	}
+	return 0;
+}
+
+int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
+{
+	struct key_record *rec;
+	uint8_t *dek;
+	int ret;
+
+	pthread_mutex_lock(&in->key_lock);
+	if (in->dek) {
+		pthread_mutex_unlock(&in->key_lock);
+		return 0;
+	}
+	rec = malloc(sizeof(*rec));
+	dek = secmem_alloc(KMS_DEK_LEN);
+	if (!rec || !dek) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = read_record(fs, in, fd, rec);
+	if (ret == -ENODATA && create)
+		ret = create_record(fs, in, fd, rec, dek);
+	else if (ret == 0 && !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
+		ret = unwrap_record(fs, in, rec, dek);
+	else
+		goto out; /* cache hit, error, or no record and none wanted */
+	if (ret == 0)
+		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
+				      dek, &in->dek);
+out:
+	pthread_mutex_unlock(&in->key_lock);
+	secmem_free(dek, KMS_DEK_LEN);
+	free(rec);
+	return ret;
+}

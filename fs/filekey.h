@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_FILEKEY_H
+#define ENVELOPEFS_FS_FILEKEY_H
+
+/*
+ * Per-file key set-up: the path from an open backing file to its DEK.
+ *
+ *   open    -> filekey_attach: parse the key record (no KMS), take the DEK
+ *              from the cache if the cached entry has the record's file ID
+ *   1st I/O -> filekey_load: on a miss, unwrap through the KMS once, check
+ *              the record's MAC, insert into the cache; for a file without a
+ *              record yet (empty), create one when asked to
+ *   release -> filekey_detach: the last close unpins the DEK, which stays in
+ *              the cache's LRU until evicted
+ *
+ * Errors: -EIO for a corrupt or unauthentic record or a KMS refusal (the
+ * cause is logged here, once, with the inode number); -ENODATA when the file
+ * has no record and none was to be created; other -errno from I/O.
+ */
+
+#include <stdbool.h>
+
+#include "envfs.h"
+
+/* filekey_attach - count an open of @in through the readable fd @fd. */
+int filekey_attach(struct envfs *fs, struct inode *in, int fd);
+
+/*
+ * filekey_load - make in->dek valid.  @create: give a record-less file its
+ * record and a fresh DEK.  Call with the content lock held (shared is
+ * enough unless @create), so that the record cannot change underneath.
+ */
+int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create);
+
+/* filekey_detach - undo one filekey_attach. */
+void filekey_detach(struct envfs *fs, struct inode *in);
+
+#endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_INODE_H
+#define ENVELOPEFS_FS_INODE_H
+
+/*
+ * The inode table: one struct inode per backing inode the kernel knows about,
+ * keyed by backing (dev, ino).  The FUSE node id is the struct's address
+ * (FUSE_ROOT_ID stands for the root).
+ *
+ * Invariants:
+ *  - An inode holds an O_PATH fd on its backing inode for as long as it
+ *    exists, so the backing inode cannot be freed and its number reused
+ *    while the kernel can still name it.
+ *  - nlookup counts the kernel's references (lookup, create, readdirplus
+ *    entries, link); inode_forget() frees the inode when it reaches zero.
+ *    The root is never freed.
+ *  - content_lock: shared for reads, exclusive for anything that changes the
+ *    content or size.  key_lock guards dek and opens; it is never held
+ *    across I/O other than the key-record read and the KMS call that loads
+ *    the key (so concurrent first reads unwrap once).
+ *  - dek is a pinned DEK-cache entry while opens > 0 and the key is loaded.
+ */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "dekcache.h"
+
+struct inode {
+	int fd; /* O_PATH */
+	dev_t dev;
+	ino_t ino;
+	mode_t type; /* S_IFMT bits */
+	uint64_t nlookup;
+
+	pthread_rwlock_t content_lock;
+	pthread_mutex_t key_lock;
+	struct dek_entry *dek;
+	unsigned opens;
+
+	struct inode *hash_next;
+};
+
+struct inode_table;
+
+int inode_table_create(int root_fd, struct inode_table **out);
+void inode_table_destroy(struct inode_table *t);
+struct inode *inode_table_root(struct inode_table *t);
+
+/*
+ * inode_lookup_or_add - the inode for @st (one more kernel reference).
+ * @fd is an O_PATH fd for it: adopted by a new inode, closed when one exists.
+ * Returns NULL (fd closed) on allocation failure.
+ */
+struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct stat *st);
+
+/* inode_ref - one more kernel reference on a known inode (link). */
+void inode_ref(struct inode_table *t, struct inode *in);
+
+/* inode_forget - drop @n kernel references; frees the inode at zero. */
+void inode_forget(struct inode_table *t, struct inode *in, uint64_t n);
+
+/* inode_count - number of live inodes (status). */
+uint64_t inode_count(struct inode_table *t);
+
+#endif

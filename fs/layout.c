@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Backing-file layout: size arithmetic and key-record placement.
+ * See layout.h and docs/FORMAT.md, "Backing files".
+ */
+#include "layout.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "crypto/block.h"
+#include "crypto/secmem.h"
+
+void layout_init(struct layout *l, const struct volume_config *cfg)
+{
+	l->block_size = cfg->block_size;
+	l->sealed_size = cfg->block_size + BLOCK_OVERHEAD;
+	l->placement = cfg->placement;
+	l->data_offset = cfg->placement == PLACEMENT_HEADER ? cfg->header_size : 0;
+	l->slot_size = cfg->placement == PLACEMENT_HEADER ? cfg->header_size / 2 : 0;
+}
+
+uint64_t layout_plain_size(const struct layout *l, uint64_t backing_size)
+{
+	/* A header-only or shorter file holds no content. */
+	if (backing_size <= l->data_offset)
+		return 0;
+	uint64_t data = backing_size - l->data_offset;
+	uint64_t full = data / l->sealed_size;
+	uint64_t rest = data % l->sealed_size;
+
+	/* A tail of BLOCK_OVERHEAD bytes or fewer cannot be a block: it is
+	 * damage, and reading it fails; it adds nothing to the size. */
+	return full * l->block_size + (rest > BLOCK_OVERHEAD ? rest - BLOCK_OVERHEAD : 0);
+}
+
+uint64_t layout_backing_size(const struct layout *l, uint64_t plain_size)
+{
+	uint64_t full = plain_size / l->block_size;
+	uint64_t rest = plain_size % l->block_size;
+
+	return l->data_offset + full * l->sealed_size + (rest ? rest + BLOCK_OVERHEAD : 0);
+}
+
+uint64_t layout_block_offset(const struct layout *l, uint64_t index)
+{
+	return l->data_offset + index * l->sealed_size;
+}
+
+bool layout_is_hole(const uint8_t *sealed, size_t len)
+{
+	/* Word-at-a-time zero test; this runs for every block read. */
+	size_t i = 0;
+	uint64_t acc = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		uint64_t w;
+		memcpy(&w, sealed + i, 8);
+		acc |= w;
+		if (acc)
+			return false;
+	}
+	for (; i < len; i++)
+		acc |= sealed[i];
+	return acc == 0;
+}
+
+/* Read exactly @len bytes at @off; a short read means the file is too short. */
+static int pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (int)(done == len ? 0 : -ENODATA);
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int read_header_record(const struct layout *l, int fd, struct key_record *r,
+			      struct record_pos *pos)
+{
+	uint8_t *header = malloc(l->data_offset);
+	uint64_t seq;
+	int slot, ret;
+
+	if (!header)
+		return -ENOMEM;
+	ret = pread_full(fd, header, l->data_offset, 0);
+	if (ret == -ENODATA) {
+		/* An empty file has no record yet; a non-empty file shorter
+		 * than its header was truncated: that is damage. */
+		off_t end = lseek(fd, 0, SEEK_END);
+		ret = end == 0 ? -ENODATA : -EBADMSG;
+		goto out;
+	}
+	if (ret < 0)
+		goto out;
+	ret = header_pick(header, l->slot_size, r, &seq, &slot);
+	if (ret == -ENODATA)
+		ret = -EBADMSG; /* a full-length header with two empty slots */
+	if (ret == 0 && pos) {
+		pos->seq = seq;
+		pos->slot = slot;
+	}
+out:
+	free(header);
+	return ret;
+}
+
+static int read_xattr_record(int fd, struct key_record *r, struct record_pos *pos)
+{
+	uint8_t *buf = malloc(RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED);
+	ssize_t n;
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	n = fgetxattr(fd, VOLUME_XATTR_NAME, buf,
+		      RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED);
+	if (n < 0)
+		ret = errno == ENODATA ? -ENODATA : errno == ERANGE ? -EBADMSG : -errno;
+	else
+		ret = record_decode(buf, (size_t)n, r);
+	if (ret == 0 && pos) {
+		pos->seq = 1;
+		pos->slot = 0;
+	}
+	free(buf);
+	return ret;
+}
+
+int layout_read_record(const struct layout *l, int fd, struct key_record *r,
+		       struct record_pos *pos)
+{
+	if (l->placement == PLACEMENT_HEADER)
+		return read_header_record(l, fd, r, pos);
+	return read_xattr_record(fd, r, pos);
+}
+
+int layout_write_record(const struct layout *l, int fd, const struct key_record *r,
+			struct record_pos *pos)
+{
+	bool replacing = pos->seq != 0;
+	size_t len;
+	uint8_t *buf;
+	int ret;
+
+	if (replacing && fdatasync(fd) < 0)
+		return -errno;
+
+	if (l->placement == PLACEMENT_HEADER) {
+		int target = pos->slot == 0 ? 1 : 0;
+		/* A first record is written with its empty partner slot, so
+		 * the header is full length from the start. */
+		size_t span = replacing ? l->slot_size : l->data_offset;
+
+		buf = calloc(1, span);
+		if (!buf)
+			return -ENOMEM;
+		ret = slot_encode(r, pos->seq + 1, buf, l->slot_size);
+		if (ret == 0)
+			ret = pwrite_full(fd, buf, span,
+					  replacing ? (off_t)target * l->slot_size : 0);
+		free(buf);
+		if (ret == 0) {
+			pos->seq++;
+			pos->slot = target;
+		}
+	} else {
+		buf = malloc(RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED);
+		if (!buf)
+			return -ENOMEM;
+		ret = record_encode(r, buf, RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED,
+				    &len);
+		if (ret == 0 && fsetxattr(fd, VOLUME_XATTR_NAME, buf, len, 0) < 0)
+			ret = -errno;
+		free(buf);
+		if (ret == 0) {
+			pos->seq++;
+			pos->slot = 0;
+		}
+	}
+	if (ret == 0 && replacing && fdatasync(fd) < 0)
+		ret = -errno;
+	return ret;
+}

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_LAYOUT_H
+#define ENVELOPEFS_FS_LAYOUT_H
+
+/*
+ * Where things sit inside a backing file (docs/FORMAT.md, "Backing files").
+ *
+ *   header placement:  [slot 0][slot 1][block 0][block 1]...[last block]
+ *   xattr placement:   [block 0][block 1]...[last block], record in the
+ *                      xattr VOLUME_XATTR_NAME
+ *
+ * Every block but the last is stored full (block_size + BLOCK_OVERHEAD); the
+ * last holds 1..block_size plaintext bytes.  So the plaintext size follows
+ * from the backing size alone, without a key:
+ *
+ *   data = backing size - data_offset
+ *   size = (data / sealed) * block_size + max(data % sealed - OVERHEAD, 0)
+ *
+ * A backing file of size 0 has no record and no content yet: the record (and
+ * the DEK, and the KMS call) is created by the first write, so `touch` never
+ * reaches the KMS.  A stored block that is entirely zero bytes is a hole and
+ * reads as zeros (see docs/THREAT-MODEL.md for what that concedes).
+ *
+ * Nothing here knows about FUSE; the daemon and envelopefsctl share it.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto/record.h"
+#include "volume.h"
+
+struct layout {
+	uint32_t block_size;
+	uint32_t sealed_size; /* block_size + BLOCK_OVERHEAD */
+	uint32_t data_offset; /* header_size, or 0 for xattr placement */
+	uint32_t slot_size;   /* header_size / 2, or 0 */
+	enum record_placement placement;
+};
+
+/* Where the current record was found, so the next write goes elsewhere. */
+struct record_pos {
+	uint64_t seq; /* header: sequence of the current slot (0: none yet) */
+	int slot;     /* header: slot holding the current record (-1: none) */
+};
+
+void layout_init(struct layout *l, const struct volume_config *cfg);
+
+/* layout_plain_size - plaintext size of a backing file of @backing_size bytes. */
+uint64_t layout_plain_size(const struct layout *l, uint64_t backing_size);
+
+/*
+ * layout_backing_size - backing size for @plain_size bytes of content in a
+ * file that has a record (header placement counts the header).
+ */
+uint64_t layout_backing_size(const struct layout *l, uint64_t plain_size);
+
+/* layout_block_offset - backing offset of block @index. */
+uint64_t layout_block_offset(const struct layout *l, uint64_t index);
+
+/* layout_is_hole - true when all @len bytes of a stored block are zero. */
+bool layout_is_hole(const uint8_t *sealed, size_t len);
+
+/*
+ * layout_read_record - read the current key record of the backing file @fd
+ * (a readable fd, not O_PATH).  Returns 0, -ENODATA when the file has no
+ * record yet (empty file / no xattr), -EBADMSG when the record is corrupt,
+ * or -errno from the I/O.  @pos may be NULL.
+ */
+int layout_read_record(const struct layout *l, int fd, struct key_record *r,
+		       struct record_pos *pos);
+
+/*
+ * layout_write_record - make @r the current record of @fd, crash-safely:
+ * header placement writes the slot that does not hold *@pos's record, with
+ * sequence pos->seq + 1; xattr placement replaces the xattr in one
+ * fsetxattr() (atomic in the backing filesystem's journal).
+ * A first record (pos->seq == 0, pos->slot == -1) is written like file data,
+ * without a sync.  Replacing a record fdatasync()s before (the old record is
+ * durable before anything else is touched) and after (the new one is durable
+ * before the caller reports success, and before a later replacement may
+ * overwrite the old slot).  On success *@pos describes the new record.
+ * Returns 0 or -errno.
+ */
+int layout_write_record(const struct layout *l, int fd, const struct key_record *r,
+			struct record_pos *pos);
+
+#endif

@@ -1,0 +1,411 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * envelopefs - mount an envelopefs volume.
+ *
+ *   envelopefs [-f] [-d] [-o OPTIONS] BACKING MOUNTPOINT
+ *
+ * Start-up runs in a child process from the beginning, so that keys are only
+ * ever loaded in the process that serves the mount; the parent waits on a
+ * pipe and exits 0 only once the mount is live, or with the child's failure
+ * code (its reason already printed to stderr).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crypto/secmem.h"
+#include "envfs.h"
+#include "log.h"
+#include "ops.h"
+
+/* Exit codes (documented in --help and README). */
+enum {
+	EXIT_OK = 0,
+	EXIT_MOUNT = 1,	 /* mounting or serving failed */
+	EXIT_USAGE = 2,	 /* bad command line or daemon settings */
+	EXIT_VOLUME = 3, /* BACKING is not a usable volume */
+	EXIT_KEYS = 4,	 /* keyring/KMS unusable or the wrong one */
+};
+
+struct cmdline {
+	const char *backing;
+	const char *config;
+	int allow_other;
+	int default_permissions;
+	int no_default_permissions;
+	int fsname;
+	int show_help;
+	int show_version;
+};
+
+/* Options we only note, leaving them for FUSE too. */
+enum { KEY_ALLOW_OTHER = 100, KEY_DEFAULT_PERMISSIONS, KEY_FSNAME };
+
+static const struct fuse_opt cmdline_spec[] = {
+	{"config=%s", offsetof(struct cmdline, config), 0},
+	{"no_default_permissions", offsetof(struct cmdline, no_default_permissions), 1},
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
+	FUSE_OPT_KEY("fsname=", KEY_FSNAME),
+	FUSE_OPT_END,
+};
+
+static int cmdline_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct cmdline *cl = data;
+
+	(void)arg;
+	(void)outargs;
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (cl->backing)
+			return 1; /* the mountpoint, for fuse_parse_cmdline() */
+		cl->backing = arg;
+		return 0;
+	case KEY_ALLOW_OTHER:
+		cl->allow_other = 1;
+		return 1;
+	case KEY_DEFAULT_PERMISSIONS:
+		cl->default_permissions = 1;
+		return 1;
+	case KEY_FSNAME:
+		cl->fsname = 1;
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [-f] [-d] [-o OPTIONS] BACKING MOUNTPOINT\n"
+	       "\n"
+	       "Mount the envelopefs volume in BACKING (made by `envelopefsctl init`) on\n"
+	       "MOUNTPOINT.  Runs in the background once the mount is live, logging to\n"
+	       "syslog; -f stays in the foreground and logs to stderr, -d adds FUSE debug.\n"
+	       "\n"
+	       "envelopefs options (-o):\n"
+	       "    config=FILE             daemon settings, INI section [daemon]:\n"
+	       "                            cache_entries, cache_max_age (s), attr_timeout (s),\n"
+	       "                            entry_timeout (s), log_level (error..debug)\n"
+	       "    allow_other             let other users in (implies default_permissions)\n"
+	       "    no_default_permissions  with allow_other: do not add default_permissions\n"
+	       "\n"
+	       "Secrets are never command-line arguments: a passphrase-protected keyring\n"
+	       "reads ENVELOPEFS_PASSPHRASE or the file named by ENVELOPEFS_PASSPHRASE_FILE.\n"
+	       "\n"
+	       "Exit status: 0 mounted; 1 mount failed; 2 usage or settings error;\n"
+	       "3 not a usable volume; 4 keyring/KMS unusable or not this volume's.\n"
+	       "\n"
+	       "FUSE options:\n",
+	       prog);
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+/*
+ * "-ofsname=PATH" with the commas that FUSE's option parser would split
+ * escaped, as libfuse itself escapes them.
+ */
+static char *fuse_mnt_fsname_opt(const char *backing)
+{
+	size_t len = strlen(backing);
+	char *opt = malloc(strlen("-ofsname=") + 2 * len + 1), *p;
+
+	if (!opt)
+		return NULL;
+	p = opt + sprintf(opt, "-ofsname=");
+	for (size_t i = 0; i < len; i++) {
+		if (backing[i] == ',' || backing[i] == '\\')
+			*p++ = '\\';
+		*p++ = backing[i];
+	}
+	*p = '\0';
+	return opt;
+}
+
+/* A mountpoint that is already the root of a mount is busy. */
+static int check_mountpoint(const char *mountpoint)
+{
+	struct statx stx;
+
+	if (statx(AT_FDCWD, mountpoint, 0, STATX_TYPE, &stx) < 0) {
+		fprintf(stderr, "envelopefs: mountpoint %s: %s\n", mountpoint, strerror(errno));
+		return -errno;
+	}
+	if (!S_ISDIR(stx.stx_mode)) {
+		fprintf(stderr, "envelopefs: mountpoint %s is not a directory\n", mountpoint);
+		return -ENOTDIR;
+	}
+	if ((stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+	    (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)) {
+		fprintf(stderr,
+			"envelopefs: mountpoint %s is busy: something is already mounted there "
+			"(unmount it with `fusermount3 -u %s`)\n",
+			mountpoint, mountpoint);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/* Load the volume and its keys.  Returns an exit code. */
+static int open_volume(struct envfs *fs, const char *backing)
+{
+	char path[PATH_MAX], err[512];
+	int root_fd, ret;
+
+	fs->backing = realpath(backing, NULL);
+	if (!fs->backing) {
+		fprintf(stderr, "envelopefs: backing directory %s: %s\n", backing, strerror(errno));
+		return EXIT_VOLUME;
+	}
+	snprintf(path, sizeof(path), "%s/%s", fs->backing, VOLUME_CONFIG_NAME);
+	ret = volume_config_load(path, &fs->cfg, err, sizeof(err));
+	if (ret == -ENOENT) {
+		fprintf(stderr,
+			"envelopefs: %s is not an envelopefs volume (no %s); create one with "
+			"`envelopefsctl init %s`\n",
+			fs->backing, VOLUME_CONFIG_NAME, fs->backing);
+		return EXIT_VOLUME;
+	}
+	if (ret < 0) {
+		fprintf(stderr, "envelopefs: %s\n", err);
+		return EXIT_VOLUME;
+	}
+	layout_init(&fs->layout, &fs->cfg);
+
+	ret = kms_open(fs->cfg.ini, &fs->kms, err, sizeof(err));
+	if (ret < 0) {
+		fprintf(stderr, "envelopefs: %s\n", err);
+		return EXIT_KEYS;
+	}
+	if (dekcache_create(fs->settings.cache_entries, fs->settings.cache_max_age, &fs->cache) <
+	    0) {
+		fprintf(stderr, "envelopefs: out of memory\n");
+		return EXIT_MOUNT;
+	}
+	root_fd = open(fs->backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root_fd < 0 || inode_table_create(root_fd, &fs->inodes) < 0) {
+		fprintf(stderr, "envelopefs: cannot open %s: %s\n", fs->backing, strerror(errno));
+		return EXIT_VOLUME;
+	}
+	return EXIT_OK;
+}
+
+static void close_volume(struct envfs *fs)
+{
+	inode_table_destroy(fs->inodes);
+	dekcache_destroy(fs->cache); /* wipes every DEK */
+	if (fs->kms)
+		kms_close(fs->kms); /* wipes the master keys */
+	volume_config_free(&fs->cfg);
+	free(fs->backing);
+}
+
+/* Idle DEKs leave memory at their age limit even when nothing else happens. */
+static pthread_mutex_t expiry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t expiry_cond = PTHREAD_COND_INITIALIZER;
+static bool expiry_stop;
+
+static void *expiry_thread(void *arg)
+{
+	struct envfs *fs = arg;
+	struct timespec deadline;
+
+	pthread_mutex_lock(&expiry_lock);
+	while (!expiry_stop) {
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += 1;
+		pthread_cond_timedwait(&expiry_cond, &expiry_lock, &deadline);
+		dekcache_expire(fs->cache);
+	}
+	pthread_mutex_unlock(&expiry_lock);
+	return NULL;
+}
+
+static void notify_parent(int fd, int code)
+{
+	unsigned char c = (unsigned char)code;
+
+	if (fd < 0)
+		return;
+	if (write(fd, &c, 1) != 1)
+		log_msg(LOG_WARNING, "could not report start-up status to the parent");
+	close(fd);
+}
+
+static void detach_stdio(void)
+{
+	int null = open("/dev/null", O_RDWR);
+
+	if (null < 0)
+		return;
+	dup2(null, STDIN_FILENO);
+	dup2(null, STDOUT_FILENO);
+	dup2(null, STDERR_FILENO);
+	if (null > STDERR_FILENO)
+		close(null);
+}
+
+/* Fork; the parent returns only to exit with the child's start-up code. */
+static int fork_daemon(int *notify_fd)
+{
+	int pipefd[2];
+	pid_t pid;
+	unsigned char code = EXIT_MOUNT;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		perror("envelopefs: pipe");
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		perror("envelopefs: fork");
+		return -1;
+	}
+	if (pid > 0) {
+		close(pipefd[1]);
+		if (read(pipefd[0], &code, 1) != 1) {
+			int status;
+			/* The child died before reporting: take its exit status. */
+			code = waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+					       WEXITSTATUS(status) != 0
+				       ? (unsigned char)WEXITSTATUS(status)
+				       : EXIT_MOUNT;
+		}
+		_exit(code);
+	}
+	close(pipefd[0]);
+	setsid();
+	*notify_fd = pipefd[1];
+	return 0;
+}
+
+static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_opts *opts,
+		 int notify_fd)
+{
+	struct fuse_session *se;
+	struct fuse_loop_config *loop;
+	pthread_t expiry;
+	int ret;
+
+	se = fuse_session_new(args, &envfs_ops, sizeof(envfs_ops), fs);
+	if (!se)
+		return EXIT_USAGE;
+	if (fuse_set_signal_handlers(se) != 0) {
+		fuse_session_destroy(se);
+		return EXIT_MOUNT;
+	}
+	if (fuse_session_mount(se, opts->mountpoint) != 0) {
+		fuse_remove_signal_handlers(se);
+		fuse_session_destroy(se);
+		return EXIT_MOUNT;
+	}
+	pthread_create(&expiry, NULL, expiry_thread, fs);
+	fs->started = time(NULL);
+	if (!opts->foreground) {
+		log_to_syslog("envelopefs");
+		if (chdir("/") != 0)
+			log_msg(LOG_WARNING, "chdir /: %s", strerror(errno));
+		detach_stdio();
+	}
+	log_msg(LOG_INFO, "mounted %s on %s", fs->backing, opts->mountpoint);
+	notify_parent(notify_fd, EXIT_OK);
+
+	if (opts->singlethread) {
+		ret = fuse_session_loop(se);
+	} else {
+		loop = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(loop, opts->clone_fd);
+		if (opts->max_threads > 0 && opts->max_threads <= 100000)
+			fuse_loop_cfg_set_max_threads(loop, opts->max_threads);
+		fuse_loop_cfg_set_idle_threads(loop, opts->max_idle_threads);
+		ret = fuse_session_loop_mt(se, loop);
+		fuse_loop_cfg_destroy(loop);
+	}
+
+	pthread_mutex_lock(&expiry_lock);
+	expiry_stop = true;
+	pthread_cond_signal(&expiry_cond);
+	pthread_mutex_unlock(&expiry_lock);
+	pthread_join(expiry, NULL);
+
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+	fuse_session_destroy(se);
+	log_msg(LOG_INFO, "unmounted %s; keys wiped", opts->mountpoint);
+	return ret == 0 ? EXIT_OK : EXIT_MOUNT;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts opts = {0};
+	struct cmdline cl = {0};
+	struct envfs fs = {0};
+	char err[512];
+	int notify_fd = -1, code;
+
+	if (fuse_opt_parse(&args, &cl, cmdline_spec, cmdline_proc) != 0 ||
+	    fuse_parse_cmdline(&args, &opts) != 0)
+		return EXIT_USAGE;
+	if (opts.show_help) {
+		usage(argv[0]);
+		return EXIT_OK;
+	}
+	if (opts.show_version) {
+		printf("envelopefs %s, libfuse %s\n", ENVELOPEFS_VERSION, fuse_pkgversion());
+		return EXIT_OK;
+	}
+	if (!cl.backing || !opts.mountpoint) {
+		fprintf(stderr, "usage: %s [-f] [-d] [-o OPTIONS] BACKING MOUNTPOINT (see --help)\n",
+			argv[0]);
+		return EXIT_USAGE;
+	}
+	if (cl.allow_other && !cl.default_permissions && !cl.no_default_permissions)
+		fuse_opt_add_arg(&args, "-odefault_permissions");
+	if (!cl.fsname) {
+		/* `mount` and `df` show the backing directory as the source. */
+		char *opt = fuse_mnt_fsname_opt(cl.backing);
+		if (opt) {
+			fuse_opt_add_arg(&args, opt);
+			free(opt);
+		}
+	}
+
+	envfs_settings_defaults(&fs.settings);
+	if (cl.config && envfs_settings_load(cl.config, &fs.settings, err, sizeof(err)) < 0) {
+		fprintf(stderr, "envelopefs: %s\n", err);
+		return EXIT_USAGE;
+	}
+	log_set_level(fs.settings.log_level);
+	if (check_mountpoint(opts.mountpoint) < 0)
+		return EXIT_MOUNT;
+
+	if (!opts.foreground && fork_daemon(&notify_fd) < 0)
+		return EXIT_MOUNT;
+	/* Keys are about to be loaded: keep them out of core dumps and away
+	 * from other processes of this user. */
+	if (secmem_harden_process() < 0)
+		log_msg(LOG_WARNING, "could not disable core dumps");
+	umask(0); /* the kernel already applied the caller's umask */
+
+	code = open_volume(&fs, cl.backing);
+	if (code == EXIT_OK)
+		code = serve(&fs, &args, &opts, notify_fd);
+	else
+		notify_parent(notify_fd, code);
+	close_volume(&fs);
+	free(opts.mountpoint);
+	fuse_opt_free_args(&args);
+	return code;
+}

@@ -1,0 +1,1070 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * FUSE low-level operations over the backing tree.  See ops.h.
+ *
+ * Backing access: every inode holds an O_PATH fd; name operations use the
+ * *at() calls on the parent's fd, and operations that need a real fd reopen
+ * the inode through /proc/self/fd/N.  Content goes through content.c with
+ * the file's DEK from filekey.c.
+ */
+#include "ops.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "content.h"
+#include "envfs.h"
+#include "filekey.h"
+#include "log.h"
+#include "names.h"
+
+/* An open regular file: the backing fd, opened for reading and writing
+ * whatever the caller asked, so that partial blocks can be re-sealed. */
+struct open_file {
+	int fd;
+	bool append;
+	struct inode *inode;
+};
+
+struct open_dir {
+	DIR *dp;
+	off_t offset;
+	struct dirent *entry; /* read but not yet returned */
+};
+
+static struct envfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct inode *inode_of(struct envfs *fs, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return inode_table_root(fs->inodes);
+	return (struct inode *)(uintptr_t)ino;
+}
+
+static bool is_root(struct envfs *fs, const struct inode *in)
+{
+	return in == inode_table_root(fs->inodes);
+}
+
+static void proc_path(int fd, char out[64])
+{
+	snprintf(out, 64, "/proc/self/fd/%d", fd);
+}
+
+/* Backing attributes as the mount shows them: the plaintext size. */
+static void to_plain_attr(struct envfs *fs, struct stat *st)
+{
+	if (S_ISREG(st->st_mode))
+		st->st_size = (off_t)layout_plain_size(&fs->layout, (uint64_t)st->st_size);
+}
+
+static int stat_inode(struct envfs *fs, struct inode *in, struct stat *st)
+{
+	if (fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	to_plain_attr(fs, st);
+	return 0;
+}
+
+/* Fill @e for @name in @parent and take a kernel reference on its inode. */
+static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
+		     struct fuse_entry_param *e)
+{
+	char bname[NAMES_MAX + 1];
+	struct stat st;
+	struct inode *in;
+	int fd, ret;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = fs->settings.attr_timeout;
+	e->entry_timeout = fs->settings.entry_timeout;
+
+	ret = names_to_backing(is_root(fs, parent), name, bname);
+	if (ret < 0)
+		return ret == -EPERM ? -ENOENT : ret;
+	fd = openat(parent->fd, bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	in = inode_lookup_or_add(fs->inodes, fd, &st);
+	if (!in)
+		return -ENOMEM;
+	to_plain_attr(fs, &st);
+	e->ino = (fuse_ino_t)(uintptr_t)in;
+	if (in == inode_table_root(fs->inodes))
+		e->ino = FUSE_ROOT_ID;
+	e->attr = st;
+	return 0;
+}
+
+static void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_param *e)
+{
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_entry(req, e);
+}
+
+static void envfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	conn->max_write = CONTENT_MAX_IO;
+	conn->max_readahead = CONTENT_MAX_IO;
+	/* The kernel sends truncation as setattr(size), which keeps the
+	 * file's key record and needs no KMS call. */
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+}
+
+static void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	int ret = do_lookup(fs, inode_of(fs, parent), name, &e);
+
+	if (ret == -ENOENT) {
+		/* Negative entry: the kernel may cache the absence. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->settings.entry_timeout;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	reply_entry_or_err(req, ret, &e);
+}
+
+static void envfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct envfs *fs = fs_of(req);
+
+	inode_forget(fs->inodes, inode_of(fs, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void envfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct envfs *fs = fs_of(req);
+
+	for (size_t i = 0; i < count; i++)
+		inode_forget(fs->inodes, inode_of(fs, forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void envfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct stat st;
+	int ret;
+
+	(void)fi;
+	ret = stat_inode(fs, inode_of(fs, ino), &st);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, fs->settings.attr_timeout);
+}
+
+static void log_integrity(struct envfs *fs, struct inode *in, uint64_t block)
+{
+	atomic_fetch_add(&fs->counters.integrity_errors, 1);
+	log_ratelimited(LOG_ERR, "inode %llu: block %llu fails authentication (tampered or "
+				 "truncated); returning EIO",
+			(unsigned long long)in->ino, (unsigned long long)block);
+}
+
+static struct content_file content_of(struct envfs *fs, struct inode *in, int fd)
+{
+	struct content_file f = {
+		.fd = fd,
+		.layout = &fs->layout,
+		.owner = {.volume_uuid = fs->cfg.uuid},
+	};
+	if (in->dek) {
+		f.owner.key = in->dek->key;
+		f.owner.file_id = in->dek->file_id;
+	}
+	return f;
+}
+
+/*
+ * Change the size of @in through @fd (open read-write, attached).  Shrinking
+ * to zero keeps the key record and needs no key; any other size needs the
+ * DEK, and a record-less file gets its record first.
+ */
+static int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t size)
+{
+	uint64_t bad_block = 0;
+	int ret = 0;
+
+	pthread_rwlock_wrlock(&in->content_lock);
+	if (size > 0)
+		ret = filekey_load(fs, in, fd, true);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, fd);
+		ret = content_truncate(&f, size, &bad_block);
+		if (ret == -EIO)
+			log_integrity(fs, in, bad_block);
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	return ret;
+}
+
+static int reopen(struct inode *in, int flags)
+{
+	char path[64];
+	int fd;
+
+	proc_path(in->fd, path);
+	fd = open(path, flags | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static int setattr_size(struct envfs *fs, struct inode *in, struct fuse_file_info *fi,
+			uint64_t size)
+{
+	int fd, ret;
+
+	if (in->type == S_IFDIR)
+		return -EISDIR;
+	if (in->type != S_IFREG)
+		return -EINVAL;
+	if (fi)
+		return truncate_file(fs, in, ((struct open_file *)(uintptr_t)fi->fh)->fd, size);
+	fd = reopen(in, O_RDWR);
+	if (fd < 0)
+		return fd;
+	ret = filekey_attach(fs, in, fd);
+	if (ret == 0) {
+		ret = truncate_file(fs, in, fd, size);
+		filekey_detach(fs, in);
+	}
+	close(fd);
+	return ret;
+}
+
+static int setattr_times(struct inode *in, const struct stat *attr, int valid,
+			 struct fuse_file_info *fi)
+{
+	struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+	char path[64];
+	int ret;
+
+	if (valid & FUSE_SET_ATTR_ATIME_NOW)
+		tv[0].tv_nsec = UTIME_NOW;
+	else if (valid & FUSE_SET_ATTR_ATIME)
+		tv[0] = attr->st_atim;
+	if (valid & FUSE_SET_ATTR_MTIME_NOW)
+		tv[1].tv_nsec = UTIME_NOW;
+	else if (valid & FUSE_SET_ATTR_MTIME)
+		tv[1] = attr->st_mtim;
+
+	if (fi) {
+		ret = futimens(((struct open_file *)(uintptr_t)fi->fh)->fd, tv);
+	} else if (in->type == S_IFLNK) {
+		/* No race-free way to reach a symlink's own times but this. */
+		ret = utimensat(in->fd, "", tv, AT_EMPTY_PATH);
+		if (ret < 0 && errno == EINVAL)
+			errno = EPERM;
+	} else {
+		proc_path(in->fd, path);
+		ret = utimensat(AT_FDCWD, path, tv, 0);
+	}
+	return ret < 0 ? -errno : 0;
+}
+
+static void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+			  struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+	char path[64];
+	struct stat st;
+	int ret = 0;
+
+	if (valid & FUSE_SET_ATTR_MODE) {
+		proc_path(in->fd, path);
+		if ((fi ? fchmod(((struct open_file *)(uintptr_t)fi->fh)->fd, attr->st_mode)
+			: chmod(path, attr->st_mode)) < 0) {
+			ret = -errno;
+			goto out;
+		}
+	}
+	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+		if (fchownat(in->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+			ret = -errno;
+			goto out;
+		}
+	}
+	if (valid & FUSE_SET_ATTR_SIZE) {
+		ret = setattr_size(fs, in, fi, (uint64_t)attr->st_size);
+		if (ret < 0)
+			goto out;
+	}
+	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+		     FUSE_SET_ATTR_MTIME_NOW)) {
+		ret = setattr_times(in, attr, valid, fi);
+		if (ret < 0)
+			goto out;
+	}
+	ret = stat_inode(fs, in, &st);
+out:
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, fs->settings.attr_timeout);
+}
+
+static void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct envfs *fs = fs_of(req);
+	char buf[PATH_MAX + 1];
+	ssize_t n = readlinkat(inode_of(fs, ino)->fd, "", buf, sizeof(buf));
+
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else if ((size_t)n >= sizeof(buf))
+		fuse_reply_err(req, ENAMETOOLONG);
+	else {
+		buf[n] = '\0';
+		fuse_reply_readlink(req, buf);
+	}
+}
+
+/*
+ * A root daemon creates as root: hand the new entry to the caller, as the
+ * kernel would have (the group of a setgid parent is inherited by the
+ * backing filesystem itself, so only the owner is set then).
+ */
+static int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const char *name)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat pst;
+
+	if (geteuid() != 0)
+		return 0;
+	if (fstat(parent->fd, &pst) < 0)
+		return -errno;
+	gid_t gid = (pst.st_mode & S_ISGID) ? (gid_t)-1 : ctx->gid;
+	if (fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH)) <
+	    0)
+		return -errno;
+	return 0;
+}
+
+/* The common tail of mknod, mkdir and symlink: own it, look it up, reply. */
+static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *parent,
+			     const char *name, const char *bname)
+{
+	struct fuse_entry_param e;
+	int ret = give_to_caller(req, parent, parent->fd, bname);
+
+	if (ret == 0)
+		ret = do_lookup(fs, parent, name, &e);
+	reply_entry_or_err(req, ret, &e);
+}
+
+static void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			dev_t rdev)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	char bname[NAMES_MAX + 1];
+	int ret = names_to_backing(is_root(fs, dir), name, bname);
+
+	if (ret == 0 && mknodat(dir->fd, bname, mode, rdev) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	finish_new_entry(req, fs, dir, name, bname);
+}
+
+static void envfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	char bname[NAMES_MAX + 1];
+	int ret = names_to_backing(is_root(fs, dir), name, bname);
+
+	if (ret == 0 && mkdirat(dir->fd, bname, mode) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	finish_new_entry(req, fs, dir, name, bname);
+}
+
+static void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	char bname[NAMES_MAX + 1];
+	int ret = names_to_backing(is_root(fs, dir), name, bname);
+
+	if (ret == 0 && symlinkat(target, dir->fd, bname) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	finish_new_entry(req, fs, dir, name, bname);
+}
+
+static void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino), *dir = inode_of(fs, newparent);
+	char bname[NAMES_MAX + 1], path[64];
+	struct fuse_entry_param e;
+	int ret = names_to_backing(is_root(fs, dir), newname, bname);
+
+	if (ret == 0 && linkat(in->fd, "", dir->fd, bname, AT_EMPTY_PATH) < 0) {
+		/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; go through /proc. */
+		proc_path(in->fd, path);
+		if (linkat(AT_FDCWD, path, dir->fd, bname, AT_SYMLINK_FOLLOW) < 0)
+			ret = -errno;
+	}
+	if (ret == 0)
+		ret = do_lookup(fs, dir, newname, &e);
+	reply_entry_or_err(req, ret, &e);
+}
+
+static void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	char bname[NAMES_MAX + 1];
+	struct stat st;
+	int ret = names_to_backing(is_root(fs, dir), name, bname);
+
+	if (ret == 0 && fstatat(dir->fd, bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		ret = -errno;
+	if (ret == 0 && unlinkat(dir->fd, bname, 0) < 0)
+		ret = -errno;
+	/* The last name of a file is gone: so is any reason to keep its key. */
+	if (ret == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
+		dekcache_forget(fs->cache, st.st_dev, st.st_ino);
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+static void envfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	char bname[NAMES_MAX + 1];
+	int ret = names_to_backing(is_root(fs, dir), name, bname);
+
+	if (ret == 0 && unlinkat(dir->fd, bname, AT_REMOVEDIR) < 0)
+		ret = -errno;
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+			 const char *newname, unsigned int flags)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
+	char bname[NAMES_MAX + 1], bnewname[NAMES_MAX + 1];
+	int ret = names_to_backing(is_root(fs, from), name, bname);
+
+	if (ret == 0)
+		ret = names_to_backing(is_root(fs, to), newname, bnewname);
+	if (ret == 0 && renameat2(from->fd, bname, to->fd, bnewname, flags) < 0)
+		ret = -errno;
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+/* Backing open flags: always readable and writable where the request
+ * writes (partial blocks are read back), never O_APPEND (offsets are
+ * plaintext offsets, placed by us) nor O_TRUNC (setattr does it). */
+static int backing_flags(int flags)
+{
+	int keep = flags & (O_SYNC | O_DSYNC | O_NOATIME);
+
+	return keep | ((flags & O_ACCMODE) == O_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+}
+
+static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flags,
+			    struct fuse_file_info *fi)
+{
+	struct open_file *of = malloc(sizeof(*of));
+	int ret;
+
+	if (!of)
+		return -ENOMEM;
+	ret = filekey_attach(fs, in, fd);
+	if (ret < 0) {
+		free(of);
+		return ret;
+	}
+	of->fd = fd;
+	of->append = (flags & O_APPEND) != 0;
+	of->inode = in;
+	fi->fh = (uint64_t)(uintptr_t)of;
+	/* Only this daemon changes the backing files: cached pages stay valid. */
+	fi->keep_cache = 1;
+	return 0;
+}
+
+static void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+	int fd = reopen(in, backing_flags(fi->flags));
+	int ret;
+
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	ret = attach_open_file(fs, in, fd, fi->flags, fi);
+	if (ret < 0) {
+		close(fd);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fuse_reply_open(req, fi);
+}
+
+static void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			 struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	char bname[NAMES_MAX + 1];
+	struct fuse_entry_param e;
+	int fd = -1;
+	int ret = names_to_backing(is_root(fs, dir), name, bname);
+
+	if (ret < 0)
+		goto fail;
+	fd = openat(dir->fd, bname, backing_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL),
+		    mode);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = give_to_caller(req, dir, fd, "");
+	if (ret == 0)
+		ret = do_lookup(fs, dir, name, &e);
+	if (ret < 0)
+		goto fail;
+	ret = attach_open_file(fs, inode_of(fs, e.ino), fd, fi->flags, fi);
+	if (ret < 0) {
+		inode_forget(fs->inodes, inode_of(fs, e.ino), 1);
+		goto fail;
+	}
+	fuse_reply_create(req, &e, fi);
+	return;
+fail:
+	if (fd >= 0)
+		close(fd);
+	fuse_reply_err(req, -ret);
+}
+
+static void envfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct inode *in = inode_of(fs, ino);
+	uint64_t bad_block = 0;
+	size_t done = 0;
+	void *buf = content_thread_buffer();
+	int ret;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_rwlock_rdlock(&in->content_lock);
+	ret = filekey_load(fs, in, of->fd, false);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, of->fd);
+		ret = content_read(&f, buf, size, (uint64_t)off, &done, &bad_block);
+		if (ret == -EIO)
+			log_integrity(fs, in, bad_block);
+	} else if (ret == -ENODATA) {
+		ret = 0; /* no record: an empty file */
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_buf(req, buf, done);
+}
+
+static void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct inode *in = inode_of(fs, ino);
+	uint64_t bad_block = 0, pos = (uint64_t)off;
+	int ret;
+
+	pthread_rwlock_wrlock(&in->content_lock);
+	ret = filekey_load(fs, in, of->fd, true);
+	if (ret == 0 && of->append)
+		ret = content_size(of->fd, &fs->layout, &pos);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, of->fd);
+		ret = content_write(&f, buf, size, pos, &bad_block);
+		if (ret == -EIO)
+			log_integrity(fs, in, bad_block);
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_write(req, size);
+}
+
+static void envfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	/* Nothing is buffered in the daemon; locks are the kernel's. */
+	fuse_reply_err(req, 0);
+}
+
+static void envfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+
+	filekey_detach(fs, inode_of(fs, ino));
+	close(of->fd);
+	free(of);
+	fuse_reply_err(req, 0);
+}
+
+static void envfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	int ret = datasync ? fdatasync(of->fd) : fsync(of->fd);
+
+	(void)ino;
+	fuse_reply_err(req, ret < 0 ? errno : 0);
+}
+
+static void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_dir *d = calloc(1, sizeof(*d));
+	int fd;
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fd = openat(inode_of(fs, ino)->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(d->dp = fdopendir(fd))) {
+		int err = errno;
+		if (fd >= 0)
+			close(fd);
+		free(d);
+		fuse_reply_err(req, err);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	fi->keep_cache = 1;
+	fi->cache_readdir = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+		       struct fuse_file_info *fi, bool plus)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, ino);
+	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
+	char *buf = malloc(size), *p = buf;
+	size_t rem = size;
+	int err = 0;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (offset != d->offset) {
+		seekdir(d->dp, offset);
+		d->entry = NULL;
+		d->offset = offset;
+	}
+	for (;;) {
+		char name[NAMES_MAX + 1];
+		struct fuse_entry_param e;
+		size_t n;
+
+		if (!d->entry) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (!d->entry) {
+				err = errno;
+				break;
+			}
+		}
+		off_t next = d->entry->d_off;
+		bool dots = strcmp(d->entry->d_name, ".") == 0 ||
+			    strcmp(d->entry->d_name, "..") == 0;
+
+		if (names_from_backing(is_root(fs, dir), d->entry->d_name, name) < 0)
+			goto skip;
+		if (plus && !dots) {
+			int ret = do_lookup(fs, dir, name, &e);
+			if (ret == -ENOENT)
+				goto skip; /* gone since readdir saw it */
+			if (ret < 0) {
+				err = -ret;
+				break;
+			}
+		} else {
+			memset(&e, 0, sizeof(e));
+			e.attr.st_ino = d->entry->d_ino;
+			e.attr.st_mode = (mode_t)d->entry->d_type << 12;
+		}
+		n = plus ? fuse_add_direntry_plus(req, p, rem, name, &e, next)
+			 : fuse_add_direntry(req, p, rem, name, &e.attr, next);
+		if (n > rem) {
+			/* Full: undo the lookup; the entry is returned next time. */
+			if (plus && !dots)
+				inode_forget(fs->inodes, inode_of(fs, e.ino), 1);
+			break;
+		}
+		p += n;
+		rem -= n;
+skip:
+		d->entry = NULL;
+		d->offset = next;
+	}
+	if (err && p == buf)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_buf(req, buf, size - rem);
+	free(buf);
+}
+
+static void envfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			  struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, offset, fi, false);
+}
+
+static void envfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			      struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, offset, fi, true);
+}
+
+static void envfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	closedir(d->dp);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void envfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			   struct fuse_file_info *fi)
+{
+	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
+	int fd = dirfd(d->dp);
+	int ret = datasync ? fdatasync(fd) : fsync(fd);
+
+	(void)ino;
+	fuse_reply_err(req, ret < 0 ? errno : 0);
+}
+
+static void envfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct envfs *fs = fs_of(req);
+	struct statvfs sv;
+
+	if (fstatvfs(inode_of(fs, ino)->fd, &sv) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+/* The key record's xattr is the volume's, not the user's. */
+static bool hidden_xattr(const char *name)
+{
+	return strcmp(name, VOLUME_XATTR_NAME) == 0;
+}
+
+static int status_json(struct envfs *fs, char *out, size_t cap)
+{
+	struct dekcache_stats cs;
+	char uuid[37];
+	int n;
+
+	dekcache_get_stats(fs->cache, &cs);
+	uuid_format(fs->cfg.uuid, uuid);
+	n = snprintf(out, cap,
+		     "{\"volume\":\"%s\",\"backing\":\"%s\",\"kms\":{\"provider\":\"%s\","
+		     "\"key_ref\":\"%s\",\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
+		     ",\"rewrap\":%" PRIu64 ",\"failures\":%" PRIu64 "},"
+		     "\"cache\":{\"entries\":%" PRIu64 ",\"pinned\":%" PRIu64 ",\"hits\":%" PRIu64
+		     ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"max_entries\":%u,"
+		     "\"max_age\":%u},"
+		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
+		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld}\n",
+		     uuid, fs->backing, fs->kms->ops->name, fs->kms->key_ref,
+		     (uint64_t)fs->kms->counters.generate, (uint64_t)fs->kms->counters.unwrap,
+		     (uint64_t)fs->kms->counters.rewrap, (uint64_t)fs->kms->counters.failures,
+		     cs.entries, cs.pinned, cs.hits, cs.misses, cs.evictions,
+		     fs->settings.cache_entries, fs->settings.cache_max_age,
+		     (uint64_t)atomic_load(&fs->counters.integrity_errors),
+		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
+		     (long long)(time(NULL) - fs->started));
+	return n < 0 || (size_t)n >= cap ? -ERANGE : n;
+}
+
+static void reply_xattr_value(fuse_req_t req, const char *value, ssize_t len, size_t size)
+{
+	if (len < 0)
+		fuse_reply_err(req, (int)-len);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)len);
+	else if ((size_t)len > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, value, (size_t)len);
+}
+
+static void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+	char path[64], *value = NULL;
+	ssize_t len;
+
+	if (hidden_xattr(name)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	if (is_root(fs, in) && strcmp(name, STATUS_XATTR) == 0) {
+		char status[2048];
+		if (fuse_req_ctx(req)->uid != 0) {
+			fuse_reply_err(req, EPERM);
+			return;
+		}
+		len = status_json(fs, status, sizeof(status));
+		reply_xattr_value(req, status, len, size);
+		return;
+	}
+	if (size > 0 && !(value = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	proc_path(in->fd, path);
+	len = getxattr(path, name, value, size);
+	reply_xattr_value(req, value, len < 0 ? -errno : len, size);
+	free(value);
+}
+
+static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct envfs *fs = fs_of(req);
+	char path[64], *list;
+	ssize_t len, out = 0;
+
+	proc_path(inode_of(fs, ino)->fd, path);
+	/* Ask the backing file with room to spare: the hidden name is removed. */
+	len = listxattr(path, NULL, 0);
+	if (len < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	list = malloc((size_t)len + 1);
+	if (!list) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	len = listxattr(path, list, (size_t)len);
+	if (len < 0) {
+		free(list);
+		fuse_reply_err(req, errno == ERANGE ? EAGAIN : errno);
+		return;
+	}
+	for (ssize_t i = 0; i < len;) {
+		size_t n = strlen(list + i) + 1;
+		if (!hidden_xattr(list + i)) {
+			memmove(list + out, list + i, n);
+			out += (ssize_t)n;
+		}
+		i += (ssize_t)n;
+	}
+	reply_xattr_value(req, list, out, size);
+	free(list);
+}
+
+static void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			   size_t size, int flags)
+{
+	struct envfs *fs = fs_of(req);
+	char path[64];
+
+	if (hidden_xattr(name) || strcmp(name, STATUS_XATTR) == 0) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	proc_path(inode_of(fs, ino)->fd, path);
+	fuse_reply_err(req, setxattr(path, name, value, size, flags) < 0 ? errno : 0);
+}
+
+static void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	char path[64];
+
+	if (hidden_xattr(name)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	proc_path(inode_of(fs, ino)->fd, path);
+	fuse_reply_err(req, removexattr(path, name) < 0 ? errno : 0);
+}
+
+/* Permission check for mounts without default_permissions, as the kernel would do it. */
+static void envfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct envfs *fs = fs_of(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+	gid_t groups[64];
+	int ngroups, ret = stat_inode(fs, inode_of(fs, ino), &st);
+
+	if (ret < 0 || mask == F_OK) {
+		fuse_reply_err(req, ret < 0 ? -ret : 0);
+		return;
+	}
+	if (ctx->uid == 0) {
+		/* Root may do anything but execute a file nobody may execute. */
+		bool denied = (mask & X_OK) && !S_ISDIR(st.st_mode) && !(st.st_mode & 0111);
+		fuse_reply_err(req, denied ? EACCES : 0);
+		return;
+	}
+	mode_t bits;
+	if (ctx->uid == st.st_uid) {
+		bits = (st.st_mode >> 6) & 7;
+	} else {
+		bool member = ctx->gid == st.st_gid;
+		ngroups = fuse_req_getgroups(req, 64, groups);
+		for (int i = 0; i < ngroups && i < 64 && !member; i++)
+			member = groups[i] == st.st_gid;
+		bits = member ? (st.st_mode >> 3) & 7 : st.st_mode & 7;
+	}
+	fuse_reply_err(req, ((mode_t)mask & ~bits) ? EACCES : 0);
+}
+
+static void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			    struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct inode *in = inode_of(fs, ino);
+	uint64_t bad_block = 0;
+	int ret;
+
+	if (mode & ~FALLOC_FL_KEEP_SIZE) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	pthread_rwlock_wrlock(&in->content_lock);
+	ret = filekey_load(fs, in, of->fd, true);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, of->fd);
+		ret = content_allocate(&f, (uint64_t)offset, (uint64_t)length,
+				       mode & FALLOC_FL_KEEP_SIZE, &bad_block);
+		if (ret == -EIO)
+			log_integrity(fs, in, bad_block);
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+static void envfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+			struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct inode *in = inode_of(fs, ino);
+	struct content_file f = content_of(fs, in, of->fd);
+	uint64_t result = 0;
+	int ret;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	pthread_rwlock_rdlock(&in->content_lock);
+	ret = content_seek(&f, (uint64_t)off, whence, &result);
+	pthread_rwlock_unlock(&in->content_lock);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_lseek(req, (off_t)result);
+}
+
+const struct fuse_lowlevel_ops envfs_ops = {
+	.init = envfs_init,
+	.lookup = envfs_lookup,
+	.forget = envfs_forget,
+	.forget_multi = envfs_forget_multi,
+	.getattr = envfs_getattr,
+	.setattr = envfs_setattr,
+	.readlink = envfs_readlink,
+	.mknod = envfs_mknod,
+	.mkdir = envfs_mkdir,
+	.symlink = envfs_symlink,
+	.link = envfs_link,
+	.unlink = envfs_unlink,
+	.rmdir = envfs_rmdir,
+	.rename = envfs_rename,
+	.open = envfs_open,
+	.create = envfs_create,
+	.read = envfs_read,
+	.write = envfs_write,
+	.flush = envfs_flush,
+	.release = envfs_release,
+	.fsync = envfs_fsync,
+	.opendir = envfs_opendir,
+	.readdir = envfs_readdir,
+	.readdirplus = envfs_readdirplus,
+	.releasedir = envfs_releasedir,
+	.fsyncdir = envfs_fsyncdir,
+	.statfs = envfs_statfs,
+	.setxattr = envfs_setxattr,
+	.getxattr = envfs_getxattr,
+	.listxattr = envfs_listxattr,
+	.removexattr = envfs_removexattr,
+	.access = envfs_access,
+	.fallocate = envfs_fallocate,
+	.lseek = envfs_lseek,
+};

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_OPS_H
+#define ENVELOPEFS_FS_OPS_H
+
+/*
+ * The FUSE low-level operations.  Each op reads top-down: find the inode
+ * from the node id, translate the name through the codec, do one syscall on
+ * the inode's fd (or the content engine for file data), reply.
+ */
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+/* The virtual xattr on the mount root that reports run-time status (root only). */
+#define STATUS_XATTR "trusted.envelopefs.status"
+
+extern const struct fuse_lowlevel_ops envfs_ops;
+
+#endif

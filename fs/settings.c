@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/* Daemon settings from `-o config=FILE`: the [daemon] section of an INI file. */
+#include <errno.h>
+#include <iniparser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "envfs.h"
+#include "log.h"
+
+void envfs_settings_defaults(struct envfs_settings *s)
+{
+	s->cache_entries = 4096;
+	s->cache_max_age = 600;
+	s->attr_timeout = 1.0;
+	s->entry_timeout = 1.0;
+	s->log_level = LOG_INFO;
+}
+
+static int parse_uint(const char *text, unsigned max, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (errno || end == text || *end || v > max || text[0] == '-')
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_seconds(const char *text, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(text, &end);
+	if (errno || end == text || *end || !(v >= 0 && v <= 86400))
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, size_t err_len)
+{
+	dictionary *ini;
+	const char *keys[16];
+	int n, ret = 0;
+
+	if (access(path, R_OK) != 0) {
+		snprintf(err, err_len, "%s: cannot read daemon settings: %s", path, strerror(errno));
+		return -errno;
+	}
+	ini = iniparser_load(path);
+	if (!ini) {
+		snprintf(err, err_len, "%s: not a valid INI file", path);
+		return -EINVAL;
+	}
+	n = iniparser_getsecnkeys(ini, "daemon");
+	if (n > (int)(sizeof(keys) / sizeof(keys[0]))) {
+		snprintf(err, err_len, "%s: too many keys in [daemon]", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (n > 0 && !iniparser_getseckeys(ini, "daemon", keys)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	for (int i = 0; i < n && ret == 0; i++) {
+		const char *key = keys[i] + strlen("daemon:");
+		const char *value = iniparser_getstring(ini, keys[i], "");
+
+		if (strcmp(key, "cache_entries") == 0)
+			ret = parse_uint(value, 1u << 24, &s->cache_entries);
+		else if (strcmp(key, "cache_max_age") == 0)
+			ret = parse_uint(value, 86400 * 365, &s->cache_max_age);
+		else if (strcmp(key, "attr_timeout") == 0)
+			ret = parse_seconds(value, &s->attr_timeout);
+		else if (strcmp(key, "entry_timeout") == 0)
+			ret = parse_seconds(value, &s->entry_timeout);
+		else if (strcmp(key, "log_level") == 0)
+			ret = (s->log_level = log_level_parse(value)) < 0 ? -EINVAL : 0;
+		else {
+			snprintf(err, err_len,
+				 "%s: unknown setting '%s' in [daemon] (known: cache_entries, "
+				 "cache_max_age, attr_timeout, entry_timeout, log_level)",
+				 path, key);
+			ret = -EINVAL;
+			goto out;
+		}
+		if (ret < 0)
+			snprintf(err, err_len, "%s: [daemon] %s = '%s' is not a valid value", path,
+				 key, value);
+	}
+out:
+	iniparser_freedict(ini);
+	return ret;
+}

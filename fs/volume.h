@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_VOLUME_H
+#define ENVELOPEFS_FS_VOLUME_H
+
+/*
+ * The volume configuration: BACKING/envelopefs.conf (docs/FORMAT.md,
+ * "Volume configuration").  INI, read with iniparser; never holds a secret.
+ *
+ *   [volume]
+ *   format_version = 1
+ *   uuid           = 8-4-4-4-12 lowercase hex
+ *   block_size     = 4096            ; power of two, 4096 .. 65536
+ *   key_records    = header | xattr
+ *   header_size    = 512             ; header placement only: 2 * slot size
+ *   [kms]
+ *   provider       = local
+ *   ...                              ; provider settings (references only)
+ *
+ * The loader is strict: a missing or malformed field is an error whose
+ * message names the file, the field and what is wrong.
+ */
+
+#include <iniparser.h>
+#include <stdint.h>
+
+#define VOLUME_CONFIG_NAME "envelopefs.conf"
+#define VOLUME_FORMAT_VERSION 1
+#define VOLUME_MIN_BLOCK 4096
+#define VOLUME_MAX_BLOCK 65536
+#define VOLUME_DEFAULT_BLOCK 4096
+#define VOLUME_XATTR_NAME "user.envelopefs.key"
+
+enum record_placement {
+	PLACEMENT_HEADER,
+	PLACEMENT_XATTR,
+};
+
+struct volume_config {
+	unsigned format_version;
+	uint8_t uuid[16];
+	uint32_t block_size;
+	enum record_placement placement;
+	uint32_t header_size; /* 0 for PLACEMENT_XATTR */
+	dictionary *ini;      /* the whole file, for the [kms] section */
+};
+
+/*
+ * volume_config_load - read and validate @path (a file).  Returns 0, or
+ * -errno with a message in @err: -ENOENT (no such file: not a volume),
+ * -EINVAL (malformed), -EPROTONOSUPPORT (newer format version).
+ */
+int volume_config_load(const char *path, struct volume_config *cfg, char *err, size_t err_len);
+
+/* volume_config_free - release cfg->ini. */
+void volume_config_free(struct volume_config *cfg);
+
+/*
+ * volume_config_write - write @cfg's [volume] fields plus every key of
+ * @kms_settings' "kms" section to @path, created with O_EXCL (0644), fsynced.
+ * Returns 0 or -errno.
+ */
+int volume_config_write(const char *path, const struct volume_config *cfg,
+			const dictionary *kms_settings);
+
+/* uuid_format / uuid_parse - the 36-character textual form.  parse: 0 or -EINVAL. */
+void uuid_format(const uint8_t uuid[16], char out[37]);
+int uuid_parse(const char *text, uint8_t uuid[16]);
+
+#endif
