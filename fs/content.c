@@ -431,34 +431,64 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 	return 0;
 }
 
+/* Holes found among allocated blocks before SEEK_DATA settles for "data". */
+#define SEEK_MAX_HOLE_PROBES 1024
+
 int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_t *result)
 {
 	const struct layout *l = f->layout;
-	uint64_t size, bpos;
+	struct scratch *s = scratch_get();
+	uint64_t size, index = 0;
 	off_t found;
-	int ret = content_size(f->fd, l, &size);
+	int ret;
 
+	if (!s)
+		return -ENOMEM;
+	ret = content_size(f->fd, l, &size);
 	if (ret < 0)
 		return ret;
 	if (off >= size)
 		return -ENXIO;
-	found = lseek(f->fd, (off_t)layout_block_offset(l, off / l->block_size), whence);
-	if (found < 0)
-		return errno == ENXIO && whence == SEEK_HOLE ? (*result = size, 0) : -errno;
-	bpos = (uint64_t)found < l->data_offset ? 0 : (uint64_t)found - l->data_offset;
-	if (whence == SEEK_DATA) {
-		/* Data starts in the block the backing data starts in. */
-		*result = bpos / l->sealed_size * l->block_size;
-	} else {
-		/* A plaintext hole starts at the first block wholly in the backing hole. */
-		*result = (bpos + l->sealed_size - 1) / l->sealed_size * l->block_size;
+	if (whence == SEEK_HOLE) {
+		found = lseek(f->fd, (off_t)layout_block_offset(l, off / l->block_size), SEEK_HOLE);
+		if (found < 0)
+			return -errno;
+		/* A plaintext hole starts at the first block wholly inside the
+		 * backing hole; the end of the file counts as a hole. */
+		uint64_t bpos = (uint64_t)found - l->data_offset;
+		index = (bpos + l->sealed_size - 1) / l->sealed_size;
+		*result = index * l->block_size;
+		if (*result < off)
+			*result = off;
+		if (*result > size)
+			*result = size;
+		return 0;
 	}
+
+	/* SEEK_DATA: the block where backing data starts, unless that block
+	 * is all zeros (the header's page, or an allocated hole): then on. */
+	index = off / l->block_size;
+	for (int probe = 0; probe < SEEK_MAX_HOLE_PROBES; probe++) {
+		size_t got;
+
+		found = lseek(f->fd, (off_t)layout_block_offset(l, index), SEEK_DATA);
+		if (found < 0)
+			return -errno;
+		index = ((uint64_t)found - l->data_offset) / l->sealed_size;
+		if (index * l->block_size >= size)
+			return -ENXIO;
+		ret = pread_full(f->fd, s->sealed, l->sealed_size, layout_block_offset(l, index),
+				 &got);
+		if (ret < 0)
+			return ret;
+		if (!layout_is_hole(s->sealed, got))
+			break;
+		index++;
+		if (index * l->block_size >= size)
+			return -ENXIO;
+	}
+	*result = index * l->block_size;
 	if (*result < off)
 		*result = off;
-	if (*result >= size) {
-		if (whence == SEEK_DATA)
-			return -ENXIO;
-		*result = size;
-	}
 	return 0;
 }

@@ -343,7 +343,8 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
 	log_msg(LOG_INFO, "unmounted %s; keys wiped", opts->mountpoint);
-	return ret == 0 ? EXIT_OK : EXIT_MOUNT;
+	/* libfuse reports the signal that ended the loop: a requested stop. */
+	return ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP ? EXIT_OK : EXIT_MOUNT;
 }
 
 int main(int argc, char *argv[])

@@ -1,0 +1,93 @@
+"""Mount fixtures for the daemon tests: real volumes, real FUSE mounts.
+
+A Volume is a backing directory initialised by `envelopefsctl init` with its
+keyring beside it; Volume.mount() runs the real daemon on a mountpoint and
+waits until the mount is live (the daemon's own contract: exit 0 only then).
+"""
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("ENVELOPEFS_BUILD_ROOT", REPO / "build"))
+DAEMON = BUILD / "fs" / "envelopefs"
+CTL = BUILD / "tools" / "envelopefsctl"
+STATUS_XATTR = "trusted.envelopefs.status"
+
+
+def is_mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+def unmount(path):
+    if is_mounted(path):
+        subprocess.run(["fusermount3", "-u", str(path)], check=False)
+    for _ in range(100):
+        if not is_mounted(path):
+            return
+        time.sleep(0.05)
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+class Volume:
+    def __init__(self, root, placement="header", block_size=4096):
+        self.root = Path(root)
+        self.backing = self.root / "backing"
+        self.mnt = self.root / "mnt"
+        self.keyring = self.root / "keyring"
+        self.placement = placement
+        self.block_size = block_size
+        self.backing.mkdir()
+        self.mnt.mkdir()
+        header = "file" if placement == "header" else "xattr"
+        subprocess.run([str(CTL), "init", "--keyring", str(self.keyring), "--header", header,
+                        "--block-size", str(block_size), str(self.backing)],
+                       check=True, capture_output=True)
+
+    def mount(self, *options, check=True, env=None):
+        args = [str(DAEMON)]
+        for opt in options:
+            args += ["-o", opt]
+        args += [str(self.backing), str(self.mnt)]
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+        if check:
+            assert proc.returncode == 0, proc.stderr
+            assert is_mounted(self.mnt)
+        return proc
+
+    def unmount(self):
+        unmount(self.mnt)
+
+    def remount(self, *options):
+        self.unmount()
+        self.mount(*options)
+
+    def status(self):
+        return json.loads(os.getxattr(self.mnt, STATUS_XATTR))
+
+    def backing_path(self, name):
+        """Backing file of a plaintext path relative to the mount (identity names)."""
+        return self.backing / name
+
+
+@pytest.fixture(params=["header", "xattr"])
+def vol(request, tmp_path):
+    v = Volume(tmp_path, placement=request.param)
+    v.mount()
+    yield v
+    v.unmount()
+
+
+@pytest.fixture
+def hvol(tmp_path):
+    """Header placement only, for tests about the backing bytes themselves."""
+    v = Volume(tmp_path, placement="header")
+    v.mount()
+    yield v
+    v.unmount()

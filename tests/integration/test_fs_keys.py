@@ -1,0 +1,297 @@
+"""Keys, the DEK cache, tampering and mount-time failures through a real daemon."""
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from mounts import CTL, DAEMON, Volume, is_mounted, unmount, vol, hvol  # noqa: F401
+
+BLOCK = 4096
+
+
+def put(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def get(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def kms_calls(v):
+    k = v.status()["kms"]
+    return k["generate"], k["unwrap"]
+
+
+def test_metadata_operations_never_call_the_kms(vol):
+    m = vol.mnt
+    put(m / "seed", b"x")  # one generate
+    vol.remount()
+    before = kms_calls(vol)
+    os.mkdir(m / "d")
+    (m / "d" / "touched").touch()
+    (m / "seed").touch()
+    os.stat(m / "seed")
+    subprocess.run(["ls", "-lR", str(m)], check=True, capture_output=True)
+    subprocess.run(["find", str(m)], check=True, capture_output=True)
+    os.truncate(m / "seed", 0)  # truncation to zero needs no key
+    os.unlink(m / "d" / "touched")
+    os.rmdir(m / "d")
+    assert kms_calls(vol) == before
+
+
+def test_first_read_unwraps_once_then_cache(vol):
+    m = vol.mnt
+    put(m / "f", os.urandom(3 * BLOCK))
+    assert kms_calls(vol) == (1, 0)
+    vol.remount()
+    assert kms_calls(vol) == (0, 0)
+    data = get(m / "f")
+    assert kms_calls(vol) == (0, 1)
+    for _ in range(5):
+        assert get(m / "f") == data
+    os.link(m / "f", m / "g")
+    assert get(m / "g") == data
+    assert kms_calls(vol) == (0, 1)
+    cache = vol.status()["cache"]
+    assert cache["hits"] >= 1 and cache["entries"] == 1
+
+
+def test_inode_number_reuse_never_gets_the_old_key(hvol):
+    """Replace a cached file by rename, then recreate files until its inode number returns."""
+    m = hvol.mnt
+    put(m / "victim", b"old secret content")
+    assert get(m / "victim") == b"old secret content"
+    old_ino = os.stat(hvol.backing_path("victim")).st_ino
+    put(m / "other", b"o")
+    os.rename(m / "other", m / "victim")  # frees old_ino without an unlink
+    reused = None
+    for i in range(2000):
+        p = m / f"new{i}"
+        put(p, b"fresh %d" % i)
+        if os.stat(hvol.backing_path(f"new{i}")).st_ino == old_ino:
+            reused = p
+            break
+    if reused is None:
+        pytest.skip("backing filesystem did not reuse the inode number")
+    hvol.remount()
+    # The new file reads its own bytes; its own key came from its own record.
+    assert get(reused) == b"fresh " + reused.name[3:].encode()
+
+
+def test_tampered_block_gives_eio_and_logs(hvol):
+    m = hvol.mnt
+    data = os.urandom(4 * BLOCK)
+    put(m / "f", data)
+    hvol.unmount()
+    backing = hvol.backing_path("f")
+    size = os.path.getsize(backing)
+    header = size - 4 * (BLOCK + 28)
+    with open(backing, "r+b") as f:
+        f.seek(header + 2 * (BLOCK + 28) + 100)  # inside block 2
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    hvol.mount()
+    with open(m / "f", "rb") as f:
+        assert f.read(2 * BLOCK) == data[:2 * BLOCK]
+        with pytest.raises(OSError) as e:
+            f.read(BLOCK)
+        assert e.value.errno == errno.EIO
+        f.seek(3 * BLOCK)
+        assert f.read() == data[3 * BLOCK:]
+    assert hvol.status()["errors"]["integrity"] >= 1
+
+
+def test_truncated_backing_gives_eio(hvol):
+    m = hvol.mnt
+    put(m / "f", os.urandom(2 * BLOCK))
+    hvol.unmount()
+    backing = hvol.backing_path("f")
+    os.truncate(backing, os.path.getsize(backing) - 5)
+    hvol.mount()
+    with pytest.raises(OSError) as e:
+        get(m / "f")
+    assert e.value.errno == errno.EIO
+
+
+@pytest.mark.parametrize("damage", ["both-slots", "record-swap"])
+def test_corrupt_or_foreign_key_record_gives_eio(hvol, damage):
+    m = hvol.mnt
+    put(m / "a", b"A" * 100)
+    put(m / "b", b"B" * 100)
+    hvol.unmount()
+    a, b = hvol.backing_path("a"), hvol.backing_path("b")
+    header = os.path.getsize(a) - (100 + 28)
+    if damage == "both-slots":
+        with open(a, "r+b") as f:
+            f.write(b"\xff" * header)
+    else:
+        # b's record (valid, but wrapped for b's file ID) on a's content.
+        with open(b, "rb") as f:
+            rec = f.read(header)
+        with open(a, "r+b") as f:
+            f.write(rec)
+    hvol.mount()
+    with pytest.raises(OSError) as e:
+        get(m / "a")
+    assert e.value.errno == errno.EIO
+    assert get(m / "b") == b"B" * 100
+
+
+def test_torn_slot_falls_back_to_the_other(hvol):
+    """A damaged second slot (a torn re-wrap) leaves the first record in charge."""
+    m = hvol.mnt
+    put(m / "a", b"content")
+    hvol.unmount()
+    a = hvol.backing_path("a")
+    header = os.path.getsize(a) - (7 + 28)
+    with open(a, "r+b") as f:
+        f.seek(header // 2)
+        f.write(os.urandom(header // 4))
+    hvol.mount()
+    assert get(m / "a") == b"content"
+
+
+def test_backing_holds_no_plaintext(vol):
+    m = vol.mnt
+    marker = b"PLAINTEXT-MARKER-7f3a"
+    put(m / "small", marker)
+    put(m / "big", (marker + b"-") * 50000)
+    with open(m / "sparse", "wb") as f:
+        f.seek(100000)
+        f.write(marker)
+    os.setxattr(m / "small", "user.k", b"v")
+    for root, dirs, files in os.walk(vol.backing):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert marker not in f.read(), name
+
+
+def test_wrong_or_missing_keyring_refuses_mount(tmp_path):
+    v = Volume(tmp_path)
+    v.mount()
+    put(v.mnt / "f", b"secret")
+    v.unmount()
+    # Another keyring in place of the volume's.
+    os.rename(v.keyring, tmp_path / "saved")
+    subprocess.run([str(CTL), "keyring", "create", str(v.keyring)], check=True,
+                   capture_output=True)
+    proc = v.mount(check=False)
+    assert proc.returncode == 4, proc.stderr
+    assert str(v.keyring) in proc.stderr
+    assert not is_mounted(v.mnt)
+    # No keyring at all.
+    os.unlink(v.keyring)
+    proc = v.mount(check=False)
+    assert proc.returncode == 4 and str(v.keyring) in proc.stderr
+    # A keyring others can read.
+    os.rename(tmp_path / "saved", v.keyring)
+    os.chmod(v.keyring, 0o644)
+    proc = v.mount(check=False)
+    assert proc.returncode == 4 and "chmod" in proc.stderr
+    os.chmod(v.keyring, 0o600)
+    v.mount()
+    assert get(v.mnt / "f") == b"secret"
+    v.unmount()
+
+
+def test_mount_refusals(tmp_path):
+    (tmp_path / "notvol").mkdir()
+    (tmp_path / "m").mkdir()
+    proc = subprocess.run([str(DAEMON), str(tmp_path / "notvol"), str(tmp_path / "m")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 3 and "envelopefsctl init" in proc.stderr
+    v = Volume(tmp_path / "v" if (tmp_path / "v").mkdir() is None else None)
+    v.mount()
+    proc = v.mount(check=False)
+    assert proc.returncode == 1 and "busy" in proc.stderr
+    v.unmount()
+    proc = subprocess.run([str(DAEMON), str(v.backing)], capture_output=True, text=True)
+    assert proc.returncode == 2
+
+
+def test_sigterm_unmounts_cleanly(tmp_path):
+    v = Volume(tmp_path)
+    proc = subprocess.Popen([str(DAEMON), "-f", str(v.backing), str(v.mnt)],
+                            stderr=subprocess.PIPE, text=True)
+    for _ in range(100):
+        if is_mounted(v.mnt):
+            break
+        time.sleep(0.05)
+    put(v.mnt / "f", b"kept")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert not is_mounted(v.mnt)
+    assert "keys wiped" in proc.stderr.read()
+    v.mount()
+    assert get(v.mnt / "f") == b"kept"
+    v.unmount()
+
+
+def test_fsynced_data_survives_kill_9(tmp_path):
+    v = Volume(tmp_path)
+    v.mount()
+    data = os.urandom(5 * BLOCK + 7)
+    fd = os.open(v.mnt / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, data)
+    os.fsync(fd)
+    os.close(fd)
+    pid = int(subprocess.run(["pgrep", "-f", f"envelopefs.*{v.backing}"], capture_output=True,
+                             text=True).stdout.split()[0])
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    unmount(v.mnt)
+    v.mount()
+    assert get(v.mnt / "f") == data
+    v.unmount()
+
+
+def test_fstab_mount(tmp_path):
+    """mount.fuse3 finds the daemon on its own fixed PATH, as after `meson install`."""
+    v = Volume(tmp_path)
+    installed = "/usr/local/sbin/envelopefs"
+    ours = not os.path.lexists(installed)
+    if ours:
+        os.symlink(DAEMON, installed)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{v.backing} {v.mnt} fuse.envelopefs defaults,allow_other 0 0\n")
+    try:
+        proc = subprocess.run(["mount", "-a", "-T", str(fstab)], capture_output=True, text=True)
+    finally:
+        if ours:
+            os.unlink(installed)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        assert is_mounted(v.mnt)
+        put(v.mnt / "f", b"via fstab")
+        assert get(v.mnt / "f") == b"via fstab"
+        opts = [l.split()[3] for l in open("/proc/self/mounts") if l.split()[1] == str(v.mnt)]
+        assert "allow_other" in opts[0] and "default_permissions" in opts[0]
+    finally:
+        subprocess.run(["umount", str(v.mnt)], check=True)
+    assert not is_mounted(v.mnt)
+
+
+def test_daemon_settings_file(tmp_path):
+    v = Volume(tmp_path)
+    cfg = tmp_path / "daemon.ini"
+    cfg.write_text("[daemon]\ncache_entries = 2\ncache_max_age = 1\nlog_level = debug\n")
+    v.mount(f"config={cfg}")
+    for i in range(5):
+        put(v.mnt / f"f{i}", b"x")
+    for i in range(5):
+        get(v.mnt / f"f{i}")
+    st = v.status()["cache"]
+    assert st["max_entries"] == 2 and st["entries"] <= 2 and st["evictions"] >= 3
+    time.sleep(3)
+    assert v.status()["cache"]["entries"] == 0  # aged out while idle
+    v.unmount()
+    cfg.write_text("[daemon]\nbogus = 1\n")
+    proc = v.mount(f"config={cfg}", check=False)
+    assert proc.returncode == 2 and "bogus" in proc.stderr
