@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# envelopefs set-up on Debian 12, as root (or through sudo).
+#
+#   tools/setup.sh quickstart   install what is missing, build, install, create a volume on the
+#                               local keyring and mount it
+#   tools/setup.sh test         install what is missing, build warning-free (-Werror), run the unit
+#                               and integration tests, then rebuild with AddressSanitizer + UBSan
+#                               and run the tests again against the sanitized binaries
+#
+# Environment: ENVELOPEFS_HOME (quickstart: where the volume goes, default /var/lib/envelopefs-demo),
+# JOBS (build parallelism).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+SRC=$(pwd)
+
+BUILD_PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libssl-dev libcurl4-openssl-dev libiniparser-dev"
+TEST_PKGS="python3-pytest attr util-linux procps"
+
+die() { echo "setup: $*" >&2; exit 1; }
+
+install_packages() {
+	local missing=()
+	for p in "$@"; do
+		dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	[ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}): run as root or through sudo"
+	echo "setup: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y --no-install-recommends "${missing[@]}" </dev/null ||
+		{ apt-get update </dev/null && apt-get install -y --no-install-recommends "${missing[@]}" </dev/null; }
+}
+
+# build DIR [meson options...]: configure once, then compile.
+build() {
+	local dir=$1; shift
+	[ -f "$dir/build.ninja" ] || meson setup "$dir" "$@" >/dev/null
+	meson configure "$dir" "$@" >/dev/null
+	ninja -C "$dir" ${JOBS:+-j "$JOBS"}
+}
+
+quickstart() {
+	install_packages $BUILD_PKGS
+	build build --buildtype=release -Dwerror=true
+	meson install -C build --quiet
+	local home=${ENVELOPEFS_HOME:-/var/lib/envelopefs-demo}
+	mkdir -p "$home/backing" "$home/plain"
+	chmod 700 "$home"
+	if [ ! -f "$home/backing/envelopefs.conf" ]; then
+		envelopefsctl init --keyring "$home/keyring" "$home/backing"
+	fi
+	if ! mountpoint -q "$home/plain"; then
+		envelopefs "$home/backing" "$home/plain"
+	fi
+	cat <<MSG
+
+envelopefs is mounted.
+  plaintext view:  $home/plain      (write your files here)
+  ciphertext:      $home/backing
+  keyring:         $home/keyring    (back it up: without it the data is lost)
+Unmount:  fusermount3 -u $home/plain
+Mount again:  envelopefs $home/backing $home/plain
+MSG
+}
+
+# Count "N passed, N failed" from a meson test log.
+summarize() {
+	python3 - "$1" <<'PY'
+import json, sys
+ok = bad = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["result"] in ("OK", "EXPECTEDFAIL", "SKIP"):
+        ok += 1
+    else:
+        bad += 1
+        print("FAILED:", r["name"], file=sys.stderr)
+print(f"{ok} {bad}")
+PY
+}
+
+run_tests() {
+	install_packages $BUILD_PKGS $TEST_PKGS
+	[ "$(id -u)" -eq 0 ] || die "the integration tests mount FUSE volumes: run as root"
+
+	echo "== build (gcc, -Wall -Wextra -Werror)"
+	build build -Dwerror=true
+	echo "== unit and integration tests"
+	local rc=0
+	meson test -C build --print-errorlogs --num-processes 2 || rc=1
+	read -r ok bad < <(summarize build/meson-logs/testlog.json)
+
+	echo "== AddressSanitizer + UBSan build: unit and integration tests"
+	build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+	local asan_logs=$SRC/build-asan/sanitizer-logs
+	rm -rf "$asan_logs" && mkdir -p "$asan_logs"
+	# The daemon detaches its stderr: sanitizer reports go to files, checked below.
+	ASAN_OPTIONS="log_path=$asan_logs/asan:detect_leaks=1:abort_on_error=0" \
+	UBSAN_OPTIONS="log_path=$asan_logs/ubsan:print_stacktrace=1:halt_on_error=1" \
+		meson test -C build-asan --print-errorlogs --num-processes 2 || rc=1
+	read -r aok abad < <(summarize build-asan/meson-logs/testlog.json)
+	if compgen -G "$asan_logs/*" >/dev/null; then
+		echo "sanitizer reports:" >&2
+		cat "$asan_logs"/* >&2
+		abad=$((abad + 1))
+		rc=1
+	fi
+	echo
+	echo "envelopefs tests: $((ok + aok)) passed, $((bad + abad)) failed" \
+		"(gcc build: $ok passed, $bad failed; sanitizer build: $aok passed, $abad failed)"
+	return $rc
+}
+
+case "${1:-}" in
+quickstart) quickstart ;;
+test) run_tests ;;
+*) echo "usage: $0 quickstart|test" >&2; exit 2 ;;
+esac
