@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Provider dispatch and the public kms_* wrappers: argument checks and
+ * counters live here once, so providers only do their own work.
+ */
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kms/keyring.h"
+#include "kms/kms.h"
+
+/*
+ * The providers, one line each: a new provider is a kms/<name>.c defining
+ * `const struct kms_ops kms_<name>_ops`, listed here and in kms/meson.build.
+ */
+#define KMS_PROVIDERS(X) X(local)
+
+#define KMS_DECLARE(name) extern const struct kms_ops kms_##name##_ops;
+#define KMS_ENTRY(name) &kms_##name##_ops,
+KMS_PROVIDERS(KMS_DECLARE)
+static const struct kms_ops *const providers[] = { KMS_PROVIDERS(KMS_ENTRY) };
+#define N_PROVIDERS (sizeof(providers) / sizeof(providers[0]))
+
+static void known_providers(char *buf, size_t len)
+{
+	size_t i, used = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < N_PROVIDERS && used < len; i++)
+		used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "",
+					 providers[i]->name);
+}
+
+int kms_open(const dictionary *ini, struct kms **out, char *err, size_t err_len)
+{
+	const struct kms_ops *ops = NULL;
+	const char *name;
+	struct kms *kms;
+	char known[128];
+	size_t i;
+	int rc;
+
+	if (!ini || !out)
+		return kms_errf(err, err_len, -EINVAL, "kms_open: bad arguments");
+	known_providers(known, sizeof(known));
+	name = iniparser_getstring(ini, "kms:provider", NULL);
+	if (!name || !*name)
+		return kms_errf(err, err_len, -EINVAL,
+				"setting kms:provider is missing (known providers: %s)", known);
+	for (i = 0; i < N_PROVIDERS; i++)
+		if (strcmp(providers[i]->name, name) == 0)
+			ops = providers[i];
+	if (!ops)
+		return kms_errf(err, err_len, -EINVAL,
+				"setting kms:provider = %s names no known provider (known "
+				"providers: %s)",
+				name, known);
+	kms = calloc(1, sizeof(*kms));
+	if (!kms)
+		return kms_errf(err, err_len, -ENOMEM, "out of memory");
+	kms->ops = ops;
+	rc = ops->open(kms, ini, err, err_len);
+	if (rc < 0) {
+		free(kms);
+		return rc;
+	}
+	*out = kms;
+	return 0;
+}
+
+void kms_close(struct kms *kms)
+{
+	if (!kms)
+		return;
+	kms->ops->close(kms);
+	free(kms);
+}
+
+static void count(struct kms *kms, uint64_t *counter, int rc)
+{
+	__atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+	if (rc < 0)
+		__atomic_fetch_add(&kms->counters.failures, 1, __ATOMIC_RELAXED);
+}
+
+static bool blob_ok(const uint8_t *blob, size_t len)
+{
+	return blob && len > 0 && len <= KMS_MAX_BLOB;
+}
+
+int kms_generate(struct kms *kms, const struct kms_context *ctx, uint8_t *dek, uint8_t *blob,
+		 size_t blob_cap, size_t *blob_len, uint32_t *version)
+{
+	int rc;
+
+	if (!kms || !ctx || !dek || !blob || !blob_len || !version || blob_cap < kms->max_blob_len)
+		rc = -EINVAL;
+	else
+		rc = kms->ops->generate(kms, ctx, dek, blob, blob_cap, blob_len, version);
+	if (kms)
+		count(kms, &kms->counters.generate, rc);
+	return rc;
+}
+
+int kms_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
+	       size_t blob_len, uint8_t *dek)
+{
+	int rc;
+
+	if (!kms || !ctx || !dek || !blob_ok(blob, blob_len))
+		rc = -EINVAL;
+	else
+		rc = kms->ops->unwrap(kms, ctx, blob, blob_len, dek);
+	if (kms)
+		count(kms, &kms->counters.unwrap, rc);
+	return rc;
+}
+
+int kms_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
+	       size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len, uint32_t *version)
+{
+	int rc;
+
+	if (!kms || !ctx || !blob_ok(blob, blob_len) || !out || !out_len || !version ||
+	    out_cap < kms->max_blob_len)
+		rc = -EINVAL;
+	else
+		rc = kms->ops->rewrap(kms, ctx, blob, blob_len, out, out_cap, out_len, version);
+	if (kms)
+		count(kms, &kms->counters.rewrap, rc);
+	return rc;
+}
+
+int kms_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_len, uint32_t *version)
+{
+	if (!kms || !blob_ok(blob, blob_len) || !version)
+		return -EINVAL;
+	return kms->ops->blob_version(kms, blob, blob_len, version);
+}
+
+int kms_current_version(struct kms *kms, uint32_t *version)
+{
+	if (!kms || !version)
+		return -EINVAL;
+	return kms->ops->current_version(kms, version);
+}
+
+const char *kms_strerror(int err)
+{
+	switch (err < 0 ? -err : err) {
+	case 0:
+		return "success";
+	case ENOENT:
+		return "master key or key version not found";
+	case EACCES:
+		return "KMS denied the operation";
+	case EBADMSG:
+		return "bad ciphertext for this context";
+	case EAGAIN:
+		return "KMS unavailable, retry later";
+	case EINVAL:
+		return "invalid argument or setting";
+	case ENOMEM:
+		return "out of (locked) memory";
+	default:
+		return "KMS failure";
+	}
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_TOOLS_CTL_H
+#define ENVELOPEFS_TOOLS_CTL_H
+
+/*
+ * Shared pieces of envelopefsctl: exit codes, messages, opening a volume.
+ * One file per command family: ctl_volume.c (init, info), ctl_keyring.c
+ * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fs/layout.h"
+#include "fs/volume.h"
+#include "kms/kms.h"
+
+/* Exit codes: documented in every --help and in docs/envelopefsctl.md. */
+enum {
+	CTL_OK = 0,	   /* success */
+	CTL_FAILED = 1,	   /* the operation failed: I/O, not a volume, not empty, exists */
+	CTL_USAGE = 2,	   /* bad command line */
+	CTL_INTEGRITY = 3, /* data, block or key record corrupt or tampered with */
+	CTL_KEY = 4,	   /* keyring/KMS: missing, corrupt, wrong passphrase or keyring */
+};
+
+#define CTL_EXIT_CODES                                                                       \
+	"Exit status:\n"                                                                     \
+	"  0  success\n"                                                                     \
+	"  1  the operation failed (I/O error, not a volume, directory not empty, file "    \
+	"exists)\n"                                                                          \
+	"  2  usage error (unknown option, missing or bad argument)\n"                       \
+	"  3  integrity failure: a block or key record is corrupt, tampered with, or was "   \
+	"copied\n"                                                                           \
+	"     from another file or volume\n"                                                 \
+	"  4  key failure: keyring missing, corrupt or readable by others, wrong "           \
+	"passphrase,\n"                                                                      \
+	"     wrong keyring, master-key version missing, KMS error\n"
+
+#define CTL_PASSPHRASE_HELP                                                                  \
+	"The passphrase of a protected keyring comes from --passphrase-file FILE, else the\n" \
+	"file named by $ENVELOPEFS_PASSPHRASE_FILE, else $ENVELOPEFS_PASSPHRASE (never from\n" \
+	"the command line; one trailing newline of a file is ignored).\n"
+
+extern const char *ctl_cmd; /* "init", "keyring rotate", ... for messages */
+
+/* ctl_err - "envelopefsctl CMD: message\n" on stderr; returns @code. */
+int ctl_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ctl_usage - print @usage to stdout (help, returns CTL_OK) or stderr (CTL_USAGE). */
+int ctl_usage(const char *usage, bool help);
+
+/* ctl_hex - lowercase hex of @len bytes into @out (2 * @len + 1 bytes). */
+void ctl_hex(const uint8_t *in, size_t len, char *out);
+
+/* ctl_read_full / ctl_write_full - loop over short transfers; 0 or -errno. */
+int ctl_read_full(int fd, void *buf, size_t len, size_t *got);
+int ctl_write_full(int fd, const void *buf, size_t len);
+
+/* An opened volume: its configuration, layout and (optionally) KMS. */
+struct ctl_volume {
+	char conf[4096];
+	struct volume_config cfg;
+	struct layout layout;
+	struct kms *kms;
+};
+
+/*
+ * ctl_volume_open - load BACKING/envelopefs.conf; with @need_kms also open
+ * its KMS.  @keyring and @pass_file (may be NULL) override kms:keyring and
+ * kms:passphrase_file.  Returns a CTL_* exit code, having printed why.
+ */
+int ctl_volume_open(const char *backing, const char *keyring, const char *pass_file,
+		    bool need_kms, struct ctl_volume *v);
+void ctl_volume_close(struct ctl_volume *v);
+
+int cmd_init(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_keyring(int argc, char **argv);
+int cmd_encrypt(int argc, char **argv);
+int cmd_decrypt(int argc, char **argv);
+
+#endif

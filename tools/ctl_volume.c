@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: MIT
+/* envelopefsctl init|info: creating and describing a volume. */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "crypto/random.h"
+#include "crypto/record.h"
+#include "kms/keyring.h"
+#include "tools/ctl.h"
+
+static const char init_usage[] =
+	"Usage: envelopefsctl init [OPTIONS] BACKING\n"
+	"\n"
+	"Make the empty directory BACKING (created if missing) an envelopefs volume:\n"
+	"write BACKING/" VOLUME_CONFIG_NAME " with a random volume UUID.  The local keyring\n"
+	"is created if it does not exist (passphrase-protected when a passphrase is\n"
+	"given) and must live outside BACKING.\n"
+	"\n"
+	"Options:\n"
+	"  --kms NAME              key-management provider (default and only: local)\n"
+	"  --keyring PATH          local keyring file (default:\n"
+	"                          $XDG_CONFIG_HOME/envelopefs/<name of BACKING>.keyring,\n"
+	"                          $XDG_CONFIG_HOME defaulting to $HOME/.config)\n"
+	"  --header file|xattr     where per-file key records live: a header at the start\n"
+	"                          of each backing file (default) or the xattr\n"
+	"                          " VOLUME_XATTR_NAME "\n"
+	"  --block-size N          content block size, a power of two from 4096 to 65536\n"
+	"                          (default 4096)\n"
+	"  --passphrase-file FILE  passphrase for a new keyring, or of an existing one;\n"
+	"                          recorded in the volume as kms:passphrase_file\n"
+	"  -h, --help              show this help\n"
+	"\n" CTL_PASSPHRASE_HELP;
+
+static const char info_usage[] =
+	"Usage: envelopefsctl info [OPTIONS] BACKING\n"
+	"\n"
+	"Show the volume's format parameters and KMS settings (references only: the\n"
+	"configuration never holds a secret).\n"
+	"\n"
+	"Options:\n"
+	"  --kms                   also open the KMS and show the key reference and the\n"
+	"                          current master-key version (needs the passphrase of a\n"
+	"                          protected keyring)\n"
+	"  --passphrase-file FILE  read the keyring passphrase from FILE (with --kms)\n"
+	"  -h, --help              show this help\n";
+
+struct init_opts {
+	const char *kms;
+	const char *keyring;
+	const char *pass_file;
+	const char *backing;
+	enum record_placement placement;
+	uint32_t block_size;
+};
+
+/* check_backing - BACKING must be (or become) an empty directory.  A CTL_* code. */
+static int check_backing(const char *backing, char *abs)
+{
+	struct dirent *de;
+	DIR *dir;
+
+	if (mkdir(backing, 0700) < 0 && errno != EEXIST)
+		return ctl_err(CTL_FAILED, "cannot create %s: %s", backing, strerror(errno));
+	if (!realpath(backing, abs))
+		return ctl_err(CTL_FAILED, "%s: %s", backing, strerror(errno));
+	dir = opendir(abs);
+	if (!dir)
+		return ctl_err(CTL_FAILED, "%s: %s", backing, strerror(errno));
+	while ((de = readdir(dir)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		bool is_volume = strcmp(de->d_name, VOLUME_CONFIG_NAME) == 0;
+
+		closedir(dir);
+		if (is_volume)
+			return ctl_err(CTL_FAILED, "%s is already an envelopefs volume (%s exists)",
+				       backing, VOLUME_CONFIG_NAME);
+		return ctl_err(CTL_FAILED, "%s is not empty: init needs an empty directory",
+			       backing);
+	}
+	closedir(dir);
+	return CTL_OK;
+}
+
+/*
+ * keyring_location - the absolute keyring path in @out (PATH_MAX bytes):
+ * --keyring or the default; its directory must exist (the default one is
+ * created 0700) and it must not lie inside @backing.
+ */
+static int keyring_location(const char *opt, const char *backing, char *out)
+{
+	char want[PATH_MAX], dir_abs[PATH_MAX], *copy, *base;
+	const char *conf = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	size_t blen = strlen(backing);
+	int n;
+
+	if (opt) {
+		n = snprintf(want, sizeof(want), "%s", opt);
+	} else {
+		char conf_dir[PATH_MAX];
+
+		if ((!conf || conf[0] != '/') && (!home || home[0] != '/'))
+			return ctl_err(CTL_USAGE, "neither XDG_CONFIG_HOME nor HOME is set: give "
+				       "--keyring PATH");
+		if (conf && conf[0] == '/')
+			snprintf(conf_dir, sizeof(conf_dir), "%s", conf);
+		else
+			snprintf(conf_dir, sizeof(conf_dir), "%s/.config", home);
+		mkdir(conf_dir, 0700);
+		n = snprintf(want, sizeof(want), "%s/envelopefs", conf_dir);
+		if (n > 0 && (size_t)n < sizeof(want) && mkdir(want, 0700) < 0 && errno != EEXIST)
+			return ctl_err(CTL_FAILED, "cannot create %s: %s", want, strerror(errno));
+		copy = strdup(backing);
+		if (!copy)
+			return ctl_err(CTL_FAILED, "out of memory");
+		n = snprintf(want + n, sizeof(want) - (size_t)n, "/%s.keyring", basename(copy)) + n;
+		free(copy);
+	}
+	if (n < 0 || (size_t)n >= sizeof(want))
+		return ctl_err(CTL_USAGE, "keyring path too long");
+
+	/* An existing keyring may be a symlink: judge where it really is. */
+	if (realpath(want, out))
+		goto check;
+	copy = strdup(want);
+	if (!copy)
+		return ctl_err(CTL_FAILED, "out of memory");
+	if (!realpath(dirname(copy), dir_abs)) {
+		free(copy);
+		return ctl_err(CTL_FAILED, "cannot use keyring %s: its directory: %s", want,
+			       strerror(errno));
+	}
+	free(copy);
+	copy = strdup(want);
+	base = copy ? basename(copy) : NULL;
+	if (!base || (size_t)snprintf(out, PATH_MAX, "%s/%s", strcmp(dir_abs, "/") ? dir_abs : "",
+				      base) >= PATH_MAX) {
+		free(copy);
+		return ctl_err(CTL_USAGE, "keyring path too long");
+	}
+	free(copy);
+check:
+	if (strncmp(out, backing, blen) == 0 && (out[blen] == '/' || out[blen] == '\0'))
+		return ctl_err(CTL_USAGE,
+			       "keyring %s is inside the backing directory %s: keep the keyring "
+			       "apart from the data it protects (choose another --keyring)",
+			       out, backing);
+	return CTL_OK;
+}
+
+/* open_keyring - load or create the keyring.  *@created says which.  A CTL_* code. */
+static int open_keyring(const char *path, const char *pass_file, struct keyring **kr,
+			bool *created)
+{
+	char err[1024], *pass = NULL;
+	size_t pass_len = 0;
+	struct stat sb;
+	int rc;
+
+	rc = keyring_passphrase(pass_file, &pass, &pass_len, err, sizeof(err));
+	if (rc < 0)
+		return ctl_err(CTL_KEY, "%s", err);
+	*created = stat(path, &sb) < 0 && errno == ENOENT;
+	if (*created)
+		rc = keyring_create(path, pass, pass_len, NULL, kr, err, sizeof(err));
+	else
+		rc = keyring_load(path, pass, pass_len, kr, err, sizeof(err));
+	keyring_passphrase_free(pass);
+	if (rc < 0)
+		return ctl_err(*created ? CTL_FAILED : CTL_KEY, "%s", err);
+	return CTL_OK;
+}
+
+/* check_xattrs - the backing filesystem must store a record-sized user xattr. */
+static int check_xattrs(const char *backing, size_t record_len)
+{
+	char probe[PATH_MAX];
+	uint8_t *value;
+	int fd, rc = CTL_OK;
+
+	if ((size_t)snprintf(probe, sizeof(probe), "%s/.envelopefs-probe-XXXXXX", backing) >=
+	    sizeof(probe))
+		return ctl_err(CTL_USAGE, "path too long");
+	fd = mkstemp(probe);
+	if (fd < 0)
+		return ctl_err(CTL_FAILED, "cannot create a file in %s: %s", backing,
+			       strerror(errno));
+	value = calloc(1, record_len);
+	if (!value || fsetxattr(fd, VOLUME_XATTR_NAME, value, record_len, 0) < 0)
+		rc = ctl_err(CTL_FAILED,
+			     "the filesystem of %s cannot store the user xattr %s (%s): use "
+			     "--header file, or mount it with user_xattr",
+			     backing, VOLUME_XATTR_NAME, value ? strerror(errno) : "out of memory");
+	free(value);
+	close(fd);
+	unlink(probe);
+	return rc;
+}
+
+static int parse_init(int argc, char **argv, struct init_opts *o)
+{
+	static const struct option opts[] = {
+		{ "kms", required_argument, NULL, 'k' },
+		{ "keyring", required_argument, NULL, 'r' },
+		{ "header", required_argument, NULL, 'H' },
+		{ "block-size", required_argument, NULL, 'b' },
+		{ "passphrase-file", required_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *end;
+	unsigned long bs;
+	int c;
+
+	*o = (struct init_opts){ .kms = "local", .placement = PLACEMENT_HEADER,
+				 .block_size = VOLUME_DEFAULT_BLOCK };
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			o->kms = optarg;
+			break;
+		case 'r':
+			o->keyring = optarg;
+			break;
+		case 'H':
+			if (strcmp(optarg, "file") == 0 || strcmp(optarg, "header") == 0)
+				o->placement = PLACEMENT_HEADER;
+			else if (strcmp(optarg, "xattr") == 0)
+				o->placement = PLACEMENT_XATTR;
+			else
+				return ctl_err(CTL_USAGE, "--header must be 'file' or 'xattr'");
+			break;
+		case 'b':
+			errno = 0;
+			bs = strtoul(optarg, &end, 10);
+			if (errno || *end || bs < VOLUME_MIN_BLOCK || bs > VOLUME_MAX_BLOCK ||
+			    (bs & (bs - 1)))
+				return ctl_err(CTL_USAGE,
+					       "--block-size must be a power of two from %d to %d",
+					       VOLUME_MIN_BLOCK, VOLUME_MAX_BLOCK);
+			o->block_size = (uint32_t)bs;
+			break;
+		case 'p':
+			o->pass_file = optarg;
+			break;
+		case 'h':
+			ctl_usage(init_usage, true);
+			return -1;
+		default:
+			return ctl_usage(init_usage, false);
+		}
+	}
+	if (argc - optind != 1)
+		return ctl_usage(init_usage, false);
+	o->backing = argv[optind];
+	if (strcmp(o->kms, "local") != 0)
+		return ctl_err(CTL_USAGE, "unknown --kms '%s' (known providers: local)", o->kms);
+	return CTL_OK;
+}
+
+int cmd_init(int argc, char **argv)
+{
+	char backing[PATH_MAX], keyring[PATH_MAX], pass_abs[PATH_MAX], conf[PATH_MAX + 32];
+	char id[2 * KEYRING_ID_LEN + 1], uuid[37], err[1024];
+	struct volume_config cfg = { .format_version = VOLUME_FORMAT_VERSION };
+	struct keyring *kr = NULL;
+	struct kms *kms = NULL;
+	dictionary *settings = NULL;
+	struct init_opts o;
+	bool created = false;
+	int rc;
+
+	rc = parse_init(argc, argv, &o);
+	if (rc != CTL_OK)
+		return rc < 0 ? CTL_OK : rc;
+	rc = check_backing(o.backing, backing);
+	if (rc == CTL_OK)
+		rc = keyring_location(o.keyring, backing, keyring);
+	if (rc == CTL_OK && o.pass_file && !realpath(o.pass_file, pass_abs))
+		rc = ctl_err(CTL_KEY, "passphrase file %s: %s", o.pass_file, strerror(errno));
+	if (rc == CTL_OK)
+		rc = open_keyring(keyring, o.pass_file, &kr, &created);
+	if (rc != CTL_OK)
+		return rc;
+	ctl_hex(keyring_id(kr), KEYRING_ID_LEN, id);
+	keyring_free(kr); /* kms_open loads it again, as a mount will */
+
+	settings = dictionary_new(0);
+	if (!settings) {
+		rc = ctl_err(CTL_FAILED, "out of memory");
+		goto out;
+	}
+	iniparser_set(settings, "kms", NULL);
+	iniparser_set(settings, "kms:provider", "local");
+	iniparser_set(settings, "kms:keyring", keyring);
+	iniparser_set(settings, "kms:keyring_id", id);
+	if (o.pass_file)
+		iniparser_set(settings, "kms:passphrase_file", pass_abs);
+	rc = kms_open(settings, &kms, err, sizeof(err));
+	if (rc < 0) {
+		rc = ctl_err(CTL_KEY, "%s", err);
+		goto out;
+	}
+
+	cfg.block_size = o.block_size;
+	cfg.placement = o.placement;
+	if (o.placement == PLACEMENT_HEADER) {
+		cfg.header_size = 2 * (uint32_t)slot_size_for(strlen(kms->key_ref),
+							      kms->max_blob_len);
+	} else {
+		rc = check_xattrs(backing, RECORD_FIXED_LEN + strlen(kms->key_ref) +
+						   kms->max_blob_len);
+		if (rc != CTL_OK)
+			goto out;
+	}
+	rc = crypto_random(cfg.uuid, sizeof(cfg.uuid));
+	if (rc < 0) {
+		rc = ctl_err(CTL_FAILED, "cannot draw a volume UUID: %s", strerror(-rc));
+		goto out;
+	}
+	cfg.uuid[6] = (cfg.uuid[6] & 0x0f) | 0x40; /* RFC 9562 version 4 */
+	cfg.uuid[8] = (cfg.uuid[8] & 0x3f) | 0x80;
+	snprintf(conf, sizeof(conf), "%s/%s", backing, VOLUME_CONFIG_NAME);
+	rc = volume_config_write(conf, &cfg, settings);
+	if (rc < 0) {
+		rc = ctl_err(CTL_FAILED, "cannot write %s: %s%s", conf, strerror(-rc),
+			     rc == -EEXIST ? " (already a volume)" : "");
+		goto out;
+	}
+	uuid_format(cfg.uuid, uuid);
+	printf("initialised envelopefs volume %s\n", backing);
+	printf("  uuid:         %s\n", uuid);
+	printf("  block size:   %u\n", cfg.block_size);
+	if (cfg.placement == PLACEMENT_HEADER)
+		printf("  key records:  header (%u bytes)\n", cfg.header_size);
+	else
+		printf("  key records:  xattr %s\n", VOLUME_XATTR_NAME);
+	printf("  keyring:      %s (%s)\n", keyring, created ? "created" : "existing");
+	printf("  key ref:      %s\n", kms->key_ref);
+	if (created)
+		printf("Back up the keyring: without it the data cannot be decrypted.\n");
+	rc = CTL_OK;
+out:
+	kms_close(kms);
+	if (settings)
+		iniparser_freedict(settings);
+	return rc;
+}
+
+int cmd_info(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "kms", no_argument, NULL, 'k' },
+		{ "passphrase-file", required_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *pass_file = NULL;
+	bool open_kms = false;
+	struct ctl_volume v;
+	const char **keys;
+	char uuid[37];
+	uint32_t version;
+	int c, i, n, rc;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			open_kms = true;
+			break;
+		case 'p':
+			pass_file = optarg;
+			break;
+		case 'h':
+			return ctl_usage(info_usage, true);
+		default:
+			return ctl_usage(info_usage, false);
+		}
+	}
+	if (argc - optind != 1)
+		return ctl_usage(info_usage, false);
+	rc = ctl_volume_open(argv[optind], NULL, pass_file, open_kms, &v);
+	if (rc != CTL_OK)
+		return rc;
+	uuid_format(v.cfg.uuid, uuid);
+	printf("config:          %s\n", v.conf);
+	printf("format version:  %u\n", v.cfg.format_version);
+	printf("uuid:            %s\n", uuid);
+	printf("block size:      %u\n", v.cfg.block_size);
+	if (v.cfg.placement == PLACEMENT_HEADER)
+		printf("key records:     header (%u bytes: 2 slots of %u)\n", v.cfg.header_size,
+		       v.cfg.header_size / 2);
+	else
+		printf("key records:     xattr %s\n", VOLUME_XATTR_NAME);
+	n = iniparser_getsecnkeys(v.cfg.ini, "kms");
+	keys = n > 0 ? calloc((size_t)n, sizeof(*keys)) : NULL;
+	if (keys) {
+		iniparser_getseckeys(v.cfg.ini, "kms", keys);
+		for (i = 0; i < n; i++)
+			printf("kms %-12s %s\n", strchr(keys[i], ':') + 1,
+			       iniparser_getstring(v.cfg.ini, keys[i], ""));
+		free(keys);
+	}
+	if (v.kms) {
+		printf("key reference:   %s\n", v.kms->key_ref);
+		if (kms_current_version(v.kms, &version) == 0)
+			printf("current version: %u\n", version);
+	}
+	ctl_volume_close(&v);
+	return CTL_OK;
+}

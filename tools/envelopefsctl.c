@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: MIT
+/*
+ * envelopefsctl - offline administration of envelopefs volumes: the command
+ * table and what the commands share.  See docs/envelopefsctl.md.
+ */
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crypto/secmem.h"
+#include "tools/ctl.h"
+
+const char *ctl_cmd = "";
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+} commands[] = {
+	{ "init", cmd_init, "create a new volume in an empty backing directory" },
+	{ "info", cmd_info, "show a volume's format parameters and KMS reference" },
+	{ "keyring", cmd_keyring, "create, rotate or list a local keyring" },
+	{ "encrypt", cmd_encrypt, "encrypt stdin into a new backing file (offline)" },
+	{ "decrypt", cmd_decrypt, "decrypt a backing file to stdout (offline)" },
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+int ctl_err(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "envelopefsctl%s%s: ", *ctl_cmd ? " " : "", ctl_cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+int ctl_usage(const char *usage, bool help)
+{
+	fputs(usage, help ? stdout : stderr);
+	if (!help)
+		return CTL_USAGE;
+	fputs("\n" CTL_EXIT_CODES, stdout);
+	return CTL_OK;
+}
+
+void ctl_hex(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+int ctl_read_full(int fd, void *buf, size_t len, size_t *got)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = read(fd, (char *)buf + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	*got = done;
+	return 0;
+}
+
+int ctl_write_full(int fd, const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = write(fd, (const char *)buf + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int ctl_volume_open(const char *backing, const char *keyring, const char *pass_file,
+		    bool need_kms, struct ctl_volume *v)
+{
+	char err[1024], abs[PATH_MAX];
+	int rc;
+
+	memset(v, 0, sizeof(*v));
+	if ((size_t)snprintf(v->conf, sizeof(v->conf), "%s/%s", backing, VOLUME_CONFIG_NAME) >=
+	    sizeof(v->conf))
+		return ctl_err(CTL_USAGE, "%s: path too long", backing);
+	rc = volume_config_load(v->conf, &v->cfg, err, sizeof(err));
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "%s", err);
+	layout_init(&v->layout, &v->cfg);
+	if (!need_kms)
+		return CTL_OK;
+	if (keyring) {
+		if (!realpath(keyring, abs)) {
+			ctl_volume_close(v);
+			return ctl_err(CTL_KEY, "keyring %s: %s: check --keyring", keyring,
+				       strerror(errno));
+		}
+		iniparser_set(v->cfg.ini, "kms:keyring", abs);
+	}
+	if (pass_file)
+		iniparser_set(v->cfg.ini, "kms:passphrase_file", pass_file);
+	rc = kms_open(v->cfg.ini, &v->kms, err, sizeof(err));
+	if (rc < 0) {
+		ctl_volume_close(v);
+		return ctl_err(CTL_KEY, "volume %s: %s", backing, err);
+	}
+	return CTL_OK;
+}
+
+void ctl_volume_close(struct ctl_volume *v)
+{
+	kms_close(v->kms);
+	v->kms = NULL;
+	volume_config_free(&v->cfg);
+}
+
+static int usage(bool help)
+{
+	size_t i;
+	FILE *f = help ? stdout : stderr;
+
+	fprintf(f, "Usage: envelopefsctl COMMAND [OPTIONS] ARGS...\n"
+		   "       envelopefsctl COMMAND --help\n\nCommands:\n");
+	for (i = 0; i < N_COMMANDS; i++)
+		fprintf(f, "  %-8s  %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nNo command prints a key, a passphrase or plaintext other than decrypt's "
+		   "output.\n");
+	return ctl_usage("", help);
+}
+
+int main(int argc, char **argv)
+{
+	size_t i;
+
+	/* A closed stdout must be an error we report, not a silent death. */
+	signal(SIGPIPE, SIG_IGN);
+	secmem_harden_process();
+	if (argc < 2)
+		return usage(false);
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0)
+		return usage(true);
+	for (i = 0; i < N_COMMANDS; i++) {
+		if (strcmp(argv[1], commands[i].name) == 0) {
+			ctl_cmd = commands[i].name;
+			return commands[i].fn(argc - 1, argv + 1);
+		}
+	}
+	fprintf(stderr, "envelopefsctl: unknown command '%s'\n", argv[1]);
+	return usage(false);
+}
