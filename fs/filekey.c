@@ -46,6 +46,7 @@ int filekey_attach(struct envfs *fs, struct inode *in, int fd)
 		goto out;
 	/* A hit only if the cached DEK came from this very record's file ID. */
 	in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
+	in->cache_missed = !in->dek;
 counted:
 	in->opens++;
 out:
@@ -60,6 +61,7 @@ void filekey_detach(struct envfs *fs, struct inode *in)
 	if (--in->opens == 0) {
 		dekcache_put(fs->cache, in->dek);
 		in->dek = NULL;
+		in->cache_missed = false;
 	}
 	pthread_mutex_unlock(&in->key_lock);
 }
@@ -151,7 +153,8 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 	ret = read_record(fs, in, fd, rec);
 	if (ret == -ENODATA && create)
 		ret = create_record(fs, in, fd, rec, dek);
-	else if (ret == 0 && !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
+	else if (ret == 0 && (in->cache_missed ||
+			      !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id))))
 		ret = unwrap_record(fs, in, rec, dek);
 	else
 		goto out; /* cache hit, error, or no record and none wanted */

@@ -39,6 +39,7 @@ struct inode {
 	pthread_rwlock_t content_lock;
 	pthread_mutex_t key_lock;
 	struct dek_entry *dek;
+	bool cache_missed; /* this open period already missed the cache: go to the KMS */
 	unsigned opens;
 
 	struct inode *hash_next;

@@ -28,6 +28,7 @@
 #include "filekey.h"
 #include "log.h"
 #include "names.h"
+#include "status.h"
 
 /* An open regular file: the backing fd, opened for reading and writing
  * whatever the caller asked, so that partial blocks can be re-sealed. */

@@ -11,9 +11,6 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
-/* The virtual xattr on the mount root that reports run-time status (root only). */
-#define STATUS_XATTR "trusted.envelopefs.status"
-
 extern const struct fuse_lowlevel_ops envfs_ops;
 
 #endif

@@ -5,7 +5,8 @@
 /*
  * Shared pieces of envelopefsctl: exit codes, messages, opening a volume.
  * One file per command family: ctl_volume.c (init, info), ctl_keyring.c
- * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt).
+ * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt), ctl_status.c
+ * (status of a mounted volume).
  */
 
 #include <stdbool.h>
@@ -80,5 +81,6 @@ int cmd_info(int argc, char **argv);
 int cmd_keyring(int argc, char **argv);
 int cmd_encrypt(int argc, char **argv);
 int cmd_decrypt(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 #endif

@@ -28,6 +28,7 @@ static const struct {
 	{ "keyring", cmd_keyring, "create, rotate or list a local keyring" },
 	{ "encrypt", cmd_encrypt, "encrypt stdin into a new backing file (offline)" },
 	{ "decrypt", cmd_decrypt, "decrypt a backing file to stdout (offline)" },
+	{ "status", cmd_status, "show a mounted volume's cache, KMS and error counters" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

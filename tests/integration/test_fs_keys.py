@@ -295,3 +295,18 @@ def test_daemon_settings_file(tmp_path):
     cfg.write_text("[daemon]\nbogus = 1\n")
     proc = v.mount(f"config={cfg}", check=False)
     assert proc.returncode == 2 and "bogus" in proc.stderr
+
+
+def test_envelopefsctl_status(vol):
+    put(vol.mnt / "f", b"x" * 5000)
+    vol.remount()
+    get(vol.mnt / "f")
+    out = subprocess.run([str(CTL), "status", str(vol.mnt)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "unwrap 1" in out.stdout and "misses 1" in out.stdout
+    js = subprocess.run([str(CTL), "status", "--json", str(vol.mnt)], capture_output=True,
+                        text=True, check=True).stdout
+    import json
+    assert json.loads(js)["kms"]["unwrap"] == 1
+    other = subprocess.run([str(CTL), "status", str(vol.backing)], capture_output=True, text=True)
+    assert other.returncode == 1 and "not the root of a mounted" in other.stderr
