@@ -38,7 +38,7 @@ enum {
 
 struct cmdline {
 	const char *backing;
-	const char *config;
+	char *config;
 	int allow_other;
 	int default_permissions;
 	int no_default_permissions;
@@ -354,23 +354,23 @@ int main(int argc, char *argv[])
 	struct cmdline cl = {0};
 	struct envfs fs = {0};
 	char err[512];
-	int notify_fd = -1, code;
+	int notify_fd = -1, code = EXIT_USAGE;
 
 	if (fuse_opt_parse(&args, &cl, cmdline_spec, cmdline_proc) != 0 ||
 	    fuse_parse_cmdline(&args, &opts) != 0)
-		return EXIT_USAGE;
-	if (opts.show_help) {
-		usage(argv[0]);
-		return EXIT_OK;
-	}
-	if (opts.show_version) {
-		printf("envelopefs %s, libfuse %s\n", ENVELOPEFS_VERSION, fuse_pkgversion());
-		return EXIT_OK;
+		goto out;
+	if (opts.show_help || opts.show_version) {
+		if (opts.show_help)
+			usage(argv[0]);
+		else
+			printf("envelopefs %s, libfuse %s\n", ENVELOPEFS_VERSION, fuse_pkgversion());
+		code = EXIT_OK;
+		goto out;
 	}
 	if (!cl.backing || !opts.mountpoint) {
 		fprintf(stderr, "usage: %s [-f] [-d] [-o OPTIONS] BACKING MOUNTPOINT (see --help)\n",
 			argv[0]);
-		return EXIT_USAGE;
+		goto out;
 	}
 	if (cl.allow_other && !cl.default_permissions && !cl.no_default_permissions)
 		fuse_opt_add_arg(&args, "-odefault_permissions");
@@ -386,14 +386,14 @@ int main(int argc, char *argv[])
 	envfs_settings_defaults(&fs.settings);
 	if (cl.config && envfs_settings_load(cl.config, &fs.settings, err, sizeof(err)) < 0) {
 		fprintf(stderr, "envelopefs: %s\n", err);
-		return EXIT_USAGE;
+		goto out;
 	}
 	log_set_level(fs.settings.log_level);
+	code = EXIT_MOUNT;
 	if (check_mountpoint(opts.mountpoint) < 0)
-		return EXIT_MOUNT;
-
+		goto out;
 	if (!opts.foreground && fork_daemon(&notify_fd) < 0)
-		return EXIT_MOUNT;
+		goto out;
 	/* Keys are about to be loaded: keep them out of core dumps and away
 	 * from other processes of this user. */
 	if (secmem_harden_process() < 0)
@@ -406,7 +406,9 @@ int main(int argc, char *argv[])
 	else
 		notify_parent(notify_fd, code);
 	close_volume(&fs);
+out:
 	free(opts.mountpoint);
+	free(cl.config);
 	fuse_opt_free_args(&args);
 	return code;
 }

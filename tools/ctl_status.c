@@ -205,6 +205,7 @@ int cmd_status(int argc, char **argv)
 		goto out;
 	}
 	struct parser ps = {.p = buf, .f = f};
+	f->n = 0;
 	if (parse_object(&ps, "") < 0) {
 		code = ctl_err(CTL_FAILED, "%s: the daemon's status is malformed", argv[optind]);
 		goto out;
