@@ -64,18 +64,23 @@ Mount again:  envelopefs $home/backing $home/plain
 MSG
 }
 
-# Count "N passed, N failed" from a meson test log.
+# Count test cases from a meson test log: each unit program's and pytest's
+# own "N passed, N failed" line; a program that died without one counts as
+# one failure.
 summarize() {
 	python3 - "$1" <<'PY'
-import json, sys
+import json, re, sys
 ok = bad = 0
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r["result"] in ("OK", "EXPECTEDFAIL", "SKIP"):
-        ok += 1
-    else:
-        bad += 1
+    out = r.get("stdout") or ""
+    passed = sum(int(n) for n in re.findall(r"(\d+) passed", out))
+    failed = sum(int(n) for n in re.findall(r"(\d+) (?:failed|errors?)\b", out))
+    if r["result"] not in ("OK", "EXPECTEDFAIL", "SKIP"):
         print("FAILED:", r["name"], file=sys.stderr)
+        failed = max(failed, 1)
+    ok += passed
+    bad += failed
 print(f"{ok} {bad}")
 PY
 }
