@@ -63,25 +63,33 @@ def test_first_read_unwraps_once_then_cache(vol):
 
 
 def test_inode_number_reuse_never_gets_the_old_key(hvol):
-    """Replace a cached file by rename, then recreate files until its inode number returns."""
+    """A cached DEK outlives its file; a new file on the same inode number must not get it.
+
+    The old file is replaced by a rename (so its cache entry stays), and new
+    files are made in the backing directory by `envelopefsctl encrypt`, as
+    another writer would, until one lands on the old inode number.  Reading it
+    through the mount must use its own record's key: with the old DEK it would
+    fail authentication.
+    """
     m = hvol.mnt
     put(m / "victim", b"old secret content")
     assert get(m / "victim") == b"old secret content"
     old_ino = os.stat(hvol.backing_path("victim")).st_ino
     put(m / "other", b"o")
     os.rename(m / "other", m / "victim")  # frees old_ino without an unlink
+    assert hvol.status()["cache"]["entries"] >= 2
     reused = None
-    for i in range(2000):
-        p = m / f"new{i}"
-        put(p, b"fresh %d" % i)
-        if os.stat(hvol.backing_path(f"new{i}")).st_ino == old_ino:
-            reused = p
+    for i in range(500):
+        name = f"new{i}"
+        subprocess.run([str(CTL), "encrypt", str(hvol.backing), str(hvol.backing_path(name))],
+                       input=b"fresh %d" % i, check=True, capture_output=True)
+        if os.stat(hvol.backing_path(name)).st_ino == old_ino:
+            reused = name
             break
     if reused is None:
         pytest.skip("backing filesystem did not reuse the inode number")
-    hvol.remount()
-    # The new file reads its own bytes; its own key came from its own record.
-    assert get(reused) == b"fresh " + reused.name[3:].encode()
+    assert get(m / reused) == b"fresh " + reused[3:].encode()
+    assert hvol.status()["errors"]["integrity"] == 0
 
 
 def test_tampered_block_gives_eio_and_logs(hvol):
