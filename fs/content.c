@@ -244,14 +244,11 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
  * needed where blocks may not be allocated yet: past the end of the backing
  * file, or anywhere in a sparse one.
  */
-static int reserve(int fd, uint64_t start, uint64_t end)
+static int reserve(int fd, uint64_t start, uint64_t end, const struct stat *st)
 {
-	struct stat st;
+	bool sparse = (uint64_t)st->st_blocks * 512 < (uint64_t)st->st_size;
 
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	bool sparse = (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
-	if (end <= (uint64_t)st.st_size && !sparse)
+	if (end <= (uint64_t)st->st_size && !sparse)
 		return 0;
 	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) < 0) {
 		if (errno == EOPNOTSUPP)
@@ -295,7 +292,10 @@ static int reseal_block(const struct content_file *f, uint64_t index, size_t old
 	if (ret < 0)
 		return ret;
 	if (new_len > old_len) {
-		ret = reserve(f->fd, boff, boff + new_len + BLOCK_OVERHEAD);
+		struct stat st;
+		if (fstat(f->fd, &st) < 0)
+			return -errno;
+		ret = reserve(f->fd, boff, boff + new_len + BLOCK_OVERHEAD, &st);
 		if (ret < 0)
 			return ret;
 	}
@@ -357,6 +357,7 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 	const struct layout *l = f->layout;
 	struct scratch *s = scratch_get();
 	uint64_t size, first, last, end = off + len;
+	struct stat st;
 	uint8_t *out;
 	int ret;
 
@@ -366,9 +367,11 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 		return 0;
 	if (len > CONTENT_MAX_IO)
 		return -EINVAL;
-	ret = content_size(f->fd, l, &size);
-	if (ret < 0)
-		return ret;
+	/* One fstat serves both the size and the space check below: growing
+	 * first only moves the write further past the old end. */
+	if (fstat(f->fd, &st) < 0)
+		return -errno;
+	size = layout_plain_size(l, (uint64_t)st.st_size);
 	if (off > size) {
 		/* Only the final block may be short: pad the old last one and
 		 * leave a hole up to the write. */
@@ -405,7 +408,7 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 
 	uint64_t start = layout_block_offset(l, first);
 	size_t total = (size_t)(out - s->sealed);
-	ret = reserve(f->fd, start, start + total);
+	ret = reserve(f->fd, start, start + total, &st);
 	if (ret < 0)
 		return ret;
 	return pwrite_full(f->fd, s->sealed, total, start);
