@@ -26,6 +26,7 @@ struct envfs_settings {
 	unsigned cache_max_age;	  /* cache_max_age: seconds an idle DEK is kept */
 	double attr_timeout;	  /* attr_timeout: kernel attribute cache, s */
 	double entry_timeout;	  /* entry_timeout: kernel name cache, s */
+	bool writeback_cache;	  /* writeback_cache: kernel buffers and merges writes */
 	int log_level;		  /* log_level: error|warning|notice|info|debug */
 };
 

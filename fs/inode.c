@@ -80,24 +80,38 @@ void inode_table_destroy(struct inode_table *t)
 	free(t);
 }
 
+static struct inode *find_locked(struct inode_table *t, dev_t dev, ino_t ino)
+{
+	struct inode *in;
+
+	if (dev == t->root.dev && ino == t->root.ino)
+		return &t->root;
+	for (in = t->buckets[bucket_of(dev, ino)]; in; in = in->hash_next)
+		if (in->dev == dev && in->ino == ino)
+			break;
+	return in;
+}
+
+struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st)
+{
+	struct inode *in;
+
+	pthread_mutex_lock(&t->lock);
+	in = find_locked(t, st->st_dev, st->st_ino);
+	if (in)
+		in->nlookup++;
+	pthread_mutex_unlock(&t->lock);
+	return in;
+}
+
 struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct stat *st)
 {
 	struct inode *in, *fresh = NULL;
 	size_t b = bucket_of(st->st_dev, st->st_ino);
 
-	if (st->st_dev == t->root.dev && st->st_ino == t->root.ino) {
-		/* ".." of a top-level directory, or a bind of the root. */
-		close(fd);
-		pthread_mutex_lock(&t->lock);
-		t->root.nlookup++;
-		pthread_mutex_unlock(&t->lock);
-		return &t->root;
-	}
 	for (;;) {
 		pthread_mutex_lock(&t->lock);
-		for (in = t->buckets[b]; in; in = in->hash_next)
-			if (in->dev == st->st_dev && in->ino == st->st_ino)
-				break;
+		in = find_locked(t, st->st_dev, st->st_ino);
 		if (in || fresh)
 			break;
 		/* Allocate outside the lock, then look again. */

@@ -58,6 +58,12 @@ struct inode *inode_table_root(struct inode_table *t);
  */
 struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct stat *st);
 
+/*
+ * inode_lookup_known - the inode for @st with one more kernel reference if
+ * it is already in the table, else NULL.
+ */
+struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st);
+
 /* inode_ref - one more kernel reference on a known inode (link). */
 void inode_ref(struct inode_table *t, struct inode *in);
 

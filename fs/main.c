@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -96,7 +97,8 @@ static void usage(const char *prog)
 	       "envelopefs options (-o):\n"
 	       "    config=FILE             daemon settings, INI section [daemon]:\n"
 	       "                            cache_entries, cache_max_age (s), attr_timeout (s),\n"
-	       "                            entry_timeout (s), log_level (error..debug)\n"
+	       "                            entry_timeout (s), writeback_cache (true|false),\n"
+	       "                            log_level (error..debug)\n"
 	       "    allow_other             let other users in (implies default_permissions)\n"
 	       "    no_default_permissions  with allow_other: do not add default_permissions\n"
 	       "\n"
@@ -209,6 +211,18 @@ static void close_volume(struct envfs *fs)
 		kms_close(fs->kms); /* wipes the master keys */
 	volume_config_free(&fs->cfg);
 	free(fs->backing);
+}
+
+/* Every inode the kernel knows holds an O_PATH fd: allow the hard limit. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_msg(LOG_WARNING, "cannot raise the open-file limit: %s", strerror(errno));
+	}
 }
 
 /* Idle DEKs leave memory at their age limit even when nothing else happens. */
@@ -399,6 +413,7 @@ int main(int argc, char *argv[])
 	if (secmem_harden_process() < 0)
 		log_msg(LOG_WARNING, "could not disable core dumps");
 	umask(0); /* the kernel already applied the caller's umask */
+	raise_fd_limit();
 
 	code = open_volume(&fs, cl.backing);
 	if (code == EXIT_OK)

@@ -97,17 +97,24 @@ static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
 	ret = names_to_backing(is_root(fs, parent), name, bname);
 	if (ret < 0)
 		return ret == -EPERM ? -ENOENT : ret;
-	fd = openat(parent->fd, bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	/* A known inode needs no new fd: one fstatat answers the lookup. */
+	if (fstatat(parent->fd, bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-		ret = -errno;
-		close(fd);
-		return ret;
+	in = inode_lookup_known(fs->inodes, &st);
+	if (!in) {
+		fd = openat(parent->fd, bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		/* The name may have moved on since the fstatat: trust the fd. */
+		if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+			ret = -errno;
+			close(fd);
+			return ret;
+		}
+		in = inode_lookup_or_add(fs->inodes, fd, &st);
+		if (!in)
+			return -ENOMEM;
 	}
-	in = inode_lookup_or_add(fs->inodes, fd, &st);
-	if (!in)
-		return -ENOMEM;
 	to_plain_attr(fs, &st);
 	e->ino = (fuse_ino_t)(uintptr_t)in;
 	if (in == inode_table_root(fs->inodes))
@@ -126,14 +133,25 @@ static void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_
 
 static void envfs_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct envfs *fs = userdata;
+
 	conn->max_write = CONTENT_MAX_IO;
 	conn->max_readahead = CONTENT_MAX_IO;
 	/* The kernel sends truncation as setattr(size), which keeps the
 	 * file's key record and needs no KMS call. */
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
-	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
-		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* The daemon writes as root, which keeps setuid bits; the kernel
+	 * must clear them on a write by anyone else, as it would locally. */
+	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+	/* Only this daemon changes the backing tree, so the kernel may
+	 * cache symlink targets, and (by default) buffer and merge writes:
+	 * small and random writes then reach us as whole pages. */
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+	if (fs->settings.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		fs->settings.writeback_cache = false;
 }
 
 static void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -521,7 +539,8 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 		return ret;
 	}
 	of->fd = fd;
-	of->append = (flags & O_APPEND) != 0;
+	/* With the writeback cache the kernel places appends itself. */
+	of->append = (flags & O_APPEND) && !fs->settings.writeback_cache;
 	of->inode = in;
 	fi->fh = (uint64_t)(uintptr_t)of;
 	/* Only this daemon changes the backing files: cached pages stay valid. */

@@ -16,6 +16,7 @@ void envfs_settings_defaults(struct envfs_settings *s)
 	s->cache_max_age = 600;
 	s->attr_timeout = 1.0;
 	s->entry_timeout = 1.0;
+	s->writeback_cache = true;
 	s->log_level = LOG_INFO;
 }
 
@@ -42,6 +43,17 @@ static int parse_seconds(const char *text, double *out)
 	if (errno || end == text || *end || !(v >= 0 && v <= 86400))
 		return -EINVAL;
 	*out = v;
+	return 0;
+}
+
+static int parse_bool(const char *text, bool *out)
+{
+	if (strcmp(text, "true") == 0 || strcmp(text, "yes") == 0 || strcmp(text, "1") == 0)
+		*out = true;
+	else if (strcmp(text, "false") == 0 || strcmp(text, "no") == 0 || strcmp(text, "0") == 0)
+		*out = false;
+	else
+		return -EINVAL;
 	return 0;
 }
 
@@ -82,12 +94,15 @@ int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, s
 			ret = parse_seconds(value, &s->attr_timeout);
 		else if (strcmp(key, "entry_timeout") == 0)
 			ret = parse_seconds(value, &s->entry_timeout);
+		else if (strcmp(key, "writeback_cache") == 0)
+			ret = parse_bool(value, &s->writeback_cache);
 		else if (strcmp(key, "log_level") == 0)
 			ret = (s->log_level = log_level_parse(value)) < 0 ? -EINVAL : 0;
 		else {
 			snprintf(err, err_len,
 				 "%s: unknown setting '%s' in [daemon] (known: cache_entries, "
-				 "cache_max_age, attr_timeout, entry_timeout, log_level)",
+				 "cache_max_age, attr_timeout, entry_timeout, writeback_cache, "
+				 "log_level)",
 				 path, key);
 			ret = -EINVAL;
 			goto out;

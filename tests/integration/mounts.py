@@ -51,6 +51,7 @@ class Volume:
                        check=True, capture_output=True)
 
     def mount(self, *options, check=True, env=None):
+        self.options = options
         args = [str(DAEMON)]
         for opt in options:
             args += ["-o", opt]
@@ -64,9 +65,10 @@ class Volume:
     def unmount(self):
         unmount(self.mnt)
 
-    def remount(self, *options):
+    def remount(self):
+        """Unmount and mount again with the same options."""
         self.unmount()
-        self.mount(*options)
+        self.mount(*self.options)
 
     def status(self):
         return json.loads(os.getxattr(self.mnt, STATUS_XATTR))
@@ -89,5 +91,18 @@ def hvol(tmp_path):
     """Header placement only, for tests about the backing bytes themselves."""
     v = Volume(tmp_path, placement="header")
     v.mount()
+    yield v
+    v.unmount()
+
+
+@pytest.fixture(params=[("header", True), ("xattr", True), ("header", False), ("xattr", False)],
+                ids=["header-wb", "xattr-wb", "header-direct", "xattr-direct"])
+def cvol(request, tmp_path):
+    """Both placements, with the kernel's writeback cache on (the default) and off."""
+    placement, writeback = request.param
+    v = Volume(tmp_path, placement=placement)
+    settings = tmp_path / "daemon.ini"
+    settings.write_text(f"[daemon]\nwriteback_cache = {'true' if writeback else 'false'}\n")
+    v.mount(f"config={settings}")
     yield v
     v.unmount()

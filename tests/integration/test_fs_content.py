@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from mounts import vol, hvol  # noqa: F401  (fixtures)
+from mounts import cvol, vol, hvol  # noqa: F401  (fixtures)
 
 BLOCK = 4096
 
@@ -22,13 +22,13 @@ def read_file(path):
 
 @pytest.mark.parametrize("size", [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 1,
                                   1024 * 1024 + 17])
-def test_round_trip_sizes(vol, size):
+def test_round_trip_sizes(cvol, size):
     data = os.urandom(size)
-    path = vol.mnt / "f"
+    path = cvol.mnt / "f"
     write_file(path, data)
     assert os.stat(path).st_size == size
     assert read_file(path) == data
-    vol.remount()
+    cvol.remount()
     assert os.stat(path).st_size == size
     assert read_file(path) == data
 
@@ -44,12 +44,12 @@ def test_backing_size_follows_format(hvol):
     assert os.stat(hvol.backing_path("empty")).st_size == 0
 
 
-def test_random_model(vol):
+def test_random_model(cvol):
     """Thousands of random writes, truncates and reads checked against a bytearray."""
     seed = int.from_bytes(os.urandom(4), "little")
     rng = random.Random(seed)
     model = bytearray()
-    path = vol.mnt / "model"
+    path = cvol.mnt / "model"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         for step in range(3000):
@@ -81,12 +81,12 @@ def test_random_model(vol):
     finally:
         os.close(fd)
     assert read_file(path) == bytes(model), f"seed={seed}"
-    vol.remount()
+    cvol.remount()
     assert read_file(path) == bytes(model), f"seed={seed} after remount"
 
 
-def test_append(vol):
-    path = vol.mnt / "log"
+def test_append(cvol):
+    path = cvol.mnt / "log"
     with open(path, "ab") as f:
         for i in range(200):
             f.write(b"line %d\n" % i)
@@ -139,8 +139,8 @@ def test_sparse_beyond_4g(hvol):
         os.close(fd)
 
 
-def test_write_past_end_leaves_hole(vol):
-    path = vol.mnt / "gap"
+def test_write_past_end_leaves_hole(cvol):
+    path = cvol.mnt / "gap"
     write_file(path, b"abc")
     with open(path, "r+b") as f:
         f.seek(10 * BLOCK + 5)
@@ -169,16 +169,16 @@ def test_fallocate(vol):
     assert read_file(path) == b"0123456789" + bytes(3 * BLOCK - 10)
 
 
-def test_mmap_shared_writable(vol):
+def test_mmap_shared_writable(cvol):
     import mmap
-    path = vol.mnt / "mm"
+    path = cvol.mnt / "mm"
     write_file(path, bytes(3 * BLOCK))
     with open(path, "r+b") as f:
         m = mmap.mmap(f.fileno(), 3 * BLOCK)
         m[BLOCK - 2:BLOCK + 2] = b"MMAP"
         m.flush()
         m.close()
-    vol.remount()
+    cvol.remount()
     data = read_file(path)
     assert data[BLOCK - 2:BLOCK + 2] == b"MMAP"
     assert len(data) == 3 * BLOCK
