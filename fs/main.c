@@ -98,6 +98,7 @@ static void usage(const char *prog)
 	       "    config=FILE             daemon settings, INI section [daemon]:\n"
 	       "                            cache_entries, cache_max_age (s), attr_timeout (s),\n"
 	       "                            entry_timeout (s), writeback_cache (true|false),\n"
+	       "                            read_ahead_kb (0: the kernel's default),\n"
 	       "                            log_level (error..debug)\n"
 	       "    allow_other             let other users in (implies default_permissions)\n"
 	       "    no_default_permissions  with allow_other: do not add default_permissions\n"
@@ -225,6 +226,56 @@ static void raise_fd_limit(void)
 	}
 }
 
+/*
+ * The kernel reads ahead on a FUSE mount in steps of at most the smaller of
+ * the mount's backing_dev_info window (128 KiB by default) and the
+ * max_readahead of the INIT reply: too little to keep both the backing disk
+ * and the decryption busy on a sequential read.  So the window is raised in
+ * sysfs after mounting and before INIT is answered (the INIT reply then
+ * takes max_readahead, see envfs_init).  The device number comes from
+ * mountinfo: a stat of the mountpoint would wait for this very daemon.
+ */
+static void set_read_ahead(const char *mountpoint, unsigned kib)
+{
+	char *real = realpath(mountpoint, NULL), line[8192], dev[32] = "";
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	while (real && f && fgets(line, sizeof(line), f)) {
+		char majmin[32], field[PATH_MAX], mnt[PATH_MAX];
+		size_t n = 0;
+
+		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ...", the mountpoint with
+		 * octal escapes; the last match is the newest mount: ours. */
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", majmin, field) != 2)
+			continue;
+		for (const char *p = field; *p && n < sizeof(mnt) - 1; n++) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
+				mnt[n] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+				p += 4;
+			} else {
+				mnt[n] = *p++;
+			}
+		}
+		mnt[n] = '\0';
+		if (strcmp(mnt, real) == 0)
+			snprintf(dev, sizeof(dev), "%s", majmin);
+	}
+	if (f)
+		fclose(f);
+	free(real);
+	if (*dev) {
+		char path[96];
+		snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+		f = fopen(path, "we");
+		if (f) {
+			fprintf(f, "%u\n", kib);
+			if (fclose(f) == 0)
+				return;
+		}
+	}
+	log_msg(LOG_NOTICE, "could not set the read-ahead of %s to %u KiB", mountpoint, kib);
+}
+
 /* Idle DEKs leave memory at their age limit even when nothing else happens. */
 static pthread_mutex_t expiry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t expiry_cond = PTHREAD_COND_INITIALIZER;
@@ -324,6 +375,8 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 		fuse_session_destroy(se);
 		return EXIT_MOUNT;
 	}
+	if (fs->settings.read_ahead_kb)
+		set_read_ahead(opts->mountpoint, fs->settings.read_ahead_kb);
 	pthread_create(&expiry, NULL, expiry_thread, fs);
 	fs->started = time(NULL);
 	if (!opts->foreground) {

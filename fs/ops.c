@@ -136,7 +136,10 @@ static void envfs_init(void *userdata, struct fuse_conn_info *conn)
 	struct envfs *fs = userdata;
 
 	conn->max_write = CONTENT_MAX_IO;
-	conn->max_readahead = CONTENT_MAX_IO;
+	/* The kernel's 128 KiB default window keeps neither the backing
+	 * disk nor the decryption busy on a sequential read. */
+	if (fs->settings.read_ahead_kb)
+		conn->max_readahead = fs->settings.read_ahead_kb * 1024;
 	/* The kernel sends truncation as setattr(size), which keeps the
 	 * file's key record and needs no KMS call. */
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;

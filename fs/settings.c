@@ -17,6 +17,7 @@ void envfs_settings_defaults(struct envfs_settings *s)
 	s->attr_timeout = 1.0;
 	s->entry_timeout = 1.0;
 	s->writeback_cache = true;
+	s->read_ahead_kb = 4096;
 	s->log_level = LOG_INFO;
 }
 
@@ -94,6 +95,8 @@ int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, s
 			ret = parse_seconds(value, &s->attr_timeout);
 		else if (strcmp(key, "entry_timeout") == 0)
 			ret = parse_seconds(value, &s->entry_timeout);
+		else if (strcmp(key, "read_ahead_kb") == 0)
+			ret = parse_uint(value, 1u << 20, &s->read_ahead_kb);
 		else if (strcmp(key, "writeback_cache") == 0)
 			ret = parse_bool(value, &s->writeback_cache);
 		else if (strcmp(key, "log_level") == 0)
@@ -102,7 +105,7 @@ int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, s
 			snprintf(err, err_len,
 				 "%s: unknown setting '%s' in [daemon] (known: cache_entries, "
 				 "cache_max_age, attr_timeout, entry_timeout, writeback_cache, "
-				 "log_level)",
+				 "read_ahead_kb, log_level)",
 				 path, key);
 			ret = -EINVAL;
 			goto out;

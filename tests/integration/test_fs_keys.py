@@ -318,3 +318,23 @@ def test_envelopefsctl_status(vol):
     assert json.loads(js)["kms"]["unwrap"] == 1
     other = subprocess.run([str(CTL), "status", str(vol.backing)], capture_output=True, text=True)
     assert other.returncode == 1 and "not the root of a mounted" in other.stderr
+
+
+def test_read_ahead_window(tmp_path):
+    """The mount reads ahead 4 MiB by default, as configured otherwise."""
+    v = Volume(tmp_path)
+
+    def window():
+        dev = subprocess.run(["mountpoint", "-d", str(v.mnt)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
+            return int(f.read())
+
+    v.mount()
+    assert window() == 4096
+    v.unmount()
+    cfg = tmp_path / "daemon.ini"
+    cfg.write_text("[daemon]\nread_ahead_kb = 512\n")
+    v.mount(f"config={cfg}")
+    assert window() == 512
+    v.unmount()
