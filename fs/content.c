@@ -74,12 +74,12 @@ void *content_thread_buffer(void)
 	return s ? s->out : NULL;
 }
 
+/* Read up to @len bytes at @off; *@got is what was read (short only at EOF). */
 static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 {
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+	*got = 0;
+	while (*got < len) {
+		ssize_t n = pread(fd, (char *)buf + *got, len - *got, (off_t)(off + *got));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -87,9 +87,8 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 		}
 		if (n == 0)
 			break;
-		done += (size_t)n;
+		*got += (size_t)n;
 	}
-	*got = done;
 	return 0;
 }
 

@@ -89,7 +89,8 @@ run_tests() {
 	install_packages $BUILD_PKGS $TEST_PKGS
 	[ "$(id -u)" -eq 0 ] || die "the integration tests mount FUSE volumes: run as root"
 
-	echo "== build (gcc, -Wall -Wextra -Werror)"
+	echo "== builds (gcc, -Wall -Wextra -Werror): release, as quickstart makes it, and the test build"
+	build build-release --buildtype=release -Dwerror=true
 	build build -Dwerror=true
 	echo "== unit and integration tests"
 	local rc=0
