@@ -180,6 +180,18 @@ def test_allow_other_permissions_and_ownership():
             assert (st.st_uid, st.st_gid) == (1000, 1000), name
         # Backing files carry the same owners.
         assert os.stat(v.backing / "pub" / "mine").st_uid == 1000
+        # A write by another user clears setuid, as on a local filesystem
+        # (the daemon writes as root, so the kernel must do it).
+        with open(m / "pub" / "suid", "wb") as f:
+            f.write(b"#!/bin/sh\n")
+        os.chmod(m / "pub" / "suid", 0o4777)
+        out = run_as(1000, "import sys\nopen(sys.argv[1],'ab').write(b'x')\n", m / "pub" / "suid")
+        assert out.returncode == 0, out.stderr
+        assert not os.stat(m / "pub" / "suid").st_mode & 0o4000
+        os.chmod(m / "pub" / "suid", 0o4777)
+        out = run_as(1000, "import os,sys\nos.truncate(sys.argv[1], 3)\n", m / "pub" / "suid")
+        assert out.returncode == 0, out.stderr
+        assert not os.stat(m / "pub" / "suid").st_mode & 0o4000
     finally:
         v.unmount()
         shutil.rmtree(root)
