@@ -167,3 +167,48 @@ out:
 	free(rec);
 	return ret;
 }
+
+int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res)
+{
+	struct key_record *rec = malloc(sizeof(*rec));
+	struct dek_entry *cached = NULL, *fresh;
+	int ret;
+
+	if (!rec)
+		return -ENOMEM;
+	pthread_mutex_lock(&in->key_lock);
+	ret = read_record(fs, in, fd, rec);
+	if (ret == 0) {
+		/* The open file's DEK, or an idle cached one, for this record. */
+		cached = in->dek && memcmp(in->dek->file_id, rec->file_id, FILE_ID_LEN) == 0
+				 ? NULL
+				 : dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
+		const struct dek_entry *have = cached ? cached : in->dek;
+		ret = rewrap_file(&fs->layout, fs->kms, fs->cfg.uuid, fd, have ? have->key : NULL,
+				  res);
+		/* The cache learns the new version; an open file's pin moves to it. */
+		if (ret == 0 && have &&
+		    dekcache_insert(fs->cache, in->dev, in->ino, res->file_id, res->new_version,
+				    have->key, &fresh) == 0) {
+			if (in->dek) {
+				dekcache_put(fs->cache, in->dek);
+				in->dek = fresh;
+			} else {
+				dekcache_put(fs->cache, fresh);
+			}
+		}
+	}
+	dekcache_put(fs->cache, cached);
+	pthread_mutex_unlock(&in->key_lock);
+	free(rec);
+
+	if (ret == -EBADMSG) {
+		log_ratelimited(LOG_ERR, "inode %llu: key record is corrupt; not re-wrapped",
+				(unsigned long long)in->ino);
+		atomic_fetch_add(&fs->counters.integrity_errors, 1);
+		return -EIO;
+	}
+	if (ret < 0 && ret != -ENODATA)
+		return key_failure(fs, in, "cannot re-wrap the data key", ret);
+	return ret;
+}

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 
 #include "envfs.h"
+#include "rewrap.h"
 
 /* filekey_attach - count an open of @in through the readable fd @fd. */
 int filekey_attach(struct envfs *fs, struct inode *in, int fd);
@@ -34,5 +35,13 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create);
 
 /* filekey_detach - undo one filekey_attach. */
 void filekey_detach(struct envfs *fs, struct inode *in);
+
+/*
+ * filekey_rewrap - move the record of @in (backing fd @fd, read-write) onto
+ * the KMS's current master-key version (rewrap.h), with the DEK from the
+ * cache when it is there.  Call with the content lock held exclusively.
+ * Returns rewrap_file()'s codes, KMS and record failures logged here.
+ */
+int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res);
 
 #endif

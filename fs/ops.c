@@ -834,30 +834,34 @@ static void envfs_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_statfs(req, &sv);
 }
 
-/* The key record's xattr is the volume's, not the user's. */
-static bool hidden_xattr(const char *name)
+/* The key record's xattr and the daemon's virtual names are not the user's. */
+static bool volume_xattr(const char *name)
 {
-	return strcmp(name, VOLUME_XATTR_NAME) == 0;
+	return strcmp(name, VOLUME_XATTR_NAME) == 0 ||
+	       strncmp(name, VIRTUAL_XATTR_PREFIX, strlen(VIRTUAL_XATTR_PREFIX)) == 0;
 }
 
 static int status_json(struct envfs *fs, char *out, size_t cap)
 {
 	struct dekcache_stats cs;
 	char uuid[37];
+	uint32_t current = 0;
 	int n;
 
 	dekcache_get_stats(fs->cache, &cs);
+	if (kms_current_version(fs->kms, &current) < 0)
+		current = 0;
 	uuid_format(fs->cfg.uuid, uuid);
 	n = snprintf(out, cap,
 		     "{\"volume\":\"%s\",\"backing\":\"%s\",\"kms\":{\"provider\":\"%s\","
-		     "\"key_ref\":\"%s\",\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
+		     "\"key_ref\":\"%s\",\"current_version\":%u,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
 		     ",\"rewrap\":%" PRIu64 ",\"failures\":%" PRIu64 "},"
 		     "\"cache\":{\"entries\":%" PRIu64 ",\"pinned\":%" PRIu64 ",\"hits\":%" PRIu64
 		     ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"max_entries\":%u,"
 		     "\"max_age\":%u},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld}\n",
-		     uuid, fs->backing, fs->kms->ops->name, fs->kms->key_ref,
+		     uuid, fs->backing, fs->kms->ops->name, fs->kms->key_ref, current,
 		     (uint64_t)fs->kms->counters.generate, (uint64_t)fs->kms->counters.unwrap,
 		     (uint64_t)fs->kms->counters.rewrap, (uint64_t)fs->kms->counters.failures,
 		     cs.entries, cs.pinned, cs.hits, cs.misses, cs.evictions,
@@ -880,6 +884,39 @@ static void reply_xattr_value(fuse_req_t req, const char *value, ssize_t len, si
 		fuse_reply_buf(req, value, (size_t)len);
 }
 
+/* "VERSION KEY_REF FILE_ID\n" of a regular file's key record. */
+static int key_description(struct envfs *fs, struct inode *in, char *out, size_t cap)
+{
+	struct key_record *rec;
+	char id[33];
+	int fd, n, ret;
+
+	if (in->type != S_IFREG)
+		return -ENODATA;
+	fd = reopen(in, O_RDONLY);
+	if (fd < 0)
+		return fd;
+	rec = malloc(sizeof(*rec));
+	if (!rec) {
+		close(fd);
+		return -ENOMEM;
+	}
+	pthread_rwlock_rdlock(&in->content_lock);
+	ret = layout_read_record(&fs->layout, fd, rec, NULL);
+	pthread_rwlock_unlock(&in->content_lock);
+	close(fd);
+	if (ret == 0) {
+		for (int i = 0; i < 16; i++)
+			snprintf(id + 2 * i, 3, "%02x", rec->file_id[i]);
+		n = snprintf(out, cap, "%u %s %s\n", rec->key_version, rec->key_ref, id);
+		ret = n < 0 || (size_t)n >= cap ? -ERANGE : n;
+	} else if (ret == -EBADMSG) {
+		ret = -EIO;
+	}
+	free(rec);
+	return ret;
+}
+
 static void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct envfs *fs = fs_of(req);
@@ -887,18 +924,18 @@ static void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	char path[64], *value = NULL;
 	ssize_t len;
 
-	if (hidden_xattr(name)) {
-		fuse_reply_err(req, ENODATA);
-		return;
-	}
-	if (is_root(fs, in) && strcmp(name, STATUS_XATTR) == 0) {
-		char status[2048];
-		if (fuse_req_ctx(req)->uid != 0) {
-			fuse_reply_err(req, EPERM);
-			return;
-		}
-		len = status_json(fs, status, sizeof(status));
-		reply_xattr_value(req, status, len, size);
+	if (volume_xattr(name)) {
+		char text[2048];
+
+		if (strcmp(name, STATUS_XATTR) == 0 && is_root(fs, in))
+			len = status_json(fs, text, sizeof(text));
+		else if (strcmp(name, KEY_XATTR) == 0)
+			len = key_description(fs, in, text, sizeof(text));
+		else
+			len = -ENODATA;
+		if (len != -ENODATA && fuse_req_ctx(req)->uid != 0)
+			len = -EPERM;
+		reply_xattr_value(req, text, len, size);
 		return;
 	}
 	if (size > 0 && !(value = malloc(size))) {
@@ -937,7 +974,7 @@ static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	}
 	for (ssize_t i = 0; i < len;) {
 		size_t n = strlen(list + i) + 1;
-		if (!hidden_xattr(list + i)) {
+		if (!volume_xattr(list + i)) {
 			memmove(list + out, list + i, n);
 			out += (ssize_t)n;
 		}
@@ -947,17 +984,42 @@ static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(list);
 }
 
+/* Re-wrap a regular file's key record (the REWRAP_XATTR interface). */
+static int rewrap_inode(struct envfs *fs, struct inode *in)
+{
+	struct rewrap_result res;
+	int fd, ret;
+
+	if (in->type != S_IFREG)
+		return -EINVAL;
+	fd = reopen(in, O_RDWR);
+	if (fd < 0)
+		return fd;
+	pthread_rwlock_wrlock(&in->content_lock);
+	ret = filekey_rewrap(fs, in, fd, &res);
+	pthread_rwlock_unlock(&in->content_lock);
+	close(fd);
+	if (ret == 0)
+		log_msg(LOG_DEBUG, "inode %llu: key re-wrapped from version %u to %u",
+			(unsigned long long)in->ino, res.old_version, res.new_version);
+	return ret < 0 ? ret : 0;
+}
+
 static void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
 	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
 	char path[64];
 
-	if (hidden_xattr(name) || strcmp(name, STATUS_XATTR) == 0) {
-		fuse_reply_err(req, EPERM);
+	if (volume_xattr(name)) {
+		int ret = -EPERM;
+		if (strcmp(name, REWRAP_XATTR) == 0 && fuse_req_ctx(req)->uid == 0)
+			ret = rewrap_inode(fs, in);
+		fuse_reply_err(req, -ret);
 		return;
 	}
-	proc_path(inode_of(fs, ino)->fd, path);
+	proc_path(in->fd, path);
 	fuse_reply_err(req, setxattr(path, name, value, size, flags) < 0 ? errno : 0);
 }
 
@@ -966,8 +1028,8 @@ static void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct envfs *fs = fs_of(req);
 	char path[64];
 
-	if (hidden_xattr(name)) {
-		fuse_reply_err(req, ENODATA);
+	if (volume_xattr(name)) {
+		fuse_reply_err(req, strcmp(name, VOLUME_XATTR_NAME) == 0 ? ENODATA : EPERM);
 		return;
 	}
 	proc_path(inode_of(fs, ino)->fd, path);

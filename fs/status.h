@@ -12,7 +12,8 @@
  * Its value is one JSON object:
  *
  *   {"volume": UUID, "backing": PATH,
- *    "kms": {"provider", "key_ref", "generate", "unwrap", "rewrap", "failures"},
+ *    "kms": {"provider", "key_ref", "current_version", "generate", "unwrap",
+ *            "rewrap", "failures"},
  *    "cache": {"entries", "pinned", "hits", "misses", "evictions",
  *              "max_entries", "max_age"},
  *    "errors": {"integrity", "key"},
@@ -22,5 +23,23 @@
  */
 
 #define STATUS_XATTR "trusted.envelopefs.status"
+
+/*
+ * The rotation interface, on regular files, same rules (root only, never
+ * listed, no key material):
+ *
+ *   getxattr KEY_XATTR     "VERSION KEY_REF FILE_ID_HEX\n" of the file's key
+ *                          record; ENODATA for an empty file without one
+ *   setxattr REWRAP_XATTR  (any value) re-wrap the record onto the KMS's
+ *                          current master-key version, under the file's lock;
+ *                          0 also when it already was; EIO when the record
+ *                          is corrupt or the KMS fails (logged by the daemon)
+ *
+ * Everything under VIRTUAL_XATTR_PREFIX belongs to the daemon: users can
+ * neither set nor remove such names.
+ */
+#define VIRTUAL_XATTR_PREFIX "trusted.envelopefs."
+#define KEY_XATTR "trusted.envelopefs.key"
+#define REWRAP_XATTR "trusted.envelopefs.rewrap"
 
 #endif

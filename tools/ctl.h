@@ -6,7 +6,7 @@
  * Shared pieces of envelopefsctl: exit codes, messages, opening a volume.
  * One file per command family: ctl_volume.c (init, info), ctl_keyring.c
  * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt), ctl_status.c
- * (status of a mounted volume).
+ * (status of a mounted volume), ctl_rotate.c (re-wrapping a tree's keys).
  */
 
 #include <stdbool.h>
@@ -82,5 +82,6 @@ int cmd_keyring(int argc, char **argv);
 int cmd_encrypt(int argc, char **argv);
 int cmd_decrypt(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_rotate(int argc, char **argv);
 
 #endif

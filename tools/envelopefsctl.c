@@ -29,6 +29,7 @@ static const struct {
 	{ "encrypt", cmd_encrypt, "encrypt stdin into a new backing file (offline)" },
 	{ "decrypt", cmd_decrypt, "decrypt a backing file to stdout (offline)" },
 	{ "status", cmd_status, "show a mounted volume's cache, KMS and error counters" },
+	{ "rotate", cmd_rotate, "re-wrap every file's key under the current master key" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+/* Re-wrapping one key record: see rewrap.h. */
+#include "rewrap.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/secmem.h"
+
+int rewrap_file(const struct layout *l, struct kms *kms, const uint8_t volume_uuid[16], int fd,
+		const uint8_t *dek, struct rewrap_result *res)
+{
+	struct key_record *rec = malloc(sizeof(*rec));
+	struct record_pos pos;
+	struct kms_context ctx;
+	uint8_t *own_dek = NULL;
+	size_t blob_len;
+	uint32_t current;
+	int ret;
+
+	if (!rec)
+		return -ENOMEM;
+	ret = layout_read_record(l, fd, rec, &pos);
+	if (ret < 0)
+		goto out;
+	memcpy(res->file_id, rec->file_id, sizeof(res->file_id));
+	res->old_version = res->new_version = rec->key_version;
+	ret = kms_current_version(kms, &current);
+	if (ret < 0)
+		goto out;
+	if (rec->key_version == current && strcmp(rec->key_ref, kms->key_ref) == 0) {
+		ret = 1;
+		goto out;
+	}
+
+	memcpy(ctx.volume_uuid, volume_uuid, sizeof(ctx.volume_uuid));
+	memcpy(ctx.file_id, rec->file_id, sizeof(ctx.file_id));
+	if (!dek) {
+		own_dek = secmem_alloc(KMS_DEK_LEN);
+		if (!own_dek) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = kms_unwrap(kms, &ctx, rec->wrapped, rec->wrapped_len, own_dek);
+		if (ret < 0)
+			goto out;
+		dek = own_dek;
+	}
+	/* The old record must be authentic before its DEK is vouched for anew. */
+	if (record_check_mac(rec, dek, volume_uuid) != 0) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	ret = kms_rewrap(kms, &ctx, rec->wrapped, rec->wrapped_len, rec->wrapped,
+			 sizeof(rec->wrapped), &blob_len, &rec->key_version);
+	if (ret < 0)
+		goto out;
+	rec->wrapped_len = (uint16_t)blob_len;
+	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", kms->key_ref);
+	ret = record_seal_mac(rec, dek, volume_uuid);
+	if (ret == 0)
+		ret = layout_write_record(l, fd, rec, &pos);
+	if (ret == 0)
+		res->new_version = rec->key_version;
+out:
+	secmem_free(own_dek, KMS_DEK_LEN);
+	free(rec);
+	return ret;
+}

@@ -1,0 +1,307 @@
+"""envelopefsctl rotate over a live mounted tree, and offline."""
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from mounts import CTL, Volume, unmount, vol, hvol  # noqa: F401
+
+BLOCK = 4096
+# The local provider notices a rotated keyring file at most once a second.
+KEYRING_RELOAD = 1.1
+
+
+def ctl(*args, check=False):
+    return subprocess.run([str(CTL), *map(str, args)], capture_output=True, text=True,
+                          check=check, timeout=600)
+
+
+def rotate_keyring(v):
+    ctl("keyring", "rotate", v.keyring, check=True)
+    time.sleep(KEYRING_RELOAD)
+
+
+def populate(m, n=30):
+    """Files of many sizes, a hard link, an empty file, a symlink and a FIFO."""
+    contents = {}
+    os.makedirs(m / "sub" / "deeper")
+    for i in range(n):
+        rel = f"sub/f{i}" if i % 3 else f"sub/deeper/g{i}"
+        data = os.urandom(random.choice([1, 100, BLOCK, 3 * BLOCK + 7, 70000]))
+        (m / rel).write_bytes(data)
+        contents[rel] = data
+    os.link(m / "sub" / "f1", m / "hardlink")
+    contents["hardlink"] = contents["sub/f1"]
+    (m / "empty").write_bytes(b"")
+    contents["empty"] = b""
+    os.symlink("sub/f1", m / "symlink")
+    os.mkfifo(m / "fifo")
+    return contents
+
+
+def backing_data(v):
+    """Every backing file's bytes after its key-record header, by path."""
+    out = {}
+    for root, _, files in os.walk(v.backing):
+        for name in files:
+            p = os.path.join(root, name)
+            if name == "envelopefs.conf" or not os.path.isfile(p) or os.path.islink(p):
+                continue
+            with open(p, "rb") as f:
+                data = f.read()
+            header = 512 if v.placement == "header" and data else 0
+            out[os.path.relpath(p, v.backing)] = data[header:]
+    return out
+
+
+def versions(v):
+    out = {}
+    for root, _, files in os.walk(v.mnt):
+        for name in files:
+            p = os.path.join(root, name)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            try:
+                out[os.path.relpath(p, v.mnt)] = int(os.getxattr(p, "trusted.envelopefs.key")
+                                                     .split()[0])
+            except OSError:
+                out[os.path.relpath(p, v.mnt)] = None  # empty: no record yet
+    return out
+
+
+def check_contents(m, contents):
+    for rel, data in contents.items():
+        assert (m / rel).read_bytes() == data, rel
+
+
+def test_rotate_rewraps_every_file_without_rewriting_data(vol):
+    contents = populate(vol.mnt)
+    before = backing_data(vol)
+    rotate_keyring(vol)
+    check = ctl("rotate", "--check", "--json", vol.mnt)
+    assert check.returncode == 1, check.stderr
+    summary = json.loads(check.stdout)
+    assert summary["target_version"] == 2 and summary["to_rewrap"] == 31
+    assert summary["versions"] == {"1": 31} and summary["empty"] == 1
+    run = ctl("rotate", "--jobs", "3", vol.mnt)
+    assert run.returncode == 0, run.stderr
+    assert "re-wrapped:       30" in run.stdout  # the hard link's second name is current
+    assert set(versions(vol).values()) == {2, None}
+    after = backing_data(vol)
+    assert after == before, "rotation rewrote data"
+    check_contents(vol.mnt, contents)
+    # Nothing left to do: a second run changes no byte.
+    headers = {p: (vol.backing / p).read_bytes() for p in before}
+    again = ctl("rotate", "--json", vol.mnt)
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["already_current"] == 31
+    assert {p: (vol.backing / p).read_bytes() for p in before} == headers
+    assert ctl("rotate", "--check", vol.mnt).returncode == 0
+    # The cached DEKs sealed the new records: the KMS re-wrapped, never unwrapped.
+    kms = vol.status()["kms"]
+    assert kms["rewrap"] == 30 and kms["unwrap"] == 0
+    vol.remount()
+    check_contents(vol.mnt, contents)
+
+
+def test_rotate_subtree_and_dry_run(hvol):
+    populate(hvol.mnt)
+    rotate_keyring(hvol)
+    dry = ctl("rotate", "--dry-run", "--json", hvol.mnt)
+    assert dry.returncode == 0 and json.loads(dry.stdout)["to_rewrap"] == 31
+    assert set(versions(hvol).values()) == {1, None}
+    part = ctl("rotate", "--json", hvol.mnt, hvol.mnt / "sub" / "deeper")
+    assert part.returncode == 0, part.stderr
+    assert json.loads(part.stdout)["rewrapped"] == 10
+    v = versions(hvol)
+    assert all(ver == 2 for p, ver in v.items() if p.startswith("sub/deeper/"))
+    assert v["sub/f1"] == 1
+
+
+def test_rotate_while_applications_write(hvol):
+    m = hvol.mnt
+    os.mkdir(m / "w")
+    for i in range(40):
+        (m / "w" / f"f{i}").write_bytes(os.urandom(2 * BLOCK))
+    rotate_keyring(hvol)
+    errors, stop = [], threading.Event()
+    models = {}
+
+    def writer(k):
+        path = m / "w" / f"f{k}"
+        model = bytearray(path.read_bytes())
+        rng = random.Random(k)
+        try:
+            with open(path, "r+b") as f:
+                while not stop.is_set():
+                    off = rng.randrange(0, 3 * BLOCK)
+                    data = rng.randbytes(rng.randrange(1, 2 * BLOCK))
+                    f.seek(off)
+                    f.write(data)
+                    f.flush()
+                    if off > len(model):
+                        model.extend(bytes(off - len(model)))
+                    model[off:off + len(data)] = data
+                    f.seek(0)
+                    if f.read() != bytes(model):
+                        errors.append(f"f{k}: read back differs")
+        except OSError as e:
+            errors.append(f"f{k}: {e}")
+        models[k] = bytes(model)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(0, 40, 5)]
+    for t in threads:
+        t.start()
+    run = ctl("rotate", "--jobs", "4", m)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert run.returncode == 0, run.stderr
+    assert not errors, errors[:3]
+    assert set(versions(hvol).values()) == {2}
+    hvol.remount()
+    for k, data in models.items():
+        assert (m / "w" / f"f{k}").read_bytes() == data
+
+
+def daemon_pid(v):
+    out = subprocess.run(["pgrep", "-f", f"envelopefs .*{v.backing} "], capture_output=True,
+                         text=True).stdout.split()
+    return int(out[0])
+
+
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_kill_daemon_during_rotation(tmp_path, placement):
+    """kill -9 the daemon at random moments of rotations; every file survives."""
+    v = Volume(tmp_path, placement=placement)
+    v.mount()
+    contents = {}
+    for i in range(150):
+        data = os.urandom(random.choice([10, BLOCK + 1, 20000]))
+        (v.mnt / f"f{i}").write_bytes(data)
+        contents[f"f{i}"] = data
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    for round_ in range(6):
+        rotate_keyring(v)
+        tool = subprocess.Popen([str(CTL), "rotate", "--jobs", "4", str(v.mnt)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 0.25))
+        os.kill(daemon_pid(v), signal.SIGKILL)
+        tool.wait(timeout=60)
+        unmount(v.mnt)
+        v.mount()
+        for name, data in contents.items():
+            assert (v.mnt / name).read_bytes() == data, f"seed={seed} round={round_} {name}"
+    done = ctl("rotate", v.mnt)
+    assert done.returncode == 0, done.stderr
+    assert ctl("rotate", "--check", v.mnt).returncode == 0
+    assert set(versions(v).values()) == {7}
+    v.unmount()
+
+
+def test_kill_tool_during_rotation_then_resume(hvol):
+    for i in range(300):
+        (hvol.mnt / f"f{i}").write_bytes(b"x" * 100)
+    rotate_keyring(hvol)
+    tool = subprocess.Popen([str(CTL), "rotate", "--jobs", "1", str(hvol.mnt)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.15)
+    tool.kill()
+    tool.wait()
+    partial = versions(hvol)
+    resumed = ctl("rotate", "--json", hvol.mnt)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["rewrapped"] + summary["already_current"] == 300
+    assert summary["already_current"] == sum(1 for ver in partial.values() if ver == 2)
+    assert set(versions(hvol).values()) == {2}
+
+
+def test_files_renamed_or_deleted_during_the_walk(hvol):
+    m = hvol.mnt
+    for i in range(400):
+        (m / f"f{i}").write_bytes(b"y" * 50)
+    rotate_keyring(hvol)
+    stop = threading.Event()
+
+    def churn():
+        i = 0
+        while not stop.is_set() and i < 400:
+            if i % 2:
+                os.unlink(m / f"f{i}")
+            else:
+                os.rename(m / f"f{i}", m / f"r{i}")
+            i += 1
+
+    t = threading.Thread(target=churn)
+    tool = subprocess.Popen([str(CTL), "rotate", "--jobs", "2", "--json", str(m)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t.start()
+    out, err = tool.communicate(timeout=120)
+    stop.set()
+    t.join()
+    assert tool.returncode == 0, err
+    # Whatever was renamed away is finished by a second run; nothing is broken.
+    assert ctl("rotate", m).returncode == 0
+    for name in os.listdir(m):
+        assert (m / name).read_bytes() == b"y" * 50
+
+
+def test_corrupt_record_is_reported_and_the_rest_done(tmp_path):
+    v = Volume(tmp_path)
+    v.mount()
+    for i in range(10):
+        (v.mnt / f"f{i}").write_bytes(b"z" * 300)
+    v.unmount()
+    with open(v.backing / "f3", "r+b") as f:
+        f.write(b"\0" * 512)
+    v.mount()
+    rotate_keyring(v)
+    run = ctl("rotate", "--json", v.mnt)
+    assert run.returncode == 1
+    assert "f3" in run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["failed"] == 1 and summary["rewrapped"] == 9
+    v.unmount()
+
+
+def test_offline_rotation(tmp_path):
+    v = Volume(tmp_path, placement="xattr")
+    v.mount()
+    contents = populate(v.mnt)
+    refused = ctl("rotate", "--offline", v.backing)
+    assert refused.returncode == 1 and "mounted" in refused.stderr
+    v.unmount()
+    ctl("keyring", "rotate", v.keyring, check=True)
+    assert ctl("rotate", "--offline", "--check", v.backing).returncode == 1
+    run = ctl("rotate", "--offline", "--json", v.backing)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["rewrapped"] == 30
+    assert ctl("rotate", "--offline", "--check", v.backing).returncode == 0
+    v.mount()
+    check_contents(v.mnt, contents)
+    assert set(versions(v).values()) == {2, None}
+    v.unmount()
+
+
+def test_rotation_rate_for_many_files(tmp_path, capsys):
+    """Re-wraps per second with the local keyring (reported, and bounded in time)."""
+    v = Volume(tmp_path)
+    v.mount()
+    n = 2000
+    for i in range(n):
+        (v.mnt / f"f{i}").write_bytes(b"r")
+    rotate_keyring(v)
+    t0 = time.monotonic()
+    run = ctl("rotate", "--jobs", "8", "--json", v.mnt)
+    elapsed = time.monotonic() - t0
+    assert run.returncode == 0 and json.loads(run.stdout)["rewrapped"] == n
+    with capsys.disabled():
+        print(f"\n[rotate] {n} files re-wrapped in {elapsed:.2f} s: {n / elapsed:.0f} files/s")
+    v.unmount()
