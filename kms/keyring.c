@@ -664,24 +664,22 @@ int keyring_reload(struct keyring *kr, bool *changed, char *err, size_t err_len)
 	return 0;
 }
 
-int keyring_rotate(struct keyring *kr, uint32_t *version, char *err, size_t err_len)
+/*
+ * Replace @kr's entries by @entries (@count of them, secmem, ownership taken
+ * on success) with @current as the current version, and the file with them:
+ * under an exclusive flock on the file, after making sure it is still the
+ * one at the path and the one we loaded.  On failure @kr is unchanged and
+ * @entries is left to the caller.
+ */
+static int replace_entries(struct keyring *kr, struct keyring_entry *entries, uint32_t count,
+			   uint32_t current, char *err, size_t err_len)
 {
-	struct keyring_entry *old = kr->entries, *grown = NULL;
-	uint32_t old_count = kr->count, old_current = kr->current, next;
+	struct keyring_entry *old = kr->entries;
+	uint32_t old_count = kr->count, old_current = kr->current;
 	struct keyring_stamp held, at_path;
 	struct stat sb;
 	int fd, rc;
 
-	if (old_count >= KEYRING_MAX_VERSIONS)
-		return kms_errf(err, err_len, -ENOSPC, "keyring %s already holds %u versions",
-				kr->path, KEYRING_MAX_VERSIONS);
-	next = old[old_count - 1].version + 1;
-	if (next == 0)
-		return kms_errf(err, err_len, -EOVERFLOW, "keyring %s: no version number left",
-				kr->path);
-
-	/* Serialise with other rotations: lock the file, then make sure it is
-	 * still the one at the path and the one we loaded. */
 	fd = open(kr->path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return kms_errf(err, err_len, -errno, "cannot open keyring %s: %s", kr->path,
@@ -710,43 +708,77 @@ int keyring_rotate(struct keyring *kr, uint32_t *version, char *err, size_t err_
 		goto out;
 	}
 
-	grown = secmem_alloc(entries_size(old_count + 1));
-	if (!grown) {
-		rc = kms_errf(err, err_len, -ENOMEM, "no locked memory for keyring %s", kr->path);
-		goto out;
-	}
-	memcpy(grown, old, entries_size(old_count));
-	grown[old_count].version = next;
-	rc = crypto_random(grown[old_count].key, KEYRING_KEY_LEN);
-	if (rc < 0) {
-		kms_errf(err, err_len, rc, "cannot draw a new key: %s", strerror(-rc));
-		goto out;
-	}
-	kr->entries = grown;
-	kr->count = old_count + 1;
-	kr->current = next;
+	kr->entries = entries;
+	kr->count = count;
+	kr->current = current;
 	rc = write_file(kr, true, err, err_len);
-	if (rc < 0 && !stamp_eq(&kr->stamp, &held)) {
-		/* Renamed into place; only the directory sync failed.  Keep the
-		 * new state, as the file now holds it, but report the error. */
-		secmem_free(old, entries_size(old_count));
-		grown = NULL;
-		goto out;
-	}
-	if (rc < 0) {
+	if (rc < 0 && stamp_eq(&kr->stamp, &held)) {
+		/* Nothing reached the path: keep the old state. */
 		kr->entries = old;
 		kr->count = old_count;
 		kr->current = old_current;
 		goto out;
 	}
+	/* Written (perhaps only the directory sync failed, which rc reports):
+	 * the file now holds the new state, and so do we. */
 	secmem_free(old, entries_size(old_count));
-	grown = NULL;
-	if (version)
-		*version = next;
 out:
-	if (grown)
-		secmem_free(grown, entries_size(old_count + 1));
 	close(fd); /* drops the lock */
+	return rc;
+}
+
+int keyring_rotate(struct keyring *kr, uint32_t *version, char *err, size_t err_len)
+{
+	uint32_t count = kr->count, next;
+	struct keyring_entry *grown;
+	int rc;
+
+	if (count >= KEYRING_MAX_VERSIONS)
+		return kms_errf(err, err_len, -ENOSPC, "keyring %s already holds %u versions",
+				kr->path, KEYRING_MAX_VERSIONS);
+	next = kr->entries[count - 1].version + 1;
+	if (next == 0)
+		return kms_errf(err, err_len, -EOVERFLOW, "keyring %s: no version number left",
+				kr->path);
+	grown = secmem_alloc(entries_size(count + 1));
+	if (!grown)
+		return kms_errf(err, err_len, -ENOMEM, "no locked memory for keyring %s", kr->path);
+	memcpy(grown, kr->entries, entries_size(count));
+	grown[count].version = next;
+	rc = crypto_random(grown[count].key, KEYRING_KEY_LEN);
+	if (rc < 0)
+		kms_errf(err, err_len, rc, "cannot draw a new key: %s", strerror(-rc));
+	else
+		rc = replace_entries(kr, grown, count + 1, next, err, err_len);
+	if (rc < 0 && kr->entries != grown)
+		secmem_free(grown, entries_size(count + 1));
+	else if (version)
+		*version = next;
+	return rc;
+}
+
+int keyring_retire(struct keyring *kr, uint32_t version, char *err, size_t err_len)
+{
+	uint32_t count = kr->count, kept = 0;
+	struct keyring_entry *shrunk;
+	int rc;
+
+	if (!keyring_key(kr, version))
+		return kms_errf(err, err_len, -ENOENT, "keyring %s holds no version %u", kr->path,
+				version);
+	if (version == kr->current)
+		return kms_errf(err, err_len, -EBUSY,
+				"version %u is the current version of keyring %s: rotate first",
+				version, kr->path);
+	shrunk = secmem_alloc(entries_size(count - 1));
+	if (!shrunk)
+		return kms_errf(err, err_len, -ENOMEM, "no locked memory for keyring %s", kr->path);
+	for (uint32_t i = 0; i < count; i++)
+		if (kr->entries[i].version != version)
+			shrunk[kept++] = kr->entries[i];
+	rc = replace_entries(kr, shrunk, kept, kr->current, err, err_len);
+	if (rc < 0 && kr->entries != shrunk)
+		secmem_free(shrunk, entries_size(count - 1));
 	return rc;
 }
 

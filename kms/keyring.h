@@ -123,6 +123,15 @@ int keyring_reload(struct keyring *kr, bool *changed, char *err, size_t err_len)
  */
 int keyring_rotate(struct keyring *kr, uint32_t *version, char *err, size_t err_len);
 
+/*
+ * keyring_retire - remove @version (not the current one) from the keyring,
+ * replacing the file as keyring_rotate() does.  Whatever is still wrapped
+ * under that version can never be unwrapped again: the caller makes sure
+ * nothing is.  Returns 0, -ENOENT (no such version), -EBUSY (the current
+ * version), -ESTALE, or -errno; a message in @err.
+ */
+int keyring_retire(struct keyring *kr, uint32_t version, char *err, size_t err_len);
+
 /* keyring_key - the key of @version, or NULL.  Valid until @kr changes. */
 const uint8_t *keyring_key(const struct keyring *kr, uint32_t version);
 

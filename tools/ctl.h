@@ -84,4 +84,13 @@ int cmd_decrypt(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_rotate(int argc, char **argv);
 
+/*
+ * ctl_count_key_version - walk a mounted volume (@offline false: DIR is its
+ * mountpoint, through the daemon) or a backing directory and count the files
+ * whose key record is wrapped under @version, and those whose record could
+ * not be read.  Returns a CTL_* code, having printed why.
+ */
+int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_t *users,
+			  size_t *unreadable);
+
 #endif

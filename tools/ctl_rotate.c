@@ -428,6 +428,50 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 	return CTL_OK;
 }
 
+/* Walk @dirs[0..n) of @r and process every file (check mode: nothing changes). */
+static int walk_and_run(struct rotation *r, char **dirs, int n)
+{
+	walk_target = r;
+	for (int i = 0; i < n; i++)
+		if (nftw(dirs[i], collect, 64, FTW_PHYS | FTW_MOUNT) != 0)
+			return ctl_err(CTL_FAILED, "cannot walk %s: %s", dirs[i], strerror(errno));
+	run_workers(r);
+	return CTL_OK;
+}
+
+static void rotation_free(struct rotation *r)
+{
+	for (size_t i = 0; i < r->n_items; i++)
+		free(r->items[i].path);
+	free(r->items);
+	if (r->offline)
+		ctl_volume_close(&r->vol);
+}
+
+int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_t *users,
+			  size_t *unreadable)
+{
+	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER, .check = true, .jobs = 4,
+			     .offline = offline, .target = UINT32_MAX};
+	char *dirs[] = {(char *)dir};
+	int code = CTL_OK;
+
+	*users = *unreadable = 0;
+	if (offline)
+		code = ctl_volume_open(dir, NULL, NULL, false, &r.vol);
+	if (code == CTL_OK)
+		code = walk_and_run(&r, dirs, 1);
+	for (size_t i = 0; code == CTL_OK && i < r.n_items; i++) {
+		if (r.items[i].outcome == DONE_FAILED)
+			(*unreadable)++;
+		else if (r.items[i].outcome != DONE_EMPTY && r.items[i].outcome != DONE_GONE &&
+			 r.items[i].version == version)
+			(*users)++;
+	}
+	rotation_free(&r);
+	return code;
+}
+
 int cmd_rotate(int argc, char **argv)
 {
 	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER};
@@ -460,20 +504,11 @@ int cmd_rotate(int argc, char **argv)
 			return code;
 	}
 
-	walk_target = &r;
-	for (int i = r.offline ? optind : optind + (argc - optind > 1); i < argc; i++) {
-		if (nftw(argv[i], collect, 64, FTW_PHYS | FTW_MOUNT) != 0) {
-			code = ctl_err(CTL_FAILED, "cannot walk %s: %s", argv[i], strerror(errno));
-			goto out;
-		}
-	}
-	run_workers(&r);
-	code = report(&r);
-out:
-	for (size_t i = 0; i < r.n_items; i++)
-		free(r.items[i].path);
-	free(r.items);
-	if (r.offline)
-		ctl_volume_close(&r.vol);
+	/* Online, PATHs after the mountpoint narrow the walk. */
+	int first = r.offline ? optind : optind + (argc - optind > 1);
+	code = walk_and_run(&r, argv + first, argc - first);
+	if (code == CTL_OK)
+		code = report(&r);
+	rotation_free(&r);
 	return code;
 }

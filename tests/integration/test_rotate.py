@@ -305,3 +305,50 @@ def test_rotation_rate_for_many_files(tmp_path, capsys):
     with capsys.disabled():
         print(f"\n[rotate] {n} files re-wrapped in {elapsed:.2f} s: {n / elapsed:.0f} files/s")
     v.unmount()
+
+
+def test_keyring_retire_refuses_while_used_then_shreds_old_backups(tmp_path):
+    v = Volume(tmp_path)
+    v.mount()
+    for i in range(20):
+        (v.mnt / f"f{i}").write_bytes(b"secret %d" % i)
+    v.unmount()
+    backup = tmp_path / "backup-f0"
+    backup.write_bytes((v.backing / "f0").read_bytes())  # a backup under version 1
+    v.mount()
+    rotate_keyring(v)
+
+    usage = ctl("keyring", "retire", v.keyring, "1")
+    assert usage.returncode == 2 and "--volume" in usage.stderr
+    refused = ctl("keyring", "retire", "--volume", v.mnt, v.keyring, "1")
+    assert refused.returncode == 1 and "20 files still use version 1" in refused.stderr
+    assert ctl("keyring", "retire", "--volume", v.mnt, v.keyring, "2").returncode == 1  # current
+    assert ctl("rotate", v.mnt).returncode == 0
+    readable = subprocess.run([str(CTL), "decrypt", str(v.backing), str(backup)],
+                              capture_output=True)
+    assert readable.returncode == 0 and readable.stdout == b"secret 0"
+    done = ctl("keyring", "retire", "--volume", v.mnt, v.keyring, "1")
+    assert done.returncode == 0, done.stderr
+    assert "versions:         2" in ctl("keyring", "list", v.keyring, check=True).stdout
+    v.remount()
+    for i in range(20):
+        assert (v.mnt / f"f{i}").read_bytes() == b"secret %d" % i
+    v.unmount()
+    # The live files moved on; the backup made under version 1 is now noise.
+    shredded = subprocess.run([str(CTL), "decrypt", str(v.backing), str(backup)],
+                              capture_output=True)
+    assert shredded.returncode == 4 and shredded.stdout == b""
+    # Offline volumes are checked from their backing directory.
+    rotate_keyring(v)
+    (v.backing / "sub").mkdir()
+    assert ctl("keyring", "retire", "--volume", v.backing, v.keyring, "2").returncode == 1
+    assert ctl("rotate", "--offline", v.backing).returncode == 0
+    assert ctl("keyring", "retire", "--volume", v.backing, v.keyring, "2").returncode == 0
+
+
+def test_keyring_retire_refuses_a_foreign_volume(tmp_path):
+    a = Volume(tmp_path / "a" if (tmp_path / "a").mkdir() is None else None)
+    b = Volume(tmp_path / "b" if (tmp_path / "b").mkdir() is None else None)
+    ctl("keyring", "rotate", a.keyring, check=True)
+    out = ctl("keyring", "retire", "--volume", b.backing, a.keyring, "1")
+    assert out.returncode == 4 and "does not use keyring" in out.stderr

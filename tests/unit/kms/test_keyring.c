@@ -84,6 +84,41 @@ static void test_rotate_and_list(void)
 	memset(key1, 0, sizeof(key1));
 }
 
+static void test_retire(void)
+{
+	char path[512], err[512];
+	struct keyring *a = NULL, *b = NULL;
+	uint8_t key3[KEYRING_KEY_LEN];
+	uint32_t versions[8];
+
+	test_path(path, sizeof(path), "retire.keyring");
+	REQUIRE(keyring_create(path, NULL, 0, NULL, &a, err, sizeof(err)) == 0);
+	REQUIRE(keyring_rotate(a, NULL, err, sizeof(err)) == 0);
+	REQUIRE(keyring_rotate(a, NULL, err, sizeof(err)) == 0);
+	memcpy(key3, keyring_key(a, 3), sizeof(key3));
+	CHECK_EQ_INT(keyring_retire(a, 3, err, sizeof(err)), -EBUSY);
+	CHECK(strstr(err, "current") != NULL);
+	CHECK_EQ_INT(keyring_retire(a, 7, err, sizeof(err)), -ENOENT);
+	REQUIRE(keyring_retire(a, 1, err, sizeof(err)) == 0);
+	CHECK(keyring_key(a, 1) == NULL);
+	CHECK_EQ_INT(keyring_retire(a, 1, err, sizeof(err)), -ENOENT);
+
+	/* The file no longer holds version 1; the others are intact. */
+	REQUIRE(keyring_load(path, NULL, 0, &b, err, sizeof(err)) == 0);
+	CHECK_EQ_INT(keyring_versions(b, versions, 8), 2);
+	CHECK_EQ_INT(versions[0], 2);
+	CHECK_EQ_INT(versions[1], 3);
+	CHECK_EQ_INT(keyring_current(b), 3);
+	CHECK(keyring_key(b, 1) == NULL);
+	CHECK(memcmp(keyring_key(b, 3), key3, sizeof(key3)) == 0);
+	/* A stale handle cannot retire (it would resurrect what it holds). */
+	REQUIRE(keyring_retire(b, 2, err, sizeof(err)) == 0);
+	CHECK_EQ_INT(keyring_retire(a, 2, err, sizeof(err)), -ESTALE);
+	keyring_free(a);
+	keyring_free(b);
+	memset(key3, 0, sizeof(key3));
+}
+
 static void test_rotate_stale_and_reload(void)
 {
 	char path[512], err[512];
@@ -424,6 +459,7 @@ int main(void)
 	RUN(test_create_load);
 	RUN(test_missing_file);
 	RUN(test_rotate_and_list);
+	RUN(test_retire);
 	RUN(test_rotate_stale_and_reload);
 	RUN(test_reload_refuses_other_keyring);
 	RUN(test_mode_refused);
