@@ -11,6 +11,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -38,6 +39,13 @@ struct envfs_counters {
 	atomic_uint_fast64_t io_errors;
 };
 
+/* An open file or directory handle, listed so that teardown can close
+ * those whose RELEASE the kernel never sent (unmounted while in flight). */
+struct handle {
+	struct handle *prev, *next;
+	bool is_dir;
+};
+
 struct envfs {
 	char *backing;
 	struct volume_config cfg;
@@ -48,6 +56,8 @@ struct envfs {
 	struct envfs_settings settings;
 	struct envfs_counters counters;
 	time_t started;
+	pthread_mutex_t handles_lock;
+	struct handle handles; /* list head */
 };
 
 void envfs_settings_defaults(struct envfs_settings *s);

@@ -363,6 +363,7 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	pthread_t expiry;
 	int ret;
 
+	envfs_handles_init(fs);
 	se = fuse_session_new(args, &envfs_ops, sizeof(envfs_ops), fs);
 	if (!se)
 		return EXIT_USAGE;
@@ -409,6 +410,7 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
+	envfs_close_handles(fs); /* the kernel's last RELEASEs may not have come */
 	log_msg(LOG_INFO, "unmounted %s; keys wiped", opts->mountpoint);
 	/* libfuse reports the signal that ended the loop: a requested stop. */
 	return ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP ? EXIT_OK : EXIT_MOUNT;

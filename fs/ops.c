@@ -33,16 +33,57 @@
 /* An open regular file: the backing fd, opened for reading and writing
  * whatever the caller asked, so that partial blocks can be re-sealed. */
 struct open_file {
+	struct handle h; /* first: a struct handle * is a struct open_file * */
 	int fd;
 	bool append;
 	struct inode *inode;
 };
 
 struct open_dir {
+	struct handle h; /* first, as above */
 	DIR *dp;
 	off_t offset;
 	struct dirent *entry; /* read but not yet returned */
 };
+
+void envfs_handles_init(struct envfs *fs)
+{
+	pthread_mutex_init(&fs->handles_lock, NULL);
+	fs->handles.prev = fs->handles.next = &fs->handles;
+}
+
+static void handle_add(struct envfs *fs, struct handle *h, bool is_dir)
+{
+	h->is_dir = is_dir;
+	pthread_mutex_lock(&fs->handles_lock);
+	h->next = fs->handles.next;
+	h->prev = &fs->handles;
+	h->next->prev = h;
+	fs->handles.next = h;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void handle_remove(struct envfs *fs, struct handle *h)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void open_file_close(struct envfs *fs, struct open_file *of);
+static void open_dir_close(struct envfs *fs, struct open_dir *d);
+
+void envfs_close_handles(struct envfs *fs)
+{
+	while (fs->handles.next != &fs->handles) {
+		struct handle *h = fs->handles.next;
+		if (h->is_dir)
+			open_dir_close(fs, (struct open_dir *)h);
+		else
+			open_file_close(fs, (struct open_file *)h);
+	}
+}
 
 static struct envfs *fs_of(fuse_req_t req)
 {
@@ -545,6 +586,7 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 	/* With the writeback cache the kernel places appends itself. */
 	of->append = (flags & O_APPEND) && !fs->settings.writeback_cache;
 	of->inode = in;
+	handle_add(fs, &of->h, false);
 	fi->fh = (uint64_t)(uintptr_t)of;
 	/* Only this daemon changes the backing files: cached pages stay valid. */
 	fi->keep_cache = 1;
@@ -673,14 +715,18 @@ static void envfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	fuse_reply_err(req, 0);
 }
 
-static void envfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void open_file_close(struct envfs *fs, struct open_file *of)
 {
-	struct envfs *fs = fs_of(req);
-	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-
-	filekey_detach(fs, inode_of(fs, ino));
+	handle_remove(fs, &of->h);
+	filekey_detach(fs, of->inode);
 	close(of->fd);
 	free(of);
+}
+
+static void envfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	open_file_close(fs_of(req), (struct open_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -715,6 +761,7 @@ static void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fi->fh = (uint64_t)(uintptr_t)d;
 	fi->keep_cache = 1;
 	fi->cache_readdir = 1;
+	handle_add(fs, &d->h, true);
 	fuse_reply_open(req, fi);
 }
 
@@ -802,13 +849,17 @@ static void envfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t
 	do_readdir(req, ino, size, offset, fi, true);
 }
 
-static void envfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void open_dir_close(struct envfs *fs, struct open_dir *d)
 {
-	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
-
-	(void)ino;
+	handle_remove(fs, &d->h);
 	closedir(d->dp);
 	free(d);
+}
+
+static void envfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	open_dir_close(fs_of(req), (struct open_dir *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

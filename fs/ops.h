@@ -13,4 +13,11 @@
 
 extern const struct fuse_lowlevel_ops envfs_ops;
 
+struct envfs;
+
+/* envfs_handles_init / envfs_close_handles - the open-handle list: set up
+ * before serving; after the session ends, close what was never released. */
+void envfs_handles_init(struct envfs *fs);
+void envfs_close_handles(struct envfs *fs);
+
 #endif
