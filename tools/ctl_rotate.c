@@ -142,7 +142,8 @@ static int file_version(struct rotation *r, const char *path, uint32_t *version)
 		ret = fd < 0 ? -errno : -ENOMEM;
 	} else {
 		ret = layout_read_record(&r->vol.layout, fd, rec, NULL);
-		*version = rec->key_version;
+		if (ret == 0)
+			*version = rec->key_version;
 	}
 	if (fd >= 0)
 		close(fd);
@@ -286,11 +287,43 @@ static void run_workers(struct rotation *r)
 		progress(r, tty, true);
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* --check: how many files sit under each key version, ascending. */
+static void print_versions(const struct rotation *r)
+{
+	uint32_t *found = malloc((r->n_items + 1) * sizeof(*found));
+	size_t n = 0;
+
+	if (!found)
+		return;
+	for (size_t i = 0; i < r->n_items; i++)
+		if (r->items[i].outcome == DONE_REWRAPPED || r->items[i].outcome == DONE_CURRENT)
+			found[n++] = r->items[i].version;
+	qsort(found, n, sizeof(*found), cmp_u32);
+	printf(r->json ? ",\"versions\":{" : "files per key version:\n");
+	for (size_t i = 0, run; i < n; i += run) {
+		for (run = 1; i + run < n && found[i + run] == found[i]; run++)
+			;
+		if (r->json)
+			printf("%s\"%u\":%zu", i ? "," : "", found[i], run);
+		else
+			printf("  version %u: %zu\n", found[i], run);
+	}
+	if (r->json)
+		printf("}");
+	free(found);
+}
+
 /* Summary on stdout (text or JSON), failures with their paths on stderr. */
 static int report(struct rotation *r)
 {
 	size_t count[DONE_FAILED + 1] = {0};
-	uint32_t max_version = 0;
 	bool below = false;
 
 	for (size_t i = 0; i < r->n_items; i++) {
@@ -300,8 +333,6 @@ static int report(struct rotation *r)
 				strerror(-r->items[i].err));
 		if (r->items[i].outcome == DONE_REWRAPPED && (r->check || r->dry_run))
 			below = true;
-		if (r->items[i].version > max_version)
-			max_version = r->items[i].version;
 	}
 	if (r->json) {
 		printf("{\"target_version\":%u,\"files\":%zu,\"%s\":%zu,\"already_current\":%zu,"
@@ -319,30 +350,8 @@ static int report(struct rotation *r)
 		       r->skipped + count[DONE_GONE]);
 		printf("failed:           %zu\n", count[DONE_FAILED]);
 	}
-	if (r->check) {
-		/* Files per key version, as found. */
-		if (r->json)
-			printf(",\"versions\":{");
-		else
-			printf("files per key version:\n");
-		bool first = true;
-		for (uint32_t v = 0; v <= max_version; v++) {
-			size_t n = 0;
-			for (size_t i = 0; i < r->n_items; i++)
-				n += (r->items[i].outcome == DONE_REWRAPPED ||
-				      r->items[i].outcome == DONE_CURRENT) &&
-				     r->items[i].version == v;
-			if (!n)
-				continue;
-			if (r->json)
-				printf("%s\"%u\":%zu", first ? "" : ",", v, n);
-			else
-				printf("  version %u: %zu\n", v, n);
-			first = false;
-		}
-		if (r->json)
-			printf("}");
-	}
+	if (r->check)
+		print_versions(r);
 	if (r->json)
 		printf("}\n");
 	if (count[DONE_FAILED])
