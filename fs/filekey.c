@@ -46,7 +46,10 @@ int filekey_attach(struct envfs *fs, struct inode *in, int fd)
 		goto out;
 	/* A hit only if the cached DEK came from this very record's file ID. */
 	in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
-	in->cache_missed = !in->dek;
+	if (!in->dek) {
+		in->missed_record = rec;
+		rec = NULL;
+	}
 counted:
 	in->opens++;
 out:
@@ -61,7 +64,8 @@ void filekey_detach(struct envfs *fs, struct inode *in)
 	if (--in->opens == 0) {
 		dekcache_put(fs->cache, in->dek);
 		in->dek = NULL;
-		in->cache_missed = false;
+		free(in->missed_record);
+		in->missed_record = NULL;
 	}
 	pthread_mutex_unlock(&in->key_lock);
 }
@@ -135,7 +139,7 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 
 int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 {
-	struct key_record *rec;
+	struct key_record *rec, *missed;
 	uint8_t *dek;
 	int ret;
 
@@ -144,17 +148,19 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 		pthread_mutex_unlock(&in->key_lock);
 		return 0;
 	}
-	rec = malloc(sizeof(*rec));
+	missed = in->missed_record;
+	in->missed_record = NULL;
 	dek = secmem_alloc(KMS_DEK_LEN);
+	rec = missed ? missed : malloc(sizeof(*rec));
 	if (!rec || !dek) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = read_record(fs, in, fd, rec);
-	if (ret == -ENODATA && create)
+	if (rec == missed)
+		ret = unwrap_record(fs, in, rec, dek);
+	else if ((ret = read_record(fs, in, fd, rec)) == -ENODATA && create)
 		ret = create_record(fs, in, fd, rec, dek);
-	else if (ret == 0 && (in->cache_missed ||
-			      !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id))))
+	else if (ret == 0 && !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
 		ret = unwrap_record(fs, in, rec, dek);
 	else
 		goto out; /* cache hit, error, or no record and none wanted */
@@ -177,6 +183,9 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
 	if (!rec)
 		return -ENOMEM;
 	pthread_mutex_lock(&in->key_lock);
+	/* A record read at open is about to be replaced: read it afresh later. */
+	free(in->missed_record);
+	in->missed_record = NULL;
 	ret = read_record(fs, in, fd, rec);
 	if (ret == 0) {
 		/* The open file's DEK, or an idle cached one, for this record. */

@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "crypto/record.h"
 #include "dekcache.h"
 
 struct inode {
@@ -39,7 +40,9 @@ struct inode {
 	pthread_rwlock_t content_lock;
 	pthread_mutex_t key_lock;
 	struct dek_entry *dek;
-	bool cache_missed; /* this open period already missed the cache: go to the KMS */
+	/* The record the first open read and found no cached DEK for: the
+	 * first read or write unwraps it without reading it again. */
+	struct key_record *missed_record;
 	unsigned opens;
 
 	struct inode *hash_next;
