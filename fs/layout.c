@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -144,8 +145,13 @@ static int read_xattr_record(int fd, struct key_record *r, struct record_pos *po
 		return -ENOMEM;
 	n = fgetxattr(fd, VOLUME_XATTR_NAME, buf,
 		      RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED);
-	if (n < 0)
-		ret = errno == ENODATA ? -ENODATA : errno == ERANGE ? -EBADMSG : -errno;
+	if (n < 0 && errno == ENODATA) {
+		/* Only an empty file may lack its record: content without one
+		 * (say, a restore that dropped xattrs) is damage, not emptiness. */
+		struct stat st;
+		ret = fstat(fd, &st) < 0 ? -errno : st.st_size == 0 ? -ENODATA : -EBADMSG;
+	} else if (n < 0)
+		ret = errno == ERANGE ? -EBADMSG : -errno;
 	else
 		ret = record_decode(buf, (size_t)n, r);
 	if (ret == 0 && pos) {

@@ -101,7 +101,8 @@ static void usage(const char *prog)
 	       "                            read_ahead_kb (0: the kernel's default),\n"
 	       "                            log_level (error..debug)\n"
 	       "    allow_other             let other users in (implies default_permissions)\n"
-	       "    no_default_permissions  with allow_other: do not add default_permissions\n"
+	       "    no_default_permissions  do not add default_permissions (refused with\n"
+	       "                            allow_other when running as root)\n"
 	       "\n"
 	       "Secrets are never command-line arguments: a passphrase-protected keyring\n"
 	       "reads ENVELOPEFS_PASSPHRASE or the file named by ENVELOPEFS_PASSPHRASE_FILE.\n"
@@ -214,16 +215,34 @@ static void close_volume(struct envfs *fs)
 	free(fs->backing);
 }
 
-/* Every inode the kernel knows holds an O_PATH fd: allow the hard limit. */
+/*
+ * Every inode the kernel knows holds an O_PATH fd, and the kernel keeps
+ * inodes until memory pressure: allow as many fds as the system lets this
+ * process have (root: up to fs.nr_open; others: the hard limit).
+ */
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
+	unsigned long nr_open = 0;
+	FILE *f;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-			log_msg(LOG_WARNING, "cannot raise the open-file limit: %s", strerror(errno));
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (geteuid() == 0 && (f = fopen("/proc/sys/fs/nr_open", "re"))) {
+		if (fscanf(f, "%lu", &nr_open) == 1 && nr_open > rl.rlim_max) {
+			struct rlimit all = {.rlim_cur = nr_open, .rlim_max = nr_open};
+			/* A container may deny root a higher hard limit: then the
+			 * existing one will have to do. */
+			if (setrlimit(RLIMIT_NOFILE, &all) == 0) {
+				fclose(f);
+				return;
+			}
+		}
+		fclose(f);
 	}
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		log_msg(LOG_WARNING, "cannot raise the open-file limit: %s", strerror(errno));
 }
 
 /*
@@ -378,7 +397,9 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	}
 	if (fs->settings.read_ahead_kb)
 		set_read_ahead(opts->mountpoint, fs->settings.read_ahead_kb);
-	pthread_create(&expiry, NULL, expiry_thread, fs);
+	bool expiring = pthread_create(&expiry, NULL, expiry_thread, fs) == 0;
+	if (!expiring)
+		log_msg(LOG_WARNING, "no DEK expiry thread: idle keys leave only by LRU and unmount");
 	fs->started = time(NULL);
 	if (!opts->foreground) {
 		log_to_syslog("envelopefs");
@@ -405,7 +426,8 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	expiry_stop = true;
 	pthread_cond_signal(&expiry_cond);
 	pthread_mutex_unlock(&expiry_lock);
-	pthread_join(expiry, NULL);
+	if (expiring)
+		pthread_join(expiry, NULL);
 
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
@@ -439,6 +461,13 @@ int main(int argc, char *argv[])
 	if (!cl.backing || !opts.mountpoint) {
 		fprintf(stderr, "usage: %s [-f] [-d] [-o OPTIONS] BACKING MOUNTPOINT (see --help)\n",
 			argv[0]);
+		goto out;
+	}
+	if (cl.allow_other && cl.no_default_permissions && geteuid() == 0) {
+		/* The daemon checks no permission itself: as root it would open
+		 * every file for every user. */
+		fprintf(stderr, "envelopefs: allow_other with no_default_permissions would let every "
+				"user read and write every file; drop one of them\n");
 		goto out;
 	}
 	if (cl.allow_other && !cl.default_permissions && !cl.no_default_permissions)

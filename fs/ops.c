@@ -164,6 +164,35 @@ static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
 	return 0;
 }
 
+/* Fill @e for the file open as @fd (just created), taking a kernel reference. */
+static int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e)
+{
+	char path[64];
+	struct stat st;
+	struct inode *in;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = fs->settings.attr_timeout;
+	e->entry_timeout = fs->settings.entry_timeout;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	in = inode_lookup_known(fs->inodes, &st);
+	if (!in) {
+		int pfd;
+		proc_path(fd, path);
+		pfd = open(path, O_PATH | O_CLOEXEC);
+		if (pfd < 0)
+			return -errno;
+		in = inode_lookup_or_add(fs->inodes, pfd, &st);
+		if (!in)
+			return -ENOMEM;
+	}
+	to_plain_attr(fs, &st);
+	e->ino = (fuse_ino_t)(uintptr_t)in;
+	e->attr = st;
+	return 0;
+}
+
 static void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_param *e)
 {
 	if (ret < 0)
@@ -550,12 +579,20 @@ static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 	struct envfs *fs = fs_of(req);
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
 	char bname[NAMES_MAX + 1], bnewname[NAMES_MAX + 1];
+	struct stat replaced;
+	bool replacing = false;
 	int ret = names_to_backing(is_root(fs, from), name, bname);
 
 	if (ret == 0)
 		ret = names_to_backing(is_root(fs, to), newname, bnewname);
+	if (ret == 0 && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
+		replacing = fstatat(to->fd, bnewname, &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISREG(replaced.st_mode) && replaced.st_nlink == 1;
 	if (ret == 0 && renameat2(from->fd, bname, to->fd, bnewname, flags) < 0)
 		ret = -errno;
+	/* A file replaced by a rename lost its last name, as by unlink. */
+	if (ret == 0 && replacing)
+		dekcache_forget(fs->cache, replaced.st_dev, replaced.st_ino);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 
@@ -625,15 +662,16 @@ static void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 
 	if (ret < 0)
 		goto fail;
-	fd = openat(dir->fd, bname, backing_flags(fi->flags) | O_CREAT | (fi->flags & O_EXCL),
-		    mode);
+	fd = openat(dir->fd, bname,
+		    backing_flags(fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL), mode);
 	if (fd < 0) {
 		ret = -errno;
 		goto fail;
 	}
 	ret = give_to_caller(req, dir, fd, "");
+	/* The entry is the file we opened, whatever the name holds by now. */
 	if (ret == 0)
-		ret = do_lookup(fs, dir, name, &e);
+		ret = entry_for_fd(fs, fd, &e);
 	if (ret < 0)
 		goto fail;
 	ret = attach_open_file(fs, inode_of(fs, e.ino), fd, fi->flags, fi);
@@ -892,14 +930,32 @@ static bool volume_xattr(const char *name)
 	       strncmp(name, VIRTUAL_XATTR_PREFIX, strlen(VIRTUAL_XATTR_PREFIX)) == 0;
 }
 
+/* @in as a JSON string body: quotes, backslashes and control bytes escaped. */
+static void json_escape(const char *in, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	for (; *in && n + 7 < cap; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c == '"' || c == '\\')
+			n += (size_t)snprintf(out + n, cap - n, "\\%c", c);
+		else if (c < 0x20)
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+		else
+			out[n++] = (char)c;
+	}
+	out[n] = '\0';
+}
+
 static int status_json(struct envfs *fs, char *out, size_t cap)
 {
 	struct dekcache_stats cs;
-	char uuid[37];
+	char uuid[37], backing[3 * PATH_MAX];
 	uint32_t current = 0;
 	int n;
 
 	dekcache_get_stats(fs->cache, &cs);
+	json_escape(fs->backing, backing, sizeof(backing));
 	if (kms_current_version(fs->kms, &current) < 0)
 		current = 0;
 	uuid_format(fs->cfg.uuid, uuid);
@@ -912,7 +968,7 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"max_age\":%u},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld}\n",
-		     uuid, fs->backing, fs->kms->ops->name, fs->kms->key_ref, current,
+		     uuid, backing, fs->kms->ops->name, fs->kms->key_ref, current,
 		     (uint64_t)fs->kms->counters.generate, (uint64_t)fs->kms->counters.unwrap,
 		     (uint64_t)fs->kms->counters.rewrap, (uint64_t)fs->kms->counters.failures,
 		     cs.entries, cs.pinned, cs.hits, cs.misses, cs.evictions,
@@ -976,7 +1032,7 @@ static void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 	ssize_t len;
 
 	if (volume_xattr(name)) {
-		char text[2048];
+		char text[4 * PATH_MAX];
 
 		if (strcmp(name, STATUS_XATTR) == 0 && is_root(fs, in))
 			len = status_json(fs, text, sizeof(text));
@@ -1020,7 +1076,7 @@ static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	len = listxattr(path, list, (size_t)len);
 	if (len < 0) {
 		free(list);
-		fuse_reply_err(req, errno == ERANGE ? EAGAIN : errno);
+		fuse_reply_err(req, errno); /* ERANGE if it grew meanwhile: the caller retries */
 		return;
 	}
 	for (ssize_t i = 0; i < len;) {
@@ -1151,10 +1207,19 @@ static void envfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	struct envfs *fs = fs_of(req);
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	struct inode *in = inode_of(fs, ino);
-	struct content_file f = content_of(fs, in, of->fd);
+	/* Finding holes needs no key. */
+	struct content_file f = {.fd = of->fd, .layout = &fs->layout};
 	uint64_t result = 0;
 	int ret;
 
+	if (fs->settings.writeback_cache) {
+		/* The kernel does not write back dirty pages before asking, so the
+		 * backing file may not yet hold data the caller wrote: ENOSYS makes
+		 * the kernel answer itself (all data up to its own EOF), which
+		 * never hides data. */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
 		fuse_reply_err(req, EINVAL);
 		return;

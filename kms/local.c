@@ -241,7 +241,10 @@ static int local_current_version(struct kms *kms, uint32_t *version)
 {
 	struct local_kms *lk = kms->priv;
 
-	maybe_reload(lk, false);
+	/* Asked by rotation and status, never per block: always look at the
+	 * file, so that a rotation started right after `keyring rotate`
+	 * targets the new version. */
+	maybe_reload(lk, true);
 	pthread_rwlock_rdlock(&lk->lock);
 	*version = keyring_current(lk->kr);
 	pthread_rwlock_unlock(&lk->lock);

@@ -64,10 +64,18 @@ static void print_keyring(const struct keyring *kr)
  * status xattr) through the daemon's key reference, offline from its
  * configuration.  *@online tells which.  Returns a CTL_* code.
  */
-static int volume_uses_keyring(const char *dir, const char *id, bool *online)
+/*
+ * Does volume @dir use keyring @id, and may @version go?  Online (its mount
+ * root answers the status xattr; reading it makes the daemon look at the
+ * keyring file) through the daemon's key reference and current version,
+ * offline from its configuration.  *@online tells which.  Returns a CTL_*
+ * code.
+ */
+static int volume_check(const char *dir, const char *id, uint32_t version, bool *online)
 {
-	char status[4096], ref[64];
+	char status[16384], ref[64], *cur;
 	ssize_t n = getxattr(dir, STATUS_XATTR, status, sizeof(status) - 1);
+	unsigned current = 0;
 	struct ctl_volume v;
 	int code;
 
@@ -75,8 +83,16 @@ static int volume_uses_keyring(const char *dir, const char *id, bool *online)
 	*online = n >= 0;
 	if (*online) {
 		status[n] = '\0';
-		return strstr(status, ref) ? CTL_OK
-					   : ctl_err(CTL_KEY, "volume %s does not use keyring %s", dir, id);
+		if (!strstr(status, ref))
+			return ctl_err(CTL_KEY, "volume %s does not use keyring %s", dir, id);
+		cur = strstr(status, "\"current_version\":");
+		if (!cur || sscanf(cur + strlen("\"current_version\":"), "%u", &current) != 1 ||
+		    current <= version)
+			return ctl_err(CTL_FAILED,
+				       "the daemon of %s still wraps new keys under version %u or "
+				       "older: rotate the keyring first",
+				       dir, version);
+		return CTL_OK;
 	}
 	code = ctl_volume_open(dir, NULL, NULL, false, &v);
 	if (code != CTL_OK)
@@ -91,6 +107,7 @@ static int retire(struct keyring *kr, const char *version_text, char **volumes, 
 {
 	char id[2 * KEYRING_ID_LEN + 1], err[1024], *end;
 	unsigned long version = strtoul(version_text, &end, 10);
+	bool online[MAX_VOLUMES];
 	int code, rc;
 
 	if (*end || version == 0 || version > UINT32_MAX)
@@ -100,22 +117,28 @@ static int retire(struct keyring *kr, const char *version_text, char **volumes, 
 					  "DIR: retiring a version still in use destroys data");
 	ctl_hex(keyring_id(kr), KEYRING_ID_LEN, id);
 	for (int i = 0; i < n_volumes; i++) {
-		size_t users, unreadable;
-		bool online;
+		code = volume_check(volumes[i], id, (uint32_t)version, &online[i]);
+		if (code != CTL_OK)
+			return code;
+	}
+	/* Two full passes: a file that a rename carried past the first walk
+	 * (from a directory not yet visited to one already visited) is seen by
+	 * the second, unless the tree keeps moving, which the counts then show. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < n_volumes; i++) {
+			size_t users, unreadable;
 
-		code = volume_uses_keyring(volumes[i], id, &online);
-		if (code != CTL_OK)
-			return code;
-		code = ctl_count_key_version(volumes[i], !online, (uint32_t)version, &users,
-					     &unreadable);
-		if (code != CTL_OK)
-			return code;
-		if (users || unreadable)
-			return ctl_err(CTL_FAILED,
-				       "volume %s: %zu files still use version %lu and %zu could not "
-				       "be checked; run `envelopefsctl rotate %s%s` first",
-				       volumes[i], users, version, unreadable, online ? "" : "--offline ",
-				       volumes[i]);
+			code = ctl_count_key_version(volumes[i], !online[i], (uint32_t)version, &users,
+						     &unreadable);
+			if (code != CTL_OK)
+				return code;
+			if (users || unreadable)
+				return ctl_err(CTL_FAILED,
+					       "volume %s: %zu files still use version %lu and %zu could "
+					       "not be checked; run `envelopefsctl rotate %s%s` first",
+					       volumes[i], users, version, unreadable,
+					       online[i] ? "" : "--offline ", volumes[i]);
+		}
 	}
 	rc = keyring_retire(kr, (uint32_t)version, err, sizeof(err));
 	if (rc < 0)

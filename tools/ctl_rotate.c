@@ -74,7 +74,8 @@ struct rotation {
 	/* the work list */
 	struct file_item *items;
 	size_t n_items, cap_items;
-	size_t skipped; /* not regular files */
+	size_t skipped;	   /* not regular files */
+	size_t unwalkable; /* directories or entries that could not be read */
 	atomic_size_t next, finished, rewrapped, failed;
 	/* rate limiting: the earliest time the next re-wrap may start */
 	pthread_mutex_t rate_lock;
@@ -98,6 +99,12 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 
 	if (type == FTW_SL || type == FTW_SLN) {
 		r->skipped++;
+		return 0;
+	}
+	if (type == FTW_DNR || type == FTW_NS) {
+		/* Files in there cannot be seen, so cannot be said to be done. */
+		fprintf(stderr, "envelopefsctl %s: cannot read %s\n", ctl_cmd, path);
+		r->unwalkable++;
 		return 0;
 	}
 	if (type != FTW_F)
@@ -339,7 +346,7 @@ static int report(struct rotation *r)
 		       "\"empty\":%zu,\"skipped\":%zu,\"failed\":%zu",
 		       r->target, r->n_items, r->check || r->dry_run ? "to_rewrap" : "rewrapped",
 		       count[DONE_REWRAPPED], count[DONE_CURRENT], count[DONE_EMPTY],
-		       r->skipped + count[DONE_GONE], count[DONE_FAILED]);
+		       r->skipped + count[DONE_GONE], count[DONE_FAILED] + r->unwalkable);
 	} else {
 		printf("target version:   %u\n", r->target);
 		printf("%-17s %zu\n", r->check || r->dry_run ? "to re-wrap:" : "re-wrapped:",
@@ -348,13 +355,13 @@ static int report(struct rotation *r)
 		printf("empty (no key):   %zu\n", count[DONE_EMPTY]);
 		printf("skipped:          %zu (not regular files, or gone during the walk)\n",
 		       r->skipped + count[DONE_GONE]);
-		printf("failed:           %zu\n", count[DONE_FAILED]);
+		printf("failed:           %zu\n", count[DONE_FAILED] + r->unwalkable);
 	}
 	if (r->check)
 		print_versions(r);
 	if (r->json)
 		printf("}\n");
-	if (count[DONE_FAILED])
+	if (count[DONE_FAILED] || r->unwalkable)
 		return CTL_FAILED;
 	return r->check && below ? CTL_FAILED : CTL_OK;
 }
@@ -379,7 +386,27 @@ static int online_target(const char *mountpoint, uint32_t *target)
 	return CTL_OK;
 }
 
-/* Is BACKING the source of a mounted envelopefs?  (fsname is its path.) */
+/* Undo the octal escapes (\\040 for a space ...) of a /proc/self/mounts field. */
+static void unescape_mount_field(char *field)
+{
+	char *out = field;
+
+	for (const char *p = field; *p; out++) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+		    p[3] >= '0' && p[3] <= '7') {
+			*out = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 4;
+		} else {
+			*out = *p++;
+		}
+	}
+	*out = '\0';
+}
+
+/*
+ * Is BACKING the source of a mounted envelopefs?  The daemon names its
+ * mount after the backing path unless -o fsname= said otherwise.
+ */
 static bool mounted(const char *backing)
 {
 	char line[8192];
@@ -388,9 +415,11 @@ static bool mounted(const char *backing)
 
 	while (f && !found && fgets(line, sizeof(line), f)) {
 		char src[PATH_MAX], dir[PATH_MAX], type[64];
-		if (sscanf(line, "%4095s %4095s %63s", src, dir, type) == 3 &&
-		    strcmp(type, "fuse.envelopefs") == 0 && strcmp(src, backing) == 0)
-			found = true;
+		if (sscanf(line, "%4095s %4095s %63s", src, dir, type) != 3 ||
+		    strcmp(type, "fuse.envelopefs") != 0)
+			continue;
+		unescape_mount_field(src);
+		found = strcmp(src, backing) == 0;
 	}
 	if (f)
 		fclose(f);
@@ -470,11 +499,13 @@ int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_
 		code = ctl_volume_open(dir, NULL, NULL, false, &r.vol);
 	if (code == CTL_OK)
 		code = walk_and_run(&r, dirs, 1);
+	/* A file that vanished from its path during the walk may live on
+	 * under another name: it counts as not checked. */
+	*unreadable = r.unwalkable;
 	for (size_t i = 0; code == CTL_OK && i < r.n_items; i++) {
-		if (r.items[i].outcome == DONE_FAILED)
+		if (r.items[i].outcome == DONE_FAILED || r.items[i].outcome == DONE_GONE)
 			(*unreadable)++;
-		else if (r.items[i].outcome != DONE_EMPTY && r.items[i].outcome != DONE_GONE &&
-			 r.items[i].version == version)
+		else if (r.items[i].outcome != DONE_EMPTY && r.items[i].version == version)
 			(*users)++;
 	}
 	rotation_free(&r);
@@ -508,9 +539,17 @@ int cmd_rotate(int argc, char **argv)
 			return ctl_err(CTL_KEY, "cannot tell the KMS's current version");
 		}
 	} else {
+		struct stat mnt, sub;
+
 		code = online_target(argv[optind], &r.target);
 		if (code != CTL_OK)
 			return code;
+		if (stat(argv[optind], &mnt) < 0)
+			return ctl_err(CTL_FAILED, "%s: %s", argv[optind], strerror(errno));
+		for (int i = optind + 1; i < argc; i++)
+			if (stat(argv[i], &sub) < 0 || sub.st_dev != mnt.st_dev)
+				return ctl_err(CTL_USAGE, "%s is not inside the mounted volume %s",
+					       argv[i], argv[optind]);
 	}
 
 	/* Online, PATHs after the mountpoint narrow the walk. */

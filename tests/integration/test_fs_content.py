@@ -110,7 +110,20 @@ def test_o_trunc_keeps_working(vol):
     assert os.stat(path).st_size == 0
 
 
-def test_sparse_beyond_4g(hvol):
+@pytest.fixture
+def direct_vol(tmp_path):
+    """Header placement with the writeback cache off: lseek answers come from the daemon."""
+    from mounts import Volume
+    v = Volume(tmp_path)
+    settings = tmp_path / "daemon.ini"
+    settings.write_text("[daemon]\nwriteback_cache = false\n")
+    v.mount(f"config={settings}")
+    yield v
+    v.unmount()
+
+
+def test_sparse_beyond_4g(direct_vol):
+    hvol = direct_vol
     path = hvol.mnt / "sparse"
     with open(path, "wb") as f:
         f.truncate(10 * 1024**3)
@@ -135,6 +148,19 @@ def test_sparse_beyond_4g(hvol):
         with pytest.raises(OSError) as e:
             os.lseek(fd, 10 * 1024**3 + 1, os.SEEK_DATA)
         assert e.value.errno == errno.ENXIO
+    finally:
+        os.close(fd)
+
+
+def test_seek_data_never_hides_unflushed_data(hvol):
+    """With the writeback cache, data still in the page cache is never reported as a hole."""
+    fd = os.open(hvol.mnt / "wb", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"a" * BLOCK, 0)
+        os.pwrite(fd, b"b" * BLOCK, 8 * 1024 * 1024)
+        data_at = os.lseek(fd, 4 * BLOCK, os.SEEK_DATA)
+        assert data_at <= 8 * 1024 * 1024
+        assert os.lseek(fd, 0, os.SEEK_HOLE) >= BLOCK
     finally:
         os.close(fd)
 

@@ -65,19 +65,22 @@ def test_first_read_unwraps_once_then_cache(vol):
 def test_inode_number_reuse_never_gets_the_old_key(hvol):
     """A cached DEK outlives its file; a new file on the same inode number must not get it.
 
-    The old file is replaced by a rename (so its cache entry stays), and new
-    files are made in the backing directory by `envelopefsctl encrypt`, as
-    another writer would, until one lands on the old inode number.  Reading it
-    through the mount must use its own record's key: with the old DEK it would
-    fail authentication.
+    The old file is deleted behind the daemon's back, in the backing directory
+    (so its cache entry stays), the kernel is made to forget it, and new files
+    are made in the backing directory by `envelopefsctl encrypt`, as another
+    writer would, until one lands on the old inode number.  Reading it through
+    the mount must use its own record's key: with the old DEK it would fail
+    authentication.
     """
     m = hvol.mnt
     put(m / "victim", b"old secret content")
     assert get(m / "victim") == b"old secret content"
     old_ino = os.stat(hvol.backing_path("victim")).st_ino
-    put(m / "other", b"o")
-    os.rename(m / "other", m / "victim")  # frees old_ino without an unlink
-    assert hvol.status()["cache"]["entries"] >= 2
+    os.unlink(hvol.backing_path("victim"))
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2")  # the kernel forgets the inode; the daemon closes its fd
+    assert hvol.status()["cache"]["entries"] == 1
     reused = None
     for i in range(500):
         name = f"new{i}"
@@ -338,3 +341,49 @@ def test_read_ahead_window(tmp_path):
     v.mount(f"config={cfg}")
     assert window() == 512
     v.unmount()
+
+
+def test_missing_key_xattr_on_content_is_eio_not_zeros(tmp_path):
+    """xattr placement: a restore that dropped xattrs must not read as zeros or be re-keyed."""
+    v = Volume(tmp_path, placement="xattr")
+    v.mount()
+    put(v.mnt / "f", b"q" * 7500)
+    v.unmount()
+    os.removexattr(v.backing / "f", "user.envelopefs.key")
+    v.mount()
+    with pytest.raises(OSError) as e:
+        get(v.mnt / "f")
+    assert e.value.errno == errno.EIO
+    with pytest.raises(OSError) as e:
+        with open(v.mnt / "f", "ab") as f:
+            f.write(b"Z")
+    assert e.value.errno == errno.EIO
+    assert "user.envelopefs.key" not in os.listxattr(v.backing / "f")
+    v.unmount()
+
+
+def test_replaced_file_key_leaves_the_cache(vol):
+    put(vol.mnt / "victim", b"old")
+    put(vol.mnt / "new", b"new")
+    assert vol.status()["cache"]["entries"] == 2
+    os.rename(vol.mnt / "new", vol.mnt / "victim")
+    assert vol.status()["cache"]["entries"] == 1
+    assert get(vol.mnt / "victim") == b"new"
+
+
+def test_allow_other_without_default_permissions_refused(tmp_path):
+    v = Volume(tmp_path)
+    proc = v.mount("allow_other", "no_default_permissions", check=False)
+    assert proc.returncode == 2 and "every user" in proc.stderr
+    assert not is_mounted(v.mnt)
+
+
+def test_fd_limit_raised_for_many_inodes(vol):
+    """Every known inode holds an fd: the daemon takes all the fds it may have."""
+    import resource
+    pid = int(subprocess.run(["pgrep", "-f", f"envelopefs .*{vol.backing} "],
+                             capture_output=True, text=True).stdout.split()[0])
+    with open(f"/proc/{pid}/limits") as f:
+        soft, hard = next(l for l in f if l.startswith("Max open files")).split()[3:5]
+    assert soft == hard
+    assert int(hard) >= resource.getrlimit(resource.RLIMIT_NOFILE)[1]
