@@ -76,6 +76,7 @@ struct rotation {
 	size_t n_items, cap_items;
 	size_t skipped;	   /* not regular files */
 	size_t unwalkable; /* directories or entries that could not be read */
+	size_t vanished;   /* entries gone between readdir and stat */
 	atomic_size_t next, finished, rewrapped, failed;
 	/* rate limiting: the earliest time the next re-wrap may start */
 	pthread_mutex_t rate_lock;
@@ -99,6 +100,10 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 
 	if (type == FTW_SL || type == FTW_SLN) {
 		r->skipped++;
+		return 0;
+	}
+	if (type == FTW_NS && lstat(path, &(struct stat){0}) < 0 && errno == ENOENT) {
+		r->vanished++; /* deleted or renamed between readdir and stat */
 		return 0;
 	}
 	if (type == FTW_DNR || type == FTW_NS) {
@@ -346,7 +351,7 @@ static int report(struct rotation *r)
 		       "\"empty\":%zu,\"skipped\":%zu,\"failed\":%zu",
 		       r->target, r->n_items, r->check || r->dry_run ? "to_rewrap" : "rewrapped",
 		       count[DONE_REWRAPPED], count[DONE_CURRENT], count[DONE_EMPTY],
-		       r->skipped + count[DONE_GONE], count[DONE_FAILED] + r->unwalkable);
+		       r->skipped + r->vanished + count[DONE_GONE], count[DONE_FAILED] + r->unwalkable);
 	} else {
 		printf("target version:   %u\n", r->target);
 		printf("%-17s %zu\n", r->check || r->dry_run ? "to re-wrap:" : "re-wrapped:",
@@ -354,7 +359,7 @@ static int report(struct rotation *r)
 		printf("already current:  %zu\n", count[DONE_CURRENT]);
 		printf("empty (no key):   %zu\n", count[DONE_EMPTY]);
 		printf("skipped:          %zu (not regular files, or gone during the walk)\n",
-		       r->skipped + count[DONE_GONE]);
+		       r->skipped + r->vanished + count[DONE_GONE]);
 		printf("failed:           %zu\n", count[DONE_FAILED] + r->unwalkable);
 	}
 	if (r->check)
@@ -501,7 +506,7 @@ int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_
 		code = walk_and_run(&r, dirs, 1);
 	/* A file that vanished from its path during the walk may live on
 	 * under another name: it counts as not checked. */
-	*unreadable = r.unwalkable;
+	*unreadable = r.unwalkable + r.vanished;
 	for (size_t i = 0; code == CTL_OK && i < r.n_items; i++) {
 		if (r.items[i].outcome == DONE_FAILED || r.items[i].outcome == DONE_GONE)
 			(*unreadable)++;
