@@ -118,8 +118,9 @@ int content_size(int fd, const struct layout *l, uint64_t *size)
 	return 0;
 }
 
-void content_backing_range(const struct layout *l, uint64_t off, uint64_t len, uint64_t *start,
-			   uint64_t *end)
+/* Backing bytes [*start, *end) holding the blocks of plaintext [off, off + len). */
+static void backing_range(const struct layout *l, uint64_t off, uint64_t len, uint64_t *start,
+			  uint64_t *end)
 {
 	uint64_t first = off / l->block_size;
 	uint64_t last = (off + len - 1) / l->block_size;
@@ -425,7 +426,7 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 	ret = content_size(f->fd, l, &size);
 	if (ret < 0)
 		return ret;
-	content_backing_range(l, off, len, &start, &end);
+	backing_range(l, off, len, &start, &end);
 	if (fallocate(f->fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) < 0)
 		return -errno;
 	if (!keep_size && off + len > size)

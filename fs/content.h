@@ -76,8 +76,4 @@ int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_
  */
 void *content_thread_buffer(void);
 
-/* content_backing_range - backing bytes [*start, *end) holding plaintext [off, off+len). */
-void content_backing_range(const struct layout *l, uint64_t off, uint64_t len, uint64_t *start,
-			   uint64_t *end);
-
 #endif

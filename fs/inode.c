@@ -141,13 +141,6 @@ struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct st
 	return fresh;
 }
 
-void inode_ref(struct inode_table *t, struct inode *in)
-{
-	pthread_mutex_lock(&t->lock);
-	in->nlookup++;
-	pthread_mutex_unlock(&t->lock);
-}
-
 void inode_forget(struct inode_table *t, struct inode *in, uint64_t n)
 {
 	pthread_mutex_lock(&t->lock);

@@ -67,9 +67,6 @@ struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct st
  */
 struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st);
 
-/* inode_ref - one more kernel reference on a known inode (link). */
-void inode_ref(struct inode_table *t, struct inode *in);
-
 /* inode_forget - drop @n kernel references; frees the inode at zero. */
 void inode_forget(struct inode_table *t, struct inode *in, uint64_t n);
 
