@@ -19,6 +19,16 @@ CTL = BUILD / "tools" / "envelopefsctl"
 STATUS_XATTR = "trusted.envelopefs.status"
 
 
+def put(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def get(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def is_mounted(path):
     path = os.path.realpath(path)
     with open("/proc/self/mounts") as f:

@@ -5,19 +5,9 @@ import random
 
 import pytest
 
-from mounts import cvol, vol, hvol  # noqa: F401  (fixtures)
+from mounts import cvol, get as read_file, put as write_file, vol, hvol  # noqa: F401
 
 BLOCK = 4096
-
-
-def write_file(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 @pytest.mark.parametrize("size", [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 1,

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mounts import STATUS_XATTR, vol, hvol  # noqa: F401  (fixtures)
+from mounts import get, put, STATUS_XATTR, vol, hvol  # noqa: F401  (fixtures)
 
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100
@@ -23,16 +23,6 @@ def renameat2(old, new, flags):
     if ret != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
-
-
-def put(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def get(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def test_directories_and_listing(vol):
