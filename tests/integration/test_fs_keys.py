@@ -56,9 +56,9 @@ def test_inode_number_reuse_never_gets_the_old_key(hvol):
     """A cached DEK outlives its file; a new file on the same inode number must not get it.
 
     The old file is deleted behind the daemon's back, in the backing directory
-    (so its cache entry stays), the kernel is made to forget it, and new files
-    are made in the backing directory by `envelopefsctl encrypt`, as another
-    writer would, until one lands on the old inode number.  Reading it through
+    (so its cache entry stays), the kernel is made to forget it, and copies of
+    a file made by `envelopefsctl encrypt`, as another writer would, go into
+    the backing directory until one lands on the old inode number.  Reading it through
     the mount must use its own record's key: with the old DEK it would fail
     authentication.
     """
@@ -75,18 +75,27 @@ def test_inode_number_reuse_never_gets_the_old_key(hvol):
             break
         time.sleep(0.05)
     assert hvol.status()["cache"]["entries"] == 1
-    reused = None
-    for i in range(500):
-        name = f"new{i}"
-        subprocess.run([str(CTL), "encrypt", str(hvol.backing), str(hvol.backing_path(name))],
-                       input=b"fresh %d" % i, check=True, capture_output=True)
-        if os.stat(hvol.backing_path(name)).st_ino == old_ino:
-            reused = name
+    # Another writer's file, made offline, copied byte for byte into new
+    # backing files until one lands on the old inode number (earlier tests
+    # may have freed many lower numbers first).
+    template = hvol.backing_path("template")
+    subprocess.run([str(CTL), "encrypt", str(hvol.backing), str(template)],
+                   input=b"fresh content", check=True, capture_output=True)
+    blob = template.read_bytes()
+    reused = "template" if template.stat().st_ino == old_ino else None
+    for i in range(0 if reused else 50000):
+        path = hvol.backing_path(f"new{i}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, blob)
+        ino = os.fstat(fd).st_ino
+        os.close(fd)
+        if ino == old_ino:
+            reused = path.name
             break
     if reused is None:
         pytest.skip(f"backing filesystem did not reuse the inode number "
                     f"(daemon inodes: {hvol.status()['inodes']})")
-    assert get(m / reused) == b"fresh " + reused[3:].encode()
+    assert get(m / reused) == b"fresh content"
     assert hvol.status()["errors"]["integrity"] == 0
 
 
