@@ -10,7 +10,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 
 #include "crypto/record.h"
 #include "fs/volume.h"
+#include "kms/config.h"
 
 static const char *const volume_keys[] = { "volume:format_version", "volume:uuid",
 					   "volume:block_size", "volume:key_records",
@@ -107,30 +107,15 @@ static int parse_u32(const char *s, uint32_t *out)
 
 static int check_keys(const char *path, const dictionary *ini, char *err, size_t err_len)
 {
-	int i, n = iniparser_getsecnkeys(ini, "volume");
-	const char **keys;
-	int rc = 0;
+	const char *unknown = config_unknown_key(ini, "volume", volume_keys,
+						 sizeof(volume_keys) / sizeof(volume_keys[0]));
 
-	if (n <= 0)
+	if (!unknown)
 		return 0;
-	keys = calloc((size_t)n, sizeof(*keys));
-	if (!keys)
-		return errf(err, err_len, -ENOMEM, "out of memory");
-	iniparser_getseckeys(ini, "volume", keys);
-	for (i = 0; i < n && rc == 0; i++) {
-		bool known = false;
-		size_t k;
-
-		for (k = 0; k < sizeof(volume_keys) / sizeof(volume_keys[0]); k++)
-			known |= strcmp(keys[i], volume_keys[k]) == 0;
-		if (!known)
-			rc = errf(err, err_len, -EINVAL,
-				  "%s: [volume] has an unknown field '%s' (known: format_version, "
-				  "uuid, block_size, key_records, header_size): remove it",
-				  path, strchr(keys[i], ':') + 1);
-	}
-	free(keys);
-	return rc;
+	return errf(err, err_len, -EINVAL,
+		    "%s: [volume] has an unknown field '%s' (known: format_version, uuid, "
+		    "block_size, key_records, header_size): remove it",
+		    path, strchr(unknown, ':') + 1);
 }
 
 /*
@@ -389,9 +374,9 @@ static int render(const struct volume_config *cfg, const dictionary *kms, char *
 int volume_config_write(const char *path, const struct volume_config *cfg,
 			const dictionary *kms_settings)
 {
-	char *text = NULL, *dir;
+	char *text = NULL;
 	size_t len = 0, done = 0;
-	int fd, dfd, rc;
+	int fd, rc;
 
 	if (!path || !cfg || !kms_settings || cfg->format_version != VOLUME_FORMAT_VERSION ||
 	    !iniparser_getstring(kms_settings, "kms:provider", NULL))
@@ -425,15 +410,5 @@ int volume_config_write(const char *path, const struct volume_config *cfg,
 		return rc;
 	}
 	/* Make the new directory entry durable too. */
-	dir = strdup(path);
-	if (!dir)
-		return -ENOMEM;
-	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(dir);
-	if (dfd < 0)
-		return -errno;
-	if (fsync(dfd) < 0)
-		rc = -errno;
-	close(dfd);
-	return rc;
+	return config_fsync_dir_of(path);
 }

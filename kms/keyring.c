@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +23,7 @@
 #include "crypto/kdf.h"
 #include "crypto/random.h"
 #include "crypto/secmem.h"
+#include "kms/config.h"
 #include "kms/keyring.h"
 
 #define KEYRING_SHA_TRAILER SHA256_LEN
@@ -425,22 +425,6 @@ static int encode(const struct keyring *kr, uint8_t **out, size_t *out_len)
 	return 0;
 }
 
-static int fsync_dir_of(const char *path)
-{
-	char *copy = strdup(path);
-	int fd, rc = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(copy);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		rc = -errno;
-	close(fd);
-	return rc;
-}
 
 /*
  * write_file - put @kr's image at kr->path via a temporary file in the same
@@ -493,7 +477,7 @@ static int write_file(struct keyring *kr, bool replace, char *err, size_t err_le
 		unlink(tmp);
 	}
 	stamp_of(&sb, &kr->stamp);
-	rc = fsync_dir_of(path);
+	rc = config_fsync_dir_of(path);
 	if (rc < 0)
 		kms_errf(err, err_len, rc, "keyring %s written, but its directory could not be "
 			 "synced: %s", path, strerror(-rc));

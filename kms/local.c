@@ -28,6 +28,7 @@
 #include "crypto/aead.h"
 #include "crypto/random.h"
 #include "crypto/secmem.h"
+#include "kms/config.h"
 #include "kms/keyring.h"
 
 #define WRAP_LABEL "envelopefs local wrap v1"
@@ -298,30 +299,15 @@ static void format_hex(const uint8_t *in, size_t len, char *out)
 /* check_settings - refuse keys of [kms] this provider does not know (typos). */
 static int check_settings(const dictionary *ini, char *err, size_t err_len)
 {
-	int i, n = iniparser_getsecnkeys(ini, "kms");
-	const char **keys;
-	int rc = 0;
+	const char *unknown = config_unknown_key(
+		ini, "kms", known_settings, sizeof(known_settings) / sizeof(known_settings[0]));
 
-	if (n <= 0)
+	if (!unknown)
 		return 0;
-	keys = calloc((size_t)n, sizeof(*keys));
-	if (!keys)
-		return kms_errf(err, err_len, -ENOMEM, "out of memory");
-	iniparser_getseckeys(ini, "kms", keys);
-	for (i = 0; i < n && rc == 0; i++) {
-		size_t k;
-		bool known = false;
-
-		for (k = 0; k < sizeof(known_settings) / sizeof(known_settings[0]); k++)
-			known |= strcmp(keys[i], known_settings[k]) == 0;
-		if (!known)
-			rc = kms_errf(err, err_len, -EINVAL,
-				      "setting %s is not known to the local provider (known: "
-				      "provider, keyring, keyring_id, passphrase_file)",
-				      keys[i]);
-	}
-	free(keys);
-	return rc;
+	return kms_errf(err, err_len, -EINVAL,
+			"setting %s is not known to the local provider (known: provider, keyring, "
+			"keyring_id, passphrase_file)",
+			unknown);
 }
 
 static int local_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)

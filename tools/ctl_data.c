@@ -22,6 +22,14 @@
 #include "crypto/secmem.h"
 #include "tools/ctl.h"
 
+/* The options encrypt and decrypt share. */
+#define DATA_OPTIONS_HELP                                                                    \
+	"Options:\n"                                                                          \
+	"  --keyring PATH          use this keyring instead of the volume's kms:keyring\n"    \
+	"  --passphrase-file FILE  read the keyring passphrase from FILE\n"                   \
+	"  -h, --help              show this help\n"                                          \
+	"\n" CTL_PASSPHRASE_HELP
+
 static const char encrypt_usage[] =
 	"Usage: envelopefsctl encrypt [OPTIONS] BACKING BACKING-FILE\n"
 	"\n"
@@ -29,11 +37,7 @@ static const char encrypt_usage[] =
 	"BACKING-FILE (which must not exist) of the volume in BACKING, with a fresh\n"
 	"data key from the volume's KMS.  For recovery and import.\n"
 	"\n"
-	"Options:\n"
-	"  --keyring PATH          use this keyring instead of the volume's kms:keyring\n"
-	"  --passphrase-file FILE  read the keyring passphrase from FILE\n"
-	"  -h, --help              show this help\n"
-	"\n" CTL_PASSPHRASE_HELP;
+	DATA_OPTIONS_HELP;
 
 static const char decrypt_usage[] =
 	"Usage: envelopefsctl decrypt [OPTIONS] BACKING BACKING-FILE\n"
@@ -43,11 +47,7 @@ static const char decrypt_usage[] =
 	"is written; at the first bad block decrypt stops with exit status 3, naming\n"
 	"the block, and stdout holds exactly the blocks before it.\n"
 	"\n"
-	"Options:\n"
-	"  --keyring PATH          use this keyring instead of the volume's kms:keyring\n"
-	"  --passphrase-file FILE  read the keyring passphrase from FILE\n"
-	"  -h, --help              show this help\n"
-	"\n" CTL_PASSPHRASE_HELP;
+	DATA_OPTIONS_HELP;
 
 struct data_args {
 	const char *keyring;
