@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -23,12 +24,17 @@ static const char init_usage[] =
 	"Usage: envelopefsctl init [OPTIONS] BACKING\n"
 	"\n"
 	"Make the empty directory BACKING (created if missing) an envelopefs volume:\n"
-	"write BACKING/" VOLUME_CONFIG_NAME " with a random volume UUID.  The local keyring\n"
-	"is created if it does not exist (passphrase-protected when a passphrase is\n"
-	"given) and must live outside BACKING.\n"
+	"write BACKING/" VOLUME_CONFIG_NAME " with a random volume UUID.  With the local\n"
+	"provider, the keyring is created if it does not exist (passphrase-protected\n"
+	"when a passphrase is given) and must live outside BACKING.  Other providers\n"
+	"take their settings from --kms-setting and must be reachable: init opens the\n"
+	"KMS and reads the master key's current version.\n"
 	"\n"
 	"Options:\n"
-	"  --kms NAME              key-management provider (default and only: local)\n"
+	"  --kms NAME              key-management provider (default: local)\n"
+	"  --kms-setting KEY=VALUE a provider setting for the [kms] section, repeatable\n"
+	"                          (references only: secrets go in files or the\n"
+	"                          environment, so *_file settings name them)\n"
 	"  --keyring PATH          local keyring file (default:\n"
 	"                          $XDG_CONFIG_HOME/envelopefs/<name of BACKING>.keyring,\n"
 	"                          $XDG_CONFIG_HOME defaulting to $HOME/.config)\n"
@@ -55,8 +61,12 @@ static const char info_usage[] =
 	"  --passphrase-file FILE  read the keyring passphrase from FILE (with --kms)\n"
 	"  -h, --help              show this help\n";
 
+#define MAX_KMS_SETTINGS 32
+
 struct init_opts {
 	const char *kms;
+	const char *kms_settings[MAX_KMS_SETTINGS]; /* "KEY=VALUE", as given */
+	size_t n_kms_settings;
 	const char *keyring;
 	const char *pass_file;
 	const char *backing;
@@ -212,6 +222,7 @@ static int parse_init(int argc, char **argv, struct init_opts *o)
 {
 	static const struct option opts[] = {
 		{ "kms", required_argument, NULL, 'k' },
+		{ "kms-setting", required_argument, NULL, 's' },
 		{ "keyring", required_argument, NULL, 'r' },
 		{ "header", required_argument, NULL, 'H' },
 		{ "block-size", required_argument, NULL, 'b' },
@@ -230,6 +241,12 @@ static int parse_init(int argc, char **argv, struct init_opts *o)
 		switch (c) {
 		case 'k':
 			o->kms = optarg;
+			break;
+		case 's':
+			if (o->n_kms_settings == MAX_KMS_SETTINGS)
+				return ctl_err(CTL_USAGE, "at most %d --kms-setting options",
+					       MAX_KMS_SETTINGS);
+			o->kms_settings[o->n_kms_settings++] = optarg;
 			break;
 		case 'r':
 			o->keyring = optarg;
@@ -265,52 +282,124 @@ static int parse_init(int argc, char **argv, struct init_opts *o)
 	if (argc - optind != 1)
 		return ctl_usage(init_usage, false);
 	o->backing = argv[optind];
-	if (strcmp(o->kms, "local") != 0)
-		return ctl_err(CTL_USAGE, "unknown --kms '%s' (known providers: local)", o->kms);
+	if (strcmp(o->kms, "local") == 0 && o->n_kms_settings)
+		return ctl_err(CTL_USAGE, "the local provider takes --keyring and "
+			       "--passphrase-file, not --kms-setting");
+	if (strcmp(o->kms, "local") != 0 && (o->keyring || o->pass_file))
+		return ctl_err(CTL_USAGE, "--keyring and --passphrase-file are for --kms local");
+	return CTL_OK;
+}
+
+/*
+ * secret_setting - does @key name a secret itself rather than where one is?
+ * Settings land in the world-readable volume configuration and the option in
+ * argv, so a token, PIN or password must be given as a *_file (or through the
+ * provider's environment variable) instead.
+ */
+static bool secret_setting(const char *key)
+{
+	static const char *const secrets[] = { "token", "pin", "password", "passphrase",
+					       "secret", "secret_access_key", "session_token" };
+	size_t i;
+
+	for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		if (strcasecmp(key, secrets[i]) == 0)
+			return true;
+	return false;
+}
+
+/* remote_settings - "kms:provider" = @o->kms plus every --kms-setting.  A CTL_* code. */
+static int remote_settings(const struct init_opts *o, dictionary *settings)
+{
+	char key[160];
+	size_t i;
+
+	iniparser_set(settings, "kms:provider", o->kms);
+	for (i = 0; i < o->n_kms_settings; i++) {
+		const char *kv = o->kms_settings[i], *eq = strchr(kv, '=');
+		size_t klen = eq ? (size_t)(eq - kv) : 0;
+
+		if (!eq || klen == 0 || klen + 5 >= sizeof(key) || strcspn(kv, ":;#[] \t") < klen)
+			return ctl_err(CTL_USAGE, "--kms-setting wants KEY=VALUE, got '%s'", kv);
+		snprintf(key, sizeof(key), "kms:%.*s", (int)klen, kv);
+		if (secret_setting(key + 4))
+			return ctl_err(CTL_USAGE,
+				       "--kms-setting %s would put a secret on the command line "
+				       "and in the volume configuration: give its file (%s_file) or "
+				       "the provider's environment variable instead",
+				       key + 4, key + 4);
+		if (strcmp(key + 4, "provider") == 0 || iniparser_find_entry(settings, key))
+			return ctl_err(CTL_USAGE, "--kms-setting %.*s given twice (or as provider)",
+				       (int)klen, kv);
+		iniparser_set(settings, key, eq + 1);
+	}
+	return CTL_OK;
+}
+
+/* local_settings - create or load the keyring and describe it in @settings.  A CTL_* code. */
+static int local_settings(const struct init_opts *o, const char *backing, dictionary *settings,
+			  char *keyring, bool *created)
+{
+	char id[2 * KEYRING_ID_LEN + 1], pass_abs[PATH_MAX];
+	struct keyring *kr = NULL;
+	int rc;
+
+	rc = keyring_location(o->keyring, backing, keyring);
+	if (rc == CTL_OK && o->pass_file && !realpath(o->pass_file, pass_abs))
+		rc = ctl_err(CTL_KEY, "passphrase file %s: %s", o->pass_file, strerror(errno));
+	if (rc == CTL_OK)
+		rc = open_keyring(keyring, o->pass_file, &kr, created);
+	if (rc != CTL_OK)
+		return rc;
+	ctl_hex(keyring_id(kr), KEYRING_ID_LEN, id);
+	keyring_free(kr); /* kms_open loads it again, as a mount will */
+	iniparser_set(settings, "kms:provider", "local");
+	iniparser_set(settings, "kms:keyring", keyring);
+	iniparser_set(settings, "kms:keyring_id", id);
+	if (o->pass_file)
+		iniparser_set(settings, "kms:passphrase_file", pass_abs);
 	return CTL_OK;
 }
 
 int cmd_init(int argc, char **argv)
 {
-	char backing[PATH_MAX], keyring[PATH_MAX], pass_abs[PATH_MAX], conf[PATH_MAX + 32];
-	char id[2 * KEYRING_ID_LEN + 1], uuid[37], err[1024];
+	char backing[PATH_MAX], keyring[PATH_MAX], conf[PATH_MAX + 32], uuid[37], err[1024];
 	struct volume_config cfg = { .format_version = VOLUME_FORMAT_VERSION };
-	struct keyring *kr = NULL;
 	struct kms *kms = NULL;
 	dictionary *settings = NULL;
 	struct init_opts o;
-	bool created = false;
+	bool local, created = false;
+	uint32_t version;
 	int rc;
 
 	rc = parse_init(argc, argv, &o);
 	if (rc != CTL_OK)
 		return rc < 0 ? CTL_OK : rc;
+	local = strcmp(o.kms, "local") == 0;
 	rc = check_backing(o.backing, backing);
-	if (rc == CTL_OK)
-		rc = keyring_location(o.keyring, backing, keyring);
-	if (rc == CTL_OK && o.pass_file && !realpath(o.pass_file, pass_abs))
-		rc = ctl_err(CTL_KEY, "passphrase file %s: %s", o.pass_file, strerror(errno));
-	if (rc == CTL_OK)
-		rc = open_keyring(keyring, o.pass_file, &kr, &created);
 	if (rc != CTL_OK)
 		return rc;
-	ctl_hex(keyring_id(kr), KEYRING_ID_LEN, id);
-	keyring_free(kr); /* kms_open loads it again, as a mount will */
-
 	settings = dictionary_new(0);
-	if (!settings) {
-		rc = ctl_err(CTL_FAILED, "out of memory");
+	if (!settings)
+		return ctl_err(CTL_FAILED, "out of memory");
+	iniparser_set(settings, "kms", NULL);
+	rc = local ? local_settings(&o, backing, settings, keyring, &created)
+		   : remote_settings(&o, settings);
+	if (rc != CTL_OK)
+		goto out;
+	rc = kms_open(settings, &kms, err, sizeof(err));
+	if (rc == -EINVAL && !local) {
+		rc = ctl_err(CTL_USAGE, "%s", err); /* a bad --kms or --kms-setting */
+		goto out;
+	} else if (rc < 0) {
+		rc = ctl_err(CTL_KEY, "%s", err);
 		goto out;
 	}
-	iniparser_set(settings, "kms", NULL);
-	iniparser_set(settings, "kms:provider", "local");
-	iniparser_set(settings, "kms:keyring", keyring);
-	iniparser_set(settings, "kms:keyring_id", id);
-	if (o.pass_file)
-		iniparser_set(settings, "kms:passphrase_file", pass_abs);
-	rc = kms_open(settings, &kms, err, sizeof(err));
+	/* A remote KMS proves here that it is reachable and holds the master key. */
+	rc = kms_current_version(kms, &version);
 	if (rc < 0) {
-		rc = ctl_err(CTL_KEY, "%s", err);
+		rc = ctl_err(CTL_KEY, "KMS %s: cannot read the master key's version: %s", o.kms,
+			     kms_strerror(rc));
 		goto out;
 	}
 
@@ -347,7 +436,9 @@ int cmd_init(int argc, char **argv)
 		printf("  key records:  header (%u bytes)\n", cfg.header_size);
 	else
 		printf("  key records:  xattr %s\n", VOLUME_XATTR_NAME);
-	printf("  keyring:      %s (%s)\n", keyring, created ? "created" : "existing");
+	if (local)
+		printf("  keyring:      %s (%s)\n", keyring, created ? "created" : "existing");
+	printf("  kms:          %s, master key version %u\n", o.kms, version);
 	printf("  key ref:      %s\n", kms->key_ref);
 	if (created)
 		printf("Back up the keyring: without it the data cannot be decrypted.\n");

@@ -77,6 +77,28 @@ def test_usage_errors(run_ctl, tmp_path):
     assert run_ctl("keyring", "explode", tmp_path / "k", check=False).returncode == 2
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--kms", "local", "--kms-setting", "a=b"], b"not --kms-setting"),
+    (["--kms", "nonesuch", "--keyring", "k"], b"--kms local"),
+    (["--kms", "nonesuch", "--kms-setting", "novalue"], b"KEY=VALUE"),
+    (["--kms", "nonesuch", "--kms-setting", "=x"], b"KEY=VALUE"),
+    (["--kms", "nonesuch", "--kms-setting", "a:b=x"], b"KEY=VALUE"),
+    (["--kms", "nonesuch", "--kms-setting", "a=1", "--kms-setting", "a=2"], b"given twice"),
+    (["--kms", "nonesuch", "--kms-setting", "provider=local"], b"given twice"),
+    (["--kms", "nonesuch", "--kms-setting", "Token=s3cret"], b"Token_file"),
+    (["--kms", "nonesuch", "--kms-setting", "pin=1234"], b"pin_file"),
+    (["--kms", "nonesuch", "--kms-setting", "a=b"], b"names no known provider"),
+])
+def test_init_kms_settings_refused(run_ctl, tmp_path, args, message):
+    """Provider settings are KEY=VALUE references; a secret itself is refused before it reaches a file."""
+    backing = tmp_path / "b"
+    cp = run_ctl("init", *args, backing, check=False)
+    assert cp.returncode == 2, cp.stderr
+    assert message in cp.stderr
+    assert b"s3cret" not in cp.stderr and b"1234" not in cp.stderr
+    assert not (backing / "envelopefs.conf").exists()
+
+
 # --- init -----------------------------------------------------------------------------------
 
 def test_init_refuses_non_empty(run_ctl, tmp_path):
