@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "dekcache.h"
+#include "kms/dekpool.h"
 #include "inode.h"
 #include "kms/kms.h"
 #include "layout.h"
@@ -30,7 +31,11 @@ struct envfs_settings {
 	bool writeback_cache;	  /* writeback_cache: kernel buffers and merges writes */
 	unsigned read_ahead_kb;	  /* read_ahead_kb: kernel read-ahead window, 0 = kernel's */
 	int log_level;		  /* log_level: error|warning|notice|info|debug */
+	int dek_pool;		  /* dek_pool: new-file keys made ahead; -1 = auto */
 };
+
+/* The automatic dek_pool: none for the local keyring, this many for a remote KMS. */
+#define DEK_POOL_AUTO_REMOTE 64
 
 /* Run-time counters reported by the status xattr. */
 struct envfs_counters {
@@ -51,6 +56,7 @@ struct envfs {
 	struct volume_config cfg;
 	struct layout layout;
 	struct kms *kms;
+	struct dek_pool *pool; /* keys for new files */
 	struct dekcache *cache;
 	struct inode_table *inodes;
 	struct envfs_settings settings;

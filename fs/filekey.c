@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crypto/random.h"
 #include "crypto/secmem.h"
 #include "log.h"
 
@@ -84,25 +83,27 @@ static int key_failure(struct envfs *fs, struct inode *in, const char *what, int
 	return -EIO;
 }
 
-/* Give an empty file its record: fresh file ID and DEK, wrapped by the KMS. */
+/* Give an empty file its record: a fresh file ID and DEK from the pool. */
 static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec,
 			 uint8_t *dek)
 {
-	struct kms_context ctx;
 	struct record_pos pos = {.seq = 0, .slot = -1};
-	size_t blob_len;
+	struct fresh_key *key = malloc(sizeof(*key));
 	int ret;
 
+	if (!key)
+		return -ENOMEM;
+	ret = dek_pool_take(fs->pool, key, dek);
+	if (ret < 0 || key->blob_len > sizeof(rec->wrapped)) {
+		free(key);
+		return key_failure(fs, in, "cannot create a data key", ret < 0 ? ret : -EIO);
+	}
 	memset(rec, 0, sizeof(*rec));
-	ret = crypto_random(rec->file_id, sizeof(rec->file_id));
-	if (ret < 0)
-		return ret;
-	context_of(fs, rec->file_id, &ctx);
-	ret = kms_generate(fs->kms, &ctx, dek, rec->wrapped, sizeof(rec->wrapped), &blob_len,
-			   &rec->key_version);
-	if (ret < 0)
-		return key_failure(fs, in, "cannot create a data key", ret);
-	rec->wrapped_len = (uint16_t)blob_len;
+	memcpy(rec->file_id, key->file_id, sizeof(rec->file_id));
+	rec->key_version = key->version;
+	rec->wrapped_len = (uint16_t)key->blob_len;
+	memcpy(rec->wrapped, key->blob, key->blob_len);
+	free(key);
 	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", fs->kms->key_ref);
 	ret = record_seal_mac(rec, dek, fs->cfg.uuid);
 	if (ret < 0)
@@ -195,6 +196,8 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
 		const struct dek_entry *have = cached ? cached : in->dek;
 		ret = rewrap_file(&fs->layout, fs->kms, fs->cfg.uuid, fd, have ? have->key : NULL,
 				  res);
+		if (ret == 0)
+			dek_pool_note_version(fs->pool, res->new_version);
 		/* The cache learns the new version; an open file's pin moves to it. */
 		if (ret == 0 && have &&
 		    dekcache_insert(fs->cache, in->dev, in->ino, res->file_id, res->new_version,

@@ -165,6 +165,7 @@ static int check_mountpoint(const char *mountpoint)
 static int open_volume(struct envfs *fs, const char *backing)
 {
 	char path[PATH_MAX], err[512];
+	unsigned pool_size;
 	int root_fd, ret;
 
 	fs->backing = realpath(backing, NULL);
@@ -192,6 +193,13 @@ static int open_volume(struct envfs *fs, const char *backing)
 		fprintf(stderr, "envelopefs: %s\n", err);
 		return EXIT_KEYS;
 	}
+	/* A remote KMS call costs milliseconds: keep new-file keys ready. */
+	pool_size = fs->settings.dek_pool >= 0 ? (unsigned)fs->settings.dek_pool
+		    : strcmp(fs->kms->ops->name, "local") == 0 ? 0 : DEK_POOL_AUTO_REMOTE;
+	if (dek_pool_create(fs->kms, fs->cfg.uuid, pool_size, &fs->pool) < 0) {
+		fprintf(stderr, "envelopefs: cannot start the data-key pool\n");
+		return EXIT_MOUNT;
+	}
 	if (dekcache_create(fs->settings.cache_entries, fs->settings.cache_max_age, &fs->cache) <
 	    0) {
 		fprintf(stderr, "envelopefs: out of memory\n");
@@ -209,6 +217,7 @@ static void close_volume(struct envfs *fs)
 {
 	inode_table_destroy(fs->inodes);
 	dekcache_destroy(fs->cache); /* wipes every DEK */
+	dek_pool_destroy(fs->pool);  /* wipes the keys made ahead */
 	if (fs->kms)
 		kms_close(fs->kms); /* wipes the master keys */
 	volume_config_free(&fs->cfg);

@@ -950,14 +950,18 @@ static void json_escape(const char *in, char *out, size_t cap)
 static int status_json(struct envfs *fs, char *out, size_t cap)
 {
 	struct dekcache_stats cs;
+	struct dek_pool_stats ps;
 	char uuid[37], backing[3 * PATH_MAX];
 	uint32_t current = 0;
 	int n;
 
 	dekcache_get_stats(fs->cache, &cs);
+	dek_pool_get_stats(fs->pool, &ps);
 	json_escape(fs->backing, backing, sizeof(backing));
 	if (kms_current_version(fs->kms, &current) < 0)
 		current = 0;
+	else
+		dek_pool_note_version(fs->pool, current); /* rotate reads this first */
 	uuid_format(fs->cfg.uuid, uuid);
 	n = snprintf(out, cap,
 		     "{\"volume\":\"%s\",\"backing\":\"%s\",\"kms\":{\"provider\":\"%s\","
@@ -966,6 +970,8 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"cache\":{\"entries\":%" PRIu64 ",\"pinned\":%" PRIu64 ",\"hits\":%" PRIu64
 		     ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"max_entries\":%u,"
 		     "\"max_age\":%u},"
+		     "\"pool\":{\"capacity\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"hits\":%" PRIu64
+		     ",\"misses\":%" PRIu64 ",\"dropped\":%" PRIu64 "},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld}\n",
 		     uuid, backing, fs->kms->ops->name, fs->kms->key_ref, current,
@@ -973,6 +979,7 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     (uint64_t)fs->kms->counters.rewrap, (uint64_t)fs->kms->counters.failures,
 		     cs.entries, cs.pinned, cs.hits, cs.misses, cs.evictions,
 		     fs->settings.cache_entries, fs->settings.cache_max_age,
+		     ps.capacity, ps.entries, ps.hits, ps.misses, ps.dropped,
 		     (uint64_t)atomic_load(&fs->counters.integrity_errors),
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
 		     (long long)(time(NULL) - fs->started));

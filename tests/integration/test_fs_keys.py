@@ -391,3 +391,37 @@ def test_fd_limit_raised_for_many_inodes(vol):
         soft, hard = next(l for l in f if l.startswith("Max open files")).split()[3:5]
     assert soft == hard
     assert int(hard) >= resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def test_dek_pool_makes_new_file_keys_ahead(tmp_path):
+    """With a pool, new files take keys made in the background; they decrypt after a remount, and
+    after a master-key rotation no new file gets a key made under the old version."""
+    v = Volume(tmp_path)
+    cfg = tmp_path / "daemon.ini"
+    cfg.write_text("[daemon]\ndek_pool = 8\n")
+    v.mount(f"config={cfg}")
+    deadline = time.monotonic() + 10
+    while v.status()["pool"]["entries"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pool = v.status()["pool"]
+    assert pool["capacity"] == 8 and pool["entries"] == 8
+    for i in range(20):
+        put(v.mnt / f"f{i}", b"%d" % i * 1000)
+    pool = v.status()["pool"]
+    assert pool["hits"] >= 8 and pool["hits"] + pool["misses"] == 20
+
+    subprocess.run([str(CTL), "keyring", "rotate", str(v.keyring)], check=True, capture_output=True)
+    v.status()  # the daemon reads the current version: older keys in the pool are dropped
+    for i in range(20, 30):
+        put(v.mnt / f"f{i}", b"%d" % i * 1000)
+    assert v.status()["pool"]["dropped"] >= 1
+    v.remount()
+    for i in range(30):
+        assert get(v.mnt / f"f{i}") == b"%d" % i * 1000
+        version = os.getxattr(v.mnt / f"f{i}", "trusted.envelopefs.key").split()[0]
+        assert version == (b"1" if i < 20 else b"2"), i
+    assert v.status()["pool"]["capacity"] == 8
+    v.unmount()
+    cfg.write_text("[daemon]\ndek_pool = lots\n")
+    proc = v.mount(f"config={cfg}", check=False)
+    assert proc.returncode == 2 and "dek_pool" in proc.stderr

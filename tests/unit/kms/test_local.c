@@ -2,6 +2,7 @@
 /* Unit tests for kms/kms.c and the local provider (kms/local.c). */
 
 #include "kms_test_util.h"
+#include "local_kms_util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -11,69 +12,6 @@
 #include "crypto/secmem.h"
 #include "kms/keyring.h"
 #include "kms/kms.h"
-
-static const struct keyring_kdf fast_kdf = { KEYRING_SCRYPT_MIN_LOG2N, 8, 1 };
-
-static void id_hex(const struct keyring *kr, char out[33])
-{
-	static const char digits[] = "0123456789abcdef";
-	const uint8_t *id = keyring_id(kr);
-	int i;
-
-	for (i = 0; i < 16; i++) {
-		out[2 * i] = digits[id[i] >> 4];
-		out[2 * i + 1] = digits[id[i] & 15];
-	}
-	out[32] = '\0';
-}
-
-/* settings - a [kms] section for the keyring at @path (its ID read from the file). */
-static dictionary *settings(const char *path, const char *pw, const char *pass_file)
-{
-	dictionary *d = dictionary_new(0);
-	struct keyring *kr = NULL;
-	char err[512], hex[33];
-
-	if (keyring_load(path, pw, pw ? strlen(pw) : 0, &kr, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		exit(2);
-	}
-	id_hex(kr, hex);
-	keyring_free(kr);
-	iniparser_set(d, "kms", NULL);
-	iniparser_set(d, "kms:provider", "local");
-	iniparser_set(d, "kms:keyring", path);
-	iniparser_set(d, "kms:keyring_id", hex);
-	if (pass_file)
-		iniparser_set(d, "kms:passphrase_file", pass_file);
-	return d;
-}
-
-static struct kms *open_kms(const char *path)
-{
-	char err[512];
-	dictionary *d = settings(path, NULL, NULL);
-	struct kms *kms = NULL;
-
-	if (kms_open(d, &kms, err, sizeof(err)) < 0) {
-		fprintf(stderr, "kms_open: %s\n", err);
-		exit(2);
-	}
-	iniparser_freedict(d);
-	return kms;
-}
-
-static const char *new_keyring(char *buf, size_t len, const char *name)
-{
-	char err[512];
-
-	test_path(buf, len, name);
-	if (keyring_create(buf, NULL, 0, NULL, NULL, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		exit(2);
-	}
-	return buf;
-}
 
 static const struct kms_context ctx_a = {
 	.volume_uuid = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 },
