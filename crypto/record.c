@@ -99,7 +99,7 @@ static size_t encode_body(const struct key_record *r, size_t n, uint8_t *out)
 
 	memcpy(out, RECORD_MAGIC, 4);
 	out[4] = RECORD_FORMAT_VERSION;
-	out[5] = 0; /* flags */
+	out[5] = r->flags;
 	memcpy(out + 6, r->file_id, RECORD_FILE_ID_LEN);
 	put_be32(out + 22, r->key_version);
 	out[26] = (uint8_t)n;
@@ -150,7 +150,8 @@ int record_decode(const uint8_t *buf, size_t len, struct key_record *r)
 	/* Smallest record: one reference byte, one wrapped byte. */
 	if (len < RECORD_FIXED_LEN + 2 || len > RECORD_MAX_LEN)
 		return -EBADMSG;
-	if (memcmp(buf, RECORD_MAGIC, 4) != 0 || buf[4] != RECORD_FORMAT_VERSION || buf[5] != 0)
+	if (memcmp(buf, RECORD_MAGIC, 4) != 0 || buf[4] != RECORD_FORMAT_VERSION ||
+	    (buf[5] & ~RECORD_FLAGS_KNOWN) != 0)
 		return -EBADMSG;
 
 	n = buf[26];
@@ -171,6 +172,7 @@ int record_decode(const uint8_t *buf, size_t len, struct key_record *r)
 	if (len - off != w + RECORD_MAC_LEN)
 		return -EBADMSG;
 
+	r->flags = buf[5];
 	memcpy(r->file_id, buf + 6, RECORD_FILE_ID_LEN);
 	r->key_version = get_be32(buf + 22);
 	memcpy(r->key_ref, buf + 27, n);

@@ -10,7 +10,7 @@
  *   off  len  field
  *   0    4    magic "EFKR"
  *   4    1    format version (1)
- *   5    1    flags (0; anything else is rejected)
+ *   5    1    flags: RECORD_FLAG_REKEYING or 0; other bits are rejected
  *   6    16   file ID
  *   22   4    master-key version
  *   26   1    key reference length n (1..255)
@@ -49,11 +49,21 @@
 #define RECORD_MAX_WRAPPED 6144
 #define RECORD_FIXED_LEN (29 + RECORD_MAC_LEN) /* record length = this + n + w */
 
+/*
+ * The record belongs to a re-key in progress (fs/rekey.h): its DEK is the
+ * new one, the content may still be partly under the old one, and the
+ * re-key journal holds the complete new content.  Readers must not use the
+ * file until the re-key is finished from the journal.
+ */
+#define RECORD_FLAG_REKEYING 0x01
+#define RECORD_FLAGS_KNOWN RECORD_FLAG_REKEYING
+
 #define SLOT_MAGIC "EFSL"
 #define SLOT_OVERHEAD (14 + 16)
 #define SLOT_ALIGN 64
 
 struct key_record {
+	uint8_t flags;
 	uint8_t file_id[RECORD_FILE_ID_LEN];
 	uint32_t key_version;
 	char key_ref[RECORD_MAX_KEY_REF + 1]; /* NUL-terminated */

@@ -14,6 +14,13 @@ static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_re
 {
 	int ret = layout_read_record(&fs->layout, fd, rec, NULL);
 
+	if (ret == 0 && (rec->flags & RECORD_FLAG_REKEYING)) {
+		/* Only a crash mid re-key leaves this; the next mount finishes it. */
+		log_ratelimited(LOG_ERR, "inode %llu: interrupted re-key; remount (as root) to "
+					 "finish it from its journal",
+				(unsigned long long)in->ino);
+		return -EIO;
+	}
 	if (ret == -EBADMSG) {
 		log_ratelimited(LOG_ERR, "inode %llu: key record is corrupt",
 				(unsigned long long)in->ino);
@@ -222,5 +229,69 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
 	}
 	if (ret < 0 && ret != -ENODATA)
 		return key_failure(fs, in, "cannot re-wrap the data key", ret);
+	return ret;
+}
+
+void filekey_rekey_env(struct envfs *fs, struct rekey_env *env)
+{
+	*env = (struct rekey_env){ .layout = &fs->layout, .kms = fs->kms, .pool = fs->pool,
+				   .volume_uuid = fs->cfg.uuid,
+				   .root_fd = inode_table_root(fs->inodes)->fd };
+}
+
+int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_result *res)
+{
+	struct dek_entry *cached = NULL, *fresh;
+	struct key_record *rec = malloc(sizeof(*rec));
+	uint8_t *new_dek = secmem_alloc(KMS_DEK_LEN);
+	struct rekey_env env;
+	int ret;
+
+	if (!rec || !new_dek) {
+		free(rec);
+		secmem_free(new_dek, KMS_DEK_LEN);
+		return -ENOMEM;
+	}
+	filekey_rekey_env(fs, &env);
+	pthread_mutex_lock(&in->key_lock);
+	free(in->missed_record);
+	in->missed_record = NULL;
+	ret = read_record(fs, in, fd, rec);
+	if (ret == 0) {
+		cached = in->dek && memcmp(in->dek->file_id, rec->file_id, FILE_ID_LEN) == 0
+				 ? NULL
+				 : dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
+		const struct dek_entry *have = cached ? cached : in->dek;
+		ret = rekey_file(&env, fd, have ? have->key : NULL, new_dek, res);
+	}
+	dekcache_put(fs->cache, cached);
+	/* The new DEK replaces the old entry, which is wiped once unpinned. */
+	if (ret == 0 && dekcache_insert(fs->cache, in->dev, in->ino, res->new_file_id,
+					res->new_version, new_dek, &fresh) == 0) {
+		if (in->dek) {
+			dekcache_put(fs->cache, in->dek);
+			in->dek = fresh;
+		} else {
+			dekcache_put(fs->cache, fresh);
+		}
+	}
+	pthread_mutex_unlock(&in->key_lock);
+	secmem_free(new_dek, KMS_DEK_LEN);
+	free(rec);
+
+	if (ret == -EBADMSG) {
+		log_ratelimited(LOG_ERR, "inode %llu: key record or a block fails authentication; "
+					 "not re-keyed",
+				(unsigned long long)in->ino);
+		atomic_fetch_add(&fs->counters.integrity_errors, 1);
+		return -EIO;
+	}
+	if (ret < 0 && ret != -ENODATA) {
+		/* Out of space for the journal is the caller's to see; the rest is EIO. */
+		atomic_fetch_add(&fs->counters.key_errors, 1);
+		log_ratelimited(LOG_ERR, "inode %llu: cannot re-key: %s",
+				(unsigned long long)in->ino, strerror(-ret));
+		return ret == -ENOSPC || ret == -EDQUOT ? ret : -EIO;
+	}
 	return ret;
 }

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 
 #include "envfs.h"
+#include "rekey.h"
 #include "rewrap.h"
 
 /* filekey_attach - count an open of @in through the readable fd @fd. */
@@ -43,5 +44,16 @@ void filekey_detach(struct envfs *fs, struct inode *in);
  * Returns rewrap_file()'s codes, KMS and record failures logged here.
  */
 int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res);
+
+/*
+ * filekey_rekey - give @in (backing fd @fd, read-write) a fresh DEK and
+ * re-encrypt its content (rekey.h); the cache and an open file's pin move to
+ * the new DEK and the old one is wiped.  Call with the content lock held
+ * exclusively.  Returns rekey_file()'s codes, failures logged here.
+ */
+int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_result *res);
+
+/* filekey_rekey_env - the daemon's rekey_env. */
+void filekey_rekey_env(struct envfs *fs, struct rekey_env *env);
 
 #endif

@@ -25,6 +25,7 @@
 
 #include "crypto/secmem.h"
 #include "envfs.h"
+#include "filekey.h"
 #include "log.h"
 #include "ops.h"
 
@@ -162,6 +163,32 @@ static int check_mountpoint(const char *mountpoint)
 }
 
 /* Load the volume and its keys.  Returns an exit code. */
+static void log_rekey_failure(const char *msg)
+{
+	log_msg(LOG_ERR, "%s", msg);
+}
+
+/*
+ * finish_rekeys - complete the re-keys a crash interrupted, before the
+ * kernel can ask for any file: such a file is unreadable until then.
+ */
+static void finish_rekeys(struct envfs *fs)
+{
+	struct rekey_recovery rec;
+	struct rekey_env env;
+	int ret;
+
+	filekey_rekey_env(fs, &env);
+	ret = rekey_recover(&env, &rec, log_rekey_failure);
+	if (ret < 0)
+		log_msg(LOG_ERR, "cannot read the re-key journals in %s/%s: %s", fs->backing,
+			REKEY_DIR, strerror(-ret));
+	else if (rec.finished || rec.removed || rec.failed)
+		log_msg(LOG_NOTICE, "interrupted re-keys: %u finished, %u journals removed, %u "
+				    "left for the next mount",
+			rec.finished, rec.removed, rec.failed);
+}
+
 static int open_volume(struct envfs *fs, const char *backing)
 {
 	char path[PATH_MAX], err[512];
@@ -210,6 +237,7 @@ static int open_volume(struct envfs *fs, const char *backing)
 		fprintf(stderr, "envelopefs: cannot open %s: %s\n", fs->backing, strerror(errno));
 		return EXIT_VOLUME;
 	}
+	finish_rekeys(fs);
 	return EXIT_OK;
 }
 

@@ -9,7 +9,8 @@
 
 static bool reserved(bool parent_is_root, const char *name)
 {
-	return parent_is_root && strcmp(name, VOLUME_CONFIG_NAME) == 0;
+	return parent_is_root &&
+	       (strcmp(name, VOLUME_CONFIG_NAME) == 0 || strcmp(name, VOLUME_REKEY_DIR) == 0);
 }
 
 int names_to_backing(bool parent_is_root, const char *name, char *out)

@@ -6,7 +6,8 @@
  * The name codec: every name the daemon hands to the backing filesystem goes
  * through names_to_backing(), and every backing name it shows comes through
  * names_from_backing().  This version is the identity, except that the
- * volume's own files in the backing root (envelopefs.conf) can neither be
+ * volume's own files in the backing root (envelopefs.conf, the re-key
+ * journal directory envelopefs.rekey) can neither be
  * seen nor created through the mount.  Name encryption plugs in here.
  */
 

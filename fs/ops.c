@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "content.h"
+#include "crypto/hex.h"
 #include "envfs.h"
 #include "filekey.h"
 #include "log.h"
@@ -1020,8 +1021,7 @@ static int key_description(struct envfs *fs, struct inode *in, char *out, size_t
 	pthread_rwlock_unlock(&in->content_lock);
 	close(fd);
 	if (ret == 0) {
-		for (int i = 0; i < 16; i++)
-			snprintf(id + 2 * i, 3, "%02x", rec->file_id[i]);
+		hex_encode(rec->file_id, 16, id);
 		n = snprintf(out, cap, "%u %s %s\n", rec->key_version, rec->key_ref, id);
 		ret = n < 0 || (size_t)n >= cap ? -ERANGE : n;
 	} else if (ret == -EBADMSG) {
@@ -1098,7 +1098,7 @@ static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(list);
 }
 
-/* Re-wrap a regular file's key record (the REWRAP_XATTR interface). */
+/* Re-wrap a regular file's key record (ENVELOPEFS_IOC_REWRAP). */
 static int rewrap_inode(struct envfs *fs, struct inode *in)
 {
 	struct rewrap_result res;
@@ -1119,22 +1119,67 @@ static int rewrap_inode(struct envfs *fs, struct inode *in)
 	return ret < 0 ? ret : 0;
 }
 
+/* Re-key a regular file (ENVELOPEFS_IOC_REKEY). */
+static int rekey_inode(struct envfs *fs, struct inode *in)
+{
+	struct rekey_result res;
+	int fd, ret;
+
+	if (in->type != S_IFREG)
+		return -EINVAL;
+	fd = reopen(in, O_RDWR);
+	if (fd < 0)
+		return fd;
+	pthread_rwlock_wrlock(&in->content_lock);
+	ret = filekey_rekey(fs, in, fd, &res);
+	pthread_rwlock_unlock(&in->content_lock);
+	close(fd);
+	if (ret == 0)
+		log_msg(LOG_DEBUG, "inode %llu: re-keyed (master-key version %u)",
+			(unsigned long long)in->ino, res.new_version);
+	return ret;
+}
+
 static void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
-	struct envfs *fs = fs_of(req);
-	struct inode *in = inode_of(fs, ino);
+	struct inode *in = inode_of(fs_of(req), ino);
 	char path[64];
 
 	if (volume_xattr(name)) {
-		int ret = -EPERM;
-		if (strcmp(name, REWRAP_XATTR) == 0 && fuse_req_ctx(req)->uid == 0)
-			ret = rewrap_inode(fs, in);
-		fuse_reply_err(req, -ret);
+		fuse_reply_err(req, EPERM); /* the daemon's names are read-only */
 		return;
 	}
 	proc_path(in->fd, path);
 	fuse_reply_err(req, setxattr(path, name, value, size, flags) < 0 ? errno : 0);
+}
+
+/* The rotation ioctls (fs/status.h); every other ioctl is not ours. */
+static void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+			struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+			size_t in_bufsz, size_t out_bufsz)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+	int ret;
+
+	(void)arg;
+	(void)fi;
+	(void)in_buf;
+	(void)in_bufsz;
+	(void)out_bufsz;
+	if (flags & FUSE_IOCTL_COMPAT || (cmd != ENVELOPEFS_IOC_REWRAP && cmd != ENVELOPEFS_IOC_REKEY))
+		ret = -ENOTTY;
+	else if (fuse_req_ctx(req)->uid != 0)
+		ret = -EPERM;
+	else if (cmd == ENVELOPEFS_IOC_REWRAP)
+		ret = rewrap_inode(fs, in);
+	else
+		ret = rekey_inode(fs, in);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_ioctl(req, 0, NULL, 0);
 }
 
 static void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
@@ -1275,4 +1320,5 @@ const struct fuse_lowlevel_ops envfs_ops = {
 	.access = envfs_access,
 	.fallocate = envfs_fallocate,
 	.lseek = envfs_lseek,
+	.ioctl = envfs_ioctl,
 };

@@ -22,6 +22,8 @@
  * Counters count since mount.  New fields may be added; none is removed.
  */
 
+#include <linux/ioctl.h>
+
 #define STATUS_XATTR "trusted.envelopefs.status"
 
 /*
@@ -30,16 +32,32 @@
  *
  *   getxattr KEY_XATTR     "VERSION KEY_REF FILE_ID_HEX\n" of the file's key
  *                          record; ENODATA for an empty file without one
- *   setxattr REWRAP_XATTR  (any value) re-wrap the record onto the KMS's
- *                          current master-key version, under the file's lock;
- *                          0 also when it already was; EIO when the record
- *                          is corrupt or the KMS fails (logged by the daemon)
+ *
+ * and two ioctls on an open regular file (any access mode), root only:
+ *
+ *   ENVELOPEFS_IOC_REWRAP  re-wrap the record onto the KMS's current
+ *                          master-key version, under the file's lock; 0 also
+ *                          when it already was; EIO when the record is
+ *                          corrupt or the KMS fails (logged by the daemon)
+ *   ENVELOPEFS_IOC_REKEY   give the file a fresh DEK and file ID and
+ *                          re-encrypt its content in place (fs/rekey.h),
+ *                          under the file's lock; ENODATA for an empty file,
+ *                          EIO for a corrupt record or block or a KMS
+ *                          failure, ENOSPC when the journal does not fit
+ *
+ * Why ioctls and not setxattr: with the writeback cache, the kernel updates
+ * a file's ctime after a successful setxattr and writes it back at once in
+ * the calling task.  If that task is being killed (an interrupted rotation),
+ * the write-back fails and the kernel records an I/O error on the file's
+ * page cache, which the next close(2) by any application returns as EIO.
+ * An ioctl changes no attribute.
  *
  * Everything under VIRTUAL_XATTR_PREFIX belongs to the daemon: users can
  * neither set nor remove such names.
  */
 #define VIRTUAL_XATTR_PREFIX "trusted.envelopefs."
 #define KEY_XATTR "trusted.envelopefs.key"
-#define REWRAP_XATTR "trusted.envelopefs.rewrap"
+#define ENVELOPEFS_IOC_REWRAP _IO(0xef, 1)
+#define ENVELOPEFS_IOC_REKEY _IO(0xef, 2)
 
 #endif

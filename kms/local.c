@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "crypto/aead.h"
+#include "crypto/hex.h"
 #include "crypto/random.h"
 #include "crypto/secmem.h"
 #include "kms/config.h"
@@ -264,38 +265,6 @@ static void local_close(struct kms *kms)
 	kms->priv = NULL;
 }
 
-static int parse_hex(const char *hex, uint8_t *out, size_t len)
-{
-	size_t i;
-
-	if (strlen(hex) != 2 * len)
-		return -EINVAL;
-	for (i = 0; i < 2 * len; i++) {
-		char c = hex[i];
-		int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-
-		if (v < 0)
-			return -EINVAL;
-		if (i % 2)
-			out[i / 2] |= (uint8_t)v;
-		else
-			out[i / 2] = (uint8_t)(v << 4);
-	}
-	return 0;
-}
-
-static void format_hex(const uint8_t *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
 /* check_settings - refuse keys of [kms] this provider does not know (typos). */
 static int check_settings(const dictionary *ini, char *err, size_t err_len)
 {
@@ -331,7 +300,7 @@ static int local_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 	lk = calloc(1, sizeof(*lk));
 	if (!lk)
 		return kms_errf(err, err_len, -ENOMEM, "out of memory");
-	if (!id_hex || parse_hex(id_hex, lk->id, KEYRING_ID_LEN) < 0) {
+	if (!id_hex || hex_decode(id_hex, lk->id, KEYRING_ID_LEN) < 0) {
 		free(lk);
 		return kms_errf(err, err_len, -EINVAL,
 				"setting kms:keyring_id must be the 32 lowercase hex digits of the "
@@ -348,8 +317,8 @@ static int local_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 		return rc;
 	}
 	if (memcmp(keyring_id(lk->kr), lk->id, KEYRING_ID_LEN) != 0) {
-		format_hex(lk->id, KEYRING_ID_LEN, want);
-		format_hex(keyring_id(lk->kr), KEYRING_ID_LEN, have);
+		hex_encode(lk->id, KEYRING_ID_LEN, want);
+		hex_encode(keyring_id(lk->kr), KEYRING_ID_LEN, have);
 		keyring_free(lk->kr);
 		free(lk);
 		return kms_errf(err, err_len, -ENOENT,
@@ -363,7 +332,7 @@ static int local_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 		free(lk);
 		return kms_errf(err, err_len, -rc, "cannot create a lock");
 	}
-	format_hex(lk->id, KEYRING_ID_LEN, want);
+	hex_encode(lk->id, KEYRING_ID_LEN, want);
 	snprintf(kms->key_ref, sizeof(kms->key_ref), "%s%s", KMS_LOCAL_REF_PREFIX, want);
 	kms->max_blob_len = KMS_LOCAL_BLOB_LEN;
 	kms->priv = lk;

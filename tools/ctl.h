@@ -52,9 +52,6 @@ int ctl_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 /* ctl_usage - print @usage to stdout (help, returns CTL_OK) or stderr (CTL_USAGE). */
 int ctl_usage(const char *usage, bool help);
 
-/* ctl_hex - lowercase hex of @len bytes into @out (2 * @len + 1 bytes). */
-void ctl_hex(const uint8_t *in, size_t len, char *out);
-
 /* ctl_read_full / ctl_write_full - loop over short transfers; 0 or -errno. */
 int ctl_read_full(int fd, void *buf, size_t len, size_t *got);
 int ctl_write_full(int fd, const void *buf, size_t len);

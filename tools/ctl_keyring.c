@@ -10,6 +10,7 @@
 
 #include "fs/status.h"
 #include "kms/keyring.h"
+#include "crypto/hex.h"
 #include "tools/ctl.h"
 
 static const char keyring_usage[] =
@@ -40,7 +41,7 @@ static void print_keyring(const struct keyring *kr)
 	uint32_t *versions;
 	size_t i, n;
 
-	ctl_hex(keyring_id(kr), KEYRING_ID_LEN, id);
+	hex_encode(keyring_id(kr), KEYRING_ID_LEN, id);
 	printf("keyring:          %s\n", keyring_path(kr));
 	printf("keyring ID:       %s\n", id);
 	printf("passphrase:       %s\n", keyring_has_passphrase(kr) ? "yes" : "no");
@@ -115,7 +116,7 @@ static int retire(struct keyring *kr, const char *version_text, char **volumes, 
 	if (n_volumes == 0)
 		return ctl_err(CTL_USAGE, "name every volume that uses this keyring with --volume "
 					  "DIR: retiring a version still in use destroys data");
-	ctl_hex(keyring_id(kr), KEYRING_ID_LEN, id);
+	hex_encode(keyring_id(kr), KEYRING_ID_LEN, id);
 	for (int i = 0; i < n_volumes; i++) {
 		code = volume_check(volumes[i], id, (uint32_t)version, &online[i]);
 		if (code != CTL_OK)

@@ -4,13 +4,21 @@
  * master-key version, without rewriting data.
  *
  * Online (MOUNTPOINT): the running daemon does each file under its inode
- * lock through the REWRAP_XATTR interface (fs/status.h); applications keep
+ * lock through the ENVELOPEFS_IOC_REWRAP ioctl (fs/status.h); applications keep
  * using the volume.  Offline (--offline BACKING): this process does the same
  * with rewrap_file() on the backing files, refusing a mounted volume.
  *
  * Each file is re-wrapped atomically (two-slot records), so the run can be
  * interrupted at any point and simply run again: files already on the
  * current version are counted and left alone.
+ *
+ * --rekey gives every selected file a fresh DEK and re-encrypts its content
+ * (fs/rekey.h; online through ENVELOPEFS_IOC_REKEY).  A re-key has no version to
+ * compare, so the run remembers the new file IDs it made in a state file
+ * (one hex ID per line, appended as files finish); run again, it skips the
+ * files whose ID is listed, and a run with no failure deletes the file.  A
+ * crash between a re-key and its line only means that file is re-keyed
+ * twice.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,13 +30,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto/secmem.h"
+#include "fs/rekey.h"
 #include "fs/rewrap.h"
 #include "fs/status.h"
+#include "crypto/hex.h"
 #include "tools/ctl.h"
 
 static const char rotate_usage[] =
@@ -50,6 +62,12 @@ static const char rotate_usage[] =
 	"  --json          print the summary as JSON on stdout\n"
 	"  --offline       work on an unmounted BACKING directory directly\n"
 	"  --keyring PATH  (--offline) the keyring, if not where the volume says\n"
+	"  --rekey         give every file a fresh data key and re-encrypt its content\n"
+	"                  (a suspected key exposure); inode numbers and hard links\n"
+	"                  stay.  Resumable: done files are listed in the state file\n"
+	"  --state FILE    (--rekey) the state file (default:\n"
+	"                  $XDG_STATE_HOME/envelopefs/rekey-<volume uuid>.ids, with\n"
+	"                  $XDG_STATE_HOME defaulting to $HOME/.local/state)\n"
 	"\n"
 	"Progress goes to stderr: a live line on a terminal, a line every 5 s otherwise.\n"
 	"Online use needs root (the daemon's interface is a trusted.* xattr).\n";
@@ -63,8 +81,21 @@ struct file_item {
 	int err;
 };
 
+/* The new file IDs of a --rekey run, sorted for lookup, and the file that keeps them. */
+struct rekey_state {
+	char path[PATH_MAX];
+	uint8_t (*done)[16];
+	size_t n_done;
+	int fd; /* O_APPEND */
+	pthread_mutex_t lock;
+	struct dek_pool *pool; /* offline: where new DEKs come from */
+	int root_fd;	       /* offline: the backing root */
+};
+
 struct rotation {
-	bool offline, check, dry_run, json;
+	bool offline, check, dry_run, json, rekey;
+	const char *state_opt;
+	struct rekey_state state;
 	unsigned jobs;
 	double max_rate;
 	uint32_t target;
@@ -112,6 +143,10 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 		r->unwalkable++;
 		return 0;
 	}
+	/* The re-key journals are the volume's, not files of it. */
+	if (r->offline && type == FTW_D && ftw->level == 1 &&
+	    strcmp(path + ftw->base, VOLUME_REKEY_DIR) == 0)
+		return FTW_SKIP_SUBTREE;
 	if (type != FTW_F)
 		return 0;
 	if (!S_ISREG(st->st_mode)) {
@@ -125,27 +160,30 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 		size_t cap = r->cap_items ? 2 * r->cap_items : 1024;
 		struct file_item *grown = realloc(r->items, cap * sizeof(*grown));
 		if (!grown)
-			return -1;
+			return FTW_STOP;
 		r->items = grown;
 		r->cap_items = cap;
 	}
 	r->items[r->n_items] = (struct file_item){.path = strdup(path)};
 	if (!r->items[r->n_items].path)
-		return -1;
+		return FTW_STOP;
 	r->n_items++;
 	return 0;
 }
 
-/* The version of a file's key record: 0 and -ENODATA for an empty file. */
-static int file_version(struct rotation *r, const char *path, uint32_t *version)
+/* The version and file ID of a file's key record; -ENODATA for an empty file. */
+static int file_key(struct rotation *r, const char *path, uint32_t *version, uint8_t file_id[16])
 {
 	if (!r->offline) {
-		char text[512];
+		char text[512], hex[33];
 		ssize_t n = getxattr(path, KEY_XATTR, text, sizeof(text) - 1);
 		if (n < 0)
 			return -errno;
 		text[n] = '\0';
-		return sscanf(text, "%u", version) == 1 ? 0 : -EBADMSG;
+		if (sscanf(text, "%u %*s %32s", version, hex) != 2 ||
+		    hex_decode(hex, file_id, 16) != 0)
+			return -EBADMSG;
+		return 0;
 	}
 	struct key_record *rec = malloc(sizeof(*rec));
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), ret;
@@ -154,12 +192,27 @@ static int file_version(struct rotation *r, const char *path, uint32_t *version)
 		ret = fd < 0 ? -errno : -ENOMEM;
 	} else {
 		ret = layout_read_record(&r->vol.layout, fd, rec, NULL);
-		if (ret == 0)
+		if (ret == 0) {
 			*version = rec->key_version;
+			memcpy(file_id, rec->file_id, 16);
+		}
 	}
 	if (fd >= 0)
 		close(fd);
 	free(rec);
+	return ret;
+}
+
+/* daemon_ioctl - ask the mounted daemon to re-wrap or re-key @path.  0 or -errno. */
+static int daemon_ioctl(const char *path, unsigned long request)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, request) < 0)
+		ret = -errno;
+	close(fd);
 	return ret;
 }
 
@@ -169,13 +222,57 @@ static int rewrap_path(struct rotation *r, const char *path)
 	int fd, ret;
 
 	if (!r->offline)
-		return setxattr(path, REWRAP_XATTR, "", 0, 0) < 0 ? -errno : 0;
+		return daemon_ioctl(path, ENVELOPEFS_IOC_REWRAP);
 	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	ret = rewrap_file(&r->vol.layout, r->vol.kms, r->vol.cfg.uuid, fd, NULL, &res);
 	close(fd);
 	return ret < 0 ? ret : 0;
+}
+
+static int rekey_path(struct rotation *r, const char *path)
+{
+	struct rekey_env env = { .layout = &r->vol.layout, .kms = r->vol.kms,
+				 .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
+				 .root_fd = r->state.root_fd };
+	struct rekey_result res;
+	uint8_t *dek;
+	int fd, ret;
+
+	if (!r->offline)
+		return daemon_ioctl(path, ENVELOPEFS_IOC_REKEY);
+	dek = secmem_alloc(KMS_DEK_LEN);
+	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	ret = fd < 0 ? -errno : dek ? rekey_file(&env, fd, NULL, dek, &res) : -ENOMEM;
+	if (fd >= 0)
+		close(fd);
+	secmem_free(dek, KMS_DEK_LEN);
+	return ret;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	return memcmp(a, b, 16);
+}
+
+static bool rekeyed_already(const struct rekey_state *st, const uint8_t file_id[16])
+{
+	return st->n_done && bsearch(file_id, st->done, st->n_done, 16, cmp_id) != NULL;
+}
+
+/* note_rekeyed - append @file_id to the state file (no sync: see the top). */
+static void note_rekeyed(struct rekey_state *st, const uint8_t file_id[16])
+{
+	char line[34];
+
+	hex_encode(file_id, 16, line);
+	line[32] = '\n';
+	pthread_mutex_lock(&st->lock);
+	if (write(st->fd, line, 33) != 33)
+		fprintf(stderr, "envelopefsctl rotate: cannot append to %s: %s\n", st->path,
+			strerror(errno));
+	pthread_mutex_unlock(&st->lock);
 }
 
 /* Wait for a slot under --max-rate. */
@@ -200,8 +297,9 @@ static void rate_wait(struct rotation *r)
 
 static void process(struct rotation *r, struct file_item *it)
 {
+	uint8_t before[16], after[16];
 	uint32_t version = 0;
-	int ret = file_version(r, it->path, &version);
+	int ret = file_key(r, it->path, &version, before);
 
 	it->version = version;
 	if (ret == -ENOENT) {
@@ -217,7 +315,7 @@ static void process(struct rotation *r, struct file_item *it)
 		it->err = ret;
 		return;
 	}
-	if (version >= r->target) {
+	if (r->rekey ? rekeyed_already(&r->state, before) : version >= r->target) {
 		it->outcome = DONE_CURRENT;
 		return;
 	}
@@ -226,12 +324,16 @@ static void process(struct rotation *r, struct file_item *it)
 		return;
 	}
 	rate_wait(r);
-	ret = rewrap_path(r, it->path);
+	ret = r->rekey ? rekey_path(r, it->path) : rewrap_path(r, it->path);
 	if (ret == 0)
-		ret = file_version(r, it->path, &version);
+		ret = file_key(r, it->path, &version, after);
+	if (ret == 0 && r->rekey && memcmp(before, after, 16) != 0)
+		note_rekeyed(&r->state, after);
 	if (ret == -ENOENT) {
 		it->outcome = DONE_GONE;
-	} else if (ret < 0 || version < r->target) {
+	} else if (ret == -ENODATA) {
+		it->outcome = DONE_EMPTY; /* emptied meanwhile: nothing left to re-key */
+	} else if (ret < 0 || version < r->target || (r->rekey && !memcmp(before, after, 16))) {
 		it->outcome = DONE_FAILED;
 		it->err = ret < 0 ? ret : -EIO;
 	} else {
@@ -256,6 +358,18 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+/* What the run does to a file, as progress and the summary name it. */
+static const char *outcome_label(const struct rotation *r, bool json)
+{
+	static const char *const labels[2][2][2] = {
+		/* [rekey][changes nothing][json] */
+		{ { "re-wrapped", "rewrapped" }, { "to re-wrap", "to_rewrap" } },
+		{ { "re-keyed", "rekeyed" }, { "to re-key", "to_rekey" } },
+	};
+
+	return labels[r->rekey][r->check || r->dry_run][json];
+}
+
 static void progress(struct rotation *r, bool tty, bool last)
 {
 	size_t done = atomic_load(&r->finished), total = r->n_items;
@@ -264,7 +378,7 @@ static void progress(struct rotation *r, bool tty, bool last)
 
 	fprintf(stderr, "%s%zu/%zu files, %zu %s, %zu failed, %.0f files/s, ETA %.0f s%s",
 		tty ? "\r" : "", done, total, atomic_load(&r->rewrapped),
-		r->check || r->dry_run ? "to re-wrap" : "re-wrapped", atomic_load(&r->failed), rate,
+		outcome_label(r, false), atomic_load(&r->failed), rate,
 		eta, tty && !last ? "   " : "\n");
 	fflush(stderr);
 }
@@ -349,14 +463,16 @@ static int report(struct rotation *r)
 	if (r->json) {
 		printf("{\"target_version\":%u,\"files\":%zu,\"%s\":%zu,\"already_current\":%zu,"
 		       "\"empty\":%zu,\"skipped\":%zu,\"failed\":%zu",
-		       r->target, r->n_items, r->check || r->dry_run ? "to_rewrap" : "rewrapped",
+		       r->target, r->n_items,
+		       outcome_label(r, true),
 		       count[DONE_REWRAPPED], count[DONE_CURRENT], count[DONE_EMPTY],
 		       r->skipped + r->vanished + count[DONE_GONE], count[DONE_FAILED] + r->unwalkable);
 	} else {
 		printf("target version:   %u\n", r->target);
-		printf("%-17s %zu\n", r->check || r->dry_run ? "to re-wrap:" : "re-wrapped:",
-		       count[DONE_REWRAPPED]);
-		printf("already current:  %zu\n", count[DONE_CURRENT]);
+		printf("%s:%*s %zu\n", outcome_label(r, false),
+		       (int)(16 - strlen(outcome_label(r, false))), "", count[DONE_REWRAPPED]);
+		printf("%-17s %zu\n", r->rekey ? "already re-keyed:" : "already current:",
+		       count[DONE_CURRENT]);
 		printf("empty (no key):   %zu\n", count[DONE_EMPTY]);
 		printf("skipped:          %zu (not regular files, or gone during the walk)\n",
 		       r->skipped + r->vanished + count[DONE_GONE]);
@@ -371,8 +487,8 @@ static int report(struct rotation *r)
 	return r->check && below ? CTL_FAILED : CTL_OK;
 }
 
-/* The daemon's idea of the current version, from the mount root's status. */
-static int online_target(const char *mountpoint, uint32_t *target)
+/* The daemon's idea of the current version (and the volume's UUID), from the mount root's status. */
+static int online_target(const char *mountpoint, uint32_t *target, char uuid[37])
 {
 	char buf[4096], *p;
 	ssize_t n = getxattr(mountpoint, STATUS_XATTR, buf, sizeof(buf) - 1);
@@ -388,6 +504,9 @@ static int online_target(const char *mountpoint, uint32_t *target)
 	if (!p || sscanf(p + strlen("\"current_version\":"), "%u", target) != 1 || *target == 0)
 		return ctl_err(CTL_KEY, "%s: the daemon cannot tell the KMS's current version",
 			       mountpoint);
+	p = strstr(buf, "\"volume\":\"");
+	if (!p || sscanf(p + strlen("\"volume\":\""), "%36[0-9a-f-]", uuid) != 1)
+		return ctl_err(CTL_FAILED, "%s: the daemon's status names no volume", mountpoint);
 	return CTL_OK;
 }
 
@@ -438,6 +557,7 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		{"jobs", required_argument, NULL, 'j'}, {"max-rate", required_argument, NULL, 'r'},
 		{"json", no_argument, NULL, 'J'},    {"offline", no_argument, NULL, 'o'},
 		{"keyring", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'},
+		{"rekey", no_argument, NULL, 'R'},   {"state", required_argument, NULL, 'S'},
 		{NULL, 0, NULL, 0},
 	};
 	char *end;
@@ -451,6 +571,8 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		case 'J': r->json = true; break;
 		case 'o': r->offline = true; break;
 		case 'k': *keyring = optarg; break;
+		case 'R': r->rekey = true; break;
+		case 'S': r->state_opt = optarg; break;
 		case 'j':
 			r->jobs = (unsigned)strtoul(optarg, &end, 10);
 			if (*end || r->jobs == 0 || r->jobs > 256)
@@ -468,6 +590,8 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 	}
 	if (optind >= argc || (r->offline && optind != argc - 1))
 		return ctl_usage(rotate_usage, false);
+	if (r->state_opt && !r->rekey)
+		return ctl_err(CTL_USAGE, "--state is for --rekey");
 	return CTL_OK;
 }
 
@@ -476,7 +600,7 @@ static int walk_and_run(struct rotation *r, char **dirs, int n)
 {
 	walk_target = r;
 	for (int i = 0; i < n; i++)
-		if (nftw(dirs[i], collect, 64, FTW_PHYS | FTW_MOUNT) != 0)
+		if (nftw(dirs[i], collect, 64, FTW_PHYS | FTW_MOUNT | FTW_ACTIONRETVAL) != 0)
 			return ctl_err(CTL_FAILED, "cannot walk %s: %s", dirs[i], strerror(errno));
 	run_workers(r);
 	return CTL_OK;
@@ -487,14 +611,132 @@ static void rotation_free(struct rotation *r)
 	for (size_t i = 0; i < r->n_items; i++)
 		free(r->items[i].path);
 	free(r->items);
+	if (r->state.fd >= 0)
+		close(r->state.fd);
+	free(r->state.done);
+	dek_pool_destroy(r->state.pool);
+	if (r->state.root_fd >= 0)
+		close(r->state.root_fd);
 	if (r->offline)
 		ctl_volume_close(&r->vol);
+}
+
+/* state_path - --state, or the default for the volume @uuid (its directory made 0700). */
+static int state_path(struct rotation *r, const char *uuid)
+{
+	const char *base = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	char dir[PATH_MAX];
+	int n;
+
+	if (r->state_opt) {
+		snprintf(r->state.path, sizeof(r->state.path), "%s", r->state_opt);
+		return CTL_OK;
+	}
+	if (base && base[0] == '/')
+		n = snprintf(dir, sizeof(dir), "%s/envelopefs", base);
+	else if (home && home[0] == '/')
+		n = snprintf(dir, sizeof(dir), "%s/.local/state/envelopefs", home);
+	else
+		return ctl_err(CTL_USAGE, "neither XDG_STATE_HOME nor HOME is set: give --state FILE");
+	if (n < 0 || (size_t)n >= sizeof(dir) ||
+	    (size_t)snprintf(r->state.path, sizeof(r->state.path), "%s/rekey-%s.ids", dir, uuid) >=
+		    sizeof(r->state.path))
+		return ctl_err(CTL_USAGE, "state path too long: give --state FILE");
+	/* Make every missing directory on the way (the last ones 0700). */
+	for (char *slash = dir + 1; (slash = strchr(slash, '/')) != NULL; slash++) {
+		*slash = '\0';
+		mkdir(dir, 0700);
+		*slash = '/';
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return ctl_err(CTL_FAILED, "cannot create %s: %s", dir, strerror(errno));
+	return CTL_OK;
+}
+
+/*
+ * state_open - load the file IDs a previous, interrupted --rekey run made
+ * and open the state file for appending.  A CTL_* code.
+ */
+static int state_open(struct rotation *r, const char *uuid)
+{
+	struct rekey_state *st = &r->state;
+	char line[64];
+	FILE *f;
+	int code = state_path(r, uuid);
+
+	if (code != CTL_OK)
+		return code;
+	pthread_mutex_init(&st->lock, NULL);
+	f = fopen(st->path, "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		uint8_t (*grown)[16];
+
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0] == '\0')
+			continue; /* a line cut short by a crash ends without one */
+		grown = realloc(st->done, (st->n_done + 1) * sizeof(*grown));
+		if (!grown) {
+			fclose(f);
+			return ctl_err(CTL_FAILED, "out of memory");
+		}
+		st->done = grown;
+		if (hex_decode(line, st->done[st->n_done], 16) == 0)
+			st->n_done++;
+	}
+	if (f)
+		fclose(f);
+	if (st->n_done)
+		qsort(st->done, st->n_done, 16, cmp_id);
+	if (r->check || r->dry_run)
+		return CTL_OK;
+	st->fd = open(st->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (st->fd < 0)
+		return ctl_err(CTL_FAILED, "cannot open the re-key state file %s: %s", st->path,
+			       strerror(errno));
+	if (st->n_done)
+		fprintf(stderr, "envelopefsctl rotate: resuming a re-key run: %zu files already "
+				"done (%s)\n",
+			st->n_done, st->path);
+	return CTL_OK;
+}
+
+static void print_recovery_failure(const char *msg)
+{
+	fprintf(stderr, "envelopefsctl rotate: %s\n", msg);
+}
+
+/* offline_rekey_setup - finish interrupted re-keys, then what rekey_file() needs. */
+static int offline_rekey_setup(struct rotation *r)
+{
+	struct rekey_recovery rec;
+	struct rekey_env env;
+	int ret;
+
+	r->state.root_fd = open(r->backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (r->state.root_fd < 0)
+		return ctl_err(CTL_FAILED, "%s: %s", r->backing, strerror(errno));
+	if (dek_pool_create(r->vol.kms, r->vol.cfg.uuid, 0, &r->state.pool) < 0)
+		return ctl_err(CTL_FAILED, "out of memory");
+	env = (struct rekey_env){ .layout = &r->vol.layout, .kms = r->vol.kms,
+				  .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
+				  .root_fd = r->state.root_fd };
+	ret = rekey_recover(&env, &rec, print_recovery_failure);
+	if (ret < 0)
+		return ctl_err(CTL_FAILED, "%s/%s: %s", r->backing, REKEY_DIR, strerror(-ret));
+	if (rec.finished || rec.removed)
+		fprintf(stderr, "envelopefsctl rotate: finished %u interrupted re-keys, removed %u "
+				"stale journals\n",
+			rec.finished, rec.removed);
+	return rec.failed ? ctl_err(CTL_FAILED, "%u interrupted re-keys could not be finished",
+				    rec.failed)
+			  : CTL_OK;
 }
 
 int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_t *users,
 			  size_t *unreadable)
 {
 	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER, .check = true, .jobs = 4,
+			     .state = {.fd = -1, .root_fd = -1},
 			     .offline = offline, .target = UINT32_MAX};
 	char *dirs[] = {(char *)dir};
 	int code = CTL_OK;
@@ -519,8 +761,10 @@ int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_
 
 int cmd_rotate(int argc, char **argv)
 {
-	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER};
+	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER,
+			     .state = {.fd = -1, .root_fd = -1}};
 	const char *keyring = NULL;
+	char uuid[37];
 	int code = parse_args(argc, argv, &r, &keyring);
 
 	if (code == -1)
@@ -543,10 +787,13 @@ int cmd_rotate(int argc, char **argv)
 			ctl_volume_close(&r.vol);
 			return ctl_err(CTL_KEY, "cannot tell the KMS's current version");
 		}
+		uuid_format(r.vol.cfg.uuid, uuid);
+		if (r.rekey && !r.check && !r.dry_run)
+			code = offline_rekey_setup(&r);
 	} else {
 		struct stat mnt, sub;
 
-		code = online_target(argv[optind], &r.target);
+		code = online_target(argv[optind], &r.target, uuid);
 		if (code != CTL_OK)
 			return code;
 		if (stat(argv[optind], &mnt) < 0)
@@ -557,11 +804,19 @@ int cmd_rotate(int argc, char **argv)
 					       argv[i], argv[optind]);
 	}
 
+	if (code == CTL_OK && r.rekey)
+		code = state_open(&r, uuid);
 	/* Online, PATHs after the mountpoint narrow the walk. */
 	int first = r.offline ? optind : optind + (argc - optind > 1);
-	code = walk_and_run(&r, argv + first, argc - first);
+	if (code == CTL_OK)
+		code = walk_and_run(&r, argv + first, argc - first);
 	if (code == CTL_OK)
 		code = report(&r);
+	/* A complete re-key run is over: the next one starts afresh. */
+	if (code == CTL_OK && r.rekey && !r.check && !r.dry_run && unlink(r.state.path) < 0 &&
+	    errno != ENOENT)
+		fprintf(stderr, "envelopefsctl rotate: cannot remove %s: %s\n", r.state.path,
+			strerror(errno));
 	rotation_free(&r);
 	return code;
 }

@@ -18,6 +18,7 @@
 #include "crypto/random.h"
 #include "crypto/record.h"
 #include "kms/keyring.h"
+#include "crypto/hex.h"
 #include "tools/ctl.h"
 
 static const char init_usage[] =
@@ -351,7 +352,7 @@ static int local_settings(const struct init_opts *o, const char *backing, dictio
 		rc = open_keyring(keyring, o->pass_file, &kr, created);
 	if (rc != CTL_OK)
 		return rc;
-	ctl_hex(keyring_id(kr), KEYRING_ID_LEN, id);
+	hex_encode(keyring_id(kr), KEYRING_ID_LEN, id);
 	keyring_free(kr); /* kms_open loads it again, as a mount will */
 	iniparser_set(settings, "kms:provider", "local");
 	iniparser_set(settings, "kms:keyring", keyring);

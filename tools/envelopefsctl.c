@@ -54,18 +54,6 @@ int ctl_usage(const char *usage, bool help)
 	return CTL_OK;
 }
 
-void ctl_hex(const uint8_t *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
 int ctl_read_full(int fd, void *buf, size_t len, size_t *got)
 {
 	size_t done = 0;

@@ -111,8 +111,9 @@ static void test_decode_rejects(void)
 	BAD_WITH(0, 'X');      /* magic */
 	BAD_WITH(4, 0);	       /* version 0 */
 	BAD_WITH(4, 2);	       /* a newer version */
-	BAD_WITH(5, 1);	       /* flags */
+	BAD_WITH(5, 2);	       /* flags other than RECORD_FLAG_REKEYING */
 	BAD_WITH(5, 0x80);
+	BAD_WITH(5, 0x81);
 	BAD_WITH(26, 0);       /* reference length 0 */
 	BAD_WITH(26, 4);       /* reference length disagrees with the rest */
 	BAD_WITH(26, 255);

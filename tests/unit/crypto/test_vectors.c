@@ -132,9 +132,12 @@ static void check_record(const struct vector *v)
 	static struct key_record r, back;
 	static uint8_t out[RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED];
 	uint8_t k[32];
-	uint64_t kv;
+	uint64_t kv, flags = 0;
 
-	if (!fid || !ref || !wrapped || !dek || !vol || !mac_key || !rec ||
+	/* flags is optional: absent means 0. */
+	if (field(v, "flags") && (u64_field(v, "flags", &flags) || flags > 255))
+		flags = 256;
+	if (!fid || !ref || !wrapped || !dek || !vol || !mac_key || !rec || flags > 255 ||
 	    u64_field(v, "key_version", &kv) || kv > UINT32_MAX || fid_len != 16 || dek_len != 32 ||
 	    vol_len != 16 || mk_len != 32 || !ref_len || ref_len > RECORD_MAX_KEY_REF ||
 	    !wr_len || wr_len > RECORD_MAX_WRAPPED) {
@@ -143,6 +146,7 @@ static void check_record(const struct vector *v)
 		goto out;
 	}
 	memset(&r, 0, sizeof(r));
+	r.flags = (uint8_t)flags;
 	memcpy(r.file_id, fid, 16);
 	r.key_version = (uint32_t)kv;
 	memcpy(r.key_ref, ref, ref_len);
@@ -161,7 +165,7 @@ static void check_record(const struct vector *v)
 		CHECK(0);
 	}
 	CHECK_EQ_INT(record_decode(rec, rec_len, &back), 0);
-	CHECK(memcmp(back.file_id, fid, 16) == 0 && back.key_version == kv &&
+	CHECK(back.flags == flags && memcmp(back.file_id, fid, 16) == 0 && back.key_version == kv &&
 	      strlen(back.key_ref) == ref_len && memcmp(back.key_ref, ref, ref_len) == 0 &&
 	      back.wrapped_len == wr_len && memcmp(back.wrapped, wrapped, wr_len) == 0);
 	CHECK_EQ_INT(record_check_mac(&back, dek, vol), 0);

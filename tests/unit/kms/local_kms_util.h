@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "crypto/hex.h"
 #include "kms/keyring.h"
 #include "kms/kms.h"
 
@@ -14,15 +15,7 @@ __attribute__((unused)) static const struct keyring_kdf fast_kdf = { KEYRING_SCR
 
 __attribute__((unused)) static void id_hex(const struct keyring *kr, char out[33])
 {
-	static const char digits[] = "0123456789abcdef";
-	const uint8_t *id = keyring_id(kr);
-	int i;
-
-	for (i = 0; i < 16; i++) {
-		out[2 * i] = digits[id[i] >> 4];
-		out[2 * i + 1] = digits[id[i] & 15];
-	}
-	out[32] = '\0';
+	hex_encode(keyring_id(kr), 16, out);
 }
 
 /* settings - a [kms] section for the keyring at @path (its ID read from the file). */

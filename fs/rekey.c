@@ -1,0 +1,500 @@
+/* SPDX-License-Identifier: MIT */
+/* Re-keying one file through a journal: see rekey.h and docs/FORMAT.md, "Re-keying". */
+#include "rekey.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crypto/block.h"
+#include "crypto/hex.h"
+#include "crypto/kdf.h"
+#include "crypto/secmem.h"
+
+/* Journal header: JOURNAL_DATA bytes, then the file's data region as it is to be. */
+#define JOURNAL_MAGIC "EFRJ"
+#define JOURNAL_VERSION 1
+#define JOURNAL_DATA 4096
+#define JOURNAL_SUM_OFF (JOURNAL_DATA - 32)
+#define JOURNAL_MAX_HANDLE 128 /* MAX_HANDLE_SZ */
+#define CHUNK_BLOCKS 256       /* blocks per read/write while copying */
+
+struct journal_header {
+	uint8_t new_file_id[16];
+	uint64_t plain_size;
+	int32_t handle_type;
+	uint32_t handle_len;
+	uint8_t handle[JOURNAL_MAX_HANDLE];
+};
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EBADMSG; /* shorter than its size says: damaged */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int encode_header(const struct journal_header *h, uint8_t out[JOURNAL_DATA])
+{
+	memset(out, 0, JOURNAL_DATA);
+	memcpy(out, JOURNAL_MAGIC, 4);
+	out[4] = JOURNAL_VERSION;
+	memcpy(out + 8, h->new_file_id, 16);
+	put_be32(out + 24, (uint32_t)(h->plain_size >> 32));
+	put_be32(out + 28, (uint32_t)h->plain_size);
+	put_be32(out + 32, (uint32_t)h->handle_type);
+	put_be32(out + 36, h->handle_len);
+	memcpy(out + 40, h->handle, h->handle_len);
+	return crypto_sha256(out, JOURNAL_SUM_OFF, out + JOURNAL_SUM_OFF);
+}
+
+/* decode_header - strict: magic, version, zero padding and checksum.  0 or -EBADMSG. */
+static int decode_header(const uint8_t in[JOURNAL_DATA], struct journal_header *h)
+{
+	uint8_t sum[32];
+	size_t i;
+
+	if (crypto_sha256(in, JOURNAL_SUM_OFF, sum) < 0 ||
+	    !crypto_memeq(sum, in + JOURNAL_SUM_OFF, 32) || memcmp(in, JOURNAL_MAGIC, 4) != 0 ||
+	    in[4] != JOURNAL_VERSION || in[5] || in[6] || in[7])
+		return -EBADMSG;
+	memcpy(h->new_file_id, in + 8, 16);
+	h->plain_size = (uint64_t)get_be32(in + 24) << 32 | get_be32(in + 28);
+	h->handle_type = (int32_t)get_be32(in + 32);
+	h->handle_len = get_be32(in + 36);
+	if (h->handle_len == 0 || h->handle_len > JOURNAL_MAX_HANDLE)
+		return -EBADMSG;
+	memcpy(h->handle, in + 40, h->handle_len);
+	for (i = 40 + h->handle_len; i < JOURNAL_SUM_OFF; i++)
+		if (in[i])
+			return -EBADMSG;
+	return 0;
+}
+
+static size_t sealed_len_of(const struct layout *l, uint64_t plain_size, uint64_t index)
+{
+	uint64_t start = index * l->block_size;
+	uint64_t left = plain_size - start;
+
+	return (size_t)(left < l->block_size ? left : l->block_size) + BLOCK_OVERHEAD;
+}
+
+/*
+ * reseal_into_journal - step 1's copy: every block of @fd opened under @old
+ * and sealed under @new into @jfd at JOURNAL_DATA.  Holes are left as holes.
+ */
+static int reseal_into_journal(const struct layout *l, int fd, int jfd, uint64_t plain_size,
+			       const struct block_owner *old, const struct block_owner *new)
+{
+	uint64_t n_blocks = (plain_size + l->block_size - 1) / l->block_size, i;
+	uint8_t *sealed = malloc(l->sealed_size), *plain = malloc(l->block_size),
+		*out = malloc(l->sealed_size);
+	int ret = sealed && plain && out ? 0 : -ENOMEM;
+
+	for (i = 0; i < n_blocks && ret == 0; i++) {
+		size_t len = sealed_len_of(l, plain_size, i);
+
+		ret = pread_full(fd, sealed, len, layout_block_offset(l, i));
+		if (ret < 0 || layout_is_hole(sealed, len))
+			continue;
+		ret = block_open(old, i, sealed, len, plain);
+		if (ret == 0)
+			ret = block_seal(new, i, plain, len - BLOCK_OVERHEAD, out);
+		if (ret == 0)
+			ret = pwrite_full(jfd, out, len, JOURNAL_DATA + i * (uint64_t)l->sealed_size);
+	}
+	if (plain)
+		secmem_wipe(plain, l->block_size);
+	free(sealed);
+	free(plain);
+	free(out);
+	return ret;
+}
+
+/* copy_from_journal - step 3: the journal's non-hole blocks over the file's, then sync. */
+static int copy_from_journal(const struct layout *l, int fd, int jfd, uint64_t plain_size)
+{
+	uint64_t n_blocks = (plain_size + l->block_size - 1) / l->block_size, i;
+	uint8_t *buf = malloc(l->sealed_size);
+	int ret = buf ? 0 : -ENOMEM;
+
+	for (i = 0; i < n_blocks && ret == 0; i++) {
+		size_t len = sealed_len_of(l, plain_size, i);
+
+		ret = pread_full(jfd, buf, len, JOURNAL_DATA + i * (uint64_t)l->sealed_size);
+		if (ret == 0 && !layout_is_hole(buf, len))
+			ret = pwrite_full(fd, buf, len, layout_block_offset(l, i));
+	}
+	free(buf);
+	if (ret == 0 && fdatasync(fd) < 0)
+		ret = -errno;
+	return ret;
+}
+
+/* The journal directory, made on first use (0700: it holds ciphertext only, but no one else's business). */
+static int journal_open_dir(const struct rekey_env *env, bool create)
+{
+	int dfd;
+
+	if (create && mkdirat(env->root_fd, REKEY_DIR, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	dfd = openat(env->root_fd, REKEY_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return dfd < 0 ? -errno : dfd;
+}
+
+/*
+ * finish - steps 3 and 4, for a file whose record @pending (flagged, DEK
+ * @dek) is current: copy, commit the record without the flag, drop the
+ * journal.  Idempotent.
+ */
+static int finish(const struct rekey_env *env, int fd, int dfd, int jfd, const char *jname,
+		  uint64_t plain_size, struct key_record *pending, struct record_pos *pos,
+		  const uint8_t *dek)
+{
+	int ret = copy_from_journal(env->layout, fd, jfd, plain_size);
+
+	if (ret < 0)
+		return ret;
+	pending->flags = 0;
+	ret = record_seal_mac(pending, dek, env->volume_uuid);
+	if (ret == 0)
+		ret = layout_write_record(env->layout, fd, pending, pos);
+	if (ret < 0)
+		return ret;
+	if (unlinkat(dfd, jname, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return fsync(dfd) < 0 ? -errno : 0;
+}
+
+static void context_of(const struct rekey_env *env, const uint8_t file_id[16],
+		       struct kms_context *ctx)
+{
+	memcpy(ctx->volume_uuid, env->volume_uuid, 16);
+	memcpy(ctx->file_id, file_id, 16);
+}
+
+/* The plaintext size of @fd; -EBADMSG if its backing size is not one a file can have. */
+static int plain_size_of(const struct layout *l, int fd, uint64_t *size)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	*size = layout_plain_size(l, (uint64_t)st.st_size);
+	return layout_backing_size(l, *size) == (uint64_t)st.st_size ? 0 : -EBADMSG;
+}
+
+/* write_journal - step 1: the complete journal under its final name, durable. */
+static int write_journal(const struct rekey_env *env, int fd, int dfd, const char *jname,
+			 const struct journal_header *h, const struct block_owner *old,
+			 const struct block_owner *new)
+{
+	uint64_t data_len = layout_backing_size(env->layout, h->plain_size) - env->layout->data_offset;
+	char tmp[64];
+	uint8_t *head = malloc(JOURNAL_DATA);
+	int jfd, ret;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", jname);
+	jfd = openat(dfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (jfd < 0 || !head) {
+		ret = jfd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	ret = encode_header(h, head);
+	if (ret == 0)
+		ret = pwrite_full(jfd, head, JOURNAL_DATA, 0);
+	if (ret == 0)
+		ret = reseal_into_journal(env->layout, fd, jfd, h->plain_size, old, new);
+	/* Trailing holes would leave the journal short: give it its full length. */
+	if (ret == 0 && ftruncate(jfd, (off_t)(JOURNAL_DATA + data_len)) < 0)
+		ret = -errno;
+	if (ret == 0 && fdatasync(jfd) < 0)
+		ret = -errno;
+	if (ret == 0 && renameat(dfd, tmp, dfd, jname) < 0)
+		ret = -errno;
+	if (ret == 0 && fsync(dfd) < 0)
+		ret = -errno;
+	if (ret < 0)
+		unlinkat(dfd, tmp, 0);
+out:
+	if (jfd >= 0)
+		close(jfd);
+	free(head);
+	return ret;
+}
+
+int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint8_t *new_dek,
+	       struct rekey_result *res)
+{
+	struct key_record *rec = malloc(sizeof(*rec));
+	struct journal_header *h = calloc(1, sizeof(*h));
+	struct fresh_key *fresh = malloc(sizeof(*fresh));
+	struct file_handle *fh = malloc(sizeof(*fh) + JOURNAL_MAX_HANDLE);
+	uint8_t *own_dek = NULL;
+	struct record_pos pos;
+	struct kms_context ctx;
+	char jname[33];
+	int dfd = -1, jfd = -1, mount_id, ret;
+
+	if (!rec || !h || !fresh || !fh) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = layout_read_record(env->layout, fd, rec, &pos);
+	if (ret < 0)
+		goto out;
+	if (rec->flags & RECORD_FLAG_REKEYING) {
+		ret = -EINPROGRESS;
+		goto out;
+	}
+	ret = plain_size_of(env->layout, fd, &h->plain_size);
+	if (ret < 0)
+		goto out;
+	if (!old_dek) {
+		own_dek = secmem_alloc(KMS_DEK_LEN);
+		if (!own_dek) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		context_of(env, rec->file_id, &ctx);
+		ret = kms_unwrap(env->kms, &ctx, rec->wrapped, rec->wrapped_len, own_dek);
+		if (ret < 0)
+			goto out;
+		old_dek = own_dek;
+	}
+	if (record_check_mac(rec, old_dek, env->volume_uuid) != 0) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	fh->handle_bytes = JOURNAL_MAX_HANDLE;
+	if (name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = dek_pool_take(env->pool, fresh, new_dek);
+	if (ret < 0)
+		goto out;
+	if (fresh->blob_len > sizeof(rec->wrapped)) {
+		ret = -EIO;
+		goto out;
+	}
+	memcpy(h->new_file_id, fresh->file_id, 16);
+	h->handle_type = fh->handle_type;
+	h->handle_len = fh->handle_bytes;
+	memcpy(h->handle, fh->f_handle, fh->handle_bytes);
+	hex_encode(fresh->file_id, 16, jname);
+
+	/* 1: the journal, complete and durable, before the file is touched. */
+	dfd = journal_open_dir(env, true);
+	if (dfd < 0) {
+		ret = dfd;
+		goto out;
+	}
+	ret = write_journal(env, fd, dfd, jname,
+			    h, &(struct block_owner){ old_dek, env->volume_uuid, rec->file_id },
+			    &(struct block_owner){ new_dek, env->volume_uuid, fresh->file_id });
+	if (ret < 0)
+		goto out;
+
+	/* 2: the flagged new record.  A failure here leaves the old one current. */
+	memcpy(res->old_file_id, rec->file_id, 16);
+	rec->flags = RECORD_FLAG_REKEYING;
+	memcpy(rec->file_id, fresh->file_id, 16);
+	rec->key_version = fresh->version;
+	rec->wrapped_len = (uint16_t)fresh->blob_len;
+	memcpy(rec->wrapped, fresh->blob, fresh->blob_len);
+	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", env->kms->key_ref);
+	ret = record_seal_mac(rec, new_dek, env->volume_uuid);
+	if (ret == 0)
+		ret = layout_write_record(env->layout, fd, rec, &pos);
+	if (ret < 0) {
+		unlinkat(dfd, jname, 0);
+		goto out;
+	}
+
+	/* 3 and 4.  A failure from here on is finished by rekey_recover(). */
+	jfd = openat(dfd, jname, O_RDONLY | O_CLOEXEC);
+	ret = jfd < 0 ? -errno
+		      : finish(env, fd, dfd, jfd, jname, h->plain_size, rec, &pos, new_dek);
+	if (ret == 0) {
+		memcpy(res->new_file_id, fresh->file_id, 16);
+		res->new_version = fresh->version;
+	}
+out:
+	if (jfd >= 0)
+		close(jfd);
+	if (dfd >= 0)
+		close(dfd);
+	secmem_free(own_dek, KMS_DEK_LEN);
+	if (fresh)
+		secmem_wipe(fresh, sizeof(*fresh));
+	free(fresh);
+	free(fh);
+	free(h);
+	free(rec);
+	return ret;
+}
+
+/* recover_one - act on the journal @name: finish its re-key or remove it. */
+static int recover_one(const struct rekey_env *env, int dfd, const char *name, bool *finished)
+{
+	struct journal_header *h = malloc(sizeof(*h));
+	struct key_record *rec = malloc(sizeof(*rec));
+	struct file_handle *fh = malloc(sizeof(*fh) + JOURNAL_MAX_HANDLE);
+	uint8_t *head = malloc(JOURNAL_DATA), *dek = NULL;
+	struct record_pos pos;
+	struct kms_context ctx;
+	int jfd, fd = -1, ret;
+
+	*finished = false;
+	jfd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+	if (jfd < 0 || !h || !rec || !fh || !head) {
+		ret = jfd < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	ret = pread_full(jfd, head, JOURNAL_DATA, 0);
+	if (ret == 0)
+		ret = decode_header(head, h);
+	if (ret < 0)
+		goto out; /* renamed into place only when complete: left for a human */
+	fh->handle_type = h->handle_type;
+	fh->handle_bytes = h->handle_len;
+	memcpy(fh->f_handle, h->handle, h->handle_len);
+	/* Any real fd on the backing filesystem names it (not an O_PATH one). */
+	fd = open_by_handle_at(dfd, fh, O_RDWR | O_CLOEXEC);
+	if (fd < 0 && (errno == ESTALE || errno == ENOENT))
+		goto remove; /* the file is gone, and its re-key with it */
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = layout_read_record(env->layout, fd, rec, &pos);
+	if (ret < 0)
+		goto out;
+	if (memcmp(rec->file_id, h->new_file_id, 16) != 0 ||
+	    !(rec->flags & RECORD_FLAG_REKEYING))
+		goto remove; /* crashed before step 2, or after step 4's record */
+	dek = secmem_alloc(KMS_DEK_LEN);
+	if (!dek) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	context_of(env, rec->file_id, &ctx);
+	ret = kms_unwrap(env->kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
+	if (ret == 0 && record_check_mac(rec, dek, env->volume_uuid) != 0)
+		ret = -EBADMSG;
+	if (ret == 0)
+		ret = finish(env, fd, dfd, jfd, name, h->plain_size, rec, &pos, dek);
+	*finished = ret == 0;
+	goto out;
+remove:
+	ret = unlinkat(dfd, name, 0) < 0 ? -errno : 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (jfd >= 0)
+		close(jfd);
+	secmem_free(dek, KMS_DEK_LEN);
+	free(head);
+	free(fh);
+	free(rec);
+	free(h);
+	return ret;
+}
+
+int rekey_recover(const struct rekey_env *env, struct rekey_recovery *out,
+		  void (*log)(const char *msg))
+{
+	struct dirent *de;
+	char msg[512];
+	bool finished;
+	DIR *dir;
+	int dfd, ret;
+
+	memset(out, 0, sizeof(*out));
+	dfd = journal_open_dir(env, false);
+	if (dfd == -ENOENT)
+		return 0;
+	if (dfd < 0)
+		return dfd;
+	dir = fdopendir(dfd);
+	if (!dir) {
+		close(dfd);
+		return -errno;
+	}
+	while ((de = readdir(dir)) != NULL) {
+		size_t len = strlen(de->d_name);
+
+		if (de->d_name[0] == '.')
+			continue;
+		/* An unfinished journal: its re-key never reached the file. */
+		if (len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0) {
+			if (unlinkat(dfd, de->d_name, 0) == 0)
+				out->removed++;
+			continue;
+		}
+		ret = recover_one(env, dfd, de->d_name, &finished);
+		if (ret == 0) {
+			if (finished)
+				out->finished++;
+			else
+				out->removed++;
+			continue;
+		}
+		out->failed++;
+		if (log) {
+			snprintf(msg, sizeof(msg), "re-key journal %s/%s: cannot finish: %s",
+				 REKEY_DIR, de->d_name,
+				 ret == -EPERM ? "finding the file by handle needs root "
+						 "(CAP_DAC_READ_SEARCH)"
+					       : strerror(-ret));
+			log(msg);
+		}
+	}
+	closedir(dir);
+	return 0;
+}

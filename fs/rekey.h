@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_REKEY_H
+#define ENVELOPEFS_FS_REKEY_H
+
+/*
+ * Re-keying one file: a fresh DEK (and file ID) for a file whose DEK may
+ * have been exposed, with every content block re-encrypted under it, in
+ * place, so the backing inode — its number and its hard links — stays.
+ * Shared by the daemon (online, under the inode's content lock) and
+ * `envelopefsctl rotate --rekey --offline`.
+ *
+ * Crash safety comes from a journal holding the complete new content
+ * (docs/FORMAT.md, "Re-keying"):
+ *
+ *   1. Every block is opened under the old DEK and sealed under the new one
+ *      into BACKING/envelopefs.rekey/<new file ID>.tmp, which is synced and
+ *      renamed to <new file ID>: the journal now exists complete, or not at
+ *      all.  Nothing in the file has changed yet.
+ *   2. The new record, flagged RECORD_FLAG_REKEYING, replaces the old one
+ *      (the two-slot rule).  From here the re-key can only go forward.
+ *   3. The journal's blocks are copied over the file's, which is synced.
+ *   4. The record is written again without the flag, then the journal is
+ *      removed.
+ *
+ * A crash before 2 leaves the file untouched (and at most a journal that
+ * rekey_recover() removes); after 2, rekey_recover() redoes 3 and 4, which
+ * are idempotent, so a torn block write in 3 is repaired as well.  Readers
+ * refuse a record with the flag (the file is mid re-key until recovered).
+ * The journal holds a file handle (name_to_handle_at) of the backing file,
+ * so recovery finds it however it was renamed; that needs
+ * CAP_DAC_READ_SEARCH (the daemon running as root).
+ *
+ * Holes stay holes: an all-zero stored block is copied as a hole.
+ */
+
+#include <stdint.h>
+
+#include "kms/dekpool.h"
+#include "kms/kms.h"
+#include "layout.h"
+#include "volume.h"
+
+#define REKEY_DIR VOLUME_REKEY_DIR
+
+struct rekey_env {
+	const struct layout *layout;
+	struct kms *kms;
+	struct dek_pool *pool;	    /* where the new DEK comes from */
+	const uint8_t *volume_uuid; /* 16 bytes */
+	int root_fd;		    /* the backing root (O_PATH is enough) */
+};
+
+struct rekey_result {
+	uint8_t old_file_id[16];
+	uint8_t new_file_id[16];
+	uint32_t new_version;
+};
+
+/*
+ * rekey_file - re-key the backing file @fd (read-write).  @old_dek: the
+ * file's current DEK if the caller has it, else NULL (unwrapped here).
+ * @new_dek (KMS_DEK_LEN bytes of secmem) receives the new DEK.  The caller
+ * excludes every other user of the file's content and record.
+ * Returns 0; -ENODATA for a file without a record (nothing to re-key);
+ * -EBADMSG when the record or a block fails authentication (nothing was
+ * changed); -EINPROGRESS when the file is already mid re-key (recover it
+ * first); KMS errors; other -errno.
+ */
+int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint8_t *new_dek,
+	       struct rekey_result *res);
+
+struct rekey_recovery {
+	unsigned finished; /* re-keys completed from their journal */
+	unsigned removed;  /* journals of re-keys that never started or had ended */
+	unsigned failed;   /* journals left for a later attempt */
+};
+
+/*
+ * rekey_recover - finish or clean up every re-key a crash interrupted, from
+ * the journals in BACKING/REKEY_DIR.  Call before the volume is used (mount,
+ * offline tools).  @log receives one line per failure (may be NULL).
+ * Returns 0 (see *@out for what happened) or -errno if the journal directory
+ * cannot be read.
+ */
+int rekey_recover(const struct rekey_env *env, struct rekey_recovery *out,
+		  void (*log)(const char *msg));
+
+#endif
