@@ -1031,20 +1031,6 @@ static int read_pin(struct p11_kms *pk, const char *pin_file, char *err, size_t 
 	return 0;
 }
 
-/* check_settings - refuse keys of [kms] this provider does not know (typos). */
-static int check_settings(const dictionary *ini, char *err, size_t err_len)
-{
-	const char *unknown = config_unknown_key(
-		ini, "kms", known_settings, sizeof(known_settings) / sizeof(known_settings[0]));
-
-	if (!unknown)
-		return 0;
-	return kms_errf(err, err_len, -EINVAL,
-			"setting %s is not known to the pkcs11 provider (known: provider, module, "
-			"token_label, key_label, pin_file, sessions)",
-			unknown);
-}
-
 /* parse_labels - token_label, key_label and sessions from @ini into @pk. */
 static int parse_labels(struct p11_kms *pk, const dictionary *ini, char *err, size_t err_len)
 {
@@ -1172,7 +1158,9 @@ static int p11_open(struct kms *kms, const dictionary *ini, char *err, size_t er
 	struct p11_kms *pk;
 	int rc;
 
-	rc = check_settings(ini, err, err_len);
+	rc = config_refuse_unknown(ini, "kms", known_settings,
+				   sizeof(known_settings) / sizeof(known_settings[0]),
+				   "the pkcs11 provider", err, err_len);
 	if (rc < 0)
 		return rc;
 	pk = calloc(1, sizeof(*pk));

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mounts import CTL, DAEMON, get, is_mounted, put, unmount
+from mounts import CTL, DAEMON, Volume, get, is_mounted, put, unmount
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN = "envfs-it"
@@ -51,12 +51,14 @@ class Token:
         self.tool("--delete-object", "--type", "secrkey", "--label", label)
 
 
-class P11Volume:
+class P11Volume(Volume):
     """A volume on the token: init through envelopefsctl, mounts through the real daemon."""
 
     def __init__(self, root, token, pin_file=True, placement="header"):
+        # Not Volume.__init__: that one makes a local keyring volume.
         self.root = root
         self.token = token
+        self.placement = placement
         self.backing = root / "backing"
         self.mnt = root / "mnt"
         self.mnt.mkdir()
@@ -78,20 +80,9 @@ class P11Volume:
         return subprocess.run([str(CTL), *map(str, args)], env={**self.token.env, **(env or {})},
                               capture_output=True, text=True, timeout=300)
 
-    def mount(self, *options, env=None, check=True):
-        args = [str(DAEMON)]
-        for opt in options:
-            args += ["-o", opt]
-        proc = subprocess.run([*args, str(self.backing), str(self.mnt)],
-                              env={**self.token.env, **(env or {})}, capture_output=True,
-                              text=True, timeout=60)
-        if check:
-            assert proc.returncode == 0, proc.stderr
-            assert is_mounted(self.mnt)
-        return proc
-
-    def unmount(self):
-        unmount(self.mnt)
+    def mount(self, *options, check=True, env=None):
+        """Volume.mount, in the token's environment (plus @env)."""
+        return super().mount(*options, check=check, env={**self.token.env, **(env or {})})
 
     def versions(self):
         """Master-key version of every regular file's key record, by path relative to the mount."""
