@@ -38,6 +38,7 @@ struct p11_token {
 	char label[P11_MAX_TOKEN_LABEL + 1];
 	uint8_t *pin; /* secmem, P11_MAX_PIN + 1 bytes, wiped at close */
 	size_t pin_len;
+	bool pin_refused; /* atomic; set once the token said no: never offered again */
 
 	/* The pool: idle sessions, and how many exist in all (idle or borrowed). */
 	pthread_mutex_t pool_lock;
@@ -149,44 +150,64 @@ bool p11_session_lost(CK_RV rv)
 
 /* ---- the module ---------------------------------------------------------- */
 
-/* check_module_file - @path must be absolute and a regular file only its owner may change. */
-static int check_module_file(const char *path, char *err, size_t err_len)
+/*
+ * trusted_module - resolve @path into @real (PATH_MAX bytes) and require the
+ * file and every directory above it to belong to root or to us and to be
+ * writable by no one else.  The module runs inside the daemon (as root), and
+ * its path comes from envelopefs.conf, which lives in the backing directory:
+ * whoever could write that directory, replace the file or a directory on its
+ * way must not thereby get to run code with every key in reach.
+ */
+static int trusted_module(const char *path, char *real, char *err, size_t err_len)
 {
+	char part[PATH_MAX], *slash;
 	struct stat sb;
 
 	if (!path || path[0] != '/')
 		return kms_errf(err, err_len, -EINVAL,
 				"setting kms:module must be the absolute path of the token's "
 				"PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so)");
-	if (stat(path, &sb) < 0)
+	if (!realpath(path, real))
 		return kms_errf(err, err_len, -errno, "PKCS#11 module %s: %s", path,
 				strerror(errno));
-	if (!S_ISREG(sb.st_mode))
+	if (stat(real, &sb) < 0 || !S_ISREG(sb.st_mode))
 		return kms_errf(err, err_len, -EINVAL, "PKCS#11 module %s is not a regular file",
 				path);
-	/* The module runs inside the daemon, as root: whoever may change it owns the keys. */
-	if (sb.st_mode & (S_IWGRP | S_IWOTH))
-		return kms_errf(err, err_len, -EACCES,
-				"PKCS#11 module %s is writable by group or others: chmod go-w %s",
-				path, path);
-	return 0;
+	snprintf(part, sizeof(part), "%s", real);
+	for (;;) {
+		if (stat(part, &sb) < 0)
+			return kms_errf(err, err_len, -errno, "PKCS#11 module %s: %s: %s", path,
+					part, strerror(errno));
+		if ((sb.st_uid != 0 && sb.st_uid != geteuid()) ||
+		    (sb.st_mode & (S_IWGRP | S_IWOTH)))
+			return kms_errf(err, err_len, -EACCES,
+					"PKCS#11 module %s: %s may be changed by users other than "
+					"root%s: the module runs inside the daemon, so it and every "
+					"directory above it must be owned by root and writable by no "
+					"one else",
+					path, part, geteuid() ? " and the daemon's user" : "");
+		if (strcmp(part, "/") == 0)
+			return 0;
+		slash = strrchr(part, '/');
+		slash[slash == part ? 1 : 0] = '\0';
+	}
 }
 
 static int module_get(const char *path, struct p11_module **out, char *err, size_t err_len)
 {
 	CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK };
 	CK_C_GetFunctionList get_list;
+	char name[24], real[PATH_MAX];
 	struct p11_module *m;
-	char name[24];
 	CK_RV rv;
 	void *dl;
 	int rc;
 
-	rc = check_module_file(path, err, err_len);
+	rc = trusted_module(path, real, err, err_len);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&modules_lock);
-	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	dl = dlopen(real, RTLD_NOW | RTLD_LOCAL);
 	if (!dl) {
 		rc = kms_errf(err, err_len, -EINVAL, "cannot load PKCS#11 module %s: %s", path,
 			      dlerror());
@@ -203,11 +224,13 @@ static int module_get(const char *path, struct p11_module **out, char *err, size
 		goto out;
 	}
 	m = calloc(1, sizeof(*m));
+	if (!m) {
+		rc = kms_errf(err, err_len, -ENOMEM, "out of memory");
+		goto fail;
+	}
 	get_list = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
-	if (!m || !get_list) {
-		rc = kms_errf(err, err_len, m ? -EINVAL : -ENOMEM,
-			      m ? "%s is not a PKCS#11 module (no C_GetFunctionList)"
-				: "out of memory (%s)",
+	if (!get_list) {
+		rc = kms_errf(err, err_len, -EINVAL, "%s is not a PKCS#11 module (no C_GetFunctionList)",
 			      path);
 		goto fail;
 	}
@@ -340,6 +363,10 @@ static CK_RV session_open(struct p11_token *tok, CK_SESSION_HANDLE *h)
 	CK_SLOT_ID slot;
 	CK_RV rv;
 
+	/* Offering a refused PIN again from every thread would lock it on a real token. */
+	if (__atomic_load_n(&tok->pin_refused, __ATOMIC_RELAXED))
+		return CKR_PIN_INCORRECT;
+
 	pthread_mutex_lock(&tok->pool_lock);
 	slot = tok->slot;
 	pthread_mutex_unlock(&tok->pool_lock);
@@ -359,6 +386,9 @@ static CK_RV session_open(struct p11_token *tok, CK_SESSION_HANDLE *h)
 	rv = tok->f->C_Login(*h, CKU_USER, tok->pin, tok->pin_len);
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
+	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE ||
+	    rv == CKR_PIN_EXPIRED || rv == CKR_PIN_LOCKED)
+		__atomic_store_n(&tok->pin_refused, true, __ATOMIC_RELAXED);
 	if (rv != CKR_OK)
 		tok->f->C_CloseSession(*h);
 	return rv;

@@ -20,7 +20,10 @@
  * opens a fresh session, finds the token again by label if its slot is gone
  * (SoftHSM2 renumbers slots), and logs in again.  That is why the PIN stays
  * in secmem until p11_token_close(), instead of being wiped after the first
- * login.  Nothing here logs, and no message contains the PIN.
+ * login.  A PIN the token refuses is never offered again (retries from every
+ * thread would lock it on a real HSM): every later borrow fails with
+ * CKR_PIN_INCORRECT until the volume is mounted again.  Nothing here logs,
+ * and no message contains the PIN.
  */
 
 #include <p11-kit/pkcs11.h>
@@ -35,8 +38,9 @@
 struct p11_token;
 
 /*
- * p11_token_open - load @module (an absolute path; a file group or others
- * may write is refused: it runs inside the daemon), find the one token
+ * p11_token_open - load @module (an absolute path; refused unless it and its
+ * directories are root's (or ours) and writable by no one else: it runs inside
+ * the daemon), find the one token
  * labelled @label, read the user PIN from @pin_file (NULL: from
  * $ENVELOPEFS_PKCS11_PIN), log in, and keep up to @sessions (1 ..
  * P11_MAX_SESSIONS) sessions.  Returns 0 and *@out, or a kms.h errno with a

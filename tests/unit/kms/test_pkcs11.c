@@ -340,6 +340,16 @@ static void test_open_errors(void)
 			      sizeof(err)),
 		     -EINVAL);
 	CHECK(strstr(err, "cannot load"));
+	/* A module copy others could replace: in a world-writable directory, or itself writable. */
+	test_path(path, sizeof(path), "module.so");
+	REQUIRE(sh("cp %s %s && chmod 0755 %s", MODULE, path, path) == 0);
+	CHECK_EQ_INT(try_open(settings(path, TOKEN, KEY, pin_file), &kms, err, sizeof(err)),
+		     -EACCES);
+	CHECK(strstr(err, ": /tmp may be changed by users other than root"));
+	chmod(path, 0666);
+	CHECK_EQ_INT(try_open(settings(path, TOKEN, KEY, pin_file), &kms, err, sizeof(err)),
+		     -EACCES);
+	CHECK(strstr(err, "module.so may be changed"));
 	CHECK_EQ_INT(try_open(settings(MODULE, NULL, KEY, pin_file), &kms, err, sizeof(err)),
 		     -EINVAL);
 	CHECK_EQ_INT(try_open(settings(MODULE, TOKEN, NULL, pin_file), &kms, err, sizeof(err)),
@@ -410,6 +420,66 @@ static void test_threads(void)
 }
 
 /*
+ * same_module - the function list of the module the provider loaded (dlopen
+ * hands out the same object), for doing to the token what an administrator
+ * or a token reset would, inside this process where SoftHSM2 sees it.  The
+ * caller dlclose()s *@dl.
+ */
+static CK_FUNCTION_LIST_PTR same_module(void **dl, CK_SLOT_ID *slot)
+{
+	CK_C_GetFunctionList get_list;
+	CK_FUNCTION_LIST_PTR f = NULL;
+	CK_SLOT_ID slots[16];
+	CK_ULONG n = 16, i;
+
+	*dl = dlopen(MODULE, RTLD_NOW | RTLD_LOCAL);
+	get_list = *dl ? (CK_C_GetFunctionList)dlsym(*dl, "C_GetFunctionList") : NULL;
+	if (!get_list || get_list(&f) != CKR_OK || f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK) {
+		fprintf(stderr, "cannot reach %s\n", MODULE);
+		exit(2);
+	}
+	for (i = 0; i < n; i++) {
+		CK_TOKEN_INFO info;
+
+		if (f->C_GetTokenInfo(slots[i], &info) == CKR_OK &&
+		    memcmp(info.label, TOKEN " ", strlen(TOKEN) + 1) == 0)
+			*slot = slots[i];
+	}
+	return f;
+}
+
+/* close_all_sessions - as a token reset would; closing the last session also logs out. */
+static void close_all_sessions(void)
+{
+	CK_SLOT_ID slot = 0;
+	void *dl;
+	CK_FUNCTION_LIST_PTR f = same_module(&dl, &slot);
+
+	f->C_CloseAllSessions(slot);
+	dlclose(dl);
+}
+
+/* set_pin - change the user PIN from @old to @new, as the token's user would. */
+static CK_RV set_pin(const char *old, const char *new)
+{
+	CK_SESSION_HANDLE h;
+	CK_SLOT_ID slot = 0;
+	void *dl;
+	CK_FUNCTION_LIST_PTR f = same_module(&dl, &slot);
+	CK_RV rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h);
+
+	if (rv == CKR_OK) {
+		rv = f->C_Login(h, CKU_USER, (CK_UTF8CHAR_PTR)old, strlen(old));
+		if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
+			rv = f->C_SetPIN(h, (CK_UTF8CHAR_PTR)old, strlen(old),
+					 (CK_UTF8CHAR_PTR)new, strlen(new));
+		f->C_CloseSession(h);
+	}
+	dlclose(dl);
+	return rv;
+}
+
+/*
  * Every session of the process closed behind the provider's back (as a token
  * reset would): the next call opens a new session, logs in again and works.
  */
@@ -418,30 +488,42 @@ static void test_session_recovery(void)
 	struct kms *kms = open_kms(KEY, NULL);
 	uint8_t *dek = secmem_alloc(32), *back = secmem_alloc(32);
 	uint8_t blob[KMS_MAX_BLOB];
-	CK_C_GetFunctionList get_list;
-	CK_FUNCTION_LIST_PTR f = NULL;
-	CK_SLOT_ID slots[16];
-	CK_ULONG n = 16, i;
 	size_t len;
 	uint32_t v;
-	void *dl;
 
 	REQUIRE(dek && back);
 	REQUIRE(kms_generate(kms, &ctx_a, dek, blob, sizeof(blob), &len, &v) == 0);
-	/* The same loaded module the provider uses: dlopen hands out the same object. */
-	dl = dlopen(MODULE, RTLD_NOW | RTLD_LOCAL);
-	REQUIRE(dl);
-	get_list = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
-	REQUIRE(get_list && get_list(&f) == CKR_OK);
-	REQUIRE(f->C_GetSlotList(CK_TRUE, slots, &n) == CKR_OK);
-	for (i = 0; i < n; i++)
-		f->C_CloseAllSessions(slots[i]);
+	close_all_sessions();
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx_a, blob, len, back), 0);
 	CHECK(memcmp(dek, back, 32) == 0);
 	CHECK_EQ_INT(kms_generate(kms, &ctx_a, dek, blob, sizeof(blob), &len, &v), 0);
-	dlclose(dl);
 	secmem_free(dek, 32);
 	secmem_free(back, 32);
+	kms_close(kms);
+}
+
+/*
+ * The user PIN changed on the token while mounted, then the sessions lost: the
+ * old PIN is refused once and never offered again, even after the PIN is back.
+ */
+static void test_refused_pin_is_not_retried(void)
+{
+	struct kms *kms = open_kms(KEY, NULL);
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	size_t len;
+	uint32_t v;
+
+	REQUIRE(dek);
+	REQUIRE(kms_generate(kms, &ctx_a, dek, blob, sizeof(blob), &len, &v) == 0);
+	REQUIRE(set_pin(PIN, "5555") == CKR_OK);
+	close_all_sessions();
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx_a, blob, len, dek), -EACCES);
+	REQUIRE(set_pin("5555", PIN) == CKR_OK);
+	close_all_sessions();
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx_a, blob, len, dek), -EACCES);
+	CHECK_EQ_INT(kms_generate(kms, &ctx_a, dek, blob, sizeof(blob), &len, &v), -EACCES);
+	secmem_free(dek, 32);
 	kms_close(kms);
 }
 
@@ -640,6 +722,7 @@ int main(void)
 	RUN(test_open_errors);
 	RUN(test_threads);
 	RUN(test_session_recovery);
+	RUN(test_refused_pin_is_not_retried);
 	RUN(test_two_instances);
 	RUN(test_vectors);
 	RUN(test_latency);
