@@ -7,7 +7,7 @@
  * and the latency of one call.
  */
 
-#include "kms_test_util.h"
+#include "kms_vector.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -548,33 +548,6 @@ static void test_two_instances(void)
 
 /* ---- docs/FORMAT.md vectors ---------------------------------------------- */
 
-#define MAX_FIELDS 16
-#define MAX_VALUE 256
-
-struct vector {
-	int line, n;
-	char name[MAX_FIELDS][32];
-	char value[MAX_FIELDS][MAX_VALUE];
-};
-
-static const char *field(const struct vector *v, const char *name)
-{
-	int i;
-
-	for (i = 0; i < v->n; i++)
-		if (strcmp(v->name[i], name) == 0)
-			return v->value[i];
-	return NULL;
-}
-
-static int hexfield(const struct vector *v, const char *name, uint8_t *out, size_t want)
-{
-	const char *s = field(v, name);
-	size_t got = 0;
-
-	return s && unhex(s, out, want, &got) == 0 && got == want ? 0 : -1;
-}
-
 static int n_vectors;
 
 /*
@@ -582,23 +555,26 @@ static int n_vectors;
  * must unwrap the vector's blob to its DEK, and what it wraps must open with
  * plain AES-GCM under the same key and the AAD the document defines.
  */
-static void check_vector(const struct vector *v)
+static void check_vector(const struct vector *v, const char *type)
 {
 	uint8_t kek[32], iv[12], dek[32], aad[61], blob[64], fresh[KMS_MAX_BLOB];
 	uint8_t *got = secmem_alloc(32);
 	struct kms_context ctx;
-	const char *ver = field(v, "version");
+	const char *ver = vector_field(v, "version");
 	char base[32], label[48];
 	struct kms *kms;
 	uint32_t version, fresh_version;
 	size_t len;
 
+	(void)type;
 	n_vectors++;
 	REQUIRE(got);
-	if (!ver || hexfield(v, "kek", kek, 32) || hexfield(v, "iv", iv, 12) ||
-	    hexfield(v, "volume_uuid", ctx.volume_uuid, 16) ||
-	    hexfield(v, "file_id", ctx.file_id, 16) || hexfield(v, "dek", dek, 32) ||
-	    hexfield(v, "aad", aad, 61) || hexfield(v, "blob", blob, 64)) {
+	if (!ver || vector_hex(v, "kek", kek, 32, 32, NULL) ||
+	    vector_hex(v, "iv", iv, 12, 12, NULL) ||
+	    vector_hex(v, "volume_uuid", ctx.volume_uuid, 16, 16, NULL) ||
+	    vector_hex(v, "file_id", ctx.file_id, 16, 16, NULL) ||
+	    vector_hex(v, "dek", dek, 32, 32, NULL) || vector_hex(v, "aad", aad, 61, 61, NULL) ||
+	    vector_hex(v, "blob", blob, 64, 64, NULL)) {
 		fprintf(stderr, "FORMAT.md:%d: malformed pkcs11_wrap vector\n", v->line);
 		CHECK(0);
 		secmem_free(got, 32);
@@ -630,49 +606,9 @@ static void check_vector(const struct vector *v)
 
 static void test_vectors(void)
 {
-	const char *root = getenv("ENVELOPEFS_SOURCE_ROOT");
-	char path[1024], line[1024];
-	struct vector *v = calloc(1, sizeof(*v));
-	int in = 0, lineno = 0;
-	FILE *f;
+	static const char *const types[] = { "pkcs11_wrap", NULL };
 
-	REQUIRE(v);
-	snprintf(path, sizeof(path), "%s/docs/FORMAT.md", root ? root : ".");
-	f = fopen(path, "r");
-	REQUIRE(f);
-	while (fgets(line, sizeof(line), f)) {
-		char *eq;
-
-		line[strcspn(line, "\r\n")] = '\0';
-		lineno++;
-		if (!in) {
-			if (strcmp(line, "```vector") == 0) {
-				memset(v, 0, sizeof(*v));
-				v->line = lineno;
-				in = 1;
-			}
-			continue;
-		}
-		if (strncmp(line, "```", 3) == 0) {
-			const char *type = field(v, "type");
-
-			if (type && strcmp(type, "pkcs11_wrap") == 0)
-				check_vector(v);
-			in = 0;
-			continue;
-		}
-		eq = strstr(line, " = ");
-		/* Other types' lines may be longer than ours: only ours must fit. */
-		if (eq && v->n < MAX_FIELDS && (size_t)(eq - line) < sizeof(v->name[0]) &&
-		    strlen(eq + 3) < MAX_VALUE) {
-			*eq = '\0';
-			strcpy(v->name[v->n], line);
-			strcpy(v->value[v->n], eq + 3);
-			v->n++;
-		}
-	}
-	fclose(f);
-	free(v);
+	vector_scan("FORMAT.md", types, check_vector);
 	CHECK(n_vectors >= 1);
 	printf("checked %d pkcs11_wrap vectors\n", n_vectors);
 }
