@@ -38,12 +38,11 @@
 struct p11_token;
 
 /*
- * p11_token_open - load @module (an absolute path; refused unless it and its
- * directories are root's (or ours) and writable by no one else: it runs inside
- * the daemon), find the one token
- * labelled @label, read the user PIN from @pin_file (NULL: from
- * $ENVELOPEFS_PKCS11_PIN), log in, and keep up to @sessions (1 ..
- * P11_MAX_SESSIONS) sessions.  Returns 0 and *@out, or a kms.h errno with a
+ * p11_token_open - load @module (an absolute path; refused unless it and the
+ * directories above it are root's (or ours) and writable by no one else: it
+ * runs inside the daemon), find the one token labelled @label, read the user
+ * PIN from @pin_file (NULL: from $ENVELOPEFS_PKCS11_PIN), log in, and keep up
+ * to @sessions (1 .. P11_MAX_SESSIONS) sessions.  Returns 0 and *@out, or a kms.h errno with a
  * message in @err: -EACCES for a refused PIN or an unsafe file, -ENOENT for
  * no such token, -EINVAL for bad settings, -EAGAIN for a token not ready.
  */
