@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,6 +29,29 @@ const char *config_unknown_key(const dictionary *ini, const char *section,
 	}
 	free(keys);
 	return unknown;
+}
+
+int config_refuse_unknown(const dictionary *ini, const char *section, const char *const *known,
+			  size_t n, const char *who, char *err, size_t err_len)
+{
+	const char *unknown = config_unknown_key(ini, section, known, n);
+	size_t used, i;
+
+	if (!unknown)
+		return 0;
+	if (err && err_len) {
+		used = (size_t)snprintf(err, err_len, "setting %s is not known to %s (known: ",
+					unknown, who);
+		for (i = 0; i < n && used < err_len; i++) {
+			const char *key = strchr(known[i], ':');
+
+			used += (size_t)snprintf(err + used, err_len - used, "%s%s", i ? ", " : "",
+						 key ? key + 1 : known[i]);
+		}
+		if (used < err_len)
+			snprintf(err + used, err_len - used, ")");
+	}
+	return -EINVAL;
 }
 
 int config_fsync_dir_of(const char *path)

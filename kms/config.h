@@ -19,6 +19,15 @@
 const char *config_unknown_key(const dictionary *ini, const char *section,
 			       const char *const *known, size_t n);
 
+/*
+ * config_refuse_unknown - 0 when every key of @section is one of @known (as
+ * config_unknown_key()), else -EINVAL with "setting S:K is not known to
+ * @who (known: a, b, ...)" in @err, the known keys listed without their
+ * section.
+ */
+int config_refuse_unknown(const dictionary *ini, const char *section, const char *const *known,
+			  size_t n, const char *who, char *err, size_t err_len);
+
 /* config_fsync_dir_of - fsync the directory holding @path (its new name is durable).  0 or -errno. */
 int config_fsync_dir_of(const char *path);
 

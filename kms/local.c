@@ -265,20 +265,6 @@ static void local_close(struct kms *kms)
 	kms->priv = NULL;
 }
 
-/* check_settings - refuse keys of [kms] this provider does not know (typos). */
-static int check_settings(const dictionary *ini, char *err, size_t err_len)
-{
-	const char *unknown = config_unknown_key(
-		ini, "kms", known_settings, sizeof(known_settings) / sizeof(known_settings[0]));
-
-	if (!unknown)
-		return 0;
-	return kms_errf(err, err_len, -EINVAL,
-			"setting %s is not known to the local provider (known: provider, keyring, "
-			"keyring_id, passphrase_file)",
-			unknown);
-}
-
 static int local_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
 	const char *path = iniparser_getstring(ini, "kms:keyring", NULL);
@@ -290,7 +276,9 @@ static int local_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 	char *pass = NULL;
 	int rc;
 
-	rc = check_settings(ini, err, err_len);
+	rc = config_refuse_unknown(ini, "kms", known_settings,
+				   sizeof(known_settings) / sizeof(known_settings[0]),
+				   "the local provider", err, err_len);
 	if (rc < 0)
 		return rc;
 	if (!path || path[0] != '/')

@@ -226,10 +226,10 @@ out:
 
 /*
  * Vector types in the same document that other tests check
- * (tests/unit/kms/test_local_vector.c).  Anything neither here nor handled
+ * (tests/unit/kms/test_local_vector.c, test_pkcs11.c).  Anything neither here nor handled
  * below fails, so no vector in the document goes unchecked.
  */
-static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file" };
+static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "pkcs11_wrap" };
 
 static int is_checked_elsewhere(const char *type)
 {

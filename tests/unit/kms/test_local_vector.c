@@ -5,7 +5,7 @@
  * (Python `cryptography`); other vector types are left to their own tests.
  */
 
-#include "kms_test_util.h"
+#include "kms_vector.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -14,56 +14,22 @@
 #include "crypto/secmem.h"
 #include "kms/keyring.h"
 
-#define MAX_FIELDS 16
-#define MAX_VALUE 1024
-
-struct vector {
-	const char *doc;
-	int line;
-	int n;
-	char name[MAX_FIELDS][32];
-	char value[MAX_FIELDS][MAX_VALUE];
-};
-
 static int n_wrap, n_keyring;
-
-static const char *field(const struct vector *v, const char *name)
-{
-	int i;
-
-	for (i = 0; i < v->n; i++)
-		if (strcmp(v->name[i], name) == 0)
-			return v->value[i];
-	return NULL;
-}
-
-/* hex - field @name decoded into @out, exactly @want bytes (0: any, length in *@len). */
-static int hex(const struct vector *v, const char *name, uint8_t *out, size_t cap, size_t want,
-	       size_t *len)
-{
-	const char *s = field(v, name);
-	size_t got = 0;
-
-	if (!s || unhex(s, out, cap, &got) < 0 || (want && got != want))
-		return -1;
-	if (len)
-		*len = got;
-	return 0;
-}
 
 static void check_local_wrap(const struct vector *v)
 {
 	uint8_t kek[32], id[16], nonce[12], dek[32], blob[64], want[64], *out;
 	struct kms_context ctx;
-	const char *ver = field(v, "version");
+	const char *ver = vector_field(v, "version");
 	uint32_t version;
 
 	n_wrap++;
-	if (!ver || hex(v, "kek", kek, 32, 32, NULL) || hex(v, "keyring_id", id, 16, 16, NULL) ||
-	    hex(v, "nonce", nonce, 12, 12, NULL) ||
-	    hex(v, "volume_uuid", ctx.volume_uuid, 16, 16, NULL) ||
-	    hex(v, "file_id", ctx.file_id, 16, 16, NULL) || hex(v, "dek", dek, 32, 32, NULL) ||
-	    hex(v, "blob", want, 64, 64, NULL)) {
+	if (!ver || vector_hex(v, "kek", kek, 32, 32, NULL) ||
+	    vector_hex(v, "keyring_id", id, 16, 16, NULL) ||
+	    vector_hex(v, "nonce", nonce, 12, 12, NULL) ||
+	    vector_hex(v, "volume_uuid", ctx.volume_uuid, 16, 16, NULL) ||
+	    vector_hex(v, "file_id", ctx.file_id, 16, 16, NULL) ||
+	    vector_hex(v, "dek", dek, 32, 32, NULL) || vector_hex(v, "blob", want, 64, 64, NULL)) {
 		fprintf(stderr, "%s:%d: malformed local_wrap vector\n", v->doc, v->line);
 		CHECK(0);
 		return;
@@ -87,16 +53,17 @@ static void check_keyring_file(const struct vector *v)
 {
 	static uint8_t image[8192];
 	uint8_t id[16], key[32], pass[256];
-	const char *cur = field(v, "current");
+	const char *cur = vector_field(v, "current");
 	size_t len = 0, pass_len = 0;
 	char path[512], err[512];
 	struct keyring *kr = NULL;
 	int i, keys = 0;
 
 	n_keyring++;
-	if (!cur || hex(v, "file", image, sizeof(image), 0, &len) ||
-	    hex(v, "keyring_id", id, 16, 16, NULL) ||
-	    (field(v, "passphrase") && hex(v, "passphrase", pass, sizeof(pass), 0, &pass_len))) {
+	if (!cur || vector_hex(v, "file", image, sizeof(image), 0, &len) ||
+	    vector_hex(v, "keyring_id", id, 16, 16, NULL) ||
+	    (vector_field(v, "passphrase") &&
+	     vector_hex(v, "passphrase", pass, sizeof(pass), 0, &pass_len))) {
 		fprintf(stderr, "%s:%d: malformed keyring_file vector\n", v->doc, v->line);
 		CHECK(0);
 		return;
@@ -119,7 +86,7 @@ static void check_keyring_file(const struct vector *v)
 		if (strncmp(v->name[i], "key_", 4) != 0)
 			continue;
 		keys++;
-		REQUIRE(hex(v, v->name[i], key, 32, 32, NULL) == 0);
+		REQUIRE(vector_hex(v, v->name[i], key, 32, 32, NULL) == 0);
 		got = keyring_key(kr, (uint32_t)strtoul(v->name[i] + 4, NULL, 10));
 		CHECK(got && memcmp(got, key, 32) == 0);
 	}
@@ -127,67 +94,19 @@ static void check_keyring_file(const struct vector *v)
 	keyring_free(kr);
 }
 
-static void scan(const char *doc)
+static void check_vector(const struct vector *v, const char *type)
 {
-	const char *root = getenv("ENVELOPEFS_SOURCE_ROOT");
-	char path[1024], line[4096];
-	struct vector *v = calloc(1, sizeof(*v));
-	int in = 0, lineno = 0;
-	FILE *f;
-
-	if (!v)
-		return;
-	snprintf(path, sizeof(path), "%s/docs/%s", root ? root : ".", doc);
-	f = fopen(path, "r");
-	if (!f) {
-		free(v);
-		return;
-	}
-	while (fgets(line, sizeof(line), f)) {
-		char *eq;
-		size_t n = strcspn(line, "\r\n");
-
-		line[n] = '\0';
-		lineno++;
-		if (!in) {
-			if (strcmp(line, "```vector") == 0) {
-				memset(v, 0, sizeof(*v));
-				v->doc = doc;
-				v->line = lineno;
-				in = 1;
-			}
-			continue;
-		}
-		if (strncmp(line, "```", 3) == 0) {
-			const char *type = field(v, "type");
-
-			if (type && strcmp(type, "local_wrap") == 0)
-				check_local_wrap(v);
-			else if (type && strcmp(type, "keyring_file") == 0)
-				check_keyring_file(v);
-			in = 0;
-			continue;
-		}
-		eq = strstr(line, " = ");
-		if (!eq || v->n == MAX_FIELDS || (size_t)(eq - line) >= sizeof(v->name[0]) ||
-		    strlen(eq + 3) >= MAX_VALUE) {
-			fprintf(stderr, "%s:%d: bad vector line\n", doc, lineno);
-			CHECK(0);
-			continue;
-		}
-		*eq = '\0';
-		memcpy(v->name[v->n], line, (size_t)(eq - line) + 1);
-		memcpy(v->value[v->n], eq + 3, strlen(eq + 3) + 1);
-		v->n++;
-	}
-	CHECK(!in);
-	fclose(f);
-	free(v);
+	if (strcmp(type, "local_wrap") == 0)
+		check_local_wrap(v);
+	else
+		check_keyring_file(v);
 }
 
 static void test_vectors(void)
 {
-	scan("FORMAT.md");
+	static const char *const types[] = { "local_wrap", "keyring_file", NULL };
+
+	vector_scan("FORMAT.md", types, check_vector);
 	/* At least the three vectors this section was written with. */
 	CHECK(n_wrap >= 1);
 	CHECK(n_keyring >= 2);
