@@ -19,6 +19,7 @@
 #include "inode.h"
 #include "kms/kms.h"
 #include "layout.h"
+#include "names.h"
 #include "volume.h"
 
 /* Daemon settings: `-o config=FILE` (INI [daemon] section), see README. */
@@ -52,6 +53,7 @@ struct envfs {
 	struct layout layout;
 	struct kms *kms;
 	struct dekcache *cache;
+	struct names *names; /* name, symlink and xattr codec */
 	struct inode_table *inodes;
 	struct envfs_settings settings;
 	struct envfs_counters counters;

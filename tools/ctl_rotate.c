@@ -29,6 +29,7 @@
 
 #include "fs/rewrap.h"
 #include "fs/status.h"
+#include "fs/volkey.h"
 #include "tools/ctl.h"
 
 static const char rotate_usage[] =
@@ -94,6 +95,39 @@ static double now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int add_item(struct rotation *r, const char *path)
+{
+	if (r->n_items == r->cap_items) {
+		size_t cap = r->cap_items ? 2 * r->cap_items : 1024;
+		struct file_item *grown = realloc(r->items, cap * sizeof(*grown));
+		if (!grown)
+			return -1;
+		r->items = grown;
+		r->cap_items = cap;
+	}
+	r->items[r->n_items] = (struct file_item){.path = strdup(path)};
+	if (!r->items[r->n_items].path)
+		return -1;
+	r->n_items++;
+	return 0;
+}
+
+/*
+ * record_layout - where the record of backing file @fd lives: the volume
+ * key file (BACKING/VOLKEY_NAME, offline) is a bare two-slot header, every
+ * other file follows the volume's layout.
+ */
+static int record_layout(struct rotation *r, const char *path, int fd, struct layout *l)
+{
+	size_t len = strlen(r->backing);
+
+	if (strncmp(path, r->backing, len) == 0 && path[len] == '/' &&
+	    strcmp(path + len + 1, VOLKEY_NAME) == 0)
+		return volkey_layout(fd, l);
+	*l = r->vol.layout;
+	return 0;
+}
+
 static int collect(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	struct rotation *r = walk_target;
@@ -112,6 +146,10 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 		r->unwalkable++;
 		return 0;
 	}
+	/* A mount root with encrypted names carries the volume key's record. */
+	if (type == FTW_D && ftw->level == 0 && !r->offline &&
+	    getxattr(path, KEY_XATTR, NULL, 0) >= 0)
+		return add_item(r, path);
 	if (type != FTW_F)
 		return 0;
 	if (!S_ISREG(st->st_mode)) {
@@ -121,18 +159,7 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 	/* The volume's own configuration is not a file of the volume. */
 	if (r->offline && ftw->level == 1 && strcmp(path + ftw->base, VOLUME_CONFIG_NAME) == 0)
 		return 0;
-	if (r->n_items == r->cap_items) {
-		size_t cap = r->cap_items ? 2 * r->cap_items : 1024;
-		struct file_item *grown = realloc(r->items, cap * sizeof(*grown));
-		if (!grown)
-			return -1;
-		r->items = grown;
-		r->cap_items = cap;
-	}
-	r->items[r->n_items] = (struct file_item){.path = strdup(path)};
-	if (!r->items[r->n_items].path)
-		return -1;
-	r->n_items++;
+	return add_item(r, path);
 	return 0;
 }
 
@@ -150,10 +177,14 @@ static int file_version(struct rotation *r, const char *path, uint32_t *version)
 	struct key_record *rec = malloc(sizeof(*rec));
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), ret;
 
+	struct layout l;
+
 	if (!rec || fd < 0) {
 		ret = fd < 0 ? -errno : -ENOMEM;
 	} else {
-		ret = layout_read_record(&r->vol.layout, fd, rec, NULL);
+		ret = record_layout(r, path, fd, &l);
+		if (ret == 0)
+			ret = layout_read_record(&l, fd, rec, NULL);
 		if (ret == 0)
 			*version = rec->key_version;
 	}
@@ -166,6 +197,7 @@ static int file_version(struct rotation *r, const char *path, uint32_t *version)
 static int rewrap_path(struct rotation *r, const char *path)
 {
 	struct rewrap_result res;
+	struct layout l;
 	int fd, ret;
 
 	if (!r->offline)
@@ -173,7 +205,9 @@ static int rewrap_path(struct rotation *r, const char *path)
 	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	ret = rewrap_file(&r->vol.layout, r->vol.kms, r->vol.cfg.uuid, fd, NULL, &res);
+	ret = record_layout(r, path, fd, &l);
+	if (ret == 0)
+		ret = rewrap_file(&l, r->vol.kms, r->vol.cfg.uuid, fd, NULL, &res);
 	close(fd);
 	return ret < 0 ? ret : 0;
 }
@@ -500,6 +534,8 @@ int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_
 	int code = CTL_OK;
 
 	*users = *unreadable = 0;
+	if (offline && !realpath(dir, r.backing))
+		return ctl_err(CTL_FAILED, "%s: %s", dir, strerror(errno));
 	if (offline)
 		code = ctl_volume_open(dir, NULL, NULL, false, &r.vol);
 	if (code == CTL_OK)

@@ -222,10 +222,11 @@ out:
 
 /*
  * Vector types in the same document that other tests check
- * (tests/unit/kms/test_local_vector.c).  Anything neither here nor handled
+ * (tests/unit/kms/test_local_vector.c, tests/unit/fs/test_names.c).  Anything neither here nor handled
  * below fails, so no vector in the document goes unchecked.
  */
-static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file" };
+static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "names_keys",
+						 "name", "dirid", "symlink", "xattr" };
 
 static int is_checked_elsewhere(const char *type)
 {
