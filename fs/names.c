@@ -198,7 +198,7 @@ static bool is_long_entry(const char *entry)
 {
 	size_t plen = strlen(NAMES_LONG_PREFIX);
 
-	if (strncmp(entry, NAMES_LONG_PREFIX, plen) != 0 || strlen(entry + plen) != HASH_B64_LEN)
+	if (strlen(entry) != plen + HASH_B64_LEN || strncmp(entry, NAMES_LONG_PREFIX, plen) != 0)
 		return false;
 	for (const char *p = entry + plen; *p; p++)
 		if (b64_value(*p) < 0)

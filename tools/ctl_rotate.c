@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -194,6 +195,7 @@ static int file_version(struct rotation *r, const char *path, uint32_t *version)
 	return ret;
 }
 
+/* rewrap_path - re-wrap one file: 0, 1 when it was already current (offline), or -errno. */
 static int rewrap_path(struct rotation *r, const char *path)
 {
 	struct rewrap_result res;
@@ -205,11 +207,13 @@ static int rewrap_path(struct rotation *r, const char *path)
 	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	ret = record_layout(r, path, fd, &l);
+	/* Two names of one file (hard links) may reach two workers at once: the
+	 * second waits, then finds the record current (1). */
+	ret = flock(fd, LOCK_EX) < 0 ? -errno : record_layout(r, path, fd, &l);
 	if (ret == 0)
 		ret = rewrap_file(&l, r->vol.kms, r->vol.cfg.uuid, fd, NULL, &res);
 	close(fd);
-	return ret < 0 ? ret : 0;
+	return ret;
 }
 
 /* Wait for a slot under --max-rate. */
@@ -261,6 +265,10 @@ static void process(struct rotation *r, struct file_item *it)
 	}
 	rate_wait(r);
 	ret = rewrap_path(r, it->path);
+	if (ret == 1) {
+		it->outcome = DONE_CURRENT; /* another name of the file got there first */
+		return;
+	}
 	if (ret == 0)
 		ret = file_version(r, it->path, &version);
 	if (ret == -ENOENT) {
