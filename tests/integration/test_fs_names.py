@@ -351,3 +351,30 @@ def test_offline_ls_and_decrypt_by_path(tmp_path):
     p.unmount()
     assert ctl("ls", p.backing).stdout == b"f a.txt\n"
     assert ctl("decrypt", "--path", p.backing, "a.txt").stdout == b"a"
+
+
+def test_crash_debris_is_hidden_and_harmless(hevol):
+    """What a crash can leave (docs/FORMAT.md): a side record without its entry, a directory
+    under a temporary name.  Neither shows, and both names can be used again."""
+    m = hevol.mnt
+    os.mkdir(m / "d")
+    long_name = "C" * 200
+    put(m / "d" / long_name, b"x")
+    os.mkdir(m / "d" / "sub")
+    hevol.unmount()
+    bd = hevol.backing_path("d")
+    entry = next(p for p in bd.glob("envelopefs.long.*") if not p.name.endswith(".name"))
+    os.unlink(entry)  # crashed between the side record and the entry
+    sub = hevol.backing_path("d/sub")
+    os.rename(sub, bd / "envelopefs.tmp.1.1")  # crashed before the rename into place
+    hevol.mount()
+    assert os.listdir(m / "d") == []
+    with pytest.raises(FileNotFoundError):
+        os.stat(m / "d" / long_name)
+    put(m / "d" / long_name, b"again")
+    os.mkdir(m / "d" / "sub")
+    assert sorted(os.listdir(m / "d")) == sorted([long_name, "sub"])
+    os.unlink(m / "d" / long_name)
+    os.rmdir(m / "d" / "sub")
+    os.rmdir(m / "d")  # the debris goes with its directory
+    assert os.listdir(m) == []
