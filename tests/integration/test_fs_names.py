@@ -335,6 +335,7 @@ def test_offline_ls_and_decrypt_by_path(tmp_path):
     put(v.mnt / "docs" / ("D" * 180) / "report.txt", b"quarterly")
     os.symlink("report.txt", v.mnt / "docs" / "link")
     v.unmount()
+    assert b"names:           encrypted" in ctl("info", v.backing).stdout
     out = ctl("ls", v.backing)
     assert out.returncode == 0 and out.stdout.decode() == "d docs\n"
     out = ctl("ls", v.backing, "docs").stdout.decode().splitlines()
