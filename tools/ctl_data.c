@@ -24,8 +24,8 @@
 #include "tools/ctl.h"
 
 /* The options encrypt and decrypt share. */
-#define DATA_OPTIONS_HELP                                                                    \
-	"Options:\n"                                                                          \
+#define DATA_OPTIONS_HELP "Options:\n" DATA_OPTIONS_LIST
+#define DATA_OPTIONS_LIST                                                                    \
 	"  --keyring PATH          use this keyring instead of the volume's kms:keyring\n"    \
 	"  --passphrase-file FILE  read the keyring passphrase from FILE\n"                   \
 	"  -h, --help              show this help\n"                                          \
@@ -51,8 +51,9 @@ static const char decrypt_usage[] =
 	"is written; at the first bad block decrypt stops with exit status 3, naming\n"
 	"the block, and stdout holds exactly the blocks before it.\n"
 	"\n"
+	"Options:\n"
 	"  --path                  the second argument is a plaintext path in the volume\n"
-	DATA_OPTIONS_HELP;
+	DATA_OPTIONS_LIST;
 
 struct data_args {
 	const char *keyring;
