@@ -20,6 +20,7 @@
 #include "inode.h"
 #include "kms/kms.h"
 #include "layout.h"
+#include "names.h"
 #include "volume.h"
 
 /* Daemon settings: `-o config=FILE` (INI [daemon] section), see README. */
@@ -58,6 +59,7 @@ struct envfs {
 	struct kms *kms;
 	struct dek_pool *pool; /* keys for new files */
 	struct dekcache *cache;
+	struct names *names; /* name, symlink and xattr codec */
 	struct inode_table *inodes;
 	struct envfs_settings settings;
 	struct envfs_counters counters;

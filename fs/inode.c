@@ -59,6 +59,7 @@ struct inode *inode_table_root(struct inode_table *t)
 static void inode_free(struct inode *in)
 {
 	close(in->fd);
+	free(in->link_target);
 	pthread_rwlock_destroy(&in->content_lock);
 	pthread_mutex_destroy(&in->key_lock);
 	free(in);
@@ -77,6 +78,7 @@ void inode_table_destroy(struct inode_table *t)
 		}
 	}
 	close(t->root.fd);
+	free(t->root.link_target);
 	free(t);
 }
 

@@ -45,6 +45,14 @@ struct inode {
 	struct key_record *missed_record;
 	unsigned opens;
 
+	/* Encrypted-name volumes, guarded by key_lock.  A directory's ID is
+	 * read once: it never changes, and travels with the directory.  A
+	 * symlink's target is decrypted when its name is looked up, because
+	 * it is bound to that name and readlink names only the inode. */
+	bool dirid_known;
+	uint8_t dirid[16];
+	char *link_target;
+
 	struct inode *hash_next;
 };
 

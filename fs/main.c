@@ -28,6 +28,7 @@
 #include "filekey.h"
 #include "log.h"
 #include "ops.h"
+#include "volkey.h"
 
 /* Exit codes (documented in --help and README). */
 enum {
@@ -162,7 +163,38 @@ static int check_mountpoint(const char *mountpoint)
 	return 0;
 }
 
-/* Load the volume and its keys.  Returns an exit code. */
+/*
+ * The name codec; with encrypted names the volume key is unwrapped here,
+ * once per mount, and only the keys derived from it are kept.
+ */
+static int open_names(struct envfs *fs, int root_fd)
+{
+	uint8_t *key = NULL;
+	char err[512];
+	int ret;
+
+	if (fs->cfg.names_encrypted) {
+		key = secmem_alloc(KMS_DEK_LEN);
+		if (!key) {
+			fprintf(stderr, "envelopefs: out of locked memory for the volume key\n");
+			return EXIT_MOUNT;
+		}
+		ret = volkey_load(root_fd, &fs->cfg, fs->kms, key, err, sizeof(err));
+		if (ret < 0) {
+			secmem_free(key, KMS_DEK_LEN);
+			fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
+			return EXIT_KEYS;
+		}
+	}
+	ret = names_create(fs->cfg.names_encrypted, key, fs->cfg.uuid, &fs->names);
+	secmem_free(key, KMS_DEK_LEN);
+	if (ret < 0) {
+		fprintf(stderr, "envelopefs: cannot derive the name keys: %s\n", strerror(-ret));
+		return EXIT_KEYS;
+	}
+	return EXIT_OK;
+}
+
 static void log_rekey_failure(const char *msg)
 {
 	log_msg(LOG_ERR, "%s", msg);
@@ -189,6 +221,7 @@ static void finish_rekeys(struct envfs *fs)
 			rec.finished, rec.removed, rec.failed);
 }
 
+/* Load the volume and its keys.  Returns an exit code. */
 static int open_volume(struct envfs *fs, const char *backing)
 {
 	char path[PATH_MAX], err[512];
@@ -238,12 +271,13 @@ static int open_volume(struct envfs *fs, const char *backing)
 		return EXIT_VOLUME;
 	}
 	finish_rekeys(fs);
-	return EXIT_OK;
+	return open_names(fs, root_fd);
 }
 
 static void close_volume(struct envfs *fs)
 {
 	inode_table_destroy(fs->inodes);
+	names_destroy(fs->names); /* wipes the name keys */
 	dekcache_destroy(fs->cache); /* wipes every DEK */
 	dek_pool_destroy(fs->pool);  /* wipes the keys made ahead */
 	if (fs->kms)

@@ -1,36 +1,502 @@
 /* SPDX-License-Identifier: MIT */
-/* The name codec (identity version): see names.h. */
+/* The metadata codec: see names.h and docs/FORMAT.md. */
 #include "names.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "crypto/kdf.h"
+#include "crypto/random.h"
+#include "crypto/secmem.h"
+#include "crypto/siv.h"
 #include "volume.h"
 
-static bool reserved(bool parent_is_root, const char *name)
+#define HASH_B64_LEN 43 /* base64url of a SHA-256 */
+#define XATTR_USER "user."
+#define XATTR_VALUE_FORMAT 1
+
+static const char label_names[] = "envelopefs v1 names";
+static const char label_links[] = "envelopefs v1 symlink targets";
+static const char label_xattrs[] = "envelopefs v1 xattrs";
+
+struct names {
+	bool encrypted;
+	uint8_t *keys; /* secmem: K_name ‖ K_link ‖ K_xattr */
+};
+
+#define K_NAME(n) ((n)->keys)
+#define K_LINK(n) ((n)->keys + SIV_KEY_LEN)
+#define K_XATTR(n) ((n)->keys + 2 * SIV_KEY_LEN)
+
+int names_create(bool encrypted, const uint8_t *volume_key, const uint8_t *uuid,
+		 struct names **out)
 {
-	return parent_is_root &&
+	struct names *n = calloc(1, sizeof(*n));
+	int ret = 0;
+
+	if (!n)
+		return -ENOMEM;
+	n->encrypted = encrypted;
+	if (encrypted) {
+		n->keys = secmem_alloc(3 * SIV_KEY_LEN);
+		if (!n->keys) {
+			free(n);
+			return -ENOMEM;
+		}
+		ret = crypto_hkdf_sha256(volume_key, NAMES_KEY_LEN, uuid, 16, label_names,
+					 strlen(label_names), K_NAME(n), SIV_KEY_LEN);
+		if (ret == 0)
+			ret = crypto_hkdf_sha256(volume_key, NAMES_KEY_LEN, uuid, 16, label_links,
+						 strlen(label_links), K_LINK(n), SIV_KEY_LEN);
+		if (ret == 0)
+			ret = crypto_hkdf_sha256(volume_key, NAMES_KEY_LEN, uuid, 16, label_xattrs,
+						 strlen(label_xattrs), K_XATTR(n), SIV_KEY_LEN);
+		if (ret < 0) {
+			names_destroy(n);
+			return ret;
+		}
+	}
+	*out = n;
+	return 0;
+}
+
+void names_destroy(struct names *n)
+{
+	if (!n)
+		return;
+	secmem_free(n->keys, 3 * SIV_KEY_LEN);
+	free(n);
+}
+
+bool names_encrypted(const struct names *n)
+{
+	return n->encrypted;
+}
+
+static const char b64_alphabet[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t names_b64_encode(const uint8_t *in, size_t len, char *out)
+{
+	size_t o = 0, i;
+
+	for (i = 0; i + 3 <= len; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+		out[o++] = b64_alphabet[v >> 18];
+		out[o++] = b64_alphabet[(v >> 12) & 63];
+		out[o++] = b64_alphabet[(v >> 6) & 63];
+		out[o++] = b64_alphabet[v & 63];
+	}
+	if (len - i == 1) {
+		out[o++] = b64_alphabet[in[i] >> 2];
+		out[o++] = b64_alphabet[(in[i] & 3) << 4];
+	} else if (len - i == 2) {
+		uint32_t v = (uint32_t)in[i] << 8 | in[i + 1];
+		out[o++] = b64_alphabet[v >> 10];
+		out[o++] = b64_alphabet[(v >> 4) & 63];
+		out[o++] = b64_alphabet[(v & 15) << 2];
+	}
+	out[o] = '\0';
+	return o;
+}
+
+static int b64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
+}
+
+long names_b64_decode(const char *in, uint8_t *out, size_t cap)
+{
+	size_t len = strlen(in), o = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+
+	/* One leftover character carries only 6 bits: never a whole byte. */
+	if (len % 4 == 1 || len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > cap)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		int v = b64_value(in[i]);
+
+		if (v < 0)
+			return -EINVAL;
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	/* Canonical form only: the unused low bits are zero, so every byte
+	 * string has exactly one encoding (and one backing name). */
+	if (acc & ((1u << bits) - 1))
+		return -EINVAL;
+	return (long)o;
+}
+
+static bool plain_reserved(bool in_root, const char *name)
+{
+	return in_root &&
 	       (strcmp(name, VOLUME_CONFIG_NAME) == 0 || strcmp(name, VOLUME_REKEY_DIR) == 0);
 }
 
-int names_to_backing(bool parent_is_root, const char *name, char *out)
+/* Long entry name for the full encoded name @full. */
+static int long_entry(const char *full, char *entry)
 {
-	size_t len = strlen(name);
+	uint8_t hash[SHA256_LEN];
+	int ret = crypto_sha256(full, strlen(full), hash);
 
-	if (len > NAMES_MAX)
-		return -ENAMETOOLONG;
-	if (reserved(parent_is_root, name))
-		return -EPERM;
-	memcpy(out, name, len + 1);
+	if (ret < 0)
+		return ret;
+	memcpy(entry, NAMES_LONG_PREFIX, strlen(NAMES_LONG_PREFIX));
+	names_b64_encode(hash, sizeof(hash), entry + strlen(NAMES_LONG_PREFIX));
 	return 0;
 }
 
-int names_from_backing(bool parent_is_root, const char *backing, char *out)
+int names_encode(const struct names *n, const uint8_t *dirid, bool in_root, const char *name,
+		 struct backing_name *out)
 {
-	size_t len = strlen(backing);
+	uint8_t sealed[SIV_TAG_LEN + NAMES_MAX];
+	struct siv_ad ad = {dirid, NAMES_DIRID_LEN};
+	size_t len = strlen(name);
+	int ret;
 
-	if (len > NAMES_MAX || reserved(parent_is_root, backing))
-		return -ENOENT;
-	memcpy(out, backing, len + 1);
+	if (len > NAMES_MAX)
+		return -ENAMETOOLONG;
+	if (len == 0 || strchr(name, '/'))
+		return -EINVAL;
+	out->full[0] = '\0';
+	if (!n->encrypted) {
+		if (plain_reserved(in_root, name))
+			return -EPERM;
+		memcpy(out->entry, name, len + 1);
+		return 0;
+	}
+	ret = siv_seal(K_NAME(n), &ad, 1, name, len, sealed);
+	if (ret < 0)
+		return ret;
+	if ((SIV_TAG_LEN + len) * 4 <= 3 * NAMES_MAX) {
+		names_b64_encode(sealed, SIV_TAG_LEN + len, out->entry);
+		return 0;
+	}
+	names_b64_encode(sealed, SIV_TAG_LEN + len, out->full);
+	return long_entry(out->full, out->entry);
+}
+
+static bool is_long_entry(const char *entry)
+{
+	size_t plen = strlen(NAMES_LONG_PREFIX);
+
+	if (strlen(entry) != plen + HASH_B64_LEN || strncmp(entry, NAMES_LONG_PREFIX, plen) != 0)
+		return false;
+	for (const char *p = entry + plen; *p; p++)
+		if (b64_value(*p) < 0)
+			return false;
+	return true;
+}
+
+enum names_entry names_classify(const struct names *n, bool in_root, const char *entry)
+{
+	if (strcmp(entry, ".") == 0 || strcmp(entry, "..") == 0)
+		return NAMES_ENTRY_HIDDEN;
+	if (!n->encrypted)
+		return plain_reserved(in_root, entry) ? NAMES_ENTRY_HIDDEN : NAMES_ENTRY_SHORT;
+	if (is_long_entry(entry))
+		return NAMES_ENTRY_LONG;
+	return strchr(entry, '.') ? NAMES_ENTRY_HIDDEN : NAMES_ENTRY_SHORT;
+}
+
+/* Decrypt the encoded name @text into @out and check it is a legal name. */
+static int open_name(const struct names *n, const uint8_t *dirid, const char *text, char *out)
+{
+	uint8_t sealed[SIV_TAG_LEN + NAMES_MAX];
+	struct siv_ad ad = {dirid, NAMES_DIRID_LEN};
+	long len = names_b64_decode(text, sealed, sizeof(sealed));
+
+	if (len <= SIV_TAG_LEN)
+		return -EBADMSG;
+	if (siv_open(K_NAME(n), &ad, 1, sealed, (size_t)len, out) < 0)
+		return -EBADMSG;
+	len -= SIV_TAG_LEN;
+	out[len] = '\0';
+	/* Only a forger with the key could seal these; refuse them anyway. */
+	if (memchr(out, '\0', (size_t)len) || memchr(out, '/', (size_t)len))
+		return -EBADMSG;
 	return 0;
+}
+
+int names_decode(const struct names *n, const uint8_t *dirid, bool in_root, const char *entry,
+		 const char *full, char *out)
+{
+	char expect[NAMES_MAX + 1];
+
+	switch (names_classify(n, in_root, entry)) {
+	case NAMES_ENTRY_HIDDEN:
+		return -ENOENT;
+	case NAMES_ENTRY_SHORT:
+		if (!n->encrypted) {
+			memcpy(out, entry, strlen(entry) + 1);
+			return 0;
+		}
+		/* A name short enough to be stored as itself never appears long. */
+		if (strlen(entry) > NAMES_MAX)
+			return -EBADMSG;
+		return open_name(n, dirid, entry, out);
+	case NAMES_ENTRY_LONG:
+		/* The side record must be the one this entry's name was made from,
+		 * and long: a swapped or shortened record is not authentic. */
+		if (!full || strlen(full) <= NAMES_MAX || long_entry(full, expect) < 0 ||
+		    strcmp(expect, entry) != 0)
+			return -EBADMSG;
+		return open_name(n, dirid, full, out);
+	}
+	return -ENOENT;
+}
+
+/* readlinkat() of @name into @buf (@cap bytes with its NUL): -EIO if not a fitting link. */
+static int read_link_text(int dirfd, const char *name, char *buf, size_t cap)
+{
+	ssize_t len = readlinkat(dirfd, name, buf, cap);
+
+	if (len < 0)
+		return errno == ENOENT || errno == EINVAL ? -EIO : -errno;
+	if ((size_t)len >= cap)
+		return -EIO;
+	buf[len] = '\0';
+	return 0;
+}
+
+int names_dirid_read(int dirfd, uint8_t id[NAMES_DIRID_LEN])
+{
+	char text[32];
+	uint8_t raw[NAMES_DIRID_LEN + 2];
+	int ret = read_link_text(dirfd, NAMES_DIRID_ENTRY, text, sizeof(text));
+
+	if (ret < 0)
+		return ret;
+	if (names_b64_decode(text, raw, sizeof(raw)) != NAMES_DIRID_LEN)
+		return -EIO;
+	memcpy(id, raw, NAMES_DIRID_LEN);
+	return 0;
+}
+
+int names_dirid_make(int dirfd)
+{
+	uint8_t id[NAMES_DIRID_LEN];
+	char text[32];
+	int ret = crypto_random(id, sizeof(id));
+
+	if (ret < 0)
+		return ret;
+	names_b64_encode(id, sizeof(id), text);
+	/* A symlink: its target is written with the entry, in one journaled
+	 * metadata operation, so a crash leaves the ID whole or absent. */
+	return symlinkat(text, dirfd, NAMES_DIRID_ENTRY) < 0 ? -errno : 0;
+}
+
+static void side_name(const char *entry, char *out)
+{
+	memcpy(out, entry, strlen(entry));
+	strcpy(out + strlen(entry), NAMES_SIDE_SUFFIX);
+}
+
+int names_side_read(int dirfd, const char *entry, char *full)
+{
+	char side[NAMES_MAX + 1];
+
+	side_name(entry, side);
+	return read_link_text(dirfd, side, full, NAMES_FULL_MAX + 1);
+}
+
+int names_side_write(int dirfd, const struct backing_name *b)
+{
+	char side[NAMES_MAX + 1], have[NAMES_FULL_MAX + 1];
+
+	side_name(b->entry, side);
+	if (symlinkat(b->full, dirfd, side) < 0) {
+		if (errno != EEXIST)
+			return -errno;
+		/* The same name's record (entry being replaced or relinked),
+		 * or debris: keep the first, replace the second. */
+		if (read_link_text(dirfd, side, have, sizeof(have)) == 0 &&
+		    strcmp(have, b->full) == 0)
+			return 0;
+		if (unlinkat(dirfd, side, 0) < 0 || symlinkat(b->full, dirfd, side) < 0)
+			return -errno;
+	}
+	/* The record is durable before the entry that needs it exists.
+	 * (@dirfd may be O_PATH, which cannot be synced.) */
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0 || fsync(fd) < 0)
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+void names_side_remove(int dirfd, const char *entry)
+{
+	char side[NAMES_MAX + 1];
+
+	side_name(entry, side);
+	/* An orphan record left by a failure here is hidden and harmless. */
+	(void)unlinkat(dirfd, side, 0);
+}
+
+int names_link_seal(const struct names *n, const uint8_t *dirid, const char *name,
+		    const char *target, char *stored)
+{
+	struct siv_ad ad[2] = {{dirid, NAMES_DIRID_LEN}, {name, strlen(name)}};
+	size_t len = strlen(target);
+	uint8_t *sealed;
+	int ret;
+
+	if (!n->encrypted) {
+		if (len > NAMES_TARGET_MAX)
+			return -ENAMETOOLONG;
+		memcpy(stored, target, len + 1);
+		return 0;
+	}
+	if (len == 0)
+		return -ENOENT; /* as symlink(2) says of an empty target */
+	if ((4 * (SIV_TAG_LEN + len) + 2) / 3 > NAMES_TARGET_MAX)
+		return -ENAMETOOLONG;
+	sealed = malloc(SIV_TAG_LEN + len);
+	if (!sealed)
+		return -ENOMEM;
+	ret = siv_seal(K_LINK(n), ad, 2, target, len, sealed);
+	if (ret == 0)
+		names_b64_encode(sealed, SIV_TAG_LEN + len, stored);
+	free(sealed);
+	return ret;
+}
+
+int names_link_open(const struct names *n, const uint8_t *dirid, const char *name,
+		    const char *stored, char *target)
+{
+	struct siv_ad ad[2] = {{dirid, NAMES_DIRID_LEN}, {name, strlen(name)}};
+	uint8_t *sealed;
+	long len;
+	int ret = -EBADMSG;
+
+	if (!n->encrypted) {
+		memcpy(target, stored, strlen(stored) + 1);
+		return 0;
+	}
+	sealed = malloc(NAMES_TARGET_MAX);
+	if (!sealed)
+		return -ENOMEM;
+	len = names_b64_decode(stored, sealed, NAMES_TARGET_MAX);
+	if (len > SIV_TAG_LEN && siv_open(K_LINK(n), ad, 2, sealed, (size_t)len, target) == 0) {
+		target[len - SIV_TAG_LEN] = '\0';
+		ret = memchr(target, '\0', (size_t)len - SIV_TAG_LEN) ? -EBADMSG : 0;
+	}
+	free(sealed);
+	return ret;
+}
+
+size_t names_link_size(const struct names *n, size_t stored_len)
+{
+	size_t sealed = stored_len * 3 / 4;
+
+	if (!n->encrypted)
+		return stored_len;
+	return sealed > SIV_TAG_LEN ? sealed - SIV_TAG_LEN : 0;
+}
+
+bool names_xattr_is_user(const struct names *n, const char *name)
+{
+	return n->encrypted && strncmp(name, XATTR_USER, strlen(XATTR_USER)) == 0;
+}
+
+int names_xattr_name_seal(const struct names *n, const uint8_t *owner, const char *name,
+			  char *out)
+{
+	struct siv_ad ad = {owner, NAMES_DIRID_LEN};
+	const char *suffix = name + strlen(XATTR_USER);
+	uint8_t sealed[SIV_TAG_LEN + NAMES_XATTR_NAME_MAX];
+	size_t len = strlen(suffix);
+	int ret;
+
+	if (len == 0)
+		return -EINVAL;
+	if (strlen(XATTR_USER) + (4 * (SIV_TAG_LEN + len) + 2) / 3 > NAMES_XATTR_NAME_MAX)
+		return -ERANGE;
+	ret = siv_seal(K_XATTR(n), &ad, 1, suffix, len, sealed);
+	if (ret < 0)
+		return ret;
+	strcpy(out, XATTR_USER);
+	names_b64_encode(sealed, SIV_TAG_LEN + len, out + strlen(XATTR_USER));
+	return 0;
+}
+
+int names_xattr_name_open(const struct names *n, const uint8_t *owner, const char *stored,
+			  char *out)
+{
+	struct siv_ad ad = {owner, NAMES_DIRID_LEN};
+	uint8_t sealed[SIV_TAG_LEN + NAMES_XATTR_NAME_MAX];
+	long len = names_b64_decode(stored + strlen(XATTR_USER), sealed, sizeof(sealed));
+	size_t plen = strlen(XATTR_USER);
+
+	if (len <= SIV_TAG_LEN || (size_t)len - SIV_TAG_LEN + plen > NAMES_XATTR_NAME_MAX)
+		return -EBADMSG;
+	strcpy(out, XATTR_USER);
+	if (siv_open(K_XATTR(n), &ad, 1, sealed, (size_t)len, out + plen) < 0)
+		return -EBADMSG;
+	out[plen + (size_t)len - SIV_TAG_LEN] = '\0';
+	return memchr(out + plen, '\0', (size_t)len - SIV_TAG_LEN) ? -EBADMSG : 0;
+}
+
+int names_xattr_value_seal(const struct names *n, const uint8_t *owner, const char *name,
+			   const void *value, size_t len, uint8_t *out)
+{
+	struct siv_ad ad[2] = {{owner, NAMES_DIRID_LEN}, {name, strlen(name)}};
+	uint8_t *plain = malloc(len + 1);
+	int ret;
+
+	if (!plain)
+		return -ENOMEM;
+	/* The format byte keeps an empty value a non-empty, sealed message. */
+	plain[0] = XATTR_VALUE_FORMAT;
+	if (len)
+		memcpy(plain + 1, value, len);
+	ret = siv_seal(K_XATTR(n), ad, 2, plain, len + 1, out);
+	secmem_wipe(plain, len + 1);
+	free(plain);
+	return ret;
+}
+
+int names_xattr_value_open(const struct names *n, const uint8_t *owner, const char *name,
+			   const uint8_t *stored, size_t len, void *out)
+{
+	struct siv_ad ad[2] = {{owner, NAMES_DIRID_LEN}, {name, strlen(name)}};
+	uint8_t *plain;
+	int ret = -EBADMSG;
+
+	if (len < NAMES_XATTR_OVERHEAD)
+		return -EBADMSG;
+	plain = malloc(len - SIV_TAG_LEN);
+	if (!plain)
+		return -ENOMEM;
+	if (siv_open(K_XATTR(n), ad, 2, stored, len, plain) == 0 &&
+	    plain[0] == XATTR_VALUE_FORMAT) {
+		memcpy(out, plain + 1, len - NAMES_XATTR_OVERHEAD);
+		ret = 0;
+	}
+	secmem_wipe(plain, len - SIV_TAG_LEN);
+	free(plain);
+	return ret;
 }

@@ -3,30 +3,170 @@
 #define ENVELOPEFS_FS_NAMES_H
 
 /*
- * The name codec: every name the daemon hands to the backing filesystem goes
- * through names_to_backing(), and every backing name it shows comes through
- * names_from_backing().  This version is the identity, except that the
- * volume's own files in the backing root (envelopefs.conf, the re-key
- * journal directory envelopefs.rekey) can neither be
- * seen nor created through the mount.  Name encryption plugs in here.
+ * The metadata codec: how names, symlink targets and user xattrs look on
+ * the backing store (docs/FORMAT.md, "Names, symlink targets and xattrs").
+ * Every name the daemon or the offline tools hand to the backing filesystem
+ * goes through names_encode(), every backing name they show through
+ * names_decode().  Nothing here knows about FUSE; the daemon and
+ * envelopefsctl share it.
+ *
+ * Two modes, fixed per volume (volume.h, names = encrypted | plain):
+ *
+ *  - plain: identity names, targets and xattrs; only the volume's own
+ *    files in the backing root (envelopefs.conf, the re-key journals in
+ *    envelopefs.rekey) can be neither seen nor created.
+ *  - encrypted: keys derived from the volume key (volkey.h):
+ *      K_name  = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 names")
+ *      K_link  = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 symlink targets")
+ *      K_xattr = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 xattrs")
+ *    (64 bytes each, AES-256-SIV keys).  A name is
+ *      base64url(SIV(K_name, AD = [directory ID], name))      (unpadded)
+ *    and, when that is longer than NAMES_MAX, the entry is
+ *      NAMES_LONG_PREFIX base64url(SHA-256(full encoded name))
+ *    with a side record ENTRY NAMES_SIDE_SUFFIX, a symlink whose target is
+ *    the full encoded name.  Every directory holds its random ID as the
+ *    symlink NAMES_DIRID_ENTRY -> base64url(16 bytes).
+ *
+ * Invariant: in an encrypted directory every name the volume itself uses
+ * contains a '.', which base64url never does, so no user name can collide
+ * with one; and every such name is hidden from listings.
+ *
+ * Keys live in secmem and are wiped by names_destroy().
  */
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define NAMES_MAX 255
+#define NAMES_DIRID_LEN 16
+#define NAMES_KEY_LEN 32
+/* base64url of SIV_TAG_LEN + NAMES_MAX bytes */
+#define NAMES_FULL_MAX 362
+#define NAMES_DIRID_ENTRY "envelopefs.dirid"
+#define NAMES_LONG_PREFIX "envelopefs.long."
+#define NAMES_SIDE_SUFFIX ".name"
+/* Directories being made or removed: hidden, so a crash leaves no half. */
+#define NAMES_TEMP_PREFIX "envelopefs.tmp."
+/* Longest symlink target a backing filesystem stores, NUL excluded. */
+#define NAMES_TARGET_MAX 4095
+#define NAMES_XATTR_NAME_MAX 255
+#define NAMES_XATTR_VALUE_MAX 65536
+/* A sealed xattr value: SIV tag, a format byte, then the value. */
+#define NAMES_XATTR_OVERHEAD 17
+
+struct names;
 
 /*
- * names_to_backing - the backing name for @name in the directory @parent_is_root.
- * @out holds NAMES_MAX + 1 bytes.  Returns 0, -ENAMETOOLONG, or -EPERM for a
- * name reserved by the volume (lookups turn that into -ENOENT).
+ * names_create - a codec.  @encrypted: derive the keys from @volume_key
+ * (NAMES_KEY_LEN bytes) and @uuid; otherwise both may be NULL.
+ * Returns 0 or -ENOMEM / -EIO.
  */
-int names_to_backing(bool parent_is_root, const char *name, char *out);
+int names_create(bool encrypted, const uint8_t *volume_key, const uint8_t *uuid,
+		 struct names **out);
+void names_destroy(struct names *n);
+bool names_encrypted(const struct names *n);
+
+/* The backing form of one plaintext name in one directory. */
+struct backing_name {
+	char entry[NAMES_MAX + 1];     /* the directory entry */
+	char full[NAMES_FULL_MAX + 1]; /* long names: the side record's content; else "" */
+};
+
+static inline bool backing_name_is_long(const struct backing_name *b)
+{
+	return b->full[0] != '\0';
+}
 
 /*
- * names_from_backing - the name to show for backing entry @backing; @out holds
- * NAMES_MAX + 1 bytes.  Returns 0, or -ENOENT for entries the mount hides.
+ * names_encode - the backing form of @name in a directory with ID @dirid
+ * (NULL in plain mode), @in_root telling whether it is the backing root.
+ * Returns 0, -ENAMETOOLONG, -EINVAL (empty, or holds '/'), or -EPERM for a
+ * name the volume reserves (plain mode: its own files in the root).
  */
-int names_from_backing(bool parent_is_root, const char *backing, char *out);
+int names_encode(const struct names *n, const uint8_t *dirid, bool in_root, const char *name,
+		 struct backing_name *out);
+
+/* What a backing entry is. */
+enum names_entry {
+	NAMES_ENTRY_SHORT,  /* an entry whose name is its own */
+	NAMES_ENTRY_LONG,   /* a long-name entry: its name is in its side record */
+	NAMES_ENTRY_HIDDEN, /* the volume's own (or "." and ".."): never shown */
+};
+
+enum names_entry names_classify(const struct names *n, bool in_root, const char *entry);
+
+/*
+ * names_decode - the plaintext name of backing entry @entry (@full: the
+ * side record of a long entry, else NULL) into @out (NAMES_MAX + 1 bytes).
+ * Returns 0, -ENOENT for a hidden entry, or -EBADMSG when the name (or the
+ * side record) is not authentic for this directory.
+ */
+int names_decode(const struct names *n, const uint8_t *dirid, bool in_root, const char *entry,
+		 const char *full, char *out);
+
+/*
+ * Per-directory IDs (encrypted mode).  names_dirid_read - the ID of the
+ * directory @dirfd: -EIO when missing or malformed.  names_dirid_make -
+ * give the directory @dirfd a fresh random ID (-EEXIST if it has one).
+ */
+int names_dirid_read(int dirfd, uint8_t id[NAMES_DIRID_LEN]);
+int names_dirid_make(int dirfd);
+
+/*
+ * Long-name side records.  names_side_read - the side record of entry
+ * @entry in @dirfd into @full (NAMES_FULL_MAX + 1): -EIO when missing or
+ * malformed.  names_side_write - make it hold @b->full, durably (the
+ * directory is fsynced) before the caller creates the entry, so that an
+ * entry never exists without its record.  names_side_remove - remove it
+ * (after its entry is gone); a missing record is not an error.
+ */
+int names_side_read(int dirfd, const char *entry, char *full);
+int names_side_write(int dirfd, const struct backing_name *b);
+void names_side_remove(int dirfd, const char *entry);
+
+/*
+ * Symlink targets: bound to the link's directory ID and plaintext name.
+ * names_link_seal - @stored (NAMES_TARGET_MAX + 1 bytes) for @target;
+ * -ENAMETOOLONG when it would not fit.  names_link_open - the target back
+ * into @target (NAMES_TARGET_MAX + 1); -EBADMSG when not authentic.
+ * In plain mode both copy.
+ */
+int names_link_seal(const struct names *n, const uint8_t *dirid, const char *name,
+		    const char *target, char *stored);
+int names_link_open(const struct names *n, const uint8_t *dirid, const char *name,
+		    const char *stored, char *target);
+/* names_link_size - the plaintext length of a target stored in @stored_len bytes. */
+size_t names_link_size(const struct names *n, size_t stored_len);
+
+/*
+ * Extended attributes.  Only the "user." namespace is encrypted; every
+ * other name (system.posix_acl_*, security.*, trusted.*) passes through.
+ * @owner is the ID of the file the attribute belongs to (a directory's ID,
+ * a regular file's key-record file ID), so that a name or value copied
+ * onto another file does not decrypt.
+ *
+ * names_xattr_is_user - true for a name this codec encrypts.
+ * names_xattr_name_seal / _open - @out holds NAMES_XATTR_NAME_MAX + 1;
+ *   -ERANGE when the sealed name would be too long, -EBADMSG when the
+ *   stored one is not authentic.
+ * names_xattr_value_seal - @out (@len + NAMES_XATTR_OVERHEAD bytes).
+ * names_xattr_value_open - @out (@len - NAMES_XATTR_OVERHEAD bytes), bound
+ *   to the plaintext attribute name @name; -EBADMSG when not authentic.
+ */
+bool names_xattr_is_user(const struct names *n, const char *name);
+int names_xattr_name_seal(const struct names *n, const uint8_t *owner, const char *name,
+			  char *out);
+int names_xattr_name_open(const struct names *n, const uint8_t *owner, const char *stored,
+			  char *out);
+int names_xattr_value_seal(const struct names *n, const uint8_t *owner, const char *name,
+			   const void *value, size_t len, uint8_t *out);
+int names_xattr_value_open(const struct names *n, const uint8_t *owner, const char *name,
+			   const uint8_t *stored, size_t len, void *out);
+
+/* base64url without padding: @out holds 4 * ceil(@len / 3) + 1 bytes. */
+size_t names_b64_encode(const uint8_t *in, size_t len, char *out);
+/* Strict decode (canonical only); returns the byte count or -EINVAL. */
+long names_b64_decode(const char *in, uint8_t *out, size_t cap);
 
 #endif

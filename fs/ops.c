@@ -30,6 +30,8 @@
 #include "log.h"
 #include "names.h"
 #include "status.h"
+#include "volkey.h"
+#include "crypto/secmem.h"
 
 /* An open regular file: the backing fd, opened for reading and writing
  * whatever the caller asked, so that partial blocks can be re-sealed. */
@@ -113,6 +115,8 @@ static void to_plain_attr(struct envfs *fs, struct stat *st)
 {
 	if (S_ISREG(st->st_mode))
 		st->st_size = (off_t)layout_plain_size(&fs->layout, (uint64_t)st->st_size);
+	else if (S_ISLNK(st->st_mode))
+		st->st_size = (off_t)names_link_size(fs->names, (size_t)st->st_size);
 }
 
 static int stat_inode(struct envfs *fs, struct inode *in, struct stat *st)
@@ -123,11 +127,147 @@ static int stat_inode(struct envfs *fs, struct inode *in, struct stat *st)
 	return 0;
 }
 
-/* Fill @e for @name in @parent and take a kernel reference on its inode. */
-static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
-		     struct fuse_entry_param *e)
+static bool encrypted_names(struct envfs *fs)
 {
-	char bname[NAMES_MAX + 1];
+	return names_encrypted(fs->names);
+}
+
+static void log_bad_name(struct envfs *fs, struct inode *dir, const char *entry,
+			 const char *what)
+{
+	atomic_fetch_add(&fs->counters.integrity_errors, 1);
+	log_ratelimited(LOG_ERR, "directory inode %llu: %s of entry %s is damaged or forged",
+			(unsigned long long)dir->ino, what, entry);
+}
+
+/*
+ * dir_id - the ID of directory @dir (encrypted names; *@out is NULL with
+ * plain names), read from the backing directory once and kept in the
+ * inode: it never changes and moves with the directory.
+ */
+static int dir_id(struct envfs *fs, struct inode *dir, const uint8_t **out)
+{
+	int ret = 0;
+
+	*out = NULL;
+	if (!encrypted_names(fs))
+		return 0;
+	pthread_mutex_lock(&dir->key_lock);
+	if (!dir->dirid_known) {
+		ret = names_dirid_read(dir->fd, dir->dirid);
+		dir->dirid_known = ret == 0;
+	}
+	pthread_mutex_unlock(&dir->key_lock);
+	if (ret < 0) {
+		atomic_fetch_add(&fs->counters.integrity_errors, 1);
+		log_ratelimited(LOG_ERR, "directory inode %llu: its directory ID (%s) is missing "
+					 "or damaged; returning EIO",
+				(unsigned long long)dir->ino, NAMES_DIRID_ENTRY);
+		return -EIO;
+	}
+	*out = dir->dirid;
+	return 0;
+}
+
+/* The backing form of @name in @dir. */
+static int to_backing(struct envfs *fs, struct inode *dir, const char *name,
+		      struct backing_name *b)
+{
+	const uint8_t *id;
+	int ret = dir_id(fs, dir, &id);
+
+	return ret < 0 ? ret : names_encode(fs->names, id, is_root(fs, dir), name, b);
+}
+
+/*
+ * A long name's entry may be used only with its side record: -ENOENT when
+ * neither the entry nor a matching record exists, -EIO when the entry
+ * exists but its record is missing or not the one its name was made from.
+ */
+static int check_side(struct envfs *fs, struct inode *dir, const struct backing_name *b)
+{
+	char have[NAMES_FULL_MAX + 1];
+	struct stat st;
+
+	if (names_side_read(dir->fd, b->entry, have) == 0 && strcmp(have, b->full) == 0)
+		return 0;
+	if (fstatat(dir->fd, b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	log_bad_name(fs, dir, b->entry, "the side record");
+	return -EIO;
+}
+
+/* Before an entry for @b is made: a long name's side record comes first. */
+static int prepare_entry(struct inode *dir, const struct backing_name *b)
+{
+	return backing_name_is_long(b) ? names_side_write(dir->fd, b) : 0;
+}
+
+/* After an entry for @b failed to appear: drop a side record nobody uses. */
+static void abandon_entry(struct inode *dir, const struct backing_name *b)
+{
+	struct stat st;
+
+	if (backing_name_is_long(b) && fstatat(dir->fd, b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    errno == ENOENT)
+		names_side_remove(dir->fd, b->entry);
+}
+
+/* After the entry @b is gone: its side record goes too. */
+static void entry_removed(struct inode *dir, const struct backing_name *b)
+{
+	if (backing_name_is_long(b))
+		names_side_remove(dir->fd, b->entry);
+}
+
+/*
+ * remember_link - decrypt the target of symlink @in, found as @bname
+ * (plaintext @name) in @dir, and keep it in the inode for readlink.  A
+ * target that does not decrypt is logged and left unset: readlink is EIO.
+ */
+static void remember_link(struct envfs *fs, struct inode *dir, struct inode *in,
+			  const char *bname, const char *name)
+{
+	char stored[NAMES_TARGET_MAX + 1], *target;
+	const uint8_t *id;
+	ssize_t n;
+	bool known;
+
+	if (!encrypted_names(fs) || in->type != S_IFLNK)
+		return;
+	pthread_mutex_lock(&in->key_lock);
+	known = in->link_target != NULL;
+	pthread_mutex_unlock(&in->key_lock);
+	if (known || dir_id(fs, dir, &id) < 0)
+		return;
+	n = readlinkat(dir->fd, bname, stored, sizeof(stored) - 1);
+	target = malloc(NAMES_TARGET_MAX + 1);
+	if (n < 0 || !target) {
+		free(target);
+		return;
+	}
+	stored[n] = '\0';
+	if (names_link_open(fs->names, id, name, stored, target) < 0) {
+		log_bad_name(fs, dir, bname, "the symlink target");
+		free(target);
+		return;
+	}
+	pthread_mutex_lock(&in->key_lock);
+	if (!in->link_target) {
+		in->link_target = target;
+		target = NULL;
+	}
+	pthread_mutex_unlock(&in->key_lock);
+	free(target);
+}
+
+/*
+ * Fill @e for backing entry @bname (plaintext @name) in @parent and take a
+ * kernel reference on its inode.
+ */
+static int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
+			  const char *name, struct fuse_entry_param *e)
+{
 	struct stat st;
 	struct inode *in;
 	int fd, ret;
@@ -136,9 +276,6 @@ static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
 	e->attr_timeout = fs->settings.attr_timeout;
 	e->entry_timeout = fs->settings.entry_timeout;
 
-	ret = names_to_backing(is_root(fs, parent), name, bname);
-	if (ret < 0)
-		return ret == -EPERM ? -ENOENT : ret;
 	/* A known inode needs no new fd: one fstatat answers the lookup. */
 	if (fstatat(parent->fd, bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
@@ -157,12 +294,30 @@ static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
 		if (!in)
 			return -ENOMEM;
 	}
+	remember_link(fs, parent, in, bname, name);
 	to_plain_attr(fs, &st);
 	e->ino = (fuse_ino_t)(uintptr_t)in;
 	if (in == inode_table_root(fs->inodes))
 		e->ino = FUSE_ROOT_ID;
 	e->attr = st;
 	return 0;
+}
+
+/* Fill @e for @name in @parent and take a kernel reference on its inode. */
+static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
+		     struct fuse_entry_param *e)
+{
+	struct backing_name b;
+	int ret = to_backing(fs, parent, name, &b);
+
+	if (ret < 0)
+		return ret == -EPERM ? -ENOENT : ret;
+	if (backing_name_is_long(&b)) {
+		ret = check_side(fs, parent, &b);
+		if (ret < 0)
+			return ret;
+	}
+	return lookup_backing(fs, parent, b.entry, name, e);
 }
 
 /* Fill @e for the file open as @fd (just created), taking a kernel reference. */
@@ -430,8 +585,23 @@ out:
 static void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
 	char buf[PATH_MAX + 1];
-	ssize_t n = readlinkat(inode_of(fs, ino)->fd, "", buf, sizeof(buf));
+	ssize_t n;
+
+	if (encrypted_names(fs)) {
+		/* Decrypted when its name was looked up (remember_link). */
+		pthread_mutex_lock(&in->key_lock);
+		if (in->link_target)
+			snprintf(buf, sizeof(buf), "%s", in->link_target);
+		pthread_mutex_unlock(&in->key_lock);
+		if (in->link_target)
+			fuse_reply_readlink(req, buf);
+		else
+			fuse_reply_err(req, EIO);
+		return;
+	}
+	n = readlinkat(in->fd, "", buf, sizeof(buf));
 
 	if (n < 0)
 		fuse_reply_err(req, errno);
@@ -466,13 +636,18 @@ static int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const
 
 /* The common tail of mknod, mkdir and symlink: own it, look it up, reply. */
 static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *parent,
-			     const char *name, const char *bname)
+			     const char *name, const struct backing_name *b, int ret)
 {
 	struct fuse_entry_param e;
-	int ret = give_to_caller(req, parent, parent->fd, bname);
 
+	if (ret < 0) {
+		abandon_entry(parent, b);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = give_to_caller(req, parent, parent->fd, b->entry);
 	if (ret == 0)
-		ret = do_lookup(fs, parent, name, &e);
+		ret = lookup_backing(fs, parent, b->entry, name, &e);
 	reply_entry_or_err(req, ret, &e);
 }
 
@@ -481,66 +656,129 @@ static void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
-	char bname[NAMES_MAX + 1];
-	int ret = names_to_backing(is_root(fs, dir), name, bname);
+	struct backing_name b;
+	int ret = to_backing(fs, dir, name, &b);
 
-	if (ret == 0 && mknodat(dir->fd, bname, mode, rdev) < 0)
-		ret = -errno;
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	finish_new_entry(req, fs, dir, name, bname);
+	ret = prepare_entry(dir, &b);
+	if (ret == 0 && mknodat(dir->fd, b.entry, mode, rdev) < 0)
+		ret = -errno;
+	finish_new_entry(req, fs, dir, name, &b, ret);
+}
+
+/* A unique name for a directory being made or removed, hidden from listings. */
+static void temp_name(char out[64])
+{
+	static atomic_uint_fast64_t counter;
+
+	snprintf(out, 64, NAMES_TEMP_PREFIX "%ld.%llu", (long)getpid(),
+		 (unsigned long long)atomic_fetch_add(&counter, 1));
+}
+
+/*
+ * make_dir - with encrypted names a directory is made under a hidden
+ * temporary name, given its ID, and only then renamed into place: a crash
+ * never leaves a visible directory without an ID.
+ */
+static int make_dir(struct envfs *fs, struct inode *dir, const struct backing_name *b,
+		    mode_t mode)
+{
+	char tmp[64];
+	struct stat st;
+	int fd, ret;
+
+	if (!encrypted_names(fs))
+		return mkdirat(dir->fd, b->entry, mode) < 0 ? -errno : 0;
+	temp_name(tmp);
+	/* Owner write and search, to place the ID; the mode is set after. */
+	if (mkdirat(dir->fd, tmp, mode | S_IRWXU) < 0)
+		return -errno;
+	fd = openat(dir->fd, tmp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	ret = fd < 0 ? -errno : names_dirid_make(fd);
+	if (ret == 0 && fstat(fd, &st) < 0)
+		ret = -errno;
+	if (ret == 0 && (st.st_mode & S_IRWXU) != (mode & S_IRWXU) &&
+	    fchmodat(dir->fd, tmp, st.st_mode & ~(S_IRWXU & ~mode) & 07777, 0) < 0)
+		ret = -errno;
+	if (ret == 0 && renameat2(dir->fd, tmp, dir->fd, b->entry, RENAME_NOREPLACE) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		if (fd >= 0)
+			unlinkat(fd, NAMES_DIRID_ENTRY, 0);
+		unlinkat(dir->fd, tmp, AT_REMOVEDIR);
+	}
+	if (fd >= 0)
+		close(fd);
+	return ret;
 }
 
 static void envfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
-	char bname[NAMES_MAX + 1];
-	int ret = names_to_backing(is_root(fs, dir), name, bname);
+	struct backing_name b;
+	int ret = to_backing(fs, dir, name, &b);
 
-	if (ret == 0 && mkdirat(dir->fd, bname, mode) < 0)
-		ret = -errno;
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	finish_new_entry(req, fs, dir, name, bname);
+	ret = prepare_entry(dir, &b);
+	if (ret == 0)
+		ret = make_dir(fs, dir, &b, mode);
+	finish_new_entry(req, fs, dir, name, &b, ret);
 }
 
 static void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
-	char bname[NAMES_MAX + 1];
-	int ret = names_to_backing(is_root(fs, dir), name, bname);
+	char stored[NAMES_TARGET_MAX + 1];
+	struct backing_name b;
+	const uint8_t *id;
+	int ret = to_backing(fs, dir, name, &b);
 
-	if (ret == 0 && symlinkat(target, dir->fd, bname) < 0)
-		ret = -errno;
+	if (ret == 0)
+		ret = dir_id(fs, dir, &id);
+	if (ret == 0)
+		ret = names_link_seal(fs->names, id, name, target, stored);
 	if (ret < 0) {
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	finish_new_entry(req, fs, dir, name, bname);
+	ret = prepare_entry(dir, &b);
+	if (ret == 0 && symlinkat(stored, dir->fd, b.entry) < 0)
+		ret = -errno;
+	finish_new_entry(req, fs, dir, name, &b, ret);
 }
 
 static void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino), *dir = inode_of(fs, newparent);
-	char bname[NAMES_MAX + 1], path[64];
+	char path[64];
+	struct backing_name b;
 	struct fuse_entry_param e;
-	int ret = names_to_backing(is_root(fs, dir), newname, bname);
+	int ret = to_backing(fs, dir, newname, &b);
 
-	if (ret == 0 && linkat(in->fd, "", dir->fd, bname, AT_EMPTY_PATH) < 0) {
+	/* An encrypted symlink target is bound to its one name. */
+	if (ret == 0 && encrypted_names(fs) && in->type == S_IFLNK)
+		ret = -EPERM;
+	if (ret == 0)
+		ret = prepare_entry(dir, &b);
+	if (ret == 0 && linkat(in->fd, "", dir->fd, b.entry, AT_EMPTY_PATH) < 0) {
 		/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; go through /proc. */
 		proc_path(in->fd, path);
-		if (linkat(AT_FDCWD, path, dir->fd, bname, AT_SYMLINK_FOLLOW) < 0)
+		if (linkat(AT_FDCWD, path, dir->fd, b.entry, AT_SYMLINK_FOLLOW) < 0)
 			ret = -errno;
 	}
 	if (ret == 0)
-		ret = do_lookup(fs, dir, newname, &e);
+		ret = lookup_backing(fs, dir, b.entry, newname, &e);
+	else
+		abandon_entry(dir, &b);
 	reply_entry_or_err(req, ret, &e);
 }
 
@@ -548,30 +786,159 @@ static void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
-	char bname[NAMES_MAX + 1];
+	struct backing_name b;
 	struct stat st;
-	int ret = names_to_backing(is_root(fs, dir), name, bname);
+	int ret = to_backing(fs, dir, name, &b);
 
-	if (ret == 0 && fstatat(dir->fd, bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (ret == 0 && fstatat(dir->fd, b.entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		ret = -errno;
-	if (ret == 0 && unlinkat(dir->fd, bname, 0) < 0)
+	if (ret == 0 && unlinkat(dir->fd, b.entry, 0) < 0)
 		ret = -errno;
+	if (ret == 0)
+		entry_removed(dir, &b);
 	/* The last name of a file is gone: so is any reason to keep its key. */
 	if (ret == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
 		dekcache_forget(fs->cache, st.st_dev, st.st_ino);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 
+/*
+ * only_volume_entries - 0 when the backing directory @fd holds nothing a
+ * listing would show, else -ENOTEMPTY.  With @remove, also delete what it
+ * does hold (its ID, orphan side records, a crashed mkdir's temporary
+ * directory), the ID last.
+ */
+static int only_volume_entries(struct envfs *fs, int fd, bool remove)
+{
+	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+	struct dirent *de;
+	DIR *dp;
+
+	if (dfd < 0)
+		return -errno;
+	dp = fdopendir(dfd);
+	if (!dp) {
+		close(dfd);
+		return -ENOMEM;
+	}
+	while (ret == 0 && (de = readdir(dp))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (names_classify(fs->names, false, de->d_name) != NAMES_ENTRY_HIDDEN)
+			ret = -ENOTEMPTY;
+		else if (remove && strcmp(de->d_name, NAMES_DIRID_ENTRY) != 0 &&
+			 unlinkat(dfd, de->d_name, 0) < 0 && errno == EISDIR) {
+			int sub = openat(dfd, de->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				unlinkat(sub, NAMES_DIRID_ENTRY, 0);
+				close(sub);
+			}
+			unlinkat(dfd, de->d_name, AT_REMOVEDIR);
+		}
+	}
+	if (ret == 0 && remove && unlinkat(dfd, NAMES_DIRID_ENTRY, 0) < 0 && errno != ENOENT)
+		ret = -errno;
+	closedir(dp);
+	return ret;
+}
+
+/*
+ * remove_dir - with encrypted names a directory holds its ID: it is checked
+ * to hold nothing else, moved to a hidden temporary name (so a crash never
+ * leaves a visible directory without an ID), emptied and removed.
+ */
+static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_name *b)
+{
+	char tmp[64];
+	int fd, ret;
+
+	if (!encrypted_names(fs))
+		return unlinkat(dir->fd, b->entry, AT_REMOVEDIR) < 0 ? -errno : 0;
+	fd = openat(dir->fd, b->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP ? -ENOTDIR : -errno;
+	ret = only_volume_entries(fs, fd, false);
+	temp_name(tmp);
+	if (ret == 0 && renameat2(dir->fd, b->entry, dir->fd, tmp, RENAME_NOREPLACE) < 0)
+		ret = -errno;
+	if (ret == 0)
+		ret = only_volume_entries(fs, fd, true);
+	if (ret == 0 && unlinkat(dir->fd, tmp, AT_REMOVEDIR) < 0) {
+		ret = -errno;
+		/* Put it back, empty: a fresh ID is as good as the old one. */
+		names_dirid_make(fd);
+		renameat2(dir->fd, tmp, dir->fd, b->entry, RENAME_NOREPLACE);
+	}
+	close(fd);
+	if (ret == 0)
+		entry_removed(dir, b);
+	return ret;
+}
+
 static void envfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
-	char bname[NAMES_MAX + 1];
-	int ret = names_to_backing(is_root(fs, dir), name, bname);
+	struct backing_name b;
+	int ret = to_backing(fs, dir, name, &b);
 
-	if (ret == 0 && unlinkat(dir->fd, bname, AT_REMOVEDIR) < 0)
-		ret = -errno;
+	if (ret == 0)
+		ret = remove_dir(fs, dir, &b);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+/*
+ * move_symlink - rename an encrypted symlink: its target is sealed anew for
+ * the new name into a hidden temporary link, which is renamed into place
+ * (honouring RENAME_NOREPLACE), and the old link is removed.  The link keeps
+ * its owner and times.  A crash in between leaves the old and the new name,
+ * never neither.
+ */
+static int move_symlink(struct envfs *fs, struct inode *from, const struct backing_name *b,
+			const char *name, struct inode *to, const struct backing_name *bnew,
+			const char *newname, unsigned int flags, const struct stat *st)
+{
+	char stored[NAMES_TARGET_MAX + 1], target[NAMES_TARGET_MAX + 1], tmp[64];
+	struct timespec times[2] = {st->st_atim, st->st_mtim};
+	const uint8_t *from_id, *to_id;
+	ssize_t n;
+	int ret = dir_id(fs, from, &from_id);
+
+	if (ret == 0)
+		ret = dir_id(fs, to, &to_id);
+	if (ret < 0)
+		return ret;
+	n = readlinkat(from->fd, b->entry, stored, sizeof(stored) - 1);
+	if (n < 0)
+		return -errno;
+	stored[n] = '\0';
+	if (names_link_open(fs->names, from_id, name, stored, target) < 0) {
+		log_bad_name(fs, from, b->entry, "the symlink target");
+		return -EIO;
+	}
+	ret = names_link_seal(fs->names, to_id, newname, target, stored);
+	secmem_wipe(target, sizeof(target));
+	if (ret < 0)
+		return ret;
+	temp_name(tmp);
+	if (symlinkat(stored, to->fd, tmp) < 0)
+		return -errno;
+	if (fchownat(to->fd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    utimensat(to->fd, tmp, times, AT_SYMLINK_NOFOLLOW) < 0)
+		ret = -errno;
+	if (ret == 0)
+		ret = prepare_entry(to, bnew);
+	if (ret == 0 &&
+	    renameat2(to->fd, tmp, to->fd, bnew->entry, flags & RENAME_NOREPLACE) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		unlinkat(to->fd, tmp, 0);
+		abandon_entry(to, bnew);
+		return ret;
+	}
+	if (unlinkat(from->fd, b->entry, 0) == 0)
+		entry_removed(from, b);
+	return 0;
 }
 
 static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -579,18 +946,39 @@ static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
-	char bname[NAMES_MAX + 1], bnewname[NAMES_MAX + 1];
-	struct stat replaced;
-	bool replacing = false;
-	int ret = names_to_backing(is_root(fs, from), name, bname);
+	struct backing_name b, bnew;
+	struct stat replaced, moved;
+	bool replacing = false, exchange = flags & RENAME_EXCHANGE;
+	int ret = to_backing(fs, from, name, &b);
 
 	if (ret == 0)
-		ret = names_to_backing(is_root(fs, to), newname, bnewname);
+		ret = to_backing(fs, to, newname, &bnew);
+	if (ret == 0 && from == to && strcmp(b.entry, bnew.entry) == 0) {
+		/* Renaming an entry onto itself changes nothing. */
+		fuse_reply_err(req, 0);
+		return;
+	}
 	if (ret == 0 && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
-		replacing = fstatat(to->fd, bnewname, &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&
+		replacing = fstatat(to->fd, bnew.entry, &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&
 			    S_ISREG(replaced.st_mode) && replaced.st_nlink == 1;
-	if (ret == 0 && renameat2(from->fd, bname, to->fd, bnewname, flags) < 0)
+	if (ret == 0 && encrypted_names(fs) &&
+	    fstatat(from->fd, b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(moved.st_mode)) {
+		/* Its target is bound to its name: the link is made anew. */
+		ret = exchange ? -EINVAL : move_symlink(fs, from, &b, name, to, &bnew, newname,
+							 flags, &moved);
+		goto done;
+	}
+	/* An exchange keeps both names, so both side records stay right. */
+	if (ret == 0 && !exchange)
+		ret = prepare_entry(to, &bnew);
+	if (ret == 0 && renameat2(from->fd, b.entry, to->fd, bnew.entry, flags) < 0) {
 		ret = -errno;
+		if (!exchange)
+			abandon_entry(to, &bnew);
+	}
+	if (ret == 0 && !exchange)
+		entry_removed(from, &b);
+done:
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)
 		dekcache_forget(fs->cache, replaced.st_dev, replaced.st_ino);
@@ -656,17 +1044,21 @@ static void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
-	char bname[NAMES_MAX + 1];
+	struct backing_name b;
 	struct fuse_entry_param e;
 	int fd = -1;
-	int ret = names_to_backing(is_root(fs, dir), name, bname);
+	int ret = to_backing(fs, dir, name, &b);
 
 	if (ret < 0)
 		goto fail;
-	fd = openat(dir->fd, bname,
+	ret = prepare_entry(dir, &b);
+	if (ret < 0)
+		goto fail;
+	fd = openat(dir->fd, b.entry,
 		    backing_flags(fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL), mode);
 	if (fd < 0) {
 		ret = -errno;
+		abandon_entry(dir, &b);
 		goto fail;
 	}
 	ret = give_to_caller(req, dir, fd, "");
@@ -804,16 +1196,46 @@ static void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_open(req, fi);
 }
 
+/*
+ * entry_name - the name to show for backing entry @entry of @dir (ID @id):
+ * 0, or -ENOENT for the volume's own entries and, logged, for entries whose
+ * name or side record is not authentic: a listing skips them.
+ */
+static int entry_name(struct envfs *fs, struct inode *dir, const uint8_t *id,
+		      const char *entry, char *name)
+{
+	char full[NAMES_FULL_MAX + 1];
+	bool is_long = names_classify(fs->names, is_root(fs, dir), entry) == NAMES_ENTRY_LONG;
+	int ret = 0;
+
+	if (is_long && names_side_read(dir->fd, entry, full) < 0)
+		ret = -EBADMSG;
+	if (ret == 0)
+		ret = names_decode(fs->names, id, is_root(fs, dir), entry, is_long ? full : NULL,
+				   name);
+	if (ret == -EBADMSG) {
+		log_bad_name(fs, dir, entry, is_long ? "the name or side record" : "the name");
+		ret = -ENOENT;
+	}
+	return ret;
+}
+
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		       struct fuse_file_info *fi, bool plus)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, ino);
 	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
-	char *buf = malloc(size), *p = buf;
+	char *buf, *p;
 	size_t rem = size;
-	int err = 0;
+	const uint8_t *id;
+	int err = -dir_id(fs, dir, &id);
 
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	buf = p = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -840,10 +1262,12 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		bool dots = strcmp(d->entry->d_name, ".") == 0 ||
 			    strcmp(d->entry->d_name, "..") == 0;
 
-		if (names_from_backing(is_root(fs, dir), d->entry->d_name, name) < 0)
+		if (dots)
+			snprintf(name, sizeof(name), "%s", d->entry->d_name);
+		else if (entry_name(fs, dir, id, d->entry->d_name, name) < 0)
 			goto skip;
 		if (plus && !dots) {
-			int ret = do_lookup(fs, dir, name, &e);
+			int ret = lookup_backing(fs, dir, d->entry->d_name, name, &e);
 			if (ret == -ENOENT)
 				goto skip; /* gone since readdir saw it */
 			if (ret < 0) {
@@ -1006,18 +1430,22 @@ static int key_description(struct envfs *fs, struct inode *in, char *out, size_t
 	char id[33];
 	int fd, n, ret;
 
-	if (in->type != S_IFREG)
+	struct layout volkey_layout;
+	bool volume_key = is_root(fs, in) && encrypted_names(fs);
+
+	/* The root of a volume with encrypted names describes the volume key. */
+	if (in->type != S_IFREG && !volume_key)
 		return -ENODATA;
-	fd = reopen(in, O_RDONLY);
+	fd = volume_key ? volkey_open(in->fd, O_RDONLY, &volkey_layout) : reopen(in, O_RDONLY);
 	if (fd < 0)
-		return fd;
+		return fd == -EBADMSG ? -EIO : fd;
 	rec = malloc(sizeof(*rec));
 	if (!rec) {
 		close(fd);
 		return -ENOMEM;
 	}
 	pthread_rwlock_rdlock(&in->content_lock);
-	ret = layout_read_record(&fs->layout, fd, rec, NULL);
+	ret = layout_read_record(volume_key ? &volkey_layout : &fs->layout, fd, rec, NULL);
 	pthread_rwlock_unlock(&in->content_lock);
 	close(fd);
 	if (ret == 0) {
@@ -1029,6 +1457,104 @@ static int key_description(struct envfs *fs, struct inode *in, char *out, size_t
 	}
 	free(rec);
 	return ret;
+}
+
+/*
+ * xattr_owner - the ID user xattrs of @in are bound to: a directory's ID, or
+ * a regular file's key-record file ID.  @create gives a record-less (empty)
+ * file its record, so that it has an ID; otherwise such a file has no user
+ * xattr (-ENODATA).  Other file types hold no user xattrs.
+ */
+static int xattr_owner(struct envfs *fs, struct inode *in, bool create, uint8_t owner[16])
+{
+	struct key_record *rec;
+	const uint8_t *id;
+	int fd, ret;
+
+	if (in->type == S_IFDIR) {
+		ret = dir_id(fs, in, &id);
+		if (ret == 0)
+			memcpy(owner, id, NAMES_DIRID_LEN);
+		return ret;
+	}
+	if (in->type != S_IFREG)
+		return create ? -EPERM : -ENODATA;
+	fd = reopen(in, create ? O_RDWR : O_RDONLY);
+	if (fd < 0)
+		return fd;
+	if (create) {
+		ret = filekey_attach(fs, in, fd);
+		if (ret == 0) {
+			pthread_rwlock_wrlock(&in->content_lock);
+			ret = filekey_load(fs, in, fd, true);
+			if (ret == 0)
+				memcpy(owner, in->dek->file_id, RECORD_FILE_ID_LEN);
+			pthread_rwlock_unlock(&in->content_lock);
+			filekey_detach(fs, in);
+		}
+		close(fd);
+		return ret;
+	}
+	rec = malloc(sizeof(*rec));
+	if (!rec) {
+		close(fd);
+		return -ENOMEM;
+	}
+	pthread_rwlock_rdlock(&in->content_lock);
+	ret = layout_read_record(&fs->layout, fd, rec, NULL);
+	pthread_rwlock_unlock(&in->content_lock);
+	close(fd);
+	if (ret == 0)
+		memcpy(owner, rec->file_id, RECORD_FILE_ID_LEN);
+	free(rec);
+	return ret == -EBADMSG ? -EIO : ret;
+}
+
+static void log_bad_xattr(struct envfs *fs, struct inode *in, const char *stored)
+{
+	atomic_fetch_add(&fs->counters.integrity_errors, 1);
+	log_ratelimited(LOG_ERR, "inode %llu: xattr %s is damaged or forged (or copied from "
+				 "another file)",
+			(unsigned long long)in->ino, stored);
+}
+
+/* getxattr of an encrypted user xattr: the value is read and opened here. */
+static ssize_t get_user_xattr(struct envfs *fs, struct inode *in, const char *name,
+			      char *value, size_t size)
+{
+	char stored_name[NAMES_XATTR_NAME_MAX + 1], path[64];
+	uint8_t owner[16], *stored;
+	ssize_t len;
+	int ret = xattr_owner(fs, in, false, owner);
+
+	if (ret == 0)
+		ret = names_xattr_name_seal(fs->names, owner, name, stored_name);
+	if (ret < 0)
+		return ret == -ERANGE ? -ENODATA : ret;
+	proc_path(in->fd, path);
+	len = getxattr(path, stored_name, NULL, 0);
+	if (len < 0)
+		return -errno;
+	if (len < NAMES_XATTR_OVERHEAD) {
+		log_bad_xattr(fs, in, stored_name);
+		return -EIO;
+	}
+	if (size == 0)
+		return len - NAMES_XATTR_OVERHEAD;
+	stored = malloc((size_t)len);
+	if (!stored)
+		return -ENOMEM;
+	len = getxattr(path, stored_name, stored, (size_t)len);
+	if (len < 0)
+		ret = -errno; /* ERANGE if it grew meanwhile: the caller retries */
+	else if (len < NAMES_XATTR_OVERHEAD || (size_t)len - NAMES_XATTR_OVERHEAD > size)
+		ret = len < NAMES_XATTR_OVERHEAD ? -EIO : -ERANGE;
+	else if (names_xattr_value_open(fs->names, owner, name, stored, (size_t)len, value) < 0)
+		ret = -EIO;
+	if (ret == -EIO)
+		log_bad_xattr(fs, in, stored_name);
+	free(stored);
+	return ret < 0 ? ret : len - NAMES_XATTR_OVERHEAD;
 }
 
 static void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
@@ -1056,20 +1582,30 @@ static void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, siz
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	proc_path(in->fd, path);
-	len = getxattr(path, name, value, size);
-	reply_xattr_value(req, value, len < 0 ? -errno : len, size);
+	if (names_xattr_is_user(fs->names, name)) {
+		len = get_user_xattr(fs, in, name, value, size);
+	} else {
+		proc_path(in->fd, path);
+		len = getxattr(path, name, value, size);
+		if (len < 0)
+			len = -errno;
+	}
+	reply_xattr_value(req, value, len, size);
 	free(value);
 }
 
 static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
 	char path[64], *list;
 	ssize_t len, out = 0;
+	uint8_t owner[16];
+	int owner_ret = -ENODATA;
 
-	proc_path(inode_of(fs, ino)->fd, path);
-	/* Ask the backing file with room to spare: the hidden name is removed. */
+	proc_path(in->fd, path);
+	/* Ask the backing file with room to spare: the hidden name is removed.
+	 * A decrypted name is never longer than its sealed form. */
 	len = listxattr(path, NULL, 0);
 	if (len < 0) {
 		fuse_reply_err(req, errno);
@@ -1087,12 +1623,30 @@ static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		return;
 	}
 	for (ssize_t i = 0; i < len;) {
-		size_t n = strlen(list + i) + 1;
-		if (!volume_xattr(list + i)) {
-			memmove(list + out, list + i, n);
+		size_t stored_n = strlen(list + i) + 1;
+		char plain[NAMES_XATTR_NAME_MAX + 1];
+		const char *show = list + i;
+
+		if (names_xattr_is_user(fs->names, show) && !volume_xattr(show)) {
+			if (owner_ret == -ENODATA)
+				owner_ret = xattr_owner(fs, in, false, owner);
+			if (owner_ret < 0 ||
+			    names_xattr_name_open(fs->names, owner, show, plain) < 0) {
+				/* Not this file's: skipped, like a forged file name. */
+				log_bad_xattr(fs, in, show);
+				show = NULL;
+			} else {
+				show = plain;
+			}
+		}
+		/* A shown name is never longer than its stored form, so it
+		 * never overtakes the entries still to be read. */
+		if (show && !volume_xattr(show)) {
+			size_t n = strlen(show) + 1;
+			memmove(list + out, show, n);
 			out += (ssize_t)n;
 		}
-		i += (ssize_t)n;
+		i += (ssize_t)stored_n;
 	}
 	reply_xattr_value(req, list, out, size);
 	free(list);
@@ -1140,10 +1694,49 @@ static int rekey_inode(struct envfs *fs, struct inode *in)
 	return ret;
 }
 
+/* Re-wrap the volume key: rotation asks for it through the mount root. */
+static int rewrap_volume_key(struct envfs *fs)
+{
+	struct rewrap_result res;
+	int ret = volkey_rewrap(inode_table_root(fs->inodes)->fd, &fs->cfg, fs->kms, &res);
+
+	if (ret < 0)
+		log_msg(LOG_ERR, "cannot re-wrap the volume key %s: %s", VOLKEY_NAME,
+			ret == -EBADMSG ? "its record is corrupt" : kms_strerror(ret));
+	else if (ret == 0)
+		log_msg(LOG_INFO, "volume key re-wrapped from version %u to %u", res.old_version,
+			res.new_version);
+	return ret < 0 ? (ret == -EBADMSG ? -EIO : ret) : 0;
+}
+
+static int set_user_xattr(struct envfs *fs, struct inode *in, const char *path, const char *name,
+			  const char *value, size_t size, int flags)
+{
+	char stored_name[NAMES_XATTR_NAME_MAX + 1];
+	uint8_t owner[16], *stored;
+	int ret = xattr_owner(fs, in, true, owner);
+
+	if (ret == 0)
+		ret = names_xattr_name_seal(fs->names, owner, name, stored_name);
+	if (ret < 0)
+		return ret;
+	if (size > NAMES_XATTR_VALUE_MAX - NAMES_XATTR_OVERHEAD)
+		return -E2BIG;
+	stored = malloc(size + NAMES_XATTR_OVERHEAD);
+	if (!stored)
+		return -ENOMEM;
+	ret = names_xattr_value_seal(fs->names, owner, name, value, size, stored);
+	if (ret == 0 && setxattr(path, stored_name, stored, size + NAMES_XATTR_OVERHEAD, flags) < 0)
+		ret = -errno;
+	free(stored);
+	return ret;
+}
+
 static void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			   size_t size, int flags)
 {
-	struct inode *in = inode_of(fs_of(req), ino);
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
 	char path[64];
 
 	if (volume_xattr(name)) {
@@ -1151,6 +1744,10 @@ static void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, con
 		return;
 	}
 	proc_path(in->fd, path);
+	if (names_xattr_is_user(fs->names, name)) {
+		fuse_reply_err(req, -set_user_xattr(fs, in, path, name, value, size, flags));
+		return;
+	}
 	fuse_reply_err(req, setxattr(path, name, value, size, flags) < 0 ? errno : 0);
 }
 
@@ -1173,7 +1770,8 @@ static void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
 	else if (fuse_req_ctx(req)->uid != 0)
 		ret = -EPERM;
 	else if (cmd == ENVELOPEFS_IOC_REWRAP)
-		ret = rewrap_inode(fs, in);
+		ret = is_root(fs, in) && encrypted_names(fs) ? rewrap_volume_key(fs)
+							      : rewrap_inode(fs, in);
 	else
 		ret = rekey_inode(fs, in);
 	if (ret < 0)
@@ -1185,13 +1783,27 @@ static void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
 static void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct envfs *fs = fs_of(req);
-	char path[64];
+	struct inode *in = inode_of(fs, ino);
+	char path[64], stored_name[NAMES_XATTR_NAME_MAX + 1];
+	uint8_t owner[16];
+	int ret;
 
 	if (volume_xattr(name)) {
 		fuse_reply_err(req, strcmp(name, VOLUME_XATTR_NAME) == 0 ? ENODATA : EPERM);
 		return;
 	}
-	proc_path(inode_of(fs, ino)->fd, path);
+
+	proc_path(in->fd, path);
+	if (names_xattr_is_user(fs->names, name)) {
+		ret = xattr_owner(fs, in, false, owner);
+		if (ret == 0)
+			ret = names_xattr_name_seal(fs->names, owner, name, stored_name);
+		if (ret < 0) {
+			fuse_reply_err(req, ret == -ERANGE ? ENODATA : -ret);
+			return;
+		}
+		name = stored_name;
+	}
 	fuse_reply_err(req, removexattr(path, name) < 0 ? errno : 0);
 }
 

@@ -24,7 +24,7 @@
 
 static const char *const volume_keys[] = { "volume:format_version", "volume:uuid",
 					   "volume:block_size", "volume:key_records",
-					   "volume:header_size" };
+					   "volume:header_size", "volume:names" };
 
 static int errf(char *err, size_t err_len, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -114,7 +114,7 @@ static int check_keys(const char *path, const dictionary *ini, char *err, size_t
 		return 0;
 	return errf(err, err_len, -EINVAL,
 		    "%s: [volume] has an unknown field '%s' (known: format_version, uuid, "
-		    "block_size, key_records, header_size): remove it",
+		    "block_size, key_records, header_size, names): remove it",
 		    path, strchr(unknown, ':') + 1);
 }
 
@@ -255,6 +255,15 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 		cfg->header_size = v;
 	}
 
+	s = iniparser_getstring(ini, "volume:names", NULL);
+	if (!s || strcmp(s, "plain") == 0)
+		cfg->names_encrypted = false;
+	else if (strcmp(s, "encrypted") == 0)
+		cfg->names_encrypted = true;
+	else
+		return errf(err, err_len, -EINVAL,
+			    "%s: [volume] names = '%s' must be 'encrypted' or 'plain'", path, s);
+
 	if (iniparser_find_entry(ini, "kms") == 0)
 		return errf(err, err_len, -EINVAL, "%s: no [kms] section", path);
 	s = iniparser_getstring(ini, "kms:provider", NULL);
@@ -347,6 +356,7 @@ static int render(const struct volume_config *cfg, const dictionary *kms, char *
 		cfg->placement == PLACEMENT_XATTR ? "xattr" : "header");
 	if (cfg->placement == PLACEMENT_HEADER)
 		fprintf(f, "header_size = %u\n", cfg->header_size);
+	fprintf(f, "names = %s\n", cfg->names_encrypted ? "encrypted" : "plain");
 	fprintf(f, "\n[kms]\n");
 	n = iniparser_getsecnkeys(kms, "kms");
 	if (n > 0) {

@@ -12,6 +12,8 @@
  *   block_size     = 4096            ; power of two, 4096 .. 65536
  *   key_records    = header | xattr
  *   header_size    = 512             ; header placement only: 2 * slot size
+ *   names          = encrypted | plain ; optional: plain when absent (volumes
+ *                                    ; made before names could be encrypted)
  *   [kms]
  *   provider       = local
  *   ...                              ; provider settings (references only)
@@ -21,6 +23,7 @@
  */
 
 #include <iniparser.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define VOLUME_CONFIG_NAME "envelopefs.conf"
@@ -42,6 +45,7 @@ struct volume_config {
 	uint32_t block_size;
 	enum record_placement placement;
 	uint32_t header_size; /* 0 for PLACEMENT_XATTR */
+	bool names_encrypted; /* names, symlink targets, user xattrs (names.h) */
 	dictionary *ini;      /* the whole file, for the [kms] section */
 };
 

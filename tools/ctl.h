@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "fs/layout.h"
+#include "fs/names.h"
 #include "fs/volume.h"
 #include "kms/kms.h"
 
@@ -80,6 +81,21 @@ int cmd_encrypt(int argc, char **argv);
 int cmd_decrypt(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_rotate(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+
+/*
+ * ctl_volume_names - the name codec of an opened volume (@v with its KMS;
+ * encrypted names unwrap the volume key of @backing).  A CTL_* code.
+ */
+int ctl_volume_names(struct ctl_volume *v, const char *backing, struct names **out);
+
+/*
+ * ctl_resolve - the backing path (into @out) of plaintext @path inside the
+ * volume in @backing, through its name codec.  The last component need not
+ * exist.  A CTL_* code, having printed why.
+ */
+int ctl_resolve(struct names *names, const char *backing, const char *path, char *out,
+		size_t cap);
 
 /*
  * ctl_count_key_version - walk a mounted volume (@offline false: DIR is its

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,8 @@
 #include "tools/ctl.h"
 
 /* The options encrypt and decrypt share. */
-#define DATA_OPTIONS_HELP                                                                    \
-	"Options:\n"                                                                          \
+#define DATA_OPTIONS_HELP "Options:\n" DATA_OPTIONS_LIST
+#define DATA_OPTIONS_LIST                                                                    \
 	"  --keyring PATH          use this keyring instead of the volume's kms:keyring\n"    \
 	"  --passphrase-file FILE  read the keyring passphrase from FILE\n"                   \
 	"  -h, --help              show this help\n"                                          \
@@ -41,19 +42,25 @@ static const char encrypt_usage[] =
 
 static const char decrypt_usage[] =
 	"Usage: envelopefsctl decrypt [OPTIONS] BACKING BACKING-FILE\n"
+	"       envelopefsctl decrypt [OPTIONS] --path BACKING PATH\n"
 	"\n"
 	"Write the plaintext of the encrypted backing file BACKING-FILE of the volume\n"
-	"in BACKING to stdout.  Every block is authenticated before any of its bytes\n"
+	"in BACKING to stdout; with --path, of the file at PATH inside the volume (its\n"
+	"plaintext path, e.g. docs/report.txt: encrypted names are resolved with the\n"
+	"volume key).  Every block is authenticated before any of its bytes\n"
 	"is written; at the first bad block decrypt stops with exit status 3, naming\n"
 	"the block, and stdout holds exactly the blocks before it.\n"
 	"\n"
-	DATA_OPTIONS_HELP;
+	"Options:\n"
+	"  --path                  the second argument is a plaintext path in the volume\n"
+	DATA_OPTIONS_LIST;
 
 struct data_args {
 	const char *keyring;
 	const char *pass_file;
 	const char *backing;
 	const char *file;
+	bool by_path;
 };
 
 static int parse_args(int argc, char **argv, const char *usage, struct data_args *a)
@@ -61,6 +68,7 @@ static int parse_args(int argc, char **argv, const char *usage, struct data_args
 	static const struct option opts[] = {
 		{ "keyring", required_argument, NULL, 'k' },
 		{ "passphrase-file", required_argument, NULL, 'p' },
+		{ "path", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -75,6 +83,11 @@ static int parse_args(int argc, char **argv, const char *usage, struct data_args
 			break;
 		case 'p':
 			a->pass_file = optarg;
+			break;
+		case 'P':
+			if (usage != decrypt_usage)
+				return ctl_usage(usage, false);
+			a->by_path = true;
 			break;
 		case 'h':
 			ctl_usage(usage, true);
@@ -194,8 +207,25 @@ out:
 	return rc;
 }
 
+/* resolve_path - the backing file of the plaintext path a->file.  A CTL_* code. */
+static int resolve_path(struct ctl_volume *v, const struct data_args *a, char *out, size_t cap)
+{
+	char backing[PATH_MAX];
+	struct names *names = NULL;
+	int rc;
+
+	if (!realpath(a->backing, backing))
+		return ctl_err(CTL_FAILED, "%s: %s", a->backing, strerror(errno));
+	rc = ctl_volume_names(v, backing, &names);
+	if (rc == CTL_OK)
+		rc = ctl_resolve(names, backing, a->file, out, cap);
+	names_destroy(names);
+	return rc;
+}
+
 int cmd_decrypt(int argc, char **argv)
 {
+	char resolved[PATH_MAX];
 	struct key_record *rec = NULL;
 	struct block_owner owner;
 	struct ctl_volume v;
@@ -211,6 +241,12 @@ int cmd_decrypt(int argc, char **argv)
 	rc = ctl_volume_open(a.backing, a.keyring, a.pass_file, true, &v);
 	if (rc != CTL_OK)
 		return rc;
+	if (a.by_path) {
+		rc = resolve_path(&v, &a, resolved, sizeof(resolved));
+		if (rc != CTL_OK)
+			goto out;
+		a.file = resolved;
+	}
 	fd = open(a.file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &sb) < 0) {
 		rc = ctl_err(CTL_FAILED, "cannot open %s: %s", a.file, strerror(errno));

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -40,6 +41,7 @@
 #include "fs/rekey.h"
 #include "fs/rewrap.h"
 #include "fs/status.h"
+#include "fs/volkey.h"
 #include "crypto/hex.h"
 #include "tools/ctl.h"
 
@@ -125,6 +127,48 @@ static double now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int add_item(struct rotation *r, const char *path)
+{
+	if (r->n_items == r->cap_items) {
+		size_t cap = r->cap_items ? 2 * r->cap_items : 1024;
+		struct file_item *grown = realloc(r->items, cap * sizeof(*grown));
+		if (!grown)
+			return FTW_STOP;
+		r->items = grown;
+		r->cap_items = cap;
+	}
+	r->items[r->n_items] = (struct file_item){.path = strdup(path)};
+	if (!r->items[r->n_items].path)
+		return FTW_STOP;
+	r->n_items++;
+	return FTW_CONTINUE;
+}
+
+/* volume_key_item - is @path the volume key: the mount root online, BACKING/VOLKEY_NAME offline? */
+static bool volume_key_item(const struct rotation *r, const char *path)
+{
+	size_t len = strlen(r->backing);
+	struct stat st;
+
+	if (!r->offline)
+		return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+	return strncmp(path, r->backing, len) == 0 && path[len] == '/' &&
+	       strcmp(path + len + 1, VOLKEY_NAME) == 0;
+}
+
+/*
+ * record_layout - where the record of backing file @fd lives: the volume
+ * key file (BACKING/VOLKEY_NAME, offline) is a bare two-slot header, every
+ * other file follows the volume's layout.
+ */
+static int record_layout(struct rotation *r, const char *path, int fd, struct layout *l)
+{
+	if (volume_key_item(r, path))
+		return volkey_layout(fd, l);
+	*l = r->vol.layout;
+	return 0;
+}
+
 static int collect(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	struct rotation *r = walk_target;
@@ -143,6 +187,10 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 		r->unwalkable++;
 		return 0;
 	}
+	/* A mount root with encrypted names carries the volume key's record. */
+	if (type == FTW_D && ftw->level == 0 && !r->offline &&
+	    getxattr(path, KEY_XATTR, NULL, 0) >= 0)
+		return add_item(r, path);
 	/* The re-key journals are the volume's, not files of it. */
 	if (r->offline && type == FTW_D && ftw->level == 1 &&
 	    strcmp(path + ftw->base, VOLUME_REKEY_DIR) == 0)
@@ -156,19 +204,7 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 	/* The volume's own configuration is not a file of the volume. */
 	if (r->offline && ftw->level == 1 && strcmp(path + ftw->base, VOLUME_CONFIG_NAME) == 0)
 		return 0;
-	if (r->n_items == r->cap_items) {
-		size_t cap = r->cap_items ? 2 * r->cap_items : 1024;
-		struct file_item *grown = realloc(r->items, cap * sizeof(*grown));
-		if (!grown)
-			return FTW_STOP;
-		r->items = grown;
-		r->cap_items = cap;
-	}
-	r->items[r->n_items] = (struct file_item){.path = strdup(path)};
-	if (!r->items[r->n_items].path)
-		return FTW_STOP;
-	r->n_items++;
-	return 0;
+	return add_item(r, path);
 }
 
 /* The version and file ID of a file's key record; -ENODATA for an empty file. */
@@ -188,10 +224,14 @@ static int file_key(struct rotation *r, const char *path, uint32_t *version, uin
 	struct key_record *rec = malloc(sizeof(*rec));
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), ret;
 
+	struct layout l;
+
 	if (!rec || fd < 0) {
 		ret = fd < 0 ? -errno : -ENOMEM;
 	} else {
-		ret = layout_read_record(&r->vol.layout, fd, rec, NULL);
+		ret = record_layout(r, path, fd, &l);
+		if (ret == 0)
+			ret = layout_read_record(&l, fd, rec, NULL);
 		if (ret == 0) {
 			*version = rec->key_version;
 			memcpy(file_id, rec->file_id, 16);
@@ -216,9 +256,11 @@ static int daemon_ioctl(const char *path, unsigned long request)
 	return ret;
 }
 
+/* rewrap_path - re-wrap one file: 0, 1 when it was already current (offline), or -errno. */
 static int rewrap_path(struct rotation *r, const char *path)
 {
 	struct rewrap_result res;
+	struct layout l;
 	int fd, ret;
 
 	if (!r->offline)
@@ -226,9 +268,13 @@ static int rewrap_path(struct rotation *r, const char *path)
 	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	ret = rewrap_file(&r->vol.layout, r->vol.kms, r->vol.cfg.uuid, fd, NULL, &res);
+	/* Two names of one file (hard links) may reach two workers at once: the
+	 * second waits, then finds the record current (1). */
+	ret = flock(fd, LOCK_EX) < 0 ? -errno : record_layout(r, path, fd, &l);
+	if (ret == 0)
+		ret = rewrap_file(&l, r->vol.kms, r->vol.cfg.uuid, fd, NULL, &res);
 	close(fd);
-	return ret < 0 ? ret : 0;
+	return ret;
 }
 
 static int rekey_path(struct rotation *r, const char *path)
@@ -324,7 +370,13 @@ static void process(struct rotation *r, struct file_item *it)
 		return;
 	}
 	rate_wait(r);
-	ret = r->rekey ? rekey_path(r, it->path) : rewrap_path(r, it->path);
+	/* The volume key is re-wrapped, never re-keyed: that would re-encrypt every name. */
+	ret = r->rekey && !volume_key_item(r, it->path) ? rekey_path(r, it->path)
+						       : rewrap_path(r, it->path);
+	if (ret == 1) {
+		it->outcome = DONE_CURRENT; /* another name of the file got there first */
+		return;
+	}
 	if (ret == 0)
 		ret = file_key(r, it->path, &version, after);
 	if (ret == 0 && r->rekey && memcmp(before, after, 16) != 0)
@@ -742,6 +794,8 @@ int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_
 	int code = CTL_OK;
 
 	*users = *unreadable = 0;
+	if (offline && !realpath(dir, r.backing))
+		return ctl_err(CTL_FAILED, "%s: %s", dir, strerror(errno));
 	if (offline)
 		code = ctl_volume_open(dir, NULL, NULL, false, &r.vol);
 	if (code == CTL_OK)

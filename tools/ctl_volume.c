@@ -17,6 +17,8 @@
 
 #include "crypto/random.h"
 #include "crypto/record.h"
+#include "fs/names.h"
+#include "fs/volkey.h"
 #include "kms/keyring.h"
 #include "crypto/hex.h"
 #include "tools/ctl.h"
@@ -46,6 +48,8 @@ static const char init_usage[] =
 	"                          (default 4096)\n"
 	"  --passphrase-file FILE  passphrase for a new keyring, or of an existing one;\n"
 	"                          recorded in the volume as kms:passphrase_file\n"
+	"  --names encrypted|plain file names, symlink targets and user xattrs encrypted\n"
+	"                          with a volume key (default), or stored as they are\n"
 	"  -h, --help              show this help\n"
 	"\n" CTL_PASSPHRASE_HELP;
 
@@ -73,6 +77,7 @@ struct init_opts {
 	const char *backing;
 	enum record_placement placement;
 	uint32_t block_size;
+	bool plain_names;
 };
 
 /* check_backing - BACKING must be (or become) an empty directory.  A CTL_* code. */
@@ -228,6 +233,7 @@ static int parse_init(int argc, char **argv, struct init_opts *o)
 		{ "header", required_argument, NULL, 'H' },
 		{ "block-size", required_argument, NULL, 'b' },
 		{ "passphrase-file", required_argument, NULL, 'p' },
+		{ "names", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -272,6 +278,11 @@ static int parse_init(int argc, char **argv, struct init_opts *o)
 			break;
 		case 'p':
 			o->pass_file = optarg;
+			break;
+		case 'n':
+			if (strcmp(optarg, "encrypted") != 0 && strcmp(optarg, "plain") != 0)
+				return ctl_err(CTL_USAGE, "--names must be 'encrypted' or 'plain'");
+			o->plain_names = strcmp(optarg, "plain") == 0;
 			break;
 		case 'h':
 			ctl_usage(init_usage, true);
@@ -362,6 +373,34 @@ static int local_settings(const struct init_opts *o, const char *backing, dictio
 	return CTL_OK;
 }
 
+/*
+ * make_volume_key - the volume key and the root's directory ID, written
+ * before the configuration: a volume whose configuration exists is whole.
+ */
+static int make_volume_key(const char *backing, const struct volume_config *cfg,
+			   struct kms *kms)
+{
+	int fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+
+	if (fd < 0)
+		return ctl_err(CTL_FAILED, "%s: %s", backing, strerror(errno));
+	rc = volkey_create(fd, cfg, kms);
+	if (rc < 0) {
+		close(fd);
+		return ctl_err(rc == -EEXIST || rc == -EIO || rc == -ENOMEM ? CTL_FAILED : CTL_KEY,
+			       "cannot make the volume key %s/%s: %s", backing, VOLKEY_NAME,
+			       rc == -EEXIST ? strerror(EEXIST) : kms_strerror(rc));
+	}
+	rc = names_dirid_make(fd);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "cannot give %s its directory ID: %s", backing,
+			       strerror(-rc));
+	return CTL_OK;
+}
+
 int cmd_init(int argc, char **argv)
 {
 	char backing[PATH_MAX], keyring[PATH_MAX], conf[PATH_MAX + 32], uuid[37], err[1024];
@@ -422,6 +461,10 @@ int cmd_init(int argc, char **argv)
 	}
 	cfg.uuid[6] = (cfg.uuid[6] & 0x0f) | 0x40; /* RFC 9562 version 4 */
 	cfg.uuid[8] = (cfg.uuid[8] & 0x3f) | 0x80;
+	cfg.names_encrypted = !o.plain_names;
+	rc = cfg.names_encrypted ? make_volume_key(backing, &cfg, kms) : CTL_OK;
+	if (rc != CTL_OK)
+		goto out;
 	snprintf(conf, sizeof(conf), "%s/%s", backing, VOLUME_CONFIG_NAME);
 	rc = volume_config_write(conf, &cfg, settings);
 	if (rc < 0) {
@@ -437,6 +480,7 @@ int cmd_init(int argc, char **argv)
 		printf("  key records:  header (%u bytes)\n", cfg.header_size);
 	else
 		printf("  key records:  xattr %s\n", VOLUME_XATTR_NAME);
+	printf("  names:        %s\n", cfg.names_encrypted ? "encrypted" : "plain");
 	if (local)
 		printf("  keyring:      %s (%s)\n", keyring, created ? "created" : "existing");
 	printf("  kms:          %s, master key version %u\n", o.kms, version);
@@ -497,6 +541,7 @@ int cmd_info(int argc, char **argv)
 		       v.cfg.header_size / 2);
 	else
 		printf("key records:     xattr %s\n", VOLUME_XATTR_NAME);
+	printf("names:           %s\n", v.cfg.names_encrypted ? "encrypted" : "plain");
 	n = iniparser_getsecnkeys(v.cfg.ini, "kms");
 	keys = n > 0 ? calloc((size_t)n, sizeof(*keys)) : NULL;
 	if (keys) {

@@ -30,6 +30,7 @@ static const struct {
 	{ "decrypt", cmd_decrypt, "decrypt a backing file to stdout (offline)" },
 	{ "status", cmd_status, "show a mounted volume's cache, KMS and error counters" },
 	{ "rotate", cmd_rotate, "re-wrap every file's key under the current master key" },
+	{ "ls", cmd_ls, "list a volume directory by its plaintext names (offline)" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

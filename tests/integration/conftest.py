@@ -6,7 +6,8 @@ ctl         Path of the built envelopefsctl.
 run_ctl     run_ctl(*args, env=None, input=None, check=True) -> subprocess.CompletedProcess with bytes
             stdout/stderr.  The environment is the test's own minus any ENVELOPEFS_PASSPHRASE*, plus @env.
             With check=True a non-zero exit fails the test, showing stderr.
-volume      Factory: volume(placement='header'|'xattr', block_size=4096, passphrase=None) -> Volume, made
+volume      Factory: volume(placement='header'|'xattr', block_size=4096, passphrase=None, names='plain')
+            -> Volume, made
             with `envelopefsctl init` under tmp_path; its keyring lives next to, not inside, the backing dir.
 """
 
@@ -74,7 +75,7 @@ def run_ctl(ctl):
 def volume(tmp_path, run_ctl):
     counter = itertools.count()
 
-    def make(placement="header", block_size=4096, passphrase=None):
+    def make(placement="header", block_size=4096, passphrase=None, names="plain"):
         n = next(counter)
         backing = tmp_path / f"backing{n}"
         keydir = tmp_path / f"keys{n}"
@@ -83,7 +84,7 @@ def volume(tmp_path, run_ctl):
         env = {"ENVELOPEFS_PASSPHRASE": passphrase} if passphrase else None
         cp = run_ctl("init", "--keyring", keyring,
                      "--header", "file" if placement == "header" else "xattr",
-                     "--block-size", block_size, backing, env=env)
+                     "--block-size", block_size, "--names", names, backing, env=env)
         return Volume(backing, keyring, placement, block_size, passphrase, cp.stdout.decode())
 
     return make

@@ -46,18 +46,19 @@ def unmount(path):
 
 
 class Volume:
-    def __init__(self, root, placement="header", block_size=4096):
+    def __init__(self, root, placement="header", block_size=4096, names="plain"):
         self.root = Path(root)
         self.backing = self.root / "backing"
         self.mnt = self.root / "mnt"
         self.keyring = self.root / "keyring"
         self.placement = placement
         self.block_size = block_size
+        self.names = names
         self.backing.mkdir()
         self.mnt.mkdir()
         header = "file" if placement == "header" else "xattr"
         subprocess.run([str(CTL), "init", "--keyring", str(self.keyring), "--header", header,
-                        "--block-size", str(block_size), str(self.backing)],
+                        "--block-size", str(block_size), "--names", names, str(self.backing)],
                        check=True, capture_output=True)
 
     def mount(self, *options, check=True, env=None):
@@ -84,13 +85,24 @@ class Volume:
         return json.loads(os.getxattr(self.mnt, STATUS_XATTR))
 
     def backing_path(self, name):
-        """Backing file of a plaintext path relative to the mount (identity names)."""
-        return self.backing / name
+        """Backing file of a plaintext path relative to the mount."""
+        if self.names == "plain":
+            return self.backing / name
+        parent, _, base = name.rpartition("/")
+        out = subprocess.run([str(CTL), "ls", "--backing", str(self.backing), parent or "/"],
+                             check=True, capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            shown, path = line[2:].split("\t")
+            if shown == base:
+                return Path(path)
+        raise FileNotFoundError(name)
 
 
-@pytest.fixture(params=["header", "xattr"])
+@pytest.fixture(params=["header", "xattr", "header-encnames"])
 def vol(request, tmp_path):
-    v = Volume(tmp_path, placement=request.param)
+    """Both placements with plain names, and header placement with encrypted names."""
+    placement, _, names = request.param.partition("-")
+    v = Volume(tmp_path, placement=placement, names="encrypted" if names else "plain")
     v.mount()
     yield v
     v.unmount()

@@ -68,7 +68,8 @@ class P11Volume(Volume):
         settings = [f"module={MODULE}", f"token_label={TOKEN}", f"key_label={KEY}"]
         if pin_file:
             settings.append(f"pin_file={self.pin_file}")
-        args = ["init", "--kms", "pkcs11", "--header",
+        # Plain names: the tests read backing files by their plaintext paths.
+        args = ["init", "--kms", "pkcs11", "--names", "plain", "--header",
                 "file" if placement == "header" else "xattr"]
         for s in settings:
             args += ["--kms-setting", s]

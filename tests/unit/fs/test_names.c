@@ -1,0 +1,431 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The name codec (fs/names.c): docs/FORMAT.md's name, symlink and xattr
+ * vectors, round trips of every name length and byte value, and refusal of
+ * tampered, moved and non-canonical encodings.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "crypto/kdf.h"
+#include "fs/names.h"
+
+#define MAX_FIELDS 16
+
+struct vector {
+	int line;
+	int nfields;
+	char *name[MAX_FIELDS];
+	char *value[MAX_FIELDS];
+};
+
+static int n_vectors;
+
+static const char *field(const struct vector *v, const char *name)
+{
+	for (int i = 0; i < v->nfields; i++)
+		if (strcmp(v->name[i], name) == 0)
+			return v->value[i];
+	return NULL;
+}
+
+/* Hex field @name into @out (at most @cap bytes): its length, or -1. */
+static long hex(const struct vector *v, const char *name, uint8_t *out, size_t cap)
+{
+	const char *h = field(v, name);
+	size_t n;
+
+	if (!h || strlen(h) % 2 || strlen(h) / 2 > cap)
+		return -1;
+	n = strlen(h) / 2;
+	for (size_t i = 0; i < n; i++) {
+		unsigned x;
+		if (sscanf(h + 2 * i, "%2x", &x) != 1)
+			return -1;
+		out[i] = (uint8_t)x;
+	}
+	return (long)n;
+}
+
+/* The codec of the vector's volume key and UUID. */
+static struct names *codec_of(const struct vector *v)
+{
+	uint8_t key[NAMES_KEY_LEN], uuid[16];
+	struct names *n = NULL;
+
+	if (hex(v, "volume_key", key, sizeof(key)) != NAMES_KEY_LEN ||
+	    hex(v, "volume_uuid", uuid, sizeof(uuid)) != 16 ||
+	    names_create(true, key, uuid, &n) < 0)
+		return NULL;
+	return n;
+}
+
+static void check_keys(const struct vector *v)
+{
+	static const char *const labels[][2] = {{"k_name", "envelopefs v1 names"},
+						{"k_link", "envelopefs v1 symlink targets"},
+						{"k_xattr", "envelopefs v1 xattrs"}};
+	uint8_t key[NAMES_KEY_LEN], uuid[16], want[64], got[64];
+
+	REQUIRE(hex(v, "volume_key", key, sizeof(key)) == NAMES_KEY_LEN);
+	REQUIRE(hex(v, "volume_uuid", uuid, sizeof(uuid)) == 16);
+	for (size_t i = 0; i < 3; i++) {
+		REQUIRE(hex(v, labels[i][0], want, sizeof(want)) == 64);
+		REQUIRE(crypto_hkdf_sha256(key, sizeof(key), uuid, 16, labels[i][1],
+					   strlen(labels[i][1]), got, 64) == 0);
+		CHECK(memcmp(got, want, 64) == 0);
+	}
+}
+
+static void check_name(const struct vector *v)
+{
+	struct names *n = codec_of(v);
+	uint8_t dirid[16], raw[NAMES_MAX];
+	char name[NAMES_MAX + 1], back[NAMES_MAX + 1];
+	struct backing_name b;
+	const char *full = field(v, "full");
+	long len = hex(v, "name", raw, sizeof(raw));
+
+	REQUIRE(n && len > 0 && field(v, "entry"));
+	REQUIRE(hex(v, "dirid", dirid, sizeof(dirid)) == 16);
+	memcpy(name, raw, (size_t)len);
+	name[len] = '\0';
+	CHECK(names_encode(n, dirid, false, name, &b) == 0);
+	CHECK(strcmp(b.entry, field(v, "entry")) == 0);
+	CHECK(strcmp(b.full, full ? full : "") == 0);
+	CHECK_EQ_INT(names_classify(n, false, b.entry), full ? NAMES_ENTRY_LONG : NAMES_ENTRY_SHORT);
+	CHECK(names_decode(n, dirid, false, field(v, "entry"), full, back) == 0);
+	CHECK(strcmp(back, name) == 0);
+	names_destroy(n);
+}
+
+static void check_dirid(const struct vector *v)
+{
+	uint8_t dirid[16], got[18];
+	char text[32];
+
+	REQUIRE(hex(v, "dirid", dirid, sizeof(dirid)) == 16 && field(v, "link"));
+	names_b64_encode(dirid, 16, text);
+	CHECK(strcmp(text, field(v, "link")) == 0);
+	CHECK(names_b64_decode(field(v, "link"), got, sizeof(got)) == 16);
+	CHECK(memcmp(got, dirid, 16) == 0);
+}
+
+static void check_symlink(const struct vector *v)
+{
+	struct names *n = codec_of(v);
+	uint8_t dirid[16], raw[NAMES_TARGET_MAX];
+	char name[NAMES_MAX + 1], target[NAMES_TARGET_MAX + 1], stored[NAMES_TARGET_MAX + 1];
+	char back[NAMES_TARGET_MAX + 1];
+	long len;
+
+	REQUIRE(n && field(v, "stored"));
+	REQUIRE(hex(v, "dirid", dirid, sizeof(dirid)) == 16);
+	len = hex(v, "name", raw, NAMES_MAX);
+	REQUIRE(len > 0);
+	memcpy(name, raw, (size_t)len);
+	name[len] = '\0';
+	len = hex(v, "target", raw, sizeof(raw));
+	REQUIRE(len > 0);
+	memcpy(target, raw, (size_t)len);
+	target[len] = '\0';
+	CHECK(names_link_seal(n, dirid, name, target, stored) == 0);
+	CHECK(strcmp(stored, field(v, "stored")) == 0);
+	CHECK(names_link_open(n, dirid, name, field(v, "stored"), back) == 0);
+	CHECK(strcmp(back, target) == 0);
+	CHECK_EQ_INT(names_link_size(n, strlen(stored)), strlen(target));
+	/* Bound to its name: the same target under another name does not open. */
+	CHECK(names_link_open(n, dirid, "other", field(v, "stored"), back) == -EBADMSG);
+	names_destroy(n);
+}
+
+static void check_xattr(const struct vector *v)
+{
+	struct names *n = codec_of(v);
+	uint8_t owner[16], raw[NAMES_XATTR_NAME_MAX], value[256], stored[256 + 32], out[256];
+	char name[NAMES_XATTR_NAME_MAX + 1], sname[NAMES_XATTR_NAME_MAX + 1];
+	long len, vlen, slen;
+
+	REQUIRE(n && field(v, "stored_name"));
+	REQUIRE(hex(v, "owner", owner, sizeof(owner)) == 16);
+	len = hex(v, "name", raw, sizeof(raw));
+	REQUIRE(len > 0);
+	memcpy(name, raw, (size_t)len);
+	name[len] = '\0';
+	vlen = hex(v, "value", value, sizeof(value));
+	slen = hex(v, "stored_value", stored, sizeof(stored));
+	REQUIRE(vlen >= 0 && slen == vlen + NAMES_XATTR_OVERHEAD);
+	CHECK(names_xattr_is_user(n, name));
+	CHECK(names_xattr_name_seal(n, owner, name, sname) == 0);
+	CHECK(strcmp(sname, field(v, "stored_name")) == 0);
+	CHECK(names_xattr_name_open(n, owner, field(v, "stored_name"), sname) == 0);
+	CHECK(strcmp(sname, name) == 0);
+	CHECK(names_xattr_value_seal(n, owner, name, value, (size_t)vlen, out) == 0);
+	CHECK(memcmp(out, stored, (size_t)slen) == 0);
+	CHECK(names_xattr_value_open(n, owner, name, stored, (size_t)slen, out) == 0);
+	CHECK(memcmp(out, value, (size_t)vlen) == 0);
+	/* Another owner (a copy onto another file) opens neither. */
+	owner[0] ^= 1;
+	CHECK(names_xattr_name_open(n, owner, field(v, "stored_name"), sname) == -EBADMSG);
+	CHECK(names_xattr_value_open(n, owner, name, stored, (size_t)slen, out) == -EBADMSG);
+	names_destroy(n);
+}
+
+static void check_vector(const struct vector *v)
+{
+	const char *type = field(v, "type");
+
+	if (!type)
+		return;
+	if (strcmp(type, "names_keys") == 0)
+		check_keys(v);
+	else if (strcmp(type, "name") == 0)
+		check_name(v);
+	else if (strcmp(type, "dirid") == 0)
+		check_dirid(v);
+	else if (strcmp(type, "symlink") == 0)
+		check_symlink(v);
+	else if (strcmp(type, "xattr") == 0)
+		check_xattr(v);
+	else
+		return;
+	n_vectors++;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n'))
+		*--e = '\0';
+	return s;
+}
+
+static void test_format_md_vectors(void)
+{
+	const char *root = getenv("ENVELOPEFS_SOURCE_ROOT");
+	char path[4096], *line = NULL;
+	struct vector v = {0};
+	size_t cap = 0;
+	int in_vector = 0, lineno = 0;
+	FILE *f;
+
+	REQUIRE(root != NULL);
+	snprintf(path, sizeof(path), "%s/docs/FORMAT.md", root);
+	f = fopen(path, "r");
+	REQUIRE(f != NULL);
+	while (getline(&line, &cap, f) > 0) {
+		char *l = trim(line), *eq;
+
+		lineno++;
+		if (!in_vector) {
+			in_vector = strcmp(l, "```vector") == 0;
+			v.line = lineno;
+			continue;
+		}
+		if (strncmp(l, "```", 3) == 0) {
+			check_vector(&v);
+			for (int i = 0; i < v.nfields; i++) {
+				free(v.name[i]);
+				free(v.value[i]);
+			}
+			v.nfields = 0;
+			in_vector = 0;
+			continue;
+		}
+		eq = strchr(l, '=');
+		if (!*l || !eq || v.nfields == MAX_FIELDS)
+			continue;
+		*eq = '\0';
+		v.name[v.nfields] = strdup(trim(l));
+		v.value[v.nfields] = strdup(trim(eq + 1));
+		v.nfields++;
+	}
+	free(line);
+	fclose(f);
+	printf("checked %d name, symlink and xattr vectors\n", n_vectors);
+	CHECK(n_vectors >= 10);
+}
+
+static const uint8_t test_key[NAMES_KEY_LEN] = {1, 2, 3};
+static const uint8_t test_uuid[16] = {9, 8, 7};
+static const uint8_t dir_a[16] = {0xaa}, dir_b[16] = {0xbb};
+
+/* encode then decode @name in dir_a, reading a long name's side record from @b. */
+static int round_trip(struct names *n, const char *name, char *back)
+{
+	struct backing_name b;
+	int ret = names_encode(n, dir_a, false, name, &b);
+
+	if (ret < 0)
+		return ret;
+	if (strlen(b.entry) > NAMES_MAX || strchr(b.entry, '/'))
+		return -EINVAL;
+	return names_decode(n, dir_a, false, b.entry, backing_name_is_long(&b) ? b.full : NULL,
+			    back);
+}
+
+static void test_every_length_and_byte(void)
+{
+	struct names *n;
+	char name[NAMES_MAX + 1], back[NAMES_MAX + 1];
+	int longs = 0;
+
+	REQUIRE(names_create(true, test_key, test_uuid, &n) == 0);
+	for (int len = 1; len <= NAMES_MAX; len++) {
+		struct backing_name b;
+
+		for (int i = 0; i < len; i++)
+			name[i] = (char)(1 + (i * 37 + len) % 255 == '/' ? 'x' : 1 + (i * 37 + len) % 255);
+		name[len] = '\0';
+		CHECK(round_trip(n, name, back) == 0);
+		CHECK(strcmp(back, name) == 0);
+		CHECK(names_encode(n, dir_a, false, name, &b) == 0);
+		longs += backing_name_is_long(&b);
+		CHECK(backing_name_is_long(&b) == (len > 175));
+	}
+	CHECK_EQ_INT(longs, NAMES_MAX - 175);
+	for (int c = 1; c < 256; c++) {
+		if (c == '/')
+			continue;
+		name[0] = (char)c;
+		name[1] = 'q';
+		name[2] = '\0';
+		CHECK(round_trip(n, name, back) == 0);
+		CHECK(strcmp(back, name) == 0);
+	}
+	memset(name, 'a', NAMES_MAX + 1);
+	name[NAMES_MAX] = 'a';
+	name[NAMES_MAX] = '\0';
+	CHECK(round_trip(n, name, back) == 0);
+	{
+		char too_long[NAMES_MAX + 2];
+		struct backing_name b;
+
+		memset(too_long, 'a', sizeof(too_long) - 1);
+		too_long[NAMES_MAX + 1] = '\0';
+		CHECK(names_encode(n, dir_a, false, too_long, &b) == -ENAMETOOLONG);
+	}
+	names_destroy(n);
+}
+
+static void test_tampered_and_moved_names_refused(void)
+{
+	struct names *n;
+	struct backing_name b, other;
+	char back[NAMES_MAX + 1], name[200];
+
+	REQUIRE(names_create(true, test_key, test_uuid, &n) == 0);
+	REQUIRE(names_encode(n, dir_a, false, "secret.txt", &b) == 0);
+	/* Moved to another directory in the backing store. */
+	CHECK(names_decode(n, dir_b, false, b.entry, NULL, back) == -EBADMSG);
+	/* Any character changed. */
+	for (size_t i = 0; b.entry[i]; i++) {
+		char saved = b.entry[i];
+		b.entry[i] = saved == 'A' ? 'B' : 'A';
+		CHECK(names_decode(n, dir_a, false, b.entry, NULL, back) == -EBADMSG);
+		b.entry[i] = saved;
+	}
+	/* Non-canonical base64 (low bits set in the last character) is refused. */
+	{
+		size_t last = strlen(b.entry) - 1;
+		uint8_t raw[64];
+		if (strlen(b.entry) % 4 != 0) {
+			char saved = b.entry[last];
+			b.entry[last] = (char)(saved == '_' ? '-' : saved + 1);
+			CHECK(names_b64_decode(b.entry, raw, sizeof(raw)) == -EINVAL ||
+			      names_decode(n, dir_a, false, b.entry, NULL, back) == -EBADMSG);
+			b.entry[last] = saved;
+		}
+	}
+	/* A long entry with another name's side record, or a short one. */
+	memset(name, 'L', 199);
+	name[199] = '\0';
+	REQUIRE(names_encode(n, dir_a, false, name, &b) == 0);
+	name[0] = 'M';
+	REQUIRE(names_encode(n, dir_a, false, name, &other) == 0);
+	CHECK(names_decode(n, dir_a, false, b.entry, b.full, back) == 0);
+	CHECK(names_decode(n, dir_a, false, b.entry, other.full, back) == -EBADMSG);
+	CHECK(names_decode(n, dir_a, false, b.entry, NULL, back) == -EBADMSG);
+	/* The volume's own names are hidden, dots included. */
+	CHECK_EQ_INT(names_classify(n, true, "envelopefs.conf"), NAMES_ENTRY_HIDDEN);
+	CHECK_EQ_INT(names_classify(n, false, NAMES_DIRID_ENTRY), NAMES_ENTRY_HIDDEN);
+	CHECK_EQ_INT(names_classify(n, false, "envelopefs.tmp.1.2"), NAMES_ENTRY_HIDDEN);
+	CHECK_EQ_INT(names_classify(n, false, ".."), NAMES_ENTRY_HIDDEN);
+	{
+		char side[NAMES_MAX + 1];
+		snprintf(side, sizeof(side), "%s%s", b.entry, NAMES_SIDE_SUFFIX);
+		CHECK_EQ_INT(names_classify(n, false, side), NAMES_ENTRY_HIDDEN);
+	}
+	names_destroy(n);
+}
+
+static void test_plain_mode_is_identity(void)
+{
+	struct names *n;
+	struct backing_name b;
+	char back[NAMES_MAX + 1];
+
+	REQUIRE(names_create(false, NULL, NULL, &n) == 0);
+	CHECK(names_encode(n, NULL, false, "a.txt", &b) == 0 && strcmp(b.entry, "a.txt") == 0);
+	CHECK(names_encode(n, NULL, true, "envelopefs.conf", &b) == -EPERM);
+	CHECK(names_encode(n, NULL, false, "envelopefs.conf", &b) == 0);
+	CHECK(names_decode(n, NULL, true, "envelopefs.conf", NULL, back) == -ENOENT);
+	CHECK(names_decode(n, NULL, false, "x.y", NULL, back) == 0 && strcmp(back, "x.y") == 0);
+	CHECK(!names_xattr_is_user(n, "user.a"));
+	names_destroy(n);
+}
+
+static void test_dirid_and_side_records_on_disk(void)
+{
+	char dir[] = "/tmp/test_names.XXXXXX", full[NAMES_FULL_MAX + 1], name[200];
+	uint8_t id[16], again[16];
+	struct names *n;
+	struct backing_name b;
+	int fd;
+
+	REQUIRE(mkdtemp(dir) != NULL);
+	fd = open(dir, O_RDONLY | O_DIRECTORY);
+	REQUIRE(fd >= 0);
+	CHECK(names_dirid_read(fd, id) == -EIO); /* missing */
+	CHECK(names_dirid_make(fd) == 0);
+	CHECK(names_dirid_make(fd) == -EEXIST);
+	CHECK(names_dirid_read(fd, id) == 0);
+	CHECK(names_dirid_read(fd, again) == 0 && memcmp(id, again, 16) == 0);
+	REQUIRE(names_create(true, test_key, test_uuid, &n) == 0);
+	memset(name, 'S', 199);
+	name[199] = '\0';
+	REQUIRE(names_encode(n, id, false, name, &b) == 0 && backing_name_is_long(&b));
+	CHECK(names_side_read(fd, b.entry, full) == -EIO);
+	CHECK(names_side_write(fd, &b) == 0);
+	CHECK(names_side_write(fd, &b) == 0); /* already there: kept */
+	CHECK(names_side_read(fd, b.entry, full) == 0 && strcmp(full, b.full) == 0);
+	names_side_remove(fd, b.entry);
+	CHECK(names_side_read(fd, b.entry, full) == -EIO);
+	unlinkat(fd, NAMES_DIRID_ENTRY, 0);
+	/* A malformed ID is refused, not guessed. */
+	CHECK(symlinkat("tooshort", fd, NAMES_DIRID_ENTRY) == 0);
+	CHECK(names_dirid_read(fd, id) == -EIO);
+	unlinkat(fd, NAMES_DIRID_ENTRY, 0);
+	close(fd);
+	rmdir(dir);
+	names_destroy(n);
+}
+
+int main(void)
+{
+	RUN(test_format_md_vectors);
+	RUN(test_every_length_and_byte);
+	RUN(test_tampered_and_moved_names_refused);
+	RUN(test_plain_mode_is_identity);
+	RUN(test_dirid_and_side_records_on_disk);
+	return check_summary();
+}
