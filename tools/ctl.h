@@ -6,7 +6,8 @@
  * Shared pieces of envelopefsctl: exit codes, messages, opening a volume.
  * One file per command family: ctl_volume.c (init, info), ctl_keyring.c
  * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt), ctl_status.c
- * (status of a mounted volume), ctl_rotate.c (re-wrapping a tree's keys).
+ * (status of a mounted volume), ctl_rotate.c (re-wrapping a tree's keys),
+ * ctl_import.c (copying a plaintext tree into a volume).
  */
 
 #include <stdbool.h>
@@ -76,6 +77,13 @@ int ctl_volume_open(const char *backing, const char *keyring, const char *pass_f
 		    bool need_kms, struct ctl_volume *v);
 void ctl_volume_close(struct ctl_volume *v);
 
+/*
+ * ctl_backing_mounted - is the backing directory @backing (a real path) the
+ * source of a mounted envelopefs?  The daemon names its mount after the
+ * backing path unless -o fsname= said otherwise.
+ */
+bool ctl_backing_mounted(const char *backing);
+
 int cmd_init(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_keyring(int argc, char **argv);
@@ -83,6 +91,7 @@ int cmd_encrypt(int argc, char **argv);
 int cmd_decrypt(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_rotate(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 /*
  * ctl_count_key_version - walk a mounted volume (@offline false: DIR is its
