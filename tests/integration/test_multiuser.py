@@ -6,7 +6,6 @@ check runs a small Python program under `setpriv` as an unprivileged uid with
 chosen groups, and compares what it could and could not do with what the
 same modes allow on a local filesystem.
 """
-import errno
 import json
 import os
 import shutil

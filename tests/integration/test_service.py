@@ -162,6 +162,8 @@ def test_fstab_recipe_mount_a(tmp_path, mount_helper_path):
         opts = [l.split()[3] for l in open("/proc/self/mounts") if l.split()[1] == str(v.mnt)][0]
         assert "allow_other" in opts and "default_permissions" in opts
         assert v.status()["cache"]["max_entries"] == 7  # config= reached the daemon
+        put(v.mnt / "f", b"via fstab")
+        assert get(v.mnt / "f") == b"via fstab"
         pid = daemon_pid(v)
     finally:
         subprocess.run(["umount", str(v.mnt)], check=True)
