@@ -148,6 +148,9 @@ def test_import_matches_rsync_and_keeps_holes(trees):
     assert "errors:       0" in proc.stdout
     assert "differ" in proc.stdout and ", 0 differ" in proc.stdout
     assert "copied:       12 files" in proc.stdout, proc.stdout
+    # Not a terminal: plain progress lines, the last of each phase at 100 %.
+    assert "\r" not in proc.stderr
+    assert "import: 100%" in proc.stderr and "verify: 100%" in proc.stderr, proc.stderr
     subprocess.run(["rsync", "-aHAX", f"{src}/", f"{two.mnt}/data/"], check=True,
                    capture_output=True)
     imported, reference = snapshot(one.mnt / "data"), snapshot(two.mnt / "data")
