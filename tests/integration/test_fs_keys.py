@@ -232,12 +232,7 @@ def test_mount_refusals(tmp_path):
 
 def test_sigterm_unmounts_cleanly(tmp_path):
     v = Volume(tmp_path)
-    proc = subprocess.Popen([str(DAEMON), "-f", str(v.backing), str(v.mnt)],
-                            stderr=subprocess.PIPE, text=True)
-    for _ in range(100):
-        if is_mounted(v.mnt):
-            break
-        time.sleep(0.05)
+    proc = v.mount_foreground()
     put(v.mnt / "f", b"kept")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0

@@ -90,24 +90,16 @@ def test_unit_exec_start_mounts_and_sigterm_stops_cleanly(tmp_path):
     v.unmount()
 
 
-def test_daemon_exit_status_on_sigterm_and_unmount(tmp_path):
-    """The status systemd sees for the main process: 0 for a requested stop."""
+def test_umount_ends_the_daemon_with_status_0(tmp_path):
+    """What systemd sees of its main process when the volume is unmounted
+    under it (SIGTERM: test_fs_keys.py::test_sigterm_unmounts_cleanly)."""
     v = Volume(tmp_path)
-    for stop in ("sigterm", "umount"):
-        daemon = subprocess.Popen([str(DAEMON), "-f", str(v.backing), str(v.mnt)],
-                                  stderr=subprocess.PIPE, text=True)
-        for _ in range(200):
-            if is_mounted(v.mnt):
-                break
-            time.sleep(0.05)
-        put(v.mnt / stop, b"x")
-        if stop == "sigterm":
-            daemon.send_signal(signal.SIGTERM)
-        else:
-            subprocess.run(["umount", str(v.mnt)], check=True)
-        assert daemon.wait(timeout=30) == 0, daemon.stderr.read()
-        assert "keys wiped" in daemon.stderr.read()
-        assert not is_mounted(v.mnt)
+    daemon = v.mount_foreground()
+    put(v.mnt / "f", b"x")
+    subprocess.run(["umount", str(v.mnt)], check=True)
+    assert daemon.wait(timeout=30) == 0
+    assert "keys wiped" in daemon.stderr.read()
+    assert not is_mounted(v.mnt)
 
 
 def test_unusable_keys_fail_the_start(tmp_path):
