@@ -157,8 +157,8 @@ def test_created_entries_belong_to_their_creator(shared, area):
     # The backing entries carry the same owners (a root daemon would
     # otherwise leave them root's), so they survive a remount.
     rel = area.relative_to(shared.mnt)
-    assert lst(shared.backing / rel / "d") == (ALICE, ALICE, 0o755)
-    assert os.lstat(shared.backing / rel / "l").st_uid == ALICE
+    assert lst(shared.backing_path(f"{rel}/d")) == (ALICE, ALICE, 0o755)
+    assert os.lstat(shared.backing_path(f"{rel}/l")).st_uid == ALICE
 
 
 def test_root_keeps_full_control(shared, area):
