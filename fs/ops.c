@@ -1398,7 +1398,8 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"pool\":{\"capacity\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"hits\":%" PRIu64
 		     ",\"misses\":%" PRIu64 ",\"dropped\":%" PRIu64 "},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
-		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld}\n",
+		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld,"
+		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s}}\n",
 		     uuid, backing, fs->kms->ops->name, fs->kms->key_ref, current,
 		     (uint64_t)fs->kms->counters.generate, (uint64_t)fs->kms->counters.unwrap,
 		     (uint64_t)fs->kms->counters.rewrap, (uint64_t)fs->kms->counters.failures,
@@ -1407,7 +1408,8 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     ps.capacity, ps.entries, ps.hits, ps.misses, ps.dropped,
 		     (uint64_t)atomic_load(&fs->counters.integrity_errors),
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
-		     (long long)(time(NULL) - fs->started));
+		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
+		     fs->settings.writeback_cache ? "true" : "false");
 	return n < 0 || (size_t)n >= cap ? -ERANGE : n;
 }
 

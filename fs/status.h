@@ -17,7 +17,8 @@
  *    "cache": {"entries", "pinned", "hits", "misses", "evictions",
  *              "max_entries", "max_age"},
  *    "errors": {"integrity", "key"},
- *    "inodes": N, "uptime": SECONDS}
+ *    "inodes": N, "uptime": SECONDS,
+ *    "daemon": {"pid", "version", "writeback_cache": true|false}}
  *
  * Counters count since mount.  New fields may be added; none is removed.
  */

@@ -6,7 +6,8 @@
  * Shared pieces of envelopefsctl: exit codes, messages, opening a volume.
  * One file per command family: ctl_volume.c (init, info), ctl_keyring.c
  * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt), ctl_status.c
- * (status of a mounted volume), ctl_rotate.c (re-wrapping a tree's keys).
+ * (status of a mounted volume), ctl_rotate.c (re-wrapping a tree's keys),
+ * ctl_import.c (copying a plaintext tree into a volume).
  */
 
 #include <stdbool.h>
@@ -74,6 +75,13 @@ int ctl_volume_open(const char *backing, const char *keyring, const char *pass_f
 		    bool need_kms, struct ctl_volume *v);
 void ctl_volume_close(struct ctl_volume *v);
 
+/*
+ * ctl_backing_mounted - is the backing directory @backing (a real path) the
+ * source of a mounted envelopefs?  The daemon names its mount after the
+ * backing path unless -o fsname= said otherwise.
+ */
+bool ctl_backing_mounted(const char *backing);
+
 int cmd_init(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_keyring(int argc, char **argv);
@@ -96,6 +104,7 @@ int ctl_volume_names(struct ctl_volume *v, const char *backing, struct names **o
  */
 int ctl_resolve(struct names *names, const char *backing, const char *path, char *out,
 		size_t cap);
+int cmd_import(int argc, char **argv);
 
 /*
  * ctl_count_key_version - walk a mounted volume (@offline false: DIR is its

@@ -562,46 +562,6 @@ static int online_target(const char *mountpoint, uint32_t *target, char uuid[37]
 	return CTL_OK;
 }
 
-/* Undo the octal escapes (\\040 for a space ...) of a /proc/self/mounts field. */
-static void unescape_mount_field(char *field)
-{
-	char *out = field;
-
-	for (const char *p = field; *p; out++) {
-		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
-		    p[3] >= '0' && p[3] <= '7') {
-			*out = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-			p += 4;
-		} else {
-			*out = *p++;
-		}
-	}
-	*out = '\0';
-}
-
-/*
- * Is BACKING the source of a mounted envelopefs?  The daemon names its
- * mount after the backing path unless -o fsname= said otherwise.
- */
-static bool mounted(const char *backing)
-{
-	char line[8192];
-	bool found = false;
-	FILE *f = fopen("/proc/self/mounts", "re");
-
-	while (f && !found && fgets(line, sizeof(line), f)) {
-		char src[PATH_MAX], dir[PATH_MAX], type[64];
-		if (sscanf(line, "%4095s %4095s %63s", src, dir, type) != 3 ||
-		    strcmp(type, "fuse.envelopefs") != 0)
-			continue;
-		unescape_mount_field(src);
-		found = strcmp(src, backing) == 0;
-	}
-	if (f)
-		fclose(f);
-	return found;
-}
-
 static int parse_args(int argc, char **argv, struct rotation *r, const char **keyring)
 {
 	static const struct option opts[] = {
@@ -829,7 +789,7 @@ int cmd_rotate(int argc, char **argv)
 	if (r.offline) {
 		if (!realpath(argv[optind], r.backing))
 			return ctl_err(CTL_FAILED, "%s: %s", argv[optind], strerror(errno));
-		if (mounted(r.backing))
+		if (ctl_backing_mounted(r.backing))
 			return ctl_err(CTL_FAILED,
 				       "%s is mounted: rotate through the mount (envelopefsctl rotate "
 				       "MOUNTPOINT) or unmount it first",

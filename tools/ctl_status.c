@@ -17,8 +17,9 @@ static const char status_usage[] =
 	"Usage: envelopefsctl status [--json] MOUNTPOINT\n"
 	"\n"
 	"Show a mounted volume's run-time status: volume, KMS provider and call counts,\n"
-	"DEK cache figures, integrity and key errors, uptime.  --json prints the daemon's\n"
-	"JSON object as it is.  Needs root (the status is a trusted.* xattr).\n";
+	"DEK cache figures, integrity and key errors, uptime, the daemon's pid and\n"
+	"version.  --json prints the daemon's JSON object as it is.  Needs root (the\n"
+	"status is a trusted.* xattr).\n";
 
 #define STATUS_MAX 8192
 #define FIELDS_MAX 64
@@ -88,6 +89,11 @@ static int parse_member(struct parser *ps, const char *prefix)
 	snprintf(f->key[f->n], PATH_LEN, "%s", path);
 	if (*ps->p == '"') {
 		ret = parse_string(ps, f->value[f->n], VALUE_LEN);
+	} else if (strncmp(ps->p, "true", 4) == 0 || strncmp(ps->p, "false", 5) == 0) {
+		bool yes = *ps->p == 't';
+		snprintf(f->value[f->n], VALUE_LEN, "%s", yes ? "true" : "false");
+		ps->p += yes ? 4 : 5;
+		ret = 0;
 	} else {
 		size_t len = strspn(ps->p, "-0123456789.");
 		if (len == 0 || len >= VALUE_LEN)
@@ -155,6 +161,9 @@ static void print_human(const struct fields *f)
 	printf("inodes     %s\n", field(f, "inodes"));
 	printf("uptime     %ldd %02ldh %02ldm %02lds\n", up / 86400, up / 3600 % 24, up / 60 % 60,
 	       up % 60);
+	printf("daemon     pid %s, envelopefs %s, writeback cache %s\n", field(f, "daemon.pid"),
+	       field(f, "daemon.version"),
+	       strcmp(field(f, "daemon.writeback_cache"), "true") == 0 ? "on" : "off");
 }
 
 int cmd_status(int argc, char **argv)

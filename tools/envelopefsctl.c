@@ -31,6 +31,7 @@ static const struct {
 	{ "status", cmd_status, "show a mounted volume's cache, KMS and error counters" },
 	{ "rotate", cmd_rotate, "re-wrap every file's key under the current master key" },
 	{ "ls", cmd_ls, "list a volume directory by its plaintext names (offline)" },
+	{ "import", cmd_import, "copy a plaintext tree into a volume, encrypted, and verify it" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -129,6 +130,42 @@ void ctl_volume_close(struct ctl_volume *v)
 	kms_close(v->kms);
 	v->kms = NULL;
 	volume_config_free(&v->cfg);
+}
+
+/* Undo the octal escapes (\\040 for a space ...) of a /proc/self/mounts field. */
+static void unescape_mount_field(char *field)
+{
+	char *out = field;
+
+	for (const char *p = field; *p; out++) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+		    p[3] >= '0' && p[3] <= '7') {
+			*out = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 4;
+		} else {
+			*out = *p++;
+		}
+	}
+	*out = '\0';
+}
+
+bool ctl_backing_mounted(const char *backing)
+{
+	char line[8192];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mounts", "re");
+
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		char src[PATH_MAX], dir[PATH_MAX], type[64];
+		if (sscanf(line, "%4095s %4095s %63s", src, dir, type) != 3 ||
+		    strcmp(type, "fuse.envelopefs") != 0)
+			continue;
+		unescape_mount_field(src);
+		found = strcmp(src, backing) == 0;
+	}
+	if (f)
+		fclose(f);
+	return found;
 }
 
 static int usage(bool help)

@@ -73,6 +73,18 @@ class Volume:
             assert is_mounted(self.mnt)
         return proc
 
+    def mount_foreground(self):
+        """The daemon with -f, as a child whose exit status the test reads; returns once
+        the mount is live."""
+        daemon = subprocess.Popen([str(DAEMON), "-f", str(self.backing), str(self.mnt)],
+                                  stderr=subprocess.PIPE, text=True)
+        for _ in range(200):
+            if is_mounted(self.mnt):
+                return daemon
+            time.sleep(0.05)
+        daemon.kill()
+        raise AssertionError(f"not mounted: {daemon.communicate()[1]}")
+
     def unmount(self):
         unmount(self.mnt)
 

@@ -1,7 +1,6 @@
 """Keys, the DEK cache, tampering and mount-time failures through a real daemon."""
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -239,12 +238,7 @@ def test_mount_refusals(tmp_path):
 
 def test_sigterm_unmounts_cleanly(tmp_path):
     v = Volume(tmp_path)
-    proc = subprocess.Popen([str(DAEMON), "-f", str(v.backing), str(v.mnt)],
-                            stderr=subprocess.PIPE, text=True)
-    for _ in range(100):
-        if is_mounted(v.mnt):
-            break
-        time.sleep(0.05)
+    proc = v.mount_foreground()
     put(v.mnt / "f", b"kept")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
@@ -271,32 +265,6 @@ def test_fsynced_data_survives_kill_9(tmp_path):
     v.mount()
     assert get(v.mnt / "f") == data
     v.unmount()
-
-
-def test_fstab_mount(tmp_path):
-    """mount.fuse3 finds the daemon on its own fixed PATH, as after `meson install`."""
-    v = Volume(tmp_path)
-    installed = "/usr/local/sbin/envelopefs"
-    ours = not os.path.lexists(installed)
-    if ours:
-        os.symlink(DAEMON, installed)
-    fstab = tmp_path / "fstab"
-    fstab.write_text(f"{v.backing} {v.mnt} fuse.envelopefs defaults,allow_other 0 0\n")
-    try:
-        proc = subprocess.run(["mount", "-a", "-T", str(fstab)], capture_output=True, text=True)
-    finally:
-        if ours:
-            os.unlink(installed)
-    assert proc.returncode == 0, proc.stderr
-    try:
-        assert is_mounted(v.mnt)
-        put(v.mnt / "f", b"via fstab")
-        assert get(v.mnt / "f") == b"via fstab"
-        opts = [l.split()[3] for l in open("/proc/self/mounts") if l.split()[1] == str(v.mnt)]
-        assert "allow_other" in opts[0] and "default_permissions" in opts[0]
-    finally:
-        subprocess.run(["umount", str(v.mnt)], check=True)
-    assert not is_mounted(v.mnt)
 
 
 def test_daemon_settings_file(tmp_path):

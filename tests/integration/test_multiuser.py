@@ -1,0 +1,281 @@
+"""A root mount with allow_other used by unprivileged users (issue 7, "Multi-user").
+
+The daemon runs as root and adds default_permissions, so the kernel enforces
+modes and owners, and the daemon hands every new entry to its creator.  Each
+check runs a small Python program under `setpriv` as an unprivileged uid with
+chosen groups, and compares what it could and could not do with what the
+same modes allow on a local filesystem.
+"""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mounts import Volume
+
+ALICE, BOB, CAROL = 2101, 2102, 2103  # plain uids; no passwd entry is needed
+STAFF = 2200                          # a group alice belongs to, bob does not
+
+# Runs inside setpriv: try each (label, python expression) and report
+# "ok" (or the expression's value) / the errno name, as one JSON object.
+PROBE = r"""
+import errno, json, os, socket, sys
+m = sys.argv[1]
+os.umask(int(sys.argv[2], 8))
+def sock(p):
+    s = socket.socket(socket.AF_UNIX); s.bind(p); s.close()
+def write(p, data=b"x", flags=os.O_WRONLY):
+    fd = os.open(p, flags); os.write(fd, data); os.close(fd)
+out = {}
+for label, expr in json.loads(sys.stdin.read()):
+    try:
+        value = eval(expr)
+        out[label] = "ok" if value is None else value
+    except OSError as e:
+        out[label] = errno.errorcode[e.errno]
+print(json.dumps(out))
+"""
+
+
+def probe(mnt, uid, groups, steps, umask=0o022):
+    """Run @steps [(label, expr)] as @uid (primary group = first of @groups)."""
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={groups[0]}",
+           "--groups=" + ",".join(map(str, groups)), "--inh-caps=-all", "--bounding-set=-all",
+           sys.executable, "-c", PROBE, str(mnt), f"{umask:o}"]
+    proc = subprocess.run(cmd, input=json.dumps(steps), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["writeback", "direct"])
+def shared(request):
+    """One allow_other mount per module: pytest's tmp_path is root-only, so
+    the volume lives in a directory every uid can enter."""
+    root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
+    os.chmod(root, 0o755)
+    v = Volume(root)
+    settings = root / "daemon.ini"
+    settings.write_text(f"[daemon]\nwriteback_cache = {str(request.param).lower()}\n")
+    v.mount("allow_other", f"config={settings}")
+    os.chmod(v.mnt, 0o755)
+    yield v
+    v.unmount()
+    shutil.rmtree(root)
+
+
+@pytest.fixture
+def area(shared, request):
+    """A fresh root-owned directory per test, mode 0755."""
+    d = shared.mnt / request.node.name.replace("[", "_").replace("]", "")
+    d.mkdir(mode=0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def lst(path):
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+def test_permissions_are_enforced_for_other_users(shared, area):
+    (area / "secret").write_bytes(b"root only")
+    os.chmod(area / "secret", 0o600)
+    (area / "readable").write_bytes(b"everyone reads")
+    os.chmod(area / "readable", 0o644)
+    (area / "locked").mkdir(mode=0o700)
+    (area / "locked" / "inside").write_bytes(b"x")
+    r = probe(area, ALICE, [ALICE], [
+        ("read_secret", "open(m + '/secret', 'rb').read()"),
+        ("read_readable", "open(m + '/readable', 'rb').read().decode()"),
+        ("write_readable", "write(m + '/readable')"),
+        ("truncate_readable", "os.truncate(m + '/readable', 0)"),
+        ("create_in_root_dir", "write(m + '/new', flags=os.O_WRONLY | os.O_CREAT)"),
+        ("mkdir_in_root_dir", "os.mkdir(m + '/newdir')"),
+        ("unlink_root_file", "os.unlink(m + '/readable')"),
+        ("rename_root_file", "os.rename(m + '/readable', m + '/moved')"),
+        ("list_locked", "os.listdir(m + '/locked')"),
+        ("stat_in_locked", "os.stat(m + '/locked/inside')"),
+        ("chmod_root_file", "os.chmod(m + '/readable', 0o666)"),
+        ("chown_root_file", "os.chown(m + '/readable', %d, -1)" % ALICE),
+        ("utime_explicit", "os.utime(m + '/readable', (1, 1))"),
+        ("setxattr_root_file", "os.setxattr(m + '/readable', 'user.x', b'1')"),
+        ("access_w", "os.access(m + '/readable', os.W_OK)"),
+        ("access_r", "os.access(m + '/readable', os.R_OK)"),
+    ])
+    assert r == {
+        "read_secret": "EACCES", "read_readable": "everyone reads",
+        "write_readable": "EACCES", "truncate_readable": "EACCES",
+        "create_in_root_dir": "EACCES", "mkdir_in_root_dir": "EACCES",
+        "unlink_root_file": "EACCES", "rename_root_file": "EACCES",
+        "list_locked": "EACCES", "stat_in_locked": "EACCES",
+        "chmod_root_file": "EPERM", "chown_root_file": "EPERM",
+        "utime_explicit": "EPERM", "setxattr_root_file": "EACCES",
+        "access_w": False, "access_r": True,
+    }
+    assert (area / "readable").read_bytes() == b"everyone reads"
+    assert not (area / "new").exists() and not (area / "newdir").exists()
+
+
+def test_created_entries_belong_to_their_creator(shared, area):
+    os.chmod(area, 0o777)
+    r = probe(area, ALICE, [ALICE, STAFF], [
+        ("file", "write(m + '/f', flags=os.O_WRONLY | os.O_CREAT)"),
+        ("file600", "os.close(os.open(m + '/f600', os.O_CREAT | os.O_WRONLY, 0o600))"),
+        ("dir", "os.mkdir(m + '/d')"),
+        ("symlink", "os.symlink('f', m + '/l')"),
+        ("fifo", "os.mkfifo(m + '/p')"),
+        ("socket", "sock(m + '/s')"),
+        ("hardlink", "os.link(m + '/f', m + '/f.link')"),
+        ("chmod_own", "os.chmod(m + '/f', 0o640)"),
+        ("chgrp_member", "os.chown(m + '/f', -1, %d)" % STAFF),
+        ("chgrp_not_member", "os.chown(m + '/d', -1, 0)"),
+        ("chown_give_away", "os.chown(m + '/d', %d, -1)" % BOB),
+        ("utime_own", "os.utime(m + '/f600', (100, 200))"),
+        ("setxattr_own", "os.setxattr(m + '/f600', 'user.tag', b'v')"),
+        ("device", "os.mknod(m + '/null', 0o666 | 0o020000, os.makedev(1, 3))"),
+    ])
+    assert set(r.values()) == {"ok", "EPERM"}
+    assert [k for k, v in r.items() if v == "EPERM"] == [
+        "chgrp_not_member", "chown_give_away", "device"]
+    assert lst(area / "f") == (ALICE, STAFF, 0o640)
+    assert lst(area / "f600") == (ALICE, ALICE, 0o600)
+    assert lst(area / "d") == (ALICE, ALICE, 0o755)
+    assert lst(area / "l")[:2] == (ALICE, ALICE)
+    assert lst(area / "p") == (ALICE, ALICE, 0o644)
+    assert lst(area / "s")[:2] == (ALICE, ALICE)
+    assert os.stat(area / "f.link").st_ino == os.stat(area / "f").st_ino
+    assert os.stat(area / "f600").st_mtime == 200
+    assert os.getxattr(area / "f600", "user.tag") == b"v"
+    assert not (area / "null").exists()
+    # The backing entries carry the same owners (a root daemon would
+    # otherwise leave them root's), so they survive a remount.
+    rel = area.relative_to(shared.mnt)
+    assert lst(shared.backing_path(f"{rel}/d")) == (ALICE, ALICE, 0o755)
+    assert os.lstat(shared.backing_path(f"{rel}/l")).st_uid == ALICE
+
+
+def test_root_keeps_full_control(shared, area):
+    (area / "dev").mkdir()
+    os.mknod(area / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    st = os.stat(area / "dev" / "null")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+    # FUSE mounts are nodev unless mounted with -o dev: the node is kept
+    # (an import or a restore can carry it), but it opens nothing.
+    with pytest.raises(PermissionError):
+        open(area / "dev" / "null", "wb")
+    (area / "f").write_bytes(b"x")
+    os.chown(area / "f", ALICE, STAFF)
+    os.chown(area / "dev" / "null", BOB, BOB)
+    os.symlink("f", area / "l")
+    os.chown(area / "l", CAROL, CAROL, follow_symlinks=False)
+    assert lst(area / "f") == (ALICE, STAFF, 0o644)
+    assert lst(area / "l")[:2] == (CAROL, CAROL)
+    assert lst(area / "dev" / "null")[:2] == (BOB, BOB)
+    # The owner may now use it; another user may not write it.
+    r = probe(area, ALICE, [ALICE], [("own", "write(m + '/f', b'mine')")])
+    assert r == {"own": "ok"}
+    r = probe(area, BOB, [BOB], [("other", "write(m + '/f', b'bob')")])
+    assert r == {"other": "EACCES"}
+    assert (area / "f").read_bytes() == b"mine"
+
+
+def test_sticky_directory(shared, area):
+    tmp = area / "tmp"
+    tmp.mkdir()
+    os.chmod(tmp, 0o1777)
+    r = probe(tmp, ALICE, [ALICE], [
+        ("create", "write(m + '/alice', flags=os.O_WRONLY | os.O_CREAT)"),
+        ("create2", "write(m + '/alice2', flags=os.O_WRONLY | os.O_CREAT)"),
+        ("chmod", "os.chmod(m + '/alice', 0o666)"),
+    ])
+    assert set(r.values()) == {"ok"}
+    r = probe(tmp, BOB, [BOB], [
+        ("unlink_other", "os.unlink(m + '/alice')"),
+        ("rename_other", "os.rename(m + '/alice', m + '/bob')"),
+        ("replace_other", "write(m + '/b', flags=os.O_WRONLY | os.O_CREAT) or "
+                          "os.rename(m + '/b', m + '/alice2')"),
+        ("write_other", "write(m + '/alice', b'bob was here')"),
+        ("own_create_unlink", "write(m + '/c', flags=os.O_WRONLY | os.O_CREAT) or "
+                              "os.unlink(m + '/c')"),
+    ])
+    assert r == {"unlink_other": "EPERM", "rename_other": "EPERM", "replace_other": "EPERM",
+                 "write_other": "ok", "own_create_unlink": "ok"}
+    r = probe(tmp, ALICE, [ALICE], [("unlink_own", "os.unlink(m + '/alice')")])
+    assert r == {"unlink_own": "ok"}
+    os.unlink(tmp / "alice2")  # root may
+
+
+def test_setgid_directory_inherits_group(shared, area):
+    proj = area / "proj"
+    proj.mkdir()
+    os.chown(proj, 0, STAFF)
+    os.chmod(proj, 0o2775)
+    r = probe(proj, ALICE, [ALICE, STAFF], [
+        ("file", "write(m + '/f', flags=os.O_WRONLY | os.O_CREAT)"),
+        ("dir", "os.mkdir(m + '/sub')"),
+        ("nested", "write(m + '/sub/g', flags=os.O_WRONLY | os.O_CREAT)"),
+        ("fifo", "os.mkfifo(m + '/p')"),
+        ("symlink", "os.symlink('f', m + '/l')"),
+    ])
+    assert set(r.values()) == {"ok"}
+    assert lst(proj / "f") == (ALICE, STAFF, 0o755)
+    assert lst(proj / "sub") == (ALICE, STAFF, 0o2755)  # subdirectories stay setgid
+    assert lst(proj / "sub" / "g") == (ALICE, STAFF, 0o755)
+    assert lst(proj / "p")[:2] == (ALICE, STAFF)
+    assert lst(proj / "l")[:2] == (ALICE, STAFF)
+    # A non-member cannot make a file setgid to a group it is not in: the
+    # bit is dropped, as on a local filesystem.
+    os.chmod(proj, 0o2777)
+    r = probe(proj, BOB, [BOB], [
+        ("create_sgid", "os.close(os.open(m + '/b', os.O_CREAT | os.O_WRONLY, 0o2755))"),
+        ("chmod_sgid", "os.chmod(m + '/b', 0o2755)"),
+    ])
+    assert r == {"create_sgid": "ok", "chmod_sgid": "ok"}
+    assert lst(proj / "b") == (BOB, STAFF, 0o755)
+
+
+def test_ownership_survives_remount(tmp_path):
+    """Owners and modes live in the backing entries themselves."""
+    root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
+    os.chmod(root, 0o755)
+    v = Volume(root)
+    try:
+        v.mount("allow_other")
+        os.chmod(v.mnt, 0o1777)
+        r = probe(v.mnt, ALICE, [ALICE], [
+            ("f", "write(m + '/a', b'alice data', os.O_WRONLY | os.O_CREAT)"),
+            ("chmod", "os.chmod(m + '/a', 0o600)"),
+        ])
+        assert set(r.values()) == {"ok"}
+        v.unmount()
+        v.mount("allow_other")
+        assert lst(v.mnt / "a") == (ALICE, ALICE, 0o600)
+        r = probe(v.mnt, ALICE, [ALICE], [("read", "open(m + '/a', 'rb').read().decode()")])
+        assert r == {"read": "alice data"}
+        r = probe(v.mnt, BOB, [BOB], [("read", "open(m + '/a', 'rb').read()")])
+        assert r == {"read": "EACCES"}
+    finally:
+        v.unmount()
+        shutil.rmtree(root)
+
+
+def test_without_allow_other_other_users_are_shut_out(tmp_path):
+    root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
+    os.chmod(root, 0o755)
+    v = Volume(root)
+    try:
+        v.mount()
+        os.chmod(v.mnt, 0o777)
+        r = probe(root, ALICE, [ALICE], [("stat", "os.stat(m + '/mnt') and None"),
+                                         ("list", "os.listdir(m + '/mnt')")])
+        assert r == {"stat": "EACCES", "list": "EACCES"}
+    finally:
+        v.unmount()
+        shutil.rmtree(root)
