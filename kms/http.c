@@ -18,6 +18,7 @@
 #include "crypto/random.h"
 #include "crypto/secmem.h"
 #include "kms/http.h"
+#include "kms/kms.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define DEFAULT_ATTEMPT_TIMEOUT_MS 10000
@@ -602,6 +603,20 @@ void http_client_stats(struct http_client *c, struct http_stats *st)
 	pthread_mutex_lock(&c->breaker_lock);
 	st->breaker = c->state;
 	pthread_mutex_unlock(&c->breaker_lock);
+}
+
+void http_client_kms_stats(struct http_client *c, struct kms_remote_stats *out)
+{
+	struct http_stats st;
+
+	http_client_stats(c, &st);
+	out->remote = true;
+	out->calls = st.calls;
+	out->retries = st.retries;
+	out->failures = st.failures;
+	out->latency_us = st.latency_us;
+	out->breaker_opens = st.breaker_opens;
+	out->breaker = http_breaker_state_name(st.breaker);
 }
 
 const char *http_breaker_state_name(enum http_breaker_state state)

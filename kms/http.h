@@ -161,6 +161,10 @@ void http_response_free(struct http_response *resp);
 /* http_client_stats - a snapshot of the counters. */
 void http_client_stats(struct http_client *client, struct http_stats *stats);
 
+/* http_client_kms_stats - the counters as struct kms_remote_stats, for a provider's remote_stats op. */
+struct kms_remote_stats;
+void http_client_kms_stats(struct http_client *client, struct kms_remote_stats *out);
+
 /* http_breaker_state_name - "closed", "open", "half-open". */
 const char *http_breaker_state_name(enum http_breaker_state state);
 
