@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * Checks the `local_wrap` and `keyring_file` ```vector blocks of
- * docs/FORMAT.md against kms/local.c and kms/keyring.c.  The vectors were computed independently
+ * Checks the `local_wrap`, `keyring_file` and `aws_blob` ```vector blocks of
+ * docs/FORMAT.md against kms/local.c, kms/keyring.c and kms/aws.c.  The vectors were computed independently
  * (Python `cryptography`); other vector types are left to their own tests.
  */
 
@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "crypto/secmem.h"
+#include "kms/aws.h"
 #include "kms/keyring.h"
 
 #define MAX_FIELDS 16
@@ -25,7 +26,7 @@ struct vector {
 	char value[MAX_FIELDS][MAX_VALUE];
 };
 
-static int n_wrap, n_keyring;
+static int n_wrap, n_keyring, n_aws;
 
 static const char *field(const struct vector *v, const char *name)
 {
@@ -127,6 +128,32 @@ static void check_keyring_file(const struct vector *v)
 	keyring_free(kr);
 }
 
+static void check_aws_blob(const struct vector *v)
+{
+	uint8_t ct[AWS_MAX_CIPHERTEXT], want[AWS_MAX_BLOB], blob[AWS_MAX_BLOB];
+	const char *ver = field(v, "version"), *want_ctx = field(v, "context_json");
+	size_t ct_len, want_len, len, got_len;
+	const uint8_t *got;
+	struct kms_context ctx;
+	char json[AWS_CONTEXT_JSON_MAX];
+	uint32_t version;
+
+	n_aws++;
+	REQUIRE(ver && want_ctx);
+	REQUIRE(hex(v, "aws_ciphertext", ct, sizeof(ct), 0, &ct_len) == 0);
+	REQUIRE(hex(v, "blob", want, sizeof(want), 0, &want_len) == 0);
+	REQUIRE(hex(v, "volume_uuid", ctx.volume_uuid, 16, 16, NULL) == 0);
+	REQUIRE(hex(v, "file_id", ctx.file_id, 16, 16, NULL) == 0);
+	REQUIRE(aws_blob_frame((uint32_t)strtoul(ver, NULL, 10), ct, ct_len, blob, sizeof(blob),
+			       &len) == 0);
+	CHECK(len == want_len && memcmp(blob, want, len) == 0);
+	REQUIRE(aws_blob_parse(want, want_len, &version, &got, &got_len) == 0);
+	CHECK_EQ_INT(version, strtoul(ver, NULL, 10));
+	CHECK(got_len == ct_len && memcmp(got, ct, ct_len) == 0);
+	REQUIRE(aws_context_json(&ctx, json, sizeof(json)) == 0);
+	CHECK(strcmp(json, want_ctx) == 0);
+}
+
 static void scan(const char *doc)
 {
 	const char *root = getenv("ENVELOPEFS_SOURCE_ROOT");
@@ -165,6 +192,8 @@ static void scan(const char *doc)
 				check_local_wrap(v);
 			else if (type && strcmp(type, "keyring_file") == 0)
 				check_keyring_file(v);
+			else if (type && strcmp(type, "aws_blob") == 0)
+				check_aws_blob(v);
 			in = 0;
 			continue;
 		}
@@ -191,7 +220,9 @@ static void test_vectors(void)
 	/* At least the three vectors this section was written with. */
 	CHECK(n_wrap >= 1);
 	CHECK(n_keyring >= 2);
-	printf("checked %d local_wrap and %d keyring_file vectors\n", n_wrap, n_keyring);
+	CHECK(n_aws >= 1);
+	printf("checked %d local_wrap, %d keyring_file and %d aws_blob vectors\n", n_wrap, n_keyring,
+	       n_aws);
 }
 
 int main(void)
