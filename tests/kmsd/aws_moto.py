@@ -8,6 +8,8 @@ then reads commands, one per line, and answers each with one JSON line:
   rotate ARN          RotateKeyOnDemand (one more entry in ListKeyRotations)
   create-key          a new key: {"key_arn": ...}
   disable ARN         DisableKey
+  session             temporary credentials of an assumed role:
+                      {"access_key": ..., "secret": ..., "token": ...} (moto checks the token)
   deny ACTION         add an IAM Deny for ACTION (e.g. kms:Decrypt) to the test user
   allow               remove the Deny again
   down                the proxy refuses connections (KMS unreachable)
@@ -185,6 +187,20 @@ class AwsPeer:
         self.kms_raw("RotateKeyOnDemand", {"KeyId": arn})
         return len(self.kms_raw("ListKeyRotations", {"KeyId": arn})["Rotations"])
 
+    def session(self):
+        """Temporary credentials with a session token, from AssumeRole on an allow-all role."""
+        if not getattr(self, "role_arn", None):
+            trust = {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+            self.role_arn = self.iam.create_role(
+                RoleName="envelopefs-test-role",
+                AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+            self.iam.put_role_policy(RoleName="envelopefs-test-role", PolicyName="allow-all",
+                                     PolicyDocument=json.dumps(ALLOW_ALL))
+        c = self.client("sts").assume_role(RoleArn=self.role_arn,
+                                           RoleSessionName="envelopefs")["Credentials"]
+        return {"access_key": c["AccessKeyId"], "secret": c["SecretAccessKey"], "token": c["SessionToken"]}
+
     def disable(self, arn):
         self.kms.disable_key(KeyId=arn.split("/")[-1])  # moto's DisableKey wants the bare ID
 
@@ -225,6 +241,8 @@ def main():
                     answer = {"rotations": peer.rotate(args[0])}
                 elif cmd == "create-key":
                     answer = {"key_arn": peer.create_key()}
+                elif cmd == "session":
+                    answer = peer.session()
                 elif cmd == "disable":
                     peer.disable(args[0])
                     answer = {}

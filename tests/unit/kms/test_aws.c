@@ -364,6 +364,77 @@ static void test_profile_credentials(void)
 	CHECK(strstr(err, "no profile [missing]") != NULL);
 }
 
+static void test_session_token(void)
+{
+	char answer[2048], id[64], sec[128], token[1024], err[512];
+	struct kms *kms = NULL;
+
+	REQUIRE(peer_cmd("session", answer, sizeof(answer)) == 0);
+	json_field(answer, "access_key", id, sizeof(id));
+	json_field(answer, "secret", sec, sizeof(sec));
+	json_field(answer, "token", token, sizeof(token));
+	REQUIRE(id[0] && sec[0] && token[0]);
+	unsetenv("AWS_PROFILE");
+	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+	setenv("AWS_ACCESS_KEY_ID", id, 1);
+	setenv("AWS_SECRET_ACCESS_KEY", sec, 1);
+	setenv("AWS_SESSION_TOKEN", token, 1);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), 0);
+	kms_close(kms);
+	kms = NULL;
+	/* The token is signed and checked: a wrong one, or none, is refused. */
+	setenv("AWS_SESSION_TOKEN", "AQoDYXdzEJr-not-a-token", 1);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	unsetenv("AWS_SESSION_TOKEN");
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	CHECK(kms == NULL);
+}
+
+/* A credentials file replaced under a running provider (refreshed keys) is read again. */
+static void test_credentials_file_reloaded(void)
+{
+	char path[512], tmp[520];
+	struct kms_context ctx;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	struct kms *kms;
+	size_t len;
+	uint32_t v;
+	FILE *f;
+
+	REQUIRE(dek);
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("AWS_PROFILE");
+	test_path(path, sizeof(path), "reloaded-credentials");
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
+	f = fopen(path, "w");
+	REQUIRE(f);
+	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", access_key, secret);
+	fclose(f);
+	kms = open_ok(key_arn);
+	REQUIRE(kms);
+	make_ctx(&ctx, 0x61, 0x62);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	f = fopen(tmp, "w");
+	REQUIRE(f);
+	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = wrong%s\n", access_key,
+		secret + 5);
+	fclose(f);
+	REQUIRE(rename(tmp, path) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EACCES);
+	f = fopen(tmp, "w");
+	REQUIRE(f);
+	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", access_key, secret);
+	fclose(f);
+	REQUIRE(rename(tmp, path) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
 static void test_settings_errors(void)
 {
 	struct kms *kms = NULL;
@@ -457,7 +528,7 @@ static void test_error_mapping(void)
 		if (rc != cases[i].want)
 			fprintf(stderr, "%s: got %d (%s)\n", cases[i].type, rc, err);
 		CHECK_EQ_INT(rc, cases[i].want);
-		CHECK(now_s() - t0 < 1.0);
+		CHECK(now_s() - t0 < 1.5); /* retried ones stop at the 0.4 s deadline */
 	}
 }
 
@@ -510,7 +581,7 @@ static void test_unreachable_and_back(void)
 	CHECK_EQ_INT(downs, 1);
 	t0 = now_s();
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EAGAIN);
-	CHECK(now_s() - t0 < 0.05);
+	CHECK(now_s() - t0 < 0.2);
 	kms_remote_stats(kms, &st);
 	CHECK(st.remote && strcmp(st.breaker, "open") == 0 && st.breaker_opens == 1);
 	CHECK(st.retries > 0 && st.failures >= 3 && st.latency_us > 0);
@@ -542,6 +613,8 @@ int main(void)
 	RUN(test_rotation_uses_reencrypt);
 	RUN(test_wrong_secret_is_eacces);
 	RUN(test_profile_credentials);
+	RUN(test_session_token);
+	RUN(test_credentials_file_reloaded);
 	RUN(test_settings_errors);
 	RUN(test_denied_and_disabled);
 	RUN(test_error_mapping);
