@@ -600,19 +600,23 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 	return rc;
 }
 
-static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
-		      size_t blob_len, uint8_t *dek)
+/*
+ * call_on_blob - Decrypt (@reencrypt false) or ReEncrypt onto the same key
+ * and context (@reencrypt true) the AWS ciphertext inside @blob.  Same
+ * contract as aws_call; -EBADMSG for a blob that is not ours.
+ */
+static int call_on_blob(struct aws_kms *ak, bool reencrypt, const struct kms_context *ctx,
+			const uint8_t *blob, size_t blob_len, struct http_response *resp,
+			struct json_doc **doc)
 {
-	struct aws_kms *ak = kms->priv;
 	char body[MAX_BODY], b64[4 * ((AWS_MAX_CIPHERTEXT + 2) / 3) + 1];
-	struct http_response resp;
-	struct json_doc *doc;
 	struct json_writer w;
 	const uint8_t *ct;
 	size_t ct_len, len;
 	uint32_t v;
-	int rc;
 
+	*doc = NULL;
+	memset(resp, 0, sizeof(*resp));
 	if (aws_blob_parse(blob, blob_len, &v, &ct, &ct_len) < 0)
 		return -EBADMSG;
 	b64_encode(ct, ct_len, b64, sizeof(b64));
@@ -620,14 +624,30 @@ static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint
 	json_write_object_begin(&w);
 	json_write_key(&w, "CiphertextBlob");
 	json_write_string(&w, b64);
-	json_write_key(&w, "KeyId");
+	json_write_key(&w, reencrypt ? "SourceKeyId" : "KeyId");
 	json_write_string(&w, ak->key_arn);
-	json_write_key(&w, "EncryptionContext");
+	json_write_key(&w, reencrypt ? "SourceEncryptionContext" : "EncryptionContext");
 	write_context(&w, ctx);
+	if (reencrypt) {
+		json_write_key(&w, "DestinationKeyId");
+		json_write_string(&w, ak->key_arn);
+		json_write_key(&w, "DestinationEncryptionContext");
+		write_context(&w, ctx);
+	}
 	json_write_object_end(&w);
 	if (json_writer_finish(&w, &len) < 0)
 		return -EIO;
-	rc = aws_call(ak, "Decrypt", body, len, &resp, &doc);
+	return aws_call(ak, reencrypt ? "ReEncrypt" : "Decrypt", body, len, resp, doc);
+}
+
+static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
+		      size_t blob_len, uint8_t *dek)
+{
+	struct http_response resp;
+	struct json_doc *doc;
+	int rc;
+
+	rc = call_on_blob(kms->priv, false, ctx, blob, blob_len, &resp, &doc);
 	if (rc == 0)
 		rc = get_b64(doc, "Plaintext", dek, KMS_DEK_LEN, KMS_DEK_LEN, NULL);
 	json_free(doc);
@@ -639,41 +659,19 @@ static int aws_rewrap(struct kms *kms, const struct kms_context *ctx, const uint
 		      size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len,
 		      uint32_t *version)
 {
-	struct aws_kms *ak = kms->priv;
-	char body[MAX_BODY], b64[4 * ((AWS_MAX_CIPHERTEXT + 2) / 3) + 1];
 	uint8_t ct_new[AWS_MAX_CIPHERTEXT];
 	struct http_response resp;
-	struct json_doc *doc;
-	struct json_writer w;
-	const uint8_t *ct;
-	size_t ct_len, len, new_len;
-	uint32_t v_old, v;
+	struct json_doc *doc = NULL;
+	size_t new_len;
+	uint32_t v;
 	int rc;
 
-	if (aws_blob_parse(blob, blob_len, &v_old, &ct, &ct_len) < 0)
-		return -EBADMSG;
 	/* Rotation asks right after a rotation: a fresh look, not the file-creation cache. */
-	rc = version_now(ak, VERSION_CHECK_MS, &v);
+	rc = version_now(kms->priv, VERSION_CHECK_MS, &v);
 	if (rc < 0)
 		return rc;
-	b64_encode(ct, ct_len, b64, sizeof(b64));
-	json_writer_init(&w, body, sizeof(body));
-	json_write_object_begin(&w);
-	json_write_key(&w, "CiphertextBlob");
-	json_write_string(&w, b64);
-	json_write_key(&w, "SourceKeyId");
-	json_write_string(&w, ak->key_arn);
-	json_write_key(&w, "SourceEncryptionContext");
-	write_context(&w, ctx);
-	json_write_key(&w, "DestinationKeyId");
-	json_write_string(&w, ak->key_arn);
-	json_write_key(&w, "DestinationEncryptionContext");
-	write_context(&w, ctx);
-	json_write_object_end(&w);
-	if (json_writer_finish(&w, &len) < 0)
-		return -EIO;
 	/* ReEncrypt: the DEK is decrypted and re-encrypted inside KMS, never sent to us. */
-	rc = aws_call(ak, "ReEncrypt", body, len, &resp, &doc);
+	rc = call_on_blob(kms->priv, true, ctx, blob, blob_len, &resp, &doc);
 	if (rc == 0)
 		rc = get_b64(doc, "CiphertextBlob", ct_new, sizeof(ct_new), 0, &new_len);
 	if (rc == 0)
