@@ -27,14 +27,17 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -240,6 +243,87 @@ static int fill_creds(struct aws_creds *c, const char *id, const char *secret, c
 	return 0;
 }
 
+#define MAX_CRED_FILE (64 * 1024)
+
+/* trim - @s without leading and trailing blanks, in place. */
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+/*
+ * read_profile - the three credentials of [@profile] in the AWS shared
+ * credentials file @path (INI: "[name]" sections, "key = value" lines, '#'
+ * and ';' comments).  Our own reader rather than iniparser, which echoes a
+ * malformed line (a secret) to stderr.  The file is read into secmem.
+ */
+static int read_profile(const char *path, const char *profile, struct aws_creds *c, char *err,
+			size_t err_len)
+{
+	const char *id = NULL, *secret = NULL, *token = NULL;
+	char *buf, *line, *next;
+	bool in_profile = false;
+	ssize_t n;
+	size_t len = 0;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kms_errf(err, err_len, -EACCES, "cannot read AWS credentials file %s: %s", path,
+				strerror(errno));
+	buf = secmem_alloc(MAX_CRED_FILE + 1);
+	if (!buf) {
+		close(fd);
+		return kms_errf(err, err_len, -ENOMEM, "out of locked memory");
+	}
+	while (len < MAX_CRED_FILE && (n = read(fd, buf + len, MAX_CRED_FILE - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	buf[len] = '\0';
+	for (line = buf; line; line = next) {
+		char *eq, *key;
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		line = trim(line);
+		if (*line == '[') {
+			char *close_br = strchr(line, ']');
+
+			if (close_br)
+				*close_br = '\0';
+			in_profile = close_br && strcmp(trim(line + 1), profile) == 0;
+			continue;
+		}
+		eq = strchr(line, '=');
+		if (!in_profile || *line == '#' || *line == ';' || !eq)
+			continue;
+		*eq = '\0';
+		key = trim(line);
+		if (strcasecmp(key, "aws_access_key_id") == 0)
+			id = trim(eq + 1);
+		else if (strcasecmp(key, "aws_secret_access_key") == 0)
+			secret = trim(eq + 1);
+		else if (strcasecmp(key, "aws_session_token") == 0)
+			token = trim(eq + 1);
+	}
+	if (!id)
+		rc = kms_errf(err, err_len, -EACCES,
+			      "AWS credentials file %s has no profile [%s] with aws_access_key_id", path,
+			      profile);
+	else
+		rc = fill_creds(c, id, secret, token, err, err_len);
+	secmem_free(buf, MAX_CRED_FILE + 1);
+	return rc;
+}
+
 /*
  * load_creds - (re)load credentials into a fresh secmem struct and swap it
  * in.  Caller holds ak->lock (or is open(), alone).
@@ -247,49 +331,22 @@ static int fill_creds(struct aws_creds *c, const char *id, const char *secret, c
 static int load_creds(struct aws_kms *ak, char *err, size_t err_len)
 {
 	struct aws_creds *c = secmem_alloc(sizeof(*c));
-	dictionary *ini;
-	char section[160];
 	struct stat st;
 	int rc;
 
 	if (!c)
 		return kms_errf(err, err_len, -ENOMEM, "out of locked memory");
-	if (ak->creds_from_env) {
+	memset(&st, 0, sizeof(st));
+	if (ak->creds_from_env)
 		rc = fill_creds(c, getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY"),
 				getenv("AWS_SESSION_TOKEN"), err, err_len);
-		memset(&st, 0, sizeof(st));
-	} else if (!ak->cred_file[0] || stat(ak->cred_file, &st) < 0) {
+	else if (!ak->cred_file[0] || stat(ak->cred_file, &st) < 0)
 		rc = kms_errf(err, err_len, -EACCES,
 			      "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
 			      "or give profile %s in %s",
 			      ak->profile, ak->cred_file[0] ? ak->cred_file : "~/.aws/credentials");
-	} else {
-		ini = iniparser_load(ak->cred_file);
-		if (!ini) {
-			rc = kms_errf(err, err_len, -EACCES, "cannot read AWS credentials file %s",
-				      ak->cred_file);
-		} else {
-			snprintf(section, sizeof(section), "%s:aws_access_key_id", ak->profile);
-			{
-				const char *id = iniparser_getstring(ini, section, NULL);
-				const char *secret, *token;
-
-				snprintf(section, sizeof(section), "%s:aws_secret_access_key", ak->profile);
-				secret = iniparser_getstring(ini, section, NULL);
-				snprintf(section, sizeof(section), "%s:aws_session_token", ak->profile);
-				token = iniparser_getstring(ini, section, NULL);
-				if (!id)
-					rc = kms_errf(err, err_len, -EACCES,
-						      "AWS credentials file %s has no profile [%s] with "
-						      "aws_access_key_id",
-						      ak->cred_file, ak->profile);
-				else
-					rc = fill_creds(c, id, secret, token, err, err_len);
-			}
-			/* iniparser keeps the values on the ordinary heap: this is as far as we can wipe. */
-			iniparser_freedict(ini);
-		}
-	}
+	else
+		rc = read_profile(ak->cred_file, ak->profile, c, err, err_len);
 	if (rc < 0) {
 		secmem_free(c, sizeof(*c));
 		return rc;
