@@ -221,6 +221,23 @@ static void finish_rekeys(struct envfs *fs)
 			rec.finished, rec.removed, rec.failed);
 }
 
+/*
+ * log_reachability - the KMS's service went down or came back: one line per
+ * edge (the provider's breaker reports each edge once), never per call.
+ */
+static void log_reachability(void *arg, const char *provider, bool up)
+{
+	struct envfs *fs = arg;
+
+	if (up)
+		log_msg(LOG_NOTICE, "KMS (%s) reachable again for %s", provider, fs->backing);
+	else
+		log_msg(LOG_WARNING,
+			"KMS (%s) unreachable for %s: files whose keys are cached keep working, "
+			"others fail with EIO until it is back",
+			provider, fs->backing);
+}
+
 /* Load the volume and its keys.  Returns an exit code. */
 static int open_volume(struct envfs *fs, const char *backing)
 {
@@ -253,6 +270,7 @@ static int open_volume(struct envfs *fs, const char *backing)
 		fprintf(stderr, "envelopefs: %s\n", err);
 		return EXIT_KEYS;
 	}
+	kms_set_reachability_hook(fs->kms, log_reachability, fs);
 	/* A remote KMS call costs milliseconds: keep new-file keys ready. */
 	pool_size = fs->settings.dek_pool >= 0 ? (unsigned)fs->settings.dek_pool
 		    : strcmp(fs->kms->ops->name, "local") == 0 ? 0 : DEK_POOL_AUTO_REMOTE;

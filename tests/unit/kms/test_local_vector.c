@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * Checks the `local_wrap` and `keyring_file` ```vector blocks of
- * docs/FORMAT.md against kms/local.c and kms/keyring.c.  The vectors were computed independently
+ * Checks the `local_wrap`, `keyring_file` and `aws_blob` ```vector blocks of
+ * docs/FORMAT.md against kms/local.c, kms/keyring.c and kms/aws.c.  The vectors were computed independently
  * (Python `cryptography`); other vector types are left to their own tests.
  */
 
@@ -12,9 +12,10 @@
 
 #include "check.h"
 #include "crypto/secmem.h"
+#include "kms/aws.h"
 #include "kms/keyring.h"
 
-static int n_wrap, n_keyring;
+static int n_wrap, n_keyring, n_aws;
 
 static void check_local_wrap(const struct vector *v)
 {
@@ -94,23 +95,54 @@ static void check_keyring_file(const struct vector *v)
 	keyring_free(kr);
 }
 
+/* aws_blob: our framing of an AWS CiphertextBlob, and the EncryptionContext JSON. */
+static void check_aws_blob(const struct vector *v)
+{
+	uint8_t ct[AWS_MAX_CIPHERTEXT], want[AWS_MAX_BLOB], blob[AWS_MAX_BLOB];
+	const char *ver = vector_field(v, "version"), *want_ctx = vector_field(v, "context_json");
+	size_t ct_len, want_len, len, got_len;
+	const uint8_t *got;
+	struct kms_context ctx;
+	char json[AWS_CONTEXT_JSON_MAX];
+	uint32_t version;
+
+	n_aws++;
+	REQUIRE(ver && want_ctx);
+	REQUIRE(vector_hex(v, "aws_ciphertext", ct, sizeof(ct), 0, &ct_len) == 0);
+	REQUIRE(vector_hex(v, "blob", want, sizeof(want), 0, &want_len) == 0);
+	REQUIRE(vector_hex(v, "volume_uuid", ctx.volume_uuid, 16, 16, NULL) == 0);
+	REQUIRE(vector_hex(v, "file_id", ctx.file_id, 16, 16, NULL) == 0);
+	REQUIRE(aws_blob_frame((uint32_t)strtoul(ver, NULL, 10), ct, ct_len, blob, sizeof(blob),
+			       &len) == 0);
+	CHECK(len == want_len && memcmp(blob, want, len) == 0);
+	REQUIRE(aws_blob_parse(want, want_len, &version, &got, &got_len) == 0);
+	CHECK_EQ_INT(version, strtoul(ver, NULL, 10));
+	CHECK(got_len == ct_len && memcmp(got, ct, ct_len) == 0);
+	REQUIRE(aws_context_json(&ctx, json, sizeof(json)) == 0);
+	CHECK(strcmp(json, want_ctx) == 0);
+}
+
 static void check_vector(const struct vector *v, const char *type)
 {
 	if (strcmp(type, "local_wrap") == 0)
 		check_local_wrap(v);
+	else if (strcmp(type, "aws_blob") == 0)
+		check_aws_blob(v);
 	else
 		check_keyring_file(v);
 }
 
 static void test_vectors(void)
 {
-	static const char *const types[] = { "local_wrap", "keyring_file", NULL };
+	static const char *const types[] = { "local_wrap", "keyring_file", "aws_blob", NULL };
 
 	vector_scan("FORMAT.md", types, check_vector);
 	/* At least the three vectors this section was written with. */
 	CHECK(n_wrap >= 1);
 	CHECK(n_keyring >= 2);
-	printf("checked %d local_wrap and %d keyring_file vectors\n", n_wrap, n_keyring);
+	CHECK(n_aws >= 1);
+	printf("checked %d local_wrap, %d keyring_file and %d aws_blob vectors\n", n_wrap, n_keyring,
+	       n_aws);
 }
 
 int main(void)
