@@ -39,6 +39,10 @@ struct p11_token {
 	uint8_t *pin; /* secmem, P11_MAX_PIN + 1 bytes, wiped at close */
 	size_t pin_len;
 	bool pin_refused; /* atomic; set once the token said no: never offered again */
+	/* One C_Login at a time, so that a PIN the token refuses is offered once,
+	 * not by every thread that finds its session gone (a real HSM locks the
+	 * PIN after a few tries). */
+	pthread_mutex_t login_lock;
 
 	/* The pool: idle sessions, and how many exist in all (idle or borrowed). */
 	pthread_mutex_t pool_lock;
@@ -383,12 +387,17 @@ static CK_RV session_open(struct p11_token *tok, CK_SESSION_HANDLE *h)
 	}
 	if (rv != CKR_OK)
 		return rv;
-	rv = tok->f->C_Login(*h, CKU_USER, tok->pin, tok->pin_len);
+	pthread_mutex_lock(&tok->login_lock);
+	if (__atomic_load_n(&tok->pin_refused, __ATOMIC_RELAXED))
+		rv = CKR_PIN_INCORRECT;
+	else
+		rv = tok->f->C_Login(*h, CKU_USER, tok->pin, tok->pin_len);
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
 	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_INVALID || rv == CKR_PIN_LEN_RANGE ||
 	    rv == CKR_PIN_EXPIRED || rv == CKR_PIN_LOCKED)
 		__atomic_store_n(&tok->pin_refused, true, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&tok->login_lock);
 	if (rv != CKR_OK)
 		tok->f->C_CloseSession(*h);
 	return rv;
@@ -533,6 +542,7 @@ int p11_token_open(const char *module, const char *label, const char *pin_file,
 	if (!tok)
 		return kms_errf(err, err_len, -ENOMEM, "out of memory");
 	pthread_mutex_init(&tok->pool_lock, NULL);
+	pthread_mutex_init(&tok->login_lock, NULL);
 	pthread_cond_init(&tok->pool_freed, NULL);
 	snprintf(tok->label, sizeof(tok->label), "%s", label);
 	tok->max_sessions = sessions;
@@ -583,6 +593,7 @@ void p11_token_close(struct p11_token *tok)
 	secmem_free(tok->pin, P11_MAX_PIN + 1);
 	pthread_cond_destroy(&tok->pool_freed);
 	pthread_mutex_destroy(&tok->pool_lock);
+	pthread_mutex_destroy(&tok->login_lock);
 	free(tok);
 }
 

@@ -159,9 +159,11 @@ static CK_RV search_keys_on(struct p11_kms *pk, CK_SESSION_HANDLE h, struct p11_
 			uint32_t v;
 			CK_RV arv = pk->f->C_GetAttributeValue(h, found[k], attrs, 2);
 
-			/* A label too long for the buffer is longer than any of ours. */
+			/* A label too long for the buffer is longer than any of ours.  Some
+			 * modules answer that with the needed length rather than
+			 * CK_UNAVAILABLE_INFORMATION: never index with it unchecked. */
 			if ((arv != CKR_OK && arv != CKR_BUFFER_TOO_SMALL) ||
-			    attrs[0].ulValueLen == CK_UNAVAILABLE_INFORMATION)
+			    attrs[0].ulValueLen >= sizeof(label))
 				continue;
 			label[attrs[0].ulValueLen] = '\0';
 			v = label_version(pk, label);
