@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "crypto/block.h"
@@ -228,6 +229,28 @@ static int plain_size_of(const struct layout *l, int fd, uint64_t *size)
 	return layout_backing_size(l, *size) == (uint64_t)st.st_size ? 0 : -EBADMSG;
 }
 
+/* has_user_xattrs - does @fd carry a user.* xattr other than the volume's key record? */
+static int has_user_xattrs(int fd)
+{
+	char *list = NULL, *p;
+	ssize_t len = flistxattr(fd, NULL, 0);
+	int ret = 0;
+
+	if (len <= 0)
+		return len < 0 && errno != ENOTSUP ? -errno : 0;
+	list = malloc((size_t)len);
+	if (!list)
+		return -ENOMEM;
+	len = flistxattr(fd, list, (size_t)len);
+	if (len < 0)
+		ret = -errno;
+	for (p = list; ret == 0 && len > 0 && p < list + len; p += strlen(p) + 1)
+		if (strncmp(p, "user.", 5) == 0 && strcmp(p, VOLUME_XATTR_NAME) != 0)
+			ret = 1;
+	free(list);
+	return ret;
+}
+
 /* write_journal - step 1: the complete journal under its final name, durable. */
 static int write_journal(const struct rekey_env *env, int fd, int dfd, const char *jname,
 			 const struct journal_header *h, const struct block_owner *old,
@@ -289,6 +312,10 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 		goto out;
 	if (rec->flags & RECORD_FLAG_REKEYING) {
 		ret = -EINPROGRESS;
+		goto out;
+	}
+	if (env->xattrs_bound && (ret = has_user_xattrs(fd)) != 0) {
+		ret = ret > 0 ? -EOPNOTSUPP : ret;
 		goto out;
 	}
 	ret = plain_size_of(env->layout, fd, &h->plain_size);

@@ -48,6 +48,10 @@ struct rekey_env {
 	struct dek_pool *pool;	    /* where the new DEK comes from */
 	const uint8_t *volume_uuid; /* 16 bytes */
 	int root_fd;		    /* the backing root (O_PATH is enough) */
+	/* Encrypted names: user xattrs are sealed to the file ID (fs/names.h),
+	 * which a re-key changes; such files are refused for now (-EOPNOTSUPP)
+	 * rather than left with xattrs nothing can open. */
+	bool xattrs_bound;
 };
 
 struct rekey_result {
@@ -64,7 +68,8 @@ struct rekey_result {
  * Returns 0; -ENODATA for a file without a record (nothing to re-key);
  * -EBADMSG when the record or a block fails authentication (nothing was
  * changed); -EINPROGRESS when the file is already mid re-key (recover it
- * first); KMS errors; other -errno.
+ * first); -EOPNOTSUPP for a file with user xattrs bound to its file ID
+ * (env->xattrs_bound); KMS errors; other -errno.
  */
 int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint8_t *new_dek,
 	       struct rekey_result *res);

@@ -281,7 +281,8 @@ static int rekey_path(struct rotation *r, const char *path)
 {
 	struct rekey_env env = { .layout = &r->vol.layout, .kms = r->vol.kms,
 				 .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
-				 .root_fd = r->state.root_fd };
+				 .root_fd = r->state.root_fd,
+				 .xattrs_bound = r->vol.cfg.names_encrypted };
 	struct rekey_result res;
 	uint8_t *dek;
 	int fd, ret;
@@ -343,6 +344,8 @@ static void rate_wait(struct rotation *r)
 
 static void process(struct rotation *r, struct file_item *it)
 {
+	/* The volume key is re-wrapped, never re-keyed: that would re-encrypt every name. */
+	bool rekey = r->rekey && !volume_key_item(r, it->path);
 	uint8_t before[16], after[16];
 	uint32_t version = 0;
 	int ret = file_key(r, it->path, &version, before);
@@ -361,7 +364,7 @@ static void process(struct rotation *r, struct file_item *it)
 		it->err = ret;
 		return;
 	}
-	if (r->rekey ? rekeyed_already(&r->state, before) : version >= r->target) {
+	if (rekey ? rekeyed_already(&r->state, before) : version >= r->target) {
 		it->outcome = DONE_CURRENT;
 		return;
 	}
@@ -370,22 +373,20 @@ static void process(struct rotation *r, struct file_item *it)
 		return;
 	}
 	rate_wait(r);
-	/* The volume key is re-wrapped, never re-keyed: that would re-encrypt every name. */
-	ret = r->rekey && !volume_key_item(r, it->path) ? rekey_path(r, it->path)
-						       : rewrap_path(r, it->path);
+	ret = rekey ? rekey_path(r, it->path) : rewrap_path(r, it->path);
 	if (ret == 1) {
 		it->outcome = DONE_CURRENT; /* another name of the file got there first */
 		return;
 	}
 	if (ret == 0)
 		ret = file_key(r, it->path, &version, after);
-	if (ret == 0 && r->rekey && memcmp(before, after, 16) != 0)
+	if (ret == 0 && rekey && memcmp(before, after, 16) != 0)
 		note_rekeyed(&r->state, after);
 	if (ret == -ENOENT) {
 		it->outcome = DONE_GONE;
 	} else if (ret == -ENODATA) {
 		it->outcome = DONE_EMPTY; /* emptied meanwhile: nothing left to re-key */
-	} else if (ret < 0 || version < r->target || (r->rekey && !memcmp(before, after, 16))) {
+	} else if (ret < 0 || version < r->target || (rekey && !memcmp(before, after, 16))) {
 		it->outcome = DONE_FAILED;
 		it->err = ret < 0 ? ret : -EIO;
 	} else {
@@ -508,7 +509,10 @@ static int report(struct rotation *r)
 		count[r->items[i].outcome]++;
 		if (r->items[i].outcome == DONE_FAILED)
 			fprintf(stderr, "envelopefsctl rotate: %s: %s\n", r->items[i].path,
-				strerror(-r->items[i].err));
+				r->items[i].err == -EOPNOTSUPP && r->rekey
+					? "its user xattrs are sealed to its file ID (encrypted "
+					  "names): re-keying it is not supported yet"
+					: strerror(-r->items[i].err));
 		if (r->items[i].outcome == DONE_REWRAPPED && (r->check || r->dry_run))
 			below = true;
 	}
