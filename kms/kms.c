@@ -149,6 +149,30 @@ int kms_current_version(struct kms *kms, uint32_t *version)
 	return kms->ops->current_version(kms, version);
 }
 
+void kms_remote_stats(struct kms *kms, struct kms_remote_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->breaker = "closed";
+	if (kms && kms->ops->remote_stats)
+		kms->ops->remote_stats(kms, out);
+}
+
+void kms_set_reachability_hook(struct kms *kms, kms_reachability_fn fn, void *arg)
+{
+	if (!kms)
+		return;
+	kms->reachability_arg = arg;
+	__atomic_store_n(&kms->reachability, fn, __ATOMIC_RELEASE);
+}
+
+void kms_report_reachability(struct kms *kms, bool up)
+{
+	kms_reachability_fn fn = __atomic_load_n(&kms->reachability, __ATOMIC_ACQUIRE);
+
+	if (fn)
+		fn(kms->reachability_arg, kms->ops->name, up);
+}
+
 const char *kms_strerror(int err)
 {
 	switch (err < 0 ? -err : err) {

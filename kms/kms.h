@@ -28,6 +28,7 @@
  */
 
 #include <iniparser.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,29 @@ struct kms_counters {
 	uint64_t failures;
 };
 
+/*
+ * Counters of the calls a remote provider made to its service (from its
+ * kms/http.h client), readable at any time.  @remote is false, and every
+ * number 0, for a provider without a service (local).
+ */
+struct kms_remote_stats {
+	bool remote;
+	uint64_t calls;		/* HTTP calls made (each may have retried) */
+	uint64_t retries;	/* extra attempts after retryable faults */
+	uint64_t failures;	/* calls that failed (error or HTTP status >= 400) */
+	uint64_t latency_us;	/* total wall time of all calls */
+	uint64_t breaker_opens;	/* times the service was marked unreachable */
+	const char *breaker;	/* "closed", "open", "half-open" (static string) */
+};
+
+/*
+ * kms_reachability_fn - the provider's service became unreachable (@up
+ * false) or reachable again (@up true).  Called once per edge, from the
+ * thread whose call noticed it, under the provider's breaker lock: log and
+ * return; never call back into the kms.
+ */
+typedef void (*kms_reachability_fn)(void *arg, const char *provider, bool up);
+
 struct kms;
 
 struct kms_ops {
@@ -67,6 +91,8 @@ struct kms_ops {
 			    uint32_t *version);
 	int (*current_version)(struct kms *kms, uint32_t *version);
 	void (*close)(struct kms *kms);
+	/* Optional (NULL for providers without a service): fill @out. */
+	void (*remote_stats)(struct kms *kms, struct kms_remote_stats *out);
 };
 
 struct kms {
@@ -75,6 +101,8 @@ struct kms {
 	char key_ref[KMS_MAX_REF + 1];	/* master-key reference stored in records */
 	size_t max_blob_len;		/* largest blob this provider produces */
 	struct kms_counters counters;
+	kms_reachability_fn reachability; /* see kms_set_reachability_hook */
+	void *reachability_arg;
 };
 
 /*
@@ -93,6 +121,19 @@ int kms_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *bl
 	       size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len, uint32_t *version);
 int kms_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_len, uint32_t *version);
 int kms_current_version(struct kms *kms, uint32_t *version);
+
+/* kms_remote_stats - the provider's service-call counters (all zero if it has none). */
+void kms_remote_stats(struct kms *kms, struct kms_remote_stats *out);
+
+/*
+ * kms_set_reachability_hook - call @fn on every unreachable/reachable edge
+ * of the provider's service (remote providers only).  Set it once, before
+ * the kms is used from several threads.
+ */
+void kms_set_reachability_hook(struct kms *kms, kms_reachability_fn fn, void *arg);
+
+/* kms_report_reachability - for providers: pass an edge to the hook, if any. */
+void kms_report_reachability(struct kms *kms, bool up);
 
 /* kms_strerror - short text for a kms error code ("bad ciphertext", ...). */
 const char *kms_strerror(int err);
