@@ -30,7 +30,8 @@ Test knobs (never in a real Vault):
                      (answer that status to the next N requests or for S seconds; status 0 clears),
                      POST /_test/token {"token": "..."} (replace the valid token, e.g. to revoke it),
                      GET /_test/key/NAME (the key versions' raw material, base64, for independent checks)
-                     and GET /_test/stats (request counts per operation).
+                     and GET /_test/stats (requests per operation; OP_items counts the items of
+                     encrypt/decrypt/rewrap requests, batches included).
 """
 
 import argparse
@@ -39,6 +40,7 @@ import binascii
 import json
 import os
 import pathlib
+import socket
 import ssl
 import sys
 import threading
@@ -251,6 +253,13 @@ def batch_or_single(body):
 class Handler(BaseHTTPRequestHandler):
     server_version = "vault-transit-test"
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the body back until the
+        # client's delayed ACK (40 ms), which would dwarf any --latency-ms.
+        if isinstance(self.connection, socket.socket):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
@@ -489,6 +498,8 @@ class Handler(BaseHTTPRequestHandler):
     def crypt(self, namespace, op, name, body):
         transit = self.server.transit
         items, batch = batch_or_single(body)
+        with transit.lock:
+            transit.stats[op + "_items"] = transit.stats.get(op + "_items", 0) + len(items)
         with transit.lock:
             key = transit.keys.get((namespace, name))
             if not key and op == "encrypt":
