@@ -718,16 +718,8 @@ static void breaker_edge(void *arg, bool up)
 static void vault_remote_stats(struct kms *kms, struct kms_remote_stats *out)
 {
 	struct vault_kms *vk = kms->priv;
-	struct http_stats hs;
 
-	http_client_stats(vk->http, &hs);
-	out->remote = true;
-	out->calls = hs.calls;
-	out->retries = hs.retries;
-	out->failures = hs.failures;
-	out->latency_us = hs.latency_us;
-	out->breaker_opens = hs.breaker_opens;
-	out->breaker = http_breaker_state_name(hs.breaker);
+	http_client_kms_stats(vk->http, out);
 }
 
 static void vault_close(struct kms *kms)

@@ -73,6 +73,12 @@ def init_fails(tmp_path, server, **settings):
     return cp.stderr
 
 
+def write_remount_read(vol, name, data):
+    put(vol.mnt / name, data)
+    vol.remount()
+    assert get(vol.mnt / name) == data
+
+
 def fill(root, n, prefix="f"):
     expected = {}
     os.makedirs(root, exist_ok=True)
@@ -252,9 +258,7 @@ def test_tls_with_ca_file(tmp_path):
         vol = VaultVolume(tmp_path / "v", srv, ca_file=srv.cert)
         vol.mount()
         try:
-            put(vol.mnt / "f", b"over TLS")
-            vol.remount()
-            assert get(vol.mnt / "f") == b"over TLS"
+            write_remount_read(vol, "f", b"over TLS")
         finally:
             vol.unmount()
     finally:
@@ -268,9 +272,7 @@ def test_namespace(tmp_path, server):
     assert "vault:team-a/transit/nskey" in vol.init.stdout
     vol.mount()
     try:
-        put(vol.mnt / "f", b"in a namespace")
-        vol.remount()
-        assert get(vol.mnt / "f") == b"in a namespace"
+        write_remount_read(vol, "f", b"in a namespace")
     finally:
         vol.unmount()
 

@@ -17,13 +17,31 @@ SERVER = Path(__file__).resolve().parents[1] / "kmsd" / "vault_transit.py"
 
 
 def make_cert(directory):
-    """A self-signed CA-less certificate for 127.0.0.1 (tests trust it as the CA file)."""
-    cert, key = directory / "vault.crt", directory / "vault.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True)
-    return cert, key
+    """A self-signed certificate for 127.0.0.1 and localhost (tests trust it as the CA file)."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "vault.crt", directory / "vault.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
 
 
 class VaultServer:
@@ -60,7 +78,8 @@ class VaultServer:
                "--latency-ms", str(self.latency_ms), "--test-control"]
         if self.cert:
             cmd += ["--tls-cert", str(self.cert), "--tls-key", str(self.key)]
-        self.proc = subprocess.Popen(cmd, stderr=open(self.dir / "server.log", "ab"))
+        with open(self.dir / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stderr=log)
         deadline = time.monotonic() + 20
         while not self.port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
