@@ -75,7 +75,8 @@ struct vault_kms {
 	char *token_header;
 	struct timespec token_mtime;
 	ino_t token_ino;
-	int64_t token_checked_ms; /* last re-read attempt, at most one a second */
+	uint64_t token_gen;	  /* bumped when token_header is replaced */
+	int64_t token_checked_ms; /* last look at the file, at most one a second */
 
 	/* Re-wraps waiting for or in a batch request (vault_rewrap). */
 	pthread_mutex_t batch_lock; /* guards the fields below */
@@ -239,39 +240,38 @@ static int token_from_env(char **header, char *err, size_t err_len)
 }
 
 /*
- * maybe_reload_token - after a 403: if the token file was replaced or
- * rewritten since it was read (checked at most once a second), take the new
- * token.  True when the token changed and the call is worth one more try.
+ * maybe_reload_token - after a 403 to a call made with token generation
+ * @used: true if the call is worth one more try, because another thread has
+ * taken a new token since, or the token file was replaced or rewritten
+ * (looked at no more than once a second) and holds another token now.
  */
-static bool maybe_reload_token(struct vault_kms *vk)
+static bool maybe_reload_token(struct vault_kms *vk, uint64_t used)
 {
 	int64_t now = now_ms();
 	char *fresh = NULL;
 	struct stat st;
-	bool changed;
+	bool changed = false;
 
 	if (!vk->token_file[0])
 		return false;
 	pthread_rwlock_wrlock(&vk->token_lock);
-	if (now - vk->token_checked_ms < 1000 ||
-	    stat(vk->token_file, &st) < 0 ||
-	    (st.st_ino == vk->token_ino && st.st_mtim.tv_sec == vk->token_mtime.tv_sec &&
-	     st.st_mtim.tv_nsec == vk->token_mtime.tv_nsec)) {
+	if (vk->token_gen != used) {
+		changed = true;
+	} else if (now - vk->token_checked_ms >= 1000 && stat(vk->token_file, &st) == 0 &&
+		   (st.st_ino != vk->token_ino || st.st_mtim.tv_sec != vk->token_mtime.tv_sec ||
+		    st.st_mtim.tv_nsec != vk->token_mtime.tv_nsec)) {
 		vk->token_checked_ms = now;
-		pthread_rwlock_unlock(&vk->token_lock);
-		return false;
-	}
-	vk->token_checked_ms = now;
-	changed = read_token_file(vk->token_file, &fresh, &st, NULL, 0) == 0 &&
-		  strcmp(fresh, vk->token_header) != 0;
-	if (fresh) {
-		vk->token_ino = st.st_ino;
-		vk->token_mtime = st.st_mtim;
-		if (changed) {
-			free_token(vk->token_header);
-			vk->token_header = fresh;
-		} else {
-			free_token(fresh);
+		if (read_token_file(vk->token_file, &fresh, &st, NULL, 0) == 0) {
+			vk->token_ino = st.st_ino;
+			vk->token_mtime = st.st_mtim;
+			changed = strcmp(fresh, vk->token_header) != 0;
+			if (changed) {
+				free_token(vk->token_header);
+				vk->token_header = fresh;
+				vk->token_gen++;
+			} else {
+				free_token(fresh);
+			}
 		}
 	}
 	pthread_rwlock_unlock(&vk->token_lock);
@@ -327,6 +327,7 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 {
 	const char *headers[5];
 	char url[1024], message[256], http_err[256];
+	uint64_t token_gen;
 	size_t nh = 0;
 	int rc, attempt;
 
@@ -340,6 +341,7 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 
 		nh = 0;
 		pthread_rwlock_rdlock(&vk->token_lock);
+		token_gen = vk->token_gen;
 		headers[nh++] = vk->token_header;
 		headers[nh++] = "X-Vault-Request: true";
 		if (body)
@@ -352,7 +354,7 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 		pthread_rwlock_unlock(&vk->token_lock);
 		if (rc < 0)
 			break;
-		if (a->resp.status == 403 && attempt == 0 && maybe_reload_token(vk)) {
+		if (a->resp.status == 403 && attempt == 0 && maybe_reload_token(vk, token_gen)) {
 			http_response_free(&a->resp);
 			continue;
 		}
@@ -856,6 +858,7 @@ static int parse_settings(struct vault_kms *vk, const dictionary *ini, long *dea
 static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
 	struct http_settings hs = { 0 };
+	pthread_rwlockattr_t attr;
 	struct vault_kms *vk;
 	struct stat st;
 	long deadline_ms = DEFAULT_DEADLINE_MS;
@@ -865,7 +868,11 @@ static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 	vk = calloc(1, sizeof(*vk));
 	if (!vk)
 		return kms_errf(err, err_len, -ENOMEM, "out of memory");
-	pthread_rwlock_init(&vk->token_lock, NULL);
+	/* Calls hold the read lock for a whole HTTP exchange: a token swap must not starve. */
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&vk->token_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&vk->version_lock, NULL);
 	pthread_cond_init(&vk->version_cond, NULL);
 	pthread_mutex_init(&vk->batch_lock, NULL);

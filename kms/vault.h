@@ -26,7 +26,7 @@ extern const struct kms_ops kms_vault_ops;
 /*
  * vault_blob_parse_version - the key version of a "vault:vN:..." blob.
  * Returns 0, or -EBADMSG when @blob is not of that form (version 1 .. 2^32-1,
- * a non-empty canonical base64 body).
+ * a non-empty body of base64 characters).
  */
 int vault_blob_parse_version(const uint8_t *blob, size_t len, uint32_t *version);
 
