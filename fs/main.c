@@ -162,6 +162,23 @@ static int check_mountpoint(const char *mountpoint)
 }
 
 /* Load the volume and its keys.  Returns an exit code. */
+/*
+ * log_reachability - the KMS's service went down or came back: one line per
+ * edge (the provider's breaker reports each edge once), never per call.
+ */
+static void log_reachability(void *arg, const char *provider, bool up)
+{
+	struct envfs *fs = arg;
+
+	if (up)
+		log_msg(LOG_NOTICE, "KMS (%s) reachable again for %s", provider, fs->backing);
+	else
+		log_msg(LOG_WARNING,
+			"KMS (%s) unreachable for %s: files whose keys are cached keep working, "
+			"others fail with EIO until it is back",
+			provider, fs->backing);
+}
+
 static int open_volume(struct envfs *fs, const char *backing)
 {
 	char path[PATH_MAX], err[512];
@@ -192,6 +209,7 @@ static int open_volume(struct envfs *fs, const char *backing)
 		fprintf(stderr, "envelopefs: %s\n", err);
 		return EXIT_KEYS;
 	}
+	kms_set_reachability_hook(fs->kms, log_reachability, fs);
 	if (dekcache_create(fs->settings.cache_entries, fs->settings.cache_max_age, &fs->cache) <
 	    0) {
 		fprintf(stderr, "envelopefs: out of memory\n");

@@ -951,10 +951,20 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 {
 	struct dekcache_stats cs;
 	char uuid[37], backing[3 * PATH_MAX];
+	struct kms_remote_stats rs;
+	char service[256] = "";
 	uint32_t current = 0;
 	int n;
 
 	dekcache_get_stats(fs->cache, &cs);
+	kms_remote_stats(fs->kms, &rs);
+	if (rs.remote)
+		snprintf(service, sizeof(service),
+			 ",\"service\":{\"calls\":%" PRIu64 ",\"retries\":%" PRIu64
+			 ",\"failures\":%" PRIu64 ",\"latency_us\":%" PRIu64
+			 ",\"breaker\":\"%s\",\"breaker_opens\":%" PRIu64 "}",
+			 rs.calls, rs.retries, rs.failures, rs.latency_us, rs.breaker,
+			 rs.breaker_opens);
 	json_escape(fs->backing, backing, sizeof(backing));
 	if (kms_current_version(fs->kms, &current) < 0)
 		current = 0;
@@ -962,7 +972,7 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 	n = snprintf(out, cap,
 		     "{\"volume\":\"%s\",\"backing\":\"%s\",\"kms\":{\"provider\":\"%s\","
 		     "\"key_ref\":\"%s\",\"current_version\":%u,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
-		     ",\"rewrap\":%" PRIu64 ",\"failures\":%" PRIu64 "},"
+		     ",\"rewrap\":%" PRIu64 ",\"failures\":%" PRIu64 "%s},"
 		     "\"cache\":{\"entries\":%" PRIu64 ",\"pinned\":%" PRIu64 ",\"hits\":%" PRIu64
 		     ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"max_entries\":%u,"
 		     "\"max_age\":%u},"
@@ -970,7 +980,7 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld}\n",
 		     uuid, backing, fs->kms->ops->name, fs->kms->key_ref, current,
 		     (uint64_t)fs->kms->counters.generate, (uint64_t)fs->kms->counters.unwrap,
-		     (uint64_t)fs->kms->counters.rewrap, (uint64_t)fs->kms->counters.failures,
+		     (uint64_t)fs->kms->counters.rewrap, (uint64_t)fs->kms->counters.failures, service,
 		     cs.entries, cs.pinned, cs.hits, cs.misses, cs.evictions,
 		     fs->settings.cache_entries, fs->settings.cache_max_age,
 		     (uint64_t)atomic_load(&fs->counters.integrity_errors),

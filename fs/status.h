@@ -13,7 +13,9 @@
  *
  *   {"volume": UUID, "backing": PATH,
  *    "kms": {"provider", "key_ref", "current_version", "generate", "unwrap",
- *            "rewrap", "failures"},
+ *            "rewrap", "failures",
+ *            "service": {"calls", "retries", "failures", "latency_us", "breaker",
+ *                        "breaker_opens"}},      (remote providers only)
  *    "cache": {"entries", "pinned", "hits", "misses", "evictions",
  *              "max_entries", "max_age"},
  *    "errors": {"integrity", "key"},

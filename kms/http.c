@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,7 @@
 #include "crypto/random.h"
 #include "crypto/secmem.h"
 #include "kms/http.h"
+#include "kms/keyring.h"
 #include "kms/kms.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
@@ -115,21 +115,6 @@ static void share_unlock(CURL *handle, curl_lock_data data, void *userp)
 	pthread_mutex_unlock(&c->share_locks[data]);
 }
 
-static int errf(char *err, size_t err_len, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int errf(char *err, size_t err_len, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && err_len) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
-
 static void apply_defaults(struct http_settings *s)
 {
 	if (s->connect_timeout_ms <= 0)
@@ -161,14 +146,14 @@ int http_client_new(const struct http_settings *settings, struct http_client **o
 	int i;
 
 	if (!settings || !out)
-		return errf(err, err_len, -EINVAL, "http_client_new: bad arguments");
+		return kms_errf(err, err_len, -EINVAL, "http_client_new: bad arguments");
 	pthread_once(&curl_once, curl_init_once);
 	if (curl_init_rc != CURLE_OK)
-		return errf(err, err_len, -EIO, "libcurl initialisation failed: %s",
+		return kms_errf(err, err_len, -EIO, "libcurl initialisation failed: %s",
 			    curl_easy_strerror(curl_init_rc));
 	c = calloc(1, sizeof(*c));
 	if (!c)
-		return errf(err, err_len, -ENOMEM, "out of memory");
+		return kms_errf(err, err_len, -ENOMEM, "out of memory");
 	c->set = *settings;
 	apply_defaults(&c->set);
 	c->idle = calloc(c->set.max_idle_handles, sizeof(*c->idle));
@@ -178,7 +163,7 @@ int http_client_new(const struct http_settings *settings, struct http_client **o
 		if (c->share)
 			curl_share_cleanup(c->share);
 		free(c);
-		return errf(err, err_len, -ENOMEM, "out of memory");
+		return kms_errf(err, err_len, -ENOMEM, "out of memory");
 	}
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&c->share_locks[i], NULL);
@@ -486,7 +471,7 @@ int http_request(struct http_client *c, const struct http_request *req,
 	int rc = -EIO;
 
 	if (!c || !req || !req->url || !req->method || !resp)
-		return errf(err, err_len, -EINVAL, "http_request: bad arguments");
+		return kms_errf(err, err_len, -EINVAL, "http_request: bad arguments");
 	s = &c->set;
 	resp->status = 0;
 	resp->body = NULL;
@@ -496,7 +481,7 @@ int http_request(struct http_client *c, const struct http_request *req,
 	if (!breaker_admit(c, &probe)) {
 		stat_add(&c->stats.fast_fails, 1);
 		stat_add(&c->stats.failures, 1);
-		return errf(err, err_len, -EAGAIN,
+		return kms_errf(err, err_len, -EAGAIN,
 			    "%s %s: service marked unreachable, not trying until the cool-down ends",
 			    req->method, req->url);
 	}
@@ -506,7 +491,7 @@ int http_request(struct http_client *c, const struct http_request *req,
 		curl_slist_free_all(headers);
 		breaker_record(c, probe, OUTCOME_NEUTRAL);
 		stat_add(&c->stats.failures, 1);
-		return errf(err, err_len, -ENOMEM, "out of memory");
+		return kms_errf(err, err_len, -ENOMEM, "out of memory");
 	}
 	deadline = start + (uint64_t)s->deadline_ms;
 	for (attempt = 1;; attempt++) {
@@ -537,29 +522,29 @@ int http_request(struct http_client *c, const struct http_request *req,
 				rc = 0;
 				break;
 			}
-			rc = errf(err, err_len, -EAGAIN, "%s %s: HTTP %ld (retryable) after %u attempt%s",
+			rc = kms_errf(err, err_len, -EAGAIN, "%s %s: HTTP %ld (retryable) after %u attempt%s",
 				  req->method, req->url, resp->status, attempt, attempt > 1 ? "s" : "");
 		} else if (sink.too_big) {
 			outcome = OUTCOME_UP;
-			rc = errf(err, err_len, -EMSGSIZE, "%s %s: response larger than %zu bytes",
+			rc = kms_errf(err, err_len, -EMSGSIZE, "%s %s: response larger than %zu bytes",
 				  req->method, req->url, s->max_response);
 			break;
 		} else if (sink.no_memory) {
-			rc = errf(err, err_len, -ENOMEM, "%s %s: out of locked memory for the response",
+			rc = kms_errf(err, err_len, -ENOMEM, "%s %s: out of locked memory for the response",
 				  req->method, req->url);
 			break;
 		} else if (curl_tls_verify_failure(cc)) {
-			rc = errf(err, err_len, -EPROTO,
+			rc = kms_errf(err, err_len, -EPROTO,
 				  "%s %s: TLS verification failed: %s (set a CA file that signs the "
 				  "server's certificate)",
 				  req->method, req->url, curl_err[0] ? curl_err : curl_easy_strerror(cc));
 			break;
 		} else if (curl_retryable(cc)) {
-			rc = errf(err, err_len, -EAGAIN, "%s %s: %s after %u attempt%s", req->method,
+			rc = kms_errf(err, err_len, -EAGAIN, "%s %s: %s after %u attempt%s", req->method,
 				  req->url, curl_err[0] ? curl_err : curl_easy_strerror(cc), attempt,
 				  attempt > 1 ? "s" : "");
 		} else {
-			rc = errf(err, err_len,
+			rc = kms_errf(err, err_len,
 				  cc == CURLE_URL_MALFORMAT || cc == CURLE_UNSUPPORTED_PROTOCOL ? -EINVAL
 												 : -EIO,
 				  "%s %s: %s", req->method, req->url,

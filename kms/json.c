@@ -331,8 +331,8 @@ static size_t decode_string(const struct json_doc *doc, const struct json_tok *t
 	size_t p = t->start, o = 0;
 
 	while (p < t->end) {
-		uint32_t cp;
-		size_t used;
+		uint32_t cp = 0;
+		size_t used = 1;
 
 		if (s[p] != '\\') {
 			out[o++] = s[p++];

@@ -14,6 +14,7 @@ until stdin closes (so it dies with the test).  Paths:
   /always/CODE             always CODE
   /slow/MS                 sleeps MS milliseconds, then 200
   /big/N                   200 with an N-byte body
+  /aws/TYPE/CODE           CODE {"__type":"com.amazonaws.kms#TYPE","message":"injected"}: an AWS error
   /hits/KEY                200 {"hits":N}: requests seen for KEY
   /stats                   200 {"connections":N,"requests":N}: TCP connections accepted so far
 """
@@ -82,6 +83,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, {"ok": True})
         if parts[0] == "big":
             return self.reply(200, raw=b"x" * int(parts[1]))
+        if parts[0] == "aws" and len(parts) == 3:
+            return self.reply(int(parts[2]), {"__type": "com.amazonaws.kms#" + parts[1], "message": "injected"})
         if parts[0] == "hits":
             with lock:
                 return self.reply(200, {"hits": hits.get(parts[1], 0)})

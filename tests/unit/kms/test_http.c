@@ -336,13 +336,13 @@ static void test_deadline_bounds_everything(void)
 		t0 = now_s();
 		CHECK_EQ_INT(call(c, "GET", plain.base, "/always/503", NULL, &status, NULL, 0), -EAGAIN);
 		dt = now_s() - t0;
-		CHECK(dt < 0.75);
+		CHECK(dt < 1.1); /* the 0.6 s deadline, with room for a loaded machine */
 	}
 	/* A server that never answers in time: each attempt times out, the deadline ends the call. */
 	t0 = now_s();
 	CHECK_EQ_INT(call(cs, "GET", plain.base, "/slow/3000", NULL, &status, NULL, 0), -EAGAIN);
 	dt = now_s() - t0;
-	CHECK(dt >= 0.45 && dt < 0.8);
+	CHECK(dt >= 0.45 && dt < 1.2);
 	http_client_free(c);
 	http_client_free(cs);
 }
@@ -361,7 +361,7 @@ static void on_state(void *arg, bool up)
 static void test_breaker_opens_and_recovers(void)
 {
 	struct http_settings s = { .backoff_base_ms = 5, .max_attempts = 2, .breaker_threshold = 2,
-				   .breaker_cooldown_ms = 300, .on_state = on_state };
+				   .breaker_cooldown_ms = 1000, .on_state = on_state };
 	struct http_client *c = client_new(&s);
 	struct http_stats st;
 	int64_t before;
@@ -384,13 +384,13 @@ static void test_breaker_opens_and_recovers(void)
 	t0 = now_s();
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/ok", NULL, &status, NULL, 0), -EAGAIN);
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/always/503", NULL, &status, NULL, 0), -EAGAIN);
-	CHECK(now_s() - t0 < 0.05);
+	CHECK(now_s() - t0 < 0.2);
 	CHECK_EQ_INT(peer_int("/hits/always", "hits"), before);
 	http_client_stats(c, &st);
 	CHECK_EQ_INT(st.fast_fails, 2);
 
 	/* After the cool-down one probe goes through; it fails (one attempt): open again, no new event. */
-	usleep(350 * 1000);
+	usleep(1050 * 1000);
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/always/503", NULL, &status, NULL, 0), -EAGAIN);
 	CHECK_EQ_INT(peer_int("/hits/always", "hits"), before + 1);
 	http_client_stats(c, &st);
@@ -399,7 +399,7 @@ static void test_breaker_opens_and_recovers(void)
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/ok", NULL, &status, NULL, 0), -EAGAIN);
 
 	/* The next probe succeeds: closed, one "reachable again". */
-	usleep(350 * 1000);
+	usleep(1050 * 1000);
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/ok", NULL, &status, NULL, 0), 0);
 	CHECK_EQ_INT(status, 200);
 	http_client_stats(c, &st);

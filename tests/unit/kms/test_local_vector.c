@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * Checks the `local_wrap`, `keyring_file` and `vault_wrap` ```vector blocks
- * of docs/FORMAT.md against kms/local.c, kms/keyring.c and kms/vault.c (with
- * crypto/ standing in for Transit's side of vault_wrap).  The vectors were
- * computed independently (Python `cryptography`); other vector types are
- * left to their own tests.
+ * Checks the `local_wrap`, `keyring_file`, `aws_blob` and `vault_wrap` ```vector
+ * blocks of docs/FORMAT.md against kms/local.c, kms/keyring.c, kms/aws.c
+ * and kms/vault.c (with crypto/ standing in for Transit's side of
+ * vault_wrap).  The vectors were computed independently (Python
+ * `cryptography`); other vector types are left to their own tests.
  */
 
 #include "kms_test_util.h"
@@ -17,6 +17,7 @@
 #include "crypto/aead.h"
 #include "crypto/kdf.h"
 #include "kms/base64.h"
+#include "kms/aws.h"
 #include "kms/keyring.h"
 #include "kms/vault.h"
 
@@ -31,7 +32,7 @@ struct vector {
 	char value[MAX_FIELDS][MAX_VALUE];
 };
 
-static int n_wrap, n_keyring, n_vault;
+static int n_wrap, n_keyring, n_aws, n_vault;
 
 static const char *field(const struct vector *v, const char *name)
 {
@@ -181,6 +182,32 @@ static void check_vault_wrap(const struct vector *v)
 	CHECK_EQ_INT(aead_open(derived, raw, NULL, 0, raw + 12, 32, raw + 44, out), -EBADMSG);
 }
 
+static void check_aws_blob(const struct vector *v)
+{
+	uint8_t ct[AWS_MAX_CIPHERTEXT], want[AWS_MAX_BLOB], blob[AWS_MAX_BLOB];
+	const char *ver = field(v, "version"), *want_ctx = field(v, "context_json");
+	size_t ct_len, want_len, len, got_len;
+	const uint8_t *got;
+	struct kms_context ctx;
+	char json[AWS_CONTEXT_JSON_MAX];
+	uint32_t version;
+
+	n_aws++;
+	REQUIRE(ver && want_ctx);
+	REQUIRE(hex(v, "aws_ciphertext", ct, sizeof(ct), 0, &ct_len) == 0);
+	REQUIRE(hex(v, "blob", want, sizeof(want), 0, &want_len) == 0);
+	REQUIRE(hex(v, "volume_uuid", ctx.volume_uuid, 16, 16, NULL) == 0);
+	REQUIRE(hex(v, "file_id", ctx.file_id, 16, 16, NULL) == 0);
+	REQUIRE(aws_blob_frame((uint32_t)strtoul(ver, NULL, 10), ct, ct_len, blob, sizeof(blob),
+			       &len) == 0);
+	CHECK(len == want_len && memcmp(blob, want, len) == 0);
+	REQUIRE(aws_blob_parse(want, want_len, &version, &got, &got_len) == 0);
+	CHECK_EQ_INT(version, strtoul(ver, NULL, 10));
+	CHECK(got_len == ct_len && memcmp(got, ct, ct_len) == 0);
+	REQUIRE(aws_context_json(&ctx, json, sizeof(json)) == 0);
+	CHECK(strcmp(json, want_ctx) == 0);
+}
+
 static void scan(const char *doc)
 {
 	const char *root = getenv("ENVELOPEFS_SOURCE_ROOT");
@@ -221,6 +248,8 @@ static void scan(const char *doc)
 				check_keyring_file(v);
 			else if (type && strcmp(type, "vault_wrap") == 0)
 				check_vault_wrap(v);
+			else if (type && strcmp(type, "aws_blob") == 0)
+				check_aws_blob(v);
 			in = 0;
 			continue;
 		}
@@ -247,9 +276,10 @@ static void test_vectors(void)
 	/* At least the three vectors this section was written with. */
 	CHECK(n_wrap >= 1);
 	CHECK(n_keyring >= 2);
+	CHECK(n_aws >= 1);
 	CHECK(n_vault >= 1);
-	printf("checked %d local_wrap, %d keyring_file and %d vault_wrap vectors\n", n_wrap,
-	       n_keyring, n_vault);
+	printf("checked %d local_wrap, %d keyring_file, %d aws_blob and %d vault_wrap vectors\n",
+	       n_wrap, n_keyring, n_aws, n_vault);
 }
 
 int main(void)

@@ -1,0 +1,625 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The aws provider against moto_server with SigV4 checking on
+ * (tests/kmsd/aws_moto.py): generate/unwrap/rewrap, encryption-context
+ * binding, rotation through ReEncrypt, credentials from the environment and
+ * from a profile file, wrong secret, denied access, a disabled key, an
+ * unreachable or hanging KMS (deadline, breaker, reachability hook).  Error
+ * answers moto cannot give (DisabledException, throttling) come from
+ * tests/unit/kms/http_peer.py.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "crypto/secmem.h"
+#include "kms/aws.h"
+#include "kms/json.h"
+#include "kms/kms.h"
+#include "kms_test_util.h"
+
+struct helper {
+	pid_t pid;
+	FILE *in;  /* commands to the helper */
+	FILE *out; /* its answers */
+};
+
+static struct helper moto, faults;
+static char endpoint[128], access_key[64], secret[128], key_arn[256], key_id[64];
+static char faults_base[64];
+
+static void helper_start(struct helper *h, const char *script, const char *arg)
+{
+	const char *src = getenv("ENVELOPEFS_SOURCE_ROOT");
+	char path[512];
+	int in[2], out[2];
+
+	snprintf(path, sizeof(path), "%s/%s", src ? src : ".", script);
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
+		exit(2);
+	h->pid = fork();
+	if (h->pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		execl("/usr/bin/python3", "python3", path, arg, (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	h->in = fdopen(in[1], "w");
+	h->out = fdopen(out[0], "r");
+}
+
+static void helper_stop(struct helper *h)
+{
+	if (h->pid <= 0)
+		return;
+	fclose(h->in);
+	fclose(h->out);
+	waitpid(h->pid, NULL, 0);
+	h->pid = 0;
+}
+
+/* helper_line - the next line the helper prints (exits the test if it died). */
+static void helper_line(struct helper *h, char *buf, size_t cap)
+{
+	if (!fgets(buf, (int)cap, h->out)) {
+		fprintf(stderr, "test peer exited\n");
+		exit(2);
+	}
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+/* peer_cmd - send a command to the moto helper; 0 unless it answered an error. */
+static int peer_cmd(const char *cmd, char *answer, size_t cap)
+{
+	char line[1024];
+
+	fprintf(moto.in, "%s\n", cmd);
+	fflush(moto.in);
+	helper_line(&moto, line, sizeof(line));
+	if (answer) {
+		size_t n = strlen(line) < cap ? strlen(line) : cap - 1;
+
+		memcpy(answer, line, n);
+		answer[n] = '\0';
+	}
+	if (strstr(line, "\"error\"")) {
+		fprintf(stderr, "peer: %s -> %s\n", cmd, line);
+		return -1;
+	}
+	return 0;
+}
+
+static void json_field(const char *json, const char *path, char *out, size_t cap)
+{
+	struct json_doc *doc = NULL;
+
+	out[0] = '\0';
+	if (json_parse(json, strlen(json), &doc) == 0)
+		json_get_string(doc, path, out, cap, NULL);
+	json_free(doc);
+}
+
+static void start_moto(void)
+{
+	char line[2048];
+
+	helper_start(&moto, "tests/kmsd/aws_moto.py", NULL);
+	helper_line(&moto, line, sizeof(line));
+	json_field(line, "endpoint", endpoint, sizeof(endpoint));
+	json_field(line, "access_key", access_key, sizeof(access_key));
+	json_field(line, "secret", secret, sizeof(secret));
+	json_field(line, "key_arn", key_arn, sizeof(key_arn));
+	json_field(line, "key_id", key_id, sizeof(key_id));
+	if (!endpoint[0] || !secret[0] || !key_arn[0]) {
+		fprintf(stderr, "aws_moto.py: unexpected start line: %s\n", line);
+		exit(2);
+	}
+}
+
+static void use_env_credentials(const char *secret_value)
+{
+	unsetenv("AWS_PROFILE");
+	unsetenv("AWS_SESSION_TOKEN");
+	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+	setenv("AWS_ACCESS_KEY_ID", access_key, 1);
+	setenv("AWS_SECRET_ACCESS_KEY", secret_value, 1);
+}
+
+static dictionary *settings(const char *key, const char *url)
+{
+	dictionary *d = dictionary_new(0);
+
+	iniparser_set(d, "kms", NULL);
+	iniparser_set(d, "kms:provider", "aws");
+	iniparser_set(d, "kms:key_id", key);
+	iniparser_set(d, "kms:region", "us-east-1");
+	iniparser_set(d, "kms:endpoint", url);
+	iniparser_set(d, "kms:deadline_ms", "3000");
+	iniparser_set(d, "kms:timeout_ms", "1000");
+	iniparser_set(d, "kms:breaker_threshold", "2");
+	iniparser_set(d, "kms:breaker_cooldown_ms", "500");
+	return d;
+}
+
+static int open_with(dictionary *d, struct kms **kms, char *err, size_t err_len)
+{
+	int rc = kms_open(d, kms, err, err_len);
+
+	iniparser_freedict(d);
+	return rc;
+}
+
+static struct kms *open_ok(const char *key)
+{
+	struct kms *kms = NULL;
+	char err[512];
+
+	if (open_with(settings(key, endpoint), &kms, err, sizeof(err)) < 0) {
+		fprintf(stderr, "kms_open: %s\n", err);
+		return NULL;
+	}
+	return kms;
+}
+
+static void make_ctx(struct kms_context *c, uint8_t vol, uint8_t file)
+{
+	memset(c->volume_uuid, vol, 16);
+	memset(c->file_id, file, 16);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_generate_unwrap(void)
+{
+	struct kms *kms;
+	struct kms_context ctx;
+	uint8_t *dek = secmem_alloc(32), *dek2 = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	size_t len;
+	uint32_t v, bv;
+
+	use_env_credentials(secret);
+	REQUIRE(dek && dek2);
+	kms = open_ok(key_arn);
+	REQUIRE(kms);
+	CHECK(strcmp(kms->ops->name, "aws") == 0);
+	CHECK(strncmp(kms->key_ref, "aws:us-east-1:", 14) == 0);
+	make_ctx(&ctx, 0x11, 0x22);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	CHECK_EQ_INT(v, 1);
+	CHECK(blob[0] == AWS_BLOB_FORMAT && len > AWS_BLOB_HEADER && len <= kms->max_blob_len);
+	CHECK_EQ_INT(kms_blob_version(kms, blob, len, &bv), 0);
+	CHECK_EQ_INT(bv, 1);
+	REQUIRE(kms_unwrap(kms, &ctx, blob, len, dek2) == 0);
+	CHECK(memcmp(dek, dek2, 32) == 0);
+	/* Two generates never give the same DEK. */
+	REQUIRE(kms_generate(kms, &ctx, dek2, blob, sizeof(blob), &len, &v) == 0);
+	CHECK(memcmp(dek, dek2, 32) != 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+	secmem_free(dek2, 32);
+}
+
+static void test_context_binding(void)
+{
+	struct kms *kms;
+	struct kms_context ctx, other_file, other_volume;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	size_t len;
+	uint32_t v;
+
+	use_env_credentials(secret);
+	REQUIRE(dek);
+	kms = open_ok(key_arn);
+	REQUIRE(kms);
+	make_ctx(&ctx, 0x11, 0x22);
+	make_ctx(&other_file, 0x11, 0x23);
+	make_ctx(&other_volume, 0x12, 0x22);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &other_file, blob, len, dek), -EBADMSG);
+	/* The same file ID in another volume: a header copied across volumes. */
+	CHECK_EQ_INT(kms_unwrap(kms, &other_volume, blob, len, dek), -EBADMSG);
+	/* A flipped bit in the AWS ciphertext, and a blob that is not ours at all. */
+	blob[len - 1] ^= 1;
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EBADMSG);
+	blob[len - 1] ^= 1;
+	blob[0] = 0;
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EBADMSG);
+	blob[0] = AWS_BLOB_FORMAT;
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, AWS_BLOB_HEADER, dek), -EBADMSG);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
+static void test_rotation_uses_reencrypt(void)
+{
+	struct kms *kms;
+	struct kms_context ctx;
+	uint8_t *dek = secmem_alloc(32), *dek2 = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB], blob2[KMS_MAX_BLOB];
+	char cmd[512], answer[1024];
+	struct kms_remote_stats st;
+	size_t len, len2;
+	uint32_t v, cur;
+
+	use_env_credentials(secret);
+	REQUIRE(dek && dek2);
+	/* A key of its own, so the other tests' versions stay put. */
+	REQUIRE(peer_cmd("create-key", answer, sizeof(answer)) == 0);
+	{
+		char arn[256];
+
+		json_field(answer, "key_arn", arn, sizeof(arn));
+		kms = open_ok(arn);
+		REQUIRE(kms);
+		snprintf(cmd, sizeof(cmd), "rotate %s", arn);
+	}
+	make_ctx(&ctx, 0x31, 0x32);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	CHECK_EQ_INT(v, 1);
+	REQUIRE(kms_current_version(kms, &cur) == 0);
+	CHECK_EQ_INT(cur, 1);
+
+	REQUIRE(peer_cmd(cmd, NULL, 0) == 0);
+	usleep(1100 * 1000); /* the provider looks again at most once a second */
+	REQUIRE(kms_current_version(kms, &cur) == 0);
+	CHECK_EQ_INT(cur, 2);
+	kms_remote_stats(kms, &st);
+	REQUIRE(kms_rewrap(kms, &ctx, blob, len, blob2, sizeof(blob2), &len2, &v) == 0);
+	CHECK_EQ_INT(v, 2);
+	CHECK(len2 != len || memcmp(blob, blob2, len) != 0);
+	/* One ReEncrypt call: the DEK was not unwrapped here and wrapped again. */
+	{
+		struct kms_remote_stats st2;
+
+		kms_remote_stats(kms, &st2);
+		CHECK_EQ_INT(st2.calls - st.calls, 1);
+	}
+	REQUIRE(kms_unwrap(kms, &ctx, blob2, len2, dek2) == 0);
+	CHECK(memcmp(dek, dek2, 32) == 0);
+	/* The old blob still unwraps: AWS keeps every backing key. */
+	REQUIRE(kms_unwrap(kms, &ctx, blob, len, dek2) == 0);
+	CHECK(memcmp(dek, dek2, 32) == 0);
+	/* New files get the new version; a re-wrap under the wrong context fails. */
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	CHECK_EQ_INT(v, 2);
+	ctx.file_id[0] ^= 1;
+	CHECK_EQ_INT(kms_rewrap(kms, &ctx, blob2, len2, blob, sizeof(blob), &len, &v), -EBADMSG);
+	kms_close(kms);
+	secmem_free(dek, 32);
+	secmem_free(dek2, 32);
+}
+
+static void test_wrong_secret_is_eacces(void)
+{
+	struct kms *kms = NULL;
+	char err[512], wrong[128];
+
+	snprintf(wrong, sizeof(wrong), "%s", secret);
+	wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
+	use_env_credentials(wrong);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	CHECK(strstr(err, "access denied") != NULL);
+	CHECK(strstr(err, wrong) == NULL && strstr(err, secret) == NULL);
+	printf("wrong secret: %s\n", err);
+	CHECK(kms == NULL);
+}
+
+static void test_profile_credentials(void)
+{
+	char path[512], err[512];
+	struct kms *kms = NULL;
+	dictionary *d;
+	FILE *f;
+
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	test_path(path, sizeof(path), "credentials");
+	f = fopen(path, "w");
+	REQUIRE(f);
+	fprintf(f, "[default]\naws_access_key_id = AKIANOTTHISONE\naws_secret_access_key = x\n\n"
+		   "[envfs]\naws_access_key_id = %s\naws_secret_access_key = %s\n",
+		access_key, secret);
+	fclose(f);
+	setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
+	setenv("AWS_PROFILE", "envfs", 1);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), 0);
+	kms_close(kms);
+	kms = NULL;
+
+	/* The volume's own settings name the file and profile; the default profile is wrong. */
+	unsetenv("AWS_PROFILE");
+	unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	d = settings(key_arn, endpoint);
+	iniparser_set(d, "kms:credentials_file", path);
+	iniparser_set(d, "kms:profile", "default");
+	CHECK_EQ_INT(open_with(d, &kms, err, sizeof(err)), -EACCES);
+	d = settings(key_arn, endpoint);
+	iniparser_set(d, "kms:credentials_file", path);
+	iniparser_set(d, "kms:profile", "envfs");
+	CHECK_EQ_INT(open_with(d, &kms, err, sizeof(err)), 0);
+	kms_close(kms);
+	kms = NULL;
+	d = settings(key_arn, endpoint);
+	iniparser_set(d, "kms:credentials_file", path);
+	iniparser_set(d, "kms:profile", "missing");
+	CHECK_EQ_INT(open_with(d, &kms, err, sizeof(err)), -EACCES);
+	CHECK(strstr(err, "no profile [missing]") != NULL);
+}
+
+static void test_session_token(void)
+{
+	char answer[2048], id[64], sec[128], token[1024], err[512];
+	struct kms *kms = NULL;
+
+	REQUIRE(peer_cmd("session", answer, sizeof(answer)) == 0);
+	json_field(answer, "access_key", id, sizeof(id));
+	json_field(answer, "secret", sec, sizeof(sec));
+	json_field(answer, "token", token, sizeof(token));
+	REQUIRE(id[0] && sec[0] && token[0]);
+	unsetenv("AWS_PROFILE");
+	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
+	setenv("AWS_ACCESS_KEY_ID", id, 1);
+	setenv("AWS_SECRET_ACCESS_KEY", sec, 1);
+	setenv("AWS_SESSION_TOKEN", token, 1);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), 0);
+	kms_close(kms);
+	kms = NULL;
+	/* The token is signed and checked: a wrong one, or none, is refused. */
+	setenv("AWS_SESSION_TOKEN", "AQoDYXdzEJr-not-a-token", 1);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	unsetenv("AWS_SESSION_TOKEN");
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	CHECK(kms == NULL);
+}
+
+/* A credentials file replaced under a running provider (refreshed keys) is read again. */
+static void test_credentials_file_reloaded(void)
+{
+	char path[512], tmp[520];
+	struct kms_context ctx;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	struct kms *kms;
+	size_t len;
+	uint32_t v;
+	FILE *f;
+
+	REQUIRE(dek);
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("AWS_PROFILE");
+	test_path(path, sizeof(path), "reloaded-credentials");
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
+	f = fopen(path, "w");
+	REQUIRE(f);
+	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", access_key, secret);
+	fclose(f);
+	kms = open_ok(key_arn);
+	REQUIRE(kms);
+	make_ctx(&ctx, 0x61, 0x62);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	f = fopen(tmp, "w");
+	REQUIRE(f);
+	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = wrong%s\n", access_key,
+		secret + 5);
+	fclose(f);
+	REQUIRE(rename(tmp, path) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EACCES);
+	f = fopen(tmp, "w");
+	REQUIRE(f);
+	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", access_key, secret);
+	fclose(f);
+	REQUIRE(rename(tmp, path) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
+static void test_settings_errors(void)
+{
+	struct kms *kms = NULL;
+	char err[512];
+	dictionary *d;
+
+	use_env_credentials(secret);
+	d = settings(key_arn, endpoint);
+	iniparser_unset(d, "kms:key_id");
+	CHECK_EQ_INT(open_with(d, &kms, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "kms:key_id") != NULL);
+	d = settings(key_arn, endpoint);
+	iniparser_set(d, "kms:secret_access_key", "x");
+	CHECK_EQ_INT(open_with(d, &kms, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "unknown setting") != NULL);
+	d = settings(key_arn, endpoint);
+	iniparser_set(d, "kms:deadline_ms", "soon");
+	CHECK_EQ_INT(open_with(d, &kms, err, sizeof(err)), -EINVAL);
+	/* A key that does not exist. */
+	CHECK_EQ_INT(open_with(settings("11111111-2222-3333-4444-555555555555", endpoint), &kms, err,
+			       sizeof(err)),
+		     -ENOENT);
+	/* An alias resolves to its key; blobs name the ARN. */
+	CHECK(kms == NULL);
+}
+
+static void test_denied_and_disabled(void)
+{
+	struct kms *kms;
+	struct kms_context ctx;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	char cmd[512], answer[1024], arn[256], err[512];
+	size_t len;
+	uint32_t v;
+
+	use_env_credentials(secret);
+	REQUIRE(dek);
+	kms = open_ok(key_arn);
+	REQUIRE(kms);
+	make_ctx(&ctx, 0x41, 0x42);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	REQUIRE(peer_cmd("deny kms:Decrypt", NULL, 0) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EACCES);
+	REQUIRE(peer_cmd("allow", NULL, 0) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	kms_close(kms);
+
+	/* moto keeps serving a disabled key's Decrypt; the provider refuses to open one. */
+	REQUIRE(peer_cmd("create-key", answer, sizeof(answer)) == 0);
+	json_field(answer, "key_arn", arn, sizeof(arn));
+	snprintf(cmd, sizeof(cmd), "disable %s", arn);
+	REQUIRE(peer_cmd(cmd, NULL, 0) == 0);
+	kms = NULL;
+	CHECK_EQ_INT(open_with(settings(arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	CHECK(strstr(err, "Disabled") != NULL);
+	secmem_free(dek, 32);
+}
+
+/* Answers moto does not give, from the fault server: how each AWS error maps. */
+static void test_error_mapping(void)
+{
+	static const struct {
+		const char *type;
+		int status;
+		int want;
+	} cases[] = {
+		{ "DisabledException", 400, -EACCES },
+		{ "KMSInvalidStateException", 400, -EACCES },
+		{ "ExpiredTokenException", 400, -EACCES },
+		{ "NotFoundException", 400, -ENOENT },
+		{ "ThrottlingException", 400, -EAGAIN },
+		{ "KMSInternalException", 500, -EAGAIN },
+		{ "ValidationException", 400, -EINVAL },
+		{ "SomethingNew", 400, -EIO },
+	};
+	struct kms *kms = NULL;
+	char url[256], err[512];
+	size_t i;
+
+	use_env_credentials(secret);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		dictionary *d;
+		double t0 = now_s();
+		int rc;
+
+		snprintf(url, sizeof(url), "%s/aws/%s/%d", faults_base, cases[i].type, cases[i].status);
+		d = settings(key_arn, url);
+		iniparser_set(d, "kms:deadline_ms", "400");
+		rc = open_with(d, &kms, err, sizeof(err));
+		if (rc != cases[i].want)
+			fprintf(stderr, "%s: got %d (%s)\n", cases[i].type, rc, err);
+		CHECK_EQ_INT(rc, cases[i].want);
+		CHECK(now_s() - t0 < 1.5); /* retried ones stop at the 0.4 s deadline */
+	}
+}
+
+static int downs, ups;
+
+static void on_reachability(void *arg, const char *provider, bool up)
+{
+	(void)arg;
+	CHECK(strcmp(provider, "aws") == 0);
+	if (up)
+		ups++;
+	else
+		downs++;
+}
+
+static void test_unreachable_and_back(void)
+{
+	struct kms *kms;
+	struct kms_context ctx;
+	struct kms_remote_stats st;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	size_t len;
+	uint32_t v;
+	double t0, dt;
+
+	use_env_credentials(secret);
+	REQUIRE(dek);
+	kms = open_ok(key_arn);
+	REQUIRE(kms);
+	kms_set_reachability_hook(kms, on_reachability, NULL);
+	make_ctx(&ctx, 0x51, 0x52);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+
+	/* Refused connections: retried until the attempts or the 3 s deadline run out. */
+	REQUIRE(peer_cmd("down", NULL, 0) == 0);
+	t0 = now_s();
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EAGAIN);
+	dt = now_s() - t0;
+	CHECK(dt < 3.5);
+	CHECK_EQ_INT(downs, 0);
+	/* A KMS that accepts and never answers: each attempt times out, the deadline ends it. */
+	REQUIRE(peer_cmd("hang", NULL, 0) == 0);
+	t0 = now_s();
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EAGAIN);
+	dt = now_s() - t0;
+	printf("hanging KMS: unwrap failed after %.2f s (deadline 3 s)\n", dt);
+	CHECK(dt >= 0.9 && dt < 3.5);
+	/* Two failed calls: the breaker is open, the hook said "down" once, calls fail at once. */
+	CHECK_EQ_INT(downs, 1);
+	t0 = now_s();
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EAGAIN);
+	CHECK(now_s() - t0 < 0.2);
+	kms_remote_stats(kms, &st);
+	CHECK(st.remote && strcmp(st.breaker, "open") == 0 && st.breaker_opens == 1);
+	CHECK(st.retries > 0 && st.failures >= 3 && st.latency_us > 0);
+
+	/* Back: after the cool-down the probe succeeds, "up" once, no remount needed. */
+	REQUIRE(peer_cmd("up", NULL, 0) == 0);
+	usleep(600 * 1000);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	CHECK_EQ_INT(ups, 1);
+	CHECK_EQ_INT(downs, 1);
+	kms_remote_stats(kms, &st);
+	CHECK(strcmp(st.breaker, "closed") == 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
+int main(void)
+{
+	char line[64];
+
+	test_dir_make();
+	start_moto();
+	helper_start(&faults, "tests/unit/kms/http_peer.py", NULL);
+	helper_line(&faults, line, sizeof(line));
+	snprintf(faults_base, sizeof(faults_base), "http://127.0.0.1:%d", atoi(line));
+	RUN(test_generate_unwrap);
+	RUN(test_context_binding);
+	RUN(test_rotation_uses_reencrypt);
+	RUN(test_wrong_secret_is_eacces);
+	RUN(test_profile_credentials);
+	RUN(test_session_token);
+	RUN(test_credentials_file_reloaded);
+	RUN(test_settings_errors);
+	RUN(test_denied_and_disabled);
+	RUN(test_error_mapping);
+	RUN(test_unreachable_and_back);
+	helper_stop(&faults);
+	helper_stop(&moto);
+	return check_summary();
+}
