@@ -215,13 +215,28 @@ def test_blob_from_another_volume_does_not_unwrap(tmp_path, server):
         b.unmount()
 
 
+def mount_foreground(vol, log_path):
+    """Run the daemon with -f (logging to stderr, here @log_path) until the mount is live."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([str(DAEMON), "-f", str(vol.backing), str(vol.mnt)], stderr=log)
+    deadline = time.monotonic() + 20
+    while not is_mounted(vol.mnt):
+        assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.05)
+    return proc
+
+
 def test_server_down_cached_files_work_uncached_fail_then_recover(tmp_path, server):
     vol = VaultVolume(tmp_path / "v", server, deadline_ms=1500)
     vol.mount()
     try:
         put(vol.mnt / "hot", b"cached")
         put(vol.mnt / "cold", b"not cached")
-        vol.remount()
+    finally:
+        vol.unmount()
+    log = tmp_path / "daemon.log"
+    daemon = mount_foreground(vol, log)
+    try:
         assert get(vol.mnt / "hot") == b"cached"  # its DEK is now cached
         server.stop()
         assert get(vol.mnt / "hot") == b"cached"
@@ -246,8 +261,13 @@ def test_server_down_cached_files_work_uncached_fail_then_recover(tmp_path, serv
                 time.sleep(0.5)
         put(vol.mnt / "new", b"recovered")
         assert get(vol.mnt / "new") == b"recovered"
+        assert vol.status()["kms"]["service"]["breaker"] == "closed"
     finally:
         vol.unmount()
+        daemon.wait(timeout=20)
+    # The log says once that Vault went away and once that it came back, however many calls failed.
+    text = log.read_text()
+    assert text.count("unreachable") == 1 and text.count("reachable again") == 1, text
 
 
 def test_tls_with_ca_file(tmp_path):
