@@ -73,6 +73,15 @@ def init_fails(tmp_path, server, **settings):
     return cp.stderr
 
 
+def write_unmounted(vol, name, data):
+    """Mount @vol, write one file, unmount: its key record is then only on disk."""
+    vol.mount()
+    try:
+        put(vol.mnt / name, data)
+    finally:
+        vol.unmount()
+
+
 def write_remount_read(vol, name, data):
     put(vol.mnt / name, data)
     vol.remount()
@@ -197,11 +206,7 @@ def test_revoked_token_then_renewed_file(tmp_path, server):
 def test_blob_from_another_volume_does_not_unwrap(tmp_path, server):
     a = VaultVolume(tmp_path / "a", server)
     b = VaultVolume(tmp_path / "b", server)
-    a.mount()
-    try:
-        put(a.mnt / "secret", b"volume a only")
-    finally:
-        a.unmount()
+    write_unmounted(a, "secret", b"volume a only")
     shutil.copyfile(a.backing / "secret", b.backing / "secret")
     b.mount()
     try:
@@ -228,12 +233,8 @@ def mount_foreground(vol, log_path):
 
 def test_server_down_cached_files_work_uncached_fail_then_recover(tmp_path, server):
     vol = VaultVolume(tmp_path / "v", server, deadline_ms=1500)
-    vol.mount()
-    try:
-        put(vol.mnt / "hot", b"cached")
-        put(vol.mnt / "cold", b"not cached")
-    finally:
-        vol.unmount()
+    write_unmounted(vol, "hot", b"cached")
+    write_unmounted(vol, "cold", b"not cached")
     log = tmp_path / "daemon.log"
     daemon = mount_foreground(vol, log)
     try:
@@ -305,11 +306,7 @@ def test_record_opens_independently_with_the_transit_key(tmp_path, server):
     """The stored blob is Transit ciphertext under HKDF(key, info = volume UUID || file ID), as FORMAT.md says:
     decrypted here with python cryptography and the server's key material, its DEK verifies the record MAC."""
     vol = VaultVolume(tmp_path / "v", server)
-    vol.mount()
-    try:
-        put(vol.mnt / "f", b"independent")
-    finally:
-        vol.unmount()
+    write_unmounted(vol, "f", b"independent")
     conf = (vol.backing / "envelopefs.conf").read_text()
     uuid = bytes.fromhex(conf.split("uuid = ")[1].split()[0].replace("-", ""))
     raw = (vol.backing / "f").read_bytes()
