@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * The shared KMS HTTP client: a pool of libcurl easy handles over one shared
- * connection cache, retries with full-jitter backoff inside a deadline, and
+ * The shared KMS HTTP client: a pool of libcurl easy handles that keep their
+ * connections alive, retries with full-jitter backoff inside a deadline, and
  * a circuit breaker.  See kms/http.h for the contract.
  */
 
@@ -35,11 +35,19 @@
 struct http_client {
 	struct http_settings set;
 
-	/* One connection/DNS/TLS-session cache for all handles, one lock per kind of data. */
+	/*
+	 * DNS and TLS-session caches shared by all handles, one lock per kind of
+	 * data.  Not the connection cache: libcurl does not support sharing
+	 * connections between concurrent threads.  Each pooled handle keeps its
+	 * own connection alive instead.
+	 */
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 
-	/* Idle easy handles; a call takes one (or makes one) and gives it back. */
+	/*
+	 * Idle easy handles, used last-in first-out: a call takes the handle
+	 * the previous call returned, whose connection is still open.
+	 */
 	pthread_mutex_t pool_lock;
 	CURL **idle;
 	unsigned n_idle;
@@ -172,7 +180,6 @@ int http_client_new(const struct http_settings *settings, struct http_client **o
 	curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock);
 	curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
 	curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
-	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
 	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
 	curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 	*out = c;
@@ -219,7 +226,7 @@ static CURL *handle_get(struct http_client *c)
 
 static void handle_put(struct http_client *c, CURL *h)
 {
-	/* Reset drops our options (headers, credentials) but keeps the share, so connections stay. */
+	/* Reset drops our options (headers, credentials) but keeps the handle's live connection. */
 	curl_easy_reset(h);
 	curl_easy_setopt(h, CURLOPT_SHARE, c->share);
 	pthread_mutex_lock(&c->pool_lock);

@@ -12,9 +12,12 @@
  *  - TLS peer and host verification are always on unless the caller sets
  *    @insecure explicitly; @ca_file / @ca_dir replace the system CA store.
  *  - Connections are kept alive and reused across calls and threads: every
- *    request runs on an easy handle taken from a pool, and all handles share
- *    one connection cache, DNS cache and TLS session cache (a curl share
- *    handle, locked per data kind).
+ *    request runs on an easy handle taken from a last-in first-out pool, and
+ *    each handle keeps its connection open for the next call that takes it
+ *    (so N concurrent callers use at most N connections).  The handles share
+ *    a DNS cache and a TLS session cache (a curl share handle, locked per
+ *    data kind); libcurl does not support a connection cache shared between
+ *    threads.
  *  - Each attempt is bounded by @connect_timeout_ms and @attempt_timeout_ms,
  *    and the whole call (all attempts and waits) by @deadline_ms: a call never
  *    takes much longer than its deadline, whatever the peer does.

@@ -214,6 +214,47 @@ static void test_generate_unwrap(void)
 	secmem_free(dek2, 32);
 }
 
+/*
+ * One connection per call at most, and the mean call latency.  moto's
+ * Werkzeug server answers "Connection: close", so against it every call
+ * connects anew; connection reuse is proven against http_peer.py in
+ * test_http.c.
+ */
+static void test_keep_alive_and_latency(void)
+{
+	struct kms *kms;
+	struct kms_context ctx;
+	struct kms_remote_stats st0, st1;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	char answer[256];
+	long before, after;
+	size_t len;
+	uint32_t v;
+	int i;
+
+	use_env_credentials(secret);
+	REQUIRE(dek);
+	kms = open_ok(key_arn);
+	REQUIRE(kms);
+	make_ctx(&ctx, 0x71, 0x72);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	kms_remote_stats(kms, &st0);
+	REQUIRE(peer_cmd("connections", answer, sizeof(answer)) == 0);
+	before = strtol(strchr(answer, ':') + 1, NULL, 10);
+	for (i = 0; i < 50; i++)
+		CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	REQUIRE(peer_cmd("connections", answer, sizeof(answer)) == 0);
+	after = strtol(strchr(answer, ':') + 1, NULL, 10);
+	kms_remote_stats(kms, &st1);
+	CHECK_EQ_INT(st1.calls - st0.calls, 50);
+	CHECK(after - before <= 50);
+	printf("50 unwraps against moto: %ld new connection(s), mean %.2f ms per call\n",
+	       after - before, (double)(st1.latency_us - st0.latency_us) / 50 / 1000);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
 static void test_context_binding(void)
 {
 	struct kms *kms;
@@ -609,6 +650,7 @@ int main(void)
 	helper_line(&faults, line, sizeof(line));
 	snprintf(faults_base, sizeof(faults_base), "http://127.0.0.1:%d", atoi(line));
 	RUN(test_generate_unwrap);
+	RUN(test_keep_alive_and_latency);
 	RUN(test_context_binding);
 	RUN(test_rotation_uses_reencrypt);
 	RUN(test_wrong_secret_is_eacces);
