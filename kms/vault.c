@@ -565,13 +565,15 @@ static void rewrap_batch(struct vault_kms *vk, struct rewrap_item *first, size_t
 	struct rewrap_item *it;
 	struct vault_answer a;
 	size_t len, count = 0, i;
+	bool answered;
 	int rc;
 
 	rc = body ? rewrap_body(first, n, body, cap, &len) : -ENOMEM;
 	rc = rc < 0 ? (rc == -ENOMEM ? -ENOMEM : -EIO)
 		    : vault_call(vk, "POST", "rewrap", body, len, &a, NULL, 0);
 	free(body);
-	if (rc == 0 && (json_array_len(a.doc, "data.batch_results", &count) < 0 || count != n))
+	answered = rc == 0;
+	if (answered && (json_array_len(a.doc, "data.batch_results", &count) < 0 || count != n))
 		rc = -EIO; /* not an answer to this batch */
 	for (it = first, i = 0; i < n; it = it->next, i++) {
 		it->rc = rc;
@@ -585,7 +587,7 @@ static void rewrap_batch(struct vault_kms *vk, struct rewrap_item *first, size_t
 		snprintf(path, sizeof(path), "data.batch_results[%zu].ciphertext", i);
 		it->rc = take_blob(&a, path, it->out, it->out_cap, it->out_len, it->version);
 	}
-	if (rc == 0)
+	if (answered)
 		answer_free(&a);
 }
 
