@@ -230,8 +230,8 @@ out:
  * neither here nor handled below fails, so no vector in the document goes unchecked.
  */
 static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "pkcs11_wrap",
-						 "aws_blob", "names_keys", "name", "dirid",
-						 "symlink", "xattr" };
+						 "aws_blob", "vault_wrap", "names_keys", "name",
+						 "dirid", "symlink", "xattr" };
 
 static int is_checked_elsewhere(const char *type)
 {

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * Checks the `local_wrap`, `keyring_file` and `aws_blob` ```vector blocks of
- * docs/FORMAT.md against kms/local.c, kms/keyring.c and kms/aws.c.  The vectors were computed independently
- * (Python `cryptography`); other vector types are left to their own tests.
+ * Checks the `local_wrap`, `keyring_file`, `aws_blob` and `vault_wrap` ```vector
+ * blocks of docs/FORMAT.md against kms/local.c, kms/keyring.c, kms/aws.c
+ * and kms/vault.c (with crypto/ standing in for Transit's side of
+ * vault_wrap).  The vectors were computed independently (Python
+ * `cryptography`); other vector types are left to their own tests.
  */
 
 #include "kms_vector.h"
@@ -11,11 +13,15 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "crypto/aead.h"
+#include "crypto/kdf.h"
 #include "crypto/secmem.h"
+#include "kms/base64.h"
 #include "kms/aws.h"
 #include "kms/keyring.h"
+#include "kms/vault.h"
 
-static int n_wrap, n_keyring, n_aws;
+static int n_wrap, n_keyring, n_aws, n_vault;
 
 static void check_local_wrap(const struct vector *v)
 {
@@ -95,6 +101,54 @@ static void check_keyring_file(const struct vector *v)
 	keyring_free(kr);
 }
 
+/*
+ * A Transit blob: the documented context goes on the wire as
+ * vault_context_b64(); the key is HKDF-SHA256(transit_key, info = context);
+ * the blob's body is nonce || AES-256-GCM(DEK) || tag with no AAD.
+ */
+static void check_vault_wrap(const struct vector *v)
+{
+	uint8_t key[32], context[32], derived[32], want_derived[32], nonce[12], dek[32],
+		blob[VAULT_MAX_BLOB], raw[VAULT_MAX_BLOB], out[32];
+	char b64[VAULT_CONTEXT_B64_LEN + 1];
+	const char *ver = vector_field(v, "version"), *body;
+	size_t blob_len, raw_len, ctx_len;
+	struct kms_context ctx;
+	uint32_t version = 0;
+
+	n_vault++;
+	if (!ver || vector_hex(v, "transit_key", key, 32, 32, NULL) ||
+	    vector_hex(v, "volume_uuid", ctx.volume_uuid, 16, 16, NULL) ||
+	    vector_hex(v, "file_id", ctx.file_id, 16, 16, NULL) ||
+	    vector_hex(v, "context", context, 32, 32, NULL) ||
+	    vector_hex(v, "derived_key", want_derived, 32, 32, NULL) ||
+	    vector_hex(v, "nonce", nonce, 12, 12, NULL) || vector_hex(v, "dek", dek, 32, 32, NULL) ||
+	    vector_hex(v, "blob", blob, sizeof(blob), 0, &blob_len)) {
+		fprintf(stderr, "%s:%d: malformed vault_wrap vector\n", v->doc, v->line);
+		CHECK(0);
+		return;
+	}
+	vault_context_b64(&ctx, b64);
+	REQUIRE(base64_decode(b64, strlen(b64), raw, sizeof(raw), &ctx_len) == 0);
+	CHECK(ctx_len == 32 && memcmp(raw, context, 32) == 0);
+	REQUIRE(crypto_hkdf_sha256(key, 32, NULL, 0, context, 32, derived, 32) == 0);
+	CHECK(memcmp(derived, want_derived, 32) == 0);
+	REQUIRE(vault_blob_parse_version(blob, blob_len, &version) == 0);
+	CHECK_EQ_INT(version, strtoul(ver, NULL, 10));
+	body = memchr(blob + 7, ':', blob_len - 7);
+	REQUIRE(body);
+	body++;
+	REQUIRE(base64_decode(body, blob_len - (size_t)(body - (const char *)blob), raw,
+			      sizeof(raw), &raw_len) == 0);
+	REQUIRE(raw_len == 12 + 32 + 16);
+	CHECK(memcmp(raw, nonce, 12) == 0);
+	CHECK_EQ_INT(aead_open(derived, raw, NULL, 0, raw + 12, 32, raw + 44, out), 0);
+	CHECK(memcmp(out, dek, 32) == 0);
+	context[0] ^= 1; /* another volume: another key, the tag fails */
+	REQUIRE(crypto_hkdf_sha256(key, 32, NULL, 0, context, 32, derived, 32) == 0);
+	CHECK_EQ_INT(aead_open(derived, raw, NULL, 0, raw + 12, 32, raw + 44, out), -EBADMSG);
+}
+
 /* aws_blob: our framing of an AWS CiphertextBlob, and the EncryptionContext JSON. */
 static void check_aws_blob(const struct vector *v)
 {
@@ -128,21 +182,25 @@ static void check_vector(const struct vector *v, const char *type)
 		check_local_wrap(v);
 	else if (strcmp(type, "aws_blob") == 0)
 		check_aws_blob(v);
+	else if (strcmp(type, "vault_wrap") == 0)
+		check_vault_wrap(v);
 	else
 		check_keyring_file(v);
 }
 
 static void test_vectors(void)
 {
-	static const char *const types[] = { "local_wrap", "keyring_file", "aws_blob", NULL };
+	static const char *const types[] = { "local_wrap", "keyring_file", "aws_blob", "vault_wrap",
+					     NULL };
 
 	vector_scan("FORMAT.md", types, check_vector);
 	/* At least the three vectors this section was written with. */
 	CHECK(n_wrap >= 1);
 	CHECK(n_keyring >= 2);
 	CHECK(n_aws >= 1);
-	printf("checked %d local_wrap, %d keyring_file and %d aws_blob vectors\n", n_wrap, n_keyring,
-	       n_aws);
+	CHECK(n_vault >= 1);
+	printf("checked %d local_wrap, %d keyring_file, %d aws_blob and %d vault_wrap vectors\n",
+	       n_wrap, n_keyring, n_aws, n_vault);
 }
 
 int main(void)

@@ -1,0 +1,172 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Remote-KMS cost: a vault volume (Transit test server with --latency-ms) against a local-keyring volume.
+
+  sudo bench/kms_remote.py [--build DIR] [--files N] [--rotate-files N] [--latency-ms MS] [--reps R]
+
+Rows (medians of R runs, both volumes in the same run):
+  untar      tar -xf of N small files (1..8 KiB, 20 directories) into the mount, then sync
+  read-seq   after a remount (DEK cache empty) and drop_caches: tar -cf /dev/null of the tree (one cold open each)
+  read-par8  the same with 8 reader threads
+  rotate     envelopefsctl rotate --jobs 1 and --jobs 8 after a Transit key rotation, on --rotate-files files
+             (vault only: the local provider needs no network)
+"""
+import argparse
+import io
+import os
+import pathlib
+import random
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+from vaultd import VaultServer  # noqa: E402
+
+
+def sh(*args, **kw):
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
+
+
+def drop_caches():
+    os.sync()
+    pathlib.Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+class Mounted:
+    def __init__(self, build, root, init_args):
+        self.build, self.backing, self.mnt = build, root / "backing", root / "mnt"
+        self.backing.mkdir(parents=True)
+        self.mnt.mkdir()
+        sh(build / "tools" / "envelopefsctl", "init", *init_args, self.backing)
+
+    def mount(self):
+        sh(self.build / "fs" / "envelopefs", self.backing, self.mnt)
+
+    def unmount(self):
+        subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
+        for _ in range(200):
+            if not os.path.ismount(self.mnt):
+                return
+            time.sleep(0.05)
+
+
+def make_tar(n):
+    rng = random.Random(1)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(n):
+            data = rng.randbytes(rng.randint(1024, 8192))
+            info = tarfile.TarInfo(f"t/d{i % 20}/f{i}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    fn()
+    return time.monotonic() - t0
+
+
+def read_all(root, threads):
+    files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+
+    def one(path):
+        with open(path, "rb") as f:
+            while f.read(1 << 16):
+                pass
+
+    if threads == 1:
+        for p in files:
+            one(p)
+    else:
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(one, files))
+
+
+def create_flat(root, n):
+    os.makedirs(root, exist_ok=True)
+    for i in range(n):
+        with open(root / f"r{i}", "wb") as f:
+            f.write(b"r" * 100)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=str(REPO / "build-rel"))
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--rotate-files", type=int, default=10000)
+    ap.add_argument("--latency-ms", type=float, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    build = pathlib.Path(args.build)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="envfs-kms-bench-", dir="/var/tmp"))
+    tar_path = work / "tree.tar"
+    tar_path.write_bytes(make_tar(args.files))
+    srv = VaultServer(work / "vault", latency_ms=args.latency_ms)
+    srv.create_key("bench")
+    rows = {}
+    try:
+        for rep in range(args.reps):
+            vols = {
+                "local": Mounted(build, work / f"local{rep}", ["--keyring", work / f"k{rep}.keyring"]),
+                "vault": Mounted(build, work / f"vault{rep}",
+                                 ["--kms", "vault", "--kms-setting", f"address={srv.url}",
+                                  "--kms-setting", "key=bench", "--kms-setting",
+                                  f"token_file={srv.token_file}"]),
+            }
+            for name, v in vols.items():
+                v.mount()
+                try:
+                    rows.setdefault(("untar", name), []).append(timed(lambda: (
+                        sh("tar", "-xf", tar_path, "-C", v.mnt), os.sync())))
+                    for label, threads in (("read-seq", 1), ("read-par8", 8)):
+                        v.unmount()
+                        drop_caches()
+                        v.mount()
+                        rows.setdefault((label, name), []).append(
+                            timed(lambda: read_all(v.mnt / "t", threads)))
+                finally:
+                    v.unmount()
+        # Rotation on the vault volume: files created once, the Transit key rotated before each run.
+        v = Mounted(build, work / "rotate", ["--kms", "vault", "--kms-setting", f"address={srv.url}",
+                                             "--kms-setting", "key=bench", "--kms-setting",
+                                             f"token_file={srv.token_file}"])
+        v.mount()
+        try:
+            t = timed(lambda: create_flat(v.mnt / "r", args.rotate_files))
+            print(f"created {args.rotate_files} files for rotation in {t:.1f} s", flush=True)
+            for rep in range(args.reps):
+                for jobs in (1, 8):
+                    srv.rotate("bench")
+                    v.unmount()
+                    v.mount()  # cold DEK cache, as after a restart
+                    t = timed(lambda: sh(build / "tools" / "envelopefsctl", "rotate", "--jobs", jobs,
+                                         v.mnt))
+                    rows.setdefault((f"rotate-jobs{jobs}", "vault"), []).append(t)
+                    print(f"rotate --jobs {jobs}: {args.rotate_files / t:.0f} files/s", flush=True)
+        finally:
+            v.unmount()
+    finally:
+        srv.stop()
+    print(f"\nlatency {args.latency_ms} ms per KMS request, {args.files} files, medians of {args.reps}")
+    print(f"{'row':12} {'local s':>9} {'vault s':>9} {'vault/local':>11} {'vault files/s':>14}")
+    for row in ("untar", "read-seq", "read-par8", "rotate-jobs1", "rotate-jobs8"):
+        lo = rows.get((row, "local"))
+        va = rows.get((row, "vault"))
+        n = args.rotate_files if row.startswith("rotate") else args.files
+        lo_m = statistics.median(lo) if lo else None
+        va_m = statistics.median(va)
+        print(f"{row:12} {lo_m if lo_m is not None else float('nan'):9.2f} {va_m:9.2f} "
+              f"{(va_m / lo_m) if lo_m else float('nan'):11.2f} {n / va_m:14.0f}")
+    subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+if __name__ == "__main__":
+    main()
