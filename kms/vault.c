@@ -140,6 +140,10 @@ int vault_map_error(long status, const char *message)
 
 	if (status == 401 || status == 403)
 		return -EACCES;
+	/* Vault answers a GCM tag failure (a wrong context, a tampered blob) with an
+	 * internal error, 500 "cipher: message authentication failed". */
+	if (status >= 500 && strstr(m, "message authentication failed"))
+		return -EBADMSG;
 	if (status == 412 || status == 429 || status >= 500)
 		return -EAGAIN;
 	if (status == 404)
@@ -322,13 +326,29 @@ static bool is_batch_answer(const struct http_response *resp)
  * parsed 2xx answer in @a (free with answer_free()), or a kms.h errno with
  * Vault's message in @err.
  */
+/*
+ * vault_retryable - the HTTP client's classifier: what is worth another
+ * attempt.  A 500 that reports a failed GCM tag is an answer about the blob,
+ * not about Vault's health: retrying it would only delay the error and count
+ * against the circuit breaker.
+ */
+static bool vault_retryable(void *arg, const struct http_response *resp)
+{
+	(void)arg;
+	if (resp->status == 500 && resp->body &&
+	    strstr((const char *)resp->body, "message authentication failed"))
+		return false;
+	return resp->status == 412 || resp->status == 429 || resp->status == 500 ||
+	       resp->status == 502 || resp->status == 503 || resp->status == 504;
+}
+
 static int vault_call(struct vault_kms *vk, const char *method, const char *op, const char *body,
 		      size_t body_len, struct vault_answer *a, char *err, size_t err_len)
 {
 	const char *headers[5];
-	char url[1024], message[256], http_err[256];
+	char url[1024], message[256], http_err[256], *token;
 	uint64_t token_gen;
-	size_t nh = 0;
+	size_t nh = 0, token_len;
 	int rc, attempt;
 
 	memset(a, 0, sizeof(*a));
@@ -339,10 +359,23 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 			.body = body, .body_len = body_len,
 		};
 
-		nh = 0;
+		/* The token is copied out under the lock, which is not held across the
+		 * call: a slow Vault must not keep a token reload (and, the lock
+		 * preferring writers, every other call) waiting. */
 		pthread_rwlock_rdlock(&vk->token_lock);
 		token_gen = vk->token_gen;
-		headers[nh++] = vk->token_header;
+		token_len = strlen(vk->token_header) + 1;
+		token = secmem_alloc(token_len);
+		if (token)
+			memcpy(token, vk->token_header, token_len);
+		pthread_rwlock_unlock(&vk->token_lock);
+		if (!token) {
+			rc = -ENOMEM;
+			snprintf(http_err, sizeof(http_err), "out of locked memory");
+			break;
+		}
+		nh = 0;
+		headers[nh++] = token;
 		headers[nh++] = "X-Vault-Request: true";
 		if (body)
 			headers[nh++] = "Content-Type: application/json";
@@ -351,7 +384,7 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 		headers[nh] = NULL;
 		http_err[0] = '\0';
 		rc = http_request(vk->http, &req, &a->resp, http_err, sizeof(http_err));
-		pthread_rwlock_unlock(&vk->token_lock);
+		secmem_free(token, token_len);
 		if (rc < 0)
 			break;
 		if (a->resp.status == 403 && attempt == 0 && maybe_reload_token(vk, token_gen)) {
@@ -589,6 +622,10 @@ static void rewrap_batch(struct vault_kms *vk, struct rewrap_item *first, size_t
 	}
 	if (answered)
 		answer_free(&a);
+	/* One bad blob fails a whole batch with a 500: let each item answer for itself. */
+	if (rc == -EBADMSG && n > 1)
+		for (it = first, i = 0; i < n; it = it->next, i++)
+			rewrap_batch(vk, it, 1);
 }
 
 static int vault_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
@@ -859,7 +896,7 @@ static int parse_settings(struct vault_kms *vk, const dictionary *ini, long *dea
 
 static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
-	struct http_settings hs = { 0 };
+	struct http_settings hs = { .classify = vault_retryable };
 	pthread_rwlockattr_t attr;
 	struct vault_kms *vk;
 	struct stat st;

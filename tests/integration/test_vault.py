@@ -225,6 +225,44 @@ def test_blob_from_another_volume_does_not_unwrap(tmp_path, server):
         b.unmount()
 
 
+def test_tag_failure_as_http_500_is_a_bad_blob_not_an_outage(tmp_path):
+    """Vault answers a failed GCM tag with HTTP 500: the provider must neither retry it nor count
+    it against the circuit breaker; a rotation fails that file alone."""
+    srv = VaultServer(tmp_path / "vault", gcm_failure_status=500)
+    try:
+        srv.create_key("vol", derived=True)
+        a = VaultVolume(tmp_path / "a", srv)
+        b = VaultVolume(tmp_path / "b", srv)
+        write_unmounted(a, "secret", b"volume a only")
+        shutil.copyfile(a.backing / "secret", b.backing / "foreign")
+        for i in range(6):
+            write_unmounted(b, f"own{i}", b"b %d" % i)
+        b.mount()
+        try:
+            before = srv.stats().get("decrypt_items", 0)
+            for _ in range(4):  # more than the breaker's threshold of failed calls
+                with pytest.raises(OSError) as e:
+                    get(b.mnt / "foreign")
+                assert e.value.errno == errno.EIO
+            # No retries: at most the kernel's two tries of each read (open, then read-ahead),
+            # where retrying would have made four attempts of each.
+            assert srv.stats().get("decrypt_items", 0) - before <= 8
+            svc = b.status()["kms"]["service"]
+            assert svc["breaker"] == "closed" and svc["breaker_opens"] == 0
+            assert get(b.mnt / "own0") == b"b 0"  # Vault is not taken for down
+            # A rotation fails the foreign file alone (its DEK does not unwrap).
+            srv.rotate("vol")
+            run = subprocess.run([str(CTL), "rotate", "--jobs", "8", "--json", str(b.mnt)],
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 1
+            assert "foreign" in run.stderr
+            assert '"rewrapped":6' in run.stdout and '"failed":1' in run.stdout
+        finally:
+            b.unmount()
+    finally:
+        srv.stop()
+
+
 def mount_foreground(vol, log_path):
     """Run the daemon with -f (logging to stderr, here @log_path) until the mount is live."""
     with open(log_path, "ab") as log:

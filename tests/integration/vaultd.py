@@ -45,7 +45,7 @@ def make_cert(directory):
 
 
 class VaultServer:
-    def __init__(self, directory, latency_ms=0, tls=False):
+    def __init__(self, directory, latency_ms=0, tls=False, gcm_failure_status=400):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.token = "s." + secrets.token_hex(12)
@@ -55,6 +55,7 @@ class VaultServer:
         self.state_file = self.dir / "state.json"
         self.port_file = self.dir / "port"
         self.latency_ms = latency_ms
+        self.gcm_failure_status = gcm_failure_status
         self.cert = self.key = None
         if tls:
             self.cert, self.key = make_cert(self.dir)
@@ -75,7 +76,8 @@ class VaultServer:
             self.port_file.unlink()
         cmd = ["/usr/bin/python3", str(SERVER), "--port", str(self.port), "--port-file", str(self.port_file),
                "--token-file", str(self.token_file), "--state-file", str(self.state_file),
-               "--latency-ms", str(self.latency_ms), "--test-control"]
+               "--latency-ms", str(self.latency_ms), "--test-control",
+               "--gcm-failure-status", str(self.gcm_failure_status)]
         if self.cert:
             cmd += ["--tls-cert", str(self.cert), "--tls-key", str(self.key)]
         with open(self.dir / "server.log", "ab") as log:

@@ -22,6 +22,9 @@ hkdf_sha256 KDF does.  Keys live per namespace (X-Vault-Namespace).
 
 Test knobs (never in a real Vault):
   --latency-ms N     sleep N ms before answering every request
+  --gcm-failure-status N  the HTTP status of a failed GCM tag (default 400; Vault releases answer
+                     500 "cipher: message authentication failed", and a batch holding such an item
+                     fails as a whole)
   --token-file F     the one valid token (X-Vault-Token or Authorization: Bearer); others get 403
   --state-file F     keys persist across restarts (written atomically after each change)
   --port 0 --port-file F   listen on a free port and write its number to F once listening
@@ -69,6 +72,10 @@ class TransitError(Exception):
 
 def user_error(message):
     return TransitError(400, message)
+
+
+# The status of "cipher: message authentication failed" (--gcm-failure-status).
+GCM_FAILURE_STATUS = 400
 
 
 def b64decode_strict(value, what):
@@ -190,7 +197,7 @@ class Key:
         try:
             plaintext = AESGCM(self._material(version, context)).decrypt(raw[:12], raw[12:], None)
         except Exception:  # cryptography's InvalidTag
-            raise user_error("cipher: message authentication failed") from None
+            raise TransitError(GCM_FAILURE_STATUS, "cipher: message authentication failed") from None
         return plaintext, version
 
 
@@ -515,8 +522,8 @@ class Handler(BaseHTTPRequestHandler):
                 with transit.lock:
                     results.append(self.crypt_one(key, op, item, body if batch else None))
             except TransitError as e:
-                if not batch:
-                    raise
+                if not batch or e.status >= 500:
+                    raise  # an internal error fails the whole batch
                 results.append({"error": e.message})
         if not batch:
             self.send_data(results[0])
@@ -576,11 +583,14 @@ def main():
     ap.add_argument("--token-file", required=True)
     ap.add_argument("--state-file")
     ap.add_argument("--latency-ms", type=float, default=0)
+    ap.add_argument("--gcm-failure-status", type=int, default=400)
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--test-control", action="store_true")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
+    global GCM_FAILURE_STATUS
+    GCM_FAILURE_STATUS = args.gcm_failure_status
 
     token = pathlib.Path(args.token_file).read_text().strip()
     ThreadingHTTPServer.daemon_threads = True
