@@ -182,10 +182,45 @@ out:
 	return ret;
 }
 
+/*
+ * record_dek - the DEK for @rec if the daemon has it: the open file's pinned
+ * one, or an idle cached one (then pinned in *@cached for the caller to put).
+ * Key lock held.
+ */
+static const struct dek_entry *record_dek(struct envfs *fs, struct inode *in,
+					  const struct key_record *rec, struct dek_entry **cached)
+{
+	*cached = NULL;
+	if (in->dek && memcmp(in->dek->file_id, rec->file_id, FILE_ID_LEN) == 0)
+		return in->dek;
+	*cached = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
+	return *cached;
+}
+
+/*
+ * cache_new_record - after @in's record changed, cache @key under the new
+ * file ID and version, replacing the old entry; an open file's pin moves to
+ * the new entry.  Key lock held.
+ */
+static void cache_new_record(struct envfs *fs, struct inode *in, const uint8_t *file_id,
+			     uint32_t version, const uint8_t *key)
+{
+	struct dek_entry *fresh;
+
+	if (dekcache_insert(fs->cache, in->dev, in->ino, file_id, version, key, &fresh) < 0)
+		return; /* out of memory: the next open unwraps again */
+	if (in->dek) {
+		dekcache_put(fs->cache, in->dek);
+		in->dek = fresh;
+	} else {
+		dekcache_put(fs->cache, fresh);
+	}
+}
+
 int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res)
 {
 	struct key_record *rec = malloc(sizeof(*rec));
-	struct dek_entry *cached = NULL, *fresh;
+	struct dek_entry *cached = NULL;
 	int ret;
 
 	if (!rec)
@@ -196,26 +231,15 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
 	in->missed_record = NULL;
 	ret = read_record(fs, in, fd, rec);
 	if (ret == 0) {
-		/* The open file's DEK, or an idle cached one, for this record. */
-		cached = in->dek && memcmp(in->dek->file_id, rec->file_id, FILE_ID_LEN) == 0
-				 ? NULL
-				 : dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
-		const struct dek_entry *have = cached ? cached : in->dek;
+		const struct dek_entry *have = record_dek(fs, in, rec, &cached);
+
 		ret = rewrap_file(&fs->layout, fs->kms, fs->cfg.uuid, fd, have ? have->key : NULL,
 				  res);
 		if (ret == 0)
 			dek_pool_note_version(fs->pool, res->new_version);
-		/* The cache learns the new version; an open file's pin moves to it. */
-		if (ret == 0 && have &&
-		    dekcache_insert(fs->cache, in->dev, in->ino, res->file_id, res->new_version,
-				    have->key, &fresh) == 0) {
-			if (in->dek) {
-				dekcache_put(fs->cache, in->dek);
-				in->dek = fresh;
-			} else {
-				dekcache_put(fs->cache, fresh);
-			}
-		}
+		/* The cache learns the new version. */
+		if (ret == 0 && have)
+			cache_new_record(fs, in, res->file_id, res->new_version, have->key);
 	}
 	dekcache_put(fs->cache, cached);
 	pthread_mutex_unlock(&in->key_lock);
@@ -242,7 +266,7 @@ void filekey_rekey_env(struct envfs *fs, struct rekey_env *env)
 
 int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_result *res)
 {
-	struct dek_entry *cached = NULL, *fresh;
+	struct dek_entry *cached = NULL;
 	struct key_record *rec = malloc(sizeof(*rec));
 	uint8_t *new_dek = secmem_alloc(KMS_DEK_LEN);
 	struct rekey_env env;
@@ -259,23 +283,14 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 	in->missed_record = NULL;
 	ret = read_record(fs, in, fd, rec);
 	if (ret == 0) {
-		cached = in->dek && memcmp(in->dek->file_id, rec->file_id, FILE_ID_LEN) == 0
-				 ? NULL
-				 : dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
-		const struct dek_entry *have = cached ? cached : in->dek;
+		const struct dek_entry *have = record_dek(fs, in, rec, &cached);
+
 		ret = rekey_file(&env, fd, have ? have->key : NULL, new_dek, res);
 	}
 	dekcache_put(fs->cache, cached);
 	/* The new DEK replaces the old entry, which is wiped once unpinned. */
-	if (ret == 0 && dekcache_insert(fs->cache, in->dev, in->ino, res->new_file_id,
-					res->new_version, new_dek, &fresh) == 0) {
-		if (in->dek) {
-			dekcache_put(fs->cache, in->dek);
-			in->dek = fresh;
-		} else {
-			dekcache_put(fs->cache, fresh);
-		}
-	}
+	if (ret == 0)
+		cache_new_record(fs, in, res->new_file_id, res->new_version, new_dek);
 	pthread_mutex_unlock(&in->key_lock);
 	secmem_free(new_dek, KMS_DEK_LEN);
 	free(rec);

@@ -1664,10 +1664,14 @@ static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(list);
 }
 
-/* Re-wrap a regular file's key record (ENVELOPEFS_IOC_REWRAP). */
-static int rewrap_inode(struct envfs *fs, struct inode *in)
+/*
+ * rotate_inode - re-wrap (ENVELOPEFS_IOC_REWRAP) or re-key
+ * (ENVELOPEFS_IOC_REKEY) a regular file, under its exclusive content lock.
+ */
+static int rotate_inode(struct envfs *fs, struct inode *in, bool rekey)
 {
-	struct rewrap_result res;
+	struct rewrap_result wrapped;
+	struct rekey_result keyed;
 	int fd, ret;
 
 	if (in->type != S_IFREG)
@@ -1676,34 +1680,16 @@ static int rewrap_inode(struct envfs *fs, struct inode *in)
 	if (fd < 0)
 		return fd;
 	pthread_rwlock_wrlock(&in->content_lock);
-	ret = filekey_rewrap(fs, in, fd, &res);
+	ret = rekey ? filekey_rekey(fs, in, fd, &keyed) : filekey_rewrap(fs, in, fd, &wrapped);
 	pthread_rwlock_unlock(&in->content_lock);
 	close(fd);
-	if (ret == 0)
-		log_msg(LOG_DEBUG, "inode %llu: key re-wrapped from version %u to %u",
-			(unsigned long long)in->ino, res.old_version, res.new_version);
-	return ret < 0 ? ret : 0;
-}
-
-/* Re-key a regular file (ENVELOPEFS_IOC_REKEY). */
-static int rekey_inode(struct envfs *fs, struct inode *in)
-{
-	struct rekey_result res;
-	int fd, ret;
-
-	if (in->type != S_IFREG)
-		return -EINVAL;
-	fd = reopen(in, O_RDWR);
-	if (fd < 0)
-		return fd;
-	pthread_rwlock_wrlock(&in->content_lock);
-	ret = filekey_rekey(fs, in, fd, &res);
-	pthread_rwlock_unlock(&in->content_lock);
-	close(fd);
-	if (ret == 0)
+	if (ret == 0 && rekey)
 		log_msg(LOG_DEBUG, "inode %llu: re-keyed (master-key version %u)",
-			(unsigned long long)in->ino, res.new_version);
-	return ret;
+			(unsigned long long)in->ino, keyed.new_version);
+	else if (ret == 0)
+		log_msg(LOG_DEBUG, "inode %llu: key re-wrapped from version %u to %u",
+			(unsigned long long)in->ino, wrapped.old_version, wrapped.new_version);
+	return ret < 0 ? ret : 0;
 }
 
 /* Re-wrap the volume key: rotation asks for it through the mount root. */
@@ -1781,11 +1767,10 @@ static void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
 		ret = -ENOTTY;
 	else if (fuse_req_ctx(req)->uid != 0)
 		ret = -EPERM;
-	else if (cmd == ENVELOPEFS_IOC_REWRAP)
-		ret = is_root(fs, in) && encrypted_names(fs) ? rewrap_volume_key(fs)
-							      : rewrap_inode(fs, in);
+	else if (cmd == ENVELOPEFS_IOC_REWRAP && is_root(fs, in) && encrypted_names(fs))
+		ret = rewrap_volume_key(fs);
 	else
-		ret = rekey_inode(fs, in);
+		ret = rotate_inode(fs, in, cmd == ENVELOPEFS_IOC_REKEY);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mounts import CTL, Volume, unmount, vol, hvol  # noqa: F401
-from test_rotate import backing_data, ctl, daemon_pid
+from test_rotate import backing_data, ctl, daemon_pid, random_writer
 
 BLOCK = 4096
 KEY_XATTR = "trusted.envelopefs.key"
@@ -116,30 +116,9 @@ def test_rekey_while_applications_write(hvol, tmp_path, monkeypatch):
     for i in range(16):
         (m / f"f{i}").write_bytes(os.urandom(40 * BLOCK))
     errors, stop, models = [], threading.Event(), {}
-
-    def writer(k):
-        path = m / f"f{k}"
-        model = bytearray(path.read_bytes())
-        rng = random.Random(k)
-        try:
-            with open(path, "r+b") as f:
-                while not stop.is_set():
-                    off = rng.randrange(0, 42 * BLOCK)
-                    data = rng.randbytes(rng.randrange(1, 2 * BLOCK))
-                    f.seek(off)
-                    f.write(data)
-                    f.flush()
-                    if off > len(model):
-                        model.extend(bytes(off - len(model)))
-                    model[off:off + len(data)] = data
-                    f.seek(0)
-                    if f.read() != bytes(model):
-                        errors.append(f"f{k}: read back differs")
-        except OSError as e:
-            errors.append(f"f{k}: {e}")
-        models[k] = bytes(model)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(0, 16, 3)]
+    threads = [threading.Thread(target=random_writer,
+                                args=(m / f"f{k}", 42 * BLOCK, k, stop, errors, models))
+               for k in range(0, 16, 3)]
     for t in threads:
         t.start()
     for _ in range(2):

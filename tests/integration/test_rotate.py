@@ -129,6 +129,31 @@ def test_rotate_subtree_and_dry_run(hvol):
     assert v["sub/f1"] == 1
 
 
+def random_writer(path, span, key, stop, errors, models):
+    """Overwrite random ranges below @span of @path until @stop, reading the whole file back after
+    each write against a model; differences and errors go to @errors, the final model to
+    models[@key]."""
+    model = bytearray(path.read_bytes())
+    rng = random.Random(key)
+    try:
+        with open(path, "r+b") as f:
+            while not stop.is_set():
+                off = rng.randrange(0, span)
+                data = rng.randbytes(rng.randrange(1, 2 * BLOCK))
+                f.seek(off)
+                f.write(data)
+                f.flush()
+                if off > len(model):
+                    model.extend(bytes(off - len(model)))
+                model[off:off + len(data)] = data
+                f.seek(0)
+                if f.read() != bytes(model):
+                    errors.append(f"{path.name}: read back differs")
+    except OSError as e:
+        errors.append(f"{path.name}: {e}")
+    models[key] = bytes(model)
+
+
 def test_rotate_while_applications_write(hvol):
     m = hvol.mnt
     os.mkdir(m / "w")
@@ -137,30 +162,9 @@ def test_rotate_while_applications_write(hvol):
     rotate_keyring(hvol)
     errors, stop = [], threading.Event()
     models = {}
-
-    def writer(k):
-        path = m / "w" / f"f{k}"
-        model = bytearray(path.read_bytes())
-        rng = random.Random(k)
-        try:
-            with open(path, "r+b") as f:
-                while not stop.is_set():
-                    off = rng.randrange(0, 3 * BLOCK)
-                    data = rng.randbytes(rng.randrange(1, 2 * BLOCK))
-                    f.seek(off)
-                    f.write(data)
-                    f.flush()
-                    if off > len(model):
-                        model.extend(bytes(off - len(model)))
-                    model[off:off + len(data)] = data
-                    f.seek(0)
-                    if f.read() != bytes(model):
-                        errors.append(f"f{k}: read back differs")
-        except OSError as e:
-            errors.append(f"f{k}: {e}")
-        models[k] = bytes(model)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(0, 40, 5)]
+    threads = [threading.Thread(target=random_writer,
+                                args=(m / "w" / f"f{k}", 3 * BLOCK, k, stop, errors, models))
+               for k in range(0, 40, 5)]
     for t in threads:
         t.start()
     run = ctl("rotate", "--jobs", "4", m)
