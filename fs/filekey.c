@@ -261,7 +261,7 @@ void filekey_rekey_env(struct envfs *fs, struct rekey_env *env)
 	*env = (struct rekey_env){ .layout = &fs->layout, .kms = fs->kms, .pool = fs->pool,
 				   .volume_uuid = fs->cfg.uuid,
 				   .root_fd = inode_table_root(fs->inodes)->fd,
-				   .xattrs_bound = fs->cfg.names_encrypted };
+				   .names = fs->names };
 }
 
 int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_result *res)
@@ -306,10 +306,8 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 		/* Out of space for the journal is the caller's to see; the rest is EIO. */
 		atomic_fetch_add(&fs->counters.key_errors, 1);
 		log_ratelimited(LOG_ERR, "inode %llu: cannot re-key: %s",
-				(unsigned long long)in->ino,
-				ret == -EOPNOTSUPP ? "its user xattrs are sealed to the old file ID"
-						   : strerror(-ret));
-		return ret == -ENOSPC || ret == -EDQUOT || ret == -EOPNOTSUPP ? ret : -EIO;
+				(unsigned long long)in->ino, strerror(-ret));
+		return ret == -ENOSPC || ret == -EDQUOT ? ret : -EIO;
 	}
 	return ret;
 }

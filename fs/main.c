@@ -288,8 +288,10 @@ static int open_volume(struct envfs *fs, const char *backing)
 		fprintf(stderr, "envelopefs: cannot open %s: %s\n", fs->backing, strerror(errno));
 		return EXIT_VOLUME;
 	}
-	finish_rekeys(fs);
-	return open_names(fs, root_fd);
+	ret = open_names(fs, root_fd);
+	if (ret == EXIT_OK)
+		finish_rekeys(fs); /* with the name codec: user xattrs follow a re-key */
+	return ret;
 }
 
 static void close_volume(struct envfs *fs)

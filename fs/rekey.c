@@ -27,6 +27,7 @@
 #define CHUNK_BLOCKS 256       /* blocks per read/write while copying */
 
 struct journal_header {
+	uint8_t old_file_id[16];
 	uint8_t new_file_id[16];
 	uint64_t plain_size;
 	int32_t handle_type;
@@ -89,7 +90,8 @@ static int encode_header(const struct journal_header *h, uint8_t out[JOURNAL_DAT
 	put_be32(out + 28, (uint32_t)h->plain_size);
 	put_be32(out + 32, (uint32_t)h->handle_type);
 	put_be32(out + 36, h->handle_len);
-	memcpy(out + 40, h->handle, h->handle_len);
+	memcpy(out + 40, h->old_file_id, 16);
+	memcpy(out + 56, h->handle, h->handle_len);
 	return crypto_sha256(out, JOURNAL_SUM_OFF, out + JOURNAL_SUM_OFF);
 }
 
@@ -109,8 +111,9 @@ static int decode_header(const uint8_t in[JOURNAL_DATA], struct journal_header *
 	h->handle_len = get_be32(in + 36);
 	if (h->handle_len == 0 || h->handle_len > JOURNAL_MAX_HANDLE)
 		return -EBADMSG;
-	memcpy(h->handle, in + 40, h->handle_len);
-	for (i = 40 + h->handle_len; i < JOURNAL_SUM_OFF; i++)
+	memcpy(h->old_file_id, in + 40, 16);
+	memcpy(h->handle, in + 56, h->handle_len);
+	for (i = 56 + h->handle_len; i < JOURNAL_SUM_OFF; i++)
 		if (in[i])
 			return -EBADMSG;
 	return 0;
@@ -187,16 +190,112 @@ static int journal_open_dir(const struct rekey_env *env, bool create)
 	return dfd < 0 ? -errno : dfd;
 }
 
+/* user_xattr_names - the stored user.* names of @fd but our key record's, in *@list. */
+static ssize_t user_xattr_names(int fd, char **list)
+{
+	ssize_t len = flistxattr(fd, NULL, 0);
+
+	*list = NULL;
+	if (len <= 0)
+		return len < 0 && errno != ENOTSUP ? -errno : 0;
+	*list = malloc((size_t)len);
+	if (!*list)
+		return -ENOMEM;
+	len = flistxattr(fd, *list, (size_t)len);
+	return len < 0 ? -errno : len;
+}
+
+static bool sealed_user_xattr(const struct names *n, const char *stored)
+{
+	return names_xattr_is_user(n, stored) && strcmp(stored, VOLUME_XATTR_NAME) != 0;
+}
+
+/*
+ * reseal_one - add the copy of the user xattr @stored (sealed to @from)
+ * sealed to @to.  Values are plaintext only in @plain, wiped here.
+ */
+static int reseal_one(const struct names *n, int fd, const char *stored, const uint8_t from[16],
+		      const uint8_t to[16], uint8_t *sealed, uint8_t *plain)
+{
+	char name[NAMES_XATTR_NAME_MAX + 1], resealed[NAMES_XATTR_NAME_MAX + 1];
+	ssize_t len = fgetxattr(fd, stored, sealed, NAMES_XATTR_VALUE_MAX);
+	size_t plain_len;
+	int ret;
+
+	if (len < 0)
+		return errno == ENODATA ? 0 : -errno;
+	if (names_xattr_name_open(n, from, stored, name) < 0)
+		return 0; /* not sealed to @from: not this file's, or already resealed */
+	if ((size_t)len < NAMES_XATTR_OVERHEAD)
+		return -EBADMSG;
+	plain_len = (size_t)len - NAMES_XATTR_OVERHEAD;
+	ret = names_xattr_value_open(n, from, name, sealed, (size_t)len, plain);
+	if (ret == 0)
+		ret = names_xattr_name_seal(n, to, name, resealed);
+	if (ret == 0)
+		ret = names_xattr_value_seal(n, to, name, plain, plain_len, sealed);
+	secmem_wipe(plain, plain_len);
+	if (ret == 0 && fsetxattr(fd, resealed, sealed, plain_len + NAMES_XATTR_OVERHEAD, 0) < 0)
+		ret = -errno;
+	return ret;
+}
+
+/*
+ * reseal_xattrs - with encrypted names a user xattr is sealed to its file's
+ * ID: give every one sealed to @from a copy sealed to @to.  The originals
+ * stay until drop_xattrs(), so the file has a complete set under whichever
+ * record is current.  -EBADMSG when one does not open (nothing to vouch for).
+ */
+static int reseal_xattrs(const struct names *n, int fd, const uint8_t from[16],
+			 const uint8_t to[16])
+{
+	uint8_t *sealed = malloc(NAMES_XATTR_VALUE_MAX), *plain = malloc(NAMES_XATTR_VALUE_MAX);
+	char *list, *p;
+	ssize_t len;
+	int ret = 0;
+
+	if (!n || !sealed || !plain) {
+		ret = n ? -ENOMEM : 0;
+		goto out;
+	}
+	len = user_xattr_names(fd, &list);
+	if (len < 0)
+		ret = (int)len;
+	for (p = list; ret == 0 && len > 0 && p < list + len; p += strlen(p) + 1)
+		if (sealed_user_xattr(n, p))
+			ret = reseal_one(n, fd, p, from, to, sealed, plain);
+	free(list);
+out:
+	free(sealed);
+	free(plain);
+	return ret;
+}
+
+/* drop_xattrs - remove the user xattrs sealed to @owner (a re-key's leftovers). */
+static void drop_xattrs(const struct names *n, int fd, const uint8_t owner[16])
+{
+	char name[NAMES_XATTR_NAME_MAX + 1], *list, *p;
+	ssize_t len;
+
+	if (!n)
+		return;
+	len = user_xattr_names(fd, &list);
+	for (p = list; len > 0 && p < list + len; p += strlen(p) + 1)
+		if (sealed_user_xattr(n, p) && names_xattr_name_open(n, owner, p, name) == 0)
+			fremovexattr(fd, p);
+	free(list);
+}
+
 /*
  * finish - steps 3 and 4, for a file whose record @pending (flagged, DEK
  * @dek) is current: copy, commit the record without the flag, drop the
  * journal.  Idempotent.
  */
 static int finish(const struct rekey_env *env, int fd, int dfd, int jfd, const char *jname,
-		  uint64_t plain_size, struct key_record *pending, struct record_pos *pos,
-		  const uint8_t *dek)
+		  const struct journal_header *h, struct key_record *pending,
+		  struct record_pos *pos, const uint8_t *dek)
 {
-	int ret = copy_from_journal(env->layout, fd, jfd, plain_size);
+	int ret = copy_from_journal(env->layout, fd, jfd, h->plain_size);
 
 	if (ret < 0)
 		return ret;
@@ -206,6 +305,8 @@ static int finish(const struct rekey_env *env, int fd, int dfd, int jfd, const c
 		ret = layout_write_record(env->layout, fd, pending, pos);
 	if (ret < 0)
 		return ret;
+	/* Before the journal goes: it is what tells recovery the old ID. */
+	drop_xattrs(env->names, fd, h->old_file_id);
 	if (unlinkat(dfd, jname, 0) < 0 && errno != ENOENT)
 		return -errno;
 	return fsync(dfd) < 0 ? -errno : 0;
@@ -227,28 +328,6 @@ static int plain_size_of(const struct layout *l, int fd, uint64_t *size)
 		return -errno;
 	*size = layout_plain_size(l, (uint64_t)st.st_size);
 	return layout_backing_size(l, *size) == (uint64_t)st.st_size ? 0 : -EBADMSG;
-}
-
-/* has_user_xattrs - does @fd carry a user.* xattr other than the volume's key record? */
-static int has_user_xattrs(int fd)
-{
-	char *list = NULL, *p;
-	ssize_t len = flistxattr(fd, NULL, 0);
-	int ret = 0;
-
-	if (len <= 0)
-		return len < 0 && errno != ENOTSUP ? -errno : 0;
-	list = malloc((size_t)len);
-	if (!list)
-		return -ENOMEM;
-	len = flistxattr(fd, list, (size_t)len);
-	if (len < 0)
-		ret = -errno;
-	for (p = list; ret == 0 && len > 0 && p < list + len; p += strlen(p) + 1)
-		if (strncmp(p, "user.", 5) == 0 && strcmp(p, VOLUME_XATTR_NAME) != 0)
-			ret = 1;
-	free(list);
-	return ret;
 }
 
 /* write_journal - step 1: the complete journal under its final name, durable. */
@@ -314,10 +393,6 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 		ret = -EINPROGRESS;
 		goto out;
 	}
-	if (env->xattrs_bound && (ret = has_user_xattrs(fd)) != 0) {
-		ret = ret > 0 ? -EOPNOTSUPP : ret;
-		goto out;
-	}
 	ret = plain_size_of(env->layout, fd, &h->plain_size);
 	if (ret < 0)
 		goto out;
@@ -350,6 +425,7 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 		goto out;
 	}
 	memcpy(h->new_file_id, fresh->file_id, 16);
+	memcpy(h->old_file_id, rec->file_id, 16);
 	h->handle_type = fh->handle_type;
 	h->handle_len = fh->handle_bytes;
 	memcpy(h->handle, fh->f_handle, fh->handle_bytes);
@@ -364,8 +440,13 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 	ret = write_journal(env, fd, dfd, jname,
 			    h, &(struct block_owner){ old_dek, env->volume_uuid, rec->file_id },
 			    &(struct block_owner){ new_dek, env->volume_uuid, fresh->file_id });
-	if (ret < 0)
+	if (ret == 0)
+		ret = reseal_xattrs(env->names, fd, h->old_file_id, h->new_file_id);
+	if (ret < 0) {
+		drop_xattrs(env->names, fd, h->new_file_id);
+		unlinkat(dfd, jname, 0);
 		goto out;
+	}
 
 	/* 2: the flagged new record.  A failure here leaves the old one current. */
 	memcpy(res->old_file_id, rec->file_id, 16);
@@ -379,6 +460,7 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 	if (ret == 0)
 		ret = layout_write_record(env->layout, fd, rec, &pos);
 	if (ret < 0) {
+		drop_xattrs(env->names, fd, h->new_file_id);
 		unlinkat(dfd, jname, 0);
 		goto out;
 	}
@@ -386,7 +468,7 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 	/* 3 and 4.  A failure from here on is finished by rekey_recover(). */
 	jfd = openat(dfd, jname, O_RDONLY | O_CLOEXEC);
 	ret = jfd < 0 ? -errno
-		      : finish(env, fd, dfd, jfd, jname, h->plain_size, rec, &pos, new_dek);
+		      : finish(env, fd, dfd, jfd, jname, h, rec, &pos, new_dek);
 	if (ret == 0) {
 		memcpy(res->new_file_id, fresh->file_id, 16);
 		res->new_version = fresh->version;
@@ -442,9 +524,16 @@ static int recover_one(const struct rekey_env *env, int dfd, const char *name, b
 	ret = layout_read_record(env->layout, fd, rec, &pos);
 	if (ret < 0)
 		goto out;
-	if (memcmp(rec->file_id, h->new_file_id, 16) != 0 ||
-	    !(rec->flags & RECORD_FLAG_REKEYING))
-		goto remove; /* crashed before step 2, or after step 4's record */
+	if (memcmp(rec->file_id, h->new_file_id, 16) != 0) {
+		/* Crashed before step 2: the copies sealed to the new ID go. */
+		drop_xattrs(env->names, fd, h->new_file_id);
+		goto remove;
+	}
+	if (!(rec->flags & RECORD_FLAG_REKEYING)) {
+		/* Crashed after step 4's record: the originals go. */
+		drop_xattrs(env->names, fd, h->old_file_id);
+		goto remove;
+	}
 	dek = secmem_alloc(KMS_DEK_LEN);
 	if (!dek) {
 		ret = -ENOMEM;
@@ -455,7 +544,7 @@ static int recover_one(const struct rekey_env *env, int dfd, const char *name, b
 	if (ret == 0 && record_check_mac(rec, dek, env->volume_uuid) != 0)
 		ret = -EBADMSG;
 	if (ret == 0)
-		ret = finish(env, fd, dfd, jfd, name, h->plain_size, rec, &pos, dek);
+		ret = finish(env, fd, dfd, jfd, name, h, rec, &pos, dek);
 	*finished = ret == 0;
 	goto out;
 remove:

@@ -31,6 +31,11 @@
  * CAP_DAC_READ_SEARCH (the daemon running as root).
  *
  * Holes stay holes: an all-zero stored block is copied as a hole.
+ *
+ * With encrypted names, user xattrs are sealed to the file ID: between
+ * steps 1 and 2 each gets a copy sealed to the new ID (the originals stay),
+ * and the originals are removed after step 4; recovery removes whichever
+ * set belongs to the record that lost (the journal names both IDs).
  */
 
 #include <stdint.h>
@@ -38,6 +43,7 @@
 #include "kms/dekpool.h"
 #include "kms/kms.h"
 #include "layout.h"
+#include "names.h"
 #include "volume.h"
 
 #define REKEY_DIR VOLUME_REKEY_DIR
@@ -48,10 +54,10 @@ struct rekey_env {
 	struct dek_pool *pool;	    /* where the new DEK comes from */
 	const uint8_t *volume_uuid; /* 16 bytes */
 	int root_fd;		    /* the backing root (O_PATH is enough) */
-	/* Encrypted names: user xattrs are sealed to the file ID (fs/names.h),
-	 * which a re-key changes; such files are refused for now (-EOPNOTSUPP)
-	 * rather than left with xattrs nothing can open. */
-	bool xattrs_bound;
+	/* The name codec: with encrypted names, user xattrs are sealed to the
+	 * file ID, which a re-key changes, so they are re-sealed with it.  NULL
+	 * when the volume has no codec at hand (recovery of plain volumes). */
+	const struct names *names;
 };
 
 struct rekey_result {
@@ -68,8 +74,7 @@ struct rekey_result {
  * Returns 0; -ENODATA for a file without a record (nothing to re-key);
  * -EBADMSG when the record or a block fails authentication (nothing was
  * changed); -EINPROGRESS when the file is already mid re-key (recover it
- * first); -EOPNOTSUPP for a file with user xattrs bound to its file ID
- * (env->xattrs_bound); KMS errors; other -errno.
+ * first); KMS errors; other -errno.
  */
 int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint8_t *new_dek,
 	       struct rekey_result *res);

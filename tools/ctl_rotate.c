@@ -91,6 +91,7 @@ struct rekey_state {
 	int fd; /* O_APPEND */
 	pthread_mutex_t lock;
 	struct dek_pool *pool; /* offline: where new DEKs come from */
+	struct names *names;   /* offline: the name codec (user xattrs are re-sealed) */
 	int root_fd;	       /* offline: the backing root */
 };
 
@@ -281,8 +282,7 @@ static int rekey_path(struct rotation *r, const char *path)
 {
 	struct rekey_env env = { .layout = &r->vol.layout, .kms = r->vol.kms,
 				 .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
-				 .root_fd = r->state.root_fd,
-				 .xattrs_bound = r->vol.cfg.names_encrypted };
+				 .root_fd = r->state.root_fd, .names = r->state.names };
 	struct rekey_result res;
 	uint8_t *dek;
 	int fd, ret;
@@ -509,10 +509,7 @@ static int report(struct rotation *r)
 		count[r->items[i].outcome]++;
 		if (r->items[i].outcome == DONE_FAILED)
 			fprintf(stderr, "envelopefsctl rotate: %s: %s\n", r->items[i].path,
-				r->items[i].err == -EOPNOTSUPP && r->rekey
-					? "its user xattrs are sealed to its file ID (encrypted "
-					  "names): re-keying it is not supported yet"
-					: strerror(-r->items[i].err));
+				strerror(-r->items[i].err));
 		if (r->items[i].outcome == DONE_REWRAPPED && (r->check || r->dry_run))
 			below = true;
 	}
@@ -631,6 +628,7 @@ static void rotation_free(struct rotation *r)
 		close(r->state.fd);
 	free(r->state.done);
 	dek_pool_destroy(r->state.pool);
+	names_destroy(r->state.names);
 	if (r->state.root_fd >= 0)
 		close(r->state.root_fd);
 	if (r->offline)
@@ -733,9 +731,12 @@ static int offline_rekey_setup(struct rotation *r)
 		return ctl_err(CTL_FAILED, "%s: %s", r->backing, strerror(errno));
 	if (dek_pool_create(r->vol.kms, r->vol.cfg.uuid, 0, &r->state.pool) < 0)
 		return ctl_err(CTL_FAILED, "out of memory");
+	ret = ctl_volume_names(&r->vol, r->backing, &r->state.names);
+	if (ret != CTL_OK)
+		return ret;
 	env = (struct rekey_env){ .layout = &r->vol.layout, .kms = r->vol.kms,
 				  .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
-				  .root_fd = r->state.root_fd };
+				  .root_fd = r->state.root_fd, .names = r->state.names };
 	ret = rekey_recover(&env, &rec, print_recovery_failure);
 	if (ret < 0)
 		return ctl_err(CTL_FAILED, "%s/%s: %s", r->backing, REKEY_DIR, strerror(-ret));

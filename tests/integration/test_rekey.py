@@ -14,6 +14,7 @@ from test_rotate import backing_data, ctl, daemon_pid, random_writer
 
 BLOCK = 4096
 KEY_XATTR = "trusted.envelopefs.key"
+KEY_RECORD_XATTR = "user.envelopefs.key"  # the record itself, with xattr placement
 
 
 def file_id(path):
@@ -227,24 +228,34 @@ def test_rekey_offline_and_tampered_block(tmp_path, monkeypatch):
 # last.  fdatasync 1: journal; 2, 3: flagged record (before, after); 4: copied content; 5, 6: final
 # record; renameat: journal into place; unlinkat: journal removed; fsync: the journal directory;
 # pwrite64 40 and 100: mid-journal and mid-copy.
+# With encrypted names, user xattrs are re-sealed: fsetxattr adds the copy sealed to the new ID
+# (before step 2), fremovexattr drops the originals (after step 4).
 KILL_POINTS = [("fdatasync", n) for n in range(1, 7)] + [
     ("renameat", 1), ("unlinkat", 1), ("fsync", 1), ("fsync", 2), ("pwrite64", 40),
     ("pwrite64", 100)]
+XATTR_KILL_POINTS = [("fsetxattr", 1), ("fsetxattr", 2), ("fremovexattr", 1),
+                     ("fremovexattr", 2)]
+CRASH_CASES = ([("header", "plain", *p) for p in KILL_POINTS] +
+               [("xattr", "plain", *p) for p in KILL_POINTS] +
+               [("header", "encrypted", *p) for p in KILL_POINTS + XATTR_KILL_POINTS])
 
 
-@pytest.mark.parametrize("placement", ["header", "xattr"])
-@pytest.mark.parametrize("syscall, nth", KILL_POINTS)
-def test_rekey_crash_at_every_step_is_finished(tmp_path, placement, syscall, nth, monkeypatch):
+@pytest.mark.parametrize("placement, names, syscall, nth", CRASH_CASES)
+def test_rekey_crash_at_every_step_is_finished(tmp_path, placement, names, syscall, nth,
+                                               monkeypatch):
     """Kill the re-keying process just before the Nth call of a system call; the next mount (or
     offline run) finishes or forgets the re-key, and the file reads back byte-identical under one
-    key: the old or the new."""
+    key: the old or the new, with its user xattrs and no stale sealed copy of them."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    v = Volume(tmp_path, placement=placement)
+    v = Volume(tmp_path, placement=placement, names=names)
     v.mount()
     data = os.urandom(74 * BLOCK - 100)
     (v.mnt / "f").write_bytes(data)
     (v.mnt / "g").write_bytes(b"other")
+    os.setxattr(v.mnt / "f", "user.one", b"1")
+    os.setxattr(v.mnt / "f", "user.two", b"22")
     old_id = file_id(v.mnt / "f")
+    backing_f = v.backing_path("f")
     v.unmount()
     killed = subprocess.run(
         ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}",
@@ -265,17 +276,23 @@ def test_rekey_crash_at_every_step_is_finished(tmp_path, placement, syscall, nth
     assert (v.mnt / "f").read_bytes() == data
     assert (v.mnt / "g").read_bytes() == b"other"
     assert file_id(v.mnt / "f") is not None
+    assert os.getxattr(v.mnt / "f", "user.one") == b"1"
+    assert os.getxattr(v.mnt / "f", "user.two") == b"22"
+    user = [x for x in os.listxattr(backing_f) if x.startswith("user.") and x != KEY_RECORD_XATTR]
+    assert len(user) == 2, user
     again = ctl("rotate", "--rekey", v.mnt)
     assert again.returncode == 0, again.stderr
     assert file_id(v.mnt / "f") != old_id
     assert (v.mnt / "f").read_bytes() == data
+    assert os.getxattr(v.mnt / "f", "user.two") == b"22"
     v.unmount()
 
 
 @pytest.mark.parametrize("offline", [False, True])
 def test_rekey_with_encrypted_names(tmp_path, offline, monkeypatch):
     """On an encrypted-names volume the files are re-keyed and the volume key only re-wrapped;
-    names, symlinks and xattrs still decrypt, and the journal directory stays hidden."""
+    names, symlinks and user xattrs (sealed to the file ID, so re-sealed) still decrypt, no stale
+    sealed copy is left behind, and the journal directory stays hidden."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     v = Volume(tmp_path, names="encrypted")
     v.mount()
@@ -285,28 +302,30 @@ def test_rekey_with_encrypted_names(tmp_path, offline, monkeypatch):
     for name, data in contents.items():
         (m / name).write_bytes(data)
     os.symlink("dir one/a", m / "link")
-    # User xattrs are sealed to the file ID, which a re-key changes: such a file is refused,
-    # and left exactly as it was.
     (m / "tagged").write_bytes(b"t" * 5000)
     os.setxattr(m / "tagged", "user.note", b"kept")
+    os.setxattr(m / "tagged", "user.empty", b"")
     ids = {n: file_id(m / n) for n in [*contents, "tagged"]}
     if offline:
         v.unmount()
         run = ctl("rotate", "--offline", "--rekey", "--json", "--keyring", v.keyring, v.backing)
     else:
         run = ctl("rotate", "--rekey", "--json", m)
-    assert run.returncode == 1, run.stderr
-    assert "re-keying it is not supported yet" in run.stderr
+    assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
-    assert summary["rekeyed"] == len(contents) and summary["failed"] == 1
+    assert summary["rekeyed"] == len(contents) + 1 and summary["failed"] == 0
     if offline:
         v.mount()
     for name, data in contents.items():
         assert (m / name).read_bytes() == data
         assert file_id(m / name) != ids[name]
-    assert file_id(m / "tagged") == ids["tagged"]
+    assert file_id(m / "tagged") != ids["tagged"]
     assert (m / "tagged").read_bytes() == b"t" * 5000
     assert os.getxattr(m / "tagged", "user.note") == b"kept"
+    assert os.getxattr(m / "tagged", "user.empty") == b""
+    assert sorted(os.listxattr(m / "tagged")) == ["user.empty", "user.note"]
+    backing_tagged = v.backing_path("tagged")
+    assert len([x for x in os.listxattr(backing_tagged) if x.startswith("user.")]) == 2
     assert os.readlink(m / "link") == "dir one/a"
     assert sorted(os.listdir(m)) == ["dir one", "link", "tagged"]
     v.remount()
