@@ -314,6 +314,10 @@ static void test_torn_writes(void)
 			else
 				memset(header + S, 0, S);
 			memcpy(header + S, new1, k);
+			/* The old bytes past k may equal the new ones (random content: 1 in
+			 * 256 for the last byte): then the write is complete, not torn. */
+			if (memcmp(header + S, new1, S) == 0)
+				continue;
 			if (header_pick(header, S, &got, &seq, &idx) != 0 || idx != 0 ||
 			    seq != 5 || !records_equal(&got, &cur))
 				wrong++;
