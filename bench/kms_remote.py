@@ -39,14 +39,19 @@ def drop_caches():
 
 
 class Mounted:
-    def __init__(self, build, root, init_args):
+    def __init__(self, build, root, init_args, daemon_settings=None):
         self.build, self.backing, self.mnt = build, root / "backing", root / "mnt"
         self.backing.mkdir(parents=True)
         self.mnt.mkdir()
+        self.options = []
+        if daemon_settings:
+            conf = root / "daemon.ini"
+            conf.write_text("[daemon]\n" + "".join(f"{k} = {v}\n" for k, v in daemon_settings.items()))
+            self.options = ["-o", f"config={conf}"]
         sh(build / "tools" / "envelopefsctl", "init", *init_args, self.backing)
 
     def mount(self):
-        sh(self.build / "fs" / "envelopefs", self.backing, self.mnt)
+        sh(self.build / "fs" / "envelopefs", *self.options, self.backing, self.mnt)
 
     def unmount(self):
         subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
@@ -114,12 +119,13 @@ def main():
     rows = {}
     try:
         for rep in range(args.reps):
+            vault_init = ["--kms", "vault", "--kms-setting", f"address={srv.url}",
+                          "--kms-setting", "key=bench", "--kms-setting", f"token_file={srv.token_file}"]
             vols = {
                 "local": Mounted(build, work / f"local{rep}", ["--keyring", work / f"k{rep}.keyring"]),
-                "vault": Mounted(build, work / f"vault{rep}",
-                                 ["--kms", "vault", "--kms-setting", f"address={srv.url}",
-                                  "--kms-setting", "key=bench", "--kms-setting",
-                                  f"token_file={srv.token_file}"]),
+                # The daemon's default for a remote KMS: new-file keys made ahead (dek_pool = 64).
+                "vault": Mounted(build, work / f"vault{rep}", vault_init),
+                "vault-nopool": Mounted(build, work / f"vaultnp{rep}", vault_init, {"dek_pool": 0}),
             }
             for name, v in vols.items():
                 v.mount()
@@ -134,6 +140,8 @@ def main():
                             timed(lambda: read_all(v.mnt / "t", threads)))
                 finally:
                     v.unmount()
+        if not args.rotate_files:
+            return print_rows(args, rows)
         # Rotation on the vault volume: files created once, the Transit key rotated before each run.
         v = Mounted(build, work / "rotate", ["--kms", "vault", "--kms-setting", f"address={srv.url}",
                                              "--kms-setting", "key=bench", "--kms-setting",
@@ -155,17 +163,27 @@ def main():
             v.unmount()
     finally:
         srv.stop()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    print_rows(args, rows)
+
+
+def print_rows(args, rows):
     print(f"\nlatency {args.latency_ms} ms per KMS request, {args.files} files, medians of {args.reps}")
-    print(f"{'row':12} {'local s':>9} {'vault s':>9} {'vault/local':>11} {'vault files/s':>14}")
+    print(f"{'row':12} {'local s':>9} {'vault s':>9} {'vault/local':>11} {'vault files/s':>14} "
+          f"{'no pool s':>10} {'no pool/local':>13}")
+    nan = float("nan")
     for row in ("untar", "read-seq", "read-par8", "rotate-jobs1", "rotate-jobs8"):
-        lo = rows.get((row, "local"))
-        va = rows.get((row, "vault"))
+        lo, va, np_ = (rows.get((row, k)) for k in ("local", "vault", "vault-nopool"))
+        if not va:
+            continue
         n = args.rotate_files if row.startswith("rotate") else args.files
         lo_m = statistics.median(lo) if lo else None
         va_m = statistics.median(va)
-        print(f"{row:12} {lo_m if lo_m is not None else float('nan'):9.2f} {va_m:9.2f} "
-              f"{(va_m / lo_m) if lo_m else float('nan'):11.2f} {n / va_m:14.0f}")
-    subprocess.run(["rm", "-rf", str(work)], check=False)
+        np_m = statistics.median(np_) if np_ else None
+        print(f"{row:12} {lo_m if lo_m is not None else nan:9.2f} {va_m:9.2f} "
+              f"{(va_m / lo_m) if lo_m else nan:11.2f} {n / va_m:14.0f} "
+              f"{np_m if np_m is not None else nan:10.2f} "
+              f"{(np_m / lo_m) if lo_m and np_m else nan:13.2f}")
 
 
 if __name__ == "__main__":

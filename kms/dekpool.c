@@ -14,6 +14,9 @@
 
 #define BACKOFF_MIN 1
 #define BACKOFF_MAX 30
+/* Refill threads: a remote KMS call is mostly waiting, so a few in flight
+ * keep up with a burst of creates (an untar) that one could not. */
+#define REFILL_THREADS 4
 
 struct pool_entry {
 	struct fresh_key key;
@@ -30,9 +33,13 @@ struct dek_pool {
 	struct pool_entry *entries; /* a stack: [0, count) are ready */
 	unsigned count;
 	uint32_t newest;     /* newest master-key version seen */
+	unsigned in_flight;  /* keys being made by refill threads */
+	time_t retry_at;     /* after a KMS failure: no refill before this */
+	unsigned backoff;    /* the next failure's wait, seconds */
+	time_t last_check;   /* the last version check of a full pool */
 	bool stop;
-	bool threaded;
-	pthread_t thread;
+	unsigned n_threads;
+	pthread_t threads[REFILL_THREADS];
 	struct dek_pool_stats stats;
 };
 
@@ -76,14 +83,14 @@ static void drop_older(struct dek_pool *pool, uint32_t version)
 	}
 	pool->count = kept;
 	if (kept < pool->capacity)
-		pthread_cond_signal(&pool->wake);
+		pthread_cond_broadcast(&pool->wake);
 }
 
 /*
  * wait_a_while - sleep up to @seconds, lock held.  @until_short: return early
- * when the pool falls below capacity (a take); otherwise only stop ends the
- * wait early, so a failing KMS sees at most one refill attempt per back-off
- * period however many files are being created.
+ * when the pool, with the keys in flight, falls below capacity (a take);
+ * otherwise only stop ends the wait early, so a failing KMS sees at most one
+ * refill attempt per back-off period however many files are being created.
  */
 static void wait_a_while(struct dek_pool *pool, time_t seconds, bool until_short)
 {
@@ -91,31 +98,40 @@ static void wait_a_while(struct dek_pool *pool, time_t seconds, bool until_short
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += seconds;
-	while (!pool->stop && !(until_short && pool->count < pool->capacity))
+	while (!pool->stop && !(until_short && pool->count + pool->in_flight < pool->capacity))
 		if (pthread_cond_timedwait(&pool->wake, &pool->lock, &deadline) == ETIMEDOUT)
 			break;
 }
 
 /*
- * refill - the background thread: make keys while the pool is short, one
- * KMS call at a time and with the lock dropped around it, so takes never
- * wait for the KMS.  When full, wake at least every DEK_POOL_VERSION_CHECK
- * seconds to ask the KMS for its current version.
+ * refill - a background thread: make keys while the pool (counting the keys
+ * being made) is short, with the lock dropped around each KMS call, so takes
+ * never wait for the KMS.  The threads share one back-off, so a failing KMS
+ * sees one attempt per period, and one version check every
+ * DEK_POOL_VERSION_CHECK seconds while the pool is full.
  */
 static void *refill(void *arg)
 {
 	struct dek_pool *pool = arg;
-	unsigned backoff = BACKOFF_MIN;
 	struct pool_entry fresh;
 	uint32_t current;
+	time_t now;
 	int ret;
 
 	pthread_mutex_lock(&pool->lock);
 	while (!pool->stop) {
-		if (pool->count == pool->capacity) {
+		now = time(NULL);
+		if (now < pool->retry_at) {
+			wait_a_while(pool, pool->retry_at - now, false);
+			continue;
+		}
+		if (pool->count + pool->in_flight >= pool->capacity) {
 			wait_a_while(pool, DEK_POOL_VERSION_CHECK, true);
-			if (pool->stop || pool->count < pool->capacity)
+			now = time(NULL);
+			if (pool->stop || pool->count + pool->in_flight < pool->capacity ||
+			    now - pool->last_check < DEK_POOL_VERSION_CHECK)
 				continue;
+			pool->last_check = now;
 			pthread_mutex_unlock(&pool->lock);
 			ret = kms_current_version(pool->kms, &current);
 			pthread_mutex_lock(&pool->lock);
@@ -123,17 +139,19 @@ static void *refill(void *arg)
 				drop_older(pool, current);
 			continue;
 		}
+		pool->in_flight++;
 		pthread_mutex_unlock(&pool->lock);
 		fresh.dek = secmem_alloc(KMS_DEK_LEN);
 		ret = fresh.dek ? make_key(pool, &fresh.key, fresh.dek) : -ENOMEM;
 		pthread_mutex_lock(&pool->lock);
+		pool->in_flight--;
 		if (ret < 0) {
 			secmem_free(fresh.dek, KMS_DEK_LEN);
-			wait_a_while(pool, backoff, false);
-			backoff = backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : backoff * 2;
+			pool->retry_at = time(NULL) + pool->backoff;
+			pool->backoff = pool->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : pool->backoff * 2;
 			continue;
 		}
-		backoff = BACKOFF_MIN;
+		pool->backoff = BACKOFF_MIN;
 		drop_older(pool, fresh.key.version);
 		if (pool->count < pool->capacity && fresh.key.version >= pool->newest) {
 			pool->entries[pool->count++] = fresh;
@@ -157,6 +175,8 @@ int dek_pool_create(struct kms *kms, const uint8_t volume_uuid[16], unsigned cap
 	pool->kms = kms;
 	memcpy(pool->volume_uuid, volume_uuid, sizeof(pool->volume_uuid));
 	pool->capacity = capacity;
+	pool->backoff = BACKOFF_MIN;
+	pool->last_check = time(NULL);
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->wake, NULL);
 	if (capacity > 0) {
@@ -165,12 +185,14 @@ int dek_pool_create(struct kms *kms, const uint8_t volume_uuid[16], unsigned cap
 			dek_pool_destroy(pool);
 			return -ENOMEM;
 		}
-		ret = pthread_create(&pool->thread, NULL, refill, pool);
-		if (ret != 0) {
-			dek_pool_destroy(pool);
-			return -ret;
+		for (unsigned i = 0; i < REFILL_THREADS; i++) {
+			ret = pthread_create(&pool->threads[i], NULL, refill, pool);
+			if (ret != 0) {
+				dek_pool_destroy(pool);
+				return -ret;
+			}
+			pool->n_threads++;
 		}
-		pool->threaded = true;
 	}
 	*out = pool;
 	return 0;
@@ -182,13 +204,12 @@ void dek_pool_destroy(struct dek_pool *pool)
 
 	if (!pool)
 		return;
-	if (pool->threaded) {
-		pthread_mutex_lock(&pool->lock);
-		pool->stop = true;
-		pthread_cond_signal(&pool->wake);
-		pthread_mutex_unlock(&pool->lock);
-		pthread_join(pool->thread, NULL);
-	}
+	pthread_mutex_lock(&pool->lock);
+	pool->stop = true;
+	pthread_cond_broadcast(&pool->wake);
+	pthread_mutex_unlock(&pool->lock);
+	for (i = 0; i < pool->n_threads; i++)
+		pthread_join(pool->threads[i], NULL);
 	for (i = 0; i < pool->count; i++)
 		wipe_entry(&pool->entries[i]);
 	free(pool->entries);
@@ -206,7 +227,7 @@ int dek_pool_take(struct dek_pool *pool, struct fresh_key *key, uint8_t *dek)
 	if (pool->count > 0) {
 		e = pool->entries[--pool->count];
 		pool->stats.hits++;
-		pthread_cond_signal(&pool->wake);
+		pthread_cond_broadcast(&pool->wake);
 		pthread_mutex_unlock(&pool->lock);
 		*key = e.key;
 		memcpy(dek, e.dek, KMS_DEK_LEN);
@@ -214,7 +235,7 @@ int dek_pool_take(struct dek_pool *pool, struct fresh_key *key, uint8_t *dek)
 		return 0;
 	}
 	pool->stats.misses++;
-	pthread_cond_signal(&pool->wake);
+	pthread_cond_broadcast(&pool->wake);
 	pthread_mutex_unlock(&pool->lock);
 
 	ret = make_key(pool, key, dek);

@@ -8,7 +8,7 @@
  *
  * Every entry is a complete new-file key: a random file ID, a DEK in secmem
  * and the DEK's blob wrapped under the context (volume UUID, that file ID).
- * A refill thread keeps the pool full in the background; dek_pool_take()
+ * A few refill threads keep the pool full in the background; dek_pool_take()
  * hands out an entry and, when the pool is empty (or has capacity 0: the
  * local keyring needs no pool), makes the key on the spot, exactly as if
  * there were no pool.
@@ -22,8 +22,8 @@
  *    every DEK_POOL_VERSION_CHECK seconds while idle; so a file created in
  *    the seconds after a master-key rotation may still get the previous
  *    version, which the next `envelopefsctl rotate` moves on.
- *  - While the KMS fails, the refill thread backs off (1 s doubling to 30 s)
- *    instead of adding load to a service that is down.
+ *  - While the KMS fails, the refill threads back off together (1 s doubling
+ *    to 30 s) instead of adding load to a service that is down.
  */
 
 #include <stddef.h>
@@ -48,7 +48,7 @@ struct dek_pool_stats {
 	uint64_t entries;  /* keys ready now */
 	uint64_t hits;	   /* takes served from the pool */
 	uint64_t misses;   /* takes that had to call the KMS */
-	uint64_t refills;  /* keys the refill thread made */
+	uint64_t refills;  /* keys the refill threads made */
 	uint64_t dropped;  /* keys discarded as stale */
 };
 
@@ -60,7 +60,7 @@ struct dek_pool_stats {
 int dek_pool_create(struct kms *kms, const uint8_t volume_uuid[16], unsigned capacity,
 		    struct dek_pool **out);
 
-/* dek_pool_destroy - stop the refill thread and wipe every entry. */
+/* dek_pool_destroy - stop the refill threads and wipe every entry. */
 void dek_pool_destroy(struct dek_pool *pool);
 
 /*
