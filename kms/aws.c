@@ -836,6 +836,10 @@ static int parse_settings(struct aws_kms *ak, const dictionary *ini, struct http
 		rc = snprintf(ak->url, sizeof(ak->url), "https://kms.%s.amazonaws.com/", reg);
 	if (rc < 0 || (size_t)rc >= sizeof(ak->url))
 		return kms_errf(err, err_len, -EINVAL, "setting kms:endpoint is too long");
+	if (!http_url_private(ak->url))
+		return kms_errf(err, err_len, -EINVAL,
+				"setting kms:endpoint is plain http:// to another host: plaintext DEKs "
+				"would cross the network in the clear; use https://");
 	/* Region and service are explicit: curl cannot guess them from 127.0.0.1 or a VPC endpoint. */
 	snprintf(ak->sigv4, sizeof(ak->sigv4), "aws:amz:%s:kms", reg);
 

@@ -5,11 +5,13 @@
  * a circuit breaker.  See kms/http.h for the contract.
  */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -609,6 +611,29 @@ void http_client_kms_stats(struct http_client *c, struct kms_remote_stats *out)
 	out->latency_us = st.latency_us;
 	out->breaker_opens = st.breaker_opens;
 	out->breaker = http_breaker_state_name(st.breaker);
+}
+
+bool http_url_private(const char *url)
+{
+	char host[64];
+	struct in_addr v4;
+	size_t n;
+
+	if (strncasecmp(url, "https://", 8) == 0)
+		return true;
+	if (strncasecmp(url, "http://", 7) != 0)
+		return false;
+	url += 7;
+	n = url[0] == '[' ? strcspn(url, "]") + 1 : strcspn(url, ":/");
+	if (n >= sizeof(host) || (url[0] == '[' && url[n - 1] != ']'))
+		return false;
+	memcpy(host, url, n);
+	host[n] = '\0';
+	if (url[n] != '\0' && url[n] != ':' && url[n] != '/')
+		return false;
+	if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+		return true;
+	return inet_pton(AF_INET, host, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 const char *http_breaker_state_name(enum http_breaker_state state)

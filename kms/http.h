@@ -168,6 +168,14 @@ void http_client_stats(struct http_client *client, struct http_stats *stats);
 struct kms_remote_stats;
 void http_client_kms_stats(struct http_client *client, struct kms_remote_stats *out);
 
+/*
+ * http_url_private - may @url carry secrets: https://, or plain http:// to
+ * this host only (127.0.0.0/8, [::1], localhost: test servers, a local
+ * agent)?  A KMS answer holds a plaintext DEK and the request a token, so a
+ * provider refuses cleartext HTTP across a network.
+ */
+bool http_url_private(const char *url);
+
 /* http_breaker_state_name - "closed", "open", "half-open". */
 const char *http_breaker_state_name(enum http_breaker_state state);
 

@@ -849,6 +849,11 @@ static int parse_settings(struct vault_kms *vk, const dictionary *ini, long *dea
 		return kms_errf(err, err_len, -EINVAL,
 				"setting kms:address (or $VAULT_ADDR) must be Vault's URL, "
 				"https://HOST:PORT");
+	if (!http_url_private(address))
+		return kms_errf(err, err_len, -EINVAL,
+				"setting kms:address (or $VAULT_ADDR) is plain http:// to another host: "
+				"the token and plaintext DEKs would cross the network in the clear; use "
+				"https://");
 	alen = strlen(address);
 	while (alen && address[alen - 1] == '/')
 		alen--;

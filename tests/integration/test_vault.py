@@ -173,6 +173,7 @@ def test_refusals_at_init(tmp_path, server):
     bad_token.chmod(0o600)
     assert "denied" in init_fails(tmp_path, server, token_file=bad_token)
     assert "no Transit key transit/nokey" in init_fails(tmp_path, server, key="nokey")
+    assert "in the clear" in init_fails(tmp_path, server, address="http://192.0.2.1:8200")
     server.create_key("underived", derived=False)
     assert "not a derived key" in init_fails(tmp_path, server, key="underived")
     loose = tmp_path / "loose-token"

@@ -524,9 +524,34 @@ static void make_cert(void)
 	}
 }
 
+/* Cleartext HTTP only to this host: a KMS request carries a token, its answer a DEK. */
+static void test_url_private(void)
+{
+	static const char *const ok[] = {
+		"https://vault.example:8200", "HTTPS://kms.eu-west-1.amazonaws.com/",
+		"http://127.0.0.1:8200", "http://127.1.2.3/", "http://localhost:8200",
+		"http://LOCALHOST", "http://[::1]:8200/v1",
+	};
+	static const char *const refused[] = {
+		"http://10.0.0.1:8200", "http://vault.example", "http://127.0.0.1.evil.example",
+		"http://localhost.evil.example:80", "http://128.0.0.1", "http://[::2]:8200",
+		"ftp://127.0.0.1", "127.0.0.1:8200", "http://[::1", "http://127.0.0.1@evil.example/",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		CHECK(http_url_private(ok[i]));
+	for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		if (http_url_private(refused[i])) {
+			fprintf(stderr, "accepted %s\n", refused[i]);
+			CHECK(0);
+		}
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
+	RUN(test_url_private);
 	make_cert();
 	peer_start(&plain, false);
 	peer_start(&tls, true);
