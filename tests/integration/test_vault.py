@@ -22,8 +22,9 @@ from vaultd import VaultServer
 class VaultVolume(Volume):
     """A volume initialised with --kms vault against @server's key @key."""
 
-    def __init__(self, root, server, key="vol", placement="header", **settings):
+    def __init__(self, root, server, key="vol", placement="header", names="plain", **settings):
         self.root = root
+        self.names = names
         self.backing = root / "backing"
         self.mnt = root / "mnt"
         self.placement = placement
@@ -32,8 +33,8 @@ class VaultVolume(Volume):
         self.mnt.mkdir()
         self.options = ()
         settings = {"address": server.url, "key": key, "token_file": server.token_file, **settings}
-        # Plain names: the tests count KMS calls per file and read backing files by name.
-        args = [str(CTL), "init", "--kms", "vault", "--names", "plain", "--header",
+        # Plain names by default: the tests count KMS calls per file and read backing files by name.
+        args = [str(CTL), "init", "--kms", "vault", "--names", names, "--header",
                 "file" if placement == "header" else "xattr"]
         for name, value in settings.items():
             args += ["--kms-setting", f"{name}={value}"]
@@ -205,6 +206,29 @@ def test_revoked_token_then_renewed_file(tmp_path, server):
         put(vol.mnt / "c", b"after")
         vol.remount()
         assert get(vol.mnt / "c") == b"after" and get(vol.mnt / "a") == b"before"
+    finally:
+        vol.unmount()
+
+
+def test_encrypted_names_with_the_volume_key_in_vault(tmp_path, server):
+    """The volume key is wrapped by Transit like a DEK: names work through it across a remount,
+    and a Transit rotation re-wraps it with the files."""
+    vol = VaultVolume(tmp_path / "v", server, names="encrypted")
+    vol.mount()
+    try:
+        os.mkdir(vol.mnt / "a dir")
+        put(vol.mnt / "a dir" / "secret name", b"payload")
+        vol.remount()
+        assert os.listdir(vol.mnt) == ["a dir"]
+        assert get(vol.mnt / "a dir" / "secret name") == b"payload"
+        assert not any("secret" in n or "a dir" in n for n in os.listdir(vol.backing))
+        server.rotate("vol")
+        run = subprocess.run([str(CTL), "rotate", "--json", str(vol.mnt)], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert '"rewrapped":2' in run.stdout  # the file and the volume key
+        vol.remount()
+        assert get(vol.mnt / "a dir" / "secret name") == b"payload"
     finally:
         vol.unmount()
 
