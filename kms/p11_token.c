@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,6 +32,9 @@ struct p11_module {
 
 static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct p11_module *modules; /* guarded by modules_lock */
+
+/* Seconds an operation waits for a free session before it fails with -EAGAIN. */
+#define P11_SESSION_WAIT 15
 
 struct p11_token {
 	struct p11_module *mod;
@@ -406,11 +410,20 @@ static CK_RV session_open(struct p11_token *tok, CK_SESSION_HANDLE *h)
 /* Opens a session only when none is idle and the pool is not full. */
 CK_RV p11_session_get(struct p11_token *tok, CK_SESSION_HANDLE *h)
 {
+	struct timespec deadline;
 	CK_RV rv;
 
+	/* An operation stuck in a hung token holds its session: waiting for one
+	 * is bounded like any KMS call, and then fails as "busy" (-EAGAIN). */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += P11_SESSION_WAIT;
 	pthread_mutex_lock(&tok->pool_lock);
 	while (!tok->n_idle && tok->n_open == tok->max_sessions)
-		pthread_cond_wait(&tok->pool_freed, &tok->pool_lock);
+		if (pthread_cond_timedwait(&tok->pool_freed, &tok->pool_lock, &deadline) ==
+		    ETIMEDOUT) {
+			pthread_mutex_unlock(&tok->pool_lock);
+			return CKR_SESSION_COUNT;
+		}
 	if (tok->n_idle) {
 		*h = tok->idle[--tok->n_idle];
 		pthread_mutex_unlock(&tok->pool_lock);
