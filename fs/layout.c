@@ -69,13 +69,12 @@ bool layout_is_hole(const uint8_t *sealed, size_t len)
 	return acc == 0;
 }
 
-/* Read exactly @len bytes at @off; a short read means the file is too short. */
-static int pread_full(int fd, void *buf, size_t len, off_t off)
+int layout_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -88,12 +87,12 @@ static int pread_full(int fd, void *buf, size_t len, off_t off)
 	return (int)(done == len ? 0 : -ENODATA);
 }
 
-static int pwrite_full(int fd, const void *buf, size_t len, off_t off)
+int layout_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -113,7 +112,7 @@ static int read_header_record(const struct layout *l, int fd, struct key_record 
 
 	if (!header)
 		return -ENOMEM;
-	ret = pread_full(fd, header, l->data_offset, 0);
+	ret = layout_pread_full(fd, header, l->data_offset, 0);
 	if (ret == -ENODATA) {
 		/* An empty file has no record yet; a non-empty file shorter
 		 * than its header was truncated: that is damage. */
@@ -192,8 +191,8 @@ int layout_write_record(const struct layout *l, int fd, const struct key_record 
 			return -ENOMEM;
 		ret = slot_encode(r, pos->seq + 1, buf, l->slot_size);
 		if (ret == 0)
-			ret = pwrite_full(fd, buf, span,
-					  replacing ? (off_t)target * l->slot_size : 0);
+			ret = layout_pwrite_full(fd, buf, span,
+						 replacing ? (uint64_t)target * l->slot_size : 0);
 		free(buf);
 		if (ret == 0) {
 			pos->seq++;

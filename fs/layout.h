@@ -59,6 +59,14 @@ uint64_t layout_backing_size(const struct layout *l, uint64_t plain_size);
 /* layout_block_offset - backing offset of block @index. */
 uint64_t layout_block_offset(const struct layout *l, uint64_t index);
 
+/*
+ * layout_pread_full / layout_pwrite_full - all @len bytes at @off, across
+ * short transfers and EINTR.  0 or -errno; a read that meets the end of the
+ * file first is -ENODATA (the file is shorter than its layout says).
+ */
+int layout_pread_full(int fd, void *buf, size_t len, uint64_t off);
+int layout_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
 /* layout_is_hole - true when all @len bytes of a stored block are zero. */
 bool layout_is_hole(const uint8_t *sealed, size_t len);
 

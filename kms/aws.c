@@ -39,10 +39,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "crypto/secmem.h"
 #include "kms/aws.h"
+#include "kms/base64.h"
 #include "kms/config.h"
 #include "kms/http.h"
 #include "kms/json.h"
@@ -167,50 +166,6 @@ int aws_context_json(const struct kms_context *ctx, char *out, size_t cap)
 	json_writer_init(&w, out, cap);
 	write_context(&w, ctx);
 	return json_writer_finish(&w, NULL);
-}
-
-/* ---- base64 (AWS sends binary fields as standard base64) ---- */
-
-static int b64_encode(const uint8_t *in, size_t len, char *out, size_t cap)
-{
-	if (cap < 4 * ((len + 2) / 3) + 1)
-		return -ENOSPC;
-	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	return 0;
-}
-
-/* b64_decode - strict: length a multiple of 4, padding only at the end. */
-static int b64_decode(const char *in, size_t len, uint8_t *out, size_t cap, size_t *out_len)
-{
-	size_t pad = 0, n;
-	int got;
-
-	if (len == 0 || len % 4 != 0)
-		return -EBADMSG;
-	if (in[len - 1] == '=')
-		pad++;
-	if (in[len - 2] == '=')
-		pad++;
-	n = len / 4 * 3 - pad;
-	if (n > cap || memchr(in, '=', len - pad))
-		return n > cap ? -ENOSPC : -EBADMSG;
-	/* EVP_DecodeBlock writes whole groups: decode into scratch when @out has no room for them. */
-	if (len / 4 * 3 > cap) {
-		uint8_t *tmp = secmem_alloc(len / 4 * 3);
-
-		if (!tmp)
-			return -ENOMEM;
-		got = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)len);
-		if (got >= 0)
-			memcpy(out, tmp, n);
-		secmem_free(tmp, len / 4 * 3);
-	} else {
-		got = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
-	}
-	if (got < 0)
-		return -EBADMSG;
-	*out_len = n;
-	return 0;
 }
 
 /* ---- credentials ---- */
@@ -517,7 +472,7 @@ static int get_b64(const struct json_doc *doc, const char *path, uint8_t *out, s
 		return -ENOMEM;
 	rc = json_get_string(doc, path, scratch, scratch_len, &len);
 	if (rc == 0)
-		rc = b64_decode(scratch, len, out, cap, &n);
+		rc = base64_decode(scratch, len, out, cap, &n);
 	secmem_free(scratch, scratch_len);
 	if (rc < 0 || (want && n != want)) {
 		/* KMS sent something other than what the API promises; leave no partial key. */
@@ -676,7 +631,7 @@ static int call_on_blob(struct aws_kms *ak, bool reencrypt, const struct kms_con
 	memset(resp, 0, sizeof(*resp));
 	if (aws_blob_parse(blob, blob_len, &v, &ct, &ct_len) < 0)
 		return -EBADMSG;
-	b64_encode(ct, ct_len, b64, sizeof(b64));
+	base64_encode(ct, ct_len, b64, sizeof(b64));
 	json_writer_init(&w, body, sizeof(body));
 	json_write_object_begin(&w);
 	json_write_key(&w, "CiphertextBlob");
