@@ -21,19 +21,11 @@
 /* Journal header: JOURNAL_DATA bytes, then the file's data region as it is to be. */
 #define JOURNAL_MAGIC "EFRJ"
 #define JOURNAL_VERSION 1
-#define JOURNAL_DATA 4096
+#define JOURNAL_DATA REKEY_JOURNAL_HEADER
 #define JOURNAL_SUM_OFF (JOURNAL_DATA - 32)
-#define JOURNAL_MAX_HANDLE 128 /* MAX_HANDLE_SZ */
+#define JOURNAL_MAX_HANDLE REKEY_MAX_HANDLE
 #define CHUNK_BLOCKS 256       /* blocks per read/write while copying */
 
-struct journal_header {
-	uint8_t old_file_id[16];
-	uint8_t new_file_id[16];
-	uint64_t plain_size;
-	int32_t handle_type;
-	uint32_t handle_len;
-	uint8_t handle[JOURNAL_MAX_HANDLE];
-};
 
 static void put_be32(uint8_t *p, uint32_t v)
 {
@@ -48,40 +40,18 @@ static uint32_t get_be32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* pread_full - layout_pread_full(), a short file being a damaged one here. */
 static int pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
-	size_t done = 0;
+	int ret = layout_pread_full(fd, buf, len, off);
 
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EBADMSG; /* shorter than its size says: damaged */
-		done += (size_t)n;
-	}
-	return 0;
+	return ret == -ENODATA ? -EBADMSG : ret;
 }
 
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+int rekey_journal_encode(const struct rekey_journal_header *h, uint8_t out[REKEY_JOURNAL_HEADER])
 {
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
-static int encode_header(const struct journal_header *h, uint8_t out[JOURNAL_DATA])
-{
+	if (h->handle_len == 0 || h->handle_len > JOURNAL_MAX_HANDLE)
+		return -EINVAL;
 	memset(out, 0, JOURNAL_DATA);
 	memcpy(out, JOURNAL_MAGIC, 4);
 	out[4] = JOURNAL_VERSION;
@@ -95,8 +65,7 @@ static int encode_header(const struct journal_header *h, uint8_t out[JOURNAL_DAT
 	return crypto_sha256(out, JOURNAL_SUM_OFF, out + JOURNAL_SUM_OFF);
 }
 
-/* decode_header - strict: magic, version, zero padding and checksum.  0 or -EBADMSG. */
-static int decode_header(const uint8_t in[JOURNAL_DATA], struct journal_header *h)
+int rekey_journal_decode(const uint8_t in[REKEY_JOURNAL_HEADER], struct rekey_journal_header *h)
 {
 	uint8_t sum[32];
 	size_t i;
@@ -149,7 +118,8 @@ static int reseal_into_journal(const struct layout *l, int fd, int jfd, uint64_t
 		if (ret == 0)
 			ret = block_seal(new, i, plain, len - BLOCK_OVERHEAD, out);
 		if (ret == 0)
-			ret = pwrite_full(jfd, out, len, JOURNAL_DATA + i * (uint64_t)l->sealed_size);
+			ret = layout_pwrite_full(jfd, out, len,
+						 JOURNAL_DATA + i * (uint64_t)l->sealed_size);
 	}
 	if (plain)
 		secmem_wipe(plain, l->block_size);
@@ -171,7 +141,7 @@ static int copy_from_journal(const struct layout *l, int fd, int jfd, uint64_t p
 
 		ret = pread_full(jfd, buf, len, JOURNAL_DATA + i * (uint64_t)l->sealed_size);
 		if (ret == 0 && !layout_is_hole(buf, len))
-			ret = pwrite_full(fd, buf, len, layout_block_offset(l, i));
+			ret = layout_pwrite_full(fd, buf, len, layout_block_offset(l, i));
 	}
 	free(buf);
 	if (ret == 0 && fdatasync(fd) < 0)
@@ -179,7 +149,7 @@ static int copy_from_journal(const struct layout *l, int fd, int jfd, uint64_t p
 	return ret;
 }
 
-/* The journal directory, made on first use (0700: it holds ciphertext only, but no one else's business). */
+/* The journal directory, made on first use (0700: ciphertext only, but nobody else's business). */
 static int journal_open_dir(const struct rekey_env *env, bool create)
 {
 	int dfd;
@@ -292,7 +262,7 @@ static void drop_xattrs(const struct names *n, int fd, const uint8_t owner[16])
  * journal.  Idempotent.
  */
 static int finish(const struct rekey_env *env, int fd, int dfd, int jfd, const char *jname,
-		  const struct journal_header *h, struct key_record *pending,
+		  const struct rekey_journal_header *h, struct key_record *pending,
 		  struct record_pos *pos, const uint8_t *dek)
 {
 	int ret = copy_from_journal(env->layout, fd, jfd, h->plain_size);
@@ -332,7 +302,7 @@ static int plain_size_of(const struct layout *l, int fd, uint64_t *size)
 
 /* write_journal - step 1: the complete journal under its final name, durable. */
 static int write_journal(const struct rekey_env *env, int fd, int dfd, const char *jname,
-			 const struct journal_header *h, const struct block_owner *old,
+			 const struct rekey_journal_header *h, const struct block_owner *old,
 			 const struct block_owner *new)
 {
 	uint64_t data_len = layout_backing_size(env->layout, h->plain_size) - env->layout->data_offset;
@@ -346,9 +316,9 @@ static int write_journal(const struct rekey_env *env, int fd, int dfd, const cha
 		ret = jfd < 0 ? -errno : -ENOMEM;
 		goto out;
 	}
-	ret = encode_header(h, head);
+	ret = rekey_journal_encode(h, head);
 	if (ret == 0)
-		ret = pwrite_full(jfd, head, JOURNAL_DATA, 0);
+		ret = layout_pwrite_full(jfd, head, JOURNAL_DATA, 0);
 	if (ret == 0)
 		ret = reseal_into_journal(env->layout, fd, jfd, h->plain_size, old, new);
 	/* Trailing holes would leave the journal short: give it its full length. */
@@ -373,7 +343,7 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 	       struct rekey_result *res)
 {
 	struct key_record *rec = malloc(sizeof(*rec));
-	struct journal_header *h = calloc(1, sizeof(*h));
+	struct rekey_journal_header *h = calloc(1, sizeof(*h));
 	struct fresh_key *fresh = malloc(sizeof(*fresh));
 	struct file_handle *fh = malloc(sizeof(*fh) + JOURNAL_MAX_HANDLE);
 	uint8_t *own_dek = NULL;
@@ -491,7 +461,7 @@ out:
 /* recover_one - act on the journal @name: finish its re-key or remove it. */
 static int recover_one(const struct rekey_env *env, int dfd, const char *name, bool *finished)
 {
-	struct journal_header *h = malloc(sizeof(*h));
+	struct rekey_journal_header *h = malloc(sizeof(*h));
 	struct key_record *rec = malloc(sizeof(*rec));
 	struct file_handle *fh = malloc(sizeof(*fh) + JOURNAL_MAX_HANDLE);
 	uint8_t *head = malloc(JOURNAL_DATA), *dek = NULL;
@@ -507,7 +477,7 @@ static int recover_one(const struct rekey_env *env, int dfd, const char *name, b
 	}
 	ret = pread_full(jfd, head, JOURNAL_DATA, 0);
 	if (ret == 0)
-		ret = decode_header(head, h);
+		ret = rekey_journal_decode(head, h);
 	if (ret < 0)
 		goto out; /* renamed into place only when complete: left for a human */
 	fh->handle_type = h->handle_type;

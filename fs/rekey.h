@@ -79,6 +79,31 @@ struct rekey_result {
 int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint8_t *new_dek,
 	       struct rekey_result *res);
 
+/*
+ * The journal's header (docs/FORMAT.md, "Re-keying"): REKEY_JOURNAL_HEADER
+ * bytes, SHA-256-checked, before the file's new content.
+ */
+#define REKEY_JOURNAL_HEADER 4096
+#define REKEY_MAX_HANDLE 128 /* MAX_HANDLE_SZ */
+
+struct rekey_journal_header {
+	uint8_t old_file_id[16];
+	uint8_t new_file_id[16];
+	uint64_t plain_size;
+	int32_t handle_type;
+	uint32_t handle_len; /* 1 .. REKEY_MAX_HANDLE */
+	uint8_t handle[REKEY_MAX_HANDLE];
+};
+
+/* rekey_journal_encode - @h as a header, checksum included.  0, -EINVAL or -EIO. */
+int rekey_journal_encode(const struct rekey_journal_header *h, uint8_t out[REKEY_JOURNAL_HEADER]);
+
+/*
+ * rekey_journal_decode - strict: magic, version, lengths, zero padding and
+ * checksum.  0 or -EBADMSG.
+ */
+int rekey_journal_decode(const uint8_t in[REKEY_JOURNAL_HEADER], struct rekey_journal_header *h);
+
 struct rekey_recovery {
 	unsigned finished; /* re-keys completed from their journal */
 	unsigned removed;  /* journals of re-keys that never started or had ended */
