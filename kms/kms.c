@@ -135,6 +135,95 @@ int kms_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *bl
 	return rc;
 }
 
+static int wrap_args_ok(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek,
+			const uint8_t *blob, size_t blob_cap, const size_t *blob_len,
+			const uint32_t *version)
+{
+	return ctx && dek && blob && blob_len && version && blob_cap >= kms->max_blob_len;
+}
+
+int kms_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek, uint8_t *blob,
+	     size_t blob_cap, size_t *blob_len, uint32_t *version)
+{
+	int rc;
+
+	if (!kms || !wrap_args_ok(kms, ctx, dek, blob, blob_cap, blob_len, version))
+		rc = -EINVAL;
+	else if (!kms->ops->wrap)
+		rc = -EOPNOTSUPP;
+	else
+		rc = kms->ops->wrap(kms, ctx, dek, blob, blob_cap, blob_len, version);
+	if (kms)
+		count(kms, &kms->counters.wrap, rc);
+	return rc;
+}
+
+/* note_item - count one batch item as one call; remember the first error. */
+static void note_item(struct kms *kms, uint64_t *counter, int rc, int *first)
+{
+	count(kms, counter, rc);
+	if (rc < 0 && *first == 0)
+		*first = rc;
+}
+
+int kms_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n)
+{
+	size_t i, todo = 0;
+	int first = 0;
+
+	if (!kms || (n && !items))
+		return -EINVAL;
+	/* Bad items are answered here, so providers only see well-formed ones. */
+	for (i = 0; i < n; i++) {
+		items[i].rc = items[i].ctx && items[i].dek &&
+					      blob_ok(items[i].blob, items[i].blob_len)
+				      ? 0
+				      : -EINVAL;
+		todo += items[i].rc == 0;
+	}
+	if (todo == n && n && kms->ops->unwrap_many) {
+		kms->ops->unwrap_many(kms, items, n);
+	} else {
+		for (i = 0; i < n; i++)
+			if (items[i].rc == 0)
+				items[i].rc = kms->ops->unwrap(kms, items[i].ctx, items[i].blob,
+							       items[i].blob_len, items[i].dek);
+	}
+	for (i = 0; i < n; i++)
+		note_item(kms, &kms->counters.unwrap, items[i].rc, &first);
+	return first;
+}
+
+int kms_wrap_many(struct kms *kms, struct kms_wrap_item *items, size_t n)
+{
+	size_t i, todo = 0;
+	int first = 0;
+
+	if (!kms || (n && !items))
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		struct kms_wrap_item *it = &items[i];
+
+		it->rc = wrap_args_ok(kms, it->ctx, it->dek, it->blob, it->blob_cap,
+				      &it->blob_len, &it->version)
+				 ? (kms->ops->wrap ? 0 : -EOPNOTSUPP)
+				 : -EINVAL;
+		todo += it->rc == 0;
+	}
+	if (todo == n && n && kms->ops->wrap_many) {
+		kms->ops->wrap_many(kms, items, n);
+	} else {
+		for (i = 0; i < n; i++)
+			if (items[i].rc == 0)
+				items[i].rc = kms->ops->wrap(kms, items[i].ctx, items[i].dek,
+							     items[i].blob, items[i].blob_cap,
+							     &items[i].blob_len, &items[i].version);
+	}
+	for (i = 0; i < n; i++)
+		note_item(kms, &kms->counters.wrap, items[i].rc, &first);
+	return first;
+}
+
 int kms_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_len, uint32_t *version)
 {
 	if (!kms || !blob_ok(blob, blob_len) || !version)

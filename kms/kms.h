@@ -46,6 +46,7 @@ struct kms_counters {
 	uint64_t generate;
 	uint64_t unwrap;
 	uint64_t rewrap;
+	uint64_t wrap;
 	uint64_t failures;
 };
 
@@ -72,6 +73,34 @@ struct kms_remote_stats {
  */
 typedef void (*kms_reachability_fn)(void *arg, const char *provider, bool up);
 
+/*
+ * One item of a kms_unwrap_many() batch.  The caller fills the inputs; the
+ * call sets @rc to what kms_unwrap() would have returned for this item and,
+ * when it is 0, fills @dek (KMS_DEK_LEN bytes of secmem).
+ */
+struct kms_unwrap_item {
+	const struct kms_context *ctx;
+	const uint8_t *blob;
+	size_t blob_len;
+	uint8_t *dek;
+	int rc;
+};
+
+/*
+ * One item of a kms_wrap_many() batch: @dek is wrapped under the current
+ * version into @blob (@blob_cap bytes, at least kms->max_blob_len); the
+ * call sets @rc and, when it is 0, @blob_len and @version.
+ */
+struct kms_wrap_item {
+	const struct kms_context *ctx;
+	const uint8_t *dek;
+	uint8_t *blob;
+	size_t blob_cap;
+	size_t blob_len;
+	uint32_t version;
+	int rc;
+};
+
 struct kms;
 
 struct kms_ops {
@@ -83,6 +112,20 @@ struct kms_ops {
 			size_t blob_cap, size_t *blob_len, uint32_t *version);
 	int (*unwrap)(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
 		      size_t blob_len, uint8_t *dek);
+	/*
+	 * Wrap the caller's @dek under the current version (moving a volume to
+	 * another KMS, or DEKs made locally).  NULL: the provider cannot, and
+	 * kms_wrap() answers -EOPNOTSUPP.
+	 */
+	int (*wrap)(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek,
+		    uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version);
+	/*
+	 * Optional batch forms, for providers whose service takes many items in
+	 * one round trip.  They set every item's rc.  NULL: kms.c calls the
+	 * single-item op for each item in turn.
+	 */
+	void (*unwrap_many)(struct kms *kms, struct kms_unwrap_item *items, size_t n);
+	void (*wrap_many)(struct kms *kms, struct kms_wrap_item *items, size_t n);
 	/* Move @blob onto the current version; the DEK stays the same. */
 	int (*rewrap)(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
 		      size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len,
@@ -119,6 +162,23 @@ int kms_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *bl
 	       size_t blob_len, uint8_t *dek);
 int kms_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
 	       size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len, uint32_t *version);
+
+/*
+ * kms_wrap - wrap the caller's @dek (KMS_DEK_LEN bytes) under the current
+ * version, bound to @ctx.  Errors as above, plus -EOPNOTSUPP when the
+ * provider cannot wrap a key it did not make.
+ */
+int kms_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek, uint8_t *blob,
+	     size_t blob_cap, size_t *blob_len, uint32_t *version);
+
+/*
+ * kms_unwrap_many / kms_wrap_many - the single-item operations over @n
+ * items, in as few round trips as the provider allows.  Each item's rc is
+ * set; the return is 0 when every item succeeded, else the first failing
+ * item's rc.  Counters count items, as if each were a single call.
+ */
+int kms_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n);
+int kms_wrap_many(struct kms *kms, struct kms_wrap_item *items, size_t n);
 int kms_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_len, uint32_t *version);
 int kms_current_version(struct kms *kms, uint32_t *version);
 

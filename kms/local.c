@@ -154,19 +154,27 @@ static int wrap_current(struct local_kms *lk, const struct kms_context *ctx, con
 	return 0;
 }
 
-static int local_generate(struct kms *kms, const struct kms_context *ctx, uint8_t *dek,
-			  uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
+static int local_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek,
+		      uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
 {
 	struct local_kms *lk = kms->priv;
 	int rc;
 
 	maybe_reload(lk, false);
-	rc = crypto_random(dek, KMS_DEK_LEN);
-	if (rc < 0)
-		return -EIO;
 	pthread_rwlock_rdlock(&lk->lock);
 	rc = wrap_current(lk, ctx, dek, blob, blob_cap, blob_len, version);
 	pthread_rwlock_unlock(&lk->lock);
+	return rc;
+}
+
+static int local_generate(struct kms *kms, const struct kms_context *ctx, uint8_t *dek,
+			  uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
+{
+	int rc;
+
+	if (crypto_random(dek, KMS_DEK_LEN) < 0)
+		return -EIO;
+	rc = local_wrap(kms, ctx, dek, blob, blob_cap, blob_len, version);
 	if (rc < 0)
 		secmem_wipe(dek, KMS_DEK_LEN);
 	return rc;
@@ -332,6 +340,7 @@ const struct kms_ops kms_local_ops = {
 	.open = local_open,
 	.generate = local_generate,
 	.unwrap = local_unwrap,
+	.wrap = local_wrap,
 	.rewrap = local_rewrap,
 	.blob_version = local_blob_version,
 	.current_version = local_current_version,

@@ -95,6 +95,73 @@ static void test_wrap_unwrap(void)
 	kms_close(kms);
 }
 
+/*
+ * kms_wrap of a caller's DEK, and the batch forms (the local provider has no
+ * batch op, so this runs kms.c's item-by-item path): every item gets its own
+ * rc, bad items fail alone, counters count items.
+ */
+static void test_wrap_given_and_batches(void)
+{
+	enum { N = 5 };
+	char path[512];
+	uint8_t *deks[N], *outs[N];
+	uint8_t blobs[N][KMS_MAX_BLOB];
+	struct kms_context ctxs[N];
+	struct kms_wrap_item w[N];
+	struct kms_unwrap_item u[N];
+	uint32_t version = 0;
+	size_t len = 0, i;
+	struct kms *kms;
+
+	kms = open_kms(new_keyring(path, sizeof(path), "batch.keyring"));
+	for (i = 0; i < N; i++) {
+		deks[i] = secmem_alloc(KMS_DEK_LEN);
+		outs[i] = secmem_alloc(KMS_DEK_LEN);
+		REQUIRE(deks[i] && outs[i]);
+		memset(deks[i], (int)(0x30 + i), KMS_DEK_LEN);
+		ctxs[i] = ctx_a;
+		ctxs[i].file_id[0] = (uint8_t)i;
+	}
+
+	REQUIRE(kms_wrap(kms, &ctxs[0], deks[0], blobs[0], sizeof(blobs[0]), &len, &version) == 0);
+	CHECK_EQ_INT(len, 64);
+	CHECK_EQ_INT(version, 1);
+	REQUIRE(kms_unwrap(kms, &ctxs[0], blobs[0], len, outs[0]) == 0);
+	CHECK(memcmp(deks[0], outs[0], KMS_DEK_LEN) == 0);
+	CHECK_EQ_INT(kms_wrap(kms, &ctxs[0], deks[0], blobs[0], 10, &len, &version), -EINVAL);
+
+	memset(w, 0, sizeof(w));
+	for (i = 0; i < N; i++)
+		w[i] = (struct kms_wrap_item){ .ctx = &ctxs[i], .dek = deks[i], .blob = blobs[i],
+					       .blob_cap = sizeof(blobs[i]) };
+	w[3].blob_cap = 10; /* too small: this item alone fails */
+	CHECK_EQ_INT(kms_wrap_many(kms, w, N), -EINVAL);
+	for (i = 0; i < N; i++)
+		CHECK_EQ_INT(w[i].rc, i == 3 ? -EINVAL : 0);
+	CHECK_EQ_INT(kms->counters.wrap, 2 + N);
+
+	for (i = 0; i < N; i++)
+		u[i] = (struct kms_unwrap_item){ .ctx = &ctxs[i], .blob = blobs[i],
+						 .blob_len = w[i].blob_len, .dek = outs[i] };
+	u[3].blob_len = 0;    /* the item that failed to wrap */
+	u[1].ctx = &ctxs[2];  /* a blob under another file's context */
+	CHECK_EQ_INT(kms_unwrap_many(kms, u, N), -EBADMSG);
+	CHECK_EQ_INT(u[0].rc, 0);
+	CHECK_EQ_INT(u[1].rc, -EBADMSG);
+	CHECK_EQ_INT(u[2].rc, 0);
+	CHECK_EQ_INT(u[3].rc, -EINVAL);
+	CHECK_EQ_INT(u[4].rc, 0);
+	for (i = 0; i < N; i += 2)
+		CHECK(memcmp(deks[i], outs[i], KMS_DEK_LEN) == 0);
+	CHECK_EQ_INT(kms_unwrap_many(kms, u, 0), 0);
+
+	for (i = 0; i < N; i++) {
+		secmem_free(deks[i], KMS_DEK_LEN);
+		secmem_free(outs[i], KMS_DEK_LEN);
+	}
+	kms_close(kms);
+}
+
 static void test_blob_from_other_keyring(void)
 {
 	char p1[512], p2[512];
@@ -368,6 +435,7 @@ int main(void)
 	unsetenv("ENVELOPEFS_PASSPHRASE_FILE");
 	RUN(test_open_and_ref);
 	RUN(test_wrap_unwrap);
+	RUN(test_wrap_given_and_batches);
 	RUN(test_blob_from_other_keyring);
 	RUN(test_rewrap_after_rotation);
 	RUN(test_open_errors);
