@@ -613,6 +613,54 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 }
 
 /*
+ * aws_wrap - Encrypt the caller's DEK under the key, with the same context
+ * and blob framing as generate: a volume moving here from another KMS.  The
+ * request body carries the DEK (base64), so it lives in secmem and is wiped.
+ */
+static int aws_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek,
+		    uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
+{
+	struct aws_kms *ak = kms->priv;
+	uint8_t ct[AWS_MAX_CIPHERTEXT];
+	struct http_response resp;
+	struct json_doc *doc = NULL;
+	struct json_writer w;
+	char *body = secmem_alloc(MAX_BODY), *b64 = secmem_alloc(B64_DEK_MAX);
+	size_t len, ct_len;
+	uint32_t v;
+	int rc = body && b64 ? version_now(ak, VERSION_TTL_MS, &v) : -ENOMEM;
+
+	memset(&resp, 0, sizeof(resp));
+	if (rc == 0 && base64_encode(dek, KMS_DEK_LEN, b64, B64_DEK_MAX) < 0)
+		rc = -EIO;
+	if (rc == 0) {
+		json_writer_init(&w, body, MAX_BODY);
+		json_write_object_begin(&w);
+		json_write_key(&w, "KeyId");
+		json_write_string(&w, ak->key_arn);
+		json_write_key(&w, "Plaintext");
+		json_write_string(&w, b64);
+		json_write_key(&w, "EncryptionContext");
+		write_context(&w, ctx);
+		json_write_object_end(&w);
+		rc = json_writer_finish(&w, &len) < 0 ? -EIO : 0;
+	}
+	if (rc == 0)
+		rc = aws_call(ak, "Encrypt", body, len, &resp, &doc);
+	if (rc == 0)
+		rc = get_b64(doc, "CiphertextBlob", ct, sizeof(ct), 0, &ct_len);
+	if (rc == 0)
+		rc = aws_blob_frame(v, ct, ct_len, blob, blob_cap, blob_len) < 0 ? -EIO : 0;
+	if (rc == 0)
+		*version = v;
+	json_free(doc);
+	http_response_free(&resp);
+	secmem_free(b64, B64_DEK_MAX);
+	secmem_free(body, MAX_BODY);
+	return rc;
+}
+
+/*
  * call_on_blob - Decrypt (@reencrypt false) or ReEncrypt onto the same key
  * and context (@reencrypt true) the AWS ciphertext inside @blob.  Same
  * contract as aws_call; -EBADMSG for a blob that is not ours.
@@ -902,6 +950,7 @@ const struct kms_ops kms_aws_ops = {
 	.name = "aws",
 	.open = aws_open,
 	.generate = aws_generate,
+	.wrap = aws_wrap,
 	.unwrap = aws_unwrap,
 	.rewrap = aws_rewrap,
 	.blob_version = aws_blob_version,

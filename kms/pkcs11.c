@@ -510,6 +510,16 @@ static int p11_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 	return rc;
 }
 
+/* p11_wrap - the caller's DEK under the current version, as generate wraps its own. */
+static int p11_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek,
+		    uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
+{
+	struct p11_kms *pk = kms->priv;
+
+	maybe_search(pk);
+	return wrap_current(pk, ctx, dek, blob, blob_cap, blob_len, version);
+}
+
 static int p11_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
 		      size_t blob_len, uint8_t *dek)
 {
@@ -708,6 +718,7 @@ const struct kms_ops kms_pkcs11_ops = {
 	.name = "pkcs11",
 	.open = p11_open,
 	.generate = p11_generate,
+	.wrap = p11_wrap,
 	.unwrap = p11_unwrap,
 	.rewrap = p11_rewrap,
 	.blob_version = p11_blob_version,

@@ -288,6 +288,45 @@ static void test_context_binding(void)
 	secmem_free(dek, 32);
 }
 
+/*
+ * kms_wrap: a DEK made elsewhere (a volume moving here from another KMS)
+ * goes through Encrypt with the file's context and comes back through
+ * Decrypt, framed like a generated blob; another context does not open it.
+ */
+static void test_wrap_callers_dek(void)
+{
+	struct kms *kms;
+	struct kms_context ctx, other_file;
+	uint8_t *dek = secmem_alloc(32), *back = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB], made[KMS_MAX_BLOB];
+	size_t len, made_len;
+	uint32_t v, made_v, bv;
+
+	use_env_credentials(secret);
+	REQUIRE(dek && back);
+	kms = open_ok(key_arn);
+	REQUIRE(kms);
+	make_ctx(&ctx, 0x31, 0x32);
+	make_ctx(&other_file, 0x31, 0x33);
+	for (int i = 0; i < 32; i++)
+		dek[i] = (uint8_t)(0xa0 + i);
+	REQUIRE(kms_wrap(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	CHECK_EQ_INT(kms->counters.wrap, 1);
+	REQUIRE(kms_generate(kms, &ctx, back, made, sizeof(made), &made_len, &made_v) == 0);
+	CHECK(blob[0] == AWS_BLOB_FORMAT && len == made_len && v == made_v);
+	CHECK_EQ_INT(kms_blob_version(kms, blob, len, &bv), 0);
+	CHECK_EQ_INT(bv, v);
+	REQUIRE(kms_unwrap(kms, &ctx, blob, len, back) == 0);
+	CHECK(memcmp(dek, back, 32) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &other_file, blob, len, back), -EBADMSG);
+	/* Two wraps of one DEK are two ciphertexts. */
+	REQUIRE(kms_wrap(kms, &ctx, dek, made, sizeof(made), &made_len, &made_v) == 0);
+	CHECK(made_len != len || memcmp(made, blob, len) != 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+	secmem_free(back, 32);
+}
+
 static void test_rotation_uses_reencrypt(void)
 {
 	struct kms *kms;
@@ -652,6 +691,7 @@ int main(void)
 	RUN(test_generate_unwrap);
 	RUN(test_keep_alive_and_latency);
 	RUN(test_context_binding);
+	RUN(test_wrap_callers_dek);
 	RUN(test_rotation_uses_reencrypt);
 	RUN(test_wrong_secret_is_eacces);
 	RUN(test_profile_credentials);

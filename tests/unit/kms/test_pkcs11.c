@@ -600,6 +600,17 @@ static void check_vector(const struct vector *v, const char *type)
 	CHECK_EQ_INT(aead_open(kek, fresh + 4, aad, sizeof(aad), fresh + 16, 32, fresh + 48, got),
 		     0);
 	CHECK(memcmp(got, dek, 32) == 0);
+	/* kms_wrap of the vector's own DEK: the documented framing, under kek and aad. */
+	memcpy(got, dek, 32);
+	REQUIRE(kms_wrap(kms, &ctx, got, fresh, sizeof(fresh), &len, &fresh_version) == 0);
+	CHECK_EQ_INT(len, 64);
+	CHECK_EQ_INT(fresh_version, version);
+	CHECK(memcmp(fresh, blob, 4) == 0);
+	CHECK(memcmp(fresh + 4, iv, 12) != 0); /* a fresh IV, not the vector's */
+	memset(got, 0, 32);
+	CHECK_EQ_INT(aead_open(kek, fresh + 4, aad, sizeof(aad), fresh + 16, 32, fresh + 48, got),
+		     0);
+	CHECK(memcmp(got, dek, 32) == 0);
 	kms_close(kms);
 	secmem_free(got, 32);
 }
