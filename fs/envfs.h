@@ -19,6 +19,7 @@
 #include "kms/dekpool.h"
 #include "inode.h"
 #include "kms/kms.h"
+#include "kmsset.h"
 #include "layout.h"
 #include "names.h"
 #include "volume.h"
@@ -34,9 +35,6 @@ struct envfs_settings {
 	int log_level;		  /* log_level: error|warning|notice|info|debug */
 	int dek_pool;		  /* dek_pool: new-file keys made ahead; -1 = auto */
 };
-
-/* The automatic dek_pool: none for the local keyring, this many for a remote KMS. */
-#define DEK_POOL_AUTO_REMOTE 64
 
 /* Run-time counters reported by the status xattr. */
 struct envfs_counters {
@@ -56,8 +54,7 @@ struct envfs {
 	char *backing;
 	struct volume_config cfg;
 	struct layout layout;
-	struct kms *kms;
-	struct dek_pool *pool; /* keys for new files */
+	struct kms_keeper *keys; /* the KMS providers and new-file keys (kmsset.h) */
 	struct dekcache *cache;
 	struct names *names; /* name, symlink and xattr codec */
 	struct inode_table *inodes;

@@ -90,18 +90,26 @@ static int key_failure(struct envfs *fs, struct inode *in, const char *what, int
 	return -EIO;
 }
 
-/* Give an empty file its record: a fresh file ID and DEK from the pool. */
+/*
+ * Give an empty file its record: a fresh file ID and DEK from the pool.  The
+ * KMS set is held until the record is written, so a migration's reload
+ * (kmsset.h) cannot return while a record of the provider it replaces is
+ * still on its way to the disk.
+ */
 static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec,
 			 uint8_t *dek)
 {
 	struct record_pos pos = {.seq = 0, .slot = -1};
 	struct fresh_key *key = malloc(sizeof(*key));
+	const struct kms_set *set;
 	int ret;
 
 	if (!key)
 		return -ENOMEM;
-	ret = dek_pool_take(fs->pool, key, dek);
+	set = kms_keeper_get(fs->keys);
+	ret = dek_pool_take(set->pool, key, dek);
 	if (ret < 0 || key->blob_len > sizeof(rec->wrapped)) {
+		kms_keeper_put(fs->keys, set);
 		free(key);
 		return key_failure(fs, in, "cannot create a data key", ret < 0 ? ret : -EIO);
 	}
@@ -111,29 +119,35 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 	rec->wrapped_len = (uint16_t)key->blob_len;
 	memcpy(rec->wrapped, key->blob, key->blob_len);
 	free(key);
-	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", fs->kms->key_ref);
+	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", set->keys.current->key_ref);
 	ret = record_seal_mac(rec, dek, fs->cfg.uuid);
-	if (ret < 0)
-		return ret;
-	return layout_write_record(&fs->layout, fd, rec, &pos);
+	if (ret == 0)
+		ret = layout_write_record(&fs->layout, fd, rec, &pos);
+	kms_keeper_put(fs->keys, set);
+	return ret;
 }
 
 /* Unwrap the DEK of an existing record and authenticate the record with it. */
 static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_record *rec,
 			 uint8_t *dek)
 {
+	const struct kms_set *set = kms_keeper_get(fs->keys);
+	struct kms *kms = kms_pair_for(&set->keys, rec->key_ref);
 	struct kms_context ctx;
 	int ret;
 
-	if (strcmp(rec->key_ref, fs->kms->key_ref) != 0) {
+	if (!kms) {
 		log_ratelimited(LOG_ERR, "inode %llu: key record names master key '%s', not this "
 					 "volume's '%s'",
-				(unsigned long long)in->ino, rec->key_ref, fs->kms->key_ref);
+				(unsigned long long)in->ino, rec->key_ref,
+				set->keys.current->key_ref);
+		kms_keeper_put(fs->keys, set);
 		atomic_fetch_add(&fs->counters.key_errors, 1);
 		return -EIO;
 	}
 	context_of(fs, rec->file_id, &ctx);
-	ret = kms_unwrap(fs->kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
+	ret = kms_unwrap(kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
+	kms_keeper_put(fs->keys, set);
 	if (ret < 0)
 		return key_failure(fs, in, "cannot unwrap the data key", ret);
 	if (record_check_mac(rec, dek, fs->cfg.uuid) != 0) {
@@ -232,11 +246,13 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
 	ret = read_record(fs, in, fd, rec);
 	if (ret == 0) {
 		const struct dek_entry *have = record_dek(fs, in, rec, &cached);
+		const struct kms_set *set = kms_keeper_get(fs->keys);
 
-		ret = rewrap_file(&fs->layout, fs->kms, fs->cfg.uuid, fd, have ? have->key : NULL,
-				  res);
+		ret = rewrap_file(&fs->layout, &set->keys, fs->cfg.uuid, fd,
+				  have ? have->key : NULL, res);
 		if (ret == 0)
-			dek_pool_note_version(fs->pool, res->new_version);
+			dek_pool_note_version(set->pool, res->new_version);
+		kms_keeper_put(fs->keys, set);
 		/* The cache learns the new version. */
 		if (ret == 0 && have)
 			cache_new_record(fs, in, res->file_id, res->new_version, have->key);
@@ -251,14 +267,28 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
 		atomic_fetch_add(&fs->counters.integrity_errors, 1);
 		return -EIO;
 	}
+	if (ret == -ENOKEY) {
+		log_ratelimited(LOG_ERR, "inode %llu: key record names a master key that is not "
+					 "this volume's; not re-wrapped",
+				(unsigned long long)in->ino);
+		atomic_fetch_add(&fs->counters.key_errors, 1);
+		return -EIO;
+	}
+	if (ret == -EOVERFLOW) {
+		log_ratelimited(LOG_ERR, "inode %llu: the new KMS's key record does not fit the "
+					 "volume's %u-byte header slot; not re-wrapped",
+				(unsigned long long)in->ino, fs->layout.slot_size);
+		atomic_fetch_add(&fs->counters.key_errors, 1);
+		return -EIO;
+	}
 	if (ret < 0 && ret != -ENODATA)
 		return key_failure(fs, in, "cannot re-wrap the data key", ret);
 	return ret;
 }
 
-void filekey_rekey_env(struct envfs *fs, struct rekey_env *env)
+void filekey_rekey_env(struct envfs *fs, const struct kms_set *set, struct rekey_env *env)
 {
-	*env = (struct rekey_env){ .layout = &fs->layout, .kms = fs->kms, .pool = fs->pool,
+	*env = (struct rekey_env){ .layout = &fs->layout, .keys = set->keys, .pool = set->pool,
 				   .volume_uuid = fs->cfg.uuid,
 				   .root_fd = inode_table_root(fs->inodes)->fd,
 				   .names = fs->names };
@@ -269,6 +299,7 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 	struct dek_entry *cached = NULL;
 	struct key_record *rec = malloc(sizeof(*rec));
 	uint8_t *new_dek = secmem_alloc(KMS_DEK_LEN);
+	const struct kms_set *set;
 	struct rekey_env env;
 	int ret;
 
@@ -277,7 +308,8 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 		secmem_free(new_dek, KMS_DEK_LEN);
 		return -ENOMEM;
 	}
-	filekey_rekey_env(fs, &env);
+	set = kms_keeper_get(fs->keys);
+	filekey_rekey_env(fs, set, &env);
 	pthread_mutex_lock(&in->key_lock);
 	free(in->missed_record);
 	in->missed_record = NULL;
@@ -287,6 +319,7 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 
 		ret = rekey_file(&env, fd, have ? have->key : NULL, new_dek, res);
 	}
+	kms_keeper_put(fs->keys, set);
 	dekcache_put(fs->cache, cached);
 	/* The new DEK replaces the old entry, which is wiped once unpinned. */
 	if (ret == 0)

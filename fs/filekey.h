@@ -39,8 +39,8 @@ void filekey_detach(struct envfs *fs, struct inode *in);
 
 /*
  * filekey_rewrap - move the record of @in (backing fd @fd, read-write) onto
- * the KMS's current master-key version (rewrap.h), with the DEK from the
- * cache when it is there.  Call with the content lock held exclusively.
+ * the current KMS's current master-key version (rewrap.h) — from the
+ * previous KMS, mid-migration — with the DEK from the cache when it is there.  Call with the content lock held exclusively.
  * Returns rewrap_file()'s codes, KMS and record failures logged here.
  */
 int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res);
@@ -53,7 +53,7 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
  */
 int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_result *res);
 
-/* filekey_rekey_env - the daemon's rekey_env. */
-void filekey_rekey_env(struct envfs *fs, struct rekey_env *env);
+/* filekey_rekey_env - the daemon's rekey_env, with the providers of @set (held by the caller). */
+void filekey_rekey_env(struct envfs *fs, const struct kms_set *set, struct rekey_env *env);
 
 #endif

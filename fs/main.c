@@ -179,7 +179,10 @@ static int open_names(struct envfs *fs, int root_fd)
 			fprintf(stderr, "envelopefs: out of locked memory for the volume key\n");
 			return EXIT_MOUNT;
 		}
-		ret = volkey_load(root_fd, &fs->cfg, fs->kms, key, err, sizeof(err));
+		const struct kms_set *set = kms_keeper_get(fs->keys);
+
+		ret = volkey_load(root_fd, &fs->cfg, &set->keys, key, err, sizeof(err));
+		kms_keeper_put(fs->keys, set);
 		if (ret < 0) {
 			secmem_free(key, KMS_DEK_LEN);
 			fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
@@ -206,12 +209,14 @@ static void log_rekey_failure(const char *msg)
  */
 static void finish_rekeys(struct envfs *fs)
 {
+	const struct kms_set *set = kms_keeper_get(fs->keys);
 	struct rekey_recovery rec;
 	struct rekey_env env;
 	int ret;
 
-	filekey_rekey_env(fs, &env);
+	filekey_rekey_env(fs, set, &env);
 	ret = rekey_recover(&env, &rec, log_rekey_failure);
+	kms_keeper_put(fs->keys, set);
 	if (ret < 0)
 		log_msg(LOG_ERR, "cannot read the re-key journals in %s/%s: %s", fs->backing,
 			REKEY_DIR, strerror(-ret));
@@ -242,7 +247,6 @@ static void log_reachability(void *arg, const char *provider, bool up)
 static int open_volume(struct envfs *fs, const char *backing)
 {
 	char path[PATH_MAX], err[512];
-	unsigned pool_size;
 	int root_fd, ret;
 
 	fs->backing = realpath(backing, NULL);
@@ -265,18 +269,12 @@ static int open_volume(struct envfs *fs, const char *backing)
 	}
 	layout_init(&fs->layout, &fs->cfg);
 
-	ret = kms_open(fs->cfg.ini, &fs->kms, err, sizeof(err));
+	/* Mid-migration, the configuration names two providers: both open. */
+	ret = kms_keeper_open(fs->cfg.ini, fs->cfg.uuid, fs->settings.dek_pool, log_reachability,
+			      fs, &fs->keys, err, sizeof(err));
 	if (ret < 0) {
 		fprintf(stderr, "envelopefs: %s\n", err);
-		return EXIT_KEYS;
-	}
-	kms_set_reachability_hook(fs->kms, log_reachability, fs);
-	/* A remote KMS call costs milliseconds: keep new-file keys ready. */
-	pool_size = fs->settings.dek_pool >= 0 ? (unsigned)fs->settings.dek_pool
-		    : strcmp(fs->kms->ops->name, "local") == 0 ? 0 : DEK_POOL_AUTO_REMOTE;
-	if (dek_pool_create(fs->kms, fs->cfg.uuid, pool_size, &fs->pool) < 0) {
-		fprintf(stderr, "envelopefs: cannot start the data-key pool\n");
-		return EXIT_MOUNT;
+		return ret == -ENOMEM ? EXIT_MOUNT : EXIT_KEYS;
 	}
 	if (dekcache_create(fs->settings.cache_entries, fs->settings.cache_max_age, &fs->cache) <
 	    0) {
@@ -299,9 +297,7 @@ static void close_volume(struct envfs *fs)
 	inode_table_destroy(fs->inodes);
 	names_destroy(fs->names); /* wipes the name keys */
 	dekcache_destroy(fs->cache); /* wipes every DEK */
-	dek_pool_destroy(fs->pool);  /* wipes the keys made ahead */
-	if (fs->kms)
-		kms_close(fs->kms); /* wipes the master keys */
+	kms_keeper_close(fs->keys);  /* wipes the keys made ahead and the master keys */
 	volume_config_free(&fs->cfg);
 	free(fs->backing);
 }

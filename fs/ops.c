@@ -1378,13 +1378,19 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 	struct dek_pool_stats ps;
 	char uuid[37], backing[3 * PATH_MAX];
 	struct kms_remote_stats rs;
-	char service[256] = "";
+	char service[256] = "", previous[KMS_MAX_REF + 32] = "";
+	const struct kms_set *set = kms_keeper_get(fs->keys);
+	struct kms *kms = set->keys.current;
 	uint32_t current = 0;
 	int n;
 
 	dekcache_get_stats(fs->cache, &cs);
-	dek_pool_get_stats(fs->pool, &ps);
-	kms_remote_stats(fs->kms, &rs);
+	dek_pool_get_stats(set->pool, &ps);
+	kms_remote_stats(kms, &rs);
+	/* Key references are printable ASCII without quotes or backslashes (record.h). */
+	if (set->keys.previous)
+		snprintf(previous, sizeof(previous), ",\"previous_key_ref\":\"%s\"",
+			 set->keys.previous->key_ref);
 	if (rs.remote)
 		snprintf(service, sizeof(service),
 			 ",\"service\":{\"calls\":%" PRIu64 ",\"retries\":%" PRIu64
@@ -1393,14 +1399,14 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 			 rs.calls, rs.retries, rs.failures, rs.latency_us, rs.breaker,
 			 rs.breaker_opens);
 	json_escape(fs->backing, backing, sizeof(backing));
-	if (kms_current_version(fs->kms, &current) < 0)
+	if (kms_current_version(kms, &current) < 0)
 		current = 0;
 	else
-		dek_pool_note_version(fs->pool, current); /* rotate reads this first */
+		dek_pool_note_version(set->pool, current); /* rotate reads this first */
 	uuid_format(fs->cfg.uuid, uuid);
 	n = snprintf(out, cap,
 		     "{\"volume\":\"%s\",\"backing\":\"%s\",\"kms\":{\"provider\":\"%s\","
-		     "\"key_ref\":\"%s\",\"current_version\":%u,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
+		     "\"key_ref\":\"%s\"%s,\"current_version\":%u,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
 		     ",\"rewrap\":%" PRIu64 ",\"failures\":%" PRIu64 "%s},"
 		     "\"cache\":{\"entries\":%" PRIu64 ",\"pinned\":%" PRIu64 ",\"hits\":%" PRIu64
 		     ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"max_entries\":%u,"
@@ -1410,9 +1416,9 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s}}\n",
-		     uuid, backing, fs->kms->ops->name, fs->kms->key_ref, current,
-		     (uint64_t)fs->kms->counters.generate, (uint64_t)fs->kms->counters.unwrap,
-		     (uint64_t)fs->kms->counters.rewrap, (uint64_t)fs->kms->counters.failures, service,
+		     uuid, backing, kms->ops->name, kms->key_ref, previous, current,
+		     (uint64_t)kms->counters.generate, (uint64_t)kms->counters.unwrap,
+		     (uint64_t)kms->counters.rewrap, (uint64_t)kms->counters.failures, service,
 		     cs.entries, cs.pinned, cs.hits, cs.misses, cs.evictions,
 		     fs->settings.cache_entries, fs->settings.cache_max_age,
 		     ps.capacity, ps.entries, ps.hits, ps.misses, ps.dropped,
@@ -1420,6 +1426,7 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
 		     fs->settings.writeback_cache ? "true" : "false");
+	kms_keeper_put(fs->keys, set);
 	return n < 0 || (size_t)n >= cap ? -ERANGE : n;
 }
 
@@ -1695,16 +1702,53 @@ static int rotate_inode(struct envfs *fs, struct inode *in, bool rekey)
 /* Re-wrap the volume key: rotation asks for it through the mount root. */
 static int rewrap_volume_key(struct envfs *fs)
 {
+	const struct kms_set *set = kms_keeper_get(fs->keys);
 	struct rewrap_result res;
-	int ret = volkey_rewrap(inode_table_root(fs->inodes)->fd, &fs->cfg, fs->kms, &res);
+	int ret = volkey_rewrap(inode_table_root(fs->inodes)->fd, &fs->cfg, &set->keys, &res);
 
+	kms_keeper_put(fs->keys, set);
 	if (ret < 0)
 		log_msg(LOG_ERR, "cannot re-wrap the volume key %s: %s", VOLKEY_NAME,
-			ret == -EBADMSG ? "its record is corrupt" : kms_strerror(ret));
+			ret == -EBADMSG	   ? "its record is corrupt"
+			: ret == -ENOKEY    ? "it names a master key that is not this volume's"
+			: ret == -EOVERFLOW ? "the new record does not fit its slot"
+					    : kms_strerror(ret));
 	else if (ret == 0)
-		log_msg(LOG_INFO, "volume key re-wrapped from version %u to %u", res.old_version,
+		log_msg(LOG_INFO, "volume key %s from version %u to %u",
+			res.moved ? "moved to the new KMS" : "re-wrapped", res.old_version,
 			res.new_version);
-	return ret < 0 ? (ret == -EBADMSG ? -EIO : ret) : 0;
+	return ret < 0 ? (ret == -EBADMSG || ret == -ENOKEY || ret == -EOVERFLOW ? -EIO : ret) : 0;
+}
+
+/*
+ * reload_kms - ENVELOPEFS_IOC_RELOAD_KMS: re-read the volume configuration
+ * and make its providers the volume's (kmsset.h).  Its [volume] part must
+ * be the mounted one's: the data depends on it.
+ */
+static int reload_kms(struct envfs *fs)
+{
+	struct volume_config cfg;
+	char path[PATH_MAX], err[512];
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/%s", fs->backing, VOLUME_CONFIG_NAME);
+	ret = volume_config_load(path, &cfg, err, sizeof(err));
+	if (ret == 0 && (memcmp(cfg.uuid, fs->cfg.uuid, 16) != 0 ||
+			 cfg.block_size != fs->cfg.block_size || cfg.placement != fs->cfg.placement ||
+			 cfg.header_size != fs->cfg.header_size ||
+			 cfg.names_encrypted != fs->cfg.names_encrypted)) {
+		ret = -EINVAL;
+		snprintf(err, sizeof(err), "its [volume] section differs from the mounted volume's");
+	}
+	if (ret == 0)
+		ret = kms_keeper_reload(fs->keys, cfg.ini, err, sizeof(err));
+	volume_config_free(&cfg);
+	if (ret < 0) {
+		log_msg(LOG_ERR, "cannot reload the KMS settings of %s: %s", path, err);
+		return ret == -ENOMEM ? ret : ret == -EINVAL ? -EINVAL : -EIO;
+	}
+	log_msg(LOG_NOTICE, "KMS settings of %s reloaded", fs->backing);
+	return 0;
 }
 
 static int set_user_xattr(struct envfs *fs, struct inode *in, const char *path, const char *name,
@@ -1763,10 +1807,13 @@ static void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
 	(void)in_buf;
 	(void)in_bufsz;
 	(void)out_bufsz;
-	if (flags & FUSE_IOCTL_COMPAT || (cmd != ENVELOPEFS_IOC_REWRAP && cmd != ENVELOPEFS_IOC_REKEY))
+	if (flags & FUSE_IOCTL_COMPAT || (cmd != ENVELOPEFS_IOC_REWRAP && cmd != ENVELOPEFS_IOC_REKEY &&
+					  cmd != ENVELOPEFS_IOC_RELOAD_KMS))
 		ret = -ENOTTY;
 	else if (fuse_req_ctx(req)->uid != 0)
 		ret = -EPERM;
+	else if (cmd == ENVELOPEFS_IOC_RELOAD_KMS)
+		ret = is_root(fs, in) ? reload_kms(fs) : -EINVAL;
 	else if (cmd == ENVELOPEFS_IOC_REWRAP && is_root(fs, in) && encrypted_names(fs))
 		ret = rewrap_volume_key(fs);
 	else

@@ -289,6 +289,15 @@ static void context_of(const struct rekey_env *env, const uint8_t file_id[16],
 	memcpy(ctx->file_id, file_id, 16);
 }
 
+/* unwrap_record - @rec's DEK, through the provider its key reference names. */
+static int unwrap_record(const struct rekey_env *env, const struct kms_context *ctx,
+			 const struct key_record *rec, uint8_t *dek)
+{
+	struct kms *kms = kms_pair_for(&env->keys, rec->key_ref);
+
+	return kms ? kms_unwrap(kms, ctx, rec->wrapped, rec->wrapped_len, dek) : -ENOKEY;
+}
+
 /* The plaintext size of @fd; -EBADMSG if its backing size is not one a file can have. */
 static int plain_size_of(const struct layout *l, int fd, uint64_t *size)
 {
@@ -373,7 +382,7 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 			goto out;
 		}
 		context_of(env, rec->file_id, &ctx);
-		ret = kms_unwrap(env->kms, &ctx, rec->wrapped, rec->wrapped_len, own_dek);
+		ret = unwrap_record(env, &ctx, rec, own_dek);
 		if (ret < 0)
 			goto out;
 		old_dek = own_dek;
@@ -425,7 +434,7 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 	rec->key_version = fresh->version;
 	rec->wrapped_len = (uint16_t)fresh->blob_len;
 	memcpy(rec->wrapped, fresh->blob, fresh->blob_len);
-	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", env->kms->key_ref);
+	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", env->keys.current->key_ref);
 	ret = record_seal_mac(rec, new_dek, env->volume_uuid);
 	if (ret == 0)
 		ret = layout_write_record(env->layout, fd, rec, &pos);
@@ -510,7 +519,7 @@ static int recover_one(const struct rekey_env *env, int dfd, const char *name, b
 		goto out;
 	}
 	context_of(env, rec->file_id, &ctx);
-	ret = kms_unwrap(env->kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
+	ret = unwrap_record(env, &ctx, rec, dek);
 	if (ret == 0 && record_check_mac(rec, dek, env->volume_uuid) != 0)
 		ret = -EBADMSG;
 	if (ret == 0)

@@ -44,14 +44,15 @@
 #include "kms/kms.h"
 #include "layout.h"
 #include "names.h"
+#include "rewrap.h"
 #include "volume.h"
 
 #define REKEY_DIR VOLUME_REKEY_DIR
 
 struct rekey_env {
 	const struct layout *layout;
-	struct kms *kms;
-	struct dek_pool *pool;	    /* where the new DEK comes from */
+	struct kms_pair keys;	    /* a record opens through the provider it names */
+	struct dek_pool *pool;	    /* where the new DEK comes from (the current provider) */
 	const uint8_t *volume_uuid; /* 16 bytes */
 	int root_fd;		    /* the backing root (O_PATH is enough) */
 	/* The name codec: with encrypted names, user xattrs are sealed to the
@@ -74,7 +75,8 @@ struct rekey_result {
  * Returns 0; -ENODATA for a file without a record (nothing to re-key);
  * -EBADMSG when the record or a block fails authentication (nothing was
  * changed); -EINPROGRESS when the file is already mid re-key (recover it
- * first); KMS errors; other -errno.
+ * first); -ENOKEY when the record names neither provider of @env->keys; KMS
+ * errors; other -errno.
  */
 int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint8_t *new_dek,
 	       struct rekey_result *res);

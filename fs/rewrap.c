@@ -9,10 +9,28 @@
 
 #include "crypto/secmem.h"
 
-int rewrap_file(const struct layout *l, struct kms *kms, const uint8_t volume_uuid[16], int fd,
-		const uint8_t *dek, struct rewrap_result *res)
+struct kms *kms_pair_for(const struct kms_pair *p, const char *key_ref)
+{
+	if (p->current && strcmp(key_ref, p->current->key_ref) == 0)
+		return p->current;
+	if (p->previous && strcmp(key_ref, p->previous->key_ref) == 0)
+		return p->previous;
+	return NULL;
+}
+
+/* fits - does @rec fit a slot of @l (always, with xattr placement)? */
+static bool fits(const struct layout *l, const struct key_record *rec)
+{
+	return l->placement != PLACEMENT_HEADER ||
+	       slot_size_for(strlen(rec->key_ref), rec->wrapped_len) <= l->slot_size;
+}
+
+int rewrap_file(const struct layout *l, const struct kms_pair *keys,
+		const uint8_t volume_uuid[16], int fd, const uint8_t *dek,
+		struct rewrap_result *res)
 {
 	struct key_record *rec = malloc(sizeof(*rec));
+	struct kms *from, *to = keys->current;
 	struct record_pos pos;
 	struct kms_context ctx;
 	uint8_t *own_dek = NULL;
@@ -27,12 +45,20 @@ int rewrap_file(const struct layout *l, struct kms *kms, const uint8_t volume_uu
 		goto out;
 	memcpy(res->file_id, rec->file_id, sizeof(res->file_id));
 	res->old_version = res->new_version = rec->key_version;
-	ret = kms_current_version(kms, &current);
-	if (ret < 0)
+	res->moved = false;
+	from = kms_pair_for(keys, rec->key_ref);
+	if (!from) {
+		ret = -ENOKEY;
 		goto out;
-	if (rec->key_version == current && strcmp(rec->key_ref, kms->key_ref) == 0) {
-		ret = 1;
-		goto out;
+	}
+	if (from == to) {
+		ret = kms_current_version(to, &current);
+		if (ret < 0)
+			goto out;
+		if (rec->key_version == current) {
+			ret = 1;
+			goto out;
+		}
 	}
 
 	memcpy(ctx.volume_uuid, volume_uuid, sizeof(ctx.volume_uuid));
@@ -43,7 +69,7 @@ int rewrap_file(const struct layout *l, struct kms *kms, const uint8_t volume_uu
 			ret = -ENOMEM;
 			goto out;
 		}
-		ret = kms_unwrap(kms, &ctx, rec->wrapped, rec->wrapped_len, own_dek);
+		ret = kms_unwrap(from, &ctx, rec->wrapped, rec->wrapped_len, own_dek);
 		if (ret < 0)
 			goto out;
 		dek = own_dek;
@@ -53,17 +79,29 @@ int rewrap_file(const struct layout *l, struct kms *kms, const uint8_t volume_uu
 		ret = -EBADMSG;
 		goto out;
 	}
-	ret = kms_rewrap(kms, &ctx, rec->wrapped, rec->wrapped_len, rec->wrapped,
-			 sizeof(rec->wrapped), &blob_len, &rec->key_version);
+	/* Within one KMS the blob moves inside it; between two, the DEK is wrapped anew. */
+	if (from == to)
+		ret = kms_rewrap(to, &ctx, rec->wrapped, rec->wrapped_len, rec->wrapped,
+				 sizeof(rec->wrapped), &blob_len, &rec->key_version);
+	else
+		ret = kms_wrap(to, &ctx, dek, rec->wrapped, sizeof(rec->wrapped), &blob_len,
+			       &rec->key_version);
 	if (ret < 0)
 		goto out;
 	rec->wrapped_len = (uint16_t)blob_len;
-	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", kms->key_ref);
+	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", to->key_ref);
+	/* The header was sized for the old provider's records at init. */
+	if (!fits(l, rec)) {
+		ret = -EOVERFLOW;
+		goto out;
+	}
 	ret = record_seal_mac(rec, dek, volume_uuid);
 	if (ret == 0)
 		ret = layout_write_record(l, fd, rec, &pos);
-	if (ret == 0)
+	if (ret == 0) {
 		res->new_version = rec->key_version;
+		res->moved = from != to;
+	}
 out:
 	secmem_free(own_dek, KMS_DEK_LEN);
 	free(rec);

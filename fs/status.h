@@ -12,7 +12,8 @@
  * Its value is one JSON object:
  *
  *   {"volume": UUID, "backing": PATH,
- *    "kms": {"provider", "key_ref", "current_version", "generate", "unwrap",
+ *    "kms": {"provider", "key_ref", "previous_key_ref" (mid-migration only),
+ *            "current_version", "generate", "unwrap",
  *            "rewrap", "failures",
  *            "service": {"calls", "retries", "failures", "latency_us", "breaker",
  *                        "breaker_opens"}},      (remote providers only)
@@ -62,5 +63,25 @@
 #define KEY_XATTR "trusted.envelopefs.key"
 #define ENVELOPEFS_IOC_REWRAP _IO(0xef, 1)
 #define ENVELOPEFS_IOC_REKEY _IO(0xef, 2)
+
+/*
+ * On the mount root only (EINVAL elsewhere), root only:
+ *
+ *   ENVELOPEFS_IOC_RELOAD_KMS  re-read BACKING/envelopefs.conf and make the
+ *                          providers of its [kms] (and [kms_previous]) the
+ *                          volume's, without a remount (fs/kmsset.h); on
+ *                          return, new files get keys from [kms] and no
+ *                          record is written under a provider it no longer
+ *                          names.  EINVAL for a configuration whose
+ *                          [volume] differs from the mounted one or whose
+ *                          two providers share a key reference, EIO when a
+ *                          provider cannot be opened (logged by the daemon);
+ *                          the old providers then stay
+ *
+ * During a migration ENVELOPEFS_IOC_REWRAP moves a record from the previous
+ * provider to the current one (on the mount root: the volume key), and the
+ * status names the previous provider's key as "previous_key_ref".
+ */
+#define ENVELOPEFS_IOC_RELOAD_KMS _IO(0xef, 3)
 
 #endif

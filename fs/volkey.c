@@ -100,11 +100,12 @@ out:
 	return ret;
 }
 
-int volkey_load(int backing_fd, const struct volume_config *cfg, struct kms *kms, uint8_t *key,
-		char *err, size_t err_len)
+int volkey_load(int backing_fd, const struct volume_config *cfg, const struct kms_pair *keys,
+		uint8_t *key, char *err, size_t err_len)
 {
 	struct key_record *rec = malloc(sizeof(*rec));
 	struct kms_context ctx;
+	struct kms *kms;
 	struct layout l;
 	int fd, ret;
 
@@ -126,6 +127,14 @@ int volkey_load(int backing_fd, const struct volume_config *cfg, struct kms *kms
 			 strerror(ret == -ENODATA ? EBADMSG : -ret));
 		goto out;
 	}
+	kms = kms_pair_for(keys, rec->key_ref);
+	if (!kms) {
+		ret = -ENOKEY;
+		snprintf(err, err_len, "the volume key %s is wrapped by master key %s, which is not "
+			 "this volume's (%s%s%s)", VOLKEY_NAME, rec->key_ref, keys->current->key_ref,
+			 keys->previous ? " or " : "", keys->previous ? keys->previous->key_ref : "");
+		goto out;
+	}
 	context_of(cfg, &ctx);
 	ret = kms_unwrap(kms, &ctx, rec->wrapped, rec->wrapped_len, key);
 	if (ret < 0) {
@@ -145,7 +154,7 @@ out:
 	return ret;
 }
 
-int volkey_rewrap(int backing_fd, const struct volume_config *cfg, struct kms *kms,
+int volkey_rewrap(int backing_fd, const struct volume_config *cfg, const struct kms_pair *keys,
 		  struct rewrap_result *res)
 {
 	struct layout l;
@@ -153,7 +162,7 @@ int volkey_rewrap(int backing_fd, const struct volume_config *cfg, struct kms *k
 
 	if (fd < 0)
 		return fd;
-	ret = rewrap_file(&l, kms, cfg->uuid, fd, NULL, res);
+	ret = rewrap_file(&l, keys, cfg->uuid, fd, NULL, res);
 	close(fd);
 	return ret;
 }

@@ -33,19 +33,20 @@
 int volkey_create(int backing_fd, const struct volume_config *cfg, struct kms *kms);
 
 /*
- * volkey_load - read, unwrap and authenticate the volume key into @key
- * (KMS_DEK_LEN bytes of secmem).  Returns 0, or -errno with a message in
- * @err: -ENOENT (no key file), -EBADMSG (corrupt or not this volume's),
- * a KMS error.
+ * volkey_load - read, unwrap (through the provider of @keys its record
+ * names) and authenticate the volume key into @key (KMS_DEK_LEN bytes of
+ * secmem).  Returns 0, or -errno with a message in @err: -ENOENT (no key
+ * file), -EBADMSG (corrupt or not this volume's), -ENOKEY (wrapped by
+ * neither provider), a KMS error.
  */
-int volkey_load(int backing_fd, const struct volume_config *cfg, struct kms *kms, uint8_t *key,
-		char *err, size_t err_len);
+int volkey_load(int backing_fd, const struct volume_config *cfg, const struct kms_pair *keys,
+		uint8_t *key, char *err, size_t err_len);
 
 /*
- * volkey_rewrap - move the volume key's record onto the KMS's current
- * master-key version (rewrap_file()'s return codes).
+ * volkey_rewrap - move the volume key's record onto the current provider's
+ * current master-key version (rewrap_file()'s return codes).
  */
-int volkey_rewrap(int backing_fd, const struct volume_config *cfg, struct kms *kms,
+int volkey_rewrap(int backing_fd, const struct volume_config *cfg, const struct kms_pair *keys,
 		  struct rewrap_result *res);
 
 /* volkey_open - open the key file with @flags and fill @l (volkey_layout). */

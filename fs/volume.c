@@ -269,6 +269,13 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 	s = iniparser_getstring(ini, "kms:provider", NULL);
 	if (!s || !*s)
 		return errf(err, err_len, -EINVAL, "%s: [kms] provider is missing", path);
+	/* Mid-migration, the provider the volume is moving away from. */
+	if (iniparser_find_entry(ini, VOLUME_KMS_PREVIOUS) != 0) {
+		s = iniparser_getstring(ini, VOLUME_KMS_PREVIOUS ":provider", NULL);
+		if (!s || !*s)
+			return errf(err, err_len, -EINVAL, "%s: [%s] provider is missing", path,
+				    VOLUME_KMS_PREVIOUS);
+	}
 	return 0;
 }
 
@@ -333,13 +340,35 @@ static int put_setting(FILE *f, const char *key, const char *value)
 	return 0;
 }
 
-static int render(const struct volume_config *cfg, const dictionary *kms, char **text,
-		  size_t *len)
+/* put_section - "[@name]" and every key of @settings' "kms" section.  0 or -errno. */
+static int put_section(FILE *f, const char *name, const dictionary *settings)
 {
 	const char **keys = NULL;
+	int i, n, rc = 0;
+
+	fprintf(f, "\n[%s]\n", name);
+	n = iniparser_getsecnkeys(settings, "kms");
+	if (n > 0) {
+		keys = calloc((size_t)n, sizeof(*keys));
+		if (!keys)
+			return -ENOMEM;
+		iniparser_getseckeys(settings, "kms", keys);
+	}
+	for (i = 0; i < n && rc == 0; i++) {
+		const char *value = iniparser_getstring(settings, keys[i], NULL);
+
+		rc = value ? put_setting(f, keys[i] + 4, value) : -EINVAL;
+	}
+	free(keys);
+	return rc;
+}
+
+static int render(const struct volume_config *cfg, const dictionary *kms,
+		  const dictionary *previous, char **text, size_t *len)
+{
 	char uuid[37];
 	FILE *f;
-	int i, n, rc = 0;
+	int rc;
 
 	f = open_memstream(text, len);
 	if (!f)
@@ -357,21 +386,9 @@ static int render(const struct volume_config *cfg, const dictionary *kms, char *
 	if (cfg->placement == PLACEMENT_HEADER)
 		fprintf(f, "header_size = %u\n", cfg->header_size);
 	fprintf(f, "names = %s\n", cfg->names_encrypted ? "encrypted" : "plain");
-	fprintf(f, "\n[kms]\n");
-	n = iniparser_getsecnkeys(kms, "kms");
-	if (n > 0) {
-		keys = calloc((size_t)n, sizeof(*keys));
-		if (!keys)
-			rc = -ENOMEM;
-		else
-			iniparser_getseckeys(kms, "kms", keys);
-	}
-	for (i = 0; i < n && rc == 0; i++) {
-		const char *value = iniparser_getstring(kms, keys[i], NULL);
-
-		rc = value ? put_setting(f, keys[i] + 4, value) : -EINVAL;
-	}
-	free(keys);
+	rc = put_section(f, "kms", kms);
+	if (rc == 0 && previous)
+		rc = put_section(f, VOLUME_KMS_PREVIOUS, previous);
 	if (fclose(f) != 0 && rc == 0)
 		rc = -ENOMEM;
 	if (rc < 0) {
@@ -381,17 +398,34 @@ static int render(const struct volume_config *cfg, const dictionary *kms, char *
 	return rc;
 }
 
+/* write_all - @len bytes of @text to @fd, then fsync.  0 or -errno. */
+static int write_all(int fd, const char *text, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = write(fd, text + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
 int volume_config_write(const char *path, const struct volume_config *cfg,
 			const dictionary *kms_settings)
 {
 	char *text = NULL;
-	size_t len = 0, done = 0;
+	size_t len = 0;
 	int fd, rc;
 
 	if (!path || !cfg || !kms_settings || cfg->format_version != VOLUME_FORMAT_VERSION ||
 	    !iniparser_getstring(kms_settings, "kms:provider", NULL))
 		return -EINVAL;
-	rc = render(cfg, kms_settings, &text, &len);
+	rc = render(cfg, kms_settings, NULL, &text, &len);
 	if (rc < 0)
 		return rc;
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -400,19 +434,7 @@ int volume_config_write(const char *path, const struct volume_config *cfg,
 		free(text);
 		return rc;
 	}
-	while (done < len) {
-		ssize_t n = write(fd, text + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			break;
-		}
-		done += (size_t)n;
-	}
-	if (rc == 0 && fsync(fd) < 0)
-		rc = -errno;
+	rc = write_all(fd, text, len);
 	close(fd);
 	free(text);
 	if (rc < 0) {
@@ -421,4 +443,102 @@ int volume_config_write(const char *path, const struct volume_config *cfg,
 	}
 	/* Make the new directory entry durable too. */
 	return config_fsync_dir_of(path);
+}
+
+int volume_config_replace(const char *path, const struct volume_config *cfg,
+			  const dictionary *kms_settings, const dictionary *previous)
+{
+	char tmp[4096], *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	int fd, rc;
+
+	if (!path || !cfg || !kms_settings || cfg->format_version != VOLUME_FORMAT_VERSION ||
+	    !iniparser_getstring(kms_settings, "kms:provider", NULL) ||
+	    (previous && !iniparser_getstring(previous, "kms:provider", NULL)))
+		return -EINVAL;
+	if (stat(path, &st) < 0)
+		return -errno;
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	rc = render(cfg, kms_settings, previous, &text, &len);
+	if (rc < 0)
+		return rc;
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		free(text);
+		return rc;
+	}
+	/* The replacement keeps the file's mode and owner (mkostemp made it 0600). */
+	if (fchmod(fd, st.st_mode & 07777) < 0 ||
+	    (fchown(fd, st.st_uid, st.st_gid) < 0 && errno != EPERM))
+		rc = -errno;
+	if (rc == 0)
+		rc = write_all(fd, text, len);
+	close(fd);
+	free(text);
+	/* rename() swaps whole files: a reader sees the old or the new text, never a mix. */
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlink(tmp);
+		return rc;
+	}
+	return config_fsync_dir_of(path);
+}
+
+dictionary *volume_kms_settings(const dictionary *ini, const char *section)
+{
+	dictionary *out;
+	const char **keys;
+	char key[512];
+	int i, n = iniparser_getsecnkeys(ini, section);
+	size_t skip = strlen(section) + 1;
+
+	if (n <= 0 || !(out = dictionary_new(0)))
+		return NULL;
+	keys = calloc((size_t)n, sizeof(*keys));
+	if (!keys || iniparser_set(out, "kms", NULL) != 0) {
+		free(keys);
+		iniparser_freedict(out);
+		return NULL;
+	}
+	iniparser_getseckeys(ini, section, keys);
+	for (i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "kms:%s", keys[i] + skip);
+		if (iniparser_set(out, key, iniparser_getstring(ini, keys[i], "")) != 0) {
+			free(keys);
+			iniparser_freedict(out);
+			return NULL;
+		}
+	}
+	free(keys);
+	return out;
+}
+
+bool volume_kms_same(const dictionary *a, const char *section_a, const dictionary *b,
+		     const char *section_b)
+{
+	int n = iniparser_getsecnkeys(a, section_a), i;
+	const char **keys;
+	char other[512];
+	bool same;
+
+	if (n <= 0 || n != iniparser_getsecnkeys(b, section_b))
+		return false;
+	keys = calloc((size_t)n, sizeof(*keys));
+	if (!keys)
+		return false;
+	iniparser_getseckeys(a, section_a, keys);
+	same = true;
+	for (i = 0; i < n && same; i++) {
+		const char *va = iniparser_getstring(a, keys[i], NULL), *vb;
+
+		snprintf(other, sizeof(other), "%s:%s", section_b, keys[i] + strlen(section_a) + 1);
+		vb = iniparser_getstring(b, other, NULL);
+		same = va && vb && strcmp(va, vb) == 0;
+	}
+	free(keys);
+	return same;
 }

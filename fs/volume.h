@@ -17,6 +17,8 @@
  *   [kms]
  *   provider       = local
  *   ...                              ; provider settings (references only)
+ *   [kms_previous]                   ; only while migrating to another KMS:
+ *   ...                              ; the provider being left
  *
  * The loader is strict: a missing or malformed field is an error whose
  * message names the file, the field and what is wrong.
@@ -33,6 +35,13 @@
 #define VOLUME_MAX_BLOCK 65536
 #define VOLUME_DEFAULT_BLOCK 4096
 #define VOLUME_XATTR_NAME "user.envelopefs.key"
+/*
+ * While a volume moves to another KMS (envelopefsctl rotate --to-kms), its
+ * configuration names the new provider in [kms] and the old one in this
+ * section; records under either open.  The section goes when every record
+ * has moved.
+ */
+#define VOLUME_KMS_PREVIOUS "kms_previous"
 
 enum record_placement {
 	PLACEMENT_HEADER,
@@ -66,6 +75,32 @@ void volume_config_free(struct volume_config *cfg);
  */
 int volume_config_write(const char *path, const struct volume_config *cfg,
 			const dictionary *kms_settings);
+
+/*
+ * volume_config_replace - rewrite the existing @path atomically: the new text
+ * goes to a temporary file in the same directory (same mode and owner),
+ * fsynced, renamed over @path, and the directory fsynced, so a crash leaves
+ * the old or the new configuration.  [kms] holds @kms_settings' "kms"
+ * section; @previous (may be NULL) becomes [VOLUME_KMS_PREVIOUS].  0 or -errno.
+ */
+int volume_config_replace(const char *path, const struct volume_config *cfg,
+			  const dictionary *kms_settings, const dictionary *previous);
+
+/*
+ * volume_kms_settings - a new dictionary whose "kms" section is a copy of
+ * @ini's @section ("kms" or VOLUME_KMS_PREVIOUS): what kms_open() reads.
+ * NULL if the section is missing or memory ran out.  Free with
+ * iniparser_freedict().
+ */
+dictionary *volume_kms_settings(const dictionary *ini, const char *section);
+
+/*
+ * volume_kms_same - do section @section_a of @a and @section_b of @b hold
+ * exactly the same keys and values (a provider opened from one is the
+ * provider the other describes)?
+ */
+bool volume_kms_same(const dictionary *a, const char *section_a, const dictionary *b,
+		     const char *section_b);
 
 /* uuid_format / uuid_parse - the 36-character textual form.  parse: 0 or -EINVAL. */
 void uuid_format(const uint8_t uuid[16], char out[37]);

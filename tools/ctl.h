@@ -7,15 +7,18 @@
  * One file per command family: ctl_volume.c (init, info), ctl_keyring.c
  * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt), ctl_status.c
  * (status of a mounted volume), ctl_rotate.c (re-wrapping a tree's keys),
+ * ctl_migrate.c (the state of a move to another KMS, rotate --to-kms),
  * ctl_import.c (copying a plaintext tree into a volume).
  */
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "fs/layout.h"
 #include "fs/names.h"
+#include "fs/rewrap.h"
 #include "fs/volume.h"
 #include "kms/kms.h"
 
@@ -64,11 +67,18 @@ struct ctl_volume {
 	struct volume_config cfg;
 	struct layout layout;
 	struct kms *kms;
+	struct kms *previous; /* mid-migration: the provider of [kms_previous], else NULL */
 };
+
+/* ctl_volume_keys - the providers of @v, for picking one by a record's key reference. */
+static inline struct kms_pair ctl_volume_keys(const struct ctl_volume *v)
+{
+	return (struct kms_pair){ .current = v->kms, .previous = v->previous };
+}
 
 /*
  * ctl_volume_open - load BACKING/envelopefs.conf; with @need_kms also open
- * its KMS.  @keyring and @pass_file (may be NULL) override kms:keyring and
+ * its KMS (and, mid-migration, the previous one: records under either open).  @keyring and @pass_file (may be NULL) override kms:keyring and
  * kms:passphrase_file.  Returns a CTL_* exit code, having printed why.
  */
 int ctl_volume_open(const char *backing, const char *keyring, const char *pass_file,
@@ -81,6 +91,14 @@ void ctl_volume_close(struct ctl_volume *v);
  * backing path unless -o fsname= said otherwise.
  */
 bool ctl_backing_mounted(const char *backing);
+
+/*
+ * ctl_secret_setting - does KMS setting @key name a secret itself rather
+ * than where one is?  Settings land in the world-readable volume
+ * configuration, so a token, PIN or password must come from a *_file or the
+ * provider's environment variable instead.
+ */
+bool ctl_secret_setting(const char *key);
 
 int cmd_init(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -112,6 +130,34 @@ int cmd_import(int argc, char **argv);
  * whose key record is wrapped under @version, and those whose record could
  * not be read.  Returns a CTL_* code, having printed why.
  */
+/*
+ * Moving a volume to another KMS (rotate --to-kms; tools/ctl_migrate.c).
+ * The caller fills @config, @backing (real path) and @mountpoint (NULL
+ * offline).
+ */
+struct ctl_migration {
+	const char *config;	/* CONFIG: the new provider's [kms] */
+	char backing[PATH_MAX];
+	const char *mountpoint; /* the mounted volume, or NULL offline */
+	char conf[PATH_MAX + 32]; /* BACKING/envelopefs.conf */
+	dictionary *target;	/* CONFIG, loaded */
+	char target_ref[KMS_MAX_REF + 1];
+	bool started;	    /* this run began the migration */
+	bool nothing_to_do; /* the volume already uses CONFIG's KMS alone */
+};
+
+/*
+ * ctl_migrate_start - check CONFIG and begin (or resume) the migration: the
+ * configuration names the new KMS as [kms] and the old as [kms_previous],
+ * and the daemon has reloaded it.  Nothing changes when a check fails.
+ * A CTL_* code, having printed why.
+ */
+int ctl_migrate_start(struct ctl_migration *m);
+
+/* ctl_migrate_finish - every record has moved: drop [kms_previous], tell the daemon. */
+int ctl_migrate_finish(struct ctl_migration *m);
+void ctl_migrate_free(struct ctl_migration *m);
+
 int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_t *users,
 			  size_t *unreadable);
 

@@ -107,16 +107,18 @@ static int parse_args(int argc, char **argv, const char *usage, struct data_args
 static int unwrap_record(struct ctl_volume *v, const char *file, const struct key_record *rec,
 			 uint8_t *dek)
 {
+	struct kms_pair keys = ctl_volume_keys(v);
+	struct kms *kms = kms_pair_for(&keys, rec->key_ref);
 	struct kms_context ctx;
 	uint32_t blob_version;
 	int rc;
 
-	if (strcmp(rec->key_ref, v->kms->key_ref) != 0)
+	if (!kms)
 		return ctl_err(CTL_KEY,
 			       "%s: the key record names master key '%s', but this volume uses "
 			       "'%s': decrypt it with the volume (and keyring) it belongs to",
 			       file, rec->key_ref, v->kms->key_ref);
-	rc = kms_blob_version(v->kms, rec->wrapped, rec->wrapped_len, &blob_version);
+	rc = kms_blob_version(kms, rec->wrapped, rec->wrapped_len, &blob_version);
 	if (rc < 0 || blob_version != rec->key_version)
 		return ctl_err(CTL_INTEGRITY,
 			       "%s: the key record is corrupt (its wrapped key does not match "
@@ -124,7 +126,7 @@ static int unwrap_record(struct ctl_volume *v, const char *file, const struct ke
 			       file);
 	memcpy(ctx.volume_uuid, v->cfg.uuid, sizeof(ctx.volume_uuid));
 	memcpy(ctx.file_id, rec->file_id, sizeof(ctx.file_id));
-	rc = kms_unwrap(v->kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
+	rc = kms_unwrap(kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
 	if (rc == -EBADMSG)
 		return ctl_err(CTL_INTEGRITY,
 			       "%s: the key record does not unwrap for this volume and file: it "

@@ -47,7 +47,9 @@ int ctl_volume_names(struct ctl_volume *v, const char *backing, struct names **o
 		if (!key)
 			return ctl_err(CTL_FAILED, "no locked memory for the volume key");
 		fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		rc = fd < 0 ? -errno : volkey_load(fd, &v->cfg, v->kms, key, err, sizeof(err));
+		struct kms_pair keys = ctl_volume_keys(v);
+
+		rc = fd < 0 ? -errno : volkey_load(fd, &v->cfg, &keys, key, err, sizeof(err));
 		if (fd < 0)
 			snprintf(err, sizeof(err), "%s", strerror(-rc));
 		else

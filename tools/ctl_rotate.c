@@ -19,6 +19,12 @@
  * files whose ID is listed, and a run with no failure deletes the file.  A
  * crash between a re-key and its line only means that file is re-keyed
  * twice.
+ *
+ * --to-kms CONFIG moves the volume to another KMS (ctl_migrate.c keeps the
+ * state): the same walk, where a record is done once it names the new
+ * provider's key, whatever its version.  A walk is followed by a check
+ * walk that changes nothing, so a record a rename carried past the walk is
+ * found; only when none is left under the old KMS does the run finish.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +54,7 @@
 static const char rotate_usage[] =
 	"Usage: envelopefsctl rotate [OPTIONS] MOUNTPOINT [PATH...]\n"
 	"       envelopefsctl rotate --offline [OPTIONS] BACKING\n"
+	"       envelopefsctl rotate --to-kms CONFIG [--offline] [OPTIONS] MOUNTPOINT|BACKING\n"
 	"\n"
 	"Re-wrap every regular file's data key under the KMS's current master-key\n"
 	"version (after `envelopefsctl keyring rotate`).  Data is not rewritten.  Online,\n"
@@ -70,6 +77,10 @@ static const char rotate_usage[] =
 	"  --state FILE    (--rekey) the state file (default:\n"
 	"                  $XDG_STATE_HOME/envelopefs/rekey-<volume uuid>.ids, with\n"
 	"                  $XDG_STATE_HOME defaulting to $HOME/.local/state)\n"
+	"  --to-kms CONFIG move the volume to the KMS described by CONFIG (an INI file\n"
+	"                  with one [kms] section: provider and settings, no secret):\n"
+	"                  every key is re-wrapped by the new KMS, the data stays.\n"
+	"                  Resumable; the old KMS is not needed once it finishes\n"
 	"\n"
 	"Progress goes to stderr: a live line on a terminal, a line every 5 s otherwise.\n"
 	"Online use needs root (the daemon's interface is a trusted.* xattr).\n";
@@ -96,7 +107,9 @@ struct rekey_state {
 };
 
 struct rotation {
-	bool offline, check, dry_run, json, rekey;
+	bool offline, check, dry_run, json, rekey, quiet;
+	struct ctl_migration *migration; /* --to-kms, else NULL */
+	char target_ref[KMS_MAX_REF + 1]; /* a done record names this key */
 	const char *state_opt;
 	struct rekey_state state;
 	unsigned jobs;
@@ -202,14 +215,19 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 		r->skipped++;
 		return 0;
 	}
-	/* The volume's own configuration is not a file of the volume. */
-	if (r->offline && ftw->level == 1 && strcmp(path + ftw->base, VOLUME_CONFIG_NAME) == 0)
+	/* The volume's own configuration (and its replacement in the making) is not a file of it. */
+	if (r->offline && ftw->level == 1 &&
+	    strncmp(path + ftw->base, VOLUME_CONFIG_NAME, strlen(VOLUME_CONFIG_NAME)) == 0)
 		return 0;
 	return add_item(r, path);
 }
 
-/* The version and file ID of a file's key record; -ENODATA for an empty file. */
-static int file_key(struct rotation *r, const char *path, uint32_t *version, uint8_t file_id[16])
+/*
+ * The version, key reference (@ref: KMS_MAX_REF + 1 bytes) and file ID of a
+ * file's key record; -ENODATA for an empty file.
+ */
+static int file_key(struct rotation *r, const char *path, uint32_t *version, char *ref,
+		    uint8_t file_id[16])
 {
 	if (!r->offline) {
 		char text[512], hex[33];
@@ -217,7 +235,7 @@ static int file_key(struct rotation *r, const char *path, uint32_t *version, uin
 		if (n < 0)
 			return -errno;
 		text[n] = '\0';
-		if (sscanf(text, "%u %*s %32s", version, hex) != 2 ||
+		if (sscanf(text, "%u %255s %32s", version, ref, hex) != 3 ||
 		    hex_decode(hex, file_id, 16) != 0)
 			return -EBADMSG;
 		return 0;
@@ -235,6 +253,7 @@ static int file_key(struct rotation *r, const char *path, uint32_t *version, uin
 			ret = layout_read_record(&l, fd, rec, NULL);
 		if (ret == 0) {
 			*version = rec->key_version;
+			snprintf(ref, KMS_MAX_REF + 1, "%s", rec->key_ref);
 			memcpy(file_id, rec->file_id, 16);
 		}
 	}
@@ -260,6 +279,7 @@ static int daemon_ioctl(const char *path, unsigned long request)
 /* rewrap_path - re-wrap one file: 0, 1 when it was already current (offline), or -errno. */
 static int rewrap_path(struct rotation *r, const char *path)
 {
+	struct kms_pair keys = ctl_volume_keys(&r->vol);
 	struct rewrap_result res;
 	struct layout l;
 	int fd, ret;
@@ -273,14 +293,14 @@ static int rewrap_path(struct rotation *r, const char *path)
 	 * second waits, then finds the record current (1). */
 	ret = flock(fd, LOCK_EX) < 0 ? -errno : record_layout(r, path, fd, &l);
 	if (ret == 0)
-		ret = rewrap_file(&l, r->vol.kms, r->vol.cfg.uuid, fd, NULL, &res);
+		ret = rewrap_file(&l, &keys, r->vol.cfg.uuid, fd, NULL, &res);
 	close(fd);
 	return ret;
 }
 
 static int rekey_path(struct rotation *r, const char *path)
 {
-	struct rekey_env env = { .layout = &r->vol.layout, .kms = r->vol.kms,
+	struct rekey_env env = { .layout = &r->vol.layout, .keys = ctl_volume_keys(&r->vol),
 				 .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
 				 .root_fd = r->state.root_fd, .names = r->state.names };
 	struct rekey_result res;
@@ -342,13 +362,24 @@ static void rate_wait(struct rotation *r)
 	}
 }
 
+/*
+ * rewrapped_already - is a record under @version of key @ref where the run
+ * wants it?  Under the target's key, and for a rotation on its current
+ * version too (a migration takes a record of the new KMS at any version).
+ */
+static bool rewrapped_already(const struct rotation *r, uint32_t version, const char *ref)
+{
+	return strcmp(ref, r->target_ref) == 0 && (r->migration || version >= r->target);
+}
+
 static void process(struct rotation *r, struct file_item *it)
 {
 	/* The volume key is re-wrapped, never re-keyed: that would re-encrypt every name. */
 	bool rekey = r->rekey && !volume_key_item(r, it->path);
 	uint8_t before[16], after[16];
+	char ref[KMS_MAX_REF + 1] = "";
 	uint32_t version = 0;
-	int ret = file_key(r, it->path, &version, before);
+	int ret = file_key(r, it->path, &version, ref, before);
 
 	it->version = version;
 	if (ret == -ENOENT) {
@@ -364,7 +395,7 @@ static void process(struct rotation *r, struct file_item *it)
 		it->err = ret;
 		return;
 	}
-	if (rekey ? rekeyed_already(&r->state, before) : version >= r->target) {
+	if (rekey ? rekeyed_already(&r->state, before) : rewrapped_already(r, version, ref)) {
 		it->outcome = DONE_CURRENT;
 		return;
 	}
@@ -379,14 +410,15 @@ static void process(struct rotation *r, struct file_item *it)
 		return;
 	}
 	if (ret == 0)
-		ret = file_key(r, it->path, &version, after);
+		ret = file_key(r, it->path, &version, ref, after);
 	if (ret == 0 && rekey && memcmp(before, after, 16) != 0)
 		note_rekeyed(&r->state, after);
 	if (ret == -ENOENT) {
 		it->outcome = DONE_GONE;
 	} else if (ret == -ENODATA) {
 		it->outcome = DONE_EMPTY; /* emptied meanwhile: nothing left to re-key */
-	} else if (ret < 0 || version < r->target || (rekey && !memcmp(before, after, 16))) {
+	} else if (ret < 0 || (!rekey && !rewrapped_already(r, version, ref)) ||
+		   (rekey && !memcmp(before, after, 16))) {
 		it->outcome = DONE_FAILED;
 		it->err = ret < 0 ? ret : -EIO;
 	} else {
@@ -453,7 +485,7 @@ static void run_workers(struct rotation *r)
 		while (atomic_load(&r->finished) < r->n_items) {
 			struct timespec tick = {0, 20 * 1000 * 1000};
 			nanosleep(&tick, NULL);
-			if (now() - last_line >= (tty ? 0.2 : 5.0)) {
+			if (!r->quiet && now() - last_line >= (tty ? 0.2 : 5.0)) {
 				progress(r, tty, false);
 				last_line = now();
 			}
@@ -462,7 +494,7 @@ static void run_workers(struct rotation *r)
 			pthread_join(threads[j], NULL);
 	}
 	free(threads);
-	if (tty || r->n_items > 0)
+	if (!r->quiet && (tty || r->n_items > 0))
 		progress(r, tty, true);
 }
 
@@ -514,13 +546,15 @@ static int report(struct rotation *r)
 			below = true;
 	}
 	if (r->json) {
-		printf("{\"target_version\":%u,\"files\":%zu,\"%s\":%zu,\"already_current\":%zu,"
-		       "\"empty\":%zu,\"skipped\":%zu,\"failed\":%zu",
-		       r->target, r->n_items,
+		printf("{\"target_version\":%u,\"target_key_ref\":\"%s\",\"files\":%zu,\"%s\":%zu,"
+		       "\"already_current\":%zu,\"empty\":%zu,\"skipped\":%zu,\"failed\":%zu",
+		       r->target, r->target_ref, r->n_items,
 		       outcome_label(r, true),
 		       count[DONE_REWRAPPED], count[DONE_CURRENT], count[DONE_EMPTY],
 		       r->skipped + r->vanished + count[DONE_GONE], count[DONE_FAILED] + r->unwalkable);
 	} else {
+		if (r->migration)
+			printf("target key:       %s\n", r->target_ref);
 		printf("target version:   %u\n", r->target);
 		printf("%s:%*s %zu\n", outcome_label(r, false),
 		       (int)(16 - strlen(outcome_label(r, false))), "", count[DONE_REWRAPPED]);
@@ -540,9 +574,32 @@ static int report(struct rotation *r)
 	return r->check && below ? CTL_FAILED : CTL_OK;
 }
 
-/* The daemon's idea of the current version (and the volume's UUID), from the mount root's status. */
-static int online_target(const char *mountpoint, uint32_t *target, char uuid[37])
+/* json_string_at - the JSON string value after @key in @json into @out (@cap bytes); false if absent. */
+static bool json_string_at(const char *json, const char *key, char *out, size_t cap)
 {
+	const char *p = strstr(json, key);
+	size_t n = 0;
+
+	if (!p)
+		return false;
+	for (p += strlen(key); *p && *p != '"' && n + 1 < cap; p++) {
+		if (*p == '\\' && p[1])
+			p++; /* the daemon escapes only quotes, backslashes and controls */
+		out[n++] = *p;
+	}
+	out[n] = '\0';
+	return *p == '"';
+}
+
+/*
+ * The daemon's idea of the current version and key reference (into
+ * r->target, r->target_ref), the volume's UUID and (@backing, PATH_MAX
+ * bytes, may be NULL) its backing directory, from the mount root's status.
+ */
+static int online_target(const char *mountpoint, struct rotation *r, char uuid[37],
+			 char *backing)
+{
+	uint32_t *target = &r->target;
 	char buf[4096], *p;
 	ssize_t n = getxattr(mountpoint, STATUS_XATTR, buf, sizeof(buf) - 1);
 
@@ -560,10 +617,15 @@ static int online_target(const char *mountpoint, uint32_t *target, char uuid[37]
 	p = strstr(buf, "\"volume\":\"");
 	if (!p || sscanf(p + strlen("\"volume\":\""), "%36[0-9a-f-]", uuid) != 1)
 		return ctl_err(CTL_FAILED, "%s: the daemon's status names no volume", mountpoint);
+	if (!json_string_at(buf, "\"key_ref\":\"", r->target_ref, sizeof(r->target_ref)) ||
+	    (backing && !json_string_at(buf, "\"backing\":\"", backing, PATH_MAX)))
+		return ctl_err(CTL_FAILED, "%s: the daemon's status names no KMS key or backing "
+			       "directory", mountpoint);
 	return CTL_OK;
 }
 
-static int parse_args(int argc, char **argv, struct rotation *r, const char **keyring)
+static int parse_args(int argc, char **argv, struct rotation *r, const char **keyring,
+		      const char **to_kms)
 {
 	static const struct option opts[] = {
 		{"check", no_argument, NULL, 'c'},   {"dry-run", no_argument, NULL, 'n'},
@@ -571,6 +633,7 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		{"json", no_argument, NULL, 'J'},    {"offline", no_argument, NULL, 'o'},
 		{"keyring", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'},
 		{"rekey", no_argument, NULL, 'R'},   {"state", required_argument, NULL, 'S'},
+		{"to-kms", required_argument, NULL, 'M'},
 		{NULL, 0, NULL, 0},
 	};
 	char *end;
@@ -586,6 +649,7 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		case 'k': *keyring = optarg; break;
 		case 'R': r->rekey = true; break;
 		case 'S': r->state_opt = optarg; break;
+		case 'M': *to_kms = optarg; break;
 		case 'j':
 			r->jobs = (unsigned)strtoul(optarg, &end, 10);
 			if (*end || r->jobs == 0 || r->jobs > 256)
@@ -605,6 +669,9 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		return ctl_usage(rotate_usage, false);
 	if (r->state_opt && !r->rekey)
 		return ctl_err(CTL_USAGE, "--state is for --rekey");
+	if (*to_kms && (r->rekey || r->check || r->dry_run || optind != argc - 1))
+		return ctl_err(CTL_USAGE, "--to-kms moves the whole volume: it takes neither "
+			       "--rekey, --check, --dry-run nor PATHs");
 	return CTL_OK;
 }
 
@@ -734,7 +801,7 @@ static int offline_rekey_setup(struct rotation *r)
 	ret = ctl_volume_names(&r->vol, r->backing, &r->state.names);
 	if (ret != CTL_OK)
 		return ret;
-	env = (struct rekey_env){ .layout = &r->vol.layout, .kms = r->vol.kms,
+	env = (struct rekey_env){ .layout = &r->vol.layout, .keys = ctl_volume_keys(&r->vol),
 				  .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
 				  .root_fd = r->state.root_fd, .names = r->state.names };
 	ret = rekey_recover(&env, &rec, print_recovery_failure);
@@ -778,18 +845,74 @@ int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_
 	return code;
 }
 
+/* reset_walk - forget a finished walk's work list, for another pass. */
+static void reset_walk(struct rotation *r)
+{
+	for (size_t i = 0; i < r->n_items; i++)
+		free(r->items[i].path);
+	r->n_items = 0;
+	r->skipped = r->unwalkable = r->vanished = 0;
+	atomic_store(&r->next, 0);
+	atomic_store(&r->finished, 0);
+	atomic_store(&r->rewrapped, 0);
+	atomic_store(&r->failed, 0);
+}
+
+/* Passes a migration makes at most while renames keep carrying records past its walk. */
+#define MIGRATE_PASSES 3
+
+/*
+ * migrate_walk - the migration's walk, then check walks that change nothing
+ * until one finds no record left under the old KMS (another pass moves
+ * those it finds).  A CTL_* code; CTL_OK only when nothing is left.
+ */
+static int migrate_walk(struct rotation *r, char **dirs, int n)
+{
+	int code = walk_and_run(r, dirs, n), pass;
+
+	if (code == CTL_OK)
+		code = report(r);
+	for (pass = 1; code == CTL_OK && pass <= MIGRATE_PASSES; pass++) {
+		size_t left;
+
+		reset_walk(r);
+		r->check = r->quiet = true;
+		code = walk_and_run(r, dirs, n);
+		left = atomic_load(&r->rewrapped);
+		if (code != CTL_OK || (left == 0 && atomic_load(&r->failed) == 0 &&
+				       r->unwalkable == 0))
+			return code;
+		if (atomic_load(&r->failed) || r->unwalkable)
+			return ctl_err(CTL_FAILED, "some files could not be checked: run again");
+		fprintf(stderr, "envelopefsctl rotate: %zu records moved in during the walk; "
+			"another pass\n", left);
+		reset_walk(r);
+		r->check = r->quiet = false;
+		code = walk_and_run(r, dirs, n);
+		if (code == CTL_OK && (atomic_load(&r->failed) || r->unwalkable))
+			code = report(r);
+	}
+	return code == CTL_OK ? ctl_err(CTL_FAILED, "records keep arriving under the old KMS: "
+					"run again") : code;
+}
+
 int cmd_rotate(int argc, char **argv)
 {
 	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER,
 			     .state = {.fd = -1, .root_fd = -1}};
-	const char *keyring = NULL;
-	char uuid[37];
-	int code = parse_args(argc, argv, &r, &keyring);
+	struct ctl_migration m = {0};
+	const char *keyring = NULL, *to_kms = NULL;
+	char uuid[37], backing[PATH_MAX];
+	int code = parse_args(argc, argv, &r, &keyring, &to_kms);
 
 	if (code == -1)
 		return CTL_OK; /* --help */
 	if (code != CTL_OK)
 		return code;
+	if (to_kms) {
+		m.config = to_kms;
+		r.migration = &m;
+	}
 
 	if (r.offline) {
 		if (!realpath(argv[optind], r.backing))
@@ -799,22 +922,51 @@ int cmd_rotate(int argc, char **argv)
 				       "%s is mounted: rotate through the mount (envelopefsctl rotate "
 				       "MOUNTPOINT) or unmount it first",
 				       r.backing);
+		if (r.migration) {
+			snprintf(m.backing, sizeof(m.backing), "%s", r.backing);
+			code = ctl_migrate_start(&m);
+			if (code != CTL_OK || m.nothing_to_do) {
+				ctl_migrate_free(&m);
+				return code;
+			}
+		}
 		code = ctl_volume_open(r.backing, keyring, NULL, true, &r.vol);
-		if (code != CTL_OK)
+		if (code != CTL_OK) {
+			ctl_migrate_free(&m);
 			return code;
+		}
 		if (kms_current_version(r.vol.kms, &r.target) < 0) {
 			ctl_volume_close(&r.vol);
+			ctl_migrate_free(&m);
 			return ctl_err(CTL_KEY, "cannot tell the KMS's current version");
 		}
+		snprintf(r.target_ref, sizeof(r.target_ref), "%s", r.vol.kms->key_ref);
 		uuid_format(r.vol.cfg.uuid, uuid);
 		if (r.rekey && !r.check && !r.dry_run)
 			code = offline_rekey_setup(&r);
 	} else {
 		struct stat mnt, sub;
 
-		code = online_target(argv[optind], &r.target, uuid);
+		code = online_target(argv[optind], &r, uuid, backing);
 		if (code != CTL_OK)
 			return code;
+		if (r.migration) {
+			if (!realpath(backing, m.backing))
+				return ctl_err(CTL_FAILED, "%s: %s", backing, strerror(errno));
+			m.mountpoint = argv[optind];
+			code = ctl_migrate_start(&m);
+			/* The daemon now names the new KMS current. */
+			if (code == CTL_OK && !m.nothing_to_do)
+				code = online_target(argv[optind], &r, uuid, NULL);
+			if (code == CTL_OK && !m.nothing_to_do &&
+			    strcmp(r.target_ref, m.target_ref) != 0)
+				code = ctl_err(CTL_FAILED, "the daemon of %s still names %s, not %s",
+					       argv[optind], r.target_ref, m.target_ref);
+			if (code != CTL_OK || m.nothing_to_do) {
+				ctl_migrate_free(&m);
+				return code;
+			}
+		}
 		if (stat(argv[optind], &mnt) < 0)
 			return ctl_err(CTL_FAILED, "%s: %s", argv[optind], strerror(errno));
 		for (int i = optind + 1; i < argc; i++)
@@ -827,15 +979,21 @@ int cmd_rotate(int argc, char **argv)
 		code = state_open(&r, uuid);
 	/* Online, PATHs after the mountpoint narrow the walk. */
 	int first = r.offline ? optind : optind + (argc - optind > 1);
-	if (code == CTL_OK)
+	if (code == CTL_OK && r.migration) {
+		code = migrate_walk(&r, argv + first, argc - first);
+		if (code == CTL_OK)
+			code = ctl_migrate_finish(&m);
+	} else if (code == CTL_OK) {
 		code = walk_and_run(&r, argv + first, argc - first);
-	if (code == CTL_OK)
-		code = report(&r);
+		if (code == CTL_OK)
+			code = report(&r);
+	}
 	/* A complete re-key run is over: the next one starts afresh. */
 	if (code == CTL_OK && r.rekey && !r.check && !r.dry_run && unlink(r.state.path) < 0 &&
 	    errno != ENOENT)
 		fprintf(stderr, "envelopefsctl rotate: cannot remove %s: %s\n", r.state.path,
 			strerror(errno));
 	rotation_free(&r);
+	ctl_migrate_free(&m);
 	return code;
 }

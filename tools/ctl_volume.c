@@ -302,13 +302,7 @@ static int parse_init(int argc, char **argv, struct init_opts *o)
 	return CTL_OK;
 }
 
-/*
- * secret_setting - does @key name a secret itself rather than where one is?
- * Settings land in the world-readable volume configuration and the option in
- * argv, so a token, PIN or password must be given as a *_file (or through the
- * provider's environment variable) instead.
- */
-static bool secret_setting(const char *key)
+bool ctl_secret_setting(const char *key)
 {
 	static const char *const secrets[] = { "token", "pin", "password", "passphrase",
 					       "secret", "secret_access_key", "session_token" };
@@ -334,7 +328,7 @@ static int remote_settings(const struct init_opts *o, dictionary *settings)
 		if (!eq || klen == 0 || klen + 5 >= sizeof(key) || strcspn(kv, ":;#[] \t") < klen)
 			return ctl_err(CTL_USAGE, "--kms-setting wants KEY=VALUE, got '%s'", kv);
 		snprintf(key, sizeof(key), "kms:%.*s", (int)klen, kv);
-		if (secret_setting(key + 4))
+		if (ctl_secret_setting(key + 4))
 			return ctl_err(CTL_USAGE,
 				       "--kms-setting %s would put a secret on the command line "
 				       "and in the volume configuration: give its file (%s_file) or "

@@ -122,11 +122,25 @@ int ctl_volume_open(const char *backing, const char *keyring, const char *pass_f
 		ctl_volume_close(v);
 		return ctl_err(CTL_KEY, "volume %s: %s", backing, err);
 	}
+	if (iniparser_find_entry(v->cfg.ini, VOLUME_KMS_PREVIOUS) != 0) {
+		dictionary *previous = volume_kms_settings(v->cfg.ini, VOLUME_KMS_PREVIOUS);
+
+		rc = previous ? kms_open(previous, &v->previous, err, sizeof(err)) : -ENOMEM;
+		if (previous)
+			iniparser_freedict(previous);
+		if (rc < 0) {
+			ctl_volume_close(v);
+			return ctl_err(CTL_KEY, "volume %s: the previous KMS ([%s]): %s", backing,
+				       VOLUME_KMS_PREVIOUS, rc == -ENOMEM ? "out of memory" : err);
+		}
+	}
 	return CTL_OK;
 }
 
 void ctl_volume_close(struct ctl_volume *v)
 {
+	kms_close(v->previous);
+	v->previous = NULL;
 	kms_close(v->kms);
 	v->kms = NULL;
 	volume_config_free(&v->cfg);

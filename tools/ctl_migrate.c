@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: MIT
+/*
+ * envelopefsctl rotate --to-kms CONFIG: moving a volume to another KMS.
+ *
+ * The walk that moves the records is rotation's (ctl_rotate.c); this file
+ * owns the migration's state, which lives in the volume configuration
+ * itself (docs/FORMAT.md, "Volume configuration"):
+ *
+ *   start:  CONFIG is checked (settings only, no secret; the provider opens,
+ *           wraps and unwraps a probe key; its records fit the volume's
+ *           header slots; its master key is not the volume's), then the
+ *           configuration is replaced atomically by one whose [kms] is
+ *           CONFIG's and whose [kms_previous] is the old [kms].  Online, the
+ *           daemon is told (ENVELOPEFS_IOC_RELOAD_KMS): from then on new
+ *           files get keys from the new KMS and records of both open.
+ *   walk:   every record still under the previous KMS is re-wrapped into the
+ *           new one (ENVELOPEFS_IOC_REWRAP, or rewrap_file() offline).
+ *   finish: with no failure, [kms_previous] is dropped (atomic replacement
+ *           again) and the daemon told once more; the old KMS is no longer
+ *           needed.
+ *
+ * A crash at any point leaves a configuration that mounts, whose records
+ * all open; running the same command again resumes.  A run with another
+ * CONFIG while a migration is under way is refused.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "crypto/random.h"
+#include "crypto/record.h"
+#include "crypto/secmem.h"
+#include "fs/status.h"
+#include "fs/volkey.h"
+#include "tools/ctl.h"
+
+/* check_config_file - CONFIG holds one [kms] section of references only.  A CTL_* code. */
+static int check_config_file(const char *path, dictionary **out)
+{
+	dictionary *ini;
+	const char **keys;
+	const char *provider;
+	int n, code = CTL_OK;
+
+	if (access(path, R_OK) < 0)
+		return ctl_err(CTL_USAGE, "--to-kms %s: %s", path, strerror(errno));
+	ini = iniparser_load(path);
+	if (!ini)
+		return ctl_err(CTL_USAGE, "--to-kms %s: not a valid INI file", path);
+	if (iniparser_getnsec(ini) != 1 || iniparser_find_entry(ini, "kms") == 0) {
+		iniparser_freedict(ini);
+		return ctl_err(CTL_USAGE, "--to-kms %s: wants exactly one section, [kms], with the "
+			       "new provider's settings", path);
+	}
+	provider = iniparser_getstring(ini, "kms:provider", NULL);
+	if (!provider || !*provider) {
+		iniparser_freedict(ini);
+		return ctl_err(CTL_USAGE, "--to-kms %s: [kms] provider is missing", path);
+	}
+	n = iniparser_getsecnkeys(ini, "kms");
+	keys = n > 0 ? calloc((size_t)n, sizeof(*keys)) : NULL;
+	if (keys)
+		iniparser_getseckeys(ini, "kms", keys);
+	for (int i = 0; keys && i < n && code == CTL_OK; i++)
+		if (ctl_secret_setting(keys[i] + 4))
+			code = ctl_err(CTL_USAGE,
+				       "--to-kms %s: [kms] %s would put a secret in the volume "
+				       "configuration: give its file (%s_file) or the provider's "
+				       "environment variable instead",
+				       path, keys[i] + 4, keys[i] + 4);
+	free(keys);
+	if (code != CTL_OK) {
+		iniparser_freedict(ini);
+		return code;
+	}
+	*out = ini;
+	return CTL_OK;
+}
+
+/*
+ * probe - the new KMS wraps a random key for this volume and gives it back,
+ * and its record fits the volume's header slots (they were sized at init
+ * for the old provider; growing them would mean rewriting every file).
+ */
+static int probe(struct ctl_migration *m, struct kms *kms, const struct volume_config *cfg)
+{
+	struct kms_context ctx;
+	uint8_t *dek = secmem_alloc(KMS_DEK_LEN), *back = secmem_alloc(KMS_DEK_LEN);
+	uint8_t *blob = malloc(KMS_MAX_BLOB);
+	size_t blob_len = 0, need;
+	uint32_t version;
+	struct layout l;
+	int rc = dek && back && blob ? 0 : -ENOMEM, code = CTL_OK;
+
+	memcpy(ctx.volume_uuid, cfg->uuid, sizeof(ctx.volume_uuid));
+	if (rc == 0)
+		rc = crypto_random(ctx.file_id, sizeof(ctx.file_id));
+	if (rc == 0)
+		rc = crypto_random(dek, KMS_DEK_LEN);
+	if (rc == 0)
+		rc = kms_wrap(kms, &ctx, dek, blob, KMS_MAX_BLOB, &blob_len, &version);
+	if (rc == 0)
+		rc = kms_unwrap(kms, &ctx, blob, blob_len, back);
+	if (rc == 0 && memcmp(dek, back, KMS_DEK_LEN) != 0)
+		rc = -EIO;
+	if (rc == -EOPNOTSUPP)
+		code = ctl_err(CTL_USAGE, "--to-kms %s: provider %s cannot wrap a key it did not "
+			       "make, so no volume can move to it", m->config, kms->ops->name);
+	else if (rc < 0)
+		code = ctl_err(CTL_KEY, "--to-kms %s: the new KMS failed a test wrap and unwrap: %s",
+			       m->config, kms_strerror(rc));
+	need = slot_size_for(strlen(kms->key_ref), blob_len);
+	layout_init(&l, cfg);
+	if (code == CTL_OK && cfg->placement == PLACEMENT_HEADER && need > l.slot_size)
+		code = ctl_err(CTL_USAGE, "--to-kms %s: a key record of %s needs a %zu-byte header "
+			       "slot, and this volume's are %u bytes: it cannot move there without "
+			       "rewriting every file (copy it into a new volume with envelopefsctl "
+			       "import instead)", m->config, kms->ops->name, need, l.slot_size);
+	if (code == CTL_OK && cfg->names_encrypted) {
+		int fd = open(m->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC), kfd = -1;
+
+		if (fd >= 0)
+			kfd = volkey_open(fd, O_RDONLY, &l);
+		if (kfd < 0)
+			code = ctl_err(CTL_FAILED, "%s/%s: cannot read the volume key file", m->backing,
+				       VOLKEY_NAME);
+		else if (need > l.slot_size)
+			code = ctl_err(CTL_USAGE, "--to-kms %s: a key record of %s needs a %zu-byte "
+				       "slot, and the volume key file's are %u bytes", m->config,
+				       kms->ops->name, need, l.slot_size);
+		if (kfd >= 0)
+			close(kfd);
+		if (fd >= 0)
+			close(fd);
+	}
+	secmem_free(dek, KMS_DEK_LEN);
+	secmem_free(back, KMS_DEK_LEN);
+	free(blob);
+	return code;
+}
+
+/* current_ref - the key reference of the volume's [kms] provider.  A CTL_* code. */
+static int current_ref(const struct ctl_migration *m, const struct volume_config *cfg, char *out)
+{
+	dictionary *settings = volume_kms_settings(cfg->ini, "kms");
+	struct kms *kms = NULL;
+	char err[1024];
+	int rc = settings ? kms_open(settings, &kms, err, sizeof(err)) : -ENOMEM;
+
+	if (settings)
+		iniparser_freedict(settings);
+	if (rc < 0)
+		return ctl_err(CTL_KEY, "%s: cannot open the volume's KMS: %s", m->backing,
+			       rc == -ENOMEM ? "out of memory" : err);
+	snprintf(out, KMS_MAX_REF + 1, "%s", kms->key_ref);
+	kms_close(kms);
+	return CTL_OK;
+}
+
+/* tell_daemon - have the mounted daemon re-read the configuration.  0 or -errno. */
+static int tell_daemon(const struct ctl_migration *m)
+{
+	int fd, rc = 0;
+
+	if (!m->mountpoint)
+		return 0;
+	fd = open(m->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, ENVELOPEFS_IOC_RELOAD_KMS) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* write_config - [kms] from @kms's "kms" section, [kms_previous] from @previous.  A CTL_* code. */
+static int write_config(const struct ctl_migration *m, const struct volume_config *cfg,
+			const dictionary *kms, const dictionary *previous)
+{
+	int rc = volume_config_replace(m->conf, cfg, kms, previous);
+
+	return rc < 0 ? ctl_err(CTL_FAILED, "cannot replace %s: %s", m->conf, strerror(-rc))
+		      : CTL_OK;
+}
+
+/* begin - record the migration in the configuration and tell the daemon.  A CTL_* code. */
+static int begin(struct ctl_migration *m, struct volume_config *cfg)
+{
+	dictionary *old = volume_kms_settings(cfg->ini, "kms");
+	int code, rc;
+
+	if (!old)
+		return ctl_err(CTL_FAILED, "out of memory");
+	code = write_config(m, cfg, m->target, old);
+	if (code == CTL_OK) {
+		m->started = true;
+		rc = tell_daemon(m);
+		if (rc < 0) {
+			/* Nothing has moved yet: put the volume back as it was. */
+			code = write_config(m, cfg, old, NULL);
+			if (code == CTL_OK)
+				tell_daemon(m);
+			code = ctl_err(CTL_KEY, "the daemon of %s cannot use the new KMS (%s; its "
+				       "log says why: e.g. credentials missing from its environment); "
+				       "nothing was changed", m->mountpoint, strerror(-rc));
+		}
+	}
+	iniparser_freedict(old);
+	return code;
+}
+
+int ctl_migrate_start(struct ctl_migration *m)
+{
+	struct volume_config cfg;
+	struct kms *kms = NULL;
+	char err[1024], ref[KMS_MAX_REF + 1];
+	bool migrating;
+	int code, rc;
+
+	snprintf(m->conf, sizeof(m->conf), "%s/%s", m->backing, VOLUME_CONFIG_NAME);
+	code = check_config_file(m->config, &m->target);
+	if (code != CTL_OK)
+		return code;
+	rc = volume_config_load(m->conf, &cfg, err, sizeof(err));
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "%s", err);
+	migrating = iniparser_find_entry(cfg.ini, VOLUME_KMS_PREVIOUS) != 0;
+	if (volume_kms_same(cfg.ini, "kms", m->target, "kms") && !migrating) {
+		fprintf(stderr, "envelopefsctl rotate: %s already uses the KMS of %s: nothing to "
+			"move\n", m->backing, m->config);
+		m->nothing_to_do = true;
+		volume_config_free(&cfg);
+		return CTL_OK;
+	}
+	if (migrating && !volume_kms_same(cfg.ini, "kms", m->target, "kms")) {
+		volume_config_free(&cfg);
+		return ctl_err(CTL_USAGE, "%s is moving to another KMS (its [kms], with the old one "
+			       "in [%s]): finish that first by running rotate --to-kms again with "
+			       "the configuration it was started with", m->backing,
+			       VOLUME_KMS_PREVIOUS);
+	}
+	rc = kms_open(m->target, &kms, err, sizeof(err));
+	if (rc < 0) {
+		volume_config_free(&cfg);
+		return ctl_err(rc == -EINVAL ? CTL_USAGE : CTL_KEY, "--to-kms %s: %s", m->config,
+			       err);
+	}
+	snprintf(m->target_ref, sizeof(m->target_ref), "%s", kms->key_ref);
+	code = probe(m, kms, &cfg);
+	kms_close(kms);
+	if (code == CTL_OK && !migrating) {
+		code = current_ref(m, &cfg, ref);
+		if (code == CTL_OK && strcmp(ref, m->target_ref) == 0)
+			code = ctl_err(CTL_USAGE, "--to-kms %s names the volume's own master key %s: "
+				       "nothing would move (a new version of the same key is a "
+				       "rotation: envelopefsctl rotate)", m->config, ref);
+		if (code == CTL_OK)
+			code = begin(m, &cfg);
+	} else if (code == CTL_OK) {
+		/* Resuming: the daemon may have been started before the migration was. */
+		rc = tell_daemon(m);
+		if (rc < 0)
+			code = ctl_err(CTL_KEY, "the daemon of %s cannot use the KMS of %s: %s",
+				       m->mountpoint, m->config, strerror(-rc));
+		else
+			fprintf(stderr, "envelopefsctl rotate: resuming the move of %s to %s\n",
+				m->backing, m->target_ref);
+	}
+	volume_config_free(&cfg);
+	return code;
+}
+
+int ctl_migrate_finish(struct ctl_migration *m)
+{
+	struct volume_config cfg;
+	dictionary *kms;
+	char err[1024];
+	int code, rc;
+
+	rc = volume_config_load(m->conf, &cfg, err, sizeof(err));
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "%s", err);
+	kms = volume_kms_settings(cfg.ini, "kms");
+	code = kms ? write_config(m, &cfg, kms, NULL) : ctl_err(CTL_FAILED, "out of memory");
+	if (kms)
+		iniparser_freedict(kms);
+	volume_config_free(&cfg);
+	if (code != CTL_OK)
+		return code;
+	rc = tell_daemon(m);
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "every record is under %s, but the daemon of %s did not "
+			       "reload its configuration (%s): remount it", m->target_ref,
+			       m->mountpoint, strerror(-rc));
+	fprintf(stderr, "envelopefsctl rotate: %s now uses only %s; the previous KMS is no "
+		"longer needed by it\n", m->backing, m->target_ref);
+	return CTL_OK;
+}
+
+void ctl_migrate_free(struct ctl_migration *m)
+{
+	if (m->target)
+		iniparser_freedict(m->target);
+	m->target = NULL;
+}
