@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,15 +155,72 @@ out:
 	return ret;
 }
 
+/*
+ * grow - give the key file slots of @slot_size bytes, holding its current
+ * record: a new file is written beside it, synced and renamed over it, so a
+ * crash leaves the old file or the new one, each with the same valid record.
+ * @fd: the key file (layout @l).  0 or -errno.
+ */
+static int grow(int backing_fd, int fd, const struct layout *l, uint32_t slot_size)
+{
+	struct key_record *rec = malloc(sizeof(*rec));
+	struct record_pos pos = {.seq = 0, .slot = -1};
+	struct layout big;
+	char tmp[sizeof(VOLKEY_NAME) + 16];
+	int tfd = -1, ret;
+
+	if (!rec)
+		return -ENOMEM;
+	ret = layout_read_record(l, fd, rec, NULL);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", VOLKEY_NAME);
+	unlinkat(backing_fd, tmp, 0); /* left by a crash: never the key file itself */
+	if (ret == 0) {
+		tfd = openat(backing_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		ret = tfd < 0 ? -errno : 0;
+	}
+	layout_for(slot_size, &big);
+	if (ret == 0)
+		ret = layout_write_record(&big, tfd, rec, &pos);
+	if (ret == 0 && fsync(tfd) < 0)
+		ret = -errno;
+	if (ret == 0 && renameat(backing_fd, tmp, backing_fd, VOLKEY_NAME) < 0)
+		ret = -errno;
+	if (ret == 0 && fsync(backing_fd) < 0)
+		ret = -errno;
+	if (tfd >= 0) {
+		close(tfd);
+		if (ret < 0)
+			unlinkat(backing_fd, tmp, 0);
+	}
+	free(rec);
+	return ret;
+}
+
+/* One re-wrap of the volume key at a time: a growth renames the file under a writer's fd. */
+static pthread_mutex_t rewrap_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int volkey_rewrap(int backing_fd, const struct volume_config *cfg, const struct kms_pair *keys,
 		  struct rewrap_result *res)
 {
+	uint32_t need = (uint32_t)slot_size_for(strlen(keys->current->key_ref),
+						keys->current->max_blob_len);
 	struct layout l;
-	int fd = volkey_open(backing_fd, O_RDWR, &l), ret;
+	int fd, ret = 0;
 
-	if (fd < 0)
-		return fd;
-	ret = rewrap_file(&l, keys, cfg->uuid, fd, NULL, res);
-	close(fd);
+	pthread_mutex_lock(&rewrap_lock);
+	fd = volkey_open(backing_fd, O_RDWR, &l);
+	/* Moved to a KMS with larger blobs: the file (unlike a file's header) can grow. */
+	if (fd >= 0 && need > l.slot_size) {
+		ret = grow(backing_fd, fd, &l, need);
+		close(fd);
+		fd = ret < 0 ? ret : volkey_open(backing_fd, O_RDWR, &l);
+	}
+	if (fd >= 0) {
+		ret = rewrap_file(&l, keys, cfg->uuid, fd, NULL, res);
+		close(fd);
+	} else {
+		ret = fd;
+	}
+	pthread_mutex_unlock(&rewrap_lock);
 	return ret;
 }

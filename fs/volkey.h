@@ -44,7 +44,11 @@ int volkey_load(int backing_fd, const struct volume_config *cfg, const struct km
 
 /*
  * volkey_rewrap - move the volume key's record onto the current provider's
- * current master-key version (rewrap_file()'s return codes).
+ * current master-key version (rewrap_file()'s return codes).  When that
+ * provider's records need larger slots than the file has (a volume moving
+ * to another KMS), the file is first replaced by a larger one holding the
+ * same record (written beside it as VOLKEY_NAME.tmp, synced, renamed).
+ * The caller excludes other re-wraps of the volume key.
  */
 int volkey_rewrap(int backing_fd, const struct volume_config *cfg, const struct kms_pair *keys,
 		  struct rewrap_result *res);

@@ -38,7 +38,6 @@
 #include "crypto/record.h"
 #include "crypto/secmem.h"
 #include "fs/status.h"
-#include "fs/volkey.h"
 #include "tools/ctl.h"
 
 /* check_config_file - CONFIG holds one [kms] section of references only.  A CTL_* code. */
@@ -87,7 +86,8 @@ static int check_config_file(const char *path, dictionary **out)
 /*
  * probe - the new KMS wraps a random key for this volume and gives it back,
  * and its record fits the volume's header slots (they were sized at init
- * for the old provider; growing them would mean rewriting every file).
+ * for the old provider; growing them would mean rewriting every file —
+ * the volume key's file, alone, grows: see volkey_rewrap()).
  */
 static int probe(struct ctl_migration *m, struct kms *kms, const struct volume_config *cfg)
 {
@@ -123,23 +123,6 @@ static int probe(struct ctl_migration *m, struct kms *kms, const struct volume_c
 			       "slot, and this volume's are %u bytes: it cannot move there without "
 			       "rewriting every file (copy it into a new volume with envelopefsctl "
 			       "import instead)", m->config, kms->ops->name, need, l.slot_size);
-	if (code == CTL_OK && cfg->names_encrypted) {
-		int fd = open(m->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC), kfd = -1;
-
-		if (fd >= 0)
-			kfd = volkey_open(fd, O_RDONLY, &l);
-		if (kfd < 0)
-			code = ctl_err(CTL_FAILED, "%s/%s: cannot read the volume key file", m->backing,
-				       VOLKEY_NAME);
-		else if (need > l.slot_size)
-			code = ctl_err(CTL_USAGE, "--to-kms %s: a key record of %s needs a %zu-byte "
-				       "slot, and the volume key file's are %u bytes", m->config,
-				       kms->ops->name, need, l.slot_size);
-		if (kfd >= 0)
-			close(kfd);
-		if (fd >= 0)
-			close(fd);
-	}
 	secmem_free(dek, KMS_DEK_LEN);
 	secmem_free(back, KMS_DEK_LEN);
 	free(blob);

@@ -286,6 +286,15 @@ static int rewrap_path(struct rotation *r, const char *path)
 
 	if (!r->offline)
 		return daemon_ioctl(path, ENVELOPEFS_IOC_REWRAP);
+	if (volume_key_item(r, path)) {
+		/* Its file may have to grow for the new KMS: volkey_rewrap() knows how. */
+		fd = open(r->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		ret = volkey_rewrap(fd, &r->vol.cfg, &keys, &res);
+		close(fd);
+		return ret;
+	}
 	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;

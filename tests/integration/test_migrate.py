@@ -1,0 +1,317 @@
+"""Moving a live volume to another KMS: envelopefsctl rotate --to-kms CONFIG, on real mounts.
+
+Volumes start on the local keyring and move to a SoftHSM2 token (pkcs11) or to moto_server with
+signature checking (aws), while applications keep writing; the tool is killed midway and run
+again, the daemon is remounted mid-migration, and at the end the old keyring is deleted and the
+volume must still mount and read back every byte.  Broken CONFIGs must change nothing.
+"""
+import configparser
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mounts import CTL, Volume, get, put
+from test_kms_pkcs11 import KEY, MODULE, PIN, TOKEN, Token
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kmsd"))
+from aws_moto import AwsPeer  # noqa: E402
+
+KEY_XATTR = "trusted.envelopefs.key"
+P11_REF = f"pkcs11:token={TOKEN};object={KEY}"
+
+
+def ctl(*args, env=None):
+    return subprocess.run([str(CTL), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def write_config(path, settings):
+    path.write_text("[kms]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    return path
+
+
+def volume_config(v):
+    cp = configparser.ConfigParser()
+    cp.read(v.backing / "envelopefs.conf")
+    return cp
+
+
+def key_refs(v):
+    """Key reference of every record, by path relative to the mount ('.' is the volume key)."""
+    refs = {}
+    for root, dirs, files in os.walk(v.mnt):
+        for name in files + ([] if root != str(v.mnt) else ["."]):
+            p = os.path.normpath(os.path.join(root, name))
+            if os.path.islink(p):
+                continue
+            try:
+                refs[os.path.relpath(p, v.mnt)] = os.getxattr(p, KEY_XATTR).decode().split()[1]
+            except OSError:
+                pass  # an empty file (or the root of a plain-names volume) has no record
+    return refs
+
+
+def populate(m, n=40):
+    """Files of several sizes in a small tree, an empty file, a hard link, a symlink, an xattr."""
+    contents = {}
+    (m / "d" / "e").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rel = ["d", "d/e", "."][i % 3] + f"/file-{i}"
+        data = os.urandom([1, 100, 4096, 3 * 4096 + 5, 70000][i % 5])
+        put(m / rel, data)
+        contents[os.path.normpath(rel)] = data
+    put(m / "empty", b"")
+    contents["empty"] = b""
+    os.link(m / "d/file-0", m / "hardlink")
+    contents["hardlink"] = contents["d/file-0"]
+    os.symlink("d/file-0", m / "symlink")
+    os.setxattr(m / "d/file-0", "user.note", b"kept through the move")
+    return contents
+
+
+def check_contents(m, contents):
+    for rel, data in contents.items():
+        assert get(m / rel) == data, rel
+    assert os.readlink(m / "symlink") == "d/file-0"
+    assert os.getxattr(m / "d/file-0", "user.note") == b"kept through the move"
+
+
+class Writer:
+    """An application writing new files and rewriting old ones while the volume moves."""
+
+    def __init__(self, m):
+        self.m, self.written, self.errors = m, {}, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        (m / "live").mkdir()
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            rel = f"live/w{i}"
+            data = os.urandom(1000 + i % 9000)
+            try:
+                put(self.m / rel, data)
+                self.written[rel] = data
+            except OSError as e:
+                self.errors.append(f"{rel}: {e}")
+            i += 1
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def token(tmp_path):
+    t = Token(tmp_path)
+    t.keygen(f"{KEY}.1")
+    return t
+
+
+def p11_config(tmp_path, token):
+    pin = tmp_path / "user.pin"
+    pin.write_text(PIN + "\n")
+    pin.chmod(0o600)
+    return write_config(tmp_path / "to-pkcs11.ini", {
+        "provider": "pkcs11", "module": MODULE, "token_label": TOKEN, "key_label": KEY,
+        "pin_file": pin})
+
+
+def assert_finished(v, ref, provider):
+    """Every record under @ref, [kms_previous] gone, the daemon on the new KMS alone."""
+    refs = key_refs(v)
+    assert refs and set(refs.values()) == {ref}, refs
+    conf = volume_config(v)
+    assert conf["kms"]["provider"] == provider and "kms_previous" not in conf
+    status = v.status()["kms"]
+    assert status["key_ref"] == ref and "previous_key_ref" not in status
+
+
+@pytest.mark.parametrize("names", ["encrypted", "plain"])
+def test_local_to_pkcs11_live(tmp_path, token, names):
+    v = Volume(tmp_path, names=names)
+    mode = (v.backing / "envelopefs.conf").stat().st_mode
+    v.mount(env=token.env)  # the daemon finds the token through SOFTHSM2_CONF
+    try:
+        contents = populate(v.mnt)
+        old_ref = key_refs(v)["d/file-0"]
+        assert old_ref.startswith("local:")
+        config = p11_config(tmp_path, token)
+        with Writer(v.mnt) as w:
+            time.sleep(0.3)
+            cp = ctl("rotate", "--to-kms", config, "--json", v.mnt, env=token.env)
+            time.sleep(0.3)
+        assert cp.returncode == 0, cp.stderr
+        assert w.errors == [] and len(w.written) > 10
+        summary = json.loads(cp.stdout)
+        assert summary["target_key_ref"] == P11_REF and summary["failed"] == 0
+        assert summary["rewrapped"] >= len(contents) - 2  # the empty file and the hard link
+        assert_finished(v, P11_REF, "pkcs11")
+        assert (v.backing / "envelopefs.conf").stat().st_mode == mode
+        contents.update(w.written)
+        put(v.mnt / "after", b"written after the move")
+        contents["after"] = b"written after the move"
+        assert key_refs(v)["after"] == P11_REF
+        # Run again: nothing to do.
+        cp = ctl("rotate", "--to-kms", config, v.mnt, env=token.env)
+        assert cp.returncode == 0 and "nothing to move" in cp.stderr
+        # The old keyring is not needed any more.
+        v.keyring.unlink()
+        v.unmount()
+        v.mount(env=token.env)
+        check_contents(v.mnt, contents)
+        assert set(key_refs(v).values()) == {P11_REF}
+    finally:
+        v.unmount()
+
+
+def test_offline_local_to_pkcs11(tmp_path, token):
+    v = Volume(tmp_path, names="encrypted", placement="xattr")
+    v.mount()
+    contents = populate(v.mnt, 20)
+    v.unmount()
+    config = p11_config(tmp_path, token)
+    cp = ctl("rotate", "--to-kms", config, "--offline", v.backing, env=token.env)
+    assert cp.returncode == 0, cp.stderr
+    assert "kms_previous" not in volume_config(v)
+    v.keyring.unlink()
+    v.mount(env=token.env)
+    try:
+        check_contents(v.mnt, contents)
+        assert set(key_refs(v).values()) == {P11_REF}
+    finally:
+        v.unmount()
+
+
+@pytest.fixture(scope="module")
+def aws():
+    peer = AwsPeer()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def aws_env(aws, tmp_path):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=aws.access_key, AWS_SECRET_ACCESS_KEY=aws.secret,
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"))
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.pop("AWS_PROFILE", None)
+    return env
+
+
+def aws_config(tmp_path, aws, key_id=None, name="to-aws.ini", **extra):
+    return write_config(tmp_path / name, {
+        "provider": "aws", "key_id": key_id or aws.key_arn, "region": "us-east-1",
+        "endpoint": aws.endpoint, **extra})
+
+
+def test_local_to_aws_killed_and_remounted(tmp_path, aws, aws_env):
+    """kill -9 of the tool midway, a remount of the daemon mid-migration, then a rerun."""
+    v = Volume(tmp_path, names="encrypted", placement="xattr")
+    v.mount(env=aws_env)
+    try:
+        contents = populate(v.mnt, 150)
+        config = aws_config(tmp_path, aws)
+        tool = subprocess.Popen([str(CTL), "rotate", "--to-kms", str(config), "--max-rate", "40",
+                                 "--jobs", "2", str(v.mnt)], env=aws_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(2.0)
+        assert tool.poll() is None, tool.communicate()
+        tool.send_signal(signal.SIGKILL)
+        tool.wait()
+        refs = key_refs(v)
+        moved = [r for r in refs.values() if r.startswith("aws:")]
+        assert 0 < len(moved) < len(refs), "the kill was to land midway"
+        conf = volume_config(v)
+        assert conf["kms"]["provider"] == "aws" and conf["kms_previous"]["provider"] == "local"
+        assert v.status()["kms"]["previous_key_ref"].startswith("local:")
+        # New files go to the new KMS at once.
+        put(v.mnt / "mid", b"mid-migration")
+        contents["mid"] = b"mid-migration"
+        assert key_refs(v)["mid"].startswith("aws:")
+        # A daemon started mid-migration opens both providers: everything reads.
+        v.unmount()
+        v.mount(env=aws_env)
+        check_contents(v.mnt, contents)
+        cp = ctl("rotate", "--to-kms", config, v.mnt, env=aws_env)
+        assert cp.returncode == 0, cp.stderr
+        assert "resuming" in cp.stderr
+        ref = key_refs(v)["mid"]
+        assert_finished(v, ref, "aws")
+        v.keyring.unlink()
+        v.unmount()
+        v.mount(env=aws_env)
+        check_contents(v.mnt, contents)
+    finally:
+        v.unmount()
+
+
+def config_and_refs(v):
+    return (v.backing / "envelopefs.conf").read_bytes(), key_refs(v)
+
+
+def test_broken_configs_change_nothing(tmp_path, aws, aws_env, token):
+    v = Volume(tmp_path, names="encrypted")
+    v.mount(env={**aws_env, "SOFTHSM2_CONF": token.env["SOFTHSM2_CONF"]})
+    try:
+        populate(v.mnt, 10)
+        before = config_and_refs(v)
+        env = {**aws_env, "SOFTHSM2_CONF": token.env["SOFTHSM2_CONF"]}
+        cases = {
+            "unknown provider": (write_config(tmp_path / "a.ini", {"provider": "kmip"}),
+                                 "names no known provider"),
+            "unreachable": (aws_config(tmp_path, aws, name="down.ini",
+                                       endpoint="http://127.0.0.1:9/",
+                                       deadline_ms="1000", timeout_ms="300"),
+                            "KMS unavailable"),
+            "secret pin": (write_config(tmp_path / "b.ini", {
+                "provider": "pkcs11", "module": MODULE, "token_label": TOKEN, "key_label": KEY,
+                "pin": PIN}), "would put a secret"),
+            "secret token": (write_config(tmp_path / "c.ini", {
+                "provider": "vault", "key": "k", "token": "s.abc"}), "would put a secret"),
+            # The volume's 256-byte header slots cannot hold a record naming a full key ARN.
+            "slot too small": (aws_config(tmp_path, aws), "header slot"),
+            "two sections": (tmp_path / "d.ini", "exactly one section"),
+            "own key": (write_config(tmp_path / "e.ini", {
+                "provider": "local", "keyring": tmp_path / "keyring-copy",
+                "keyring_id": volume_config(v)["kms"]["keyring_id"]}), "own master key"),
+        }
+        (tmp_path / "d.ini").write_text("[kms]\nprovider = local\n[other]\nx = 1\n")
+        (tmp_path / "keyring-copy").write_bytes(v.keyring.read_bytes())
+        (tmp_path / "keyring-copy").chmod(0o600)
+        for name, (config, message) in cases.items():
+            t0 = time.monotonic()
+            cp = ctl("rotate", "--to-kms", config, v.mnt, env=env)
+            assert cp.returncode != 0, name
+            assert message in cp.stderr, (name, cp.stderr)
+            assert time.monotonic() - t0 < 20, name
+            assert config_and_refs(v) == before, name
+        assert "previous_key_ref" not in v.status()["kms"]
+        # A migration under way refuses another target.
+        good = aws_config(tmp_path, aws, key_id=aws.key_arn.split("/")[-1])
+        tool = subprocess.Popen([str(CTL), "rotate", "--to-kms", str(good), "--max-rate", "5",
+                                 str(v.mnt)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        time.sleep(1.5)
+        tool.send_signal(signal.SIGKILL)
+        tool.wait()
+        cp = ctl("rotate", "--to-kms", p11_config(tmp_path, token), v.mnt, env=env)
+        assert cp.returncode == 2 and "finish that first" in cp.stderr
+        cp = ctl("rotate", "--to-kms", good, v.mnt, env=env)
+        assert cp.returncode == 0, cp.stderr
+        assert set(key_refs(v).values()) == {"aws:us-east-1:" + aws.key_arn.split("/")[-1]}
+    finally:
+        v.unmount()
