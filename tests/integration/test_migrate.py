@@ -315,3 +315,34 @@ def test_broken_configs_change_nothing(tmp_path, aws, aws_env, token):
         assert set(key_refs(v).values()) == {"aws:us-east-1:" + aws.key_arn.split("/")[-1]}
     finally:
         v.unmount()
+
+
+def test_local_to_vault_live(tmp_path):
+    from vaultd import VaultServer
+    server = VaultServer(tmp_path / "vault")
+    server.create_key("vol", derived=True)
+    (tmp_path / "v").mkdir()
+    v = Volume(tmp_path / "v", names="encrypted")
+    v.mount()
+    try:
+        contents = populate(v.mnt, 30)
+        config = write_config(tmp_path / "to-vault.ini", {
+            "provider": "vault", "address": server.url, "key": "vol",
+            "token_file": server.token_file})
+        with Writer(v.mnt) as w:
+            time.sleep(0.2)
+            cp = ctl("rotate", "--to-kms", config, v.mnt)
+        assert cp.returncode == 0, cp.stderr
+        assert w.errors == []
+        contents.update(w.written)
+        assert_finished(v, "vault:transit/vol", "vault")
+        # Transit itself holds every DEK now: each record is a vault:v1: ciphertext it opens.
+        blob = (v.backing / "envelopefs.key").read_bytes()
+        assert b"vault:v1:" in blob
+        v.keyring.unlink()
+        v.unmount()
+        v.mount()
+        check_contents(v.mnt, contents)
+    finally:
+        v.unmount()
+        server.stop()
