@@ -267,17 +267,13 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
 		atomic_fetch_add(&fs->counters.integrity_errors, 1);
 		return -EIO;
 	}
-	if (ret == -ENOKEY) {
-		log_ratelimited(LOG_ERR, "inode %llu: key record names a master key that is not "
-					 "this volume's; not re-wrapped",
-				(unsigned long long)in->ino);
-		atomic_fetch_add(&fs->counters.key_errors, 1);
-		return -EIO;
-	}
-	if (ret == -EOVERFLOW) {
-		log_ratelimited(LOG_ERR, "inode %llu: the new KMS's key record does not fit the "
-					 "volume's %u-byte header slot; not re-wrapped",
-				(unsigned long long)in->ino, fs->layout.slot_size);
+	if (ret == -ENOKEY || ret == -EOVERFLOW) {
+		log_ratelimited(LOG_ERR, "inode %llu: not re-wrapped: %s",
+				(unsigned long long)in->ino,
+				ret == -ENOKEY ? "its key record names a master key that is not this "
+						 "volume's"
+					       : "the new KMS's key record does not fit the volume's "
+						 "header slot");
 		atomic_fetch_add(&fs->counters.key_errors, 1);
 		return -EIO;
 	}

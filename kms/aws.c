@@ -569,16 +569,28 @@ static int version_now(struct aws_kms *ak, uint64_t max_age_ms, uint32_t *versio
 
 /* ---- operations ---- */
 
+/* framed_answer - the answer's CiphertextBlob framed with version @v into @blob (kms errnos). */
+static int framed_answer(const struct json_doc *doc, uint32_t v, uint8_t *blob, size_t blob_cap,
+			 size_t *blob_len)
+{
+	uint8_t ct[AWS_MAX_CIPHERTEXT];
+	size_t ct_len;
+	int rc = get_b64(doc, "CiphertextBlob", ct, sizeof(ct), 0, &ct_len);
+
+	if (rc == 0)
+		rc = aws_blob_frame(v, ct, ct_len, blob, blob_cap, blob_len) < 0 ? -EIO : 0;
+	return rc;
+}
+
 static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t *dek,
 			uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
 {
 	struct aws_kms *ak = kms->priv;
-	uint8_t ct[AWS_MAX_CIPHERTEXT];
 	struct http_response resp;
 	struct json_doc *doc;
 	struct json_writer w;
 	char body[MAX_BODY];
-	size_t len, ct_len;
+	size_t len;
 	uint32_t v;
 	int rc;
 
@@ -600,9 +612,7 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 	if (rc == 0)
 		rc = get_b64(doc, "Plaintext", dek, KMS_DEK_LEN, KMS_DEK_LEN, NULL);
 	if (rc == 0)
-		rc = get_b64(doc, "CiphertextBlob", ct, sizeof(ct), 0, &ct_len);
-	if (rc == 0)
-		rc = aws_blob_frame(v, ct, ct_len, blob, blob_cap, blob_len) < 0 ? -EIO : 0;
+		rc = framed_answer(doc, v, blob, blob_cap, blob_len);
 	if (rc == 0)
 		*version = v;
 	else
@@ -621,12 +631,11 @@ static int aws_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_
 		    uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
 {
 	struct aws_kms *ak = kms->priv;
-	uint8_t ct[AWS_MAX_CIPHERTEXT];
 	struct http_response resp;
 	struct json_doc *doc = NULL;
 	struct json_writer w;
 	char *body = secmem_alloc(MAX_BODY), *b64 = secmem_alloc(B64_DEK_MAX);
-	size_t len, ct_len;
+	size_t len;
 	uint32_t v;
 	int rc = body && b64 ? version_now(ak, VERSION_TTL_MS, &v) : -ENOMEM;
 
@@ -648,9 +657,7 @@ static int aws_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_
 	if (rc == 0)
 		rc = aws_call(ak, "Encrypt", body, len, &resp, &doc);
 	if (rc == 0)
-		rc = get_b64(doc, "CiphertextBlob", ct, sizeof(ct), 0, &ct_len);
-	if (rc == 0)
-		rc = aws_blob_frame(v, ct, ct_len, blob, blob_cap, blob_len) < 0 ? -EIO : 0;
+		rc = framed_answer(doc, v, blob, blob_cap, blob_len);
 	if (rc == 0)
 		*version = v;
 	json_free(doc);
@@ -719,10 +726,8 @@ static int aws_rewrap(struct kms *kms, const struct kms_context *ctx, const uint
 		      size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len,
 		      uint32_t *version)
 {
-	uint8_t ct_new[AWS_MAX_CIPHERTEXT];
 	struct http_response resp;
 	struct json_doc *doc = NULL;
-	size_t new_len;
 	uint32_t v;
 	int rc;
 
@@ -733,9 +738,7 @@ static int aws_rewrap(struct kms *kms, const struct kms_context *ctx, const uint
 	/* ReEncrypt: the DEK is decrypted and re-encrypted inside KMS, never sent to us. */
 	rc = call_on_blob(kms->priv, true, ctx, blob, blob_len, &resp, &doc);
 	if (rc == 0)
-		rc = get_b64(doc, "CiphertextBlob", ct_new, sizeof(ct_new), 0, &new_len);
-	if (rc == 0)
-		rc = aws_blob_frame(v, ct_new, new_len, out, out_cap, out_len) < 0 ? -EIO : 0;
+		rc = framed_answer(doc, v, out, out_cap, out_len);
 	if (rc == 0)
 		*version = v;
 	json_free(doc);

@@ -10,18 +10,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from mounts import CTL, Volume, get, put
-from test_kms_pkcs11 import KEY, MODULE, PIN, TOKEN, Token
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kmsd"))
-from aws_moto import AwsPeer  # noqa: E402
+from test_kms_aws import aws, aws_env  # noqa: F401 (the moto peer and its credentials)
+from test_kms_pkcs11 import KEY, MODULE, PIN, TOKEN, token  # noqa: F401 (a SoftHSM2 token)
 
 KEY_XATTR = "trusted.envelopefs.key"
 P11_REF = f"pkcs11:token={TOKEN};object={KEY}"
@@ -114,13 +110,6 @@ class Writer:
         self.thread.join(timeout=30)
 
 
-@pytest.fixture
-def token(tmp_path):
-    t = Token(tmp_path)
-    t.keygen(f"{KEY}.1")
-    return t
-
-
 def p11_config(tmp_path, token):
     pin = tmp_path / "user.pin"
     pin.write_text(PIN + "\n")
@@ -194,22 +183,6 @@ def test_offline_local_to_pkcs11(tmp_path, token):
         assert set(key_refs(v).values()) == {P11_REF}
     finally:
         v.unmount()
-
-
-@pytest.fixture(scope="module")
-def aws():
-    peer = AwsPeer()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def aws_env(aws, tmp_path):
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=aws.access_key, AWS_SECRET_ACCESS_KEY=aws.secret,
-               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"))
-    env.pop("AWS_SESSION_TOKEN", None)
-    env.pop("AWS_PROFILE", None)
-    return env
 
 
 def aws_config(tmp_path, aws, key_id=None, name="to-aws.ini", **extra):
