@@ -260,7 +260,12 @@ int kms_keeper_reload(struct kms_keeper *k, const dictionary *ini, char *err, si
 	int ret;
 
 	pthread_mutex_lock(&k->reload_lock);
-	/* Only reloads change k->now, and they are serialised: reading it unlocked is safe. */
+	/*
+	 * Only reloads change k->now, serialised, and each returns only once no
+	 * stale set is left: while build() runs, the one live set is k->now,
+	 * which no put releases, so it may read k->now and the providers' counts
+	 * without the lock.
+	 */
 	ret = build(k, k->now, ini, &s, fresh, err, err_len);
 	if (ret < 0) {
 		pthread_mutex_unlock(&k->reload_lock);

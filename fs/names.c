@@ -149,7 +149,8 @@ long names_b64_decode(const char *in, uint8_t *out, size_t cap)
 static bool plain_reserved(bool in_root, const char *name)
 {
 	return in_root &&
-	       (strcmp(name, VOLUME_CONFIG_NAME) == 0 || strcmp(name, VOLUME_REKEY_DIR) == 0);
+	       (strcmp(name, VOLUME_CONFIG_NAME) == 0 || strcmp(name, VOLUME_REKEY_DIR) == 0 ||
+		strcmp(name, VOLUME_CONFIG_NAME VOLUME_CONFIG_TMP_SUFFIX) == 0);
 }
 
 /* Long entry name for the full encoded name @full. */

@@ -1378,7 +1378,7 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 	struct dek_pool_stats ps;
 	char uuid[37], backing[3 * PATH_MAX];
 	struct kms_remote_stats rs;
-	char service[256] = "", previous[KMS_MAX_REF + 32] = "";
+	char service[256] = "", previous[6 * KMS_MAX_REF + 32] = "", ref[6 * KMS_MAX_REF + 1];
 	const struct kms_set *set = kms_keeper_get(fs->keys);
 	struct kms *kms = set->keys.current;
 	uint32_t current = 0;
@@ -1387,10 +1387,10 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 	dekcache_get_stats(fs->cache, &cs);
 	dek_pool_get_stats(set->pool, &ps);
 	kms_remote_stats(kms, &rs);
-	/* Key references are printable ASCII without quotes or backslashes (record.h). */
-	if (set->keys.previous)
-		snprintf(previous, sizeof(previous), ",\"previous_key_ref\":\"%s\"",
-			 set->keys.previous->key_ref);
+	if (set->keys.previous) {
+		json_escape(set->keys.previous->key_ref, ref, sizeof(ref));
+		snprintf(previous, sizeof(previous), ",\"previous_key_ref\":\"%s\"", ref);
+	}
 	if (rs.remote)
 		snprintf(service, sizeof(service),
 			 ",\"service\":{\"calls\":%" PRIu64 ",\"retries\":%" PRIu64

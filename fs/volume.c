@@ -459,18 +459,20 @@ int volume_config_replace(const char *path, const struct volume_config *cfg,
 		return -EINVAL;
 	if (stat(path, &st) < 0)
 		return -errno;
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= sizeof(tmp))
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s%s", path, VOLUME_CONFIG_TMP_SUFFIX) >=
+	    sizeof(tmp))
 		return -ENAMETOOLONG;
 	rc = render(cfg, kms_settings, previous, &text, &len);
 	if (rc < 0)
 		return rc;
-	fd = mkostemp(tmp, O_CLOEXEC);
+	unlink(tmp); /* left by a crash in an earlier replacement */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = -errno;
 		free(text);
 		return rc;
 	}
-	/* The replacement keeps the file's mode and owner (mkostemp made it 0600). */
+	/* The replacement keeps the file's mode and owner. */
 	if (fchmod(fd, st.st_mode & 07777) < 0 ||
 	    (fchown(fd, st.st_uid, st.st_gid) < 0 && errno != EPERM))
 		rc = -errno;

@@ -42,6 +42,8 @@
  * has moved.
  */
 #define VOLUME_KMS_PREVIOUS "kms_previous"
+/* BACKING/VOLUME_CONFIG_NAME + this: a replacement being written (volume_config_replace). */
+#define VOLUME_CONFIG_TMP_SUFFIX ".tmp"
 
 enum record_placement {
 	PLACEMENT_HEADER,
@@ -78,7 +80,8 @@ int volume_config_write(const char *path, const struct volume_config *cfg,
 
 /*
  * volume_config_replace - rewrite the existing @path atomically: the new text
- * goes to a temporary file in the same directory (same mode and owner),
+ * goes to @path VOLUME_CONFIG_TMP_SUFFIX (same mode and owner; a stale one
+ * from a crash is removed first; the caller excludes other replacements),
  * fsynced, renamed over @path, and the directory fsynced, so a crash leaves
  * the old or the new configuration.  [kms] holds @kms_settings' "kms"
  * section; @previous (may be NULL) becomes [VOLUME_KMS_PREVIOUS].  0 or -errno.

@@ -132,8 +132,8 @@ int cmd_import(int argc, char **argv);
  */
 /*
  * Moving a volume to another KMS (rotate --to-kms; tools/ctl_migrate.c).
- * The caller fills @config, @backing (real path) and @mountpoint (NULL
- * offline).
+ * The caller fills @config, @backing (real path), @mountpoint (NULL
+ * offline) and, online, @current_ref.
  */
 struct ctl_migration {
 	const char *config;	/* CONFIG: the new provider's [kms] */
@@ -142,6 +142,7 @@ struct ctl_migration {
 	char conf[PATH_MAX + 32]; /* BACKING/envelopefs.conf */
 	dictionary *target;	/* CONFIG, loaded */
 	char target_ref[KMS_MAX_REF + 1];
+	char current_ref[KMS_MAX_REF + 1]; /* the volume's key, as the daemon says, or "" */
 	bool started;	    /* this run began the migration */
 	bool nothing_to_do; /* the volume already uses CONFIG's KMS alone */
 };

@@ -40,9 +40,14 @@
 #include "fs/status.h"
 #include "tools/ctl.h"
 
-/* check_config_file - CONFIG holds one [kms] section of references only.  A CTL_* code. */
-static int check_config_file(const char *path, dictionary **out)
+/*
+ * check_config_file - CONFIG holds one [kms] section of references only (and
+ * a local keyring outside @backing, as init wants it).  A CTL_* code.
+ */
+static int check_config_file(const char *path, const char *backing, dictionary **out)
 {
+	size_t blen = strlen(backing);
+	const char *keyring;
 	dictionary *ini;
 	const char **keys;
 	const char *provider;
@@ -75,6 +80,12 @@ static int check_config_file(const char *path, dictionary **out)
 				       "environment variable instead",
 				       path, keys[i] + 4, keys[i] + 4);
 	free(keys);
+	keyring = iniparser_getstring(ini, "kms:keyring", NULL);
+	if (code == CTL_OK && strcmp(provider, "local") == 0 && keyring &&
+	    (keyring[0] != '/' ||
+	     (strncmp(keyring, backing, blen) == 0 && (keyring[blen] == '/' || !keyring[blen]))))
+		code = ctl_err(CTL_USAGE, "--to-kms %s: the keyring %s must be an absolute path "
+			       "outside the backing directory %s", path, keyring, backing);
 	if (code != CTL_OK) {
 		iniparser_freedict(ini);
 		return code;
@@ -129,13 +140,23 @@ static int probe(struct ctl_migration *m, struct kms *kms, const struct volume_c
 	return code;
 }
 
-/* current_ref - the key reference of the volume's [kms] provider.  A CTL_* code. */
+/*
+ * current_ref - the key reference of the volume's [kms] provider: the
+ * daemon's word online, else from opening it.  A CTL_* code.
+ */
 static int current_ref(const struct ctl_migration *m, const struct volume_config *cfg, char *out)
 {
-	dictionary *settings = volume_kms_settings(cfg->ini, "kms");
+	dictionary *settings;
 	struct kms *kms = NULL;
 	char err[1024];
-	int rc = settings ? kms_open(settings, &kms, err, sizeof(err)) : -ENOMEM;
+	int rc;
+
+	if (m->current_ref[0]) {
+		snprintf(out, KMS_MAX_REF + 1, "%s", m->current_ref);
+		return CTL_OK;
+	}
+	settings = volume_kms_settings(cfg->ini, "kms");
+	rc = settings ? kms_open(settings, &kms, err, sizeof(err)) : -ENOMEM;
 
 	if (settings)
 		iniparser_freedict(settings);
@@ -208,7 +229,7 @@ int ctl_migrate_start(struct ctl_migration *m)
 	int code, rc;
 
 	snprintf(m->conf, sizeof(m->conf), "%s/%s", m->backing, VOLUME_CONFIG_NAME);
-	code = check_config_file(m->config, &m->target);
+	code = check_config_file(m->config, m->backing, &m->target);
 	if (code != CTL_OK)
 		return code;
 	rc = volume_config_load(m->conf, &cfg, err, sizeof(err));

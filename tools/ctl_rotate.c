@@ -918,6 +918,9 @@ int cmd_rotate(int argc, char **argv)
 		return CTL_OK; /* --help */
 	if (code != CTL_OK)
 		return code;
+	if (to_kms && keyring)
+		return ctl_err(CTL_USAGE, "--keyring does not combine with --to-kms (the volume's "
+			       "two KMS configurations name their own keyrings)");
 	if (to_kms) {
 		m.config = to_kms;
 		r.migration = &m;
@@ -963,6 +966,7 @@ int cmd_rotate(int argc, char **argv)
 			if (!realpath(backing, m.backing))
 				return ctl_err(CTL_FAILED, "%s: %s", backing, strerror(errno));
 			m.mountpoint = argv[optind];
+			snprintf(m.current_ref, sizeof(m.current_ref), "%s", r.target_ref);
 			code = ctl_migrate_start(&m);
 			/* The daemon now names the new KMS current. */
 			if (code == CTL_OK && !m.nothing_to_do)

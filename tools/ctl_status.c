@@ -148,6 +148,9 @@ static void print_human(const struct fields *f)
 	printf("volume     %s\n", field(f, "volume"));
 	printf("backing    %s\n", field(f, "backing"));
 	printf("kms        %s, master key %s\n", field(f, "kms.provider"), field(f, "kms.key_ref"));
+	if (strcmp(field(f, "kms.previous_key_ref"), "?") != 0)
+		printf("migrating  from master key %s (envelopefsctl rotate --to-kms)\n",
+		       field(f, "kms.previous_key_ref"));
 	printf("kms calls  generate %s, unwrap %s, rewrap %s, failures %s\n",
 	       field(f, "kms.generate"), field(f, "kms.unwrap"), field(f, "kms.rewrap"),
 	       field(f, "kms.failures"));

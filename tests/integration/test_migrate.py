@@ -139,6 +139,9 @@ def test_local_to_pkcs11_live(tmp_path, token, names):
         old_ref = key_refs(v)["d/file-0"]
         assert old_ref.startswith("local:")
         config = p11_config(tmp_path, token)
+        # What a crash while the configuration was being replaced leaves: hidden, then replaced.
+        (v.backing / "envelopefs.conf.tmp").write_text("[kms]\nprovider = junk\n")
+        assert "envelopefs.conf.tmp" not in os.listdir(v.mnt)
         with Writer(v.mnt) as w:
             time.sleep(0.3)
             cp = ctl("rotate", "--to-kms", config, "--json", v.mnt, env=token.env)
@@ -150,6 +153,7 @@ def test_local_to_pkcs11_live(tmp_path, token, names):
         assert summary["rewrapped"] >= len(contents) - 2  # the empty file and the hard link
         assert_finished(v, P11_REF, "pkcs11")
         assert (v.backing / "envelopefs.conf").stat().st_mode == mode
+        assert not (v.backing / "envelopefs.conf.tmp").exists()
         contents.update(w.written)
         put(v.mnt / "after", b"written after the move")
         contents["after"] = b"written after the move"
@@ -211,6 +215,8 @@ def test_local_to_aws_killed_and_remounted(tmp_path, aws, aws_env):
         conf = volume_config(v)
         assert conf["kms"]["provider"] == "aws" and conf["kms_previous"]["provider"] == "local"
         assert v.status()["kms"]["previous_key_ref"].startswith("local:")
+        cp = ctl("status", v.mnt)
+        assert "migrating  from master key local:" in cp.stdout, cp.stdout
         # New files go to the new KMS at once.
         put(v.mnt / "mid", b"mid-migration")
         contents["mid"] = b"mid-migration"
