@@ -155,6 +155,19 @@ out:
 	return ret;
 }
 
+/* fsync_dir - make the entries of the directory @dirfd durable; it may be O_PATH (the daemon's). */
+static int fsync_dir(int dirfd)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
 /*
  * grow - give the key file slots of @slot_size bytes, holding its current
  * record: a new file is written beside it, synced and renamed over it, so a
@@ -185,8 +198,8 @@ static int grow(int backing_fd, int fd, const struct layout *l, uint32_t slot_si
 		ret = -errno;
 	if (ret == 0 && renameat(backing_fd, tmp, backing_fd, VOLKEY_NAME) < 0)
 		ret = -errno;
-	if (ret == 0 && fsync(backing_fd) < 0)
-		ret = -errno;
+	if (ret == 0)
+		ret = fsync_dir(backing_fd);
 	if (tfd >= 0) {
 		close(tfd);
 		if (ret < 0)

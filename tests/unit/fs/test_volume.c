@@ -19,18 +19,23 @@ static const uint8_t uuid_bytes[16] = { 0x6f, 0x1c, 0x2b, 0x7e, 0x4a, 0x9d, 0x4e
 					0xb3, 0xc5, 0xd8, 0xe9, 0xf0, 0xa1, 0xb2, 0xc3 };
 static const char uuid_text[] = "6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3";
 
-static void write_text(const char *text)
+static void write_text_at(const char *path, const char *text)
 {
 	FILE *f;
 
-	unlink(conf);
-	f = fopen(conf, "w");
+	unlink(path);
+	f = fopen(path, "w");
 	if (!f) {
-		perror(conf);
+		perror(path);
 		exit(2);
 	}
 	fputs(text, f);
 	fclose(f);
+}
+
+static void write_text(const char *text)
+{
+	write_text_at(conf, text);
 }
 
 static void test_uuid(void)
@@ -242,6 +247,62 @@ static void test_not_a_file(void)
 	rmdir(conf);
 }
 
+/*
+ * A migration's replacement: [kms] and [kms_previous] written, read back and
+ * told apart; mode kept; no temporary file left; the previous section goes
+ * again when not given; a [kms_previous] without a provider is refused.
+ */
+static void test_replace_with_previous(void)
+{
+	struct volume_config cfg = { .format_version = 1, .block_size = 4096,
+				     .placement = PLACEMENT_XATTR };
+	struct volume_config got;
+	dictionary *old = kms_settings(), *target = dictionary_new(0), *back;
+	char err[512], tmp[160];
+	struct stat sb;
+
+	memcpy(cfg.uuid, uuid_bytes, 16);
+	iniparser_set(target, "kms", NULL);
+	iniparser_set(target, "kms:provider", "vault");
+	iniparser_set(target, "kms:key", "vol");
+	unlink(conf);
+	REQUIRE(volume_config_write(conf, &cfg, old) == 0);
+	REQUIRE(chmod(conf, 0640) == 0);
+	snprintf(tmp, sizeof(tmp), "%s%s", conf, VOLUME_CONFIG_TMP_SUFFIX);
+	write_text_at(tmp, "stale"); /* a crash's leftover is replaced, not an obstacle */
+	REQUIRE(volume_config_replace(conf, &cfg, target, old) == 0);
+	CHECK(access(tmp, F_OK) < 0);
+	REQUIRE(stat(conf, &sb) == 0);
+	CHECK_EQ_INT(sb.st_mode & 07777, 0640);
+	REQUIRE(volume_config_load(conf, &got, err, sizeof(err)) == 0);
+	CHECK(strcmp(iniparser_getstring(got.ini, "kms:provider", ""), "vault") == 0);
+	CHECK(strcmp(iniparser_getstring(got.ini, "kms_previous:keyring", ""),
+		     "/srv/keys/a;b #c.keyring") == 0);
+	CHECK(volume_kms_same(got.ini, "kms", target, "kms"));
+	CHECK(volume_kms_same(got.ini, VOLUME_KMS_PREVIOUS, old, "kms"));
+	CHECK(!volume_kms_same(got.ini, "kms", old, "kms"));
+	back = volume_kms_settings(got.ini, VOLUME_KMS_PREVIOUS);
+	REQUIRE(back != NULL);
+	CHECK(volume_kms_same(back, "kms", old, "kms"));
+	iniparser_freedict(back);
+	CHECK(volume_kms_settings(got.ini, "nosuch") == NULL);
+	volume_config_free(&got);
+	/* Finished: the previous section goes. */
+	REQUIRE(volume_config_replace(conf, &cfg, target, NULL) == 0);
+	REQUIRE(volume_config_load(conf, &got, err, sizeof(err)) == 0);
+	CHECK(iniparser_find_entry(got.ini, VOLUME_KMS_PREVIOUS) == 0);
+	volume_config_free(&got);
+	/* A previous section must name its provider. */
+	write_text("[volume]\nformat_version = 1\nuuid = 6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3\n"
+		   "block_size = 4096\nkey_records = xattr\n[kms]\nprovider = local\n"
+		   "[kms_previous]\nkeyring = /k\n");
+	CHECK_EQ_INT(volume_config_load(conf, &got, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "[kms_previous] provider is missing") != NULL);
+	iniparser_freedict(target);
+	iniparser_freedict(old);
+	unlink(conf);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/envfs-volume-test-XXXXXX");
@@ -251,6 +312,7 @@ int main(void)
 	umask(022);
 	RUN(test_uuid);
 	RUN(test_write_load);
+	RUN(test_replace_with_previous);
 	RUN(test_missing_file);
 	RUN(test_malformed_fields);
 	RUN(test_good_text);
