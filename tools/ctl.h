@@ -93,6 +93,12 @@ void ctl_volume_close(struct ctl_volume *v);
 bool ctl_backing_mounted(const char *backing);
 
 /*
+ * ctl_daemon_ioctl - issue the daemon's ioctl @request (fs/status.h) on
+ * @path in a mounted volume (a file, or the mount root).  0 or -errno.
+ */
+int ctl_daemon_ioctl(const char *path, unsigned long request);
+
+/*
  * ctl_secret_setting - does KMS setting @key name a secret itself rather
  * than where one is?  Settings land in the world-readable volume
  * configuration, so a token, PIN or password must come from a *_file or the

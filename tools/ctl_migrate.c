@@ -24,14 +24,10 @@
  * CONFIG while a migration is under way is refused.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "crypto/random.h"
@@ -171,17 +167,7 @@ static int current_ref(const struct ctl_migration *m, const struct volume_config
 /* tell_daemon - have the mounted daemon re-read the configuration.  0 or -errno. */
 static int tell_daemon(const struct ctl_migration *m)
 {
-	int fd, rc = 0;
-
-	if (!m->mountpoint)
-		return 0;
-	fd = open(m->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (ioctl(fd, ENVELOPEFS_IOC_RELOAD_KMS) < 0)
-		rc = -errno;
-	close(fd);
-	return rc;
+	return m->mountpoint ? ctl_daemon_ioctl(m->mountpoint, ENVELOPEFS_IOC_RELOAD_KMS) : 0;
 }
 
 /* write_config - [kms] from @kms's "kms" section, [kms_previous] from @previous.  A CTL_* code. */

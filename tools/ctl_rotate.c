@@ -263,8 +263,7 @@ static int file_key(struct rotation *r, const char *path, uint32_t *version, cha
 	return ret;
 }
 
-/* daemon_ioctl - ask the mounted daemon to re-wrap or re-key @path.  0 or -errno. */
-static int daemon_ioctl(const char *path, unsigned long request)
+int ctl_daemon_ioctl(const char *path, unsigned long request)
 {
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), ret = 0;
 
@@ -285,7 +284,7 @@ static int rewrap_path(struct rotation *r, const char *path)
 	int fd, ret;
 
 	if (!r->offline)
-		return daemon_ioctl(path, ENVELOPEFS_IOC_REWRAP);
+		return ctl_daemon_ioctl(path, ENVELOPEFS_IOC_REWRAP);
 	if (volume_key_item(r, path)) {
 		/* Its file may have to grow for the new KMS: volkey_rewrap() knows how. */
 		fd = open(r->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -317,7 +316,7 @@ static int rekey_path(struct rotation *r, const char *path)
 	int fd, ret;
 
 	if (!r->offline)
-		return daemon_ioctl(path, ENVELOPEFS_IOC_REKEY);
+		return ctl_daemon_ioctl(path, ENVELOPEFS_IOC_REKEY);
 	dek = secmem_alloc(KMS_DEK_LEN);
 	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	ret = fd < 0 ? -errno : dek ? rekey_file(&env, fd, NULL, dek, &res) : -ENOMEM;
