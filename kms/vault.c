@@ -3,6 +3,7 @@
  * The `vault` provider: HashiCorp Vault / OpenBao Transit (kms/vault.h).
  *
  *   generate         POST /v1/MOUNT/datakey/plaintext/KEY {"bits":256,"context":C}
+ *   wrap             POST /v1/MOUNT/encrypt/KEY           {"plaintext":base64(DEK),"context":C}
  *   unwrap           POST /v1/MOUNT/decrypt/KEY           {"ciphertext":B,"context":C}
  *   rewrap           POST /v1/MOUNT/rewrap/KEY            {"ciphertext":B,"context":C}
  *                    (Transit's own re-wrap: the DEK never leaves Vault)
@@ -521,6 +522,65 @@ static int vault_generate(struct kms *kms, const struct kms_context *ctx, uint8_
 	return rc;
 }
 
+/*
+ * wrap_body - {"plaintext": base64(@dek), "context": C} into @buf, which the
+ * caller allocates in secmem: the body holds the DEK.
+ */
+static int wrap_body(const struct kms_context *ctx, const uint8_t *dek, char *buf, size_t cap,
+		     size_t *len)
+{
+	char context[VAULT_CONTEXT_B64_LEN + 1];
+	char *plain = secmem_alloc(DEK_B64_LEN + 1);
+	struct json_writer w;
+	int rc;
+
+	if (!plain)
+		return -ENOMEM;
+	base64_encode(dek, KMS_DEK_LEN, plain, DEK_B64_LEN + 1);
+	vault_context_b64(ctx, context);
+	json_writer_init(&w, buf, cap);
+	json_write_object_begin(&w);
+	json_write_key(&w, "plaintext");
+	json_write_string(&w, plain);
+	json_write_key(&w, "context");
+	json_write_string(&w, context);
+	json_write_object_end(&w);
+	rc = json_writer_finish(&w, len);
+	secmem_free(plain, DEK_B64_LEN + 1);
+	return rc;
+}
+
+/*
+ * vault_wrap - Transit encrypt of the caller's DEK.  The blob is the same
+ * "vault:vN:..." ciphertext datakey/plaintext returns (same key, same
+ * derivation from the context), so unwrap and rewrap take it as they take a
+ * generated one.
+ */
+static int vault_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek,
+		      uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
+{
+	struct vault_kms *vk = kms->priv;
+	const size_t cap = 256;
+	char *body = secmem_alloc(cap);
+	struct vault_answer a;
+	size_t len;
+	int rc;
+
+	if (!body)
+		return -ENOMEM;
+	rc = wrap_body(ctx, dek, body, cap, &len);
+	if (rc < 0)
+		rc = rc == -ENOMEM ? -ENOMEM : -EIO;
+	else
+		rc = vault_call(vk, "POST", "encrypt", body, len, &a, NULL, 0);
+	secmem_free(body, cap);
+	if (rc < 0)
+		return rc;
+	rc = take_blob(&a, "data.ciphertext", blob, blob_cap, blob_len, version);
+	answer_free(&a);
+	return rc;
+}
+
 static int vault_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
 			size_t blob_len, uint8_t *dek)
 {
@@ -987,6 +1047,7 @@ const struct kms_ops kms_vault_ops = {
 	.open = vault_open,
 	.generate = vault_generate,
 	.unwrap = vault_unwrap,
+	.wrap = vault_wrap,
 	.rewrap = vault_rewrap,
 	.blob_version = vault_blob_version,
 	.current_version = vault_current_version,

@@ -2,7 +2,7 @@
 /*
  * The vault provider through kms.h against the Transit test server
  * (tests/kmsd/vault_transit.py, started here on a free port): generate,
- * unwrap and rewrap round trips, context binding, key versions, error
+ * unwrap and rewrap round trips, wrap of a caller's DEK (Transit encrypt), context binding, key versions, error
  * mapping (bad ciphertext, too new, too old, wrong token, non-derived key)
  * and re-wraps from many threads at once, which the provider batches — each
  * caller must get its own result, failures included.
@@ -163,9 +163,9 @@ static void test_provider(void)
 	struct job jobs[THREADS * ROUNDS];
 	pthread_t threads[THREADS];
 	uint8_t *dek = secmem_alloc(KMS_DEK_LEN), *again = secmem_alloc(KMS_DEK_LEN);
-	uint8_t blob[KMS_MAX_BLOB], bad[KMS_MAX_BLOB];
+	uint8_t blob[KMS_MAX_BLOB], bad[KMS_MAX_BLOB], wrapped[KMS_MAX_BLOB];
 	char err[512], wrong_token[300];
-	size_t len;
+	size_t len, wrapped_len, bad_len;
 	uint32_t v = 0;
 	int i, r;
 
@@ -202,6 +202,16 @@ static void test_provider(void)
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx, bad, len, again), -ENOENT);
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx, (const uint8_t *)"local:v1:AAAA", 13, again), -EBADMSG);
 
+	/* wrap: the caller's DEK through Transit encrypt, a blob like a generated one. */
+	memset(dek, 0x3c, KMS_DEK_LEN);
+	REQUIRE(kms_wrap(kms, &ctx, dek, wrapped, sizeof(wrapped), &wrapped_len, &v) == 0);
+	CHECK(v == 1 && wrapped_len <= VAULT_MAX_BLOB && memcmp(wrapped, "vault:v1:", 9) == 0);
+	CHECK(kms_blob_version(kms, wrapped, wrapped_len, &v) == 0 && v == 1);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, wrapped, wrapped_len, again), 0);
+	CHECK(memcmp(dek, again, KMS_DEK_LEN) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &other, wrapped, wrapped_len, again), -EBADMSG);
+	CHECK(kms->counters.wrap == 1);
+
 	/* Blobs under version 1 for every job, then a rotation: seen at once, never stale. */
 	for (i = 0; i < THREADS * ROUNDS; i++) {
 		jobs[i].n = i;
@@ -234,6 +244,15 @@ static void test_provider(void)
 		CHECK_EQ_INT(kms_unwrap(kms, &ctx, j->blob, j->len, again), 0);
 		CHECK(memcmp(again, j->dek, KMS_DEK_LEN) == 0);
 	}
+
+	/* The wrapped blob re-wraps like a generated one; a new wrap takes the new version. */
+	context_for(&ctx, 1);
+	CHECK_EQ_INT(kms_rewrap(kms, &ctx, wrapped, wrapped_len, bad, sizeof(bad), &bad_len, &v), 0);
+	CHECK(v == 2 && memcmp(bad, "vault:v2:", 9) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, bad, bad_len, again), 0);
+	CHECK(memcmp(again, dek, KMS_DEK_LEN) == 0);
+	CHECK_EQ_INT(kms_wrap(kms, &ctx, dek, wrapped, sizeof(wrapped), &wrapped_len, &v), 0);
+	CHECK(v == 2 && memcmp(wrapped, "vault:v2:", 9) == 0);
 
 	/* Version 1 retired by policy: "too old" is -ENOENT, for unwrap and rewrap alike. */
 	REQUIRE(admin(http, "/v1/transit/keys/k/config", "{\"min_decryption_version\":2}") == 200);
