@@ -18,6 +18,7 @@
 
 #include "check.h"
 #include "crypto/secmem.h"
+#include "kms/dekpool.h"
 #include "kms/http.h"
 #include "kms/json.h"
 #include "kms/kms.h"
@@ -374,6 +375,63 @@ static void test_batches(void)
 	secmem_free(outs, MANY * KMS_DEK_LEN);
 }
 
+#define POOL_KEYS 32
+
+/*
+ * The DEK pool over Vault: refills draw DEKs from our CSPRNG and wrap them in
+ * batches (Transit encrypt, up to 16 a call), never datakey; every key
+ * unwraps under its own context only.
+ */
+static void test_pool_wraps_in_batches(void)
+{
+	struct http_settings hs = { 0 };
+	struct http_client *http;
+	struct dek_pool *pool = NULL;
+	struct dek_pool_stats st;
+	struct fresh_key key;
+	struct kms_context ctx;
+	struct kms *kms = NULL;
+	uint8_t *dek = secmem_alloc(KMS_DEK_LEN), *out = secmem_alloc(KMS_DEK_LEN);
+	const uint8_t volume[16] = { 1, 2, 3 };
+	int64_t datakey_before, encrypt_before, items_before;
+	char err[512];
+	int i;
+
+	REQUIRE(dek && out);
+	REQUIRE(http_client_new(&hs, &http, err, sizeof(err)) == 0);
+	REQUIRE(admin(http, "/v1/transit/keys/pool", "{\"derived\":true}") == 200);
+	REQUIRE(open_vault("pool", token_path, &kms, err, sizeof(err)) == 0);
+	datakey_before = server_stat(http, "datakey");
+	encrypt_before = server_stat(http, "encrypt");
+	items_before = server_stat(http, "encrypt_items");
+	REQUIRE(dek_pool_create(kms, volume, POOL_KEYS, &pool) == 0);
+	for (i = 0; i < 400; i++) {
+		dek_pool_get_stats(pool, &st);
+		if (st.entries == POOL_KEYS)
+			break;
+		usleep(10000);
+	}
+	CHECK(st.entries == POOL_KEYS);
+	CHECK(server_stat(http, "datakey") == datakey_before);
+	CHECK(server_stat(http, "encrypt_items") - items_before == POOL_KEYS);
+	CHECK(server_stat(http, "encrypt") - encrypt_before == POOL_KEYS / 16);
+	memcpy(ctx.volume_uuid, volume, 16);
+	for (i = 0; i < 3; i++) {
+		REQUIRE(dek_pool_take(pool, &key, dek) == 0);
+		CHECK(key.version == 1 && memcmp(key.blob, "vault:v1:", 9) == 0);
+		memcpy(ctx.file_id, key.file_id, 16);
+		CHECK_EQ_INT(kms_unwrap(kms, &ctx, key.blob, key.blob_len, out), 0);
+		CHECK(memcmp(out, dek, KMS_DEK_LEN) == 0);
+		ctx.file_id[3] ^= 1;
+		CHECK_EQ_INT(kms_unwrap(kms, &ctx, key.blob, key.blob_len, out), -EBADMSG);
+	}
+	dek_pool_destroy(pool);
+	kms_close(kms);
+	http_client_free(http);
+	secmem_free(dek, KMS_DEK_LEN);
+	secmem_free(out, KMS_DEK_LEN);
+}
+
 struct timed_job {
 	struct job job;
 	int64_t elapsed_ms;
@@ -449,6 +507,7 @@ int main(void)
 	server_start();
 	RUN(test_provider);
 	RUN(test_batches);
+	RUN(test_pool_wraps_in_batches);
 	RUN(test_queue_wait_is_bounded);
 	server_stop();
 	return check_summary();
