@@ -21,6 +21,7 @@
 #include "kms/kms.h"
 #include "layout.h"
 #include "names.h"
+#include "prefetch.h"
 #include "volume.h"
 
 /* Daemon settings: `-o config=FILE` (INI [daemon] section), see README. */
@@ -33,6 +34,7 @@ struct envfs_settings {
 	unsigned read_ahead_kb;	  /* read_ahead_kb: kernel read-ahead window, 0 = kernel's */
 	int log_level;		  /* log_level: error|warning|notice|info|debug */
 	int dek_pool;		  /* dek_pool: new-file keys made ahead; -1 = auto */
+	int prefetch;		  /* prefetch: unwrap listed files' DEKs ahead; -1 = auto, 0, 1 */
 };
 
 /* The automatic dek_pool: none for the local keyring, this many for a remote KMS. */
@@ -58,6 +60,7 @@ struct envfs {
 	struct layout layout;
 	struct kms *kms;
 	struct dek_pool *pool; /* keys for new files */
+	struct prefetch *prefetch; /* DEKs of listed files unwrapped ahead; NULL when off */
 	struct dekcache *cache;
 	struct names *names; /* name, symlink and xattr codec */
 	struct inode_table *inodes;

@@ -3,11 +3,17 @@
 #include "filekey.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "crypto/secmem.h"
 #include "log.h"
+
+/* How long a prefetch's "KMS unavailable" answers an open of the same file. */
+#define PREFETCH_ERR_REUSE_MS 1000
 
 /* Read the record of @in; corrupt records are logged and become -EIO. */
 static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec)
@@ -145,6 +151,28 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 	return 0;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * prefetch_just_failed - whether a prefetch found the KMS unavailable for
+ * @in moments ago (an open that waited for it on the key lock); consumes the
+ * note.  The open then fails at once: asking again would double its wait,
+ * past the KMS deadline.  Key lock held.
+ */
+static bool prefetch_just_failed(struct inode *in)
+{
+	bool recent = in->prefetch_err && now_ms() - in->prefetch_failed_ms < PREFETCH_ERR_REUSE_MS;
+
+	in->prefetch_err = 0;
+	return recent;
+}
+
 int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 {
 	struct key_record *rec, *missed;
@@ -164,7 +192,9 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (rec == missed)
+	if (rec == missed && prefetch_just_failed(in))
+		ret = key_failure(fs, in, "cannot unwrap the data key", -EAGAIN);
+	else if (rec == missed)
 		ret = unwrap_record(fs, in, rec, dek);
 	else if ((ret = read_record(fs, in, fd, rec)) == -ENODATA && create)
 		ret = create_record(fs, in, fd, rec, dek);
@@ -179,6 +209,58 @@ out:
 	pthread_mutex_unlock(&in->key_lock);
 	secmem_free(dek, KMS_DEK_LEN);
 	free(rec);
+	return ret;
+}
+
+int filekey_prefetch_prepare(struct envfs *fs, struct inode *in, struct key_record *rec)
+{
+	char path[64];
+	int fd, ret;
+
+	if (pthread_mutex_trylock(&in->key_lock) != 0)
+		return -EBUSY;
+	/* An open file loads its own key (its first open read the record). */
+	ret = -EALREADY;
+	if (in->opens > 0 || in->dek)
+		goto fail;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = layout_read_record(&fs->layout, fd, rec, NULL);
+	close(fd);
+	if (ret == 0 && ((rec->flags & RECORD_FLAG_REKEYING) ||
+			 strcmp(rec->key_ref, fs->kms->key_ref) != 0))
+		ret = -EIO;
+	else if (ret == 0 && dekcache_holds(fs->cache, in->dev, in->ino, rec->file_id))
+		ret = -EALREADY;
+	if (ret == 0)
+		return 0;
+fail:
+	pthread_mutex_unlock(&in->key_lock);
+	return ret == -EBADMSG ? -EIO : ret;
+}
+
+int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key_record *rec,
+			    const uint8_t *dek, int unwrap_rc)
+{
+	struct dek_entry *e;
+	int ret = unwrap_rc;
+
+	if (ret == 0 && record_check_mac(rec, dek, fs->cfg.uuid) != 0)
+		ret = -EBADMSG;
+	if (ret == 0)
+		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
+				      dek, &e);
+	if (ret == 0)
+		dekcache_put(fs->cache, e);
+	if (ret == -EAGAIN) {
+		in->prefetch_err = ret;
+		in->prefetch_failed_ms = now_ms();
+	}
+	pthread_mutex_unlock(&in->key_lock);
 	return ret;
 }
 

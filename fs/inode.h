@@ -44,6 +44,11 @@ struct inode {
 	 * first read or write unwraps it without reading it again. */
 	struct key_record *missed_record;
 	unsigned opens;
+	/* A prefetch of this file's DEK found the KMS unavailable (-EAGAIN) at
+	 * prefetch_failed_ms (monotonic): an open that waited for that prefetch
+	 * takes its answer instead of asking the KMS a second time (filekey.c). */
+	int prefetch_err;
+	int64_t prefetch_failed_ms;
 
 	/* Encrypted-name volumes, guarded by key_lock.  A directory's ID is
 	 * read once: it never changes, and travels with the directory.  A
