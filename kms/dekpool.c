@@ -141,8 +141,24 @@ static void drop_older(struct dek_pool *pool, uint32_t version)
 }
 
 /*
+ * wants_refill - whether the pool, counting the keys being made, is short
+ * enough for a refill: by one key, or when the KMS wraps in batches by a
+ * whole batch (or the whole pool, if smaller), so that a burst of creates
+ * costs one KMS call per REFILL_BATCH keys and not one per key taken.
+ * Lock held.
+ */
+static bool wants_refill(const struct dek_pool *pool)
+{
+	unsigned step = pool->wrap_batches ? REFILL_BATCH : 1;
+
+	if (step > pool->capacity)
+		step = pool->capacity;
+	return pool->count + pool->in_flight + step <= pool->capacity;
+}
+
+/*
  * wait_a_while - sleep up to @seconds, lock held.  @until_short: return early
- * when the pool, with the keys in flight, falls below capacity (a take);
+ * when the pool, with the keys in flight, is short enough for a refill;
  * otherwise only stop ends the wait early, so a failing KMS sees at most one
  * refill attempt per back-off period however many files are being created.
  */
@@ -152,7 +168,7 @@ static void wait_a_while(struct dek_pool *pool, time_t seconds, bool until_short
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += seconds;
-	while (!pool->stop && !(until_short && pool->count + pool->in_flight < pool->capacity))
+	while (!pool->stop && !(until_short && wants_refill(pool)))
 		if (pthread_cond_timedwait(&pool->wake, &pool->lock, &deadline) == ETIMEDOUT)
 			break;
 }
@@ -182,10 +198,10 @@ static void *refill(void *arg)
 			wait_a_while(pool, pool->retry_at - now, false);
 			continue;
 		}
-		if (pool->count + pool->in_flight >= pool->capacity) {
+		if (!wants_refill(pool)) {
 			wait_a_while(pool, DEK_POOL_VERSION_CHECK, true);
 			now = time(NULL);
-			if (pool->stop || pool->count + pool->in_flight < pool->capacity ||
+			if (pool->stop || wants_refill(pool) ||
 			    now - pool->last_check < DEK_POOL_VERSION_CHECK)
 				continue;
 			pool->last_check = now;

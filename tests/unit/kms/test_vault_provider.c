@@ -379,8 +379,8 @@ static void test_batches(void)
 
 /*
  * The DEK pool over Vault: refills draw DEKs from our CSPRNG and wrap them in
- * batches (Transit encrypt, up to 16 a call), never datakey; every key
- * unwraps under its own context only.
+ * batches (Transit encrypt, 16 a call, also when keys are taken one by one),
+ * never datakey; every key unwraps under its own context only.
  */
 static void test_pool_wraps_in_batches(void)
 {
@@ -416,15 +416,26 @@ static void test_pool_wraps_in_batches(void)
 	CHECK(server_stat(http, "encrypt_items") - items_before == POOL_KEYS);
 	CHECK(server_stat(http, "encrypt") - encrypt_before == POOL_KEYS / 16);
 	memcpy(ctx.volume_uuid, volume, 16);
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 16; i++) {
 		REQUIRE(dek_pool_take(pool, &key, dek) == 0);
 		CHECK(key.version == 1 && memcmp(key.blob, "vault:v1:", 9) == 0);
+		if (i >= 3)
+			continue;
 		memcpy(ctx.file_id, key.file_id, 16);
 		CHECK_EQ_INT(kms_unwrap(kms, &ctx, key.blob, key.blob_len, out), 0);
 		CHECK(memcmp(out, dek, KMS_DEK_LEN) == 0);
 		ctx.file_id[3] ^= 1;
 		CHECK_EQ_INT(kms_unwrap(kms, &ctx, key.blob, key.blob_len, out), -EBADMSG);
 	}
+	/* Sixteen keys taken, one at a time: refilled by one more request, not sixteen. */
+	for (i = 0; i < 400; i++) {
+		dek_pool_get_stats(pool, &st);
+		if (st.entries == POOL_KEYS)
+			break;
+		usleep(10000);
+	}
+	CHECK(st.entries == POOL_KEYS);
+	CHECK(server_stat(http, "encrypt") - encrypt_before == POOL_KEYS / 16 + 1);
 	dek_pool_destroy(pool);
 	kms_close(kms);
 	http_client_free(http);
