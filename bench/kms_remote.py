@@ -12,7 +12,8 @@ Volumes, all in the same run, interleaved (each rep mounts them in turn):
   vault-noprefetch  the same with [daemon] prefetch = false
   vault-nopool      the same with [daemon] dek_pool = 0
   vault-before      --compare-build's daemon and tools (e.g. a release build of an older commit), defaults
-Rows (medians of R runs):
+The order of the volumes turns with each rep.  Rows (medians of R runs, and the medians of the per-rep
+ratios to the local volume, which the machine's load moves less):
   untar      tar -xf of N small files (1..8 KiB, 20 directories) into the mount, then sync
   read-seq   after a remount (DEK cache empty) and drop_caches: tar -cf /dev/null of the tree (one cold open each)
   read-par8  the same with 8 reader threads
@@ -142,7 +143,10 @@ def main():
             if args.compare_build:
                 vols["vault-before"] = Mounted(pathlib.Path(args.compare_build), work / f"vaultb{rep}",
                                                vault_init)
-            for name, v in vols.items():
+            # The order turns each rep, so no volume always runs first (or after the same one).
+            order = list(vols.items())
+            order = order[rep % len(order):] + order[:rep % len(order)]
+            for name, v in order:
                 v.mount()
                 try:
                     rows.setdefault(("untar", name), []).append(timed(lambda: (
@@ -198,6 +202,18 @@ def print_rows(args, rows):
         line += "".join(f"{med[n] / lo:22.2f}" if n in med and lo else f"{'-':>22}"
                         for n in names if n != "local")
         print(line)
+    print("per-rep ratios to local (same rep), median [min..max]:")
+    for row in ("untar", "read-seq", "read-par8"):
+        lo = rows.get((row, "local"))
+        if not lo:
+            continue
+        parts = []
+        for n in names:
+            if n == "local" or not rows.get((row, n)):
+                continue
+            ratios = [x / l for x, l in zip(rows[(row, n)], lo)]
+            parts.append(f"{n} {statistics.median(ratios):.2f} [{min(ratios):.2f}..{max(ratios):.2f}]")
+        print(f"  {row:10} " + ", ".join(parts))
     for (row, name), samples in sorted(rows.items()):
         print(f"  samples {row} {name}: " + " ".join(f"{x:.2f}" for x in samples))
 

@@ -7,13 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "crypto/secmem.h"
 #include "log.h"
 
-/* How long a prefetch's "KMS unavailable" answers an open of the same file. */
-#define PREFETCH_ERR_REUSE_MS 1000
+/* How long an unwrap's "KMS unavailable" answers the next reads of the same file. */
+#define UNAVAILABLE_REUSE_MS 1000
 
 /* Read the record of @in; corrupt records are logged and become -EIO. */
 static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec)
@@ -124,6 +125,34 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 	return layout_write_record(&fs->layout, fd, rec, &pos);
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* note_unavailable - an unwrap for @in found the KMS unavailable just now.  Key lock held. */
+static void note_unavailable(struct inode *in)
+{
+	in->kms_unavailable = true;
+	in->unavailable_ms = now_ms();
+}
+
+/*
+ * kms_just_unavailable - whether an unwrap for @in found the KMS unavailable
+ * less than UNAVAILABLE_REUSE_MS ago: a prefetch that an open waited for on
+ * the key lock, or the read the kernel is now retrying (a failed read is
+ * tried again, read-ahead then the read itself).  The read then fails at
+ * once: asking again would double its wait, past the KMS deadline.  Key
+ * lock held.
+ */
+static bool kms_just_unavailable(const struct inode *in)
+{
+	return in->kms_unavailable && now_ms() - in->unavailable_ms < UNAVAILABLE_REUSE_MS;
+}
+
 /* Unwrap the DEK of an existing record and authenticate the record with it. */
 static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_record *rec,
 			 uint8_t *dek)
@@ -139,7 +168,11 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 		return -EIO;
 	}
 	context_of(fs, rec->file_id, &ctx);
+	if (kms_just_unavailable(in))
+		return key_failure(fs, in, "cannot unwrap the data key", -EAGAIN);
 	ret = kms_unwrap(fs->kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
+	if (ret == -EAGAIN)
+		note_unavailable(in);
 	if (ret < 0)
 		return key_failure(fs, in, "cannot unwrap the data key", ret);
 	if (record_check_mac(rec, dek, fs->cfg.uuid) != 0) {
@@ -149,28 +182,6 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 		return -EIO;
 	}
 	return 0;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/*
- * prefetch_just_failed - whether a prefetch found the KMS unavailable for
- * @in moments ago (an open that waited for it on the key lock); consumes the
- * note.  The open then fails at once: asking again would double its wait,
- * past the KMS deadline.  Key lock held.
- */
-static bool prefetch_just_failed(struct inode *in)
-{
-	bool recent = in->prefetch_err && now_ms() - in->prefetch_failed_ms < PREFETCH_ERR_REUSE_MS;
-
-	in->prefetch_err = 0;
-	return recent;
 }
 
 int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
@@ -192,9 +203,7 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (rec == missed && prefetch_just_failed(in))
-		ret = key_failure(fs, in, "cannot unwrap the data key", -EAGAIN);
-	else if (rec == missed)
+	if (rec == missed)
 		ret = unwrap_record(fs, in, rec, dek);
 	else if ((ret = read_record(fs, in, fd, rec)) == -ENODATA && create)
 		ret = create_record(fs, in, fd, rec, dek);
@@ -247,6 +256,7 @@ int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key
 			    const uint8_t *dek, int unwrap_rc)
 {
 	struct dek_entry *e;
+	struct stat st;
 	int ret = unwrap_rc;
 
 	if (ret == 0 && record_check_mac(rec, dek, fs->cfg.uuid) != 0)
@@ -254,12 +264,16 @@ int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key
 	if (ret == 0)
 		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
 				      dek, &e);
-	if (ret == 0)
+	if (ret == 0) {
 		dekcache_put(fs->cache, e);
-	if (ret == -EAGAIN) {
-		in->prefetch_err = ret;
-		in->prefetch_failed_ms = now_ms();
+		/* Unlink forgets the key after removing the name: looking at the link
+		 * count after the insert, a file unlinked meanwhile is never left with
+		 * its key cached (whichever of the two forgets it). */
+		if (fstatat(in->fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
+			dekcache_forget(fs->cache, in->dev, in->ino);
 	}
+	if (ret == -EAGAIN)
+		note_unavailable(in);
 	pthread_mutex_unlock(&in->key_lock);
 	return ret;
 }
