@@ -2,9 +2,18 @@
 # SPDX-License-Identifier: MIT
 """Remote-KMS cost: a vault volume (Transit test server with --latency-ms) against a local-keyring volume.
 
-  sudo bench/kms_remote.py [--build DIR] [--files N] [--rotate-files N] [--latency-ms MS] [--reps R]
+  sudo bench/kms_remote.py [--build DIR] [--compare-build DIR] [--files N] [--rotate-files N]
+                           [--latency-ms MS] [--reps R]
 
-Rows (medians of R runs, both volumes in the same run):
+Volumes, all in the same run, interleaved (each rep mounts them in turn):
+  local             the local keyring
+  vault             Vault with the daemon's defaults: DEK pool (refilled by batched Transit encrypt) and
+                    prefetch on listing (batched Transit decrypt)
+  vault-noprefetch  the same with [daemon] prefetch = false
+  vault-nopool      the same with [daemon] dek_pool = 0
+  vault-before      --compare-build's daemon and tools (e.g. a release build of an older commit), defaults
+The order of the volumes turns with each rep.  Rows (medians of R runs, and the medians of the per-rep
+ratios to the local volume, which the machine's load moves less):
   untar      tar -xf of N small files (1..8 KiB, 20 directories) into the mount, then sync
   read-seq   after a remount (DEK cache empty) and drop_caches: tar -cf /dev/null of the tree (one cold open each)
   read-par8  the same with 8 reader threads
@@ -105,12 +114,14 @@ def create_flat(root, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=str(REPO / "build-rel"))
+    ap.add_argument("--compare-build", help="another build to run as vault-before")
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--rotate-files", type=int, default=10000)
     ap.add_argument("--latency-ms", type=float, default=2)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     build = pathlib.Path(args.build)
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start", flush=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="envfs-kms-bench-", dir="/var/tmp"))
     tar_path = work / "tree.tar"
     tar_path.write_bytes(make_tar(args.files))
@@ -123,11 +134,19 @@ def main():
                           "--kms-setting", "key=bench", "--kms-setting", f"token_file={srv.token_file}"]
             vols = {
                 "local": Mounted(build, work / f"local{rep}", ["--keyring", work / f"k{rep}.keyring"]),
-                # The daemon's default for a remote KMS: new-file keys made ahead (dek_pool = 64).
+                # The daemon's defaults for a remote KMS: new-file keys made ahead (dek_pool = 64),
+                # DEKs of listed files unwrapped ahead (prefetch = auto).
                 "vault": Mounted(build, work / f"vault{rep}", vault_init),
+                "vault-noprefetch": Mounted(build, work / f"vaultnpf{rep}", vault_init, {"prefetch": "false"}),
                 "vault-nopool": Mounted(build, work / f"vaultnp{rep}", vault_init, {"dek_pool": 0}),
             }
-            for name, v in vols.items():
+            if args.compare_build:
+                vols["vault-before"] = Mounted(pathlib.Path(args.compare_build), work / f"vaultb{rep}",
+                                               vault_init)
+            # The order turns each rep, so no volume always runs first (or after the same one).
+            order = list(vols.items())
+            order = order[rep % len(order):] + order[:rep % len(order)]
+            for name, v in order:
                 v.mount()
                 try:
                     rows.setdefault(("untar", name), []).append(timed(lambda: (
@@ -168,22 +187,35 @@ def main():
 
 
 def print_rows(args, rows):
-    print(f"\nlatency {args.latency_ms} ms per KMS request, {args.files} files, medians of {args.reps}")
-    print(f"{'row':12} {'local s':>9} {'vault s':>9} {'vault/local':>11} {'vault files/s':>14} "
-          f"{'no pool s':>10} {'no pool/local':>13}")
-    nan = float("nan")
+    names = [n for n in ("local", "vault", "vault-noprefetch", "vault-nopool", "vault-before")
+             if any(k == n for _, k in rows)]
+    print(f"\nlatency {args.latency_ms} ms per KMS request, {args.files} files, medians of {args.reps}, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    print(f"{'row':13}" + "".join(f"{n + ' s':>18}" for n in names) +
+          "".join(f"{n + '/local':>22}" for n in names if n != "local"))
     for row in ("untar", "read-seq", "read-par8", "rotate-jobs1", "rotate-jobs8"):
-        lo, va, np_ = (rows.get((row, k)) for k in ("local", "vault", "vault-nopool"))
-        if not va:
+        med = {n: statistics.median(rows[(row, n)]) for n in names if rows.get((row, n))}
+        if not med:
             continue
-        n = args.rotate_files if row.startswith("rotate") else args.files
-        lo_m = statistics.median(lo) if lo else None
-        va_m = statistics.median(va)
-        np_m = statistics.median(np_) if np_ else None
-        print(f"{row:12} {lo_m if lo_m is not None else nan:9.2f} {va_m:9.2f} "
-              f"{(va_m / lo_m) if lo_m else nan:11.2f} {n / va_m:14.0f} "
-              f"{np_m if np_m is not None else nan:10.2f} "
-              f"{(np_m / lo_m) if lo_m and np_m else nan:13.2f}")
+        lo = med.get("local")
+        line = f"{row:13}" + "".join(f"{med[n]:18.2f}" if n in med else f"{'-':>18}" for n in names)
+        line += "".join(f"{med[n] / lo:22.2f}" if n in med and lo else f"{'-':>22}"
+                        for n in names if n != "local")
+        print(line)
+    print("per-rep ratios to local (same rep), median [min..max]:")
+    for row in ("untar", "read-seq", "read-par8"):
+        lo = rows.get((row, "local"))
+        if not lo:
+            continue
+        parts = []
+        for n in names:
+            if n == "local" or not rows.get((row, n)):
+                continue
+            ratios = [x / l for x, l in zip(rows[(row, n)], lo)]
+            parts.append(f"{n} {statistics.median(ratios):.2f} [{min(ratios):.2f}..{max(ratios):.2f}]")
+        print(f"  {row:10} " + ", ".join(parts))
+    for (row, name), samples in sorted(rows.items()):
+        print(f"  samples {row} {name}: " + " ".join(f"{x:.2f}" for x in samples))
 
 
 if __name__ == "__main__":

@@ -164,6 +164,18 @@ struct dek_entry *dekcache_get(struct dekcache *c, dev_t dev, ino_t ino,
 	return e;
 }
 
+bool dekcache_holds(struct dekcache *c, dev_t dev, ino_t ino, const uint8_t file_id[FILE_ID_LEN])
+{
+	struct dek_entry *e;
+	bool held;
+
+	pthread_mutex_lock(&c->lock);
+	e = hash_find(c, dev, ino);
+	held = e && memcmp(e->file_id, file_id, FILE_ID_LEN) == 0;
+	pthread_mutex_unlock(&c->lock);
+	return held;
+}
+
 int dekcache_insert(struct dekcache *c, dev_t dev, ino_t ino, const uint8_t file_id[FILE_ID_LEN],
 		    uint32_t key_version, const uint8_t *key, struct dek_entry **out)
 {

@@ -70,6 +70,13 @@ struct dek_entry *dekcache_get(struct dekcache *c, dev_t dev, ino_t ino,
 			       const uint8_t file_id[FILE_ID_LEN]);
 
 /*
+ * dekcache_holds - whether an entry for (@dev, @ino) with file ID @file_id
+ * exists; it is neither pinned, nor counted as a hit or a miss, nor moved
+ * in the LRU (a look ahead, not a use).
+ */
+bool dekcache_holds(struct dekcache *c, dev_t dev, ino_t ino, const uint8_t file_id[FILE_ID_LEN]);
+
+/*
  * dekcache_insert - copy @key into a new pinned entry for (@dev, @ino),
  * replacing any previous entry for that inode.  0 or -ENOMEM.
  */

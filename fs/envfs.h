@@ -22,6 +22,7 @@
 #include "kmsset.h"
 #include "layout.h"
 #include "names.h"
+#include "prefetch.h"
 #include "volume.h"
 
 /* Daemon settings: `-o config=FILE` (INI [daemon] section), see README. */
@@ -34,6 +35,7 @@ struct envfs_settings {
 	unsigned read_ahead_kb;	  /* read_ahead_kb: kernel read-ahead window, 0 = kernel's */
 	int log_level;		  /* log_level: error|warning|notice|info|debug */
 	int dek_pool;		  /* dek_pool: new-file keys made ahead; -1 = auto */
+	int prefetch;		  /* prefetch: unwrap listed files' DEKs ahead; -1 = auto, 0, 1 */
 };
 
 /* Run-time counters reported by the status xattr. */
@@ -55,6 +57,7 @@ struct envfs {
 	struct volume_config cfg;
 	struct layout layout;
 	struct kms_keeper *keys; /* the KMS providers and new-file keys (kmsset.h) */
+	struct prefetch *prefetch; /* DEKs of listed files unwrapped ahead; NULL when off */
 	struct dekcache *cache;
 	struct names *names; /* name, symlink and xattr codec */
 	struct inode_table *inodes;

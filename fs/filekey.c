@@ -3,11 +3,18 @@
 #include "filekey.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "crypto/secmem.h"
 #include "log.h"
+
+/* How long an unwrap's "KMS unavailable" answers the next reads of the same file. */
+#define UNAVAILABLE_REUSE_MS 1000
 
 /* Read the record of @in; corrupt records are logged and become -EIO. */
 static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec)
@@ -127,6 +134,34 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 	return ret;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* note_unavailable - an unwrap for @in found the KMS unavailable just now.  Key lock held. */
+static void note_unavailable(struct inode *in)
+{
+	in->kms_unavailable = true;
+	in->unavailable_ms = now_ms();
+}
+
+/*
+ * kms_just_unavailable - whether an unwrap for @in found the KMS unavailable
+ * less than UNAVAILABLE_REUSE_MS ago: a prefetch that an open waited for on
+ * the key lock, or the read the kernel is now retrying (a failed read is
+ * tried again, read-ahead then the read itself).  The read then fails at
+ * once: asking again would double its wait, past the KMS deadline.  Key
+ * lock held.
+ */
+static bool kms_just_unavailable(const struct inode *in)
+{
+	return in->kms_unavailable && now_ms() - in->unavailable_ms < UNAVAILABLE_REUSE_MS;
+}
+
 /* Unwrap the DEK of an existing record and authenticate the record with it. */
 static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_record *rec,
 			 uint8_t *dek)
@@ -146,8 +181,14 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 		return -EIO;
 	}
 	context_of(fs, rec->file_id, &ctx);
+	if (kms_just_unavailable(in)) {
+		kms_keeper_put(fs->keys, set);
+		return key_failure(fs, in, "cannot unwrap the data key", -EAGAIN);
+	}
 	ret = kms_unwrap(kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
 	kms_keeper_put(fs->keys, set);
+	if (ret == -EAGAIN)
+		note_unavailable(in);
 	if (ret < 0)
 		return key_failure(fs, in, "cannot unwrap the data key", ret);
 	if (record_check_mac(rec, dek, fs->cfg.uuid) != 0) {
@@ -193,6 +234,64 @@ out:
 	pthread_mutex_unlock(&in->key_lock);
 	secmem_free(dek, KMS_DEK_LEN);
 	free(rec);
+	return ret;
+}
+
+int filekey_prefetch_prepare(struct envfs *fs, const struct kms *kms, struct inode *in,
+			     struct key_record *rec)
+{
+	char path[64];
+	int fd, ret;
+
+	if (pthread_mutex_trylock(&in->key_lock) != 0)
+		return -EBUSY;
+	/* An open file loads its own key (its first open read the record). */
+	ret = -EALREADY;
+	if (in->opens > 0 || in->dek)
+		goto fail;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = layout_read_record(&fs->layout, fd, rec, NULL);
+	close(fd);
+	if (ret == 0 && ((rec->flags & RECORD_FLAG_REKEYING) ||
+			 strcmp(rec->key_ref, kms->key_ref) != 0))
+		ret = -EIO;
+	else if (ret == 0 && dekcache_holds(fs->cache, in->dev, in->ino, rec->file_id))
+		ret = -EALREADY;
+	if (ret == 0)
+		return 0;
+fail:
+	pthread_mutex_unlock(&in->key_lock);
+	return ret == -EBADMSG ? -EIO : ret;
+}
+
+int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key_record *rec,
+			    const uint8_t *dek, int unwrap_rc)
+{
+	struct dek_entry *e;
+	struct stat st;
+	int ret = unwrap_rc;
+
+	if (ret == 0 && record_check_mac(rec, dek, fs->cfg.uuid) != 0)
+		ret = -EBADMSG;
+	if (ret == 0)
+		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
+				      dek, &e);
+	if (ret == 0) {
+		dekcache_put(fs->cache, e);
+		/* Unlink forgets the key after removing the name: looking at the link
+		 * count after the insert, a file unlinked meanwhile is never left with
+		 * its key cached (whichever of the two forgets it). */
+		if (fstatat(in->fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
+			dekcache_forget(fs->cache, in->dev, in->ino);
+	}
+	if (ret == -EAGAIN)
+		note_unavailable(in);
+	pthread_mutex_unlock(&in->key_lock);
 	return ret;
 }
 

@@ -44,6 +44,11 @@ struct inode {
 	 * first read or write unwraps it without reading it again. */
 	struct key_record *missed_record;
 	unsigned opens;
+	/* An unwrap of this file's DEK (a prefetch's or a read's) found the KMS
+	 * unavailable at unavailable_ms (monotonic): a read moments later takes
+	 * that answer instead of waiting for the KMS a second time (filekey.c). */
+	bool kms_unavailable;
+	int64_t unavailable_ms;
 
 	/* Encrypted-name volumes, guarded by key_lock.  A directory's ID is
 	 * read once: it never changes, and travels with the directory.  A

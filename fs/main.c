@@ -243,6 +243,27 @@ static void log_reachability(void *arg, const char *provider, bool up)
 			provider, fs->backing);
 }
 
+/*
+ * start_prefetch - listing a directory unwraps its files' DEKs ahead when
+ * the KMS is remote (auto) or the settings ask; the queue is never longer
+ * than the DEK cache, which must hold what is unwrapped.
+ */
+static int start_prefetch(struct envfs *fs)
+{
+	const struct kms_set *set = kms_keeper_get(fs->keys);
+	bool on = fs->settings.prefetch >= 0 ? fs->settings.prefetch
+					     : strcmp(set->keys.current->ops->name, "local") != 0;
+	unsigned capacity = fs->settings.cache_entries < PREFETCH_QUEUE_MAX
+				    ? fs->settings.cache_entries
+				    : PREFETCH_QUEUE_MAX;
+
+	kms_keeper_put(fs->keys, set);
+
+	if (!on || capacity == 0)
+		return 0;
+	return prefetch_create(fs, capacity, &fs->prefetch);
+}
+
 /* Load the volume and its keys.  Returns an exit code. */
 static int open_volume(struct envfs *fs, const char *backing)
 {
@@ -289,11 +310,16 @@ static int open_volume(struct envfs *fs, const char *backing)
 	ret = open_names(fs, root_fd);
 	if (ret == EXIT_OK)
 		finish_rekeys(fs); /* with the name codec: user xattrs follow a re-key */
+	if (ret == EXIT_OK && start_prefetch(fs) < 0) {
+		fprintf(stderr, "envelopefs: cannot start the prefetch workers\n");
+		return EXIT_MOUNT;
+	}
 	return ret;
 }
 
 static void close_volume(struct envfs *fs)
 {
+	prefetch_destroy(fs->prefetch); /* its queue holds inode references */
 	inode_table_destroy(fs->inodes);
 	names_destroy(fs->names); /* wipes the name keys */
 	dekcache_destroy(fs->cache); /* wipes every DEK */

@@ -389,6 +389,8 @@ static void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e;
 	int ret = do_lookup(fs, inode_of(fs, parent), name, &e);
 
+	if (ret == 0 && S_ISREG(e.attr.st_mode))
+		prefetch_file(fs->prefetch, inode_of(fs, e.ino));
 	if (ret == -ENOENT) {
 		/* Negative entry: the kernel may cache the absence. */
 		memset(&e, 0, sizeof(e));
@@ -1289,6 +1291,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		}
 		p += n;
 		rem -= n;
+		if (plus && !dots && S_ISREG(e.attr.st_mode))
+			prefetch_file(fs->prefetch, inode_of(fs, e.ino));
 skip:
 		d->entry = NULL;
 		d->offset = next;
@@ -1376,6 +1380,7 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 {
 	struct dekcache_stats cs;
 	struct dek_pool_stats ps;
+	struct prefetch_stats pf;
 	char uuid[37], backing[3 * PATH_MAX];
 	struct kms_remote_stats rs;
 	char service[256] = "", previous[6 * KMS_MAX_REF + 32] = "", ref[6 * KMS_MAX_REF + 1];
@@ -1386,6 +1391,7 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 
 	dekcache_get_stats(fs->cache, &cs);
 	dek_pool_get_stats(set->pool, &ps);
+	prefetch_get_stats(fs->prefetch, &pf);
 	kms_remote_stats(kms, &rs);
 	if (set->keys.previous) {
 		json_escape(set->keys.previous->key_ref, ref, sizeof(ref));
@@ -1407,21 +1413,27 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 	n = snprintf(out, cap,
 		     "{\"volume\":\"%s\",\"backing\":\"%s\",\"kms\":{\"provider\":\"%s\","
 		     "\"key_ref\":\"%s\"%s,\"current_version\":%u,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
-		     ",\"rewrap\":%" PRIu64 ",\"failures\":%" PRIu64 "%s},"
+		     ",\"rewrap\":%" PRIu64 ",\"wrap\":%" PRIu64 ",\"failures\":%" PRIu64 "%s},"
 		     "\"cache\":{\"entries\":%" PRIu64 ",\"pinned\":%" PRIu64 ",\"hits\":%" PRIu64
 		     ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"max_entries\":%u,"
 		     "\"max_age\":%u},"
 		     "\"pool\":{\"capacity\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"hits\":%" PRIu64
 		     ",\"misses\":%" PRIu64 ",\"dropped\":%" PRIu64 "},"
+		     "\"prefetch\":{\"enabled\":%s,\"queued\":%" PRIu64 ",\"unwrapped\":%" PRIu64
+		     ",\"skipped\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"overflow\":%" PRIu64
+		     ",\"batches\":%" PRIu64 "},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s}}\n",
 		     uuid, backing, kms->ops->name, kms->key_ref, previous, current,
 		     (uint64_t)kms->counters.generate, (uint64_t)kms->counters.unwrap,
-		     (uint64_t)kms->counters.rewrap, (uint64_t)kms->counters.failures, service,
+		     (uint64_t)kms->counters.rewrap, (uint64_t)kms->counters.wrap,
+		     (uint64_t)kms->counters.failures, service,
 		     cs.entries, cs.pinned, cs.hits, cs.misses, cs.evictions,
 		     fs->settings.cache_entries, fs->settings.cache_max_age,
 		     ps.capacity, ps.entries, ps.hits, ps.misses, ps.dropped,
+		     fs->prefetch ? "true" : "false", pf.queued, pf.unwrapped, pf.skipped, pf.failed,
+		     pf.overflow, pf.batches,
 		     (uint64_t)atomic_load(&fs->counters.integrity_errors),
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,

@@ -20,6 +20,7 @@ void envfs_settings_defaults(struct envfs_settings *s)
 	s->read_ahead_kb = 4096;
 	s->log_level = LOG_INFO;
 	s->dek_pool = -1;
+	s->prefetch = -1;
 }
 
 static int parse_uint(const char *text, unsigned max, unsigned *out)
@@ -107,13 +108,20 @@ int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, s
 				s->dek_pool = -1;
 			else if ((ret = parse_uint(value, 4096, &n_keys)) == 0)
 				s->dek_pool = (int)n_keys;
+		} else if (strcmp(key, "prefetch") == 0) {
+			bool on;
+
+			if (strcmp(value, "auto") == 0)
+				s->prefetch = -1;
+			else if ((ret = parse_bool(value, &on)) == 0)
+				s->prefetch = on;
 		} else if (strcmp(key, "log_level") == 0)
 			ret = (s->log_level = log_level_parse(value)) < 0 ? -EINVAL : 0;
 		else {
 			snprintf(err, err_len,
 				 "%s: unknown setting '%s' in [daemon] (known: cache_entries, "
 				 "cache_max_age, attr_timeout, entry_timeout, writeback_cache, "
-				 "read_ahead_kb, log_level, dek_pool)",
+				 "read_ahead_kb, log_level, dek_pool, prefetch)",
 				 path, key);
 			ret = -EINVAL;
 			goto out;

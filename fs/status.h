@@ -14,11 +14,13 @@
  *   {"volume": UUID, "backing": PATH,
  *    "kms": {"provider", "key_ref", "previous_key_ref" (mid-migration only),
  *            "current_version", "generate", "unwrap",
- *            "rewrap", "failures",
+ *            "rewrap", "wrap", "failures",
  *            "service": {"calls", "retries", "failures", "latency_us", "breaker",
  *                        "breaker_opens"}},      (remote providers only)
  *    "cache": {"entries", "pinned", "hits", "misses", "evictions",
  *              "max_entries", "max_age"},
+ *    "prefetch": {"enabled": true|false, "queued", "unwrapped", "skipped",
+ *                 "failed", "overflow", "batches"},   (fs/prefetch.h)
  *    "errors": {"integrity", "key"},
  *    "inodes": N, "uptime": SECONDS,
  *    "daemon": {"pid", "version", "writeback_cache": true|false}}

@@ -17,6 +17,8 @@
 /* Refill threads: a remote KMS call is mostly waiting, so a few in flight
  * keep up with a burst of creates (an untar) that one could not. */
 #define REFILL_THREADS 4
+/* Keys one refill thread makes in one KMS call, when the KMS wraps in batches. */
+#define REFILL_BATCH 16
 
 struct pool_entry {
 	struct fresh_key key;
@@ -37,6 +39,10 @@ struct dek_pool {
 	time_t retry_at;     /* after a KMS failure: no refill before this */
 	unsigned backoff;    /* the next failure's wait, seconds */
 	time_t last_check;   /* the last version check of a full pool */
+	/* Refills make DEKs here and wrap them in batches (the KMS has wrap_many);
+	 * cleared for good if the KMS refuses to wrap (a Vault token allowed
+	 * datakey but not encrypt), refills then ask the KMS for each key. */
+	bool wrap_batches;
 	bool stop;
 	unsigned n_threads;
 	pthread_t threads[REFILL_THREADS];
@@ -65,6 +71,54 @@ static void wipe_entry(struct pool_entry *e)
 	secmem_wipe(&e->key, sizeof(e->key));
 }
 
+/*
+ * make_batch - up to @n new keys in @out: file IDs and DEKs from our CSPRNG,
+ * wrapped by the KMS in one batch.  Returns how many keys were made (the
+ * first @return entries of @out, the others wiped), or the first error when
+ * none was.
+ */
+static int make_batch(struct dek_pool *pool, struct pool_entry *out, size_t n)
+{
+	struct kms_context ctx[REFILL_BATCH];
+	struct kms_wrap_item items[REFILL_BATCH];
+	size_t i, j, made = 0;
+	int ret;
+
+	for (i = 0; i < n; i++) {
+		out[i].dek = secmem_alloc(KMS_DEK_LEN);
+		ret = out[i].dek ? crypto_random(out[i].dek, KMS_DEK_LEN) : -ENOMEM;
+		if (ret == 0)
+			ret = crypto_random(out[i].key.file_id, sizeof(out[i].key.file_id));
+		if (ret < 0) {
+			for (j = 0; j <= i; j++)
+				wipe_entry(&out[j]);
+			return ret;
+		}
+		memcpy(ctx[i].volume_uuid, pool->volume_uuid, sizeof(ctx[i].volume_uuid));
+		memcpy(ctx[i].file_id, out[i].key.file_id, sizeof(ctx[i].file_id));
+		items[i] = (struct kms_wrap_item){
+			.ctx = &ctx[i], .dek = out[i].dek, .blob = out[i].key.blob,
+			.blob_cap = sizeof(out[i].key.blob),
+		};
+	}
+	ret = kms_wrap_many(pool->kms, items, n);
+	for (i = 0; i < n; i++) {
+		if (items[i].rc < 0) {
+			wipe_entry(&out[i]);
+			continue;
+		}
+		out[i].key.blob_len = items[i].blob_len;
+		out[i].key.version = items[i].version;
+		/* The made keys move to the front. */
+		if (made != i) {
+			out[made] = out[i];
+			memset(&out[i], 0, sizeof(out[i]));
+		}
+		made++;
+	}
+	return made > 0 ? (int)made : ret;
+}
+
 /* drop_older - discard entries below @version.  Lock held. */
 static void drop_older(struct dek_pool *pool, uint32_t version)
 {
@@ -87,8 +141,24 @@ static void drop_older(struct dek_pool *pool, uint32_t version)
 }
 
 /*
+ * wants_refill - whether the pool, counting the keys being made, is short
+ * enough for a refill: by one key, or when the KMS wraps in batches by a
+ * whole batch (or the whole pool, if smaller), so that a burst of creates
+ * costs one KMS call per REFILL_BATCH keys and not one per key taken.
+ * Lock held.
+ */
+static bool wants_refill(const struct dek_pool *pool)
+{
+	unsigned step = pool->wrap_batches ? REFILL_BATCH : 1;
+
+	if (step > pool->capacity)
+		step = pool->capacity;
+	return pool->count + pool->in_flight + step <= pool->capacity;
+}
+
+/*
  * wait_a_while - sleep up to @seconds, lock held.  @until_short: return early
- * when the pool, with the keys in flight, falls below capacity (a take);
+ * when the pool, with the keys in flight, is short enough for a refill;
  * otherwise only stop ends the wait early, so a failing KMS sees at most one
  * refill attempt per back-off period however many files are being created.
  */
@@ -98,7 +168,7 @@ static void wait_a_while(struct dek_pool *pool, time_t seconds, bool until_short
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += seconds;
-	while (!pool->stop && !(until_short && pool->count + pool->in_flight < pool->capacity))
+	while (!pool->stop && !(until_short && wants_refill(pool)))
 		if (pthread_cond_timedwait(&pool->wake, &pool->lock, &deadline) == ETIMEDOUT)
 			break;
 }
@@ -106,16 +176,19 @@ static void wait_a_while(struct dek_pool *pool, time_t seconds, bool until_short
 /*
  * refill - a background thread: make keys while the pool (counting the keys
  * being made) is short, with the lock dropped around each KMS call, so takes
- * never wait for the KMS.  The threads share one back-off, so a failing KMS
+ * never wait for the KMS: up to REFILL_BATCH keys in one call when the KMS
+ * wraps in batches, else one.  The threads share one back-off, so a failing KMS
  * sees one attempt per period, and one version check every
  * DEK_POOL_VERSION_CHECK seconds while the pool is full.
  */
 static void *refill(void *arg)
 {
 	struct dek_pool *pool = arg;
-	struct pool_entry fresh;
+	struct pool_entry fresh[REFILL_BATCH];
 	uint32_t current;
+	unsigned n, i;
 	time_t now;
+	bool batch;
 	int ret;
 
 	pthread_mutex_lock(&pool->lock);
@@ -125,10 +198,10 @@ static void *refill(void *arg)
 			wait_a_while(pool, pool->retry_at - now, false);
 			continue;
 		}
-		if (pool->count + pool->in_flight >= pool->capacity) {
+		if (!wants_refill(pool)) {
 			wait_a_while(pool, DEK_POOL_VERSION_CHECK, true);
 			now = time(NULL);
-			if (pool->stop || pool->count + pool->in_flight < pool->capacity ||
+			if (pool->stop || wants_refill(pool) ||
 			    now - pool->last_check < DEK_POOL_VERSION_CHECK)
 				continue;
 			pool->last_check = now;
@@ -139,25 +212,42 @@ static void *refill(void *arg)
 				drop_older(pool, current);
 			continue;
 		}
-		pool->in_flight++;
+		batch = pool->wrap_batches;
+		n = pool->capacity - pool->count - pool->in_flight;
+		n = !batch ? 1 : n < REFILL_BATCH ? n : REFILL_BATCH;
+		pool->in_flight += n;
 		pthread_mutex_unlock(&pool->lock);
-		fresh.dek = secmem_alloc(KMS_DEK_LEN);
-		ret = fresh.dek ? make_key(pool, &fresh.key, fresh.dek) : -ENOMEM;
+		memset(fresh, 0, n * sizeof(*fresh));
+		if (batch) {
+			ret = make_batch(pool, fresh, n);
+		} else {
+			fresh[0].dek = secmem_alloc(KMS_DEK_LEN);
+			ret = fresh[0].dek ? make_key(pool, &fresh[0].key, fresh[0].dek) : -ENOMEM;
+			if (ret < 0)
+				wipe_entry(&fresh[0]);
+			else
+				ret = 1;
+		}
 		pthread_mutex_lock(&pool->lock);
-		pool->in_flight--;
+		pool->in_flight -= n;
+		if (batch && (ret == -EACCES || ret == -EOPNOTSUPP)) {
+			pool->wrap_batches = false;
+			continue;
+		}
 		if (ret < 0) {
-			secmem_free(fresh.dek, KMS_DEK_LEN);
 			pool->retry_at = time(NULL) + pool->backoff;
 			pool->backoff = pool->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : pool->backoff * 2;
 			continue;
 		}
 		pool->backoff = BACKOFF_MIN;
-		drop_older(pool, fresh.key.version);
-		if (pool->count < pool->capacity && fresh.key.version >= pool->newest) {
-			pool->entries[pool->count++] = fresh;
-			pool->stats.refills++;
-		} else {
-			wipe_entry(&fresh);
+		for (i = 0; i < (unsigned)ret; i++) {
+			drop_older(pool, fresh[i].key.version);
+			if (pool->count < pool->capacity && fresh[i].key.version >= pool->newest) {
+				pool->entries[pool->count++] = fresh[i];
+				pool->stats.refills++;
+			} else {
+				wipe_entry(&fresh[i]);
+			}
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);
@@ -177,6 +267,7 @@ int dek_pool_create(struct kms *kms, const uint8_t volume_uuid[16], unsigned cap
 	pool->capacity = capacity;
 	pool->backoff = BACKOFF_MIN;
 	pool->last_check = time(NULL);
+	pool->wrap_batches = kms->ops->wrap_many != NULL;
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->wake, NULL);
 	if (capacity > 0) {

@@ -8,7 +8,12 @@
  *
  * Every entry is a complete new-file key: a random file ID, a DEK in secmem
  * and the DEK's blob wrapped under the context (volume UUID, that file ID).
- * A few refill threads keep the pool full in the background; dek_pool_take()
+ * A few refill threads keep the pool full in the background.  When the KMS
+ * wraps in batches (kms_ops.wrap_many: Vault), a refill draws file IDs and
+ * DEKs from our CSPRNG (crypto/random.h) and has the KMS wrap up to 16 of
+ * them in one call; should the KMS refuse to wrap (-EACCES, -EOPNOTSUPP: a
+ * policy allowing datakey but not encrypt), the pool falls back for good to
+ * one kms_generate() per key, as for every other KMS.  dek_pool_take()
  * hands out an entry and, when the pool is empty (or has capacity 0: the
  * local keyring needs no pool), makes the key on the spot, exactly as if
  * there were no pool.

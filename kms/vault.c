@@ -24,7 +24,8 @@
  *   token_file  = /path (one line: the token)        else $VAULT_TOKEN
  *   ca_file     = /path/ca.pem                       else $VAULT_CACERT
  *   ca_dir      = /path/certs/                       else $VAULT_CAPATH
- *   deadline_ms = 15000  (a whole call, retries included; kms calls never wait longer)
+ *   deadline_ms = 15000  (a whole operation, retries and waits for a batch included;
+ *                         kms calls never wait longer: see send_items)
  *
  * The token file is read again when Vault answers 403 and the file changed
  * (a Vault Agent sink renews it in place); the call is then retried once.
@@ -57,9 +58,27 @@
 #define MAX_NAME 128
 #define DEK_B64_LEN BASE64_ENCODED_LEN(KMS_DEK_LEN)
 #define DEFAULT_DEADLINE_MS 15000
-#define MAX_BATCH 64 /* re-wraps per batch_input request */
+#define MAX_BATCH 64 /* items per batch_input request */
+/* The longest a queued item waits before it is sent: a tenth of the deadline, at most this. */
+#define MAX_QUEUE_WAIT_MS 500
 
-struct rewrap_item;
+struct item;
+
+/*
+ * An item_queue coalesces single items from many threads: while a request
+ * of the queue's op is in flight, items that arrive wait, and the first
+ * waiter to find nothing in flight sends every waiting item (up to
+ * MAX_BATCH) as one request.  A waiter whose item has waited
+ * vk->queue_wait_ms sends the queue itself, in flight or not, so a slow or
+ * hung request ahead delays nobody past the deadline.  A lone caller waits
+ * for nothing; N parallel callers share about one round trip.
+ */
+struct item_queue {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* a request finished (CLOCK_MONOTONIC, for timed waits) */
+	struct item *head, **tail;
+	unsigned in_flight;  /* requests being sent */
+};
 
 struct vault_kms {
 	struct http_client *http;
@@ -79,18 +98,20 @@ struct vault_kms {
 	uint64_t token_gen;	  /* bumped when token_header is replaced */
 	int64_t token_checked_ms; /* last look at the file, at most one a second */
 
-	/* Re-wraps waiting for or in a batch request (vault_rewrap). */
-	pthread_mutex_t batch_lock; /* guards the fields below */
-	pthread_cond_t batch_cond;  /* a batch finished */
-	struct rewrap_item *batch_head, **batch_tail;
-	bool batch_in_flight;
+	/* Time (see send_items): the deadline D of an operation, the HTTP client's
+	 * deadline for one call, the longest wait in a queue; W + call <= D. */
+	long deadline_ms, call_ms, queue_wait_ms;
 
-	/* Reads of the latest version, one in flight at a time (vault_current_version). */
+	/* Re-wraps waiting for or in a batch request (vault_rewrap). */
+	struct item_queue rewrap_queue;
+
+	/* Reads of the latest version, shared by concurrent askers (vault_current_version). */
 	pthread_mutex_t version_lock; /* guards the fields below */
-	pthread_cond_t version_cond;  /* a read finished */
-	bool reading;
-	uint64_t read_started, read_done; /* reads begun and finished */
-	int read_rc;		      /* outcome of the last finished read */
+	pthread_cond_t version_cond;  /* a read finished (CLOCK_MONOTONIC) */
+	unsigned reading;	      /* reads in flight */
+	uint64_t read_started;	      /* reads begun (each read's sequence number) */
+	uint64_t read_done;	      /* the latest-begun finished read */
+	int read_rc;		      /* its outcome */
 	uint32_t latest;	      /* its answer */
 };
 
@@ -407,9 +428,10 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 	if (rc < 0)
 		return kms_errf(err, err_len, rc == -ENOMEM ? -ENOMEM : -EIO, "Vault at %s: %s",
 				vk->address, http_err);
-	/* A batch with failed items is a 400 that still carries every item's result. */
+	/* A batch with failed items is a 400 (500 if every failure was internal)
+	 * that still carries every item's result. */
 	if ((a->resp.status >= 200 && a->resp.status < 300) ||
-	    (a->resp.status == 400 && is_batch_answer(&a->resp))) {
+	    ((a->resp.status == 400 || a->resp.status == 500) && is_batch_answer(&a->resp))) {
 		if (!a->resp.body ||
 		    json_parse((const char *)a->resp.body, a->resp.len, &a->doc) < 0) {
 			http_response_free(&a->resp);
@@ -436,12 +458,8 @@ void vault_context_b64(const struct kms_context *ctx, char out[VAULT_CONTEXT_B64
 	base64_encode(raw, sizeof(raw), out, VAULT_CONTEXT_B64_LEN + 1);
 }
 
-/*
- * request_body - {"ciphertext": @blob (may be NULL), "context": C, "bits": 256 when no blob}.
- * The body never holds a plaintext.
- */
-static int request_body(const struct kms_context *ctx, const uint8_t *blob, size_t blob_len,
-			char *buf, size_t cap, size_t *len)
+/* generate_body - {"bits": 256, "context": C}. */
+static int generate_body(const struct kms_context *ctx, char *buf, size_t cap, size_t *len)
 {
 	char context[VAULT_CONTEXT_B64_LEN + 1];
 	struct json_writer w;
@@ -449,13 +467,8 @@ static int request_body(const struct kms_context *ctx, const uint8_t *blob, size
 	vault_context_b64(ctx, context);
 	json_writer_init(&w, buf, cap);
 	json_write_object_begin(&w);
-	if (blob) {
-		json_write_key(&w, "ciphertext");
-		json_write_string_n(&w, (const char *)blob, blob_len);
-	} else {
-		json_write_key(&w, "bits");
-		json_write_int(&w, 256);
-	}
+	json_write_key(&w, "bits");
+	json_write_int(&w, 256);
 	json_write_key(&w, "context");
 	json_write_string(&w, context);
 	json_write_object_end(&w);
@@ -477,15 +490,15 @@ static int take_blob(const struct vault_answer *a, const char *path, uint8_t *ou
 	return 0;
 }
 
-/* take_dek - data.plaintext of @a, base64 of exactly KMS_DEK_LEN bytes, into @dek. */
-static int take_dek(const struct vault_answer *a, uint8_t *dek)
+/* take_dek - the plaintext at @path of @a, base64 of exactly KMS_DEK_LEN bytes, into @dek. */
+static int take_dek(const struct vault_answer *a, const char *path, uint8_t *dek)
 {
 	char *b64 = secmem_alloc(DEK_B64_LEN + 2);
 	size_t len, n = 0;
 	int rc = -ENOMEM;
 
 	if (b64) {
-		rc = json_get_string(a->doc, "data.plaintext", b64, DEK_B64_LEN + 2, &len);
+		rc = json_get_string(a->doc, path, b64, DEK_B64_LEN + 2, &len);
 		if (rc == 0)
 			rc = base64_decode(b64, len, dek, KMS_DEK_LEN, &n);
 		if (rc == 0 && n != KMS_DEK_LEN)
@@ -507,13 +520,13 @@ static int vault_generate(struct kms *kms, const struct kms_context *ctx, uint8_
 	size_t len;
 	int rc;
 
-	rc = request_body(ctx, NULL, 0, body, sizeof(body), &len);
+	rc = generate_body(ctx, body, sizeof(body), &len);
 	if (rc < 0)
 		return -EIO;
 	rc = vault_call(vk, "POST", "datakey/plaintext", body, len, &a, NULL, 0);
 	if (rc < 0)
 		return rc;
-	rc = take_dek(&a, dek);
+	rc = take_dek(&a, "data.plaintext", dek);
 	if (rc == 0)
 		rc = take_blob(&a, "data.ciphertext", blob, blob_cap, blob_len, version);
 	if (rc < 0)
@@ -522,32 +535,248 @@ static int vault_generate(struct kms *kms, const struct kms_context *ctx, uint8_
 	return rc;
 }
 
+/* ---- encrypt, decrypt and rewrap: one item or a batch ---------------------------------------- */
+
 /*
- * wrap_body - {"plaintext": base64(@dek), "context": C} into @buf, which the
- * caller allocates in secmem: the body holds the DEK.
+ * Transit's encrypt, decrypt and rewrap take one item, or many as
+ * "batch_input", answered by data.batch_results in input order: each result
+ * holds the single answer's fields or {"error": text}.  Vault answers a batch
+ * with failed items 400 (500 when every failure was internal, such as a
+ * failed GCM tag) and still lists every result; send_items() maps each
+ * failed item as the single call's answer would be mapped.  One engine
+ * serves the three operations:
+ *   - wrap and unwrap send their one item alone (the single form);
+ *   - wrap_many and unwrap_many send their items MAX_BATCH at a time;
+ *   - rewrap, called for one item by many rotation threads at once,
+ *     coalesces them through a queue (struct item_queue).
+ *
+ * Time: no operation outlives the configured deadline D.  The HTTP client
+ * gets D - W (vk->call_ms) for a whole call, retries included, and a queued
+ * item waits at most W (vk->queue_wait_ms) before it is sent, whatever the
+ * batch ahead of it is doing.
  */
-static int wrap_body(const struct kms_context *ctx, const uint8_t *dek, char *buf, size_t cap,
-		     size_t *len)
+enum item_op { OP_DECRYPT, OP_ENCRYPT, OP_REWRAP };
+
+static const char *const op_path[] = {
+	[OP_DECRYPT] = "decrypt", [OP_ENCRYPT] = "encrypt", [OP_REWRAP] = "rewrap",
+};
+
+/* ITEM_JSON_MAX - bytes of one item's JSON object, for any op, with slack for the punctuation. */
+#define ITEM_JSON_MAX (VAULT_MAX_BLOB + VAULT_CONTEXT_B64_LEN + 64)
+
+struct item {
+	const struct kms_context *ctx;
+	const uint8_t *in; /* decrypt, rewrap: the blob; encrypt: the DEK (KMS_DEK_LEN) */
+	size_t in_len;
+	uint8_t *dek;	   /* decrypt: receives the DEK (secmem) */
+	uint8_t *out;	   /* encrypt, rewrap: receive the blob and its version */
+	size_t out_cap;
+	size_t *out_len;
+	uint32_t *version;
+	int rc;
+	/* In an item_queue (guarded by its lock): */
+	int64_t queued_ms;
+	bool taken, done;
+	struct item *next; /* the queue, or the items of one request */
+};
+
+/*
+ * write_item - one item's object: {"ciphertext": B, "context": C}, or for
+ * encrypt {"plaintext": base64(DEK), "context": C} (@plain: DEK_B64_LEN + 1
+ * bytes of secmem to encode it in).
+ */
+static void write_item(struct json_writer *w, enum item_op op, const struct item *it,
+		       char *plain)
 {
 	char context[VAULT_CONTEXT_B64_LEN + 1];
+
+	vault_context_b64(it->ctx, context);
+	json_write_object_begin(w);
+	if (op == OP_ENCRYPT) {
+		base64_encode(it->in, KMS_DEK_LEN, plain, DEK_B64_LEN + 1);
+		json_write_key(w, "plaintext");
+		json_write_string(w, plain);
+	} else {
+		json_write_key(w, "ciphertext");
+		json_write_string_n(w, (const char *)it->in, it->in_len);
+	}
+	json_write_key(w, "context");
+	json_write_string(w, context);
+	json_write_object_end(w);
+}
+
+/* items_body - @n items from @first: the single form for one, else {"batch_input": [...]}. */
+static int items_body(enum item_op op, const struct item *first, size_t n, char *buf, size_t cap,
+		      size_t *len)
+{
 	char *plain = secmem_alloc(DEK_B64_LEN + 1);
+	const struct item *it = first;
 	struct json_writer w;
+	size_t i;
 	int rc;
 
 	if (!plain)
 		return -ENOMEM;
-	base64_encode(dek, KMS_DEK_LEN, plain, DEK_B64_LEN + 1);
-	vault_context_b64(ctx, context);
 	json_writer_init(&w, buf, cap);
-	json_write_object_begin(&w);
-	json_write_key(&w, "plaintext");
-	json_write_string(&w, plain);
-	json_write_key(&w, "context");
-	json_write_string(&w, context);
-	json_write_object_end(&w);
+	if (n == 1) {
+		write_item(&w, op, it, plain);
+	} else {
+		json_write_object_begin(&w);
+		json_write_key(&w, "batch_input");
+		json_write_array_begin(&w);
+		for (i = 0; i < n; i++, it = it->next)
+			write_item(&w, op, it, plain);
+		json_write_array_end(&w);
+		json_write_object_end(&w);
+	}
 	rc = json_writer_finish(&w, len);
 	secmem_free(plain, DEK_B64_LEN + 1);
-	return rc;
+	return rc < 0 ? -EIO : 0;
+}
+
+/* take_result - the item's answer at @prefix ("data." or "data.batch_results[i].") of @a. */
+static int take_result(const struct vault_answer *a, const char *prefix, enum item_op op,
+		       struct item *it)
+{
+	char path[64], msg[256];
+
+	snprintf(path, sizeof(path), "%serror", prefix);
+	if (json_get_string(a->doc, path, msg, sizeof(msg), NULL) == 0 && msg[0])
+		return vault_map_error(400, msg);
+	if (op == OP_DECRYPT) {
+		snprintf(path, sizeof(path), "%splaintext", prefix);
+		return take_dek(a, path, it->dek);
+	}
+	snprintf(path, sizeof(path), "%sciphertext", prefix);
+	return take_blob(a, path, it->out, it->out_cap, it->out_len, it->version);
+}
+
+/*
+ * send_items - @n (1..MAX_BATCH) items linked from @first as one request;
+ * sets every item's rc.  The body of an encrypt holds DEKs, so it lives in
+ * secmem (so does every answer: kms/http.h).
+ */
+static void send_items(struct vault_kms *vk, enum item_op op, struct item *first, size_t n)
+{
+	const size_t cap = 64 + n * ITEM_JSON_MAX;
+	char *body = secmem_alloc(cap), prefix[48];
+	struct vault_answer a;
+	struct item *it;
+	size_t len, count = 0, i;
+	int rc;
+
+	rc = body ? items_body(op, first, n, body, cap, &len) : -ENOMEM;
+	if (rc == 0)
+		rc = vault_call(vk, "POST", op_path[op], body, len, &a, NULL, 0);
+	secmem_free(body, cap);
+	if (rc == 0 && n > 1 &&
+	    (json_array_len(a.doc, "data.batch_results", &count) < 0 || count != n)) {
+		answer_free(&a);
+		rc = -EIO; /* not an answer to this batch */
+	}
+	for (it = first, i = 0; i < n; it = it->next, i++) {
+		if (rc < 0) {
+			it->rc = rc;
+			continue;
+		}
+		if (n == 1)
+			snprintf(prefix, sizeof(prefix), "data.");
+		else
+			snprintf(prefix, sizeof(prefix), "data.batch_results[%zu].", i);
+		it->rc = take_result(&a, prefix, op, it);
+	}
+	if (rc == 0)
+		answer_free(&a);
+}
+
+/*
+ * send_many - @n items in requests of up to MAX_BATCH.  A request is only
+ * started while a whole call still fits in the deadline; items left over
+ * then fail with -EAGAIN.
+ */
+static void send_many(struct vault_kms *vk, enum item_op op, struct item *items, size_t n)
+{
+	const int64_t deadline = now_ms() + vk->deadline_ms;
+	size_t done, k, i;
+
+	for (done = 0; done < n; done += k) {
+		k = n - done < MAX_BATCH ? n - done : MAX_BATCH;
+		if (done > 0 && now_ms() + vk->call_ms > deadline) {
+			for (i = done; i < n; i++)
+				items[i].rc = -EAGAIN;
+			return;
+		}
+		for (i = done; i + 1 < done + k; i++)
+			items[i].next = &items[i + 1];
+		send_items(vk, op, &items[done], k);
+	}
+}
+
+static void queue_init(struct item_queue *q)
+{
+	pthread_condattr_t attr;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	pthread_mutex_init(&q->lock, NULL);
+	q->head = NULL;
+	q->tail = &q->head;
+}
+
+static void queue_destroy(struct item_queue *q)
+{
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+}
+
+/* queue_send - @item joins @q and returns once some thread (maybe this one) sent it: its rc. */
+static int queue_send(struct vault_kms *vk, struct item_queue *q, enum item_op op,
+		      struct item *item)
+{
+	struct timespec until;
+	int64_t give_up;
+
+	item->queued_ms = now_ms();
+	give_up = item->queued_ms + vk->queue_wait_ms;
+	pthread_mutex_lock(&q->lock);
+	*q->tail = item;
+	q->tail = &item->next;
+	while (!item->done) {
+		struct item *first, *it;
+		size_t n = 0;
+
+		if (item->taken) {
+			/* Sent by another thread, in a call bounded by vk->call_ms. */
+			pthread_cond_wait(&q->cond, &q->lock);
+			continue;
+		}
+		if (q->in_flight > 0 && now_ms() < give_up) {
+			until.tv_sec = give_up / 1000;
+			until.tv_nsec = (give_up % 1000) * 1000000;
+			pthread_cond_timedwait(&q->cond, &q->lock, &until);
+			continue;
+		}
+		/* Take up to MAX_BATCH waiting items from the head (the oldest; ours among
+		 * them or older than ours) and send them. */
+		first = q->head;
+		for (it = first; it && n < MAX_BATCH; it = it->next, n++)
+			it->taken = true;
+		q->head = it;
+		if (!it)
+			q->tail = &q->head;
+		q->in_flight++;
+		pthread_mutex_unlock(&q->lock);
+		send_items(vk, op, first, n);
+		pthread_mutex_lock(&q->lock);
+		for (it = first; n--; it = it->next)
+			it->done = true;
+		q->in_flight--;
+		pthread_cond_broadcast(&q->cond);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return item->rc;
 }
 
 /*
@@ -559,133 +788,77 @@ static int wrap_body(const struct kms_context *ctx, const uint8_t *dek, char *bu
 static int vault_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *dek,
 		      uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
 {
-	struct vault_kms *vk = kms->priv;
-	const size_t cap = 256;
-	char *body = secmem_alloc(cap);
-	struct vault_answer a;
-	size_t len;
-	int rc;
+	struct item item = {
+		.ctx = ctx, .in = dek, .in_len = KMS_DEK_LEN, .out = blob, .out_cap = blob_cap,
+		.out_len = blob_len, .version = version,
+	};
 
-	if (!body)
-		return -ENOMEM;
-	rc = wrap_body(ctx, dek, body, cap, &len);
-	if (rc < 0)
-		rc = rc == -ENOMEM ? -ENOMEM : -EIO;
-	else
-		rc = vault_call(vk, "POST", "encrypt", body, len, &a, NULL, 0);
-	secmem_free(body, cap);
-	if (rc < 0)
-		return rc;
-	rc = take_blob(&a, "data.ciphertext", blob, blob_cap, blob_len, version);
-	answer_free(&a);
-	return rc;
+	send_items(kms->priv, OP_ENCRYPT, &item, 1);
+	return item.rc;
+}
+
+static void vault_wrap_many(struct kms *kms, struct kms_wrap_item *items, size_t n)
+{
+	struct item *batch = calloc(n, sizeof(*batch));
+	size_t i;
+
+	if (!batch) {
+		for (i = 0; i < n; i++)
+			items[i].rc = -ENOMEM;
+		return;
+	}
+	for (i = 0; i < n; i++)
+		batch[i] = (struct item){
+			.ctx = items[i].ctx, .in = items[i].dek, .in_len = KMS_DEK_LEN,
+			.out = items[i].blob, .out_cap = items[i].blob_cap,
+			.out_len = &items[i].blob_len, .version = &items[i].version,
+		};
+	send_many(kms->priv, OP_ENCRYPT, batch, n);
+	for (i = 0; i < n; i++)
+		items[i].rc = batch[i].rc;
+	free(batch);
+}
+
+/* blob_ok - a Transit ciphertext of a size we store; anything else is not ours to send. */
+static bool blob_ok(const uint8_t *blob, size_t blob_len)
+{
+	uint32_t version;
+
+	return blob_len <= VAULT_MAX_BLOB && vault_blob_parse_version(blob, blob_len, &version) == 0;
 }
 
 static int vault_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
 			size_t blob_len, uint8_t *dek)
 {
-	struct vault_kms *vk = kms->priv;
-	struct vault_answer a;
-	char body[VAULT_MAX_BLOB + 128];
-	uint32_t version;
-	size_t len;
-	int rc;
+	struct item item = { .ctx = ctx, .in = blob, .in_len = blob_len, .dek = dek };
 
-	if (blob_len > VAULT_MAX_BLOB || vault_blob_parse_version(blob, blob_len, &version) < 0)
+	if (!blob_ok(blob, blob_len))
 		return -EBADMSG;
-	rc = request_body(ctx, blob, blob_len, body, sizeof(body), &len);
-	if (rc < 0)
-		return -EIO;
-	rc = vault_call(vk, "POST", "decrypt", body, len, &a, NULL, 0);
-	if (rc < 0)
-		return rc;
-	rc = take_dek(&a, dek);
-	answer_free(&a);
-	return rc;
+	send_items(kms->priv, OP_DECRYPT, &item, 1);
+	return item.rc;
 }
 
-/*
- * Re-wraps are batched: while one rewrap request is in flight, re-wraps that
- * arrive queue up, and the first of them to find no request in flight sends
- * everything queued as one batch_input request.  A lone caller (rotation with
- * --jobs 1) waits for nothing; N parallel callers share about one round trip.
- */
-struct rewrap_item {
-	const uint8_t *blob;
-	size_t blob_len;
-	const struct kms_context *ctx;
-	uint8_t *out;
-	size_t out_cap;
-	size_t *out_len;
-	uint32_t *version;
-	int rc;
-	bool done;
-	struct rewrap_item *next;
-};
-
-/* rewrap_body - {"batch_input":[{"ciphertext":B,"context":C},...]} for @n items from @first. */
-static int rewrap_body(const struct rewrap_item *first, size_t n, char *buf, size_t cap,
-		       size_t *len)
+static void vault_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n)
 {
-	char context[VAULT_CONTEXT_B64_LEN + 1];
-	const struct rewrap_item *it;
-	struct json_writer w;
-	size_t i;
+	struct item *batch = calloc(n, sizeof(*batch));
+	size_t i, k = 0;
 
-	json_writer_init(&w, buf, cap);
-	json_write_object_begin(&w);
-	json_write_key(&w, "batch_input");
-	json_write_array_begin(&w);
-	for (it = first, i = 0; i < n; it = it->next, i++) {
-		vault_context_b64(it->ctx, context);
-		json_write_object_begin(&w);
-		json_write_key(&w, "ciphertext");
-		json_write_string_n(&w, (const char *)it->blob, it->blob_len);
-		json_write_key(&w, "context");
-		json_write_string(&w, context);
-		json_write_object_end(&w);
+	for (i = 0; i < n; i++) {
+		items[i].rc = blob_ok(items[i].blob, items[i].blob_len) ? 0 : -EBADMSG;
+		if (items[i].rc == 0 && !batch)
+			items[i].rc = -ENOMEM;
+		if (items[i].rc == 0)
+			batch[k++] = (struct item){
+				.ctx = items[i].ctx, .in = items[i].blob,
+				.in_len = items[i].blob_len, .dek = items[i].dek,
+			};
 	}
-	json_write_array_end(&w);
-	json_write_object_end(&w);
-	return json_writer_finish(&w, len);
-}
-
-/* rewrap_batch - send @n queued items from @first as one request and fill in their results. */
-static void rewrap_batch(struct vault_kms *vk, struct rewrap_item *first, size_t n)
-{
-	const size_t cap = 64 + n * (VAULT_MAX_BLOB + VAULT_CONTEXT_B64_LEN + 48);
-	char *body = malloc(cap), path[64], msg[256];
-	struct rewrap_item *it;
-	struct vault_answer a;
-	size_t len, count = 0, i;
-	bool answered;
-	int rc;
-
-	rc = body ? rewrap_body(first, n, body, cap, &len) : -ENOMEM;
-	rc = rc < 0 ? (rc == -ENOMEM ? -ENOMEM : -EIO)
-		    : vault_call(vk, "POST", "rewrap", body, len, &a, NULL, 0);
-	free(body);
-	answered = rc == 0;
-	if (answered && (json_array_len(a.doc, "data.batch_results", &count) < 0 || count != n))
-		rc = -EIO; /* not an answer to this batch */
-	for (it = first, i = 0; i < n; it = it->next, i++) {
-		it->rc = rc;
-		if (rc < 0)
-			continue;
-		snprintf(path, sizeof(path), "data.batch_results[%zu].error", i);
-		if (json_get_string(a.doc, path, msg, sizeof(msg), NULL) == 0 && msg[0]) {
-			it->rc = vault_map_error(400, msg);
-			continue;
-		}
-		snprintf(path, sizeof(path), "data.batch_results[%zu].ciphertext", i);
-		it->rc = take_blob(&a, path, it->out, it->out_cap, it->out_len, it->version);
-	}
-	if (answered)
-		answer_free(&a);
-	/* One bad blob fails a whole batch with a 500: let each item answer for itself. */
-	if (rc == -EBADMSG && n > 1)
-		for (it = first, i = 0; i < n; it = it->next, i++)
-			rewrap_batch(vk, it, 1);
+	if (k)
+		send_many(kms->priv, OP_DECRYPT, batch, k);
+	for (i = 0, k = 0; i < n; i++)
+		if (items[i].rc == 0)
+			items[i].rc = batch[k++].rc;
+	free(batch);
 }
 
 static int vault_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
@@ -693,43 +866,14 @@ static int vault_rewrap(struct kms *kms, const struct kms_context *ctx, const ui
 			uint32_t *version)
 {
 	struct vault_kms *vk = kms->priv;
-	struct rewrap_item item = {
-		.blob = blob, .blob_len = blob_len, .ctx = ctx, .out = out, .out_cap = out_cap,
+	struct item item = {
+		.ctx = ctx, .in = blob, .in_len = blob_len, .out = out, .out_cap = out_cap,
 		.out_len = out_len, .version = version,
 	};
-	uint32_t old;
 
-	if (blob_len > VAULT_MAX_BLOB || vault_blob_parse_version(blob, blob_len, &old) < 0)
+	if (!blob_ok(blob, blob_len))
 		return -EBADMSG;
-	pthread_mutex_lock(&vk->batch_lock);
-	*vk->batch_tail = &item;
-	vk->batch_tail = &item.next;
-	while (!item.done) {
-		struct rewrap_item *first, *it;
-		size_t n = 0;
-
-		if (vk->batch_in_flight) {
-			pthread_cond_wait(&vk->batch_cond, &vk->batch_lock);
-			continue;
-		}
-		/* Take up to MAX_BATCH queued items (ours among them) and send them. */
-		first = vk->batch_head;
-		for (it = first; it && n < MAX_BATCH; it = it->next)
-			n++;
-		vk->batch_head = it;
-		if (!it)
-			vk->batch_tail = &vk->batch_head;
-		vk->batch_in_flight = true;
-		pthread_mutex_unlock(&vk->batch_lock);
-		rewrap_batch(vk, first, n);
-		pthread_mutex_lock(&vk->batch_lock);
-		for (it = first; n--; it = it->next)
-			it->done = true;
-		vk->batch_in_flight = false;
-		pthread_cond_broadcast(&vk->batch_cond);
-	}
-	pthread_mutex_unlock(&vk->batch_lock);
-	return item.rc;
+	return queue_send(vk, &vk->rewrap_queue, OP_REWRAP, &item);
 }
 
 static int vault_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_len,
@@ -775,32 +919,44 @@ static int read_key(struct vault_kms *vk, uint32_t *latest, char *err, size_t er
  * Never a cached answer from before the call: a rotation started right after
  * `vault write -f .../rotate` must target the new version.  Callers arriving
  * while a read is in flight wait for the next read, which starts after they
- * called, so N concurrent callers cost two GETs, not N.
+ * called, so N concurrent callers cost two GETs, not N.  A caller waits at
+ * most vk->queue_wait_ms for a read ahead to end before it starts its own,
+ * so it is answered within the deadline.
  */
 static int vault_current_version(struct kms *kms, uint32_t *version)
 {
 	struct vault_kms *vk = kms->priv;
-	uint64_t target;
+	const int64_t give_up = now_ms() + vk->queue_wait_ms;
+	struct timespec until = { .tv_sec = give_up / 1000, .tv_nsec = give_up % 1000 * 1000000 };
+	uint64_t target, seq;
 	uint32_t latest = 0;
 	int rc;
 
 	pthread_mutex_lock(&vk->version_lock);
 	target = vk->read_started + 1;
 	while (vk->read_done < target) {
-		if (vk->reading) {
+		if (vk->reading > 0 && vk->read_started >= target) {
+			/* A read that began after our call: its answer will do. */
 			pthread_cond_wait(&vk->version_cond, &vk->version_lock);
 			continue;
 		}
-		vk->reading = true;
-		vk->read_started++;
+		if (vk->reading > 0 && now_ms() < give_up) {
+			pthread_cond_timedwait(&vk->version_cond, &vk->version_lock, &until);
+			continue;
+		}
+		vk->reading++;
+		seq = ++vk->read_started;
 		pthread_mutex_unlock(&vk->version_lock);
 		rc = read_key(vk, &latest, NULL, 0);
 		pthread_mutex_lock(&vk->version_lock);
-		vk->read_rc = rc;
-		if (rc == 0)
-			vk->latest = latest;
-		vk->read_done = vk->read_started;
-		vk->reading = false;
+		/* Reads may end out of order: the latest-begun finished read is the answer. */
+		if (seq > vk->read_done) {
+			vk->read_rc = rc;
+			if (rc == 0)
+				vk->latest = latest;
+			vk->read_done = seq;
+		}
+		vk->reading--;
 		pthread_cond_broadcast(&vk->version_cond);
 	}
 	rc = vk->read_rc;
@@ -834,8 +990,7 @@ static void vault_close(struct kms *kms)
 	pthread_rwlock_destroy(&vk->token_lock);
 	pthread_mutex_destroy(&vk->version_lock);
 	pthread_cond_destroy(&vk->version_cond);
-	pthread_mutex_destroy(&vk->batch_lock);
-	pthread_cond_destroy(&vk->batch_cond);
+	queue_destroy(&vk->rewrap_queue);
 	free(vk);
 	kms->priv = NULL;
 }
@@ -963,6 +1118,7 @@ static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 {
 	struct http_settings hs = { .classify = vault_retryable };
 	pthread_rwlockattr_t attr;
+	pthread_condattr_t cattr;
 	struct vault_kms *vk;
 	struct stat st;
 	long deadline_ms = DEFAULT_DEADLINE_MS;
@@ -978,10 +1134,11 @@ static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 	pthread_rwlock_init(&vk->token_lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&vk->version_lock, NULL);
-	pthread_cond_init(&vk->version_cond, NULL);
-	pthread_mutex_init(&vk->batch_lock, NULL);
-	pthread_cond_init(&vk->batch_cond, NULL);
-	vk->batch_tail = &vk->batch_head;
+	pthread_condattr_init(&cattr);
+	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+	pthread_cond_init(&vk->version_cond, &cattr);
+	pthread_condattr_destroy(&cattr);
+	queue_init(&vk->rewrap_queue);
 	kms->priv = vk;
 	rc = parse_settings(vk, ini, &deadline_ms, err, err_len);
 	if (rc < 0)
@@ -999,8 +1156,11 @@ static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 		goto fail;
 	hs.ca_file = vk->ca_file[0] ? vk->ca_file : NULL;
 	hs.ca_dir = vk->ca_dir[0] ? vk->ca_dir : NULL;
-	hs.deadline_ms = deadline_ms;
-	hs.attempt_timeout_ms = deadline_ms;
+	vk->deadline_ms = deadline_ms;
+	vk->queue_wait_ms = deadline_ms / 10 < MAX_QUEUE_WAIT_MS ? deadline_ms / 10 : MAX_QUEUE_WAIT_MS;
+	vk->call_ms = deadline_ms - vk->queue_wait_ms;
+	hs.deadline_ms = vk->call_ms;
+	hs.attempt_timeout_ms = vk->call_ms;
 	hs.on_state = breaker_edge;
 	hs.state_arg = kms;
 	rc = http_client_new(&hs, &vk->http, err, err_len);
@@ -1048,6 +1208,8 @@ const struct kms_ops kms_vault_ops = {
 	.generate = vault_generate,
 	.unwrap = vault_unwrap,
 	.wrap = vault_wrap,
+	.unwrap_many = vault_unwrap_many,
+	.wrap_many = vault_wrap_many,
 	.rewrap = vault_rewrap,
 	.blob_version = vault_blob_version,
 	.current_version = vault_current_version,

@@ -151,9 +151,9 @@ static void print_human(const struct fields *f)
 	if (strcmp(field(f, "kms.previous_key_ref"), "?") != 0)
 		printf("migrating  from master key %s (envelopefsctl rotate --to-kms)\n",
 		       field(f, "kms.previous_key_ref"));
-	printf("kms calls  generate %s, unwrap %s, rewrap %s, failures %s\n",
-	       field(f, "kms.generate"), field(f, "kms.unwrap"), field(f, "kms.rewrap"),
-	       field(f, "kms.failures"));
+	printf("kms calls  generate %s, wrap %s, unwrap %s, rewrap %s, failures %s\n",
+	       field(f, "kms.generate"), field(f, "kms.wrap"), field(f, "kms.unwrap"),
+	       field(f, "kms.rewrap"), field(f, "kms.failures"));
 	if (strcmp(field(f, "kms.service.calls"), "?") != 0)
 		printf("kms service calls %s, retries %s, failures %s, latency %s us in all, "
 		       "breaker %s (opened %s times)\n",
@@ -165,6 +165,12 @@ static void print_human(const struct fields *f)
 	       field(f, "cache.max_age"));
 	printf("           hits %s, misses %s, evictions %s\n", field(f, "cache.hits"),
 	       field(f, "cache.misses"), field(f, "cache.evictions"));
+	if (strcmp(field(f, "prefetch.enabled"), "true") == 0)
+		printf("prefetch   %s listed files queued, %s DEKs unwrapped ahead in %s batches, "
+		       "%s skipped, %s failed, %s not queued (queue full)\n",
+		       field(f, "prefetch.queued"), field(f, "prefetch.unwrapped"),
+		       field(f, "prefetch.batches"), field(f, "prefetch.skipped"),
+		       field(f, "prefetch.failed"), field(f, "prefetch.overflow"));
 	printf("errors     integrity %s, key %s\n", field(f, "errors.integrity"),
 	       field(f, "errors.key"));
 	printf("inodes     %s\n", field(f, "inodes"));

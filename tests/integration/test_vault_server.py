@@ -176,6 +176,33 @@ def test_partial_batch_failure_body(server):
     assert "error" in results[1] and "error" not in results[0]
 
 
+def test_batch_with_a_failed_tag_answers_500_with_every_result(tmp_path):
+    """As Vault's path_decrypt.go: an item whose GCM tag fails is an internal error, the batch is
+    answered 500 (400 when some item also failed on user input) and still lists every result."""
+    srv = VaultServer(tmp_path / "vault", gcm_failure_status=500)
+    try:
+        t = hvac.Client(url=srv.url, token=srv.token).secrets.transit
+        t.create_key(name="gcm", derived=True)
+        items = [{"plaintext": b64(bytes([i]) * 32), "context": b64(b"f%d" % i)} for i in range(3)]
+        enc = t.encrypt_data(name="gcm", plaintext=None, batch_input=items)["data"]["batch_results"]
+        dec_in = [{"ciphertext": r["ciphertext"], "context": b64(b"f%d" % i)} for i, r in enumerate(enc)]
+        dec_in[1]["context"] = b64(b"another file")
+        with pytest.raises(hvac.exceptions.InternalServerError):
+            t.decrypt_data(name="gcm", ciphertext=None, batch_input=dec_in)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            srv.api("POST", "decrypt/gcm", {"batch_input": dec_in})
+        assert e.value.code == 500
+        results = json.loads(e.value.read())["data"]["batch_results"]
+        assert base64.b64decode(results[0]["plaintext"]) == bytes([0]) * 32
+        assert results[1] == {"error": "cipher: message authentication failed"}
+        assert base64.b64decode(results[2]["plaintext"]) == bytes([2]) * 32
+        dec_in.append({"ciphertext": "vault:v1:", "context": b64(b"f")})
+        with pytest.raises(hvac.exceptions.InvalidRequest):  # a user error too: 400
+            t.decrypt_data(name="gcm", ciphertext=None, batch_input=dec_in)
+    finally:
+        srv.stop()
+
+
 def test_auth_namespace_and_errors(server):
     bad = hvac.Client(url=server.url, token="s.wrong")
     with pytest.raises(hvac.exceptions.Forbidden) as e:

@@ -23,8 +23,8 @@ hkdf_sha256 KDF does.  Keys live per namespace (X-Vault-Namespace).
 Test knobs (never in a real Vault):
   --latency-ms N     sleep N ms before answering every request
   --gcm-failure-status N  the HTTP status of a failed GCM tag (default 400; Vault releases answer
-                     500 "cipher: message authentication failed", and a batch holding such an item
-                     fails as a whole)
+                     500 "cipher: message authentication failed", and 500 to a batch whose only failed
+                     items are such, every item's result listed)
   --token-file F     the one valid token (X-Vault-Token or Authorization: Bearer); others get 403
   --state-file F     keys persist across restarts (written atomically after each change)
   --port 0 --port-file F   listen on a free port and write its number to F once listening
@@ -32,6 +32,7 @@ Test knobs (never in a real Vault):
   --test-control     enables POST /_test/fault {"status": 503|429|..., "count": N, "seconds": S}
                      (answer that status to the next N requests or for S seconds; status 0 clears),
                      POST /_test/token {"token": "..."} (replace the valid token, e.g. to revoke it),
+                     POST /_test/latency {"ms": N} (replace --latency-ms),
                      GET /_test/key/NAME (the key versions' raw material, base64, for independent checks)
                      and GET /_test/stats (requests per operation; OP_items counts the items of
                      encrypt/decrypt/rewrap requests, batches included).
@@ -377,6 +378,8 @@ class Handler(BaseHTTPRequestHandler):
                 transit.fault_until = time.monotonic() + float(body.get("seconds", 0))
             elif path == "/_test/token" and method == "POST":
                 transit.token = body["token"]
+            elif path == "/_test/latency" and method == "POST":
+                self.server.latency = float(body["ms"]) / 1000.0
             else:
                 raise TransitError(404, "unsupported path")
         self.send_empty()
@@ -517,22 +520,30 @@ class Handler(BaseHTTPRequestHandler):
         if not key:
             raise user_error("encryption key not found")
         results = []
+        user_error_seen = internal_error_seen = False
         for item in items:
             try:
                 with transit.lock:
                     results.append(self.crypt_one(key, op, item, body if batch else None))
             except TransitError as e:
-                if not batch or e.status >= 500:
-                    raise  # an internal error fails the whole batch
+                if not batch:
+                    raise
+                # As Vault's path_decrypt.go/path_encrypt.go: every failed item carries its error text,
+                # user errors and internal ones (a failed GCM tag) alike.
                 results.append({"error": e.message})
+                if e.status >= 500:
+                    internal_error_seen = True
+                else:
+                    user_error_seen = True
         if not batch:
             self.send_data(results[0])
             return
-        failed = sum(1 for r in results if "error" in r)
+        # Vault's batchRequestResponse: 400 if any item failed on user input, else 500 if any failed
+        # internally; partial_failure_response_code replaces either when some item succeeded.
         status = 200
-        if failed:
-            status = 400
-            if failed < len(results) and "partial_failure_response_code" in body:
+        if user_error_seen or internal_error_seen:
+            status = 400 if user_error_seen else 500
+            if any("error" not in r for r in results) and "partial_failure_response_code" in body:
                 status = int(body["partial_failure_response_code"])
         self.send_data({"batch_results": results}, status=status)
 
