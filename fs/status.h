@@ -14,8 +14,8 @@
  *   {"volume": UUID, "backing": PATH,
  *    "kms": {"provider", "key_ref", "current_version", "generate", "unwrap",
  *            "rewrap", "failures",
- *            "service": {"calls", "retries", "failures", "latency_us", "breaker",
- *                        "breaker_opens"}},      (remote providers only)
+ *            "service": {"calls", "retries", "failures", "throttled", "latency_us",
+ *                        "breaker", "breaker_opens"}},      (remote providers only)
  *    "cache": {"entries", "pinned", "hits", "misses", "evictions",
  *              "max_entries", "max_age"},
  *    "errors": {"integrity", "key"},

@@ -353,26 +353,43 @@ static void error_type(const struct http_response *resp, char *out, size_t cap)
 		memmove(out, hash + 1, strlen(hash + 1) + 1);
 }
 
-static bool aws_retryable(void *arg, const struct http_response *resp)
+/* The AWS error names that mean "slow down" (the SDKs' throttling list, as KMS uses it). */
+static const char *const throttle_types[] = { "ThrottlingException", "Throttling",
+					      "RequestLimitExceeded", "TooManyRequestsException" };
+
+/* is_throttle_type - is @type one of throttle_types? */
+static bool is_throttle_type(const char *type)
 {
-	static const char *const retry_types[] = { "ThrottlingException", "KMSInternalException",
+	size_t i;
+
+	for (i = 0; i < sizeof(throttle_types) / sizeof(throttle_types[0]); i++)
+		if (strcmp(type, throttle_types[i]) == 0)
+			return true;
+	return false;
+}
+
+static enum http_verdict aws_classify(void *arg, const struct http_response *resp)
+{
+	static const char *const fault_types[] = { "KMSInternalException",
 						   "DependencyTimeoutException",
-						   "KeyUnavailableException", "RequestLimitExceeded" };
+						   "KeyUnavailableException" };
 	char type[128];
 	size_t i;
 
 	(void)arg;
-	if (resp->status == 429 || resp->status == 500 || resp->status == 502 ||
-	    resp->status == 503 || resp->status == 504)
-		return true;
 	if (resp->status < 400)
-		return false;
+		return HTTP_FINAL;
 	/* Throttling comes as HTTP 400 with its name in the body. */
 	error_type(resp, type, sizeof(type));
-	for (i = 0; i < sizeof(retry_types) / sizeof(retry_types[0]); i++)
-		if (strcmp(type, retry_types[i]) == 0)
-			return true;
-	return false;
+	if (resp->status == 429 || is_throttle_type(type))
+		return HTTP_THROTTLED;
+	if (resp->status == 500 || resp->status == 502 || resp->status == 503 ||
+	    resp->status == 504)
+		return HTTP_FAULT;
+	for (i = 0; i < sizeof(fault_types) / sizeof(fault_types[0]); i++)
+		if (strcmp(type, fault_types[i]) == 0)
+			return HTTP_FAULT;
+	return HTTP_FINAL;
 }
 
 /* map_error - the kms errno for an AWS error answer. */
@@ -396,7 +413,6 @@ static int map_error(const struct http_response *resp)
 		{ "InvalidClientTokenId", -EACCES },
 		{ "ValidationException", -EINVAL },
 		{ "InvalidKeyUsageException", -EINVAL },
-		{ "ThrottlingException", -EAGAIN },
 		{ "KMSInternalException", -EAGAIN },
 		{ "DependencyTimeoutException", -EAGAIN },
 		{ "KeyUnavailableException", -EAGAIN },
@@ -405,6 +421,8 @@ static int map_error(const struct http_response *resp)
 	size_t i;
 
 	error_type(resp, type, sizeof(type));
+	if (is_throttle_type(type))
+		return -EAGAIN;
 	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
 		if (strcmp(type, map[i].type) == 0)
 			return map[i].err;
@@ -864,7 +882,7 @@ static int resolve_key(struct aws_kms *ak, char *err, size_t err_len)
 
 static int aws_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
-	struct http_settings hs = { .classify = aws_retryable };
+	struct http_settings hs = { .classify = aws_classify };
 	struct aws_kms *ak;
 	char region[64];
 	int rc;

@@ -327,19 +327,25 @@ static bool is_batch_answer(const struct http_response *resp)
  * Vault's message in @err.
  */
 /*
- * vault_retryable - the HTTP client's classifier: what is worth another
+ * vault_classify - the HTTP client's classifier: what is worth another
  * attempt.  A 500 that reports a failed GCM tag is an answer about the blob,
  * not about Vault's health: retrying it would only delay the error and count
- * against the circuit breaker.
+ * against the circuit breaker.  429 is a rate-limit quota: throttling, not an
+ * outage.  412 (Enterprise: the node has not caught up yet) asks for a retry
+ * as throttling does.
  */
-static bool vault_retryable(void *arg, const struct http_response *resp)
+static enum http_verdict vault_classify(void *arg, const struct http_response *resp)
 {
 	(void)arg;
 	if (resp->status == 500 && resp->body &&
 	    strstr((const char *)resp->body, "message authentication failed"))
-		return false;
-	return resp->status == 412 || resp->status == 429 || resp->status == 500 ||
-	       resp->status == 502 || resp->status == 503 || resp->status == 504;
+		return HTTP_FINAL;
+	if (resp->status == 429 || resp->status == 412)
+		return HTTP_THROTTLED;
+	if (resp->status == 500 || resp->status == 502 || resp->status == 503 ||
+	    resp->status == 504)
+		return HTTP_FAULT;
+	return HTTP_FINAL;
 }
 
 static int vault_call(struct vault_kms *vk, const char *method, const char *op, const char *body,
@@ -901,7 +907,7 @@ static int parse_settings(struct vault_kms *vk, const dictionary *ini, long *dea
 
 static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
-	struct http_settings hs = { .classify = vault_retryable };
+	struct http_settings hs = { .classify = vault_classify };
 	pthread_rwlockattr_t attr;
 	struct vault_kms *vk;
 	struct stat st;

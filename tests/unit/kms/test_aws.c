@@ -31,7 +31,8 @@ struct helper {
 };
 
 static struct helper moto, faults;
-static char endpoint[128], access_key[64], secret[128], key_arn[256], key_id[64];
+static char endpoint[128], throttle_endpoint[128], access_key[64], secret[128], key_arn[256],
+	key_id[64];
 static char faults_base[64];
 
 static void helper_start(struct helper *h, const char *script, const char *arg)
@@ -114,11 +115,12 @@ static void start_moto(void)
 	helper_start(&moto, "tests/kmsd/aws_moto.py", NULL);
 	helper_line(&moto, line, sizeof(line));
 	json_field(line, "endpoint", endpoint, sizeof(endpoint));
+	json_field(line, "throttle_endpoint", throttle_endpoint, sizeof(throttle_endpoint));
 	json_field(line, "access_key", access_key, sizeof(access_key));
 	json_field(line, "secret", secret, sizeof(secret));
 	json_field(line, "key_arn", key_arn, sizeof(key_arn));
 	json_field(line, "key_id", key_id, sizeof(key_id));
-	if (!endpoint[0] || !secret[0] || !key_arn[0]) {
+	if (!endpoint[0] || !throttle_endpoint[0] || !secret[0] || !key_arn[0]) {
 		fprintf(stderr, "aws_moto.py: unexpected start line: %s\n", line);
 		exit(2);
 	}
@@ -640,6 +642,79 @@ static void test_unreachable_and_back(void)
 	secmem_free(dek, 32);
 }
 
+/* peer_count - the number @field of the throttling proxy's counters. */
+static long peer_count(const char *field)
+{
+	char answer[256], *p;
+
+	if (peer_cmd("throttled", answer, sizeof(answer)) < 0 || !(p = strstr(answer, field)))
+		return -1;
+	return strtol(p + strlen(field) + 2, NULL, 10);
+}
+
+/*
+ * AWS's ThrottlingException (HTTP 400, from the throttling proxy in front of
+ * moto): retried past max_attempts until the deadline, then -EAGAIN; never a
+ * breaker failure, however often, and counted as throttled.
+ */
+static void test_throttling_is_not_an_outage(void)
+{
+	struct kms *kms = NULL;
+	struct kms_context ctx;
+	struct kms_remote_stats st;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	char err[512];
+	dictionary *d;
+	size_t len;
+	uint32_t v;
+	double t0, dt;
+	long throttled;
+	int i;
+
+	use_env_credentials(secret);
+	REQUIRE(dek);
+	d = settings(key_arn, throttle_endpoint);
+	iniparser_set(d, "kms:deadline_ms", "1000");
+	iniparser_set(d, "kms:max_attempts", "2");
+	REQUIRE(open_with(d, &kms, err, sizeof(err)) == 0);
+	downs = ups = 0;
+	kms_set_reachability_hook(kms, on_reachability, NULL);
+	make_ctx(&ctx, 0x81, 0x82);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+
+	/* A burst of three throttled answers: more than max_attempts, and the unwrap succeeds. */
+	throttled = peer_count("throttled");
+	REQUIRE(peer_cmd("throttle 0 3", NULL, 0) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	CHECK_EQ_INT(peer_count("throttled") - throttled, 3);
+
+	/*
+	 * Throttled for good: each call retries past max_attempts, then ends with
+	 * -EAGAIN by the deadline (or as soon as the next wait would pass it).
+	 */
+	REQUIRE(peer_cmd("throttle 1", NULL, 0) == 0);
+	for (i = 0; i < 3; i++) {
+		throttled = peer_count("throttled");
+		t0 = now_s();
+		CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EAGAIN);
+		dt = now_s() - t0;
+		CHECK(dt < 1.3);
+		CHECK(peer_count("throttled") - throttled > 2);
+	}
+	kms_remote_stats(kms, &st);
+	CHECK(strcmp(st.breaker, "closed") == 0 && st.breaker_opens == 0);
+	CHECK(st.throttled >= 3 + 3 * 2);
+	CHECK_EQ_INT(downs, 0);
+	printf("throttled KMS: %llu throttled answers, breaker %s\n",
+	       (unsigned long long)st.throttled, st.breaker);
+	REQUIRE(peer_cmd("throttle 0", NULL, 0) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	CHECK_EQ_INT(downs + ups, 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
 int main(void)
 {
 	char line[64];
@@ -661,6 +736,7 @@ int main(void)
 	RUN(test_denied_and_disabled);
 	RUN(test_error_mapping);
 	RUN(test_unreachable_and_back);
+	RUN(test_throttling_is_not_an_outage);
 	helper_stop(&faults);
 	helper_stop(&moto);
 	return check_summary();
