@@ -437,16 +437,19 @@ static int map_error(const struct http_response *resp)
 }
 
 /*
- * aws_call - POST @body to TrentService.@op.  On 0, *@doc is the parsed
- * answer over @resp's body (free both).  Errors are kms errnos.
+ * aws_call_until - POST @body to TrentService.@op, done by @deadline (from
+ * http_deadline(): the operation's, when it makes several calls).  On 0,
+ * *@doc is the parsed answer over @resp's body (free both).  Errors are kms
+ * errnos.
  */
-static int aws_call(struct aws_kms *ak, const char *op, const char *body, size_t body_len,
-		    struct http_response *resp, struct json_doc **doc)
+static int aws_call_until(struct aws_kms *ak, uint64_t deadline, const char *op, const char *body,
+			  size_t body_len, struct http_response *resp, struct json_doc **doc)
 {
 	char target[96], err[512];
 	const char *headers[4];
 	struct http_request req = { .method = "POST", .url = ak->url, .headers = headers,
-				    .body = body, .body_len = body_len, .aws_sigv4 = ak->sigv4 };
+				    .body = body, .body_len = body_len, .aws_sigv4 = ak->sigv4,
+				    .deadline_at_ms = deadline };
 	struct aws_creds *creds;
 	int rc, n = 0;
 
@@ -474,6 +477,13 @@ static int aws_call(struct aws_kms *ak, const char *op, const char *body, size_t
 	if (!resp->body || json_parse((const char *)resp->body, resp->len, doc) < 0)
 		return -EIO;
 	return 0;
+}
+
+/* aws_call - aws_call_until() for an operation that is this one call. */
+static int aws_call(struct aws_kms *ak, const char *op, const char *body, size_t body_len,
+		    struct http_response *resp, struct json_doc **doc)
+{
+	return aws_call_until(ak, http_deadline(ak->http), op, body, body_len, resp, doc);
 }
 
 /* get_b64 - decode base64 string field @path of @doc into @out (exactly @want bytes if nonzero). */
@@ -504,8 +514,8 @@ static int get_b64(const struct json_doc *doc, const char *path, uint8_t *out, s
 
 /* ---- versions ---- */
 
-/* read_rotations - 1 + the number of rotations ListKeyRotations reports (all pages). */
-static int read_rotations(struct aws_kms *ak, uint32_t *version)
+/* read_rotations - 1 + the number of rotations ListKeyRotations reports (all pages), by @deadline. */
+static int read_rotations(struct aws_kms *ak, uint64_t deadline, uint32_t *version)
 {
 	char body[MAX_BODY], marker[1024] = "";
 	uint64_t count = 0;
@@ -531,7 +541,7 @@ static int read_rotations(struct aws_kms *ak, uint32_t *version)
 		json_write_object_end(&w);
 		if (json_writer_finish(&w, &len) < 0)
 			return -EIO;
-		rc = aws_call(ak, "ListKeyRotations", body, len, &resp, &doc);
+		rc = aws_call_until(ak, deadline, "ListKeyRotations", body, len, &resp, &doc);
 		if (rc == 0) {
 			truncated = false;
 			if (json_array_len(doc, "Rotations", &n) < 0)
@@ -554,11 +564,12 @@ static int read_rotations(struct aws_kms *ak, uint32_t *version)
 }
 
 /*
- * version_now - the current version, re-read if older than @max_age_ms.
- * Every caller reads it before its KMS call, so a blob never claims a newer
- * version than the key material that made it.
+ * version_now - the current version, re-read (by @deadline) if older than
+ * @max_age_ms.  Every caller reads it before its KMS call, so a blob never
+ * claims a newer version than the key material that made it.
  */
-static int version_now(struct aws_kms *ak, uint64_t max_age_ms, uint32_t *version)
+static int version_now(struct aws_kms *ak, uint64_t max_age_ms, uint64_t deadline,
+		       uint32_t *version)
 {
 	uint64_t at;
 	uint32_t v;
@@ -572,7 +583,7 @@ static int version_now(struct aws_kms *ak, uint64_t max_age_ms, uint32_t *versio
 		*version = v;
 		return 0;
 	}
-	rc = read_rotations(ak, &v);
+	rc = read_rotations(ak, deadline, &v);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&ak->lock);
@@ -591,6 +602,7 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 			uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
 {
 	struct aws_kms *ak = kms->priv;
+	uint64_t deadline = http_deadline(ak->http); /* for both calls: version, then the key */
 	uint8_t ct[AWS_MAX_CIPHERTEXT];
 	struct http_response resp;
 	struct json_doc *doc;
@@ -600,7 +612,7 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 	uint32_t v;
 	int rc;
 
-	rc = version_now(ak, VERSION_TTL_MS, &v);
+	rc = version_now(ak, VERSION_TTL_MS, deadline, &v);
 	if (rc < 0)
 		return rc;
 	json_writer_init(&w, body, sizeof(body));
@@ -614,7 +626,7 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 	json_write_object_end(&w);
 	if (json_writer_finish(&w, &len) < 0)
 		return -EIO;
-	rc = aws_call(ak, "GenerateDataKey", body, len, &resp, &doc);
+	rc = aws_call_until(ak, deadline, "GenerateDataKey", body, len, &resp, &doc);
 	if (rc == 0)
 		rc = get_b64(doc, "Plaintext", dek, KMS_DEK_LEN, KMS_DEK_LEN, NULL);
 	if (rc == 0)
@@ -635,9 +647,9 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
  * and context (@reencrypt true) the AWS ciphertext inside @blob.  Same
  * contract as aws_call; -EBADMSG for a blob that is not ours.
  */
-static int call_on_blob(struct aws_kms *ak, bool reencrypt, const struct kms_context *ctx,
-			const uint8_t *blob, size_t blob_len, struct http_response *resp,
-			struct json_doc **doc)
+static int call_on_blob(struct aws_kms *ak, uint64_t deadline, bool reencrypt,
+			const struct kms_context *ctx, const uint8_t *blob, size_t blob_len,
+			struct http_response *resp, struct json_doc **doc)
 {
 	char body[MAX_BODY], b64[4 * ((AWS_MAX_CIPHERTEXT + 2) / 3) + 1];
 	struct json_writer w;
@@ -667,7 +679,8 @@ static int call_on_blob(struct aws_kms *ak, bool reencrypt, const struct kms_con
 	json_write_object_end(&w);
 	if (json_writer_finish(&w, &len) < 0)
 		return -EIO;
-	return aws_call(ak, reencrypt ? "ReEncrypt" : "Decrypt", body, len, resp, doc);
+	return aws_call_until(ak, deadline, reencrypt ? "ReEncrypt" : "Decrypt", body, len, resp,
+			      doc);
 }
 
 static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
@@ -677,7 +690,9 @@ static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint
 	struct json_doc *doc;
 	int rc;
 
-	rc = call_on_blob(kms->priv, false, ctx, blob, blob_len, &resp, &doc);
+	struct aws_kms *ak = kms->priv;
+
+	rc = call_on_blob(ak, http_deadline(ak->http), false, ctx, blob, blob_len, &resp, &doc);
 	if (rc == 0)
 		rc = get_b64(doc, "Plaintext", dek, KMS_DEK_LEN, KMS_DEK_LEN, NULL);
 	json_free(doc);
@@ -689,6 +704,8 @@ static int aws_rewrap(struct kms *kms, const struct kms_context *ctx, const uint
 		      size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len,
 		      uint32_t *version)
 {
+	struct aws_kms *ak = kms->priv;
+	uint64_t deadline = http_deadline(ak->http); /* for both calls: version, then ReEncrypt */
 	uint8_t ct_new[AWS_MAX_CIPHERTEXT];
 	struct http_response resp;
 	struct json_doc *doc = NULL;
@@ -697,11 +714,11 @@ static int aws_rewrap(struct kms *kms, const struct kms_context *ctx, const uint
 	int rc;
 
 	/* Rotation asks right after a rotation: a fresh look, not the file-creation cache. */
-	rc = version_now(kms->priv, VERSION_CHECK_MS, &v);
+	rc = version_now(ak, VERSION_CHECK_MS, deadline, &v);
 	if (rc < 0)
 		return rc;
 	/* ReEncrypt: the DEK is decrypted and re-encrypted inside KMS, never sent to us. */
-	rc = call_on_blob(kms->priv, true, ctx, blob, blob_len, &resp, &doc);
+	rc = call_on_blob(ak, deadline, true, ctx, blob, blob_len, &resp, &doc);
 	if (rc == 0)
 		rc = get_b64(doc, "CiphertextBlob", ct_new, sizeof(ct_new), 0, &new_len);
 	if (rc == 0)
@@ -725,7 +742,9 @@ static int aws_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_le
 
 static int aws_current_version(struct kms *kms, uint32_t *version)
 {
-	return version_now(kms->priv, VERSION_CHECK_MS, version);
+	struct aws_kms *ak = kms->priv;
+
+	return version_now(ak, VERSION_CHECK_MS, http_deadline(ak->http), version);
 }
 
 static void aws_remote_stats(struct kms *kms, struct kms_remote_stats *out)

@@ -491,6 +491,15 @@ int http_request(struct http_client *c, const struct http_request *req,
 	resp->len = 0;
 	resp->cap = 0;
 	stat_add(&c->stats.calls, 1);
+	deadline = start + (uint64_t)s->deadline_ms;
+	if (req->deadline_at_ms && req->deadline_at_ms < deadline)
+		deadline = req->deadline_at_ms;
+	/* The operation's earlier calls used up its time: nothing was asked, nothing learnt. */
+	if (deadline <= start) {
+		stat_add(&c->stats.failures, 1);
+		return kms_errf(err, err_len, -EAGAIN, "%s %s: the operation's deadline has passed",
+				req->method, req->url);
+	}
 	if (!breaker_admit(c, &probe)) {
 		stat_add(&c->stats.fast_fails, 1);
 		stat_add(&c->stats.failures, 1);
@@ -506,7 +515,6 @@ int http_request(struct http_client *c, const struct http_request *req,
 		stat_add(&c->stats.failures, 1);
 		return kms_errf(err, err_len, -ENOMEM, "out of memory");
 	}
-	deadline = start + (uint64_t)s->deadline_ms;
 	for (attempt = 1;; attempt++) {
 		uint64_t now = now_ms();
 		long remaining = now < deadline ? (long)(deadline - now) : 0;
@@ -607,6 +615,11 @@ int http_request(struct http_client *c, const struct http_request *req,
 		stat_add(&c->stats.failures, 1);
 	stat_add(&c->stats.latency_us, now_us() - start_us);
 	return rc;
+}
+
+uint64_t http_deadline(const struct http_client *c)
+{
+	return now_ms() + (uint64_t)c->set.deadline_ms;
 }
 
 void http_client_stats(struct http_client *c, struct http_stats *st)

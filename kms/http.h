@@ -20,7 +20,9 @@
  *    threads.
  *  - Each attempt is bounded by @connect_timeout_ms and @attempt_timeout_ms,
  *    and the whole call (all attempts and waits) by @deadline_ms: a call never
- *    takes much longer than its deadline, whatever the peer does.
+ *    takes much longer than its deadline, whatever the peer does.  An
+ *    operation made of several calls gives them all one deadline
+ *    (http_request.deadline_at_ms), so it too ends within @deadline_ms.
  *
  * Retries: an attempt that got no HTTP response because of a network fault
  * (refused, reset, timed out, DNS) is retried; an attempt that got a response
@@ -124,6 +126,13 @@ struct http_request {
 	const char *aws_sigv4;
 	/* "ACCESS_KEY_ID:SECRET" for SigV4; NULL for none.  Never logged. */
 	const char *userpwd;
+	/*
+	 * When the call must be over at the latest: a CLOCK_MONOTONIC time in
+	 * milliseconds from http_deadline(), shared by every call of one
+	 * operation that needs several (a version lookup, then the call), so the
+	 * operation as a whole keeps the deadline.  0: @deadline_ms from now.
+	 */
+	uint64_t deadline_at_ms;
 };
 
 /* Counters, monotonic except @breaker. */
@@ -168,6 +177,12 @@ void http_client_free(struct http_client *client);
  */
 int http_request(struct http_client *client, const struct http_request *req,
 		 struct http_response *resp, char *err, size_t err_len);
+
+/*
+ * http_deadline - the deadline_at_ms of an operation starting now: the
+ * client's @deadline_ms from now.
+ */
+uint64_t http_deadline(const struct http_client *client);
 
 /* http_response_free - wipe and free the body; @resp can be reused. */
 void http_response_free(struct http_response *resp);

@@ -23,7 +23,8 @@
  *   token_file  = /path (one line: the token)        else $VAULT_TOKEN
  *   ca_file     = /path/ca.pem                       else $VAULT_CACERT
  *   ca_dir      = /path/certs/                       else $VAULT_CAPATH
- *   deadline_ms = 15000  (a whole call, retries included; kms calls never wait longer)
+ *   deadline_ms = 15000  (a whole operation, retries and a resend with a reloaded token
+ *                         included; kms calls never wait longer)
  *
  * The token file is read again when Vault answers 403 and the file changed
  * (a Vault Agent sink renews it in place); the call is then retried once.
@@ -353,16 +354,18 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 {
 	const char *headers[5];
 	char url[1024], message[256], http_err[256], *token;
-	uint64_t token_gen;
+	uint64_t token_gen, deadline;
 	size_t nh = 0, token_len;
 	int rc, attempt;
 
 	memset(a, 0, sizeof(*a));
 	snprintf(url, sizeof(url), "%s/v1/%s/%s/%s", vk->address, vk->mount, op, vk->key);
+	/* One deadline for the call and its retry with a reloaded token. */
+	deadline = http_deadline(vk->http);
 	for (attempt = 0;; attempt++) {
 		struct http_request req = {
 			.method = method, .url = url, .headers = headers,
-			.body = body, .body_len = body_len,
+			.body = body, .body_len = body_len, .deadline_at_ms = deadline,
 		};
 
 		/* The token is copied out under the lock, which is not held across the

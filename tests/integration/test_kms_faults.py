@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """KMS faults on real mounts of the vault provider (the Transit test server, tests/kmsd/vault_transit.py):
-throttling is not an outage.  The aws provider's
+throttling is not an outage, an operation keeps one deadline across its calls.  The aws provider's
 counterparts live in test_kms_aws.py, beside its moto peer."""
 import concurrent.futures
 import errno
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mounts import CTL, get, put
+from mounts import CTL, DAEMON, get, is_mounted, put
 from test_vault import VaultVolume, mount_foreground
 from vaultd import VaultServer
 
@@ -98,3 +98,50 @@ def test_throttling_is_not_an_outage(tmp_path, server):
         vol.unmount()
         daemon.wait(timeout=20)
     assert "unreachable" not in log.read_text(), log.read_text()
+
+
+def test_token_reload_keeps_one_deadline(tmp_path):
+    """A call refused with 403 is sent again once with a renewed token file: both sends share
+    the operation's deadline.  With 600 ms per request and a 1 s deadline, the second send is cut
+    off at the deadline (the unwrap fails, and the daemon says so) instead of ending 1.2 s after
+    the start."""
+    srv = VaultServer(tmp_path / "vault", latency_ms=600)
+    log = tmp_path / "daemon.log"
+    try:
+        srv.create_key("vol", derived=True)
+        vol = VaultVolume(tmp_path / "v", srv, deadline_ms=1000)
+        vol.mount()
+        put(vol.mnt / "cold", b"unwrapped after the token changed")
+        vol.unmount()
+        # No pool of keys made ahead: its refills would renew the token before the test does.
+        cfg = tmp_path / "daemon.ini"
+        cfg.write_text("[daemon]\ndek_pool = 0\n")
+        with open(log, "ab") as out:
+            daemon = subprocess.Popen([str(DAEMON), "-f", "-o", f"config={cfg}", str(vol.backing),
+                                       str(vol.mnt)], stderr=out)
+        try:
+            deadline = time.monotonic() + 20
+            while not is_mounted(vol.mnt):
+                assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            srv.set_token("s.renewed")
+            fresh = srv.token_file.with_suffix(".new")
+            fresh.write_text("s.renewed\n")
+            fresh.chmod(0o600)
+            fresh.rename(srv.token_file)
+            t0 = time.monotonic()
+            try:
+                get(vol.mnt / "cold")
+            except OSError as e:
+                assert e.errno == errno.EIO
+            took = time.monotonic() - t0
+            # The first unwrap (403, token reloaded, sent again) is cut off at 1 s; the kernel
+            # may ask again, which then has the renewed token (0.6 s).
+            assert took < 1.0 + 0.6 + 0.5, took
+            assert "cannot unwrap the data key: KMS unavailable" in log.read_text(), log.read_text()
+            assert get(vol.mnt / "cold") == b"unwrapped after the token changed"
+        finally:
+            vol.unmount()
+            daemon.wait(timeout=20)
+    finally:
+        srv.stop()

@@ -715,6 +715,61 @@ static void test_throttling_is_not_an_outage(void)
 	secmem_free(dek, 32);
 }
 
+/*
+ * One deadline per operation: generate and rewrap make two calls (the
+ * version from ListKeyRotations, then the key), each slower than half the
+ * deadline.  Together they would overrun it; the operation ends at the
+ * deadline instead.  A one-call unwrap still fits.
+ */
+static void test_one_deadline_per_operation(void)
+{
+	struct kms *kms = NULL;
+	struct kms_context ctx;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB], blob2[KMS_MAX_BLOB];
+	char err[512];
+	dictionary *d;
+	size_t len, len2;
+	uint32_t v;
+	double t0, dt;
+
+	use_env_credentials(secret);
+	REQUIRE(dek);
+	d = settings(key_arn, throttle_endpoint);
+	iniparser_set(d, "kms:deadline_ms", "1000");
+	iniparser_set(d, "kms:breaker_threshold", "100");
+	REQUIRE(open_with(d, &kms, err, sizeof(err)) == 0);
+	make_ctx(&ctx, 0x91, 0x92);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	REQUIRE(peer_cmd("latency 650", NULL, 0) == 0);
+	t0 = now_s();
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	dt = now_s() - t0;
+	CHECK(dt >= 0.6 && dt < 1.0);
+	usleep(1100 * 1000); /* past VERSION_CHECK_MS: rewrap looks the version up again */
+	t0 = now_s();
+	CHECK_EQ_INT(kms_rewrap(kms, &ctx, blob, len, blob2, sizeof(blob2), &len2, &v), -EAGAIN);
+	dt = now_s() - t0;
+	printf("rewrap with 650 ms per call, deadline 1 s: ended after %.2f s\n", dt);
+	CHECK(dt >= 0.9 && dt < 1.25);
+	kms_close(kms);
+
+	/* A fresh provider has not read the version yet: generate makes both calls too. */
+	REQUIRE(peer_cmd("latency 0", NULL, 0) == 0);
+	d = settings(key_arn, throttle_endpoint);
+	iniparser_set(d, "kms:deadline_ms", "1000");
+	REQUIRE(open_with(d, &kms, err, sizeof(err)) == 0);
+	REQUIRE(peer_cmd("latency 650", NULL, 0) == 0);
+	t0 = now_s();
+	CHECK_EQ_INT(kms_generate(kms, &ctx, dek, blob2, sizeof(blob2), &len2, &v), -EAGAIN);
+	dt = now_s() - t0;
+	printf("generate with 650 ms per call, deadline 1 s: ended after %.2f s\n", dt);
+	CHECK(dt >= 0.9 && dt < 1.25);
+	REQUIRE(peer_cmd("latency 0", NULL, 0) == 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
 int main(void)
 {
 	char line[64];
@@ -737,6 +792,7 @@ int main(void)
 	RUN(test_error_mapping);
 	RUN(test_unreachable_and_back);
 	RUN(test_throttling_is_not_an_outage);
+	RUN(test_one_deadline_per_operation);
 	helper_stop(&faults);
 	helper_stop(&moto);
 	return check_summary();

@@ -416,6 +416,42 @@ static void test_deadline_bounds_everything(void)
 	http_client_free(cs);
 }
 
+/*
+ * Calls given one deadline_at_ms share it: the second of two 600 ms calls
+ * under a 1 s deadline is cut off at the deadline, and a call whose deadline
+ * has passed is not sent at all.
+ */
+static void test_calls_share_an_operation_deadline(void)
+{
+	struct http_settings s = { .deadline_ms = 1000, .attempt_timeout_ms = 5000,
+				   .breaker_threshold = 100 };
+	struct http_client *c = client_new(&s);
+	struct http_request req = { .method = "GET" };
+	struct http_response resp;
+	char url[128], err[256];
+	int64_t before;
+	double t0, dt;
+
+	snprintf(url, sizeof(url), "%s/slow/600", plain.base);
+	req.url = url;
+	t0 = now_s();
+	req.deadline_at_ms = http_deadline(c);
+	CHECK_EQ_INT(http_request(c, &req, &resp, err, sizeof(err)), 0);
+	http_response_free(&resp);
+	CHECK_EQ_INT(http_request(c, &req, &resp, err, sizeof(err)), -EAGAIN);
+	http_response_free(&resp);
+	dt = now_s() - t0;
+	CHECK(dt >= 0.95 && dt < 1.2);
+	before = peer_int("/stats", "requests");
+	t0 = now_s();
+	CHECK_EQ_INT(http_request(c, &req, &resp, err, sizeof(err)), -EAGAIN);
+	http_response_free(&resp);
+	CHECK(now_s() - t0 < 0.05);
+	CHECK(strstr(err, "deadline has passed") != NULL);
+	CHECK_EQ_INT(peer_int("/stats", "requests") - before, 1); /* peer_int's own */
+	http_client_free(c);
+}
+
 static int downs, ups;
 
 static void on_state(void *arg, bool up)
@@ -632,6 +668,7 @@ int main(void)
 	RUN(test_throttling_is_not_an_outage);
 	RUN(test_connection_refused_is_retried);
 	RUN(test_deadline_bounds_everything);
+	RUN(test_calls_share_an_operation_deadline);
 	RUN(test_breaker_opens_and_recovers);
 	RUN(test_keep_alive_reuse);
 	RUN(test_response_limit);
