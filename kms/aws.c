@@ -43,6 +43,7 @@
 #include "kms/aws.h"
 #include "kms/base64.h"
 #include "kms/config.h"
+#include "kms/envsecret.h"
 #include "kms/http.h"
 #include "kms/json.h"
 #include "kms/keyring.h"
@@ -280,6 +281,35 @@ static int read_profile(const char *path, const char *profile, struct aws_creds 
 }
 
 /*
+ * creds_from_env - $AWS_ACCESS_KEY_ID (an identifier, left in the
+ * environment), and the secrets $AWS_SECRET_ACCESS_KEY and, if set,
+ * $AWS_SESSION_TOKEN, taken out of it (kms/envsecret.h).
+ */
+static int creds_from_env(struct aws_creds *c, char *err, size_t err_len)
+{
+	struct env_secrets {
+		char secret[MAX_SECRET + 1];
+		char token[MAX_TOKEN + 1];
+	} *e = secmem_alloc(sizeof(*e));
+	size_t len;
+	int rc, token_rc;
+
+	if (!e)
+		return kms_errf(err, err_len, -ENOMEM, "out of locked memory");
+	rc = envsecret_copy("AWS_SECRET_ACCESS_KEY", e->secret, sizeof(e->secret), &len);
+	token_rc = envsecret_copy("AWS_SESSION_TOKEN", e->token, sizeof(e->token), &len);
+	if (rc == -ENOMEM || token_rc == -ENOMEM)
+		rc = kms_errf(err, err_len, -ENOMEM, "out of locked memory");
+	else if (rc == -E2BIG || token_rc == -E2BIG)
+		rc = kms_errf(err, err_len, -EINVAL, "malformed AWS credentials");
+	else
+		rc = fill_creds(c, getenv("AWS_ACCESS_KEY_ID"), rc == 0 ? e->secret : NULL,
+				token_rc == 0 ? e->token : NULL, err, err_len);
+	secmem_free(e, sizeof(*e));
+	return rc;
+}
+
+/*
  * load_creds - (re)load credentials into a fresh secmem struct and swap it
  * in.  Caller holds ak->lock (or is open(), alone).
  */
@@ -293,8 +323,7 @@ static int load_creds(struct aws_kms *ak, char *err, size_t err_len)
 		return kms_errf(err, err_len, -ENOMEM, "out of locked memory");
 	memset(&st, 0, sizeof(st));
 	if (ak->creds_from_env)
-		rc = fill_creds(c, getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY"),
-				getenv("AWS_SESSION_TOKEN"), err, err_len);
+		rc = creds_from_env(c, err, err_len);
 	else if (!ak->cred_file[0] || stat(ak->cred_file, &st) < 0)
 		rc = kms_errf(err, err_len, -EACCES,
 			      "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "

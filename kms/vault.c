@@ -48,6 +48,7 @@
 #include "crypto/secmem.h"
 #include "kms/base64.h"
 #include "kms/config.h"
+#include "kms/envsecret.h"
 #include "kms/http.h"
 #include "kms/json.h"
 #include "kms/keyring.h"
@@ -225,21 +226,26 @@ static void free_token(char *header)
 static int token_from_env(char **header, char *err, size_t err_len)
 {
 	const size_t hlen = sizeof(TOKEN_HEADER) - 1;
-	const char *token = getenv("VAULT_TOKEN");
-	size_t len = token ? strlen(token) : 0;
-	char *buf;
+	char *buf = secmem_alloc(hlen + MAX_TOKEN + 2);
+	size_t len = 0;
+	int rc;
 
-	if (!len)
-		return kms_errf(err, err_len, -EINVAL,
-				"no Vault token: set kms:token_file (a file holding the token) or "
-				"$VAULT_TOKEN");
-	if (len > MAX_TOKEN || strpbrk(token, "\r\n"))
-		return kms_errf(err, err_len, -EINVAL, "$VAULT_TOKEN is not a token");
-	buf = secmem_alloc(hlen + MAX_TOKEN + 2);
 	if (!buf)
 		return kms_errf(err, err_len, -ENOMEM, "out of locked memory");
 	memcpy(buf, TOKEN_HEADER, hlen);
-	memcpy(buf + hlen, token, len + 1);
+	rc = envsecret_copy("VAULT_TOKEN", buf + hlen, MAX_TOKEN + 1, &len);
+	if (rc == -ENOENT)
+		rc = kms_errf(err, err_len, -EINVAL,
+			      "no Vault token: set kms:token_file (a file holding the token) or "
+			      "$VAULT_TOKEN");
+	else if (rc == -ENOMEM)
+		rc = kms_errf(err, err_len, -ENOMEM, "out of locked memory");
+	else if (rc < 0 || strpbrk(buf + hlen, "\r\n"))
+		rc = kms_errf(err, err_len, -EINVAL, "$VAULT_TOKEN is not a token");
+	if (rc < 0) {
+		free_token(buf);
+		return rc;
+	}
 	*header = buf;
 	return 0;
 }

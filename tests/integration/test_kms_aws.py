@@ -111,6 +111,10 @@ def write_files(m, n, size=10000):
 
 
 def test_init_mount_write_remount_read(avol):
+    # The secret is taken out of the daemon's environment once read (kms/envsecret.h).
+    environ = Path(f"/proc/{avol.proc.pid}/environ").read_bytes()
+    assert avol.env["AWS_SECRET_ACCESS_KEY"].encode() not in environ
+    assert avol.env["AWS_ACCESS_KEY_ID"].encode() in environ  # an identifier, not a secret
     conf = (avol.backing / "envelopefs.conf").read_text()
     assert "provider = aws" in conf and avol.key_arn in conf
     assert os.environ.get("AWS_SECRET_ACCESS_KEY", "\0") not in conf

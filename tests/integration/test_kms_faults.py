@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """KMS faults on real mounts of the vault provider (the Transit test server, tests/kmsd/vault_transit.py):
-throttling is not an outage, an operation keeps one deadline across its calls.  The aws provider's
-counterparts live in test_kms_aws.py, beside its moto peer."""
+throttling is not an outage, an operation keeps one deadline across its calls; and secrets given in the
+environment do not stay there.  The aws provider's counterparts live in test_kms_aws.py, beside its moto
+peer."""
 import concurrent.futures
 import errno
 import os
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from mounts import CTL, DAEMON, get, is_mounted, put
+from mounts import CTL, DAEMON, get, is_mounted, put, unmount
 from test_vault import VaultVolume, mount_foreground
 from vaultd import VaultServer
 
@@ -145,3 +146,65 @@ def test_token_reload_keeps_one_deadline(tmp_path):
             daemon.wait(timeout=20)
     finally:
         srv.stop()
+
+
+def test_vault_token_taken_out_of_the_environment(tmp_path, server):
+    """A daemon given $VAULT_TOKEN (no token file) keeps it in locked memory only: its
+    /proc/PID/environ no longer shows it, and it serves files through remounts."""
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    backing.mkdir()
+    mnt.mkdir()
+    env = {**os.environ, "VAULT_TOKEN": server.token}
+    cp = subprocess.run([str(CTL), "init", "--kms", "vault", "--kms-setting", f"address={server.url}",
+                         "--kms-setting", "key=vol", str(backing)], env=env, capture_output=True,
+                        text=True)
+    assert cp.returncode == 0, cp.stderr
+    assert server.token not in (backing / "envelopefs.conf").read_text()
+    log = tmp_path / "daemon.log"
+    for round_ in range(2):
+        with open(log, "ab") as out:
+            daemon = subprocess.Popen([str(DAEMON), "-f", str(backing), str(mnt)], stderr=out,
+                                      env=env)
+        try:
+            deadline = time.monotonic() + 20
+            while not is_mounted(mnt):
+                assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            environ = open(f"/proc/{daemon.pid}/environ", "rb").read()
+            assert server.token.encode() not in environ
+            assert b"VAULT_TOKEN=" in environ  # the name stays in the block, the value is gone
+            if round_ == 0:
+                put(mnt / "f", b"token from the environment")
+            assert get(mnt / "f") == b"token from the environment"
+        finally:
+            unmount(mnt)
+            daemon.wait(timeout=20)
+
+
+def test_passphrase_read_twice_in_one_process(tmp_path):
+    """`envelopefsctl init --keyring` reads $ENVELOPEFS_PASSPHRASE to create the keyring and again
+    when it opens the KMS: the second read finds the copy taken out of the environment.  The
+    daemon's environment no longer shows it either."""
+    backing, mnt, keyring = tmp_path / "backing", tmp_path / "mnt", tmp_path / "keyring"
+    backing.mkdir()
+    mnt.mkdir()
+    passphrase = "correct horse envsecret 51c9"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVELOPEFS_PASSPHRASE")}
+    env["ENVELOPEFS_PASSPHRASE"] = passphrase
+    cp = subprocess.run([str(CTL), "init", "--keyring", str(keyring), str(backing)], env=env,
+                        capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    log = tmp_path / "daemon.log"
+    with open(log, "ab") as out:
+        daemon = subprocess.Popen([str(DAEMON), "-f", str(backing), str(mnt)], stderr=out, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not is_mounted(mnt):
+            assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert passphrase.encode() not in open(f"/proc/{daemon.pid}/environ", "rb").read()
+        put(mnt / "f", b"behind a passphrase")
+        assert get(mnt / "f") == b"behind a passphrase"
+    finally:
+        unmount(mnt)
+        daemon.wait(timeout=20)

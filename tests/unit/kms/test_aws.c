@@ -129,7 +129,9 @@ static void start_moto(void)
 static void use_env_credentials(const char *secret_value)
 {
 	unsetenv("AWS_PROFILE");
-	unsetenv("AWS_SESSION_TOKEN");
+	/* Set empty, not unset: the provider keeps a token it took out of the environment
+	 * until the variable is set again (kms/envsecret.h). */
+	setenv("AWS_SESSION_TOKEN", "", 1);
 	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
 	setenv("AWS_ACCESS_KEY_ID", access_key, 1);
 	setenv("AWS_SECRET_ACCESS_KEY", secret_value, 1);
@@ -428,7 +430,7 @@ static void test_session_token(void)
 	/* The token is signed and checked: a wrong one, or none, is refused. */
 	setenv("AWS_SESSION_TOKEN", "AQoDYXdzEJr-not-a-token", 1);
 	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
-	unsetenv("AWS_SESSION_TOKEN");
+	setenv("AWS_SESSION_TOKEN", "", 1);
 	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
 	CHECK(kms == NULL);
 }
