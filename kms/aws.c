@@ -19,7 +19,8 @@
  * $AWS_SECRET_ACCESS_KEY and $AWS_SESSION_TOKEN if set, else the profile's
  * aws_access_key_id, aws_secret_access_key and aws_session_token in the
  * credentials file, which is re-read when it changes (refreshed session
- * tokens).  They are kept in secmem.
+ * tokens) and refused if group or others may read it.  They are kept in
+ * secmem.
  *
  * The key named by key_id is resolved once, at open, to its ARN
  * (DescribeKey); every call names that ARN, so a blob of another key is
@@ -226,6 +227,7 @@ static int read_profile(const char *path, const char *profile, struct aws_creds 
 	const char *id = NULL, *secret = NULL, *token = NULL;
 	char *buf, *line, *next;
 	bool in_profile = false;
+	struct stat sb;
 	ssize_t n;
 	size_t len = 0;
 	int fd, rc;
@@ -234,6 +236,19 @@ static int read_profile(const char *path, const char *profile, struct aws_creds 
 	if (fd < 0)
 		return kms_errf(err, err_len, -EACCES, "cannot read AWS credentials file %s: %s", path,
 				strerror(errno));
+	/* The rule of the PIN, token and keyring files: a secret others may read is refused. */
+	rc = 0;
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))
+		rc = kms_errf(err, err_len, -EINVAL, "AWS credentials file %s is not a regular file",
+			      path);
+	else if (sb.st_mode & (S_IRWXG | S_IRWXO))
+		rc = kms_errf(err, err_len, -EACCES,
+			      "AWS credentials file %s may be read by group or others: chmod 600 %s",
+			      path, path);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
 	buf = secmem_alloc(MAX_CRED_FILE + 1);
 	if (!buf) {
 		close(fd);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -384,6 +385,13 @@ static void test_profile_credentials(void)
 	fclose(f);
 	setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
 	setenv("AWS_PROFILE", "envfs", 1);
+	/* Readable by the group or others: refused, naming the file and the fix. */
+	chmod(path, 0640);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	CHECK(strstr(err, path) && strstr(err, "group or others") && strstr(err, "chmod 600"));
+	chmod(path, 0604);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	chmod(path, 0600);
 	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), 0);
 	kms_close(kms);
 	kms = NULL;
@@ -459,6 +467,7 @@ static void test_credentials_file_reloaded(void)
 	REQUIRE(f);
 	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", access_key, secret);
 	fclose(f);
+	chmod(path, 0600);
 	kms = open_ok(key_arn);
 	REQUIRE(kms);
 	make_ctx(&ctx, 0x61, 0x62);
@@ -468,12 +477,14 @@ static void test_credentials_file_reloaded(void)
 	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = wrong%s\n", access_key,
 		secret + 5);
 	fclose(f);
+	chmod(tmp, 0600);
 	REQUIRE(rename(tmp, path) == 0);
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EACCES);
 	f = fopen(tmp, "w");
 	REQUIRE(f);
 	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", access_key, secret);
 	fclose(f);
+	chmod(tmp, 0600);
 	REQUIRE(rename(tmp, path) == 0);
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
 	kms_close(kms);
