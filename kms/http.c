@@ -436,6 +436,20 @@ static CURLcode setup_attempt(struct http_client *c, CURL *h, const struct http_
 	return cc;
 }
 
+/*
+ * free_headers - wipe, then free, our copy of the request headers: they may
+ * hold a token (X-Vault-Token, X-Amz-Security-Token), and curl_slist_append()
+ * copied them onto the ordinary heap.
+ */
+static void free_headers(struct curl_slist *list)
+{
+	struct curl_slist *n;
+
+	for (n = list; n; n = n->next)
+		secmem_wipe(n->data, strlen(n->data));
+	curl_slist_free_all(list);
+}
+
 static struct curl_slist *build_headers(const char *const *lines, bool *failed)
 {
 	struct curl_slist *list = NULL, *n;
@@ -444,7 +458,7 @@ static struct curl_slist *build_headers(const char *const *lines, bool *failed)
 	for (; lines && *lines; lines++) {
 		n = curl_slist_append(list, *lines);
 		if (!n) {
-			curl_slist_free_all(list);
+			free_headers(list);
 			*failed = true;
 			return NULL;
 		}
@@ -510,7 +524,7 @@ int http_request(struct http_client *c, const struct http_request *req,
 	headers = build_headers(req->headers, &failed);
 	h = failed ? NULL : handle_get(c);
 	if (!h) {
-		curl_slist_free_all(headers);
+		free_headers(headers);
 		breaker_record(c, probe, OUTCOME_NEUTRAL);
 		stat_add(&c->stats.failures, 1);
 		return kms_errf(err, err_len, -ENOMEM, "out of memory");
@@ -609,7 +623,7 @@ int http_request(struct http_client *c, const struct http_request *req,
 		}
 	}
 	handle_put(c, h);
-	curl_slist_free_all(headers);
+	free_headers(headers);
 	breaker_record(c, probe, outcome);
 	if (rc < 0 || resp->status >= 400)
 		stat_add(&c->stats.failures, 1);

@@ -50,10 +50,12 @@
  * quick and must not call back into this client.
  *
  * Secrets: response bodies may hold a plaintext DEK, so they are kept in
- * secmem (locked, wiped with OPENSSL_cleanse when grown or freed).  libcurl's
- * own receive buffers, and its copies of request headers and of @userpwd,
- * live on the ordinary heap and are not wiped by curl; we cannot control
- * them (this is why the daemon process is made non-dumpable).  Nothing in
+ * secmem (locked, wiped with OPENSSL_cleanse when grown or freed).  The list
+ * of request headers we hand to curl (it may hold a token) is wiped before it
+ * is freed.  libcurl's own receive buffers, and its internal copies of the
+ * request and of @userpwd, live on the ordinary heap and are not wiped by
+ * curl; we cannot control them (this is why the daemon process is made
+ * non-dumpable).  Nothing in
  * this module logs; error messages name the URL's host and the failure,
  * never headers, bodies, tokens or keys.
  */
