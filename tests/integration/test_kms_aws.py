@@ -4,8 +4,6 @@ ReEncrypt, and a KMS outage in the middle of a workload.
 The peer is moto_server with SigV4 checking on, behind a TCP proxy that can refuse or hang
 (tests/kmsd/aws_moto.py); one per module, since moto takes seconds to start.
 """
-import concurrent.futures
-import errno
 import json
 import os
 import re
@@ -21,6 +19,7 @@ from mounts import CTL, DAEMON, is_mounted, unmount
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kmsd"))
 from aws_moto import AwsPeer  # noqa: E402
+from kmsfault import timed_workload  # noqa: E402
 
 # Small on purpose: an uncached open during an outage must fail within DEADLINE.
 DEADLINE = 2.0
@@ -251,21 +250,6 @@ def test_kms_outage_mid_workload(aws, avol):
     assert len(avol.log_lines("reachable again")) == 1, avol.log.read_text()
     svc = avol.status()["kms"]["service"]
     assert svc["breaker"] == "closed" and svc["breaker_opens"] == 1 and svc["retries"] > 0
-
-
-def timed_workload(ops):
-    """Run @ops (callables) on four threads; each must succeed or fail with EIO.  Returns
-    [(ok, seconds)] in order."""
-    def run(op):
-        t0 = time.monotonic()
-        try:
-            op()
-            return True, time.monotonic() - t0
-        except OSError as e:
-            assert e.errno == errno.EIO, e
-            return False, time.monotonic() - t0
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        return list(pool.map(run, ops))
 
 
 def test_throttling_is_not_an_outage(aws, aws_env, tmp_path):

@@ -3,7 +3,6 @@
 throttling is not an outage, an operation keeps one deadline across its calls; and secrets given in the
 environment do not stay there.  The aws provider's counterparts live in test_kms_aws.py, beside its moto
 peer."""
-import concurrent.futures
 import errno
 import os
 import re
@@ -12,34 +11,12 @@ import time
 
 import pytest
 
-from mounts import CTL, DAEMON, get, is_mounted, put, unmount
-from test_vault import VaultVolume, mount_foreground
+from kmsfault import start_daemon, timed_workload
+from mounts import CTL, get, put, unmount
+from test_vault import VaultVolume, server  # noqa: F401 (server is a fixture)
 from vaultd import VaultServer
 
 DEADLINE = 1.5  # deadline_ms of the volumes here, in seconds
-
-
-@pytest.fixture
-def server(tmp_path):
-    srv = VaultServer(tmp_path / "vault")
-    srv.create_key("vol", derived=True)
-    yield srv
-    srv.stop()
-
-
-def timed_workload(ops):
-    """Run @ops (callables) on four threads; each must succeed or fail with EIO.  Returns
-    [(ok, seconds)] in order."""
-    def run(op):
-        t0 = time.monotonic()
-        try:
-            op()
-            return True, time.monotonic() - t0
-        except OSError as e:
-            assert e.errno == errno.EIO, e
-            return False, time.monotonic() - t0
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        return list(pool.map(run, ops))
 
 
 def test_throttling_is_not_an_outage(tmp_path, server):
@@ -53,7 +30,7 @@ def test_throttling_is_not_an_outage(tmp_path, server):
         put(vol.mnt / name, data)
     vol.unmount()
     log = tmp_path / "daemon.log"
-    daemon = mount_foreground(vol, log)
+    daemon = start_daemon(vol.backing, vol.mnt, log)
     names = sorted(cold)
     created = {f"new{i}": os.urandom(2000) for i in range(12)}
 
@@ -117,14 +94,8 @@ def test_token_reload_keeps_one_deadline(tmp_path):
         # No pool of keys made ahead: its refills would renew the token before the test does.
         cfg = tmp_path / "daemon.ini"
         cfg.write_text("[daemon]\ndek_pool = 0\n")
-        with open(log, "ab") as out:
-            daemon = subprocess.Popen([str(DAEMON), "-f", "-o", f"config={cfg}", str(vol.backing),
-                                       str(vol.mnt)], stderr=out)
+        daemon = start_daemon(vol.backing, vol.mnt, log, f"config={cfg}")
         try:
-            deadline = time.monotonic() + 20
-            while not is_mounted(vol.mnt):
-                assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
             srv.set_token("s.renewed")
             fresh = srv.token_file.with_suffix(".new")
             fresh.write_text("s.renewed\n")
@@ -162,14 +133,8 @@ def test_vault_token_taken_out_of_the_environment(tmp_path, server):
     assert server.token not in (backing / "envelopefs.conf").read_text()
     log = tmp_path / "daemon.log"
     for round_ in range(2):
-        with open(log, "ab") as out:
-            daemon = subprocess.Popen([str(DAEMON), "-f", str(backing), str(mnt)], stderr=out,
-                                      env=env)
+        daemon = start_daemon(backing, mnt, log, env=env)
         try:
-            deadline = time.monotonic() + 20
-            while not is_mounted(mnt):
-                assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
             environ = open(f"/proc/{daemon.pid}/environ", "rb").read()
             assert server.token.encode() not in environ
             assert b"VAULT_TOKEN=" in environ  # the name stays in the block, the value is gone
@@ -195,13 +160,8 @@ def test_passphrase_read_twice_in_one_process(tmp_path):
                         capture_output=True, text=True)
     assert cp.returncode == 0, cp.stderr
     log = tmp_path / "daemon.log"
-    with open(log, "ab") as out:
-        daemon = subprocess.Popen([str(DAEMON), "-f", str(backing), str(mnt)], stderr=out, env=env)
+    daemon = start_daemon(backing, mnt, log, env=env)
     try:
-        deadline = time.monotonic() + 20
-        while not is_mounted(mnt):
-            assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
         assert passphrase.encode() not in open(f"/proc/{daemon.pid}/environ", "rb").read()
         put(mnt / "f", b"behind a passphrase")
         assert get(mnt / "f") == b"behind a passphrase"
