@@ -455,6 +455,11 @@ static int map_error(const struct http_response *resp)
 		{ "MissingAuthenticationToken", -EACCES },
 		{ "ExpiredTokenException", -EACCES },
 		{ "InvalidClientTokenId", -EACCES },
+		{ "InvalidGrantTokenException", -EACCES },
+		{ "RequestExpired", -EACCES },	/* a signature too old: this host's clock */
+		{ "SignatureDoesNotMatch", -EACCES },
+		{ "InvalidArnException", -EINVAL },	/* kms:key_id is not a usable ARN */
+		{ "UnsupportedOperationException", -EINVAL }, /* e.g. a key in a custom key store */
 		{ "ValidationException", -EINVAL },
 		{ "InvalidKeyUsageException", -EINVAL },
 		{ "KMSInternalException", -EAGAIN },
