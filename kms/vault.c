@@ -328,12 +328,6 @@ static bool is_batch_answer(const struct http_response *resp)
 }
 
 /*
- * vault_call - one Transit request: @method on MOUNT/@op/KEY (@op may be
- * "keys" for the key itself), with JSON @body (NULL for GET).  0 with the
- * parsed 2xx answer in @a (free with answer_free()), or a kms.h errno with
- * Vault's message in @err.
- */
-/*
  * vault_classify - the HTTP client's classifier: what is worth another
  * attempt.  A 500 that reports a failed GCM tag is an answer about the blob,
  * not about Vault's health: retrying it would only delay the error and count
@@ -355,19 +349,25 @@ static enum http_verdict vault_classify(void *arg, const struct http_response *r
 	return HTTP_FINAL;
 }
 
-static int vault_call(struct vault_kms *vk, const char *method, const char *op, const char *body,
-		      size_t body_len, struct vault_answer *a, char *err, size_t err_len)
+/*
+ * vault_call_until - one Transit request: @method on MOUNT/@op/KEY (@op may
+ * be "keys" for the key itself), with JSON @body (NULL for GET), over by
+ * @deadline (from http_deadline(); a resend with a reloaded token shares
+ * it).  0 with the parsed 2xx answer in @a (free with answer_free()), or a
+ * kms.h errno with Vault's message in @err.
+ */
+static int vault_call_until(struct vault_kms *vk, uint64_t deadline, const char *method,
+			    const char *op, const char *body, size_t body_len,
+			    struct vault_answer *a, char *err, size_t err_len)
 {
 	const char *headers[5];
 	char url[1024], message[256], http_err[256], *token;
-	uint64_t token_gen, deadline;
+	uint64_t token_gen;
 	size_t nh = 0, token_len;
 	int rc, attempt;
 
 	memset(a, 0, sizeof(*a));
 	snprintf(url, sizeof(url), "%s/v1/%s/%s/%s", vk->address, vk->mount, op, vk->key);
-	/* One deadline for the call and its retry with a reloaded token. */
-	deadline = http_deadline(vk->http);
 	for (attempt = 0;; attempt++) {
 		struct http_request req = {
 			.method = method, .url = url, .headers = headers,
@@ -439,6 +439,14 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 		 vk->mount, op, vk->key, a->resp.status, message[0] ? ": " : "", message);
 	http_response_free(&a->resp);
 	return rc;
+}
+
+/* vault_call - vault_call_until() for an operation that is this one request. */
+static int vault_call(struct vault_kms *vk, const char *method, const char *op, const char *body,
+		      size_t body_len, struct vault_answer *a, char *err, size_t err_len)
+{
+	return vault_call_until(vk, http_deadline(vk->http), method, op, body, body_len, a, err,
+				err_len);
 }
 
 void vault_context_b64(const struct kms_context *ctx, char out[VAULT_CONTEXT_B64_LEN + 1])
@@ -695,17 +703,18 @@ static int vault_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_
 }
 
 /*
- * read_key - GET the key: its latest version, refusing a key Transit would
- * not bind the context with.  Fills the version cache.
+ * read_key - GET the key, by @deadline: its latest version, refusing a key
+ * Transit would not bind the context with.
  */
-static int read_key(struct vault_kms *vk, uint32_t *latest, char *err, size_t err_len)
+static int read_key(struct vault_kms *vk, uint64_t deadline, uint32_t *latest, char *err,
+		    size_t err_len)
 {
 	struct vault_answer a;
 	bool derived = false;
 	int64_t v = 0;
 	int rc;
 
-	rc = vault_call(vk, "GET", "keys", NULL, 0, &a, err, err_len);
+	rc = vault_call_until(vk, deadline, "GET", "keys", NULL, 0, &a, err, err_len);
 	if (rc < 0)
 		return rc;
 	if (json_get_int(a.doc, "data.latest_version", &v) < 0 || v < 1 || v > UINT32_MAX) {
@@ -730,12 +739,17 @@ static int read_key(struct vault_kms *vk, uint32_t *latest, char *err, size_t er
  * Never a cached answer from before the call: a rotation started right after
  * `vault write -f .../rotate` must target the new version.  Callers arriving
  * while a read is in flight wait for the next read, which starts after they
- * called, so N concurrent callers cost two GETs, not N.
+ * called, so N concurrent callers cost two GETs, not N.  Waiting and reading
+ * share one deadline: a caller that waited for another's read has only the
+ * rest of it for its own, and fails with -EAGAIN when none is left.
  */
 static int vault_current_version(struct kms *kms, uint32_t *version)
 {
 	struct vault_kms *vk = kms->priv;
-	uint64_t target;
+	uint64_t deadline = http_deadline(vk->http), target;
+	/* version_cond runs on CLOCK_MONOTONIC, the clock of http_deadline(). */
+	struct timespec until = { .tv_sec = (time_t)(deadline / 1000),
+				  .tv_nsec = (long)(deadline % 1000) * 1000000L };
 	uint32_t latest = 0;
 	int rc;
 
@@ -743,13 +757,17 @@ static int vault_current_version(struct kms *kms, uint32_t *version)
 	target = vk->read_started + 1;
 	while (vk->read_done < target) {
 		if (vk->reading) {
-			pthread_cond_wait(&vk->version_cond, &vk->version_lock);
+			if (pthread_cond_timedwait(&vk->version_cond, &vk->version_lock, &until) ==
+			    ETIMEDOUT) {
+				pthread_mutex_unlock(&vk->version_lock);
+				return -EAGAIN;
+			}
 			continue;
 		}
 		vk->reading = true;
 		vk->read_started++;
 		pthread_mutex_unlock(&vk->version_lock);
-		rc = read_key(vk, &latest, NULL, 0);
+		rc = read_key(vk, deadline, &latest, NULL, 0);
 		pthread_mutex_lock(&vk->version_lock);
 		vk->read_rc = rc;
 		if (rc == 0)
@@ -917,6 +935,7 @@ static int parse_settings(struct vault_kms *vk, const dictionary *ini, long *dea
 static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
 	struct http_settings hs = { .classify = vault_classify };
+	pthread_condattr_t cond_attr;
 	pthread_rwlockattr_t attr;
 	struct vault_kms *vk;
 	struct stat st;
@@ -933,7 +952,10 @@ static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 	pthread_rwlock_init(&vk->token_lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&vk->version_lock, NULL);
-	pthread_cond_init(&vk->version_cond, NULL);
+	pthread_condattr_init(&cond_attr);
+	pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&vk->version_cond, &cond_attr);
+	pthread_condattr_destroy(&cond_attr);
 	pthread_mutex_init(&vk->batch_lock, NULL);
 	pthread_cond_init(&vk->batch_cond, NULL);
 	vk->batch_tail = &vk->batch_head;
@@ -962,7 +984,7 @@ static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 	if (rc < 0)
 		goto fail;
 	/* Address, TLS, token, namespace, key and its kind, all proven once here. */
-	rc = read_key(vk, &latest, err, err_len);
+	rc = read_key(vk, http_deadline(vk->http), &latest, err, err_len);
 	if (rc == -ENOENT)
 		kms_errf(err, err_len, -ENOENT,
 			 "Vault at %s has no Transit key %s/%s%s%s: create it with 'vault write -f "

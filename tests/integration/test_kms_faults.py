@@ -3,7 +3,9 @@
 throttling is not an outage, an operation keeps one deadline across its calls; and secrets given in the
 environment do not stay there.  The aws provider's counterparts live in test_kms_aws.py, beside its moto
 peer."""
+import concurrent.futures
 import errno
+import json
 import os
 import re
 import subprocess
@@ -115,6 +117,41 @@ def test_token_reload_keeps_one_deadline(tmp_path):
         finally:
             vol.unmount()
             daemon.wait(timeout=20)
+    finally:
+        srv.stop()
+
+
+def test_version_read_keeps_one_deadline(tmp_path):
+    """Callers asking for the key's version while another read is in flight wait for it, then
+    read again themselves: waiting and reading share one deadline.  Two status reads at once
+    (each asks for the version) with 1 s per request and a 1.2 s deadline: the second one's
+    wait plus its own read would take 2 s; it ends at the deadline instead."""
+    srv = VaultServer(tmp_path / "vault", latency_ms=1000)
+    try:
+        srv.create_key("vol", derived=True)
+        vol = VaultVolume(tmp_path / "v", srv, deadline_ms=1200)
+        cfg = tmp_path / "daemon.ini"
+        cfg.write_text("[daemon]\ndek_pool = 0\n")  # no refills: only the two reads ask
+        vol.mount(f"config={cfg}")
+        try:
+            def timed_status():
+                # One getxattr (Python's os.getxattr may ask twice, for the size first).
+                t0 = time.monotonic()
+                cp = subprocess.run([str(CTL), "status", "--json", str(vol.mnt)],
+                                    capture_output=True, text=True, check=True)
+                return json.loads(cp.stdout)["kms"]["current_version"], time.monotonic() - t0
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                first = pool.submit(timed_status)
+                time.sleep(0.1)
+                second = pool.submit(timed_status)
+                answers = [first.result(), second.result()]
+            print("concurrent version reads (version, s):", answers)
+            # The one that came first read the version; the other waited for it and had too
+            # little time left for its own read (it would have taken 2 s, answering 1).
+            assert sorted(version for version, _ in answers) == [0, 1], answers
+            assert all(took < 1.2 + 0.8 for _, took in answers), answers
+        finally:
+            vol.unmount()
     finally:
         srv.stop()
 
