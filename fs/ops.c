@@ -1400,9 +1400,10 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 	if (rs.remote)
 		snprintf(service, sizeof(service),
 			 ",\"service\":{\"calls\":%" PRIu64 ",\"retries\":%" PRIu64
-			 ",\"failures\":%" PRIu64 ",\"latency_us\":%" PRIu64
-			 ",\"breaker\":\"%s\",\"breaker_opens\":%" PRIu64 "}",
-			 rs.calls, rs.retries, rs.failures, rs.latency_us, rs.breaker,
+			 ",\"failures\":%" PRIu64 ",\"throttled\":%" PRIu64
+			 ",\"latency_us\":%" PRIu64 ",\"breaker\":\"%s\",\"breaker_opens\":%" PRIu64
+			 "}",
+			 rs.calls, rs.retries, rs.failures, rs.throttled, rs.latency_us, rs.breaker,
 			 rs.breaker_opens);
 	json_escape(fs->backing, backing, sizeof(backing));
 	if (kms_current_version(kms, &current) < 0)

@@ -15,8 +15,8 @@
  *    "kms": {"provider", "key_ref", "previous_key_ref" (mid-migration only),
  *            "current_version", "generate", "unwrap",
  *            "rewrap", "wrap", "failures",
- *            "service": {"calls", "retries", "failures", "latency_us", "breaker",
- *                        "breaker_opens"}},      (remote providers only)
+ *            "service": {"calls", "retries", "failures", "throttled", "latency_us",
+ *                        "breaker", "breaker_opens"}},      (remote providers only)
  *    "cache": {"entries", "pinned", "hits", "misses", "evictions",
  *              "max_entries", "max_age"},
  *    "prefetch": {"enabled": true|false, "queued", "unwrapped", "skipped",

@@ -19,7 +19,8 @@
  * $AWS_SECRET_ACCESS_KEY and $AWS_SESSION_TOKEN if set, else the profile's
  * aws_access_key_id, aws_secret_access_key and aws_session_token in the
  * credentials file, which is re-read when it changes (refreshed session
- * tokens).  They are kept in secmem.
+ * tokens) and refused if group or others may read it.  They are kept in
+ * secmem.
  *
  * The key named by key_id is resolved once, at open, to its ARN
  * (DescribeKey); every call names that ARN, so a blob of another key is
@@ -43,6 +44,7 @@
 #include "kms/aws.h"
 #include "kms/base64.h"
 #include "kms/config.h"
+#include "kms/envsecret.h"
 #include "kms/http.h"
 #include "kms/json.h"
 #include "kms/keyring.h"
@@ -225,6 +227,7 @@ static int read_profile(const char *path, const char *profile, struct aws_creds 
 	const char *id = NULL, *secret = NULL, *token = NULL;
 	char *buf, *line, *next;
 	bool in_profile = false;
+	struct stat sb;
 	ssize_t n;
 	size_t len = 0;
 	int fd, rc;
@@ -233,6 +236,19 @@ static int read_profile(const char *path, const char *profile, struct aws_creds 
 	if (fd < 0)
 		return kms_errf(err, err_len, -EACCES, "cannot read AWS credentials file %s: %s", path,
 				strerror(errno));
+	/* The rule of the PIN, token and keyring files: a secret others may read is refused. */
+	rc = 0;
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))
+		rc = kms_errf(err, err_len, -EINVAL, "AWS credentials file %s is not a regular file",
+			      path);
+	else if (sb.st_mode & (S_IRWXG | S_IRWXO))
+		rc = kms_errf(err, err_len, -EACCES,
+			      "AWS credentials file %s may be read by group or others: chmod 600 %s",
+			      path, path);
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
 	buf = secmem_alloc(MAX_CRED_FILE + 1);
 	if (!buf) {
 		close(fd);
@@ -280,6 +296,35 @@ static int read_profile(const char *path, const char *profile, struct aws_creds 
 }
 
 /*
+ * creds_from_env - $AWS_ACCESS_KEY_ID (an identifier, left in the
+ * environment), and the secrets $AWS_SECRET_ACCESS_KEY and, if set,
+ * $AWS_SESSION_TOKEN, taken out of it (kms/envsecret.h).
+ */
+static int creds_from_env(struct aws_creds *c, char *err, size_t err_len)
+{
+	struct env_secrets {
+		char secret[MAX_SECRET + 1];
+		char token[MAX_TOKEN + 1];
+	} *e = secmem_alloc(sizeof(*e));
+	size_t len;
+	int rc, token_rc;
+
+	if (!e)
+		return kms_errf(err, err_len, -ENOMEM, "out of locked memory");
+	rc = envsecret_copy("AWS_SECRET_ACCESS_KEY", e->secret, sizeof(e->secret), &len);
+	token_rc = envsecret_copy("AWS_SESSION_TOKEN", e->token, sizeof(e->token), &len);
+	if (rc == -ENOMEM || token_rc == -ENOMEM)
+		rc = kms_errf(err, err_len, -ENOMEM, "out of locked memory");
+	else if (rc == -E2BIG || token_rc == -E2BIG)
+		rc = kms_errf(err, err_len, -EINVAL, "malformed AWS credentials");
+	else
+		rc = fill_creds(c, getenv("AWS_ACCESS_KEY_ID"), rc == 0 ? e->secret : NULL,
+				token_rc == 0 ? e->token : NULL, err, err_len);
+	secmem_free(e, sizeof(*e));
+	return rc;
+}
+
+/*
  * load_creds - (re)load credentials into a fresh secmem struct and swap it
  * in.  Caller holds ak->lock (or is open(), alone).
  */
@@ -293,8 +338,7 @@ static int load_creds(struct aws_kms *ak, char *err, size_t err_len)
 		return kms_errf(err, err_len, -ENOMEM, "out of locked memory");
 	memset(&st, 0, sizeof(st));
 	if (ak->creds_from_env)
-		rc = fill_creds(c, getenv("AWS_ACCESS_KEY_ID"), getenv("AWS_SECRET_ACCESS_KEY"),
-				getenv("AWS_SESSION_TOKEN"), err, err_len);
+		rc = creds_from_env(c, err, err_len);
 	else if (!ak->cred_file[0] || stat(ak->cred_file, &st) < 0)
 		rc = kms_errf(err, err_len, -EACCES,
 			      "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -353,26 +397,43 @@ static void error_type(const struct http_response *resp, char *out, size_t cap)
 		memmove(out, hash + 1, strlen(hash + 1) + 1);
 }
 
-static bool aws_retryable(void *arg, const struct http_response *resp)
+/* The AWS error names that mean "slow down" (the SDKs' throttling list, as KMS uses it). */
+static const char *const throttle_types[] = { "ThrottlingException", "Throttling",
+					      "RequestLimitExceeded", "TooManyRequestsException" };
+
+/* is_throttle_type - is @type one of throttle_types? */
+static bool is_throttle_type(const char *type)
 {
-	static const char *const retry_types[] = { "ThrottlingException", "KMSInternalException",
+	size_t i;
+
+	for (i = 0; i < sizeof(throttle_types) / sizeof(throttle_types[0]); i++)
+		if (strcmp(type, throttle_types[i]) == 0)
+			return true;
+	return false;
+}
+
+static enum http_verdict aws_classify(void *arg, const struct http_response *resp)
+{
+	static const char *const fault_types[] = { "KMSInternalException",
 						   "DependencyTimeoutException",
-						   "KeyUnavailableException", "RequestLimitExceeded" };
+						   "KeyUnavailableException" };
 	char type[128];
 	size_t i;
 
 	(void)arg;
-	if (resp->status == 429 || resp->status == 500 || resp->status == 502 ||
-	    resp->status == 503 || resp->status == 504)
-		return true;
 	if (resp->status < 400)
-		return false;
+		return HTTP_FINAL;
 	/* Throttling comes as HTTP 400 with its name in the body. */
 	error_type(resp, type, sizeof(type));
-	for (i = 0; i < sizeof(retry_types) / sizeof(retry_types[0]); i++)
-		if (strcmp(type, retry_types[i]) == 0)
-			return true;
-	return false;
+	if (resp->status == 429 || is_throttle_type(type))
+		return HTTP_THROTTLED;
+	if (resp->status == 500 || resp->status == 502 || resp->status == 503 ||
+	    resp->status == 504)
+		return HTTP_FAULT;
+	for (i = 0; i < sizeof(fault_types) / sizeof(fault_types[0]); i++)
+		if (strcmp(type, fault_types[i]) == 0)
+			return HTTP_FAULT;
+	return HTTP_FINAL;
 }
 
 /* map_error - the kms errno for an AWS error answer. */
@@ -394,9 +455,13 @@ static int map_error(const struct http_response *resp)
 		{ "MissingAuthenticationToken", -EACCES },
 		{ "ExpiredTokenException", -EACCES },
 		{ "InvalidClientTokenId", -EACCES },
+		{ "InvalidGrantTokenException", -EACCES },
+		{ "RequestExpired", -EACCES },	/* a signature too old: this host's clock */
+		{ "SignatureDoesNotMatch", -EACCES },
+		{ "InvalidArnException", -EINVAL },	/* kms:key_id is not a usable ARN */
+		{ "UnsupportedOperationException", -EINVAL }, /* e.g. a key in a custom key store */
 		{ "ValidationException", -EINVAL },
 		{ "InvalidKeyUsageException", -EINVAL },
-		{ "ThrottlingException", -EAGAIN },
 		{ "KMSInternalException", -EAGAIN },
 		{ "DependencyTimeoutException", -EAGAIN },
 		{ "KeyUnavailableException", -EAGAIN },
@@ -405,6 +470,8 @@ static int map_error(const struct http_response *resp)
 	size_t i;
 
 	error_type(resp, type, sizeof(type));
+	if (is_throttle_type(type))
+		return -EAGAIN;
 	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
 		if (strcmp(type, map[i].type) == 0)
 			return map[i].err;
@@ -419,16 +486,19 @@ static int map_error(const struct http_response *resp)
 }
 
 /*
- * aws_call - POST @body to TrentService.@op.  On 0, *@doc is the parsed
- * answer over @resp's body (free both).  Errors are kms errnos.
+ * aws_call_until - POST @body to TrentService.@op, done by @deadline (from
+ * http_deadline(): the operation's, when it makes several calls).  On 0,
+ * *@doc is the parsed answer over @resp's body (free both).  Errors are kms
+ * errnos.
  */
-static int aws_call(struct aws_kms *ak, const char *op, const char *body, size_t body_len,
-		    struct http_response *resp, struct json_doc **doc)
+static int aws_call_until(struct aws_kms *ak, uint64_t deadline, const char *op, const char *body,
+			  size_t body_len, struct http_response *resp, struct json_doc **doc)
 {
 	char target[96], err[512];
 	const char *headers[4];
 	struct http_request req = { .method = "POST", .url = ak->url, .headers = headers,
-				    .body = body, .body_len = body_len, .aws_sigv4 = ak->sigv4 };
+				    .body = body, .body_len = body_len, .aws_sigv4 = ak->sigv4,
+				    .deadline_at_ms = deadline };
 	struct aws_creds *creds;
 	int rc, n = 0;
 
@@ -456,6 +526,13 @@ static int aws_call(struct aws_kms *ak, const char *op, const char *body, size_t
 	if (!resp->body || json_parse((const char *)resp->body, resp->len, doc) < 0)
 		return -EIO;
 	return 0;
+}
+
+/* aws_call - aws_call_until() for an operation that is this one call. */
+static int aws_call(struct aws_kms *ak, const char *op, const char *body, size_t body_len,
+		    struct http_response *resp, struct json_doc **doc)
+{
+	return aws_call_until(ak, http_deadline(ak->http), op, body, body_len, resp, doc);
 }
 
 /* get_b64 - decode base64 string field @path of @doc into @out (exactly @want bytes if nonzero). */
@@ -486,8 +563,8 @@ static int get_b64(const struct json_doc *doc, const char *path, uint8_t *out, s
 
 /* ---- versions ---- */
 
-/* read_rotations - 1 + the number of rotations ListKeyRotations reports (all pages). */
-static int read_rotations(struct aws_kms *ak, uint32_t *version)
+/* read_rotations - 1 + the number of rotations ListKeyRotations reports (all pages), by @deadline. */
+static int read_rotations(struct aws_kms *ak, uint64_t deadline, uint32_t *version)
 {
 	char body[MAX_BODY], marker[1024] = "";
 	uint64_t count = 0;
@@ -513,7 +590,7 @@ static int read_rotations(struct aws_kms *ak, uint32_t *version)
 		json_write_object_end(&w);
 		if (json_writer_finish(&w, &len) < 0)
 			return -EIO;
-		rc = aws_call(ak, "ListKeyRotations", body, len, &resp, &doc);
+		rc = aws_call_until(ak, deadline, "ListKeyRotations", body, len, &resp, &doc);
 		if (rc == 0) {
 			truncated = false;
 			if (json_array_len(doc, "Rotations", &n) < 0)
@@ -536,11 +613,12 @@ static int read_rotations(struct aws_kms *ak, uint32_t *version)
 }
 
 /*
- * version_now - the current version, re-read if older than @max_age_ms.
- * Every caller reads it before its KMS call, so a blob never claims a newer
- * version than the key material that made it.
+ * version_now - the current version, re-read (by @deadline) if older than
+ * @max_age_ms.  Every caller reads it before its KMS call, so a blob never
+ * claims a newer version than the key material that made it.
  */
-static int version_now(struct aws_kms *ak, uint64_t max_age_ms, uint32_t *version)
+static int version_now(struct aws_kms *ak, uint64_t max_age_ms, uint64_t deadline,
+		       uint32_t *version)
 {
 	uint64_t at;
 	uint32_t v;
@@ -554,7 +632,7 @@ static int version_now(struct aws_kms *ak, uint64_t max_age_ms, uint32_t *versio
 		*version = v;
 		return 0;
 	}
-	rc = read_rotations(ak, &v);
+	rc = read_rotations(ak, deadline, &v);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&ak->lock);
@@ -586,6 +664,7 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 			uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
 {
 	struct aws_kms *ak = kms->priv;
+	uint64_t deadline = http_deadline(ak->http); /* for both calls: version, then the key */
 	struct http_response resp;
 	struct json_doc *doc;
 	struct json_writer w;
@@ -594,7 +673,7 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 	uint32_t v;
 	int rc;
 
-	rc = version_now(ak, VERSION_TTL_MS, &v);
+	rc = version_now(ak, VERSION_TTL_MS, deadline, &v);
 	if (rc < 0)
 		return rc;
 	json_writer_init(&w, body, sizeof(body));
@@ -608,7 +687,7 @@ static int aws_generate(struct kms *kms, const struct kms_context *ctx, uint8_t 
 	json_write_object_end(&w);
 	if (json_writer_finish(&w, &len) < 0)
 		return -EIO;
-	rc = aws_call(ak, "GenerateDataKey", body, len, &resp, &doc);
+	rc = aws_call_until(ak, deadline, "GenerateDataKey", body, len, &resp, &doc);
 	if (rc == 0)
 		rc = get_b64(doc, "Plaintext", dek, KMS_DEK_LEN, KMS_DEK_LEN, NULL);
 	if (rc == 0)
@@ -631,13 +710,14 @@ static int aws_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_
 		    uint8_t *blob, size_t blob_cap, size_t *blob_len, uint32_t *version)
 {
 	struct aws_kms *ak = kms->priv;
+	uint64_t deadline = http_deadline(ak->http); /* for both calls: version, then Encrypt */
 	struct http_response resp;
 	struct json_doc *doc = NULL;
 	struct json_writer w;
 	char *body = secmem_alloc(MAX_BODY), *b64 = secmem_alloc(B64_DEK_MAX);
 	size_t len;
 	uint32_t v;
-	int rc = body && b64 ? version_now(ak, VERSION_TTL_MS, &v) : -ENOMEM;
+	int rc = body && b64 ? version_now(ak, VERSION_TTL_MS, deadline, &v) : -ENOMEM;
 
 	memset(&resp, 0, sizeof(resp));
 	if (rc == 0 && base64_encode(dek, KMS_DEK_LEN, b64, B64_DEK_MAX) < 0)
@@ -655,7 +735,7 @@ static int aws_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_
 		rc = json_writer_finish(&w, &len) < 0 ? -EIO : 0;
 	}
 	if (rc == 0)
-		rc = aws_call(ak, "Encrypt", body, len, &resp, &doc);
+		rc = aws_call_until(ak, deadline, "Encrypt", body, len, &resp, &doc);
 	if (rc == 0)
 		rc = framed_answer(doc, v, blob, blob_cap, blob_len);
 	if (rc == 0)
@@ -672,9 +752,9 @@ static int aws_wrap(struct kms *kms, const struct kms_context *ctx, const uint8_
  * and context (@reencrypt true) the AWS ciphertext inside @blob.  Same
  * contract as aws_call; -EBADMSG for a blob that is not ours.
  */
-static int call_on_blob(struct aws_kms *ak, bool reencrypt, const struct kms_context *ctx,
-			const uint8_t *blob, size_t blob_len, struct http_response *resp,
-			struct json_doc **doc)
+static int call_on_blob(struct aws_kms *ak, uint64_t deadline, bool reencrypt,
+			const struct kms_context *ctx, const uint8_t *blob, size_t blob_len,
+			struct http_response *resp, struct json_doc **doc)
 {
 	char body[MAX_BODY], b64[4 * ((AWS_MAX_CIPHERTEXT + 2) / 3) + 1];
 	struct json_writer w;
@@ -704,7 +784,8 @@ static int call_on_blob(struct aws_kms *ak, bool reencrypt, const struct kms_con
 	json_write_object_end(&w);
 	if (json_writer_finish(&w, &len) < 0)
 		return -EIO;
-	return aws_call(ak, reencrypt ? "ReEncrypt" : "Decrypt", body, len, resp, doc);
+	return aws_call_until(ak, deadline, reencrypt ? "ReEncrypt" : "Decrypt", body, len, resp,
+			      doc);
 }
 
 static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
@@ -714,7 +795,9 @@ static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint
 	struct json_doc *doc;
 	int rc;
 
-	rc = call_on_blob(kms->priv, false, ctx, blob, blob_len, &resp, &doc);
+	struct aws_kms *ak = kms->priv;
+
+	rc = call_on_blob(ak, http_deadline(ak->http), false, ctx, blob, blob_len, &resp, &doc);
 	if (rc == 0)
 		rc = get_b64(doc, "Plaintext", dek, KMS_DEK_LEN, KMS_DEK_LEN, NULL);
 	json_free(doc);
@@ -726,17 +809,19 @@ static int aws_rewrap(struct kms *kms, const struct kms_context *ctx, const uint
 		      size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len,
 		      uint32_t *version)
 {
+	struct aws_kms *ak = kms->priv;
+	uint64_t deadline = http_deadline(ak->http); /* for both calls: version, then ReEncrypt */
 	struct http_response resp;
 	struct json_doc *doc = NULL;
 	uint32_t v;
 	int rc;
 
 	/* Rotation asks right after a rotation: a fresh look, not the file-creation cache. */
-	rc = version_now(kms->priv, VERSION_CHECK_MS, &v);
+	rc = version_now(ak, VERSION_CHECK_MS, deadline, &v);
 	if (rc < 0)
 		return rc;
 	/* ReEncrypt: the DEK is decrypted and re-encrypted inside KMS, never sent to us. */
-	rc = call_on_blob(kms->priv, true, ctx, blob, blob_len, &resp, &doc);
+	rc = call_on_blob(ak, deadline, true, ctx, blob, blob_len, &resp, &doc);
 	if (rc == 0)
 		rc = framed_answer(doc, v, out, out_cap, out_len);
 	if (rc == 0)
@@ -758,7 +843,9 @@ static int aws_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_le
 
 static int aws_current_version(struct kms *kms, uint32_t *version)
 {
-	return version_now(kms->priv, VERSION_CHECK_MS, version);
+	struct aws_kms *ak = kms->priv;
+
+	return version_now(ak, VERSION_CHECK_MS, http_deadline(ak->http), version);
 }
 
 static void aws_remote_stats(struct kms *kms, struct kms_remote_stats *out)
@@ -915,7 +1002,7 @@ static int resolve_key(struct aws_kms *ak, char *err, size_t err_len)
 
 static int aws_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
-	struct http_settings hs = { .classify = aws_retryable };
+	struct http_settings hs = { .classify = aws_classify };
 	struct aws_kms *ak;
 	char region[64];
 	int rc;

@@ -66,8 +66,8 @@ struct http_client {
 
 /* What a finished call says about the service, for the breaker. */
 enum call_outcome {
-	OUTCOME_UP,	 /* an answer arrived that needs no retry */
-	OUTCOME_DOWN,	 /* the last attempt was retryable: unreachable or throttling */
+	OUTCOME_UP,	 /* an answer arrived (final, or throttled: the service is there) */
+	OUTCOME_DOWN,	 /* the last attempt met a fault: unreachable or failing */
 	OUTCOME_NEUTRAL, /* a local or TLS failure: says nothing about the service */
 };
 
@@ -351,11 +351,15 @@ static void breaker_record(struct http_client *c, bool probe, enum call_outcome 
 
 /* ---- one attempt ---- */
 
-static bool default_classify(void *arg, const struct http_response *resp)
+static enum http_verdict default_classify(void *arg, const struct http_response *resp)
 {
 	(void)arg;
-	return resp->status == 429 || resp->status == 500 || resp->status == 502 ||
-	       resp->status == 503 || resp->status == 504;
+	if (resp->status == 429)
+		return HTTP_THROTTLED;
+	if (resp->status == 500 || resp->status == 502 || resp->status == 503 ||
+	    resp->status == 504)
+		return HTTP_FAULT;
+	return HTTP_FINAL;
 }
 
 /* Network faults that another attempt may not meet. */
@@ -432,6 +436,20 @@ static CURLcode setup_attempt(struct http_client *c, CURL *h, const struct http_
 	return cc;
 }
 
+/*
+ * free_headers - wipe, then free, our copy of the request headers: they may
+ * hold a token (X-Vault-Token, X-Amz-Security-Token), and curl_slist_append()
+ * copied them onto the ordinary heap.
+ */
+static void free_headers(struct curl_slist *list)
+{
+	struct curl_slist *n;
+
+	for (n = list; n; n = n->next)
+		secmem_wipe(n->data, strlen(n->data));
+	curl_slist_free_all(list);
+}
+
 static struct curl_slist *build_headers(const char *const *lines, bool *failed)
 {
 	struct curl_slist *list = NULL, *n;
@@ -440,7 +458,7 @@ static struct curl_slist *build_headers(const char *const *lines, bool *failed)
 	for (; lines && *lines; lines++) {
 		n = curl_slist_append(list, *lines);
 		if (!n) {
-			curl_slist_free_all(list);
+			free_headers(list);
 			*failed = true;
 			return NULL;
 		}
@@ -474,7 +492,7 @@ int http_request(struct http_client *c, const struct http_request *req,
 	enum call_outcome outcome = OUTCOME_NEUTRAL;
 	struct curl_slist *headers;
 	struct body_sink sink;
-	unsigned attempt;
+	unsigned attempt, faults = 0;
 	bool probe, failed;
 	CURL *h;
 	int rc = -EIO;
@@ -487,6 +505,15 @@ int http_request(struct http_client *c, const struct http_request *req,
 	resp->len = 0;
 	resp->cap = 0;
 	stat_add(&c->stats.calls, 1);
+	deadline = start + (uint64_t)s->deadline_ms;
+	if (req->deadline_at_ms && req->deadline_at_ms < deadline)
+		deadline = req->deadline_at_ms;
+	/* The operation's earlier calls used up its time: nothing was asked, nothing learnt. */
+	if (deadline <= start) {
+		stat_add(&c->stats.failures, 1);
+		return kms_errf(err, err_len, -EAGAIN, "%s %s: the operation's deadline has passed",
+				req->method, req->url);
+	}
 	if (!breaker_admit(c, &probe)) {
 		stat_add(&c->stats.fast_fails, 1);
 		stat_add(&c->stats.failures, 1);
@@ -497,17 +524,16 @@ int http_request(struct http_client *c, const struct http_request *req,
 	headers = build_headers(req->headers, &failed);
 	h = failed ? NULL : handle_get(c);
 	if (!h) {
-		curl_slist_free_all(headers);
+		free_headers(headers);
 		breaker_record(c, probe, OUTCOME_NEUTRAL);
 		stat_add(&c->stats.failures, 1);
 		return kms_errf(err, err_len, -ENOMEM, "out of memory");
 	}
-	deadline = start + (uint64_t)s->deadline_ms;
 	for (attempt = 1;; attempt++) {
 		uint64_t now = now_ms();
 		long remaining = now < deadline ? (long)(deadline - now) : 0;
 		long timeout = s->attempt_timeout_ms < remaining ? s->attempt_timeout_ms : remaining;
-		bool retryable;
+		bool throttled = false;
 		CURLcode cc;
 
 		http_response_free(resp);
@@ -523,16 +549,22 @@ int http_request(struct http_client *c, const struct http_request *req,
 		if (cc == CURLE_OK)
 			cc = curl_easy_perform(h);
 		if (cc == CURLE_OK) {
+			enum http_verdict verdict;
+
 			curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
-			retryable = (s->classify ? s->classify : default_classify)(
-				s->classify_arg, resp);
-			if (!retryable) {
+			verdict = (s->classify ? s->classify : default_classify)(s->classify_arg,
+										   resp);
+			if (verdict == HTTP_FINAL) {
 				outcome = OUTCOME_UP;
 				rc = 0;
 				break;
 			}
-			rc = kms_errf(err, err_len, -EAGAIN, "%s %s: HTTP %ld (retryable) after %u attempt%s",
-				  req->method, req->url, resp->status, attempt, attempt > 1 ? "s" : "");
+			throttled = verdict == HTTP_THROTTLED;
+			if (throttled)
+				stat_add(&c->stats.throttled, 1);
+			rc = kms_errf(err, err_len, -EAGAIN, "%s %s: HTTP %ld (%s) after %u attempt%s",
+				  req->method, req->url, resp->status,
+				  throttled ? "throttled" : "retryable", attempt, attempt > 1 ? "s" : "");
 		} else if (sink.too_big) {
 			outcome = OUTCOME_UP;
 			rc = kms_errf(err, err_len, -EMSGSIZE, "%s %s: response larger than %zu bytes",
@@ -548,6 +580,17 @@ int http_request(struct http_client *c, const struct http_request *req,
 				  "server's certificate)",
 				  req->method, req->url, curl_err[0] ? curl_err : curl_easy_strerror(cc));
 			break;
+		} else if (cc == CURLE_OPERATION_TIMEDOUT && attempt > 1 &&
+			   timeout < s->attempt_timeout_ms) {
+			/*
+			 * The deadline cut this attempt short: it says nothing new about
+			 * the service.  The call ends with what the attempt before met
+			 * (rc and outcome are still its), so a throttled call stays
+			 * throttling and is not taken for an outage.
+			 */
+			http_response_free(resp);
+			resp->status = 0;
+			break;
 		} else if (curl_retryable(cc)) {
 			rc = kms_errf(err, err_len, -EAGAIN, "%s %s: %s after %u attempt%s", req->method,
 				  req->url, curl_err[0] ? curl_err : curl_easy_strerror(cc), attempt,
@@ -560,9 +603,15 @@ int http_request(struct http_client *c, const struct http_request *req,
 				  curl_err[0] ? curl_err : curl_easy_strerror(cc));
 			break;
 		}
-		/* Retryable.  A probe makes one attempt; others back off within the deadline. */
-		outcome = OUTCOME_DOWN;
-		if (probe || attempt >= s->max_attempts)
+		/*
+		 * Retryable.  A throttled answer proves the service up, so it never
+		 * counts toward the breaker nor toward max_attempts: only the
+		 * deadline ends a throttled call.  A probe makes one attempt; others
+		 * back off within the deadline.
+		 */
+		outcome = throttled ? OUTCOME_UP : OUTCOME_DOWN;
+		faults += !throttled;
+		if (probe || faults >= s->max_attempts)
 			break;
 		{
 			uint64_t wait = backoff_ms(s, attempt);
@@ -574,12 +623,17 @@ int http_request(struct http_client *c, const struct http_request *req,
 		}
 	}
 	handle_put(c, h);
-	curl_slist_free_all(headers);
+	free_headers(headers);
 	breaker_record(c, probe, outcome);
 	if (rc < 0 || resp->status >= 400)
 		stat_add(&c->stats.failures, 1);
 	stat_add(&c->stats.latency_us, now_us() - start_us);
 	return rc;
+}
+
+uint64_t http_deadline(const struct http_client *c)
+{
+	return now_ms() + (uint64_t)c->set.deadline_ms;
 }
 
 void http_client_stats(struct http_client *c, struct http_stats *st)
@@ -591,6 +645,7 @@ void http_client_stats(struct http_client *c, struct http_stats *st)
 	st->attempts = __atomic_load_n(&c->stats.attempts, __ATOMIC_RELAXED);
 	st->retries = __atomic_load_n(&c->stats.retries, __ATOMIC_RELAXED);
 	st->failures = __atomic_load_n(&c->stats.failures, __ATOMIC_RELAXED);
+	st->throttled = __atomic_load_n(&c->stats.throttled, __ATOMIC_RELAXED);
 	st->fast_fails = __atomic_load_n(&c->stats.fast_fails, __ATOMIC_RELAXED);
 	st->latency_us = __atomic_load_n(&c->stats.latency_us, __ATOMIC_RELAXED);
 	st->breaker_opens = __atomic_load_n(&c->stats.breaker_opens, __ATOMIC_RELAXED);
@@ -608,6 +663,7 @@ void http_client_kms_stats(struct http_client *c, struct kms_remote_stats *out)
 	out->calls = st.calls;
 	out->retries = st.retries;
 	out->failures = st.failures;
+	out->throttled = st.throttled;
 	out->latency_us = st.latency_us;
 	out->breaker_opens = st.breaker_opens;
 	out->breaker = http_breaker_state_name(st.breaker);

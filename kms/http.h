@@ -20,20 +20,25 @@
  *    threads.
  *  - Each attempt is bounded by @connect_timeout_ms and @attempt_timeout_ms,
  *    and the whole call (all attempts and waits) by @deadline_ms: a call never
- *    takes much longer than its deadline, whatever the peer does.
+ *    takes much longer than its deadline, whatever the peer does.  An
+ *    operation made of several calls gives them all one deadline
+ *    (http_request.deadline_at_ms), so it too ends within @deadline_ms.
  *
  * Retries: an attempt that got no HTTP response because of a network fault
  * (refused, reset, timed out, DNS) is retried; an attempt that got a response
- * is retried only if @classify says so (the default retries 429, 500, 502,
- * 503 and 504; AWS signals throttling with HTTP 400, so its provider passes
- * its own).  TLS verification failures and bad URLs are never retried.  Waits
- * are exponential backoff with full jitter:
+ * is retried only if @classify says so (the default: 429 is throttling; 500,
+ * 502, 503 and 504 are service faults; AWS signals throttling with HTTP 400,
+ * so its provider passes its own).  TLS verification failures and bad URLs
+ * are never retried.  Waits are exponential backoff with full jitter:
  * random(0, min(@backoff_max_ms, @backoff_base_ms << (attempt-1))),
- * cut short by the deadline; at most @max_attempts attempts.
+ * cut short by the deadline.  Faults get at most @max_attempts attempts;
+ * throttled answers are retried until the deadline (a service asking us to
+ * slow down is up, and the backoff slows us down), and counted in
+ * http_stats.throttled.
  *
- * Circuit breaker: a call whose last attempt was retryable (service down or
- * throttling) is a breaker failure; any other outcome, including a 4xx
- * answer, proves the service up and is a success.  After
+ * Circuit breaker: a call whose last attempt met a fault (service down or
+ * failing) is a breaker failure; any other outcome, including a 4xx or a
+ * throttled answer, proves the service up and is a success.  After
  * @breaker_threshold consecutive failures the breaker opens: calls fail at
  * once with -EAGAIN for @breaker_cooldown_ms, then exactly one call (the
  * probe, one attempt, no retries) goes through while others keep failing
@@ -45,10 +50,12 @@
  * quick and must not call back into this client.
  *
  * Secrets: response bodies may hold a plaintext DEK, so they are kept in
- * secmem (locked, wiped with OPENSSL_cleanse when grown or freed).  libcurl's
- * own receive buffers, and its copies of request headers and of @userpwd,
- * live on the ordinary heap and are not wiped by curl; we cannot control
- * them (this is why the daemon process is made non-dumpable).  Nothing in
+ * secmem (locked, wiped with OPENSSL_cleanse when grown or freed).  The list
+ * of request headers we hand to curl (it may hold a token) is wiped before it
+ * is freed.  libcurl's own receive buffers, and its internal copies of the
+ * request and of @userpwd, live on the ordinary heap and are not wiped by
+ * curl; we cannot control them (this is why the daemon process is made
+ * non-dumpable).  Nothing in
  * this module logs; error messages name the URL's host and the failure,
  * never headers, bodies, tokens or keys.
  */
@@ -70,11 +77,18 @@ struct http_response {
 	size_t cap;	/* allocation size of @body, for secmem_free */
 };
 
+/* What an answered attempt means (the classifier's verdict). */
+enum http_verdict {
+	HTTP_FINAL,	/* the answer stands, whatever its status */
+	HTTP_FAULT,	/* the service failed (5xx): retry, and count it against the breaker */
+	HTTP_THROTTLED,	/* the service asks us to slow down: retry, never an outage */
+};
+
 /*
- * http_classify_fn - true if the response in @resp (a complete HTTP answer,
- * body included) should be retried.  Called for every answered attempt.
+ * http_classify_fn - the verdict on the response in @resp (a complete HTTP
+ * answer, body included).  Called for every answered attempt.
  */
-typedef bool (*http_classify_fn)(void *arg, const struct http_response *resp);
+typedef enum http_verdict (*http_classify_fn)(void *arg, const struct http_response *resp);
 
 /* http_state_fn - the breaker opened (@up false) or closed again (@up true). */
 typedef void (*http_state_fn)(void *arg, bool up);
@@ -94,7 +108,7 @@ struct http_settings {
 	long breaker_cooldown_ms;	/* default 5000 */
 	size_t max_response;		/* default 1 MiB; larger bodies fail the call with -EMSGSIZE */
 	unsigned max_idle_handles;	/* default 16 pooled easy handles */
-	http_classify_fn classify;	/* NULL: retry 429, 500, 502, 503, 504 */
+	http_classify_fn classify;	/* NULL: 429 throttled; 500, 502, 503, 504 faults */
 	void *classify_arg;
 	http_state_fn on_state;		/* NULL: none */
 	void *state_arg;
@@ -114,6 +128,13 @@ struct http_request {
 	const char *aws_sigv4;
 	/* "ACCESS_KEY_ID:SECRET" for SigV4; NULL for none.  Never logged. */
 	const char *userpwd;
+	/*
+	 * When the call must be over at the latest: a CLOCK_MONOTONIC time in
+	 * milliseconds from http_deadline(), shared by every call of one
+	 * operation that needs several (a version lookup, then the call), so the
+	 * operation as a whole keeps the deadline.  0: @deadline_ms from now.
+	 */
+	uint64_t deadline_at_ms;
 };
 
 /* Counters, monotonic except @breaker. */
@@ -122,6 +143,7 @@ struct http_stats {
 	uint64_t attempts;	/* HTTP exchanges started (calls + retries + probes) */
 	uint64_t retries;	/* attempts after the first within a call */
 	uint64_t failures;	/* calls that returned an error or an HTTP status >= 400 */
+	uint64_t throttled;	/* attempts answered with throttling */
 	uint64_t fast_fails;	/* calls refused at once by the open breaker */
 	uint64_t latency_us;	/* total wall time of all calls */
 	uint64_t breaker_opens;	/* times the breaker opened from closed */
@@ -146,9 +168,9 @@ void http_client_free(struct http_client *client);
  * Returns 0 when a final HTTP answer arrived (any status: check
  * @resp->status), with the body in @resp (free it with
  * http_response_free even on error); or
- *   -EAGAIN     service unavailable: breaker open, retries or deadline
- *               exhausted on retryable faults (@resp holds the last answer,
- *               if any)
+ *   -EAGAIN     service unavailable or throttling: breaker open, retries or
+ *               deadline exhausted on retryable faults or throttled answers
+ *               (@resp holds the last answer, if any)
  *   -EMSGSIZE   the body was larger than max_response
  *   -EPROTO     TLS or certificate verification failed
  *   -EINVAL     bad request (method, URL)
@@ -157,6 +179,12 @@ void http_client_free(struct http_client *client);
  */
 int http_request(struct http_client *client, const struct http_request *req,
 		 struct http_response *resp, char *err, size_t err_len);
+
+/*
+ * http_deadline - the deadline_at_ms of an operation starting now: the
+ * client's @deadline_ms from now.
+ */
+uint64_t http_deadline(const struct http_client *client);
 
 /* http_response_free - wipe and free the body; @resp can be reused. */
 void http_response_free(struct http_response *resp);

@@ -24,6 +24,7 @@
 #include "crypto/random.h"
 #include "crypto/secmem.h"
 #include "kms/config.h"
+#include "kms/envsecret.h"
 #include "kms/keyring.h"
 
 #define KEYRING_SHA_TRAILER SHA256_LEN
@@ -868,7 +869,6 @@ static int read_passphrase_file(const char *path, char *buf, size_t *len, char *
 int keyring_passphrase(const char *file, char **pass, size_t *pass_len, char *err,
 		       size_t err_len)
 {
-	const char *env;
 	char *buf;
 	int rc = 0;
 
@@ -879,23 +879,26 @@ int keyring_passphrase(const char *file, char **pass, size_t *pass_len, char *er
 		if (file && !*file)
 			file = NULL;
 	}
-	env = file ? NULL : getenv("ENVELOPEFS_PASSPHRASE");
-	if (!file && (!env || !*env))
-		return 0;
-
 	buf = secmem_alloc(PASS_BUF_LEN + 1);
 	if (!buf)
 		return kms_errf(err, err_len, -ENOMEM, "no locked memory for the passphrase");
 	if (file) {
 		rc = read_passphrase_file(file, buf, pass_len, err, err_len);
 	} else {
-		*pass_len = strlen(env);
-		if (*pass_len > KEYRING_MAX_PASSPHRASE)
+		rc = envsecret_copy("ENVELOPEFS_PASSPHRASE", buf, KEYRING_MAX_PASSPHRASE + 1,
+				    pass_len);
+		if (rc == -ENOENT) {
+			/* No passphrase anywhere: a keyring without one. */
+			secmem_free(buf, PASS_BUF_LEN + 1);
+			*pass_len = 0;
+			return 0;
+		}
+		if (rc == -E2BIG)
 			rc = kms_errf(err, err_len, -EINVAL,
 				      "ENVELOPEFS_PASSPHRASE is longer than %d bytes",
 				      KEYRING_MAX_PASSPHRASE);
-		else
-			memcpy(buf, env, *pass_len + 1);
+		else if (rc < 0)
+			rc = kms_errf(err, err_len, rc, "no locked memory for the passphrase");
 	}
 	if (rc < 0) {
 		secmem_free(buf, PASS_BUF_LEN + 1);

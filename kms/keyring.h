@@ -163,7 +163,8 @@ int kms_errf(char *err, size_t err_len, int rc, const char *fmt, ...)
  * keyring_passphrase - find the passphrase, first match wins:
  * @file (a --passphrase-file option or kms:passphrase_file setting, may be
  * NULL), the file named by $ENVELOPEFS_PASSPHRASE_FILE, $ENVELOPEFS_PASSPHRASE.
- * A file's content loses one trailing newline.  Returns 0 with *@pass a
+ * A file's content loses one trailing newline; $ENVELOPEFS_PASSPHRASE is
+ * taken out of the environment (kms/envsecret.h).  Returns 0 with *@pass a
  * NUL-terminated secmem copy (free with keyring_passphrase_free()), or 0 with
  * *@pass NULL when no source is set, or -errno with a message.
  */

@@ -60,6 +60,7 @@ struct kms_remote_stats {
 	uint64_t calls;		/* HTTP calls made (each may have retried) */
 	uint64_t retries;	/* extra attempts after retryable faults */
 	uint64_t failures;	/* calls that failed (error or HTTP status >= 400) */
+	uint64_t throttled;	/* answers asking us to slow down (retried, not an outage) */
 	uint64_t latency_us;	/* total wall time of all calls */
 	uint64_t breaker_opens;	/* times the service was marked unreachable */
 	const char *breaker;	/* "closed", "open", "half-open" (static string) */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "crypto/secmem.h"
+#include "kms/envsecret.h"
 #include "kms/keyring.h"
 
 /*
@@ -470,7 +471,6 @@ void p11_session_put(struct p11_token *tok, CK_SESSION_HANDLE h, CK_RV rv)
  */
 static int read_pin(struct p11_token *tok, const char *pin_file, char *err, size_t err_len)
 {
-	const char *env = getenv(P11_PIN_ENV);
 	size_t done = 0;
 	struct stat sb;
 	int fd, rc = 0;
@@ -479,16 +479,17 @@ static int read_pin(struct p11_token *tok, const char *pin_file, char *err, size
 	if (!tok->pin)
 		return kms_errf(err, err_len, -ENOMEM, "no locked memory for the PIN");
 	if (!pin_file) {
-		if (!env || !*env)
+		rc = envsecret_copy(P11_PIN_ENV, (char *)tok->pin, P11_MAX_PIN + 1, &done);
+		if (rc == -ENOENT)
 			return kms_errf(err, err_len, -EINVAL,
 					"no PIN for token '%s': set kms:pin_file to a file holding "
 					"it, or the environment variable %s",
 					tok->label, P11_PIN_ENV);
-		done = strlen(env);
-		if (done > P11_MAX_PIN)
+		if (rc == -E2BIG)
 			return kms_errf(err, err_len, -EINVAL, "%s is longer than %d bytes",
 					P11_PIN_ENV, P11_MAX_PIN);
-		memcpy(tok->pin, env, done);
+		if (rc < 0)
+			return kms_errf(err, err_len, rc, "no locked memory for the PIN");
 		tok->pin_len = done;
 		return 0;
 	}

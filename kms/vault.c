@@ -24,8 +24,9 @@
  *   token_file  = /path (one line: the token)        else $VAULT_TOKEN
  *   ca_file     = /path/ca.pem                       else $VAULT_CACERT
  *   ca_dir      = /path/certs/                       else $VAULT_CAPATH
- *   deadline_ms = 15000  (a whole operation, retries and waits for a batch included;
- *                         kms calls never wait longer: see send_items)
+ *   deadline_ms = 15000  (a whole operation: retries, waits for a batch and a resend
+ *                         with a reloaded token included; kms calls never wait longer:
+ *                         see send_items)
  *
  * The token file is read again when Vault answers 403 and the file changed
  * (a Vault Agent sink renews it in place); the call is then retried once.
@@ -49,6 +50,7 @@
 #include "crypto/secmem.h"
 #include "kms/base64.h"
 #include "kms/config.h"
+#include "kms/envsecret.h"
 #include "kms/http.h"
 #include "kms/json.h"
 #include "kms/keyring.h"
@@ -246,21 +248,26 @@ static void free_token(char *header)
 static int token_from_env(char **header, char *err, size_t err_len)
 {
 	const size_t hlen = sizeof(TOKEN_HEADER) - 1;
-	const char *token = getenv("VAULT_TOKEN");
-	size_t len = token ? strlen(token) : 0;
-	char *buf;
+	char *buf = secmem_alloc(hlen + MAX_TOKEN + 2);
+	size_t len = 0;
+	int rc;
 
-	if (!len)
-		return kms_errf(err, err_len, -EINVAL,
-				"no Vault token: set kms:token_file (a file holding the token) or "
-				"$VAULT_TOKEN");
-	if (len > MAX_TOKEN || strpbrk(token, "\r\n"))
-		return kms_errf(err, err_len, -EINVAL, "$VAULT_TOKEN is not a token");
-	buf = secmem_alloc(hlen + MAX_TOKEN + 2);
 	if (!buf)
 		return kms_errf(err, err_len, -ENOMEM, "out of locked memory");
 	memcpy(buf, TOKEN_HEADER, hlen);
-	memcpy(buf + hlen, token, len + 1);
+	rc = envsecret_copy("VAULT_TOKEN", buf + hlen, MAX_TOKEN + 1, &len);
+	if (rc == -ENOENT)
+		rc = kms_errf(err, err_len, -EINVAL,
+			      "no Vault token: set kms:token_file (a file holding the token) or "
+			      "$VAULT_TOKEN");
+	else if (rc == -ENOMEM)
+		rc = kms_errf(err, err_len, -ENOMEM, "out of locked memory");
+	else if (rc < 0 || strpbrk(buf + hlen, "\r\n"))
+		rc = kms_errf(err, err_len, -EINVAL, "$VAULT_TOKEN is not a token");
+	if (rc < 0) {
+		free_token(buf);
+		return rc;
+	}
 	*header = buf;
 	return 0;
 }
@@ -343,29 +350,37 @@ static bool is_batch_answer(const struct http_response *resp)
 }
 
 /*
- * vault_call - one Transit request: @method on MOUNT/@op/KEY (@op may be
- * "keys" for the key itself), with JSON @body (NULL for GET).  0 with the
- * parsed 2xx answer in @a (free with answer_free()), or a kms.h errno with
- * Vault's message in @err.
- */
-/*
- * vault_retryable - the HTTP client's classifier: what is worth another
+ * vault_classify - the HTTP client's classifier: what is worth another
  * attempt.  A 500 that reports a failed GCM tag is an answer about the blob,
  * not about Vault's health: retrying it would only delay the error and count
- * against the circuit breaker.
+ * against the circuit breaker.  429 is a rate-limit quota: throttling, not an
+ * outage.  412 (Enterprise: the node has not caught up yet) asks for a retry
+ * as throttling does.
  */
-static bool vault_retryable(void *arg, const struct http_response *resp)
+static enum http_verdict vault_classify(void *arg, const struct http_response *resp)
 {
 	(void)arg;
 	if (resp->status == 500 && resp->body &&
 	    strstr((const char *)resp->body, "message authentication failed"))
-		return false;
-	return resp->status == 412 || resp->status == 429 || resp->status == 500 ||
-	       resp->status == 502 || resp->status == 503 || resp->status == 504;
+		return HTTP_FINAL;
+	if (resp->status == 429 || resp->status == 412)
+		return HTTP_THROTTLED;
+	if (resp->status == 500 || resp->status == 502 || resp->status == 503 ||
+	    resp->status == 504)
+		return HTTP_FAULT;
+	return HTTP_FINAL;
 }
 
-static int vault_call(struct vault_kms *vk, const char *method, const char *op, const char *body,
-		      size_t body_len, struct vault_answer *a, char *err, size_t err_len)
+/*
+ * vault_call_until - one Transit request: @method on MOUNT/@op/KEY (@op may
+ * be "keys" for the key itself), with JSON @body (NULL for GET), over by
+ * @deadline (from http_deadline(); a resend with a reloaded token shares
+ * it).  0 with the parsed 2xx answer in @a (free with answer_free()), or a
+ * kms.h errno with Vault's message in @err.
+ */
+static int vault_call_until(struct vault_kms *vk, uint64_t deadline, const char *method,
+			    const char *op, const char *body, size_t body_len,
+			    struct vault_answer *a, char *err, size_t err_len)
 {
 	const char *headers[5];
 	char url[1024], message[256], http_err[256], *token;
@@ -378,7 +393,7 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 	for (attempt = 0;; attempt++) {
 		struct http_request req = {
 			.method = method, .url = url, .headers = headers,
-			.body = body, .body_len = body_len,
+			.body = body, .body_len = body_len, .deadline_at_ms = deadline,
 		};
 
 		/* The token is copied out under the lock, which is not held across the
@@ -447,6 +462,14 @@ static int vault_call(struct vault_kms *vk, const char *method, const char *op, 
 		 vk->mount, op, vk->key, a->resp.status, message[0] ? ": " : "", message);
 	http_response_free(&a->resp);
 	return rc;
+}
+
+/* vault_call - vault_call_until() for an operation that is this one request. */
+static int vault_call(struct vault_kms *vk, const char *method, const char *op, const char *body,
+		      size_t body_len, struct vault_answer *a, char *err, size_t err_len)
+{
+	return vault_call_until(vk, http_deadline(vk->http), method, op, body, body_len, a, err,
+				err_len);
 }
 
 void vault_context_b64(const struct kms_context *ctx, char out[VAULT_CONTEXT_B64_LEN + 1])
@@ -884,17 +907,18 @@ static int vault_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_
 }
 
 /*
- * read_key - GET the key: its latest version, refusing a key Transit would
- * not bind the context with.  Fills the version cache.
+ * read_key - GET the key, by @deadline: its latest version, refusing a key
+ * Transit would not bind the context with.
  */
-static int read_key(struct vault_kms *vk, uint32_t *latest, char *err, size_t err_len)
+static int read_key(struct vault_kms *vk, uint64_t deadline, uint32_t *latest, char *err,
+		    size_t err_len)
 {
 	struct vault_answer a;
 	bool derived = false;
 	int64_t v = 0;
 	int rc;
 
-	rc = vault_call(vk, "GET", "keys", NULL, 0, &a, err, err_len);
+	rc = vault_call_until(vk, deadline, "GET", "keys", NULL, 0, &a, err, err_len);
 	if (rc < 0)
 		return rc;
 	if (json_get_int(a.doc, "data.latest_version", &v) < 0 || v < 1 || v > UINT32_MAX) {
@@ -921,14 +945,15 @@ static int read_key(struct vault_kms *vk, uint32_t *latest, char *err, size_t er
  * while a read is in flight wait for the next read, which starts after they
  * called, so N concurrent callers cost two GETs, not N.  A caller waits at
  * most vk->queue_wait_ms for a read ahead to end before it starts its own,
- * so it is answered within the deadline.
+ * and its own read has only what is left of its deadline, so it is answered
+ * within the deadline.
  */
 static int vault_current_version(struct kms *kms, uint32_t *version)
 {
 	struct vault_kms *vk = kms->priv;
 	const int64_t give_up = now_ms() + vk->queue_wait_ms;
 	struct timespec until = { .tv_sec = give_up / 1000, .tv_nsec = give_up % 1000 * 1000000 };
-	uint64_t target, seq;
+	uint64_t deadline = http_deadline(vk->http), target, seq;
 	uint32_t latest = 0;
 	int rc;
 
@@ -947,7 +972,7 @@ static int vault_current_version(struct kms *kms, uint32_t *version)
 		vk->reading++;
 		seq = ++vk->read_started;
 		pthread_mutex_unlock(&vk->version_lock);
-		rc = read_key(vk, &latest, NULL, 0);
+		rc = read_key(vk, deadline, &latest, NULL, 0);
 		pthread_mutex_lock(&vk->version_lock);
 		/* Reads may end out of order: the latest-begun finished read is the answer. */
 		if (seq > vk->read_done) {
@@ -1116,7 +1141,7 @@ static int parse_settings(struct vault_kms *vk, const dictionary *ini, long *dea
 
 static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
-	struct http_settings hs = { .classify = vault_retryable };
+	struct http_settings hs = { .classify = vault_classify };
 	pthread_rwlockattr_t attr;
 	pthread_condattr_t cattr;
 	struct vault_kms *vk;
@@ -1167,7 +1192,7 @@ static int vault_open(struct kms *kms, const dictionary *ini, char *err, size_t 
 	if (rc < 0)
 		goto fail;
 	/* Address, TLS, token, namespace, key and its kind, all proven once here. */
-	rc = read_key(vk, &latest, err, err_len);
+	rc = read_key(vk, http_deadline(vk->http), &latest, err, err_len);
 	if (rc == -ENOENT)
 		kms_errf(err, err_len, -ENOENT,
 			 "Vault at %s has no Transit key %s/%s%s%s: create it with 'vault write -f "

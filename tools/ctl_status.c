@@ -155,10 +155,11 @@ static void print_human(const struct fields *f)
 	       field(f, "kms.generate"), field(f, "kms.wrap"), field(f, "kms.unwrap"),
 	       field(f, "kms.rewrap"), field(f, "kms.failures"));
 	if (strcmp(field(f, "kms.service.calls"), "?") != 0)
-		printf("kms service calls %s, retries %s, failures %s, latency %s us in all, "
-		       "breaker %s (opened %s times)\n",
+		printf("kms service calls %s, retries %s, failures %s, throttled %s, latency %s us in "
+		       "all, breaker %s (opened %s times)\n",
 		       field(f, "kms.service.calls"), field(f, "kms.service.retries"),
-		       field(f, "kms.service.failures"), field(f, "kms.service.latency_us"),
+		       field(f, "kms.service.failures"), field(f, "kms.service.throttled"),
+		       field(f, "kms.service.latency_us"),
 		       field(f, "kms.service.breaker"), field(f, "kms.service.breaker_opens"));
 	printf("dek cache  %s entries (%s in use by open files), limit %s entries / %s s idle\n",
 	       field(f, "cache.entries"), field(f, "cache.pinned"), field(f, "cache.max_entries"),

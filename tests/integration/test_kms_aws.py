@@ -6,6 +6,7 @@ The peer is moto_server with SigV4 checking on, behind a TCP proxy that can refu
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from mounts import CTL, DAEMON, is_mounted, unmount
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kmsd"))
 from aws_moto import AwsPeer  # noqa: E402
+from kmsfault import timed_workload  # noqa: E402
 
 # Small on purpose: an uncached open during an outage must fail within DEADLINE.
 DEADLINE = 2.0
@@ -49,7 +51,7 @@ def ctl(*args, env, check=False):
 class AwsVolume:
     """A volume on the aws provider, its daemon in the foreground logging to a file."""
 
-    def __init__(self, root, peer, env, key_arn=None, placement="file"):
+    def __init__(self, root, peer, env, key_arn=None, placement="file", endpoint=None):
         self.root, self.env = Path(root), env
         self.backing, self.mnt, self.log = self.root / "backing", self.root / "mnt", self.root / "log"
         self.backing.mkdir()
@@ -58,7 +60,7 @@ class AwsVolume:
         # Plain names: the tests count KMS calls per file and read backing files by name.
         args = ["init", "--kms", "aws", "--names", "plain", "--header", placement,
                 "--kms-setting", f"key_id={self.key_arn}",
-                "--kms-setting", f"endpoint={peer.endpoint}"]
+                "--kms-setting", f"endpoint={endpoint or peer.endpoint}"]
         for k, v in SETTINGS.items():
             args += ["--kms-setting", f"{k}={v}"]
         r = ctl(*args, self.backing, env=env)
@@ -108,6 +110,10 @@ def write_files(m, n, size=10000):
 
 
 def test_init_mount_write_remount_read(avol):
+    # The secret is taken out of the daemon's environment once read (kms/envsecret.h).
+    environ = Path(f"/proc/{avol.proc.pid}/environ").read_bytes()
+    assert avol.env["AWS_SECRET_ACCESS_KEY"].encode() not in environ
+    assert avol.env["AWS_ACCESS_KEY_ID"].encode() in environ  # an identifier, not a secret
     conf = (avol.backing / "envelopefs.conf").read_text()
     assert "provider = aws" in conf and avol.key_arn in conf
     assert os.environ.get("AWS_SECRET_ACCESS_KEY", "\0") not in conf
@@ -244,3 +250,58 @@ def test_kms_outage_mid_workload(aws, avol):
     assert len(avol.log_lines("reachable again")) == 1, avol.log.read_text()
     svc = avol.status()["kms"]["service"]
     assert svc["breaker"] == "closed" and svc["breaker_opens"] == 1 and svc["retries"] > 0
+
+
+def test_throttling_is_not_an_outage(aws, aws_env, tmp_path):
+    """AWS's ThrottlingException (HTTP 400, from the throttling proxy in front of moto) under a
+    workload of creates and cold opens: every operation ends within the deadline, succeeding or
+    failing with EIO; the breaker stays closed and the log never calls KMS unreachable."""
+    v = AwsVolume(tmp_path, aws, aws_env, endpoint=aws.throttle_endpoint)
+    v.mount()
+    try:
+        cold = write_files(v.mnt, 8, size=3000)
+        v.unmount()
+        v.mount()
+        names = sorted(cold)
+        created = {f"new{i}": os.urandom(2000) for i in range(12)}
+
+        def cold_open(name):
+            return lambda: (v.mnt / name).read_bytes() == cold[name] or pytest.fail(name)
+
+        def create(name):
+            def op():
+                (v.mnt / name).write_bytes(created[name])
+                assert (v.mnt / name).read_bytes() == created[name]
+            return op
+
+        before = aws.throttle.counters()["throttled"]
+        # Half of all requests throttled: retried with backoff, most operations get through.
+        aws.throttle.set(share=0.5)
+        results = timed_workload([cold_open(n) for n in names[:4]] +
+                                 [create(n) for n in created])
+        # Every request throttled: cold opens fail with EIO at the deadline, never hang.
+        aws.throttle.set(share=1.0)
+        failed = timed_workload([cold_open(n) for n in names[4:]])
+        aws.throttle.set(share=0.0)
+        assert aws.throttle.counters()["throttled"] - before > 10
+        print("throttled workload (ok, s):", results, "all throttled:", failed)
+        # Each KMS call ends by DEADLINE; a failed read can ask twice (the open, then the
+        # kernel's retry of the read), so a file operation ends by twice that.
+        assert all(t < 2 * DEADLINE + 1.0 for _, t in results + failed), results + failed
+        assert not any(ok for ok, _ in failed)
+        assert sum(ok for ok, _ in results) >= len(results) // 2
+        svc = v.status()["kms"]["service"]
+        assert svc["breaker"] == "closed" and svc["breaker_opens"] == 0, svc
+        assert svc["throttled"] > 0
+        human = ctl("status", v.mnt, env=v.env)
+        assert human.returncode == 0 and re.search(r"throttled [1-9]\d*,", human.stdout), human.stdout
+        # Throttling over: everything reads back, no remount.
+        for name in names:
+            assert (v.mnt / name).read_bytes() == cold[name]
+        for name, data in created.items():
+            if (v.mnt / name).exists() and (v.mnt / name).stat().st_size:
+                assert (v.mnt / name).read_bytes() == data
+    finally:
+        aws.throttle.set(share=0.0)
+        v.unmount()
+    assert v.log_lines("unreachable") == [], v.log.read_text()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -161,6 +162,9 @@ def test_pin_from_environment(tmp_path, token):
     assert "no PIN" in proc.stderr and "ENVELOPEFS_PKCS11_PIN" in proc.stderr
     v.mount(env={"ENVELOPEFS_PKCS11_PIN": PIN})
     try:
+        # Taken out of the daemon's environment once read (kms/envsecret.h).
+        pid = v.status()["daemon"]["pid"]
+        assert PIN.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
         put(v.mnt / "f", b"via the environment")
         v.unmount()
         v.mount(env={"ENVELOPEFS_PKCS11_PIN": PIN})

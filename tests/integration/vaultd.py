@@ -127,8 +127,9 @@ class VaultServer:
     def stats(self):
         return self._request("GET", "/_test/stats")
 
-    def fault(self, status, count=0, seconds=0):
-        self._request("POST", "/_test/fault", {"status": status, "count": count, "seconds": seconds})
+    def fault(self, status, count=0, seconds=0, share=1.0):
+        self._request("POST", "/_test/fault", {"status": status, "count": count, "seconds": seconds,
+                                               "share": share})
 
     def set_token(self, token):
         self._request("POST", "/_test/token", {"token": token})

@@ -16,7 +16,14 @@ then reads commands, one per line, and answers each with one JSON line:
   hang                the proxy accepts but never answers
   up                  back to normal
   connections         {"connections": N}: TCP connections the proxy accepted
+  throttle SHARE [N]  the throttling proxy (throttle_endpoint) answers the next N requests and then a SHARE
+                      (0..1) of them with AWS's ThrottlingException
+  latency MS          the throttling proxy delays every request by MS milliseconds
+  throttled           {"throttled": N, "forwarded": N}: the throttling proxy's counters
 EOF stops everything.  The tests in tests/integration import AwsPeer directly.
+
+Two endpoints lead to the same moto: "endpoint" through the TCP proxy above, and "throttle_endpoint" through
+tests/kmsd/throttle_proxy.py, an HTTP proxy that throttles and delays requests.
 
 Signature checking: INITIAL_NO_AUTH_ACTION_COUNT=3 lets exactly the first three
 requests (create the IAM user, its policy, its access key) through unsigned;
@@ -37,6 +44,8 @@ import boto3
 import botocore.auth
 import botocore.awsrequest
 import botocore.credentials
+
+from throttle_proxy import ThrottleProxy
 
 REGION = "us-east-1"
 USER = "envelopefs-test"
@@ -164,6 +173,8 @@ class AwsPeer:
         self.key_arn = self.create_key()
         self.proxy = Proxy(self.moto_port)
         self.endpoint = "http://127.0.0.1:%d/" % self.proxy.port
+        self.throttle = ThrottleProxy(self.moto_port)
+        self.throttle_endpoint = "http://127.0.0.1:%d/" % self.throttle.port
 
     def client(self, service):
         return boto3.client(service, endpoint_url=self.moto_url, region_name=REGION,
@@ -213,11 +224,13 @@ class AwsPeer:
         self.iam.put_user_policy(UserName=USER, PolicyName="allow-all", PolicyDocument=json.dumps(ALLOW_ALL))
 
     def info(self):
-        return {"endpoint": self.endpoint, "access_key": self.access_key, "secret": self.secret,
+        return {"endpoint": self.endpoint, "throttle_endpoint": self.throttle_endpoint,
+                "access_key": self.access_key, "secret": self.secret,
                 "key_arn": self.key_arn, "key_id": self.key_arn.split("/")[-1], "region": REGION}
 
     def stop(self):
         self.proxy.set_mode("down")
+        self.throttle.stop()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
@@ -257,6 +270,14 @@ def main():
                     answer = {}
                 elif cmd == "connections":
                     answer = {"connections": peer.proxy.connections}
+                elif cmd == "throttle":
+                    peer.throttle.set(share=args[0], burst=args[1] if len(args) > 1 else 0)
+                    answer = {}
+                elif cmd == "latency":
+                    peer.throttle.set(latency_ms=args[0])
+                    answer = {}
+                elif cmd == "throttled":
+                    answer = peer.throttle.counters()
                 else:
                     answer = {"error": "unknown command " + cmd}
             except Exception as e:  # reported to the test, which fails on it

@@ -29,13 +29,15 @@ Test knobs (never in a real Vault):
   --state-file F     keys persist across restarts (written atomically after each change)
   --port 0 --port-file F   listen on a free port and write its number to F once listening
   --tls-cert/--tls-key     serve HTTPS
-  --test-control     enables POST /_test/fault {"status": 503|429|..., "count": N, "seconds": S}
-                     (answer that status to the next N requests or for S seconds; status 0 clears),
+  --test-control     enables POST /_test/fault {"status": 503|429|..., "count": N, "seconds": S, "share": F}
+                     (answer that status to the next N requests, or for S seconds to every request or,
+                     with a share 0 < F < 1, to that share of them at random; status 0 clears; 429 comes
+                     with the body of Vault's rate-limit quota),
                      POST /_test/token {"token": "..."} (replace the valid token, e.g. to revoke it),
                      POST /_test/latency {"ms": N} (replace --latency-ms),
                      GET /_test/key/NAME (the key versions' raw material, base64, for independent checks)
                      and GET /_test/stats (requests per operation; OP_items counts the items of
-                     encrypt/decrypt/rewrap requests, batches included).
+                     encrypt/decrypt/rewrap requests, batches included; "faults" counts injected faults).
 """
 
 import argparse
@@ -44,6 +46,7 @@ import binascii
 import json
 import os
 import pathlib
+import random
 import socket
 import ssl
 import sys
@@ -213,6 +216,7 @@ class Transit:
         self.fault_status = 0
         self.fault_count = 0   # answer fault_status this many more times (0: use fault_until)
         self.fault_until = 0.0
+        self.fault_share = 1.0  # of the requests within fault_until that get fault_status
         self.stats = {}
         if self.state_file and self.state_file.exists():
             st = json.loads(self.state_file.read_text())
@@ -236,11 +240,15 @@ class Transit:
                 return 0
             if self.fault_count > 0:
                 self.fault_count -= 1
+                self.stats["faults"] = self.stats.get("faults", 0) + 1
                 status = self.fault_status
                 if self.fault_count == 0:
                     self.fault_status = 0
                 return status
             if time.monotonic() < self.fault_until:
+                if self.fault_share < 1.0 and random.random() >= self.fault_share:
+                    return 0
+                self.stats["faults"] = self.stats.get("faults", 0) + 1
                 return self.fault_status
             self.fault_status = 0
             return 0
@@ -331,7 +339,8 @@ class Handler(BaseHTTPRequestHandler):
             status = transit.take_fault()
             if status:
                 self.read_body()
-                messages = {429: 'request path "%s": rate limit quota exceeded' % path.lstrip("/v1/"),
+                # Vault's texts: a rate-limit quota names the path without its /v1/ prefix.
+                messages = {429: 'request path "%s": rate limit quota exceeded' % path[len("/v1/"):],
                             503: "Vault is sealed"}
                 self.send_error_body(status, messages.get(status, "injected fault"))
                 return
@@ -376,6 +385,7 @@ class Handler(BaseHTTPRequestHandler):
                 transit.fault_status = int(body.get("status", 0))
                 transit.fault_count = int(body.get("count", 0))
                 transit.fault_until = time.monotonic() + float(body.get("seconds", 0))
+                transit.fault_share = float(body.get("share", 1.0))
             elif path == "/_test/token" and method == "POST":
                 transit.token = body["token"]
             elif path == "/_test/latency" and method == "POST":

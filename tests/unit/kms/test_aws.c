@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,7 +32,8 @@ struct helper {
 };
 
 static struct helper moto, faults;
-static char endpoint[128], access_key[64], secret[128], key_arn[256], key_id[64];
+static char endpoint[128], throttle_endpoint[128], access_key[64], secret[128], key_arn[256],
+	key_id[64];
 static char faults_base[64];
 
 static void helper_start(struct helper *h, const char *script, const char *arg)
@@ -114,11 +116,12 @@ static void start_moto(void)
 	helper_start(&moto, "tests/kmsd/aws_moto.py", NULL);
 	helper_line(&moto, line, sizeof(line));
 	json_field(line, "endpoint", endpoint, sizeof(endpoint));
+	json_field(line, "throttle_endpoint", throttle_endpoint, sizeof(throttle_endpoint));
 	json_field(line, "access_key", access_key, sizeof(access_key));
 	json_field(line, "secret", secret, sizeof(secret));
 	json_field(line, "key_arn", key_arn, sizeof(key_arn));
 	json_field(line, "key_id", key_id, sizeof(key_id));
-	if (!endpoint[0] || !secret[0] || !key_arn[0]) {
+	if (!endpoint[0] || !throttle_endpoint[0] || !secret[0] || !key_arn[0]) {
 		fprintf(stderr, "aws_moto.py: unexpected start line: %s\n", line);
 		exit(2);
 	}
@@ -127,7 +130,9 @@ static void start_moto(void)
 static void use_env_credentials(const char *secret_value)
 {
 	unsetenv("AWS_PROFILE");
-	unsetenv("AWS_SESSION_TOKEN");
+	/* Set empty, not unset: the provider keeps a token it took out of the environment
+	 * until the variable is set again (kms/envsecret.h). */
+	setenv("AWS_SESSION_TOKEN", "", 1);
 	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
 	setenv("AWS_ACCESS_KEY_ID", access_key, 1);
 	setenv("AWS_SECRET_ACCESS_KEY", secret_value, 1);
@@ -419,6 +424,13 @@ static void test_profile_credentials(void)
 	fclose(f);
 	setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
 	setenv("AWS_PROFILE", "envfs", 1);
+	/* Readable by the group or others: refused, naming the file and the fix. */
+	chmod(path, 0640);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	CHECK(strstr(err, path) && strstr(err, "group or others") && strstr(err, "chmod 600"));
+	chmod(path, 0604);
+	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
+	chmod(path, 0600);
 	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), 0);
 	kms_close(kms);
 	kms = NULL;
@@ -465,7 +477,7 @@ static void test_session_token(void)
 	/* The token is signed and checked: a wrong one, or none, is refused. */
 	setenv("AWS_SESSION_TOKEN", "AQoDYXdzEJr-not-a-token", 1);
 	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
-	unsetenv("AWS_SESSION_TOKEN");
+	setenv("AWS_SESSION_TOKEN", "", 1);
 	CHECK_EQ_INT(open_with(settings(key_arn, endpoint), &kms, err, sizeof(err)), -EACCES);
 	CHECK(kms == NULL);
 }
@@ -494,6 +506,7 @@ static void test_credentials_file_reloaded(void)
 	REQUIRE(f);
 	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", access_key, secret);
 	fclose(f);
+	chmod(path, 0600);
 	kms = open_ok(key_arn);
 	REQUIRE(kms);
 	make_ctx(&ctx, 0x61, 0x62);
@@ -503,12 +516,14 @@ static void test_credentials_file_reloaded(void)
 	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = wrong%s\n", access_key,
 		secret + 5);
 	fclose(f);
+	chmod(tmp, 0600);
 	REQUIRE(rename(tmp, path) == 0);
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EACCES);
 	f = fopen(tmp, "w");
 	REQUIRE(f);
 	fprintf(f, "[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", access_key, secret);
 	fclose(f);
+	chmod(tmp, 0600);
 	REQUIRE(rename(tmp, path) == 0);
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
 	kms_close(kms);
@@ -585,6 +600,12 @@ static void test_error_mapping(void)
 		{ "DisabledException", 400, -EACCES },
 		{ "KMSInvalidStateException", 400, -EACCES },
 		{ "ExpiredTokenException", 400, -EACCES },
+		{ "InvalidGrantTokenException", 400, -EACCES },
+		{ "RequestExpired", 400, -EACCES },
+		{ "InvalidArnException", 400, -EINVAL },
+		{ "UnsupportedOperationException", 400, -EINVAL },
+		{ "Throttling", 400, -EAGAIN },
+		{ "RequestLimitExceeded", 400, -EAGAIN },
 		{ "NotFoundException", 400, -ENOENT },
 		{ "ThrottlingException", 400, -EAGAIN },
 		{ "KMSInternalException", 500, -EAGAIN },
@@ -679,6 +700,134 @@ static void test_unreachable_and_back(void)
 	secmem_free(dek, 32);
 }
 
+/* peer_count - the number @field of the throttling proxy's counters. */
+static long peer_count(const char *field)
+{
+	char answer[256], *p;
+
+	if (peer_cmd("throttled", answer, sizeof(answer)) < 0 || !(p = strstr(answer, field)))
+		return -1;
+	return strtol(p + strlen(field) + 2, NULL, 10);
+}
+
+/*
+ * AWS's ThrottlingException (HTTP 400, from the throttling proxy in front of
+ * moto): retried past max_attempts until the deadline, then -EAGAIN; never a
+ * breaker failure, however often, and counted as throttled.
+ */
+static void test_throttling_is_not_an_outage(void)
+{
+	struct kms *kms = NULL;
+	struct kms_context ctx;
+	struct kms_remote_stats st;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB];
+	char err[512];
+	dictionary *d;
+	size_t len;
+	uint32_t v;
+	double t0, dt;
+	long throttled;
+	int i;
+
+	use_env_credentials(secret);
+	REQUIRE(dek);
+	d = settings(key_arn, throttle_endpoint);
+	iniparser_set(d, "kms:deadline_ms", "1000");
+	iniparser_set(d, "kms:max_attempts", "2");
+	REQUIRE(open_with(d, &kms, err, sizeof(err)) == 0);
+	downs = ups = 0;
+	kms_set_reachability_hook(kms, on_reachability, NULL);
+	make_ctx(&ctx, 0x81, 0x82);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+
+	/* A burst of three throttled answers: more than max_attempts, and the unwrap succeeds. */
+	throttled = peer_count("throttled");
+	REQUIRE(peer_cmd("throttle 0 3", NULL, 0) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	CHECK_EQ_INT(peer_count("throttled") - throttled, 3);
+
+	/*
+	 * Throttled for good: each call retries past max_attempts, then ends with
+	 * -EAGAIN by the deadline (or as soon as the next wait would pass it).
+	 */
+	REQUIRE(peer_cmd("throttle 1", NULL, 0) == 0);
+	for (i = 0; i < 3; i++) {
+		throttled = peer_count("throttled");
+		t0 = now_s();
+		CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EAGAIN);
+		dt = now_s() - t0;
+		CHECK(dt < 1.3);
+		CHECK(peer_count("throttled") - throttled > 2);
+	}
+	kms_remote_stats(kms, &st);
+	CHECK(strcmp(st.breaker, "closed") == 0 && st.breaker_opens == 0);
+	CHECK(st.throttled >= 3 + 3 * 2);
+	CHECK_EQ_INT(downs, 0);
+	printf("throttled KMS: %llu throttled answers, breaker %s\n",
+	       (unsigned long long)st.throttled, st.breaker);
+	REQUIRE(peer_cmd("throttle 0", NULL, 0) == 0);
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	CHECK_EQ_INT(downs + ups, 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
+/*
+ * One deadline per operation: generate and rewrap make two calls (the
+ * version from ListKeyRotations, then the key), each slower than half the
+ * deadline.  Together they would overrun it; the operation ends at the
+ * deadline instead.  A one-call unwrap still fits.
+ */
+static void test_one_deadline_per_operation(void)
+{
+	struct kms *kms = NULL;
+	struct kms_context ctx;
+	uint8_t *dek = secmem_alloc(32);
+	uint8_t blob[KMS_MAX_BLOB], blob2[KMS_MAX_BLOB];
+	char err[512];
+	dictionary *d;
+	size_t len, len2;
+	uint32_t v;
+	double t0, dt;
+
+	use_env_credentials(secret);
+	REQUIRE(dek);
+	d = settings(key_arn, throttle_endpoint);
+	iniparser_set(d, "kms:deadline_ms", "1000");
+	iniparser_set(d, "kms:breaker_threshold", "100");
+	REQUIRE(open_with(d, &kms, err, sizeof(err)) == 0);
+	make_ctx(&ctx, 0x91, 0x92);
+	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
+	REQUIRE(peer_cmd("latency 650", NULL, 0) == 0);
+	t0 = now_s();
+	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), 0);
+	dt = now_s() - t0;
+	CHECK(dt >= 0.6 && dt < 1.0);
+	usleep(1100 * 1000); /* past VERSION_CHECK_MS: rewrap looks the version up again */
+	t0 = now_s();
+	CHECK_EQ_INT(kms_rewrap(kms, &ctx, blob, len, blob2, sizeof(blob2), &len2, &v), -EAGAIN);
+	dt = now_s() - t0;
+	printf("rewrap with 650 ms per call, deadline 1 s: ended after %.2f s\n", dt);
+	CHECK(dt >= 0.9 && dt < 1.25);
+	kms_close(kms);
+
+	/* A fresh provider has not read the version yet: generate makes both calls too. */
+	REQUIRE(peer_cmd("latency 0", NULL, 0) == 0);
+	d = settings(key_arn, throttle_endpoint);
+	iniparser_set(d, "kms:deadline_ms", "1000");
+	REQUIRE(open_with(d, &kms, err, sizeof(err)) == 0);
+	REQUIRE(peer_cmd("latency 650", NULL, 0) == 0);
+	t0 = now_s();
+	CHECK_EQ_INT(kms_generate(kms, &ctx, dek, blob2, sizeof(blob2), &len2, &v), -EAGAIN);
+	dt = now_s() - t0;
+	printf("generate with 650 ms per call, deadline 1 s: ended after %.2f s\n", dt);
+	CHECK(dt >= 0.9 && dt < 1.25);
+	REQUIRE(peer_cmd("latency 0", NULL, 0) == 0);
+	kms_close(kms);
+	secmem_free(dek, 32);
+}
+
 int main(void)
 {
 	char line[64];
@@ -701,6 +850,8 @@ int main(void)
 	RUN(test_denied_and_disabled);
 	RUN(test_error_mapping);
 	RUN(test_unreachable_and_back);
+	RUN(test_throttling_is_not_an_outage);
+	RUN(test_one_deadline_per_operation);
 	helper_stop(&faults);
 	helper_stop(&moto);
 	return check_summary();
