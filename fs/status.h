@@ -20,7 +20,8 @@
  *              "max_entries", "max_age"},
  *    "errors": {"integrity", "key"},
  *    "inodes": N, "uptime": SECONDS,
- *    "daemon": {"pid", "version", "writeback_cache": true|false}}
+ *    "daemon": {"pid", "version", "writeback_cache": true|false,
+ *               "handle_killpriv_v2": true|false}}
  *
  * Counters count since mount.  New fields may be added; none is removed.
  */
