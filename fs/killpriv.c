@@ -9,11 +9,9 @@
  */
 #include "killpriv.h"
 
-#include <errno.h>
 #include <linux/fuse.h>
 #include <stdatomic.h>
 #include <stddef.h>
-#include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -23,6 +21,7 @@
 static atomic_uint_fast64_t init_unique;
 static atomic_bool init_offered;
 static atomic_bool negotiated;
+/* Set once, before the session's loop starts: for killpriv_cleared(). */
 static struct fuse_session *session;
 
 /* The node the request now read by this thread asks to clear setuid/setgid
