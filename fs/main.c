@@ -26,6 +26,7 @@
 #include "crypto/secmem.h"
 #include "envfs.h"
 #include "filekey.h"
+#include "killpriv.h"
 #include "log.h"
 #include "ops.h"
 #include "volkey.h"
@@ -510,6 +511,10 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	}
 	if (fs->settings.read_ahead_kb)
 		set_read_ahead(opts->mountpoint, fs->settings.read_ahead_kb);
+	/* Before the loop reads INIT, whose reply it may add a flag to. */
+	if (killpriv_install(se) < 0)
+		log_msg(LOG_NOTICE, "no FUSE_HANDLE_KILLPRIV_V2: every write(2) costs a "
+				    "security.capability lookup");
 	bool expiring = pthread_create(&expiry, NULL, expiry_thread, fs) == 0;
 	if (!expiring)
 		log_msg(LOG_WARNING, "no DEK expiry thread: idle keys leave only by LRU and unmount");

@@ -27,6 +27,7 @@
 #include "crypto/hex.h"
 #include "envfs.h"
 #include "filekey.h"
+#include "killpriv.h"
 #include "log.h"
 #include "names.h"
 #include "status.h"
@@ -369,9 +370,13 @@ static void envfs_init(void *userdata, struct fuse_conn_info *conn)
 	/* The kernel sends truncation as setattr(size), which keeps the
 	 * file's key record and needs no KMS call. */
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
-	/* The daemon writes as root, which keeps setuid bits; the kernel
-	 * must clear them on a write by anyone else, as it would locally. */
+	/* The daemon writes as root, which keeps setuid bits: clearing them
+	 * on a write by anyone else is never left to the backing file.  The
+	 * kernel does it itself, or (killpriv.h) flags the request for
+	 * clear_suid_sgid().  Those flags are seen only by killpriv's read,
+	 * which splice reading would bypass. */
 	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+	conn->want &= ~FUSE_CAP_SPLICE_READ;
 	/* Only this daemon changes the backing tree, so the kernel may
 	 * cache symlink targets, and (by default) buffer and merge writes:
 	 * small and random writes then reach us as whole pages. */
@@ -540,6 +545,52 @@ static int setattr_times(struct inode *in, const struct stat *attr, int valid,
 	return ret < 0 ? -errno : 0;
 }
 
+/* Whether the caller of @req is a member of group @gid. */
+static bool caller_in_group(fuse_req_t req, gid_t gid)
+{
+	gid_t groups[64];
+	int n;
+
+	if (fuse_req_ctx(req)->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, 64, groups);
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/*
+ * clear_suid_sgid - what a local filesystem does to a file written or
+ * truncated by a caller without CAP_FSETID, when the kernel leaves it to us
+ * (killpriv.h): setuid goes; setgid goes when group-executable (without
+ * that it marks mandatory locking, not privilege) or when the caller is not
+ * in the file's group.  Through the open @fd, or the inode when -1.
+ * 1 when the mode changed, 0 when it had nothing to clear, or -errno.
+ */
+static int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd)
+{
+	struct stat st;
+	char path[64];
+	mode_t mode;
+	int ret;
+
+	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	mode = st.st_mode & 07777 & ~S_ISUID;
+	if ((mode & S_ISGID) && ((mode & S_IXGRP) || !caller_in_group(req, st.st_gid)))
+		mode &= ~S_ISGID;
+	if (mode == (st.st_mode & 07777))
+		return 0;
+	if (fd < 0) {
+		proc_path(in->fd, path);
+		ret = chmod(path, mode);
+	} else {
+		ret = fchmod(fd, mode);
+	}
+	return ret < 0 ? -errno : 1;
+}
+
 static void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 			  struct fuse_file_info *fi)
 {
@@ -549,6 +600,12 @@ static void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 	struct stat st;
 	int ret = 0;
 
+	/* The reply's attributes tell the kernel of the new mode. */
+	if (killpriv_take(ino)) {
+		ret = clear_suid_sgid(req, in, fi ? ((struct open_file *)(uintptr_t)fi->fh)->fd : -1);
+		if (ret < 0)
+			goto out;
+	}
 	if (valid & FUSE_SET_ATTR_MODE) {
 		proc_path(in->fd, path);
 		if ((fi ? fchmod(((struct open_file *)(uintptr_t)fi->fh)->fd, attr->st_mode)
@@ -1121,8 +1178,17 @@ static void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t 
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	struct inode *in = inode_of(fs, ino);
 	uint64_t bad_block = 0, pos = (uint64_t)off;
-	int ret;
+	int ret = 0;
 
+	if (killpriv_take(ino)) {
+		ret = clear_suid_sgid(req, in, of->fd);
+		if (ret == 1)
+			ret = killpriv_cleared(ino);
+		if (ret < 0) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
+	}
 	pthread_rwlock_wrlock(&in->content_lock);
 	ret = filekey_load(fs, in, of->fd, true);
 	if (ret == 0 && of->append)
@@ -1425,7 +1491,8 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     ",\"batches\":%" PRIu64 "},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld,"
-		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s}}\n",
+		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s,"
+		     "\"handle_killpriv_v2\":%s}}\n",
 		     uuid, backing, kms->ops->name, kms->key_ref, previous, current,
 		     (uint64_t)kms->counters.generate, (uint64_t)kms->counters.unwrap,
 		     (uint64_t)kms->counters.rewrap, (uint64_t)kms->counters.wrap,
@@ -1438,7 +1505,8 @@ static int status_json(struct envfs *fs, char *out, size_t cap)
 		     (uint64_t)atomic_load(&fs->counters.integrity_errors),
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
-		     fs->settings.writeback_cache ? "true" : "false");
+		     fs->settings.writeback_cache ? "true" : "false",
+		     killpriv_negotiated() ? "true" : "false");
 	kms_keeper_put(fs->keys, set);
 	return n < 0 || (size_t)n >= cap ? -ERANGE : n;
 }
@@ -1870,8 +1938,7 @@ static void envfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	struct envfs *fs = fs_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
-	gid_t groups[64];
-	int ngroups, ret = stat_inode(fs, inode_of(fs, ino), &st);
+	int ret = stat_inode(fs, inode_of(fs, ino), &st);
 
 	if (ret < 0 || mask == F_OK) {
 		fuse_reply_err(req, ret < 0 ? -ret : 0);
@@ -1887,11 +1954,7 @@ static void envfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	if (ctx->uid == st.st_uid) {
 		bits = (st.st_mode >> 6) & 7;
 	} else {
-		bool member = ctx->gid == st.st_gid;
-		ngroups = fuse_req_getgroups(req, 64, groups);
-		for (int i = 0; i < ngroups && i < 64 && !member; i++)
-			member = groups[i] == st.st_gid;
-		bits = member ? (st.st_mode >> 3) & 7 : st.st_mode & 7;
+		bits = caller_in_group(req, st.st_gid) ? (st.st_mode >> 3) & 7 : st.st_mode & 7;
 	}
 	fuse_reply_err(req, ((mode_t)mask & ~bits) ? EACCES : 0);
 }

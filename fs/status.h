@@ -23,7 +23,8 @@
  *                 "failed", "overflow", "batches"},   (fs/prefetch.h)
  *    "errors": {"integrity", "key"},
  *    "inodes": N, "uptime": SECONDS,
- *    "daemon": {"pid", "version", "writeback_cache": true|false}}
+ *    "daemon": {"pid", "version", "writeback_cache": true|false,
+ *               "handle_killpriv_v2": true|false}}
  *
  * Counters count since mount.  New fields may be added; none is removed.
  */

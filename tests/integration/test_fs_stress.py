@@ -181,7 +181,7 @@ def test_allow_other_permissions_and_ownership():
         # Backing files carry the same owners.
         assert os.stat(v.backing / "pub" / "mine").st_uid == 1000
         # A write by another user clears setuid, as on a local filesystem
-        # (the daemon writes as root, so the kernel must do it).
+        # (the daemon writes as root, so the kernel asks it to: fs/killpriv.h).
         with open(m / "pub" / "suid", "wb") as f:
             f.write(b"#!/bin/sh\n")
         os.chmod(m / "pub" / "suid", 0o4777)

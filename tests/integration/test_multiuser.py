@@ -241,6 +241,77 @@ def test_setgid_directory_inherits_group(shared, area):
     assert lst(proj / "b") == (BOB, STAFF, 0o755)
 
 
+@pytest.mark.parametrize("writeback", [True, False], ids=["writeback", "direct"])
+def test_writes_by_others_clear_setuid_setgid_as_locally(writeback):
+    """The daemon negotiates FUSE_HANDLE_KILLPRIV_V2 (fs/killpriv.h), so the kernel
+    leaves clearing setuid/setgid on a write or truncate by a caller without
+    CAP_FSETID to it.  Every (mode, caller, operation) ends with the mode the
+    same steps leave on a local filesystem; root's own writes keep the bits.
+    Long attribute and entry timeouts: a mode the kernel kept cached after
+    the daemon changed it would show."""
+    root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
+    os.chmod(root, 0o755)
+    v = Volume(root)
+    settings = root / "daemon.ini"
+    settings.write_text(f"[daemon]\nwriteback_cache = {str(writeback).lower()}\n"
+                        "attr_timeout = 600\nentry_timeout = 600\n")
+    v.mount("allow_other", f"config={settings}")
+    os.chmod(v.mnt, 0o755)
+    area, local = v.mnt, root / "local"
+    modes = (0o4777, 0o2777, 0o2767, 0o6777, 0o6766, 0o0777)
+    ops = {"append": "write(m + '/%s', flags=os.O_WRONLY | os.O_APPEND)",
+           "truncate": "os.truncate(m + '/%s', 1)",
+           "o_trunc": "write(m + '/%s', flags=os.O_WRONLY | os.O_TRUNC)",
+           "overwrite": "write(m + '/%s', b'y' * 9000)"}
+    callers = {"alice": (ALICE, [ALICE, STAFF]), "bob": (BOB, [BOB]), "root": None}
+    try:
+        assert v.status()["daemon"]["handle_killpriv_v2"] is True
+        local.mkdir()
+        os.chmod(local, 0o755)
+        results = {}
+        for where in (area, local):
+            names = []
+            for mode in modes:
+                for op in ops:
+                    for who in callers:
+                        name = f"{mode:o}-{op}-{who}"
+                        (where / name).write_bytes(b"#!/bin/sh\n" * 500)
+                        os.chown(where / name, 0, STAFF)
+                        os.chmod(where / name, mode)
+                        names.append(name)
+            # The mode as the caller sees it right after its step: the
+            # kernel's cached attributes must not keep a cleared bit.
+            # stat(1) asks statx for the mode alone, which the kernel
+            # answers from its cache while that is valid.
+            results[where] = {}
+            for who, caller in callers.items():
+                shown = ("int(__import__('subprocess').run(['stat', '-c', '%%a', m + '/%s'], "
+                         "capture_output=True, text=True, check=True).stdout, 8)")
+                steps = [(n, f"({ops[n.split('-')[1]] % n}, {shown % n})[1]")
+                         for n in names if n.endswith(who)]
+                if caller is None:
+                    env = {"os": os, "m": str(where), "write": _root_write,
+                           "__builtins__": __builtins__}
+                    results[where].update({n: eval(expr, env) for n, expr in steps})
+                else:
+                    results[where].update(probe(where, caller[0], caller[1], steps))
+        assert results[area] == results[local]
+        # The cases that matter did change: not a comparison of two no-ops.
+        assert results[area]["4777-append-bob"] == 0o777
+        assert results[area]["2767-overwrite-bob"] == 0o767
+        assert results[area]["2767-overwrite-alice"] == 0o2767
+        assert results[area]["6777-truncate-root"] == 0o6777
+    finally:
+        v.unmount()
+        shutil.rmtree(root)
+
+
+def _root_write(p, data=b"x", flags=os.O_WRONLY):
+    fd = os.open(p, flags)
+    os.write(fd, data)
+    os.close(fd)
+
+
 def test_ownership_survives_remount(tmp_path):
     """Owners and modes live in the backing entries themselves."""
     root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))

@@ -188,7 +188,7 @@ def test_status_for_operators(tmp_path):
         assert "limit 9 entries" in lines["dek cache"] and js["cache"]["max_entries"] == 9
         assert js["uptime"] >= 1 and re.fullmatch(r"0d 00h 00m 0\ds", lines["uptime"].strip())
         assert js["daemon"] == {"pid": daemon_pid(v), "version": js["daemon"]["version"],
-                                "writeback_cache": False}
+                                "writeback_cache": False, "handle_killpriv_v2": True}
         assert lines["daemon"].startswith(f"pid {daemon_pid(v)}, envelopefs ")
         assert lines["daemon"].strip().endswith("writeback cache off")
     finally:
