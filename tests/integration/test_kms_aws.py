@@ -305,3 +305,38 @@ def test_throttling_is_not_an_outage(aws, aws_env, tmp_path):
         aws.throttle.set(share=0.0)
         v.unmount()
     assert v.log_lines("unreachable") == [], v.log.read_text()
+
+
+def test_blob_of_another_volume_and_a_disabled_key(aws, aws_env, tmp_path):
+    """A backing file copied from another volume under the same AWS key does not open (its
+    EncryptionContext names the other volume) and is left as it was; a volume whose key was
+    disabled is refused at mount with AWS's reason, exit code 4, and nothing is mounted."""
+    key = aws.create_key()  # its own key: disabling it touches no other test
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = AwsVolume(tmp_path / "a", aws, aws_env, key_arn=key)
+    b = AwsVolume(tmp_path / "b", aws, aws_env, key_arn=key)
+    a.mount()
+    try:
+        (a.mnt / "secret").write_bytes(b"volume a's data")
+    finally:
+        a.unmount()
+    stolen = (a.backing / "secret").read_bytes()
+    (b.backing / "secret").write_bytes(stolen)
+    b.mount()
+    try:
+        with pytest.raises(OSError) as e:
+            (b.mnt / "secret").read_bytes()
+        assert e.value.errno == 5
+        assert b.log_lines("cannot unwrap the data key"), b.log.read_text()
+        assert b.status()["errors"]["key"] >= 1
+    finally:
+        b.unmount()
+    assert (b.backing / "secret").read_bytes() == stolen
+
+    aws.disable(key)
+    d = subprocess.run([str(DAEMON), str(a.backing), str(a.mnt)], capture_output=True,
+                       text=True, env=aws_env, timeout=60)
+    assert d.returncode == 4, d.stderr
+    assert "Disabled" in d.stderr, d.stderr
+    assert not is_mounted(a.mnt)
