@@ -1755,6 +1755,8 @@ static void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 /*
  * rotate_inode - re-wrap (ENVELOPEFS_IOC_REWRAP) or re-key
  * (ENVELOPEFS_IOC_REKEY) a regular file, under its exclusive content lock.
+ * 0 when done, 1 when a re-wrap found the record already current (another
+ * name of the file got there first), or -errno.
  */
 static int rotate_inode(struct envfs *fs, struct inode *in, bool rekey)
 {
@@ -1777,7 +1779,7 @@ static int rotate_inode(struct envfs *fs, struct inode *in, bool rekey)
 	else if (ret == 0)
 		log_msg(LOG_DEBUG, "inode %llu: key re-wrapped from version %u to %u",
 			(unsigned long long)in->ino, wrapped.old_version, wrapped.new_version);
-	return ret < 0 ? ret : 0;
+	return ret;
 }
 
 /* Re-wrap the volume key: rotation asks for it through the mount root. */
@@ -1902,7 +1904,7 @@ static void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_ioctl(req, 0, NULL, 0);
+		fuse_reply_ioctl(req, ret, NULL, 0); /* ioctl(2) returns it */
 }
 
 static void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

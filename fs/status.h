@@ -43,8 +43,9 @@
  * and two ioctls on an open regular file (any access mode), root only:
  *
  *   ENVELOPEFS_IOC_REWRAP  re-wrap the record onto the KMS's current
- *                          master-key version, under the file's lock; 0 also
- *                          when it already was; EIO when the record is
+ *                          master-key version, under the file's lock; ioctl(2)
+ *                          returns 0, or 1 when it already was (two names of
+ *                          one file reach two workers); EIO when the record is
  *                          corrupt or the KMS fails (logged by the daemon)
  *   ENVELOPEFS_IOC_REKEY   give the file a fresh DEK and file ID and
  *                          re-encrypt its content in place (fs/rekey.h),

@@ -94,7 +94,9 @@ bool ctl_backing_mounted(const char *backing);
 
 /*
  * ctl_daemon_ioctl - issue the daemon's ioctl @request (fs/status.h) on
- * @path in a mounted volume (a file, or the mount root).  0 or -errno.
+ * @path in a mounted volume (a file, or the mount root).  What ioctl(2)
+ * returned (0, or 1 for a re-wrap that found the record already current),
+ * or -errno.
  */
 int ctl_daemon_ioctl(const char *path, unsigned long request);
 

@@ -269,13 +269,14 @@ int ctl_daemon_ioctl(const char *path, unsigned long request)
 
 	if (fd < 0)
 		return -errno;
-	if (ioctl(fd, request) < 0)
+	ret = ioctl(fd, request);
+	if (ret < 0)
 		ret = -errno;
 	close(fd);
 	return ret;
 }
 
-/* rewrap_path - re-wrap one file: 0, 1 when it was already current (offline), or -errno. */
+/* rewrap_path - re-wrap one file: 0, 1 when it was already current, or -errno. */
 static int rewrap_path(struct rotation *r, const char *path)
 {
 	struct kms_pair keys = ctl_volume_keys(&r->vol);
