@@ -173,11 +173,12 @@ int layout_write_record(const struct layout *l, int fd, const struct key_record 
 			struct record_pos *pos)
 {
 	bool replacing = pos->seq != 0;
+	struct stat before;
 	size_t len;
 	uint8_t *buf;
 	int ret;
 
-	if (replacing && fdatasync(fd) < 0)
+	if (replacing && (fstat(fd, &before) < 0 || fdatasync(fd) < 0))
 		return -errno;
 
 	if (l->placement == PLACEMENT_HEADER) {
@@ -212,7 +213,13 @@ int layout_write_record(const struct layout *l, int fd, const struct key_record 
 			pos->slot = 0;
 		}
 	}
-	if (ret == 0 && replacing && fdatasync(fd) < 0)
-		ret = -errno;
+	if (ret == 0 && replacing) {
+		/* A record is not content: the file keeps its mtime, which backups
+		 * and build tools compare.  fsync, not fdatasync: an xattr record
+		 * and that mtime are metadata, which fdatasync may leave behind. */
+		struct timespec keep[2] = {{.tv_nsec = UTIME_OMIT}, before.st_mtim};
+		if (futimens(fd, keep) < 0 || fsync(fd) < 0)
+			ret = -errno;
+	}
 	return ret;
 }

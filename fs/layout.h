@@ -86,9 +86,10 @@ int layout_read_record(const struct layout *l, int fd, struct key_record *r,
  * fsetxattr() (atomic in the backing filesystem's journal).
  * A first record (pos->seq == 0, pos->slot == -1) is written like file data,
  * without a sync.  Replacing a record fdatasync()s before (the old record is
- * durable before anything else is touched) and after (the new one is durable
- * before the caller reports success, and before a later replacement may
- * overwrite the old slot).  On success *@pos describes the new record.
+ * durable before anything else is touched) and fsync()s after (the new one is
+ * durable before the caller reports success, and before a later replacement
+ * may overwrite the old slot), and keeps the file's mtime: a record is not
+ * content.  On success *@pos describes the new record.
  * Returns 0 or -errno.
  */
 int layout_write_record(const struct layout *l, int fd, const struct key_record *r,

@@ -257,6 +257,22 @@ static void drop_xattrs(const struct names *n, int fd, const uint8_t owner[16])
 }
 
 /*
+ * restore_mtime - give @fd the mtime it had before its re-key, which its
+ * journal @jfd carries as its own (write_journal): re-keying changes no
+ * content.  Durable on return.
+ */
+static int restore_mtime(int fd, int jfd)
+{
+	struct stat journal;
+
+	if (fstat(jfd, &journal) < 0 ||
+	    futimens(fd, (struct timespec[2]){{.tv_nsec = UTIME_OMIT}, journal.st_mtim}) < 0 ||
+	    fsync(fd) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
  * finish - steps 3 and 4, for a file whose record @pending (flagged, DEK
  * @dek) is current: copy, commit the record without the flag, drop the
  * journal.  Idempotent.
@@ -267,6 +283,8 @@ static int finish(const struct rekey_env *env, int fd, int dfd, int jfd, const c
 {
 	int ret = copy_from_journal(env->layout, fd, jfd, h->plain_size);
 
+	if (ret == 0)
+		ret = restore_mtime(fd, jfd); /* the record write below keeps it */
 	if (ret < 0)
 		return ret;
 	pending->flags = 0;
@@ -317,6 +335,7 @@ static int write_journal(const struct rekey_env *env, int fd, int dfd, const cha
 	uint64_t data_len = layout_backing_size(env->layout, h->plain_size) - env->layout->data_offset;
 	char tmp[64];
 	uint8_t *head = malloc(JOURNAL_DATA);
+	struct stat st;
 	int jfd, ret;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", jname);
@@ -333,7 +352,11 @@ static int write_journal(const struct rekey_env *env, int fd, int dfd, const cha
 	/* Trailing holes would leave the journal short: give it its full length. */
 	if (ret == 0 && ftruncate(jfd, (off_t)(JOURNAL_DATA + data_len)) < 0)
 		ret = -errno;
-	if (ret == 0 && fdatasync(jfd) < 0)
+	/* The file's mtime rides on the journal's, for finish() to put back:
+	 * re-keying changes no content.  fsync, not fdatasync, to keep it. */
+	if (ret == 0 && (fstat(fd, &st) < 0 ||
+			 futimens(jfd, (struct timespec[2]){{.tv_nsec = UTIME_OMIT}, st.st_mtim}) < 0 ||
+			 fsync(jfd) < 0))
 		ret = -errno;
 	if (ret == 0 && renameat(dfd, tmp, dfd, jname) < 0)
 		ret = -errno;
@@ -503,6 +526,12 @@ static int recover_one(const struct rekey_env *env, int dfd, const char *name, b
 	ret = layout_read_record(env->layout, fd, rec, &pos);
 	if (ret < 0)
 		goto out;
+	if (memcmp(rec->file_id, h->new_file_id, 16) != 0 || !(rec->flags & RECORD_FLAG_REKEYING)) {
+		/* A crash inside a record write may have left its time on the file. */
+		ret = restore_mtime(fd, jfd);
+		if (ret < 0)
+			goto out;
+	}
 	if (memcmp(rec->file_id, h->new_file_id, 16) != 0) {
 		/* Crashed before step 2: the copies sealed to the new ID go. */
 		drop_xattrs(env->names, fd, h->new_file_id);

@@ -60,6 +60,7 @@ def test_rekey_online_keeps_content_inodes_links_and_holes(tmp_path, placement, 
     names = [n for n in contents if n != "empty"]
     ids = {n: file_id(m / n) for n in names}
     inodes = {n: os.stat(m / n).st_ino for n in contents}
+    mtimes = {n: os.stat(v.backing_path(n)).st_mtime_ns for n in contents}
     sparse_blocks = os.stat(v.backing / "sparse").st_blocks
     before = backing_data(v)
 
@@ -85,6 +86,9 @@ def test_rekey_online_keeps_content_inodes_links_and_holes(tmp_path, placement, 
         os.listdir(tmp_path / "state" / "envelopefs") == []  # a complete run leaves no state
     v.remount()
     check(m, contents)
+    # No content changed: no mtime moved, in the backing tree or the mount.
+    assert {n: os.stat(v.backing_path(n)).st_mtime_ns for n in contents} == mtimes
+    assert {n: os.stat(m / n).st_mtime_ns for n in contents} == mtimes
     assert "envelopefs.rekey" not in os.listdir(m)
     with pytest.raises(PermissionError):
         os.mkdir(m / "envelopefs.rekey")
@@ -225,13 +229,15 @@ def test_rekey_offline_and_tampered_block(tmp_path, monkeypatch):
 
 
 # Crash points of one offline re-key (fs/rekey.h): the Nth call of a system call is the process's
-# last.  fdatasync 1: journal; 2, 3: flagged record (before, after); 4: copied content; 5, 6: final
-# record; renameat: journal into place; unlinkat: journal removed; fsync: the journal directory;
+# last.  fsync 1: journal; 2: the journal directory; fdatasync 1, fsync 3: flagged record (before,
+# after); fdatasync 2: copied content; fsync 4: the file's mtime set back; fdatasync 3, fsync 5:
+# final record; fsync 6: the journal directory again; utimensat 1: the journal takes the file's
+# mtime; 3: the flagged record keeps it; renameat: journal into place; unlinkat: journal removed;
 # pwrite64 40 and 100: mid-journal and mid-copy.
 # With encrypted names, user xattrs are re-sealed: fsetxattr adds the copy sealed to the new ID
 # (before step 2), fremovexattr drops the originals (after step 4).
-KILL_POINTS = [("fdatasync", n) for n in range(1, 7)] + [
-    ("renameat", 1), ("unlinkat", 1), ("fsync", 1), ("fsync", 2), ("pwrite64", 40),
+KILL_POINTS = [("fdatasync", n) for n in range(1, 4)] + [("fsync", n) for n in range(1, 7)] + [
+    ("utimensat", 1), ("utimensat", 3), ("renameat", 1), ("unlinkat", 1), ("pwrite64", 40),
     ("pwrite64", 100)]
 XATTR_KILL_POINTS = [("fsetxattr", 1), ("fsetxattr", 2), ("fremovexattr", 1),
                      ("fremovexattr", 2)]
@@ -254,6 +260,8 @@ def test_rekey_crash_at_every_step_is_finished(tmp_path, placement, names, sysca
     (v.mnt / "g").write_bytes(b"other")
     os.setxattr(v.mnt / "f", "user.one", b"1")
     os.setxattr(v.mnt / "f", "user.two", b"22")
+    mtime = 1_300_000_000_123_456_789
+    os.utime(v.mnt / "f", ns=(mtime, mtime))
     old_id = file_id(v.mnt / "f")
     backing_f = v.backing_path("f")
     v.unmount()
@@ -274,6 +282,7 @@ def test_rekey_crash_at_every_step_is_finished(tmp_path, placement, names, sysca
         proc = v.mount()
     assert journals(v) == [], proc.stderr
     assert (v.mnt / "f").read_bytes() == data
+    assert os.stat(v.mnt / "f").st_mtime_ns == mtime  # re-keying changes no content
     assert (v.mnt / "g").read_bytes() == b"other"
     assert file_id(v.mnt / "f") is not None
     assert os.getxattr(v.mnt / "f", "user.one") == b"1"

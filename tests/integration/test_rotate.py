@@ -59,6 +59,17 @@ def backing_data(v):
     return out
 
 
+def backing_mtimes(v):
+    """Every backing regular file's mtime (ns), by path."""
+    out = {}
+    for root, _, files in os.walk(v.backing):
+        for name in files:
+            p = os.path.join(root, name)
+            if not os.path.islink(p) and os.path.isfile(p):
+                out[p] = os.stat(p).st_mtime_ns
+    return out
+
+
 def versions(v):
     out = {}
     for root, _, files in os.walk(v.mnt):
@@ -84,6 +95,7 @@ def test_rotate_rewraps_every_file_without_rewriting_data(vol):
     vkey = 1 if vol.names == "encrypted" else 0
     contents = populate(vol.mnt)
     before = backing_data(vol)
+    mtimes = backing_mtimes(vol)
     rotate_keyring(vol)
     check = ctl("rotate", "--check", "--json", vol.mnt)
     assert check.returncode == 1, check.stderr
@@ -113,6 +125,10 @@ def test_rotate_rewraps_every_file_without_rewriting_data(vol):
     assert kms["rewrap"] == 30 + vkey and kms["unwrap"] == 2 * vkey
     vol.remount()
     check_contents(vol.mnt, contents)
+    # A record is not content: no mtime moved, in the backing tree or the mount.
+    assert backing_mtimes(vol) == mtimes
+    for rel in contents:
+        assert os.stat(vol.mnt / rel).st_mtime_ns == mtimes[str(vol.backing_path(rel))], rel
 
 
 def test_rotate_subtree_and_dry_run(hvol):
@@ -288,12 +304,14 @@ def test_offline_rotation(tmp_path):
     refused = ctl("rotate", "--offline", v.backing)
     assert refused.returncode == 1 and "mounted" in refused.stderr
     v.unmount()
+    mtimes = backing_mtimes(v)
     ctl("keyring", "rotate", v.keyring, check=True)
     assert ctl("rotate", "--offline", "--check", v.backing).returncode == 1
     run = ctl("rotate", "--offline", "--json", v.backing)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["rewrapped"] == 30
     assert ctl("rotate", "--offline", "--check", v.backing).returncode == 0
+    assert backing_mtimes(v) == mtimes
     v.mount()
     check_contents(v.mnt, contents)
     assert set(versions(v).values()) == {2, None}
