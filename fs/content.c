@@ -108,12 +108,32 @@ static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/*
+ * The size and allocated blocks of backing @fd, and nothing else: asking a
+ * multigrain-timestamp filesystem (ext4, xfs, btrfs) for the ctime makes its
+ * next write stamp a fine-grained time, so every write would dirty the inode
+ * and every fdatasync would write it as well as the data.
+ */
+static int backing_extent(int fd, struct stat *st)
+{
+	struct statx stx;
+
+	memset(st, 0, sizeof(*st));
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_SIZE | STATX_BLOCKS, &stx) < 0)
+		return -errno;
+	st->st_size = (off_t)stx.stx_size;
+	st->st_blocks = (blkcnt_t)stx.stx_blocks;
+	return 0;
+}
+
 int content_size(int fd, const struct layout *l, uint64_t *size)
 {
 	struct stat st;
 
-	if (fstat(fd, &st) < 0)
-		return -errno;
+	int ret = backing_extent(fd, &st);
+
+	if (ret < 0)
+		return ret;
 	*size = layout_plain_size(l, (uint64_t)st.st_size);
 	return 0;
 }
@@ -293,8 +313,9 @@ static int reseal_block(const struct content_file *f, uint64_t index, size_t old
 		return ret;
 	if (new_len > old_len) {
 		struct stat st;
-		if (fstat(f->fd, &st) < 0)
-			return -errno;
+		ret = backing_extent(f->fd, &st);
+		if (ret < 0)
+			return ret;
 		ret = reserve(f->fd, boff, boff + new_len + BLOCK_OVERHEAD, &st);
 		if (ret < 0)
 			return ret;
@@ -367,10 +388,11 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 		return 0;
 	if (len > CONTENT_MAX_IO)
 		return -EINVAL;
-	/* One fstat serves both the size and the space check below: growing
+	/* One look serves both the size and the space check below: growing
 	 * first only moves the write further past the old end. */
-	if (fstat(f->fd, &st) < 0)
-		return -errno;
+	ret = backing_extent(f->fd, &st);
+	if (ret < 0)
+		return ret;
 	size = layout_plain_size(l, (uint64_t)st.st_size);
 	if (off > size) {
 		/* Only the final block may be short: pad the old last one and

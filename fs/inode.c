@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The inode table: see inode.h for the invariants. */
 #include "inode.h"
+#include "mtime.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ static void inode_init(struct inode *in, int fd, const struct stat *st)
 	in->type = st->st_mode & S_IFMT;
 	pthread_rwlock_init(&in->content_lock, NULL);
 	pthread_mutex_init(&in->key_lock, NULL);
+	pthread_mutex_init(&in->mtime_lock, NULL);
 }
 
 int inode_table_create(int root_fd, struct inode_table **out)
@@ -58,10 +60,14 @@ struct inode *inode_table_root(struct inode_table *t)
 
 static void inode_free(struct inode *in)
 {
+	/* The last chance to give the backing file the mtime the kernel sent;
+	 * failing, it keeps the time of its last write (mtime.h). */
+	mtime_flush(in);
 	close(in->fd);
 	free(in->link_target);
 	pthread_rwlock_destroy(&in->content_lock);
 	pthread_mutex_destroy(&in->key_lock);
+	pthread_mutex_destroy(&in->mtime_lock);
 	free(in);
 }
 

@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "crypto/record.h"
 #include "dekcache.h"
@@ -57,6 +58,12 @@ struct inode {
 	bool dirid_known;
 	uint8_t dirid[16];
 	char *link_target;
+
+	/* A regular file's modification time the kernel sent and the backing
+	 * file does not have yet (mtime.h), guarded by mtime_lock. */
+	pthread_mutex_t mtime_lock;
+	bool mtime_pending;
+	struct timespec pending_mtime;
 
 	struct inode *hash_next;
 };

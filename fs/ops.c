@@ -20,6 +20,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -28,6 +29,7 @@
 #include "envfs.h"
 #include "filekey.h"
 #include "killpriv.h"
+#include "mtime.h"
 #include "log.h"
 #include "names.h"
 #include "status.h"
@@ -111,20 +113,55 @@ static void proc_path(int fd, char out[64])
 	snprintf(out, 64, "/proc/self/fd/%d", fd);
 }
 
-/* Backing attributes as the mount shows them: the plaintext size. */
-static void to_plain_attr(struct envfs *fs, struct stat *st)
+/*
+ * Backing attributes of @in as the mount shows them: the plaintext size and
+ * the modification time the kernel sent last (mtime.h).
+ */
+static void to_plain_attr(struct envfs *fs, struct inode *in, struct stat *st)
 {
-	if (S_ISREG(st->st_mode))
+	if (S_ISREG(st->st_mode)) {
 		st->st_size = (off_t)layout_plain_size(&fs->layout, (uint64_t)st->st_size);
-	else if (S_ISLNK(st->st_mode))
+		mtime_overlay(in, st);
+	} else if (S_ISLNK(st->st_mode)) {
 		st->st_size = (off_t)names_link_size(fs->names, (size_t)st->st_size);
+	}
 }
 
 static int stat_inode(struct envfs *fs, struct inode *in, struct stat *st)
 {
 	if (fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	to_plain_attr(fs, st);
+	to_plain_attr(fs, in, st);
+	return 0;
+}
+
+/*
+ * stat_inode_but_cmtime - @in's attributes but its ctime and mtime, which
+ * the caller fills.  Asking a multigrain-timestamp filesystem (ext4, xfs,
+ * btrfs) for them makes the file's next write stamp a fine-grained time,
+ * which dirties the backing inode, and the next fdatasync writes it.
+ */
+static int stat_inode_but_cmtime(struct envfs *fs, struct inode *in, struct stat *st)
+{
+	struct statx stx;
+
+	if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
+		  STATX_BASIC_STATS & ~(STATX_CTIME | STATX_MTIME), &stx) < 0)
+		return -errno;
+	memset(st, 0, sizeof(*st));
+	st->st_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	st->st_ino = (ino_t)stx.stx_ino;
+	st->st_mode = stx.stx_mode;
+	st->st_nlink = stx.stx_nlink;
+	st->st_uid = stx.stx_uid;
+	st->st_gid = stx.stx_gid;
+	st->st_rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
+	st->st_size = (off_t)stx.stx_size;
+	st->st_blksize = (blksize_t)stx.stx_blksize;
+	st->st_blocks = (blkcnt_t)stx.stx_blocks;
+	st->st_atim.tv_sec = stx.stx_atime.tv_sec;
+	st->st_atim.tv_nsec = stx.stx_atime.tv_nsec;
+	to_plain_attr(fs, in, st);
 	return 0;
 }
 
@@ -296,7 +333,7 @@ static int lookup_backing(struct envfs *fs, struct inode *parent, const char *bn
 			return -ENOMEM;
 	}
 	remember_link(fs, parent, in, bname, name);
-	to_plain_attr(fs, &st);
+	to_plain_attr(fs, in, &st);
 	e->ino = (fuse_ino_t)(uintptr_t)in;
 	if (in == inode_table_root(fs->inodes))
 		e->ino = FUSE_ROOT_ID;
@@ -344,7 +381,7 @@ static int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e)
 		if (!in)
 			return -ENOMEM;
 	}
-	to_plain_attr(fs, &st);
+	to_plain_attr(fs, in, &st);
 	e->ino = (fuse_ino_t)(uintptr_t)in;
 	e->attr = st;
 	return 0;
@@ -591,6 +628,35 @@ static int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd)
 	return ret < 0 ? -errno : 1;
 }
 
+/*
+ * defer_mtime - take a SETATTR that only sets a regular file's mtime (and
+ * the ctime, which no call can set) through an open file, as the writeback
+ * cache sends before an fsync or close: keep the mtime in the inode
+ * (mtime.h) and fill the reply.  The kernel holds that open file until the
+ * reply, so the file's RELEASE, which sets the mtime, comes after.
+ * 1 when taken, 0 when the SETATTR is another kind or the daemon could not
+ * set this file's times itself later (it does not own it): then it is set
+ * at once, so a refusal reaches the caller.  Or -errno.
+ */
+static int defer_mtime(struct envfs *fs, struct inode *in, const struct stat *attr, int valid,
+		       const struct fuse_file_info *fi, struct stat *st)
+{
+	int ret;
+
+	if (!fs->settings.writeback_cache || in->type != S_IFREG || !fi ||
+	    !(valid & FUSE_SET_ATTR_MTIME) || (valid & ~(FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME)))
+		return 0;
+	ret = stat_inode_but_cmtime(fs, in, st);
+	if (ret < 0)
+		return ret;
+	if (geteuid() != 0 && st->st_uid != geteuid())
+		return 0;
+	mtime_defer(in, &attr->st_mtim);
+	st->st_mtim = attr->st_mtim;
+	st->st_ctim = (valid & FUSE_SET_ATTR_CTIME) ? attr->st_ctim : attr->st_mtim;
+	return 1;
+}
+
 static void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 			  struct fuse_file_info *fi)
 {
@@ -605,7 +671,15 @@ static void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 		ret = clear_suid_sgid(req, in, fi ? ((struct open_file *)(uintptr_t)fi->fh)->fd : -1);
 		if (ret < 0)
 			goto out;
+	} else {
+		ret = defer_mtime(fs, in, attr, valid, fi, &st);
+		if (ret != 0)
+			goto out;
 	}
+	/* A deferred mtime first: this SETATTR may set another. */
+	ret = mtime_flush(in);
+	if (ret < 0)
+		goto out;
 	if (valid & FUSE_SET_ATTR_MODE) {
 		proc_path(in->fd, path);
 		if ((fi ? fchmod(((struct open_file *)(uintptr_t)fi->fh)->fd, attr->st_mode)
@@ -1208,10 +1282,9 @@ static void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t 
 
 static void envfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
 	(void)fi;
-	/* Nothing is buffered in the daemon; locks are the kernel's. */
-	fuse_reply_err(req, 0);
+	/* Only a deferred mtime waits in the daemon; locks are the kernel's. */
+	fuse_reply_err(req, -mtime_flush(inode_of(fs_of(req), ino)));
 }
 
 static void open_file_close(struct envfs *fs, struct open_file *of)
@@ -1224,18 +1297,25 @@ static void open_file_close(struct envfs *fs, struct open_file *of)
 
 static void envfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
-	open_file_close(fs_of(req), (struct open_file *)(uintptr_t)fi->fh);
+	struct envfs *fs = fs_of(req);
+	int ret = mtime_flush(inode_of(fs, ino)); /* sent after the close's FLUSH */
+
+	if (ret < 0)
+		log_ratelimited(LOG_WARNING, "inode %llu: cannot set its modification time: %s",
+				(unsigned long long)inode_of(fs, ino)->ino, strerror(-ret));
+	open_file_close(fs, (struct open_file *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
+/* fdatasync leaves a deferred mtime deferred: it promises none (mtime.h). */
 static void envfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-	int ret = datasync ? fdatasync(of->fd) : fsync(of->fd);
+	int ret = datasync ? 0 : mtime_flush(inode_of(fs_of(req), ino));
 
-	(void)ino;
-	fuse_reply_err(req, ret < 0 ? errno : 0);
+	if (ret == 0 && (datasync ? fdatasync(of->fd) : fsync(of->fd)) < 0)
+		ret = -errno;
+	fuse_reply_err(req, -ret);
 }
 
 static void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -171,11 +171,11 @@ def wait_traced(pid, tracer):
     raise AssertionError("strace did not attach")
 
 
-def traced_syncs(v, action):
-    """Run @action while strace watches the daemon; the fsync/fdatasync calls
-    it made on files of the backing directory, as (call, path)."""
+def traced(v, action, syscalls):
+    """Run @action while strace watches the daemon's @syscalls; strace's lines
+    (file descriptors shown with their paths)."""
     log = v.root / "strace.log"
-    tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync",
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-e", "trace=" + ",".join(syscalls),
                                "-o", str(log), "-p", str(daemon_pid(v))],
                               stderr=subprocess.PIPE)
     try:
@@ -184,8 +184,14 @@ def traced_syncs(v, action):
     finally:
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=30)
+    return log.read_text().splitlines()
+
+
+def traced_syncs(v, action):
+    """Run @action while strace watches the daemon; the fsync/fdatasync calls
+    it made on files of the backing directory, as (call, path)."""
     calls = []
-    for line in log.read_text().splitlines():
+    for line in traced(v, action, ["fsync", "fdatasync"]):
         for call in ("fdatasync(", "fsync("):
             if call in line and "= 0" in line:
                 path = line.split("<", 1)[1].split(">", 1)[0]
@@ -213,5 +219,98 @@ def test_each_sync_reaches_the_backing_file(tmp_path, writeback):
                 assert ("fdatasync", target) in calls, calls
             else:
                 assert ("fsync", target) in calls, calls
+    finally:
+        v.unmount()
+
+
+# The writeback cache keeps a file's mtime in the kernel and sends it before
+# every fsync and close; the daemon sets it on the backing file at a full
+# fsync, a close, any other SETATTR, a forget or unmount (fs/mtime.h).
+
+def test_mtime_reaches_the_backing_file_at_fsync_and_close(tmp_path):
+    v = Volume(tmp_path)
+    v.mount()
+    try:
+        path, backing = v.mnt / "f", v.backing_path("f")
+        explicit = 1_000_000_000 * 1_500_000_000 + 123_456_789
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(fd, b"x" * 5000)
+        os.fdatasync(fd)
+        os.utime(path, ns=(explicit, explicit))
+        assert os.stat(path).st_mtime_ns == explicit
+        os.fsync(fd)
+        # What the full fsync made durable is on the backing file itself.
+        assert os.stat(backing).st_mtime_ns == explicit
+        os.pwrite(fd, b"y" * 100, 10)
+        seen = os.fstat(fd).st_mtime_ns  # the kernel's, for the write just done
+        assert seen != explicit
+        os.close(fd)
+        assert os.stat(backing).st_mtime_ns == seen
+        v.remount()
+        assert os.stat(path).st_mtime_ns == seen
+    finally:
+        v.unmount()
+
+
+def test_fsynced_mtime_survives_kill_9(tmp_path):
+    v = Volume(tmp_path)
+    v.mount()
+    path = v.mnt / "f"
+    explicit = 1_000_000_000 * 1_400_000_000 + 987_654_321
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(fd, b"x" * 5000)
+    os.utime(path, ns=(explicit, explicit))
+    os.fsync(fd)
+    pid = daemon_pid(v)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not os.path.exists(f"/proc/{pid}"):
+            break
+        time.sleep(0.05)
+    try:
+        os.close(fd)
+    except OSError:
+        pass  # the daemon is gone
+    unmount(v.mnt)
+    v.mount()
+    try:
+        assert os.stat(path).st_mtime_ns == explicit
+        assert get(path) == b"x" * 5000
+    finally:
+        v.unmount()
+
+
+def test_a_commit_loop_neither_sets_nor_asks_times(tmp_path):
+    """A database commit (an in-place write and an fdatasync) must not make
+    the daemon set the backing file's times, nor ask for its ctime or mtime:
+    either makes the backing inode dirty for fdatasync (asking does on a
+    multigrain-timestamp filesystem, by making the next write stamp a
+    fine-grained time), and each commit would then write the inode too."""
+    v = Volume(tmp_path)
+    v.mount()
+    try:
+        path = v.mnt / "wal"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.write(fd, b"\0" * (16 * BLOCK))
+        os.fsync(fd)
+
+        def commits():
+            for i in range(20):
+                os.pwrite(fd, os.urandom(2 * BLOCK), (i % 8) * 2 * BLOCK)
+                os.fdatasync(fd)
+                time.sleep(0.01)  # let the kernel's mtime move on
+
+        lines = traced(v, commits, ["utimensat", "futimesat", "newfstatat", "fstat", "statx",
+                                    "fdatasync"])
+        os.close(fd)
+        target = str(v.backing_path("wal"))
+        on_file = [l for l in lines if f"<{target}>" in l or f"/{v.backing_path('wal').name}" in l]
+        assert sum("fdatasync(" in l for l in on_file) == 20, lines
+        for line in on_file:
+            assert "utimensat(" not in line and "futimesat(" not in line, line
+            assert "fstat(" not in line and "newfstatat(" not in line, line
+            if "statx(" in line:
+                assert "STATX_MTIME" not in line and "STATX_CTIME" not in line, line
+                assert "STATX_BASIC_STATS" not in line and "STATX_ALL" not in line, line
     finally:
         v.unmount()
