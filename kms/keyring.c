@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,18 +49,6 @@ struct keyring {
 	uint8_t *pkey;		       /* secmem: scrypt output, or NULL */
 	struct keyring_stamp stamp;
 };
-
-int kms_errf(char *err, size_t err_len, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && err_len) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 static void put_be16(uint8_t *p, uint16_t v)
 {
