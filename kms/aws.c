@@ -40,10 +40,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto/base64.h"
 #include "crypto/bigendian.h"
 #include "crypto/secmem.h"
 #include "kms/aws.h"
-#include "kms/base64.h"
 #include "kms/config.h"
 #include "kms/envsecret.h"
 #include "kms/http.h"

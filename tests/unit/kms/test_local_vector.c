@@ -14,9 +14,9 @@
 
 #include "check.h"
 #include "crypto/aead.h"
+#include "crypto/base64.h"
 #include "crypto/kdf.h"
 #include "crypto/secmem.h"
-#include "kms/base64.h"
 #include "kms/aws.h"
 #include "kms/keyring.h"
 #include "kms/vault.h"
