@@ -5,7 +5,7 @@
  * tampered, moved and non-canonical encodings.
  */
 
-#include "../kms/kms_vector.h"
+#include "vector.h"
 
 #include <errno.h>
 #include <fcntl.h>

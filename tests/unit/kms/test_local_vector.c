@@ -7,7 +7,8 @@
  * `cryptography`); other vector types are left to their own tests.
  */
 
-#include "kms_vector.h"
+#include "kms_test_util.h"
+#include "vector.h"
 
 #include <errno.h>
 #include <stdlib.h>
