@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -51,6 +52,28 @@ static int feed_data(EVP_CIPHER_CTX *ctx, const void *in, size_t len, void *out)
 	return 0;
 }
 
+/* The arguments seal and open share: @in and @out are plain and cipher either way. */
+static bool args_ok(const uint8_t *key, const uint8_t *nonce, const void *aad, size_t aad_len,
+		    const void *in, size_t len, const void *out, const uint8_t *tag)
+{
+	return key && nonce && (aad || !aad_len) && (!len || (in && out)) && tag;
+}
+
+/*
+ * gcm_run - key @ctx for AES-256-GCM in direction @enc (1 seal, 0 open),
+ * feed it the AAD and run @len bytes of @in through to @out.  0 or -EIO;
+ * the tag is the caller's.
+ */
+static int gcm_run(EVP_CIPHER_CTX *ctx, int enc, const uint8_t *key, const uint8_t *nonce,
+		   const void *aad, size_t aad_len, const void *in, size_t len, void *out)
+{
+	if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce, enc) != 1)
+		return -EIO;
+	if (feed_aad(ctx, aad, aad_len) || feed_data(ctx, in, len, out))
+		return -EIO;
+	return 0;
+}
+
 /**
  * aead_seal - see aead.h.  On failure @cipher and @tag are wiped, so a
  * caller that ignores the error cannot store a half-encrypted buffer.
@@ -62,15 +85,13 @@ int aead_seal(const uint8_t key[AEAD_KEY_LEN], const uint8_t nonce[AEAD_NONCE_LE
 	EVP_CIPHER_CTX *ctx;
 	int n, ret = -EIO;
 
-	if (!key || !nonce || (!aad && aad_len) || (len && (!plain || !cipher)) || !tag)
+	if (!args_ok(key, nonce, aad, aad_len, plain, len, cipher, tag))
 		return -EINVAL;
 
 	ctx = EVP_CIPHER_CTX_new();
 	if (!ctx)
 		return -ENOMEM;
-	if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
-		goto out;
-	if (feed_aad(ctx, aad, aad_len) || feed_data(ctx, plain, len, cipher))
+	if (gcm_run(ctx, 1, key, nonce, aad, aad_len, plain, len, cipher) < 0)
 		goto out;
 	if (EVP_EncryptFinal_ex(ctx, tag, &n) != 1)
 		goto out;
@@ -100,7 +121,7 @@ int aead_open(const uint8_t key[AEAD_KEY_LEN], const uint8_t nonce[AEAD_NONCE_LE
 	uint8_t tag_copy[AEAD_TAG_LEN];
 	int n, ret = -EIO;
 
-	if (!key || !nonce || (!aad && aad_len) || (len && (!plain || !cipher)) || !tag)
+	if (!args_ok(key, nonce, aad, aad_len, cipher, len, plain, tag))
 		return -EINVAL;
 
 	ctx = EVP_CIPHER_CTX_new();
@@ -108,9 +129,7 @@ int aead_open(const uint8_t key[AEAD_KEY_LEN], const uint8_t nonce[AEAD_NONCE_LE
 		return -ENOMEM;
 	/* The ctrl takes a non-const pointer. */
 	memcpy(tag_copy, tag, AEAD_TAG_LEN);
-	if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
-		goto out;
-	if (feed_aad(ctx, aad, aad_len) || feed_data(ctx, cipher, len, plain))
+	if (gcm_run(ctx, 0, key, nonce, aad, aad_len, cipher, len, plain) < 0)
 		goto out;
 	if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG_LEN, tag_copy) != 1)
 		goto out;

@@ -207,8 +207,9 @@ fail:
 	return err;
 }
 
-static int seal_checks(const struct block_owner *owner, const void *plain, size_t plain_len,
-		       void *sealed)
+/* seal_start - check a seal's arguments, then *@t is this thread's state. */
+static int seal_start(const struct block_owner *owner, const void *plain, size_t plain_len,
+		      void *sealed, struct block_thread **t)
 {
 	if (!owner_ok(owner) || !plain || !sealed)
 		return -EINVAL;
@@ -216,7 +217,7 @@ static int seal_checks(const struct block_owner *owner, const void *plain, size_
 		return -EINVAL;
 	if (overlaps(plain, plain_len, sealed, plain_len + BLOCK_OVERHEAD))
 		return -EINVAL;
-	return 0;
+	return thread_get(t);
 }
 
 /**
@@ -229,10 +230,7 @@ int block_seal(const struct block_owner *owner, uint64_t index, const void *plai
 	uint8_t nonce[BLOCK_NONCE_LEN];
 	int err;
 
-	err = seal_checks(owner, plain, plain_len, sealed);
-	if (err)
-		return err;
-	err = thread_get(&t);
+	err = seal_start(owner, plain, plain_len, sealed, &t);
 	if (err)
 		return err;
 	err = next_nonce(t->s, nonce);
@@ -253,10 +251,7 @@ int block_seal_with_nonce(const struct block_owner *owner, uint64_t index,
 
 	if (!nonce)
 		return -EINVAL;
-	err = seal_checks(owner, plain, plain_len, sealed);
-	if (err)
-		return err;
-	err = thread_get(&t);
+	err = seal_start(owner, plain, plain_len, sealed, &t);
 	if (err)
 		return err;
 	return seal(t, owner, index, nonce, plain, plain_len, sealed);

@@ -74,40 +74,6 @@ void *content_thread_buffer(void)
 	return s ? s->out : NULL;
 }
 
-/* Read up to @len bytes at @off; *@got is what was read (short only at EOF). */
-static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
-{
-	*got = 0;
-	while (*got < len) {
-		ssize_t n = pread(fd, (char *)buf + *got, len - *got, (off_t)(off + *got));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			break;
-		*got += (size_t)n;
-	}
-	return 0;
-}
-
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(off + done));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * The size and allocated blocks of backing @fd, and nothing else: asking a
  * multigrain-timestamp filesystem (ext4, xfs, btrfs) for the ctime makes its
@@ -187,8 +153,8 @@ static int load_block(const struct content_file *f, uint64_t index, size_t len, 
 
 	if (len == 0)
 		return 0;
-	ret = pread_full(f->fd, sealed_tmp, len + BLOCK_OVERHEAD,
-			 layout_block_offset(f->layout, index), &got);
+	ret = layout_pread_upto(f->fd, sealed_tmp, len + BLOCK_OVERHEAD,
+				layout_block_offset(f->layout, index), &got);
 	if (ret < 0)
 		return ret;
 	if (got != len + BLOCK_OVERHEAD) {
@@ -224,7 +190,7 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
 	/* Exactly the stored bytes of blocks first..last, in one pread. */
 	size_t want = (size_t)(last - first) * l->sealed_size + block_len(l, size, last) +
 		      BLOCK_OVERHEAD;
-	ret = pread_full(f->fd, s->sealed, want, start, &got);
+	ret = layout_pread_upto(f->fd, s->sealed, want, start, &got);
 	if (ret < 0)
 		return ret;
 	if (got != want) {
@@ -294,7 +260,7 @@ static int reseal_block(const struct content_file *f, uint64_t index, size_t old
 
 	if (!s)
 		return -ENOMEM;
-	ret = pread_full(f->fd, s->sealed, old_len + BLOCK_OVERHEAD, boff, &got);
+	ret = layout_pread_upto(f->fd, s->sealed, old_len + BLOCK_OVERHEAD, boff, &got);
 	if (ret < 0)
 		return ret;
 	if (got != old_len + BLOCK_OVERHEAD) {
@@ -320,7 +286,7 @@ static int reseal_block(const struct content_file *f, uint64_t index, size_t old
 		if (ret < 0)
 			return ret;
 	}
-	return pwrite_full(f->fd, s->sealed, new_len + BLOCK_OVERHEAD, boff);
+	return layout_pwrite_full(f->fd, s->sealed, new_len + BLOCK_OVERHEAD, boff);
 }
 
 static int set_backing_size(const struct content_file *f, uint64_t plain_size)
@@ -433,7 +399,7 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 	ret = reserve(f->fd, start, start + total, &st);
 	if (ret < 0)
 		return ret;
-	return pwrite_full(f->fd, s->sealed, total, start);
+	return layout_pwrite_full(f->fd, s->sealed, total, start);
 }
 
 int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, int keep_size,
@@ -502,8 +468,8 @@ int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_
 		index = ((uint64_t)found - l->data_offset) / l->sealed_size;
 		if (index * l->block_size >= size)
 			return -ENXIO;
-		ret = pread_full(f->fd, s->sealed, l->sealed_size, layout_block_offset(l, index),
-				 &got);
+		ret = layout_pread_upto(f->fd, s->sealed, l->sealed_size,
+					layout_block_offset(l, index), &got);
 		if (ret < 0)
 			return ret;
 		if (!layout_is_hole(s->sealed, got))

@@ -311,6 +311,27 @@ static const struct dek_entry *record_dek(struct envfs *fs, struct inode *in,
 }
 
 /*
+ * record_to_replace - before @in's record is replaced: a record kept from
+ * open is dropped (it is read afresh later), @rec gets the current record
+ * and *@have its DEK if the daemon has it (see record_dek(); *@cached is the
+ * caller's to put).  read_record()'s result.  Key lock held.
+ */
+static int record_to_replace(struct envfs *fs, struct inode *in, int fd, struct key_record *rec,
+			     const struct dek_entry **have, struct dek_entry **cached)
+{
+	int ret;
+
+	free(in->missed_record);
+	in->missed_record = NULL;
+	*have = NULL;
+	*cached = NULL;
+	ret = read_record(fs, in, fd, rec);
+	if (ret == 0)
+		*have = record_dek(fs, in, rec, cached);
+	return ret;
+}
+
+/*
  * cache_new_record - after @in's record changed, cache @key under the new
  * file ID and version, replacing the old entry; an open file's pin moves to
  * the new entry.  Key lock held.
@@ -333,18 +354,15 @@ static void cache_new_record(struct envfs *fs, struct inode *in, const uint8_t *
 int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res)
 {
 	struct key_record *rec = malloc(sizeof(*rec));
-	struct dek_entry *cached = NULL;
+	const struct dek_entry *have;
+	struct dek_entry *cached;
 	int ret;
 
 	if (!rec)
 		return -ENOMEM;
 	pthread_mutex_lock(&in->key_lock);
-	/* A record read at open is about to be replaced: read it afresh later. */
-	free(in->missed_record);
-	in->missed_record = NULL;
-	ret = read_record(fs, in, fd, rec);
+	ret = record_to_replace(fs, in, fd, rec, &have, &cached);
 	if (ret == 0) {
-		const struct dek_entry *have = record_dek(fs, in, rec, &cached);
 		const struct kms_set *set = kms_keeper_get(fs->keys);
 
 		ret = rewrap_file(&fs->layout, &set->keys, fs->cfg.uuid, fd,
@@ -391,7 +409,8 @@ void filekey_rekey_env(struct envfs *fs, const struct kms_set *set, struct rekey
 
 int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_result *res)
 {
-	struct dek_entry *cached = NULL;
+	const struct dek_entry *have;
+	struct dek_entry *cached;
 	struct key_record *rec = malloc(sizeof(*rec));
 	uint8_t *new_dek = secmem_alloc(KMS_DEK_LEN);
 	const struct kms_set *set;
@@ -406,14 +425,9 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 	set = kms_keeper_get(fs->keys);
 	filekey_rekey_env(fs, set, &env);
 	pthread_mutex_lock(&in->key_lock);
-	free(in->missed_record);
-	in->missed_record = NULL;
-	ret = read_record(fs, in, fd, rec);
-	if (ret == 0) {
-		const struct dek_entry *have = record_dek(fs, in, rec, &cached);
-
+	ret = record_to_replace(fs, in, fd, rec, &have, &cached);
+	if (ret == 0)
 		ret = rekey_file(&env, fd, have ? have->key : NULL, new_dek, res);
-	}
 	kms_keeper_put(fs->keys, set);
 	dekcache_put(fs->cache, cached);
 	/* The new DEK replaces the old entry, which is wiped once unpinned. */

@@ -69,12 +69,11 @@ bool layout_is_hole(const uint8_t *sealed, size_t len)
 	return acc == 0;
 }
 
-int layout_pread_full(int fd, void *buf, size_t len, uint64_t off)
+int layout_pread_upto(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 {
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+	*got = 0;
+	while (*got < len) {
+		ssize_t n = pread(fd, (char *)buf + *got, len - *got, (off_t)(off + *got));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -82,9 +81,19 @@ int layout_pread_full(int fd, void *buf, size_t len, uint64_t off)
 		}
 		if (n == 0)
 			break;
-		done += (size_t)n;
+		*got += (size_t)n;
 	}
-	return (int)(done == len ? 0 : -ENODATA);
+	return 0;
+}
+
+int layout_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t got;
+	int ret = layout_pread_upto(fd, buf, len, off, &got);
+
+	if (ret < 0)
+		return ret;
+	return got == len ? 0 : -ENODATA;
 }
 
 int layout_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)

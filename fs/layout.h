@@ -67,6 +67,13 @@ uint64_t layout_block_offset(const struct layout *l, uint64_t index);
 int layout_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int layout_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
+/*
+ * layout_pread_upto - up to @len bytes at @off, across short reads and
+ * EINTR; *@got is what was read, short only at the end of the file.
+ * 0 or -errno.
+ */
+int layout_pread_upto(int fd, void *buf, size_t len, uint64_t off, size_t *got);
+
 /* layout_is_hole - true when all @len bytes of a stored block are zero. */
 bool layout_is_hole(const uint8_t *sealed, size_t len);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "crypto/base64.h"
 #include "crypto/kdf.h"
 #include "crypto/random.h"
 #include "crypto/secmem.h"
@@ -76,74 +77,16 @@ bool names_encrypted(const struct names *n)
 	return n->encrypted;
 }
 
-static const char b64_alphabet[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 size_t names_b64_encode(const uint8_t *in, size_t len, char *out)
 {
-	size_t o = 0, i;
-
-	for (i = 0; i + 3 <= len; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-		out[o++] = b64_alphabet[v >> 18];
-		out[o++] = b64_alphabet[(v >> 12) & 63];
-		out[o++] = b64_alphabet[(v >> 6) & 63];
-		out[o++] = b64_alphabet[v & 63];
-	}
-	if (len - i == 1) {
-		out[o++] = b64_alphabet[in[i] >> 2];
-		out[o++] = b64_alphabet[(in[i] & 3) << 4];
-	} else if (len - i == 2) {
-		uint32_t v = (uint32_t)in[i] << 8 | in[i + 1];
-		out[o++] = b64_alphabet[v >> 10];
-		out[o++] = b64_alphabet[(v >> 4) & 63];
-		out[o++] = b64_alphabet[(v & 15) << 2];
-	}
-	out[o] = '\0';
-	return o;
-}
-
-static int b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
+	return base64url_encode(in, len, out);
 }
 
 long names_b64_decode(const char *in, uint8_t *out, size_t cap)
 {
-	size_t len = strlen(in), o = 0;
-	uint32_t acc = 0;
-	int bits = 0;
+	size_t len;
 
-	/* One leftover character carries only 6 bits: never a whole byte. */
-	if (len % 4 == 1 || len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > cap)
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64_value(in[i]);
-
-		if (v < 0)
-			return -EINVAL;
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (uint8_t)(acc >> bits);
-		}
-	}
-	/* Canonical form only: the unused low bits are zero, so every byte
-	 * string has exactly one encoding (and one backing name). */
-	if (acc & ((1u << bits) - 1))
-		return -EINVAL;
-	return (long)o;
+	return base64url_decode(in, strlen(in), out, cap, &len) < 0 ? -EINVAL : (long)len;
 }
 
 static bool plain_reserved(bool in_root, const char *name)
@@ -200,12 +143,8 @@ static bool is_long_entry(const char *entry)
 {
 	size_t plen = strlen(NAMES_LONG_PREFIX);
 
-	if (strlen(entry) != plen + HASH_B64_LEN || strncmp(entry, NAMES_LONG_PREFIX, plen) != 0)
-		return false;
-	for (const char *p = entry + plen; *p; p++)
-		if (b64_value(*p) < 0)
-			return false;
-	return true;
+	return strlen(entry) == plen + HASH_B64_LEN && strncmp(entry, NAMES_LONG_PREFIX, plen) == 0 &&
+	       base64url_span(entry + plen) == HASH_B64_LEN;
 }
 
 enum names_entry names_classify(const struct names *n, bool in_root, const char *entry)

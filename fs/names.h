@@ -164,9 +164,12 @@ int names_xattr_value_seal(const struct names *n, const uint8_t *owner, const ch
 int names_xattr_value_open(const struct names *n, const uint8_t *owner, const char *name,
 			   const uint8_t *stored, size_t len, void *out);
 
-/* base64url without padding: @out holds 4 * ceil(@len / 3) + 1 bytes. */
+/*
+ * The text form of sealed names, targets and xattr names: base64url without
+ * padding (crypto/base64.h); @out holds 4 * ceil(@len / 3) + 1 bytes.
+ */
 size_t names_b64_encode(const uint8_t *in, size_t len, char *out);
-/* Strict decode (canonical only); returns the byte count or -EINVAL. */
+/* Strict decode of the string @in (canonical only); returns the byte count or -EINVAL. */
 long names_b64_decode(const char *in, uint8_t *out, size_t cap);
 
 #endif

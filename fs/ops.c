@@ -784,19 +784,34 @@ static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *par
 	reply_entry_or_err(req, ret, &e);
 }
 
+/*
+ * start_new_entry - the common head of mknod and mkdir: @b gets the backing
+ * name of @name in @dir and *@ret the result of placing its side record,
+ * for finish_new_entry().  False when @name has no backing name: the
+ * request is answered then.
+ */
+static bool start_new_entry(fuse_req_t req, struct envfs *fs, struct inode *dir, const char *name,
+			    struct backing_name *b, int *ret)
+{
+	*ret = to_backing(fs, dir, name, b);
+	if (*ret < 0) {
+		fuse_reply_err(req, -*ret);
+		return false;
+	}
+	*ret = prepare_entry(dir, b);
+	return true;
+}
+
 static void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 			dev_t rdev)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
 	struct backing_name b;
-	int ret = to_backing(fs, dir, name, &b);
+	int ret;
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!start_new_entry(req, fs, dir, name, &b, &ret))
 		return;
-	}
-	ret = prepare_entry(dir, &b);
 	if (ret == 0 && mknodat(dir->fd, b.entry, mode, rdev) < 0)
 		ret = -errno;
 	finish_new_entry(req, fs, dir, name, &b, ret);
@@ -853,13 +868,10 @@ static void envfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
 	struct backing_name b;
-	int ret = to_backing(fs, dir, name, &b);
+	int ret;
 
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!start_new_entry(req, fs, dir, name, &b, &ret))
 		return;
-	}
-	ret = prepare_entry(dir, &b);
 	if (ret == 0)
 		ret = make_dir(fs, dir, &b, mode);
 	finish_new_entry(req, fs, dir, name, &b, ret);

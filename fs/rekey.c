@@ -13,6 +13,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "crypto/bigendian.h"
 #include "crypto/block.h"
 #include "crypto/hex.h"
 #include "crypto/kdf.h"
@@ -26,19 +27,6 @@
 #define JOURNAL_MAX_HANDLE REKEY_MAX_HANDLE
 #define CHUNK_BLOCKS 256       /* blocks per read/write while copying */
 
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 /* pread_full - layout_pread_full(), a short file being a damaged one here. */
 static int pread_full(int fd, void *buf, size_t len, uint64_t off)

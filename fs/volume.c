@@ -10,7 +10,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,21 +24,6 @@
 static const char *const volume_keys[] = { "volume:format_version", "volume:uuid",
 					   "volume:block_size", "volume:key_records",
 					   "volume:header_size", "volume:names" };
-
-static int errf(char *err, size_t err_len, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int errf(char *err, size_t err_len, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && err_len) {
-		va_start(ap, fmt);
-		vsnprintf(err, err_len, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 void uuid_format(const uint8_t uuid[16], char out[37])
 {
@@ -112,10 +96,10 @@ static int check_keys(const char *path, const dictionary *ini, char *err, size_t
 
 	if (!unknown)
 		return 0;
-	return errf(err, err_len, -EINVAL,
-		    "%s: [volume] has an unknown field '%s' (known: format_version, uuid, "
-		    "block_size, key_records, header_size, names): remove it",
-		    path, strchr(unknown, ':') + 1);
+	return kms_errf(err, err_len, -EINVAL,
+			"%s: [volume] has an unknown field '%s' (known: format_version, uuid, "
+			"block_size, key_records, header_size, names): remove it",
+			path, strchr(unknown, ':') + 1);
 }
 
 /*
@@ -155,9 +139,9 @@ static int find_duplicate(const char *path, char *err, size_t err_len)
 			*p = (char)tolower((unsigned char)*p);
 		for (i = 0; i < n_seen && rc == 0; i++)
 			if (strcmp(seen[i], entry) == 0)
-				rc = errf(err, err_len, -EINVAL,
-					  "%s: [%s] %s is set more than once: keep one", path, section,
-					  strchr(entry, ':') + 1);
+				rc = kms_errf(err, err_len, -EINVAL,
+					      "%s: [%s] %s is set more than once: keep one", path,
+					      section, strchr(entry, ':') + 1);
 		grown = realloc(seen, (n_seen + 1) * sizeof(*seen));
 		if (!grown)
 			break;
@@ -181,8 +165,8 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 	int rc;
 
 	if (iniparser_find_entry(ini, "volume") == 0)
-		return errf(err, err_len, -EINVAL, "%s: no [volume] section: not an envelopefs "
-			    "volume configuration", path);
+		return kms_errf(err, err_len, -EINVAL, "%s: no [volume] section: not an envelopefs "
+				"volume configuration", path);
 	rc = check_keys(path, ini, err, err_len);
 	if (rc == 0)
 		rc = find_duplicate(path, err, err_len);
@@ -191,67 +175,71 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 
 	s = iniparser_getstring(ini, "volume:format_version", NULL);
 	if (!s)
-		return errf(err, err_len, -EINVAL, "%s: [volume] format_version is missing", path);
+		return kms_errf(err, err_len, -EINVAL, "%s: [volume] format_version is missing",
+				path);
 	if (parse_u32(s, &v) < 0 || v == 0)
-		return errf(err, err_len, -EINVAL,
-			    "%s: [volume] format_version = '%s' is not a positive number", path, s);
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] format_version = '%s' is not a positive number", path,
+				s);
 	if (v > VOLUME_FORMAT_VERSION)
-		return errf(err, err_len, -EPROTONOSUPPORT,
-			    "%s: [volume] format_version = %u is newer than this envelopefs "
-			    "supports (%u): upgrade envelopefs",
-			    path, v, VOLUME_FORMAT_VERSION);
+		return kms_errf(err, err_len, -EPROTONOSUPPORT,
+				"%s: [volume] format_version = %u is newer than this envelopefs "
+				"supports (%u): upgrade envelopefs",
+				path, v, VOLUME_FORMAT_VERSION);
 	cfg->format_version = v;
 
 	s = iniparser_getstring(ini, "volume:uuid", NULL);
 	if (!s)
-		return errf(err, err_len, -EINVAL, "%s: [volume] uuid is missing", path);
+		return kms_errf(err, err_len, -EINVAL, "%s: [volume] uuid is missing", path);
 	if (uuid_parse(s, cfg->uuid) < 0)
-		return errf(err, err_len, -EINVAL,
-			    "%s: [volume] uuid = '%s' is not a lowercase 8-4-4-4-12 hex UUID",
-			    path, s);
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] uuid = '%s' is not a lowercase 8-4-4-4-12 hex UUID",
+				path, s);
 
 	s = iniparser_getstring(ini, "volume:block_size", NULL);
 	if (!s)
-		return errf(err, err_len, -EINVAL, "%s: [volume] block_size is missing", path);
+		return kms_errf(err, err_len, -EINVAL, "%s: [volume] block_size is missing", path);
 	if (parse_u32(s, &v) < 0 || v < VOLUME_MIN_BLOCK || v > VOLUME_MAX_BLOCK || (v & (v - 1)))
-		return errf(err, err_len, -EINVAL,
-			    "%s: [volume] block_size = '%s' must be a power of two from %d to %d",
-			    path, s, VOLUME_MIN_BLOCK, VOLUME_MAX_BLOCK);
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] block_size = '%s' must be a power of two from %d "
+				"to %d",
+				path, s, VOLUME_MIN_BLOCK, VOLUME_MAX_BLOCK);
 	cfg->block_size = v;
 
 	s = iniparser_getstring(ini, "volume:key_records", NULL);
 	if (!s)
-		return errf(err, err_len, -EINVAL, "%s: [volume] key_records is missing", path);
+		return kms_errf(err, err_len, -EINVAL, "%s: [volume] key_records is missing", path);
 	if (strcmp(s, "header") == 0)
 		cfg->placement = PLACEMENT_HEADER;
 	else if (strcmp(s, "xattr") == 0)
 		cfg->placement = PLACEMENT_XATTR;
 	else
-		return errf(err, err_len, -EINVAL,
-			    "%s: [volume] key_records = '%s' must be 'header' or 'xattr'", path, s);
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] key_records = '%s' must be 'header' or 'xattr'", path,
+				s);
 
 	s = iniparser_getstring(ini, "volume:header_size", NULL);
 	cfg->header_size = 0;
 	if (cfg->placement == PLACEMENT_XATTR) {
 		if (s)
-			return errf(err, err_len, -EINVAL,
-				    "%s: [volume] header_size is set but key_records = xattr: "
-				    "remove it",
-				    path);
+			return kms_errf(err, err_len, -EINVAL,
+					"%s: [volume] header_size is set but key_records = xattr: "
+					"remove it",
+					path);
 	} else {
 		uint32_t lo = 2 * (uint32_t)slot_size_for(1, 1);
 		uint32_t hi = 2 * (uint32_t)slot_size_for(RECORD_MAX_KEY_REF, RECORD_MAX_WRAPPED);
 
 		if (!s)
-			return errf(err, err_len, -EINVAL,
-				    "%s: [volume] header_size is missing (required with "
-				    "key_records = header)",
-				    path);
+			return kms_errf(err, err_len, -EINVAL,
+					"%s: [volume] header_size is missing (required with "
+					"key_records = header)",
+					path);
 		if (parse_u32(s, &v) < 0 || v < lo || v > hi || v % (2 * SLOT_ALIGN))
-			return errf(err, err_len, -EINVAL,
-				    "%s: [volume] header_size = '%s' must be a multiple of %d from "
-				    "%u to %u",
-				    path, s, 2 * SLOT_ALIGN, lo, hi);
+			return kms_errf(err, err_len, -EINVAL,
+					"%s: [volume] header_size = '%s' must be a multiple of %d "
+					"from %u to %u",
+					path, s, 2 * SLOT_ALIGN, lo, hi);
 		cfg->header_size = v;
 	}
 
@@ -261,20 +249,21 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 	else if (strcmp(s, "encrypted") == 0)
 		cfg->names_encrypted = true;
 	else
-		return errf(err, err_len, -EINVAL,
-			    "%s: [volume] names = '%s' must be 'encrypted' or 'plain'", path, s);
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] names = '%s' must be 'encrypted' or 'plain'", path,
+				s);
 
 	if (iniparser_find_entry(ini, "kms") == 0)
-		return errf(err, err_len, -EINVAL, "%s: no [kms] section", path);
+		return kms_errf(err, err_len, -EINVAL, "%s: no [kms] section", path);
 	s = iniparser_getstring(ini, "kms:provider", NULL);
 	if (!s || !*s)
-		return errf(err, err_len, -EINVAL, "%s: [kms] provider is missing", path);
+		return kms_errf(err, err_len, -EINVAL, "%s: [kms] provider is missing", path);
 	/* Mid-migration, the provider the volume is moving away from. */
 	if (iniparser_find_entry(ini, VOLUME_KMS_PREVIOUS) != 0) {
 		s = iniparser_getstring(ini, VOLUME_KMS_PREVIOUS ":provider", NULL);
 		if (!s || !*s)
-			return errf(err, err_len, -EINVAL, "%s: [%s] provider is missing", path,
-				    VOLUME_KMS_PREVIOUS);
+			return kms_errf(err, err_len, -EINVAL, "%s: [%s] provider is missing", path,
+					VOLUME_KMS_PREVIOUS);
 	}
 	return 0;
 }
@@ -290,20 +279,20 @@ int volume_config_load(const char *path, struct volume_config *cfg, char *err, s
 	if (stat(path, &sb) < 0) {
 		rc = -errno;
 		if (rc == -ENOENT)
-			return errf(err, err_len, rc,
-				    "%s does not exist: this is not an envelopefs volume (create "
-				    "one with 'envelopefsctl init')",
-				    path);
-		return errf(err, err_len, rc, "cannot read %s: %s", path, strerror(-rc));
+			return kms_errf(err, err_len, rc,
+					"%s does not exist: this is not an envelopefs volume "
+					"(create one with 'envelopefsctl init')",
+					path);
+		return kms_errf(err, err_len, rc, "cannot read %s: %s", path, strerror(-rc));
 	}
 	if (!S_ISREG(sb.st_mode))
-		return errf(err, err_len, -EINVAL, "%s is not a regular file", path);
+		return kms_errf(err, err_len, -EINVAL, "%s is not a regular file", path);
 	if (access(path, R_OK) < 0)
-		return errf(err, err_len, -errno, "cannot read %s: %s", path, strerror(errno));
+		return kms_errf(err, err_len, -errno, "cannot read %s: %s", path, strerror(errno));
 	ini = iniparser_load(path);
 	if (!ini)
-		return errf(err, err_len, -EINVAL,
-			    "%s: not a valid INI file (syntax error): fix or restore it", path);
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: not a valid INI file (syntax error): fix or restore it", path);
 	rc = validate(path, ini, cfg, err, err_len);
 	if (rc < 0) {
 		iniparser_freedict(ini);

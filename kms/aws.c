@@ -40,9 +40,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto/base64.h"
+#include "crypto/bigendian.h"
 #include "crypto/secmem.h"
 #include "kms/aws.h"
-#include "kms/base64.h"
 #include "kms/config.h"
 #include "kms/envsecret.h"
 #include "kms/http.h"
@@ -111,10 +112,7 @@ int aws_blob_frame(uint32_t version, const uint8_t *ct, size_t ct_len, uint8_t *
 	if (cap < AWS_BLOB_HEADER + ct_len)
 		return -ENOSPC;
 	out[0] = AWS_BLOB_FORMAT;
-	out[1] = (uint8_t)(version >> 24);
-	out[2] = (uint8_t)(version >> 16);
-	out[3] = (uint8_t)(version >> 8);
-	out[4] = (uint8_t)version;
+	put_be32(out + 1, version);
 	memcpy(out + AWS_BLOB_HEADER, ct, ct_len);
 	*out_len = AWS_BLOB_HEADER + ct_len;
 	return 0;
@@ -125,8 +123,7 @@ int aws_blob_parse(const uint8_t *blob, size_t len, uint32_t *version, const uin
 {
 	if (!blob || len <= AWS_BLOB_HEADER || len > AWS_MAX_BLOB || blob[0] != AWS_BLOB_FORMAT)
 		return -EBADMSG;
-	*version = (uint32_t)blob[1] << 24 | (uint32_t)blob[2] << 16 | (uint32_t)blob[3] << 8 |
-		   blob[4];
+	*version = get_be32(blob + 1);
 	if (*version == 0)
 		return -EBADMSG; /* versions count from 1 */
 	*ct = blob + AWS_BLOB_HEADER;

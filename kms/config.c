@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,18 @@ int config_refuse_unknown(const dictionary *ini, const char *section, const char
 			snprintf(err + used, err_len - used, ")");
 	}
 	return -EINVAL;
+}
+
+int kms_errf(char *err, size_t err_len, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && err_len) {
+		va_start(ap, fmt);
+		vsnprintf(err, err_len, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
 }
 
 int config_fsync_dir_of(const char *path)

@@ -28,6 +28,13 @@ const char *config_unknown_key(const dictionary *ini, const char *section,
 int config_refuse_unknown(const dictionary *ini, const char *section, const char *const *known,
 			  size_t n, const char *who, char *err, size_t err_len);
 
+/*
+ * kms_errf - format a message into @err (if any) and return @rc: how kms/
+ * and the volume configuration hand an error and its context to the caller.
+ */
+int kms_errf(char *err, size_t err_len, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* config_fsync_dir_of - fsync the directory holding @path (its new name is durable).  0 or -errno. */
 int config_fsync_dir_of(const char *path);
 

@@ -36,6 +36,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "kms/config.h" /* kms_errf(), which every kms/ module reaches through here */
 #include "kms/kms.h"
 
 #define KEYRING_MAGIC "EFSKEYRG"
@@ -154,10 +155,6 @@ bool keyring_changed(const struct keyring *kr);
 
 /* keyring_free - wipe and release (NULL is a no-op). */
 void keyring_free(struct keyring *kr);
-
-/* kms_errf - format a message into @err (if any) and return @rc; shared by kms/. */
-int kms_errf(char *err, size_t err_len, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
 
 /*
  * keyring_passphrase - find the passphrase, first match wins:

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "crypto/aead.h"
+#include "crypto/bigendian.h"
 #include "crypto/hex.h"
 #include "crypto/random.h"
 #include "crypto/secmem.h"
@@ -48,19 +49,6 @@ struct local_kms {
 
 static const char *const known_settings[] = { "kms:provider", "kms:keyring", "kms:keyring_id",
 					      "kms:passphrase_file" };
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
 
 static void make_aad(uint8_t aad[WRAP_AAD_LEN], const uint8_t keyring_id[KEYRING_ID_LEN],
 		     uint32_t version, const struct kms_context *ctx)

@@ -44,6 +44,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crypto/bigendian.h"
 #include "crypto/random.h"
 #include "crypto/secmem.h"
 #include "kms/config.h"
@@ -84,19 +85,6 @@ struct p11_kms {
 static const char *const known_settings[] = { "kms:provider",  "kms:module",
 					      "kms:token_label", "kms:key_label",
 					      "kms:pin_file", "kms:sessions" };
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
 
 /* ---- master-key versions ------------------------------------------------- */
 

@@ -6,6 +6,7 @@ check runs a small Python program under `setpriv` as an unprivileged uid with
 chosen groups, and compares what it could and could not do with what the
 same modes allow on a local filesystem.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -54,20 +55,34 @@ def probe(mnt, uid, groups, steps, umask=0o022):
     return json.loads(proc.stdout)
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["writeback", "direct"])
-def shared(request):
-    """One allow_other mount per module: pytest's tmp_path is root-only, so
-    the volume lives in a directory every uid can enter."""
+@contextlib.contextmanager
+def users_volume():
+    """A volume in a directory every uid can enter (pytest's tmp_path is
+    root-only); unmounted and removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
     os.chmod(root, 0o755)
     v = Volume(root)
-    settings = root / "daemon.ini"
-    settings.write_text(f"[daemon]\nwriteback_cache = {str(request.param).lower()}\n")
+    try:
+        yield v
+    finally:
+        v.unmount()
+        shutil.rmtree(root)
+
+
+def mount_for_users(v, daemon_settings):
+    """Mount @v with allow_other and the [daemon] lines @daemon_settings, the mount point 0755."""
+    settings = v.root / "daemon.ini"
+    settings.write_text("[daemon]\n" + daemon_settings)
     v.mount("allow_other", f"config={settings}")
     os.chmod(v.mnt, 0o755)
-    yield v
-    v.unmount()
-    shutil.rmtree(root)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["writeback", "direct"])
+def shared(request):
+    """One allow_other mount per module."""
+    with users_volume() as v:
+        mount_for_users(v, f"writeback_cache = {str(request.param).lower()}\n")
+        yield v
 
 
 @pytest.fixture
@@ -249,22 +264,16 @@ def test_writes_by_others_clear_setuid_setgid_as_locally(writeback):
     same steps leave on a local filesystem; root's own writes keep the bits.
     Long attribute and entry timeouts: a mode the kernel kept cached after
     the daemon changed it would show."""
-    root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
-    os.chmod(root, 0o755)
-    v = Volume(root)
-    settings = root / "daemon.ini"
-    settings.write_text(f"[daemon]\nwriteback_cache = {str(writeback).lower()}\n"
-                        "attr_timeout = 600\nentry_timeout = 600\n")
-    v.mount("allow_other", f"config={settings}")
-    os.chmod(v.mnt, 0o755)
-    area, local = v.mnt, root / "local"
     modes = (0o4777, 0o2777, 0o2767, 0o6777, 0o6766, 0o0777)
     ops = {"append": "write(m + '/%s', flags=os.O_WRONLY | os.O_APPEND)",
            "truncate": "os.truncate(m + '/%s', 1)",
            "o_trunc": "write(m + '/%s', flags=os.O_WRONLY | os.O_TRUNC)",
            "overwrite": "write(m + '/%s', b'y' * 9000)"}
     callers = {"alice": (ALICE, [ALICE, STAFF]), "bob": (BOB, [BOB]), "root": None}
-    try:
+    with users_volume() as v:
+        mount_for_users(v, f"writeback_cache = {str(writeback).lower()}\n"
+                        "attr_timeout = 600\nentry_timeout = 600\n")
+        area, local = v.mnt, v.root / "local"
         assert v.status()["daemon"]["handle_killpriv_v2"] is True
         local.mkdir()
         os.chmod(local, 0o755)
@@ -301,9 +310,6 @@ def test_writes_by_others_clear_setuid_setgid_as_locally(writeback):
         assert results[area]["2767-overwrite-bob"] == 0o767
         assert results[area]["2767-overwrite-alice"] == 0o2767
         assert results[area]["6777-truncate-root"] == 0o6777
-    finally:
-        v.unmount()
-        shutil.rmtree(root)
 
 
 def _root_write(p, data=b"x", flags=os.O_WRONLY):
@@ -314,10 +320,7 @@ def _root_write(p, data=b"x", flags=os.O_WRONLY):
 
 def test_ownership_survives_remount(tmp_path):
     """Owners and modes live in the backing entries themselves."""
-    root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
-    os.chmod(root, 0o755)
-    v = Volume(root)
-    try:
+    with users_volume() as v:
         v.mount("allow_other")
         os.chmod(v.mnt, 0o1777)
         r = probe(v.mnt, ALICE, [ALICE], [
@@ -332,21 +335,12 @@ def test_ownership_survives_remount(tmp_path):
         assert r == {"read": "alice data"}
         r = probe(v.mnt, BOB, [BOB], [("read", "open(m + '/a', 'rb').read()")])
         assert r == {"read": "EACCES"}
-    finally:
-        v.unmount()
-        shutil.rmtree(root)
 
 
 def test_without_allow_other_other_users_are_shut_out(tmp_path):
-    root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
-    os.chmod(root, 0o755)
-    v = Volume(root)
-    try:
+    with users_volume() as v:
         v.mount()
         os.chmod(v.mnt, 0o777)
-        r = probe(root, ALICE, [ALICE], [("stat", "os.stat(m + '/mnt') and None"),
+        r = probe(v.root, ALICE, [ALICE], [("stat", "os.stat(m + '/mnt') and None"),
                                          ("list", "os.listdir(m + '/mnt')")])
         assert r == {"stat": "EACCES", "list": "EACCES"}
-    finally:
-        v.unmount()
-        shutil.rmtree(root)

@@ -11,18 +11,9 @@ import time
 import pytest
 
 from mounts import get, put
-from test_vault import VaultVolume
-from vaultd import VaultServer
+from test_vault import VaultVolume, server  # noqa: F401 (server is a fixture)
 
 N = 40
-
-
-@pytest.fixture
-def server(tmp_path):
-    srv = VaultServer(tmp_path / "vault")
-    srv.create_key("vol", derived=True)
-    yield srv
-    srv.stop()
 
 
 def make_files(vol, n=N, sub="d"):

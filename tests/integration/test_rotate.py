@@ -44,44 +44,40 @@ def populate(m, n=30):
     return contents
 
 
+def regular_files(top):
+    """(path relative to @top, path) of every regular file below @top; symlinks are left out."""
+    for root, _, files in os.walk(top):
+        for name in files:
+            p = os.path.join(root, name)
+            if os.path.isfile(p) and not os.path.islink(p):
+                yield os.path.relpath(p, top), p
+
+
 def backing_data(v):
     """Every backing file's bytes after its key-record header, by path."""
     out = {}
-    for root, _, files in os.walk(v.backing):
-        for name in files:
-            p = os.path.join(root, name)
-            if name == "envelopefs.conf" or not os.path.isfile(p) or os.path.islink(p):
-                continue
-            with open(p, "rb") as f:
-                data = f.read()
-            header = 512 if v.placement == "header" and data else 0
-            out[os.path.relpath(p, v.backing)] = data[header:]
+    for rel, p in regular_files(v.backing):
+        if os.path.basename(p) == "envelopefs.conf":
+            continue
+        with open(p, "rb") as f:
+            data = f.read()
+        header = 512 if v.placement == "header" and data else 0
+        out[rel] = data[header:]
     return out
 
 
 def backing_mtimes(v):
     """Every backing regular file's mtime (ns), by path."""
-    out = {}
-    for root, _, files in os.walk(v.backing):
-        for name in files:
-            p = os.path.join(root, name)
-            if not os.path.islink(p) and os.path.isfile(p):
-                out[p] = os.stat(p).st_mtime_ns
-    return out
+    return {p: os.stat(p).st_mtime_ns for _, p in regular_files(v.backing)}
 
 
 def versions(v):
     out = {}
-    for root, _, files in os.walk(v.mnt):
-        for name in files:
-            p = os.path.join(root, name)
-            if os.path.islink(p) or not os.path.isfile(p):
-                continue
-            try:
-                out[os.path.relpath(p, v.mnt)] = int(os.getxattr(p, "trusted.envelopefs.key")
-                                                     .split()[0])
-            except OSError:
-                out[os.path.relpath(p, v.mnt)] = None  # empty: no record yet
+    for rel, p in regular_files(v.mnt):
+        try:
+            out[rel] = int(os.getxattr(p, "trusted.envelopefs.key").split()[0])
+        except OSError:
+            out[rel] = None  # empty: no record yet
     return out
 
 

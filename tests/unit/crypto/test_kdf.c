@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 /* Unit tests for crypto/kdf.c and crypto/random.c against published vectors. */
 
+#include "vector.h" /* unhex() */
+
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -9,29 +11,12 @@
 #include "crypto/kdf.h"
 #include "crypto/random.h"
 
-/* Decode @hex into @out (capacity @cap); returns the byte count or -1. */
-static int unhex(const char *hex, uint8_t *out, size_t cap)
-{
-	size_t n = strlen(hex) / 2, i;
-
-	if (strlen(hex) % 2 || n > cap)
-		return -1;
-	for (i = 0; i < n; i++) {
-		unsigned v;
-
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-			return -1;
-		out[i] = (uint8_t)v;
-	}
-	return (int)n;
-}
-
 static int matches(const uint8_t *got, const char *hex)
 {
 	uint8_t want[256];
-	int n = unhex(hex, want, sizeof(want));
+	size_t n;
 
-	return n > 0 && memcmp(got, want, (size_t)n) == 0;
+	return unhex(hex, want, sizeof(want), &n) == 0 && n > 0 && memcmp(got, want, n) == 0;
 }
 
 static void test_sha256_abc(void)

@@ -5,6 +5,8 @@
  * tampered, moved and non-canonical encodings.
  */
 
+#include "vector.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -15,41 +17,17 @@
 #include "crypto/kdf.h"
 #include "fs/names.h"
 
-#define MAX_FIELDS 16
-
-struct vector {
-	int line;
-	int nfields;
-	char *name[MAX_FIELDS];
-	char *value[MAX_FIELDS];
-};
-
 static int n_vectors;
 
-static const char *field(const struct vector *v, const char *name)
-{
-	for (int i = 0; i < v->nfields; i++)
-		if (strcmp(v->name[i], name) == 0)
-			return v->value[i];
-	return NULL;
-}
-
-/* Hex field @name into @out (at most @cap bytes): its length, or -1. */
+/*
+ * hex - field @name of @v decoded into @out (at most @cap bytes): its length,
+ * or -1 when it is missing or not hex.
+ */
 static long hex(const struct vector *v, const char *name, uint8_t *out, size_t cap)
 {
-	const char *h = field(v, name);
-	size_t n;
+	size_t len;
 
-	if (!h || strlen(h) % 2 || strlen(h) / 2 > cap)
-		return -1;
-	n = strlen(h) / 2;
-	for (size_t i = 0; i < n; i++) {
-		unsigned x;
-		if (sscanf(h + 2 * i, "%2x", &x) != 1)
-			return -1;
-		out[i] = (uint8_t)x;
-	}
-	return (long)n;
+	return vector_hex(v, name, out, cap, 0, &len) < 0 ? -1 : (long)len;
 }
 
 /* The codec of the vector's volume key and UUID. */
@@ -88,18 +66,18 @@ static void check_name(const struct vector *v)
 	uint8_t dirid[16], raw[NAMES_MAX];
 	char name[NAMES_MAX + 1], back[NAMES_MAX + 1];
 	struct backing_name b;
-	const char *full = field(v, "full");
+	const char *full = vector_field(v, "full"), *entry = vector_field(v, "entry");
 	long len = hex(v, "name", raw, sizeof(raw));
 
-	REQUIRE(n && len > 0 && field(v, "entry"));
+	REQUIRE(n && len > 0 && entry);
 	REQUIRE(hex(v, "dirid", dirid, sizeof(dirid)) == 16);
 	memcpy(name, raw, (size_t)len);
 	name[len] = '\0';
 	CHECK(names_encode(n, dirid, false, name, &b) == 0);
-	CHECK(strcmp(b.entry, field(v, "entry")) == 0);
+	CHECK(strcmp(b.entry, entry) == 0);
 	CHECK(strcmp(b.full, full ? full : "") == 0);
 	CHECK_EQ_INT(names_classify(n, false, b.entry), full ? NAMES_ENTRY_LONG : NAMES_ENTRY_SHORT);
-	CHECK(names_decode(n, dirid, false, field(v, "entry"), full, back) == 0);
+	CHECK(names_decode(n, dirid, false, entry, full, back) == 0);
 	CHECK(strcmp(back, name) == 0);
 	names_destroy(n);
 }
@@ -109,10 +87,10 @@ static void check_dirid(const struct vector *v)
 	uint8_t dirid[16], got[18];
 	char text[32];
 
-	REQUIRE(hex(v, "dirid", dirid, sizeof(dirid)) == 16 && field(v, "link"));
+	REQUIRE(hex(v, "dirid", dirid, sizeof(dirid)) == 16 && vector_field(v, "link"));
 	names_b64_encode(dirid, 16, text);
-	CHECK(strcmp(text, field(v, "link")) == 0);
-	CHECK(names_b64_decode(field(v, "link"), got, sizeof(got)) == 16);
+	CHECK(strcmp(text, vector_field(v, "link")) == 0);
+	CHECK(names_b64_decode(vector_field(v, "link"), got, sizeof(got)) == 16);
 	CHECK(memcmp(got, dirid, 16) == 0);
 }
 
@@ -124,7 +102,7 @@ static void check_symlink(const struct vector *v)
 	char back[NAMES_TARGET_MAX + 1];
 	long len;
 
-	REQUIRE(n && field(v, "stored"));
+	REQUIRE(n && vector_field(v, "stored"));
 	REQUIRE(hex(v, "dirid", dirid, sizeof(dirid)) == 16);
 	len = hex(v, "name", raw, NAMES_MAX);
 	REQUIRE(len > 0);
@@ -135,12 +113,12 @@ static void check_symlink(const struct vector *v)
 	memcpy(target, raw, (size_t)len);
 	target[len] = '\0';
 	CHECK(names_link_seal(n, dirid, name, target, stored) == 0);
-	CHECK(strcmp(stored, field(v, "stored")) == 0);
-	CHECK(names_link_open(n, dirid, name, field(v, "stored"), back) == 0);
+	CHECK(strcmp(stored, vector_field(v, "stored")) == 0);
+	CHECK(names_link_open(n, dirid, name, vector_field(v, "stored"), back) == 0);
 	CHECK(strcmp(back, target) == 0);
 	CHECK_EQ_INT(names_link_size(n, strlen(stored)), strlen(target));
 	/* Bound to its name: the same target under another name does not open. */
-	CHECK(names_link_open(n, dirid, "other", field(v, "stored"), back) == -EBADMSG);
+	CHECK(names_link_open(n, dirid, "other", vector_field(v, "stored"), back) == -EBADMSG);
 	names_destroy(n);
 }
 
@@ -151,7 +129,7 @@ static void check_xattr(const struct vector *v)
 	char name[NAMES_XATTR_NAME_MAX + 1], sname[NAMES_XATTR_NAME_MAX + 1];
 	long len, vlen, slen;
 
-	REQUIRE(n && field(v, "stored_name"));
+	REQUIRE(n && vector_field(v, "stored_name"));
 	REQUIRE(hex(v, "owner", owner, sizeof(owner)) == 16);
 	len = hex(v, "name", raw, sizeof(raw));
 	REQUIRE(len > 0);
@@ -162,8 +140,8 @@ static void check_xattr(const struct vector *v)
 	REQUIRE(vlen >= 0 && slen == vlen + NAMES_XATTR_OVERHEAD);
 	CHECK(names_xattr_is_user(n, name));
 	CHECK(names_xattr_name_seal(n, owner, name, sname) == 0);
-	CHECK(strcmp(sname, field(v, "stored_name")) == 0);
-	CHECK(names_xattr_name_open(n, owner, field(v, "stored_name"), sname) == 0);
+	CHECK(strcmp(sname, vector_field(v, "stored_name")) == 0);
+	CHECK(names_xattr_name_open(n, owner, vector_field(v, "stored_name"), sname) == 0);
 	CHECK(strcmp(sname, name) == 0);
 	CHECK(names_xattr_value_seal(n, owner, name, value, (size_t)vlen, out) == 0);
 	CHECK(memcmp(out, stored, (size_t)slen) == 0);
@@ -171,17 +149,13 @@ static void check_xattr(const struct vector *v)
 	CHECK(memcmp(out, value, (size_t)vlen) == 0);
 	/* Another owner (a copy onto another file) opens neither. */
 	owner[0] ^= 1;
-	CHECK(names_xattr_name_open(n, owner, field(v, "stored_name"), sname) == -EBADMSG);
+	CHECK(names_xattr_name_open(n, owner, vector_field(v, "stored_name"), sname) == -EBADMSG);
 	CHECK(names_xattr_value_open(n, owner, name, stored, (size_t)slen, out) == -EBADMSG);
 	names_destroy(n);
 }
 
-static void check_vector(const struct vector *v)
+static void check_vector(const struct vector *v, const char *type)
 {
-	const char *type = field(v, "type");
-
-	if (!type)
-		return;
 	if (strcmp(type, "names_keys") == 0)
 		check_keys(v);
 	else if (strcmp(type, "name") == 0)
@@ -190,67 +164,17 @@ static void check_vector(const struct vector *v)
 		check_dirid(v);
 	else if (strcmp(type, "symlink") == 0)
 		check_symlink(v);
-	else if (strcmp(type, "xattr") == 0)
-		check_xattr(v);
 	else
-		return;
+		check_xattr(v);
 	n_vectors++;
-}
-
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n'))
-		*--e = '\0';
-	return s;
 }
 
 static void test_format_md_vectors(void)
 {
-	const char *root = getenv("ENVELOPEFS_SOURCE_ROOT");
-	char path[4096], *line = NULL;
-	struct vector v = {0};
-	size_t cap = 0;
-	int in_vector = 0, lineno = 0;
-	FILE *f;
+	static const char *const types[] = { "names_keys", "name", "dirid", "symlink", "xattr",
+					     NULL };
 
-	REQUIRE(root != NULL);
-	snprintf(path, sizeof(path), "%s/docs/FORMAT.md", root);
-	f = fopen(path, "r");
-	REQUIRE(f != NULL);
-	while (getline(&line, &cap, f) > 0) {
-		char *l = trim(line), *eq;
-
-		lineno++;
-		if (!in_vector) {
-			in_vector = strcmp(l, "```vector") == 0;
-			v.line = lineno;
-			continue;
-		}
-		if (strncmp(l, "```", 3) == 0) {
-			check_vector(&v);
-			for (int i = 0; i < v.nfields; i++) {
-				free(v.name[i]);
-				free(v.value[i]);
-			}
-			v.nfields = 0;
-			in_vector = 0;
-			continue;
-		}
-		eq = strchr(l, '=');
-		if (!*l || !eq || v.nfields == MAX_FIELDS)
-			continue;
-		*eq = '\0';
-		v.name[v.nfields] = strdup(trim(l));
-		v.value[v.nfields] = strdup(trim(eq + 1));
-		v.nfields++;
-	}
-	free(line);
-	fclose(f);
+	vector_scan("FORMAT.md", types, check_vector);
 	printf("checked %d name, symlink and xattr vectors\n", n_vectors);
 	CHECK(n_vectors >= 10);
 }

@@ -4,7 +4,7 @@
  * vector, computed independently (Python hashlib), and the strict decoder.
  */
 
-#include "../kms/kms_vector.h"
+#include "vector.h"
 
 #include <errno.h>
 

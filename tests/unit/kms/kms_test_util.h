@@ -88,21 +88,4 @@ __attribute__((unused)) static int write_all(const char *path, const void *buf, 
 	return 0;
 }
 
-__attribute__((unused)) static int unhex(const char *hex, uint8_t *out, size_t cap, size_t *len)
-{
-	size_t n = strlen(hex), i;
-
-	if (n % 2 || n / 2 > cap)
-		return -1;
-	for (i = 0; i < n / 2; i++) {
-		unsigned x;
-
-		if (sscanf(hex + 2 * i, "%2x", &x) != 1)
-			return -1;
-		out[i] = (uint8_t)x;
-	}
-	*len = n / 2;
-	return 0;
-}
-
 #endif

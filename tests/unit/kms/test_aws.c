@@ -180,6 +180,37 @@ static void make_ctx(struct kms_context *c, uint8_t vol, uint8_t file)
 	memset(c->file_id, file, 16);
 }
 
+/* open_default - the provider on the test key, with the good credentials in the environment. */
+static struct kms *open_default(void)
+{
+	use_env_credentials(secret);
+	return open_ok(key_arn);
+}
+
+/*
+ * open_and_generate - open_default(), then a DEK generated into @dek and
+ * @blob (KMS_MAX_BLOB bytes) under the context (@vol, @file), made in @ctx.
+ * NULL, with the failure on stderr, if either step fails.
+ */
+static struct kms *open_and_generate(struct kms_context *ctx, uint8_t vol, uint8_t file,
+				     uint8_t *dek, uint8_t *blob, size_t *len)
+{
+	struct kms *kms = open_default();
+	uint32_t v;
+	int rc;
+
+	if (!kms)
+		return NULL;
+	make_ctx(ctx, vol, file);
+	rc = kms_generate(kms, ctx, dek, blob, KMS_MAX_BLOB, len, &v);
+	if (rc < 0) {
+		fprintf(stderr, "kms_generate: %d\n", rc);
+		kms_close(kms);
+		return NULL;
+	}
+	return kms;
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -197,9 +228,8 @@ static void test_generate_unwrap(void)
 	size_t len;
 	uint32_t v, bv;
 
-	use_env_credentials(secret);
 	REQUIRE(dek && dek2);
-	kms = open_ok(key_arn);
+	kms = open_default();
 	REQUIRE(kms);
 	CHECK(strcmp(kms->ops->name, "aws") == 0);
 	CHECK(strncmp(kms->key_ref, "aws:us-east-1:", 14) == 0);
@@ -235,15 +265,11 @@ static void test_keep_alive_and_latency(void)
 	char answer[256];
 	long before, after;
 	size_t len;
-	uint32_t v;
 	int i;
 
-	use_env_credentials(secret);
 	REQUIRE(dek);
-	kms = open_ok(key_arn);
+	kms = open_and_generate(&ctx, 0x71, 0x72, dek, blob, &len);
 	REQUIRE(kms);
-	make_ctx(&ctx, 0x71, 0x72);
-	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
 	kms_remote_stats(kms, &st0);
 	REQUIRE(peer_cmd("connections", answer, sizeof(answer)) == 0);
 	before = strtol(strchr(answer, ':') + 1, NULL, 10);
@@ -267,16 +293,12 @@ static void test_context_binding(void)
 	uint8_t *dek = secmem_alloc(32);
 	uint8_t blob[KMS_MAX_BLOB];
 	size_t len;
-	uint32_t v;
 
-	use_env_credentials(secret);
 	REQUIRE(dek);
-	kms = open_ok(key_arn);
+	kms = open_and_generate(&ctx, 0x11, 0x22, dek, blob, &len);
 	REQUIRE(kms);
-	make_ctx(&ctx, 0x11, 0x22);
 	make_ctx(&other_file, 0x11, 0x23);
 	make_ctx(&other_volume, 0x12, 0x22);
-	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
 	CHECK_EQ_INT(kms_unwrap(kms, &other_file, blob, len, dek), -EBADMSG);
 	/* The same file ID in another volume: a header copied across volumes. */
 	CHECK_EQ_INT(kms_unwrap(kms, &other_volume, blob, len, dek), -EBADMSG);
@@ -307,9 +329,8 @@ static void test_wrap_callers_dek(void)
 	size_t len, made_len;
 	uint32_t v, made_v, bv;
 
-	use_env_credentials(secret);
 	REQUIRE(dek && back);
-	kms = open_ok(key_arn);
+	kms = open_default();
 	REQUIRE(kms);
 	make_ctx(&ctx, 0x31, 0x32);
 	make_ctx(&other_file, 0x31, 0x33);
@@ -564,14 +585,10 @@ static void test_denied_and_disabled(void)
 	uint8_t blob[KMS_MAX_BLOB];
 	char cmd[512], answer[1024], arn[256], err[512];
 	size_t len;
-	uint32_t v;
 
-	use_env_credentials(secret);
 	REQUIRE(dek);
-	kms = open_ok(key_arn);
+	kms = open_and_generate(&ctx, 0x41, 0x42, dek, blob, &len);
 	REQUIRE(kms);
-	make_ctx(&ctx, 0x41, 0x42);
-	REQUIRE(kms_generate(kms, &ctx, dek, blob, sizeof(blob), &len, &v) == 0);
 	REQUIRE(peer_cmd("deny kms:Decrypt", NULL, 0) == 0);
 	CHECK_EQ_INT(kms_unwrap(kms, &ctx, blob, len, dek), -EACCES);
 	REQUIRE(peer_cmd("allow", NULL, 0) == 0);
@@ -656,9 +673,8 @@ static void test_unreachable_and_back(void)
 	uint32_t v;
 	double t0, dt;
 
-	use_env_credentials(secret);
 	REQUIRE(dek);
-	kms = open_ok(key_arn);
+	kms = open_default();
 	REQUIRE(kms);
 	kms_set_reachability_hook(kms, on_reachability, NULL);
 	make_ctx(&ctx, 0x51, 0x52);

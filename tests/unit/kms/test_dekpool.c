@@ -1,33 +1,16 @@
 // SPDX-License-Identifier: MIT
 /* Unit tests for the pool of fresh data keys (kms/dekpool.c), on the local keyring. */
 
+#include "dekpool_test_util.h"
 #include "kms_test_util.h"
 #include "local_kms_util.h"
 
 #include <errno.h>
-#include <time.h>
 
 #include "check.h"
 #include "crypto/secmem.h"
-#include "kms/dekpool.h"
 
 static const uint8_t volume[16] = { 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6 };
-
-/* wait_for_entries - poll the pool until it holds @n keys (or 10 s pass). */
-static bool wait_for_entries(struct dek_pool *pool, uint64_t n)
-{
-	struct timespec pause = { 0, 5 * 1000 * 1000 };
-	struct dek_pool_stats st;
-	int i;
-
-	for (i = 0; i < 2000; i++) {
-		dek_pool_get_stats(pool, &st);
-		if (st.entries == n)
-			return true;
-		nanosleep(&pause, NULL);
-	}
-	return false;
-}
 
 /* take_and_check - a taken key unwraps, under its own context only, to its DEK. */
 static void take_and_check(struct kms *kms, struct dek_pool *pool, uint32_t want_version,

@@ -295,15 +295,19 @@ static void test_classifier_decides(void)
 	http_client_free(c);
 }
 
-static int throttle_downs, throttle_ups;
+/* What the client's on_state hook reported: its state_arg points at one of these. */
+struct state_changes {
+	int downs, ups;
+};
 
-static void on_throttle_state(void *arg, bool up)
+static void on_state(void *arg, bool up)
 {
-	(void)arg;
+	struct state_changes *seen = arg;
+
 	if (up)
-		throttle_ups++;
+		seen->ups++;
 	else
-		throttle_downs++;
+		seen->downs++;
 }
 
 /*
@@ -313,9 +317,10 @@ static void on_throttle_state(void *arg, bool up)
  */
 static void test_throttling_is_not_an_outage(void)
 {
+	struct state_changes seen = { 0 };
 	struct http_settings s = { .backoff_base_ms = 5, .backoff_max_ms = 40, .max_attempts = 2,
 				   .deadline_ms = 500, .breaker_threshold = 1,
-				   .on_state = on_throttle_state };
+				   .on_state = on_state, .state_arg = &seen };
 	struct http_client *c = client_new(&s);
 	struct http_stats st;
 	int64_t before;
@@ -324,7 +329,6 @@ static void test_throttling_is_not_an_outage(void)
 	char msg[512];
 	int i;
 
-	throttle_downs = throttle_ups = 0;
 	/* Five throttled answers, then a real one: more than max_attempts attempts, and success. */
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/fail/t429/429/5", NULL, &status, NULL, 0), 0);
 	CHECK_EQ_INT(status, 200);
@@ -352,13 +356,13 @@ static void test_throttling_is_not_an_outage(void)
 	CHECK_EQ_INT(st.fast_fails, 0);
 	CHECK_EQ_INT(st.failures, 3);
 	CHECK(st.throttled > 5 + 3 * 2);
-	CHECK_EQ_INT(throttle_downs, 0);
+	CHECK_EQ_INT(seen.downs, 0);
 
 	/* The same client, one real fault: the threshold of one opens the breaker. */
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/always/503", NULL, &status, NULL, 0), -EAGAIN);
 	http_client_stats(c, &st);
 	CHECK_EQ_INT(st.breaker, HTTP_BREAKER_OPEN);
-	CHECK_EQ_INT(throttle_downs, 1);
+	CHECK_EQ_INT(seen.downs, 1);
 	http_client_free(c);
 }
 
@@ -457,37 +461,27 @@ static void test_calls_share_an_operation_deadline(void)
 	http_client_free(c);
 }
 
-static int downs, ups;
-
-static void on_state(void *arg, bool up)
-{
-	(void)arg;
-	if (up)
-		ups++;
-	else
-		downs++;
-}
-
 static void test_breaker_opens_and_recovers(void)
 {
+	struct state_changes seen = { 0 };
 	struct http_settings s = { .backoff_base_ms = 5, .max_attempts = 2, .breaker_threshold = 2,
-				   .breaker_cooldown_ms = 1000, .on_state = on_state };
+				   .breaker_cooldown_ms = 1000, .on_state = on_state,
+				   .state_arg = &seen };
 	struct http_client *c = client_new(&s);
 	struct http_stats st;
 	int64_t before;
 	double t0;
 	long status;
 
-	downs = ups = 0;
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/always/503", NULL, &status, NULL, 0), -EAGAIN);
 	http_client_stats(c, &st);
 	CHECK_EQ_INT(st.breaker, HTTP_BREAKER_CLOSED);
-	CHECK_EQ_INT(downs, 0);
+	CHECK_EQ_INT(seen.downs, 0);
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/always/503", NULL, &status, NULL, 0), -EAGAIN);
 	http_client_stats(c, &st);
 	CHECK_EQ_INT(st.breaker, HTTP_BREAKER_OPEN);
 	CHECK_EQ_INT(st.breaker_opens, 1);
-	CHECK_EQ_INT(downs, 1);
+	CHECK_EQ_INT(seen.downs, 1);
 
 	/* Open: fail fast, the server sees nothing, even for a path that would work. */
 	before = peer_int("/hits/always", "hits");
@@ -505,7 +499,7 @@ static void test_breaker_opens_and_recovers(void)
 	CHECK_EQ_INT(peer_int("/hits/always", "hits"), before + 1);
 	http_client_stats(c, &st);
 	CHECK_EQ_INT(st.breaker, HTTP_BREAKER_OPEN);
-	CHECK_EQ_INT(downs, 1);
+	CHECK_EQ_INT(seen.downs, 1);
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/ok", NULL, &status, NULL, 0), -EAGAIN);
 
 	/* The next probe succeeds: closed, one "reachable again". */
@@ -514,10 +508,10 @@ static void test_breaker_opens_and_recovers(void)
 	CHECK_EQ_INT(status, 200);
 	http_client_stats(c, &st);
 	CHECK_EQ_INT(st.breaker, HTTP_BREAKER_CLOSED);
-	CHECK_EQ_INT(ups, 1);
-	CHECK_EQ_INT(downs, 1);
+	CHECK_EQ_INT(seen.ups, 1);
+	CHECK_EQ_INT(seen.downs, 1);
 	CHECK_EQ_INT(call(c, "GET", plain.base, "/ok", NULL, &status, NULL, 0), 0);
-	CHECK_EQ_INT(ups, 1);
+	CHECK_EQ_INT(seen.ups, 1);
 	http_client_free(c);
 }
 

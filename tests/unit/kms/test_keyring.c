@@ -13,6 +13,24 @@
 static const struct keyring_kdf fast_kdf = { KEYRING_SCRYPT_MIN_LOG2N, 8, 1 };
 static const char pass[] = "correct horse battery staple";
 
+/*
+ * create_image - a new keyring @name at @path (@pw and @kdf as for
+ * keyring_create(); no passphrase when @pw is NULL) and its file's bytes,
+ * malloc'd, *@len long; NULL, with the failure on stderr, when either fails.
+ */
+static uint8_t *create_image(char *path, size_t cap, const char *name, const char *pw,
+			     const struct keyring_kdf *kdf, size_t *len)
+{
+	char err[512];
+
+	test_path(path, cap, name);
+	if (keyring_create(path, pw, pw ? strlen(pw) : 0, kdf, NULL, err, sizeof(err)) < 0) {
+		fprintf(stderr, "keyring_create: %s\n", err);
+		return NULL;
+	}
+	return read_all(path, len);
+}
+
 static void test_create_load(void)
 {
 	char path[512], err[512];
@@ -273,9 +291,7 @@ static void test_corrupt_message(void)
 	uint8_t *image;
 	size_t len;
 
-	test_path(path, sizeof(path), "msg.keyring");
-	REQUIRE(keyring_create(path, NULL, 0, NULL, NULL, err, sizeof(err)) == 0);
-	image = read_all(path, &len);
+	image = create_image(path, sizeof(path), "msg.keyring", NULL, NULL, &len);
 	REQUIRE(image != NULL);
 	image[len - 40] ^= 1;
 	REQUIRE(write_all(path, image, len, 0600) == 0);
@@ -294,9 +310,7 @@ static void test_newer_format(void)
 	uint8_t *image;
 	size_t len;
 
-	test_path(path, sizeof(path), "newer.keyring");
-	REQUIRE(keyring_create(path, NULL, 0, NULL, NULL, err, sizeof(err)) == 0);
-	image = read_all(path, &len);
+	image = create_image(path, sizeof(path), "newer.keyring", NULL, NULL, &len);
 	REQUIRE(image != NULL);
 	image[9] = 2;
 	REQUIRE(write_all(path, image, len, 0600) == 0);
@@ -350,9 +364,7 @@ static void test_default_kdf(void)
 	uint8_t *image;
 	size_t len;
 
-	test_path(path, sizeof(path), "default-kdf.keyring");
-	REQUIRE(keyring_create(path, pass, strlen(pass), NULL, NULL, err, sizeof(err)) == 0);
-	image = read_all(path, &len);
+	image = create_image(path, sizeof(path), "default-kdf.keyring", pass, NULL, &len);
 	REQUIRE(image != NULL);
 	CHECK_EQ_INT(image[39], KEYRING_SCRYPT_LOG2N);
 	CHECK_EQ_INT(image[43], KEYRING_SCRYPT_R);
@@ -382,9 +394,7 @@ static void test_hostile_kdf(void)
 	uint8_t *image;
 	size_t len, i;
 
-	test_path(path, sizeof(path), "hostile.keyring");
-	REQUIRE(keyring_create(path, pass, strlen(pass), &fast_kdf, NULL, err, sizeof(err)) == 0);
-	image = read_all(path, &len);
+	image = create_image(path, sizeof(path), "hostile.keyring", pass, &fast_kdf, &len);
 	REQUIRE(image != NULL);
 	for (i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
 		uint8_t saved = image[edits[i].off];

@@ -7,16 +7,17 @@
  * `cryptography`); other vector types are left to their own tests.
  */
 
-#include "kms_vector.h"
+#include "kms_test_util.h"
+#include "vector.h"
 
 #include <errno.h>
 #include <stdlib.h>
 
 #include "check.h"
 #include "crypto/aead.h"
+#include "crypto/base64.h"
 #include "crypto/kdf.h"
 #include "crypto/secmem.h"
-#include "kms/base64.h"
 #include "kms/aws.h"
 #include "kms/keyring.h"
 #include "kms/vault.h"

@@ -7,7 +7,8 @@
  * and the latency of one call.
  */
 
-#include "kms_vector.h"
+#include "kms_test_util.h"
+#include "vector.h"
 
 #include <dlfcn.h>
 #include <errno.h>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * Unit tests for the parts of the vault provider that need no server:
- * kms/base64.c (RFC 4648 vectors, strictness) and kms/vault.c's blob-version
+ * crypto/base64.c (RFC 4648 vectors, strictness) and kms/vault.c's blob-version
  * parser and error mapping.  The provider against a Transit server is tested
  * by tests/integration/test_vault.py.
  */
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "kms/base64.h"
+#include "crypto/base64.h"
 #include "kms/vault.h"
 
 static void test_base64_rfc4648_vectors(void)

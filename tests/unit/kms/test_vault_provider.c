@@ -8,6 +8,7 @@
  * caller must get its own result, failures included.
  */
 
+#include "dekpool_test_util.h"
 #include "kms_test_util.h"
 
 #include <errno.h>
@@ -18,7 +19,6 @@
 
 #include "check.h"
 #include "crypto/secmem.h"
-#include "kms/dekpool.h"
 #include "kms/http.h"
 #include "kms/json.h"
 #include "kms/kms.h"
@@ -138,6 +138,32 @@ static int open_vault(const char *key, const char *token_file, struct kms **kms,
 
 	iniparser_freedict(ini);
 	return rc;
+}
+
+/*
+ * open_new_key - an HTTP client of the test's own (for admin() and
+ * server_stat()), a new derived Transit key @name, and the provider opened
+ * on it.  0, or -1 with the failure on stderr.
+ */
+static int open_new_key(const char *name, struct http_client **http, struct kms **kms)
+{
+	struct http_settings hs = { 0 };
+	char path[128], err[512];
+
+	if (http_client_new(&hs, http, err, sizeof(err)) < 0) {
+		fprintf(stderr, "http_client_new: %s\n", err);
+		return -1;
+	}
+	snprintf(path, sizeof(path), "/v1/transit/keys/%s", name);
+	if (admin(*http, path, "{\"derived\":true}") != 200) {
+		fprintf(stderr, "cannot create the Transit key %s\n", name);
+	} else if (open_vault(name, token_path, kms, err, sizeof(err)) < 0) {
+		fprintf(stderr, "open_vault %s: %s\n", name, err);
+	} else {
+		return 0;
+	}
+	http_client_free(*http);
+	return -1;
 }
 
 static void context_for(struct kms_context *ctx, int n)
@@ -303,7 +329,6 @@ static void test_provider(void)
  */
 static void test_batches(void)
 {
-	struct http_settings hs = { 0 };
 	struct http_client *http;
 	struct kms *kms = NULL;
 	struct kms_context ctx[MANY], wrong;
@@ -312,13 +337,10 @@ static void test_batches(void)
 	uint8_t blobs[MANY][KMS_MAX_BLOB];
 	uint8_t *deks = secmem_alloc(MANY * KMS_DEK_LEN), *outs = secmem_alloc(MANY * KMS_DEK_LEN);
 	int64_t enc_before, dec_before, dec_items_before;
-	char err[512];
 	int i;
 
 	REQUIRE(deks && outs);
-	REQUIRE(http_client_new(&hs, &http, err, sizeof(err)) == 0);
-	REQUIRE(admin(http, "/v1/transit/keys/many", "{\"derived\":true}") == 200);
-	REQUIRE(open_vault("many", token_path, &kms, err, sizeof(err)) == 0);
+	REQUIRE(open_new_key("many", &http, &kms) == 0);
 	for (i = 0; i < MANY; i++) {
 		context_for(&ctx[i], 500 + i);
 		memset(deks + i * KMS_DEK_LEN, 0x40 + i, KMS_DEK_LEN);
@@ -386,34 +408,23 @@ static void test_batches(void)
  */
 static void test_pool_wraps_in_batches(void)
 {
-	struct http_settings hs = { 0 };
 	struct http_client *http;
 	struct dek_pool *pool = NULL;
-	struct dek_pool_stats st;
 	struct fresh_key key;
 	struct kms_context ctx;
 	struct kms *kms = NULL;
 	uint8_t *dek = secmem_alloc(KMS_DEK_LEN), *out = secmem_alloc(KMS_DEK_LEN);
 	const uint8_t volume[16] = { 1, 2, 3 };
 	int64_t datakey_before, encrypt_before, items_before;
-	char err[512];
 	int i;
 
 	REQUIRE(dek && out);
-	REQUIRE(http_client_new(&hs, &http, err, sizeof(err)) == 0);
-	REQUIRE(admin(http, "/v1/transit/keys/pool", "{\"derived\":true}") == 200);
-	REQUIRE(open_vault("pool", token_path, &kms, err, sizeof(err)) == 0);
+	REQUIRE(open_new_key("pool", &http, &kms) == 0);
 	datakey_before = server_stat(http, "datakey");
 	encrypt_before = server_stat(http, "encrypt");
 	items_before = server_stat(http, "encrypt_items");
 	REQUIRE(dek_pool_create(kms, volume, POOL_KEYS, &pool) == 0);
-	for (i = 0; i < 400; i++) {
-		dek_pool_get_stats(pool, &st);
-		if (st.entries == POOL_KEYS)
-			break;
-		usleep(10000);
-	}
-	CHECK(st.entries == POOL_KEYS);
+	CHECK(wait_for_entries(pool, POOL_KEYS));
 	CHECK(server_stat(http, "datakey") == datakey_before);
 	CHECK(server_stat(http, "encrypt_items") - items_before == POOL_KEYS);
 	CHECK(server_stat(http, "encrypt") - encrypt_before == POOL_KEYS / 16);
@@ -430,13 +441,7 @@ static void test_pool_wraps_in_batches(void)
 		CHECK_EQ_INT(kms_unwrap(kms, &ctx, key.blob, key.blob_len, out), -EBADMSG);
 	}
 	/* Sixteen keys taken, one at a time: refilled by one more request, not sixteen. */
-	for (i = 0; i < 400; i++) {
-		dek_pool_get_stats(pool, &st);
-		if (st.entries == POOL_KEYS)
-			break;
-		usleep(10000);
-	}
-	CHECK(st.entries == POOL_KEYS);
+	CHECK(wait_for_entries(pool, POOL_KEYS));
 	CHECK(server_stat(http, "encrypt") - encrypt_before == POOL_KEYS / 16 + 1);
 	dek_pool_destroy(pool);
 	kms_close(kms);
@@ -475,18 +480,14 @@ static void *timed_rewrap(void *arg)
  */
 static void test_queue_wait_is_bounded(void)
 {
-	struct http_settings hs = { 0 };
 	struct http_client *http;
 	struct timed_job jobs[THREADS];
 	pthread_t threads[THREADS];
 	struct kms_context ctx;
-	char err[512];
 	uint32_t v;
 	int i;
 
-	REQUIRE(http_client_new(&hs, &http, err, sizeof(err)) == 0);
-	REQUIRE(admin(http, "/v1/transit/keys/slow", "{\"derived\":true}") == 200);
-	REQUIRE(open_vault("slow", token_path, &shared, err, sizeof(err)) == 0);
+	REQUIRE(open_new_key("slow", &http, &shared) == 0);
 	for (i = 0; i < THREADS; i++) {
 		memset(&jobs[i], 0, sizeof(jobs[i]));
 		jobs[i].job.n = i;

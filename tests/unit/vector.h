@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-#ifndef ENVELOPEFS_TESTS_KMS_VECTOR_H
-#define ENVELOPEFS_TESTS_KMS_VECTOR_H
+#ifndef ENVELOPEFS_TESTS_VECTOR_H
+#define ENVELOPEFS_TESTS_VECTOR_H
 
 /*
  * Reading the ```vector blocks of a document under docs/ (format in
- * docs/FORMAT.md, "Test vectors"), for the kms/ unit tests: each block is
- * `name = value` lines, byte strings in lowercase hex.  A line that is not of
- * that form, or does not fit, fails the running test.
+ * docs/FORMAT.md, "Test vectors"), for the unit tests of every module: each
+ * block is `name = value` lines, byte strings in lowercase hex.  A line that
+ * is not of that form, or does not fit, fails the running test.
  */
 
 #include <stdint.h>
@@ -15,7 +15,24 @@
 #include <string.h>
 
 #include "check.h"
-#include "kms_test_util.h"
+
+/* unhex - @hex into @out (at most @cap bytes), *@len its length.  0, or -1 for bad hex. */
+__attribute__((unused)) static int unhex(const char *hex, uint8_t *out, size_t cap, size_t *len)
+{
+	size_t n = strlen(hex), i;
+
+	if (n % 2 || n / 2 > cap)
+		return -1;
+	for (i = 0; i < n / 2; i++) {
+		unsigned x;
+
+		if (sscanf(hex + 2 * i, "%2x", &x) != 1)
+			return -1;
+		out[i] = (uint8_t)x;
+	}
+	*len = n / 2;
+	return 0;
+}
 
 #define VECTOR_MAX_FIELDS 16
 #define VECTOR_MAX_VALUE 1024
@@ -55,9 +72,10 @@ __attribute__((unused)) static int vector_hex(const struct vector *v, const char
 
 /*
  * vector_scan - call @check(v, @type) for every block of docs/@doc whose
- * `type` is one of the NULL-terminated @types.  The document is found under
- * $ENVELOPEFS_SOURCE_ROOT (else the current directory); an unreadable one
- * fails the test.
+ * `type` is one of the NULL-terminated @types, or for every block when
+ * @types is NULL (@type is then NULL for a block without one).  The document
+ * is found under $ENVELOPEFS_SOURCE_ROOT (else the current directory); an
+ * unreadable one fails the test.
  */
 __attribute__((unused)) static void vector_scan(const char *doc, const char *const *types,
 						void (*check)(const struct vector *v,
@@ -97,7 +115,9 @@ __attribute__((unused)) static void vector_scan(const char *doc, const char *con
 			const char *type = vector_field(v, "type");
 			const char *const *t;
 
-			for (t = types; type && *t; t++)
+			if (!types)
+				check(v, type);
+			for (t = types; t && type && *t; t++)
 				if (strcmp(type, *t) == 0)
 					check(v, type);
 			in = 0;
