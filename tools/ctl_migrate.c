@@ -21,13 +21,17 @@
  *
  * A crash at any point leaves a configuration that mounts, whose records
  * all open; running the same command again resumes.  A run with another
- * CONFIG while a migration is under way is refused.
+ * CONFIG while a migration is under way is refused.  A run holds an
+ * exclusive lock on BACKING from its first look at the configuration to its
+ * end, so two runs never both find no migration under way and start two.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "crypto/random.h"
@@ -206,6 +210,31 @@ static int begin(struct ctl_migration *m, struct volume_config *cfg)
 	return code;
 }
 
+/*
+ * lock_backing - one migration of a volume at a time: otherwise two runs
+ * with different CONFIGs could both find none under way, and the records
+ * the first moves would go to a KMS the second's configuration no longer
+ * names.  Held until ctl_migrate_free() (or exit).  A CTL_* code.
+ */
+static int lock_backing(struct ctl_migration *m)
+{
+	m->lock_fd = open(m->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (m->lock_fd < 0)
+		return ctl_err(CTL_FAILED, "%s: %s", m->backing, strerror(errno));
+	if (flock(m->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+
+		close(m->lock_fd);
+		return e == EWOULDBLOCK
+			       ? ctl_err(CTL_FAILED, "another envelopefsctl rotate --to-kms is running "
+						     "on %s: run this again once it has ended",
+					 m->backing)
+			       : ctl_err(CTL_FAILED, "cannot lock %s: %s", m->backing, strerror(e));
+	}
+	m->locked = true;
+	return CTL_OK;
+}
+
 int ctl_migrate_start(struct ctl_migration *m)
 {
 	struct volume_config cfg;
@@ -215,6 +244,9 @@ int ctl_migrate_start(struct ctl_migration *m)
 	int code, rc;
 
 	snprintf(m->conf, sizeof(m->conf), "%s/%s", m->backing, VOLUME_CONFIG_NAME);
+	code = lock_backing(m);
+	if (code != CTL_OK)
+		return code;
 	code = check_config_file(m->config, m->backing, &m->target);
 	if (code != CTL_OK)
 		return code;
@@ -299,4 +331,7 @@ void ctl_migrate_free(struct ctl_migration *m)
 	if (m->target)
 		iniparser_freedict(m->target);
 	m->target = NULL;
+	if (m->locked)
+		close(m->lock_fd); /* releases the lock */
+	m->locked = false;
 }
