@@ -386,3 +386,42 @@ def test_second_migration_waits_for_the_first(tmp_path):
     finally:
         v.unmount()
         server.stop()
+
+
+def test_vault_key_whose_later_versions_would_not_fit_is_refused(tmp_path):
+    """The new KMS's records must fit the volume's header slots at every
+    master-key version, not only at the probe's: a Transit blob grows by a
+    byte at v10.  With a 62-character key name a record of v1 fills a
+    256-byte slot exactly; before the fix the move went ahead, and once the
+    key reached v10 new files failed (ENOSPC) and rotations stopped.  Found
+    by review (ctl_migrate.c probe())."""
+    from vaultd import VaultServer
+    server = VaultServer(tmp_path / "vault")
+    name = "k" * 62
+    server.create_key(name, derived=True)
+    (tmp_path / "v").mkdir()
+    v = Volume(tmp_path / "v")
+    v.mount()
+    try:
+        put(v.mnt / "a", b"stays on the local keyring")
+        before = (v.backing / "envelopefs.conf").read_bytes()
+        config = write_config(tmp_path / "to-vault.ini", {
+            "provider": "vault", "address": server.url, "key": name,
+            "token_file": server.token_file})
+        cp = ctl("rotate", "--to-kms", config, v.mnt)
+        assert cp.returncode == 2, cp.stderr
+        assert "header slot" in cp.stderr and "256 bytes" in cp.stderr
+        assert (v.backing / "envelopefs.conf").read_bytes() == before
+        assert set(key_refs(v).values()) == {key_refs(v)["a"]}
+        assert key_refs(v)["a"].startswith("local:")
+        # A short name leaves room for every version: the same move then works.
+        server.create_key("vol", derived=True)
+        short = write_config(tmp_path / "to-vault-short.ini", {
+            "provider": "vault", "address": server.url, "key": "vol",
+            "token_file": server.token_file})
+        cp = ctl("rotate", "--to-kms", short, v.mnt)
+        assert cp.returncode == 0, cp.stderr
+        assert get(v.mnt / "a") == b"stays on the local keyring"
+    finally:
+        v.unmount()
+        server.stop()
