@@ -565,16 +565,22 @@ static bool caller_in_group(fuse_req_t req, gid_t gid)
  * caller_has_fsetid - whether the caller of @req holds CAP_FSETID: the
  * kernel passes no capabilities, so its effective set is read from
  * /proc/PID/status (the caller is blocked in its system call meanwhile, so
- * the PID is still its).  Unreadable, the caller counts as capable if root.
+ * the PID is still its).  Only in the daemon's user namespace: the root of
+ * a namespace any user can make holds every capability there, none over
+ * our files.  Unreadable, the caller counts as capable if root.
  */
 static bool caller_has_fsetid(fuse_req_t req)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char path[64], line[256], ns[64] = "", own_ns[64] = "";
 	unsigned long long caps = 0;
 	bool found = false;
-	char path[64], line[256];
 	FILE *f;
 
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)ctx->pid);
+	if (ctx->pid > 0 && readlink(path, ns, sizeof(ns) - 1) > 0 &&
+	    readlink("/proc/self/ns/user", own_ns, sizeof(own_ns) - 1) > 0 && strcmp(ns, own_ns) != 0)
+		return false;
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
 	f = ctx->pid > 0 ? fopen(path, "re") : NULL;
 	while (f && !found && fgets(line, sizeof(line), f))

@@ -313,7 +313,8 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
     carries no kill flag at all) and chown(2) (flagged whatever the caller).
     A local filesystem clears setuid/setgid on fallocate by a caller without
     CAP_FSETID, and on chown keeps a setgid bit without group execute for a
-    caller in the file's group or with CAP_FSETID (root).  Each step's mode,
+    caller in the file's group or with CAP_FSETID (root; the root of a user
+    namespace of one's own holds it only there).  Each step's mode,
     as the caller sees it at once (long attribute timeouts), must be the
     local one."""
     root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
@@ -335,6 +336,10 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
             for size in (100, 100000):  # inside the file, and growing it
                 cases.append((f"{mode:o}-falloc{size}-{who}", 0, STAFF, mode, who,
                               fallocate % (size, f"{mode:o}-falloc{size}-{who}")))
+        # bob as the root of a user namespace of his own: every capability
+        # there, none over the volume's files
+        cases.append((f"{mode:o}-falloc-userns", 0, STAFF, mode, "userns",
+                      fallocate % (100000, f"{mode:o}-falloc-userns")))
         # root gives the file away; alice takes it into her group
         cases.append((f"{mode:o}-chown-root", 0, STAFF, mode, "root",
                       f"os.chown(m + '/{mode:o}-chown-root', {ALICE}, -1)"))
@@ -351,12 +356,21 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
                 os.chown(where / name, uid, gid)
                 os.chmod(where / name, mode)
             results[where] = {}
-            for who in ("alice", "bob", "root"):
+            for who in ("alice", "bob", "root", "userns"):
                 steps = [(name, f"({step}, {shown % name})[1]")
                          for name, _, _, _, caller, step in cases if caller == who]
                 if who == "root":
                     env = {"os": os, "m": str(where), "__builtins__": __builtins__}
                     results[where].update({n: eval(expr, env) for n, expr in steps})
+                elif who == "userns":
+                    for name, expr in steps:
+                        proc = subprocess.run(
+                            ["setpriv", f"--reuid={BOB}", f"--regid={BOB}", "--clear-groups",
+                             "unshare", "--user", "--map-root-user", sys.executable, "-c",
+                             f"import os\nm = {str(where)!r}\nprint({expr})"],
+                            capture_output=True, text=True, timeout=60)
+                        assert proc.returncode == 0, proc.stderr
+                        results[where][name] = int(proc.stdout)
                 else:
                     results[where].update(probe(where, *callers[who], steps))
         assert results[v.mnt] == results[local]
@@ -365,6 +379,7 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
         assert results[local]["2767-falloc100-bob"] == 0o767
         assert results[local]["2767-falloc100-alice"] == 0o2767
         assert results[local]["6777-falloc100-root"] == 0o6777
+        assert results[local]["6777-falloc-userns"] == 0o777
         assert results[local]["2767-chown-root"] == 0o2767
         assert results[local]["6766-chown-root"] == 0o2766
         assert results[local]["2767-chgrp-alice"] == 0o767
