@@ -549,16 +549,25 @@ static int setattr_times(struct inode *in, const struct stat *attr, int valid,
 /* Whether the caller of @req is a member of group @gid. */
 static bool caller_in_group(fuse_req_t req, gid_t gid)
 {
-	gid_t groups[64];
-	int n;
+	gid_t few[64], *groups = few;
+	int n, cap = 64;
+	bool in = false;
 
 	if (fuse_req_ctx(req)->gid == gid)
 		return true;
-	n = fuse_req_getgroups(req, 64, groups);
-	for (int i = 0; i < n && i < 64; i++)
-		if (groups[i] == gid)
-			return true;
-	return false;
+	n = fuse_req_getgroups(req, cap, groups);
+	if (n > cap) {
+		/* More than fit: asked again with room for all (the list is sorted,
+		 * so a group past the first 64 is no rarer than any other). */
+		cap = n;
+		groups = malloc((size_t)cap * sizeof(*groups));
+		n = groups ? fuse_req_getgroups(req, cap, groups) : -ENOMEM;
+	}
+	for (int i = 0; i < n && i < cap && !in; i++)
+		in = groups[i] == gid;
+	if (groups != few)
+		free(groups);
+	return in;
 }
 
 /*

@@ -314,7 +314,9 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
     A local filesystem clears setuid/setgid on fallocate by a caller without
     CAP_FSETID, and on chown keeps a setgid bit without group execute for a
     caller in the file's group or with CAP_FSETID (root; the root of a user
-    namespace of one's own holds it only there).  Each step's mode,
+    namespace of one's own holds it only there), and on a write keeps it
+    for a member of the file's group, whatever its place among the caller's
+    groups.  Each step's mode,
     as the caller sees it at once (long attribute timeouts), must be the
     local one."""
     root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
@@ -336,6 +338,9 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
             for size in (100, 100000):  # inside the file, and growing it
                 cases.append((f"{mode:o}-falloc{size}-{who}", 0, STAFF, mode, who,
                               fallocate % (size, f"{mode:o}-falloc{size}-{who}")))
+        # alice again, her group STAFF after 70 others (the kernel sorts them)
+        cases.append((f"{mode:o}-append-groups", 0, STAFF, mode, "groups",
+                      f"write(m + '/{mode:o}-append-groups', flags=os.O_WRONLY | os.O_APPEND)"))
         # bob as the root of a user namespace of his own: every capability
         # there, none over the volume's files
         cases.append((f"{mode:o}-falloc-userns", 0, STAFF, mode, "userns",
@@ -345,7 +350,8 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
                       f"os.chown(m + '/{mode:o}-chown-root', {ALICE}, -1)"))
         cases.append((f"{mode:o}-chgrp-alice", ALICE, 0, mode, "alice",
                       f"os.chown(m + '/{mode:o}-chgrp-alice', -1, {STAFF})"))
-    callers = {"alice": (ALICE, [ALICE, STAFF]), "bob": (BOB, [BOB])}
+    callers = {"alice": (ALICE, [ALICE, STAFF]), "bob": (BOB, [BOB]),
+               "groups": (ALICE, [ALICE, *range(1000, 1070), STAFF])}  # kept sorted
     try:
         local.mkdir()
         os.chmod(local, 0o755)
@@ -356,7 +362,7 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
                 os.chown(where / name, uid, gid)
                 os.chmod(where / name, mode)
             results[where] = {}
-            for who in ("alice", "bob", "root", "userns"):
+            for who in ("alice", "bob", "root", "userns", "groups"):
                 steps = [(name, f"({step}, {shown % name})[1]")
                          for name, _, _, _, caller, step in cases if caller == who]
                 if who == "root":
@@ -380,6 +386,7 @@ def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
         assert results[local]["2767-falloc100-alice"] == 0o2767
         assert results[local]["6777-falloc100-root"] == 0o6777
         assert results[local]["6777-falloc-userns"] == 0o777
+        assert results[local]["6766-append-groups"] == 0o2766
         assert results[local]["2767-chown-root"] == 0o2767
         assert results[local]["6766-chown-root"] == 0o2766
         assert results[local]["2767-chgrp-alice"] == 0o767
