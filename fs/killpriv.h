@@ -11,8 +11,11 @@
  * kernel marks the superblock SB_NOSEC and asks once per inode until its
  * attributes or security xattrs change, and in exchange leaves clearing
  * setuid/setgid on a write or truncate to the daemon: it flags such a
- * request (FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID).  The kernel still
- * removes security.capability itself, through REMOVEXATTR.
+ * request (FUSE_WRITE_KILL_SUIDGID, FATTR_KILL_SUIDGID; the latter on every
+ * chown too, whoever the caller).  An fallocate, which a local filesystem
+ * treats as a write, comes unflagged: the daemon clears the bits itself
+ * unless the caller holds CAP_FSETID.  The kernel still removes
+ * security.capability itself, through REMOVEXATTR.
  *
  * libfuse neither negotiates the flag nor passes those request flags on, so
  * a thin I/O layer on the session's /dev/fuse fd (fuse_session_custom_io)

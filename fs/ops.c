@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -585,27 +586,68 @@ static int setattr_times(struct inode *in, const struct stat *attr, int valid,
 /* Whether the caller of @req is a member of group @gid. */
 static bool caller_in_group(fuse_req_t req, gid_t gid)
 {
-	gid_t groups[64];
-	int n;
+	gid_t few[64], *groups = few;
+	int n, cap = 64;
+	bool in = false;
 
 	if (fuse_req_ctx(req)->gid == gid)
 		return true;
-	n = fuse_req_getgroups(req, 64, groups);
-	for (int i = 0; i < n && i < 64; i++)
-		if (groups[i] == gid)
-			return true;
-	return false;
+	n = fuse_req_getgroups(req, cap, groups);
+	if (n > cap) {
+		/* More than fit: asked again with room for all (the list is sorted,
+		 * so a group past the first 64 is no rarer than any other). */
+		cap = n;
+		groups = malloc((size_t)cap * sizeof(*groups));
+		n = groups ? fuse_req_getgroups(req, cap, groups) : -ENOMEM;
+	}
+	for (int i = 0; i < n && i < cap && !in; i++)
+		in = groups[i] == gid;
+	if (groups != few)
+		free(groups);
+	return in;
 }
 
 /*
- * clear_suid_sgid - what a local filesystem does to a file written or
- * truncated by a caller without CAP_FSETID, when the kernel leaves it to us
- * (killpriv.h): setuid goes; setgid goes when group-executable (without
- * that it marks mandatory locking, not privilege) or when the caller is not
- * in the file's group.  Through the open @fd, or the inode when -1.
- * 1 when the mode changed, 0 when it had nothing to clear, or -errno.
+ * caller_has_fsetid - whether the caller of @req holds CAP_FSETID: the
+ * kernel passes no capabilities, so its effective set is read from
+ * /proc/PID/status (the caller is blocked in its system call meanwhile, so
+ * the PID is still its).  Only in the daemon's user namespace: the root of
+ * a namespace any user can make holds every capability there, none over
+ * our files.  Unreadable, the caller counts as capable if root.
  */
-static int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd)
+static bool caller_has_fsetid(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char path[64], line[256], ns[64] = "", own_ns[64] = "";
+	unsigned long long caps = 0;
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)ctx->pid);
+	if (ctx->pid > 0 && readlink(path, ns, sizeof(ns) - 1) > 0 &&
+	    readlink("/proc/self/ns/user", own_ns, sizeof(own_ns) - 1) > 0 && strcmp(ns, own_ns) != 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	f = ctx->pid > 0 ? fopen(path, "re") : NULL;
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = sscanf(line, "CapEff: %llx", &caps) == 1;
+	if (f)
+		fclose(f);
+	return found ? (caps & (1ULL << CAP_FSETID)) != 0 : ctx->uid == 0;
+}
+
+/*
+ * clear_suid_sgid - what a local filesystem does to a file written,
+ * truncated, allocated or given away, when the kernel leaves it to us
+ * (killpriv.h): setuid goes; setgid goes when group-executable (without
+ * that it marks mandatory locking, not privilege) or when the caller is
+ * neither in the file's group nor holds CAP_FSETID.  @flagged: the kernel
+ * asked, having judged the caller (a write or truncate without CAP_FSETID,
+ * or any chown); false for fallocate, which carries no flag: a caller with
+ * CAP_FSETID then keeps both bits.  Through the open @fd, or the inode when
+ * -1.  1 when the mode changed, 0 when it had nothing to clear, or -errno.
+ */
+static int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd, bool flagged)
 {
 	struct stat st;
 	char path[64];
@@ -615,9 +657,10 @@ static int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd)
 	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	mode = st.st_mode & 07777 & ~S_ISUID;
-	if ((mode & S_ISGID) && ((mode & S_IXGRP) || !caller_in_group(req, st.st_gid)))
+	if ((mode & S_ISGID) && ((mode & S_IXGRP) || (!caller_in_group(req, st.st_gid) &&
+						      !caller_has_fsetid(req))))
 		mode &= ~S_ISGID;
-	if (mode == (st.st_mode & 07777))
+	if (mode == (st.st_mode & 07777) || (!flagged && caller_has_fsetid(req)))
 		return 0;
 	if (fd < 0) {
 		proc_path(in->fd, path);
@@ -668,7 +711,8 @@ static void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int
 
 	/* The reply's attributes tell the kernel of the new mode. */
 	if (killpriv_take(ino)) {
-		ret = clear_suid_sgid(req, in, fi ? ((struct open_file *)(uintptr_t)fi->fh)->fd : -1);
+		ret = clear_suid_sgid(req, in, fi ? ((struct open_file *)(uintptr_t)fi->fh)->fd : -1,
+				      true);
 		if (ret < 0)
 			goto out;
 	} else {
@@ -1267,7 +1311,7 @@ static void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t 
 	int ret = 0;
 
 	if (killpriv_take(ino)) {
-		ret = clear_suid_sgid(req, in, of->fd);
+		ret = clear_suid_sgid(req, in, of->fd, true);
 		if (ret == 1)
 			ret = killpriv_cleared(ino);
 		if (ret < 0) {
@@ -2064,6 +2108,15 @@ static void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offs
 
 	if (mode & ~FALLOC_FL_KEEP_SIZE) {
 		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	/* A local filesystem clears setuid/setgid here as on a write (file_modified);
+	 * with KILLPRIV_V2 the kernel leaves it to us, unflagged (killpriv.h). */
+	ret = killpriv_negotiated() ? clear_suid_sgid(req, in, of->fd, false) : 0;
+	if (ret == 1)
+		ret = killpriv_cleared(ino);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
 		return;
 	}
 	pthread_rwlock_wrlock(&in->content_lock);

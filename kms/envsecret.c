@@ -27,6 +27,41 @@ struct captured {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct captured table[MAX_SECRETS]; /* under lock; name[0] == '\0': free */
 static bool wipe_registered;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/*
+ * fork() handlers.  The lock is held across fork(), so a child never
+ * inherits it taken by a thread it does not have.  The child's copies read
+ * as zeros (secmem is wiped on fork): it forgets them, cells included (they
+ * are the child's secmem pool's to lose), so it answers -ENOENT, never the
+ * wiped bytes as a secret.
+ */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&lock);
+}
+
+static void atfork_child(void)
+{
+	memset(table, 0, sizeof(table));
+	pthread_mutex_unlock(&lock);
+}
+
+/*
+ * Registered after secmem's own handlers (an allocation registers them), so
+ * that fork() takes our lock before secmem's pool lock: the order capture()
+ * takes them in.
+ */
+static void atfork_register(void)
+{
+	secmem_free(secmem_alloc(1), 1);
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
 
 /* wipe_all - at exit: no captured secret outlives the process in its memory. */
 static void wipe_all(void)
@@ -90,6 +125,7 @@ int envsecret_copy(const char *name, char *buf, size_t cap, size_t *len)
 
 	if (!name || strlen(name) >= MAX_NAME || strchr(name, '=') || !buf || !cap || !len)
 		return -EINVAL;
+	pthread_once(&atfork_once, atfork_register);
 	pthread_mutex_lock(&lock);
 	value = getenv(name);
 	if (value)

@@ -21,13 +21,17 @@
  *
  * A crash at any point leaves a configuration that mounts, whose records
  * all open; running the same command again resumes.  A run with another
- * CONFIG while a migration is under way is refused.
+ * CONFIG while a migration is under way is refused.  A run holds an
+ * exclusive lock on BACKING from its first look at the configuration to its
+ * end, so two runs never both find no migration under way and start two.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "crypto/random.h"
@@ -92,16 +96,22 @@ static int check_config_file(const char *path, const char *backing, dictionary *
 
 /*
  * probe - the new KMS wraps a random key for this volume and gives it back,
- * and its record fits the volume's header slots (they were sized at init
+ * and its records fit the volume's header slots (they were sized at init
  * for the old provider; growing them would mean rewriting every file —
- * the volume key's file, alone, grows: see volkey_rewrap()).
+ * the volume key's file, alone, grows: see volkey_rewrap()).  Every record
+ * it may make must fit, not only the probe's: a blob may carry its master
+ * key's version in decimal (Transit's "vault:vN:"), which grows by up to
+ * VERSION_GROWTH bytes as the key is rotated, and a record that no longer
+ * fits makes new files fail and rotations stop.  Never past the provider's
+ * largest blob, the bound init sizes slots with.
  */
+#define VERSION_GROWTH 9 /* a version of 1 digit becoming one of 10 (2^32 - 1) */
 static int probe(struct ctl_migration *m, struct kms *kms, const struct volume_config *cfg)
 {
 	struct kms_context ctx;
 	uint8_t *dek = secmem_alloc(KMS_DEK_LEN), *back = secmem_alloc(KMS_DEK_LEN);
 	uint8_t *blob = malloc(KMS_MAX_BLOB);
-	size_t blob_len = 0, need;
+	size_t blob_len = 0, largest, need;
 	uint32_t version;
 	struct layout l;
 	int rc = dek && back && blob ? 0 : -ENOMEM, code = CTL_OK;
@@ -123,13 +133,16 @@ static int probe(struct ctl_migration *m, struct kms *kms, const struct volume_c
 	else if (rc < 0)
 		code = ctl_err(CTL_KEY, "--to-kms %s: the new KMS failed a test wrap and unwrap: %s",
 			       m->config, kms_strerror(rc));
-	need = slot_size_for(strlen(kms->key_ref), blob_len);
+	largest = blob_len + VERSION_GROWTH < kms->max_blob_len ? blob_len + VERSION_GROWTH
+								 : kms->max_blob_len;
+	need = slot_size_for(strlen(kms->key_ref), largest);
 	layout_init(&l, cfg);
-	if (code == CTL_OK && cfg->placement == PLACEMENT_HEADER && need > l.slot_size)
-		code = ctl_err(CTL_USAGE, "--to-kms %s: a key record of %s needs a %zu-byte header "
-			       "slot, and this volume's are %u bytes: it cannot move there without "
-			       "rewriting every file (copy it into a new volume with envelopefsctl "
-			       "import instead)", m->config, kms->ops->name, need, l.slot_size);
+	if (code == CTL_OK && cfg->placement == PLACEMENT_HEADER && (need == 0 || need > l.slot_size))
+		code = ctl_err(CTL_USAGE, "--to-kms %s: the key records of %s (key %s, blobs of up to "
+			       "%zu bytes at any version) need a %zu-byte header slot, and this "
+			       "volume's are %u bytes: it cannot move there without rewriting every file "
+			       "(copy it into a new volume with envelopefsctl import instead)",
+			       m->config, kms->ops->name, kms->key_ref, largest, need, l.slot_size);
 	secmem_free(dek, KMS_DEK_LEN);
 	secmem_free(back, KMS_DEK_LEN);
 	free(blob);
@@ -206,6 +219,31 @@ static int begin(struct ctl_migration *m, struct volume_config *cfg)
 	return code;
 }
 
+/*
+ * lock_backing - one migration of a volume at a time: otherwise two runs
+ * with different CONFIGs could both find none under way, and the records
+ * the first moves would go to a KMS the second's configuration no longer
+ * names.  Held until ctl_migrate_free() (or exit).  A CTL_* code.
+ */
+static int lock_backing(struct ctl_migration *m)
+{
+	m->lock_fd = open(m->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (m->lock_fd < 0)
+		return ctl_err(CTL_FAILED, "%s: %s", m->backing, strerror(errno));
+	if (flock(m->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+
+		close(m->lock_fd);
+		return e == EWOULDBLOCK
+			       ? ctl_err(CTL_FAILED, "another envelopefsctl rotate --to-kms is running "
+						     "on %s: run this again once it has ended",
+					 m->backing)
+			       : ctl_err(CTL_FAILED, "cannot lock %s: %s", m->backing, strerror(e));
+	}
+	m->locked = true;
+	return CTL_OK;
+}
+
 int ctl_migrate_start(struct ctl_migration *m)
 {
 	struct volume_config cfg;
@@ -215,6 +253,9 @@ int ctl_migrate_start(struct ctl_migration *m)
 	int code, rc;
 
 	snprintf(m->conf, sizeof(m->conf), "%s/%s", m->backing, VOLUME_CONFIG_NAME);
+	code = lock_backing(m);
+	if (code != CTL_OK)
+		return code;
 	code = check_config_file(m->config, m->backing, &m->target);
 	if (code != CTL_OK)
 		return code;
@@ -299,4 +340,7 @@ void ctl_migrate_free(struct ctl_migration *m)
 	if (m->target)
 		iniparser_freedict(m->target);
 	m->target = NULL;
+	if (m->locked)
+		close(m->lock_fd); /* releases the lock */
+	m->locked = false;
 }

@@ -340,3 +340,88 @@ def test_local_to_vault_live(tmp_path):
     finally:
         v.unmount()
         server.stop()
+
+
+def test_second_migration_waits_for_the_first(tmp_path):
+    """Two `rotate --to-kms` runs with different CONFIGs at once: each checks
+    that no migration is under way, then writes its own.  While the first
+    probes its (slow) KMS, a second must not start another: its records
+    would go to a KMS the first then drops from the configuration (the
+    first's [kms_previous] is the volume's old key), leaving them unreadable.
+    Found by review (ctl_migrate.c); each run holds a lock on BACKING."""
+    from vaultd import VaultServer
+    server = VaultServer(tmp_path / "vault", latency_ms=800)
+    server.create_key("vol", derived=True)
+    (tmp_path / "v").mkdir()
+    v = Volume(tmp_path / "v")
+    v.mount()
+    try:
+        contents = populate(v.mnt, 9)
+        to_vault = write_config(tmp_path / "to-vault.ini", {
+            "provider": "vault", "address": server.url, "key": "vol",
+            "token_file": server.token_file})
+        other = tmp_path / "other.keyring"
+        subprocess.run([str(CTL), "keyring", "create", str(other)], check=True,
+                       capture_output=True)
+        listing = ctl("keyring", "list", other).stdout
+        keyring_id = listing.split("keyring ID:")[1].split()[0]
+        to_other = write_config(tmp_path / "to-other.ini", {
+            "provider": "local", "keyring": other, "keyring_id": keyring_id})
+        first = subprocess.Popen([str(CTL), "rotate", "--to-kms", str(to_vault), str(v.mnt)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # the first now opens and probes Vault: three calls of 0.8 s
+        second = ctl("rotate", "--to-kms", to_other, v.mnt)
+        assert second.returncode == 1, second.stderr
+        assert "another envelopefsctl rotate --to-kms" in second.stderr
+        first.send_signal(signal.SIGKILL)  # anywhere in its run: resumable
+        first.wait()
+        check_contents(v.mnt, contents)
+        server.stop()
+        server.latency_ms = 0
+        server.start()
+        cp = ctl("rotate", "--to-kms", to_vault, v.mnt)
+        assert cp.returncode == 0, cp.stderr
+        assert_finished(v, "vault:transit/vol", "vault")
+        check_contents(v.mnt, contents)
+    finally:
+        v.unmount()
+        server.stop()
+
+
+def test_vault_key_whose_later_versions_would_not_fit_is_refused(tmp_path):
+    """The new KMS's records must fit the volume's header slots at every
+    master-key version, not only at the probe's: a Transit blob grows by a
+    byte at v10.  With a 62-character key name a record of v1 fills a
+    256-byte slot exactly; before the fix the move went ahead, and once the
+    key reached v10 new files failed (ENOSPC) and rotations stopped.  Found
+    by review (ctl_migrate.c probe())."""
+    from vaultd import VaultServer
+    server = VaultServer(tmp_path / "vault")
+    name = "k" * 62
+    server.create_key(name, derived=True)
+    (tmp_path / "v").mkdir()
+    v = Volume(tmp_path / "v")
+    v.mount()
+    try:
+        put(v.mnt / "a", b"stays on the local keyring")
+        before = (v.backing / "envelopefs.conf").read_bytes()
+        config = write_config(tmp_path / "to-vault.ini", {
+            "provider": "vault", "address": server.url, "key": name,
+            "token_file": server.token_file})
+        cp = ctl("rotate", "--to-kms", config, v.mnt)
+        assert cp.returncode == 2, cp.stderr
+        assert "header slot" in cp.stderr and "256 bytes" in cp.stderr
+        assert (v.backing / "envelopefs.conf").read_bytes() == before
+        assert set(key_refs(v).values()) == {key_refs(v)["a"]}
+        assert key_refs(v)["a"].startswith("local:")
+        # A short name leaves room for every version: the same move then works.
+        server.create_key("vol", derived=True)
+        short = write_config(tmp_path / "to-vault-short.ini", {
+            "provider": "vault", "address": server.url, "key": "vol",
+            "token_file": server.token_file})
+        cp = ctl("rotate", "--to-kms", short, v.mnt)
+        assert cp.returncode == 0, cp.stderr
+        assert get(v.mnt / "a") == b"stays on the local keyring"
+    finally:
+        v.unmount()
+        server.stop()

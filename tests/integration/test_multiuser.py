@@ -312,6 +312,94 @@ def test_writes_by_others_clear_setuid_setgid_as_locally(writeback):
         assert results[area]["6777-truncate-root"] == 0o6777
 
 
+
+def test_fallocate_and_chown_clear_setuid_setgid_as_locally():
+    """Two cases FUSE_HANDLE_KILLPRIV_V2 leaves to the daemon without a flag
+    that says whether the caller has CAP_FSETID: fallocate(2) (FUSE_FALLOCATE
+    carries no kill flag at all) and chown(2) (flagged whatever the caller).
+    A local filesystem clears setuid/setgid on fallocate by a caller without
+    CAP_FSETID, and on chown keeps a setgid bit without group execute for a
+    caller in the file's group or with CAP_FSETID (root; the root of a user
+    namespace of one's own holds it only there), and on a write keeps it
+    for a member of the file's group, whatever its place among the caller's
+    groups.  Each step's mode,
+    as the caller sees it at once (long attribute timeouts), must be the
+    local one."""
+    root = Path(tempfile.mkdtemp(prefix="envelopefs-users-", dir="/var/tmp"))
+    os.chmod(root, 0o755)
+    v = Volume(root)
+    settings = root / "daemon.ini"
+    settings.write_text("[daemon]\nattr_timeout = 600\nentry_timeout = 600\n")
+    v.mount("allow_other", f"config={settings}")
+    os.chmod(v.mnt, 0o755)
+    local = root / "local"
+    shown = ("int(__import__('subprocess').run(['stat', '-c', '%%a', m + '/%s'], "
+             "capture_output=True, text=True, check=True).stdout, 8)")
+    fallocate = ("(lambda fd: (os.posix_fallocate(fd, 0, %d), os.close(fd)))"
+                 "(os.open(m + '/%s', os.O_WRONLY))")
+    # (name, owner, group, mode, caller, step)
+    cases = []
+    for mode in (0o4777, 0o2777, 0o2767, 0o6777, 0o6766):
+        for who in ("alice", "bob", "root"):
+            for size in (100, 100000):  # inside the file, and growing it
+                cases.append((f"{mode:o}-falloc{size}-{who}", 0, STAFF, mode, who,
+                              fallocate % (size, f"{mode:o}-falloc{size}-{who}")))
+        # alice again, her group STAFF after 70 others (the kernel sorts them)
+        cases.append((f"{mode:o}-append-groups", 0, STAFF, mode, "groups",
+                      f"write(m + '/{mode:o}-append-groups', flags=os.O_WRONLY | os.O_APPEND)"))
+        # bob as the root of a user namespace of his own: every capability
+        # there, none over the volume's files
+        cases.append((f"{mode:o}-falloc-userns", 0, STAFF, mode, "userns",
+                      fallocate % (100000, f"{mode:o}-falloc-userns")))
+        # root gives the file away; alice takes it into her group
+        cases.append((f"{mode:o}-chown-root", 0, STAFF, mode, "root",
+                      f"os.chown(m + '/{mode:o}-chown-root', {ALICE}, -1)"))
+        cases.append((f"{mode:o}-chgrp-alice", ALICE, 0, mode, "alice",
+                      f"os.chown(m + '/{mode:o}-chgrp-alice', -1, {STAFF})"))
+    callers = {"alice": (ALICE, [ALICE, STAFF]), "bob": (BOB, [BOB]),
+               "groups": (ALICE, [ALICE, *range(1000, 1070), STAFF])}  # kept sorted
+    try:
+        local.mkdir()
+        os.chmod(local, 0o755)
+        results = {}
+        for where in (v.mnt, local):
+            for name, uid, gid, mode, _, _ in cases:
+                (where / name).write_bytes(b"#!/bin/sh\n" * 500)
+                os.chown(where / name, uid, gid)
+                os.chmod(where / name, mode)
+            results[where] = {}
+            for who in ("alice", "bob", "root", "userns", "groups"):
+                steps = [(name, f"({step}, {shown % name})[1]")
+                         for name, _, _, _, caller, step in cases if caller == who]
+                if who == "root":
+                    env = {"os": os, "m": str(where), "__builtins__": __builtins__}
+                    results[where].update({n: eval(expr, env) for n, expr in steps})
+                elif who == "userns":
+                    for name, expr in steps:
+                        proc = subprocess.run(
+                            ["setpriv", f"--reuid={BOB}", f"--regid={BOB}", "--clear-groups",
+                             "unshare", "--user", "--map-root-user", sys.executable, "-c",
+                             f"import os\nm = {str(where)!r}\nprint({expr})"],
+                            capture_output=True, text=True, timeout=60)
+                        assert proc.returncode == 0, proc.stderr
+                        results[where][name] = int(proc.stdout)
+                else:
+                    results[where].update(probe(where, *callers[who], steps))
+        assert results[v.mnt] == results[local]
+        # The cases that matter did change, or stayed: not two no-ops compared.
+        assert results[local]["4777-falloc100000-bob"] == 0o777
+        assert results[local]["2767-falloc100-bob"] == 0o767
+        assert results[local]["2767-falloc100-alice"] == 0o2767
+        assert results[local]["6777-falloc100-root"] == 0o6777
+        assert results[local]["6777-falloc-userns"] == 0o777
+        assert results[local]["6766-append-groups"] == 0o2766
+        assert results[local]["2767-chown-root"] == 0o2767
+        assert results[local]["6766-chown-root"] == 0o2766
+        assert results[local]["2767-chgrp-alice"] == 0o767
+    finally:
+        v.unmount()
+        shutil.rmtree(root)
+
 def _root_write(p, data=b"x", flags=os.O_WRONLY):
     fd = os.open(p, flags)
     os.write(fd, data)

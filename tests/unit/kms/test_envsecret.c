@@ -3,7 +3,8 @@
  * kms/envsecret.c: a secret variable is captured once, overwritten in the
  * process's environment block (checked in /proc/self/environ, which shows
  * that block as the kernel set it up at exec) and unset; the captured copy
- * serves later reads; setting the variable again replaces it.
+ * serves later reads; setting the variable again replaces it; a forked
+ * child has no copy.
  *
  * The test re-executes itself with the secret in its initial environment, as
  * a daemon gets $VAULT_TOKEN: a variable set with setenv() lives on the heap,
@@ -87,6 +88,37 @@ static void test_set_again_replaces(void)
 	CHECK_EQ_INT(envsecret_copy("A=B", buf, sizeof(buf), &len), -EINVAL);
 }
 
+/*
+ * A forked child inherits no copy (secmem is wiped on fork) and no variable:
+ * it is told the secret is not there, never handed the wiped bytes as one.
+ */
+static void test_forked_child_has_none(void)
+{
+	char buf[64];
+	size_t len = 0;
+	int status;
+	pid_t pid;
+
+	setenv(VAR, "third", 1);
+	CHECK_EQ_INT(envsecret_copy(VAR, buf, sizeof(buf), &len), 0);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		memset(buf, 'x', sizeof(buf));
+		len = 99;
+		_exit(envsecret_copy(VAR, buf, sizeof(buf), &len) == -ENOENT && len == 99 &&
+			      buf[0] == 'x'
+		      ? 0
+		      : 1);
+	}
+	REQUIRE(pid > 0);
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* The parent keeps its copy. */
+	CHECK_EQ_INT(envsecret_copy(VAR, buf, sizeof(buf), &len), 0);
+	CHECK(strcmp(buf, "third") == 0);
+}
+
 int main(int argc, char **argv)
 {
 	char *env[] = { CHILD_MARK "=1", VAR "=" SECRET, NULL };
@@ -97,6 +129,7 @@ int main(int argc, char **argv)
 	if (getenv(CHILD_MARK)) {
 		RUN(test_captured_and_scrubbed);
 		RUN(test_set_again_replaces);
+		RUN(test_forked_child_has_none);
 		return check_summary();
 	}
 	fflush(stdout);
