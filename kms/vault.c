@@ -48,7 +48,7 @@
 #include <unistd.h>
 
 #include "crypto/secmem.h"
-#include "kms/base64.h"
+#include "crypto/base64.h"
 #include "kms/config.h"
 #include "kms/envsecret.h"
 #include "kms/http.h"
