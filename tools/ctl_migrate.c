@@ -207,12 +207,16 @@ static int begin(struct ctl_migration *m, struct volume_config *cfg)
 		rc = tell_daemon(m);
 		if (rc < 0) {
 			/* Nothing has moved yet: put the volume back as it was. */
-			code = write_config(m, cfg, old, NULL);
-			if (code == CTL_OK)
+			bool reverted = write_config(m, cfg, old, NULL) == CTL_OK;
+			if (reverted)
 				tell_daemon(m);
 			code = ctl_err(CTL_KEY, "the daemon of %s cannot use the new KMS (%s; its "
-				       "log says why: e.g. credentials missing from its environment); "
-				       "nothing was changed", m->mountpoint, strerror(-rc));
+				       "log says why: e.g. credentials missing from its environment); %s",
+				       m->mountpoint, strerror(-rc),
+				       reverted ? "nothing was changed"
+						: "no record has moved, but the volume configuration still "
+						  "names the new KMS (the old one as previous): run this "
+						  "again once the daemon can use it");
 		}
 	}
 	iniparser_freedict(old);
