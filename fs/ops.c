@@ -649,18 +649,19 @@ static bool caller_has_fsetid(fuse_req_t req)
  */
 static int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd, bool flagged)
 {
-	struct stat st;
+	struct statx st;
 	char path[64];
 	mode_t mode;
 	int ret;
 
-	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+	/* Not the times: asking for them would cost the next fdatasync (mtime.h). */
+	if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MODE | STATX_GID, &st) < 0)
 		return -errno;
-	mode = st.st_mode & 07777 & ~S_ISUID;
-	if ((mode & S_ISGID) && ((mode & S_IXGRP) || (!caller_in_group(req, st.st_gid) &&
+	mode = st.stx_mode & 07777 & ~S_ISUID;
+	if ((mode & S_ISGID) && ((mode & S_IXGRP) || (!caller_in_group(req, st.stx_gid) &&
 						      !caller_has_fsetid(req))))
 		mode &= ~S_ISGID;
-	if (mode == (st.st_mode & 07777) || (!flagged && caller_has_fsetid(req)))
+	if (mode == (st.stx_mode & 07777u) || (!flagged && caller_has_fsetid(req)))
 		return 0;
 	if (fd < 0) {
 		proc_path(in->fd, path);
