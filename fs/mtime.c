@@ -15,6 +15,27 @@ void mtime_defer(struct inode *in, const struct timespec *mtime)
 	pthread_mutex_unlock(&in->mtime_lock);
 }
 
+int mtime_hold(struct inode *in, int fd)
+{
+	struct statx stx;
+	int ret = 0;
+
+	pthread_mutex_lock(&in->mtime_lock);
+	if (!in->mtime_pending) {
+		/* Asks for the mtime (the next write stamps a fine-grained time,
+		 * dirtying the inode once), but only before a first write. */
+		if (statx(fd, "", AT_EMPTY_PATH, STATX_MTIME, &stx) < 0) {
+			ret = -errno;
+		} else {
+			in->pending_mtime.tv_sec = stx.stx_mtime.tv_sec;
+			in->pending_mtime.tv_nsec = stx.stx_mtime.tv_nsec;
+			in->mtime_pending = true;
+		}
+	}
+	pthread_mutex_unlock(&in->mtime_lock);
+	return ret;
+}
+
 int mtime_flush(struct inode *in)
 {
 	struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}};

@@ -17,6 +17,14 @@
  *  - any other SETATTR of the file (first, so changes keep their order),
  *  - the inode's last forget, and unmount (inode_table_destroy).
  *
+ * The daemon's own writes move the backing file's mtime too, to the time
+ * the kernel wrote its cache back, while the kernel keeps showing the time
+ * of the write(2), and sends it only if that differs from what it had (a
+ * file created and written within one clock tick gets none).  So before its
+ * first write since the mtime was last set, the daemon keeps the backing
+ * file's mtime, which is the kernel's, as pending (mtime_hold): the backing
+ * file ends with the mtime the mount showed.
+ *
  * Invariants:
  *  - A pending mtime is newer knowledge than the backing file's: every
  *    attribute reply for the inode shows it (mtime_overlay).
@@ -32,6 +40,12 @@ struct inode;
 
 /* mtime_defer - remember @mtime as @in's modification time. */
 void mtime_defer(struct inode *in, const struct timespec *mtime);
+
+/*
+ * mtime_hold - before the daemon writes the backing file @fd of @in: keep
+ * its mtime as pending unless one is.  0 or -errno.
+ */
+int mtime_hold(struct inode *in, int fd);
 
 /*
  * mtime_flush - set @in's pending modification time on its backing file.

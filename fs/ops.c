@@ -1321,7 +1321,12 @@ static void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t 
 		}
 	}
 	pthread_rwlock_wrlock(&in->content_lock);
-	ret = filekey_load(fs, in, of->fd, true);
+	/* The kernel keeps the mtime of a cached file itself (mtime.h); taken
+	 * before the key record, whose first write moves it too. */
+	if (fs->settings.writeback_cache)
+		ret = mtime_hold(in, of->fd);
+	if (ret == 0)
+		ret = filekey_load(fs, in, of->fd, true);
 	if (ret == 0 && of->append)
 		ret = content_size(of->fd, &fs->layout, &pos);
 	if (ret == 0) {
