@@ -793,12 +793,28 @@ static int read_passphrase_file(const char *path, char *buf, size_t *len, char *
 				size_t err_len)
 {
 	size_t done = 0;
+
+	struct stat sb;
 	int fd;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return kms_errf(err, err_len, -errno, "cannot open passphrase file %s: %s", path,
 				strerror(errno));
+	/* The rule of the PIN, token and credentials files: a secret others may
+	 * read is refused.  A pipe (--passphrase-file <(pass show ...)) is
+	 * this process's alone. */
+	if (fstat(fd, &sb) < 0 || !(S_ISREG(sb.st_mode) || S_ISFIFO(sb.st_mode))) {
+		close(fd);
+		return kms_errf(err, err_len, -EINVAL,
+				"passphrase file %s is neither a regular file nor a pipe", path);
+	}
+	if (S_ISREG(sb.st_mode) && (sb.st_mode & (S_IRWXG | S_IRWXO))) {
+		close(fd);
+		return kms_errf(err, err_len, -EACCES,
+				"passphrase file %s may be read by group or others: chmod 600 %s", path,
+				path);
+	}
 	/* Read one byte more than a passphrase plus newline may take. */
 	while (done < PASS_BUF_LEN) {
 		ssize_t n = read(fd, buf + done, PASS_BUF_LEN - done);

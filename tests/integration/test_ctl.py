@@ -387,8 +387,15 @@ def test_passphrase_from_env_and_file(run_ctl, volume, tmp_path):
 
     pfile = tmp_path / "pass.txt"
     pfile.write_text(secret + "\n")  # one trailing newline is ignored
+    # A passphrase file that group or others may read is refused, as a PIN file is.
+    cp = run_ctl("decrypt", "--passphrase-file", pfile, vol.backing, vol.path("f"), check=False)
+    assert cp.returncode == 4 and b"chmod 600" in cp.stderr and cp.stdout == b"", cp.stderr
+    pfile.chmod(0o600)
     assert run_ctl("decrypt", "--passphrase-file", pfile, vol.backing,
                    vol.path("f")).stdout == data
+    # A pipe is the reading process's alone: taken whatever its mode.
+    assert run_ctl("decrypt", "--passphrase-file", "/dev/stdin", vol.backing, vol.path("f"),
+                   input=(secret + "\n").encode()).stdout == data
     assert run_ctl("decrypt", vol.backing, vol.path("f"),
                    env={"ENVELOPEFS_PASSPHRASE_FILE": str(pfile)}).stdout == data
     # The file named on the command line wins over the variable.
@@ -407,6 +414,7 @@ def test_passphrase_from_env_and_file(run_ctl, volume, tmp_path):
 def test_passphrase_file_recorded_by_init(run_ctl, tmp_path):
     pfile = tmp_path / "pass.txt"
     pfile.write_text("from a file\n")
+    pfile.chmod(0o600)
     backing = tmp_path / "b"
     run_ctl("init", "--keyring", tmp_path / "k.keyring", "--passphrase-file", pfile, backing)
     assert f"passphrase_file = {pfile}" in (backing / "envelopefs.conf").read_text()
