@@ -33,6 +33,12 @@ def write_config(path, settings):
     return path
 
 
+def vault_config(path, server, key="vol"):
+    """A [kms] section for Transit key @key of the test Vault @server."""
+    return write_config(path, {"provider": "vault", "address": server.url, "key": key,
+                               "token_file": server.token_file})
+
+
 def volume_config(v):
     cp = configparser.ConfigParser()
     cp.read(v.backing / "envelopefs.conf")
@@ -320,9 +326,7 @@ def test_local_to_vault_live(tmp_path):
     v.mount()
     try:
         contents = populate(v.mnt, 30)
-        config = write_config(tmp_path / "to-vault.ini", {
-            "provider": "vault", "address": server.url, "key": "vol",
-            "token_file": server.token_file})
+        config = vault_config(tmp_path / "to-vault.ini", server)
         with Writer(v.mnt) as w:
             time.sleep(0.2)
             cp = ctl("rotate", "--to-kms", config, v.mnt)
@@ -357,9 +361,7 @@ def test_second_migration_waits_for_the_first(tmp_path):
     v.mount()
     try:
         contents = populate(v.mnt, 9)
-        to_vault = write_config(tmp_path / "to-vault.ini", {
-            "provider": "vault", "address": server.url, "key": "vol",
-            "token_file": server.token_file})
+        to_vault = vault_config(tmp_path / "to-vault.ini", server)
         other = tmp_path / "other.keyring"
         subprocess.run([str(CTL), "keyring", "create", str(other)], check=True,
                        capture_output=True)
@@ -405,9 +407,7 @@ def test_vault_key_whose_later_versions_would_not_fit_is_refused(tmp_path):
     try:
         put(v.mnt / "a", b"stays on the local keyring")
         before = (v.backing / "envelopefs.conf").read_bytes()
-        config = write_config(tmp_path / "to-vault.ini", {
-            "provider": "vault", "address": server.url, "key": name,
-            "token_file": server.token_file})
+        config = vault_config(tmp_path / "to-vault.ini", server, name)
         cp = ctl("rotate", "--to-kms", config, v.mnt)
         assert cp.returncode == 2, cp.stderr
         assert "header slot" in cp.stderr and "256 bytes" in cp.stderr
@@ -416,9 +416,7 @@ def test_vault_key_whose_later_versions_would_not_fit_is_refused(tmp_path):
         assert key_refs(v)["a"].startswith("local:")
         # A short name leaves room for every version: the same move then works.
         server.create_key("vol", derived=True)
-        short = write_config(tmp_path / "to-vault-short.ini", {
-            "provider": "vault", "address": server.url, "key": "vol",
-            "token_file": server.token_file})
+        short = vault_config(tmp_path / "to-vault-short.ini", server)
         cp = ctl("rotate", "--to-kms", short, v.mnt)
         assert cp.returncode == 0, cp.stderr
         assert get(v.mnt / "a") == b"stays on the local keyring"
