@@ -467,6 +467,20 @@ static struct curl_slist *build_headers(const char *const *lines, bool *failed)
 	return list;
 }
 
+/*
+ * retry_after - the wait a retryable answer on @h asks for (Retry-After, in
+ * seconds or as an HTTP date; RFC 9110 section 10.2.3), in ms; 0 for none.
+ * A day at most: any wait that long ends the call at its deadline anyway.
+ */
+static uint64_t retry_after(CURL *h)
+{
+	curl_off_t seconds = 0;
+
+	if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &seconds) != CURLE_OK || seconds <= 0)
+		return 0;
+	return (uint64_t)(seconds < 86400 ? seconds : 86400) * 1000;
+}
+
 /* backoff_ms - full jitter: uniform in [0, min(max, base * 2^(attempt-1))]. */
 static uint64_t backoff_ms(const struct http_settings *s, unsigned attempt)
 {
@@ -534,6 +548,7 @@ int http_request(struct http_client *c, const struct http_request *req,
 		long remaining = now < deadline ? (long)(deadline - now) : 0;
 		long timeout = s->attempt_timeout_ms < remaining ? s->attempt_timeout_ms : remaining;
 		bool throttled = false;
+		uint64_t retry_after_ms = 0;
 		CURLcode cc;
 
 		http_response_free(resp);
@@ -562,6 +577,7 @@ int http_request(struct http_client *c, const struct http_request *req,
 			throttled = verdict == HTTP_THROTTLED;
 			if (throttled)
 				stat_add(&c->stats.throttled, 1);
+			retry_after_ms = retry_after(h);
 			rc = kms_errf(err, err_len, -EAGAIN, "%s %s: HTTP %ld (%s) after %u attempt%s",
 				  req->method, req->url, resp->status,
 				  throttled ? "throttled" : "retryable", attempt, attempt > 1 ? "s" : "");
@@ -614,11 +630,20 @@ int http_request(struct http_client *c, const struct http_request *req,
 		if (probe || faults >= s->max_attempts)
 			break;
 		{
-			uint64_t wait = backoff_ms(s, attempt);
+			/* A service that says when to come back is not asked before; the
+			 * jitter on top keeps its clients from all coming back at once. */
+			uint64_t wait = retry_after_ms + backoff_ms(s, attempt);
 
 			now = now_ms();
-			if (now + wait >= deadline)
+			if (now + wait >= deadline) {
+				if (retry_after_ms)
+					rc = kms_errf(err, err_len, -EAGAIN,
+						      "%s %s: HTTP %ld, and the service asks to be "
+						      "retried in %llu s, past the deadline",
+						      req->method, req->url, resp->status,
+						      (unsigned long long)(retry_after_ms / 1000));
 				break;
+			}
 			sleep_ms(wait);
 		}
 	}

@@ -31,7 +31,10 @@
  * so its provider passes its own).  TLS verification failures and bad URLs
  * are never retried.  Waits are exponential backoff with full jitter:
  * random(0, min(@backoff_max_ms, @backoff_base_ms << (attempt-1))),
- * cut short by the deadline.  Faults get at most @max_attempts attempts;
+ * cut short by the deadline.  An answer with Retry-After (seconds or an HTTP
+ * date) is not retried before that wait has passed (the jitter comes on
+ * top); when the wait would pass the deadline the call ends at once.
+ * Faults get at most @max_attempts attempts;
  * throttled answers are retried until the deadline (a service asking us to
  * slow down is up, and the backoff slows us down), and counted in
  * http_stats.throttled.

@@ -12,6 +12,8 @@ until stdin closes (so it dies with the test).  Paths:
   /fail/KEY/CODE/N         the first N requests for KEY answer CODE, then 200 {"ok":true};
                            CODE "400t" answers 400 {"__type":"ThrottlingException"}
   /always/CODE             always CODE
+  /wait/KEY/CODE/N/WHEN    the first N requests for KEY answer CODE with Retry-After: WHEN ("dS": an HTTP
+                           date S seconds from now), then 200 {"ok":true}
   /slow/MS                 sleeps MS milliseconds, then 200
   /big/N                   200 with an N-byte body
   /aws/TYPE/CODE           CODE {"__type":"com.amazonaws.kms#TYPE","message":"injected"}: an AWS error
@@ -19,6 +21,7 @@ until stdin closes (so it dies with the test).  Paths:
   /stats                   200 {"connections":N,"requests":N}: TCP connections accepted so far
 """
 
+import email.utils
 import json
 import socket
 import ssl
@@ -43,9 +46,11 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             counts["connections"] += 1
 
-    def reply(self, code, obj=None, raw=None):
+    def reply(self, code, obj=None, raw=None, headers=()):
         body = raw if raw is not None else json.dumps(obj if obj is not None else {}).encode()
         self.send_response(code)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -73,6 +78,16 @@ class Handler(BaseHTTPRequestHandler):
                 if code == "400t":
                     return self.reply(400, {"__type": "ThrottlingException", "message": "slow down"})
                 return self.reply(int(code), {"errors": ["injected"]})
+            return self.reply(200, {"ok": True})
+        if parts[0] == "wait" and len(parts) == 5:
+            key, code, n, when = parts[1], int(parts[2]), int(parts[3]), parts[4]
+            with lock:
+                seen = hits.get(key, 0)
+                hits[key] = seen + 1
+            if seen < n:
+                if when.startswith("d"):
+                    when = email.utils.formatdate(time.time() + int(when[1:]), usegmt=True)
+                return self.reply(code, {"errors": ["injected"]}, headers=[("Retry-After", when)])
             return self.reply(200, {"ok": True})
         if parts[0] == "always":
             with lock:

@@ -240,6 +240,40 @@ static void test_retries_retryable_statuses(void)
 	http_client_free(c);
 }
 
+/* Retry-After: the next attempt waits that long, in seconds or to an HTTP date,
+ * unless the wait passes the deadline: then the call ends at once. */
+static void test_retry_after_is_honoured(void)
+{
+	struct http_settings s = { .backoff_base_ms = 5, .deadline_ms = 8000 };
+	struct http_client *c = client_new(&s);
+	char err[512];
+	long status;
+	double t;
+
+	t = now_s();
+	CHECK_EQ_INT(call(c, "GET", plain.base, "/wait/ra1/429/1/1", NULL, &status, NULL, 0), 0);
+	CHECK(now_s() - t >= 1.0);
+	CHECK_EQ_INT(status, 200);
+	CHECK_EQ_INT(peer_int("/hits/ra1", "hits"), 2);
+
+	/* An HTTP date 3 s ahead: at least the 2 whole seconds it still is away. */
+	t = now_s();
+	CHECK_EQ_INT(call(c, "GET", plain.base, "/wait/radate/503/1/d3", NULL, &status, NULL, 0), 0);
+	CHECK(now_s() - t >= 1.5);
+	CHECK_EQ_INT(peer_int("/hits/radate", "hits"), 2);
+
+	/* 60 s is past the 8 s deadline: one attempt, no sleeping, and the error says why. */
+	t = now_s();
+	CHECK_EQ_INT(call(c, "GET", plain.base, "/wait/ralong/429/5/60", NULL, &status, err,
+			  sizeof(err)),
+		     -EAGAIN);
+	CHECK(now_s() - t < 1.0);
+	CHECK_EQ_INT(status, 429);
+	CHECK(strstr(err, "retried in 60 s, past the deadline") != NULL);
+	CHECK_EQ_INT(peer_int("/hits/ralong", "hits"), 1);
+	http_client_free(c);
+}
+
 static void test_no_retry_on_client_errors(void)
 {
 	struct http_settings s = { .backoff_base_ms = 5 };
@@ -662,6 +696,7 @@ int main(void)
 	RUN(test_get_and_post);
 	RUN(test_sigv4_headers);
 	RUN(test_retries_retryable_statuses);
+	RUN(test_retry_after_is_honoured);
 	RUN(test_no_retry_on_client_errors);
 	RUN(test_classifier_decides);
 	RUN(test_throttling_is_not_an_outage);
