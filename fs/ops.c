@@ -794,20 +794,31 @@ static void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
 /*
  * A root daemon creates as root: hand the new entry to the caller, as the
  * kernel would have (the group of a setgid parent is inherited by the
- * backing filesystem itself, so only the owner is set then).
+ * backing filesystem itself, so only the owner is set then).  @name is
+ * empty when @dirfd is the new file itself.
  */
 static int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const char *name)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct stat pst;
+	int at = AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH);
+	struct stat pst, made;
 
 	if (geteuid() != 0)
 		return 0;
-	if (fstat(parent->fd, &pst) < 0)
+	if (fstat(parent->fd, &pst) < 0 || fstatat(dirfd, name, &made, at) < 0)
 		return -errno;
 	gid_t gid = (pst.st_mode & S_ISGID) ? (gid_t)-1 : ctx->gid;
-	if (fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH)) <
-	    0)
+	if (fchownat(dirfd, name, ctx->uid, gid, at) < 0)
+		return -errno;
+	/*
+	 * chown clears set-user-ID and set-group-ID on a non-directory; the
+	 * mode is the one the caller created it with (the kernel already took
+	 * away what the caller may not set), so they go back.
+	 */
+	if (!(made.st_mode & (S_ISUID | S_ISGID)) || S_ISDIR(made.st_mode) || S_ISLNK(made.st_mode))
+		return 0;
+	mode_t mode = made.st_mode & 07777;
+	if ((*name ? fchmodat(dirfd, name, mode, 0) : fchmod(dirfd, mode)) < 0)
 		return -errno;
 	return 0;
 }
