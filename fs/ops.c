@@ -1199,10 +1199,14 @@ static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 		if (fstatat(to->fd, bnew.entry, &target, AT_SYMLINK_NOFOLLOW) == 0)
 			target_type = target.st_mode & S_IFMT;
 	}
+	if (exchange && (moved_type == S_IFLNK || target_type == S_IFLNK)) {
+		/* Either link would land under a name its target is not sealed for. */
+		ret = -EINVAL;
+		goto done;
+	}
 	if (moved_type == S_IFLNK) {
 		/* Its target is bound to its name: the link is made anew. */
-		ret = exchange ? -EINVAL : move_symlink(fs, from, &b, name, to, &bnew, newname,
-							 flags, &moved);
+		ret = move_symlink(fs, from, &b, name, to, &bnew, newname, flags, &moved);
 		goto done;
 	}
 	if (!flags && moved_type == S_IFDIR && target_type == S_IFDIR) {
