@@ -1139,6 +1139,13 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 	}
 	if (unlinkat(from->fd, b->entry, 0) == 0)
 		entry_removed(from, b);
+	/* The kernel keeps its inode for the link: point it at the new one. */
+	int fd = openat(to->fd, bnew->entry, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	struct stat made;
+	if (fd >= 0 && fstat(fd, &made) == 0 && S_ISLNK(made.st_mode))
+		inode_rebind(fs->inodes, st, fd, &made);
+	else if (fd >= 0)
+		close(fd);
 	return 0;
 }
 
