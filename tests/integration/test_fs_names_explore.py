@@ -182,12 +182,13 @@ class Explorer:
         raise AssertionError(f"seed {self.seed} (ENVFS_EXPLORE_SEED={self.seed}, "
                              f"names={self.vol.names}): {what}\nlast operations:\n{tail}")
 
-    def both(self, desc, fn, parents=()):
-        """Run fn(root) on the mount and on the reference; compare results and whether each
-        parent directory's mtime changed (reset to a fixed time before, so no clock tick
-        can hide a change)."""
+    def both(self, desc, fn, parents=(), moved=None):
+        """Run fn(root) on the mount and on the reference; compare results and whether the
+        mtime changed of each parent directory and of the entry @moved (its path before and
+        after) -- each reset to a fixed time first, so no clock tick can hide a change."""
         self.log.append(desc)
-        for p in parents:
+        watched = list(parents) + ([moved[0]] if moved else [])
+        for p in watched:
             for root in (self.mnt, self.ref):
                 outcome(lambda: os.utime(os.path.join(root, p) if p else root, ns=(10**9, 10**9),
                                          follow_symlinks=False))
@@ -195,13 +196,15 @@ class Explorer:
         want = outcome(lambda: fn(self.ref))
         if got != want:
             self.fail(f"{desc}: mount {got}, reference {want}")
-        for p in parents:
+        if moved and got[0] == "ok":
+            watched[-1] = moved[1]
+        for p in watched:
             changed = []
             for root in (self.mnt, self.ref):
                 r = outcome(lambda: os.lstat(os.path.join(root, p) if p else root).st_mtime_ns)
                 changed.append(r[0] == "ok" and r[1] != 10**9)
             if changed[0] != changed[1]:
-                self.fail(f"{desc}: parent {show(p)} mtime changed: mount {changed[0]}, "
+                self.fail(f"{desc}: {show(p)} mtime changed: mount {changed[0]}, "
                           f"reference {changed[1]}")
         return got
 
@@ -253,6 +256,13 @@ class Explorer:
                 os.mkdir(path)
         self.both(f"mkdir chain {show(base)} depth {depth}", mk)
 
+    def op_mknod(self):
+        p = self.new_path()
+        kind = self.rng.choice([stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFREG])
+        mode = kind | self.rng.choice(MODES)
+        self.both(f"mknod {show(p)} {mode:o}", lambda r: os.mknod(os.path.join(r, p), mode),
+                  [self.parent(p)])
+
     def op_rmdir(self):
         p = self.existing()
         self.both(f"rmdir {show(p)}", lambda r: os.rmdir(os.path.join(r, p)), [self.parent(p)])
@@ -277,7 +287,8 @@ class Explorer:
                 return
         parents = sorted({self.parent(a), self.parent(b)})
         self.both(f"renameat2 {show(a)} -> {show(b)} flags {flags}",
-                  lambda r: renameat2(os.path.join(r, a), os.path.join(r, b), flags), parents)
+                  lambda r: renameat2(os.path.join(r, a), os.path.join(r, b), flags), parents,
+                  moved=(a, b) if flags != RENAME_EXCHANGE else None)
 
     def op_link(self):
         a, b = self.existing(), self.new_path()
@@ -439,7 +450,7 @@ class Explorer:
             self.fail(f"hard-link groups differ: mount {got[1]}, reference {want[1]}")
 
     def run(self):
-        ops = [(self.op_create, 10), (self.op_mkdir, 8), (self.op_mkdir_deep, 1),
+        ops = [(self.op_create, 10), (self.op_mkdir, 8), (self.op_mknod, 2), (self.op_mkdir_deep, 1),
                (self.op_rmdir, 5), (self.op_unlink, 5), (self.op_rename, 14), (self.op_link, 5),
                (self.op_symlink, 5), (self.op_readlink, 3), (self.op_lstat, 4),
                (self.op_chmod, 3), (self.op_utime, 3), (self.op_setxattr, 4),
