@@ -4,8 +4,12 @@ directory (the reference), comparing every result and errno, and at checkpoints 
 
 Each run is seeded.  A failure names its seed; `ENVFS_EXPLORE_SEED=N` replays exactly that run
 (with `-k` to pick the volume).  `ENVFS_EXPLORE_SOAK=SECONDS` keeps drawing new seeds for that long
-(not run in CI).  Deliberate differences of encrypted names (docs/FORMAT.md, "Names, symlink targets
-and xattrs") are not drawn, or are checked for their documented errno instead; each such place says so.
+(not run in CI).  Deliberate differences of encrypted names (docs/FORMAT.md, "Names, symlink
+targets and xattrs") are not drawn, or are checked for their documented errno instead; each such
+place says so.  Every step compares results and errnos and, for the directories it touches,
+whether their mtime changed; at random checkpoints the whole trees are compared (names, types,
+modes, nlink, sizes, symlink targets, user xattrs, hard-link groups), then the volume is
+remounted or the kernel's dentries and inodes dropped, and telldir/seekdir positions checked.
 
 The reduced tests for bugs the explorer found sit at the end of this file.
 """
@@ -31,6 +35,8 @@ libc.telldir.argtypes = [ctypes.c_void_p]
 libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
 libc.closedir.argtypes = [ctypes.c_void_p]
 AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 DIRENT_NAME_OFFSET = 19  # struct dirent on x86_64/aarch64 glibc: ino 8, off 8, reclen 2, type 1
@@ -40,8 +46,10 @@ ENC_XATTR_SUFFIX_MAX = 171
 MODES = [0o755, 0o700, 0o644, 0o600, 0o000, 0o777, 0o1777, 0o2755, 0o4755, 0o6711, 0o444]
 LOCAL_FS = {"ext2/ext3", "xfs", "btrfs", "tmpfs"}
 
-DEFAULT_SEEDS = {"encrypted": [1, 2, 3], "plain": [4]}
-DEFAULT_STEPS = 220
+# O_NONBLOCK: opening a fifo without a reader fails (ENXIO) rather than waits for one.
+CREATE_FLAGS = os.O_CREAT | os.O_WRONLY | os.O_NONBLOCK
+DEFAULT_SEEDS = {"encrypted": [1, 2, 3], "plain": [4, 5]}
+DEFAULT_STEPS = 400
 
 
 def show(path):
@@ -232,12 +240,17 @@ class Explorer:
     def op_create(self):
         p, mode = self.new_path(), self.rng.choice(MODES)
         size = self.rng.choice([0, 0, 1, 100])
+        # Without O_EXCL an existing file is opened, and a dangling link creates its target.
+        excl = os.O_EXCL if self.rng.random() < 0.8 else 0
+        if not excl and self.rng.random() < 0.5:
+            p = self.existing()
 
         def create(root):
-            fd = os.open(os.path.join(root, p), os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+            fd = os.open(os.path.join(root, p), CREATE_FLAGS | excl, mode)
             os.write(fd, b"z" * size)
             os.close(fd)
-        self.both(f"create {show(p)} {mode:o} size {size}", create, [self.parent(p)])
+        self.both(f"create {show(p)} {mode:o} size {size} excl={bool(excl)}", create,
+                  [self.parent(p)])
 
     def op_mkdir(self):
         p, mode = self.new_path(), self.rng.choice(MODES + [0o755] * 4)
@@ -352,8 +365,26 @@ class Explorer:
             return (st.st_atime_ns, st.st_mtime_ns)
         self.both(f"utimensat {show(p)} {times} follow={follow}", touch)
 
+    def op_utime_omit(self):
+        """utimensat with UTIME_OMIT on one of the two times: the other is set, that one kept."""
+        p = self.existing()
+        first = (10**9 * 5, 10**9 * 6)
+        which = self.rng.choice([0, 1])
+        times = (ctypes.c_long * 4)(*[10**9 * 7, 0, 10**9 * 8, 0])
+        times[1 + 2 * which] = UTIME_OMIT
+
+        def touch(r):
+            path = os.path.join(r, p)
+            os.utime(path, ns=first, follow_symlinks=False)
+            if libc.utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) != 0:
+                e = ctypes.get_errno()
+                raise OSError(e, os.strerror(e))
+            st = os.lstat(path)
+            return (st.st_atime_ns, st.st_mtime_ns)
+        self.both(f"utimensat {show(p)} omitting {'am'[which]}time", touch)
+
     def xattr_name(self):
-        limit = ENC_XATTR_SUFFIX_MAX if self.encrypted else 249  # XATTR_NAME_MAX 255 - "user."
+        limit = ENC_XATTR_SUFFIX_MAX if self.encrypted else 250  # XATTR_NAME_MAX 255 - "user."
         suffix = self.rng.choice([b"a", b"b", b"long" * 20, b"\xff\n", b"x" * limit])
         return b"user." + suffix
 
@@ -387,7 +418,7 @@ class Explorer:
         for i in range(self.rng.choice([3, 40])):
             p = os.path.join(d, b"churn%03d" % i + b"L" * 150) if d else b"churn%03d" % i
             for root in (self.mnt, self.ref):
-                outcome(lambda: os.close(os.open(os.path.join(root, p), os.O_CREAT | os.O_WRONLY)))
+                outcome(lambda: os.close(os.open(os.path.join(root, p), CREATE_FLAGS)))
         self.log.append(f"readdir churn in {show(d)}")
         listing = sorted(os.listdir(os.path.join(self.ref, d) if d else self.ref))
         removed = set(self.rng.sample(listing, min(len(listing), 3)))
@@ -404,7 +435,7 @@ class Explorer:
                             if r[1] == "EISDIR":
                                 outcome(lambda: os.rename(os.path.join(path, n),
                                                           os.path.join(path, n + b"-moved")))
-                        os.close(os.open(os.path.join(path, b"added"), os.O_CREAT | os.O_WRONLY))
+                        os.close(os.open(os.path.join(path, b"added"), CREATE_FLAGS))
             kept = before - removed
             dups = {n for n in seen if seen.count(n) > 1}
             if dups or not kept <= set(seen):
@@ -450,12 +481,12 @@ class Explorer:
             self.fail(f"hard-link groups differ: mount {got[1]}, reference {want[1]}")
 
     def run(self):
-        ops = [(self.op_create, 10), (self.op_mkdir, 8), (self.op_mknod, 2), (self.op_mkdir_deep, 1),
-               (self.op_rmdir, 5), (self.op_unlink, 5), (self.op_rename, 14), (self.op_link, 5),
-               (self.op_symlink, 5), (self.op_readlink, 3), (self.op_lstat, 4),
-               (self.op_chmod, 3), (self.op_utime, 3), (self.op_setxattr, 4),
-               (self.op_getxattr, 2), (self.op_listxattr, 2), (self.op_removexattr, 2),
-               (self.op_readdir_churn, 1)]
+        ops = [(self.op_create, 10), (self.op_mkdir, 8), (self.op_mknod, 2),
+               (self.op_mkdir_deep, 1), (self.op_rmdir, 5), (self.op_unlink, 5),
+               (self.op_rename, 14), (self.op_link, 5), (self.op_symlink, 5),
+               (self.op_readlink, 3), (self.op_lstat, 4), (self.op_chmod, 3), (self.op_utime, 3),
+               (self.op_utime_omit, 2), (self.op_setxattr, 4), (self.op_getxattr, 2),
+               (self.op_listxattr, 2), (self.op_removexattr, 2), (self.op_readdir_churn, 1)]
         fns, weights = zip(*ops)
         for step in range(self.steps):
             self.rng.choices(fns, weights)[0]()
