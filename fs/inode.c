@@ -4,6 +4,7 @@
 #include "mtime.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -149,6 +150,35 @@ struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct st
 	return fresh;
 }
 
+static void unhash_locked(struct inode_table *t, struct inode *in)
+{
+	struct inode **p = &t->buckets[bucket_of(in->dev, in->ino)];
+
+	while (*p != in)
+		p = &(*p)->hash_next;
+	*p = in->hash_next;
+}
+
+void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const struct stat *st)
+{
+	struct inode *in;
+
+	pthread_mutex_lock(&t->lock);
+	in = find_locked(t, was->st_dev, was->st_ino);
+	/* A fresh backing inode has no entry yet; the root is never replaced. */
+	if (in && in != &t->root && !find_locked(t, st->st_dev, st->st_ino) &&
+	    dup3(fd, in->fd, O_CLOEXEC) >= 0) {
+		unhash_locked(t, in);
+		in->dev = st->st_dev;
+		in->ino = st->st_ino;
+		size_t b = bucket_of(in->dev, in->ino);
+		in->hash_next = t->buckets[b];
+		t->buckets[b] = in;
+	}
+	pthread_mutex_unlock(&t->lock);
+	close(fd);
+}
+
 void inode_forget(struct inode_table *t, struct inode *in, uint64_t n)
 {
 	pthread_mutex_lock(&t->lock);
@@ -157,10 +187,7 @@ void inode_forget(struct inode_table *t, struct inode *in, uint64_t n)
 		pthread_mutex_unlock(&t->lock);
 		return;
 	}
-	struct inode **p = &t->buckets[bucket_of(in->dev, in->ino)];
-	while (*p != in)
-		p = &(*p)->hash_next;
-	*p = in->hash_next;
+	unhash_locked(t, in);
 	t->count--;
 	pthread_mutex_unlock(&t->lock);
 	inode_free(in);

@@ -87,6 +87,15 @@ struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct st
  */
 struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st);
 
+/*
+ * inode_rebind - the backing inode @was was replaced by the one open as
+ * @fd (O_PATH) with attributes @st, under the same plaintext name (a
+ * symlink renamed with encrypted names is made anew): the kernel's inode
+ * for @was, if any, now stands for @st.  Its fd number stays the same, so
+ * a concurrent request on it sees the old or the new backing inode, never
+ * a closed or reused fd.  @fd is always consumed.
+ */
+void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const struct stat *st);
 /* inode_forget - drop @n kernel references; frees the inode at zero. */
 void inode_forget(struct inode_table *t, struct inode *in, uint64_t n);
 

@@ -794,20 +794,31 @@ static void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
 /*
  * A root daemon creates as root: hand the new entry to the caller, as the
  * kernel would have (the group of a setgid parent is inherited by the
- * backing filesystem itself, so only the owner is set then).
+ * backing filesystem itself, so only the owner is set then).  @name is
+ * empty when @dirfd is the new file itself.
  */
 static int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const char *name)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	struct stat pst;
+	int at = AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH);
+	struct stat pst, made;
 
 	if (geteuid() != 0)
 		return 0;
-	if (fstat(parent->fd, &pst) < 0)
+	if (fstat(parent->fd, &pst) < 0 || fstatat(dirfd, name, &made, at) < 0)
 		return -errno;
 	gid_t gid = (pst.st_mode & S_ISGID) ? (gid_t)-1 : ctx->gid;
-	if (fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH)) <
-	    0)
+	if (fchownat(dirfd, name, ctx->uid, gid, at) < 0)
+		return -errno;
+	/*
+	 * chown clears set-user-ID and set-group-ID on a non-directory; the
+	 * mode is the one the caller created it with (the kernel already took
+	 * away what the caller may not set), so they go back.
+	 */
+	if (!(made.st_mode & (S_ISUID | S_ISGID)) || S_ISDIR(made.st_mode) || S_ISLNK(made.st_mode))
+		return 0;
+	mode_t mode = made.st_mode & 07777;
+	if ((*name ? fchmodat(dirfd, name, mode, 0) : fchmod(dirfd, mode)) < 0)
 		return -errno;
 	return 0;
 }
@@ -1128,7 +1139,43 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 	}
 	if (unlinkat(from->fd, b->entry, 0) == 0)
 		entry_removed(from, b);
+	/* The kernel keeps its inode for the link: point it at the new one. */
+	int fd = openat(to->fd, bnew->entry, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	struct stat made;
+	if (fd >= 0 && fstat(fd, &made) == 0 && S_ISLNK(made.st_mode))
+		inode_rebind(fs->inodes, st, fd, &made);
+	else if (fd >= 0)
+		close(fd);
 	return 0;
+}
+
+/*
+ * replace_dir - rename directory @b in @from over directory @bnew in @to
+ * (encrypted names).  The target holds its ID, so the backing rename would
+ * find it not empty: when it holds nothing else, the two are exchanged
+ * (the target name never goes missing, and each directory keeps its ID) and
+ * the replaced one, now under the old name, is removed as by rmdir.  A crash
+ * in between leaves that empty directory under the old name, never a
+ * directory without an ID.
+ */
+static int replace_dir(struct envfs *fs, struct inode *from, const struct backing_name *b,
+		       struct inode *to, const struct backing_name *bnew)
+{
+	int fd = openat(to->fd, bnew->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), ret;
+
+	if (fd < 0)
+		return -errno;
+	ret = only_volume_entries(fs, fd, false);
+	close(fd);
+	if (ret == 0 && renameat2(from->fd, b->entry, to->fd, bnew->entry, RENAME_EXCHANGE) < 0)
+		ret = -errno;
+	if (ret < 0)
+		return ret;
+	ret = remove_dir(fs, from, b);
+	/* Filled behind our back in between: undo the exchange. */
+	if (ret < 0)
+		renameat2(from->fd, b->entry, to->fd, bnew->entry, RENAME_EXCHANGE);
+	return ret;
 }
 
 static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -1137,7 +1184,7 @@ static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 	struct envfs *fs = fs_of(req);
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
 	struct backing_name b, bnew;
-	struct stat replaced, moved;
+	struct stat replaced, moved, target;
 	bool replacing = false, exchange = flags & RENAME_EXCHANGE;
 	int ret = to_backing(fs, from, name, &b);
 
@@ -1151,11 +1198,26 @@ static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 	if (ret == 0 && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
 		replacing = fstatat(to->fd, bnew.entry, &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&
 			    S_ISREG(replaced.st_mode) && replaced.st_nlink == 1;
-	if (ret == 0 && encrypted_names(fs) &&
-	    fstatat(from->fd, b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(moved.st_mode)) {
+	/* With encrypted names a symlink or a directory ID takes special care. */
+	mode_t moved_type = 0, target_type = 0;
+	if (ret == 0 && encrypted_names(fs)) {
+		if (fstatat(from->fd, b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+			moved_type = moved.st_mode & S_IFMT;
+		if (fstatat(to->fd, bnew.entry, &target, AT_SYMLINK_NOFOLLOW) == 0)
+			target_type = target.st_mode & S_IFMT;
+	}
+	if (exchange && (moved_type == S_IFLNK || target_type == S_IFLNK)) {
+		/* Either link would land under a name its target is not sealed for. */
+		ret = -EINVAL;
+		goto done;
+	}
+	if (moved_type == S_IFLNK) {
 		/* Its target is bound to its name: the link is made anew. */
-		ret = exchange ? -EINVAL : move_symlink(fs, from, &b, name, to, &bnew, newname,
-							 flags, &moved);
+		ret = move_symlink(fs, from, &b, name, to, &bnew, newname, flags, &moved);
+		goto done;
+	}
+	if (!flags && moved_type == S_IFDIR && target_type == S_IFDIR) {
+		ret = replace_dir(fs, from, &b, to, &bnew);
 		goto done;
 	}
 	/* An exchange keeps both names, so both side records stay right. */
