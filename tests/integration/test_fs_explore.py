@@ -1,0 +1,459 @@
+"""Differential content explorer: one random operation sequence on the mount and on ext4.
+
+The same seeded sequence of file-data operations runs against two files on a
+mounted volume and two files in a plain local directory (the reference).  After
+every operation the return values and errnos must match, and so must the sizes;
+the full contents are compared at checkpoints, after dropping the page cache
+and after remounting.  Operations: pwrite/pread/write through O_RDWR, O_RDONLY
+and O_WRONLY|O_APPEND descriptors, ftruncate, fallocate in every mode, SEEK_DATA/
+SEEK_HOLE, shared mmap writes and reads, copy_file_range and sendfile between the
+files, fsync/fdatasync, close and reopen, drop_caches, remount.
+
+ENVFS_EXPLORE_SEED=N replays one sequence (the seed is in every failure message);
+ENVFS_EXPLORE_OPS=N sets the number of operations per volume variant (a soak).
+"""
+import ctypes
+import errno
+import mmap
+import os
+import random
+import subprocess
+
+import pytest
+
+from mounts import cvol  # noqa: F401
+
+BLOCK = 4096
+DEFAULT_OPS = 500
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_INSERT_RANGE = 0x20
+FALLOC_MODES = [0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                FALLOC_FL_ZERO_RANGE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE]
+# README.md, "File content": envelopefs does not shift file contents; these modes
+# fail with EOPNOTSUPP on the mount (any other answer is compared with ext4).
+UNSUPPORTED_MODES = {FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE}
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def fallocate(fd, mode, off, length):
+    if libc.fallocate(fd, mode, off, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def outcome(fn):
+    """("ok", value) or ("err", errno name): what the two sides must agree on."""
+    try:
+        return ("ok", fn())
+    except OSError as e:
+        return ("err", errno.errorcode.get(e.errno, e.errno))
+
+
+def fs_type(path):
+    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+class Side:
+    """Two files and three descriptors on each: read-write, read-only, append."""
+    KINDS = {"rw": os.O_RDWR, "ro": os.O_RDONLY, "ap": os.O_WRONLY | os.O_APPEND}
+
+    def __init__(self, directory):
+        self.paths = [directory / "a", directory / "b"]
+        for p in self.paths:
+            os.close(os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644))
+        self.fds = {}
+
+    def open_all(self):
+        for i, p in enumerate(self.paths):
+            for kind, flags in self.KINDS.items():
+                self.fds[i, kind] = os.open(p, flags)
+
+    def close_all(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+    def size(self, i):
+        return os.fstat(self.fds[i, "rw"]).st_size
+
+    def content(self, i):
+        fd, size = self.fds[i, "ro"], self.size(i)
+        return os.pread(fd, size + 1, 0) if size else b""
+
+
+def data_ranges(fd, size):
+    """[(start, end)] of data by SEEK_DATA/SEEK_HOLE, or raise on an impossible answer."""
+    ranges, pos = [], 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            assert e.errno == errno.ENXIO, f"SEEK_DATA at {pos}: {e}"
+            break
+        assert pos <= start < size, f"SEEK_DATA at {pos} -> {start}, size {size}"
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        assert start < end <= size, f"SEEK_HOLE at data {start} -> {end}, size {size}"
+        ranges.append((start, end))
+        pos = end
+    return ranges
+
+
+def uncovered(inner, outer):
+    """Bytes of the ranges @inner outside the union of @outer."""
+    missing = []
+    for start, end in inner:
+        pos = start
+        for o_start, o_end in outer:
+            if o_end <= pos or o_start >= end:
+                continue
+            if o_start > pos:
+                missing.append((pos, o_start))
+            pos = max(pos, o_end)
+        if pos < end:
+            missing.append((pos, end))
+    return missing
+
+
+class Explorer:
+    def __init__(self, vol, ref_dir, seed, remount=True):
+        self.vol = vol
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.mount = Side(vol.mnt)
+        self.ref = Side(ref_dir)
+        self.sides = (self.mount, self.ref)
+        self.can_remount = remount
+        self.log = []
+        self.step = 0
+
+    def fail(self, what):
+        recent = "\n  ".join(self.log[-25:])
+        pytest.fail(f"ENVFS_EXPLORE_SEED={self.seed} step {self.step}: {what}\n"
+                    f"last operations:\n  {recent}", pytrace=False)
+
+    def check(self, cond, what):
+        if not cond:
+            self.fail(what)
+
+    # Parameters: block edges, the end of file, far beyond it, zero lengths.
+    def offset(self, size):
+        r = self.rng.random()
+        if r < 0.35:
+            return self.rng.randrange(0, size + 2 * BLOCK)
+        if r < 0.65:
+            return max(0, self.rng.randrange(0, 10) * BLOCK + self.rng.choice([-1, 0, 0, 1]))
+        if r < 0.9:
+            return max(0, size + self.rng.choice([-BLOCK, -1, 0, 0, 1, BLOCK - 1, BLOCK]))
+        return self.rng.randrange(0, 48) * BLOCK + self.rng.randrange(0, BLOCK)
+
+    def length(self):
+        return self.rng.choice([0, 1, 2, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK,
+                                self.rng.randrange(1, 3 * BLOCK),
+                                self.rng.randrange(1, 3 * BLOCK),
+                                self.rng.randrange(1, 40 * BLOCK)])
+
+    def both(self, desc, fn, compare=True):
+        """Run fn(side) on the mount, then on the reference; the outcomes must match."""
+        self.log.append(desc)
+        got = [outcome(lambda s=s: fn(s)) for s in self.sides]
+        if compare:
+            self.check(got[0] == got[1], f"{desc}: mount {got[0]!r:.200} != ext4 {got[1]!r:.200}")
+        return got
+
+    def check_sizes(self):
+        for i in range(2):
+            m, r = self.mount.size(i), self.ref.size(i)
+            self.check(m == r, f"file {i}: size {m} on the mount, {r} on ext4")
+
+    def check_contents(self, when):
+        for i in range(2):
+            m, r = self.mount.content(i), self.ref.content(i)
+            if m != r:
+                at = next((k for k in range(min(len(m), len(r))) if m[k] != r[k]),
+                          min(len(m), len(r)))
+                self.fail(f"{when}: file {i} differs at byte {at} (lengths {len(m)}, {len(r)})")
+
+    def check_seek(self, i):
+        """SEEK_DATA/SEEK_HOLE on the mount never hide data: every byte outside its data
+        ranges reads as zero; ENXIO past EOF as on ext4.  ext4's own ranges are no
+        yardstick: it may call preallocated (unwritten) extents data, zeros all the same."""
+        size = self.ref.size(i)
+        content = self.ref.content(i)
+        self.log.append(f"SEEK_DATA/SEEK_HOLE walk of file {i}")
+        try:
+            mine = data_ranges(self.mount.fds[i, "ro"], size)
+        except (AssertionError, OSError) as e:
+            self.fail(f"file {i}: {e}")
+        for start, end in uncovered([(0, size)], mine):
+            self.check(not any(content[start:end]),
+                       f"file {i}: non-zero bytes in the reported hole [{start}, {end}), "
+                       f"data ranges {mine[:6]}")
+        for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            self.both(f"lseek({i}, {size}, {whence})",
+                      lambda s: os.lseek(s.fds[i, "ro"], size, whence))
+
+    def drop_caches(self):
+        self.log.append("drop_caches")
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+
+    def reopen(self, remount):
+        self.log.append("remount" if remount else "close and reopen")
+        for s in self.sides:
+            s.close_all()
+        if remount:
+            self.vol.remount()
+        for s in self.sides:
+            s.open_all()
+
+    # The operations: each draws its parameters once and runs on both sides.
+    def op_pwrite(self):
+        i, kind = self.rng.randrange(2), self.rng.choice(["rw", "rw", "ap", "ro"])
+        off, data = self.offset(self.ref.size(i)), self.rng.randbytes(self.length())
+        self.both(f"pwrite({i}/{kind}, {len(data)} @ {off})",
+                  lambda s: os.pwrite(s.fds[i, kind], data, off))
+
+    def op_append(self):
+        i, data = self.rng.randrange(2), self.rng.randbytes(self.length())
+        self.both(f"write({i}/ap, {len(data)})", lambda s: os.write(s.fds[i, "ap"], data))
+
+    def op_pread(self):
+        i, kind = self.rng.randrange(2), self.rng.choice(["rw", "ro", "ro", "ap"])
+        off, n = self.offset(self.ref.size(i)), self.length()
+        self.both(f"pread({i}/{kind}, {n} @ {off})", lambda s: os.pread(s.fds[i, kind], n, off))
+
+    def op_truncate(self):
+        i, kind = self.rng.randrange(2), self.rng.choice(["rw", "rw", "rw", "ro"])
+        size = self.offset(self.ref.size(i))
+        self.both(f"ftruncate({i}/{kind}, {size})", lambda s: os.ftruncate(s.fds[i, kind], size))
+
+    def op_fallocate(self):
+        i, mode = self.rng.randrange(2), self.rng.choice(FALLOC_MODES)
+        off, n = self.offset(self.ref.size(i)), self.length()
+        if mode in (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE) and self.rng.random() < 0.7:
+            off, n = off // BLOCK * BLOCK, max(1, n // BLOCK) * BLOCK  # what ext4 accepts
+        desc = f"fallocate({i}, mode {mode:#x}, {off}, {n})"
+        mine = outcome(lambda: fallocate(self.mount.fds[i, "rw"], mode, off, n))
+        if mode in UNSUPPORTED_MODES and mine == ("err", errno.errorcode[errno.EOPNOTSUPP]):
+            self.log.append(desc + ": EOPNOTSUPP on the mount, not run on ext4")
+            return
+        self.log.append(desc)
+        theirs = outcome(lambda: fallocate(self.ref.fds[i, "rw"], mode, off, n))
+        self.check(mine == theirs, f"{desc}: mount {mine} != ext4 {theirs}")
+
+    def op_mmap_write(self):
+        i = self.rng.randrange(2)
+        size = self.ref.size(i)
+        if size == 0:
+            return
+        off = self.rng.randrange(0, size)
+        data = self.rng.randbytes(min(self.length() or 1, size - off))
+        sync = self.rng.random() < 0.5
+
+        def write(s):
+            with mmap.mmap(s.fds[i, "rw"], size) as m:
+                m[off:off + len(data)] = data
+                if sync:
+                    m.flush()
+        self.both(f"mmap write({i}, {len(data)} @ {off}, msync={sync})", write)
+
+    def op_mmap_read(self):
+        i = self.rng.randrange(2)
+        size = self.ref.size(i)
+        if size == 0:
+            return
+        off = self.rng.randrange(0, size)
+        n = min(self.length(), size - off)
+
+        def read(s):
+            with mmap.mmap(s.fds[i, "ro"], size, prot=mmap.PROT_READ) as m:
+                return m[off:off + n]
+        self.both(f"mmap read({i}, {n} @ {off})", read)
+
+    def op_copy_file_range(self):
+        src, dst = self.rng.randrange(2), self.rng.randrange(2)
+        off_in = self.offset(self.ref.size(src))
+        off_out = self.offset(self.ref.size(dst))
+        n = self.length()
+        self.both(f"copy_file_range({src} @ {off_in} -> {dst} @ {off_out}, {n})",
+                  lambda s: os.copy_file_range(s.fds[src, "rw"], s.fds[dst, "rw"], n,
+                                               off_in, off_out))
+
+    def op_sendfile(self):
+        src, dst = self.rng.randrange(2), self.rng.randrange(2)
+        off_in = self.offset(self.ref.size(src))
+        off_out = self.offset(self.ref.size(dst))
+        n = self.length()
+
+        def send(s):
+            os.lseek(s.fds[dst, "rw"], off_out, os.SEEK_SET)
+            return os.sendfile(s.fds[dst, "rw"], s.fds[src, "ro"], off_in, n)
+        self.both(f"sendfile({src} @ {off_in} -> {dst} @ {off_out}, {n})", send)
+
+    def op_sync(self):
+        i, kind = self.rng.randrange(2), self.rng.choice(["rw", "ro", "ap"])
+        call = self.rng.choice([os.fsync, os.fdatasync])
+        self.both(f"{call.__name__}({i}/{kind})", lambda s: call(s.fds[i, kind]))
+
+    def op_seek(self):
+        self.check_seek(self.rng.randrange(2))
+
+    def op_reopen(self):
+        self.reopen(remount=False)
+
+    def op_checkpoint(self):
+        r = self.rng.random()
+        remounted = False
+        if r < 0.4 and os.geteuid() == 0:
+            self.drop_caches()
+        elif r < 0.7 and self.can_remount:
+            self.reopen(remount=True)
+            remounted = True
+        self.check_contents("checkpoint")
+        # With the writeback cache the kernel answers stat from attributes it
+        # cached before its pages reached the daemon (for attr_timeout): only
+        # fresh ones, after a remount, tell what the daemon reports.
+        if remounted or not self.vol.status()["daemon"]["writeback_cache"]:
+            self.check_blocks()
+
+    def check_blocks(self):
+        """Meaningful st_blocks only: a file holding data does not claim zero blocks
+        (tar --sparse and cp take such a file for all holes)."""
+        for i in range(2):
+            os.fsync(self.mount.fds[i, "rw"])
+            if any(self.ref.content(i)):
+                blocks = os.stat(self.mount.paths[i]).st_blocks
+                self.check(blocks > 0, f"file {i}: data but st_blocks 0 on the mount")
+
+    OPS = [("op_pwrite", 22), ("op_append", 5), ("op_pread", 16), ("op_truncate", 8),
+           ("op_fallocate", 10), ("op_mmap_write", 5), ("op_mmap_read", 4),
+           ("op_copy_file_range", 5), ("op_sendfile", 3), ("op_sync", 4), ("op_seek", 6),
+           ("op_reopen", 2), ("op_checkpoint", 2)]
+
+    def run(self, count):
+        names = [name for name, _ in self.OPS]
+        weights = [w for _, w in self.OPS]
+        for s in self.sides:
+            s.open_all()
+        try:
+            for self.step in range(count):
+                getattr(self, self.rng.choices(names, weights)[0])()
+                self.check_sizes()
+            self.check_contents("end")
+            for i in range(2):
+                self.check_seek(i)
+            self.reopen(remount=self.can_remount)
+            self.check_contents("after the final remount")
+        finally:
+            for s in self.sides:
+                s.close_all()
+
+
+def explore_seed():
+    env = os.environ.get("ENVFS_EXPLORE_SEED")
+    return int(env) if env else int.from_bytes(os.urandom(4), "little")
+
+
+@pytest.fixture
+def ref_dir(tmp_path):
+    """A directory on a local ext4 (pytest's tmp_path), the reference file system."""
+    d = tmp_path / "reference"
+    d.mkdir()
+    kind = fs_type(d)
+    if kind not in ("ext2/ext3", "ext4"):
+        pytest.skip(f"the reference directory is on {kind}, not ext4")
+    return d
+
+
+def test_explore_content(cvol, ref_dir):
+    """The random differential run, on both key placements, with and without the writeback cache."""
+    seed = explore_seed()
+    ops = int(os.environ.get("ENVFS_EXPLORE_OPS", DEFAULT_OPS))
+    Explorer(cvol, ref_dir, seed).run(ops)
+
+
+# Reduced cases found by the explorer, each on its own.
+
+def punch(fd, off, length, mode=FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE):
+    fallocate(fd, mode, off, length)
+
+
+def test_punch_hole_reads_zeros_and_keeps_size(cvol):
+    """PUNCH_HOLE|KEEP_SIZE zeroes the range, partial blocks included, frees whole
+    blocks and keeps the size, also across a remount."""
+    data = os.urandom(5 * BLOCK + 100)
+    path = cvol.mnt / "p"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+        punch(fd, BLOCK - 10, 3 * BLOCK + 20)           # two partial blocks, two whole
+        punch(fd, 5 * BLOCK + 50, 10 * BLOCK)           # the tail of the short last block
+        os.fsync(fd)
+        expected = bytearray(data)
+        expected[BLOCK - 10:4 * BLOCK + 10] = bytes(3 * BLOCK + 20)
+        expected[5 * BLOCK + 50:] = bytes(50)
+        assert os.fstat(fd).st_size == len(data)
+        assert os.pread(fd, len(data) + 1, 0) == expected
+    finally:
+        os.close(fd)
+    cvol.remount()
+    with open(path, "rb") as f:
+        assert f.read() == expected
+    assert os.stat(path).st_size == len(data)
+
+
+def test_punch_hole_frees_backing_blocks(tmp_path):
+    """Whole punched blocks leave the backing file: the hole is a real one."""
+    from mounts import Volume
+    v = Volume(tmp_path)
+    v.mount()
+    try:
+        path = v.mnt / "big"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, os.urandom(256 * BLOCK))
+            os.fsync(fd)
+            before = os.stat(v.backing_path("big")).st_blocks
+            punch(fd, 0, 256 * BLOCK)
+            os.fsync(fd)
+            after = os.stat(v.backing_path("big")).st_blocks
+            assert after * 4 < before, (before, after)
+            assert os.pread(fd, 256 * BLOCK, 0) == bytes(256 * BLOCK)
+        finally:
+            os.close(fd)
+    finally:
+        v.unmount()
+
+
+@pytest.mark.parametrize("keep_size", [False, True])
+def test_zero_range_reads_zeros(cvol, keep_size):
+    """ZERO_RANGE zeroes the range; without KEEP_SIZE it also extends the file."""
+    data = os.urandom(3 * BLOCK + 7)
+    path = cvol.mnt / "z"
+    mode = FALLOC_FL_ZERO_RANGE | (FALLOC_FL_KEEP_SIZE if keep_size else 0)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        fallocate(fd, mode, 100, BLOCK)                 # within the file
+        fallocate(fd, mode, 2 * BLOCK + 1, 3 * BLOCK)   # across the end of file
+        expected = bytearray(data)
+        expected[100:100 + BLOCK] = bytes(BLOCK)
+        expected[2 * BLOCK + 1:] = bytes(len(data) - 2 * BLOCK - 1)
+        if not keep_size:
+            expected += bytes(5 * BLOCK + 1 - len(expected))
+        assert os.fstat(fd).st_size == len(expected)
+        assert os.pread(fd, len(expected) + 1, 0) == expected
+    finally:
+        os.close(fd)
+    cvol.remount()
+    with open(path, "rb") as f:
+        assert f.read() == expected
