@@ -422,6 +422,83 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 	return 0;
 }
 
+/* Zero plaintext [@from, @to) of block @index, which holds @blen bytes. */
+static int zero_part_of_block(const struct content_file *f, uint64_t index, size_t blen,
+			      size_t from, size_t to, uint64_t *bad_block)
+{
+	struct scratch *s = scratch_get();
+	uint64_t boff = layout_block_offset(f->layout, index);
+	size_t got;
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	ret = layout_pread_upto(f->fd, s->sealed, blen + BLOCK_OVERHEAD, boff, &got);
+	if (ret < 0)
+		return ret;
+	if (got != blen + BLOCK_OVERHEAD) {
+		*bad_block = index;
+		return -EIO;
+	}
+	if (layout_is_hole(s->sealed, got))
+		return 0; /* reads as zeros already */
+	ret = open_block(f, index, s->sealed, got, s->plain, bad_block);
+	if (ret < 0)
+		return ret;
+	memset(s->plain + from, 0, to - from);
+	ret = block_seal(&f->owner, index, s->plain, blen, s->sealed);
+	if (ret < 0)
+		return ret;
+	/* Same length, same place: the space is there already. */
+	return layout_pwrite_full(f->fd, s->sealed, blen + BLOCK_OVERHEAD, boff);
+}
+
+int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int backing_mode,
+		 uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	uint64_t size, end, first, last, whole_first, whole_end;
+	int ret = content_size(f->fd, l, &size);
+
+	if (ret < 0)
+		return ret;
+	if (len == 0)
+		return -EINVAL;
+	if (off >= size)
+		return 0;
+	end = len > size - off ? size : off + len;
+	first = off / l->block_size;
+	last = (end - 1) / l->block_size;
+	/* Blocks [whole_first, whole_end) lie wholly inside the range; the
+	 * short last block does when the range reaches the end of file. */
+	whole_first = (off + l->block_size - 1) / l->block_size;
+	whole_end = end == size ? last + 1 : end / l->block_size;
+
+	if (whole_first < whole_end) {
+		uint64_t start = layout_block_offset(l, whole_first);
+		uint64_t stop = layout_block_offset(l, whole_end - 1) +
+				block_len(l, size, whole_end - 1) + BLOCK_OVERHEAD;
+
+		/* Zeroed stored bytes are holes: the blocks read as zeros. */
+		if (fallocate(f->fd, backing_mode | FALLOC_FL_KEEP_SIZE, (off_t)start,
+			      (off_t)(stop - start)) < 0)
+			return -errno;
+	}
+	if (first < whole_first || whole_end <= first) {
+		size_t blen = block_len(l, size, first);
+		uint64_t bstart = first * l->block_size;
+		size_t to = end - bstart < blen ? (size_t)(end - bstart) : blen;
+
+		ret = zero_part_of_block(f, first, blen, (size_t)(off - bstart), to, bad_block);
+		if (ret < 0)
+			return ret;
+	}
+	if (last != first && last >= whole_end)
+		ret = zero_part_of_block(f, last, block_len(l, size, last), 0,
+					 (size_t)(end - last * l->block_size), bad_block);
+	return ret;
+}
+
 /* Holes found among allocated blocks before SEEK_DATA settles for "data". */
 #define SEEK_MAX_HOLE_PROBES 1024
 

@@ -2112,7 +2112,10 @@ static void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offs
 	uint64_t bad_block = 0;
 	int ret;
 
-	if (mode & ~FALLOC_FL_KEEP_SIZE) {
+	/* The kernel refuses PUNCH_HOLE without KEEP_SIZE and with ZERO_RANGE;
+	 * shifting content (COLLAPSE/INSERT_RANGE) would re-seal everything
+	 * after the range under new block indices: not offered (README.md). */
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
@@ -2129,8 +2132,18 @@ static void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offs
 	ret = filekey_load(fs, in, of->fd, true);
 	if (ret == 0) {
 		struct content_file f = content_of(fs, in, of->fd);
-		ret = content_allocate(&f, (uint64_t)offset, (uint64_t)length,
-				       mode & FALLOC_FL_KEEP_SIZE, &bad_block);
+		if (mode & FALLOC_FL_PUNCH_HOLE) {
+			ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+					   FALLOC_FL_PUNCH_HOLE, &bad_block);
+		} else {
+			/* ZERO_RANGE reserves its space first, as ext4 does: a
+			 * full disk fails it before any byte is zeroed. */
+			ret = content_allocate(&f, (uint64_t)offset, (uint64_t)length,
+					       mode & FALLOC_FL_KEEP_SIZE, &bad_block);
+			if (ret == 0 && (mode & FALLOC_FL_ZERO_RANGE))
+				ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+						   FALLOC_FL_ZERO_RANGE, &bad_block);
+		}
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
 	}
