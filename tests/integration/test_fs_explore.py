@@ -99,6 +99,7 @@ def data_ranges(fd, size):
             assert e.errno == errno.ENXIO, f"SEEK_DATA at {pos}: {e}"
             break
         assert pos <= start < size, f"SEEK_DATA at {pos} -> {start}, size {size}"
+        assert not ranges or start > pos, f"SEEK_HOLE answered {pos}, which is data"
         end = os.lseek(fd, start, os.SEEK_HOLE)
         assert start < end <= size, f"SEEK_HOLE at data {start} -> {end}, size {size}"
         ranges.append((start, end))
@@ -152,7 +153,9 @@ class Explorer:
             return max(0, self.rng.randrange(0, 10) * BLOCK + self.rng.choice([-1, 0, 0, 1]))
         if r < 0.9:
             return max(0, size + self.rng.choice([-BLOCK, -1, 0, 0, 1, BLOCK - 1, BLOCK]))
-        return self.rng.randrange(0, 48) * BLOCK + self.rng.randrange(0, BLOCK)
+        if r < 0.97:
+            return self.rng.randrange(0, 48) * BLOCK + self.rng.randrange(0, BLOCK)
+        return self.rng.randrange(100, 400) * BLOCK + self.rng.randrange(0, BLOCK)
 
     def length(self):
         return self.rng.choice([0, 1, 2, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK,
@@ -457,3 +460,30 @@ def test_zero_range_reads_zeros(cvol, keep_size):
     cvol.remount()
     with open(path, "rb") as f:
         assert f.read() == expected
+
+
+def test_seek_hole_never_answers_data(tmp_path):
+    """SEEK_HOLE answers an offset in a hole (or the end of file), never one in data.
+
+    Sealed blocks are longer than pages, so a backing hole can be one page inside a
+    plaintext hole block; rounding its start up to the next block landed on data."""
+    from mounts import Volume
+    v = Volume(tmp_path)
+    settings = tmp_path / "daemon.ini"
+    settings.write_text("[daemon]\nwriteback_cache = false\n")  # lseek reaches the daemon
+    v.mount(f"config={settings}")
+    try:
+        fd = os.open(v.mnt / "f", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            blocks = 600
+            os.ftruncate(fd, blocks * BLOCK)
+            for k in range(0, blocks, 2):               # every odd block a hole
+                os.pwrite(fd, b"\1" * BLOCK, k * BLOCK)
+            for k in range(0, blocks, 2):
+                hole = os.lseek(fd, k * BLOCK, os.SEEK_HOLE)
+                assert hole % BLOCK == 0 and (hole // BLOCK) % 2 == 1 or hole == blocks * BLOCK, \
+                    f"SEEK_HOLE from block {k} answered block {hole / BLOCK}, which is data"
+        finally:
+            os.close(fd)
+    finally:
+        v.unmount()
