@@ -518,18 +518,40 @@ int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_
 	if (off >= size)
 		return -ENXIO;
 	if (whence == SEEK_HOLE) {
-		found = lseek(f->fd, (off_t)layout_block_offset(l, off / l->block_size), SEEK_HOLE);
-		if (found < 0)
-			return -errno;
-		/* A plaintext hole starts at the first block wholly inside the
-		 * backing hole; the end of the file counts as a hole. */
-		uint64_t bpos = (uint64_t)found - l->data_offset;
-		index = (bpos + l->sealed_size - 1) / l->sealed_size;
-		*result = index * l->block_size;
-		if (*result < off)
-			*result = off;
-		if (*result > size)
-			*result = size;
+		off_t from = (off_t)layout_block_offset(l, off / l->block_size);
+
+		/* A backing hole lies in a plaintext hole block when that block
+		 * holds only zeros; a page-sized backing hole may sit inside a
+		 * hole block whose ends share pages with data, so the block it
+		 * starts in is the one to check, never the next (which may be
+		 * data).  The end of the file counts as a hole. */
+		for (int probe = 0; probe < SEEK_MAX_HOLE_PROBES; probe++) {
+			size_t got;
+
+			found = lseek(f->fd, from, SEEK_HOLE);
+			if (found < 0)
+				return -errno;
+			index = ((uint64_t)found - l->data_offset) / l->sealed_size;
+			if (index * l->block_size >= size)
+				break;
+			ret = layout_pread_upto(f->fd, s->sealed,
+						block_len(l, size, index) + BLOCK_OVERHEAD,
+						layout_block_offset(l, index), &got);
+			if (ret < 0)
+				return ret;
+			if (layout_is_hole(s->sealed, got)) {
+				*result = index * l->block_size < off ? off : index * l->block_size;
+				return 0;
+			}
+			/* Data around the backing hole: go on after it. */
+			from = lseek(f->fd, found, SEEK_DATA);
+			if (from < 0 && errno == ENXIO)
+				break;
+			if (from < 0)
+				return -errno;
+		}
+		/* No hole before the end (or too many to look at): the end is one. */
+		*result = size;
 		return 0;
 	}
 
