@@ -7,7 +7,8 @@ the full contents are compared at checkpoints, after dropping the page cache
 and after remounting.  Operations: pwrite/pread/write through O_RDWR, O_RDONLY
 and O_WRONLY|O_APPEND descriptors, ftruncate, fallocate in every mode, SEEK_DATA/
 SEEK_HOLE, shared mmap writes and reads, copy_file_range and sendfile between the
-files, fsync/fdatasync, close and reopen, drop_caches, remount.
+files, truncate by path, O_TRUNC opens, fsync/fdatasync, posix_fadvise(DONTNEED),
+close and reopen, drop_caches, remount.
 
 ENVFS_EXPLORE_SEED=N replays one sequence (the seed is in every failure message);
 ENVFS_EXPLORE_OPS=N sets the number of operations per volume variant (a soak).
@@ -161,7 +162,10 @@ class Explorer:
         return self.rng.choice([0, 1, 2, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK,
                                 self.rng.randrange(1, 3 * BLOCK),
                                 self.rng.randrange(1, 3 * BLOCK),
-                                self.rng.randrange(1, 40 * BLOCK)])
+                                self.rng.randrange(1, 40 * BLOCK),
+                                self.rng.choice([self.rng.randrange(1, 40 * BLOCK),
+                                                 # past FUSE's 1 MiB max_write, now and then
+                                                 self.rng.randrange(256 * BLOCK, 400 * BLOCK)])])
 
     def both(self, desc, fn, compare=True):
         """Run fn(side) on the mount, then on the reference; the outcomes must match."""
@@ -301,6 +305,23 @@ class Explorer:
             return os.sendfile(s.fds[dst, "rw"], s.fds[src, "ro"], off_in, n)
         self.both(f"sendfile({src} @ {off_in} -> {dst} @ {off_out}, {n})", send)
 
+    def op_truncate_path(self):
+        i = self.rng.randrange(2)
+        size = self.offset(self.ref.size(i))
+        self.both(f"truncate(path {i}, {size})", lambda s: os.truncate(s.paths[i], size))
+
+    def op_open_trunc(self):
+        i = self.rng.randrange(2)
+
+        def trunc(s):
+            os.close(os.open(s.paths[i], os.O_WRONLY | os.O_TRUNC))
+        self.both(f"open({i}, O_TRUNC)", trunc)
+
+    def op_fadvise_dontneed(self):
+        i, kind = self.rng.randrange(2), self.rng.choice(["rw", "ro"])
+        self.both(f"posix_fadvise({i}/{kind}, DONTNEED)",
+                  lambda s: os.posix_fadvise(s.fds[i, kind], 0, 0, os.POSIX_FADV_DONTNEED))
+
     def op_sync(self):
         i, kind = self.rng.randrange(2), self.rng.choice(["rw", "ro", "ap"])
         call = self.rng.choice([os.fsync, os.fdatasync])
@@ -339,6 +360,7 @@ class Explorer:
     OPS = [("op_pwrite", 22), ("op_append", 5), ("op_pread", 16), ("op_truncate", 8),
            ("op_fallocate", 10), ("op_mmap_write", 5), ("op_mmap_read", 4),
            ("op_copy_file_range", 5), ("op_sendfile", 3), ("op_sync", 4), ("op_seek", 6),
+           ("op_truncate_path", 2), ("op_open_trunc", 1), ("op_fadvise_dontneed", 2),
            ("op_reopen", 2), ("op_checkpoint", 2)]
 
     def run(self, count):
