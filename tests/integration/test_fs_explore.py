@@ -19,6 +19,7 @@ import mmap
 import os
 import random
 import subprocess
+import time
 
 import pytest
 
@@ -26,6 +27,7 @@ from mounts import cvol  # noqa: F401
 
 BLOCK = 4096
 DEFAULT_OPS = 500
+MTIME_SAMPLE = 0.1  # share of operations whose effect on the mtime is compared
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -135,6 +137,7 @@ class Explorer:
         self.can_remount = remount
         self.log = []
         self.step = 0
+        self.mtimes = None
 
     def fail(self, what):
         recent = "\n  ".join(self.log[-25:])
@@ -342,11 +345,37 @@ class Explorer:
             self.reopen(remount=True)
             remounted = True
         self.check_contents("checkpoint")
+        self.check_mtimes()
         # With the writeback cache the kernel answers stat from attributes it
         # cached before its pages reached the daemon (for attr_timeout): only
         # fresh ones, after a remount, tell what the daemon reports.
         if remounted or not self.vol.status()["daemon"]["writeback_cache"]:
             self.check_blocks()
+
+    def mtimes_now(self):
+        return [[os.stat(p).st_mtime_ns for p in s.paths] for s in self.sides]
+
+    def watch_mtime(self, op):
+        """One operation moves the mount's mtime exactly when it moves ext4's."""
+        time.sleep(0.005)  # a clock tick: a change now gets a new time on both
+        before = self.mtimes_now()
+        op()
+        after = self.mtimes_now()
+        for i in range(2):
+            moved = [after[k][i] != before[k][i] for k in range(2)]
+            self.check(moved[0] == moved[1], f"file {i}: the last operation moved the mtime "
+                       f"on the mount: {moved[0]}, on ext4: {moved[1]}")
+
+    def check_mtimes(self):
+        """Between two checkpoints the mount's mtime moves exactly when ext4's does."""
+        now = [[os.stat(p).st_mtime_ns for p in s.paths] for s in self.sides]
+        if self.mtimes:
+            for i in range(2):
+                moved = [now[k][i] != self.mtimes[k][i] for k in range(2)]
+                self.check(moved[0] == moved[1], f"file {i}: mtime moved on the mount: {moved[0]}, "
+                           f"on ext4: {moved[1]} (since the last checkpoint)")
+        self.mtimes = now
+        time.sleep(0.01)  # past the clock granularity before the next change
 
     def check_blocks(self):
         """Meaningful st_blocks only: a file holding data does not claim zero blocks
@@ -370,7 +399,11 @@ class Explorer:
             s.open_all()
         try:
             for self.step in range(count):
-                getattr(self, self.rng.choices(names, weights)[0])()
+                op = self.rng.choices(names, weights)[0]
+                if self.rng.random() < MTIME_SAMPLE and op not in ("op_reopen", "op_checkpoint"):
+                    self.watch_mtime(getattr(self, op))
+                else:
+                    getattr(self, op)()
                 self.check_sizes()
             self.check_contents("end")
             for i in range(2):
@@ -509,3 +542,47 @@ def test_seek_hole_never_answers_data(tmp_path):
             os.close(fd)
     finally:
         v.unmount()
+
+
+def mtime_moves(path, change):
+    """Whether @change() moves the mtime of @path, as seen through a fresh stat."""
+    before = os.stat(path).st_mtime_ns
+    time.sleep(0.01)
+    change()
+    return os.stat(path).st_mtime_ns != before
+
+
+@pytest.mark.parametrize("how", ["ftruncate", "truncate", "O_TRUNC"])
+def test_truncate_to_the_same_size_updates_mtime(cvol, how):
+    """Linux file systems stamp the mtime on every truncate, O_TRUNC of an empty file
+    included (POSIX requires it for O_TRUNC); the kernel leaves that to the daemon."""
+    if how == "truncate" and cvol.status()["daemon"]["writeback_cache"]:
+        pytest.skip("README.md: with the writeback cache the kernel keeps the mtime, and "
+                    "truncate(2) to the same size leaves it")
+    path = cvol.mnt / "t"
+    size = 0 if how == "O_TRUNC" else 3
+    write = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(write, bytes(size))
+        os.fsync(write)
+        change = {"ftruncate": lambda: os.ftruncate(write, size),
+                  "truncate": lambda: os.truncate(path, size),
+                  "O_TRUNC": lambda: os.close(os.open(path, os.O_WRONLY | os.O_TRUNC))}[how]
+        assert mtime_moves(path, change)
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("mode", [FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE,
+                                  FALLOC_FL_KEEP_SIZE],
+                         ids=["punch", "zero", "keep-size"])
+def test_fallocate_over_a_hole_updates_mtime(cvol, mode):
+    """fallocate stamps the mtime as on ext4, even where no stored byte changes."""
+    path = cvol.mnt / "h"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, 8 * BLOCK)
+        os.fsync(fd)
+        assert mtime_moves(path, lambda: fallocate(fd, mode, BLOCK + 10, 100))
+    finally:
+        os.close(fd)
