@@ -498,6 +498,22 @@ static struct content_file content_of(struct envfs *fs, struct inode *in, int fd
 }
 
 /*
+ * stamp_mtime - mark the content of backing @fd changed now (mtime and
+ * ctime), as a local file system does on every truncate and fallocate, even
+ * one that changes no stored byte (same size, a hole zeroed).  The kernel
+ * sends those with no time and leaves the stamp to us; with the writeback
+ * cache it keeps the mtime itself (mtime.h), so the daemon does not.
+ */
+static int stamp_mtime(struct envfs *fs, int fd)
+{
+	const struct timespec now[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_NOW}};
+
+	if (fs->settings.writeback_cache)
+		return 0;
+	return futimens(fd, now) < 0 ? -errno : 0;
+}
+
+/*
  * Change the size of @in through @fd (open read-write, attached).  Shrinking
  * to zero keeps the key record and needs no key; any other size needs the
  * DEK, and a record-less file gets its record first.
@@ -515,6 +531,8 @@ static int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t si
 		ret = content_truncate(&f, size, &bad_block);
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
+		if (ret == 0)
+			ret = stamp_mtime(fs, fd);
 	}
 	pthread_rwlock_unlock(&in->content_lock);
 	return ret;
@@ -2146,6 +2164,8 @@ static void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offs
 		}
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
+		if (ret == 0)
+			ret = stamp_mtime(fs, of->fd);
 	}
 	pthread_rwlock_unlock(&in->content_lock);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
