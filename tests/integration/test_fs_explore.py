@@ -594,3 +594,59 @@ def test_fallocate_over_a_hole_updates_mtime(cvol, mode):
         assert mtime_moves(path, lambda: fallocate(fd, mode, BLOCK + 10, 100))
     finally:
         os.close(fd)
+
+
+@pytest.fixture
+def small_vol(tmp_path):
+    """A volume on a 4 MiB tmpfs, to fill; writeback cache off, so that each write's
+    error reaches its caller."""
+    from mounts import Volume
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        v = Volume(disk)
+        settings = tmp_path / "daemon.ini"
+        settings.write_text("[daemon]\nwriteback_cache = false\n")
+        v.mount(f"config={settings}")
+        try:
+            yield v
+        finally:
+            v.unmount()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (64 * 1024, BLOCK, 1):
+            try:
+                while True:
+                    os.write(fd, b"\xff" * chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_never_tears_a_block_in_a_hole(small_vol):
+    """A write into a hole of a file that also has space reserved past its end fails
+    with ENOSPC on a full disk and leaves the hole reading zeros (THREAT-MODEL.md:
+    no torn block). The blocks past the end made the file look fully allocated."""
+    fd = os.open(small_vol.mnt / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, b"a" * BLOCK, 0)
+        os.ftruncate(fd, 64 * BLOCK)                    # blocks 1..63: a hole
+        os.pwrite(fd, b"z" * BLOCK, 63 * BLOCK)
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 64 * BLOCK, 200 * BLOCK)
+        fill(small_vol.mnt / "filler")
+        for k in range(1, 63):
+            try:
+                os.pwrite(fd, b"w" * BLOCK, k * BLOCK)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+        for k in range(1, 63):
+            assert os.pread(fd, BLOCK, k * BLOCK) in (bytes(BLOCK), b"w" * BLOCK), f"block {k}"
+    finally:
+        os.close(fd)
