@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -228,14 +227,21 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
  * Reserve backing space for [start, end) before writing it, so that a full
  * disk fails the request up front instead of leaving a torn block.  Only
  * needed where blocks may not be allocated yet: past the end of the backing
- * file, or anywhere in a sparse one.
+ * file, or in a hole.  A file whose st_blocks covers its size may still
+ * have holes (blocks reserved past its end count too), so holes are looked
+ * for, not guessed; a range without one needs no fallocate, which would
+ * also stamp the file's times and dirty its inode.
  */
 static int reserve(int fd, uint64_t start, uint64_t end, const struct stat *st)
 {
-	bool sparse = (uint64_t)st->st_blocks * 512 < (uint64_t)st->st_size;
+	if (end <= (uint64_t)st->st_size) {
+		off_t hole = lseek(fd, (off_t)start, SEEK_HOLE);
 
-	if (end <= (uint64_t)st->st_size && !sparse)
-		return 0;
+		if (hole < 0)
+			return -errno;
+		if ((uint64_t)hole >= end)
+			return 0;
+	}
 	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) < 0) {
 		if (errno == EOPNOTSUPP)
 			return 0; /* the backing fs cannot promise: write and see */
