@@ -251,6 +251,28 @@ static int reserve(int fd, uint64_t start, uint64_t end, const struct stat *st)
 }
 
 /*
+ * Read stored block @index (@len plaintext bytes) into @s->sealed: 1 when it
+ * is a hole (nothing opened), 0 when opened into @s->plain, or -errno.
+ */
+static int open_stored_block(const struct content_file *f, struct scratch *s, uint64_t index,
+			     size_t len, uint64_t *bad_block)
+{
+	size_t got;
+	int ret = layout_pread_upto(f->fd, s->sealed, len + BLOCK_OVERHEAD,
+				    layout_block_offset(f->layout, index), &got);
+
+	if (ret < 0)
+		return ret;
+	if (got != len + BLOCK_OVERHEAD) {
+		*bad_block = index;
+		return -EIO;
+	}
+	if (layout_is_hole(s->sealed, got))
+		return 1;
+	return open_block(f, index, s->sealed, got, s->plain, bad_block);
+}
+
+/*
  * Re-seal block @index, holding @old_len plaintext bytes, as @new_len bytes
  * (zero-extended or cut), at its place.  A hole stays a hole when it grows
  * or shrinks: zeros need no key.  Used to pad the old last block before the
@@ -261,22 +283,13 @@ static int reseal_block(const struct content_file *f, uint64_t index, size_t old
 {
 	struct scratch *s = scratch_get();
 	uint64_t boff = layout_block_offset(f->layout, index);
-	size_t got;
 	int ret;
 
 	if (!s)
 		return -ENOMEM;
-	ret = layout_pread_upto(f->fd, s->sealed, old_len + BLOCK_OVERHEAD, boff, &got);
-	if (ret < 0)
-		return ret;
-	if (got != old_len + BLOCK_OVERHEAD) {
-		*bad_block = index;
-		return -EIO;
-	}
-	if (layout_is_hole(s->sealed, got))
-		return 1; /* tell the caller: nothing to write, the size change does it */
-	ret = open_block(f, index, s->sealed, got, s->plain, bad_block);
-	if (ret < 0)
+	/* 1 for a hole tells the caller: nothing to write, the size change does it. */
+	ret = open_stored_block(f, s, index, old_len, bad_block);
+	if (ret != 0)
 		return ret;
 	if (new_len > old_len)
 		memset(s->plain + old_len, 0, new_len - old_len);
@@ -434,23 +447,13 @@ static int zero_part_of_block(const struct content_file *f, uint64_t index, size
 {
 	struct scratch *s = scratch_get();
 	uint64_t boff = layout_block_offset(f->layout, index);
-	size_t got;
 	int ret;
 
 	if (!s)
 		return -ENOMEM;
-	ret = layout_pread_upto(f->fd, s->sealed, blen + BLOCK_OVERHEAD, boff, &got);
-	if (ret < 0)
-		return ret;
-	if (got != blen + BLOCK_OVERHEAD) {
-		*bad_block = index;
-		return -EIO;
-	}
-	if (layout_is_hole(s->sealed, got))
-		return 0; /* reads as zeros already */
-	ret = open_block(f, index, s->sealed, got, s->plain, bad_block);
-	if (ret < 0)
-		return ret;
+	ret = open_stored_block(f, s, index, blen, bad_block);
+	if (ret != 0)
+		return ret < 0 ? ret : 0; /* a hole reads as zeros already */
 	memset(s->plain + from, 0, to - from);
 	ret = block_seal(&f->owner, index, s->plain, blen, s->sealed);
 	if (ret < 0)

@@ -452,6 +452,13 @@ def punch(fd, off, length, mode=FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE):
     fallocate(fd, mode, off, length)
 
 
+def assert_after_remount(vol, path, expected):
+    vol.remount()
+    with open(path, "rb") as f:
+        assert f.read() == expected
+    assert os.stat(path).st_size == len(expected)
+
+
 def test_punch_hole_reads_zeros_and_keeps_size(cvol):
     """PUNCH_HOLE|KEEP_SIZE zeroes the range, partial blocks included, frees whole
     blocks and keeps the size, also across a remount."""
@@ -471,10 +478,7 @@ def test_punch_hole_reads_zeros_and_keeps_size(cvol):
         assert os.pread(fd, len(data) + 1, 0) == expected
     finally:
         os.close(fd)
-    cvol.remount()
-    with open(path, "rb") as f:
-        assert f.read() == expected
-    assert os.stat(path).st_size == len(data)
+    assert_after_remount(cvol, path, expected)
 
 
 def test_punch_hole_frees_backing_blocks(tmp_path):
@@ -520,9 +524,7 @@ def test_zero_range_reads_zeros(cvol, keep_size):
         assert os.pread(fd, len(expected) + 1, 0) == expected
     finally:
         os.close(fd)
-    cvol.remount()
-    with open(path, "rb") as f:
-        assert f.read() == expected
+    assert_after_remount(cvol, path, expected)
 
 
 def test_seek_hole_never_answers_data(tmp_path):
