@@ -26,7 +26,7 @@ import pytest
 from mounts import cvol  # noqa: F401
 
 BLOCK = 4096
-DEFAULT_OPS = 500
+DEFAULT_OPS = 700
 MTIME_SAMPLE = 0.1  # share of operations whose effect on the mtime is compared
 
 FALLOC_FL_KEEP_SIZE = 0x01
@@ -439,11 +439,28 @@ def ref_dir(tmp_path):
     return d
 
 
-def test_explore_content(cvol, ref_dir):
-    """The random differential run, on both key placements, with and without the writeback cache."""
+@pytest.fixture(params=[("header", True, 4096), ("xattr", True, 4096), ("header", False, 4096),
+                        ("xattr", False, 4096), ("header", True, 65536), ("xattr", False, 16384)],
+                ids=["header-wb", "xattr-wb", "header-direct", "xattr-direct", "header-64k-wb",
+                     "xattr-16k-direct"])
+def explore_vol(request, tmp_path):
+    """Both key placements, with the writeback cache on and off, and two larger block
+    sizes, whose blocks span several pages."""
+    from mounts import Volume
+    placement, writeback, block_size = request.param
+    v = Volume(tmp_path, placement=placement, block_size=block_size)
+    settings = tmp_path / "daemon.ini"
+    settings.write_text(f"[daemon]\nwriteback_cache = {'true' if writeback else 'false'}\n")
+    v.mount(f"config={settings}")
+    yield v
+    v.unmount()
+
+
+def test_explore_content(explore_vol, ref_dir):
+    """The random differential run on each volume variant."""
     seed = explore_seed()
     ops = int(os.environ.get("ENVFS_EXPLORE_OPS", DEFAULT_OPS))
-    Explorer(cvol, ref_dir, seed).run(ops)
+    Explorer(explore_vol, ref_dir, seed).run(ops)
 
 
 # Reduced cases found by the explorer, each on its own.
