@@ -669,3 +669,34 @@ def test_full_disk_never_tears_a_block_in_a_hole(small_vol):
             assert os.pread(fd, BLOCK, k * BLOCK) in (bytes(BLOCK), b"w" * BLOCK), f"block {k}"
     finally:
         os.close(fd)
+
+
+# Past what any backing file can hold (ext4 stops at 16 TiB): offsets whose backing
+# offset would not fit in an off_t.
+HUGE_OFFSETS = [1 << 62, (1 << 63) - 2 * BLOCK, (1 << 63) - 2]
+
+
+@pytest.mark.parametrize("call", ["pwrite", "ftruncate", "fallocate"])
+def test_offsets_past_the_largest_file_fail_with_efbig(tmp_path, ref_dir, call):
+    """As on ext4: EFBIG, not EINVAL from a backing offset that overflowed off_t."""
+    from mounts import Volume
+    v = Volume(tmp_path)
+    settings = tmp_path / "daemon.ini"
+    settings.write_text("[daemon]\nwriteback_cache = false\n")  # a write's error is the caller's
+    v.mount(f"config={settings}")
+    try:
+        for directory in (v.mnt, ref_dir):
+            fd = os.open(directory / "f", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                for off in HUGE_OFFSETS:
+                    run = {"pwrite": lambda: os.pwrite(fd, b"x", off),
+                           "ftruncate": lambda: os.ftruncate(fd, off),
+                           "fallocate": lambda: fallocate(fd, 0, off, 1)}[call]
+                    with pytest.raises(OSError) as e:
+                        run()
+                    assert e.value.errno == errno.EFBIG, f"{directory}: {call} at {off:#x}: {e.value}"
+                assert os.fstat(fd).st_size == 0
+            finally:
+                os.close(fd)
+    finally:
+        v.unmount()
