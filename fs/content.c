@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -101,6 +102,19 @@ int content_size(int fd, const struct layout *l, uint64_t *size)
 		return ret;
 	*size = layout_plain_size(l, (uint64_t)st.st_size);
 	return 0;
+}
+
+/*
+ * -EFBIG when plaintext up to @plain_end needs backing offsets past what an
+ * off_t holds (sealed blocks are longer than plaintext ones, so this comes
+ * before the 2^63 the kernel allows), as a local file system answers past
+ * its largest file; else 0.
+ */
+static int backing_fits(const struct layout *l, uint64_t plain_end)
+{
+	uint64_t blocks = plain_end / l->block_size + (plain_end % l->block_size != 0);
+
+	return layout_block_offset(l, blocks) > (uint64_t)INT64_MAX ? -EFBIG : 0;
 }
 
 /* Backing bytes [*start, *end) holding the blocks of plaintext [off, off + len). */
@@ -315,6 +329,27 @@ static int set_backing_size(const struct content_file *f, uint64_t plain_size)
 	return 0;
 }
 
+/*
+ * Shrink from @size to @new_size < @size: re-seal a new partial last block
+ * in place (shorter than the old one, so it needs no space), then cut the
+ * backing file.
+ */
+static int shrink(const struct content_file *f, uint64_t size, uint64_t new_size,
+		  uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	uint64_t last = new_size / l->block_size;
+	size_t cut_len = block_len(l, new_size, last);
+	size_t old_len = block_len(l, size, last);
+
+	if (cut_len > 0 && cut_len < old_len) {
+		int ret = reseal_block(f, last, old_len, cut_len, bad_block);
+		if (ret < 0)
+			return ret;
+	}
+	return set_backing_size(f, new_size);
+}
+
 /* Grow from @size to @new_size > @size: pad the old last block, then extend. */
 static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 		uint64_t *bad_block)
@@ -322,14 +357,26 @@ static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 	const struct layout *l = f->layout;
 	uint64_t last = size / l->block_size;
 	size_t old_len = block_len(l, size, last);
+	size_t new_len = block_len(l, new_size, last);
+	bool padded = false;
+	int ret;
 
 	if (old_len > 0 && old_len < l->block_size) {
-		size_t new_len = block_len(l, new_size, last);
-		int ret = reseal_block(f, last, old_len, new_len, bad_block);
+		ret = reseal_block(f, last, old_len, new_len, bad_block);
 		if (ret < 0)
 			return ret;
+		padded = ret == 0; /* 1: a hole, nothing written */
 	}
-	return set_backing_size(f, new_size);
+	ret = set_backing_size(f, new_size);
+	if (ret < 0 && padded) {
+		/* The backing file system refused the size (EFBIG past its
+		 * largest file): cut the padded block back, which needs no
+		 * space, so that the failed call leaves the size as it was. */
+		uint64_t ignored;
+
+		shrink(f, last * l->block_size + new_len, size, &ignored);
+	}
+	return ret;
 }
 
 int content_truncate(const struct content_file *f, uint64_t new_size, uint64_t *bad_block)
@@ -340,21 +387,11 @@ int content_truncate(const struct content_file *f, uint64_t new_size, uint64_t *
 
 	if (ret < 0 || new_size == size)
 		return ret;
-	if (new_size > size)
-		return grow(f, size, new_size, bad_block);
-
-	/* Shrink: re-seal a new partial last block in place (shorter than the
-	 * old one, so it needs no space), then cut the backing file. */
-	uint64_t last = new_size / l->block_size;
-	size_t cut_len = block_len(l, new_size, last);
-	size_t old_len = block_len(l, size, last);
-
-	if (cut_len > 0 && cut_len < old_len) {
-		ret = reseal_block(f, last, old_len, cut_len, bad_block);
-		if (ret < 0)
-			return ret;
+	if (new_size > size) {
+		ret = backing_fits(l, new_size);
+		return ret < 0 ? ret : grow(f, size, new_size, bad_block);
 	}
-	return set_backing_size(f, new_size);
+	return shrink(f, size, new_size, bad_block);
 }
 
 int content_write(const struct content_file *f, const void *buf, size_t len, uint64_t off,
@@ -373,6 +410,9 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 		return 0;
 	if (len > CONTENT_MAX_IO)
 		return -EINVAL;
+	ret = backing_fits(l, end);
+	if (ret < 0)
+		return ret;
 	/* One look serves both the size and the space check below: growing
 	 * first only moves the write further past the old end. */
 	ret = backing_extent(f->fd, &st);
@@ -430,7 +470,9 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 
 	if (len == 0)
 		return -EINVAL;
-	ret = content_size(f->fd, l, &size);
+	ret = backing_fits(l, off + len);
+	if (ret == 0)
+		ret = content_size(f->fd, l, &size);
 	if (ret < 0)
 		return ret;
 	backing_range(l, off, len, &start, &end);

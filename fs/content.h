@@ -15,6 +15,7 @@
  * Every function returns 0 or -errno.  -EIO means an authentication failure
  * in a stored block: *@bad_block then names the block so that the caller can
  * log it once.  No unauthenticated byte is ever copied to the caller.
+ * -EFBIG: the file would grow past the largest backing offset an off_t holds.
  *
  * Per-thread scratch buffers sized for the largest request (CONTENT_MAX_IO)
  * are reused, so the I/O path allocates nothing per request or block.
