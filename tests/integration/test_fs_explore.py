@@ -695,7 +695,8 @@ HUGE_OFFSETS = [1 << 62, (1 << 63) - 2 * BLOCK, (1 << 63) - 2]
 @pytest.mark.parametrize("call", ["pwrite", "ftruncate", "fallocate"])
 def test_offsets_past_the_largest_file_fail_with_efbig(tmp_path, ref_dir, call):
     """As on ext4: EFBIG, not EINVAL from a backing offset that overflowed off_t, and
-    the size unchanged (growing pads the last block before the backing file refuses)."""
+    the size and mtime unchanged (growing padded the last block, then the backing file
+    system refused the size)."""
     from mounts import Volume
     v = Volume(tmp_path)
     settings = tmp_path / "daemon.ini"
@@ -706,6 +707,8 @@ def test_offsets_past_the_largest_file_fail_with_efbig(tmp_path, ref_dir, call):
             fd = os.open(directory / "f", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 os.write(fd, b"abc")   # a short last block, which growing pads first
+                mtime = os.fstat(fd).st_mtime_ns
+                time.sleep(0.01)
                 for off in HUGE_OFFSETS:
                     run = {"pwrite": lambda: os.pwrite(fd, b"x", off),
                            "ftruncate": lambda: os.ftruncate(fd, off),
@@ -714,6 +717,7 @@ def test_offsets_past_the_largest_file_fail_with_efbig(tmp_path, ref_dir, call):
                         run()
                     assert e.value.errno == errno.EFBIG, f"{directory}: {call} at {off:#x}: {e.value}"
                 assert os.fstat(fd).st_size == 3 and os.pread(fd, 10, 0) == b"abc"
+                assert os.stat(directory / "f").st_mtime_ns == mtime, "a failed call moved the mtime"
             finally:
                 os.close(fd)
     finally:
