@@ -361,6 +361,14 @@ static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 	bool padded = false;
 	int ret;
 
+	/* Whether the backing file system takes the new size, before padding
+	 * anything: a punch past the end changes nothing but fails with
+	 * EFBIG where the ftruncate would.  Where punching is not supported
+	 * the ftruncate answers, and a refusal is undone below. */
+	if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)layout_backing_size(l, new_size) - 1, 1) < 0 &&
+	    errno == EFBIG)
+		return -EFBIG;
 	if (old_len > 0 && old_len < l->block_size) {
 		ret = reseal_block(f, last, old_len, new_len, bad_block);
 		if (ret < 0)
@@ -369,9 +377,9 @@ static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 	}
 	ret = set_backing_size(f, new_size);
 	if (ret < 0 && padded) {
-		/* The backing file system refused the size (EFBIG past its
-		 * largest file): cut the padded block back, which needs no
-		 * space, so that the failed call leaves the size as it was. */
+		/* The backing file system refused the size: cut the padded
+		 * block back, which needs no space, so that the failed call
+		 * leaves the size as it was. */
 		uint64_t ignored;
 
 		shrink(f, last * l->block_size + new_len, size, &ignored);
