@@ -59,6 +59,17 @@ def outcome(fn):
         return ("err", errno.errorcode.get(e.errno, e.errno))
 
 
+CLOCK_REALTIME_COARSE = 5  # linux/time.h: the clock file times come from
+
+
+def next_tick():
+    """Wait until the coarse clock moves on: a change after this gets a later time
+    than anything stamped before, on the mount (coarse times) as on ext4."""
+    start = time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+    while time.clock_gettime_ns(CLOCK_REALTIME_COARSE) == start:
+        time.sleep(0.001)
+
+
 def fs_type(path):
     return subprocess.run(["stat", "-f", "-c", "%T", str(path)], check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -379,8 +390,8 @@ class Explorer:
 
     def watch_mtime(self, op):
         """One operation moves the mount's mtime exactly when it moves ext4's."""
-        time.sleep(0.005)  # a clock tick: a change now gets a new time on both
         before = self.mtimes_now()
+        next_tick()
         self.mtime_exempt = False
         op()
         after = self.mtimes_now()
@@ -399,7 +410,7 @@ class Explorer:
                            f"on ext4: {moved[1]} (since the last checkpoint)")
         self.mtimes = now
         self.mtime_exempt_since_checkpoint = False
-        time.sleep(0.01)  # past the clock granularity before the next change
+        next_tick()
 
     def check_blocks(self):
         """Meaningful st_blocks only: a file holding data does not claim zero blocks
@@ -590,7 +601,7 @@ def test_seek_hole_never_answers_data(tmp_path):
 def mtime_moves(path, change):
     """Whether @change() moves the mtime of @path, as seen through a fresh stat."""
     before = os.stat(path).st_mtime_ns
-    time.sleep(0.01)
+    next_tick()
     change()
     return os.stat(path).st_mtime_ns != before
 
@@ -708,7 +719,7 @@ def test_offsets_past_the_largest_file_fail_with_efbig(tmp_path, ref_dir, call):
             try:
                 os.write(fd, b"abc")   # a short last block, which growing pads first
                 mtime = os.fstat(fd).st_mtime_ns
-                time.sleep(0.01)
+                next_tick()
                 for off in HUGE_OFFSETS:
                     run = {"pwrite": lambda: os.pwrite(fd, b"x", off),
                            "ftruncate": lambda: os.ftruncate(fd, off),
