@@ -104,6 +104,19 @@ int content_size(int fd, const struct layout *l, uint64_t *size)
 	return 0;
 }
 
+/*
+ * -EFBIG when plaintext up to @plain_end needs backing offsets past what an
+ * off_t holds (sealed blocks are longer than plaintext ones, so this comes
+ * before the 2^63 the kernel allows), as a local file system answers past
+ * its largest file; else 0.
+ */
+static int backing_fits(const struct layout *l, uint64_t plain_end)
+{
+	uint64_t blocks = plain_end / l->block_size + (plain_end % l->block_size != 0);
+
+	return layout_block_offset(l, blocks) > (uint64_t)INT64_MAX ? -EFBIG : 0;
+}
+
 /* Backing bytes [*start, *end) holding the blocks of plaintext [off, off + len). */
 static void backing_range(const struct layout *l, uint64_t off, uint64_t len, uint64_t *start,
 			  uint64_t *end)
@@ -228,20 +241,49 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
  * Reserve backing space for [start, end) before writing it, so that a full
  * disk fails the request up front instead of leaving a torn block.  Only
  * needed where blocks may not be allocated yet: past the end of the backing
- * file, or anywhere in a sparse one.
+ * file, or in a hole.  A file whose st_blocks covers its size may still
+ * have holes (blocks reserved past its end count too), so holes are looked
+ * for, not guessed; a range without one needs no fallocate, which would
+ * also stamp the file's times and dirty its inode.
  */
 static int reserve(int fd, uint64_t start, uint64_t end, const struct stat *st)
 {
-	bool sparse = (uint64_t)st->st_blocks * 512 < (uint64_t)st->st_size;
+	if (end <= (uint64_t)st->st_size) {
+		off_t hole = lseek(fd, (off_t)start, SEEK_HOLE);
 
-	if (end <= (uint64_t)st->st_size && !sparse)
-		return 0;
+		if (hole < 0)
+			return -errno;
+		if ((uint64_t)hole >= end)
+			return 0;
+	}
 	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) < 0) {
 		if (errno == EOPNOTSUPP)
 			return 0; /* the backing fs cannot promise: write and see */
 		return -errno;
 	}
 	return 0;
+}
+
+/*
+ * Read stored block @index (@len plaintext bytes) into @s->sealed: 1 when it
+ * is a hole (nothing opened), 0 when opened into @s->plain, or -errno.
+ */
+static int open_stored_block(const struct content_file *f, struct scratch *s, uint64_t index,
+			     size_t len, uint64_t *bad_block)
+{
+	size_t got;
+	int ret = layout_pread_upto(f->fd, s->sealed, len + BLOCK_OVERHEAD,
+				    layout_block_offset(f->layout, index), &got);
+
+	if (ret < 0)
+		return ret;
+	if (got != len + BLOCK_OVERHEAD) {
+		*bad_block = index;
+		return -EIO;
+	}
+	if (layout_is_hole(s->sealed, got))
+		return 1;
+	return open_block(f, index, s->sealed, got, s->plain, bad_block);
 }
 
 /*
@@ -255,22 +297,13 @@ static int reseal_block(const struct content_file *f, uint64_t index, size_t old
 {
 	struct scratch *s = scratch_get();
 	uint64_t boff = layout_block_offset(f->layout, index);
-	size_t got;
 	int ret;
 
 	if (!s)
 		return -ENOMEM;
-	ret = layout_pread_upto(f->fd, s->sealed, old_len + BLOCK_OVERHEAD, boff, &got);
-	if (ret < 0)
-		return ret;
-	if (got != old_len + BLOCK_OVERHEAD) {
-		*bad_block = index;
-		return -EIO;
-	}
-	if (layout_is_hole(s->sealed, got))
-		return 1; /* tell the caller: nothing to write, the size change does it */
-	ret = open_block(f, index, s->sealed, got, s->plain, bad_block);
-	if (ret < 0)
+	/* 1 for a hole tells the caller: nothing to write, the size change does it. */
+	ret = open_stored_block(f, s, index, old_len, bad_block);
+	if (ret != 0)
 		return ret;
 	if (new_len > old_len)
 		memset(s->plain + old_len, 0, new_len - old_len);
@@ -296,6 +329,27 @@ static int set_backing_size(const struct content_file *f, uint64_t plain_size)
 	return 0;
 }
 
+/*
+ * Shrink from @size to @new_size < @size: re-seal a new partial last block
+ * in place (shorter than the old one, so it needs no space), then cut the
+ * backing file.
+ */
+static int shrink(const struct content_file *f, uint64_t size, uint64_t new_size,
+		  uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	uint64_t last = new_size / l->block_size;
+	size_t cut_len = block_len(l, new_size, last);
+	size_t old_len = block_len(l, size, last);
+
+	if (cut_len > 0 && cut_len < old_len) {
+		int ret = reseal_block(f, last, old_len, cut_len, bad_block);
+		if (ret < 0)
+			return ret;
+	}
+	return set_backing_size(f, new_size);
+}
+
 /* Grow from @size to @new_size > @size: pad the old last block, then extend. */
 static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 		uint64_t *bad_block)
@@ -303,14 +357,34 @@ static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 	const struct layout *l = f->layout;
 	uint64_t last = size / l->block_size;
 	size_t old_len = block_len(l, size, last);
+	size_t new_len = block_len(l, new_size, last);
+	bool padded = false;
+	int ret;
 
+	/* Whether the backing file system takes the new size, before padding
+	 * anything: a punch past the end changes nothing but fails with
+	 * EFBIG where the ftruncate would.  Where punching is not supported
+	 * the ftruncate answers, and a refusal is undone below. */
+	if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)layout_backing_size(l, new_size) - 1, 1) < 0 &&
+	    errno == EFBIG)
+		return -EFBIG;
 	if (old_len > 0 && old_len < l->block_size) {
-		size_t new_len = block_len(l, new_size, last);
-		int ret = reseal_block(f, last, old_len, new_len, bad_block);
+		ret = reseal_block(f, last, old_len, new_len, bad_block);
 		if (ret < 0)
 			return ret;
+		padded = ret == 0; /* 1: a hole, nothing written */
 	}
-	return set_backing_size(f, new_size);
+	ret = set_backing_size(f, new_size);
+	if (ret < 0 && padded) {
+		/* The backing file system refused the size: cut the padded
+		 * block back, which needs no space, so that the failed call
+		 * leaves the size as it was. */
+		uint64_t ignored;
+
+		shrink(f, last * l->block_size + new_len, size, &ignored);
+	}
+	return ret;
 }
 
 int content_truncate(const struct content_file *f, uint64_t new_size, uint64_t *bad_block)
@@ -321,21 +395,11 @@ int content_truncate(const struct content_file *f, uint64_t new_size, uint64_t *
 
 	if (ret < 0 || new_size == size)
 		return ret;
-	if (new_size > size)
-		return grow(f, size, new_size, bad_block);
-
-	/* Shrink: re-seal a new partial last block in place (shorter than the
-	 * old one, so it needs no space), then cut the backing file. */
-	uint64_t last = new_size / l->block_size;
-	size_t cut_len = block_len(l, new_size, last);
-	size_t old_len = block_len(l, size, last);
-
-	if (cut_len > 0 && cut_len < old_len) {
-		ret = reseal_block(f, last, old_len, cut_len, bad_block);
-		if (ret < 0)
-			return ret;
+	if (new_size > size) {
+		ret = backing_fits(l, new_size);
+		return ret < 0 ? ret : grow(f, size, new_size, bad_block);
 	}
-	return set_backing_size(f, new_size);
+	return shrink(f, size, new_size, bad_block);
 }
 
 int content_write(const struct content_file *f, const void *buf, size_t len, uint64_t off,
@@ -354,6 +418,9 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 		return 0;
 	if (len > CONTENT_MAX_IO)
 		return -EINVAL;
+	ret = backing_fits(l, end);
+	if (ret < 0)
+		return ret;
 	/* One look serves both the size and the space check below: growing
 	 * first only moves the write further past the old end. */
 	ret = backing_extent(f->fd, &st);
@@ -411,7 +478,9 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 
 	if (len == 0)
 		return -EINVAL;
-	ret = content_size(f->fd, l, &size);
+	ret = backing_fits(l, off + len);
+	if (ret == 0)
+		ret = content_size(f->fd, l, &size);
 	if (ret < 0)
 		return ret;
 	backing_range(l, off, len, &start, &end);
@@ -420,6 +489,73 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 	if (!keep_size && off + len > size)
 		return grow(f, size, off + len, bad_block);
 	return 0;
+}
+
+/* Zero plaintext [@from, @to) of block @index, which holds @blen bytes. */
+static int zero_part_of_block(const struct content_file *f, uint64_t index, size_t blen,
+			      size_t from, size_t to, uint64_t *bad_block)
+{
+	struct scratch *s = scratch_get();
+	uint64_t boff = layout_block_offset(f->layout, index);
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	ret = open_stored_block(f, s, index, blen, bad_block);
+	if (ret != 0)
+		return ret < 0 ? ret : 0; /* a hole reads as zeros already */
+	memset(s->plain + from, 0, to - from);
+	ret = block_seal(&f->owner, index, s->plain, blen, s->sealed);
+	if (ret < 0)
+		return ret;
+	/* Same length, same place: the space is there already. */
+	return layout_pwrite_full(f->fd, s->sealed, blen + BLOCK_OVERHEAD, boff);
+}
+
+int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int backing_mode,
+		 uint64_t *bad_block)
+{
+	const struct layout *l = f->layout;
+	uint64_t size, end, first, last, whole_first, whole_end;
+	int ret = content_size(f->fd, l, &size);
+
+	if (ret < 0)
+		return ret;
+	if (len == 0)
+		return -EINVAL;
+	if (off >= size)
+		return 0;
+	end = len > size - off ? size : off + len;
+	first = off / l->block_size;
+	last = (end - 1) / l->block_size;
+	/* Blocks [whole_first, whole_end) lie wholly inside the range; the
+	 * short last block does when the range reaches the end of file. */
+	whole_first = (off + l->block_size - 1) / l->block_size;
+	whole_end = end == size ? last + 1 : end / l->block_size;
+
+	if (whole_first < whole_end) {
+		uint64_t start = layout_block_offset(l, whole_first);
+		uint64_t stop = layout_block_offset(l, whole_end - 1) +
+				block_len(l, size, whole_end - 1) + BLOCK_OVERHEAD;
+
+		/* Zeroed stored bytes are holes: the blocks read as zeros. */
+		if (fallocate(f->fd, backing_mode | FALLOC_FL_KEEP_SIZE, (off_t)start,
+			      (off_t)(stop - start)) < 0)
+			return -errno;
+	}
+	if (first < whole_first || whole_end <= first) {
+		size_t blen = block_len(l, size, first);
+		uint64_t bstart = first * l->block_size;
+		size_t to = end - bstart < blen ? (size_t)(end - bstart) : blen;
+
+		ret = zero_part_of_block(f, first, blen, (size_t)(off - bstart), to, bad_block);
+		if (ret < 0)
+			return ret;
+	}
+	if (last != first && last >= whole_end)
+		ret = zero_part_of_block(f, last, block_len(l, size, last), 0,
+					 (size_t)(end - last * l->block_size), bad_block);
+	return ret;
 }
 
 /* Holes found among allocated blocks before SEEK_DATA settles for "data". */
@@ -441,18 +577,40 @@ int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_
 	if (off >= size)
 		return -ENXIO;
 	if (whence == SEEK_HOLE) {
-		found = lseek(f->fd, (off_t)layout_block_offset(l, off / l->block_size), SEEK_HOLE);
-		if (found < 0)
-			return -errno;
-		/* A plaintext hole starts at the first block wholly inside the
-		 * backing hole; the end of the file counts as a hole. */
-		uint64_t bpos = (uint64_t)found - l->data_offset;
-		index = (bpos + l->sealed_size - 1) / l->sealed_size;
-		*result = index * l->block_size;
-		if (*result < off)
-			*result = off;
-		if (*result > size)
-			*result = size;
+		off_t from = (off_t)layout_block_offset(l, off / l->block_size);
+
+		/* A backing hole lies in a plaintext hole block when that block
+		 * holds only zeros; a page-sized backing hole may sit inside a
+		 * hole block whose ends share pages with data, so the block it
+		 * starts in is the one to check, never the next (which may be
+		 * data).  The end of the file counts as a hole. */
+		for (int probe = 0; probe < SEEK_MAX_HOLE_PROBES; probe++) {
+			size_t got;
+
+			found = lseek(f->fd, from, SEEK_HOLE);
+			if (found < 0)
+				return -errno;
+			index = ((uint64_t)found - l->data_offset) / l->sealed_size;
+			if (index * l->block_size >= size)
+				break;
+			ret = layout_pread_upto(f->fd, s->sealed,
+						block_len(l, size, index) + BLOCK_OVERHEAD,
+						layout_block_offset(l, index), &got);
+			if (ret < 0)
+				return ret;
+			if (layout_is_hole(s->sealed, got)) {
+				*result = index * l->block_size < off ? off : index * l->block_size;
+				return 0;
+			}
+			/* Data around the backing hole: go on after it. */
+			from = lseek(f->fd, found, SEEK_DATA);
+			if (from < 0 && errno == ENXIO)
+				break;
+			if (from < 0)
+				return -errno;
+		}
+		/* No hole before the end (or too many to look at): the end is one. */
+		*result = size;
 		return 0;
 	}
 

@@ -15,6 +15,7 @@
  * Every function returns 0 or -errno.  -EIO means an authentication failure
  * in a stored block: *@bad_block then names the block so that the caller can
  * log it once.  No unauthenticated byte is ever copied to the caller.
+ * -EFBIG: the file would grow past the largest backing offset an off_t holds.
  *
  * Per-thread scratch buffers sized for the largest request (CONTENT_MAX_IO)
  * are reused, so the I/O path allocates nothing per request or block.
@@ -66,6 +67,19 @@ int content_truncate(const struct content_file *f, uint64_t new_size, uint64_t *
  */
 int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, int keep_size,
 		     uint64_t *bad_block);
+
+/*
+ * content_zero - make plaintext [@off, @off + @len) read as zeros without
+ * changing the size: fallocate(2) FALLOC_FL_PUNCH_HOLE (@backing_mode
+ * FALLOC_FL_PUNCH_HOLE: the whole blocks' backing space is freed) or the
+ * zeroing half of FALLOC_FL_ZERO_RANGE (@backing_mode FALLOC_FL_ZERO_RANGE:
+ * it stays allocated).  Whole blocks become holes, stored as zeros
+ * (docs/FORMAT.md), so they need no key; a partial block holding data is
+ * opened and re-sealed with its part zeroed.  Bytes past the end are left
+ * alone: there are none to zero.
+ */
+int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int backing_mode,
+		 uint64_t *bad_block);
 
 /* content_seek - SEEK_DATA / SEEK_HOLE at plaintext offset @off; -ENXIO past the end. */
 int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_t *result);

@@ -498,6 +498,22 @@ static struct content_file content_of(struct envfs *fs, struct inode *in, int fd
 }
 
 /*
+ * stamp_mtime - mark the content of backing @fd changed now (mtime and
+ * ctime), as a local file system does on every truncate and fallocate, even
+ * one that changes no stored byte (same size, a hole zeroed).  The kernel
+ * sends those with no time and leaves the stamp to us; with the writeback
+ * cache it keeps the mtime itself (mtime.h), so the daemon does not.
+ */
+static int stamp_mtime(struct envfs *fs, int fd)
+{
+	const struct timespec now[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_NOW}};
+
+	if (fs->settings.writeback_cache)
+		return 0;
+	return futimens(fd, now) < 0 ? -errno : 0;
+}
+
+/*
  * Change the size of @in through @fd (open read-write, attached).  Shrinking
  * to zero keeps the key record and needs no key; any other size needs the
  * DEK, and a record-less file gets its record first.
@@ -515,6 +531,8 @@ static int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t si
 		ret = content_truncate(&f, size, &bad_block);
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
+		if (ret == 0)
+			ret = stamp_mtime(fs, fd);
 	}
 	pthread_rwlock_unlock(&in->content_lock);
 	return ret;
@@ -2174,7 +2192,10 @@ static void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offs
 	uint64_t bad_block = 0;
 	int ret;
 
-	if (mode & ~FALLOC_FL_KEEP_SIZE) {
+	/* The kernel refuses PUNCH_HOLE without KEEP_SIZE and with ZERO_RANGE;
+	 * shifting content (COLLAPSE/INSERT_RANGE) would re-seal everything
+	 * after the range under new block indices: not offered (README.md). */
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
@@ -2191,10 +2212,22 @@ static void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offs
 	ret = filekey_load(fs, in, of->fd, true);
 	if (ret == 0) {
 		struct content_file f = content_of(fs, in, of->fd);
-		ret = content_allocate(&f, (uint64_t)offset, (uint64_t)length,
-				       mode & FALLOC_FL_KEEP_SIZE, &bad_block);
+		if (mode & FALLOC_FL_PUNCH_HOLE) {
+			ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+					   FALLOC_FL_PUNCH_HOLE, &bad_block);
+		} else {
+			/* ZERO_RANGE reserves its space first, as ext4 does: a
+			 * full disk fails it before any byte is zeroed. */
+			ret = content_allocate(&f, (uint64_t)offset, (uint64_t)length,
+					       mode & FALLOC_FL_KEEP_SIZE, &bad_block);
+			if (ret == 0 && (mode & FALLOC_FL_ZERO_RANGE))
+				ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+						   FALLOC_FL_ZERO_RANGE, &bad_block);
+		}
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
+		if (ret == 0)
+			ret = stamp_mtime(fs, of->fd);
 	}
 	pthread_rwlock_unlock(&in->content_lock);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);

@@ -177,12 +177,15 @@ def test_fallocate(vol):
         libc = ctypes.CDLL(None, use_errno=True)
         assert libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(8 * BLOCK)) == 0
         assert os.fstat(fd).st_size == 3 * BLOCK
-        # Punching holes is not supported: a clear EOPNOTSUPP, not corruption.
-        assert libc.fallocate(fd, 3, ctypes.c_long(0), ctypes.c_long(BLOCK)) == -1
+        # PUNCH_HOLE|KEEP_SIZE zeroes, keeping the size.
+        assert libc.fallocate(fd, 3, ctypes.c_long(2), ctypes.c_long(3)) == 0
+        assert os.fstat(fd).st_size == 3 * BLOCK
+        # Shifting content is not supported: a clear EOPNOTSUPP, not corruption (README.md).
+        assert libc.fallocate(fd, 8, ctypes.c_long(0), ctypes.c_long(BLOCK)) == -1
         assert ctypes.get_errno() == errno.EOPNOTSUPP
     finally:
         os.close(fd)
-    assert read_file(path) == b"0123456789" + bytes(3 * BLOCK - 10)
+    assert read_file(path) == b"01" + bytes(3) + b"56789" + bytes(3 * BLOCK - 10)
 
 
 def test_mmap_shared_writable(cvol):

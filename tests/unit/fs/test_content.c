@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The content engine against a model: random writes, truncates and reads on
- * a real backing file, for both record placements and several block sizes,
+ * a real backing file (and punched or zeroed ranges), for both record placements and several block sizes,
  * plus tampering and SEEK_DATA/SEEK_HOLE.  The seed is printed on failure;
  * ENVELOPEFS_SEED=N replays one.
  */
@@ -100,6 +100,12 @@ static void model_run(uint32_t block_size, uint32_t header_size, uint64_t seed)
 			if (off > model_len)
 				memset(model + model_len, 0, off - model_len);
 			model_len = off;
+		} else if (r < 78) {
+			int mode = r & 1 ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE;
+
+			CHECK_EQ_INT(content_zero(&fx.file, off, n, mode, &bad), 0);
+			if (off < model_len)
+				memset(model + off, 0, model_len - off < n ? model_len - off : n);
 		} else {
 			CHECK_EQ_INT(content_read(&fx.file, buf, n, off, &done, &bad), 0);
 			size_t want = off >= model_len ? 0 : (model_len - off < n ? model_len - off : n);
