@@ -508,6 +508,8 @@ int http_request(struct http_client *c, const struct http_request *req,
 	struct body_sink sink;
 	unsigned attempt, faults = 0;
 	bool probe, failed;
+	/* The operation's earlier calls left this one less than its own deadline. */
+	bool shared_cut = false;
 	CURL *h;
 	int rc = -EIO;
 
@@ -520,8 +522,10 @@ int http_request(struct http_client *c, const struct http_request *req,
 	resp->cap = 0;
 	stat_add(&c->stats.calls, 1);
 	deadline = start + (uint64_t)s->deadline_ms;
-	if (req->deadline_at_ms && req->deadline_at_ms < deadline)
+	if (req->deadline_at_ms && req->deadline_at_ms < deadline) {
 		deadline = req->deadline_at_ms;
+		shared_cut = true;
+	}
 	/* The operation's earlier calls used up its time: nothing was asked, nothing learnt. */
 	if (deadline <= start) {
 		stat_add(&c->stats.failures, 1);
@@ -596,14 +600,23 @@ int http_request(struct http_client *c, const struct http_request *req,
 				  "server's certificate)",
 				  req->method, req->url, curl_err[0] ? curl_err : curl_easy_strerror(cc));
 			break;
-		} else if (cc == CURLE_OPERATION_TIMEDOUT && attempt > 1 &&
-			   timeout < s->attempt_timeout_ms) {
+		} else if (cc == CURLE_OPERATION_TIMEDOUT && timeout < s->attempt_timeout_ms &&
+			   (attempt > 1 || shared_cut)) {
 			/*
 			 * The deadline cut this attempt short: it says nothing new about
 			 * the service.  The call ends with what the attempt before met
 			 * (rc and outcome are still its), so a throttled call stays
-			 * throttling and is not taken for an outage.
+			 * throttling and is not taken for an outage.  A first attempt
+			 * cut short by the time the operation's earlier calls took
+			 * leaves the breaker as it was.  (A first attempt cut by the
+			 * call's own deadline, set below the attempt timeout, is a
+			 * fault: otherwise a service that never answers would never
+			 * open the breaker.)
 			 */
+			if (attempt == 1)
+				rc = kms_errf(err, err_len, -EAGAIN,
+					      "%s %s: no answer before the operation's deadline",
+					      req->method, req->url);
 			http_response_free(resp);
 			resp->status = 0;
 			break;

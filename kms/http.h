@@ -41,7 +41,9 @@
  *
  * Circuit breaker: a call whose last attempt met a fault (service down or
  * failing) is a breaker failure; any other outcome, including a 4xx or a
- * throttled answer, proves the service up and is a success.  After
+ * throttled answer, proves the service up and is a success.  A call whose
+ * first attempt the operation's shared deadline cut short learnt nothing
+ * and is neither.  After
  * @breaker_threshold consecutive failures the breaker opens: calls fail at
  * once with -EAGAIN for @breaker_cooldown_ms, then exactly one call (the
  * probe, one attempt, no retries) goes through while others keep failing
