@@ -288,12 +288,13 @@ static int open_stored_block(const struct content_file *f, struct scratch *s, ui
 
 /*
  * Re-seal block @index, holding @old_len plaintext bytes, as @new_len bytes
- * (zero-extended or cut), at its place.  A hole stays a hole when it grows
- * or shrinks: zeros need no key.  Used to pad the old last block before the
- * file grows past it and to cut the new last block when it shrinks.
+ * (zero-extended or cut) with plaintext [@zero_from, @zero_to) zeroed, at
+ * its place.  A hole stays a hole: zeros need no key.  Used to pad the old
+ * last block before the file grows past it, to cut the new last block when
+ * it shrinks, and to zero part of a block.
  */
 static int reseal_block(const struct content_file *f, uint64_t index, size_t old_len,
-			size_t new_len, uint64_t *bad_block)
+			size_t new_len, size_t zero_from, size_t zero_to, uint64_t *bad_block)
 {
 	struct scratch *s = scratch_get();
 	uint64_t boff = layout_block_offset(f->layout, index);
@@ -301,12 +302,14 @@ static int reseal_block(const struct content_file *f, uint64_t index, size_t old
 
 	if (!s)
 		return -ENOMEM;
-	/* 1 for a hole tells the caller: nothing to write, the size change does it. */
+	/* 1 for a hole tells the caller there was nothing to write. */
 	ret = open_stored_block(f, s, index, old_len, bad_block);
 	if (ret != 0)
 		return ret;
 	if (new_len > old_len)
 		memset(s->plain + old_len, 0, new_len - old_len);
+	if (zero_to > zero_from)
+		memset(s->plain + zero_from, 0, zero_to - zero_from);
 	ret = block_seal(&f->owner, index, s->plain, new_len, s->sealed);
 	if (ret < 0)
 		return ret;
@@ -343,7 +346,7 @@ static int shrink(const struct content_file *f, uint64_t size, uint64_t new_size
 	size_t old_len = block_len(l, size, last);
 
 	if (cut_len > 0 && cut_len < old_len) {
-		int ret = reseal_block(f, last, old_len, cut_len, bad_block);
+		int ret = reseal_block(f, last, old_len, cut_len, 0, 0, bad_block);
 		if (ret < 0)
 			return ret;
 	}
@@ -370,7 +373,7 @@ static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 	    errno == EFBIG)
 		return -EFBIG;
 	if (old_len > 0 && old_len < l->block_size) {
-		ret = reseal_block(f, last, old_len, new_len, bad_block);
+		ret = reseal_block(f, last, old_len, new_len, 0, 0, bad_block);
 		if (ret < 0)
 			return ret;
 		padded = ret == 0; /* 1: a hole, nothing written */
@@ -491,27 +494,6 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 	return 0;
 }
 
-/* Zero plaintext [@from, @to) of block @index, which holds @blen bytes. */
-static int zero_part_of_block(const struct content_file *f, uint64_t index, size_t blen,
-			      size_t from, size_t to, uint64_t *bad_block)
-{
-	struct scratch *s = scratch_get();
-	uint64_t boff = layout_block_offset(f->layout, index);
-	int ret;
-
-	if (!s)
-		return -ENOMEM;
-	ret = open_stored_block(f, s, index, blen, bad_block);
-	if (ret != 0)
-		return ret < 0 ? ret : 0; /* a hole reads as zeros already */
-	memset(s->plain + from, 0, to - from);
-	ret = block_seal(&f->owner, index, s->plain, blen, s->sealed);
-	if (ret < 0)
-		return ret;
-	/* Same length, same place: the space is there already. */
-	return layout_pwrite_full(f->fd, s->sealed, blen + BLOCK_OVERHEAD, boff);
-}
-
 int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int backing_mode,
 		 uint64_t *bad_block)
 {
@@ -548,14 +530,18 @@ int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int b
 		uint64_t bstart = first * l->block_size;
 		size_t to = end - bstart < blen ? (size_t)(end - bstart) : blen;
 
-		ret = zero_part_of_block(f, first, blen, (size_t)(off - bstart), to, bad_block);
+		/* 1 for a hole: it reads as zeros already. */
+		ret = reseal_block(f, first, blen, blen, (size_t)(off - bstart), to, bad_block);
 		if (ret < 0)
 			return ret;
 	}
-	if (last != first && last >= whole_end)
-		ret = zero_part_of_block(f, last, block_len(l, size, last), 0,
-					 (size_t)(end - last * l->block_size), bad_block);
-	return ret;
+	if (last != first && last >= whole_end) {
+		size_t blen = block_len(l, size, last);
+
+		ret = reseal_block(f, last, blen, blen, 0, (size_t)(end - last * l->block_size),
+				   bad_block);
+	}
+	return ret < 0 ? ret : 0;
 }
 
 /* Holes found among allocated blocks before SEEK_DATA settles for "data". */

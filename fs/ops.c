@@ -815,15 +815,18 @@ static void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
  * backing filesystem itself, so only the owner is set then).  @name is
  * empty when @dirfd is the new file itself.
  */
-static int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const char *name)
+static int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const char *name,
+			  mode_t asked)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	int at = AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH);
+	/* Only a new file asked to be setuid/setgid needs its mode read. */
+	bool special = (asked & (S_ISUID | S_ISGID)) && !S_ISDIR(asked);
 	struct stat pst, made;
 
 	if (geteuid() != 0)
 		return 0;
-	if (fstat(parent->fd, &pst) < 0 || fstatat(dirfd, name, &made, at) < 0)
+	if (fstat(parent->fd, &pst) < 0 || (special && fstatat(dirfd, name, &made, at) < 0))
 		return -errno;
 	gid_t gid = (pst.st_mode & S_ISGID) ? (gid_t)-1 : ctx->gid;
 	if (fchownat(dirfd, name, ctx->uid, gid, at) < 0)
@@ -833,7 +836,8 @@ static int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const
 	 * mode is the one the caller created it with (the kernel already took
 	 * away what the caller may not set), so they go back.
 	 */
-	if (!(made.st_mode & (S_ISUID | S_ISGID)) || S_ISDIR(made.st_mode) || S_ISLNK(made.st_mode))
+	if (!special || !(made.st_mode & (S_ISUID | S_ISGID)) || S_ISDIR(made.st_mode) ||
+	    S_ISLNK(made.st_mode))
 		return 0;
 	mode_t mode = made.st_mode & 07777;
 	if ((*name ? fchmodat(dirfd, name, mode, 0) : fchmod(dirfd, mode)) < 0)
@@ -843,7 +847,7 @@ static int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const
 
 /* The common tail of mknod, mkdir and symlink: own it, look it up, reply. */
 static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *parent,
-			     const char *name, const struct backing_name *b, int ret)
+			     const char *name, const struct backing_name *b, mode_t mode, int ret)
 {
 	struct fuse_entry_param e;
 
@@ -852,7 +856,7 @@ static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *par
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	ret = give_to_caller(req, parent, parent->fd, b->entry);
+	ret = give_to_caller(req, parent, parent->fd, b->entry, mode);
 	if (ret == 0)
 		ret = lookup_backing(fs, parent, b->entry, name, &e);
 	reply_entry_or_err(req, ret, &e);
@@ -888,7 +892,7 @@ static void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		return;
 	if (ret == 0 && mknodat(dir->fd, b.entry, mode, rdev) < 0)
 		ret = -errno;
-	finish_new_entry(req, fs, dir, name, &b, ret);
+	finish_new_entry(req, fs, dir, name, &b, mode, ret);
 }
 
 /* A unique name for a directory being made or removed, hidden from listings. */
@@ -948,7 +952,7 @@ static void envfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mod
 		return;
 	if (ret == 0)
 		ret = make_dir(fs, dir, &b, mode);
-	finish_new_entry(req, fs, dir, name, &b, ret);
+	finish_new_entry(req, fs, dir, name, &b, mode, ret);
 }
 
 static void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
@@ -971,7 +975,7 @@ static void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
 	ret = prepare_entry(dir, &b);
 	if (ret == 0 && symlinkat(stored, dir->fd, b.entry) < 0)
 		ret = -errno;
-	finish_new_entry(req, fs, dir, name, &b, ret);
+	finish_new_entry(req, fs, dir, name, &b, 0, ret);
 }
 
 static void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -1202,8 +1206,9 @@ static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 	struct envfs *fs = fs_of(req);
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
 	struct backing_name b, bnew;
-	struct stat replaced, moved, target;
-	bool replacing = false, exchange = flags & RENAME_EXCHANGE;
+	struct stat moved, target;
+	bool replacing, have_target = false, exchange = flags & RENAME_EXCHANGE;
+	bool encrypted = encrypted_names(fs);
 	int ret = to_backing(fs, from, name, &b);
 
 	if (ret == 0)
@@ -1213,17 +1218,14 @@ static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 		fuse_reply_err(req, 0);
 		return;
 	}
-	if (ret == 0 && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
-		replacing = fstatat(to->fd, bnew.entry, &replaced, AT_SYMLINK_NOFOLLOW) == 0 &&
-			    S_ISREG(replaced.st_mode) && replaced.st_nlink == 1;
+	if (ret == 0 && (encrypted || !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE))))
+		have_target = fstatat(to->fd, bnew.entry, &target, AT_SYMLINK_NOFOLLOW) == 0;
+	replacing = have_target && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) &&
+		    S_ISREG(target.st_mode) && target.st_nlink == 1;
 	/* With encrypted names a symlink or a directory ID takes special care. */
-	mode_t moved_type = 0, target_type = 0;
-	if (ret == 0 && encrypted_names(fs)) {
-		if (fstatat(from->fd, b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
-			moved_type = moved.st_mode & S_IFMT;
-		if (fstatat(to->fd, bnew.entry, &target, AT_SYMLINK_NOFOLLOW) == 0)
-			target_type = target.st_mode & S_IFMT;
-	}
+	mode_t moved_type = 0, target_type = encrypted && have_target ? target.st_mode & S_IFMT : 0;
+	if (ret == 0 && encrypted && fstatat(from->fd, b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+		moved_type = moved.st_mode & S_IFMT;
 	if (exchange && (moved_type == S_IFLNK || target_type == S_IFLNK)) {
 		/* Either link would land under a name its target is not sealed for. */
 		ret = -EINVAL;
@@ -1251,7 +1253,7 @@ static void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fu
 done:
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)
-		dekcache_forget(fs->cache, replaced.st_dev, replaced.st_ino);
+		dekcache_forget(fs->cache, target.st_dev, target.st_ino);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 
@@ -1331,7 +1333,7 @@ static void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 		abandon_entry(dir, &b);
 		goto fail;
 	}
-	ret = give_to_caller(req, dir, fd, "");
+	ret = give_to_caller(req, dir, fd, "", mode);
 	/* The entry is the file we opened, whatever the name holds by now. */
 	if (ret == 0)
 		ret = entry_for_fd(fs, fd, &e);
