@@ -1,0 +1,432 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Directory operations that make, link, remove and rename entries: mknod,
+ * mkdir, symlink, link, unlink, rmdir, rename.
+ */
+#include "ops_i.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crypto/secmem.h"
+#include "log.h"
+
+/* The common tail of mknod, mkdir and symlink: own it, look it up, reply. */
+static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *parent,
+			     const char *name, const struct backing_name *b, mode_t mode, int ret)
+{
+	struct fuse_entry_param e;
+
+	if (ret < 0) {
+		abandon_entry(parent, b);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = give_to_caller(req, parent, parent->fd, b->entry, mode);
+	if (ret == 0)
+		ret = lookup_backing(fs, parent, b->entry, name, &e);
+	reply_entry_or_err(req, ret, &e);
+}
+
+/*
+ * start_new_entry - the common head of mknod and mkdir: @b gets the backing
+ * name of @name in @dir and *@ret the result of placing its side record,
+ * for finish_new_entry().  False when @name has no backing name: the
+ * request is answered then.
+ */
+static bool start_new_entry(fuse_req_t req, struct envfs *fs, struct inode *dir, const char *name,
+			    struct backing_name *b, int *ret)
+{
+	*ret = to_backing(fs, dir, name, b);
+	if (*ret < 0) {
+		fuse_reply_err(req, -*ret);
+		return false;
+	}
+	*ret = prepare_entry(dir, b);
+	return true;
+}
+
+void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		 dev_t rdev)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	struct backing_name b;
+	int ret;
+
+	if (!start_new_entry(req, fs, dir, name, &b, &ret))
+		return;
+	if (ret == 0 && mknodat(dir->fd, b.entry, mode, rdev) < 0)
+		ret = -errno;
+	finish_new_entry(req, fs, dir, name, &b, mode, ret);
+}
+
+/* A unique name for a directory being made or removed, hidden from listings. */
+static void temp_name(char out[64])
+{
+	static atomic_uint_fast64_t counter;
+
+	snprintf(out, 64, NAMES_TEMP_PREFIX "%ld.%llu", (long)getpid(),
+		 (unsigned long long)atomic_fetch_add(&counter, 1));
+}
+
+/*
+ * make_dir - with encrypted names a directory is made under a hidden
+ * temporary name, given its ID, and only then renamed into place: a crash
+ * never leaves a visible directory without an ID.
+ */
+static int make_dir(struct envfs *fs, struct inode *dir, const struct backing_name *b,
+		    mode_t mode)
+{
+	char tmp[64];
+	struct stat st;
+	int fd, ret;
+
+	if (!encrypted_names(fs))
+		return mkdirat(dir->fd, b->entry, mode) < 0 ? -errno : 0;
+	temp_name(tmp);
+	/* Owner write and search, to place the ID; the mode is set after. */
+	if (mkdirat(dir->fd, tmp, mode | S_IRWXU) < 0)
+		return -errno;
+	fd = openat(dir->fd, tmp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	ret = fd < 0 ? -errno : names_dirid_make(fd);
+	if (ret == 0 && fstat(fd, &st) < 0)
+		ret = -errno;
+	if (ret == 0 && (st.st_mode & S_IRWXU) != (mode & S_IRWXU) &&
+	    fchmodat(dir->fd, tmp, st.st_mode & ~(S_IRWXU & ~mode) & 07777, 0) < 0)
+		ret = -errno;
+	if (ret == 0 && renameat2(dir->fd, tmp, dir->fd, b->entry, RENAME_NOREPLACE) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		if (fd >= 0)
+			unlinkat(fd, NAMES_DIRID_ENTRY, 0);
+		unlinkat(dir->fd, tmp, AT_REMOVEDIR);
+	}
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+void envfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	struct backing_name b;
+	int ret;
+
+	if (!start_new_entry(req, fs, dir, name, &b, &ret))
+		return;
+	if (ret == 0)
+		ret = make_dir(fs, dir, &b, mode);
+	finish_new_entry(req, fs, dir, name, &b, mode, ret);
+}
+
+void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	char stored[NAMES_TARGET_MAX + 1];
+	struct backing_name b;
+	const uint8_t *id;
+	int ret = to_backing(fs, dir, name, &b);
+
+	if (ret == 0)
+		ret = dir_id(fs, dir, &id);
+	if (ret == 0)
+		ret = names_link_seal(fs->names, id, name, target, stored);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = prepare_entry(dir, &b);
+	if (ret == 0 && symlinkat(stored, dir->fd, b.entry) < 0)
+		ret = -errno;
+	finish_new_entry(req, fs, dir, name, &b, 0, ret);
+}
+
+void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino), *dir = inode_of(fs, newparent);
+	char path[64];
+	struct backing_name b;
+	struct fuse_entry_param e;
+	int ret = to_backing(fs, dir, newname, &b);
+
+	/* An encrypted symlink target is bound to its one name. */
+	if (ret == 0 && encrypted_names(fs) && in->type == S_IFLNK)
+		ret = -EPERM;
+	if (ret == 0)
+		ret = prepare_entry(dir, &b);
+	if (ret == 0 && linkat(in->fd, "", dir->fd, b.entry, AT_EMPTY_PATH) < 0) {
+		/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; go through /proc. */
+		proc_path(in->fd, path);
+		if (linkat(AT_FDCWD, path, dir->fd, b.entry, AT_SYMLINK_FOLLOW) < 0)
+			ret = -errno;
+	}
+	if (ret == 0)
+		ret = lookup_backing(fs, dir, b.entry, newname, &e);
+	else
+		abandon_entry(dir, &b);
+	reply_entry_or_err(req, ret, &e);
+}
+
+void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	struct backing_name b;
+	struct stat st;
+	int ret = to_backing(fs, dir, name, &b);
+
+	if (ret == 0 && fstatat(dir->fd, b.entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		ret = -errno;
+	if (ret == 0 && unlinkat(dir->fd, b.entry, 0) < 0)
+		ret = -errno;
+	if (ret == 0)
+		entry_removed(dir, &b);
+	/* The last name of a file is gone: so is any reason to keep its key. */
+	if (ret == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
+		dekcache_forget(fs->cache, st.st_dev, st.st_ino);
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+/*
+ * only_volume_entries - 0 when the backing directory @fd holds nothing a
+ * listing would show, else -ENOTEMPTY.  With @remove, also delete what it
+ * does hold (its ID, orphan side records, a crashed mkdir's temporary
+ * directory), the ID last.
+ */
+static int only_volume_entries(struct envfs *fs, int fd, bool remove)
+{
+	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+	struct dirent *de;
+	DIR *dp;
+
+	if (dfd < 0)
+		return -errno;
+	dp = fdopendir(dfd);
+	if (!dp) {
+		close(dfd);
+		return -ENOMEM;
+	}
+	while (ret == 0 && (de = readdir(dp))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (names_classify(fs->names, false, de->d_name) != NAMES_ENTRY_HIDDEN)
+			ret = -ENOTEMPTY;
+		else if (remove && strcmp(de->d_name, NAMES_DIRID_ENTRY) != 0 &&
+			 unlinkat(dfd, de->d_name, 0) < 0 && errno == EISDIR) {
+			int sub = openat(dfd, de->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0) {
+				unlinkat(sub, NAMES_DIRID_ENTRY, 0);
+				close(sub);
+			}
+			unlinkat(dfd, de->d_name, AT_REMOVEDIR);
+		}
+	}
+	if (ret == 0 && remove && unlinkat(dfd, NAMES_DIRID_ENTRY, 0) < 0 && errno != ENOENT)
+		ret = -errno;
+	closedir(dp);
+	return ret;
+}
+
+/*
+ * remove_dir - with encrypted names a directory holds its ID: it is checked
+ * to hold nothing else, moved to a hidden temporary name (so a crash never
+ * leaves a visible directory without an ID), emptied and removed.
+ */
+static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_name *b)
+{
+	char tmp[64];
+	int fd, ret;
+
+	if (!encrypted_names(fs))
+		return unlinkat(dir->fd, b->entry, AT_REMOVEDIR) < 0 ? -errno : 0;
+	fd = openat(dir->fd, b->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP ? -ENOTDIR : -errno;
+	ret = only_volume_entries(fs, fd, false);
+	temp_name(tmp);
+	if (ret == 0 && renameat2(dir->fd, b->entry, dir->fd, tmp, RENAME_NOREPLACE) < 0)
+		ret = -errno;
+	if (ret == 0)
+		ret = only_volume_entries(fs, fd, true);
+	if (ret == 0 && unlinkat(dir->fd, tmp, AT_REMOVEDIR) < 0) {
+		ret = -errno;
+		/* Put it back, empty: a fresh ID is as good as the old one. */
+		names_dirid_make(fd);
+		renameat2(dir->fd, tmp, dir->fd, b->entry, RENAME_NOREPLACE);
+	}
+	close(fd);
+	if (ret == 0)
+		entry_removed(dir, b);
+	return ret;
+}
+
+void envfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	struct backing_name b;
+	int ret = to_backing(fs, dir, name, &b);
+
+	if (ret == 0)
+		ret = remove_dir(fs, dir, &b);
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+/*
+ * move_symlink - rename an encrypted symlink: its target is sealed anew for
+ * the new name into a hidden temporary link, which is renamed into place
+ * (honouring RENAME_NOREPLACE), and the old link is removed.  The link keeps
+ * its owner and times.  A crash in between leaves the old and the new name,
+ * never neither.
+ */
+static int move_symlink(struct envfs *fs, struct inode *from, const struct backing_name *b,
+			const char *name, struct inode *to, const struct backing_name *bnew,
+			const char *newname, unsigned int flags, const struct stat *st)
+{
+	char stored[NAMES_TARGET_MAX + 1], target[NAMES_TARGET_MAX + 1], tmp[64];
+	struct timespec times[2] = {st->st_atim, st->st_mtim};
+	const uint8_t *from_id, *to_id;
+	ssize_t n;
+	int ret = dir_id(fs, from, &from_id);
+
+	if (ret == 0)
+		ret = dir_id(fs, to, &to_id);
+	if (ret < 0)
+		return ret;
+	n = readlinkat(from->fd, b->entry, stored, sizeof(stored) - 1);
+	if (n < 0)
+		return -errno;
+	stored[n] = '\0';
+	if (names_link_open(fs->names, from_id, name, stored, target) < 0) {
+		log_bad_name(fs, from, b->entry, "the symlink target");
+		return -EIO;
+	}
+	ret = names_link_seal(fs->names, to_id, newname, target, stored);
+	secmem_wipe(target, sizeof(target));
+	if (ret < 0)
+		return ret;
+	temp_name(tmp);
+	if (symlinkat(stored, to->fd, tmp) < 0)
+		return -errno;
+	if (fchownat(to->fd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    utimensat(to->fd, tmp, times, AT_SYMLINK_NOFOLLOW) < 0)
+		ret = -errno;
+	if (ret == 0)
+		ret = prepare_entry(to, bnew);
+	if (ret == 0 &&
+	    renameat2(to->fd, tmp, to->fd, bnew->entry, flags & RENAME_NOREPLACE) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		unlinkat(to->fd, tmp, 0);
+		abandon_entry(to, bnew);
+		return ret;
+	}
+	if (unlinkat(from->fd, b->entry, 0) == 0)
+		entry_removed(from, b);
+	/* The kernel keeps its inode for the link: point it at the new one. */
+	int fd = openat(to->fd, bnew->entry, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	struct stat made;
+	if (fd >= 0 && fstat(fd, &made) == 0 && S_ISLNK(made.st_mode))
+		inode_rebind(fs->inodes, st, fd, &made);
+	else if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+/*
+ * replace_dir - rename directory @b in @from over directory @bnew in @to
+ * (encrypted names).  The target holds its ID, so the backing rename would
+ * find it not empty: when it holds nothing else, the two are exchanged
+ * (the target name never goes missing, and each directory keeps its ID) and
+ * the replaced one, now under the old name, is removed as by rmdir.  A crash
+ * in between leaves that empty directory under the old name, never a
+ * directory without an ID.
+ */
+static int replace_dir(struct envfs *fs, struct inode *from, const struct backing_name *b,
+		       struct inode *to, const struct backing_name *bnew)
+{
+	int fd = openat(to->fd, bnew->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), ret;
+
+	if (fd < 0)
+		return -errno;
+	ret = only_volume_entries(fs, fd, false);
+	close(fd);
+	if (ret == 0 && renameat2(from->fd, b->entry, to->fd, bnew->entry, RENAME_EXCHANGE) < 0)
+		ret = -errno;
+	if (ret < 0)
+		return ret;
+	ret = remove_dir(fs, from, b);
+	/* Filled behind our back in between: undo the exchange. */
+	if (ret < 0)
+		renameat2(from->fd, b->entry, to->fd, bnew->entry, RENAME_EXCHANGE);
+	return ret;
+}
+
+void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		  const char *newname, unsigned int flags)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
+	struct backing_name b, bnew;
+	struct stat moved, target;
+	bool replacing, have_target = false, exchange = flags & RENAME_EXCHANGE;
+	bool encrypted = encrypted_names(fs);
+	int ret = to_backing(fs, from, name, &b);
+
+	if (ret == 0)
+		ret = to_backing(fs, to, newname, &bnew);
+	if (ret == 0 && from == to && strcmp(b.entry, bnew.entry) == 0) {
+		/* Renaming an entry onto itself changes nothing. */
+		fuse_reply_err(req, 0);
+		return;
+	}
+	if (ret == 0 && (encrypted || !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE))))
+		have_target = fstatat(to->fd, bnew.entry, &target, AT_SYMLINK_NOFOLLOW) == 0;
+	replacing = have_target && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) &&
+		    S_ISREG(target.st_mode) && target.st_nlink == 1;
+	/* With encrypted names a symlink or a directory ID takes special care. */
+	mode_t moved_type = 0, target_type = encrypted && have_target ? target.st_mode & S_IFMT : 0;
+	if (ret == 0 && encrypted && fstatat(from->fd, b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+		moved_type = moved.st_mode & S_IFMT;
+	if (exchange && (moved_type == S_IFLNK || target_type == S_IFLNK)) {
+		/* Either link would land under a name its target is not sealed for. */
+		ret = -EINVAL;
+		goto done;
+	}
+	if (moved_type == S_IFLNK) {
+		/* Its target is bound to its name: the link is made anew. */
+		ret = move_symlink(fs, from, &b, name, to, &bnew, newname, flags, &moved);
+		goto done;
+	}
+	if (!flags && moved_type == S_IFDIR && target_type == S_IFDIR) {
+		ret = replace_dir(fs, from, &b, to, &bnew);
+		goto done;
+	}
+	/* An exchange keeps both names, so both side records stay right. */
+	if (ret == 0 && !exchange)
+		ret = prepare_entry(to, &bnew);
+	if (ret == 0 && renameat2(from->fd, b.entry, to->fd, bnew.entry, flags) < 0) {
+		ret = -errno;
+		if (!exchange)
+			abandon_entry(to, &bnew);
+	}
+	if (ret == 0 && !exchange)
+		entry_removed(from, &b);
+done:
+	/* A file replaced by a rename lost its last name, as by unlink. */
+	if (ret == 0 && replacing)
+		dekcache_forget(fs->cache, target.st_dev, target.st_ino);
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}

@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Regular-file operations: open, create, read, write, flush, release,
+ * fsync, fallocate and lseek, with content from content.c and the DEK from
+ * filekey.c.
+ */
+#include "ops_i.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "content.h"
+#include "filekey.h"
+#include "killpriv.h"
+#include "log.h"
+#include "mtime.h"
+#include "prefetch.h"
+
+static void log_integrity(struct envfs *fs, struct inode *in, uint64_t block)
+{
+	atomic_fetch_add(&fs->counters.integrity_errors, 1);
+	log_ratelimited(LOG_ERR, "inode %llu: block %llu fails authentication (tampered or "
+				 "truncated); returning EIO",
+			(unsigned long long)in->ino, (unsigned long long)block);
+}
+
+static struct content_file content_of(struct envfs *fs, struct inode *in, int fd)
+{
+	struct content_file f = {
+		.fd = fd,
+		.layout = &fs->layout,
+		.owner = {.volume_uuid = fs->cfg.uuid},
+	};
+	if (in->dek) {
+		f.owner.key = in->dek->key;
+		f.owner.file_id = in->dek->file_id;
+	}
+	return f;
+}
+
+/*
+ * stamp_mtime - mark the content of backing @fd changed now (mtime and
+ * ctime), as a local file system does on every truncate and fallocate, even
+ * one that changes no stored byte (same size, a hole zeroed).  The kernel
+ * sends those with no time and leaves the stamp to us; with the writeback
+ * cache it keeps the mtime itself (mtime.h), so the daemon does not.
+ */
+static int stamp_mtime(struct envfs *fs, int fd)
+{
+	const struct timespec now[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_NOW}};
+
+	if (fs->settings.writeback_cache)
+		return 0;
+	return futimens(fd, now) < 0 ? -errno : 0;
+}
+
+/*
+ * Change the size of @in through @fd (open read-write, attached).  Shrinking
+ * to zero keeps the key record and needs no key; any other size needs the
+ * DEK, and a record-less file gets its record first.
+ */
+int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t size)
+{
+	uint64_t bad_block = 0;
+	int ret = 0;
+
+	pthread_rwlock_wrlock(&in->content_lock);
+	if (size > 0)
+		ret = filekey_load(fs, in, fd, true);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, fd);
+		ret = content_truncate(&f, size, &bad_block);
+		if (ret == -EIO)
+			log_integrity(fs, in, bad_block);
+		if (ret == 0)
+			ret = stamp_mtime(fs, fd);
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	return ret;
+}
+
+int reopen(struct inode *in, int flags)
+{
+	char path[64];
+	int fd;
+
+	proc_path(in->fd, path);
+	fd = open(path, flags | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Backing open flags: always readable and writable where the request
+ * writes (partial blocks are read back), never O_APPEND (offsets are
+ * plaintext offsets, placed by us) nor O_TRUNC (setattr does it). */
+static int backing_flags(int flags)
+{
+	int keep = flags & (O_SYNC | O_DSYNC | O_NOATIME);
+
+	return keep | ((flags & O_ACCMODE) == O_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+}
+
+static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flags,
+			    struct fuse_file_info *fi)
+{
+	struct open_file *of = malloc(sizeof(*of));
+	int ret;
+
+	if (!of)
+		return -ENOMEM;
+	ret = filekey_attach(fs, in, fd);
+	if (ret < 0) {
+		free(of);
+		return ret;
+	}
+	of->fd = fd;
+	/* With the writeback cache the kernel places appends itself. */
+	of->append = (flags & O_APPEND) && !fs->settings.writeback_cache;
+	of->inode = in;
+	handle_add(fs, &of->h, false);
+	fi->fh = (uint64_t)(uintptr_t)of;
+	/* Only this daemon changes the backing files: cached pages stay valid. */
+	fi->keep_cache = 1;
+	return 0;
+}
+
+void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+	int fd = reopen(in, backing_flags(fi->flags));
+	int ret;
+
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	ret = attach_open_file(fs, in, fd, fi->flags, fi);
+	if (ret < 0) {
+		close(fd);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fuse_reply_open(req, fi);
+}
+
+void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
+	struct backing_name b;
+	struct fuse_entry_param e;
+	int fd = -1;
+	int ret = to_backing(fs, dir, name, &b);
+
+	if (ret < 0)
+		goto fail;
+	ret = prepare_entry(dir, &b);
+	if (ret < 0)
+		goto fail;
+	fd = openat(dir->fd, b.entry,
+		    backing_flags(fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL), mode);
+	if (fd < 0) {
+		ret = -errno;
+		abandon_entry(dir, &b);
+		goto fail;
+	}
+	ret = give_to_caller(req, dir, fd, "", mode);
+	/* The entry is the file we opened, whatever the name holds by now. */
+	if (ret == 0)
+		ret = entry_for_fd(fs, fd, &e);
+	if (ret < 0)
+		goto fail;
+	ret = attach_open_file(fs, inode_of(fs, e.ino), fd, fi->flags, fi);
+	if (ret < 0) {
+		inode_forget(fs->inodes, inode_of(fs, e.ino), 1);
+		goto fail;
+	}
+	fuse_reply_create(req, &e, fi);
+	return;
+fail:
+	if (fd >= 0)
+		close(fd);
+	fuse_reply_err(req, -ret);
+}
+
+void envfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct inode *in = inode_of(fs, ino);
+	uint64_t bad_block = 0;
+	size_t done = 0;
+	void *buf = content_thread_buffer();
+	int ret;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_rwlock_rdlock(&in->content_lock);
+	ret = filekey_load(fs, in, of->fd, false);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, of->fd);
+		ret = content_read(&f, buf, size, (uint64_t)off, &done, &bad_block);
+		if (ret == -EIO)
+			log_integrity(fs, in, bad_block);
+	} else if (ret == -ENODATA) {
+		ret = 0; /* no record: an empty file */
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_buf(req, buf, done);
+}
+
+void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		 struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct inode *in = inode_of(fs, ino);
+	uint64_t bad_block = 0, pos = (uint64_t)off;
+	int ret = 0;
+
+	if (killpriv_take(ino)) {
+		ret = clear_suid_sgid(req, in, of->fd, true);
+		if (ret == 1)
+			ret = killpriv_cleared(ino);
+		if (ret < 0) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
+	}
+	pthread_rwlock_wrlock(&in->content_lock);
+	/* The kernel keeps the mtime of a cached file itself (mtime.h); taken
+	 * before the key record, whose first write moves it too. */
+	if (fs->settings.writeback_cache)
+		ret = mtime_hold(in, of->fd);
+	if (ret == 0)
+		ret = filekey_load(fs, in, of->fd, true);
+	if (ret == 0 && of->append)
+		ret = content_size(of->fd, &fs->layout, &pos);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, of->fd);
+		ret = content_write(&f, buf, size, pos, &bad_block);
+		if (ret == -EIO)
+			log_integrity(fs, in, bad_block);
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_write(req, size);
+}
+
+void envfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	/* Only a deferred mtime waits in the daemon; locks are the kernel's. */
+	fuse_reply_err(req, -mtime_flush(inode_of(fs_of(req), ino)));
+}
+
+void open_file_close(struct envfs *fs, struct open_file *of)
+{
+	handle_remove(fs, &of->h);
+	filekey_detach(fs, of->inode);
+	close(of->fd);
+	free(of);
+}
+
+void envfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	int ret = mtime_flush(inode_of(fs, ino)); /* sent after the close's FLUSH */
+
+	if (ret < 0)
+		log_ratelimited(LOG_WARNING, "inode %llu: cannot set its modification time: %s",
+				(unsigned long long)inode_of(fs, ino)->ino, strerror(-ret));
+	open_file_close(fs, (struct open_file *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* fdatasync leaves a deferred mtime deferred: it promises none (mtime.h). */
+void envfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	int ret = datasync ? 0 : mtime_flush(inode_of(fs_of(req), ino));
+
+	if (ret == 0 && (datasync ? fdatasync(of->fd) : fsync(of->fd)) < 0)
+		ret = -errno;
+	fuse_reply_err(req, -ret);
+}
+
+void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+		     struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct inode *in = inode_of(fs, ino);
+	uint64_t bad_block = 0;
+	int ret;
+
+	/* The kernel refuses PUNCH_HOLE without KEEP_SIZE and with ZERO_RANGE;
+	 * shifting content (COLLAPSE/INSERT_RANGE) would re-seal everything
+	 * after the range under new block indices: not offered (README.md). */
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	/* A local filesystem clears setuid/setgid here as on a write (file_modified);
+	 * with KILLPRIV_V2 the kernel leaves it to us, unflagged (killpriv.h). */
+	ret = killpriv_negotiated() ? clear_suid_sgid(req, in, of->fd, false) : 0;
+	if (ret == 1)
+		ret = killpriv_cleared(ino);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	pthread_rwlock_wrlock(&in->content_lock);
+	ret = filekey_load(fs, in, of->fd, true);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, of->fd);
+		if (mode & FALLOC_FL_PUNCH_HOLE) {
+			ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+					   FALLOC_FL_PUNCH_HOLE, &bad_block);
+		} else {
+			/* ZERO_RANGE reserves its space first, as ext4 does: a
+			 * full disk fails it before any byte is zeroed. */
+			ret = content_allocate(&f, (uint64_t)offset, (uint64_t)length,
+					       mode & FALLOC_FL_KEEP_SIZE, &bad_block);
+			if (ret == 0 && (mode & FALLOC_FL_ZERO_RANGE))
+				ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+						   FALLOC_FL_ZERO_RANGE, &bad_block);
+		}
+		if (ret == -EIO)
+			log_integrity(fs, in, bad_block);
+		if (ret == 0)
+			ret = stamp_mtime(fs, of->fd);
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+void envfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		 struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	struct inode *in = inode_of(fs, ino);
+	/* Finding holes needs no key. */
+	struct content_file f = {.fd = of->fd, .layout = &fs->layout};
+	uint64_t result = 0;
+	int ret;
+
+	if (fs->settings.writeback_cache) {
+		/* The kernel does not write back dirty pages before asking, so the
+		 * backing file may not yet hold data the caller wrote: ENOSYS makes
+		 * the kernel answer itself (all data up to its own EOF), which
+		 * never hides data. */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	pthread_rwlock_rdlock(&in->content_lock);
+	ret = content_seek(&f, (uint64_t)off, whence, &result);
+	pthread_rwlock_unlock(&in->content_lock);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_lseek(req, (off_t)result);
+}

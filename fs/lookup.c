@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Names to inodes: translating a plaintext name to its backing entry
+ * (and its side record for long names), lookup, forget and readlink.
+ */
+#include "ops_i.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "prefetch.h"
+
+void log_bad_name(struct envfs *fs, struct inode *dir, const char *entry,
+		  const char *what)
+{
+	atomic_fetch_add(&fs->counters.integrity_errors, 1);
+	log_ratelimited(LOG_ERR, "directory inode %llu: %s of entry %s is damaged or forged",
+			(unsigned long long)dir->ino, what, entry);
+}
+
+/*
+ * dir_id - the ID of directory @dir (encrypted names; *@out is NULL with
+ * plain names), read from the backing directory once and kept in the
+ * inode: it never changes and moves with the directory.
+ */
+int dir_id(struct envfs *fs, struct inode *dir, const uint8_t **out)
+{
+	int ret = 0;
+
+	*out = NULL;
+	if (!encrypted_names(fs))
+		return 0;
+	pthread_mutex_lock(&dir->key_lock);
+	if (!dir->dirid_known) {
+		ret = names_dirid_read(dir->fd, dir->dirid);
+		dir->dirid_known = ret == 0;
+	}
+	pthread_mutex_unlock(&dir->key_lock);
+	if (ret < 0) {
+		atomic_fetch_add(&fs->counters.integrity_errors, 1);
+		log_ratelimited(LOG_ERR, "directory inode %llu: its directory ID (%s) is missing "
+					 "or damaged; returning EIO",
+				(unsigned long long)dir->ino, NAMES_DIRID_ENTRY);
+		return -EIO;
+	}
+	*out = dir->dirid;
+	return 0;
+}
+
+/* The backing form of @name in @dir. */
+int to_backing(struct envfs *fs, struct inode *dir, const char *name,
+	       struct backing_name *b)
+{
+	const uint8_t *id;
+	int ret = dir_id(fs, dir, &id);
+
+	return ret < 0 ? ret : names_encode(fs->names, id, is_root(fs, dir), name, b);
+}
+
+/*
+ * A long name's entry may be used only with its side record: -ENOENT when
+ * neither the entry nor a matching record exists, -EIO when the entry
+ * exists but its record is missing or not the one its name was made from.
+ */
+static int check_side(struct envfs *fs, struct inode *dir, const struct backing_name *b)
+{
+	char have[NAMES_FULL_MAX + 1];
+	struct stat st;
+
+	if (names_side_read(dir->fd, b->entry, have) == 0 && strcmp(have, b->full) == 0)
+		return 0;
+	if (fstatat(dir->fd, b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ENOENT : -errno;
+	log_bad_name(fs, dir, b->entry, "the side record");
+	return -EIO;
+}
+
+/* Before an entry for @b is made: a long name's side record comes first. */
+int prepare_entry(struct inode *dir, const struct backing_name *b)
+{
+	return backing_name_is_long(b) ? names_side_write(dir->fd, b) : 0;
+}
+
+/* After an entry for @b failed to appear: drop a side record nobody uses. */
+void abandon_entry(struct inode *dir, const struct backing_name *b)
+{
+	struct stat st;
+
+	if (backing_name_is_long(b) && fstatat(dir->fd, b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+	    errno == ENOENT)
+		names_side_remove(dir->fd, b->entry);
+}
+
+/* After the entry @b is gone: its side record goes too. */
+void entry_removed(struct inode *dir, const struct backing_name *b)
+{
+	if (backing_name_is_long(b))
+		names_side_remove(dir->fd, b->entry);
+}
+
+/*
+ * remember_link - decrypt the target of symlink @in, found as @bname
+ * (plaintext @name) in @dir, and keep it in the inode for readlink.  A
+ * target that does not decrypt is logged and left unset: readlink is EIO.
+ */
+static void remember_link(struct envfs *fs, struct inode *dir, struct inode *in,
+			  const char *bname, const char *name)
+{
+	char stored[NAMES_TARGET_MAX + 1], *target;
+	const uint8_t *id;
+	ssize_t n;
+	bool known;
+
+	if (!encrypted_names(fs) || in->type != S_IFLNK)
+		return;
+	pthread_mutex_lock(&in->key_lock);
+	known = in->link_target != NULL;
+	pthread_mutex_unlock(&in->key_lock);
+	if (known || dir_id(fs, dir, &id) < 0)
+		return;
+	n = readlinkat(dir->fd, bname, stored, sizeof(stored) - 1);
+	target = malloc(NAMES_TARGET_MAX + 1);
+	if (n < 0 || !target) {
+		free(target);
+		return;
+	}
+	stored[n] = '\0';
+	if (names_link_open(fs->names, id, name, stored, target) < 0) {
+		log_bad_name(fs, dir, bname, "the symlink target");
+		free(target);
+		return;
+	}
+	pthread_mutex_lock(&in->key_lock);
+	if (!in->link_target) {
+		in->link_target = target;
+		target = NULL;
+	}
+	pthread_mutex_unlock(&in->key_lock);
+	free(target);
+}
+
+/*
+ * Fill @e for backing entry @bname (plaintext @name) in @parent and take a
+ * kernel reference on its inode.
+ */
+int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
+		   const char *name, struct fuse_entry_param *e)
+{
+	struct stat st;
+	struct inode *in;
+	int fd, ret;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = fs->settings.attr_timeout;
+	e->entry_timeout = fs->settings.entry_timeout;
+
+	/* A known inode needs no new fd: one fstatat answers the lookup. */
+	if (fstatat(parent->fd, bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	in = inode_lookup_known(fs->inodes, &st);
+	if (!in) {
+		fd = openat(parent->fd, bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		/* The name may have moved on since the fstatat: trust the fd. */
+		if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+			ret = -errno;
+			close(fd);
+			return ret;
+		}
+		in = inode_lookup_or_add(fs->inodes, fd, &st);
+		if (!in)
+			return -ENOMEM;
+	}
+	remember_link(fs, parent, in, bname, name);
+	to_plain_attr(fs, in, &st);
+	e->ino = (fuse_ino_t)(uintptr_t)in;
+	if (in == inode_table_root(fs->inodes))
+		e->ino = FUSE_ROOT_ID;
+	e->attr = st;
+	return 0;
+}
+
+/* Fill @e for @name in @parent and take a kernel reference on its inode. */
+static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
+		     struct fuse_entry_param *e)
+{
+	struct backing_name b;
+	int ret = to_backing(fs, parent, name, &b);
+
+	if (ret < 0)
+		return ret == -EPERM ? -ENOENT : ret;
+	if (backing_name_is_long(&b)) {
+		ret = check_side(fs, parent, &b);
+		if (ret < 0)
+			return ret;
+	}
+	return lookup_backing(fs, parent, b.entry, name, e);
+}
+
+/* Fill @e for the file open as @fd (just created), taking a kernel reference. */
+int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e)
+{
+	char path[64];
+	struct stat st;
+	struct inode *in;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = fs->settings.attr_timeout;
+	e->entry_timeout = fs->settings.entry_timeout;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	in = inode_lookup_known(fs->inodes, &st);
+	if (!in) {
+		int pfd;
+		proc_path(fd, path);
+		pfd = open(path, O_PATH | O_CLOEXEC);
+		if (pfd < 0)
+			return -errno;
+		in = inode_lookup_or_add(fs->inodes, pfd, &st);
+		if (!in)
+			return -ENOMEM;
+	}
+	to_plain_attr(fs, in, &st);
+	e->ino = (fuse_ino_t)(uintptr_t)in;
+	e->attr = st;
+	return 0;
+}
+
+void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_param *e)
+{
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_entry(req, e);
+}
+
+void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	int ret = do_lookup(fs, inode_of(fs, parent), name, &e);
+
+	if (ret == 0 && S_ISREG(e.attr.st_mode))
+		prefetch_file(fs->prefetch, inode_of(fs, e.ino));
+	if (ret == -ENOENT) {
+		/* Negative entry: the kernel may cache the absence. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->settings.entry_timeout;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	reply_entry_or_err(req, ret, &e);
+}
+
+void envfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct envfs *fs = fs_of(req);
+
+	inode_forget(fs->inodes, inode_of(fs, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+void envfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct envfs *fs = fs_of(req);
+
+	for (size_t i = 0; i < count; i++)
+		inode_forget(fs->inodes, inode_of(fs, forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+	char buf[PATH_MAX + 1];
+	ssize_t n;
+
+	if (encrypted_names(fs)) {
+		/* Decrypted when its name was looked up (remember_link). */
+		pthread_mutex_lock(&in->key_lock);
+		if (in->link_target)
+			snprintf(buf, sizeof(buf), "%s", in->link_target);
+		pthread_mutex_unlock(&in->key_lock);
+		if (in->link_target)
+			fuse_reply_readlink(req, buf);
+		else
+			fuse_reply_err(req, EIO);
+		return;
+	}
+	n = readlinkat(in->fd, "", buf, sizeof(buf));
+
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else if ((size_t)n >= sizeof(buf))
+		fuse_reply_err(req, ENAMETOOLONG);
+	else {
+		buf[n] = '\0';
+		fuse_reply_readlink(req, buf);
+	}
+}
