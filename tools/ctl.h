@@ -8,7 +8,8 @@
  * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt), ctl_status.c
  * (status of a mounted volume), ctl_rotate.c (re-wrapping a tree's keys),
  * ctl_migrate.c (the state of a move to another KMS, rotate --to-kms),
- * ctl_import.c (copying a plaintext tree into a volume).
+ * ctl_import.c (copying a plaintext tree into a volume).  ctl_daemon.c asks
+ * a mounted volume's daemon to act (ctl_daemon.h).
  */
 
 #include <limits.h>
@@ -91,14 +92,6 @@ void ctl_volume_close(struct ctl_volume *v);
  * backing path unless -o fsname= said otherwise.
  */
 bool ctl_backing_mounted(const char *backing);
-
-/*
- * ctl_daemon_ioctl - issue the daemon's ioctl @request (fs/status.h) on
- * @path in a mounted volume (a file, or the mount root).  What ioctl(2)
- * returned (0, or 1 for a re-wrap that found the record already current),
- * or -errno.
- */
-int ctl_daemon_ioctl(const char *path, unsigned long request);
 
 /*
  * ctl_secret_setting - does KMS setting @key name a secret itself rather

@@ -39,6 +39,7 @@
 #include "crypto/secmem.h"
 #include "fs/status.h"
 #include "tools/ctl.h"
+#include "tools/ctl_daemon.h"
 
 /*
  * check_config_file - CONFIG holds one [kms] section of references only (and

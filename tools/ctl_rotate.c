@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -50,6 +49,7 @@
 #include "fs/volkey.h"
 #include "crypto/hex.h"
 #include "tools/ctl.h"
+#include "tools/ctl_daemon.h"
 
 static const char rotate_usage[] =
 	"Usage: envelopefsctl rotate [OPTIONS] MOUNTPOINT [PATH...]\n"
@@ -260,19 +260,6 @@ static int file_key(struct rotation *r, const char *path, uint32_t *version, cha
 	if (fd >= 0)
 		close(fd);
 	free(rec);
-	return ret;
-}
-
-int ctl_daemon_ioctl(const char *path, unsigned long request)
-{
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	ret = ioctl(fd, request);
-	if (ret < 0)
-		ret = -errno;
-	close(fd);
 	return ret;
 }
 
