@@ -144,7 +144,6 @@ struct ctl_migration {
 	dictionary *target;	/* CONFIG, loaded */
 	char target_ref[KMS_MAX_REF + 1];
 	char current_ref[KMS_MAX_REF + 1]; /* the volume's key, as the daemon says, or "" */
-	bool started;	    /* this run began the migration */
 	bool nothing_to_do; /* the volume already uses CONFIG's KMS alone */
 	bool locked;	    /* lock_fd holds BACKING's lock: one migration at a time */
 	int lock_fd;

@@ -204,7 +204,6 @@ static int begin(struct ctl_migration *m, struct volume_config *cfg)
 		return ctl_err(CTL_FAILED, "out of memory");
 	code = write_config(m, cfg, m->target, old);
 	if (code == CTL_OK) {
-		m->started = true;
 		rc = tell_daemon(m);
 		if (rc < 0) {
 			/* Nothing has moved yet: put the volume back as it was. */
