@@ -295,11 +295,17 @@ static int rewrap_path(struct rotation *r, const char *path)
 	return ret;
 }
 
+/* rekey_env_of - what rekey_file() and rekey_recover() need, offline. */
+static struct rekey_env rekey_env_of(struct rotation *r)
+{
+	return (struct rekey_env){ .layout = &r->vol.layout, .keys = ctl_volume_keys(&r->vol),
+				   .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
+				   .root_fd = r->state.root_fd, .names = r->state.names };
+}
+
 static int rekey_path(struct rotation *r, const char *path)
 {
-	struct rekey_env env = { .layout = &r->vol.layout, .keys = ctl_volume_keys(&r->vol),
-				 .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
-				 .root_fd = r->state.root_fd, .names = r->state.names };
+	struct rekey_env env = rekey_env_of(r);
 	struct rekey_result res;
 	uint8_t *dek;
 	int fd, ret;
@@ -798,9 +804,7 @@ static int offline_rekey_setup(struct rotation *r)
 	ret = ctl_volume_names(&r->vol, r->backing, &r->state.names);
 	if (ret != CTL_OK)
 		return ret;
-	env = (struct rekey_env){ .layout = &r->vol.layout, .keys = ctl_volume_keys(&r->vol),
-				  .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
-				  .root_fd = r->state.root_fd, .names = r->state.names };
+	env = rekey_env_of(r);
 	ret = rekey_recover(&env, &rec, print_recovery_failure);
 	if (ret < 0)
 		return ctl_err(CTL_FAILED, "%s/%s: %s", r->backing, REKEY_DIR, strerror(-ret));
