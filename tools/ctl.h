@@ -7,11 +7,11 @@
  * One file per command family: ctl_volume.c (init, info), ctl_keyring.c
  * (keyring create|rotate|list), ctl_data.c (encrypt, decrypt), ctl_status.c
  * (status of a mounted volume), ctl_rotate.c (re-wrapping a tree's keys),
- * ctl_migrate.c (the state of a move to another KMS, rotate --to-kms),
- * ctl_import.c (copying a plaintext tree into a volume).
+ * ctl_migrate.c (the state of a move to another KMS, rotate --to-kms:
+ * ctl_migrate.h), ctl_import.c (copying a plaintext tree into a volume).
+ * ctl_daemon.c asks a mounted volume's daemon to act (ctl_daemon.h).
  */
 
-#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,14 +93,6 @@ void ctl_volume_close(struct ctl_volume *v);
 bool ctl_backing_mounted(const char *backing);
 
 /*
- * ctl_daemon_ioctl - issue the daemon's ioctl @request (fs/status.h) on
- * @path in a mounted volume (a file, or the mount root).  What ioctl(2)
- * returned (0, or 1 for a re-wrap that found the record already current),
- * or -errno.
- */
-int ctl_daemon_ioctl(const char *path, unsigned long request);
-
-/*
  * ctl_secret_setting - does KMS setting @key name a secret itself rather
  * than where one is?  Settings land in the world-readable volume
  * configuration, so a token, PIN or password must come from a *_file or the
@@ -138,37 +130,6 @@ int cmd_import(int argc, char **argv);
  * whose key record is wrapped under @version, and those whose record could
  * not be read.  Returns a CTL_* code, having printed why.
  */
-/*
- * Moving a volume to another KMS (rotate --to-kms; tools/ctl_migrate.c).
- * The caller fills @config, @backing (real path), @mountpoint (NULL
- * offline) and, online, @current_ref.
- */
-struct ctl_migration {
-	const char *config;	/* CONFIG: the new provider's [kms] */
-	char backing[PATH_MAX];
-	const char *mountpoint; /* the mounted volume, or NULL offline */
-	char conf[PATH_MAX + 32]; /* BACKING/envelopefs.conf */
-	dictionary *target;	/* CONFIG, loaded */
-	char target_ref[KMS_MAX_REF + 1];
-	char current_ref[KMS_MAX_REF + 1]; /* the volume's key, as the daemon says, or "" */
-	bool started;	    /* this run began the migration */
-	bool nothing_to_do; /* the volume already uses CONFIG's KMS alone */
-	bool locked;	    /* lock_fd holds BACKING's lock: one migration at a time */
-	int lock_fd;
-};
-
-/*
- * ctl_migrate_start - check CONFIG and begin (or resume) the migration: the
- * configuration names the new KMS as [kms] and the old as [kms_previous],
- * and the daemon has reloaded it.  Nothing changes when a check fails.
- * A CTL_* code, having printed why.
- */
-int ctl_migrate_start(struct ctl_migration *m);
-
-/* ctl_migrate_finish - every record has moved: drop [kms_previous], tell the daemon. */
-int ctl_migrate_finish(struct ctl_migration *m);
-void ctl_migrate_free(struct ctl_migration *m);
-
 int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_t *users,
 			  size_t *unreadable);
 

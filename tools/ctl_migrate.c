@@ -2,9 +2,9 @@
 /*
  * envelopefsctl rotate --to-kms CONFIG: moving a volume to another KMS.
  *
- * The walk that moves the records is rotation's (ctl_rotate.c); this file
- * owns the migration's state, which lives in the volume configuration
- * itself (docs/FORMAT.md, "Volume configuration"):
+ * The walk that moves the records is the caller's (ctl_rotate.c, through
+ * ctl_migrate.h); this file owns the migration's state, which lives in the
+ * volume configuration itself (docs/FORMAT.md, "Volume configuration"):
  *
  *   start:  CONFIG is checked (settings only, no secret; the provider opens,
  *           wraps and unwraps a probe key; its records fit the volume's
@@ -39,6 +39,21 @@
 #include "crypto/secmem.h"
 #include "fs/status.h"
 #include "tools/ctl.h"
+#include "tools/ctl_daemon.h"
+#include "tools/ctl_migrate.h"
+
+/* A move under way: what ctl_migrate_start() was given, and what it holds. */
+struct ctl_migration {
+	const char *config;	/* CONFIG: the new provider's [kms] */
+	char backing[PATH_MAX];
+	const char *mountpoint; /* the mounted volume, or NULL offline */
+	char conf[PATH_MAX + 32]; /* BACKING/envelopefs.conf */
+	dictionary *target;	/* CONFIG, loaded */
+	char target_ref[KMS_MAX_REF + 1];
+	char current_ref[KMS_MAX_REF + 1]; /* the volume's key, as the daemon says, or "" */
+	bool locked;	    /* lock_fd holds BACKING's lock: one migration at a time */
+	int lock_fd;
+};
 
 /*
  * check_config_file - CONFIG holds one [kms] section of references only (and
@@ -203,7 +218,6 @@ static int begin(struct ctl_migration *m, struct volume_config *cfg)
 		return ctl_err(CTL_FAILED, "out of memory");
 	code = write_config(m, cfg, m->target, old);
 	if (code == CTL_OK) {
-		m->started = true;
 		rc = tell_daemon(m);
 		if (rc < 0) {
 			/* Nothing has moved yet: put the volume back as it was. */
@@ -248,7 +262,12 @@ static int lock_backing(struct ctl_migration *m)
 	return CTL_OK;
 }
 
-int ctl_migrate_start(struct ctl_migration *m)
+/*
+ * start - ctl_migrate_start() on @m, whose config, backing, mountpoint and
+ * current_ref are filled in.  *@nothing_to_do when the volume already uses
+ * CONFIG's KMS alone.  A CTL_* code.
+ */
+static int start(struct ctl_migration *m, bool *nothing_to_do)
 {
 	struct volume_config cfg;
 	struct kms *kms = NULL;
@@ -270,7 +289,7 @@ int ctl_migrate_start(struct ctl_migration *m)
 	if (volume_kms_same(cfg.ini, "kms", m->target, "kms") && !migrating) {
 		fprintf(stderr, "envelopefsctl rotate: %s already uses the KMS of %s: nothing to "
 			"move\n", m->backing, m->config);
-		m->nothing_to_do = true;
+		*nothing_to_do = true;
 		volume_config_free(&cfg);
 		return CTL_OK;
 	}
@@ -312,6 +331,34 @@ int ctl_migrate_start(struct ctl_migration *m)
 	return code;
 }
 
+int ctl_migrate_start(const char *config, const char *backing, const char *mountpoint,
+		      const char *current_ref, struct ctl_migration **out)
+{
+	struct ctl_migration *m = calloc(1, sizeof(*m));
+	bool nothing_to_do = false;
+	int code;
+
+	*out = NULL;
+	if (!m)
+		return ctl_err(CTL_FAILED, "out of memory");
+	m->config = config;
+	snprintf(m->backing, sizeof(m->backing), "%s", backing);
+	m->mountpoint = mountpoint;
+	snprintf(m->current_ref, sizeof(m->current_ref), "%s", current_ref ? current_ref : "");
+	code = start(m, &nothing_to_do);
+	if (code != CTL_OK || nothing_to_do) {
+		ctl_migrate_free(m);
+		return code;
+	}
+	*out = m;
+	return CTL_OK;
+}
+
+const char *ctl_migrate_target_ref(const struct ctl_migration *m)
+{
+	return m->target_ref;
+}
+
 int ctl_migrate_finish(struct ctl_migration *m)
 {
 	struct volume_config cfg;
@@ -341,10 +388,11 @@ int ctl_migrate_finish(struct ctl_migration *m)
 
 void ctl_migrate_free(struct ctl_migration *m)
 {
+	if (!m)
+		return;
 	if (m->target)
 		iniparser_freedict(m->target);
-	m->target = NULL;
 	if (m->locked)
 		close(m->lock_fd); /* releases the lock */
-	m->locked = false;
+	free(m);
 }

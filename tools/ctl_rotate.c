@@ -20,7 +20,7 @@
  * crash between a re-key and its line only means that file is re-keyed
  * twice.
  *
- * --to-kms CONFIG moves the volume to another KMS (ctl_migrate.c keeps the
+ * --to-kms CONFIG moves the volume to another KMS (ctl_migrate.h keeps the
  * state): the same walk, where a record is done once it names the new
  * provider's key, whatever its version.  A walk is followed by a check
  * walk that changes nothing, so a record a rename carried past the walk is
@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -50,6 +49,8 @@
 #include "fs/volkey.h"
 #include "crypto/hex.h"
 #include "tools/ctl.h"
+#include "tools/ctl_daemon.h"
+#include "tools/ctl_migrate.h"
 
 static const char rotate_usage[] =
 	"Usage: envelopefsctl rotate [OPTIONS] MOUNTPOINT [PATH...]\n"
@@ -108,7 +109,7 @@ struct rekey_state {
 
 struct rotation {
 	bool offline, check, dry_run, json, rekey, quiet;
-	struct ctl_migration *migration; /* --to-kms, else NULL */
+	struct ctl_migration *migration; /* --to-kms: the move under way, else NULL */
 	char target_ref[KMS_MAX_REF + 1]; /* a done record names this key */
 	const char *state_opt;
 	struct rekey_state state;
@@ -263,19 +264,6 @@ static int file_key(struct rotation *r, const char *path, uint32_t *version, cha
 	return ret;
 }
 
-int ctl_daemon_ioctl(const char *path, unsigned long request)
-{
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	ret = ioctl(fd, request);
-	if (ret < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
-}
-
 /* rewrap_path - re-wrap one file: 0, 1 when it was already current, or -errno. */
 static int rewrap_path(struct rotation *r, const char *path)
 {
@@ -307,11 +295,17 @@ static int rewrap_path(struct rotation *r, const char *path)
 	return ret;
 }
 
+/* rekey_env_of - what rekey_file() and rekey_recover() need, offline. */
+static struct rekey_env rekey_env_of(struct rotation *r)
+{
+	return (struct rekey_env){ .layout = &r->vol.layout, .keys = ctl_volume_keys(&r->vol),
+				   .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
+				   .root_fd = r->state.root_fd, .names = r->state.names };
+}
+
 static int rekey_path(struct rotation *r, const char *path)
 {
-	struct rekey_env env = { .layout = &r->vol.layout, .keys = ctl_volume_keys(&r->vol),
-				 .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
-				 .root_fd = r->state.root_fd, .names = r->state.names };
+	struct rekey_env env = rekey_env_of(r);
 	struct rekey_result res;
 	uint8_t *dek;
 	int fd, ret;
@@ -810,9 +804,7 @@ static int offline_rekey_setup(struct rotation *r)
 	ret = ctl_volume_names(&r->vol, r->backing, &r->state.names);
 	if (ret != CTL_OK)
 		return ret;
-	env = (struct rekey_env){ .layout = &r->vol.layout, .keys = ctl_volume_keys(&r->vol),
-				  .pool = r->state.pool, .volume_uuid = r->vol.cfg.uuid,
-				  .root_fd = r->state.root_fd, .names = r->state.names };
+	env = rekey_env_of(r);
 	ret = rekey_recover(&env, &rec, print_recovery_failure);
 	if (ret < 0)
 		return ctl_err(CTL_FAILED, "%s/%s: %s", r->backing, REKEY_DIR, strerror(-ret));
@@ -909,7 +901,6 @@ int cmd_rotate(int argc, char **argv)
 {
 	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER,
 			     .state = {.fd = -1, .root_fd = -1}};
-	struct ctl_migration m = {0};
 	const char *keyring = NULL, *to_kms = NULL;
 	char uuid[37], backing[PATH_MAX];
 	int code = parse_args(argc, argv, &r, &keyring, &to_kms);
@@ -921,10 +912,6 @@ int cmd_rotate(int argc, char **argv)
 	if (to_kms && keyring)
 		return ctl_err(CTL_USAGE, "--keyring does not combine with --to-kms (the volume's "
 			       "two KMS configurations name their own keyrings)");
-	if (to_kms) {
-		m.config = to_kms;
-		r.migration = &m;
-	}
 
 	if (r.offline) {
 		if (!realpath(argv[optind], r.backing))
@@ -934,22 +921,19 @@ int cmd_rotate(int argc, char **argv)
 				       "%s is mounted: rotate through the mount (envelopefsctl rotate "
 				       "MOUNTPOINT) or unmount it first",
 				       r.backing);
-		if (r.migration) {
-			snprintf(m.backing, sizeof(m.backing), "%s", r.backing);
-			code = ctl_migrate_start(&m);
-			if (code != CTL_OK || m.nothing_to_do) {
-				ctl_migrate_free(&m);
+		if (to_kms) {
+			code = ctl_migrate_start(to_kms, r.backing, NULL, NULL, &r.migration);
+			if (code != CTL_OK || !r.migration)
 				return code;
-			}
 		}
 		code = ctl_volume_open(r.backing, keyring, NULL, true, &r.vol);
 		if (code != CTL_OK) {
-			ctl_migrate_free(&m);
+			ctl_migrate_free(r.migration);
 			return code;
 		}
 		if (kms_current_version(r.vol.kms, &r.target) < 0) {
 			ctl_volume_close(&r.vol);
-			ctl_migrate_free(&m);
+			ctl_migrate_free(r.migration);
 			return ctl_err(CTL_KEY, "cannot tell the KMS's current version");
 		}
 		snprintf(r.target_ref, sizeof(r.target_ref), "%s", r.vol.kms->key_ref);
@@ -962,21 +946,24 @@ int cmd_rotate(int argc, char **argv)
 		code = online_target(argv[optind], &r, uuid, backing);
 		if (code != CTL_OK)
 			return code;
-		if (r.migration) {
-			if (!realpath(backing, m.backing))
+		if (to_kms) {
+			char real[PATH_MAX];
+
+			if (!realpath(backing, real))
 				return ctl_err(CTL_FAILED, "%s: %s", backing, strerror(errno));
-			m.mountpoint = argv[optind];
-			snprintf(m.current_ref, sizeof(m.current_ref), "%s", r.target_ref);
-			code = ctl_migrate_start(&m);
+			code = ctl_migrate_start(to_kms, real, argv[optind], r.target_ref,
+						 &r.migration);
+			if (code != CTL_OK || !r.migration)
+				return code;
 			/* The daemon now names the new KMS current. */
-			if (code == CTL_OK && !m.nothing_to_do)
-				code = online_target(argv[optind], &r, uuid, NULL);
-			if (code == CTL_OK && !m.nothing_to_do &&
-			    strcmp(r.target_ref, m.target_ref) != 0)
+			code = online_target(argv[optind], &r, uuid, NULL);
+			if (code == CTL_OK &&
+			    strcmp(r.target_ref, ctl_migrate_target_ref(r.migration)) != 0)
 				code = ctl_err(CTL_FAILED, "the daemon of %s still names %s, not %s",
-					       argv[optind], r.target_ref, m.target_ref);
-			if (code != CTL_OK || m.nothing_to_do) {
-				ctl_migrate_free(&m);
+					       argv[optind], r.target_ref,
+					       ctl_migrate_target_ref(r.migration));
+			if (code != CTL_OK) {
+				ctl_migrate_free(r.migration);
 				return code;
 			}
 		}
@@ -995,7 +982,7 @@ int cmd_rotate(int argc, char **argv)
 	if (code == CTL_OK && r.migration) {
 		code = migrate_walk(&r, argv + first, argc - first);
 		if (code == CTL_OK)
-			code = ctl_migrate_finish(&m);
+			code = ctl_migrate_finish(r.migration);
 	} else if (code == CTL_OK) {
 		code = walk_and_run(&r, argv + first, argc - first);
 		if (code == CTL_OK)
@@ -1007,6 +994,6 @@ int cmd_rotate(int argc, char **argv)
 		fprintf(stderr, "envelopefsctl rotate: cannot remove %s: %s\n", r.state.path,
 			strerror(errno));
 	rotation_free(&r);
-	ctl_migrate_free(&m);
+	ctl_migrate_free(r.migration);
 	return code;
 }
