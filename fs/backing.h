@@ -22,8 +22,11 @@
 
 struct backing_caps {
 	long fs_type;		/* statfs f_type */
-	const char *fs_name;	/* "ext4", "fuse", "glusterfs"..., or "unknown" */
-	bool shared;		/* a network or FUSE file system (statfs type) */
+	/* "ext4", "xfs", "tmpfs", "nfs", "ceph", "glusterfs" (a FUSE mount
+	 * of type fuse.glusterfs), "fuse" for any other FUSE..., or "unknown";
+	 * static strings. */
+	const char *fs_name;
+	bool shared;		/* a network, cluster or FUSE file system (statfs type) */
 
 	/* renameat2(RENAME_NOREPLACE); without it: a directory is renamed with
 	 * plain rename() (every visible directory of an encrypted-names volume
@@ -35,14 +38,19 @@ struct backing_caps {
 	bool rename_exchange;
 	/* open(O_TMPFILE): unused so far; reported. */
 	bool tmpfile;
-	/* user.* xattrs, and the largest value stored (0 when none):
+	/* user.* xattrs, and the largest value stored and read back, to the
+	 * byte (0 when none; user_xattr == xattr_max > 0; at most 65536):
 	 * `--header xattr` needs a key record to fit. */
 	bool user_xattr;
 	size_t xattr_max;
-	/* SEEK_HOLE/SEEK_DATA tell the truth: a file written only at 1 MiB
-	 * reports data there and a hole before it (or data from 0, which is
-	 * never wrong).  Without it: every block is read as data, lseek
-	 * SEEK_HOLE answers the end of the file, writes always reserve. */
+	/* SEEK_HOLE/SEEK_DATA tell the truth, right after the writes and once
+	 * synced: a file written at 0 (512 bytes) and at 1 MiB (4 KiB) reports
+	 * data at both and a hole between them (or data, which is never
+	 * wrong), never a hole over written bytes.  Asked of 8 new files, as
+	 * an answer may race the write: GlusterFS 10.3 answers ENXIO for
+	 * SEEK_DATA while its write-behind holds a new file's writes.
+	 * Without it: every block is read as data, lseek SEEK_HOLE answers the
+	 * end of the file, writes always reserve. */
 	bool holes_trusted;
 	/* fallocate(FALLOC_FL_KEEP_SIZE) and FALLOC_FL_PUNCH_HOLE. */
 	bool fallocate;
@@ -57,9 +65,17 @@ struct backing_caps {
 
 /*
  * backing_probe - fill @caps for the backing directory open as @root_fd
- * (an O_PATH or O_RDONLY directory fd).  Makes and removes a hidden scratch
- * directory in it (NAMES_TEMP_PREFIX "probe.<random>"), so the backing must
- * be writable.  0, or -errno when the scratch directory cannot be made.
+ * (an O_PATH or O_RDONLY directory fd).  Makes a hidden scratch directory
+ * in it (NAMES_TEMP_PREFIX "probe.<16 random hex digits>", so several
+ * probes, and several hosts, may run at once), tries every feature there,
+ * and removes it with all it holds whatever happened, so the backing must
+ * be writable; in a plain-names volume it shows in a listing of the root
+ * meanwhile.  A feature whose probe fails in any way reads as missing:
+ * the fallback is always safe.  About 250 system calls and one fsync
+ * (under 0.1 s on GlusterFS here).  Returns 0, or -errno when statfs fails
+ * or the scratch directory cannot be made (-EROFS, -EACCES, -ENOSPC...)
+ * or removed again; every feature then reads as missing, while fs_type,
+ * fs_name and shared stay filled when statfs answered.
  */
 int backing_probe(int root_fd, struct backing_caps *caps);
 
@@ -72,16 +88,19 @@ int backing_probe(int root_fd, struct backing_caps *caps);
 size_t backing_fallbacks(const struct backing_caps *caps, char *out, size_t cap);
 
 /*
- * backing_caps_json - the capabilities as one JSON object
- * {"fs": NAME, "shared": BOOL, "rename_noreplace": BOOL, ..., "xattr_max": N}
- * into @out; returns the length, or -ENOSPC when @cap is too small.
+ * backing_caps_json - the capabilities as one compact JSON object
+ * {"fs":NAME,"fs_type":N,"shared":BOOL,"rename_noreplace":BOOL,...,"xattr_max":N}
+ * (the features in struct order, each named as its field) into @out; returns
+ * the length, or -ENOSPC when @cap is too small.
  */
 int backing_caps_json(const struct backing_caps *caps, char *out, size_t cap);
 
 /*
  * backing_refusal - why a volume with the given record placement cannot
- * live on this backing, or NULL when it can: `--header xattr` needs user
- * xattrs holding at least @record_len bytes ("choose --header file").
+ * live on this backing, or NULL when it can: `--header xattr`
+ * (@xattr_records) needs user xattrs holding at least @record_len bytes.
+ * A static sentence ending in what to choose instead ("choose --header
+ * file"); the caller adds the sizes.
  */
 const char *backing_refusal(const struct backing_caps *caps, bool xattr_records, size_t record_len);
 

@@ -12,11 +12,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "crypto/random.h"
 #include "crypto/record.h"
+#include "fs/backing.h"
 #include "fs/names.h"
 #include "fs/volkey.h"
 #include "kms/keyring.h"
@@ -31,7 +31,9 @@ static const char init_usage[] =
 	"provider, the keyring is created if it does not exist (passphrase-protected\n"
 	"when a passphrase is given) and must live outside BACKING.  Other providers\n"
 	"take their settings from --kms-setting and must be reachable: init opens the\n"
-	"KMS and reads the master key's current version.\n"
+	"KMS and reads the master key's current version.  init tries out what the\n"
+	"backing file system can do (in a hidden directory it removes again) and prints\n"
+	"a \"backing:\" line for each missing feature and the fallback used instead.\n"
 	"\n"
 	"Options:\n"
 	"  --kms NAME              key-management provider (default: local)\n"
@@ -43,7 +45,8 @@ static const char init_usage[] =
 	"                          $XDG_CONFIG_HOME defaulting to $HOME/.config)\n"
 	"  --header file|xattr     where per-file key records live: a header at the start\n"
 	"                          of each backing file (default) or the xattr\n"
-	"                          " VOLUME_XATTR_NAME "\n"
+	"                          " VOLUME_XATTR_NAME " (refused where the backing file\n"
+	"                          system's user xattrs cannot hold a key record)\n"
 	"  --block-size N          content block size, a power of two from 4096 to 65536\n"
 	"                          (default 4096)\n"
 	"  --passphrase-file FILE  passphrase for a new keyring, or of an existing one;\n"
@@ -57,7 +60,10 @@ static const char info_usage[] =
 	"Usage: envelopefsctl info [OPTIONS] BACKING\n"
 	"\n"
 	"Show the volume's format parameters and KMS settings (references only: the\n"
-	"configuration never holds a secret).\n"
+	"configuration never holds a secret), then the backing file system: its name,\n"
+	"whether it is shared (network or FUSE), and a \"backing:\" line for each\n"
+	"missing feature and its fallback, found by trying each once in a hidden\n"
+	"directory removed again (\"not probed\" when the backing is read-only).\n"
 	"\n"
 	"Options:\n"
 	"  --kms                   also open the KMS and show the key reference and the\n"
@@ -198,30 +204,33 @@ static int open_keyring(const char *path, const char *pass_file, struct keyring 
 	return CTL_OK;
 }
 
-/* check_xattrs - the backing filesystem must store a record-sized user xattr. */
-static int check_xattrs(const char *backing, size_t record_len)
+/*
+ * probe_backing - what the file system of the directory @backing can do
+ * (fs/backing.h: tried in a hidden scratch directory, removed again).
+ * 0 or -errno.
+ */
+static int probe_backing(const char *backing, struct backing_caps *caps)
 {
-	char probe[PATH_MAX];
-	uint8_t *value;
-	int fd, rc = CTL_OK;
+	int fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret;
 
-	if ((size_t)snprintf(probe, sizeof(probe), "%s/.envelopefs-probe-XXXXXX", backing) >=
-	    sizeof(probe))
-		return ctl_err(CTL_USAGE, "path too long");
-	fd = mkstemp(probe);
+	*caps = (struct backing_caps){ .fs_name = "unknown" };
 	if (fd < 0)
-		return ctl_err(CTL_FAILED, "cannot create a file in %s: %s", backing,
-			       strerror(errno));
-	value = calloc(1, record_len);
-	if (!value || fsetxattr(fd, VOLUME_XATTR_NAME, value, record_len, 0) < 0)
-		rc = ctl_err(CTL_FAILED,
-			     "the filesystem of %s cannot store the user xattr %s (%s): use "
-			     "--header file, or mount it with user_xattr",
-			     backing, VOLUME_XATTR_NAME, value ? strerror(errno) : "out of memory");
-	free(value);
+		return -errno;
+	ret = backing_probe(fd, caps);
 	close(fd);
-	unlink(probe);
-	return rc;
+	return ret;
+}
+
+/* print_fallbacks - "backing: LINE" for each feature the backing lacks; how many. */
+static int print_fallbacks(const struct backing_caps *caps)
+{
+	char lines[4096], *line, *end;
+	int n = 0;
+
+	backing_fallbacks(caps, lines, sizeof(lines));
+	for (line = lines; (end = strchr(line, '\n')) != NULL; line = end + 1, n++)
+		printf("backing: %.*s\n", (int)(end - line), line);
+	return n;
 }
 
 static int parse_init(int argc, char **argv, struct init_opts *o)
@@ -401,8 +410,11 @@ int cmd_init(int argc, char **argv)
 	struct volume_config cfg = { .format_version = VOLUME_FORMAT_VERSION };
 	struct kms *kms = NULL;
 	dictionary *settings = NULL;
+	struct backing_caps caps;
 	struct init_opts o;
+	const char *refusal;
 	bool local, created = false;
+	size_t record_len;
 	uint32_t version;
 	int rc;
 
@@ -413,6 +425,11 @@ int cmd_init(int argc, char **argv)
 	rc = check_backing(o.backing, backing);
 	if (rc != CTL_OK)
 		return rc;
+	/* Before any keyring is made: a backing that cannot be written fails here. */
+	rc = probe_backing(backing, &caps);
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "cannot probe the file system of %s: %s", backing,
+			       strerror(-rc));
 	settings = dictionary_new(0);
 	if (!settings)
 		return ctl_err(CTL_FAILED, "out of memory");
@@ -439,14 +456,20 @@ int cmd_init(int argc, char **argv)
 
 	cfg.block_size = o.block_size;
 	cfg.placement = o.placement;
-	if (o.placement == PLACEMENT_HEADER) {
+	if (o.placement == PLACEMENT_HEADER)
 		cfg.header_size = 2 * (uint32_t)slot_size_for(strlen(kms->key_ref),
 							      kms->max_blob_len);
-	} else {
-		rc = check_xattrs(backing, RECORD_FIXED_LEN + strlen(kms->key_ref) +
-						   kms->max_blob_len);
-		if (rc != CTL_OK)
-			goto out;
+	record_len = RECORD_FIXED_LEN + strlen(kms->key_ref) + kms->max_blob_len;
+	refusal = backing_refusal(&caps, o.placement == PLACEMENT_XATTR, record_len);
+	if (refusal) {
+		char sizes[96] = "";
+
+		if (caps.user_xattr)
+			snprintf(sizes, sizeof(sizes),
+				 ": user xattrs of up to %zu bytes, a key record takes %zu",
+				 caps.xattr_max, record_len);
+		rc = ctl_err(CTL_FAILED, "%s (%s%s): %s", backing, caps.fs_name, sizes, refusal);
+		goto out;
 	}
 	rc = crypto_random(cfg.uuid, sizeof(cfg.uuid));
 	if (rc < 0) {
@@ -479,6 +502,7 @@ int cmd_init(int argc, char **argv)
 		printf("  keyring:      %s (%s)\n", keyring, created ? "created" : "existing");
 	printf("  kms:          %s, master key version %u\n", o.kms, version);
 	printf("  key ref:      %s\n", kms->key_ref);
+	print_fallbacks(&caps);
 	if (created)
 		printf("Back up the keyring: without it the data cannot be decrypted.\n");
 	rc = CTL_OK;
@@ -499,6 +523,7 @@ int cmd_info(int argc, char **argv)
 	};
 	const char *pass_file = NULL;
 	bool open_kms = false;
+	struct backing_caps caps;
 	struct ctl_volume v;
 	const char **keys;
 	char uuid[37];
@@ -551,5 +576,19 @@ int cmd_info(int argc, char **argv)
 			printf("current version: %u\n", version);
 	}
 	ctl_volume_close(&v);
+	rc = probe_backing(argv[optind], &caps);
+	/* Whatever the probe found, statfs named the file system. */
+	printf("backing fs:      %s\n", caps.fs_name);
+	printf("backing shared:  %s\n", caps.shared ? "yes" : "no");
+	if (rc == -EROFS || rc == -EACCES || rc == -EPERM || rc == -ENOSPC || rc == -EDQUOT) {
+		/* A read-only or full backing is still worth describing. */
+		printf("backing: not probed: %s\n", strerror(-rc));
+		return CTL_OK;
+	}
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "cannot probe the file system of %s: %s", argv[optind],
+			       strerror(-rc));
+	if (print_fallbacks(&caps) == 0)
+		printf("backing: no fallbacks needed\n");
 	return CTL_OK;
 }

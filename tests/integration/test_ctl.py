@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
 
 import pytest
 
@@ -183,6 +184,84 @@ def test_info_not_a_volume(run_ctl, tmp_path):
     cp = run_ctl("info", tmp_path, check=False)
     assert cp.returncode == 1
     assert b"not an envelopefs volume" in cp.stderr
+
+
+def backing_lines(out):
+    return [line for line in out.splitlines() if line.startswith("backing")]
+
+
+@pytest.mark.parametrize("names", ["plain", "encrypted"])
+def test_info_shows_backing(run_ctl, volume, names):
+    """info probes the backing file system: its name, whether it is shared, and the
+    fallback for each feature it lacks, the same lines init printed; the probe's
+    scratch directory is gone again."""
+    vol = volume(names=names)
+    before = sorted(os.listdir(vol.backing))
+    out = run_ctl("info", vol.backing).stdout.decode()
+    lines = backing_lines(out)
+    assert lines[0].startswith("backing fs:      ") and lines[0].split()[-1] != "unknown"
+    assert lines[1] in ("backing shared:  no", "backing shared:  yes")
+    fallbacks = lines[2:]
+    assert fallbacks, out
+    if fallbacks != ["backing: no fallbacks needed"]:
+        assert all("missing; " in line or "untrusted; " in line for line in fallbacks), fallbacks
+        assert backing_lines(vol.init_output) == fallbacks
+    else:
+        assert backing_lines(vol.init_output) == []
+    if lines[0].split()[-1] in ("ext4", "xfs", "btrfs", "tmpfs"):
+        assert lines == [lines[0], "backing shared:  no", "backing: no fallbacks needed"]
+    assert sorted(os.listdir(vol.backing)) == before
+    # The lines before them are as they were.
+    assert out.splitlines()[0] == f"config:          {vol.backing}/envelopefs.conf"
+
+
+@pytest.fixture
+def scratch_mount(tmp_path):
+    """mount(fstype, *options) -> a fresh directory with @fstype mounted on it (root only)."""
+    made = []
+
+    def mount(fstype, *options, source="envfs-test"):
+        where = tmp_path / f"mnt{len(made)}"
+        where.mkdir()
+        cp = subprocess.run(["mount", "-t", fstype, *options, source, str(where)],
+                            capture_output=True)
+        if cp.returncode != 0:
+            pytest.skip(f"cannot mount {fstype}: {cp.stderr.decode().strip()}")
+        made.append(where)
+        return where
+
+    yield mount
+    for where in reversed(made):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_info_read_only_backing(run_ctl, volume, scratch_mount):
+    """A backing info cannot write to is described anyway, saying it was not probed."""
+    vol = volume()
+    ro = scratch_mount("none", "-o", "bind,ro", source=str(vol.backing))
+    cp = run_ctl("info", ro)
+    lines = backing_lines(cp.stdout.decode())
+    assert lines[0].startswith("backing fs:      ")
+    assert lines[2:] == ["backing: not probed: Read-only file system"]
+
+
+def test_init_xattr_records_refused_without_user_xattrs(run_ctl, tmp_path, scratch_mount):
+    """ramfs stores no user xattrs: --header xattr is refused, naming what to choose,
+    before anything is written; --header file works there and init names the
+    fallbacks in use."""
+    backing = scratch_mount("ramfs")
+    cp = run_ctl("init", "--keyring", tmp_path / "k.keyring", "--header", "xattr", backing,
+                 check=False)
+    assert cp.returncode == 1, cp.stderr
+    assert b"stores no user xattrs" in cp.stderr and b"choose --header file" in cp.stderr
+    assert os.listdir(backing) == []
+    cp = run_ctl("init", "--keyring", tmp_path / "k.keyring", "--header", "file", backing)
+    lines = backing_lines(cp.stdout.decode())
+    assert any(line.startswith("backing: user xattrs: missing; ") for line in lines), lines
+    out = run_ctl("info", backing).stdout.decode()
+    assert backing_lines(out)[:2] == ["backing fs:      ramfs", "backing shared:  no"]
+    assert backing_lines(out)[2:] == lines
+    assert sorted(os.listdir(backing)) == ["envelopefs.conf", "envelopefs.dirid", "envelopefs.key"]
 
 
 # --- encrypt / decrypt ----------------------------------------------------------------------
