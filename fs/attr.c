@@ -36,10 +36,39 @@ void to_plain_attr(struct envfs *fs, struct inode *in, struct stat *st)
 	}
 }
 
+/* @stx as a struct stat: the fields it was asked for. */
+static void statx_to_stat(const struct statx *stx, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_dev = makedev(stx->stx_dev_major, stx->stx_dev_minor);
+	st->st_ino = (ino_t)stx->stx_ino;
+	st->st_mode = stx->stx_mode;
+	st->st_nlink = stx->stx_nlink;
+	st->st_uid = stx->stx_uid;
+	st->st_gid = stx->stx_gid;
+	st->st_rdev = makedev(stx->stx_rdev_major, stx->stx_rdev_minor);
+	st->st_size = (off_t)stx->stx_size;
+	st->st_blksize = (blksize_t)stx->stx_blksize;
+	st->st_blocks = (blkcnt_t)stx->stx_blocks;
+	st->st_atim = (struct timespec){stx->stx_atime.tv_sec, stx->stx_atime.tv_nsec};
+	st->st_mtim = (struct timespec){stx->stx_mtime.tv_sec, stx->stx_mtime.tv_nsec};
+	st->st_ctim = (struct timespec){stx->stx_ctime.tv_sec, stx->stx_ctime.tv_nsec};
+}
+
 int stat_inode(struct envfs *fs, struct inode *in, struct stat *st)
 {
-	if (fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+	/* Shared mode: the backing client's cached attributes would add
+	 * their own timeout to the kernel's attr_timeout (shared.h). */
+	if (fs->shared) {
+		struct statx stx;
+
+		if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
+			  STATX_BASIC_STATS, &stx) < 0)
+			return -errno;
+		statx_to_stat(&stx, st);
+	} else if (fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
 		return -errno;
+	}
 	to_plain_attr(fs, in, st);
 	return 0;
 }
@@ -57,19 +86,8 @@ static int stat_inode_but_cmtime(struct envfs *fs, struct inode *in, struct stat
 	if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
 		  STATX_BASIC_STATS & ~(STATX_CTIME | STATX_MTIME), &stx) < 0)
 		return -errno;
-	memset(st, 0, sizeof(*st));
-	st->st_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
-	st->st_ino = (ino_t)stx.stx_ino;
-	st->st_mode = stx.stx_mode;
-	st->st_nlink = stx.stx_nlink;
-	st->st_uid = stx.stx_uid;
-	st->st_gid = stx.stx_gid;
-	st->st_rdev = makedev(stx.stx_rdev_major, stx.stx_rdev_minor);
-	st->st_size = (off_t)stx.stx_size;
-	st->st_blksize = (blksize_t)stx.stx_blksize;
-	st->st_blocks = (blkcnt_t)stx.stx_blocks;
-	st->st_atim.tv_sec = stx.stx_atime.tv_sec;
-	st->st_atim.tv_nsec = stx.stx_atime.tv_nsec;
+	statx_to_stat(&stx, st);
+	st->st_mtim = st->st_ctim = (struct timespec){0};
 	to_plain_attr(fs, in, st);
 	return 0;
 }
@@ -99,7 +117,7 @@ static int setattr_size(struct envfs *fs, struct inode *in, struct fuse_file_inf
 		return -EINVAL;
 	if (fi)
 		return truncate_file(fs, in, ((struct open_file *)(uintptr_t)fi->fh)->fd, size);
-	fd = reopen(in, O_RDWR);
+	fd = reopen(fs, in, O_RDWR);
 	if (fd < 0)
 		return fd;
 	ret = filekey_attach(fs, in, fd);

@@ -22,6 +22,7 @@
 #include "crypto/hex.h"
 #include "crypto/random.h"
 #include "names.h"
+#include "volume.h"
 
 #define SCRATCH_PREFIX NAMES_TEMP_PREFIX "probe."
 #define SCRATCH_ID_LEN 8
@@ -92,9 +93,10 @@ static const struct feature {
 	size_t offset; /* of its bool in struct backing_caps */
 	const char *without;
 } features[] = {
-	FEATURE(rename_noreplace, "renameat2 RENAME_NOREPLACE: missing; link and unlink, plain "
-				  "rename for directories"),
-	FEATURE(rename_exchange, "renameat2 RENAME_EXCHANGE: missing; refused with EINVAL"),
+	FEATURE(rename_noreplace, "renameat2 RENAME_NOREPLACE: missing; link and unlink, and for "
+				  "directories an empty placeholder or plain rename (never replacing)"),
+	FEATURE(rename_exchange, "renameat2 RENAME_EXCHANGE: missing; refused with EINVAL, and a "
+				 "directory renamed over an empty one moves it aside first"),
 	FEATURE(tmpfile, "O_TMPFILE: missing; not used"),
 	FEATURE(user_xattr, "user xattrs: missing; key records in file headers only, xattrs on "
 			    "files fail with EOPNOTSUPP"),
@@ -106,10 +108,9 @@ static const struct feature {
 			    "with EOPNOTSUPP"),
 	FEATURE(file_handles, "name_to_handle_at: missing; re-keying a file fails (its journal "
 			      "names it by file handle)"),
-	FEATURE(posix_locks, "fcntl F_SETLK: missing; not used (each mount's kernel keeps the "
-			     "volume's locks)"),
-	FEATURE(ofd_locks, "fcntl F_OFD_SETLK: missing; not used (each mount's kernel keeps the "
-			   "volume's locks)"),
+	FEATURE(posix_locks, "fcntl F_SETLK: missing; not used"),
+	FEATURE(ofd_locks, "fcntl F_OFD_SETLK: missing; in shared mode locks exclude only on this "
+			   "host, and a re-key does not wait for other hosts' writers"),
 	FEATURE(flock, "flock: missing; envelopefsctl rotate --offline and --to-kms fail (they "
 		       "lock with it)"),
 };
@@ -516,7 +517,7 @@ int backing_probe(int root_fd, struct backing_caps *caps)
 {
 	char scratch[sizeof(SCRATCH_PREFIX) + 2 * SCRATCH_ID_LEN];
 	uint8_t id[SCRATCH_ID_LEN];
-	int dir, ret, cleanup;
+	int home, dir, ret, cleanup;
 
 	*caps = (struct backing_caps){ .fs_name = "unknown" };
 	ret = probe_fs_type(root_fd, caps);
@@ -526,14 +527,23 @@ int backing_probe(int root_fd, struct backing_caps *caps)
 		return ret;
 	memcpy(scratch, SCRATCH_PREFIX, strlen(SCRATCH_PREFIX));
 	hex_encode(id, sizeof(id), scratch + strlen(SCRATCH_PREFIX));
-	if (mkdirat(root_fd, scratch, 0700) < 0)
+	if (mkdirat(root_fd, VOLUME_PROBE_DIR, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	dir = openat(root_fd, scratch, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	home = openat(root_fd, VOLUME_PROBE_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (home < 0)
+		return -errno;
+	if (mkdirat(home, scratch, 0700) < 0) {
+		ret = -errno;
+		close(home);
+		return ret;
+	}
+	dir = openat(home, scratch, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	ret = dir < 0 ? -errno : probe_features(dir, caps);
 	/* Whatever happened above, nothing the probe made stays behind. */
 	cleanup = dir < 0 ? 0 : empty_scratch(dir);
-	if (unlinkat(root_fd, scratch, AT_REMOVEDIR) < 0 && cleanup == 0)
+	if (unlinkat(home, scratch, AT_REMOVEDIR) < 0 && cleanup == 0)
 		cleanup = -errno;
+	close(home);
 	if (ret == 0)
 		ret = cleanup;
 	if (ret < 0)

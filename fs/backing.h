@@ -65,12 +65,13 @@ struct backing_caps {
 
 /*
  * backing_probe - fill @caps for the backing directory open as @root_fd
- * (an O_PATH or O_RDONLY directory fd).  Makes a hidden scratch directory
- * in it (NAMES_TEMP_PREFIX "probe.<16 random hex digits>", so several
- * probes, and several hosts, may run at once), tries every feature there,
- * and removes it with all it holds whatever happened, so the backing must
- * be writable; in a plain-names volume it shows in a listing of the root
- * meanwhile.  A feature whose probe fails in any way reads as missing:
+ * (an O_PATH or O_RDONLY directory fd).  Makes a scratch directory
+ * (NAMES_TEMP_PREFIX "probe.<16 random hex digits>", so several probes, and
+ * several hosts, may run at once) in the volume's own hidden directory
+ * VOLUME_PROBE_DIR, made at the first probe (`init`), so that a mount never
+ * changes the root's times; tries every feature there, and removes the
+ * scratch directory with all it holds whatever happened, so the backing
+ * must be writable.  A feature whose probe fails in any way reads as missing:
  * the fallback is always safe.  About 250 system calls and one fsync
  * (under 0.1 s on GlusterFS here).  Returns 0, or -errno when statfs fails
  * or the scratch directory cannot be made (-EROFS, -EACCES, -ENOSPC...)

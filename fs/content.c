@@ -246,9 +246,12 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
  * for, not guessed; a range without one needs no fallocate, which would
  * also stamp the file's times and dirty its inode.
  */
-static int reserve(int fd, uint64_t start, uint64_t end, const struct stat *st)
+static int reserve(const struct content_file *f, uint64_t start, uint64_t end,
+		   const struct stat *st)
 {
-	if (end <= (uint64_t)st->st_size) {
+	int fd = f->fd;
+
+	if (end <= (uint64_t)st->st_size && f->holes_trusted) {
 		off_t hole = lseek(fd, (off_t)start, SEEK_HOLE);
 
 		if (hole < 0)
@@ -318,7 +321,7 @@ static int reseal_block(const struct content_file *f, uint64_t index, size_t old
 		ret = backing_extent(f->fd, &st);
 		if (ret < 0)
 			return ret;
-		ret = reserve(f->fd, boff, boff + new_len + BLOCK_OVERHEAD, &st);
+		ret = reserve(f, boff, boff + new_len + BLOCK_OVERHEAD, &st);
 		if (ret < 0)
 			return ret;
 	}
@@ -466,7 +469,7 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 
 	uint64_t start = layout_block_offset(l, first);
 	size_t total = (size_t)(out - s->sealed);
-	ret = reserve(f->fd, start, start + total, &st);
+	ret = reserve(f, start, start + total, &st);
 	if (ret < 0)
 		return ret;
 	return layout_pwrite_full(f->fd, s->sealed, total, start);
@@ -562,6 +565,11 @@ int content_seek(const struct content_file *f, uint64_t off, int whence, uint64_
 		return ret;
 	if (off >= size)
 		return -ENXIO;
+	if (!f->holes_trusted) {
+		/* All data, and the end the one hole: never hides data. */
+		*result = whence == SEEK_HOLE ? size : off;
+		return 0;
+	}
 	if (whence == SEEK_HOLE) {
 		off_t from = (off_t)layout_block_offset(l, off / l->block_size);
 

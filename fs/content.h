@@ -33,6 +33,9 @@ struct content_file {
 	int fd;
 	const struct layout *layout;
 	struct block_owner owner; /* key, volume UUID, file ID */
+	/* The backing's SEEK_HOLE/SEEK_DATA tell the truth (backing.h); when
+	 * not, every block counts as data to lseek and to a write. */
+	bool holes_trusted;
 };
 
 /* content_size - plaintext size from the backing file's size (no key needed). */

@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include "crypto/secmem.h"
+#include "backing_rename.h"
 #include "log.h"
+#include "shared.h"
 
 /* The common tail of mknod, mkdir and symlink: own it, look it up, reply. */
 static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *parent,
@@ -69,15 +71,6 @@ void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	finish_new_entry(req, fs, dir, name, &b, mode, ret);
 }
 
-/* A unique name for a directory being made or removed, hidden from listings. */
-static void temp_name(char out[64])
-{
-	static atomic_uint_fast64_t counter;
-
-	snprintf(out, 64, NAMES_TEMP_PREFIX "%ld.%llu", (long)getpid(),
-		 (unsigned long long)atomic_fetch_add(&counter, 1));
-}
-
 /*
  * make_dir - with encrypted names a directory is made under a hidden
  * temporary name, given its ID, and only then renamed into place: a crash
@@ -92,7 +85,7 @@ static int make_dir(struct envfs *fs, struct inode *dir, const struct backing_na
 
 	if (!encrypted_names(fs))
 		return mkdirat(dir->fd, b->entry, mode) < 0 ? -errno : 0;
-	temp_name(tmp);
+	shared_temp_name(tmp);
 	/* Owner write and search, to place the ID; the mode is set after. */
 	if (mkdirat(dir->fd, tmp, mode | S_IRWXU) < 0)
 		return -errno;
@@ -103,8 +96,8 @@ static int make_dir(struct envfs *fs, struct inode *dir, const struct backing_na
 	if (ret == 0 && (st.st_mode & S_IRWXU) != (mode & S_IRWXU) &&
 	    fchmodat(dir->fd, tmp, st.st_mode & ~(S_IRWXU & ~mode) & 07777, 0) < 0)
 		ret = -errno;
-	if (ret == 0 && renameat2(dir->fd, tmp, dir->fd, b->entry, RENAME_NOREPLACE) < 0)
-		ret = -errno;
+	if (ret == 0)
+		ret = backing_rename_noreplace(&fs->caps, dir->fd, tmp, dir->fd, b->entry, true, true);
 	if (ret < 0) {
 		if (fd >= 0)
 			unlinkat(fd, NAMES_DIRID_ENTRY, 0);
@@ -255,16 +248,16 @@ static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_
 	if (fd < 0)
 		return errno == ELOOP ? -ENOTDIR : -errno;
 	ret = only_volume_entries(fs, fd, false);
-	temp_name(tmp);
-	if (ret == 0 && renameat2(dir->fd, b->entry, dir->fd, tmp, RENAME_NOREPLACE) < 0)
-		ret = -errno;
+	shared_temp_name(tmp);
+	if (ret == 0)
+		ret = backing_rename_noreplace(&fs->caps, dir->fd, b->entry, dir->fd, tmp, true, true);
 	if (ret == 0)
 		ret = only_volume_entries(fs, fd, true);
 	if (ret == 0 && unlinkat(dir->fd, tmp, AT_REMOVEDIR) < 0) {
 		ret = -errno;
 		/* Put it back, empty: a fresh ID is as good as the old one. */
 		names_dirid_make(fd);
-		renameat2(dir->fd, tmp, dir->fd, b->entry, RENAME_NOREPLACE);
+		backing_rename_noreplace(&fs->caps, dir->fd, tmp, dir->fd, b->entry, true, true);
 	}
 	close(fd);
 	if (ret == 0)
@@ -317,7 +310,7 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 	secmem_wipe(target, sizeof(target));
 	if (ret < 0)
 		return ret;
-	temp_name(tmp);
+	shared_temp_name(tmp);
 	if (symlinkat(stored, to->fd, tmp) < 0)
 		return -errno;
 	if (fchownat(to->fd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
@@ -325,8 +318,10 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 		ret = -errno;
 	if (ret == 0)
 		ret = prepare_entry(to, bnew);
-	if (ret == 0 &&
-	    renameat2(to->fd, tmp, to->fd, bnew->entry, flags & RENAME_NOREPLACE) < 0)
+	if (ret == 0 && (flags & RENAME_NOREPLACE))
+		ret = backing_rename_noreplace(&fs->caps, to->fd, tmp, to->fd, bnew->entry, false,
+					       false);
+	else if (ret == 0 && renameat(to->fd, tmp, to->fd, bnew->entry) < 0)
 		ret = -errno;
 	if (ret < 0) {
 		unlinkat(to->fd, tmp, 0);
@@ -342,6 +337,37 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 		inode_rebind(fs->inodes, st, fd, &made);
 	else if (fd >= 0)
 		close(fd);
+	return 0;
+}
+
+/*
+ * replace_dir_unswapped - replace_dir() on a backing without
+ * RENAME_EXCHANGE: the empty target (open as @target_fd) moves aside to a
+ * hidden temporary name, the directory takes its name, and the target is
+ * removed.  The target name is missing for that moment (another host may
+ * see ENOENT); a crash leaves the emptied target under its hidden name,
+ * which the next rmdir of its parent clears, never a directory without an
+ * ID.
+ */
+static int replace_dir_unswapped(struct envfs *fs, struct inode *from,
+				 const struct backing_name *b, struct inode *to,
+				 const struct backing_name *bnew, int target_fd)
+{
+	char tmp[64];
+	int ret;
+
+	shared_temp_name(tmp);
+	if (renameat(to->fd, bnew->entry, to->fd, tmp) < 0)
+		return -errno;
+	ret = backing_rename_noreplace(&fs->caps, from->fd, b->entry, to->fd, bnew->entry, true,
+				       true);
+	if (ret < 0) {
+		backing_rename_noreplace(&fs->caps, to->fd, tmp, to->fd, bnew->entry, true, true);
+		return ret;
+	}
+	entry_removed(from, b);
+	if (only_volume_entries(fs, target_fd, true) == 0)
+		unlinkat(to->fd, tmp, AT_REMOVEDIR);
 	return 0;
 }
 
@@ -362,16 +388,38 @@ static int replace_dir(struct envfs *fs, struct inode *from, const struct backin
 	if (fd < 0)
 		return -errno;
 	ret = only_volume_entries(fs, fd, false);
+	if (ret == 0 && !fs->caps.rename_exchange) {
+		ret = replace_dir_unswapped(fs, from, b, to, bnew, fd);
+		close(fd);
+		return ret;
+	}
 	close(fd);
-	if (ret == 0 && renameat2(from->fd, b->entry, to->fd, bnew->entry, RENAME_EXCHANGE) < 0)
-		ret = -errno;
+	if (ret == 0)
+		ret = backing_rename_exchange(&fs->caps, from->fd, b->entry, to->fd, bnew->entry);
 	if (ret < 0)
 		return ret;
 	ret = remove_dir(fs, from, b);
 	/* Filled behind our back in between: undo the exchange. */
 	if (ret < 0)
-		renameat2(from->fd, b->entry, to->fd, bnew->entry, RENAME_EXCHANGE);
+		backing_rename_exchange(&fs->caps, from->fd, b->entry, to->fd, bnew->entry);
 	return ret;
+}
+
+/* One backing rename with renameat2's @flags, on any backing (backing_rename.h). */
+static int rename_entry(struct envfs *fs, struct inode *from, const char *old, struct inode *to,
+			const char *new, unsigned int flags)
+{
+	struct stat st;
+
+	if (flags & RENAME_EXCHANGE)
+		return backing_rename_exchange(&fs->caps, from->fd, old, to->fd, new);
+	if (!(flags & RENAME_NOREPLACE))
+		return renameat(from->fd, old, to->fd, new) < 0 ? -errno : 0;
+	if (!fs->caps.rename_noreplace && fstatat(from->fd, old, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new,
+					!fs->caps.rename_noreplace && S_ISDIR(st.st_mode),
+					encrypted_names(fs));
 }
 
 void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -417,9 +465,9 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	/* An exchange keeps both names, so both side records stay right. */
 	if (ret == 0 && !exchange)
 		ret = prepare_entry(to, &bnew);
-	if (ret == 0 && renameat2(from->fd, b.entry, to->fd, bnew.entry, flags) < 0) {
-		ret = -errno;
-		if (!exchange)
+	if (ret == 0) {
+		ret = rename_entry(fs, from, b.entry, to, bnew.entry, flags);
+		if (ret < 0 && !exchange)
 			abandon_entry(to, &bnew);
 	}
 	if (ret == 0 && !exchange)

@@ -23,6 +23,7 @@
 #include "layout.h"
 #include "names.h"
 #include "prefetch.h"
+#include "backing.h"
 #include "volume.h"
 
 /* Daemon settings: `-o config=FILE` (INI [daemon] section), see README. */
@@ -36,6 +37,7 @@ struct envfs_settings {
 	int log_level;		  /* log_level: error|warning|notice|info|debug */
 	int dek_pool;		  /* dek_pool: new-file keys made ahead; -1 = auto */
 	int prefetch;		  /* prefetch: unwrap listed files' DEKs ahead; -1 = auto, 0, 1 */
+	int shared;		  /* shared: auto|true|false, enum shared_setting (shared.h) */
 };
 
 /* Run-time counters reported by the status xattr. */
@@ -52,8 +54,11 @@ struct handle {
 	bool is_dir;
 };
 
+struct fuse_session;
+
 struct envfs {
 	char *backing;
+	struct fuse_session *session; /* for notifications to the kernel (shared mode) */
 	struct volume_config cfg;
 	struct layout layout;
 	struct kms_keeper *keys; /* the KMS providers and new-file keys (kmsset.h) */
@@ -62,6 +67,9 @@ struct envfs {
 	struct names *names; /* name, symlink and xattr codec */
 	struct inode_table *inodes;
 	struct envfs_settings settings;
+	struct backing_caps caps; /* what the backing can do, probed at mount */
+	bool shared;		  /* shared mode (shared.h), resolved at mount */
+	bool shared_locks;	  /* shared mode on a backing with OFD locks (locks.c, key lock) */
 	struct envfs_counters counters;
 	time_t started;
 	pthread_mutex_t handles_lock;

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "mtime.h"
 #include "prefetch.h"
+#include "shared.h"
 
 static void log_integrity(struct envfs *fs, struct inode *in, uint64_t block)
 {
@@ -38,6 +39,7 @@ static struct content_file content_of(struct envfs *fs, struct inode *in, int fd
 		.fd = fd,
 		.layout = &fs->layout,
 		.owner = {.volume_uuid = fs->cfg.uuid},
+		.holes_trusted = fs->caps.holes_trusted,
 	};
 	if (in->dek) {
 		f.owner.key = in->dek->key;
@@ -87,14 +89,19 @@ int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t size)
 	return ret;
 }
 
-int reopen(struct inode *in, int flags)
+int reopen(struct envfs *fs, struct inode *in, int flags)
 {
 	char path[64];
 	int fd;
 
 	proc_path(in->fd, path);
 	fd = open(path, flags | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		return -errno;
+	/* Another host may have written the file since (shared.h). */
+	if (fs->shared)
+		shared_backing_fresh(fd);
+	return fd;
 }
 
 /* Backing open flags: always readable and writable where the request
@@ -111,11 +118,18 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 			    struct fuse_file_info *fi)
 {
 	struct open_file *of = malloc(sizeof(*of));
+	bool writable = (flags & O_ACCMODE) != O_RDONLY;
 	int ret;
 
 	if (!of)
 		return -ENOMEM;
-	ret = filekey_attach(fs, in, fd);
+	/* Shared mode: a re-key on another host waits for this open to close. */
+	ret = fs->shared_locks && writable ? keylock_writer_open(in) : 0;
+	if (ret == 0) {
+		ret = filekey_attach(fs, in, fd);
+		if (ret < 0 && fs->shared_locks && writable)
+			keylock_writer_close(in);
+	}
 	if (ret < 0) {
 		free(of);
 		return ret;
@@ -123,11 +137,20 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 	of->fd = fd;
 	/* With the writeback cache the kernel places appends itself. */
 	of->append = (flags & O_APPEND) && !fs->settings.writeback_cache;
+	of->writable = writable;
 	of->inode = in;
 	handle_add(fs, &of->h, false);
 	fi->fh = (uint64_t)(uintptr_t)of;
-	/* Only this daemon changes the backing files: cached pages stay valid. */
-	fi->keep_cache = 1;
+	/* Cached pages stay valid unless another host may have changed the
+	 * file since: shared mode reads it afresh (close-to-open), and the
+	 * kernel asks for the size and times again, which a read within
+	 * attr_timeout would otherwise take from its cache. */
+	fi->keep_cache = !fs->shared;
+	if (fs->shared && fs->session)
+		fuse_lowlevel_notify_inval_inode(fs->session, in == inode_table_root(fs->inodes)
+								? FUSE_ROOT_ID
+								: (fuse_ino_t)(uintptr_t)in,
+						 -1, 0);
 	return 0;
 }
 
@@ -135,7 +158,7 @@ void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
-	int fd = reopen(in, backing_flags(fi->flags));
+	int fd = reopen(fs, in, backing_flags(fi->flags));
 	int ret;
 
 	if (fd < 0) {
@@ -192,13 +215,39 @@ fail:
 	fuse_reply_err(req, -ret);
 }
 
+/*
+ * read_content - read through @of under the shared content lock: 0 with
+ * *@done bytes, or -errno; *@bad_block is set when a block failed to
+ * authenticate (-EIO from the content, not from the key).
+ */
+static int read_content(struct envfs *fs, struct inode *in, const struct open_file *of,
+			void *buf, size_t size, off_t off, size_t *done, int64_t *bad_block)
+{
+	int ret;
+
+	pthread_rwlock_rdlock(&in->content_lock);
+	ret = filekey_load(fs, in, of->fd, false);
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, of->fd);
+		uint64_t block = 0;
+
+		ret = content_read(&f, buf, size, (uint64_t)off, done, &block);
+		if (ret == -EIO)
+			*bad_block = (int64_t)block;
+	} else if (ret == -ENODATA) {
+		ret = 0; /* no record: an empty file */
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	return ret;
+}
+
 void envfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct fuse_file_info *fi)
 {
 	struct envfs *fs = fs_of(req);
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	struct inode *in = inode_of(fs, ino);
-	uint64_t bad_block = 0;
+	int64_t bad_block = -1;
 	size_t done = 0;
 	void *buf = content_thread_buffer();
 	int ret;
@@ -207,17 +256,17 @@ void envfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	pthread_rwlock_rdlock(&in->content_lock);
-	ret = filekey_load(fs, in, of->fd, false);
-	if (ret == 0) {
-		struct content_file f = content_of(fs, in, of->fd);
-		ret = content_read(&f, buf, size, (uint64_t)off, &done, &bad_block);
-		if (ret == -EIO)
-			log_integrity(fs, in, bad_block);
-	} else if (ret == -ENODATA) {
-		ret = 0; /* no record: an empty file */
+	ret = read_content(fs, in, of, buf, size, off, &done, &bad_block);
+	/* Shared mode: another host may be re-keying or have replaced the
+	 * file under the DEK this daemon holds (shared.h): once more with the
+	 * record as it is now. */
+	if (ret == -EIO && fs->shared && filekey_revalidate(fs, in, of->fd) == 0) {
+		bad_block = -1;
+		done = 0;
+		ret = read_content(fs, in, of, buf, size, off, &done, &bad_block);
 	}
-	pthread_rwlock_unlock(&in->content_lock);
+	if (ret == -EIO && bad_block >= 0)
+		log_integrity(fs, in, (uint64_t)bad_block);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else
@@ -266,14 +315,32 @@ void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 
 void envfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)fi;
-	/* Only a deferred mtime waits in the daemon; locks are the kernel's. */
-	fuse_reply_err(req, -mtime_flush(inode_of(fs_of(req), ino)));
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	/* A close drops the closing process's POSIX locks on the file: the
+	 * kernel's own, or in shared mode those on the backing (locks.c). */
+	int ret;
+
+	if (fs->shared_locks)
+		locks_owner_closed(in, fi->lock_owner);
+	ret = mtime_flush(in);
+	/* Shared mode: what this open wrote reaches the backing before
+	 * close(2) returns, so that another host's next open reads it (a
+	 * network client may hold writes until its fd is flushed). */
+	if (ret == 0 && fs->shared)
+		ret = shared_flush_backing(((struct open_file *)(uintptr_t)fi->fh)->fd);
+	fuse_reply_err(req, -ret);
 }
 
 void open_file_close(struct envfs *fs, struct open_file *of)
 {
 	handle_remove(fs, &of->h);
+	if (fs->shared_locks) {
+		locks_open_released(of->inode, of);
+		if (of->writable)
+			keylock_writer_close(of->inode);
+	}
 	filekey_detach(fs, of->inode);
 	close(of->fd);
 	free(of);
@@ -359,7 +426,8 @@ void envfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	struct inode *in = inode_of(fs, ino);
 	/* Finding holes needs no key. */
-	struct content_file f = {.fd = of->fd, .layout = &fs->layout};
+	struct content_file f = {
+		.fd = of->fd, .layout = &fs->layout, .holes_trusted = fs->caps.holes_trusted};
 	uint64_t result = 0;
 	int ret;
 

@@ -12,6 +12,7 @@
 
 #include "crypto/secmem.h"
 #include "log.h"
+#include "shared.h"
 
 /* How long an unwrap's "KMS unavailable" answers the next reads of the same file. */
 #define UNAVAILABLE_REUSE_MS 1000
@@ -21,6 +22,10 @@ static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_re
 {
 	int ret = layout_read_record(&fs->layout, fd, rec, NULL);
 
+	/* Shared mode: most likely a re-key in progress on another host,
+	 * which holds the key lock (shared.h); keylock_wait() waits it out. */
+	if (ret == 0 && (rec->flags & RECORD_FLAG_REKEYING) && fs->shared && keylock_wait(fd) == 0)
+		ret = layout_read_record(&fs->layout, fd, rec, NULL);
 	if (ret == 0 && (rec->flags & RECORD_FLAG_REKEYING)) {
 		/* Only a crash mid re-key leaves this; the next mount finishes it. */
 		log_ratelimited(LOG_ERR, "inode %llu: interrupted re-key; remount (as root) to "
@@ -37,13 +42,37 @@ static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_re
 	return ret;
 }
 
+/*
+ * forget_stale_key - shared mode: another host may have re-keyed, replaced
+ * or emptied the file since this daemon loaded its DEK, so the record just
+ * read (@rec, NULL when there is none) decides: a DEK or a missed record
+ * of another file ID is dropped, and the next I/O loads the record's.  Key
+ * lock and content lock (exclusive) held: no I/O is using in->dek.
+ */
+static void forget_stale_key(struct envfs *fs, struct inode *in, const struct key_record *rec)
+{
+	if (in->dek && (!rec || memcmp(in->dek->file_id, rec->file_id, RECORD_FILE_ID_LEN) != 0)) {
+		dekcache_put(fs->cache, in->dek);
+		in->dek = NULL;
+	}
+	if (in->missed_record &&
+	    (!rec || memcmp(in->missed_record->file_id, rec->file_id, RECORD_FILE_ID_LEN) != 0)) {
+		free(in->missed_record);
+		in->missed_record = NULL;
+	}
+}
+
 int filekey_attach(struct envfs *fs, struct inode *in, int fd)
 {
 	struct key_record *rec = NULL;
 	int ret = 0;
 
+	/* Shared mode reads the record at every open: the exclusive content
+	 * lock lets it replace a DEK that other opens' I/O would be using. */
+	if (fs->shared)
+		pthread_rwlock_wrlock(&in->content_lock);
 	pthread_mutex_lock(&in->key_lock);
-	if (in->opens > 0 || in->dek)
+	if (!fs->shared && (in->opens > 0 || in->dek))
 		goto counted; /* the record was checked by the first open */
 	rec = malloc(sizeof(*rec));
 	if (!rec) {
@@ -51,12 +80,16 @@ int filekey_attach(struct envfs *fs, struct inode *in, int fd)
 		goto out;
 	}
 	ret = read_record(fs, in, fd, rec);
+	if (fs->shared && (ret == 0 || ret == -ENODATA))
+		forget_stale_key(fs, in, ret == 0 ? rec : NULL);
 	if (ret == -ENODATA) {
 		ret = 0; /* empty file: its record comes with the first write */
 		goto counted;
 	}
 	if (ret < 0)
 		goto out;
+	if (in->dek || in->missed_record)
+		goto counted; /* shared mode: still the record it was */
 	/* A hit only if the cached DEK came from this very record's file ID. */
 	in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
 	if (!in->dek) {
@@ -67,8 +100,29 @@ counted:
 	in->opens++;
 out:
 	pthread_mutex_unlock(&in->key_lock);
+	if (fs->shared)
+		pthread_rwlock_unlock(&in->content_lock);
 	free(rec);
 	return ret;
+}
+
+int filekey_revalidate(struct envfs *fs, struct inode *in, int fd)
+{
+	struct key_record *rec = malloc(sizeof(*rec));
+	int ret = rec ? keylock_wait(fd) : -ENOMEM;
+
+	shared_backing_fresh(fd);
+
+	pthread_rwlock_wrlock(&in->content_lock);
+	pthread_mutex_lock(&in->key_lock);
+	if (ret == 0)
+		ret = read_record(fs, in, fd, rec);
+	if (ret == 0 || ret == -ENODATA)
+		forget_stale_key(fs, in, ret == 0 ? rec : NULL);
+	pthread_mutex_unlock(&in->key_lock);
+	pthread_rwlock_unlock(&in->content_lock);
+	free(rec);
+	return ret == -ENODATA ? 0 : ret;
 }
 
 void filekey_detach(struct envfs *fs, struct inode *in)
@@ -445,11 +499,12 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 		return -EIO;
 	}
 	if (ret < 0 && ret != -ENODATA) {
-		/* Out of space for the journal is the caller's to see; the rest is EIO. */
+		/* Out of space for the journal, or another host re-keying the
+		 * file, is the caller's to see; the rest is EIO. */
 		atomic_fetch_add(&fs->counters.key_errors, 1);
 		log_ratelimited(LOG_ERR, "inode %llu: cannot re-key: %s",
 				(unsigned long long)in->ino, strerror(-ret));
-		return ret == -ENOSPC || ret == -EDQUOT ? ret : -EIO;
+		return ret == -ENOSPC || ret == -EDQUOT || ret == -EBUSY ? ret : -EIO;
 	}
 	return ret;
 }

@@ -60,6 +60,16 @@ int filekey_prefetch_prepare(struct envfs *fs, const struct kms *kms, struct ino
 int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key_record *rec,
 			    const uint8_t *dek, int unwrap_rc);
 
+/*
+ * filekey_revalidate - shared mode: I/O on @in (open as @fd) failed to
+ * authenticate, perhaps because another host re-keyed or replaced the file
+ * meanwhile.  Wait out a re-key in progress (shared.h), read the record
+ * again and drop the DEK if the record is another file ID's; the caller
+ * then retries once.  Takes the content lock exclusively: call without it.
+ * 0 or -errno.
+ */
+int filekey_revalidate(struct envfs *fs, struct inode *in, int fd);
+
 /* filekey_detach - undo one filekey_attach. */
 void filekey_detach(struct envfs *fs, struct inode *in);
 

@@ -30,6 +30,7 @@ static void inode_init(struct inode *in, int fd, const struct stat *st)
 	in->dev = st->st_dev;
 	in->ino = st->st_ino;
 	in->type = st->st_mode & S_IFMT;
+	in->keylock_fd = -1;
 	pthread_rwlock_init(&in->content_lock, NULL);
 	pthread_mutex_init(&in->key_lock, NULL);
 	pthread_mutex_init(&in->mtime_lock, NULL);

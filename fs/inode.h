@@ -65,6 +65,14 @@ struct inode {
 	bool mtime_pending;
 	struct timespec pending_mtime;
 
+	/* Shared mode (shared.h): opens for writing, and the fd through which
+	 * they hold the key lock shared (-1 when none), guarded by key_lock. */
+	unsigned keylock_writers;
+	int keylock_fd;
+	/* Shared mode: each lock owner's fd on the backing file (locks.c),
+	 * guarded by key_lock. */
+	struct lock_owner *lock_owners;
+
 	struct inode *hash_next;
 };
 

@@ -17,6 +17,7 @@
 
 #include "filekey.h"
 #include "log.h"
+#include "shared.h"
 #include "status.h"
 #include "volkey.h"
 
@@ -34,11 +35,18 @@ static int rotate_inode(struct envfs *fs, struct inode *in, bool rekey)
 
 	if (in->type != S_IFREG)
 		return -EINVAL;
-	fd = reopen(in, O_RDWR);
+	fd = reopen(fs, in, O_RDWR);
 	if (fd < 0)
 		return fd;
 	pthread_rwlock_wrlock(&in->content_lock);
-	ret = rekey ? filekey_rekey(fs, in, fd, &keyed) : filekey_rewrap(fs, in, fd, &wrapped);
+	/* Shared mode (shared.h): a re-key waits for writers on every host;
+	 * a re-wrap only for a re-key. */
+	ret = !fs->shared_locks ? 0 : rekey ? keylock_rekey(in, fd) : keylock_share(fd);
+	if (ret == 0)
+		ret = rekey ? filekey_rekey(fs, in, fd, &keyed)
+			    : filekey_rewrap(fs, in, fd, &wrapped);
+	if (fs->shared_locks && rekey)
+		keylock_rekey_done(in, fd);
 	pthread_rwlock_unlock(&in->content_lock);
 	close(fd);
 	if (ret == 0 && rekey)

@@ -29,6 +29,7 @@
 #include "killpriv.h"
 #include "log.h"
 #include "ops.h"
+#include "shared.h"
 #include "volkey.h"
 
 /* Exit codes (documented in --help and README). */
@@ -49,6 +50,8 @@ struct cmdline {
 	int fsname;
 	int show_help;
 	int show_version;
+	int shared;   /* -o shared */
+	int noshared; /* -o noshared */
 };
 
 /* Options we only note, leaving them for FUSE too. */
@@ -57,6 +60,8 @@ enum { KEY_ALLOW_OTHER = 100, KEY_DEFAULT_PERMISSIONS, KEY_FSNAME };
 static const struct fuse_opt cmdline_spec[] = {
 	{"config=%s", offsetof(struct cmdline, config), 0},
 	{"no_default_permissions", offsetof(struct cmdline, no_default_permissions), 1},
+	{"shared", offsetof(struct cmdline, shared), 1},
+	{"noshared", offsetof(struct cmdline, noshared), 1},
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_KEY("fsname=", KEY_FSNAME),
@@ -102,7 +107,10 @@ static void usage(const char *prog)
 	       "                            cache_entries, cache_max_age (s), attr_timeout (s),\n"
 	       "                            entry_timeout (s), writeback_cache (true|false),\n"
 	       "                            read_ahead_kb (0: the kernel's default),\n"
-	       "                            log_level (error..debug)\n"
+	       "                            log_level (error..debug), shared (auto|true|false)\n"
+	       "    shared, noshared        several hosts serve this volume at once (shared\n"
+	       "                            mode), or only this one; default: shared when the\n"
+	       "                            backing is a network or FUSE file system\n"
 	       "    allow_other             let other users in (implies default_permissions)\n"
 	       "    no_default_permissions  do not add default_permissions (refused with\n"
 	       "                            allow_other when running as root)\n"
@@ -197,6 +205,43 @@ static int open_names(struct envfs *fs, int root_fd)
 		return EXIT_KEYS;
 	}
 	return EXIT_OK;
+}
+
+/* probe_backing - find what the backing can do (backing.h) and settle shared mode. */
+static int probe_backing(struct envfs *fs, int root_fd)
+{
+	int ret = backing_probe(root_fd, &fs->caps);
+
+	/* A backing this daemon may not write to (a read-only mount) is
+	 * served with every feature taken as missing: the fallbacks are safe. */
+	if (ret < 0 && ret != -EROFS && ret != -EACCES && ret != -EPERM) {
+		fprintf(stderr, "envelopefs: cannot probe the backing file system of %s: %s\n",
+			fs->backing, strerror(-ret));
+		return EXIT_VOLUME;
+	}
+	fs->shared = shared_mode_on(fs->settings.shared, fs->caps.shared);
+	/* The kernel's writeback cache trusts its own sizes and times over
+	 * the backing's: another host's writes would never show. */
+	if (fs->shared)
+		fs->settings.writeback_cache = false;
+	fs->shared_locks = fs->shared && fs->caps.ofd_locks;
+	return EXIT_OK;
+}
+
+/* log_backing - once mounted: the backing, shared mode, and each fallback in use. */
+static void log_backing(const struct envfs *fs)
+{
+	char fallbacks[1024];
+
+	log_msg(LOG_INFO, "backing %s: %s, shared mode %s", fs->backing, fs->caps.fs_name,
+		fs->shared ? "on" : "off");
+	if (backing_fallbacks(&fs->caps, fallbacks, sizeof(fallbacks)) > 0)
+		log_msg(LOG_INFO, "backing %s lacks features; fallbacks:\n%s", fs->backing,
+			fallbacks);
+	if (fs->shared && !fs->shared_locks)
+		log_msg(LOG_WARNING, "backing %s has no OFD locks: file locks exclude only on this "
+				     "host, and a re-key does not wait for other hosts' writers",
+			fs->backing);
 }
 
 static void log_rekey_failure(const char *msg)
@@ -308,7 +353,9 @@ static int open_volume(struct envfs *fs, const char *backing)
 		fprintf(stderr, "envelopefs: cannot open %s: %s\n", fs->backing, strerror(errno));
 		return EXIT_VOLUME;
 	}
-	ret = open_names(fs, root_fd);
+	ret = probe_backing(fs, root_fd);
+	if (ret == EXIT_OK)
+		ret = open_names(fs, root_fd);
 	if (ret == EXIT_OK)
 		finish_rekeys(fs); /* with the name codec: user xattrs follow a re-key */
 	if (ret == EXIT_OK && start_prefetch(fs) < 0) {
@@ -500,6 +547,7 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	se = fuse_session_new(args, &envfs_ops, sizeof(envfs_ops), fs);
 	if (!se)
 		return EXIT_USAGE;
+	fs->session = se;
 	if (fuse_set_signal_handlers(se) != 0) {
 		fuse_session_destroy(se);
 		return EXIT_MOUNT;
@@ -526,6 +574,7 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 		detach_stdio();
 	}
 	log_msg(LOG_INFO, "mounted %s on %s", fs->backing, opts->mountpoint);
+	log_backing(fs);
 	notify_parent(notify_fd, EXIT_OK);
 
 	if (opts->singlethread) {
@@ -604,6 +653,13 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "envelopefs: %s\n", err);
 		goto out;
 	}
+	if (cl.shared && cl.noshared) {
+		fprintf(stderr, "envelopefs: -o shared and -o noshared contradict each other\n");
+		code = EXIT_USAGE;
+		goto out;
+	}
+	if (cl.shared || cl.noshared)
+		fs.settings.shared = cl.shared ? SHARED_ON : SHARED_OFF;
 	log_set_level(fs.settings.log_level);
 	code = EXIT_MOUNT;
 	if (check_mountpoint(opts.mountpoint) < 0)

@@ -93,6 +93,7 @@ static bool plain_reserved(bool in_root, const char *name)
 {
 	return in_root &&
 	       (strcmp(name, VOLUME_CONFIG_NAME) == 0 || strcmp(name, VOLUME_REKEY_DIR) == 0 ||
+		strcmp(name, VOLUME_PROBE_DIR) == 0 ||
 		strcmp(name, VOLUME_CONFIG_NAME VOLUME_CONFIG_TMP_SUFFIX) == 0);
 }
 

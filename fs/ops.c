@@ -74,15 +74,25 @@ static void envfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * which splice reading would bypass. */
 	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 	conn->want &= ~FUSE_CAP_SPLICE_READ;
-	/* Only this daemon changes the backing tree, so the kernel may
-	 * cache symlink targets, and (by default) buffer and merge writes:
-	 * small and random writes then reach us as whole pages. */
+	/* A symlink's target never changes (a renamed encrypted link is a
+	 * new backing inode): the kernel may cache it, shared or not. */
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+	/* Only this daemon changes the backing tree unless shared (shared.h):
+	 * then (by default) the kernel buffers and merges writes, so small and
+	 * random writes reach us as whole pages, and keeps locks itself. */
 	if (fs->settings.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	else
 		fs->settings.writeback_cache = false;
+	/* Pages go stale when a refreshed size or mtime says so. */
+	if (fs->shared && (conn->capable & FUSE_CAP_AUTO_INVAL_DATA))
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	if (fs->shared_locks) {
+		conn->want |= conn->capable & (FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+	} else {
+		conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+	}
 }
 
 const struct fuse_lowlevel_ops envfs_ops = {
@@ -121,4 +131,7 @@ const struct fuse_lowlevel_ops envfs_ops = {
 	.fallocate = envfs_fallocate,
 	.lseek = envfs_lseek,
 	.ioctl = envfs_ioctl,
+	.getlk = envfs_getlk,
+	.setlk = envfs_setlk,
+	.flock = envfs_flock,
 };

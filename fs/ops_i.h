@@ -31,6 +31,7 @@ struct open_file {
 	struct handle h; /* first: a struct handle * is a struct open_file * */
 	int fd;
 	bool append;
+	bool writable;
 	struct inode *inode;
 };
 
@@ -117,7 +118,9 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 
 /* file.c */
 int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t size);
-int reopen(struct inode *in, int flags);
+/* reopen - a new fd on @in's backing inode, with @flags; fresh from the
+ * backing in shared mode (shared_backing_fresh()).  The fd, or -errno. */
+int reopen(struct envfs *fs, struct inode *in, int flags);
 void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		  struct fuse_file_info *fi);
@@ -151,6 +154,16 @@ void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 		    size_t size, int flags);
 void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* locks.c */
+void envfs_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock);
+void envfs_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+		 int sleep);
+void envfs_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op);
+/* locks_owner_closed - @owner closed the file: its POSIX locks go (FLUSH). */
+void locks_owner_closed(struct inode *in, uint64_t owner);
+/* locks_open_released - the open @of is gone: the locks first taken through it go. */
+void locks_open_released(struct inode *in, const struct open_file *of);
 
 /* status.c */
 int status_json(struct envfs *fs, char *out, size_t cap);

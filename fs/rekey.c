@@ -18,6 +18,7 @@
 #include "crypto/hex.h"
 #include "crypto/kdf.h"
 #include "crypto/secmem.h"
+#include "ofdlock.h"
 
 /* Journal header: JOURNAL_DATA bytes, then the file's data region as it is to be. */
 #define JOURNAL_MAGIC "EFRJ"
@@ -376,6 +377,15 @@ int rekey_file(const struct rekey_env *env, int fd, const uint8_t *old_dek, uint
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* The key lock (ofdlock.h), held through @fd until it is closed: a
+	 * mount on another host then leaves this re-key's journal alone, and
+	 * two hosts never re-key one file at once.  A backing without OFD
+	 * locks has a single host. */
+	ret = ofd_lock(fd, F_WRLCK, KEYLOCK_OFFSET, 1, false);
+	if (ret == -EAGAIN) {
+		ret = -EBUSY;
+		goto out;
+	}
 	ret = layout_read_record(env->layout, fd, rec, &pos);
 	if (ret < 0)
 		goto out;
@@ -479,6 +489,37 @@ out:
 }
 
 /* recover_one - act on the journal @name: finish its re-key or remove it. */
+/*
+ * journal_target_busy - whether journal @name's file is being re-keyed now,
+ * by another host (its key lock is held: rekey_file).  A journal too short
+ * to name its file is not.
+ */
+static bool journal_target_busy(int dfd, const char *name)
+{
+	struct rekey_journal_header *h = malloc(sizeof(*h));
+	struct file_handle *fh = malloc(sizeof(*fh) + JOURNAL_MAX_HANDLE);
+	uint8_t *head = malloc(JOURNAL_DATA);
+	int jfd = openat(dfd, name, O_RDONLY | O_CLOEXEC), fd = -1;
+	bool busy = false;
+
+	if (jfd >= 0 && h && fh && head && pread_full(jfd, head, JOURNAL_DATA, 0) == 0 &&
+	    rekey_journal_decode(head, h) == 0) {
+		fh->handle_type = h->handle_type;
+		fh->handle_bytes = h->handle_len;
+		memcpy(fh->f_handle, h->handle, h->handle_len);
+		fd = open_by_handle_at(dfd, fh, O_RDONLY | O_CLOEXEC);
+		busy = fd >= 0 && ofd_lock_held(fd, KEYLOCK_OFFSET, 1) == 1;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (jfd >= 0)
+		close(jfd);
+	free(head);
+	free(fh);
+	free(h);
+	return busy;
+}
+
 static int recover_one(const struct rekey_env *env, int dfd, const char *name, bool *finished)
 {
 	struct rekey_journal_header *h = malloc(sizeof(*h));
@@ -509,6 +550,11 @@ static int recover_one(const struct rekey_env *env, int dfd, const char *name, b
 		goto remove; /* the file is gone, and its re-key with it */
 	if (fd < 0) {
 		ret = -errno;
+		goto out;
+	}
+	/* Another host's re-key, alive: its journal is its own (rekey_file). */
+	if (ofd_lock_held(fd, KEYLOCK_OFFSET, 1) == 1) {
+		ret = -EBUSY;
 		goto out;
 	}
 	ret = layout_read_record(env->layout, fd, rec, &pos);
@@ -583,13 +629,20 @@ int rekey_recover(const struct rekey_env *env, struct rekey_recovery *out,
 
 		if (de->d_name[0] == '.')
 			continue;
-		/* An unfinished journal: its re-key never reached the file. */
+		/* An unfinished journal: its re-key never reached the file,
+		 * unless it is still writing it on another host. */
 		if (len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0) {
-			if (unlinkat(dfd, de->d_name, 0) == 0)
+			if (journal_target_busy(dfd, de->d_name))
+				out->busy++;
+			else if (unlinkat(dfd, de->d_name, 0) == 0)
 				out->removed++;
 			continue;
 		}
 		ret = recover_one(env, dfd, de->d_name, &finished);
+		if (ret == -EBUSY) {
+			out->busy++;
+			continue;
+		}
 		if (ret == 0) {
 			if (finished)
 				out->finished++;

@@ -74,7 +74,9 @@ struct rekey_result {
  * excludes every other user of the file's content and record.
  * Returns 0; -ENODATA for a file without a record (nothing to re-key);
  * -EBADMSG when the record or a block fails authentication (nothing was
- * changed); -EINPROGRESS when the file is already mid re-key (recover it
+ * changed); -EBUSY when another open file of it (a re-key on another
+ * host) holds its key lock (ofdlock.h), which this call holds through @fd
+ * until @fd is closed; -EINPROGRESS when the file is already mid re-key (recover it
  * first); -ENOKEY when the record names neither provider of @env->keys; KMS
  * errors; other -errno.
  */
@@ -110,6 +112,7 @@ struct rekey_recovery {
 	unsigned finished; /* re-keys completed from their journal */
 	unsigned removed;  /* journals of re-keys that never started or had ended */
 	unsigned failed;   /* journals left for a later attempt */
+	unsigned busy;	   /* journals of re-keys running now on another host */
 };
 
 /*

@@ -9,6 +9,7 @@
 
 #include "envfs.h"
 #include "log.h"
+#include "shared.h"
 
 void envfs_settings_defaults(struct envfs_settings *s)
 {
@@ -21,6 +22,7 @@ void envfs_settings_defaults(struct envfs_settings *s)
 	s->log_level = LOG_INFO;
 	s->dek_pool = -1;
 	s->prefetch = -1;
+	s->shared = SHARED_AUTO;
 }
 
 static int parse_uint(const char *text, unsigned max, unsigned *out)
@@ -115,13 +117,20 @@ int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, s
 				s->prefetch = -1;
 			else if ((ret = parse_bool(value, &on)) == 0)
 				s->prefetch = on;
+		} else if (strcmp(key, "shared") == 0) {
+			bool on;
+
+			if (strcmp(value, "auto") == 0)
+				s->shared = SHARED_AUTO;
+			else if ((ret = parse_bool(value, &on)) == 0)
+				s->shared = on ? SHARED_ON : SHARED_OFF;
 		} else if (strcmp(key, "log_level") == 0)
 			ret = (s->log_level = log_level_parse(value)) < 0 ? -EINVAL : 0;
 		else {
 			snprintf(err, err_len,
 				 "%s: unknown setting '%s' in [daemon] (known: cache_entries, "
 				 "cache_max_age, attr_timeout, entry_timeout, writeback_cache, "
-				 "read_ahead_kb, log_level, dek_pool, prefetch)",
+				 "read_ahead_kb, log_level, dek_pool, prefetch, shared)",
 				 path, key);
 			ret = -EINVAL;
 			goto out;

@@ -47,8 +47,11 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 	const struct kms_set *set = kms_keeper_get(fs->keys);
 	struct kms *kms = set->keys.current;
 	uint32_t current = 0;
+	char caps[512];
 	int n;
 
+	if (backing_caps_json(&fs->caps, caps, sizeof(caps)) < 0)
+		snprintf(caps, sizeof(caps), "null");
 	dekcache_get_stats(fs->cache, &cs);
 	dek_pool_get_stats(set->pool, &ps);
 	prefetch_get_stats(fs->prefetch, &pf);
@@ -86,7 +89,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s,"
-		     "\"handle_killpriv_v2\":%s}}\n",
+		     "\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s}\n",
 		     uuid, backing, kms->ops->name, kms->key_ref, previous, current,
 		     (uint64_t)kms->counters.generate, (uint64_t)kms->counters.unwrap,
 		     (uint64_t)kms->counters.rewrap, (uint64_t)kms->counters.wrap,
@@ -100,7 +103,8 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
 		     fs->settings.writeback_cache ? "true" : "false",
-		     killpriv_negotiated() ? "true" : "false");
+		     killpriv_negotiated() ? "true" : "false", fs->shared ? "true" : "false",
+		     caps);
 	kms_keeper_put(fs->keys, set);
 	return n < 0 || (size_t)n >= cap ? -ERANGE : n;
 }

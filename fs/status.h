@@ -24,7 +24,8 @@
  *    "errors": {"integrity", "key"},
  *    "inodes": N, "uptime": SECONDS,
  *    "daemon": {"pid", "version", "writeback_cache": true|false,
- *               "handle_killpriv_v2": true|false}}
+ *               "handle_killpriv_v2": true|false, "shared": true|false},
+ *    "backing_fs": {"fs", "shared", and each capability (backing.h)}}
  *
  * Counters count since mount.  New fields may be added; none is removed.
  */
@@ -51,7 +52,9 @@
  *                          re-encrypt its content in place (fs/rekey.h),
  *                          under the file's lock; ENODATA for an empty file,
  *                          EIO for a corrupt record or block or a KMS
- *                          failure, ENOSPC when the journal does not fit
+ *                          failure, ENOSPC when the journal does not fit, EBUSY in
+ *                          shared mode when another host re-keys the file
+ *                          or keeps it open for writing (fs/shared.h)
  *
  * Why ioctls and not setxattr: with the writeback cache, the kernel updates
  * a file's ctime after a successful setxattr and writes it back at once in

@@ -30,6 +30,7 @@
 
 #define VOLUME_CONFIG_NAME "envelopefs.conf"
 #define VOLUME_REKEY_DIR "envelopefs.rekey" /* re-key journals (fs/rekey.h) */
+#define VOLUME_PROBE_DIR "envelopefs.probe" /* the backing probe's scratch space (fs/backing.h) */
 #define VOLUME_FORMAT_VERSION 1
 #define VOLUME_MIN_BLOCK 4096
 #define VOLUME_MAX_BLOCK 65536

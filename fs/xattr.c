@@ -56,7 +56,7 @@ static int key_description(struct envfs *fs, struct inode *in, char *out, size_t
 	/* The root of a volume with encrypted names describes the volume key. */
 	if (in->type != S_IFREG && !volume_key)
 		return -ENODATA;
-	fd = volume_key ? volkey_open(in->fd, O_RDONLY, &volkey_layout) : reopen(in, O_RDONLY);
+	fd = volume_key ? volkey_open(in->fd, O_RDONLY, &volkey_layout) : reopen(fs, in, O_RDONLY);
 	if (fd < 0)
 		return fd == -EBADMSG ? -EIO : fd;
 	rec = malloc(sizeof(*rec));
@@ -99,7 +99,7 @@ static int xattr_owner(struct envfs *fs, struct inode *in, bool create, uint8_t 
 	}
 	if (in->type != S_IFREG)
 		return create ? -EPERM : -ENODATA;
-	fd = reopen(in, create ? O_RDWR : O_RDONLY);
+	fd = reopen(fs, in, create ? O_RDWR : O_RDONLY);
 	if (fd < 0)
 		return fd;
 	if (create) {

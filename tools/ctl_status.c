@@ -22,7 +22,7 @@ static const char status_usage[] =
 	"status is a trusted.* xattr).\n";
 
 #define STATUS_MAX 8192
-#define FIELDS_MAX 64
+#define FIELDS_MAX 128
 #define PATH_LEN 64
 #define VALUE_LEN 512
 
@@ -141,12 +141,34 @@ static const char *field(const struct fields *f, const char *key)
 	return "?";
 }
 
+/* "fs     glusterfs, shared mode on; lacks rename_noreplace, ..." from backing_fs.* */
+static void print_backing_fs(const struct fields *f)
+{
+	static const char prefix[] = "backing_fs.";
+	const size_t plen = sizeof(prefix) - 1;
+	bool lacks = false;
+
+	printf("fs         %s, shared mode %s", field(f, "backing_fs.fs"),
+	       strcmp(field(f, "daemon.shared"), "true") == 0 ? "on" : "off");
+	for (int i = 0; i < f->n; i++) {
+		const char *name = f->key[i] + plen;
+
+		if (strncmp(f->key[i], prefix, plen) != 0 || strcmp(f->value[i], "false") != 0 ||
+		    strcmp(name, "shared") == 0)
+			continue;
+		printf("%s%s", lacks ? ", " : "; lacks ", name);
+		lacks = true;
+	}
+	printf("%s\n", lacks ? " (fallbacks: envelopefsctl info)" : "");
+}
+
 static void print_human(const struct fields *f)
 {
 	long up = strtol(field(f, "uptime"), NULL, 10);
 
 	printf("volume     %s\n", field(f, "volume"));
 	printf("backing    %s\n", field(f, "backing"));
+	print_backing_fs(f);
 	printf("kms        %s, master key %s\n", field(f, "kms.provider"), field(f, "kms.key_ref"));
 	if (strcmp(field(f, "kms.previous_key_ref"), "?") != 0)
 		printf("migrating  from master key %s (envelopefsctl rotate --to-kms)\n",

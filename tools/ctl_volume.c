@@ -404,6 +404,15 @@ static int make_volume_key(const char *backing, const struct volume_config *cfg,
 	return CTL_OK;
 }
 
+/* rmdir_probe_home - remove the probe's directory (backing.h) from @backing, if empty. */
+static void rmdir_probe_home(const char *backing)
+{
+	char path[PATH_MAX];
+
+	if (snprintf(path, sizeof(path), "%s/%s", backing, VOLUME_PROBE_DIR) < (int)sizeof(path))
+		rmdir(path);
+}
+
 int cmd_init(int argc, char **argv)
 {
 	char backing[PATH_MAX], keyring[PATH_MAX], conf[PATH_MAX + 32], uuid[37], err[1024];
@@ -427,9 +436,11 @@ int cmd_init(int argc, char **argv)
 		return rc;
 	/* Before any keyring is made: a backing that cannot be written fails here. */
 	rc = probe_backing(backing, &caps);
-	if (rc < 0)
+	if (rc < 0) {
+		rmdir_probe_home(backing);
 		return ctl_err(CTL_FAILED, "cannot probe the file system of %s: %s", backing,
 			       strerror(-rc));
+	}
 	settings = dictionary_new(0);
 	if (!settings)
 		return ctl_err(CTL_FAILED, "out of memory");
@@ -507,6 +518,9 @@ int cmd_init(int argc, char **argv)
 		printf("Back up the keyring: without it the data cannot be decrypted.\n");
 	rc = CTL_OK;
 out:
+	/* A refused init leaves the directory as it found it: empty. */
+	if (rc != CTL_OK)
+		rmdir_probe_home(backing);
 	kms_close(kms);
 	if (settings)
 		iniparser_freedict(settings);

@@ -261,7 +261,8 @@ def test_init_xattr_records_refused_without_user_xattrs(run_ctl, tmp_path, scrat
     out = run_ctl("info", backing).stdout.decode()
     assert backing_lines(out)[:2] == ["backing fs:      ramfs", "backing shared:  no"]
     assert backing_lines(out)[2:] == lines
-    assert sorted(os.listdir(backing)) == ["envelopefs.conf", "envelopefs.dirid", "envelopefs.key"]
+    assert sorted(os.listdir(backing)) == ["envelopefs.conf", "envelopefs.dirid", "envelopefs.key",
+                                       "envelopefs.probe"]
 
 
 # --- encrypt / decrypt ----------------------------------------------------------------------

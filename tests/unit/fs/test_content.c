@@ -63,6 +63,7 @@ static int fixture_open(struct fixture *fx, uint32_t block_size, uint32_t header
 		.fd = fd,
 		.layout = &fx->layout,
 		.owner = {.key = test_key, .volume_uuid = test_volume, .file_id = test_file_id},
+		.holes_trusted = true, /* /tmp: a local file system */
 	};
 	return 0;
 }
