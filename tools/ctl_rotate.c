@@ -84,7 +84,8 @@ static const char rotate_usage[] =
 	"                  stay.  Resumable: done files are listed in the state file\n"
 	"  --state FILE    (--rekey) the state file (default:\n"
 	"                  $XDG_STATE_HOME/envelopefs/rekey-<volume uuid>.ids, with\n"
-	"                  $XDG_STATE_HOME defaulting to $HOME/.local/state)\n"
+	"                  $XDG_STATE_HOME defaulting to $HOME/.local/state; with\n"
+	"                  --shard, rekey-<volume uuid>.shard-I-of-N.ids)\n"
 	"  --shard I/N     do only part I of N (1 <= I <= N <= 4096): the files whose\n"
 	"                  inode number hashes to I.  Run part k on host k of N, then\n"
 	"                  `rotate --check` from any host; not with --to-kms, nor with\n"
@@ -791,11 +792,15 @@ static void rotation_free(struct rotation *r)
 		ctl_volume_close(&r->vol);
 }
 
-/* state_path - --state, or the default for the volume @uuid (its directory made 0700). */
+/*
+ * state_path - --state, or the default for the volume @uuid (its directory
+ * made 0700): one per shard, so hosts sharing a home directory, or one
+ * host running two shards, keep apart what each has done.
+ */
 static int state_path(struct rotation *r, const char *uuid)
 {
 	const char *base = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-	char dir[PATH_MAX];
+	char dir[PATH_MAX], shard[32] = "";
 	int n;
 
 	if (r->state_opt) {
@@ -808,9 +813,11 @@ static int state_path(struct rotation *r, const char *uuid)
 		n = snprintf(dir, sizeof(dir), "%s/.local/state/envelopefs", home);
 	else
 		return ctl_err(CTL_USAGE, "neither XDG_STATE_HOME nor HOME is set: give --state FILE");
+	if (r->shards)
+		snprintf(shard, sizeof(shard), ".shard-%u-of-%u", r->shard, r->shards);
 	if (n < 0 || (size_t)n >= sizeof(dir) ||
-	    (size_t)snprintf(r->state.path, sizeof(r->state.path), "%s/rekey-%s.ids", dir, uuid) >=
-		    sizeof(r->state.path))
+	    (size_t)snprintf(r->state.path, sizeof(r->state.path), "%s/rekey-%s%s.ids", dir, uuid,
+			     shard) >= sizeof(r->state.path))
 		return ctl_err(CTL_USAGE, "state path too long: give --state FILE");
 	/* Make every missing directory on the way (the last ones 0700). */
 	for (char *slash = dir + 1; (slash = strchr(slash, '/')) != NULL; slash++) {
