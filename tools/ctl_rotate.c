@@ -25,6 +25,13 @@
  * provider's key, whatever its version.  A walk is followed by a check
  * walk that changes nothing, so a record a rename carried past the walk is
  * found; only when none is left under the old KMS does the run finish.
+ *
+ * --shard I/N splits a run across hosts serving one volume: every shard walks
+ * every directory, but keeps only the entries whose inode number hashes to
+ * it (in_shard()).  The inode number is what every host's mount shows alike
+ * (the daemon passes the backing one through) and what a re-key keeps, and
+ * both names of a hard link share it; a path or a file ID has neither
+ * property.  The volume key, carried by no file of its own, goes to shard 1.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -77,7 +84,12 @@ static const char rotate_usage[] =
 	"                  stay.  Resumable: done files are listed in the state file\n"
 	"  --state FILE    (--rekey) the state file (default:\n"
 	"                  $XDG_STATE_HOME/envelopefs/rekey-<volume uuid>.ids, with\n"
-	"                  $XDG_STATE_HOME defaulting to $HOME/.local/state)\n"
+	"                  $XDG_STATE_HOME defaulting to $HOME/.local/state; with\n"
+	"                  --shard, rekey-<volume uuid>.shard-I-of-N.ids)\n"
+	"  --shard I/N     do only part I of N (1 <= I <= N <= 4096): the files whose\n"
+	"                  inode number hashes to I.  Run part k on host k of N, then\n"
+	"                  `rotate --check` from any host; not with --to-kms, nor with\n"
+	"                  --offline --rekey\n"
 	"  --to-kms CONFIG move the volume to the KMS described by CONFIG (an INI file\n"
 	"                  with one [kms] section: provider and settings, no secret):\n"
 	"                  every key is re-wrapped by the new KMS, the data stays.\n"
@@ -85,6 +97,9 @@ static const char rotate_usage[] =
 	"\n"
 	"Progress goes to stderr: a live line on a terminal, a line every 5 s otherwise.\n"
 	"Online use needs root (the daemon's interface is a trusted.* xattr).\n";
+
+/* The most parts --shard splits a run into: far more hosts than share a volume. */
+#define MAX_SHARDS 4096
 
 enum outcome { DONE_REWRAPPED, DONE_CURRENT, DONE_EMPTY, DONE_GONE, DONE_FAILED };
 
@@ -109,6 +124,7 @@ struct rekey_state {
 
 struct rotation {
 	bool offline, check, dry_run, json, rekey, quiet;
+	unsigned shard, shards; /* --shard I/N: shard I (from 1) of N; N = 0: every file */
 	struct ctl_migration *migration; /* --to-kms: the move under way, else NULL */
 	char target_ref[KMS_MAX_REF + 1]; /* a done record names this key */
 	const char *state_opt;
@@ -184,10 +200,39 @@ static int record_layout(struct rotation *r, const char *path, int fd, struct la
 	return 0;
 }
 
+/*
+ * shard_hash - murmur3's 64-bit finalizer: inode numbers handed out in
+ * sequence or with a stride still spread evenly over the shards.
+ */
+static uint64_t shard_hash(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+/* in_shard - is the entry with inode @ino (or the volume key's record) this run's to do? */
+static bool in_shard(const struct rotation *r, bool volume_key, ino_t ino)
+{
+	if (!r->shards)
+		return true;
+	if (volume_key)
+		return r->shard == 1;
+	return shard_hash(ino) % r->shards == r->shard - 1;
+}
+
 static int collect(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	struct rotation *r = walk_target;
 
+	/* Other shards count what is theirs, skipped entries too, so the parts add
+	 * up.  (Online, the volume key is the mount root: a directory.) */
+	if ((type == FTW_F || type == FTW_SL || type == FTW_SLN) &&
+	    !in_shard(r, r->offline && volume_key_item(r, path), st->st_ino))
+		return 0;
 	if (type == FTW_SL || type == FTW_SLN) {
 		r->skipped++;
 		return 0;
@@ -205,7 +250,7 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 	/* A mount root with encrypted names carries the volume key's record. */
 	if (type == FTW_D && ftw->level == 0 && !r->offline &&
 	    getxattr(path, KEY_XATTR, NULL, 0) >= 0)
-		return add_item(r, path);
+		return in_shard(r, true, 0) ? add_item(r, path) : 0;
 	/* The re-key journals are the volume's, not files of it. */
 	if (r->offline && type == FTW_D && ftw->level == 1 &&
 	    strcmp(path + ftw->base, VOLUME_REKEY_DIR) == 0)
@@ -549,13 +594,18 @@ static int report(struct rotation *r)
 			below = true;
 	}
 	if (r->json) {
-		printf("{\"target_version\":%u,\"target_key_ref\":\"%s\",\"files\":%zu,\"%s\":%zu,"
+		printf("{");
+		if (r->shards)
+			printf("\"shard\":\"%u/%u\",", r->shard, r->shards);
+		printf("\"target_version\":%u,\"target_key_ref\":\"%s\",\"files\":%zu,\"%s\":%zu,"
 		       "\"already_current\":%zu,\"empty\":%zu,\"skipped\":%zu,\"failed\":%zu",
 		       r->target, r->target_ref, r->n_items,
 		       outcome_label(r, true),
 		       count[DONE_REWRAPPED], count[DONE_CURRENT], count[DONE_EMPTY],
 		       r->skipped + r->vanished + count[DONE_GONE], count[DONE_FAILED] + r->unwalkable);
 	} else {
+		if (r->shards)
+			printf("shard:            %u/%u\n", r->shard, r->shards);
 		if (r->migration)
 			printf("target key:       %s\n", r->target_ref);
 		printf("target version:   %u\n", r->target);
@@ -627,6 +677,29 @@ static int online_target(const char *mountpoint, struct rotation *r, char uuid[3
 	return CTL_OK;
 }
 
+/* parse_shard - --shard I/N into r->shard, r->shards.  A CTL_* code. */
+static int parse_shard(const char *arg, struct rotation *r)
+{
+	unsigned long i, n;
+	char *end;
+
+	/* strtoul() would take a sign or blanks: only digits are an I or N. */
+	if (*arg < '0' || *arg > '9')
+		goto bad;
+	i = strtoul(arg, &end, 10);
+	if (*end != '/' || end[1] < '0' || end[1] > '9')
+		goto bad;
+	n = strtoul(end + 1, &end, 10);
+	if (*end || i < 1 || i > n || n > MAX_SHARDS)
+		goto bad;
+	r->shard = (unsigned)i;
+	r->shards = (unsigned)n;
+	return CTL_OK;
+bad:
+	return ctl_err(CTL_USAGE, "--shard wants I/N with 1 <= I <= N <= %d, not '%s'", MAX_SHARDS,
+		       arg);
+}
+
 static int parse_args(int argc, char **argv, struct rotation *r, const char **keyring,
 		      const char **to_kms)
 {
@@ -636,7 +709,7 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		{"json", no_argument, NULL, 'J'},    {"offline", no_argument, NULL, 'o'},
 		{"keyring", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'},
 		{"rekey", no_argument, NULL, 'R'},   {"state", required_argument, NULL, 'S'},
-		{"to-kms", required_argument, NULL, 'M'},
+		{"to-kms", required_argument, NULL, 'M'}, {"shard", required_argument, NULL, 's'},
 		{NULL, 0, NULL, 0},
 	};
 	char *end;
@@ -653,6 +726,10 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		case 'R': r->rekey = true; break;
 		case 'S': r->state_opt = optarg; break;
 		case 'M': *to_kms = optarg; break;
+		case 's':
+			if (parse_shard(optarg, r) != CTL_OK)
+				return CTL_USAGE;
+			break;
 		case 'j':
 			r->jobs = (unsigned)strtoul(optarg, &end, 10);
 			if (*end || r->jobs == 0 || r->jobs > 256)
@@ -675,6 +752,16 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 	if (*to_kms && (r->rekey || r->check || r->dry_run || optind != argc - 1))
 		return ctl_err(CTL_USAGE, "--to-kms moves the whole volume: it takes neither "
 			       "--rekey, --check, --dry-run nor PATHs");
+	/* A migration holds the volume's lock throughout and ends the move once no
+	 * record is left under the old KMS anywhere: a part can do neither. */
+	if (*to_kms && r->shards)
+		return ctl_err(CTL_USAGE, "--to-kms moves the whole volume in one run: it does "
+			       "not take --shard");
+	/* An offline re-key first finishes every interrupted re-key of the volume,
+	 * which would take another shard's journals from under it. */
+	if (r->offline && r->rekey && r->shards)
+		return ctl_err(CTL_USAGE, "an offline re-key cannot run beside another: "
+			       "--offline --rekey does not take --shard");
 	return CTL_OK;
 }
 
@@ -705,11 +792,15 @@ static void rotation_free(struct rotation *r)
 		ctl_volume_close(&r->vol);
 }
 
-/* state_path - --state, or the default for the volume @uuid (its directory made 0700). */
+/*
+ * state_path - --state, or the default for the volume @uuid (its directory
+ * made 0700): one per shard, so hosts sharing a home directory, or one
+ * host running two shards, keep apart what each has done.
+ */
 static int state_path(struct rotation *r, const char *uuid)
 {
 	const char *base = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-	char dir[PATH_MAX];
+	char dir[PATH_MAX], shard[32] = "";
 	int n;
 
 	if (r->state_opt) {
@@ -722,9 +813,11 @@ static int state_path(struct rotation *r, const char *uuid)
 		n = snprintf(dir, sizeof(dir), "%s/.local/state/envelopefs", home);
 	else
 		return ctl_err(CTL_USAGE, "neither XDG_STATE_HOME nor HOME is set: give --state FILE");
+	if (r->shards)
+		snprintf(shard, sizeof(shard), ".shard-%u-of-%u", r->shard, r->shards);
 	if (n < 0 || (size_t)n >= sizeof(dir) ||
-	    (size_t)snprintf(r->state.path, sizeof(r->state.path), "%s/rekey-%s.ids", dir, uuid) >=
-		    sizeof(r->state.path))
+	    (size_t)snprintf(r->state.path, sizeof(r->state.path), "%s/rekey-%s%s.ids", dir, uuid,
+			     shard) >= sizeof(r->state.path))
 		return ctl_err(CTL_USAGE, "state path too long: give --state FILE");
 	/* Make every missing directory on the way (the last ones 0700). */
 	for (char *slash = dir + 1; (slash = strchr(slash, '/')) != NULL; slash++) {
