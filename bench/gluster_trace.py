@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Which backing syscalls each FUSE request of a libfuse daemon made, from a full strace.
 
-    bench/gluster_trace.py TRACE [--per N] [--show OPCODE[,OPCODE]]
+    bench/gluster_trace.py TRACE [--per N] [--show OPCODE[,OPCODE]] [--flat]
 
 TRACE is a `strace -f -tt -T -y -p PID` of the envelopefs daemon (`bench/gluster --strace ROWS
 --strace-full` writes them).  A libfuse worker thread reads one request from /dev/fuse, makes its
@@ -11,7 +11,10 @@ reads of /dev/fuse belongs to the request read first.  Prints, per FUSE opcode: 
 their mean wall time in backing syscalls, and the syscalls per request with their mean wall µs
 (strace -T: entry to exit); and, over all requests, the syscalls ranked by wall µs per N (e.g. the
 number of files of the row).  --show prints the syscall sequence of the first request of each named
-opcode.  Not for go-fuse (gocryptfs): its goroutines hop between threads.
+opcode.  Syscalls are told apart by what they did where it matters (openat O_CREAT or of
+/proc/self/fd, statx with AT_STATX_FORCE_SYNC or not, the 512-byte key record write at offset 0,
+the fcntl command, the xattr name).  The per-request split is not for go-fuse (gocryptfs): its
+goroutines hop between threads; --flat ranks a trace's backing syscalls without it, for any daemon.
 """
 import argparse
 import codecs
@@ -36,6 +39,9 @@ FUSE_FD = re.compile(r"^\d+</dev/fuse>")
 # Syscalls that are the daemon's own FUSE plumbing or waiting, not backing work.
 PLUMBING = {"futex", "restart_syscall", "rt_sigprocmask", "mmap", "munmap", "mprotect",
             "madvise", "clone3", "set_robust_list", "rseq", "mlock"}
+# The Go runtime's own (gocryptfs, --flat).
+GO_PLUMBING = {"nanosleep", "epoll_pwait", "epoll_ctl", "sched_yield", "tgkill", "getpid",
+               "rt_sigreturn", "sigaltstack", "gettid"}
 
 
 def opcode_of(text):
@@ -48,6 +54,53 @@ def opcode_of(text):
     except ValueError:
         return None
     return int.from_bytes(raw[4:8], "little") if len(raw) >= 8 else None
+
+
+def kind(name, call):
+    """@name, told apart by what @call (the syscall as strace printed it) did, where it matters."""
+    if name == "openat":
+        if "O_CREAT" in call:
+            return "openat O_CREAT"
+        if "/proc/self/fd" in call:
+            return "openat /proc/self/fd " + ("O_PATH" if "O_PATH" in call else "(reopen)")
+        return "openat"
+    if name == "statx":
+        return "statx FORCE_SYNC" if "FORCE_SYNC" in call else "statx"
+    if name == "pwrite64" and re.search(r", 512, 0\) = 512", call):
+        return "pwrite64 key record"
+    if name == "fcntl":
+        m = re.search(r"\b(F_[A-Z_]+)", call)
+        return f"fcntl {m.group(1)}" if m else name
+    if name.endswith("getxattr"):
+        m = re.search(r'"([a-z]+\.[A-Za-z0-9_.]+)"', call)
+        return f"{name} {m.group(1)}" if m else name
+    return name
+
+
+def flat(path):
+    """[(kind, seconds)] of every finished syscall but the FUSE plumbing, whatever the thread."""
+    pending, out = {}, []
+    for raw in open(path, errors="replace"):
+        m = LINE.match(raw.rstrip("\n"))
+        if not m:
+            continue
+        pid, rest = int(m.group(1)), m.group(2)
+        r = RESUMED.match(rest)
+        if r:
+            name, args = r.group(1), pending.pop(pid, (r.group(1), ""))[1] + r.group(2)
+        else:
+            c = CALL.match(rest)
+            if not c:
+                continue
+            name, args = c.group(1), c.group(2)
+            if args.endswith("<unfinished ...>"):
+                pending[pid] = (name, args[: -len("<unfinished ...>")])
+                continue
+        if name in PLUMBING or name in GO_PLUMBING or "/dev/fuse" in args:
+            continue
+        d = DURATION.search(args)
+        out.append((kind(name, f"{name}({args}"), float(d.group(1)) if d else 0.0))
+    return out
 
 
 def parse(path):
@@ -81,7 +134,7 @@ def parse(path):
                 current[pid] = (OPCODES.get(op, f"op{op}"), [])
             continue
         if pid in current:
-            current[pid][1].append((name, secs, rest))
+            current[pid][1].append((name, secs, f"{name}({args}"))
     done.extend(current.values())
     return done
 
@@ -91,7 +144,23 @@ def main():
     p.add_argument("trace")
     p.add_argument("--per", type=float, default=1, help="divide the totals by N (files)")
     p.add_argument("--show", default="", help="opcodes whose first request to print in full")
+    p.add_argument("--flat", action="store_true",
+                   help="no split by FUSE request (any daemon, e.g. gocryptfs)")
     a = p.parse_args()
+    if a.flat:
+        agg = collections.defaultdict(lambda: [0, 0.0])
+        for k, secs in flat(a.trace):
+            agg[k][0] += 1
+            agg[k][1] += secs
+        print(f"Backing syscalls of {a.trace} ranked by wall µs per N={a.per:g}: "
+              f"{sum(v[0] for v in agg.values()) / a.per:.1f} calls, "
+              f"{sum(v[1] for v in agg.values()) / a.per * 1e6:.0f} µs per N")
+        print("\n| rank | syscall | calls per N | µs per N | µs per call |")
+        print("|---:|---|---:|---:|---:|")
+        for i, (k, (cnt, secs)) in enumerate(sorted(agg.items(), key=lambda kv: -kv[1][1]), 1):
+            print(f"| {i} | {k} | {cnt / a.per:.2f} | {secs / a.per * 1e6:.0f} | "
+                  f"{secs / cnt * 1e6:.0f} |")
+        return
     reqs = parse(a.trace)
     by_op = collections.defaultdict(list)
     for op, calls in reqs:
@@ -104,9 +173,9 @@ def main():
                                                               if _ not in ("writev", "write"))):
         per_call = collections.defaultdict(lambda: [0, 0.0])
         for calls in lst:
-            for name, secs, _ in calls:
-                if name in ("writev", "write") and "/dev/fuse" in _:
-                    name = "reply(writev)"
+            for name, secs, call in calls:
+                name = "reply(writev)" if name in ("writev", "write") and "/dev/fuse" in call \
+                    else kind(name, call)
                 per_call[name][0] += 1
                 per_call[name][1] += secs
                 rank[(op, name)][0] += 1
