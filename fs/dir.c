@@ -185,7 +185,7 @@ void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (ret == 0 && unlinkat(dir->fd, b.entry, 0) < 0)
 		ret = -errno;
 	if (ret == 0)
-		entry_removed(dir, &b);
+		abandon_entry(dir, &b);
 	/* The last name of a file is gone: so is any reason to keep its key. */
 	if (ret == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
 		dekcache_forget(fs->cache, st.st_dev, st.st_ino);
@@ -261,7 +261,7 @@ static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_
 	}
 	close(fd);
 	if (ret == 0)
-		entry_removed(dir, b);
+		abandon_entry(dir, b);
 	return ret;
 }
 
@@ -329,7 +329,7 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 		return ret;
 	}
 	if (unlinkat(from->fd, b->entry, 0) == 0)
-		entry_removed(from, b);
+		abandon_entry(from, b);
 	/* The kernel keeps its inode for the link: point it at the new one. */
 	int fd = openat(to->fd, bnew->entry, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	struct stat made;
@@ -365,7 +365,7 @@ static int replace_dir_unswapped(struct envfs *fs, struct inode *from,
 		backing_rename_noreplace(&fs->caps, to->fd, tmp, to->fd, bnew->entry, true, true);
 		return ret;
 	}
-	entry_removed(from, b);
+	abandon_entry(from, b);
 	if (only_volume_entries(fs, target_fd, true) == 0)
 		unlinkat(to->fd, tmp, AT_REMOVEDIR);
 	return 0;
@@ -471,7 +471,7 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 			abandon_entry(to, &bnew);
 	}
 	if (ret == 0 && !exchange)
-		entry_removed(from, &b);
+		abandon_entry(from, &b);
 done:
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)

@@ -90,20 +90,18 @@ int prepare_entry(struct inode *dir, const struct backing_name *b)
 	return backing_name_is_long(b) ? names_side_write(dir->fd, b) : 0;
 }
 
-/* After an entry for @b failed to appear: drop a side record nobody uses. */
+/*
+ * After an entry for @b failed to appear, or after it was removed: drop
+ * its side record, unless the name has an entry again (made meanwhile by
+ * another request, or by another host in shared mode, which found the
+ * record there and kept it).
+ */
 void abandon_entry(struct inode *dir, const struct backing_name *b)
 {
 	struct stat st;
 
 	if (backing_name_is_long(b) && fstatat(dir->fd, b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno == ENOENT)
-		names_side_remove(dir->fd, b->entry);
-}
-
-/* After the entry @b is gone: its side record goes too. */
-void entry_removed(struct inode *dir, const struct backing_name *b)
-{
-	if (backing_name_is_long(b))
 		names_side_remove(dir->fd, b->entry);
 }
 

@@ -95,7 +95,6 @@ int to_backing(struct envfs *fs, struct inode *dir, const char *name,
 	       struct backing_name *b);
 int prepare_entry(struct inode *dir, const struct backing_name *b);
 void abandon_entry(struct inode *dir, const struct backing_name *b);
-void entry_removed(struct inode *dir, const struct backing_name *b);
 int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 		   const char *name, struct fuse_entry_param *e);
 int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e);
