@@ -112,7 +112,7 @@ void envfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* What the kernel asks for once its attr_timeout ran out: another
 	 * host's changes show now (shared.h).  A setattr's reply needs no
 	 * fresh copy: it follows this daemon's own change. */
-	ret = stat_backing(fs, in, &st, true);
+	ret = inode_gone(fs, in, stat_backing(fs, in, &st, true));
 	if (ret == 0)
 		to_plain_attr(fs, in, &st);
 	if (ret < 0)

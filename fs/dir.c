@@ -410,16 +410,29 @@ static int rename_entry(struct envfs *fs, struct inode *from, const char *old, s
 			const char *new, unsigned int flags)
 {
 	struct stat st;
+	int ret;
 
 	if (flags & RENAME_EXCHANGE)
 		return backing_rename_exchange(&fs->caps, from->fd, old, to->fd, new);
 	if (!(flags & RENAME_NOREPLACE))
 		return renameat(from->fd, old, to->fd, new) < 0 ? -errno : 0;
-	if (!fs->caps.rename_noreplace && fstatat(from->fd, old, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fs->caps.rename_noreplace)
+		return backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new, false, false);
+	if (fstatat(from->fd, old, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	return backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new,
-					!fs->caps.rename_noreplace && S_ISDIR(st.st_mode),
-					encrypted_names(fs));
+	ret = backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new, S_ISDIR(st.st_mode),
+				       encrypted_names(fs));
+	/* Linked and unlinked: the inode's fd must reach it by its new name. */
+	if (ret == 0 && !S_ISDIR(st.st_mode)) {
+		int fd = openat(to->fd, new, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		struct stat now;
+
+		if (fd >= 0 && fstat(fd, &now) == 0)
+			inode_rebind(fs->inodes, &st, fd, &now);
+		else if (fd >= 0)
+			close(fd);
+	}
+	return ret;
 }
 
 void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,

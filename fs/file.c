@@ -97,7 +97,7 @@ int reopen(struct envfs *fs, struct inode *in, int flags)
 	proc_path(in->fd, path);
 	fd = open(path, flags | O_CLOEXEC);
 	if (fd < 0)
-		return -errno;
+		return inode_gone(fs, in, -errno);
 	/* Another host may have written the file since (shared.h). */
 	if (fs->shared)
 		shared_backing_fresh(fd);
@@ -161,7 +161,7 @@ void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	ret = attach_open_file(fs, in, fd, fi->flags, fi);
 	if (ret < 0) {
 		close(fd);
-		fuse_reply_err(req, -ret);
+		fuse_reply_err(req, -inode_gone(fs, in, ret));
 		return;
 	}
 	/* Shared mode: the kernel asks for the size and times again, which a

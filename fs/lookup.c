@@ -146,6 +146,38 @@ static void remember_link(struct envfs *fs, struct inode *dir, struct inode *in,
 	free(target);
 }
 
+int inode_gone(struct envfs *fs, struct inode *in, int err)
+{
+	if (err == -ESTALE && fs->shared) {
+		pthread_mutex_lock(&in->key_lock);
+		in->stale = true;
+		pthread_mutex_unlock(&in->key_lock);
+	}
+	return err;
+}
+
+/* inode_is_stale - whether opening @in found its backing inode gone (shared mode). */
+static bool inode_is_stale(struct inode *in)
+{
+	bool stale;
+
+	pthread_mutex_lock(&in->key_lock);
+	stale = in->stale;
+	pthread_mutex_unlock(&in->key_lock);
+	return stale;
+}
+
+/* fstatat_fresh - fstatat of @name in @dirfd, asking the backing now, not its caches. */
+static int fstatat_fresh(int dirfd, const char *name, struct stat *st)
+{
+	struct statx stx;
+
+	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
+		  STATX_TYPE | STATX_INO, &stx) < 0)
+		return -1;
+	return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
+}
+
 /*
  * Fill @e for backing entry @bname (plaintext @name) in @parent and take a
  * kernel reference on its inode.
@@ -165,6 +197,20 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 	if (fstatat(parent->fd, bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	in = inode_lookup_known(fs->inodes, &st);
+	if (in && inode_is_stale(in)) {
+		/* Shared mode: another host replaced the file, and the backing's
+		 * name cache does not know yet.  Asking the backing for the
+		 * attributes now makes it find the gone inode and look the name
+		 * up again (the kernel retries a stale handle with LOOKUP_REVAL). */
+		inode_forget(fs->inodes, in, 1);
+		if (fstatat_fresh(parent->fd, bname, &st) < 0)
+			return -errno;
+		in = inode_lookup_known(fs->inodes, &st);
+		if (in && inode_is_stale(in)) {
+			inode_forget(fs->inodes, in, 1);
+			return -ESTALE;
+		}
+	}
 	if (!in) {
 		fd = openat(parent->fd, bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)

@@ -66,7 +66,7 @@ VISIBLE_WITHIN = 4.0  # s: 1 s GlusterFS client cache + 1 s envelopefs attr_time
 STABLE_READS = 5      # reads that must all show the new state once it has shown
 KEYRING_RELOAD = 1.1  # s: the local provider notices a rotated keyring at most once a second
 TEMP_PREFIX = "envelopefs.tmp."  # fs/names.h NAMES_TEMP_PREFIX: the daemon's scratch names
-VOLUME_FILES = {"envelopefs.conf", "envelopefs.key", "envelopefs.dirid"}
+VOLUME_FILES = {"envelopefs.conf", "envelopefs.key", "envelopefs.dirid", "envelopefs.probe"}
 
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1
@@ -176,8 +176,8 @@ def backing_entries(directory):
 
 
 def backing_caps(host):
-    """The status' "backing" object (fs/backing.h, backing_caps_json), {} if there is none."""
-    caps = host.status().get("backing")
+    """The status' "backing_fs" object (fs/backing.h, backing_caps_json), {} if there is none."""
+    caps = host.status().get("backing_fs")
     return caps if isinstance(caps, dict) else {}
 
 
@@ -329,21 +329,23 @@ def include_tar(tmp_path_factory):
     return tarball
 
 
-def untar_and_compare(mnt, tarball):
+def untar_and_compare(mnt, tarball, mtimes=True):
     cp = subprocess.run(["tar", "-C", str(mnt), "-xf", str(tarball)], capture_output=True,
                         text=True, timeout=600)
     assert cp.returncode == 0, f"tar -x on the mount: {cp.stderr[:2000]}"
-    compare_tree(mnt, tarball)
+    compare_tree(mnt, tarball, mtimes)
 
 
-def compare_tree(mnt, tarball):
+def compare_tree(mnt, tarball, mtimes=True):
     diff = subprocess.run(["diff", "-r", "/usr/include/linux", str(mnt / "linux")],
                           capture_output=True, text=True, timeout=600)
     assert diff.returncode == 0, f"diff -r: {(diff.stdout + diff.stderr)[:2000]}"
     # tar --compare also checks modes, mtimes, sizes and link targets
     cmp = subprocess.run(["tar", "-C", str(mnt), "--compare", "-f", str(tarball)],
                          capture_output=True, text=True, timeout=600)
-    assert cmp.returncode == 0, f"tar --compare: {(cmp.stdout + cmp.stderr)[:2000]}"
+    differs = [line for line in cmp.stdout.splitlines()
+               if mtimes or not line.endswith(": Mod time differs")]
+    assert not differs and not cmp.stderr, f"tar --compare: {(cmp.stdout + cmp.stderr)[:2000]}"
 
 
 # --- 1. one daemon on a GlusterFS backing: the namespace works ------------------------------
@@ -1112,9 +1114,11 @@ def test_bindfs_backing(bindfs_dir, tmp_path, names, include_tar):
         assert e.value.errno == errno.EEXIST
         os.rename(m / "g", m / "h")
         assert get(m / "h") == b"F" and sorted(os.listdir(m)) == ["d2", "h"]
-        untar_and_compare(m, include_tar)
+        # bindfs itself loses the mtime a futimens sets before close (a plain bindfs
+        # mount fails `tar --compare` the same way): mtimes are not bindfs's to keep.
+        untar_and_compare(m, include_tar, mtimes=False)
         h.remount()
-        compare_tree(m, include_tar)
+        compare_tree(m, include_tar, mtimes=False)
         assert temp_leftovers(h.backing) == []
     finally:
         for x in made:
@@ -1158,7 +1162,7 @@ def test_backing_capabilities_in_status(one_host, local_hosts):
     (renameat2 flags and O_TMPFILE missing; user xattrs and POSIX locks there) and on ext4."""
     h = one_host()
     g = backing_caps(h)
-    assert g, f"status has no backing object: {h.status().get('backing')!r}"
+    assert g, f"status has no backing_fs object: {h.status().get('backing_fs')!r}"
     assert g["shared"] is True and g["fs"] != "ext4"
     for cap in ("rename_noreplace", "rename_exchange", "tmpfile"):
         assert g[cap] is False, f"{cap} on GlusterFS: {g}"
