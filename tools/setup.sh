@@ -90,9 +90,20 @@ print(f"{ok} {bad}")
 PY
 }
 
+# GlusterFS names its bricks by host name, which must resolve (not to "localhost"): a machine
+# whose own name does not resolve gets the Debian convention, 127.0.1.1, in /etc/hosts.
+resolve_own_name() {
+	local name
+	name=$(hostname)
+	getent hosts "$name" >/dev/null && return 0
+	echo "setup: $name does not resolve; adding '127.0.1.1 $name' to /etc/hosts for GlusterFS"
+	echo "127.0.1.1 $name" >>/etc/hosts
+}
+
 run_tests() {
 	install_packages $BUILD_PKGS $TEST_PKGS
 	[ "$(id -u)" -eq 0 ] || die "the integration tests mount FUSE volumes: run as root"
+	resolve_own_name
 
 	echo "== builds (gcc, -Wall -Wextra -Werror): release, as quickstart makes it, and the test build"
 	build build-release --buildtype=release -Dwerror=true
