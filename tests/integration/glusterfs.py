@@ -33,7 +33,10 @@ write-behind off (its flush-behind lets close() return before the data left the 
 quick-read, io-cache and read-ahead off (they serve cached content).  The metadata cache
 (stat-prefetch) must stay on: it is what drops a client's cached pages once another client
 changed the file; with it off (as in GlusterFS's "db-workload" group) a plain client never saw
-another's in-place overwrite.
+another's in-place overwrite.  But it must not keep what it caches (md-cache-timeout 0): a
+client's md-cache can keep a directory's attributes from before its own rename for its timeout
+and answer even a forced GETATTR with them (the namespace explorer caught an old parent's mtime
+unchanged after a rename; both replica bricks held the new one).
 """
 import itertools
 import json
@@ -58,7 +61,8 @@ VOLUME_PREFIX = "envfs_"
 GLUSTERD_LOG = Path("/var/log/glusterfs/glusterd.log")
 BRICK_LOGS = Path("/var/log/glusterfs/bricks")
 COHERENT = tuple((f"performance.{cache}", "off")
-                 for cache in ("write-behind", "quick-read", "io-cache", "read-ahead"))
+                 for cache in ("write-behind", "quick-read", "io-cache", "read-ahead")) + (
+    ("performance.md-cache-timeout", "0"),)
 # The CLI refuses while another transaction (another user's create or stop) holds the cluster
 # lock; those are retried.
 BUSY = re.compile(r"another transaction is in progress|locking failed|try again", re.I)
