@@ -56,6 +56,7 @@ from pathlib import Path
 
 import pytest
 
+from mounts import get, put
 from glusterfs import (COHERENT, CTL, GlusterError, Glusterd, GlusterVolume, Host, init_volume,
                        unmount, unmount_below)
 
@@ -84,16 +85,6 @@ def renameat2(old, new, flags):
                       flags) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e), str(old))
-
-
-def put(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def get(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def opened(path):
