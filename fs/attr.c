@@ -55,22 +55,31 @@ static void statx_to_stat(const struct statx *stx, struct stat *st)
 	st->st_ctim = (struct timespec){stx->stx_ctime.tv_sec, stx->stx_ctime.tv_nsec};
 }
 
+/*
+ * stat_backing - the backing attributes of @in; @fresh asks a shared
+ * backing for them now: its client's cached attributes would add their
+ * own timeout to the kernel's attr_timeout (shared.h).
+ */
+static int stat_backing(struct envfs *fs, struct inode *in, struct stat *st, bool fresh)
+{
+	struct statx stx;
+
+	if (!fresh || !fs->shared)
+		return fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
+		  STATX_BASIC_STATS, &stx) < 0)
+		return -errno;
+	statx_to_stat(&stx, st);
+	return 0;
+}
+
 int stat_inode(struct envfs *fs, struct inode *in, struct stat *st)
 {
-	/* Shared mode: the backing client's cached attributes would add
-	 * their own timeout to the kernel's attr_timeout (shared.h). */
-	if (fs->shared) {
-		struct statx stx;
+	int ret = stat_backing(fs, in, st, false);
 
-		if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
-			  STATX_BASIC_STATS, &stx) < 0)
-			return -errno;
-		statx_to_stat(&stx, st);
-	} else if (fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-		return -errno;
-	}
-	to_plain_attr(fs, in, st);
-	return 0;
+	if (ret == 0)
+		to_plain_attr(fs, in, st);
+	return ret;
 }
 
 /*
@@ -95,11 +104,17 @@ static int stat_inode_but_cmtime(struct envfs *fs, struct inode *in, struct stat
 void envfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
 	struct stat st;
 	int ret;
 
 	(void)fi;
-	ret = stat_inode(fs, inode_of(fs, ino), &st);
+	/* What the kernel asks for once its attr_timeout ran out: another
+	 * host's changes show now (shared.h).  A setattr's reply needs no
+	 * fresh copy: it follows this daemon's own change. */
+	ret = inode_gone(fs, in, stat_backing(fs, in, &st, true));
+	if (ret == 0)
+		to_plain_attr(fs, in, &st);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
 	else

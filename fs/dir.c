@@ -185,7 +185,7 @@ void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (ret == 0 && unlinkat(dir->fd, b.entry, 0) < 0)
 		ret = -errno;
 	if (ret == 0)
-		entry_removed(dir, &b);
+		abandon_entry(dir, &b);
 	/* The last name of a file is gone: so is any reason to keep its key. */
 	if (ret == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
 		dekcache_forget(fs->cache, st.st_dev, st.st_ino);
@@ -261,7 +261,7 @@ static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_
 	}
 	close(fd);
 	if (ret == 0)
-		entry_removed(dir, b);
+		abandon_entry(dir, b);
 	return ret;
 }
 
@@ -329,7 +329,7 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 		return ret;
 	}
 	if (unlinkat(from->fd, b->entry, 0) == 0)
-		entry_removed(from, b);
+		abandon_entry(from, b);
 	/* The kernel keeps its inode for the link: point it at the new one. */
 	int fd = openat(to->fd, bnew->entry, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	struct stat made;
@@ -365,7 +365,7 @@ static int replace_dir_unswapped(struct envfs *fs, struct inode *from,
 		backing_rename_noreplace(&fs->caps, to->fd, tmp, to->fd, bnew->entry, true, true);
 		return ret;
 	}
-	entry_removed(from, b);
+	abandon_entry(from, b);
 	if (only_volume_entries(fs, target_fd, true) == 0)
 		unlinkat(to->fd, tmp, AT_REMOVEDIR);
 	return 0;
@@ -410,16 +410,29 @@ static int rename_entry(struct envfs *fs, struct inode *from, const char *old, s
 			const char *new, unsigned int flags)
 {
 	struct stat st;
+	int ret;
 
 	if (flags & RENAME_EXCHANGE)
 		return backing_rename_exchange(&fs->caps, from->fd, old, to->fd, new);
 	if (!(flags & RENAME_NOREPLACE))
 		return renameat(from->fd, old, to->fd, new) < 0 ? -errno : 0;
-	if (!fs->caps.rename_noreplace && fstatat(from->fd, old, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fs->caps.rename_noreplace)
+		return backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new, false, false);
+	if (fstatat(from->fd, old, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	return backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new,
-					!fs->caps.rename_noreplace && S_ISDIR(st.st_mode),
-					encrypted_names(fs));
+	ret = backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new, S_ISDIR(st.st_mode),
+				       encrypted_names(fs));
+	/* Linked and unlinked: the inode's fd must reach it by its new name. */
+	if (ret == 0 && !S_ISDIR(st.st_mode)) {
+		int fd = openat(to->fd, new, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		struct stat now;
+
+		if (fd >= 0 && fstat(fd, &now) == 0)
+			inode_rebind(fs->inodes, &st, fd, &now);
+		else if (fd >= 0)
+			close(fd);
+	}
+	return ret;
 }
 
 void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -471,7 +484,7 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 			abandon_entry(to, &bnew);
 	}
 	if (ret == 0 && !exchange)
-		entry_removed(from, &b);
+		abandon_entry(from, &b);
 done:
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)

@@ -97,7 +97,7 @@ int reopen(struct envfs *fs, struct inode *in, int flags)
 	proc_path(in->fd, path);
 	fd = open(path, flags | O_CLOEXEC);
 	if (fd < 0)
-		return -errno;
+		return inode_gone(fs, in, -errno);
 	/* Another host may have written the file since (shared.h). */
 	if (fs->shared)
 		shared_backing_fresh(fd);
@@ -124,7 +124,7 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 	if (!of)
 		return -ENOMEM;
 	/* Shared mode: a re-key on another host waits for this open to close. */
-	ret = fs->shared_locks && writable ? keylock_writer_open(in) : 0;
+	ret = fs->shared_locks && writable ? keylock_writer_open(in, fd) : 0;
 	if (ret == 0) {
 		ret = filekey_attach(fs, in, fd);
 		if (ret < 0 && fs->shared_locks && writable)
@@ -142,15 +142,8 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 	handle_add(fs, &of->h, false);
 	fi->fh = (uint64_t)(uintptr_t)of;
 	/* Cached pages stay valid unless another host may have changed the
-	 * file since: shared mode reads it afresh (close-to-open), and the
-	 * kernel asks for the size and times again, which a read within
-	 * attr_timeout would otherwise take from its cache. */
+	 * file since: shared mode reads it afresh (close-to-open). */
 	fi->keep_cache = !fs->shared;
-	if (fs->shared && fs->session)
-		fuse_lowlevel_notify_inval_inode(fs->session, in == inode_table_root(fs->inodes)
-								? FUSE_ROOT_ID
-								: (fuse_ino_t)(uintptr_t)in,
-						 -1, 0);
 	return 0;
 }
 
@@ -168,9 +161,14 @@ void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	ret = attach_open_file(fs, in, fd, fi->flags, fi);
 	if (ret < 0) {
 		close(fd);
-		fuse_reply_err(req, -ret);
+		fuse_reply_err(req, -inode_gone(fs, in, ret));
 		return;
 	}
+	/* Shared mode: the kernel asks for the size and times again, which a
+	 * read within attr_timeout would otherwise take from its cache, so
+	 * this open sees what another host wrote before it (close-to-open). */
+	if (fs->shared && fs->session)
+		fuse_lowlevel_notify_inval_inode(fs->session, ino, -1, 0);
 	fuse_reply_open(req, fi);
 }
 

@@ -24,8 +24,10 @@ static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_re
 
 	/* Shared mode: most likely a re-key in progress on another host,
 	 * which holds the key lock (shared.h); keylock_wait() waits it out. */
-	if (ret == 0 && (rec->flags & RECORD_FLAG_REKEYING) && fs->shared && keylock_wait(fd) == 0)
+	if (ret == 0 && (rec->flags & RECORD_FLAG_REKEYING) && fs->shared && keylock_wait(fd) == 0) {
+		shared_backing_fresh(fd); /* the flagged record may sit in its cache */
 		ret = layout_read_record(&fs->layout, fd, rec, NULL);
+	}
 	if (ret == 0 && (rec->flags & RECORD_FLAG_REKEYING)) {
 		/* Only a crash mid re-key leaves this; the next mount finishes it. */
 		log_ratelimited(LOG_ERR, "inode %llu: interrupted re-key; remount (as root) to "

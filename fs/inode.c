@@ -162,13 +162,14 @@ static void unhash_locked(struct inode_table *t, struct inode *in)
 
 void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const struct stat *st)
 {
+	bool same = was->st_dev == st->st_dev && was->st_ino == st->st_ino;
 	struct inode *in;
 
 	pthread_mutex_lock(&t->lock);
 	in = find_locked(t, was->st_dev, was->st_ino);
 	/* A fresh backing inode has no entry yet; the root is never replaced. */
-	if (in && in != &t->root && !find_locked(t, st->st_dev, st->st_ino) &&
-	    dup3(fd, in->fd, O_CLOEXEC) >= 0) {
+	if (in && in != &t->root && (same || !find_locked(t, st->st_dev, st->st_ino)) &&
+	    dup3(fd, in->fd, O_CLOEXEC) >= 0 && !same) {
 		unhash_locked(t, in);
 		in->dev = st->st_dev;
 		in->ino = st->st_ino;

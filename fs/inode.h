@@ -69,6 +69,10 @@ struct inode {
 	 * they hold the key lock shared (-1 when none), guarded by key_lock. */
 	unsigned keylock_writers;
 	int keylock_fd;
+	/* Shared mode: opening the backing inode found it gone (ESTALE: another
+	 * host replaced or removed it), so the backing's own name cache may
+	 * still lead its lookups here (lookup.c).  Guarded by key_lock. */
+	bool stale;
 	/* Shared mode: each lock owner's fd on the backing file (locks.c),
 	 * guarded by key_lock. */
 	struct lock_owner *lock_owners;
@@ -101,7 +105,9 @@ struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st);
  * symlink renamed with encrypted names is made anew): the kernel's inode
  * for @was, if any, now stands for @st.  Its fd number stays the same, so
  * a concurrent request on it sees the old or the new backing inode, never
- * a closed or reused fd.  @fd is always consumed.
+ * a closed or reused fd.  @st may be @was itself, reached by a new name: a
+ * path-based backing (bindfs) names an inode by its path, so an fd opened
+ * by the old name fails once that name is gone.  @fd is always consumed.
  */
 void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const struct stat *st);
 /* inode_forget - drop @n kernel references; frees the inode at zero. */

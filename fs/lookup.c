@@ -90,20 +90,18 @@ int prepare_entry(struct inode *dir, const struct backing_name *b)
 	return backing_name_is_long(b) ? names_side_write(dir->fd, b) : 0;
 }
 
-/* After an entry for @b failed to appear: drop a side record nobody uses. */
+/*
+ * After an entry for @b failed to appear, or after it was removed: drop
+ * its side record, unless the name has an entry again (made meanwhile by
+ * another request, or by another host in shared mode, which found the
+ * record there and kept it).
+ */
 void abandon_entry(struct inode *dir, const struct backing_name *b)
 {
 	struct stat st;
 
 	if (backing_name_is_long(b) && fstatat(dir->fd, b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno == ENOENT)
-		names_side_remove(dir->fd, b->entry);
-}
-
-/* After the entry @b is gone: its side record goes too. */
-void entry_removed(struct inode *dir, const struct backing_name *b)
-{
-	if (backing_name_is_long(b))
 		names_side_remove(dir->fd, b->entry);
 }
 
@@ -148,6 +146,38 @@ static void remember_link(struct envfs *fs, struct inode *dir, struct inode *in,
 	free(target);
 }
 
+int inode_gone(struct envfs *fs, struct inode *in, int err)
+{
+	if (err == -ESTALE && fs->shared) {
+		pthread_mutex_lock(&in->key_lock);
+		in->stale = true;
+		pthread_mutex_unlock(&in->key_lock);
+	}
+	return err;
+}
+
+/* inode_is_stale - whether opening @in found its backing inode gone (shared mode). */
+static bool inode_is_stale(struct inode *in)
+{
+	bool stale;
+
+	pthread_mutex_lock(&in->key_lock);
+	stale = in->stale;
+	pthread_mutex_unlock(&in->key_lock);
+	return stale;
+}
+
+/* fstatat_fresh - fstatat of @name in @dirfd, asking the backing now, not its caches. */
+static int fstatat_fresh(int dirfd, const char *name, struct stat *st)
+{
+	struct statx stx;
+
+	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
+		  STATX_TYPE | STATX_INO, &stx) < 0)
+		return -1;
+	return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
+}
+
 /*
  * Fill @e for backing entry @bname (plaintext @name) in @parent and take a
  * kernel reference on its inode.
@@ -167,6 +197,20 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 	if (fstatat(parent->fd, bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	in = inode_lookup_known(fs->inodes, &st);
+	if (in && inode_is_stale(in)) {
+		/* Shared mode: another host replaced the file, and the backing's
+		 * name cache does not know yet.  Asking the backing for the
+		 * attributes now makes it find the gone inode and look the name
+		 * up again (the kernel retries a stale handle with LOOKUP_REVAL). */
+		inode_forget(fs->inodes, in, 1);
+		if (fstatat_fresh(parent->fd, bname, &st) < 0)
+			return -errno;
+		in = inode_lookup_known(fs->inodes, &st);
+		if (in && inode_is_stale(in)) {
+			inode_forget(fs->inodes, in, 1);
+			return -ESTALE;
+		}
+	}
 	if (!in) {
 		fd = openat(parent->fd, bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)

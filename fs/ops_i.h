@@ -95,10 +95,16 @@ int to_backing(struct envfs *fs, struct inode *dir, const char *name,
 	       struct backing_name *b);
 int prepare_entry(struct inode *dir, const struct backing_name *b);
 void abandon_entry(struct inode *dir, const struct backing_name *b);
-void entry_removed(struct inode *dir, const struct backing_name *b);
 int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 		   const char *name, struct fuse_entry_param *e);
 int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e);
+/*
+ * inode_gone - pass on @err from a backing call on @in; in shared mode an
+ * ESTALE (another host replaced or removed the file) marks @in stale, so
+ * that the lookup the kernel then retries (LOOKUP_REVAL) finds the name's
+ * new inode past the backing's own name cache.
+ */
+int inode_gone(struct envfs *fs, struct inode *in, int err);
 void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_param *e);
 void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 void envfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);

@@ -125,20 +125,26 @@ int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const char *
 
 	if (geteuid() != 0)
 		return 0;
+	/* Made by a caller with the daemon's own ids: the backing already gave
+	 * it the owner and group the kernel would have (a setgid parent's
+	 * group included), so there is nothing to change, and on a network
+	 * backing a round trip to save. */
+	if (ctx->uid == geteuid() && ctx->gid == getegid() && !special)
+		return 0;
 	if (fstat(parent->fd, &pst) < 0 || (special && fstatat(dirfd, name, &made, at) < 0))
 		return -errno;
 	gid_t gid = (pst.st_mode & S_ISGID) ? (gid_t)-1 : ctx->gid;
 	if (fchownat(dirfd, name, ctx->uid, gid, at) < 0)
 		return -errno;
 	/*
-	 * chown clears set-user-ID and set-group-ID on a non-directory; the
-	 * mode is the one the caller created it with (the kernel already took
-	 * away what the caller may not set), so they go back.
+	 * chown clears set-user-ID and set-group-ID on a non-directory, and
+	 * some backings (GlusterFS) never set them on a create, even for
+	 * root; the caller asked for them, and the kernel already took away
+	 * what the caller may not set, so they go (back) on.
 	 */
-	if (!special || !(made.st_mode & (S_ISUID | S_ISGID)) || S_ISDIR(made.st_mode) ||
-	    S_ISLNK(made.st_mode))
+	if (!special || S_ISDIR(made.st_mode) || S_ISLNK(made.st_mode))
 		return 0;
-	mode_t mode = made.st_mode & 07777;
+	mode_t mode = (made.st_mode & 07777) | (asked & (S_ISUID | S_ISGID));
 	if ((*name ? fchmodat(dirfd, name, mode, 0) : fchmod(dirfd, mode)) < 0)
 		return -errno;
 	return 0;

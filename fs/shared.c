@@ -43,15 +43,16 @@ static int keylock_fcntl(int fd, bool wait, short type)
 	return ofd_lock(fd, type, KEYLOCK_OFFSET, 1, wait);
 }
 
-int keylock_writer_open(struct inode *in)
+int keylock_writer_open(struct inode *in, int fd)
 {
-	char path[64];
 	int ret = 0;
 
 	pthread_mutex_lock(&in->key_lock);
 	if (in->keylock_writers++ == 0) {
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
-		in->keylock_fd = open(path, O_RDONLY | O_CLOEXEC);
+		/* A copy of the first writer's fd: no second open of the backing
+		 * file (a network round trip), and the lock stays with the copy
+		 * when that open is closed before the others. */
+		in->keylock_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 		ret = in->keylock_fd < 0 ? -errno : keylock_fcntl(in->keylock_fd, true, F_RDLCK);
 		if (ret < 0) {
 			if (in->keylock_fd >= 0)

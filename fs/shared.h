@@ -79,10 +79,10 @@ void shared_backing_fresh(int fd);
 
 /*
  * keylock_writer_open / keylock_writer_close - count an open for writing of
- * @in (a regular file); the first takes the key lock shared through a new
- * fd, the last closes it.  0 or -errno.
+ * @in (a regular file) through @fd; the first takes the key lock shared
+ * through a copy of @fd, the last closes it.  0 or -errno.
  */
-int keylock_writer_open(struct inode *in);
+int keylock_writer_open(struct inode *in, int fd);
 void keylock_writer_close(struct inode *in);
 
 /*

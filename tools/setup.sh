@@ -16,9 +16,11 @@ SRC=$(pwd)
 
 BUILD_PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libssl-dev libcurl4-openssl-dev libiniparser-dev
 	libp11-kit-dev"
-# The KMS peers and clients (SoftHSM2, hvac, boto3) and the applications the suite runs on a mount.
+# The KMS peers and clients (SoftHSM2, hvac, boto3), the applications the suite runs on a mount,
+# and the shared backings (GlusterFS, bindfs).
 TEST_PKGS="python3-pytest attr util-linux procps python3-cryptography python3-hvac python3-boto3 openssl
-	softhsm2 opensc sqlite3 postgresql postgresql-contrib rsync strace"
+	softhsm2 opensc sqlite3 postgresql postgresql-contrib rsync strace
+	glusterfs-server glusterfs-client bindfs"
 
 die() { echo "setup: $*" >&2; exit 1; }
 
@@ -88,9 +90,20 @@ print(f"{ok} {bad}")
 PY
 }
 
+# GlusterFS names its bricks by host name, which must resolve (not to "localhost"): a machine
+# whose own name does not resolve gets the Debian convention, 127.0.1.1, in /etc/hosts.
+resolve_own_name() {
+	local name
+	name=$(hostname)
+	getent hosts "$name" >/dev/null && return 0
+	echo "setup: $name does not resolve; adding '127.0.1.1 $name' to /etc/hosts for GlusterFS"
+	echo "127.0.1.1 $name" >>/etc/hosts
+}
+
 run_tests() {
 	install_packages $BUILD_PKGS $TEST_PKGS
 	[ "$(id -u)" -eq 0 ] || die "the integration tests mount FUSE volumes: run as root"
+	resolve_own_name
 
 	echo "== builds (gcc, -Wall -Wextra -Werror): release, as quickstart makes it, and the test build"
 	build build-release --buildtype=release -Dwerror=true

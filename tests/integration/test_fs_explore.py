@@ -60,15 +60,31 @@ def outcome(fn):
         return ("err", errno.errorcode.get(e.errno, e.errno))
 
 
-CLOCK_REALTIME_COARSE = 5  # linux/time.h: the clock file times come from
+CLOCK_REALTIME_COARSE = 5  # linux/time.h
 
 
-def next_tick():
-    """Wait until the coarse clock moves on: a change after this gets a later time
-    than anything stamped before, on the mount (coarse times) as on ext4."""
-    start = time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
-    while time.clock_gettime_ns(CLOCK_REALTIME_COARSE) == start:
+def clock_past(mtimes):
+    """Wait until the clock the kernel stamps files with is past all @mtimes (ns), so
+    that a change after this gets a later mtime on any file system; False if that
+    takes over a second (an mtime in the future).
+
+    One tick of CLOCK_REALTIME_COARSE is not enough.  Since Linux 6.13 the kernel
+    stamps a file with the later of that clock and the multigrain floor
+    (current_time(), ktime_get_coarse_real_ts64_mg()): the latest fine-grained time a
+    multigrain file system handed out, as ext4 does to a file whose times were read.
+    The floor can be ahead of the coarse clock by more than a tick (seen: 7 ms with
+    4 ms ticks, when a tick came late).  A FUSE inode, which keeps its own mtime under
+    the writeback cache, is no multigrain one: stamped with a floor ext4 had just set,
+    it gets that very time again after one more coarse tick, so a write leaves its
+    mtime as it was where ext4, stamping a fine-grained time, moves it.  Once the
+    coarse clock is past an mtime every stamp is later; the floor is never ahead of
+    the real time, so that takes a tick or two."""
+    latest, deadline = max(mtimes), time.monotonic() + 1
+    while time.clock_gettime_ns(CLOCK_REALTIME_COARSE) <= latest:
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.001)
+    return True
 
 
 def fs_type(path):
@@ -389,7 +405,7 @@ class Explorer:
     def watch_mtime(self, op):
         """One operation moves the mount's mtime exactly when it moves ext4's."""
         before = self.mtimes_now()
-        next_tick()
+        self.check(clock_past(before[0] + before[1]), f"an mtime ahead of the clock: {before}")
         self.mtime_exempt = False
         op()
         after = self.mtimes_now()
@@ -408,7 +424,7 @@ class Explorer:
                            f"on ext4: {moved[1]} (since the last checkpoint)")
         self.mtimes = now
         self.mtime_exempt_since_checkpoint = False
-        next_tick()
+        self.check(clock_past(now[0] + now[1]), f"an mtime ahead of the clock: {now}")
 
     def check_blocks(self):
         """Meaningful st_blocks only: a file holding data does not claim zero blocks
@@ -599,7 +615,7 @@ def test_seek_hole_never_answers_data(tmp_path):
 def mtime_moves(path, change):
     """Whether @change() moves the mtime of @path, as seen through a fresh stat."""
     before = os.stat(path).st_mtime_ns
-    next_tick()
+    assert clock_past([before]), f"mtime {before} ahead of the clock"
     change()
     return os.stat(path).st_mtime_ns != before
 
@@ -717,7 +733,7 @@ def test_offsets_past_the_largest_file_fail_with_efbig(tmp_path, ref_dir, call):
             try:
                 os.write(fd, b"abc")   # a short last block, which growing pads first
                 mtime = os.fstat(fd).st_mtime_ns
-                next_tick()
+                assert clock_past([mtime]), f"mtime {mtime} ahead of the clock"
                 for off in HUGE_OFFSETS:
                     run = {"pwrite": lambda: os.pwrite(fd, b"x", off),
                            "ftruncate": lambda: os.ftruncate(fd, off),
