@@ -21,6 +21,7 @@
 #include "filekey.h"
 #include "killpriv.h"
 #include "mtime.h"
+#include "shared.h"
 
 /*
  * Backing attributes of @in as the mount shows them: the plaintext size and
@@ -58,13 +59,14 @@ static void statx_to_stat(const struct statx *stx, struct stat *st)
 /*
  * stat_backing - the backing attributes of @in; @fresh asks a shared
  * backing for them now: its client's cached attributes would add their
- * own timeout to the kernel's attr_timeout (shared.h).
+ * own timeout to the kernel's attr_timeout (shared.h) -- unless an open
+ * has just had them refreshed.
  */
 static int stat_backing(struct envfs *fs, struct inode *in, struct stat *st, bool fresh)
 {
 	struct statx stx;
 
-	if (!fresh || !fs->shared)
+	if (!fresh || !fs->shared || shared_recently_fresh(in))
 		return fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 	if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
 		  STATX_BASIC_STATS, &stx) < 0)

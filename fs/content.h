@@ -36,6 +36,11 @@ struct content_file {
 	/* The backing's SEEK_HOLE/SEEK_DATA tell the truth (backing.h); when
 	 * not, every block counts as data to lseek and to a write. */
 	bool holes_trusted;
+	/* A new file's first record header (layout.data_offset bytes), not yet
+	 * stored, that content_write() stores in the same backing write as
+	 * the blocks (filekey.h: struct filekey_first); NULL when none.  Only
+	 * for a write at offset 0 of a file whose backing is still empty. */
+	const uint8_t *first_header;
 };
 
 /* content_size - plaintext size from the backing file's size (no key needed). */
@@ -54,9 +59,13 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
  * are sealed straight from @buf; only a partial first/last block that holds
  * existing data is read, opened and re-sealed.  Writing past the end first
  * pads the old last block to full size, so only the final block is ever
- * short.  Space is preallocated before a write that extends the file or may
- * land in a hole, so a full disk yields -ENOSPC and no torn block.  One
- * pwrite.
+ * short.  Space is preallocated before a write that may land in a hole or
+ * overwrites the end, and a write past the end is cut back when it fails, so
+ * a full disk yields -ENOSPC and no torn block.  One backing write (with
+ * @f->first_header, header and blocks together); -EAGAIN, nothing written,
+ * when a first header comes for a write not at offset 0 or a backing file
+ * no longer empty (another host gave it content meanwhile: its record is
+ * not overwritten, and the caller loads it instead).
  */
 int content_write(const struct content_file *f, const void *buf, size_t len, uint64_t off,
 		  uint64_t *bad_block);

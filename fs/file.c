@@ -98,9 +98,16 @@ int reopen(struct envfs *fs, struct inode *in, int flags)
 	fd = open(path, flags | O_CLOEXEC);
 	if (fd < 0)
 		return inode_gone(fs, in, -errno);
-	/* Another host may have written the file since (shared.h). */
-	if (fs->shared)
+	/* Another host may have written the file since (shared.h).  A
+	 * writer needs the backing's size now (it places blocks by it); a
+	 * reader gets it from the GETATTR that comes before its first read. */
+	if (fs->shared && (flags & O_ACCMODE) == O_RDONLY) {
+		shared_backing_drop_pages(fd);
+		shared_mark_stale(in);
+	} else if (fs->shared) {
 		shared_backing_fresh(fd);
+		shared_mark_fresh(in);
+	}
 	return fd;
 }
 
@@ -128,7 +135,7 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 	if (ret == 0) {
 		ret = filekey_attach(fs, in, fd);
 		if (ret < 0 && fs->shared_locks && writable)
-			keylock_writer_close(in);
+			keylock_writer_close(in, fd);
 	}
 	if (ret < 0) {
 		free(of);
@@ -271,6 +278,41 @@ void envfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_buf(req, buf, done);
 }
 
+/*
+ * write_content - one write through @of at *@pos (the end, for O_APPEND),
+ * loading the DEK first; a new file's first record rides with its first
+ * blocks (filekey.h).  Content lock held exclusively.  -EAGAIN: try again.
+ */
+static int write_content(struct envfs *fs, struct inode *in, struct open_file *of,
+			 const char *buf, size_t size, uint64_t *pos, uint64_t *bad_block)
+{
+	struct filekey_first first;
+	int ret;
+
+	if (size == 0)
+		return 0; /* changes nothing, and would store no header */
+	ret = filekey_load_for_write(fs, in, of->fd, &first);
+
+	if (ret == 0 && of->append)
+		ret = content_size(of->fd, &fs->layout, pos);
+	if (ret == 0 && first.header && *pos != 0) {
+		/* Not the file's start: the header goes first, on its own. */
+		ret = layout_pwrite_full(of->fd, first.header, fs->layout.data_offset, 0);
+		filekey_first_done(fs, in, &first, ret);
+	}
+	if (ret == 0) {
+		struct content_file f = content_of(fs, in, of->fd);
+
+		f.first_header = first.header;
+		ret = content_write(&f, buf, size, *pos, bad_block);
+		if (ret == -EIO)
+			log_integrity(fs, in, *bad_block);
+	}
+	/* Stored with the blocks, or not at all. */
+	filekey_first_done(fs, in, &first, ret);
+	return ret;
+}
+
 void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		 struct fuse_file_info *fi)
 {
@@ -295,15 +337,13 @@ void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 	if (fs->settings.writeback_cache)
 		ret = mtime_hold(in, of->fd);
 	if (ret == 0)
-		ret = filekey_load(fs, in, of->fd, true);
-	if (ret == 0 && of->append)
-		ret = content_size(of->fd, &fs->layout, &pos);
-	if (ret == 0) {
-		struct content_file f = content_of(fs, in, of->fd);
-		ret = content_write(&f, buf, size, pos, &bad_block);
-		if (ret == -EIO)
-			log_integrity(fs, in, bad_block);
-	}
+		ret = write_content(fs, in, of, buf, size, &pos, &bad_block);
+	/* Once more when a first record this daemon made met a file that
+	 * another host has just given its own (content_write()). */
+	if (ret == -EAGAIN)
+		ret = write_content(fs, in, of, buf, size, &pos, &bad_block);
+	if (ret == -EAGAIN)
+		ret = -EIO;
 	pthread_rwlock_unlock(&in->content_lock);
 	if (ret < 0)
 		fuse_reply_err(req, -ret);
@@ -326,8 +366,12 @@ void envfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* Shared mode: what this open wrote reaches the backing before
 	 * close(2) returns, so that another host's next open reads it (a
 	 * network client may hold writes until its fd is flushed). */
-	if (ret == 0 && fs->shared)
-		ret = shared_flush_backing(((struct open_file *)(uintptr_t)fi->fh)->fd);
+	if (ret == 0 && fs->shared) {
+		struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+		/* A read-only open has written nothing to flush. */
+		if (of->writable)
+			ret = shared_flush_backing(of->fd);
+	}
 	fuse_reply_err(req, -ret);
 }
 
@@ -337,7 +381,7 @@ void open_file_close(struct envfs *fs, struct open_file *of)
 	if (fs->shared_locks) {
 		locks_open_released(of->inode, of);
 		if (of->writable)
-			keylock_writer_close(of->inode);
+			keylock_writer_close(of->inode, of->fd);
 	}
 	filekey_detach(fs, of->inode);
 	close(of->fd);

@@ -160,7 +160,7 @@ static int key_failure(struct envfs *fs, struct inode *in, const char *what, int
  * still on its way to the disk.
  */
 static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec,
-			 uint8_t *dek)
+			 uint8_t *dek, struct filekey_first *first)
 {
 	struct record_pos pos = {.seq = 0, .slot = -1};
 	struct fresh_key *key = malloc(sizeof(*key));
@@ -184,8 +184,15 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 	free(key);
 	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", set->keys.current->key_ref);
 	ret = record_seal_mac(rec, dek, fs->cfg.uuid);
-	if (ret == 0)
+	if (ret == 0 && first && fs->layout.placement == PLACEMENT_HEADER) {
+		ret = layout_first_header(&fs->layout, rec, &first->header);
+		if (ret == 0) {
+			first->set = set; /* held until the header is stored */
+			return 0;
+		}
+	} else if (ret == 0) {
 		ret = layout_write_record(&fs->layout, fd, rec, &pos);
+	}
 	kms_keeper_put(fs->keys, set);
 	return ret;
 }
@@ -256,7 +263,8 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 	return 0;
 }
 
-int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
+static int load_key(struct envfs *fs, struct inode *in, int fd, bool create,
+		    struct filekey_first *first)
 {
 	struct key_record *rec, *missed;
 	uint8_t *dek;
@@ -278,7 +286,7 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 	if (rec == missed)
 		ret = unwrap_record(fs, in, rec, dek);
 	else if ((ret = read_record(fs, in, fd, rec)) == -ENODATA && create)
-		ret = create_record(fs, in, fd, rec, dek);
+		ret = create_record(fs, in, fd, rec, dek, first);
 	else if (ret == 0 && !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
 		ret = unwrap_record(fs, in, rec, dek);
 	else
@@ -291,6 +299,37 @@ out:
 	secmem_free(dek, KMS_DEK_LEN);
 	free(rec);
 	return ret;
+}
+
+int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
+{
+	return load_key(fs, in, fd, create, NULL);
+}
+
+int filekey_load_for_write(struct envfs *fs, struct inode *in, int fd,
+			   struct filekey_first *first)
+{
+	*first = (struct filekey_first){0};
+	return load_key(fs, in, fd, true, first);
+}
+
+void filekey_first_done(struct envfs *fs, struct inode *in, struct filekey_first *first,
+			int stored)
+{
+	if (!first->header)
+		return;
+	if (stored < 0) {
+		/* The record never reached the file: the next write makes
+		 * another, so the DEK of this one goes. */
+		pthread_mutex_lock(&in->key_lock);
+		dekcache_put(fs->cache, in->dek);
+		in->dek = NULL;
+		dekcache_forget(fs->cache, in->dev, in->ino);
+		pthread_mutex_unlock(&in->key_lock);
+	}
+	kms_keeper_put(fs->keys, first->set);
+	free(first->header);
+	*first = (struct filekey_first){0};
 }
 
 int filekey_prefetch_prepare(struct envfs *fs, const struct kms *kms, struct inode *in,

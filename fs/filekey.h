@@ -35,6 +35,35 @@ int filekey_attach(struct envfs *fs, struct inode *in, int fd);
 int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create);
 
 /*
+ * A new file's first key record, made by filekey_load_for_write() but not
+ * yet stored: the header that a write stores together with the file's first
+ * blocks (content.h), one backing write instead of two.  Holds the KMS set
+ * of the record's provider until it is stored, as a record written at once
+ * does, so that a migration's reload (kmsset.h) cannot finish meanwhile.
+ */
+struct filekey_first {
+	uint8_t *header; /* layout.data_offset bytes; NULL: nothing pending */
+	const struct kms_set *set;
+};
+
+/*
+ * filekey_load_for_write - filekey_load(@create) for a write, which with
+ * header placement leaves a new record's header in @first for the write to
+ * store; call filekey_first_done() after the write, with the content lock
+ * still held exclusively.
+ */
+int filekey_load_for_write(struct envfs *fs, struct inode *in, int fd,
+			   struct filekey_first *first);
+
+/*
+ * filekey_first_done - after the write that carried @first's header:
+ * @stored is its result (0, or -errno: the DEK of the record that never
+ * reached the file is dropped).  No-op when nothing was pending.
+ */
+void filekey_first_done(struct envfs *fs, struct inode *in, struct filekey_first *first,
+			int stored);
+
+/*
  * Prefetch (prefetch.h) loads the DEKs of files nobody has open, many per
  * KMS call, in two steps around the caller's kms_unwrap_many():
  *

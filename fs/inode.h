@@ -69,6 +69,7 @@ struct inode {
 	 * they hold the key lock shared (-1 when none), guarded by key_lock. */
 	unsigned keylock_writers;
 	int keylock_fd;
+	bool keylock_copy; /* keylock_fd is ours to close, not a writer's */
 	/* Shared mode: opening the backing inode found it gone (ESTALE: another
 	 * host replaced or removed it), so the backing's own name cache may
 	 * still lead its lookups here (lookup.c).  Guarded by key_lock. */
@@ -76,6 +77,9 @@ struct inode {
 	/* Shared mode: each lock owner's fd on the backing file (locks.c),
 	 * guarded by key_lock. */
 	struct lock_owner *lock_owners;
+	/* Shared mode: when (monotonic ms) an open last made the backing
+	 * refresh this file's attributes (shared_mark_fresh()); 0 never. */
+	_Atomic int64_t fresh_ms;
 
 	struct inode *hash_next;
 };

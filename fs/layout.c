@@ -178,6 +178,25 @@ int layout_read_record(const struct layout *l, int fd, struct key_record *r,
 	return read_xattr_record(fd, r, pos);
 }
 
+int layout_first_header(const struct layout *l, const struct key_record *r, uint8_t **out)
+{
+	uint8_t *buf;
+	int ret;
+
+	if (l->placement != PLACEMENT_HEADER)
+		return -EINVAL;
+	buf = calloc(1, l->data_offset);
+	if (!buf)
+		return -ENOMEM;
+	ret = slot_encode(r, 1, buf, l->slot_size);
+	if (ret < 0) {
+		free(buf);
+		return ret;
+	}
+	*out = buf;
+	return 0;
+}
+
 int layout_write_record(const struct layout *l, int fd, const struct key_record *r,
 			struct record_pos *pos)
 {
@@ -196,10 +215,13 @@ int layout_write_record(const struct layout *l, int fd, const struct key_record 
 		 * the header is full length from the start. */
 		size_t span = replacing ? l->slot_size : l->data_offset;
 
-		buf = calloc(1, span);
-		if (!buf)
-			return -ENOMEM;
-		ret = slot_encode(r, pos->seq + 1, buf, l->slot_size);
+		buf = NULL;
+		if (replacing) {
+			buf = calloc(1, span);
+			ret = buf ? slot_encode(r, pos->seq + 1, buf, l->slot_size) : -ENOMEM;
+		} else {
+			ret = layout_first_header(l, r, &buf);
+		}
 		if (ret == 0)
 			ret = layout_pwrite_full(fd, buf, span,
 						 replacing ? (uint64_t)target * l->slot_size : 0);

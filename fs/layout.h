@@ -102,4 +102,13 @@ int layout_read_record(const struct layout *l, int fd, struct key_record *r,
 int layout_write_record(const struct layout *l, int fd, const struct key_record *r,
 			struct record_pos *pos);
 
+/*
+ * layout_first_header - with header placement, the first @l->data_offset
+ * bytes of a file whose first record is @r (slot 0 holding it at sequence 1,
+ * slot 1 empty): what layout_write_record() writes for a first record, for a
+ * caller that stores it together with the file's first blocks.  Returns a
+ * malloc'd buffer in *@out, or -EINVAL for xattr placement, -ENOMEM.
+ */
+int layout_first_header(const struct layout *l, const struct key_record *r, uint8_t **out);
+
 #endif

@@ -49,28 +49,32 @@ int keylock_writer_open(struct inode *in, int fd)
 
 	pthread_mutex_lock(&in->key_lock);
 	if (in->keylock_writers++ == 0) {
-		/* A copy of the first writer's fd: no second open of the backing
-		 * file (a network round trip), and the lock stays with the copy
-		 * when that open is closed before the others. */
-		in->keylock_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-		ret = in->keylock_fd < 0 ? -errno : keylock_fcntl(in->keylock_fd, true, F_RDLCK);
-		if (ret < 0) {
-			if (in->keylock_fd >= 0)
-				close(in->keylock_fd);
-			in->keylock_fd = -1;
+		ret = keylock_fcntl(fd, true, F_RDLCK);
+		if (ret < 0)
 			in->keylock_writers--;
-		}
+		else
+			in->keylock_fd = fd;
 	}
 	pthread_mutex_unlock(&in->key_lock);
 	return ret;
 }
 
-void keylock_writer_close(struct inode *in)
+void keylock_writer_close(struct inode *in, int fd)
 {
 	pthread_mutex_lock(&in->key_lock);
 	if (--in->keylock_writers == 0) {
-		close(in->keylock_fd); /* releases the lock */
+		/* The lock goes with the last close of its description. */
+		if (in->keylock_copy)
+			close(in->keylock_fd);
 		in->keylock_fd = -1;
+		in->keylock_copy = false;
+	} else if (fd == in->keylock_fd && !in->keylock_copy) {
+		/* Writers remain: the lock must outlive this fd.  If no copy
+		 * can be had, give it up for now; a re-key then only waits
+		 * on the other hosts' writers, never on ours, which it
+		 * excludes through the content lock. */
+		in->keylock_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		in->keylock_copy = in->keylock_fd >= 0;
 	}
 	pthread_mutex_unlock(&in->key_lock);
 }
@@ -132,7 +136,29 @@ void shared_backing_fresh(int fd)
 	 * (GlusterFS: a second of attributes, pages kept across opens):
 	 * ask it for the attributes now, and drop the pages it holds. */
 	statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_SIZE | STATX_MTIME, &stx);
+	shared_backing_drop_pages(fd);
+}
+
+void shared_backing_drop_pages(int fd)
+{
 	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+}
+
+void shared_mark_stale(struct inode *in)
+{
+	atomic_store_explicit(&in->fresh_ms, 0, memory_order_relaxed);
+}
+
+void shared_mark_fresh(struct inode *in)
+{
+	atomic_store_explicit(&in->fresh_ms, now_ms(), memory_order_relaxed);
+}
+
+bool shared_recently_fresh(const struct inode *in)
+{
+	int64_t at = atomic_load_explicit(&in->fresh_ms, memory_order_relaxed);
+
+	return at != 0 && now_ms() - at < SHARED_FRESH_REUSE_MS;
 }
 
 int shared_flush_backing(int fd)

@@ -28,7 +28,8 @@
  *
  * The key lock: an OFD byte-range lock on the backing file at
  * KEYLOCK_OFFSET (ofdlock.h), past any offset a user lock can reach.  While a daemon has a file open for writing, it holds
- * the key lock shared through one fd of its own per inode (in->keylock_fd).
+ * the key lock shared through one fd per inode (in->keylock_fd: a writer's
+ * own, or a copy of it that outlives that writer's close).
  * A re-key takes it exclusively (waiting at most SHARED_REKEY_WAIT_MS for
  * writers on other hosts to close, else -EBUSY); the re-keying daemon first
  * lets go of its own shared hold, under the inode's exclusive content lock,
@@ -78,12 +79,46 @@ int shared_flush_backing(int fd);
 void shared_backing_fresh(int fd);
 
 /*
+ * shared_backing_drop_pages - the cheaper half of shared_backing_fresh(),
+ * for an open that only reads: the backing client's cached pages dropped,
+ * its attributes left to the kernel's GETATTR, which the open's
+ * invalidation brings before the first read (auto_inval_data) and which asks
+ * the backing afresh (shared_mark_stale()).  A read's size comes from the
+ * backing client's attributes that GETATTR has just refreshed.
+ */
+void shared_backing_drop_pages(int fd);
+
+/*
+ * How long after an open made the backing refresh a file's attributes
+ * (shared_backing_fresh()) a GETATTR takes the backing client's copy
+ * instead of asking its servers again.  The kernel asks right after every
+ * open (envfs_open invalidates its attributes for close-to-open), and a copy
+ * this young is as fresh as the open: well inside attr_timeout.
+ */
+#define SHARED_FRESH_REUSE_MS 100
+
+/* shared_mark_fresh - @in's backing attributes were refreshed just now. */
+void shared_mark_fresh(struct inode *in);
+
+/* shared_mark_stale - the next GETATTR of @in must ask the backing afresh. */
+void shared_mark_stale(struct inode *in);
+
+/* shared_recently_fresh - whether they were, less than SHARED_FRESH_REUSE_MS ago. */
+bool shared_recently_fresh(const struct inode *in);
+
+/*
  * keylock_writer_open / keylock_writer_close - count an open for writing of
- * @in (a regular file) through @fd; the first takes the key lock shared
- * through a copy of @fd, the last closes it.  0 or -errno.
+ * @in (a regular file) through @fd.  The first takes the key lock shared
+ * through @fd itself: an OFD lock lives as long as its open file
+ * description, so the caller's close of the last writer's fd releases it,
+ * with no descriptor of ours to open or close (each a network round trip
+ * on a shared backing).  When the fd holding the lock closes while other
+ * writers remain, keylock_writer_close() keeps a copy of it, which the last
+ * writer's close then closes.  Call keylock_writer_close() before closing
+ * @fd.  0 or -errno.
  */
 int keylock_writer_open(struct inode *in, int fd);
-void keylock_writer_close(struct inode *in);
+void keylock_writer_close(struct inode *in, int fd);
 
 /*
  * keylock_rekey - take the key lock of @in exclusively through @fd (the

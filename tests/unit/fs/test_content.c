@@ -7,9 +7,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -237,6 +239,69 @@ static void test_holes_and_seek(void)
 	fixture_close(&fx);
 }
 
+/* A new file's first header rides with its first blocks; never over content. */
+static void test_first_header(void)
+{
+	struct fixture fx;
+	uint8_t header[512], data[5000], out[5000], back[512];
+	uint64_t bad;
+	size_t done;
+	struct stat st;
+
+	REQUIRE(fixture_open(&fx, 4096, 512) == 0);
+	REQUIRE(ftruncate(fx.file.fd, 0) == 0); /* a file with no record yet */
+	memset(header, 0x5a, sizeof(header));
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 7);
+	fx.file.first_header = header;
+	CHECK_EQ_INT(content_write(&fx.file, data, 10, 1, &bad), -EAGAIN);
+	REQUIRE(fstat(fx.file.fd, &st) == 0);
+	CHECK_EQ_INT(st.st_size, 0);
+	CHECK_EQ_INT(content_write(&fx.file, data, sizeof(data), 0, &bad), 0);
+	REQUIRE(fstat(fx.file.fd, &st) == 0);
+	CHECK_EQ_INT(st.st_size, 512 + 4124 + (5000 - 4096) + 28);
+	REQUIRE(pread(fx.file.fd, back, sizeof(back), 0) == sizeof(back));
+	CHECK(memcmp(back, header, sizeof(header)) == 0);
+	/* Another writer's content is there now: its record is not overwritten. */
+	memset(header, 0x33, sizeof(header));
+	CHECK_EQ_INT(content_write(&fx.file, data, 10, 0, &bad), -EAGAIN);
+	fx.file.first_header = NULL;
+	CHECK_EQ_INT(content_read(&fx.file, out, sizeof(out), 0, &done, &bad), 0);
+	CHECK_EQ_INT(done, sizeof(out));
+	CHECK(memcmp(out, data, sizeof(data)) == 0);
+	REQUIRE(pread(fx.file.fd, back, sizeof(back), 0) == sizeof(back));
+	CHECK(back[0] == 0x5a);
+	fixture_close(&fx);
+}
+
+/* An append that the backing refuses part-way is cut back: no torn block. */
+static void test_failed_append_is_cut_back(void)
+{
+	struct fixture fx;
+	uint8_t data[3 * 4096], out[4096];
+	struct rlimit old, small;
+	uint64_t bad;
+	size_t done;
+	struct stat st;
+
+	REQUIRE(fixture_open(&fx, 4096, 512) == 0);
+	memset(data, 'x', sizeof(data));
+	REQUIRE(content_write(&fx.file, data, 4096, 0, &bad) == 0);
+	REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+	/* Past this size the kernel writes short, then fails with EFBIG. */
+	small = (struct rlimit){.rlim_cur = 512 + 4124 + 6000, .rlim_max = old.rlim_max};
+	signal(SIGXFSZ, SIG_IGN);
+	REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+	CHECK_EQ_INT(content_write(&fx.file, data, sizeof(data), 4096, &bad), -EFBIG);
+	REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+	signal(SIGXFSZ, SIG_DFL);
+	REQUIRE(fstat(fx.file.fd, &st) == 0);
+	CHECK_EQ_INT(st.st_size, 512 + 4124);
+	CHECK_EQ_INT(content_read(&fx.file, out, sizeof(out), 0, &done, &bad), 0);
+	CHECK_EQ_INT(done, 4096);
+	fixture_close(&fx);
+}
+
 static void test_size_arithmetic(void)
 {
 	struct layout l;
@@ -263,5 +328,7 @@ int main(void)
 	RUN(test_tamper_each_byte);
 	RUN(test_block_swap);
 	RUN(test_holes_and_seek);
+	RUN(test_first_header);
+	RUN(test_failed_append_is_cut_back);
 	return check_summary();
 }
