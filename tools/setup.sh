@@ -73,7 +73,7 @@ MSG
 # own "N passed, N failed" line; a program that died without one counts as
 # one failure.
 summarize() {
-	python3 - "$1" <<'PY'
+	/usr/bin/python3 - "$1" <<'PY'
 import json, re, sys
 ok = bad = 0
 for line in open(sys.argv[1]):
