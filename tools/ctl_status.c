@@ -211,12 +211,8 @@ static void print_human(const struct status_fields *f)
 	       strcmp(field(f, "daemon.writeback_cache"), "true") == 0 ? "on" : "off");
 }
 
-/*
- * read_status - the status JSON of @mountpoint into @buf (STATUS_MAX bytes).
- * A CTL_* code; with @quiet nothing is printed (a mount that went away
- * between listing and reading is reported as down, not as an error).
- */
-static int read_status(const char *mountpoint, char *buf, bool quiet)
+/* read_status - the status JSON of @mountpoint into @buf (STATUS_MAX bytes).  A CTL_* code. */
+static int read_status(const char *mountpoint, char *buf)
 {
 	ssize_t len = getxattr(mountpoint, STATUS_XATTR, buf, STATUS_MAX - 1);
 
@@ -224,8 +220,6 @@ static int read_status(const char *mountpoint, char *buf, bool quiet)
 		buf[len] = '\0';
 		return CTL_OK;
 	}
-	if (quiet)
-		return CTL_FAILED;
 	if (errno == ENODATA || errno == ENOTSUP)
 		return ctl_err(CTL_FAILED, "%s is not the root of a mounted envelopefs volume",
 			       mountpoint);
@@ -245,7 +239,9 @@ static int parse_status(const char *buf, struct status_fields *f)
 /*
  * prometheus - the status of @n mountpoints, or with none of every mounted
  * envelopefs volume, as metrics.  A mount whose status cannot be read is
- * reported (envelopefs_up 0) and makes the exit status 1.
+ * envelopefs_up 0 and its reason goes to stderr; a named one also makes the
+ * exit status 1, a listed one does not (its daemon died or it went away: a
+ * metric to alert on, not a failure of this run).
  */
 static int prometheus(char **mountpoints, int n)
 {
@@ -268,10 +264,13 @@ static int prometheus(char **mountpoints, int n)
 		struct status_mount *m = &mounts[count];
 
 		m->mountpoint = listed ? listed[count] : mountpoints[count];
-		m->up = read_status(m->mountpoint, buf, listed != NULL) == CTL_OK &&
-			parse_status(buf, &m->fields) == 0;
-		if (!m->up)
-			code = listed ? code : CTL_FAILED; /* a named mount must answer */
+		m->up = read_status(m->mountpoint, buf) == CTL_OK;
+		if (m->up && parse_status(buf, &m->fields) < 0) {
+			ctl_err(CTL_FAILED, "%s: the daemon's status is malformed", m->mountpoint);
+			m->up = false;
+		}
+		if (!m->up && !listed)
+			code = CTL_FAILED;
 	}
 	status_print_prometheus(mounts, count);
 	if (fflush(stdout) != 0)
@@ -322,7 +321,7 @@ int cmd_status(int argc, char **argv)
 		code = ctl_err(CTL_FAILED, "out of memory");
 		goto out;
 	}
-	code = read_status(argv[optind], buf, false);
+	code = read_status(argv[optind], buf);
 	if (code != CTL_OK)
 		goto out;
 	if (format == FORMAT_JSON) {

@@ -23,9 +23,10 @@ QUICKSTART_PKGS="man-db"
 TEST_PKGS="python3-pytest attr util-linux procps python3-cryptography python3-hvac python3-boto3 openssl
 	softhsm2 opensc sqlite3 postgresql postgresql-contrib rsync strace
 	glusterfs-server glusterfs-client bindfs
-	groff-base mandoc python3-prometheus-client python3-yaml
+	groff-base mandoc python3-prometheus-client python3-yaml systemd
 	build-essential debhelper dpkg-dev fakeroot lintian"
 # (groff-base and mandoc lint the man pages; python3-prometheus-client parses the metrics;
+# systemd-analyze verifies the units;
 # debhelper, dpkg-dev, fakeroot and lintian build and check the Debian package.)
 
 die() { echo "setup: $*" >&2; exit 1; }

@@ -177,3 +177,29 @@ def test_alert_rules_fire_on_a_kms_outage(tmp_path):
     for rule in rules:
         for metric in re.findall(r"envelopefs_[a-z0-9_]+", rule["expr"]):
             assert metric in names, f"{rule['alert']}: no metric {metric}"
+
+
+def test_timer_units_write_the_textfile(tmp_path, vol):
+    """envelopefs-metrics.service's command, as systemd runs it (TEXTFILE_DIR from its
+    Environment=, the build's envelopefsctl in place of the installed one), leaves a
+    complete envelopefs.prom and no temporary file; both units verify."""
+    units = tmp_path / "units"
+    units.mkdir()
+    service = (REPO / "tools" / "systemd" / "envelopefs-metrics.service.in").read_text()
+    service = service.replace("@bindir@/envelopefsctl", str(CTL))
+    (units / "envelopefs-metrics.service").write_text(service)
+    timer = REPO / "tools" / "systemd" / "envelopefs-metrics.timer"
+    (units / timer.name).write_text(timer.read_text())
+    command = re.search(r"^ExecStart=/bin/sh -c '(.*)'$", service, re.M).group(1)
+    default_dir = re.search(r"^Environment=TEXTFILE_DIR=(\S+)$", service, re.M).group(1)
+    assert default_dir == "/var/lib/prometheus/node-exporter"  # Debian's node_exporter reads it
+    out = tmp_path / "textfile"
+    out.mkdir()
+    subprocess.run(["/bin/sh", "-c", command], env={**os.environ, "TEXTFILE_DIR": str(out)},
+                   check=True, timeout=60)
+    assert os.listdir(out) == ["envelopefs.prom"]
+    families = parse((out / "envelopefs.prom").read_text())
+    assert str(vol.mnt) in {s.labels["mountpoint"] for s in families["envelopefs_up"].samples}
+    verify = subprocess.run(["systemd-analyze", "verify", "--man=no", "envelopefs-metrics.timer"],
+                            cwd=units, capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
