@@ -2,17 +2,15 @@
 in the Prometheus text exposition format, read back with the reference Python
 parser (python3-prometheus-client), on real mounts; the alert rules of
 docs/service.md name only metrics that exist and fire on a real KMS outage."""
-import json
 import os
 import re
 import subprocess
-import time
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mounts import CTL, DAEMON, REPO, Volume, get, is_mounted, put, unmount
+from mounts import CTL, REPO, Volume, get, put
 from test_vault import VaultVolume, write_unmounted
 from vaultd import VaultServer
 
