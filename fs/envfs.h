@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "dekcache.h"
@@ -26,7 +27,10 @@
 #include "backing.h"
 #include "volume.h"
 
-/* Daemon settings: `-o config=FILE` (INI [daemon] section), see README. */
+/*
+ * Daemon settings: `-o config=FILE` (INI [daemon] section) and the same
+ * names as `-o NAME=VALUE`; the table in settings.c lists them all.
+ */
 struct envfs_settings {
 	unsigned cache_entries;	  /* cache_entries: DEKs kept after close */
 	unsigned cache_max_age;	  /* cache_max_age: seconds an idle DEK is kept */
@@ -76,7 +80,22 @@ struct envfs {
 	struct handle handles; /* list head */
 };
 
+/* envfs_settings_defaults - every setting at its default. */
 void envfs_settings_defaults(struct envfs_settings *s);
+
+/* envfs_setting_known - is @name a daemon setting? */
+bool envfs_setting_known(const char *name);
+
+/*
+ * envfs_setting_set - set @name to @value.  0, -ENOENT for an unknown name
+ * (@err lists the known ones), -EINVAL for a bad value (@err says which
+ * values are accepted); @s is unchanged on error.
+ */
+int envfs_setting_set(struct envfs_settings *s, const char *name, const char *value, char *err,
+		      size_t err_len);
+
+/* envfs_settings_help - one line per setting: NAME=VALUES, meaning, default. */
+void envfs_settings_help(FILE *out);
 
 /*
  * envfs_settings_load - read the [daemon] section of @path into @s.

@@ -52,6 +52,9 @@ struct cmdline {
 	int show_version;
 	int shared;   /* -o shared */
 	int noshared; /* -o noshared */
+	/* "-o NAME=VALUE" of daemon settings, in order: applied after
+	 * config=FILE, whatever their place on the command line. */
+	struct fuse_args settings;
 };
 
 /* Options we only note, leaving them for FUSE too. */
@@ -89,9 +92,46 @@ static int cmdline_proc(void *data, const char *arg, int key, struct fuse_args *
 	case KEY_FSNAME:
 		cl->fsname = 1;
 		return 1;
+	case FUSE_OPT_KEY_OPT: {
+		/* A daemon setting is ours; anything else goes to FUSE, whose
+		 * parser refuses, naming it, an option nobody knows. */
+		size_t name_len = strcspn(arg, "=");
+		char name[64];
+
+		if (name_len >= sizeof(name))
+			return 1;
+		memcpy(name, arg, name_len);
+		name[name_len] = '\0';
+		if (!envfs_setting_known(name))
+			return 1;
+		return fuse_opt_add_arg(&cl->settings, arg) == 0 ? 0 : -1;
+	}
 	default:
 		return 1;
 	}
+}
+
+/* Apply the -o NAME=VALUE settings over those of config=FILE. */
+static int apply_setting_opts(const struct cmdline *cl, struct envfs_settings *s)
+{
+	char err[512];
+
+	for (int i = 0; i < cl->settings.argc; i++) {
+		const char *opt = cl->settings.argv[i], *eq = strchr(opt, '=');
+		char name[64];
+
+		if (!eq) {
+			fprintf(stderr, "envelopefs: -o %s needs a value: -o %s=VALUE (see --help)\n",
+				opt, opt);
+			return -EINVAL;
+		}
+		snprintf(name, sizeof(name), "%.*s", (int)(eq - opt), opt);
+		if (envfs_setting_set(s, name, eq + 1, err, sizeof(err)) < 0) {
+			fprintf(stderr, "envelopefs: -o %s\n", err);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }
 
 static void usage(const char *prog)
@@ -103,14 +143,12 @@ static void usage(const char *prog)
 	       "syslog; -f stays in the foreground and logs to stderr, -d adds FUSE debug.\n"
 	       "\n"
 	       "envelopefs options (-o):\n"
-	       "    config=FILE             daemon settings, INI section [daemon]:\n"
-	       "                            cache_entries, cache_max_age (s), attr_timeout (s),\n"
-	       "                            entry_timeout (s), writeback_cache (true|false),\n"
-	       "                            read_ahead_kb (0: the kernel's default),\n"
-	       "                            log_level (error..debug), shared (auto|true|false)\n"
-	       "    shared, noshared        several hosts serve this volume at once (shared\n"
-	       "                            mode), or only this one; default: shared when the\n"
-	       "                            backing is a network or FUSE file system\n"
+	       "    config=FILE             daemon settings from the [daemon] section of an INI\n"
+	       "                            file (envelopefs.conf(5)); each is also -o NAME=VALUE,\n"
+	       "                            which wins over the file:\n",
+	       prog);
+	envfs_settings_help(stdout);
+	printf("    shared, noshared        shared=true, shared=false\n"
 	       "    allow_other             let other users in (implies default_permissions)\n"
 	       "    no_default_permissions  do not add default_permissions (refused with\n"
 	       "                            allow_other when running as root)\n"
@@ -121,8 +159,7 @@ static void usage(const char *prog)
 	       "Exit status: 0 mounted; 1 mount failed; 2 usage or settings error;\n"
 	       "3 not a usable volume; 4 keyring/KMS unusable or not this volume's.\n"
 	       "\n"
-	       "FUSE options:\n",
-	       prog);
+	       "FUSE options:\n");
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
 }
@@ -582,9 +619,12 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	} else {
 		loop = fuse_loop_cfg_create();
 		fuse_loop_cfg_set_clone_fd(loop, opts->clone_fd);
-		if (opts->max_threads > 0 && opts->max_threads <= 100000)
-			fuse_loop_cfg_set_max_threads(loop, opts->max_threads);
-		fuse_loop_cfg_set_idle_threads(loop, opts->max_idle_threads);
+		fuse_loop_cfg_set_max_threads(loop, opts->max_threads);
+		/* fuse_parse_cmdline() leaves UINT_MAX for "-o max_idle_threads
+		 * not given": passing that on makes libfuse warn on every start
+		 * (and keep its own default, as not passing it does). */
+		if (opts->max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(loop, opts->max_idle_threads);
 		ret = fuse_session_loop_mt(se, loop);
 		fuse_loop_cfg_destroy(loop);
 	}
@@ -653,6 +693,8 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "envelopefs: %s\n", err);
 		goto out;
 	}
+	if (apply_setting_opts(&cl, &fs.settings) < 0)
+		goto out;
 	if (cl.shared && cl.noshared) {
 		fprintf(stderr, "envelopefs: -o shared and -o noshared contradict each other\n");
 		code = EXIT_USAGE;
@@ -682,6 +724,7 @@ int main(int argc, char *argv[])
 out:
 	free(opts.mountpoint);
 	free(cl.config);
+	fuse_opt_free_args(&cl.settings);
 	fuse_opt_free_args(&args);
 	return code;
 }

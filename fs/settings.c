@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Daemon settings from `-o config=FILE`: the [daemon] section of an INI file. */
+/*
+ * Daemon settings: the [daemon] section of `-o config=FILE`, and the same
+ * names as `-o NAME=VALUE` mount options.  One table says every setting's
+ * name, accepted values, default and meaning; the INI reader, the mount
+ * option parser, the defaults and `envelopefs --help` all read it, so a new
+ * setting is one parse function and one line in the table.
+ */
 #include <errno.h>
 #include <iniparser.h>
 #include <stdio.h>
@@ -10,20 +16,6 @@
 #include "envfs.h"
 #include "log.h"
 #include "shared.h"
-
-void envfs_settings_defaults(struct envfs_settings *s)
-{
-	s->cache_entries = 4096;
-	s->cache_max_age = 600;
-	s->attr_timeout = 1.0;
-	s->entry_timeout = 1.0;
-	s->writeback_cache = true;
-	s->read_ahead_kb = 4096;
-	s->log_level = LOG_INFO;
-	s->dek_pool = -1;
-	s->prefetch = -1;
-	s->shared = SHARED_AUTO;
-}
 
 static int parse_uint(const char *text, unsigned max, unsigned *out)
 {
@@ -62,10 +54,191 @@ static int parse_bool(const char *text, bool *out)
 	return 0;
 }
 
+/* "auto", or a boolean as 0 or 1: the tri-state settings. */
+static int parse_auto_bool(const char *text, int *out)
+{
+	bool on;
+
+	if (strcmp(text, "auto") == 0) {
+		*out = -1;
+		return 0;
+	}
+	if (parse_bool(text, &on) < 0)
+		return -EINVAL;
+	*out = on;
+	return 0;
+}
+
+static int set_cache_entries(struct envfs_settings *s, const char *v)
+{
+	return parse_uint(v, 1u << 24, &s->cache_entries);
+}
+
+static int set_cache_max_age(struct envfs_settings *s, const char *v)
+{
+	return parse_uint(v, 86400 * 365, &s->cache_max_age);
+}
+
+static int set_attr_timeout(struct envfs_settings *s, const char *v)
+{
+	return parse_seconds(v, &s->attr_timeout);
+}
+
+static int set_entry_timeout(struct envfs_settings *s, const char *v)
+{
+	return parse_seconds(v, &s->entry_timeout);
+}
+
+static int set_writeback_cache(struct envfs_settings *s, const char *v)
+{
+	return parse_bool(v, &s->writeback_cache);
+}
+
+static int set_read_ahead_kb(struct envfs_settings *s, const char *v)
+{
+	return parse_uint(v, 1u << 20, &s->read_ahead_kb);
+}
+
+static int set_log_level(struct envfs_settings *s, const char *v)
+{
+	int level = log_level_parse(v);
+
+	if (level < 0)
+		return -EINVAL;
+	s->log_level = level;
+	return 0;
+}
+
+static int set_dek_pool(struct envfs_settings *s, const char *v)
+{
+	unsigned n_keys;
+
+	if (strcmp(v, "auto") == 0) {
+		s->dek_pool = -1;
+		return 0;
+	}
+	if (parse_uint(v, 4096, &n_keys) < 0)
+		return -EINVAL;
+	s->dek_pool = (int)n_keys;
+	return 0;
+}
+
+static int set_prefetch(struct envfs_settings *s, const char *v)
+{
+	return parse_auto_bool(v, &s->prefetch);
+}
+
+static int set_shared(struct envfs_settings *s, const char *v)
+{
+	int on;
+
+	if (parse_auto_bool(v, &on) < 0)
+		return -EINVAL;
+	/* enum shared_setting has the tri-state's values: -1 auto, 0, 1. */
+	s->shared = on;
+	return 0;
+}
+
+/*
+ * Every setting.  `values` is what --help and errors show; `fallback` is
+ * the default, applied through `set` like any other value (so it must
+ * parse: envfs_settings_defaults() relies on it).
+ */
+static const struct setting {
+	const char *name;
+	const char *values;
+	const char *fallback;
+	const char *meaning;
+	int (*set)(struct envfs_settings *s, const char *value);
+} settings[] = {
+	{"cache_entries", "N", "4096", "DEKs kept after their files close",
+	 set_cache_entries},
+	{"cache_max_age", "SECONDS", "600", "an idle DEK leaves memory after this long",
+	 set_cache_max_age},
+	{"attr_timeout", "SECONDS", "1", "the kernel caches attributes this long", set_attr_timeout},
+	{"entry_timeout", "SECONDS", "1", "the kernel caches names this long", set_entry_timeout},
+	{"writeback_cache", "true|false", "true", "the kernel buffers and merges writes",
+	 set_writeback_cache},
+	{"read_ahead_kb", "KIB", "4096", "kernel read-ahead, 0: the kernel's own",
+	 set_read_ahead_kb},
+	{"log_level", "error|warning|notice|info|debug", "info", "least severe message logged",
+	 set_log_level},
+	{"dek_pool", "auto|N", "auto", "new-file keys made ahead (auto: by the KMS)",
+	 set_dek_pool},
+	{"prefetch", "auto|true|false", "auto",
+	 "unwrap listed files' keys ahead (auto: remote KMS)", set_prefetch},
+	{"shared", "auto|true|false", "auto",
+	 "hosts share the volume (auto: network/FUSE backing)", set_shared},
+};
+#define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static const struct setting *setting_find(const char *name)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		if (strcmp(settings[i].name, name) == 0)
+			return &settings[i];
+	return NULL;
+}
+
+bool envfs_setting_known(const char *name)
+{
+	return setting_find(name) != NULL;
+}
+
+void envfs_settings_defaults(struct envfs_settings *s)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		settings[i].set(s, settings[i].fallback);
+}
+
+int envfs_setting_set(struct envfs_settings *s, const char *name, const char *value, char *err,
+		      size_t err_len)
+{
+	const struct setting *def = setting_find(name);
+	size_t len;
+
+	if (!def) {
+		len = (size_t)snprintf(err, err_len, "unknown setting '%s' (known:", name);
+		for (size_t i = 0; i < N_SETTINGS && len < err_len; i++)
+			len += (size_t)snprintf(err + len, err_len - len, " %s", settings[i].name);
+		if (len < err_len)
+			snprintf(err + len, err_len - len, ")");
+		return -ENOENT;
+	}
+	if (def->set(s, value) < 0) {
+		snprintf(err, err_len, "%s = '%s' is not a valid value (%s)", name, value,
+			 def->values);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void envfs_settings_help(FILE *out)
+{
+	enum { COLUMN = 28 }; /* where the meaning starts, as in the rest of --help */
+
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		int width = fprintf(out, "    %s=%s", settings[i].name, settings[i].values);
+
+		if (width >= COLUMN) {
+			fputc('\n', out);
+			width = 0;
+		}
+		fprintf(out, "%*s%s", COLUMN - width, "", settings[i].meaning);
+		/* The default goes on a line of its own rather than past 80 columns. */
+		if (COLUMN + strlen(settings[i].meaning) + strlen("; default ") +
+			    strlen(settings[i].fallback) > 80)
+			fprintf(out, "\n%*sdefault %s\n", COLUMN, "", settings[i].fallback);
+		else
+			fprintf(out, "; default %s\n", settings[i].fallback);
+	}
+}
+
 int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, size_t err_len)
 {
 	dictionary *ini;
-	const char *keys[16];
+	const char **all = NULL;
+	char why[512];
 	int n, ret = 0;
 
 	if (access(path, R_OK) != 0) {
@@ -78,68 +251,24 @@ int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, s
 		return -EINVAL;
 	}
 	n = iniparser_getsecnkeys(ini, "daemon");
-	if (n > (int)(sizeof(keys) / sizeof(keys[0]))) {
-		snprintf(err, err_len, "%s: too many keys in [daemon]", path);
-		ret = -EINVAL;
-		goto out;
-	}
-	if (n > 0 && !iniparser_getseckeys(ini, "daemon", keys)) {
-		ret = -EINVAL;
+	if (n > 0)
+		all = calloc((size_t)n, sizeof(*all));
+
+	if (n > 0 && (!all || !iniparser_getseckeys(ini, "daemon", all))) {
+		snprintf(err, err_len, "%s: out of memory", path);
+		ret = -ENOMEM;
 		goto out;
 	}
 	for (int i = 0; i < n && ret == 0; i++) {
-		const char *key = keys[i] + strlen("daemon:");
-		const char *value = iniparser_getstring(ini, keys[i], "");
+		const char *key = all[i] + strlen("daemon:");
 
-		if (strcmp(key, "cache_entries") == 0)
-			ret = parse_uint(value, 1u << 24, &s->cache_entries);
-		else if (strcmp(key, "cache_max_age") == 0)
-			ret = parse_uint(value, 86400 * 365, &s->cache_max_age);
-		else if (strcmp(key, "attr_timeout") == 0)
-			ret = parse_seconds(value, &s->attr_timeout);
-		else if (strcmp(key, "entry_timeout") == 0)
-			ret = parse_seconds(value, &s->entry_timeout);
-		else if (strcmp(key, "read_ahead_kb") == 0)
-			ret = parse_uint(value, 1u << 20, &s->read_ahead_kb);
-		else if (strcmp(key, "writeback_cache") == 0)
-			ret = parse_bool(value, &s->writeback_cache);
-		else if (strcmp(key, "dek_pool") == 0) {
-			unsigned n_keys;
-
-			if (strcmp(value, "auto") == 0)
-				s->dek_pool = -1;
-			else if ((ret = parse_uint(value, 4096, &n_keys)) == 0)
-				s->dek_pool = (int)n_keys;
-		} else if (strcmp(key, "prefetch") == 0) {
-			bool on;
-
-			if (strcmp(value, "auto") == 0)
-				s->prefetch = -1;
-			else if ((ret = parse_bool(value, &on)) == 0)
-				s->prefetch = on;
-		} else if (strcmp(key, "shared") == 0) {
-			bool on;
-
-			if (strcmp(value, "auto") == 0)
-				s->shared = SHARED_AUTO;
-			else if ((ret = parse_bool(value, &on)) == 0)
-				s->shared = on ? SHARED_ON : SHARED_OFF;
-		} else if (strcmp(key, "log_level") == 0)
-			ret = (s->log_level = log_level_parse(value)) < 0 ? -EINVAL : 0;
-		else {
-			snprintf(err, err_len,
-				 "%s: unknown setting '%s' in [daemon] (known: cache_entries, "
-				 "cache_max_age, attr_timeout, entry_timeout, writeback_cache, "
-				 "read_ahead_kb, log_level, dek_pool, prefetch, shared)",
-				 path, key);
-			ret = -EINVAL;
-			goto out;
-		}
+		ret = envfs_setting_set(s, key, iniparser_getstring(ini, all[i], ""), why,
+					sizeof(why));
 		if (ret < 0)
-			snprintf(err, err_len, "%s: [daemon] %s = '%s' is not a valid value", path,
-				 key, value);
+			snprintf(err, err_len, "%s: [daemon] %s", path, why);
 	}
 out:
+	free(all);
 	iniparser_freedict(ini);
 	return ret;
 }

@@ -93,6 +93,13 @@ void ctl_volume_close(struct ctl_volume *v);
 bool ctl_backing_mounted(const char *backing);
 
 /*
+ * ctl_list_mounts - the mountpoints of every mounted envelopefs, in mount
+ * order, into a malloc'ed array of @n malloc'ed strings.  0 or -errno (errno
+ * set too).
+ */
+int ctl_list_mounts(char ***mountpoints, int *n);
+
+/*
  * ctl_secret_setting - does KMS setting @key name a secret itself rather
  * than where one is?  Settings land in the world-readable volume
  * configuration, so a token, PIN or password must come from a *_file or the

@@ -12,30 +12,29 @@
 
 #include "fs/status.h"
 #include "tools/ctl.h"
+#include "tools/ctl_status.h"
 
 static const char status_usage[] =
 	"Usage: envelopefsctl status [--json] MOUNTPOINT\n"
+	"       envelopefsctl status --format human|json|prometheus [MOUNTPOINT...]\n"
 	"\n"
 	"Show a mounted volume's run-time status: volume, KMS provider and call counts,\n"
 	"DEK cache figures, integrity and key errors, uptime, the daemon's pid and\n"
-	"version.  --json prints the daemon's JSON object as it is.  Needs root (the\n"
-	"status is a trusted.* xattr).\n";
+	"version.  Needs root (the status is a trusted.* xattr).\n"
+	"\n"
+	"Options:\n"
+	"  --json                  the daemon's JSON object as it is (--format json)\n"
+	"  --format FORMAT         human (default), json, or prometheus: every counter\n"
+	"                          in the Prometheus text format, labelled by mountpoint,\n"
+	"                          for each MOUNTPOINT or, with none, every mounted\n"
+	"                          envelopefs volume (node_exporter's textfile collector)\n"
+	"  -h, --help              show this help\n";
 
 #define STATUS_MAX 8192
-#define FIELDS_MAX 128
-#define PATH_LEN 64
-#define VALUE_LEN 512
-
-/* The status object flattened into ("kms.unwrap", "3") pairs. */
-struct fields {
-	int n;
-	char key[FIELDS_MAX][PATH_LEN];
-	char value[FIELDS_MAX][VALUE_LEN];
-};
 
 struct parser {
 	const char *p;
-	struct fields *f;
+	struct status_fields *f;
 };
 
 static void skip_space(struct parser *ps)
@@ -68,8 +67,8 @@ static int parse_object(struct parser *ps, const char *prefix);
 
 static int parse_member(struct parser *ps, const char *prefix)
 {
-	char name[PATH_LEN], path[PATH_LEN];
-	struct fields *f = ps->f;
+	char name[STATUS_PATH_LEN], path[STATUS_PATH_LEN];
+	struct status_fields *f = ps->f;
 	int ret;
 
 	skip_space(ps);
@@ -84,19 +83,19 @@ static int parse_member(struct parser *ps, const char *prefix)
 	skip_space(ps);
 	if (*ps->p == '{')
 		return parse_object(ps, path);
-	if (f->n == FIELDS_MAX)
+	if (f->n == STATUS_FIELDS_MAX)
 		return -EBADMSG;
-	snprintf(f->key[f->n], PATH_LEN, "%s", path);
+	snprintf(f->key[f->n], STATUS_PATH_LEN, "%s", path);
 	if (*ps->p == '"') {
-		ret = parse_string(ps, f->value[f->n], VALUE_LEN);
+		ret = parse_string(ps, f->value[f->n], STATUS_VALUE_LEN);
 	} else if (strncmp(ps->p, "true", 4) == 0 || strncmp(ps->p, "false", 5) == 0) {
 		bool yes = *ps->p == 't';
-		snprintf(f->value[f->n], VALUE_LEN, "%s", yes ? "true" : "false");
+		snprintf(f->value[f->n], STATUS_VALUE_LEN, "%s", yes ? "true" : "false");
 		ps->p += yes ? 4 : 5;
 		ret = 0;
 	} else {
 		size_t len = strspn(ps->p, "-0123456789.");
-		if (len == 0 || len >= VALUE_LEN)
+		if (len == 0 || len >= STATUS_VALUE_LEN)
 			return -EBADMSG;
 		memcpy(f->value[f->n], ps->p, len);
 		f->value[f->n][len] = '\0';
@@ -133,16 +132,24 @@ static int parse_object(struct parser *ps, const char *prefix)
 	}
 }
 
-static const char *field(const struct fields *f, const char *key)
+const char *status_field(const struct status_fields *f, const char *key)
 {
 	for (int i = 0; i < f->n; i++)
 		if (strcmp(f->key[i], key) == 0)
 			return f->value[i];
-	return "?";
+	return NULL;
+}
+
+/* field - as status_field(), "?" for a field the daemon did not report. */
+static const char *field(const struct status_fields *f, const char *key)
+{
+	const char *value = status_field(f, key);
+
+	return value ? value : "?";
 }
 
 /* "fs     glusterfs, shared mode on; lacks rename_noreplace, ..." from backing_fs.* */
-static void print_backing_fs(const struct fields *f)
+static void print_backing_fs(const struct status_fields *f)
 {
 	static const char prefix[] = "backing_fs.";
 	const size_t plen = sizeof(prefix) - 1;
@@ -162,7 +169,7 @@ static void print_backing_fs(const struct fields *f)
 	printf("%s\n", lacks ? " (fallbacks: envelopefsctl info)" : "");
 }
 
-static void print_human(const struct fields *f)
+static void print_human(const struct status_fields *f)
 {
 	long up = strtol(field(f, "uptime"), NULL, 10);
 
@@ -204,26 +211,107 @@ static void print_human(const struct fields *f)
 	       strcmp(field(f, "daemon.writeback_cache"), "true") == 0 ? "on" : "off");
 }
 
+/* read_status - the status JSON of @mountpoint into @buf (STATUS_MAX bytes).  A CTL_* code. */
+static int read_status(const char *mountpoint, char *buf)
+{
+	ssize_t len = getxattr(mountpoint, STATUS_XATTR, buf, STATUS_MAX - 1);
+
+	if (len >= 0) {
+		buf[len] = '\0';
+		return CTL_OK;
+	}
+	if (errno == ENODATA || errno == ENOTSUP)
+		return ctl_err(CTL_FAILED, "%s is not the root of a mounted envelopefs volume",
+			       mountpoint);
+	if (errno == EPERM || errno == EACCES)
+		return ctl_err(CTL_FAILED, "%s: the status is readable by root only", mountpoint);
+	return ctl_err(CTL_FAILED, "%s: %s", mountpoint, strerror(errno));
+}
+
+static int parse_status(const char *buf, struct status_fields *f)
+{
+	struct parser ps = {.p = buf, .f = f};
+
+	f->n = 0;
+	return parse_object(&ps, "");
+}
+
+/*
+ * prometheus - the status of @n mountpoints, or with none of every mounted
+ * envelopefs volume, as metrics.  A mount whose status cannot be read is
+ * envelopefs_up 0 and its reason goes to stderr; a named one also makes the
+ * exit status 1, a listed one does not (its daemon died or it went away: a
+ * metric to alert on, not a failure of this run).
+ */
+static int prometheus(char **mountpoints, int n)
+{
+	struct status_mount *mounts = NULL;
+	char **listed = NULL, *buf = malloc(STATUS_MAX);
+	int count = 0, code = CTL_OK;
+
+	if (!buf)
+		return ctl_err(CTL_FAILED, "out of memory");
+	if (n == 0 && ctl_list_mounts(&listed, &n) < 0) {
+		free(buf);
+		return ctl_err(CTL_FAILED, "cannot read /proc/self/mounts: %s", strerror(errno));
+	}
+	mounts = calloc(n > 0 ? (size_t)n : 1, sizeof(*mounts));
+	if (!mounts) {
+		code = ctl_err(CTL_FAILED, "out of memory");
+		goto out;
+	}
+	for (count = 0; count < n; count++) {
+		struct status_mount *m = &mounts[count];
+
+		m->mountpoint = listed ? listed[count] : mountpoints[count];
+		m->up = read_status(m->mountpoint, buf) == CTL_OK;
+		if (m->up && parse_status(buf, &m->fields) < 0) {
+			ctl_err(CTL_FAILED, "%s: the daemon's status is malformed", m->mountpoint);
+			m->up = false;
+		}
+		if (!m->up && !listed)
+			code = CTL_FAILED;
+	}
+	status_print_prometheus(mounts, count);
+	if (fflush(stdout) != 0)
+		code = ctl_err(CTL_FAILED, "stdout: %s", strerror(errno));
+out:
+	for (int i = 0; listed && i < n; i++)
+		free(listed[i]);
+	free(listed);
+	free(mounts);
+	free(buf);
+	return code;
+}
+
 int cmd_status(int argc, char **argv)
 {
+	enum { FORMAT_HUMAN, FORMAT_JSON, FORMAT_PROMETHEUS } format = FORMAT_HUMAN;
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, 'j'},
+		{"format", required_argument, NULL, 'F'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	char *buf = NULL;
-	struct fields *f = NULL;
-	bool json = false;
-	ssize_t len;
+	struct status_fields *f = NULL;
 	int c, code = CTL_FAILED;
 
 	ctl_cmd = "status";
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'j')
-			json = true;
+			format = FORMAT_JSON;
+		else if (c == 'F' && strcmp(optarg, "human") == 0)
+			format = FORMAT_HUMAN;
+		else if (c == 'F' && strcmp(optarg, "json") == 0)
+			format = FORMAT_JSON;
+		else if (c == 'F' && strcmp(optarg, "prometheus") == 0)
+			format = FORMAT_PROMETHEUS;
 		else
 			return ctl_usage(status_usage, c == 'h');
 	}
+	if (format == FORMAT_PROMETHEUS)
+		return prometheus(argv + optind, argc - optind);
 	if (optind != argc - 1)
 		return ctl_usage(status_usage, false);
 
@@ -233,32 +321,18 @@ int cmd_status(int argc, char **argv)
 		code = ctl_err(CTL_FAILED, "out of memory");
 		goto out;
 	}
-	len = getxattr(argv[optind], STATUS_XATTR, buf, STATUS_MAX - 1);
-	if (len < 0) {
-		if (errno == ENODATA || errno == ENOTSUP)
-			code = ctl_err(CTL_FAILED, "%s is not the root of a mounted envelopefs volume",
-				       argv[optind]);
-		else if (errno == EPERM || errno == EACCES)
-			code = ctl_err(CTL_FAILED, "%s: the status is readable by root only",
-				       argv[optind]);
-		else
-			code = ctl_err(CTL_FAILED, "%s: %s", argv[optind], strerror(errno));
+	code = read_status(argv[optind], buf);
+	if (code != CTL_OK)
 		goto out;
-	}
-	buf[len] = '\0';
-	if (json) {
+	if (format == FORMAT_JSON) {
 		fputs(buf, stdout);
-		code = CTL_OK;
 		goto out;
 	}
-	struct parser ps = {.p = buf, .f = f};
-	f->n = 0;
-	if (parse_object(&ps, "") < 0) {
+	if (parse_status(buf, f) < 0) {
 		code = ctl_err(CTL_FAILED, "%s: the daemon's status is malformed", argv[optind]);
 		goto out;
 	}
 	print_human(f);
-	code = CTL_OK;
 out:
 	free(buf);
 	free(f);

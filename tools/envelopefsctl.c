@@ -182,6 +182,43 @@ bool ctl_backing_mounted(const char *backing)
 	return found;
 }
 
+int ctl_list_mounts(char ***mountpoints, int *n)
+{
+	char line[8192], **list = NULL;
+	int count = 0, ret = 0;
+	FILE *f = fopen("/proc/self/mounts", "re");
+
+	if (!f)
+		return -errno;
+	while (ret == 0 && fgets(line, sizeof(line), f)) {
+		char dir[PATH_MAX], type[64], **grown;
+
+		if (sscanf(line, "%*s %4095s %63s", dir, type) != 2 ||
+		    strcmp(type, "fuse.envelopefs") != 0)
+			continue;
+		unescape_mount_field(dir);
+		grown = realloc(list, (size_t)(count + 1) * sizeof(*list));
+		if (!grown || !(grown[count] = strdup(dir))) {
+			list = grown ? grown : list;
+			ret = -ENOMEM;
+			break;
+		}
+		list = grown;
+		count++;
+	}
+	fclose(f);
+	if (ret < 0) {
+		for (int i = 0; i < count; i++)
+			free(list[i]);
+		free(list);
+		errno = -ret;
+		return ret;
+	}
+	*mountpoints = list;
+	*n = count;
+	return 0;
+}
+
 static int usage(bool help)
 {
 	size_t i;

@@ -15,12 +15,19 @@ cd "$(dirname "$0")/.."
 SRC=$(pwd)
 
 BUILD_PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libssl-dev libcurl4-openssl-dev libiniparser-dev
-	libp11-kit-dev"
+	libp11-kit-dev scdoc"
+# The man pages' reader, for `man envelopefs` after the quickstart.
+QUICKSTART_PKGS="man-db"
 # The KMS peers and clients (SoftHSM2, hvac, boto3), the applications the suite runs on a mount,
 # and the shared backings (GlusterFS, bindfs).
 TEST_PKGS="python3-pytest attr util-linux procps python3-cryptography python3-hvac python3-boto3 openssl
 	softhsm2 opensc sqlite3 postgresql postgresql-contrib rsync strace
-	glusterfs-server glusterfs-client bindfs"
+	glusterfs-server glusterfs-client bindfs
+	groff-base mandoc python3-prometheus-client python3-yaml systemd
+	build-essential debhelper dpkg-dev fakeroot lintian"
+# (groff-base and mandoc lint the man pages; python3-prometheus-client parses the metrics;
+# systemd-analyze verifies the units;
+# debhelper, dpkg-dev, fakeroot and lintian build and check the Debian package.)
 
 die() { echo "setup: $*" >&2; exit 1; }
 
@@ -46,7 +53,7 @@ build() {
 }
 
 quickstart() {
-	install_packages $BUILD_PKGS
+	install_packages $BUILD_PKGS $QUICKSTART_PKGS
 	build build --buildtype=release -Dwerror=true
 	meson install -C build --quiet
 	local home=${ENVELOPEFS_HOME:-/var/lib/envelopefs-demo}
@@ -66,6 +73,7 @@ envelopefs is mounted.
   keyring:         $home/keyring    (back it up: without it the data is lost)
 Unmount:  fusermount3 -u $home/plain
 Mount again:  envelopefs $home/backing $home/plain
+Manuals:  man envelopefs, man envelopefsctl, man envelopefs.conf
 MSG
 }
 
@@ -73,7 +81,7 @@ MSG
 # own "N passed, N failed" line; a program that died without one counts as
 # one failure.
 summarize() {
-	python3 - "$1" <<'PY'
+	/usr/bin/python3 - "$1" <<'PY'
 import json, re, sys
 ok = bad = 0
 for line in open(sys.argv[1]):
@@ -108,7 +116,7 @@ run_tests() {
 	echo "== builds (gcc, -Wall -Wextra -Werror): release, as quickstart makes it, and the test build"
 	build build-release --buildtype=release -Dwerror=true
 	build build -Dwerror=true
-	echo "== unit and integration tests"
+	echo "== unit and integration tests, and the Debian package (built and checked once, here)"
 	local rc=0
 	meson test -C build --print-errorlogs --num-processes 2 || rc=1
 	read -r ok bad < <(summarize build/meson-logs/testlog.json)
@@ -120,7 +128,7 @@ run_tests() {
 	# The daemon detaches its stderr: sanitizer reports go to files, checked below.
 	ASAN_OPTIONS="log_path=$asan_logs/asan:detect_leaks=1:abort_on_error=0" \
 	UBSAN_OPTIONS="log_path=$asan_logs/ubsan:print_stacktrace=1:halt_on_error=1" \
-		meson test -C build-asan --print-errorlogs --num-processes 2 || rc=1
+		meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite package || rc=1
 	read -r aok abad < <(summarize build-asan/meson-logs/testlog.json)
 	if compgen -G "$asan_logs/*" >/dev/null; then
 		echo "sanitizer reports:" >&2

@@ -11,6 +11,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -61,7 +62,7 @@ def make_tree(src):
     # Special files.
     os.mknod(src / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     os.mknod(src / "blk", 0o600 | stat.S_IFBLK, os.makedev(7, 200))
-    subprocess.run(["python3", "-c", "import socket,sys; socket.socket(socket.AF_UNIX)"
+    subprocess.run([sys.executable, "-c", "import socket,sys; socket.socket(socket.AF_UNIX)"
                     ".bind(sys.argv[1])", str(src / "sock")], check=True)
     # Sparse: holes at the start, in the middle and at the end.
     with open(src / "sparse", "wb") as f:

@@ -22,13 +22,13 @@ import pytest
 from mounts import CTL, DAEMON, REPO, Volume, get, is_mounted, put
 from test_durability import daemon_pid
 
-UNIT = REPO / "tools" / "systemd" / "envelopefs@.service"
+UNIT = REPO / "tools" / "systemd" / "envelopefs@.service.in"  # @bindir@: where it is installed
 FSTAB = REPO / "tools" / "systemd" / "fstab.example"
 
 
 def unit_for_test(tmp_path):
     """The template with the build's daemon in place of the installed one."""
-    text = UNIT.read_text().replace("/usr/local/bin/envelopefs", str(DAEMON))
+    text = UNIT.read_text().replace("@bindir@/envelopefs", str(DAEMON))
     assert str(DAEMON) in text
     path = tmp_path / "units" / "envelopefs@.service"
     path.parent.mkdir()
@@ -58,7 +58,7 @@ def exec_start(tmp_path, mountpoint, env_file_text):
             env[k.strip()] = v.strip()
     start = next(l for l in UNIT.read_text().splitlines() if l.startswith("ExecStart="))
     words = start.split("=", 1)[1].split()
-    words[0] = str(DAEMON) if words[0] == "/usr/local/bin/envelopefs" else words[0]
+    words[0] = str(DAEMON) if words[0] == "@bindir@/envelopefs" else words[0]
     return [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], w).replace("%f", str(mountpoint))
             for w in words]
 

@@ -13,6 +13,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/*
+ * The Debian interpreter that has python3-cryptography and friends.  Exec it
+ * with this same path as argv[0]: given a bare "python3", Python looks the
+ * name up on PATH to find its prefix, and an earlier python3 there (pyenv, a
+ * virtualenv) would lend it a standard library without those packages.
+ */
+#define TEST_PYTHON "/usr/bin/python3"
+
 static char test_dir[256];
 
 __attribute__((unused)) static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)

@@ -49,7 +49,7 @@ static void helper_start(struct helper *h, const char *script, const char *arg)
 	if (h->pid == 0) {
 		dup2(in[0], 0);
 		dup2(out[1], 1);
-		execl("/usr/bin/python3", "python3", path, arg, (char *)NULL);
+		execl(TEST_PYTHON, TEST_PYTHON, path, arg, (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);

@@ -53,10 +53,10 @@ static void peer_start(struct peer *p, bool with_tls)
 		close(in[1]);
 		close(out[0]);
 		if (with_tls)
-			execl("/usr/bin/python3", "python3", script, "--cert", cert_path, "--key",
+			execl(TEST_PYTHON, TEST_PYTHON, script, "--cert", cert_path, "--key",
 			      key_path, (char *)NULL);
 		else
-			execl("/usr/bin/python3", "python3", script, (char *)NULL);
+			execl(TEST_PYTHON, TEST_PYTHON, script, (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);

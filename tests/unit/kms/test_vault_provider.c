@@ -46,7 +46,7 @@ static void server_start(void)
 	snprintf(token_header, sizeof(token_header), "X-Vault-Token: s.unit-test-token");
 	server_pid = fork();
 	if (server_pid == 0) {
-		execl("/usr/bin/python3", "python3", script, "--port", "0", "--port-file", port_path,
+		execl(TEST_PYTHON, TEST_PYTHON, script, "--port", "0", "--port-file", port_path,
 		      "--token-file", token_path, "--test-control", (char *)NULL);
 		_exit(127);
 	}
