@@ -60,7 +60,8 @@
 /* Longest version-2 target stored in the link itself: ID "." b64(tag ‖ target) fits 4095. */
 #define NAMES_TARGET_INLINE_MAX 3038
 /* A sealed version-2 target: SIV tag, then the target. */
-#define NAMES_TARGET_SEALED_MAX (16 + NAMES_TARGET_MAX)
+#define NAMES_TARGET_TAG 16
+#define NAMES_TARGET_SEALED_MAX (NAMES_TARGET_TAG + NAMES_TARGET_MAX)
 #define NAMES_XATTR_NAME_MAX 255
 #define NAMES_XATTR_VALUE_MAX 65536
 /* A sealed xattr value: SIV tag, a format byte, then the value. */
