@@ -319,7 +319,11 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 	else if (ret == 0 && renameat(to->fd, tmp, to->fd, bnew->entry) < 0)
 		ret = -errno;
 	if (ret < 0) {
-		unlinkat(to->fd, tmp, 0);
+		struct symlink_drop drop;
+
+		/* The new link goes again, and with it any store file made for it. */
+		symlink_drop_begin(fs, to->fd, tmp, &drop);
+		symlink_drop_end(fs, &drop, unlinkat(to->fd, tmp, 0) == 0);
 		abandon_entry(to, bnew);
 		return ret;
 	}
