@@ -215,9 +215,26 @@ class Explorer:
                           f"reference {changed[1]}")
         return got
 
+    def documented(self, desc, errname, fn, undo):
+        """A documented difference: where @fn succeeds on the reference (and is undone there),
+        the mount fails with @errname; where it fails, the mount fails the same way.  (Used by
+        test_shared's explorer, whose backing may lack RENAME_EXCHANGE.)"""
+        self.log.append(f"{desc} (documented {errname})")
+        want = outcome(lambda: fn(self.ref))
+        if want[0] == "ok":
+            undo(self.ref)
+            want = ("err", errname)
+        got = outcome(lambda: fn(self.mnt))
+        if got != want:
+            self.fail(f"{desc}: mount {got}, want {want}")
+
     @staticmethod
     def parent(rel):
         return os.path.dirname(rel)
+
+    def lstat_of(self, rel):
+        r = outcome(lambda: os.lstat(os.path.join(self.ref, rel)))
+        return r[1] if r[0] == "ok" else None
 
     # --- operations -------------------------------------------------------------------
     def op_create(self):
