@@ -177,8 +177,8 @@ void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	if (ret == 0 && fstatat(dir->fd, b.entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		ret = -errno;
-	if (ret == 0 && S_ISLNK(st.st_mode))
-		symlink_drop_begin(fs, dir->fd, b.entry, &drop);
+	if (ret == 0)
+		symlink_drop_begin(fs, dir->fd, b.entry, &st, &drop);
 	if (ret == 0 && unlinkat(dir->fd, b.entry, 0) < 0)
 		ret = -errno;
 	symlink_drop_end(fs, &drop, ret == 0);
@@ -319,10 +319,12 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 	else if (ret == 0 && renameat(to->fd, tmp, to->fd, bnew->entry) < 0)
 		ret = -errno;
 	if (ret < 0) {
-		struct symlink_drop drop;
+		struct symlink_drop drop = {.fd = -1};
+		struct stat made;
 
 		/* The new link goes again, and with it any store file made for it. */
-		symlink_drop_begin(fs, to->fd, tmp, &drop);
+		if (fstatat(to->fd, tmp, &made, AT_SYMLINK_NOFOLLOW) == 0)
+			symlink_drop_begin(fs, to->fd, tmp, &made, &drop);
 		symlink_drop_end(fs, &drop, unlinkat(to->fd, tmp, 0) == 0);
 		abandon_entry(to, bnew);
 		return ret;
@@ -470,7 +472,7 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	}
 	/* A link replaced by the rename may take its store file with it. */
 	if (target_type == S_IFLNK && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
-		symlink_drop_begin(fs, to->fd, bnew.entry, &drop);
+		symlink_drop_begin(fs, to->fd, bnew.entry, &target, &drop);
 	if (moved_bound) {
 		/* Its target is bound to its name: the link is made anew. */
 		ret = move_symlink(fs, from, &b, name, to, &bnew, newname, flags, &moved);

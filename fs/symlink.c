@@ -290,13 +290,19 @@ off_t symlink_plain_size(struct envfs *fs, struct inode *in, off_t backing_size)
 	return (off_t)t.len;
 }
 
-void symlink_drop_begin(struct envfs *fs, int dirfd, const char *entry, struct symlink_drop *d)
+/* The longest external target: b64(ID) ".." and four digits. */
+#define EXTERNAL_TEXT_MAX (NAMES_LINK_ID_TEXT + 2 + 4)
+
+void symlink_drop_begin(struct envfs *fs, int dirfd, const char *entry, const struct stat *st,
+			struct symlink_drop *d)
 {
 	char stored[NAMES_TARGET_MAX + 1];
 	struct names_target t;
 
 	d->fd = -1;
-	if (!encrypted_names(fs) || read_stored(dirfd, entry, stored) < 0 ||
+	/* Any longer text is a target in its link: no store file to look for. */
+	if (!encrypted_names(fs) || !S_ISLNK(st->st_mode) || st->st_size > EXTERNAL_TEXT_MAX ||
+	    read_stored(dirfd, entry, stored) < 0 ||
 	    names_target_parse(stored, &t) < 0 || t.form != NAMES_TARGET_EXTERNAL)
 		return;
 	memcpy(d->id, t.id, sizeof(d->id));

@@ -26,6 +26,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "envfs.h"
@@ -78,8 +79,8 @@ off_t symlink_plain_size(struct envfs *fs, struct inode *in, off_t backing_size)
 
 /*
  * Removing a name that may be the last of an external link.  symlink_drop_begin
- * - before the backing entry @entry in @dirfd goes (unlink, or a rename over
- * it), hold it open if it is a link with a store file.  symlink_drop_end -
+ * - before the backing symlink @entry in @dirfd (attributes @st) goes
+ * (unlink, or a rename over it), hold it open if it has a store file.  symlink_drop_end -
  * after: @gone tells whether the entry was removed; if the backing then
  * reports no link left, the store file goes.  Failures leave an orphan
  * store file (harmless) and are not reported.
@@ -89,7 +90,8 @@ struct symlink_drop {
 	uint8_t id[NAMES_LINK_ID_LEN];
 };
 
-void symlink_drop_begin(struct envfs *fs, int dirfd, const char *entry, struct symlink_drop *d);
+void symlink_drop_begin(struct envfs *fs, int dirfd, const char *entry, const struct stat *st,
+			struct symlink_drop *d);
 void symlink_drop_end(struct envfs *fs, struct symlink_drop *d, bool gone);
 
 #endif
