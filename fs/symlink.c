@@ -33,8 +33,11 @@ static int read_stored(int dirfd, const char *entry, char *out)
 	return 0;
 }
 
+/* "envelopefs.links/" b64(ID) with its NUL. */
+#define STORE_PATH_LEN (sizeof(NAMES_LINK_STORE) + NAMES_LINK_ID_TEXT + 1)
+
 /* The link store's file name of @id, relative to the backing root. */
-static void store_path(const uint8_t *id, char out[sizeof(NAMES_LINK_STORE) + NAMES_LINK_ID_TEXT + 1])
+static void store_path(const uint8_t *id, char out[STORE_PATH_LEN])
 {
 	memcpy(out, NAMES_LINK_STORE "/", sizeof(NAMES_LINK_STORE));
 	names_link_store_name(id, out + sizeof(NAMES_LINK_STORE));
@@ -79,7 +82,7 @@ static int store_write(struct envfs *fs, const uint8_t *id, const uint8_t *seale
 /* store_read - the store file of the external target @t into @sealed (NAMES_TARGET_SEALED_MAX). */
 static int store_read(struct envfs *fs, const struct names_target *t, uint8_t *sealed)
 {
-	char path[sizeof(NAMES_LINK_STORE) + NAMES_LINK_ID_TEXT + 1];
+	char path[STORE_PATH_LEN];
 	struct stat st;
 	int fd, ret;
 
@@ -99,7 +102,7 @@ static int store_read(struct envfs *fs, const struct names_target *t, uint8_t *s
 
 static void store_remove(struct envfs *fs, const uint8_t *id)
 {
-	char path[sizeof(NAMES_LINK_STORE) + NAMES_LINK_ID_TEXT + 1];
+	char path[STORE_PATH_LEN];
 
 	store_path(id, path);
 	/* Left behind, it is an orphan: hidden and harmless (FORMAT.md). */
@@ -163,9 +166,16 @@ int symlink_bound_to_name(struct envfs *fs, int dirfd, const char *entry)
 	return names_target_parse(stored, &t) == 0 && t.form == NAMES_TARGET_V1;
 }
 
-/* Keep @target (malloc'd, taken) as @in's target, unless one is kept already. */
+/*
+ * keep_target - keep @target (malloc'd with room for any target; taken) as
+ * @in's target, unless one is kept already.
+ */
 static void keep_target(struct inode *in, char *target)
 {
+	/* Every symlink the kernel knows may hold one: only its own length. */
+	char *fitted = realloc(target, strlen(target) + 1);
+
+	target = fitted ? fitted : target;
 	pthread_mutex_lock(&in->key_lock);
 	if (!in->link_target) {
 		in->link_target = target;
