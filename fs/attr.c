@@ -22,6 +22,7 @@
 #include "killpriv.h"
 #include "mtime.h"
 #include "shared.h"
+#include "symlink.h"
 
 /*
  * Backing attributes of @in as the mount shows them: the plaintext size and
@@ -33,7 +34,7 @@ void to_plain_attr(struct envfs *fs, struct inode *in, struct stat *st)
 		st->st_size = (off_t)layout_plain_size(&fs->layout, (uint64_t)st->st_size);
 		mtime_overlay(in, st);
 	} else if (S_ISLNK(st->st_mode)) {
-		st->st_size = (off_t)names_link_size(fs->names, (size_t)st->st_size);
+		st->st_size = symlink_plain_size(fs, in, st->st_size);
 	}
 }
 

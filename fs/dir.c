@@ -20,6 +20,7 @@
 #include "backing_rename.h"
 #include "log.h"
 #include "shared.h"
+#include "symlink.h"
 
 /* The common tail of mknod, mkdir and symlink: own it, look it up, reply. */
 static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *parent,
@@ -126,22 +127,13 @@ void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const 
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
-	char stored[NAMES_TARGET_MAX + 1];
 	struct backing_name b;
-	const uint8_t *id;
-	int ret = to_backing(fs, dir, name, &b);
+	int ret;
 
-	if (ret == 0)
-		ret = dir_id(fs, dir, &id);
-	if (ret == 0)
-		ret = names_link_seal(fs->names, id, name, target, stored);
-	if (ret < 0) {
-		fuse_reply_err(req, -ret);
+	if (!start_new_entry(req, fs, dir, name, &b, &ret))
 		return;
-	}
-	ret = prepare_entry(dir, &b);
-	if (ret == 0 && symlinkat(stored, dir->fd, b.entry) < 0)
-		ret = -errno;
+	if (ret == 0)
+		ret = symlink_write(fs, dir, name, target, dir->fd, b.entry);
 	finish_new_entry(req, fs, dir, name, &b, 0, ret);
 }
 
@@ -154,9 +146,11 @@ void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
 	struct fuse_entry_param e;
 	int ret = to_backing(fs, dir, newname, &b);
 
-	/* An encrypted symlink target is bound to its one name. */
-	if (ret == 0 && encrypted_names(fs) && in->type == S_IFLNK)
-		ret = -EPERM;
+	/* A version-1 symlink target is bound to its one name. */
+	if (ret == 0 && in->type == S_IFLNK) {
+		ret = symlink_bound_to_name(fs, in->fd, "");
+		ret = ret > 0 ? -EPERM : ret;
+	}
 	if (ret == 0)
 		ret = prepare_entry(dir, &b);
 	if (ret == 0 && linkat(in->fd, "", dir->fd, b.entry, AT_EMPTY_PATH) < 0) {
@@ -177,13 +171,17 @@ void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
 	struct backing_name b;
+	struct symlink_drop drop = {.fd = -1};
 	struct stat st;
 	int ret = to_backing(fs, dir, name, &b);
 
 	if (ret == 0 && fstatat(dir->fd, b.entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		ret = -errno;
+	if (ret == 0)
+		symlink_drop_begin(fs, dir->fd, b.entry, &st, &drop);
 	if (ret == 0 && unlinkat(dir->fd, b.entry, 0) < 0)
 		ret = -errno;
+	symlink_drop_end(fs, &drop, ret == 0);
 	if (ret == 0)
 		abandon_entry(dir, &b);
 	/* The last name of a file is gone: so is any reason to keep its key. */
@@ -278,11 +276,12 @@ void envfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 }
 
 /*
- * move_symlink - rename an encrypted symlink: its target is sealed anew for
- * the new name into a hidden temporary link, which is renamed into place
- * (honouring RENAME_NOREPLACE), and the old link is removed.  The link keeps
- * its owner and times.  A crash in between leaves the old and the new name,
- * never neither.
+ * move_symlink - rename a version-1 symlink, bound to its name: its target
+ * is sealed anew for the new name (on a version-2 volume, as a version-2
+ * link) into a hidden temporary link, which is renamed into place
+ * (honouring RENAME_NOREPLACE), and the old link is removed.  The link
+ * keeps its owner and times.  A crash in between leaves the old and the new
+ * name, never neither.
  */
 static int move_symlink(struct envfs *fs, struct inode *from, const struct backing_name *b,
 			const char *name, struct inode *to, const struct backing_name *bnew,
@@ -290,12 +289,10 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 {
 	char stored[NAMES_TARGET_MAX + 1], target[NAMES_TARGET_MAX + 1], tmp[64];
 	struct timespec times[2] = {st->st_atim, st->st_mtim};
-	const uint8_t *from_id, *to_id;
+	const uint8_t *from_id;
 	ssize_t n;
 	int ret = dir_id(fs, from, &from_id);
 
-	if (ret == 0)
-		ret = dir_id(fs, to, &to_id);
 	if (ret < 0)
 		return ret;
 	n = readlinkat(from->fd, b->entry, stored, sizeof(stored) - 1);
@@ -306,13 +303,11 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 		log_bad_name(fs, from, b->entry, "the symlink target");
 		return -EIO;
 	}
-	ret = names_link_seal(fs->names, to_id, newname, target, stored);
+	shared_temp_name(tmp);
+	ret = symlink_write(fs, to, newname, target, to->fd, tmp);
 	secmem_wipe(target, sizeof(target));
 	if (ret < 0)
 		return ret;
-	shared_temp_name(tmp);
-	if (symlinkat(stored, to->fd, tmp) < 0)
-		return -errno;
 	if (fchownat(to->fd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    utimensat(to->fd, tmp, times, AT_SYMLINK_NOFOLLOW) < 0)
 		ret = -errno;
@@ -324,7 +319,13 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 	else if (ret == 0 && renameat(to->fd, tmp, to->fd, bnew->entry) < 0)
 		ret = -errno;
 	if (ret < 0) {
-		unlinkat(to->fd, tmp, 0);
+		struct symlink_drop drop = {.fd = -1};
+		struct stat made;
+
+		/* The new link goes again, and with it any store file made for it. */
+		if (fstatat(to->fd, tmp, &made, AT_SYMLINK_NOFOLLOW) == 0)
+			symlink_drop_begin(fs, to->fd, tmp, &made, &drop);
+		symlink_drop_end(fs, &drop, unlinkat(to->fd, tmp, 0) == 0);
 		abandon_entry(to, bnew);
 		return ret;
 	}
@@ -441,6 +442,7 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	struct envfs *fs = fs_of(req);
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
 	struct backing_name b, bnew;
+	struct symlink_drop drop = {.fd = -1};
 	struct stat moved, target;
 	bool replacing, have_target = false, exchange = flags & RENAME_EXCHANGE;
 	bool encrypted = encrypted_names(fs);
@@ -461,12 +463,17 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	mode_t moved_type = 0, target_type = encrypted && have_target ? target.st_mode & S_IFMT : 0;
 	if (ret == 0 && encrypted && fstatat(from->fd, b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
 		moved_type = moved.st_mode & S_IFMT;
-	if (exchange && (moved_type == S_IFLNK || target_type == S_IFLNK)) {
-		/* Either link would land under a name its target is not sealed for. */
+	bool moved_bound = moved_type == S_IFLNK && symlink_bound_to_name(fs, from->fd, b.entry) != 0;
+	bool target_bound = target_type == S_IFLNK && symlink_bound_to_name(fs, to->fd, bnew.entry) != 0;
+	if (exchange && (moved_bound || target_bound)) {
+		/* A version-1 link would land under a name its target is not sealed for. */
 		ret = -EINVAL;
 		goto done;
 	}
-	if (moved_type == S_IFLNK) {
+	/* A link replaced by the rename may take its store file with it. */
+	if (target_type == S_IFLNK && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
+		symlink_drop_begin(fs, to->fd, bnew.entry, &target, &drop);
+	if (moved_bound) {
 		/* Its target is bound to its name: the link is made anew. */
 		ret = move_symlink(fs, from, &b, name, to, &bnew, newname, flags, &moved);
 		goto done;
@@ -486,6 +493,7 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	if (ret == 0 && !exchange)
 		abandon_entry(from, &b);
 done:
+	symlink_drop_end(fs, &drop, ret == 0);
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)
 		dekcache_forget(fs->cache, target.st_dev, target.st_ino);

@@ -53,11 +53,15 @@ struct inode {
 
 	/* Encrypted-name volumes, guarded by key_lock.  A directory's ID is
 	 * read once: it never changes, and travels with the directory.  A
-	 * symlink's target is decrypted when its name is looked up, because
-	 * it is bound to that name and readlink names only the inode. */
+	 * symlink's target (symlink.h) is decrypted when its name is looked
+	 * up (version 1: bound to that name, and readlink names only the
+	 * inode) or at the first readlink (version 2); link_size is its
+	 * length once known (0: not yet), which a version-2 link tells before
+	 * its target is decrypted.  A backing symlink never changes. */
 	bool dirid_known;
 	uint8_t dirid[16];
 	char *link_target;
+	size_t link_size;
 
 	/* A regular file's modification time the kernel sent and the backing
 	 * file does not have yet (mtime.h), guarded by mtime_lock. */

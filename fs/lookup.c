@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Names to inodes: translating a plaintext name to its backing entry
- * (and its side record for long names), lookup, forget and readlink.
+ * (and its side record for long names), lookup, forget and readlink
+ * (whose targets symlink.h decrypts).
  */
 #include "ops_i.h"
 
@@ -18,6 +19,7 @@
 
 #include "log.h"
 #include "prefetch.h"
+#include "symlink.h"
 
 void log_bad_name(struct envfs *fs, struct inode *dir, const char *entry,
 		  const char *what)
@@ -105,47 +107,6 @@ void abandon_entry(struct inode *dir, const struct backing_name *b)
 		names_side_remove(dir->fd, b->entry);
 }
 
-/*
- * remember_link - decrypt the target of symlink @in, found as @bname
- * (plaintext @name) in @dir, and keep it in the inode for readlink.  A
- * target that does not decrypt is logged and left unset: readlink is EIO.
- */
-static void remember_link(struct envfs *fs, struct inode *dir, struct inode *in,
-			  const char *bname, const char *name)
-{
-	char stored[NAMES_TARGET_MAX + 1], *target;
-	const uint8_t *id;
-	ssize_t n;
-	bool known;
-
-	if (!encrypted_names(fs) || in->type != S_IFLNK)
-		return;
-	pthread_mutex_lock(&in->key_lock);
-	known = in->link_target != NULL;
-	pthread_mutex_unlock(&in->key_lock);
-	if (known || dir_id(fs, dir, &id) < 0)
-		return;
-	n = readlinkat(dir->fd, bname, stored, sizeof(stored) - 1);
-	target = malloc(NAMES_TARGET_MAX + 1);
-	if (n < 0 || !target) {
-		free(target);
-		return;
-	}
-	stored[n] = '\0';
-	if (names_link_open(fs->names, id, name, stored, target) < 0) {
-		log_bad_name(fs, dir, bname, "the symlink target");
-		free(target);
-		return;
-	}
-	pthread_mutex_lock(&in->key_lock);
-	if (!in->link_target) {
-		in->link_target = target;
-		target = NULL;
-	}
-	pthread_mutex_unlock(&in->key_lock);
-	free(target);
-}
-
 int inode_gone(struct envfs *fs, struct inode *in, int err)
 {
 	if (err == -ESTALE && fs->shared) {
@@ -225,7 +186,7 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 		if (!in)
 			return -ENOMEM;
 	}
-	remember_link(fs, parent, in, bname, name);
+	symlink_looked_up(fs, parent, in, bname, name);
 	to_plain_attr(fs, in, &st);
 	e->ino = (fuse_ino_t)(uintptr_t)in;
 	if (in == inode_table_root(fs->inodes))
@@ -329,17 +290,14 @@ void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct inode *in = inode_of(fs, ino);
 	char buf[PATH_MAX + 1];
 	ssize_t n;
+	int ret;
 
 	if (encrypted_names(fs)) {
-		/* Decrypted when its name was looked up (remember_link). */
-		pthread_mutex_lock(&in->key_lock);
-		if (in->link_target)
-			snprintf(buf, sizeof(buf), "%s", in->link_target);
-		pthread_mutex_unlock(&in->key_lock);
-		if (in->link_target)
-			fuse_reply_readlink(req, buf);
+		ret = symlink_target(fs, in, buf);
+		if (ret < 0)
+			fuse_reply_err(req, -ret);
 		else
-			fuse_reply_err(req, EIO);
+			fuse_reply_readlink(req, buf);
 		return;
 	}
 	n = readlinkat(in->fd, "", buf, sizeof(buf));

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,19 +23,25 @@
 static const char label_names[] = "envelopefs v1 names";
 static const char label_links[] = "envelopefs v1 symlink targets";
 static const char label_xattrs[] = "envelopefs v1 xattrs";
+static const char label_targets[] = "envelopefs v2 symlink targets";
+
+#define N_KEYS 4
 
 struct names {
 	bool encrypted;
-	uint8_t *keys; /* secmem: K_name ‖ K_link ‖ K_xattr */
+	uint8_t *keys; /* secmem: K_name ‖ K_link ‖ K_xattr ‖ K_target */
 };
 
 #define K_NAME(n) ((n)->keys)
 #define K_LINK(n) ((n)->keys + SIV_KEY_LEN)
 #define K_XATTR(n) ((n)->keys + 2 * SIV_KEY_LEN)
+#define K_TARGET(n) ((n)->keys + 3 * SIV_KEY_LEN)
 
 int names_create(bool encrypted, const uint8_t *volume_key, const uint8_t *uuid,
 		 struct names **out)
 {
+	static const char *const labels[N_KEYS] = {label_names, label_links, label_xattrs,
+						   label_targets};
 	struct names *n = calloc(1, sizeof(*n));
 	int ret = 0;
 
@@ -42,19 +49,15 @@ int names_create(bool encrypted, const uint8_t *volume_key, const uint8_t *uuid,
 		return -ENOMEM;
 	n->encrypted = encrypted;
 	if (encrypted) {
-		n->keys = secmem_alloc(3 * SIV_KEY_LEN);
+		n->keys = secmem_alloc(N_KEYS * SIV_KEY_LEN);
 		if (!n->keys) {
 			free(n);
 			return -ENOMEM;
 		}
-		ret = crypto_hkdf_sha256(volume_key, NAMES_KEY_LEN, uuid, 16, label_names,
-					 strlen(label_names), K_NAME(n), SIV_KEY_LEN);
-		if (ret == 0)
-			ret = crypto_hkdf_sha256(volume_key, NAMES_KEY_LEN, uuid, 16, label_links,
-						 strlen(label_links), K_LINK(n), SIV_KEY_LEN);
-		if (ret == 0)
-			ret = crypto_hkdf_sha256(volume_key, NAMES_KEY_LEN, uuid, 16, label_xattrs,
-						 strlen(label_xattrs), K_XATTR(n), SIV_KEY_LEN);
+		for (size_t i = 0; ret == 0 && i < N_KEYS; i++)
+			ret = crypto_hkdf_sha256(volume_key, NAMES_KEY_LEN, uuid, 16, labels[i],
+						 strlen(labels[i]), n->keys + i * SIV_KEY_LEN,
+						 SIV_KEY_LEN);
 		if (ret < 0) {
 			names_destroy(n);
 			return ret;
@@ -68,7 +71,7 @@ void names_destroy(struct names *n)
 {
 	if (!n)
 		return;
-	secmem_free(n->keys, 3 * SIV_KEY_LEN);
+	secmem_free(n->keys, N_KEYS * SIV_KEY_LEN);
 	free(n);
 }
 
@@ -277,8 +280,13 @@ int names_side_write(int dirfd, const struct backing_name *b)
 		if (unlinkat(dirfd, side, 0) < 0 || symlinkat(b->full, dirfd, side) < 0)
 			return -errno;
 	}
-	/* The record is durable before the entry that needs it exists.
-	 * (@dirfd may be O_PATH, which cannot be synced.) */
+	/* The record is durable before the entry that needs it exists. */
+	return names_fsync_dir(dirfd);
+}
+
+int names_fsync_dir(int dirfd)
+{
+	/* @dirfd may be O_PATH, which cannot be synced. */
 	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
 
 	if (fd < 0 || fsync(fd) < 0)
@@ -356,6 +364,114 @@ size_t names_link_size(const struct names *n, size_t stored_len)
 	if (!n->encrypted)
 		return stored_len;
 	return sealed > SIV_TAG_LEN ? sealed - SIV_TAG_LEN : 0;
+}
+
+/* Version-2 separators: b64(ID) TARGET_SEP b64(S), or b64(ID) TARGET_SEP TARGET_SEP length. */
+#define TARGET_SEP '.'
+
+void names_link_store_name(const uint8_t *id, char *out)
+{
+	names_b64_encode(id, NAMES_LINK_ID_LEN, out);
+}
+
+/* The decimal length of an external target: 1 .. NAMES_TARGET_MAX, no leading zero. */
+static int parse_length(const char *text, size_t *out)
+{
+	size_t v = 0, i;
+
+	for (i = 0; i < 4 && text[i] >= '0' && text[i] <= '9'; i++)
+		v = v * 10 + (size_t)(text[i] - '0');
+	if (i == 0 || text[i] != '\0' || text[0] == '0' || v > NAMES_TARGET_MAX)
+		return -EBADMSG;
+	*out = v;
+	return 0;
+}
+
+int names_target_parse(const char *stored, struct names_target *out)
+{
+	const char *sep = strchr(stored, TARGET_SEP);
+	uint8_t id[NAMES_LINK_ID_LEN + 2];
+	char id_text[NAMES_LINK_ID_TEXT + 1];
+	size_t sealed_chars;
+
+	memset(out, 0, sizeof(*out));
+	if (!sep) {
+		out->form = NAMES_TARGET_V1;
+		return 0;
+	}
+	/* A version-2 target: the ID first, in its one canonical form. */
+	if (sep - stored != NAMES_LINK_ID_TEXT)
+		return -EBADMSG;
+	memcpy(id_text, stored, NAMES_LINK_ID_TEXT);
+	id_text[NAMES_LINK_ID_TEXT] = '\0';
+	if (names_b64_decode(id_text, id, sizeof(id)) != NAMES_LINK_ID_LEN)
+		return -EBADMSG;
+	memcpy(out->id, id, NAMES_LINK_ID_LEN);
+	if (sep[1] == TARGET_SEP) {
+		out->form = NAMES_TARGET_EXTERNAL;
+		return parse_length(sep + 2, &out->len);
+	}
+	sealed_chars = strlen(sep + 1);
+	/* Whole base64url, and the length of a sealed 1 .. NAMES_TARGET_MAX bytes. */
+	if (base64url_span(sep + 1) != sealed_chars ||
+	    sealed_chars < BASE64URL_ENCODED_LEN(SIV_TAG_LEN + 1) ||
+	    sealed_chars > BASE64URL_ENCODED_LEN(NAMES_TARGET_SEALED_MAX))
+		return -EBADMSG;
+	out->form = NAMES_TARGET_INLINE;
+	out->len = sealed_chars * 3 / 4 - SIV_TAG_LEN;
+	out->sealed = sep + 1;
+	return 0;
+}
+
+int names_target_seal(const struct names *n, const uint8_t *id, const char *target,
+		      char *stored, uint8_t *sealed, size_t *sealed_len)
+{
+	struct siv_ad ad = {id, NAMES_LINK_ID_LEN};
+	size_t len = strlen(target);
+	int ret;
+
+	if (len == 0)
+		return -ENOENT; /* as symlink(2) says of an empty target */
+	if (len > NAMES_TARGET_MAX)
+		return -ENAMETOOLONG;
+	ret = siv_seal(K_TARGET(n), &ad, 1, target, len, sealed);
+	if (ret < 0)
+		return ret;
+	*sealed_len = SIV_TAG_LEN + len;
+	names_link_store_name(id, stored);
+	stored[NAMES_LINK_ID_TEXT] = TARGET_SEP;
+	if (len <= NAMES_TARGET_INLINE_MAX)
+		names_b64_encode(sealed, *sealed_len, stored + NAMES_LINK_ID_TEXT + 1);
+	else
+		snprintf(stored + NAMES_LINK_ID_TEXT + 1, NAMES_TARGET_MAX - NAMES_LINK_ID_TEXT,
+			 "%c%zu", TARGET_SEP, len);
+	return 0;
+}
+
+int names_target_open(const struct names *n, const struct names_target *t, const uint8_t *side,
+		      size_t side_len, char *target)
+{
+	struct siv_ad ad = {t->id, NAMES_LINK_ID_LEN};
+	uint8_t *sealed = NULL;
+	const uint8_t *in = side;
+	long len = (long)side_len;
+	int ret = -EBADMSG;
+
+	if (t->form == NAMES_TARGET_INLINE) {
+		sealed = malloc(NAMES_TARGET_SEALED_MAX);
+		if (!sealed)
+			return -ENOMEM;
+		len = names_b64_decode(t->sealed, sealed, NAMES_TARGET_SEALED_MAX);
+		in = sealed;
+	}
+	/* The link says how long its target is (stat shows it): the store must agree. */
+	if (t->form != NAMES_TARGET_V1 && len > SIV_TAG_LEN && (size_t)len == SIV_TAG_LEN + t->len &&
+	    siv_open(K_TARGET(n), &ad, 1, in, (size_t)len, target) == 0) {
+		target[t->len] = '\0';
+		ret = memchr(target, '\0', t->len) ? -EBADMSG : 0;
+	}
+	free(sealed);
+	return ret;
 }
 
 bool names_xattr_is_user(const struct names *n, const char *name)

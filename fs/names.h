@@ -16,9 +16,10 @@
  *    files in the backing root (envelopefs.conf, the re-key journals in
  *    envelopefs.rekey) can be neither seen nor created.
  *  - encrypted: keys derived from the volume key (volkey.h):
- *      K_name  = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 names")
- *      K_link  = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 symlink targets")
- *      K_xattr = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 xattrs")
+ *      K_name   = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 names")
+ *      K_link   = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 symlink targets")
+ *      K_xattr  = HKDF-SHA256(volume key, salt = UUID, "envelopefs v1 xattrs")
+ *      K_target = HKDF-SHA256(volume key, salt = UUID, "envelopefs v2 symlink targets")
  *    (64 bytes each, AES-256-SIV keys).  A name is
  *      base64url(SIV(K_name, AD = [directory ID], name))      (unpadded)
  *    and, when that is longer than NAMES_MAX, the entry is
@@ -50,6 +51,17 @@
 #define NAMES_TEMP_PREFIX "envelopefs.tmp."
 /* Longest symlink target a backing filesystem stores, NUL excluded. */
 #define NAMES_TARGET_MAX 4095
+/* A version-2 symlink's random ID, and its base64url form (the store's file name). */
+#define NAMES_LINK_ID_LEN 16
+#define NAMES_LINK_ID_TEXT 22
+/* The reserved directory in the backing root holding the sealed targets
+ * that do not fit in their link (version 2): one file per link ID. */
+#define NAMES_LINK_STORE "envelopefs.links"
+/* Longest version-2 target stored in the link itself: ID "." b64(tag ‖ target) fits 4095. */
+#define NAMES_TARGET_INLINE_MAX 3038
+/* A sealed version-2 target: SIV tag, then the target. */
+#define NAMES_TARGET_TAG 16
+#define NAMES_TARGET_SEALED_MAX (NAMES_TARGET_TAG + NAMES_TARGET_MAX)
 #define NAMES_XATTR_NAME_MAX 255
 #define NAMES_XATTR_VALUE_MAX 65536
 /* A sealed xattr value: SIV tag, a format byte, then the value. */
@@ -126,18 +138,76 @@ int names_side_write(int dirfd, const struct backing_name *b);
 void names_side_remove(int dirfd, const char *entry);
 
 /*
- * Symlink targets: bound to the link's directory ID and plaintext name.
- * names_link_seal - @stored (NAMES_TARGET_MAX + 1 bytes) for @target;
- * -ENAMETOOLONG when it would not fit.  names_link_open - the target back
- * into @target (NAMES_TARGET_MAX + 1); -EBADMSG when not authentic.
- * In plain mode both copy.
+ * Version-1 symlink targets: bound to the link's directory ID and plaintext
+ * name.  names_link_seal - @stored (NAMES_TARGET_MAX + 1 bytes) for
+ * @target; -ENAMETOOLONG when it would not fit.  names_link_open - the
+ * target back into @target (NAMES_TARGET_MAX + 1); -EBADMSG when not
+ * authentic.  In plain mode both copy.
  */
 int names_link_seal(const struct names *n, const uint8_t *dirid, const char *name,
 		    const char *target, char *stored);
 int names_link_open(const struct names *n, const uint8_t *dirid, const char *name,
 		    const char *stored, char *target);
-/* names_link_size - the plaintext length of a target stored in @stored_len bytes. */
+/* names_link_size - the plaintext length of a version-1 target stored in @stored_len bytes. */
 size_t names_link_size(const struct names *n, size_t stored_len);
+
+/*
+ * Version-2 symlink targets (encrypted names on a volume of format 2): bound
+ * to a random link ID carried in the stored target, not to the link's name,
+ * so the link renames and hard-links like any file.  With
+ * S = SIV(K_target, AD = [ID], target) the stored target is
+ *     b64(ID) "." b64(S)              inline, when at most NAMES_TARGET_MAX
+ *     b64(ID) ".." decimal(length)    external: S is the file
+ *                                     NAMES_LINK_STORE/b64(ID)
+ * A version-1 target is pure base64url: the '.' tells them apart.
+ */
+enum names_target_form {
+	NAMES_TARGET_V1,       /* bound to its name: names_link_open() */
+	NAMES_TARGET_INLINE,   /* version 2, sealed in the link */
+	NAMES_TARGET_EXTERNAL, /* version 2, sealed in the link store */
+};
+
+struct names_target {
+	enum names_target_form form;
+	uint8_t id[NAMES_LINK_ID_LEN]; /* version 2 */
+	size_t len;                    /* the plaintext target's length */
+	const char *sealed;            /* inline: b64(S), inside the parsed text */
+};
+
+/*
+ * names_target_parse - what the stored target @stored (encrypted names) is;
+ * @out->sealed points into @stored.  -EBADMSG for a version-2 form that is
+ * malformed (not canonical, or a length out of range).
+ */
+int names_target_parse(const char *stored, struct names_target *out);
+
+/*
+ * names_target_seal - seal @target for link @id: @sealed (NAMES_TARGET_SEALED_MAX
+ * bytes) gets S and *@sealed_len its length, @stored (NAMES_TARGET_MAX + 1)
+ * the inline form when @target is at most NAMES_TARGET_INLINE_MAX bytes,
+ * else the external one (the caller then stores @sealed first).
+ * -ENOENT for an empty target, -ENAMETOOLONG past NAMES_TARGET_MAX.
+ */
+int names_target_seal(const struct names *n, const uint8_t *id, const char *target,
+		      char *stored, uint8_t *sealed, size_t *sealed_len);
+
+/*
+ * names_target_open - the plaintext of parsed target @t into @target
+ * (NAMES_TARGET_MAX + 1): an inline one from itself, an external one from
+ * @side (@side_len bytes, its link-store file).  -EBADMSG when not authentic
+ * or not of the length the link says.
+ */
+int names_target_open(const struct names *n, const struct names_target *t, const uint8_t *side,
+		      size_t side_len, char *target);
+
+/* names_link_store_name - the link-store file name of link @id (NAMES_LINK_ID_TEXT + 1). */
+void names_link_store_name(const uint8_t *id, char *out);
+
+/*
+ * names_fsync_dir - fsync the directory @dirfd (which may be O_PATH, so it is
+ * reopened): an entry just made in it is durable before anything needs it.
+ */
+int names_fsync_dir(int dirfd);
 
 /*
  * Extended attributes.  Only the "user." namespace is encrypted; every

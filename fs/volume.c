@@ -411,7 +411,8 @@ int volume_config_write(const char *path, const struct volume_config *cfg,
 	size_t len = 0;
 	int fd, rc;
 
-	if (!path || !cfg || !kms_settings || cfg->format_version != VOLUME_FORMAT_VERSION ||
+	if (!path || !cfg || !kms_settings || cfg->format_version < VOLUME_FORMAT_MIN ||
+	    cfg->format_version > VOLUME_FORMAT_VERSION ||
 	    !iniparser_getstring(kms_settings, "kms:provider", NULL))
 		return -EINVAL;
 	rc = render(cfg, kms_settings, NULL, &text, &len);
@@ -442,7 +443,8 @@ int volume_config_replace(const char *path, const struct volume_config *cfg,
 	struct stat st;
 	int fd, rc;
 
-	if (!path || !cfg || !kms_settings || cfg->format_version != VOLUME_FORMAT_VERSION ||
+	if (!path || !cfg || !kms_settings || cfg->format_version < VOLUME_FORMAT_MIN ||
+	    cfg->format_version > VOLUME_FORMAT_VERSION ||
 	    !iniparser_getstring(kms_settings, "kms:provider", NULL) ||
 	    (previous && !iniparser_getstring(previous, "kms:provider", NULL)))
 		return -EINVAL;

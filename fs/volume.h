@@ -7,7 +7,7 @@
  * "Volume configuration").  INI, read with iniparser; never holds a secret.
  *
  *   [volume]
- *   format_version = 1
+ *   format_version = 2               ; 1 still read (and written back as 1)
  *   uuid           = 8-4-4-4-12 lowercase hex
  *   block_size     = 4096            ; power of two, 4096 .. 65536
  *   key_records    = header | xattr
@@ -31,7 +31,9 @@
 #define VOLUME_CONFIG_NAME "envelopefs.conf"
 #define VOLUME_REKEY_DIR "envelopefs.rekey" /* re-key journals (fs/rekey.h) */
 #define VOLUME_PROBE_DIR "envelopefs.probe" /* the backing probe's scratch space (fs/backing.h) */
-#define VOLUME_FORMAT_VERSION 1
+/* init writes VOLUME_FORMAT_VERSION; readers accept VOLUME_FORMAT_MIN .. it. */
+#define VOLUME_FORMAT_VERSION 2
+#define VOLUME_FORMAT_MIN 1
 #define VOLUME_MIN_BLOCK 4096
 #define VOLUME_MAX_BLOCK 65536
 #define VOLUME_DEFAULT_BLOCK 4096

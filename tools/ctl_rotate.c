@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "crypto/secmem.h"
+#include "fs/names.h"
 #include "fs/rekey.h"
 #include "fs/rewrap.h"
 #include "fs/status.h"
@@ -251,9 +252,10 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 	if (type == FTW_D && ftw->level == 0 && !r->offline &&
 	    getxattr(path, KEY_XATTR, NULL, 0) >= 0)
 		return in_shard(r, true, 0) ? add_item(r, path) : 0;
-	/* The re-key journals are the volume's, not files of it. */
+	/* The re-key journals and the link store are the volume's, not files of it. */
 	if (r->offline && type == FTW_D && ftw->level == 1 &&
-	    strcmp(path + ftw->base, VOLUME_REKEY_DIR) == 0)
+	    (strcmp(path + ftw->base, VOLUME_REKEY_DIR) == 0 ||
+	     strcmp(path + ftw->base, NAMES_LINK_STORE) == 0))
 		return FTW_SKIP_SUBTREE;
 	if (type != FTW_F)
 		return 0;

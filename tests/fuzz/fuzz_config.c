@@ -60,7 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		assert(err[0] != '\0');
 		goto out;
 	}
-	assert(cfg.format_version == VOLUME_FORMAT_VERSION);
+	assert(cfg.format_version >= VOLUME_FORMAT_MIN &&
+	       cfg.format_version <= VOLUME_FORMAT_VERSION);
 	assert(cfg.block_size >= VOLUME_MIN_BLOCK && cfg.block_size <= VOLUME_MAX_BLOCK);
 	assert((cfg.block_size & (cfg.block_size - 1)) == 0);
 	if (cfg.placement == PLACEMENT_HEADER)

@@ -54,13 +54,13 @@ def test_volume_files_hidden_and_reserved(vol):
     else:
         # Encrypted names never contain '.', the volume's own always do: no collision.
         conf = (vol.backing / "envelopefs.conf").read_bytes()
-        for own in ("envelopefs.conf", "envelopefs.key", "envelopefs.dirid"):
+        for own in ("envelopefs.conf", "envelopefs.key", "envelopefs.dirid", "envelopefs.links"):
             put(vol.mnt / own, b"x")
             assert get(vol.mnt / own) == b"x"
         assert (vol.backing / "envelopefs.conf").read_bytes() == conf
         vol.remount()
         assert sorted(os.listdir(vol.mnt)) == ["envelopefs.conf", "envelopefs.dirid",
-                                               "envelopefs.key"]
+                                               "envelopefs.key", "envelopefs.links"]
     # The name is only reserved in the root.
     os.mkdir(vol.mnt / "d")
     put(vol.mnt / "d" / "envelopefs.conf", b"fine")

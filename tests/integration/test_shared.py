@@ -1030,8 +1030,8 @@ def test_content_explorer_on_gluster(one_host, tmp_path):
 
 def names_explorer(base):
     """test_fs_names_explore's explorer where renameat2(RENAME_EXCHANGE) is refused with
-    EINVAL, as it is on a backing without it (fs/backing.h): a documented difference, as the
-    explorer already has for encrypted symlinks.  The operation draws as the original."""
+    EINVAL, as it is on a backing without it (fs/backing.h): a documented difference.  The
+    operation draws as the original."""
 
     class Explorer(base):
         exchange = False
@@ -1044,8 +1044,7 @@ def names_explorer(base):
             if flags == nx.RENAME_EXCHANGE:
                 sa, sb = self.lstat_of(a), self.lstat_of(b)
                 same = sa and sb and sa.st_ino == sb.st_ino  # the VFS makes that a no-op
-                symlink = any(s and stat.S_ISLNK(s.st_mode) for s in (sa, sb))
-                if not same and (not self.exchange or (self.encrypted and symlink)):
+                if not same and not self.exchange:
                     self.documented(f"exchange {nx.show(a)} {nx.show(b)}", "EINVAL",
                                     lambda r: nx.renameat2(os.path.join(r, a),
                                                            os.path.join(r, b), flags),

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * The name codec (fs/names.c): docs/FORMAT.md's name, symlink and xattr
- * vectors, round trips of every name length and byte value, and refusal of
- * tampered, moved and non-canonical encodings.
+ * The name codec (fs/names.c): docs/FORMAT.md's name, symlink (versions 1
+ * and 2) and xattr vectors, round trips of every name and target length and
+ * byte value, and refusal of tampered, moved and non-canonical encodings.
  */
 
 #include "vector.h"
@@ -122,6 +122,63 @@ static void check_symlink(const struct vector *v)
 	names_destroy(n);
 }
 
+/* The target field of @v into @target (NAMES_TARGET_MAX + 1): its length, or -1. */
+static long vector_target(const struct vector *v, char *target)
+{
+	long len = hex(v, "target", (uint8_t *)target, NAMES_TARGET_MAX);
+
+	if (len > 0)
+		target[len] = '\0';
+	return len;
+}
+
+static void check_symlink2(const struct vector *v)
+{
+	static const char label[] = "envelopefs v2 symlink targets";
+	struct names *n = codec_of(v);
+	uint8_t key[NAMES_KEY_LEN], uuid[16], k_target[64], derived[64], id[NAMES_LINK_ID_LEN];
+	uint8_t sealed[NAMES_TARGET_SEALED_MAX], side[NAMES_TARGET_SEALED_MAX];
+	char target[NAMES_TARGET_MAX + 1], stored[NAMES_TARGET_MAX + 1], back[NAMES_TARGET_MAX + 1];
+	char store_name[NAMES_LINK_ID_TEXT + 1];
+	const char *want = vector_field(v, "stored");
+	struct names_target t;
+	size_t sealed_len;
+	long side_len = vector_field(v, "side") ? hex(v, "side", side, sizeof(side)) : 0;
+	long len = vector_target(v, target);
+
+	REQUIRE(n && want && len > 0 && side_len >= 0);
+	REQUIRE(hex(v, "volume_key", key, sizeof(key)) == NAMES_KEY_LEN);
+	REQUIRE(hex(v, "volume_uuid", uuid, sizeof(uuid)) == 16);
+	REQUIRE(hex(v, "k_target", k_target, sizeof(k_target)) == 64);
+	REQUIRE(hex(v, "link_id", id, sizeof(id)) == NAMES_LINK_ID_LEN);
+	REQUIRE(crypto_hkdf_sha256(key, sizeof(key), uuid, 16, label, strlen(label), derived, 64) ==
+		0);
+	CHECK(memcmp(derived, k_target, 64) == 0);
+	names_link_store_name(id, store_name);
+	CHECK(strcmp(store_name, vector_field(v, "store_name")) == 0);
+	CHECK(names_target_parse(want, &t) == 0);
+	CHECK(memcmp(t.id, id, sizeof(id)) == 0);
+	CHECK_EQ_INT(t.len, len);
+	CHECK(names_target_open(n, &t, side, (size_t)side_len, back) == 0);
+	CHECK(strcmp(back, target) == 0);
+	CHECK(names_target_seal(n, id, target, stored, sealed, &sealed_len) == 0);
+	if (side_len) {
+		/* The external form: written so only when inline would not fit,
+		 * read whatever the length. */
+		CHECK_EQ_INT(t.form, NAMES_TARGET_EXTERNAL);
+		CHECK_EQ_INT(sealed_len, side_len);
+		CHECK(memcmp(sealed, side, (size_t)side_len) == 0);
+		CHECK(names_target_open(n, &t, side, (size_t)side_len - 1, back) == -EBADMSG);
+	} else {
+		CHECK_EQ_INT(t.form, NAMES_TARGET_INLINE);
+		CHECK(strcmp(stored, want) == 0);
+	}
+	/* Bound to its ID: the same sealed target under another ID does not open. */
+	t.id[0] ^= 1;
+	CHECK(names_target_open(n, &t, side, (size_t)side_len, back) == -EBADMSG);
+	names_destroy(n);
+}
+
 static void check_xattr(const struct vector *v)
 {
 	struct names *n = codec_of(v);
@@ -164,6 +221,8 @@ static void check_vector(const struct vector *v, const char *type)
 		check_dirid(v);
 	else if (strcmp(type, "symlink") == 0)
 		check_symlink(v);
+	else if (strcmp(type, "symlink2") == 0)
+		check_symlink2(v);
 	else
 		check_xattr(v);
 	n_vectors++;
@@ -171,12 +230,12 @@ static void check_vector(const struct vector *v, const char *type)
 
 static void test_format_md_vectors(void)
 {
-	static const char *const types[] = { "names_keys", "name", "dirid", "symlink", "xattr",
-					     NULL };
+	static const char *const types[] = { "names_keys", "name",     "dirid", "symlink",
+					     "symlink2",   "xattr", NULL };
 
 	vector_scan("FORMAT.md", types, check_vector);
 	printf("checked %d name, symlink and xattr vectors\n", n_vectors);
-	CHECK(n_vectors >= 10);
+	CHECK(n_vectors >= 12);
 }
 
 static const uint8_t test_key[NAMES_KEY_LEN] = {1, 2, 3};
@@ -344,6 +403,129 @@ static void test_dirid_and_side_records_on_disk(void)
 	names_destroy(n);
 }
 
+/* Seal @target for @id and open it again, from the link or from @side as the store would. */
+static int target_round_trip(struct names *n, const uint8_t *id, const char *target,
+			     struct names_target *t, char *back)
+{
+	static char stored[NAMES_TARGET_MAX + 1];
+	uint8_t side[NAMES_TARGET_SEALED_MAX];
+	size_t side_len;
+	int ret = names_target_seal(n, id, target, stored, side, &side_len);
+
+	if (ret == 0)
+		ret = strlen(stored) <= NAMES_TARGET_MAX && !strchr(stored, '/') ? 0 : -EINVAL;
+	if (ret == 0)
+		ret = names_target_parse(stored, t);
+	if (ret == 0)
+		ret = names_target_open(n, t, side, side_len, back);
+	return ret;
+}
+
+static void test_targets_v2_every_length(void)
+{
+	static char target[NAMES_TARGET_MAX + 2], back[NAMES_TARGET_MAX + 1];
+	uint8_t id[NAMES_LINK_ID_LEN] = {0x5a, 1, 2};
+	struct names_target t;
+	struct names *n;
+	int external = 0;
+
+	REQUIRE(names_create(true, test_key, test_uuid, &n) == 0);
+	for (int len = 1; len <= NAMES_TARGET_MAX; len++) {
+		target[len - 1] = (char)(1 + (len * 53) % 255);
+		target[len] = '\0';
+		if (target_round_trip(n, id, target, &t, back) != 0 || strcmp(back, target) != 0) {
+			CHECK(!"round trip");
+			break;
+		}
+		CHECK_EQ_INT(t.len, len);
+		external += t.form == NAMES_TARGET_EXTERNAL;
+		CHECK(t.form == (len > NAMES_TARGET_INLINE_MAX ? NAMES_TARGET_EXTERNAL
+							       : NAMES_TARGET_INLINE));
+	}
+	CHECK_EQ_INT(external, NAMES_TARGET_MAX - NAMES_TARGET_INLINE_MAX);
+	/* The inline limit is the longest whose stored form fits the backing. */
+	{
+		char stored[NAMES_TARGET_MAX + 1];
+		uint8_t sealed[NAMES_TARGET_SEALED_MAX];
+		size_t sealed_len;
+
+		target[NAMES_TARGET_INLINE_MAX] = '\0';
+		CHECK(names_target_seal(n, id, target, stored, sealed, &sealed_len) == 0);
+		CHECK_EQ_INT(strlen(stored), NAMES_TARGET_MAX);
+		CHECK(NAMES_LINK_ID_TEXT + 1 + (4 * (sealed_len + 1) + 2) / 3 > NAMES_TARGET_MAX);
+		memset(target, 'a', NAMES_TARGET_MAX + 1);
+		target[NAMES_TARGET_MAX + 1] = '\0';
+		CHECK(names_target_seal(n, id, target, stored, sealed, &sealed_len) ==
+		      -ENAMETOOLONG);
+		CHECK(names_target_seal(n, id, "", stored, sealed, &sealed_len) == -ENOENT);
+	}
+	names_destroy(n);
+}
+
+static void test_targets_v2_tampered_and_malformed(void)
+{
+	static const char *const malformed[] = {
+		"short.AAAAAAAAAAAAAAAAAAAAAAAAAAAA",   /* ID not 22 characters */
+		"AAAAAAAAAAAAAAAAAAAAAB.AAAAAAAAAAAAAAAAAAAAAAAAAAAA", /* ID not canonical */
+		"AAAAAAAAAAAAAAAAAAAAAA.",               /* nothing sealed */
+		"AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA", /* 16 bytes: a tag alone */
+		"AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAA.A", /* a second dot */
+		"AAAAAAAAAAAAAAAAAAAAAA..",              /* no length */
+		"AAAAAAAAAAAAAAAAAAAAAA..0",
+		"AAAAAAAAAAAAAAAAAAAAAA..0123",
+		"AAAAAAAAAAAAAAAAAAAAAA..4096",
+		"AAAAAAAAAAAAAAAAAAAAAA..40950",
+		"AAAAAAAAAAAAAAAAAAAAAA..12x",
+	};
+	uint8_t id[NAMES_LINK_ID_LEN] = {7}, side[NAMES_TARGET_SEALED_MAX];
+	char stored[NAMES_TARGET_MAX + 1], back[NAMES_TARGET_MAX + 1], target[3500];
+	struct names_target t;
+	struct names *n;
+	size_t side_len;
+
+	REQUIRE(names_create(true, test_key, test_uuid, &n) == 0);
+	for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++)
+		CHECK(names_target_parse(malformed[i], &t) == -EBADMSG);
+	CHECK(names_target_parse("AAAAAAAAAAAAAAAAAAAAAA..4095", &t) == 0 && t.len == 4095);
+	/* A version-1 target: pure base64url. */
+	CHECK(names_target_parse("HyDQ5NJSEWcSPG5V8zIBOCd4C3IfO3ivcvtFTXi94vLS", &t) == 0 &&
+	      t.form == NAMES_TARGET_V1);
+	/* Any character of an inline target changed, or the text cut short. */
+	REQUIRE(names_target_seal(n, id, "../secret/place", stored, side, &side_len) == 0);
+	for (size_t i = 0; stored[i]; i++) {
+		char saved = stored[i];
+
+		stored[i] = saved == 'A' ? 'B' : 'A';
+		CHECK(names_target_parse(stored, &t) < 0 ||
+		      names_target_open(n, &t, NULL, 0, back) == -EBADMSG);
+		stored[i] = saved;
+	}
+	for (size_t cut = strlen(stored); cut-- > NAMES_LINK_ID_TEXT;) {
+		char saved = stored[cut];
+
+		stored[cut] = '\0';
+		CHECK(names_target_parse(stored, &t) < 0 ||
+		      names_target_open(n, &t, NULL, 0, back) == -EBADMSG);
+		stored[cut] = saved;
+	}
+	/* An external target: a flipped bit or a cut in its store file, or a
+	 * length the link misstates. */
+	memset(target, 'x', sizeof(target) - 1);
+	target[sizeof(target) - 1] = '\0';
+	REQUIRE(names_target_seal(n, id, target, stored, side, &side_len) == 0);
+	REQUIRE(names_target_parse(stored, &t) == 0 && t.form == NAMES_TARGET_EXTERNAL);
+	CHECK(names_target_open(n, &t, side, side_len, back) == 0 && strcmp(back, target) == 0);
+	for (size_t bit = 0; bit < side_len * 8; bit += 997) {
+		side[bit / 8] ^= (uint8_t)(1 << bit % 8);
+		CHECK(names_target_open(n, &t, side, side_len, back) == -EBADMSG);
+		side[bit / 8] ^= (uint8_t)(1 << bit % 8);
+	}
+	CHECK(names_target_open(n, &t, side, side_len - 1, back) == -EBADMSG);
+	t.len--;
+	CHECK(names_target_open(n, &t, side, side_len, back) == -EBADMSG);
+	names_destroy(n);
+}
+
 int main(void)
 {
 	RUN(test_format_md_vectors);
@@ -351,5 +533,7 @@ int main(void)
 	RUN(test_tampered_and_moved_names_refused);
 	RUN(test_plain_mode_is_identity);
 	RUN(test_dirid_and_side_records_on_disk);
+	RUN(test_targets_v2_every_length);
+	RUN(test_targets_v2_tampered_and_malformed);
 	return check_summary();
 }
