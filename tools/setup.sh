@@ -21,6 +21,8 @@ BUILD_PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libssl-dev libcu
 TEST_PKGS="python3-pytest attr util-linux procps python3-cryptography python3-hvac python3-boto3 openssl
 	softhsm2 opensc sqlite3 postgresql postgresql-contrib rsync strace
 	glusterfs-server glusterfs-client bindfs"
+# The Azure and Google Cloud peers' official clients (azure.keyvault.keys + azure.identity; google-auth).
+TEST_PKGS="$TEST_PKGS python3-azure python3-google-auth"
 
 die() { echo "setup: $*" >&2; exit 1; }
 

@@ -1,0 +1,295 @@
+"""The azure KMS provider end to end: envelopefsctl init --kms azure, real mounts, rotation to a new
+key version, migration, throttling, an outage, wrong credentials, each way of signing in.
+
+The peer is tests/kmsd/azure_keyvault.py (Key Vault keys API and the identity endpoints over HTTPS)
+behind a TCP proxy that can refuse or hang; keys are made, rotated and disabled with Microsoft's own
+client library (azure.keyvault.keys + azure.identity), which also proves the peer (test_sdk_*).
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from azured import AzurePeer
+from mounts import CTL, DAEMON, is_mounted, unmount
+
+DEADLINE = 2.0
+TUNING = {"deadline_ms": "2000", "timeout_ms": "700", "breaker_threshold": "2",
+          "breaker_cooldown_ms": "1000"}
+
+
+@pytest.fixture(scope="module")
+def azure(tmp_path_factory):
+    peer = AzurePeer(tmp_path_factory.mktemp("azure"))
+    peer.create_key("vol-key")
+    yield peer
+    peer.stop()
+
+
+def ctl(*args, env):
+    return subprocess.run([str(CTL), *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+class AzureVolume:
+    """A volume on the azure provider, its daemon in the foreground logging to a file."""
+
+    def __init__(self, root, peer, key="vol-key", credential="secret", **extra):
+        self.root, self.peer = Path(root), peer
+        self.env = peer.env(credential)
+        self.backing, self.mnt, self.log = self.root / "backing", self.root / "mnt", self.root / "log"
+        self.backing.mkdir(parents=True)
+        self.mnt.mkdir()
+        args = ["init", "--kms", "azure", "--names", "plain"]
+        for k, v in {**peer.settings(key, credential), **TUNING, **extra}.items():
+            args += ["--kms-setting", f"{k}={v}"]
+        r = ctl(*args, self.backing, env=self.env)
+        assert r.returncode == 0, r.stderr
+        self.proc = None
+
+    def mount(self):
+        self.logf = open(self.log, "a")
+        self.proc = subprocess.Popen([str(DAEMON), "-f", str(self.backing), str(self.mnt)],
+                                     stdout=self.logf, stderr=self.logf, env=self.env)
+        for _ in range(400):
+            if is_mounted(self.mnt):
+                return
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+        raise AssertionError("mount did not come up: " + self.log.read_text())
+
+    def unmount(self):
+        unmount(self.mnt)
+        if self.proc:
+            self.proc.wait(timeout=30)
+            self.proc = None
+            self.logf.close()
+
+    def status(self):
+        return json.loads(os.getxattr(self.mnt, "trusted.envelopefs.status"))
+
+    def log_lines(self, text):
+        return [line for line in self.log.read_text().splitlines() if text in line]
+
+
+def write_files(m, n, size=5000):
+    contents = {}
+    for i in range(n):
+        data = os.urandom(size + i)
+        (m / f"f{i}").write_bytes(data)
+        contents[f"f{i}"] = data
+    return contents
+
+
+@pytest.mark.parametrize("credential", ["secret", "certificate", "federated", "managed"])
+def test_write_remount_read(azure, tmp_path, credential):
+    v = AzureVolume(tmp_path, azure, credential=credential)
+    v.mount()
+    try:
+        if credential == "secret":
+            environ = Path(f"/proc/{v.proc.pid}/environ").read_bytes()
+            assert azure.secret.encode() not in environ  # taken out once read (kms/envsecret.h)
+        conf = (v.backing / "envelopefs.conf").read_text()
+        assert "provider = azure" in conf and azure.secret not in conf
+        contents = write_files(v.mnt, 4)
+        st = v.status()["kms"]
+        assert st["provider"] == "azure" and st["current_version"] == 1 and st["failures"] == 0
+        v.unmount()
+        v.mount()
+        for name, data in contents.items():
+            assert (v.mnt / name).read_bytes() == data
+        assert v.status()["kms"]["unwrap"] == 4
+        for name, data in contents.items():
+            assert data[:64] not in (v.backing / name).read_bytes()
+    finally:
+        v.unmount()
+    assert azure.secret not in v.log.read_text()
+
+
+def test_oct_hsm_key_uses_aes_key_wrap(azure, tmp_path):
+    key = azure.create_key(kty="oct-HSM")
+    v = AzureVolume(tmp_path, azure, key=key)
+    v.mount()
+    try:
+        (v.mnt / "a").write_bytes(b"managed hsm")
+        v.unmount()
+        v.mount()
+        assert (v.mnt / "a").read_bytes() == b"managed hsm"
+    finally:
+        v.unmount()
+
+
+def test_rotation_to_a_new_key_version(azure, tmp_path):
+    key = azure.create_key()
+    v = AzureVolume(tmp_path, azure, key=key)
+    v.mount()
+    try:
+        contents = write_files(v.mnt, 6)
+        assert azure.rotate(key) == 2
+        time.sleep(1.1)  # the provider asks Key Vault for the latest version at most once a second
+        check = ctl("rotate", "--check", "--json", v.mnt, env=v.env)
+        assert check.returncode == 1, check.stderr
+        assert json.loads(check.stdout)["target_version"] == 2
+        run = ctl("rotate", "--json", v.mnt, env=v.env)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["rewrapped"] == 6
+        assert ctl("rotate", "--check", v.mnt, env=v.env).returncode == 0
+        versions = {int(os.getxattr(v.mnt / n, "trusted.envelopefs.key").split()[0]) for n in contents}
+        assert versions == {2}
+        v.unmount()
+        # The old version can go now: everything is wrapped by the new one.
+        first = sorted(azure.keys().list_properties_of_key_versions(key), key=lambda p: p.created_on)[0]
+        azure.keys().update_key_properties(key, first.version, enabled=False)
+        v.mount()
+        for name, data in contents.items():
+            assert (v.mnt / name).read_bytes() == data
+        (v.mnt / "new").write_bytes(b"after rotation")
+        assert int(os.getxattr(v.mnt / "new", "trusted.envelopefs.key").split()[0]) == 2
+    finally:
+        v.unmount()
+
+
+def test_blob_of_another_volume_is_refused(azure, tmp_path):
+    """wrapKey binds no context: our inner tag does.  A backing file copied into another volume
+    under the same key unwraps at Key Vault but fails the tag, and does not open."""
+    a = AzureVolume(tmp_path / "a", azure)
+    b = AzureVolume(tmp_path / "b", azure)
+    a.mount()
+    try:
+        (a.mnt / "secret").write_bytes(b"volume a's data")
+    finally:
+        a.unmount()
+    stolen = (a.backing / "secret").read_bytes()
+    (b.backing / "secret").write_bytes(stolen)
+    b.mount()
+    try:
+        with pytest.raises(OSError) as e:
+            (b.mnt / "secret").read_bytes()
+        assert e.value.errno == 5
+        assert b.log_lines("cannot unwrap the data key"), b.log.read_text()
+    finally:
+        b.unmount()
+
+
+def test_wrong_credentials_and_missing_role(azure, tmp_path):
+    env = dict(azure.env("secret"), AZURE_CLIENT_SECRET="not-the-secret")
+    (tmp_path / "b").mkdir()
+    args = ["init", "--kms", "azure"]
+    for k, val in azure.settings("vol-key").items():
+        args += ["--kms-setting", f"{k}={val}"]
+    r = ctl(*args, tmp_path / "b", env=env)
+    assert r.returncode != 0
+    assert "refused the credentials" in r.stderr and "invalid_client" in r.stderr, r.stderr
+    assert "not-the-secret" not in r.stderr
+    # Signed in, but without the "Key Vault Crypto User" role: Key Vault's 403.
+    v = AzureVolume(tmp_path / "v", azure)
+    azure.control("config", role_assigned=False)
+    try:
+        d = subprocess.run([str(DAEMON), str(v.backing), str(v.mnt)], capture_output=True, text=True,
+                           env=v.env, timeout=60)
+    finally:
+        azure.control("config", role_assigned=True)
+    assert d.returncode != 0 and "HTTP 403 (Forbidden)" in d.stderr, d.stderr
+    assert not is_mounted(v.mnt)
+
+
+def test_disabled_key_refused_at_mount(azure, tmp_path):
+    key = azure.create_key()
+    v = AzureVolume(tmp_path, azure, key=key)
+    azure.disable(key)
+    d = subprocess.run([str(DAEMON), str(v.backing), str(v.mnt)], capture_output=True, text=True,
+                       env=v.env, timeout=60)
+    assert d.returncode == 4 and "disabled" in d.stderr, d.stderr
+    assert not is_mounted(v.mnt)
+
+
+def test_token_refresh_and_throttling(azure, tmp_path):
+    """Short-lived tokens are fetched again before they run out; Key Vault's 429 with Retry-After
+    is waited out, not an outage."""
+    azure.control("config", token_lifetime=35)  # usable for 5 s: sent at most until 30 s before expiry
+    try:
+        v = AzureVolume(tmp_path, azure)
+        v.mount()
+        try:
+            before = azure.control("counters")
+            (v.mnt / "a").write_bytes(b"1")
+            (v.mnt / "b").write_bytes(b"2")
+            mid = azure.control("counters")
+            assert mid["token_requests"] - before["token_requests"] <= 1  # cached, not one per call
+            time.sleep(5.5)
+            (v.mnt / "c").write_bytes(b"3")
+            v.unmount()
+            v.mount()
+            assert (v.mnt / "c").read_bytes() == b"3"
+            after = azure.control("counters")
+            assert after["token_requests"] > mid["token_requests"]
+            # Never an expired token sent: fetched again before it ran out.
+            assert after["tokens_refused"] == before["tokens_refused"]
+            azure.control("fault", status=429, count=1, retry_after=1)
+            t0 = time.monotonic()
+            v.unmount()
+            v.mount()
+            assert (v.mnt / "a").read_bytes() == b"1"
+            assert time.monotonic() - t0 >= 1.0
+            svc = v.status()["kms"]["service"]
+            assert svc["breaker"] == "closed" and svc["breaker_opens"] == 0
+        finally:
+            v.unmount()
+        assert v.log_lines("unreachable") == []
+    finally:
+        azure.control("config", token_lifetime=3600)
+        azure.control("fault", status=429, count=0)
+
+
+def test_kms_outage(azure, tmp_path):
+    v = AzureVolume(tmp_path, azure)
+    v.mount()
+    try:
+        cached = write_files(v.mnt, 2)
+        (v.mnt / "cold").write_bytes(b"cold")
+        v.unmount()
+        v.mount()
+        for name, data in cached.items():
+            assert (v.mnt / name).read_bytes() == data
+        azure.proxy.set_mode("down")
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(OSError) as e:
+                (v.mnt / "cold").read_bytes()
+            assert e.value.errno == 5 and time.monotonic() - t0 < DEADLINE + 1.5
+            for name, data in cached.items():  # cached keys keep working
+                assert (v.mnt / name).read_bytes() == data
+        finally:
+            azure.proxy.set_mode("up")
+        time.sleep(1.2)
+        assert (v.mnt / "cold").read_bytes() == b"cold"
+    finally:
+        v.unmount()
+    assert len(v.log_lines("unreachable")) == 1, v.log.read_text()
+    down = dict(v.env)
+    azure.proxy.set_mode("down")
+    try:
+        d = subprocess.run([str(DAEMON), str(v.backing), str(v.mnt)], capture_output=True, text=True,
+                           env=down, timeout=60)
+    finally:
+        azure.proxy.set_mode("up")
+    assert d.returncode != 0 and "Azure" in d.stderr, d.stderr
+
+
+def test_sdk_wraps_what_the_peer_unwraps(azure):
+    """Microsoft's CryptographyClient against the peer: wrap (locally, with the public key the peer
+    publishes) and unwrap (remotely), RSA-OAEP-256; and A256KW remotely on an oct-HSM key."""
+    from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
+    for kty, alg in (("RSA", KeyWrapAlgorithm.rsa_oaep_256), ("oct-HSM", KeyWrapAlgorithm.aes_256)):
+        key = azure.keys().get_key(azure.create_key(kty=kty))
+        cc = CryptographyClient(key, azure.credential, connection_verify=str(azure.ca),
+                                verify_challenge_resource=False)
+        secret = os.urandom(48)
+        wrapped = cc.wrap_key(alg, secret)
+        assert wrapped.key_id == key.id
+        assert cc.unwrap_key(alg, wrapped.encrypted_key).key == secret
