@@ -797,19 +797,6 @@ static void azure_close(struct kms *kms)
 	kms->priv = NULL;
 }
 
-/* setting - [kms] @name, else environment @env (may be NULL); empty counts as unset. */
-static const char *setting(const dictionary *ini, const char *name, const char *env)
-{
-	char key[64];
-	const char *v;
-
-	snprintf(key, sizeof(key), "kms:%s", name);
-	v = iniparser_getstring(ini, key, NULL);
-	if ((!v || !*v) && env)
-		v = getenv(env);
-	return v && *v ? v : NULL;
-}
-
 /* name_ok - a key name, tenant or client ID: letters, digits, '-', '.', '_'. */
 static bool name_ok(const char *s)
 {
@@ -837,10 +824,10 @@ static int copy_setting(char *dst, size_t cap, const char *value, const char *wh
 static int choose_credential(struct azure_kms *ak, const dictionary *ini, char *err,
 			     size_t err_len)
 {
-	const char *tenant = setting(ini, "tenant_id", "AZURE_TENANT_ID");
-	const char *client = setting(ini, "client_id", "AZURE_CLIENT_ID");
-	const char *authority = setting(ini, "authority_host", "AZURE_AUTHORITY_HOST");
-	const char *endpoint = setting(ini, "identity_endpoint", NULL);
+	const char *tenant = httpcfg_setting(ini, "tenant_id", "AZURE_TENANT_ID");
+	const char *client = httpcfg_setting(ini, "client_id", "AZURE_CLIENT_ID");
+	const char *authority = httpcfg_setting(ini, "authority_host", "AZURE_AUTHORITY_HOST");
+	const char *endpoint = httpcfg_setting(ini, "identity_endpoint", NULL);
 	char probe[8];
 	size_t len;
 	int rc = 0, env_secret;
@@ -850,14 +837,14 @@ static int choose_credential(struct azure_kms *ak, const dictionary *ini, char *
 	if (client)
 		strcpy(ak->client_id, client);
 	rc = copy_setting(ak->secret_file, sizeof(ak->secret_file),
-			  setting(ini, "client_secret_file", NULL), "client_secret_file", err, err_len);
+			  httpcfg_setting(ini, "client_secret_file", NULL), "client_secret_file", err, err_len);
 	if (rc == 0)
 		rc = copy_setting(ak->cert_file, sizeof(ak->cert_file),
-				  setting(ini, "client_certificate_file", "AZURE_CLIENT_CERTIFICATE_PATH"),
+				  httpcfg_setting(ini, "client_certificate_file", "AZURE_CLIENT_CERTIFICATE_PATH"),
 				  "client_certificate_file", err, err_len);
 	if (rc == 0)
 		rc = copy_setting(ak->federated_file, sizeof(ak->federated_file),
-				  setting(ini, "federated_token_file", "AZURE_FEDERATED_TOKEN_FILE"),
+				  httpcfg_setting(ini, "federated_token_file", "AZURE_FEDERATED_TOKEN_FILE"),
 				  "federated_token_file", err, err_len);
 	if (rc < 0)
 		return rc;
@@ -909,9 +896,9 @@ static int choose_credential(struct azure_kms *ak, const dictionary *ini, char *
 static int parse_settings(struct azure_kms *ak, const dictionary *ini, struct http_settings *hs,
 			  char *err, size_t err_len)
 {
-	const char *url = setting(ini, "vault_url", NULL);
-	const char *key = setting(ini, "key", NULL);
-	const char *alg = setting(ini, "algorithm", NULL);
+	const char *url = httpcfg_setting(ini, "vault_url", NULL);
+	const char *key = httpcfg_setting(ini, "key", NULL);
+	const char *alg = httpcfg_setting(ini, "algorithm", NULL);
 	size_t n;
 	int rc;
 

@@ -4,6 +4,7 @@
 #include "kms/httpcfg.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -51,6 +52,18 @@ int httpcfg_read(const dictionary *ini, struct http_settings *hs, char *err, siz
 	hs->max_attempts = (unsigned)attempts;
 	hs->breaker_threshold = (unsigned)threshold;
 	return 0;
+}
+
+const char *httpcfg_setting(const dictionary *ini, const char *name, const char *env)
+{
+	char key[64];
+	const char *v;
+
+	snprintf(key, sizeof(key), "kms:%s", name);
+	v = iniparser_getstring(ini, key, NULL);
+	if ((!v || !*v) && env)
+		v = getenv(env);
+	return v && *v ? v : NULL;
 }
 
 bool httpcfg_metadata_url_ok(const char *url)

@@ -30,6 +30,13 @@
 int httpcfg_read(const dictionary *ini, struct http_settings *hs, char *err, size_t err_len);
 
 /*
+ * httpcfg_setting - [kms] @name of @ini, else the environment variable @env
+ * (may be NULL), else NULL; an empty value counts as unset.  Not for
+ * secrets: those come through kms/envsecret.h or files.
+ */
+const char *httpcfg_setting(const dictionary *ini, const char *name, const char *env);
+
+/*
  * httpcfg_metadata_url_ok - may a token come from @url: anything
  * http_url_private() accepts, or plain http:// to the cloud's link-local
  * metadata service (169.254.169.254, metadata.google.internal), which the

@@ -7,20 +7,13 @@ client library (azure.keyvault.keys + azure.identity), which also proves the pee
 """
 import json
 import os
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from azured import AzurePeer
-from mounts import CTL, DAEMON, is_mounted, unmount
-
-DEADLINE = 2.0
-TUNING = {"deadline_ms": "2000", "timeout_ms": "700", "breaker_threshold": "2",
-          "breaker_cooldown_ms": "1000"}
+from cloudvol import DEADLINE, KmsVolume, ctl, init_args, write_files
 
 
 @pytest.fixture(scope="module")
@@ -31,59 +24,8 @@ def azure(tmp_path_factory):
     peer.stop()
 
 
-def ctl(*args, env):
-    return subprocess.run([str(CTL), *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=300)
-
-
-class AzureVolume:
-    """A volume on the azure provider, its daemon in the foreground logging to a file."""
-
-    def __init__(self, root, peer, key="vol-key", credential="secret", **extra):
-        self.root, self.peer = Path(root), peer
-        self.env = peer.env(credential)
-        self.backing, self.mnt, self.log = self.root / "backing", self.root / "mnt", self.root / "log"
-        self.backing.mkdir(parents=True)
-        self.mnt.mkdir()
-        args = ["init", "--kms", "azure", "--names", "plain"]
-        for k, v in {**peer.settings(key, credential), **TUNING, **extra}.items():
-            args += ["--kms-setting", f"{k}={v}"]
-        r = ctl(*args, self.backing, env=self.env)
-        assert r.returncode == 0, r.stderr
-        self.proc = None
-
-    def mount(self):
-        self.logf = open(self.log, "a")
-        self.proc = subprocess.Popen([str(DAEMON), "-f", str(self.backing), str(self.mnt)],
-                                     stdout=self.logf, stderr=self.logf, env=self.env)
-        for _ in range(400):
-            if is_mounted(self.mnt):
-                return
-            assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.05)
-        raise AssertionError("mount did not come up: " + self.log.read_text())
-
-    def unmount(self):
-        unmount(self.mnt)
-        if self.proc:
-            self.proc.wait(timeout=30)
-            self.proc = None
-            self.logf.close()
-
-    def status(self):
-        return json.loads(os.getxattr(self.mnt, "trusted.envelopefs.status"))
-
-    def log_lines(self, text):
-        return [line for line in self.log.read_text().splitlines() if text in line]
-
-
-def write_files(m, n, size=5000):
-    contents = {}
-    for i in range(n):
-        data = os.urandom(size + i)
-        (m / f"f{i}").write_bytes(data)
-        contents[f"f{i}"] = data
-    return contents
+def AzureVolume(root, peer, key="vol-key", credential="secret"):
+    return KmsVolume(root, "azure", peer.settings(key, credential), peer.env(credential))
 
 
 @pytest.mark.parametrize("credential", ["secret", "certificate", "federated", "managed"])
@@ -139,8 +81,7 @@ def test_rotation_to_a_new_key_version(azure, tmp_path):
         assert run.returncode == 0, run.stderr
         assert json.loads(run.stdout)["rewrapped"] == 6
         assert ctl("rotate", "--check", v.mnt, env=v.env).returncode == 0
-        versions = {int(os.getxattr(v.mnt / n, "trusted.envelopefs.key").split()[0]) for n in contents}
-        assert versions == {2}
+        assert {v.version_of(n) for n in contents} == {2}
         v.unmount()
         # The old version can go now: everything is wrapped by the new one.
         first = sorted(azure.keys().list_properties_of_key_versions(key), key=lambda p: p.created_on)[0]
@@ -149,7 +90,7 @@ def test_rotation_to_a_new_key_version(azure, tmp_path):
         for name, data in contents.items():
             assert (v.mnt / name).read_bytes() == data
         (v.mnt / "new").write_bytes(b"after rotation")
-        assert int(os.getxattr(v.mnt / "new", "trusted.envelopefs.key").split()[0]) == 2
+        assert v.version_of("new") == 2
     finally:
         v.unmount()
 
@@ -179,10 +120,7 @@ def test_blob_of_another_volume_is_refused(azure, tmp_path):
 def test_wrong_credentials_and_missing_role(azure, tmp_path):
     env = dict(azure.env("secret"), AZURE_CLIENT_SECRET="not-the-secret")
     (tmp_path / "b").mkdir()
-    args = ["init", "--kms", "azure"]
-    for k, val in azure.settings("vol-key").items():
-        args += ["--kms-setting", f"{k}={val}"]
-    r = ctl(*args, tmp_path / "b", env=env)
+    r = ctl(*init_args("azure", azure.settings("vol-key")), tmp_path / "b", env=env)
     assert r.returncode != 0
     assert "refused the credentials" in r.stderr and "invalid_client" in r.stderr, r.stderr
     assert "not-the-secret" not in r.stderr
@@ -190,22 +128,18 @@ def test_wrong_credentials_and_missing_role(azure, tmp_path):
     v = AzureVolume(tmp_path / "v", azure)
     azure.control("config", role_assigned=False)
     try:
-        d = subprocess.run([str(DAEMON), str(v.backing), str(v.mnt)], capture_output=True, text=True,
-                           env=v.env, timeout=60)
+        d = v.mount_fails()
     finally:
         azure.control("config", role_assigned=True)
-    assert d.returncode != 0 and "HTTP 403 (Forbidden)" in d.stderr, d.stderr
-    assert not is_mounted(v.mnt)
+    assert "HTTP 403 (Forbidden)" in d.stderr, d.stderr
 
 
 def test_disabled_key_refused_at_mount(azure, tmp_path):
     key = azure.create_key()
     v = AzureVolume(tmp_path, azure, key=key)
     azure.disable(key)
-    d = subprocess.run([str(DAEMON), str(v.backing), str(v.mnt)], capture_output=True, text=True,
-                       env=v.env, timeout=60)
+    d = v.mount_fails()
     assert d.returncode == 4 and "disabled" in d.stderr, d.stderr
-    assert not is_mounted(v.mnt)
 
 
 def test_token_refresh_and_throttling(azure, tmp_path):
@@ -271,14 +205,12 @@ def test_kms_outage(azure, tmp_path):
     finally:
         v.unmount()
     assert len(v.log_lines("unreachable")) == 1, v.log.read_text()
-    down = dict(v.env)
     azure.proxy.set_mode("down")
     try:
-        d = subprocess.run([str(DAEMON), str(v.backing), str(v.mnt)], capture_output=True, text=True,
-                           env=down, timeout=60)
+        d = v.mount_fails()
     finally:
         azure.proxy.set_mode("up")
-    assert d.returncode != 0 and "Azure" in d.stderr, d.stderr
+    assert "Azure" in d.stderr, d.stderr
 
 
 def test_sdk_wraps_what_the_peer_unwraps(azure):
