@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mounts import CTL, DAEMON, is_mounted, unmount
+from mounts import CTL, DAEMON, Volume, is_mounted, unmount
 
 # Small on purpose: an uncached open during an outage must fail within DEADLINE.
 DEADLINE = 2.0
@@ -80,3 +80,29 @@ def write_files(m, n, size=5000):
         (m / f"f{i}").write_bytes(data)
         contents[f"f{i}"] = data
     return contents
+
+
+def migrate_local_volume_to(tmp_path, provider, settings, env):
+    """A volume on the local keyring, with files, moved live to @provider (rotate --to-kms) and mounted
+    again on it: every byte reads back and every record names the new provider's key."""
+    (tmp_path / "local").mkdir()
+    v = Volume(tmp_path / "local", placement="xattr")  # header slots sized for local would not fit
+    v.mount(env=env)
+    try:
+        contents = write_files(v.mnt, 5)
+        config = tmp_path / "to.ini"
+        config.write_text("[kms]\n" + "".join(f"{k} = {val}\n" for k, val in
+                                               {"provider": provider, **settings}.items()))
+        cp = ctl("rotate", "--to-kms", config, v.mnt, env=env)
+        assert cp.returncode == 0, cp.stderr
+        refs = {os.getxattr(v.mnt / n, "trusted.envelopefs.key").decode().split()[1] for n in contents}
+        assert len(refs) == 1 and refs.pop().startswith(provider + ":"), refs
+    finally:
+        v.unmount()
+    v.keyring.unlink()  # the old master key is gone: the volume lives on the new KMS alone
+    v.mount(env=env)
+    try:
+        for name, data in contents.items():
+            assert (v.mnt / name).read_bytes() == data
+    finally:
+        v.unmount()

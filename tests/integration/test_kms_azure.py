@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from azured import AzurePeer
-from cloudvol import DEADLINE, KmsVolume, ctl, init_args, write_files
+from cloudvol import DEADLINE, KmsVolume, ctl, init_args, migrate_local_volume_to, write_files
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +211,10 @@ def test_kms_outage(azure, tmp_path):
     finally:
         azure.proxy.set_mode("up")
     assert "Azure" in d.stderr, d.stderr
+
+
+def test_migration_to_azure(azure, tmp_path):
+    migrate_local_volume_to(tmp_path, "azure", azure.settings("vol-key"), azure.env())
 
 
 def test_sdk_wraps_what_the_peer_unwraps(azure):

@@ -26,7 +26,8 @@ OAuth (https://developers.google.com/identity/protocols/oauth2/service-account#h
   POST /token   grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT: RS256 by a registered
                 service account's key (kid, signature, iss, aud = this URL, scope, iat/exp at most an hour)
 Metadata server (https://cloud.google.com/compute/docs/metadata/querying-metadata), "Metadata-Flavor: Google":
-  GET /computeMetadata/v1/instance/service-accounts/default/?recursive=true, .../default/token
+  GET /computeMetadata/v1/instance/service-accounts/ACCOUNT/?recursive=true, .../ACCOUNT/token
+                (ACCOUNT: "default" or the service account's email)
 
 Every Cloud KMS call needs "Authorization: Bearer T" of a live token; a service account without the role
 (control "config" {"role_assigned": false}) gets 403 PERMISSION_DENIED.  Test control (POST /_test/NAME):
@@ -237,8 +238,12 @@ class Handler(BaseHTTPRequestHandler):
     def send(self, status, obj, headers=None):
         data = json.dumps(obj).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        # The metadata server says exactly "application/json" (google-auth compares it whole).
+        metadata = self.path.startswith("/computeMetadata/")
+        self.send_header("Content-Type", "application/json" if metadata else "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
+        if metadata:
+            self.send_header("Metadata-Flavor", "Google")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -298,11 +303,13 @@ class Handler(BaseHTTPRequestHandler):
         g = self.server.gcp
         if self.headers.get("Metadata-Flavor") != "Google":
             raise Failure(403, "Missing Metadata-Flavor:Google header.")
-        account = "/computeMetadata/v1/instance/service-accounts/default/"
-        if path == account:
-            return {"aliases": ["default"], "email": g.sa_email, "scopes": [SCOPE]}
-        if path == account + "token":
-            return g.issue()
+        # The account is named by its alias or its email, as on Compute Engine.
+        for account in ("default", g.sa_email):
+            prefix = f"/computeMetadata/v1/instance/service-accounts/{account}/"
+            if path == prefix:
+                return {"aliases": ["default"], "email": g.sa_email, "scopes": [SCOPE]}
+            if path == prefix + "token":
+                return g.issue()
         raise Failure(404, "not found")
 
     def kms(self, method, path, body, query):
