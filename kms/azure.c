@@ -52,6 +52,7 @@
 #include "crypto/secmem.h"
 #include "kms/config.h"
 #include "kms/envsecret.h"
+#include "kms/fanout.h"
 #include "kms/http.h"
 #include "kms/httpcfg.h"
 #include "kms/json.h"
@@ -1019,6 +1020,9 @@ const struct kms_ops kms_azure_ops = {
 	.generate = azure_generate,
 	.wrap = azure_wrap,
 	.unwrap = azure_unwrap,
+	/* No batch call in the API: batches go out as parallel single calls. */
+	.unwrap_many = fanout_unwrap_many,
+	.wrap_many = fanout_wrap_many,
 	.rewrap = azure_rewrap,
 	.blob_version = azure_blob_version,
 	.current_version = azure_current_version,

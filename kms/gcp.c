@@ -44,6 +44,7 @@
 #include "crypto/secmem.h"
 #include "kms/config.h"
 #include "kms/crc32c.h"
+#include "kms/fanout.h"
 #include "kms/http.h"
 #include "kms/httpcfg.h"
 #include "kms/json.h"
@@ -734,6 +735,9 @@ const struct kms_ops kms_gcp_ops = {
 	.generate = gcp_generate,
 	.wrap = gcp_wrap,
 	.unwrap = gcp_unwrap,
+	/* No batch call in the API: batches go out as parallel single calls. */
+	.unwrap_many = fanout_unwrap_many,
+	.wrap_many = fanout_wrap_many,
 	.rewrap = gcp_rewrap,
 	.blob_version = gcp_blob_version,
 	.current_version = gcp_current_version,

@@ -26,7 +26,7 @@ Identity (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-c
                                           answers expires_in as a string, as IMDS does
 Errors are OAuth's {"error": "invalid_client", "error_description": "AADSTS7000215: ..."}.
 
-Test control (POST /_test/NAME, JSON): "config" {token_lifetime, role_assigned}, "fault" {status, count,
+Test control (POST /_test/NAME, JSON): "config" {token_lifetime, role_assigned, latency_ms}, "fault" {status, count,
 retry_after}: the next COUNT Key Vault calls answer STATUS (429 with Retry-After, 503), "counters" ->
 {token_requests, kv_requests, faults_sent, tokens_refused (expired or unknown tokens sent to Key Vault)}.
 
@@ -113,6 +113,7 @@ class Azure:
         self.clock = int(time.time())
         self.token_lifetime = 3600
         self.role_assigned = True
+        self.latency = 0.0      # seconds added to every Key Vault call
         self.fault = None       # (status, count, retry_after)
         self.counters = {"token_requests": 0, "kv_requests": 0, "faults_sent": 0, "tokens_refused": 0}
         self.jtis = set()
@@ -238,6 +239,7 @@ class Azure:
         return v
 
     def check_fault(self):
+        time.sleep(self.latency)
         with self.lock:
             self.counters["kv_requests"] += 1
             if not self.fault or self.fault[1] <= 0:
@@ -320,6 +322,7 @@ class Handler(BaseHTTPRequestHandler):
             if name == "config":
                 az.token_lifetime = body.get("token_lifetime", az.token_lifetime)
                 az.role_assigned = body.get("role_assigned", az.role_assigned)
+                az.latency = body.get("latency_ms", az.latency * 1000) / 1000
             elif name == "fault":
                 az.fault = (body["status"], body["count"], body.get("retry_after"))
             return dict(az.counters)

@@ -31,8 +31,8 @@ Metadata server (https://cloud.google.com/compute/docs/metadata/querying-metadat
 
 Every Cloud KMS call needs "Authorization: Bearer T" of a live token; a service account without the role
 (control "config" {"role_assigned": false}) gets 403 PERMISSION_DENIED.  Test control (POST /_test/NAME):
-"config" {token_lifetime, role_assigned}, "fault" {status, count, retry_after}, "corrupt" {count}: the next
-COUNT encrypt/decrypt answers carry a wrong CRC32C, "counters".
+"config" {token_lifetime, role_assigned, latency_ms}, "fault" {status, count, retry_after}, "corrupt" {op, count}: the next
+COUNT answers to OP (encrypt or decrypt) carry a wrong CRC32C, "counters".
 
 Run: gcp_kms.py --port-file FILE --service-account-public PEM --service-account-email EMAIL --key-id KID
 """
@@ -113,8 +113,8 @@ class Gcp:
         self.sa_email, self.sa_key_id = email, key_id
         self.lock = threading.Lock()
         self.rings, self.keys, self.tokens = set(), {}, {}
-        self.token_lifetime, self.role_assigned = 3600, True
-        self.fault, self.corrupt = None, 0
+        self.token_lifetime, self.role_assigned, self.latency = 3600, True, 0.0
+        self.fault, self.corrupt = None, {"encrypt": 0, "decrypt": 0}
         self.counters = {"token_requests": 0, "kms_requests": 0, "faults_sent": 0, "corrupted": 0,
                          "tokens_refused": 0}
 
@@ -148,6 +148,7 @@ class Gcp:
         return self.issue()
 
     def check_token(self, header):
+        time.sleep(self.latency)
         token = header[len("Bearer "):] if header and header.startswith("Bearer ") else ""
         with self.lock:
             self.counters["kms_requests"] += 1
@@ -172,10 +173,10 @@ class Gcp:
             raise Failure(404, f"{name} not found.")
         return self.keys[name]
 
-    def take_corrupt(self):
+    def take_corrupt(self, op):
         with self.lock:
-            if self.corrupt > 0:
-                self.corrupt -= 1
+            if self.corrupt[op] > 0:
+                self.corrupt[op] -= 1
                 self.counters["corrupted"] += 1
                 return True
         return False
@@ -195,7 +196,7 @@ class Gcp:
                               f"{v['state']}.", "FAILED_PRECONDITION")
         nonce = os.urandom(12)
         ct = b"\x0a" + struct.pack(">I", n) + nonce + AESGCM(v["key"]).encrypt(nonce, plain, aad)
-        crc = crc32c(ct) ^ (1 if self.take_corrupt() else 0)
+        crc = crc32c(ct) ^ (1 if self.take_corrupt("encrypt") else 0)
         return {"name": f"{key.name}/cryptoKeyVersions/{n}", "ciphertext": base64.b64encode(ct).decode(),
                 "ciphertextCrc32c": str(crc), "verifiedPlaintextCrc32c": "plaintextCrc32c" in body,
                 "verifiedAdditionalAuthenticatedDataCrc32c": "additionalAuthenticatedDataCrc32c" in body,
@@ -223,7 +224,7 @@ class Gcp:
             plain = AESGCM(v["key"]).decrypt(ct[5:17], ct[17:], aad)
         except InvalidTag:
             raise Failure(400, "Decryption failed: the ciphertext is invalid.") from None
-        crc = crc32c(plain) ^ (1 if self.take_corrupt() else 0)
+        crc = crc32c(plain) ^ (1 if self.take_corrupt("decrypt") else 0)
         return {"plaintext": base64.b64encode(plain).decode(), "plaintextCrc32c": str(crc),
                 "usedPrimary": primary, "protectionLevel": "SOFTWARE"}
 
@@ -293,10 +294,11 @@ class Handler(BaseHTTPRequestHandler):
             if name == "config":
                 g.token_lifetime = body.get("token_lifetime", g.token_lifetime)
                 g.role_assigned = body.get("role_assigned", g.role_assigned)
+                g.latency = body.get("latency_ms", g.latency * 1000) / 1000
             elif name == "fault":
                 g.fault = (body["status"], body["count"], body.get("retry_after"))
             elif name == "corrupt":
-                g.corrupt = body["count"]
+                g.corrupt[body["op"]] = body["count"]
             return dict(g.counters)
 
     def metadata(self, path):
