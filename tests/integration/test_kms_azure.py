@@ -193,6 +193,8 @@ def test_kms_outage(azure, tmp_path):
         v.mount()
         for name, data in cached.items():
             assert (v.mnt / name).read_bytes() == data
+        # The edges of this outage only (a loaded machine may have timed out a call before).
+        edges = len(v.log_lines("unreachable")), len(v.log_lines("reachable again"))
         azure.proxy.set_mode("down")
         try:
             # Two cold opens fail within the deadline (two failed calls: the breaker opens);
@@ -211,8 +213,8 @@ def test_kms_outage(azure, tmp_path):
             assert (v.mnt / f"cold{i}").read_bytes() == b"cold %d" % i
     finally:
         v.unmount()
-    assert len(v.log_lines("unreachable")) == 1, v.log.read_text()
-    assert len(v.log_lines("reachable again")) == 1, v.log.read_text()
+    assert len(v.log_lines("unreachable")) == edges[0] + 1, v.log.read_text()
+    assert len(v.log_lines("reachable again")) == edges[1] + 1, v.log.read_text()
     azure.proxy.set_mode("down")
     try:
         d = v.mount_fails()
