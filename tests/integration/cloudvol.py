@@ -110,10 +110,11 @@ def migrate_local_volume_to(tmp_path, provider, settings, env):
         v.unmount()
 
 
-def prefetch_in_parallel(v, set_latency, n=32, latency_ms=100):
+def prefetch_in_parallel(v, set_latency, n=24, latency_ms=250):
     """A listing prefetches @n cold files' DEKs with the service answering each call after
     @latency_ms: parallel single calls (kms/fanout.c) take a fraction of @n round trips, and every
-    file still costs one unwrap.  The elapsed time, for the report."""
+    file still costs one unwrap.  The latency is long next to a listing, so the workers' batches
+    hold most files (the first batch may hold only the first file listed).  The elapsed time."""
     v.mount()
     try:
         os.mkdir(v.mnt / "d")
@@ -138,10 +139,36 @@ def prefetch_in_parallel(v, set_latency, n=32, latency_ms=100):
         for name, data in expected.items():
             assert (v.mnt / "d" / name).read_bytes() == data
         assert v.status()["kms"]["unwrap"] == n
-        # One at a time would take n round trips; 8 in parallel about n / 8.
-        assert took < n * latency_ms / 1000 / 2, took
-        print(f"prefetch of {n} DEKs at {latency_ms} ms per call: {took:.2f} s")
+        # One at a time would take n round trips; 8 in parallel about n / 8 (plus new connections
+        # and a loaded peer: measured 1.2 to 2 s of the 6 s sequential on 2 busy cores).
+        assert took < n * latency_ms / 1000 * 0.6, took
+        print(f"prefetch of {n} DEKs at {latency_ms} ms per call: {took:.2f} s, {pf}")
         return took
     finally:
         set_latency(0)
+        v.unmount()
+
+
+def rekey_and_remount(v, tmp_path):
+    """rotate --rekey on the mounted volume: every file gets a fresh DEK from the provider (its
+    content re-encrypted), reads back the same, and again after a remount."""
+    v.mount()
+    try:
+        contents = write_files(v.mnt, 4, size=9000)
+        ids = {n: os.getxattr(v.mnt / n, "trusted.envelopefs.key").split()[2] for n in contents}
+        before = {n: (v.backing / n).read_bytes() for n in contents}
+        run = subprocess.run([str(CTL), "rotate", "--rekey", "--json", str(v.mnt)], capture_output=True,
+                             text=True, timeout=300, env=dict(v.env, XDG_STATE_HOME=str(tmp_path / "state")))
+        assert run.returncode == 0, run.stderr
+        summary = json.loads(run.stdout)
+        assert summary["rekeyed"] == len(contents) and summary["failed"] == 0, summary
+        for name, data in contents.items():
+            assert os.getxattr(v.mnt / name, "trusted.envelopefs.key").split()[2] != ids[name]
+            assert (v.backing / name).read_bytes() != before[name]
+            assert (v.mnt / name).read_bytes() == data
+        v.unmount()
+        v.mount()
+        for name, data in contents.items():
+            assert (v.mnt / name).read_bytes() == data
+    finally:
         v.unmount()

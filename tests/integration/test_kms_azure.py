@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from azured import AzurePeer
-from cloudvol import DEADLINE, KmsVolume, ctl, init_args, migrate_local_volume_to, prefetch_in_parallel, write_files
+from cloudvol import (DEADLINE, KmsVolume, ctl, init_args, migrate_local_volume_to, prefetch_in_parallel,
+                      rekey_and_remount, write_files)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +222,10 @@ def test_kms_outage(azure, tmp_path):
     finally:
         azure.proxy.set_mode("up")
     assert "Azure" in d.stderr, d.stderr
+
+
+def test_rekey(tmp_path, azure):
+    rekey_and_remount(AzureVolume(tmp_path / "v", azure), tmp_path)
 
 
 def test_prefetch_in_parallel(azure, tmp_path):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudvol import DEADLINE, KmsVolume, ctl, init_args, migrate_local_volume_to, prefetch_in_parallel, write_files
+from cloudvol import (DEADLINE, KmsVolume, ctl, init_args, migrate_local_volume_to, prefetch_in_parallel,
+                      rekey_and_remount, write_files)
 from gcpd import GcpPeer
 
 
@@ -244,6 +245,10 @@ def test_kms_outage(gcp, tmp_path):
     finally:
         gcp.proxy.set_mode("up")
     assert "Cloud KMS" in d.stderr or "Google" in d.stderr, d.stderr
+
+
+def test_rekey(tmp_path, gcp):
+    rekey_and_remount(GcpVolume(tmp_path / "v", gcp), tmp_path)
 
 
 def test_prefetch_in_parallel(gcp, tmp_path):
