@@ -53,6 +53,8 @@ def test_write_remount_read(gcp, tmp_path, credential):
             assert data[:64] not in (v.backing / name).read_bytes()
     finally:
         v.unmount()
+    log = v.log.read_text()
+    assert "Bearer" not in log and "ya29." not in log and "PRIVATE KEY" not in log  # no token, no key
 
 
 def test_rotation_to_a_new_primary_version(gcp, tmp_path):

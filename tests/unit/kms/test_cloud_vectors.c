@@ -95,6 +95,15 @@ static void check_azure_wrap(const struct vector *v)
 	CHECK_EQ_INT(azure_blob_parse(want_blob, blob_len, &version, got_id, &got_wrapped,
 				      &got_wrapped_len),
 		     -EBADMSG);
+	/* The error mapping of Key Vault's answers (docs/FORMAT.md). */
+	CHECK_EQ_INT(azure_map_error(400, "BadParameter", 1), -EBADMSG);
+	CHECK_EQ_INT(azure_map_error(400, "BadParameter", 0), -EINVAL);
+	CHECK_EQ_INT(azure_map_error(401, "Unauthorized", 1), -EACCES);
+	CHECK_EQ_INT(azure_map_error(403, "Forbidden", 1), -EACCES);
+	CHECK_EQ_INT(azure_map_error(404, "KeyNotFound", 1), -ENOENT);
+	CHECK_EQ_INT(azure_map_error(429, "Throttled", 1), -EAGAIN);
+	CHECK_EQ_INT(azure_map_error(503, "", 0), -EAGAIN);
+	CHECK_EQ_INT(azure_map_error(409, "Conflict", 0), -EIO);
 	secmem_free(dek, KMS_DEK_LEN);
 	secmem_free(opened, KMS_DEK_LEN);
 }
