@@ -198,14 +198,18 @@ def test_token_refresh_and_throttling(gcp, tmp_path):
             v.mount()
             assert (v.mnt / "a").read_bytes() == b"1"
             assert time.monotonic() - t0 >= 1.0
+            # One 503: a service fault, retried with backoff; one fault is no outage.
+            gcp.control("fault", status=503, count=1)
+            assert (v.mnt / "b").read_bytes() == b"2"
             svc = v.status()["kms"]["service"]
             assert svc["breaker"] == "closed" and svc["breaker_opens"] == 0
+            assert svc["retries"] >= 2 and svc["throttled"] >= 1, svc
         finally:
             v.unmount()
         assert v.log_lines("unreachable") == []
     finally:
         gcp.control("config", token_lifetime=3600)
-        gcp.control("fault", status=429, count=0)
+        gcp.control("fault", status=503, count=0)
 
 
 def test_kms_outage(gcp, tmp_path):
