@@ -314,7 +314,8 @@ static int parse_init(int argc, char **argv, struct init_opts *o)
 bool ctl_secret_setting(const char *key)
 {
 	static const char *const secrets[] = { "token", "pin", "password", "passphrase",
-					       "secret", "secret_access_key", "session_token" };
+					       "secret", "secret_access_key", "session_token",
+					       "client_secret", "private_key" };
 	size_t i;
 
 	for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)

@@ -28,6 +28,8 @@ TEST_PKGS="python3-pytest attr util-linux procps python3-cryptography python3-hv
 # (groff-base and mandoc lint the man pages; python3-prometheus-client parses the metrics;
 # systemd-analyze verifies the units;
 # debhelper, dpkg-dev, fakeroot and lintian build and check the Debian package.)
+# The Azure and Google Cloud peers' official clients (azure.keyvault.keys + azure.identity; google-auth).
+TEST_PKGS="$TEST_PKGS python3-azure python3-google-auth"
 
 die() { echo "setup: $*" >&2; exit 1; }
 

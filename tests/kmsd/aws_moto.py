@@ -97,6 +97,11 @@ class Proxy:
                 c.close()
                 continue
             with self.lock:
+                # Gone down while we connected: drop_all() has run without these two.
+                if self.mode != "up":
+                    c.close()
+                    u.close()
+                    continue
                 self.conns.append(u)
             threading.Thread(target=self.pipe, args=(c, u), daemon=True).start()
             threading.Thread(target=self.pipe, args=(u, c), daemon=True).start()
