@@ -125,6 +125,9 @@ def known_settings(source):
     """The keys a provider accepts, from its known_settings table."""
     text = (REPO / source).read_text()
     table = re.search(r"known_settings\[\] = \{(.*?)\};", text, re.S).group(1)
+    if "HTTPCFG_KEYS" in table:  # the HTTP providers' shared settings (kms/httpcfg.h)
+        shared = (REPO / "kms" / "httpcfg.h").read_text()
+        table += re.search(r"#define HTTPCFG_KEYS(.*?)\n\n", shared, re.S).group(1)
     return set(re.findall(r'"kms:(\w+)"', table)) - {"provider"}
 
 
@@ -143,7 +146,14 @@ def terms(text):
     return out
 
 
-@pytest.mark.parametrize("provider", ["local", "pkcs11", "aws", "vault"])
+def providers():
+    """Every provider kms/kms.c knows (its KMS_PROVIDERS list): a new one needs its section."""
+    text = (REPO / "kms" / "kms.c").read_text()
+    listed = re.search(r"#define KMS_PROVIDERS\(X\)(.*?)\n\n", text, re.S).group(1)
+    return re.findall(r"X\((\w+)\)", listed)
+
+
+@pytest.mark.parametrize("provider", providers())
 def test_conf_page_lists_every_kms_setting(provider):
     documented = terms(conf_subsection(provider))
     assert documented == known_settings(f"kms/{provider}.c")
