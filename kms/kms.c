@@ -17,7 +17,7 @@
  * The providers, one line each: a new provider is a kms/<name>.c defining
  * `const struct kms_ops kms_<name>_ops`, listed here and in kms/meson.build.
  */
-#define KMS_PROVIDERS(X) X(local) X(pkcs11) X(aws) X(vault)
+#define KMS_PROVIDERS(X) X(local) X(pkcs11) X(aws) X(vault) X(kmip)
 
 #define KMS_DECLARE(name) extern const struct kms_ops kms_##name##_ops;
 #define KMS_ENTRY(name) &kms_##name##_ops,
