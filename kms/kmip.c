@@ -73,6 +73,7 @@ enum {
 	T_RESULT_MESSAGE = 0x42007D,
 	T_RESULT_REASON = 0x42007E,
 	T_RESULT_STATUS = 0x42007F,
+	T_UNIQUE_BATCH_ITEM_ID = 0x420093,
 	T_UNIQUE_IDENTIFIER = 0x420094,
 	T_DATA = 0x4200C2,
 	T_TAG_LENGTH = 0x4200CE,
@@ -89,6 +90,10 @@ enum {
 	MODE_GCM = 9,
 	OBJECT_SYMMETRIC_KEY = 2,
 	NAME_TEXT = 1,
+	/* States (KMIP 1.4 section 9.1.3.2.3) in which a key still decrypts. */
+	STATE_ACTIVE = 2,
+	STATE_DEACTIVATED = 3,
+	STATE_COMPROMISED = 4,
 
 	STATUS_SUCCESS = 0,
 
@@ -204,11 +209,20 @@ static void request_begin(struct ttlv_writer *w, int32_t count)
 	ttlv_end(w);
 }
 
-/* item_begin - a batch item of @op; its payload follows, closed by item_end(). */
-static void item_begin(struct ttlv_writer *w, uint32_t op)
+/*
+ * item_begin - batch item @index of @op; its payload follows, closed by
+ * item_end().  Every item carries its index as Unique Batch Item ID (4
+ * bytes, big-endian), which KMIP requires when a message has several and
+ * the answer echoes.
+ */
+static void item_begin(struct ttlv_writer *w, uint32_t op, uint32_t index)
 {
+	uint8_t id[4];
+
+	put_be32(id, index);
 	ttlv_begin(w, T_BATCH_ITEM);
 	ttlv_put_enum(w, T_OPERATION, op);
+	ttlv_put_bytes(w, T_UNIQUE_BATCH_ITEM_ID, id, sizeof(id));
 	ttlv_begin(w, T_REQUEST_PAYLOAD);
 }
 
@@ -259,10 +273,15 @@ static int answer_item(const struct kmip_kms *kp, const struct answer *a, size_t
 	struct ttlv_item item;
 	uint32_t status, reason = 0, got_op;
 	char message[256] = "";
+	const uint8_t *id;
+	size_t id_len;
 	int rc;
 
+	/* The i-th answer must be to the i-th request: same operation, and our ID if echoed. */
 	if (ttlv_child(&a->msg, T_BATCH_ITEM, i, &item) < 0 ||
 	    ttlv_get_enum(&item, T_OPERATION, &got_op) < 0 || got_op != op ||
+	    (ttlv_get_bytes(&item, T_UNIQUE_BATCH_ITEM_ID, &id, &id_len) == 0 &&
+	     (id_len != 4 || get_be32(id) != i)) ||
 	    ttlv_get_enum(&item, T_RESULT_STATUS, &status) < 0)
 		return kms_errf(err, err_len, -EIO, "KMIP server %s: malformed answer", kp->where);
 	if (status != STATUS_SUCCESS) {
@@ -383,7 +402,7 @@ static int locate(struct kmip_kms *kp, const char *name, uint64_t deadline, stru
 	while (rc == 0) {
 		ttlv_writer_init(&w, req, sizeof(req));
 		request_begin(&w, 1);
-		item_begin(&w, OP_LOCATE);
+		item_begin(&w, OP_LOCATE, 0);
 		ttlv_put_int(&w, T_MAXIMUM_ITEMS, LOCATE_PAGE);
 		if (offset)
 			ttlv_put_int(&w, T_OFFSET_ITEMS, (int32_t)offset);
@@ -416,15 +435,17 @@ static int locate(struct kmip_kms *kp, const char *name, uint64_t deadline, stru
 }
 
 /*
- * key_facts - from a Get Attributes answer: the version its Name gives under
- * our base name (0 if none), and whether it is an AES-256 key.
+ * key_version_in - from a Get Attributes answer: the version its Name gives
+ * under our base name (0 if none, or if the key is in a state that cannot
+ * decrypt: Pre-Active keys count once activated, destroyed ones never), and
+ * whether it is an AES-256 key.
  */
 static uint32_t key_version_in(const struct kmip_kms *kp, const struct ttlv_item *payload,
 			       bool *aes256)
 {
 	struct ttlv_item attr, value;
 	char aname[64], name[NAME_BUF];
-	uint32_t version = 0, alg = 0;
+	uint32_t version = 0, alg = 0, state = 0;
 	int32_t bits = 0;
 	size_t i;
 
@@ -439,8 +460,12 @@ static uint32_t key_version_in(const struct kmip_kms *kp, const struct ttlv_item
 			ttlv_get_enum(&attr, T_ATTRIBUTE_VALUE, &alg);
 		else if (strcmp(aname, "Cryptographic Length") == 0)
 			ttlv_get_int(&attr, T_ATTRIBUTE_VALUE, &bits);
+		else if (strcmp(aname, "State") == 0)
+			ttlv_get_enum(&attr, T_ATTRIBUTE_VALUE, &state);
 	}
 	*aes256 = alg == ALG_AES && bits == 256;
+	if (state != STATE_ACTIVE && state != STATE_DEACTIVATED && state != STATE_COMPROMISED)
+		return 0;
 	return version;
 }
 
@@ -452,7 +477,7 @@ static int key_cmp(const void *a, const void *b)
 }
 
 /*
- * describe - Get Attributes (Name, algorithm, length) of the keys @uids[0..n),
+ * describe - Get Attributes (Name, algorithm, length, state) of the keys @uids[0..n),
  * in batches; append those named "L.N" to @keys (@n_keys, @cap).  A key so
  * named that is not AES-256 is refused (-EINVAL), as is a version named twice
  * (checked by the caller after sorting).
@@ -461,7 +486,7 @@ static int describe(struct kmip_kms *kp, char (*uids)[MAX_UID], size_t n, uint64
 		    struct kmip_key **keys, size_t *n_keys, size_t *cap, char *err, size_t err_len)
 {
 	static const char *const wanted[] = { "Name", "Cryptographic Algorithm",
-					      "Cryptographic Length" };
+					      "Cryptographic Length", "State" };
 	size_t req_cap = 512 + DESCRIBE_BATCH * (MAX_UID + 256), req_len, start, i, k;
 	uint8_t *req = malloc(req_cap), *resp = malloc(LIST_MSG_CAP);
 	struct ttlv_writer w;
@@ -475,7 +500,7 @@ static int describe(struct kmip_kms *kp, char (*uids)[MAX_UID], size_t n, uint64
 		ttlv_writer_init(&w, req, req_cap);
 		request_begin(&w, (int32_t)count);
 		for (i = 0; i < count; i++) {
-			item_begin(&w, OP_GET_ATTRIBUTES);
+			item_begin(&w, OP_GET_ATTRIBUTES, (uint32_t)i);
 			ttlv_put_text(&w, T_UNIQUE_IDENTIFIER, uids[start + i]);
 			for (k = 0; k < sizeof(wanted) / sizeof(wanted[0]); k++)
 				ttlv_put_text(&w, T_ATTRIBUTE_NAME, wanted[k]);
@@ -718,7 +743,7 @@ static int gcm_call(struct kmip_kms *kp, bool decrypt, const char *uid, uint32_t
 	kmip_wrap_aad(aad, version, ctx);
 	ttlv_writer_init(&w, b->req, sizeof(b->req));
 	request_begin(&w, 1);
-	item_begin(&w, op);
+	item_begin(&w, op, 0);
 	ttlv_put_text(&w, T_UNIQUE_IDENTIFIER, uid);
 	put_gcm_parameters(&w);
 	if (decrypt) {
