@@ -16,11 +16,12 @@ SRC=$(pwd)
 
 BUILD_PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libssl-dev libcurl4-openssl-dev libiniparser-dev
 	libp11-kit-dev"
-# The KMS peers and clients (SoftHSM2, hvac, boto3), the applications the suite runs on a mount,
+# The KMS peers and clients (SoftHSM2, hvac, boto3, PyKMIP's server and client), the applications the suite runs on a mount,
 # and the shared backings (GlusterFS, bindfs).
 TEST_PKGS="python3-pytest attr util-linux procps python3-cryptography python3-hvac python3-boto3 openssl
 	softhsm2 opensc sqlite3 postgresql postgresql-contrib rsync strace
-	glusterfs-server glusterfs-client bindfs"
+	glusterfs-server glusterfs-client bindfs
+	python3-pykmip"
 
 die() { echo "setup: $*" >&2; exit 1; }
 
