@@ -22,10 +22,10 @@
  *
  * Versions: the table "N -> unique identifier" is read whole at open and by
  * current_version() (asked by rotation and status; at most once a second),
- * by a Locate of the symmetric keys and a batch of Get Attributes; before a
- * wrap, at most once a second, a Locate of "L.(current+1)" picks up a new
- * key without a remount; a blob naming a version not in the table Locates
- * "L.N".  Messages: KMIP 1.4 request/response (kms/ttlv.h) over
+ * by a Locate of the symmetric keys and a batch of Get Attributes; every
+ * current_version(), and every wrap at most once a second, also Locates
+ * "L.(current+1)", so a new key counts at once and without a remount; a blob
+ * naming a version not in the table Locates "L.N".  Messages: KMIP 1.4 request/response (kms/ttlv.h) over
  * kms/kmip_conn.h.
  */
 
@@ -686,10 +686,20 @@ static bool key_uid(struct kmip_kms *kp, uint32_t version, char uid[MAX_UID])
 	return found;
 }
 
+/* probe - look for "L.(current+1)", and on.  0, or the error of the last look if not -ENOENT. */
+static int probe(struct kmip_kms *kp, uint64_t deadline)
+{
+	int rc;
+
+	while ((rc = find_version(kp, current_key(kp) + 1, deadline)) == 0)
+		;
+	return rc == -ENOENT ? 0 : rc;
+}
+
 /*
- * maybe_probe - at most once a second (one thread of many arriving at once),
- * look for "L.(current+1)", and on, so a key added on the server becomes
- * current without a remount.  Failures leave the table as it is.
+ * maybe_probe - probe() at most once a second (one thread of many arriving
+ * at once), so a key added on the server becomes current for new DEKs
+ * without a remount.  Failures leave the table as it is.
  */
 static void maybe_probe(struct kmip_kms *kp, uint64_t deadline)
 {
@@ -699,8 +709,7 @@ static void maybe_probe(struct kmip_kms *kp, uint64_t deadline)
 	    !__atomic_compare_exchange_n(&kp->probed_at_ms, &last, now, false, __ATOMIC_RELAXED,
 					 __ATOMIC_RELAXED))
 		return;
-	while (find_version(kp, current_key(kp) + 1, deadline) == 0)
-		;
+	probe(kp, deadline);
 }
 
 /* ---- wrapping ---- */
@@ -916,14 +925,23 @@ static int kmip_current_version(struct kms *kms, uint32_t *version)
 {
 	struct kmip_kms *kp = kms->priv;
 	uint64_t last = __atomic_load_n(&kp->listed_at_ms, __ATOMIC_RELAXED);
-	int rc;
+	uint64_t deadline = op_deadline(kp);
+	int rc = 0;
 
-	/* Rotation asks once per file: a listing a second old is fresh enough. */
+	/*
+	 * Rotation asks once per file, right after an operator made L.(N+1):
+	 * that key is always looked for (one Locate); the whole listing, which
+	 * also finds a version above a gap, is redone at most once a second.
+	 */
 	if (kmip_now_ms() - last >= REFRESH_MS) {
-		rc = list_keys(kp, op_deadline(kp), NULL, 0);
-		if (rc < 0 && rc != -ENOENT)
-			return rc;
+		rc = list_keys(kp, deadline, NULL, 0);
+		if (rc == -ENOENT)
+			rc = 0;
 	}
+	if (rc == 0)
+		rc = probe(kp, deadline);
+	if (rc < 0)
+		return rc;
 	*version = current_key(kp);
 	return 0;
 }

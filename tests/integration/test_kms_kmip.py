@@ -99,8 +99,10 @@ def test_write_remount_read(tmp_path, kmip, placement, names):
         put(v.mnt / "empty", b"")
         st = kms_status(v)
         assert st["provider"] == "kmip" and st["failures"] == 0 and st["current_version"] == 1
-        # One TLS connection pool, many KMIP calls: every generate is a server Encrypt.
-        assert st["service"]["calls"] >= st["generate"] >= len(contents)
+        # Every generate is a server Encrypt (the daemon's key pool keeps refilling meanwhile, so
+        # the two counters, read one after the other, are compared only loosely).
+        assert st["generate"] >= len(contents)
+        assert st["service"]["calls"] >= len(contents) and st["service"]["failures"] == 0
         v.unmount()
         v.mount()
         for rel, data in contents.items():
