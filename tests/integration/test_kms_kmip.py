@@ -8,8 +8,11 @@ its server).
 """
 import json
 import os
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -265,6 +268,56 @@ def test_mutual_tls_is_enforced(tmp_path, kmip):
     v = KmipVolume(tmp_path / "name", kmip, name, host="127.0.0.2")
     assert v.init.returncode == EXIT_KEYS
     assert "server certificate not accepted" in v.init.stderr or "connect" in v.init.stderr
+
+
+class SilentServer:
+    """Accepts connections and never answers; with @tls, completes the mutual-TLS handshake first
+    (as a server that hangs on a request would)."""
+
+    def __init__(self, pki, tls):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.ctx = None
+        if tls:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(str(pki["server_cert"]), str(pki["server_key"]))
+            self.ctx.load_verify_locations(str(pki["ca"]))
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.held = []
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+                if self.ctx:
+                    conn = self.ctx.wrap_socket(conn, server_side=True)
+                self.held.append(conn)
+            except OSError:
+                if self.sock.fileno() < 0:
+                    return
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_silent_server_times_out(tmp_path, kmip, tls):
+    server = SilentServer(kmip.pki, tls)
+    try:
+        start = time.monotonic()
+        v = KmipVolume(tmp_path, kmip, fresh_name(), port=server.port, connect_timeout_ms=500,
+                       timeout_ms=1000)
+        elapsed = time.monotonic() - start
+    finally:
+        server.close()
+    assert v.init.returncode == EXIT_KEYS
+    what = "read" if tls else "TLS handshake"
+    assert f"KMIP server 127.0.0.1:{server.port}: no answer in time ({what})" in v.init.stderr, \
+        v.init.stderr
+    assert elapsed < 5
 
 
 def test_server_down(tmp_path):
