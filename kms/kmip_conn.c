@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -461,6 +462,40 @@ static int exchange_on(struct kmip_pool *p, struct conn *c, const uint8_t *req, 
 	return rc;
 }
 
+/*
+ * A write to a connection the server has closed raises SIGPIPE, which would
+ * kill a process that has not ignored it (OpenSSL writes with write(), not
+ * send(MSG_NOSIGNAL)).  The guard blocks it in this thread for the exchange
+ * and takes back any it caused, so the write fails with EPIPE instead; a
+ * SIGPIPE already pending for another reason is left alone.
+ */
+struct sigpipe_guard {
+	sigset_t pipe, old;
+	bool blocked;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+	sigset_t pending;
+
+	sigemptyset(&g->pipe);
+	sigaddset(&g->pipe, SIGPIPE);
+	sigpending(&pending);
+	g->blocked = !sigismember(&pending, SIGPIPE) &&
+		     pthread_sigmask(SIG_BLOCK, &g->pipe, &g->old) == 0;
+}
+
+static void sigpipe_restore(struct sigpipe_guard *g)
+{
+	const struct timespec zero = { 0, 0 };
+
+	if (!g->blocked)
+		return;
+	while (sigtimedwait(&g->pipe, NULL, &zero) == SIGPIPE)
+		;
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 int kmip_pool_exchange(struct kmip_pool *pool, const uint8_t *req, size_t req_len, uint8_t *resp,
 		       size_t cap, size_t *resp_len, uint64_t deadline_at_ms, char *err,
 		       size_t err_len)
@@ -468,9 +503,11 @@ int kmip_pool_exchange(struct kmip_pool *pool, const uint8_t *req, size_t req_le
 	uint64_t start = kmip_now_ms();
 	bool reused, retried = false;
 	struct conn c = { .fd = -1 };
+	struct sigpipe_guard guard;
 	size_t got = 0;
 	int rc;
 
+	sigpipe_block(&guard);
 	for (;;) {
 		reused = take_idle(pool, &c);
 		rc = reused ? 0 : conn_open(pool, &c, deadline_at_ms, err, err_len);
@@ -487,6 +524,7 @@ int kmip_pool_exchange(struct kmip_pool *pool, const uint8_t *req, size_t req_le
 			break;
 		retried = true;
 	}
+	sigpipe_restore(&guard);
 	pthread_mutex_lock(&pool->lock);
 	pool->stats.exchanges++;
 	pool->stats.retries += retried;
