@@ -6,7 +6,11 @@ envelopefs, extended key usage clientAuth, which PyKMIP demands) with the `opens
 handshake. `client()` is PyKMIP's own client (ProxyKmipClient) under the same client certificate, so
 the keys it creates are owned by the identity envelopefs presents.
 
-Run directly, it serves until stdin closes (for poking at by hand):
+Run directly (tests/unit/kms/test_kmip.c does), it prints the port and the PKI directory, then
+obeys one command per line on stdin, answering one line each, until stdin closes:
+    create NAME [BITS]   an active AES key named NAME  -> its unique identifier
+    revoke UID           revoke (deactivate) the key    -> ok
+    stop | start         kill the server / start it again on the same port and data -> ok
     python3 tests/kmsd/kmip_server.py DIR
 """
 import os
@@ -175,8 +179,26 @@ class KmipPeer:
         return False, item.result_message.value if item.result_message else ""
 
 
-if __name__ == "__main__":
-    peer = KmipPeer(sys.argv[1])
-    print(peer.port, flush=True)
-    sys.stdin.read()
+def _serve(root):
+    peer = KmipPeer(root)
+    print(peer.port, peer.root / "pki", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "create":
+            print(peer.create_key(cmd[1], int(cmd[2]) if len(cmd) > 2 else 256), flush=True)
+        elif cmd[0] == "revoke":
+            from kmip.core import enums
+            with peer.client() as c:
+                c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, cmd[1])
+            print("ok", flush=True)
+        elif cmd[0] == "stop":
+            peer.stop()
+            print("ok", flush=True)
+        elif cmd[0] == "start":
+            peer.start()
+            print("ok", flush=True)
     peer.stop()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
