@@ -197,12 +197,14 @@ out:
 
 /*
  * Vector types in the same document that other tests check
- * (tests/unit/kms/test_local_vector.c, test_pkcs11.c, tests/unit/fs/test_names.c).  Anything
- * neither here nor handled below fails, so no vector in the document goes unchecked.
+ * (tests/unit/kms/test_local_vector.c, test_pkcs11.c, test_kmip_vector.c,
+ * tests/unit/fs/test_names.c).  Anything neither here nor handled below fails, so no vector in
+ * the document goes unchecked.
  */
 static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "pkcs11_wrap",
 						 "aws_blob", "vault_wrap", "names_keys", "name",
-						 "dirid", "symlink", "xattr", "rekey_journal" };
+						 "dirid", "symlink", "xattr", "rekey_journal",
+						 "kmip_wrap" };
 
 static int is_checked_elsewhere(const char *type)
 {
