@@ -158,7 +158,6 @@ def test_rotation_to_a_new_key_name(tmp_path, kmip):
         assert set(v.versions().values()) == {2}
         assert ctl("rotate", "--check", v.mnt).returncode == 0
         # New files go under the new key at once, without a remount.
-        time.sleep(1.1)  # the daemon looks for a newer version at most once a second
         put(v.mnt / "new", b"after rotation")
         assert v.versions()["new"] == 2
         # Nothing needs version 1 any more: destroy it on the server and read everything back.
@@ -186,12 +185,11 @@ def test_pre_active_key_is_no_version_and_rekey(tmp_path, kmip):
             pending = c.create(enums.CryptographicAlgorithm.AES, 256, name=f"{name}.2",
                                cryptographic_usage_mask=[enums.CryptographicUsageMask.ENCRYPT,
                                                          enums.CryptographicUsageMask.DECRYPT])
-        time.sleep(1.1)  # current_version() lists the keys at most once a second
         cp = ctl("rotate", "--check", v.mnt)
         assert cp.returncode == 0 and "target version:   1" in cp.stdout, cp.stdout + cp.stderr
         with kmip.client() as c:
             c.activate(pending)
-        time.sleep(1.1)
+        # Asked for the current version, the daemon looks for L.(N+1) every time.
         cp = ctl("rotate", "--check", v.mnt)
         assert cp.returncode == 1 and "target version:   2" in cp.stdout, cp.stdout + cp.stderr
         # --rekey: fresh DEKs wrapped by the server under the new version, content re-encrypted.
@@ -308,8 +306,8 @@ def test_silent_server_times_out(tmp_path, kmip, tls):
     server = SilentServer(kmip.pki, tls)
     try:
         start = time.monotonic()
-        v = KmipVolume(tmp_path, kmip, fresh_name(), port=server.port, connect_timeout_ms=500,
-                       timeout_ms=1000)
+        v = KmipVolume(tmp_path, kmip, fresh_name(), port=server.port, connect_timeout_ms=2000,
+                       timeout_ms=3000)
         elapsed = time.monotonic() - start
     finally:
         server.close()
@@ -317,7 +315,7 @@ def test_silent_server_times_out(tmp_path, kmip, tls):
     what = "read" if tls else "TLS handshake"
     assert f"KMIP server 127.0.0.1:{server.port}: no answer in time ({what})" in v.init.stderr, \
         v.init.stderr
-    assert elapsed < 5
+    assert elapsed < 8
 
 
 def test_server_down(tmp_path):
