@@ -25,7 +25,8 @@
  * by a Locate of the symmetric keys and a batch of Get Attributes; every
  * current_version(), and every wrap at most once a second, also Locates
  * "L.(current+1)", so a new key counts at once and without a remount; a blob
- * naming a version not in the table Locates "L.N".  Messages: KMIP 1.4 request/response (kms/ttlv.h) over
+ * naming a version not in the table Locates "L.N".  kms_unwrap_many() sends
+ * up to UNWRAP_BATCH Decrypts in one request message.  Messages: KMIP 1.4 request/response (kms/ttlv.h) over
  * kms/kmip_conn.h.
  */
 
@@ -50,6 +51,7 @@ enum {
 	T_ATTRIBUTE_NAME = 0x42000A,
 	T_ATTRIBUTE_VALUE = 0x42000B,
 	T_BATCH_COUNT = 0x42000D,
+	T_BATCH_ERROR_CONTINUATION = 0x42000E,
 	T_BATCH_ITEM = 0x42000F,
 	T_BLOCK_CIPHER_MODE = 0x420011,
 	T_CRYPTO_LENGTH = 0x42002A,
@@ -96,6 +98,7 @@ enum {
 	STATE_COMPROMISED = 4,
 
 	STATUS_SUCCESS = 0,
+	BATCH_CONTINUE = 1, /* Batch Error Continuation Option: Continue (Stop is 2) */
 
 	/* Result Reasons, KMIP 1.4 section 9.1.3.2.29 */
 	R_ITEM_NOT_FOUND = 0x01,
@@ -126,9 +129,13 @@ enum {
 /* Requests carrying a key, and their answers, are small; listings are not. */
 #define CRYPTO_MSG_CAP 4096
 #define LIST_MSG_CAP (1024 * 1024)
-/* Keys listed per Locate page, and described per Get Attributes batch. */
+/* Keys listed per Locate page, described per Get Attributes batch; DEKs per Decrypt batch. */
 #define LOCATE_PAGE 256
 #define DESCRIBE_BATCH 32
+#define UNWRAP_BATCH 32
+/* A Decrypt item is under 400 bytes with a 128-byte identifier, its answer under 250. */
+#define BATCH_REQ_CAP (256 + UNWRAP_BATCH * 512)
+#define BATCH_RESP_CAP (256 + UNWRAP_BATCH * 384)
 #define REFRESH_MS 1000
 
 struct kmip_key {
@@ -196,7 +203,13 @@ uint32_t kmip_name_version(const char *base, const char *name)
 
 /* ---- messages ---- */
 
-/* request_begin - the Request Message and its header, for @count batch items. */
+/*
+ * request_begin - the Request Message and its header, for @count batch
+ * items.  Items of a batch are independent (one file's failure is not its
+ * neighbour's), so a batch asks the server to go on after a failed item
+ * (Batch Error Continuation Option Continue; the default, Stop, would leave
+ * the rest undone).
+ */
 static void request_begin(struct ttlv_writer *w, int32_t count)
 {
 	ttlv_begin(w, T_REQUEST_MESSAGE);
@@ -205,6 +218,8 @@ static void request_begin(struct ttlv_writer *w, int32_t count)
 	ttlv_put_int(w, T_PROTOCOL_MAJOR, PROTOCOL_MAJOR);
 	ttlv_put_int(w, T_PROTOCOL_MINOR, PROTOCOL_MINOR);
 	ttlv_end(w);
+	if (count > 1)
+		ttlv_put_enum(w, T_BATCH_ERROR_CONTINUATION, BATCH_CONTINUE);
 	ttlv_put_int(w, T_BATCH_COUNT, count);
 	ttlv_end(w);
 }
@@ -729,69 +744,105 @@ struct crypto_bufs {
 	uint8_t resp[CRYPTO_MSG_CAP];
 };
 
+/* put_decrypt_item - batch item @index: Decrypt @blob (version @version, key @uid) for @ctx. */
+static void put_decrypt_item(struct ttlv_writer *w, uint32_t index, const char *uid,
+			     uint32_t version, const struct kms_context *ctx, const uint8_t *blob)
+{
+	uint8_t aad[KMIP_AAD_LEN];
+
+	kmip_wrap_aad(aad, version, ctx);
+	item_begin(w, OP_DECRYPT, index);
+	ttlv_put_text(w, T_UNIQUE_IDENTIFIER, uid);
+	put_gcm_parameters(w);
+	ttlv_put_bytes(w, T_DATA, blob + KMIP_BLOB_CIPHER, KMS_DEK_LEN);
+	ttlv_put_bytes(w, T_IV_COUNTER_NONCE, blob + KMIP_BLOB_IV, KMIP_IV_LEN);
+	ttlv_put_bytes(w, T_AE_ADDITIONAL_DATA, aad, sizeof(aad));
+	ttlv_put_bytes(w, T_AE_TAG, blob + KMIP_BLOB_TAG, KMIP_TAG_LEN);
+	item_end(w);
+}
+
+/* decrypt_answer - the DEK answered to batch item @i of @a into @dek.  0 or a kms errno. */
+static int decrypt_answer(const struct kmip_kms *kp, const struct answer *a, size_t i,
+			  uint8_t *dek)
+{
+	struct ttlv_item payload;
+	const uint8_t *data;
+	size_t len;
+	int rc = answer_item(kp, a, i, OP_DECRYPT, &payload, NULL, 0);
+
+	if (rc < 0)
+		return rc;
+	if (ttlv_get_bytes(&payload, T_DATA, &data, &len) < 0 || len != KMS_DEK_LEN)
+		return -EBADMSG;
+	memcpy(dek, data, KMS_DEK_LEN);
+	return 0;
+}
+
+/* put_encrypt_item - Encrypt @dek under key @uid (version @version) for @ctx, with the IV in @blob. */
+static void put_encrypt_item(struct ttlv_writer *w, const char *uid, uint32_t version,
+			     const struct kms_context *ctx, const uint8_t *dek, const uint8_t *blob)
+{
+	uint8_t aad[KMIP_AAD_LEN];
+
+	kmip_wrap_aad(aad, version, ctx);
+	item_begin(w, OP_ENCRYPT, 0);
+	ttlv_put_text(w, T_UNIQUE_IDENTIFIER, uid);
+	put_gcm_parameters(w);
+	ttlv_put_bytes(w, T_DATA, dek, KMS_DEK_LEN);
+	ttlv_put_bytes(w, T_IV_COUNTER_NONCE, blob + KMIP_BLOB_IV, KMIP_IV_LEN);
+	ttlv_put_bytes(w, T_AE_ADDITIONAL_DATA, aad, sizeof(aad));
+	item_end(w);
+}
+
+/* encrypt_answer - ciphertext and tag of the Encrypt answer into @blob.  0 or a kms errno. */
+static int encrypt_answer(const struct kmip_kms *kp, const struct answer *a, uint8_t *blob)
+{
+	struct ttlv_item payload;
+	const uint8_t *data, *tag, *iv;
+	size_t len, tag_len, iv_len;
+	int rc = answer_item(kp, a, 0, OP_ENCRYPT, &payload, NULL, 0);
+
+	if (rc < 0)
+		return rc;
+	/* We chose the IV: an answer that used another, or has no tag, is not ours to store. */
+	if (ttlv_get_bytes(&payload, T_DATA, &data, &len) < 0 || len != KMS_DEK_LEN ||
+	    (ttlv_get_bytes(&payload, T_IV_COUNTER_NONCE, &iv, &iv_len) == 0 &&
+	     (iv_len != KMIP_IV_LEN || memcmp(iv, blob + KMIP_BLOB_IV, KMIP_IV_LEN))) ||
+	    ttlv_get_bytes(&payload, T_AE_TAG, &tag, &tag_len) < 0 || tag_len != KMIP_TAG_LEN)
+		return -EIO;
+	memcpy(blob + KMIP_BLOB_CIPHER, data, KMS_DEK_LEN);
+	memcpy(blob + KMIP_BLOB_TAG, tag, KMIP_TAG_LEN);
+	return 0;
+}
+
 /*
- * gcm_call - Encrypt (@decrypt false: @in is the DEK, @blob gets IV,
- * ciphertext and tag) or Decrypt (@in is the blob, @dek gets the DEK) under
- * the key @uid of @version.  0 or a kms errno.
+ * gcm_call - Encrypt (@decrypt false: @in is the DEK, @out the blob with
+ * its IV set, which gets ciphertext and tag) or Decrypt (@in is the blob,
+ * @out gets the DEK) under the key @uid of @version.  0 or a kms errno.
  */
 static int gcm_call(struct kmip_kms *kp, bool decrypt, const char *uid, uint32_t version,
 		    const struct kms_context *ctx, const uint8_t *in, uint8_t *out, uint64_t deadline)
 {
 	struct crypto_bufs *b = secmem_alloc(sizeof(*b));
-	uint8_t aad[KMIP_AAD_LEN];
-	const uint8_t *data, *tag;
-	size_t req_len, data_len, tag_len;
 	struct ttlv_writer w;
-	struct ttlv_item payload;
 	struct answer a;
-	uint32_t op = decrypt ? OP_DECRYPT : OP_ENCRYPT;
+	size_t req_len;
 	int rc;
 
 	if (!b)
 		return -ENOMEM;
-	kmip_wrap_aad(aad, version, ctx);
 	ttlv_writer_init(&w, b->req, sizeof(b->req));
 	request_begin(&w, 1);
-	item_begin(&w, op, 0);
-	ttlv_put_text(&w, T_UNIQUE_IDENTIFIER, uid);
-	put_gcm_parameters(&w);
-	if (decrypt) {
-		ttlv_put_bytes(&w, T_DATA, in + KMIP_BLOB_CIPHER, KMS_DEK_LEN);
-		ttlv_put_bytes(&w, T_IV_COUNTER_NONCE, in + KMIP_BLOB_IV, KMIP_IV_LEN);
-		ttlv_put_bytes(&w, T_AE_ADDITIONAL_DATA, aad, sizeof(aad));
-		ttlv_put_bytes(&w, T_AE_TAG, in + KMIP_BLOB_TAG, KMIP_TAG_LEN);
-	} else {
-		ttlv_put_bytes(&w, T_DATA, in, KMS_DEK_LEN);
-		ttlv_put_bytes(&w, T_IV_COUNTER_NONCE, out + KMIP_BLOB_IV, KMIP_IV_LEN);
-		ttlv_put_bytes(&w, T_AE_ADDITIONAL_DATA, aad, sizeof(aad));
-	}
-	item_end(&w);
+	if (decrypt)
+		put_decrypt_item(&w, 0, uid, version, ctx, in);
+	else
+		put_encrypt_item(&w, uid, version, ctx, in, out);
 	ttlv_end(&w);
 	rc = ttlv_finish(&w, &req_len) < 0 ? -EIO : 0;
 	if (rc == 0)
 		rc = call(kp, b->req, req_len, b->resp, sizeof(b->resp), 1, deadline, &a, NULL, 0);
 	if (rc == 0)
-		rc = answer_item(kp, &a, 0, op, &payload, NULL, 0);
-	if (rc == 0 && (ttlv_get_bytes(&payload, T_DATA, &data, &data_len) < 0 ||
-			data_len != KMS_DEK_LEN))
-		rc = decrypt ? -EBADMSG : -EIO;
-	if (rc == 0 && decrypt) {
-		memcpy(out, data, KMS_DEK_LEN);
-	} else if (rc == 0) {
-		/* We chose the IV: an answer that used another (or no tag) is not ours to store. */
-		const uint8_t *iv;
-		size_t iv_len;
-
-		if ((ttlv_get_bytes(&payload, T_IV_COUNTER_NONCE, &iv, &iv_len) == 0 &&
-		     (iv_len != KMIP_IV_LEN || memcmp(iv, out + KMIP_BLOB_IV, KMIP_IV_LEN))) ||
-		    ttlv_get_bytes(&payload, T_AE_TAG, &tag, &tag_len) < 0 ||
-		    tag_len != KMIP_TAG_LEN) {
-			rc = -EIO;
-		} else {
-			memcpy(out + KMIP_BLOB_CIPHER, data, KMS_DEK_LEN);
-			memcpy(out + KMIP_BLOB_TAG, tag, KMIP_TAG_LEN);
-		}
-	}
+		rc = decrypt ? decrypt_answer(kp, &a, 0, out) : encrypt_answer(kp, &a, out);
 	secmem_free(b, sizeof(*b));
 	return rc;
 }
@@ -892,6 +943,83 @@ static int kmip_unwrap(struct kms *kms, const struct kms_context *ctx, const uin
 	struct kmip_kms *kp = kms->priv;
 
 	return unwrap_blob(kp, ctx, blob, blob_len, dek, op_deadline(kp));
+}
+
+/* Request and answer of a Decrypt batch, in secmem (the answer holds DEKs). */
+struct batch_bufs {
+	uint8_t req[BATCH_REQ_CAP];
+	uint8_t resp[BATCH_RESP_CAP];
+};
+
+/*
+ * unwrap_batch - @n (at most UNWRAP_BATCH) items in one request message.
+ * Items whose blob is malformed or whose version cannot be found get their
+ * error without being sent; an item the server answers "not found" (a key
+ * re-created under its name) is tried once more alone, through unwrap_blob().
+ */
+static void unwrap_batch(struct kmip_kms *kp, struct kms_unwrap_item *items, size_t n,
+			 struct batch_bufs *b, uint64_t deadline)
+{
+	size_t sent[UNWRAP_BATCH], count = 0, req_len, i;
+	char uids[UNWRAP_BATCH][MAX_UID];
+	uint32_t versions[UNWRAP_BATCH];
+	struct ttlv_writer w;
+	struct answer a;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		struct kms_unwrap_item *it = &items[i];
+
+		it->rc = kmip_blob_version(it->blob, it->blob_len, &versions[count]);
+		if (it->rc == 0 && !key_uid(kp, versions[count], uids[count])) {
+			it->rc = find_version(kp, versions[count], deadline);
+			if (it->rc == 0 && !key_uid(kp, versions[count], uids[count]))
+				it->rc = -ENOENT;
+		}
+		if (it->rc == 0)
+			sent[count++] = i;
+	}
+	if (!count)
+		return;
+	ttlv_writer_init(&w, b->req, sizeof(b->req));
+	request_begin(&w, (int32_t)count);
+	for (i = 0; i < count; i++)
+		put_decrypt_item(&w, (uint32_t)i, uids[i], versions[i], items[sent[i]].ctx,
+				 items[sent[i]].blob);
+	ttlv_end(&w);
+	rc = ttlv_finish(&w, &req_len) < 0 ? -EIO : 0;
+	if (rc == 0)
+		rc = call(kp, b->req, req_len, b->resp, sizeof(b->resp), count, deadline, &a, NULL, 0);
+	for (i = 0; i < count; i++) {
+		struct kms_unwrap_item *it = &items[sent[i]];
+
+		it->rc = rc < 0 ? rc : decrypt_answer(kp, &a, i, it->dek);
+		if (it->rc == -ENOENT)
+			it->rc = unwrap_blob(kp, it->ctx, it->blob, it->blob_len, it->dek, deadline);
+		if (it->rc < 0)
+			secmem_wipe(it->dek, KMS_DEK_LEN);
+	}
+}
+
+/* kmip_unwrap_many - Decrypt batches of UNWRAP_BATCH items, one round trip each. */
+static void kmip_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n)
+{
+	struct kmip_kms *kp = kms->priv;
+	uint64_t deadline = op_deadline(kp);
+	struct batch_bufs *b = secmem_alloc(sizeof(*b));
+	size_t i;
+
+	for (i = 0; i < n; i += UNWRAP_BATCH) {
+		size_t k, chunk = n - i < UNWRAP_BATCH ? n - i : UNWRAP_BATCH;
+
+		if (b) {
+			unwrap_batch(kp, items + i, chunk, b, deadline);
+			continue;
+		}
+		for (k = 0; k < chunk; k++)
+			items[i + k].rc = -ENOMEM;
+	}
+	secmem_free(b, sizeof(*b));
 }
 
 static int kmip_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
@@ -1093,6 +1221,7 @@ const struct kms_ops kms_kmip_ops = {
 	.generate = kmip_generate,
 	.wrap = kmip_wrap,
 	.unwrap = kmip_unwrap,
+	.unwrap_many = kmip_unwrap_many,
 	.rewrap = kmip_rewrap,
 	.blob_version = kmip_blob_version_op,
 	.current_version = kmip_current_version,

@@ -4,8 +4,8 @@
  * tests/kmsd/kmip_server.py (its own PKI; keys made with PyKMIP's client):
  * generate/unwrap/rewrap/wrap, every error kind of kms.h as the provider maps
  * the server's answers (bad ciphertext, not found, denied, unavailable,
- * invalid settings), versions found by name, and many threads sharing the
- * connection pool.
+ * invalid settings), versions found by name, batched unwraps, and many
+ * threads sharing the connection pool.
  */
 
 #include <errno.h>
@@ -224,6 +224,54 @@ static void test_open_errors(void)
 	iniparser_freedict(ini);
 }
 
+/* 40 blobs unwrapped in two Decrypt batches (round trips), each item with its own result. */
+static void test_unwrap_many_batches(void)
+{
+	enum { N = 40 };
+	uint8_t *deks = secmem_alloc(2 * N * KMS_DEK_LEN), blobs[N][KMIP_BLOB_LEN];
+	struct kms_context ctx[N];
+	struct kms_unwrap_item items[N];
+	struct kms_remote_stats before, after;
+	char err[512];
+	struct kms *kms;
+	size_t len;
+	uint32_t v;
+	int rc, i;
+
+	REQUIRE(deks);
+	create_key("many.1", NULL, 0);
+	kms = open_kms("many", &rc, err, sizeof(err));
+	REQUIRE(rc == 0);
+	for (i = 0; i < N; i++) {
+		ctx[i] = ctx_a;
+		ctx[i].file_id[15] = (uint8_t)i;
+		REQUIRE(kms_generate(kms, &ctx[i], deks + i * KMS_DEK_LEN, blobs[i], sizeof(blobs[i]),
+				     &len, &v) == 0);
+		items[i] = (struct kms_unwrap_item){ .ctx = &ctx[i], .blob = blobs[i],
+						     .blob_len = len,
+						     .dek = deks + (N + i) * KMS_DEK_LEN };
+	}
+	ctx[5].volume_uuid[0] ^= 1; /* another volume: bad ciphertext for this item only */
+	put_be32(blobs[7], 77);	    /* a version no key is named for */
+	kms_remote_stats(kms, &before);
+	CHECK_EQ_INT(kms_unwrap_many(kms, items, N), -EBADMSG);
+	kms_remote_stats(kms, &after);
+	for (i = 0; i < N; i++) {
+		if (i == 5) {
+			CHECK_EQ_INT(items[i].rc, -EBADMSG);
+		} else if (i == 7) {
+			CHECK_EQ_INT(items[i].rc, -ENOENT);
+		} else {
+			CHECK_EQ_INT(items[i].rc, 0);
+			CHECK(memcmp(items[i].dek, deks + i * KMS_DEK_LEN, KMS_DEK_LEN) == 0);
+		}
+	}
+	/* Two Decrypt batches, and one Locate looking for version 77. */
+	CHECK_EQ_INT(after.calls - before.calls, 3);
+	kms_close(kms);
+	secmem_free(deks, 2 * N * KMS_DEK_LEN);
+}
+
 struct worker {
 	struct kms *kms;
 	int failures;
@@ -285,6 +333,7 @@ int main(void)
 	peer_start();
 	RUN(test_round_trip_and_errors);
 	RUN(test_open_errors);
+	RUN(test_unwrap_many_batches);
 	RUN(test_threads_share_the_pool);
 	peer_stop();
 	return check_summary();
