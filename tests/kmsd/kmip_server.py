@@ -14,6 +14,7 @@ obeys one command per line on stdin, answering one line each, until stdin closes
     python3 tests/kmsd/kmip_server.py DIR
 """
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -83,9 +84,10 @@ class KmipPeer:
         self.start()
 
     def start(self):
+        # Its own process group: the server forks helpers (a policy monitor), which stop() ends too.
         self.proc = subprocess.Popen(["pykmip-server", "-f", str(self.conf), "-l", str(self.log)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(str(self.pki["ca"]))
         ctx.load_cert_chain(str(self.pki["client_cert"]), str(self.pki["client_key"]))
@@ -106,9 +108,13 @@ class KmipPeer:
                 time.sleep(0.1)
 
     def stop(self):
-        """Kill the server (SIGTERM makes it wait ~10 s for its threads; SQLite has every commit)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
+        """Kill the server and the processes it forked (SIGTERM makes it wait ~10 s for its
+        threads; SQLite has every commit)."""
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.proc.wait()
         self.proc = None
 
