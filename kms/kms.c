@@ -18,7 +18,7 @@
  * `const struct kms_ops kms_<name>_ops`, listed here and in kms/meson.build.
  */
 #define KMS_PROVIDERS(X) X(local) X(pkcs11) X(aws) X(vault) \
-	X(azure) X(gcp)
+	X(azure) X(gcp) X(kmip)
 
 #define KMS_DECLARE(name) extern const struct kms_ops kms_##name##_ops;
 #define KMS_ENTRY(name) &kms_##name##_ops,

@@ -18,13 +18,14 @@ BUILD_PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libssl-dev libcu
 	libp11-kit-dev scdoc"
 # The man pages' reader, for `man envelopefs` after the quickstart.
 QUICKSTART_PKGS="man-db"
-# The KMS peers and clients (SoftHSM2, hvac, boto3), the applications the suite runs on a mount,
+# The KMS peers and clients (SoftHSM2, hvac, boto3, PyKMIP's server and client), the applications the suite runs on a mount,
 # and the shared backings (GlusterFS, bindfs).
 TEST_PKGS="python3-pytest attr util-linux procps python3-cryptography python3-hvac python3-boto3 openssl
 	softhsm2 opensc sqlite3 postgresql postgresql-contrib rsync strace
 	glusterfs-server glusterfs-client bindfs
 	groff-base mandoc python3-prometheus-client python3-yaml systemd
-	build-essential debhelper dpkg-dev fakeroot lintian"
+	build-essential debhelper dpkg-dev fakeroot lintian
+	python3-pykmip"
 # (groff-base and mandoc lint the man pages; python3-prometheus-client parses the metrics;
 # systemd-analyze verifies the units;
 # debhelper, dpkg-dev, fakeroot and lintian build and check the Debian package.)

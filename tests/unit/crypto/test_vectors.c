@@ -198,13 +198,13 @@ out:
 /*
  * Vector types in the same document that other tests check
  * (tests/unit/kms/test_local_vector.c, test_pkcs11.c, test_cloud_vectors.c,
- * tests/unit/fs/test_names.c).  Anything
- * neither here nor handled below fails, so no vector in the document goes unchecked.
+ * test_kmip_vector.c, tests/unit/fs/test_names.c).  Anything neither here nor handled below
+ * fails, so no vector in the document goes unchecked.
  */
 static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "pkcs11_wrap",
 						 "aws_blob", "vault_wrap", "names_keys", "name",
 						 "dirid", "symlink", "xattr", "rekey_journal",
-						 "symlink2", "azure_wrap", "crc32c", "gcp_wrap" };
+						 "symlink2", "azure_wrap", "crc32c", "gcp_wrap", "kmip_wrap" };
 
 static int is_checked_elsewhere(const char *type)
 {
