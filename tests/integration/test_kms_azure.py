@@ -149,7 +149,9 @@ def test_disabled_key_refused_at_mount(azure, tmp_path):
 def test_token_refresh_and_throttling(azure, tmp_path):
     """Short-lived tokens are fetched again before they run out; Key Vault's 429 with Retry-After
     is waited out, not an outage."""
-    azure.control("config", token_lifetime=32)  # usable for 2 s: sent at most until 30 s before expiry
+    # Usable for 6 s (sent at most until 30 s before expiry): long enough that the two writes
+    # below fit in one token's life on a loaded machine, short enough to see it run out.
+    azure.control("config", token_lifetime=36)
     try:
         v = AzureVolume(tmp_path, azure)
         v.mount()
@@ -159,7 +161,7 @@ def test_token_refresh_and_throttling(azure, tmp_path):
             (v.mnt / "b").write_bytes(b"2")
             mid = azure.control("counters")
             assert mid["token_requests"] - before["token_requests"] <= 2  # cached, not one per call
-            time.sleep(2.5)
+            time.sleep(6.5)
             (v.mnt / "c").write_bytes(b"3")
             v.unmount()
             v.mount()

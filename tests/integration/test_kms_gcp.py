@@ -174,7 +174,9 @@ def test_wrong_credentials_and_missing_role(gcp, tmp_path):
 
 
 def test_token_refresh_and_throttling(gcp, tmp_path):
-    gcp.control("config", token_lifetime=32)  # usable for 2 s: sent at most until 30 s before expiry
+    # Usable for 6 s (sent at most until 30 s before expiry): long enough that the two writes
+    # below fit in one token's life on a loaded machine, short enough to see it run out.
+    gcp.control("config", token_lifetime=36)
     try:
         v = GcpVolume(tmp_path, gcp)
         v.mount()
@@ -184,7 +186,7 @@ def test_token_refresh_and_throttling(gcp, tmp_path):
             (v.mnt / "b").write_bytes(b"2")
             mid = gcp.control("counters")
             assert mid["token_requests"] - before["token_requests"] <= 2  # cached, not one per call
-            time.sleep(2.5)
+            time.sleep(6.5)
             (v.mnt / "c").write_bytes(b"3")
             v.unmount()
             v.mount()
