@@ -52,6 +52,7 @@ struct cmdline {
 	int show_version;
 	int shared;   /* -o shared */
 	int noshared; /* -o noshared */
+	unsigned max_fds; /* -o max_fds=N; 0: the settings' */
 };
 
 /* Options we only note, leaving them for FUSE too. */
@@ -62,6 +63,7 @@ static const struct fuse_opt cmdline_spec[] = {
 	{"no_default_permissions", offsetof(struct cmdline, no_default_permissions), 1},
 	{"shared", offsetof(struct cmdline, shared), 1},
 	{"noshared", offsetof(struct cmdline, noshared), 1},
+	{"max_fds=%u", offsetof(struct cmdline, max_fds), 0},
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_KEY("fsname=", KEY_FSNAME),
@@ -107,7 +109,11 @@ static void usage(const char *prog)
 	       "                            cache_entries, cache_max_age (s), attr_timeout (s),\n"
 	       "                            entry_timeout (s), writeback_cache (true|false),\n"
 	       "                            read_ahead_kb (0: the kernel's default),\n"
-	       "                            log_level (error..debug), shared (auto|true|false)\n"
+	       "                            log_level (error..debug), shared (auto|true|false),\n"
+	       "                            max_fds (inode descriptors kept open)\n"
+	       "    max_fds=N               keep at most N inode descriptors open (where the\n"
+	       "                            backing has file handles); default: half the\n"
+	       "                            open-file limit, at most 65536\n"
 	       "    shared, noshared        several hosts serve this volume at once (shared\n"
 	       "                            mode), or only this one; default: shared when the\n"
 	       "                            backing is a network or FUSE file system\n"
@@ -349,7 +355,7 @@ static int open_volume(struct envfs *fs, const char *backing)
 		return EXIT_MOUNT;
 	}
 	root_fd = open(fs->backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (root_fd < 0 || inode_table_create(root_fd, &fs->inodes) < 0) {
+	if (root_fd < 0 || inode_table_create(root_fd, fs->settings.max_fds, &fs->inodes) < 0) {
 		fprintf(stderr, "envelopefs: cannot open %s: %s\n", fs->backing, strerror(errno));
 		return EXIT_VOLUME;
 	}
@@ -377,30 +383,16 @@ static void close_volume(struct envfs *fs)
 }
 
 /*
- * Every inode the kernel knows holds an O_PATH fd, and the kernel keeps
- * inodes until memory pressure: allow as many fds as the system lets this
- * process have (root: up to fs.nr_open; others: the hard limit).
+ * The soft open-file limit up to the hard one: the inode descriptors stay
+ * under max_fds (fdcache.h), but open files and directories each take one
+ * more, as many as the kernel's users hold open.
  */
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
-	unsigned long nr_open = 0;
-	FILE *f;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max)
 		return;
-	if (geteuid() == 0 && (f = fopen("/proc/sys/fs/nr_open", "re"))) {
-		if (fscanf(f, "%lu", &nr_open) == 1 && nr_open > rl.rlim_max) {
-			struct rlimit all = {.rlim_cur = nr_open, .rlim_max = nr_open};
-			/* A container may deny root a higher hard limit: then the
-			 * existing one will have to do. */
-			if (setrlimit(RLIMIT_NOFILE, &all) == 0) {
-				fclose(f);
-				return;
-			}
-		}
-		fclose(f);
-	}
 	rl.rlim_cur = rl.rlim_max;
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 		log_msg(LOG_WARNING, "cannot raise the open-file limit: %s", strerror(errno));
@@ -660,6 +652,8 @@ int main(int argc, char *argv[])
 	}
 	if (cl.shared || cl.noshared)
 		fs.settings.shared = cl.shared ? SHARED_ON : SHARED_OFF;
+	if (cl.max_fds)
+		fs.settings.max_fds = cl.max_fds;
 	log_set_level(fs.settings.log_level);
 	code = EXIT_MOUNT;
 	if (check_mountpoint(opts.mountpoint) < 0)

@@ -23,6 +23,7 @@ void envfs_settings_defaults(struct envfs_settings *s)
 	s->dek_pool = -1;
 	s->prefetch = -1;
 	s->shared = SHARED_AUTO;
+	s->max_fds = 0; /* fdcache_default_max(), once the limit is raised */
 }
 
 static int parse_uint(const char *text, unsigned max, unsigned *out)
@@ -124,13 +125,17 @@ int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, s
 				s->shared = SHARED_AUTO;
 			else if ((ret = parse_bool(value, &on)) == 0)
 				s->shared = on ? SHARED_ON : SHARED_OFF;
+		} else if (strcmp(key, "max_fds") == 0) {
+			ret = parse_uint(value, 1u << 24, &s->max_fds);
+			if (ret == 0 && s->max_fds < 16)
+				ret = -EINVAL;
 		} else if (strcmp(key, "log_level") == 0)
 			ret = (s->log_level = log_level_parse(value)) < 0 ? -EINVAL : 0;
 		else {
 			snprintf(err, err_len,
 				 "%s: unknown setting '%s' in [daemon] (known: cache_entries, "
 				 "cache_max_age, attr_timeout, entry_timeout, writeback_cache, "
-				 "read_ahead_kb, log_level, dek_pool, prefetch, shared)",
+				 "read_ahead_kb, log_level, dek_pool, prefetch, shared, max_fds)",
 				 path, key);
 			ret = -EINVAL;
 			goto out;
