@@ -125,11 +125,9 @@ int envfs_settings_load(const char *path, struct envfs_settings *s, char *err, s
 				s->shared = SHARED_AUTO;
 			else if ((ret = parse_bool(value, &on)) == 0)
 				s->shared = on ? SHARED_ON : SHARED_OFF;
-		} else if (strcmp(key, "max_fds") == 0) {
+		} else if (strcmp(key, "max_fds") == 0)
 			ret = parse_uint(value, 1u << 24, &s->max_fds);
-			if (ret == 0 && s->max_fds < 16)
-				ret = -EINVAL;
-		} else if (strcmp(key, "log_level") == 0)
+		else if (strcmp(key, "log_level") == 0)
 			ret = (s->log_level = log_level_parse(value)) < 0 ? -EINVAL : 0;
 		else {
 			snprintf(err, err_len,

@@ -100,12 +100,18 @@ def test_tree_under_1024_descriptors(limited):
     bound = LIMIT // 2  # the default max_fds: half the limit
     sampler = FdSampler(pid)
     sampler.start()
+    started = time.monotonic()
+
+    def phase(name):
+        # Shown with the failure, if any: which step was slow or failed.
+        print(f"{name}: {time.monotonic() - started:.1f} s, peak {sampler.peak} descriptors")
 
     for d, path in enumerate(dirs(v.mnt)):
         path.mkdir()
         for i in files_in(d):
             with open(path / f"f{i}", "wb") as f:
                 f.write(content(d, i))
+    phase("created")
     # The kernel keeps many more inodes than the daemon may keep descriptors.
     assert v.status()["inodes"] > 4 * LIMIT
 
@@ -113,11 +119,13 @@ def test_tree_under_1024_descriptors(limited):
                              timeout=600)
     assert listing.returncode == 0 and listing.stderr == "", listing.stderr[:2000]
     assert sum(1 for line in listing.stdout.splitlines() if line.startswith("-")) == FILES
+    phase("listed")
 
     for d, path in enumerate(dirs(v.mnt)):
         for i in files_in(d):
             assert os.stat(path / f"f{i}").st_size == len(content(d, i))
     read_all(v.mnt)
+    phase("stat and read")
 
     # Renames: every directory (moving the whole tree), then each file of one.
     renamed = v.mnt / "renamed"
@@ -130,12 +138,15 @@ def test_tree_under_1024_descriptors(limited):
     for i in files_in(0):
         os.rename(first / f"g{i}", first / f"f{i}")
 
+    phase("renamed")
     ctl("keyring", "rotate", v.keyring)
     time.sleep(1.1)  # the local provider notices a rotated keyring within a second
     for extra in ([], ["--rekey"]):
         summary = json.loads(ctl("rotate", "--json", *extra, v.mnt))
         assert summary["failed"] == 0 and summary["files"] == FILES, summary
+        phase(f"rotate {extra}")
     read_all(renamed)
+    phase("read again")
 
     peak = sampler.finish()
     assert sampler.samples > 10
@@ -144,3 +155,79 @@ def test_tree_under_1024_descriptors(limited):
     # The inode descriptors, plus FUSE's, the log's, the keyring's and a few
     # open files at a time: far under the limit, whatever the tree.
     assert peak <= bound + 64, f"{peak} descriptors at the peak"
+
+
+@pytest.mark.parametrize("names", ["plain", "encrypted"])
+def test_guarantees_with_eight_descriptors(tmp_path, names):
+    """Every operation on inodes whose descriptors were closed and come back by handle."""
+    v = Volume(tmp_path, names=names)
+    v.mount("max_fds=8")
+    try:
+        m = v.mnt
+
+        def churn():
+            # More inodes touched than the cache keeps: every earlier fd is closed.
+            for i in range(40):
+                os.stat(m / "many" / f"n{i}")
+
+        (m / "many").mkdir()
+        for i in range(40):
+            (m / "many" / f"n{i}").write_bytes(b"n%d" % i)
+        (m / "a").mkdir()
+        (m / "b").mkdir()
+        (m / "a" / "file").write_bytes(b"content")
+        os.link(m / "a" / "file", m / "b" / "link")
+        os.symlink("a/file", m / "sym")
+        os.setxattr(m / "a" / "file", "user.note", b"kept")
+        churn()
+        assert (m / "b" / "link").read_bytes() == b"content"
+        assert os.readlink(m / "sym") == "a/file"
+        assert os.getxattr(m / "a" / "file", "user.note") == b"kept"
+        os.rename(m / "a", m / "b" / "moved")
+        churn()
+        assert (m / "b" / "moved" / "file").read_bytes() == b"content"
+        assert os.stat(m / "b" / "link").st_nlink == 2
+        os.chmod(m / "b" / "link", 0o600)
+        churn()
+        assert os.stat(m / "b" / "moved" / "file").st_mode & 0o777 == 0o600
+
+        # An open file keeps working once unlinked, its inode's fd evicted or not.
+        fd = os.open(m / "b" / "link", os.O_RDWR)
+        os.unlink(m / "b" / "link")
+        os.unlink(m / "b" / "moved" / "file")
+        churn()
+        os.pwrite(fd, b"CONTENT", 0)
+        assert os.pread(fd, 100, 0) == b"CONTENT"
+        assert os.fstat(fd).st_nlink == 0
+        os.close(fd)
+
+        # Names removed and made again (a backing inode number may come back):
+        # each name reads its own file.
+        held = os.open(m / "many" / "n0", os.O_PATH)
+        for round_ in range(3):
+            for i in range(40):
+                os.unlink(m / "many" / f"n{i}")
+            for i in range(40):
+                (m / "many" / f"n{i}").write_bytes(b"r%d-%d" % (round_, i))
+            for i in range(40):
+                assert (m / "many" / f"n{i}").read_bytes() == b"r%d-%d" % (round_, i)
+        os.close(held)
+
+        (m / "empty").mkdir()
+        os.mkfifo(m / "empty" / "fifo")
+        churn()
+        assert os.listdir(m / "empty") == ["fifo"]
+        assert os.access(m / "empty" / "fifo", os.R_OK)
+        os.statvfs(m / "empty")
+        os.unlink(m / "empty" / "fifo")
+        churn()
+        os.rmdir(m / "empty")
+        assert sorted(os.listdir(m)) == ["b", "many", "sym"]
+
+        ctl("keyring", "rotate", v.keyring)
+        time.sleep(1.1)
+        summary = json.loads(ctl("rotate", "--json", v.mnt))
+        assert summary["failed"] == 0, summary
+        assert v.status()["inode_fds"] <= 8 + 1
+    finally:
+        v.unmount()
