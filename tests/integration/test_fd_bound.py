@@ -11,9 +11,12 @@ inode, the daemon would need 100,000.
 """
 import json
 import os
+import resource
+import sys
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -73,6 +76,40 @@ def limited(tmp_path):
     unmount(v.mnt)
 
 
+# Holds O_PATH descriptors on the paths listed in argv[1] until its stdin closes.
+HOLDER = """
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fds = [os.open(p, os.O_PATH) for p in open(sys.argv[1]).read().split("\\n") if p]
+print(len(fds), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def holders(limited, tmp_path):
+    """hold(paths): keep the kernel's inodes for @paths, so the daemon's too, until the
+    test ends; O_PATH opens send the daemon no OPEN.  Spread over processes of
+    RLIMIT_NOFILE's hard limit each (raising it needs CAP_SYS_RESOURCE)."""
+    procs = []
+    per_proc = resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 64
+
+    def hold(paths):
+        for start in range(0, len(paths), per_proc):
+            listing = tmp_path / f"held{len(procs)}"
+            listing.write_text("\n".join(map(str, paths[start:start + per_proc])))
+            proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(listing)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+            assert int(proc.stdout.readline()) == len(paths[start:start + per_proc])
+
+    yield hold
+    for proc in procs:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
 def dirs(top):
     return [top / f"d{d:03}" for d in range((FILES + PER_DIR - 1) // PER_DIR)]
 
@@ -82,14 +119,39 @@ def files_in(d_index):
     return range(first, min(first + PER_DIR, FILES))
 
 
-def read_all(top):
-    for d, path in enumerate(dirs(top)):
+def each_file(top, fn):
+    """fn(path, expected content) for every file, on 4 threads (the daemon serves several)."""
+    def one_dir(d):
+        path = top / f"d{d:03}"
         for i in files_in(d):
-            with open(path / f"f{i}", "rb") as f:
-                assert f.read() == content(d, i), path / f"f{i}"
+            fn(path / f"f{i}", content(d, i))
+
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(one_dir, range(len(dirs(top)))))
 
 
-def test_tree_under_1024_descriptors(limited):
+def write_file(path, data):
+    # os.open, not open(): Python's open() asks isatty(), an ioctl round trip per file.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        assert os.write(fd, data) == len(data)
+    finally:
+        os.close(fd)
+
+
+def check_file(path, data):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert os.read(fd, 4096) == data, path
+    finally:
+        os.close(fd)
+
+
+def read_all(top):
+    each_file(top, check_file)
+
+
+def test_tree_under_1024_descriptors(limited, holders):
     v = limited
     status = v.status()
     pid = status["daemon"]["pid"]
@@ -106,14 +168,15 @@ def test_tree_under_1024_descriptors(limited):
         # Shown with the failure, if any: which step was slow or failed.
         print(f"{name}: {time.monotonic() - started:.1f} s, peak {sampler.peak} descriptors")
 
-    for d, path in enumerate(dirs(v.mnt)):
+    for path in dirs(v.mnt):
         path.mkdir()
-        for i in files_in(d):
-            with open(path / f"f{i}", "wb") as f:
-                f.write(content(d, i))
+    each_file(v.mnt, write_file)
     phase("created")
-    # The kernel keeps many more inodes than the daemon may keep descriptors.
-    assert v.status()["inodes"] > 4 * LIMIT
+    # Every inode stays known to the kernel, so to the daemon, while the test
+    # holds it (an O_PATH open sends no OPEN): 100 times the daemon's limit.
+    holders([d / f"f{i}" for n, d in enumerate(dirs(v.mnt)) for i in files_in(n)])
+    assert v.status()["inodes"] >= FILES
+    phase("held")
 
     listing = subprocess.run(["ls", "-lR", str(v.mnt)], capture_output=True, text=True,
                              timeout=600)
@@ -121,9 +184,8 @@ def test_tree_under_1024_descriptors(limited):
     assert sum(1 for line in listing.stdout.splitlines() if line.startswith("-")) == FILES
     phase("listed")
 
-    for d, path in enumerate(dirs(v.mnt)):
-        for i in files_in(d):
-            assert os.stat(path / f"f{i}").st_size == len(content(d, i))
+    each_file(v.mnt, lambda path, data: os.stat(path).st_size == len(data) or
+              pytest.fail(f"{path}: size"))
     read_all(v.mnt)
     phase("stat and read")
 
@@ -147,6 +209,7 @@ def test_tree_under_1024_descriptors(limited):
         phase(f"rotate {extra}")
     read_all(renamed)
     phase("read again")
+    assert v.status()["inodes"] >= FILES
 
     peak = sampler.finish()
     assert sampler.samples > 10
