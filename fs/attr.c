@@ -65,7 +65,9 @@ static int stat_backing(struct envfs *fs, struct inode *in, struct stat *st, boo
 	struct statx stx;
 
 	if (!fresh || !fs->shared)
-		return fstatat(inode_fd(in), "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+		return fstatat(inode_fd(in), "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0
+			       ? -errno
+			       : 0;
 	if (statx(inode_fd(in), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
 		  STATX_BASIC_STATS, &stx) < 0)
 		return -errno;

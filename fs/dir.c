@@ -109,7 +109,8 @@ static int make_dir(struct envfs *fs, struct inode *dir, const struct backing_na
 	    fchmodat(inode_fd(dir), tmp, st.st_mode & ~(S_IRWXU & ~mode) & 07777, 0) < 0)
 		ret = -errno;
 	if (ret == 0)
-		ret = backing_rename_noreplace(&fs->caps, inode_fd(dir), tmp, inode_fd(dir), b->entry, true, true);
+		ret = backing_rename_noreplace(&fs->caps, inode_fd(dir), tmp, inode_fd(dir),
+					       b->entry, true, true);
 	if (ret < 0) {
 		if (fd >= 0)
 			unlinkat(fd, NAMES_DIRID_ENTRY, 0);
@@ -311,14 +312,16 @@ static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_
 	ret = only_volume_entries(fs, fd, false);
 	shared_temp_name(tmp);
 	if (ret == 0)
-		ret = backing_rename_noreplace(&fs->caps, inode_fd(dir), b->entry, inode_fd(dir), tmp, true, true);
+		ret = backing_rename_noreplace(&fs->caps, inode_fd(dir), b->entry, inode_fd(dir),
+					       tmp, true, true);
 	if (ret == 0)
 		ret = only_volume_entries(fs, fd, true);
 	if (ret == 0 && unlinkat(inode_fd(dir), tmp, AT_REMOVEDIR) < 0) {
 		ret = -errno;
 		/* Put it back, empty: a fresh ID is as good as the old one. */
 		names_dirid_make(fd);
-		backing_rename_noreplace(&fs->caps, inode_fd(dir), tmp, inode_fd(dir), b->entry, true, true);
+		backing_rename_noreplace(&fs->caps, inode_fd(dir), tmp, inode_fd(dir), b->entry,
+					 true, true);
 	}
 	close(fd);
 	if (ret == 0)
@@ -391,8 +394,8 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 	if (ret == 0)
 		ret = prepare_entry(to, bnew);
 	if (ret == 0 && (flags & RENAME_NOREPLACE))
-		ret = backing_rename_noreplace(&fs->caps, inode_fd(to), tmp, inode_fd(to), bnew->entry, false,
-					       false);
+		ret = backing_rename_noreplace(&fs->caps, inode_fd(to), tmp, inode_fd(to),
+					       bnew->entry, false, false);
 	else if (ret == 0 && renameat(inode_fd(to), tmp, inode_fd(to), bnew->entry) < 0)
 		ret = -errno;
 	if (ret < 0) {
@@ -431,10 +434,11 @@ static int replace_dir_unswapped(struct envfs *fs, struct inode *from,
 	shared_temp_name(tmp);
 	if (renameat(inode_fd(to), bnew->entry, inode_fd(to), tmp) < 0)
 		return -errno;
-	ret = backing_rename_noreplace(&fs->caps, inode_fd(from), b->entry, inode_fd(to), bnew->entry, true,
-				       true);
+	ret = backing_rename_noreplace(&fs->caps, inode_fd(from), b->entry, inode_fd(to),
+				       bnew->entry, true, true);
 	if (ret < 0) {
-		backing_rename_noreplace(&fs->caps, inode_fd(to), tmp, inode_fd(to), bnew->entry, true, true);
+		backing_rename_noreplace(&fs->caps, inode_fd(to), tmp, inode_fd(to), bnew->entry,
+					 true, true);
 		return ret;
 	}
 	abandon_entry(from, b);
@@ -455,7 +459,8 @@ static int replace_dir_unswapped(struct envfs *fs, struct inode *from,
 static int replace_dir(struct envfs *fs, struct inode *from, const struct backing_name *b,
 		       struct inode *to, const struct backing_name *bnew)
 {
-	int fd = openat(inode_fd(to), bnew->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), ret;
+	int fd = openat(inode_fd(to), bnew->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int ret;
 
 	if (fd < 0)
 		return -errno;
@@ -467,13 +472,15 @@ static int replace_dir(struct envfs *fs, struct inode *from, const struct backin
 	}
 	close(fd);
 	if (ret == 0)
-		ret = backing_rename_exchange(&fs->caps, inode_fd(from), b->entry, inode_fd(to), bnew->entry);
+		ret = backing_rename_exchange(&fs->caps, inode_fd(from), b->entry, inode_fd(to),
+					      bnew->entry);
 	if (ret < 0)
 		return ret;
 	ret = remove_dir(fs, from, b);
 	/* Filled behind our back in between: undo the exchange. */
 	if (ret < 0)
-		backing_rename_exchange(&fs->caps, inode_fd(from), b->entry, inode_fd(to), bnew->entry);
+		backing_rename_exchange(&fs->caps, inode_fd(from), b->entry, inode_fd(to),
+					bnew->entry);
 	return ret;
 }
 
@@ -489,11 +496,12 @@ static int rename_entry(struct envfs *fs, struct inode *from, const char *old, s
 	if (!(flags & RENAME_NOREPLACE))
 		return renameat(inode_fd(from), old, inode_fd(to), new) < 0 ? -errno : 0;
 	if (fs->caps.rename_noreplace)
-		return backing_rename_noreplace(&fs->caps, inode_fd(from), old, inode_fd(to), new, false, false);
+		return backing_rename_noreplace(&fs->caps, inode_fd(from), old, inode_fd(to), new,
+						false, false);
 	if (fstatat(inode_fd(from), old, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	ret = backing_rename_noreplace(&fs->caps, inode_fd(from), old, inode_fd(to), new, S_ISDIR(st.st_mode),
-				       encrypted_names(fs));
+	ret = backing_rename_noreplace(&fs->caps, inode_fd(from), old, inode_fd(to), new,
+				       S_ISDIR(st.st_mode), encrypted_names(fs));
 	/* Linked and unlinked: the inode's fd must reach it by its new name. */
 	if (ret == 0 && !S_ISDIR(st.st_mode)) {
 		int fd = openat(inode_fd(to), new, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -531,7 +539,8 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 		    S_ISREG(target.st_mode) && target.st_nlink == 1;
 	/* With encrypted names a symlink or a directory ID takes special care. */
 	mode_t moved_type = 0, target_type = encrypted && have_target ? target.st_mode & S_IFMT : 0;
-	if (ret == 0 && encrypted && fstatat(inode_fd(from), b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+	if (ret == 0 && encrypted &&
+	    fstatat(inode_fd(from), b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
 		moved_type = moved.st_mode & S_IFMT;
 	if (exchange && (moved_type == S_IFLNK || target_type == S_IFLNK)) {
 		/* Either link would land under a name its target is not sealed for. */

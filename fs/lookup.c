@@ -100,7 +100,8 @@ void abandon_entry(struct inode *dir, const struct backing_name *b)
 {
 	struct stat st;
 
-	if (backing_name_is_long(b) && fstatat(inode_fd(dir), b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+	if (backing_name_is_long(b) &&
+	    fstatat(inode_fd(dir), b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno == ENOENT)
 		names_side_remove(inode_fd(dir), b->entry);
 }

@@ -91,7 +91,8 @@ int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd, bool flagged)
 	int ret;
 
 	/* Not the times: asking for them would cost the next fdatasync (mtime.h). */
-	if (statx(inode_fd(in), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MODE | STATX_GID, &st) < 0)
+	if (statx(inode_fd(in), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MODE | STATX_GID,
+		  &st) < 0)
 		return -errno;
 	mode = st.stx_mode & 07777 & ~S_ISUID;
 	if ((mode & S_ISGID) && ((mode & S_IXGRP) || (!caller_in_group(req, st.stx_gid) &&

@@ -87,7 +87,8 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     ",\"skipped\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"overflow\":%" PRIu64
 		     ",\"batches\":%" PRIu64 "},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
-		     "\"inodes\":%" PRIu64 ",\"inode_fds\":%u,\"inode_fds_bounded\":%s,\"uptime\":%lld,"
+		     "\"inodes\":%" PRIu64 ",\"inode_fds\":%u,\"inode_fds_bounded\":%s,"
+		     "\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s,"
 		     "\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s}\n",
 		     uuid, backing, kms->ops->name, kms->key_ref, previous, current,

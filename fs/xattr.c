@@ -56,7 +56,8 @@ static int key_description(struct envfs *fs, struct inode *in, char *out, size_t
 	/* The root of a volume with encrypted names describes the volume key. */
 	if (in->type != S_IFREG && !volume_key)
 		return -ENODATA;
-	fd = volume_key ? volkey_open(inode_fd(in), O_RDONLY, &volkey_layout) : reopen(fs, in, O_RDONLY);
+	fd = volume_key ? volkey_open(inode_fd(in), O_RDONLY, &volkey_layout)
+			: reopen(fs, in, O_RDONLY);
 	if (fd < 0)
 		return fd == -EBADMSG ? -EIO : fd;
 	rec = malloc(sizeof(*rec));
