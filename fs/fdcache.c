@@ -237,25 +237,26 @@ int fdcache_pin(struct fdcache *c, struct fd_slot *s)
 	}
 }
 
-unsigned fdcache_unpin(struct fdcache *c, struct fd_slot *s)
+bool fdcache_unpin(struct fdcache *c, struct fd_slot *s)
 {
-	unsigned left;
+	bool last;
 
 	pthread_mutex_lock(&c->lock);
-	left = --s->pins;
+	last = --s->pins == 0 && s->orphan;
 	settle_locked(c, s);
 	pthread_mutex_unlock(&c->lock);
-	return left;
+	return last;
 }
 
-unsigned fdcache_pins(struct fdcache *c, struct fd_slot *s)
+bool fdcache_orphan(struct fdcache *c, struct fd_slot *s)
 {
-	unsigned n;
+	bool unpinned;
 
 	pthread_mutex_lock(&c->lock);
-	n = s->pins;
+	unpinned = s->pins == 0;
+	s->orphan = !unpinned;
 	pthread_mutex_unlock(&c->lock);
-	return n;
+	return unpinned;
 }
 
 bool fdcache_holds(struct fdcache *c, struct fd_slot *s)

@@ -35,6 +35,7 @@ struct fd_slot {
 	int fd;			/* -1 while closed */
 	unsigned pins;
 	unsigned gen;
+	bool orphan;		/* its owner is gone but for the pins: the last unpin ends it */
 	struct file_handle *fh; /* NULL: the fd stays open for the slot's life */
 	struct fd_slot *lru_prev, *lru_next;
 };
@@ -70,11 +71,15 @@ void fdcache_slot_fini(struct fdcache *c, struct fd_slot *s);
  * or one opened from the handle (making room first when the process is out
  * of descriptors).  0, or -errno (-ESTALE: the object is gone).
  */
+/* fdcache_unpin - true when that was the last pin of an orphan: its owner ends it now. */
+bool fdcache_unpin(struct fdcache *c, struct fd_slot *s);
 int fdcache_pin(struct fdcache *c, struct fd_slot *s);
-/* fdcache_unpin - returns the pins left. */
-unsigned fdcache_unpin(struct fdcache *c, struct fd_slot *s);
-/* fdcache_pins - the pins @s has now. */
-unsigned fdcache_pins(struct fdcache *c, struct fd_slot *s);
+
+/*
+ * fdcache_orphan - @s's owner has no other reference left: true when @s is
+ * unpinned (the owner ends it now), else false, and the last unpin says so.
+ */
+bool fdcache_orphan(struct fdcache *c, struct fd_slot *s);
 
 /*
  * fdcache_holds - whether @s's fd is open now (always, for a slot without

@@ -287,14 +287,9 @@ int inode_pin(struct inode_table *t, struct inode *in)
 
 void inode_unpin(struct inode_table *t, struct inode *in)
 {
-	bool last;
-
-	/* Under the table lock, as inode_forget() looks at the pins under it:
-	 * exactly one of the two frees a forgotten inode. */
-	pthread_mutex_lock(&t->lock);
-	last = fdcache_unpin(t->fds, &in->slot) == 0 && in->nlookup == 0 && in != &t->root;
-	pthread_mutex_unlock(&t->lock);
-	if (last)
+	/* A forgotten inode is the descriptor cache's orphan until its last
+	 * unpin: the cache's lock decides which of the two frees it. */
+	if (fdcache_unpin(t->fds, &in->slot))
 		inode_free(t, in);
 }
 
@@ -311,14 +306,11 @@ void inode_forget(struct inode_table *t, struct inode *in, uint64_t n)
 	else
 		forget_disowned_locked(t, in);
 	t->count--;
+	pthread_mutex_unlock(&t->lock);
 	/* A request may still use it (the kernel forgets it as soon as the
 	 * reply is out): its last unpin frees it then. */
-	if (fdcache_pins(t->fds, &in->slot) > 0) {
-		pthread_mutex_unlock(&t->lock);
-		return;
-	}
-	pthread_mutex_unlock(&t->lock);
-	inode_free(t, in);
+	if (fdcache_orphan(t->fds, &in->slot))
+		inode_free(t, in);
 }
 
 uint64_t inode_count(struct inode_table *t)
