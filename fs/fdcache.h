@@ -24,6 +24,8 @@
  *    from fdcache_slot_init() to fdcache_slot_fini(): no bound, as before;
  *  - slot->gen counts rebinds: a reopen by a handle that was replaced while
  *    the open ran is thrown away.
+ *  - an orphan slot (fdcache_orphan() found it pinned) is ended by its
+ *    owner once fdcache_unpin() reports its last pin gone, and only then.
  */
 
 #include <stdbool.h>
