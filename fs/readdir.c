@@ -161,40 +161,29 @@ skip:
 	free(buf);
 }
 
+/* do_readdir with the directory's fd pinned (inode.h). */
 static void readdir_pinned(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
-			   struct fuse_file_info *fi)
+			   struct fuse_file_info *fi, bool plus)
 {
-	do_readdir(req, ino, size, offset, fi, false);
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	do_readdir(req, ino, size, offset, fi, plus);
+	unpin(fs, in);
 }
 
 void envfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		   struct fuse_file_info *fi)
 {
-	struct envfs *fs = fs_of(req);
-	struct inode *in = inode_of(fs, ino);
-
-	if (!pin_or_reply(req, fs, in))
-		return;
-	readdir_pinned(req, ino, size, offset, fi);
-	unpin(fs, in);
-}
-
-static void readdirplus_pinned(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
-			       struct fuse_file_info *fi)
-{
-	do_readdir(req, ino, size, offset, fi, true);
+	readdir_pinned(req, ino, size, offset, fi, false);
 }
 
 void envfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		       struct fuse_file_info *fi)
 {
-	struct envfs *fs = fs_of(req);
-	struct inode *in = inode_of(fs, ino);
-
-	if (!pin_or_reply(req, fs, in))
-		return;
-	readdirplus_pinned(req, ino, size, offset, fi);
-	unpin(fs, in);
+	readdir_pinned(req, ino, size, offset, fi, true);
 }
 
 void open_dir_close(struct envfs *fs, struct open_dir *d)
