@@ -68,8 +68,10 @@ static int stat_backing(struct envfs *fs, struct inode *in, struct stat *st, boo
 	struct statx stx;
 
 	if (!fresh || !fs->shared || shared_recently_fresh(in))
-		return fstatat(in->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-	if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
+		return fstatat(inode_fd(in), "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0
+			       ? -errno
+			       : 0;
+	if (statx(inode_fd(in), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC,
 		  STATX_BASIC_STATS, &stx) < 0)
 		return -errno;
 	statx_to_stat(&stx, st);
@@ -95,7 +97,7 @@ static int stat_inode_but_cmtime(struct envfs *fs, struct inode *in, struct stat
 {
 	struct statx stx;
 
-	if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
+	if (statx(inode_fd(in), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW,
 		  STATX_BASIC_STATS & ~(STATX_CTIME | STATX_MTIME), &stx) < 0)
 		return -errno;
 	statx_to_stat(&stx, st);
@@ -104,7 +106,7 @@ static int stat_inode_but_cmtime(struct envfs *fs, struct inode *in, struct stat
 	return 0;
 }
 
-void envfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void getattr_pinned(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -122,6 +124,17 @@ void envfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -ret);
 	else
 		fuse_reply_attr(req, &st, fs->settings.attr_timeout);
+}
+
+void envfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	getattr_pinned(req, ino, fi);
+	unpin(fs, in);
 }
 
 static int setattr_size(struct envfs *fs, struct inode *in, struct fuse_file_info *fi,
@@ -167,11 +180,11 @@ static int setattr_times(struct inode *in, const struct stat *attr, int valid,
 		ret = futimens(((struct open_file *)(uintptr_t)fi->fh)->fd, tv);
 	} else if (in->type == S_IFLNK) {
 		/* No race-free way to reach a symlink's own times but this. */
-		ret = utimensat(in->fd, "", tv, AT_EMPTY_PATH);
+		ret = utimensat(inode_fd(in), "", tv, AT_EMPTY_PATH);
 		if (ret < 0 && errno == EINVAL)
 			errno = EPERM;
 	} else {
-		proc_path(in->fd, path);
+		proc_path(inode_fd(in), path);
 		ret = utimensat(AT_FDCWD, path, tv, 0);
 	}
 	return ret < 0 ? -errno : 0;
@@ -206,8 +219,8 @@ static int defer_mtime(struct envfs *fs, struct inode *in, const struct stat *at
 	return 1;
 }
 
-void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
-		   struct fuse_file_info *fi)
+static void setattr_pinned(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+			   struct fuse_file_info *fi)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -231,7 +244,7 @@ void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 	if (ret < 0)
 		goto out;
 	if (valid & FUSE_SET_ATTR_MODE) {
-		proc_path(in->fd, path);
+		proc_path(inode_fd(in), path);
 		if ((fi ? fchmod(((struct open_file *)(uintptr_t)fi->fh)->fd, attr->st_mode)
 			: chmod(path, attr->st_mode)) < 0) {
 			ret = -errno;
@@ -241,7 +254,7 @@ void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
 		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
-		if (fchownat(in->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		if (fchownat(inode_fd(in), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
 			ret = -errno;
 			goto out;
 		}
@@ -265,13 +278,36 @@ out:
 		fuse_reply_attr(req, &st, fs->settings.attr_timeout);
 }
 
-void envfs_statfs(fuse_req_t req, fuse_ino_t ino)
+void envfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+		   struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	setattr_pinned(req, ino, attr, valid, fi);
+	unpin(fs, in);
+}
+
+static void statfs_pinned(fuse_req_t req, fuse_ino_t ino)
 {
 	struct envfs *fs = fs_of(req);
 	struct statvfs sv;
 
-	if (fstatvfs(inode_of(fs, ino)->fd, &sv) < 0)
+	if (fstatvfs(inode_fd(inode_of(fs, ino)), &sv) < 0)
 		fuse_reply_err(req, errno);
 	else
 		fuse_reply_statfs(req, &sv);
+}
+
+void envfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	statfs_pinned(req, ino);
+	unpin(fs, in);
 }

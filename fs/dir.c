@@ -33,7 +33,7 @@ static void finish_new_entry(fuse_req_t req, struct envfs *fs, struct inode *par
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	ret = give_to_caller(req, parent, parent->fd, b->entry, mode);
+	ret = give_to_caller(req, parent, inode_fd(parent), b->entry, mode);
 	if (ret == 0)
 		ret = lookup_backing(fs, parent, b->entry, name, &e);
 	reply_entry_or_err(req, ret, &e);
@@ -57,8 +57,8 @@ static bool start_new_entry(fuse_req_t req, struct envfs *fs, struct inode *dir,
 	return true;
 }
 
-void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		 dev_t rdev)
+static void mknod_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			 dev_t rdev)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
@@ -67,9 +67,21 @@ void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 
 	if (!start_new_entry(req, fs, dir, name, &b, &ret))
 		return;
-	if (ret == 0 && mknodat(dir->fd, b.entry, mode, rdev) < 0)
+	if (ret == 0 && mknodat(inode_fd(dir), b.entry, mode, rdev) < 0)
 		ret = -errno;
 	finish_new_entry(req, fs, dir, name, &b, mode, ret);
+}
+
+void envfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		 dev_t rdev)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, parent);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	mknod_pinned(req, parent, name, mode, rdev);
+	unpin(fs, in);
 }
 
 /*
@@ -85,31 +97,32 @@ static int make_dir(struct envfs *fs, struct inode *dir, const struct backing_na
 	int fd, ret;
 
 	if (!encrypted_names(fs))
-		return mkdirat(dir->fd, b->entry, mode) < 0 ? -errno : 0;
+		return mkdirat(inode_fd(dir), b->entry, mode) < 0 ? -errno : 0;
 	shared_temp_name(tmp);
 	/* Owner write and search, to place the ID; the mode is set after. */
-	if (mkdirat(dir->fd, tmp, mode | S_IRWXU) < 0)
+	if (mkdirat(inode_fd(dir), tmp, mode | S_IRWXU) < 0)
 		return -errno;
-	fd = openat(dir->fd, tmp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = openat(inode_fd(dir), tmp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	ret = fd < 0 ? -errno : names_dirid_make(fd);
 	if (ret == 0 && fstat(fd, &st) < 0)
 		ret = -errno;
 	if (ret == 0 && (st.st_mode & S_IRWXU) != (mode & S_IRWXU) &&
-	    fchmodat(dir->fd, tmp, st.st_mode & ~(S_IRWXU & ~mode) & 07777, 0) < 0)
+	    fchmodat(inode_fd(dir), tmp, st.st_mode & ~(S_IRWXU & ~mode) & 07777, 0) < 0)
 		ret = -errno;
 	if (ret == 0)
-		ret = backing_rename_noreplace(&fs->caps, dir->fd, tmp, dir->fd, b->entry, true, true);
+		ret = backing_rename_noreplace(&fs->caps, inode_fd(dir), tmp, inode_fd(dir),
+					       b->entry, true, true);
 	if (ret < 0) {
 		if (fd >= 0)
 			unlinkat(fd, NAMES_DIRID_ENTRY, 0);
-		unlinkat(dir->fd, tmp, AT_REMOVEDIR);
+		unlinkat(inode_fd(dir), tmp, AT_REMOVEDIR);
 	}
 	if (fd >= 0)
 		close(fd);
 	return ret;
 }
 
-void envfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+static void mkdir_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
@@ -123,7 +136,18 @@ void envfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 	finish_new_entry(req, fs, dir, name, &b, mode, ret);
 }
 
-void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+void envfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, parent);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	mkdir_pinned(req, parent, name, mode);
+	unpin(fs, in);
+}
+
+static void symlink_pinned(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
@@ -133,11 +157,22 @@ void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const 
 	if (!start_new_entry(req, fs, dir, name, &b, &ret))
 		return;
 	if (ret == 0)
-		ret = symlink_write(fs, dir, name, target, dir->fd, b.entry);
+		ret = symlink_write(fs, dir, name, target, inode_fd(dir), b.entry);
 	finish_new_entry(req, fs, dir, name, &b, 0, ret);
 }
 
-void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+void envfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, parent);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	symlink_pinned(req, target, parent, name);
+	unpin(fs, in);
+}
+
+static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino), *dir = inode_of(fs, newparent);
@@ -148,15 +183,15 @@ void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
 
 	/* A version-1 symlink target is bound to its one name. */
 	if (ret == 0 && in->type == S_IFLNK) {
-		ret = symlink_bound_to_name(fs, in->fd, "");
+		ret = symlink_bound_to_name(fs, inode_fd(in), "");
 		ret = ret > 0 ? -EPERM : ret;
 	}
 	if (ret == 0)
 		ret = prepare_entry(dir, &b);
-	if (ret == 0 && linkat(in->fd, "", dir->fd, b.entry, AT_EMPTY_PATH) < 0) {
+	if (ret == 0 && linkat(inode_fd(in), "", inode_fd(dir), b.entry, AT_EMPTY_PATH) < 0) {
 		/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; go through /proc. */
-		proc_path(in->fd, path);
-		if (linkat(AT_FDCWD, path, dir->fd, b.entry, AT_SYMLINK_FOLLOW) < 0)
+		proc_path(inode_fd(in), path);
+		if (linkat(AT_FDCWD, path, inode_fd(dir), b.entry, AT_SYMLINK_FOLLOW) < 0)
 			ret = -errno;
 	}
 	if (ret == 0)
@@ -166,7 +201,23 @@ void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
 	reply_entry_or_err(req, ret, &e);
 }
 
-void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+void envfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *a = inode_of(fs, ino), *b = inode_of(fs, newparent);
+
+	if (!pin_or_reply(req, fs, a))
+		return;
+	if (!pin_or_reply(req, fs, b)) {
+		unpin(fs, a);
+		return;
+	}
+	link_pinned(req, ino, newparent, newname);
+	unpin(fs, b);
+	unpin(fs, a);
+}
+
+static void unlink_pinned(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
@@ -175,11 +226,11 @@ void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	int ret = to_backing(fs, dir, name, &b);
 
-	if (ret == 0 && fstatat(dir->fd, b.entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (ret == 0 && fstatat(inode_fd(dir), b.entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		ret = -errno;
 	if (ret == 0)
-		symlink_drop_begin(fs, dir->fd, b.entry, &st, &drop);
-	if (ret == 0 && unlinkat(dir->fd, b.entry, 0) < 0)
+		symlink_drop_begin(fs, inode_fd(dir), b.entry, &st, &drop);
+	if (ret == 0 && unlinkat(inode_fd(dir), b.entry, 0) < 0)
 		ret = -errno;
 	symlink_drop_end(fs, &drop, ret == 0);
 	if (ret == 0)
@@ -188,6 +239,17 @@ void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (ret == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
 		dekcache_forget(fs->cache, st.st_dev, st.st_ino);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+void envfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, parent);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	unlink_pinned(req, parent, name);
+	unpin(fs, in);
 }
 
 /*
@@ -241,21 +303,23 @@ static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_
 	int fd, ret;
 
 	if (!encrypted_names(fs))
-		return unlinkat(dir->fd, b->entry, AT_REMOVEDIR) < 0 ? -errno : 0;
-	fd = openat(dir->fd, b->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		return unlinkat(inode_fd(dir), b->entry, AT_REMOVEDIR) < 0 ? -errno : 0;
+	fd = openat(inode_fd(dir), b->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ELOOP ? -ENOTDIR : -errno;
 	ret = only_volume_entries(fs, fd, false);
 	shared_temp_name(tmp);
 	if (ret == 0)
-		ret = backing_rename_noreplace(&fs->caps, dir->fd, b->entry, dir->fd, tmp, true, true);
+		ret = backing_rename_noreplace(&fs->caps, inode_fd(dir), b->entry, inode_fd(dir),
+					       tmp, true, true);
 	if (ret == 0)
 		ret = only_volume_entries(fs, fd, true);
-	if (ret == 0 && unlinkat(dir->fd, tmp, AT_REMOVEDIR) < 0) {
+	if (ret == 0 && unlinkat(inode_fd(dir), tmp, AT_REMOVEDIR) < 0) {
 		ret = -errno;
 		/* Put it back, empty: a fresh ID is as good as the old one. */
 		names_dirid_make(fd);
-		backing_rename_noreplace(&fs->caps, dir->fd, tmp, dir->fd, b->entry, true, true);
+		backing_rename_noreplace(&fs->caps, inode_fd(dir), tmp, inode_fd(dir), b->entry,
+					 true, true);
 	}
 	close(fd);
 	if (ret == 0)
@@ -263,7 +327,7 @@ static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_
 	return ret;
 }
 
-void envfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void rmdir_pinned(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
@@ -273,6 +337,17 @@ void envfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (ret == 0)
 		ret = remove_dir(fs, dir, &b);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+void envfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, parent);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	rmdir_pinned(req, parent, name);
+	unpin(fs, in);
 }
 
 /*
@@ -295,7 +370,7 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 
 	if (ret < 0)
 		return ret;
-	n = readlinkat(from->fd, b->entry, stored, sizeof(stored) - 1);
+	n = readlinkat(inode_fd(from), b->entry, stored, sizeof(stored) - 1);
 	if (n < 0)
 		return -errno;
 	stored[n] = '\0';
@@ -304,35 +379,35 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 		return -EIO;
 	}
 	shared_temp_name(tmp);
-	ret = symlink_write(fs, to, newname, target, to->fd, tmp);
+	ret = symlink_write(fs, to, newname, target, inode_fd(to), tmp);
 	secmem_wipe(target, sizeof(target));
 	if (ret < 0)
 		return ret;
-	if (fchownat(to->fd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    utimensat(to->fd, tmp, times, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fchownat(inode_fd(to), tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    utimensat(inode_fd(to), tmp, times, AT_SYMLINK_NOFOLLOW) < 0)
 		ret = -errno;
 	if (ret == 0)
 		ret = prepare_entry(to, bnew);
 	if (ret == 0 && (flags & RENAME_NOREPLACE))
-		ret = backing_rename_noreplace(&fs->caps, to->fd, tmp, to->fd, bnew->entry, false,
-					       false);
-	else if (ret == 0 && renameat(to->fd, tmp, to->fd, bnew->entry) < 0)
+		ret = backing_rename_noreplace(&fs->caps, inode_fd(to), tmp, inode_fd(to),
+					       bnew->entry, false, false);
+	else if (ret == 0 && renameat(inode_fd(to), tmp, inode_fd(to), bnew->entry) < 0)
 		ret = -errno;
 	if (ret < 0) {
 		struct symlink_drop drop = {.fd = -1};
 		struct stat made;
 
 		/* The new link goes again, and with it any store file made for it. */
-		if (fstatat(to->fd, tmp, &made, AT_SYMLINK_NOFOLLOW) == 0)
-			symlink_drop_begin(fs, to->fd, tmp, &made, &drop);
-		symlink_drop_end(fs, &drop, unlinkat(to->fd, tmp, 0) == 0);
+		if (fstatat(inode_fd(to), tmp, &made, AT_SYMLINK_NOFOLLOW) == 0)
+			symlink_drop_begin(fs, inode_fd(to), tmp, &made, &drop);
+		symlink_drop_end(fs, &drop, unlinkat(inode_fd(to), tmp, 0) == 0);
 		abandon_entry(to, bnew);
 		return ret;
 	}
-	if (unlinkat(from->fd, b->entry, 0) == 0)
+	if (unlinkat(inode_fd(from), b->entry, 0) == 0)
 		abandon_entry(from, b);
 	/* The kernel keeps its inode for the link: point it at the new one. */
-	int fd = openat(to->fd, bnew->entry, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	int fd = openat(inode_fd(to), bnew->entry, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	struct stat made;
 	if (fd >= 0 && fstat(fd, &made) == 0 && S_ISLNK(made.st_mode))
 		inode_rebind(fs->inodes, st, fd, &made);
@@ -358,17 +433,18 @@ static int replace_dir_unswapped(struct envfs *fs, struct inode *from,
 	int ret;
 
 	shared_temp_name(tmp);
-	if (renameat(to->fd, bnew->entry, to->fd, tmp) < 0)
+	if (renameat(inode_fd(to), bnew->entry, inode_fd(to), tmp) < 0)
 		return -errno;
-	ret = backing_rename_noreplace(&fs->caps, from->fd, b->entry, to->fd, bnew->entry, true,
-				       true);
+	ret = backing_rename_noreplace(&fs->caps, inode_fd(from), b->entry, inode_fd(to),
+				       bnew->entry, true, true);
 	if (ret < 0) {
-		backing_rename_noreplace(&fs->caps, to->fd, tmp, to->fd, bnew->entry, true, true);
+		backing_rename_noreplace(&fs->caps, inode_fd(to), tmp, inode_fd(to), bnew->entry,
+					 true, true);
 		return ret;
 	}
 	abandon_entry(from, b);
 	if (only_volume_entries(fs, target_fd, true) == 0)
-		unlinkat(to->fd, tmp, AT_REMOVEDIR);
+		unlinkat(inode_fd(to), tmp, AT_REMOVEDIR);
 	return 0;
 }
 
@@ -384,7 +460,8 @@ static int replace_dir_unswapped(struct envfs *fs, struct inode *from,
 static int replace_dir(struct envfs *fs, struct inode *from, const struct backing_name *b,
 		       struct inode *to, const struct backing_name *bnew)
 {
-	int fd = openat(to->fd, bnew->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), ret;
+	int fd = openat(inode_fd(to), bnew->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int ret;
 
 	if (fd < 0)
 		return -errno;
@@ -396,13 +473,15 @@ static int replace_dir(struct envfs *fs, struct inode *from, const struct backin
 	}
 	close(fd);
 	if (ret == 0)
-		ret = backing_rename_exchange(&fs->caps, from->fd, b->entry, to->fd, bnew->entry);
+		ret = backing_rename_exchange(&fs->caps, inode_fd(from), b->entry, inode_fd(to),
+					      bnew->entry);
 	if (ret < 0)
 		return ret;
 	ret = remove_dir(fs, from, b);
 	/* Filled behind our back in between: undo the exchange. */
 	if (ret < 0)
-		backing_rename_exchange(&fs->caps, from->fd, b->entry, to->fd, bnew->entry);
+		backing_rename_exchange(&fs->caps, inode_fd(from), b->entry, inode_fd(to),
+					bnew->entry);
 	return ret;
 }
 
@@ -414,18 +493,19 @@ static int rename_entry(struct envfs *fs, struct inode *from, const char *old, s
 	int ret;
 
 	if (flags & RENAME_EXCHANGE)
-		return backing_rename_exchange(&fs->caps, from->fd, old, to->fd, new);
+		return backing_rename_exchange(&fs->caps, inode_fd(from), old, inode_fd(to), new);
 	if (!(flags & RENAME_NOREPLACE))
-		return renameat(from->fd, old, to->fd, new) < 0 ? -errno : 0;
+		return renameat(inode_fd(from), old, inode_fd(to), new) < 0 ? -errno : 0;
 	if (fs->caps.rename_noreplace)
-		return backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new, false, false);
-	if (fstatat(from->fd, old, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return backing_rename_noreplace(&fs->caps, inode_fd(from), old, inode_fd(to), new,
+						false, false);
+	if (fstatat(inode_fd(from), old, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	ret = backing_rename_noreplace(&fs->caps, from->fd, old, to->fd, new, S_ISDIR(st.st_mode),
-				       encrypted_names(fs));
+	ret = backing_rename_noreplace(&fs->caps, inode_fd(from), old, inode_fd(to), new,
+				       S_ISDIR(st.st_mode), encrypted_names(fs));
 	/* Linked and unlinked: the inode's fd must reach it by its new name. */
 	if (ret == 0 && !S_ISDIR(st.st_mode)) {
-		int fd = openat(to->fd, new, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		int fd = openat(inode_fd(to), new, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		struct stat now;
 
 		if (fd >= 0 && fstat(fd, &now) == 0)
@@ -436,8 +516,8 @@ static int rename_entry(struct envfs *fs, struct inode *from, const char *old, s
 	return ret;
 }
 
-void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-		  const char *newname, unsigned int flags)
+static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+			  const char *newname, unsigned int flags)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
@@ -456,15 +536,16 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 		return;
 	}
 	if (ret == 0 && (encrypted || !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE))))
-		have_target = fstatat(to->fd, bnew.entry, &target, AT_SYMLINK_NOFOLLOW) == 0;
+		have_target = fstatat(inode_fd(to), bnew.entry, &target, AT_SYMLINK_NOFOLLOW) == 0;
 	replacing = have_target && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) &&
 		    S_ISREG(target.st_mode) && target.st_nlink == 1;
 	/* With encrypted names a symlink or a directory ID takes special care. */
 	mode_t moved_type = 0, target_type = encrypted && have_target ? target.st_mode & S_IFMT : 0;
-	if (ret == 0 && encrypted && fstatat(from->fd, b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+	if (ret == 0 && encrypted &&
+	    fstatat(inode_fd(from), b.entry, &moved, AT_SYMLINK_NOFOLLOW) == 0)
 		moved_type = moved.st_mode & S_IFMT;
-	bool moved_bound = moved_type == S_IFLNK && symlink_bound_to_name(fs, from->fd, b.entry) != 0;
-	bool target_bound = target_type == S_IFLNK && symlink_bound_to_name(fs, to->fd, bnew.entry) != 0;
+	bool moved_bound = moved_type == S_IFLNK && symlink_bound_to_name(fs, inode_fd(from), b.entry) != 0;
+	bool target_bound = target_type == S_IFLNK && symlink_bound_to_name(fs, inode_fd(to), bnew.entry) != 0;
 	if (exchange && (moved_bound || target_bound)) {
 		/* A version-1 link would land under a name its target is not sealed for. */
 		ret = -EINVAL;
@@ -472,7 +553,7 @@ void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 	}
 	/* A link replaced by the rename may take its store file with it. */
 	if (target_type == S_IFLNK && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)))
-		symlink_drop_begin(fs, to->fd, bnew.entry, &target, &drop);
+		symlink_drop_begin(fs, inode_fd(to), bnew.entry, &target, &drop);
 	if (moved_bound) {
 		/* Its target is bound to its name: the link is made anew. */
 		ret = move_symlink(fs, from, &b, name, to, &bnew, newname, flags, &moved);
@@ -498,4 +579,21 @@ done:
 	if (ret == 0 && replacing)
 		dekcache_forget(fs->cache, target.st_dev, target.st_ino);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+void envfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		  const char *newname, unsigned int flags)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *a = inode_of(fs, parent), *b = inode_of(fs, newparent);
+
+	if (!pin_or_reply(req, fs, a))
+		return;
+	if (!pin_or_reply(req, fs, b)) {
+		unpin(fs, a);
+		return;
+	}
+	rename_pinned(req, parent, name, newparent, newname, flags);
+	unpin(fs, b);
+	unpin(fs, a);
 }

@@ -42,6 +42,7 @@ struct envfs_settings {
 	int dek_pool;		  /* dek_pool: new-file keys made ahead; -1 = auto */
 	int prefetch;		  /* prefetch: unwrap listed files' DEKs ahead; -1 = auto, 0, 1 */
 	int shared;		  /* shared: auto|true|false, enum shared_setting (shared.h) */
+	unsigned max_fds;	  /* max_fds: inode fds kept open; 0 = from RLIMIT_NOFILE */
 };
 
 /* Run-time counters reported by the status xattr. */

@@ -94,7 +94,7 @@ int reopen(struct envfs *fs, struct inode *in, int flags)
 	char path[64];
 	int fd;
 
-	proc_path(in->fd, path);
+	proc_path(inode_fd(in), path);
 	fd = open(path, flags | O_CLOEXEC);
 	if (fd < 0)
 		return inode_gone(fs, in, -errno);
@@ -130,6 +130,13 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 
 	if (!of)
 		return -ENOMEM;
+	/* An open file keeps its inode's fd (inode.h): the operations on it
+	 * reach the backing inode even once it is unlinked. */
+	ret = inode_pin(fs->inodes, in);
+	if (ret < 0) {
+		free(of);
+		return ret;
+	}
 	/* Shared mode: a re-key on another host waits for this open to close. */
 	ret = fs->shared_locks && writable ? keylock_writer_open(in, fd) : 0;
 	if (ret == 0) {
@@ -138,6 +145,7 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 			keylock_writer_close(in, fd);
 	}
 	if (ret < 0) {
+		inode_unpin(fs->inodes, in);
 		free(of);
 		return ret;
 	}
@@ -154,7 +162,7 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 	return 0;
 }
 
-void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void open_pinned(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -179,8 +187,19 @@ void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		  struct fuse_file_info *fi)
+void envfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	open_pinned(req, ino, fi);
+	unpin(fs, in);
+}
+
+static void create_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			  struct fuse_file_info *fi)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
@@ -194,7 +213,7 @@ void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 	ret = prepare_entry(dir, &b);
 	if (ret < 0)
 		goto fail;
-	fd = openat(dir->fd, b.entry,
+	fd = openat(inode_fd(dir), b.entry,
 		    backing_flags(fi->flags) | O_CREAT | O_NOFOLLOW | (fi->flags & O_EXCL), mode);
 	if (fd < 0) {
 		ret = -errno;
@@ -218,6 +237,18 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	fuse_reply_err(req, -ret);
+}
+
+void envfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		  struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, parent);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	create_pinned(req, parent, name, mode, fi);
+	unpin(fs, in);
 }
 
 /*
@@ -385,6 +416,7 @@ void open_file_close(struct envfs *fs, struct open_file *of)
 	}
 	filekey_detach(fs, of->inode);
 	close(of->fd);
+	inode_unpin(fs->inodes, of->inode);
 	free(of);
 }
 

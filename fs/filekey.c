@@ -344,8 +344,12 @@ int filekey_prefetch_prepare(struct envfs *fs, const struct kms *kms, struct ino
 	ret = -EALREADY;
 	if (in->opens > 0 || in->dek)
 		goto fail;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
+	ret = inode_pin(fs->inodes, in);
+	if (ret < 0)
+		goto fail;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", inode_fd(in));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
+	inode_unpin(fs->inodes, in);
 	if (fd < 0) {
 		ret = -errno;
 		goto fail;
@@ -381,8 +385,14 @@ int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key
 		/* Unlink forgets the key after removing the name: looking at the link
 		 * count after the insert, a file unlinked meanwhile is never left with
 		 * its key cached (whichever of the two forgets it). */
-		if (fstatat(in->fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
+		if (inode_pin(fs->inodes, in) == 0) {
+			if (fstatat(inode_fd(in), "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
+				dekcache_forget(fs->cache, in->dev, in->ino);
+			inode_unpin(fs->inodes, in);
+		} else {
+			/* Gone from the backing altogether: so is the need for its key. */
 			dekcache_forget(fs->cache, in->dev, in->ino);
+		}
 	}
 	if (ret == -EAGAIN)
 		note_unavailable(in);
@@ -498,7 +508,7 @@ void filekey_rekey_env(struct envfs *fs, const struct kms_set *set, struct rekey
 {
 	*env = (struct rekey_env){ .layout = &fs->layout, .keys = set->keys, .pool = set->pool,
 				   .volume_uuid = fs->cfg.uuid,
-				   .root_fd = inode_table_root(fs->inodes)->fd,
+				   .root_fd = inode_fd(inode_table_root(fs->inodes)),
 				   .names = fs->names };
 }
 

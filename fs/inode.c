@@ -12,8 +12,12 @@
 
 struct inode_table {
 	pthread_mutex_t lock;
+	struct fdcache *fds;
 	struct inode root;
 	struct inode *buckets[INODE_BUCKETS];
+	/* Inodes out of the hash whose backing number another took (inode.h),
+	 * linked by hash_next until the kernel forgets them. */
+	struct inode *disowned;
 	uint64_t count;
 };
 
@@ -24,9 +28,8 @@ static size_t bucket_of(dev_t dev, ino_t ino)
 	return (size_t)(h >> 32) & (INODE_BUCKETS - 1);
 }
 
-static void inode_init(struct inode *in, int fd, const struct stat *st)
+static void inode_init(struct inode *in, const struct stat *st)
 {
-	in->fd = fd;
 	in->dev = st->st_dev;
 	in->ino = st->st_ino;
 	in->type = st->st_mode & S_IFMT;
@@ -36,21 +39,31 @@ static void inode_init(struct inode *in, int fd, const struct stat *st)
 	pthread_mutex_init(&in->mtime_lock, NULL);
 }
 
-int inode_table_create(int root_fd, struct inode_table **out)
+int inode_table_create(int root_fd, unsigned max_fds, struct inode_table **out)
 {
 	struct inode_table *t = calloc(1, sizeof(*t));
 	struct stat st;
+	int ret;
 
 	if (!t)
 		return -ENOMEM;
 	if (fstat(root_fd, &st) < 0) {
-		int err = -errno;
+		ret = -errno;
 		free(t);
-		return err;
+		return ret;
+	}
+	ret = fdcache_create(root_fd, max_fds ? max_fds : fdcache_default_max(), &t->fds);
+	if (ret < 0) {
+		free(t);
+		return ret;
 	}
 	pthread_mutex_init(&t->lock, NULL);
-	inode_init(&t->root, root_fd, &st);
+	inode_init(&t->root, &st);
+	/* No handle: the root's fd stays open, used without pins (rotation,
+	 * re-keys and the volume key reach the backing root through it). */
+	fdcache_slot_init(t->fds, &t->root.slot, root_fd, NULL);
 	t->root.nlookup = 1;
+	t->root.hashed = true;
 	*out = t;
 	return 0;
 }
@@ -60,12 +73,16 @@ struct inode *inode_table_root(struct inode_table *t)
 	return &t->root;
 }
 
-static void inode_free(struct inode *in)
+static void inode_free(struct inode_table *t, struct inode *in)
 {
 	/* The last chance to give the backing file the mtime the kernel sent;
-	 * failing, it keeps the time of its last write (mtime.h). */
-	mtime_flush(in);
-	close(in->fd);
+	 * failing, it keeps the time of its last write (mtime.h).  Nothing
+	 * else can reach the inode now: no lock needed to look. */
+	if (in->mtime_pending && fdcache_pin(t->fds, &in->slot) == 0) {
+		mtime_flush(in);
+		fdcache_unpin(t->fds, &in->slot);
+	}
+	fdcache_slot_fini(t->fds, &in->slot);
 	free(in->link_target);
 	pthread_rwlock_destroy(&in->content_lock);
 	pthread_mutex_destroy(&in->key_lock);
@@ -81,12 +98,18 @@ void inode_table_destroy(struct inode_table *t)
 		struct inode *in = t->buckets[b];
 		while (in) {
 			struct inode *next = in->hash_next;
-			inode_free(in);
+			inode_free(t, in);
 			in = next;
 		}
 	}
-	close(t->root.fd);
+	while (t->disowned) {
+		struct inode *next = t->disowned->hash_next;
+		inode_free(t, t->disowned);
+		t->disowned = next;
+	}
+	fdcache_slot_fini(t->fds, &t->root.slot);
 	free(t->root.link_target);
+	fdcache_destroy(t->fds);
 	free(t);
 }
 
@@ -102,8 +125,64 @@ static struct inode *find_locked(struct inode_table *t, dev_t dev, ino_t ino)
 	return in;
 }
 
-struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st)
+static void unhash_locked(struct inode_table *t, struct inode *in)
 {
+	struct inode **p = &t->buckets[bucket_of(in->dev, in->ino)];
+
+	if (!in->hashed)
+		return;
+	while (*p != in)
+		p = &(*p)->hash_next;
+	*p = in->hash_next;
+	in->hashed = false;
+}
+
+/* disown_locked - out of the hash for good: @in's number belongs to another. */
+static void disown_locked(struct inode_table *t, struct inode *in)
+{
+	if (!in->hashed)
+		return;
+	unhash_locked(t, in);
+	in->hash_next = t->disowned;
+	t->disowned = in;
+}
+
+static void forget_disowned_locked(struct inode_table *t, struct inode *in)
+{
+	struct inode **p = &t->disowned;
+
+	while (*p && *p != in)
+		p = &(*p)->hash_next;
+	if (*p)
+		*p = in->hash_next;
+}
+
+static void hash_locked(struct inode_table *t, struct inode *in)
+{
+	size_t b = bucket_of(in->dev, in->ino);
+
+	in->hash_next = t->buckets[b];
+	t->buckets[b] = in;
+	in->hashed = true;
+}
+
+/*
+ * disown - @in, found by its number and referenced by the caller, is not
+ * the backing inode of @fh: an earlier one whose number was reused.  Out of
+ * the hash it goes, and the caller's reference with it.
+ */
+static void disown(struct inode_table *t, struct inode *in)
+{
+	pthread_mutex_lock(&t->lock);
+	disown_locked(t, in);
+	pthread_mutex_unlock(&t->lock);
+	inode_forget(t, in, 1);
+}
+
+struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st, int dirfd,
+				 const char *name)
+{
+	struct file_handle *fh;
 	struct inode *in;
 
 	pthread_mutex_lock(&t->lock);
@@ -111,74 +190,107 @@ struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st)
 	if (in)
 		in->nlookup++;
 	pthread_mutex_unlock(&t->lock);
-	return in;
+	if (!in || in == &t->root)
+		return in;
+	/* An open fd holds its backing inode, so the number is still its own;
+	 * only a closed one asks the backing for the name's handle. */
+	if (fdcache_holds(t->fds, &in->slot))
+		return in;
+	fh = fdcache_handle_of(t->fds, dirfd, name);
+	if (!fh || fdcache_names(t->fds, &in->slot, fh)) {
+		free(fh);
+		return in;
+	}
+	free(fh);
+	disown(t, in);
+	return NULL;
+}
+
+void inode_ref(struct inode_table *t, struct inode *in)
+{
+	pthread_mutex_lock(&t->lock);
+	in->nlookup++;
+	pthread_mutex_unlock(&t->lock);
 }
 
 struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct stat *st)
 {
+	struct file_handle *fh = fdcache_handle_of(t->fds, fd, "");
 	struct inode *in, *fresh = NULL;
-	size_t b = bucket_of(st->st_dev, st->st_ino);
 
+	pthread_mutex_lock(&t->lock);
 	for (;;) {
-		pthread_mutex_lock(&t->lock);
 		in = find_locked(t, st->st_dev, st->st_ino);
-		if (in || fresh)
+		if (in && (in == &t->root || fdcache_names(t->fds, &in->slot, fh))) {
+			in->nlookup++;
+			pthread_mutex_unlock(&t->lock);
+			free(fresh);
+			free(fh);
+			close(fd);
+			return in;
+		}
+		if (fresh)
 			break;
 		/* Allocate outside the lock, then look again. */
 		pthread_mutex_unlock(&t->lock);
 		fresh = calloc(1, sizeof(*fresh));
 		if (!fresh) {
+			free(fh);
 			close(fd);
 			return NULL;
 		}
-		inode_init(fresh, fd, st);
+		inode_init(fresh, st);
+		pthread_mutex_lock(&t->lock);
 	}
-	if (in) {
-		in->nlookup++;
-		pthread_mutex_unlock(&t->lock);
-		if (fresh) {
-			fresh->fd = -1;
-			free(fresh);
-		}
-		close(fd);
-		return in;
-	}
+	/* An entry by this number that is not this backing inode is an earlier
+	 * one, gone, whose number was reused: lookups must no longer find it. */
+	if (in)
+		disown_locked(t, in);
+	fdcache_slot_init(t->fds, &fresh->slot, fd, fh);
 	fresh->nlookup = 1;
-	fresh->hash_next = t->buckets[b];
-	t->buckets[b] = fresh;
+	hash_locked(t, fresh);
 	t->count++;
 	pthread_mutex_unlock(&t->lock);
 	return fresh;
 }
 
-static void unhash_locked(struct inode_table *t, struct inode *in)
-{
-	struct inode **p = &t->buckets[bucket_of(in->dev, in->ino)];
-
-	while (*p != in)
-		p = &(*p)->hash_next;
-	*p = in->hash_next;
-}
-
 void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const struct stat *st)
 {
 	bool same = was->st_dev == st->st_dev && was->st_ino == st->st_ino;
+	struct file_handle *fh = fdcache_handle_of(t->fds, fd, "");
 	struct inode *in;
 
 	pthread_mutex_lock(&t->lock);
 	in = find_locked(t, was->st_dev, was->st_ino);
 	/* A fresh backing inode has no entry yet; the root is never replaced. */
-	if (in && in != &t->root && (same || !find_locked(t, st->st_dev, st->st_ino)) &&
-	    dup3(fd, in->fd, O_CLOEXEC) >= 0 && !same) {
-		unhash_locked(t, in);
-		in->dev = st->st_dev;
-		in->ino = st->st_ino;
-		size_t b = bucket_of(in->dev, in->ino);
-		in->hash_next = t->buckets[b];
-		t->buckets[b] = in;
+	if (in && in != &t->root && (same || !find_locked(t, st->st_dev, st->st_ino))) {
+		fdcache_rebind(t->fds, &in->slot, fd, fh);
+		fd = -1;
+		fh = NULL;
+		if (!same) {
+			unhash_locked(t, in);
+			in->dev = st->st_dev;
+			in->ino = st->st_ino;
+			hash_locked(t, in);
+		}
 	}
 	pthread_mutex_unlock(&t->lock);
-	close(fd);
+	free(fh);
+	if (fd >= 0)
+		close(fd);
+}
+
+int inode_pin(struct inode_table *t, struct inode *in)
+{
+	return fdcache_pin(t->fds, &in->slot);
+}
+
+void inode_unpin(struct inode_table *t, struct inode *in)
+{
+	/* A forgotten inode is the descriptor cache's orphan until its last
+	 * unpin: the cache's lock decides which of the two frees it. */
+	if (fdcache_unpin(t->fds, &in->slot))
+		inode_free(t, in);
 }
 
 void inode_forget(struct inode_table *t, struct inode *in, uint64_t n)
@@ -189,10 +301,16 @@ void inode_forget(struct inode_table *t, struct inode *in, uint64_t n)
 		pthread_mutex_unlock(&t->lock);
 		return;
 	}
-	unhash_locked(t, in);
+	if (in->hashed)
+		unhash_locked(t, in);
+	else
+		forget_disowned_locked(t, in);
 	t->count--;
 	pthread_mutex_unlock(&t->lock);
-	inode_free(in);
+	/* A request may still use it (the kernel forgets it as soon as the
+	 * reply is out): its last unpin frees it then. */
+	if (fdcache_orphan(t->fds, &in->slot))
+		inode_free(t, in);
 }
 
 uint64_t inode_count(struct inode_table *t)
@@ -203,4 +321,14 @@ uint64_t inode_count(struct inode_table *t)
 	n = t->count;
 	pthread_mutex_unlock(&t->lock);
 	return n;
+}
+
+unsigned inode_open_fds(struct inode_table *t)
+{
+	return fdcache_open_fds(t->fds);
+}
+
+bool inode_fds_bounded(struct inode_table *t)
+{
+	return fdcache_bounded(t->fds);
 }

@@ -8,12 +8,22 @@
  * (FUSE_ROOT_ID stands for the root).
  *
  * Invariants:
- *  - An inode holds an O_PATH fd on its backing inode for as long as it
- *    exists, so the backing inode cannot be freed and its number reused
- *    while the kernel can still name it.
+ *  - An inode names its backing inode by an O_PATH fd in the descriptor
+ *    cache (fdcache.h): by file handle, with the fd opened on demand and
+ *    closed when the cache is full, or, where handles are not available,
+ *    by an fd kept for the inode's whole life.  inode_fd(in) may be used
+ *    only between inode_pin() and inode_unpin(): every FUSE handler pins
+ *    the inodes whose fd it uses, an open file pins its inode while open.
+ *  - A backing inode number may be reused once its inode is gone, which an
+ *    fd no longer prevents: an entry found by (dev, ino) is trusted only
+ *    when its fd is open or its handle is the one the name has now; one
+ *    that is not is taken out of the hash (it lives on, unreachable by
+ *    lookups, until the kernel forgets it, and its operations fail with
+ *    ESTALE as the backing inode is gone).
  *  - nlookup counts the kernel's references (lookup, create, readdirplus
- *    entries, link); inode_forget() frees the inode when it reaches zero.
- *    The root is never freed.
+ *    entries, link); inode_forget() frees the inode when it reaches zero
+ *    and no pin is held, else the last inode_unpin() does.  The root is
+ *    never freed.
  *  - content_lock: shared for reads, exclusive for anything that changes the
  *    content or size.  key_lock guards dek and opens; it is never held
  *    across I/O other than the key-record read and the KMS call that loads
@@ -30,9 +40,11 @@
 
 #include "crypto/record.h"
 #include "dekcache.h"
+#include "fdcache.h"
 
 struct inode {
-	int fd; /* O_PATH */
+	struct fd_slot slot; /* O_PATH; use inode_fd() while pinned */
+	bool hashed; /* reachable by (dev, ino); guarded by the table lock */
 	dev_t dev;
 	ino_t ino;
 	mode_t type; /* S_IFMT bits */
@@ -90,7 +102,12 @@ struct inode {
 
 struct inode_table;
 
-int inode_table_create(int root_fd, struct inode_table **out);
+/*
+ * inode_table_create - the table, rooted at @root_fd (O_PATH directory,
+ * adopted, never closed before the table goes), keeping at most @max_fds
+ * inode fds open where the backing has file handles (0: fdcache_default_max()).
+ */
+int inode_table_create(int root_fd, unsigned max_fds, struct inode_table **out);
 void inode_table_destroy(struct inode_table *t);
 struct inode *inode_table_root(struct inode_table *t);
 
@@ -102,10 +119,32 @@ struct inode *inode_table_root(struct inode_table *t);
 struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct stat *st);
 
 /*
- * inode_lookup_known - the inode for @st with one more kernel reference if
- * it is already in the table, else NULL.
+ * inode_lookup_known - the inode for @st, found as @name in @dirfd (@name
+ * "" for @dirfd itself), with one more kernel reference if it is already in
+ * the table and is that backing inode, not an earlier one whose number
+ * @st's reuses; else NULL.
  */
-struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st);
+struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st, int dirfd,
+				 const char *name);
+
+/* inode_ref - one more reference on @in, which the caller holds one on. */
+void inode_ref(struct inode_table *t, struct inode *in);
+
+/*
+ * inode_pin - keep inode_fd(@in) open until inode_unpin(): the cached fd,
+ * or one opened again from the handle.  0, or -errno (-ESTALE: the backing
+ * inode is gone).  Pins nest.  The caller holds a reference; a pinned inode
+ * whose references all go (a FORGET right after the reply) is freed by its
+ * last unpin, so a handler may unpin after replying.
+ */
+int inode_pin(struct inode_table *t, struct inode *in);
+void inode_unpin(struct inode_table *t, struct inode *in);
+
+/* inode_fd - @in's O_PATH fd; only while pinned (or for the root, always). */
+static inline int inode_fd(const struct inode *in)
+{
+	return in->slot.fd;
+}
 
 /*
  * inode_rebind - the backing inode @was was replaced by the one open as
@@ -123,5 +162,8 @@ void inode_forget(struct inode_table *t, struct inode *in, uint64_t n);
 
 /* inode_count - number of live inodes (status). */
 uint64_t inode_count(struct inode_table *t);
+/* inode_open_fds - inode fds open now (status); inode_fds_bounded - whether they are bounded. */
+unsigned inode_open_fds(struct inode_table *t);
+bool inode_fds_bounded(struct inode_table *t);
 
 #endif

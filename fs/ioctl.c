@@ -63,7 +63,7 @@ static int rewrap_volume_key(struct envfs *fs)
 {
 	const struct kms_set *set = kms_keeper_get(fs->keys);
 	struct rewrap_result res;
-	int ret = volkey_rewrap(inode_table_root(fs->inodes)->fd, &fs->cfg, &set->keys, &res);
+	int ret = volkey_rewrap(inode_fd(inode_table_root(fs->inodes)), &fs->cfg, &set->keys, &res);
 
 	kms_keeper_put(fs->keys, set);
 	if (ret < 0)
@@ -111,9 +111,9 @@ static int reload_kms(struct envfs *fs)
 }
 
 /* The rotation ioctls (fs/status.h); every other ioctl is not ours. */
-void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
-		 struct fuse_file_info *fi, unsigned flags, const void *in_buf,
-		 size_t in_bufsz, size_t out_bufsz)
+static void ioctl_pinned(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+			 struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+			 size_t in_bufsz, size_t out_bufsz)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -139,4 +139,17 @@ void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
 		fuse_reply_err(req, -ret);
 	else
 		fuse_reply_ioctl(req, ret, NULL, 0); /* ioctl(2) returns it */
+}
+
+void envfs_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+		 struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+		 size_t in_bufsz, size_t out_bufsz)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	ioctl_pinned(req, ino, cmd, arg, fi, flags, in_buf, in_bufsz, out_bufsz);
+	unpin(fs, in);
 }

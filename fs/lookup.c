@@ -43,7 +43,7 @@ int dir_id(struct envfs *fs, struct inode *dir, const uint8_t **out)
 		return 0;
 	pthread_mutex_lock(&dir->key_lock);
 	if (!dir->dirid_known) {
-		ret = names_dirid_read(dir->fd, dir->dirid);
+		ret = names_dirid_read(inode_fd(dir), dir->dirid);
 		dir->dirid_known = ret == 0;
 	}
 	pthread_mutex_unlock(&dir->key_lock);
@@ -78,9 +78,9 @@ static int check_side(struct envfs *fs, struct inode *dir, const struct backing_
 	char have[NAMES_FULL_MAX + 1];
 	struct stat st;
 
-	if (names_side_read(dir->fd, b->entry, have) == 0 && strcmp(have, b->full) == 0)
+	if (names_side_read(inode_fd(dir), b->entry, have) == 0 && strcmp(have, b->full) == 0)
 		return 0;
-	if (fstatat(dir->fd, b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(inode_fd(dir), b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? -ENOENT : -errno;
 	log_bad_name(fs, dir, b->entry, "the side record");
 	return -EIO;
@@ -89,7 +89,7 @@ static int check_side(struct envfs *fs, struct inode *dir, const struct backing_
 /* Before an entry for @b is made: a long name's side record comes first. */
 int prepare_entry(struct inode *dir, const struct backing_name *b)
 {
-	return backing_name_is_long(b) ? names_side_write(dir->fd, b) : 0;
+	return backing_name_is_long(b) ? names_side_write(inode_fd(dir), b) : 0;
 }
 
 /*
@@ -102,9 +102,10 @@ void abandon_entry(struct inode *dir, const struct backing_name *b)
 {
 	struct stat st;
 
-	if (backing_name_is_long(b) && fstatat(dir->fd, b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+	if (backing_name_is_long(b) &&
+	    fstatat(inode_fd(dir), b->entry, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno == ENOENT)
-		names_side_remove(dir->fd, b->entry);
+		names_side_remove(inode_fd(dir), b->entry);
 }
 
 int inode_gone(struct envfs *fs, struct inode *in, int err)
@@ -155,25 +156,25 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 	e->entry_timeout = fs->settings.entry_timeout;
 
 	/* A known inode needs no new fd: one fstatat answers the lookup. */
-	if (fstatat(parent->fd, bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(inode_fd(parent), bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	in = inode_lookup_known(fs->inodes, &st);
+	in = inode_lookup_known(fs->inodes, &st, inode_fd(parent), bname);
 	if (in && inode_is_stale(in)) {
 		/* Shared mode: another host replaced the file, and the backing's
 		 * name cache does not know yet.  Asking the backing for the
 		 * attributes now makes it find the gone inode and look the name
 		 * up again (the kernel retries a stale handle with LOOKUP_REVAL). */
 		inode_forget(fs->inodes, in, 1);
-		if (fstatat_fresh(parent->fd, bname, &st) < 0)
+		if (fstatat_fresh(inode_fd(parent), bname, &st) < 0)
 			return -errno;
-		in = inode_lookup_known(fs->inodes, &st);
+		in = inode_lookup_known(fs->inodes, &st, inode_fd(parent), bname);
 		if (in && inode_is_stale(in)) {
 			inode_forget(fs->inodes, in, 1);
 			return -ESTALE;
 		}
 	}
 	if (!in) {
-		fd = openat(parent->fd, bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		fd = openat(inode_fd(parent), bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			return -errno;
 		/* The name may have moved on since the fstatat: trust the fd. */
@@ -224,7 +225,7 @@ int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e)
 	e->entry_timeout = fs->settings.entry_timeout;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	in = inode_lookup_known(fs->inodes, &st);
+	in = inode_lookup_known(fs->inodes, &st, fd, "");
 	if (!in) {
 		int pfd;
 		proc_path(fd, path);
@@ -249,7 +250,7 @@ void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_param *
 		fuse_reply_entry(req, e);
 }
 
-void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void lookup_pinned(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct envfs *fs = fs_of(req);
 	struct fuse_entry_param e;
@@ -265,6 +266,17 @@ void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	reply_entry_or_err(req, ret, &e);
+}
+
+void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, parent);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	lookup_pinned(req, parent, name);
+	unpin(fs, in);
 }
 
 void envfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -284,7 +296,7 @@ void envfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f
 	fuse_reply_none(req);
 }
 
-void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
+static void readlink_pinned(fuse_req_t req, fuse_ino_t ino)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -300,7 +312,7 @@ void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
 			fuse_reply_readlink(req, buf);
 		return;
 	}
-	n = readlinkat(in->fd, "", buf, sizeof(buf));
+	n = readlinkat(inode_fd(in), "", buf, sizeof(buf));
 
 	if (n < 0)
 		fuse_reply_err(req, errno);
@@ -310,4 +322,15 @@ void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
 		buf[n] = '\0';
 		fuse_reply_readlink(req, buf);
 	}
+}
+
+void envfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	readlink_pinned(req, ino);
+	unpin(fs, in);
 }

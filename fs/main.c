@@ -386,7 +386,7 @@ static int open_volume(struct envfs *fs, const char *backing)
 		return EXIT_MOUNT;
 	}
 	root_fd = open(fs->backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (root_fd < 0 || inode_table_create(root_fd, &fs->inodes) < 0) {
+	if (root_fd < 0 || inode_table_create(root_fd, fs->settings.max_fds, &fs->inodes) < 0) {
 		fprintf(stderr, "envelopefs: cannot open %s: %s\n", fs->backing, strerror(errno));
 		return EXIT_VOLUME;
 	}
@@ -414,30 +414,16 @@ static void close_volume(struct envfs *fs)
 }
 
 /*
- * Every inode the kernel knows holds an O_PATH fd, and the kernel keeps
- * inodes until memory pressure: allow as many fds as the system lets this
- * process have (root: up to fs.nr_open; others: the hard limit).
+ * The soft open-file limit up to the hard one: the inode descriptors stay
+ * under max_fds (fdcache.h), but open files and directories each take one
+ * more, as many as the kernel's users hold open.
  */
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
-	unsigned long nr_open = 0;
-	FILE *f;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max)
 		return;
-	if (geteuid() == 0 && (f = fopen("/proc/sys/fs/nr_open", "re"))) {
-		if (fscanf(f, "%lu", &nr_open) == 1 && nr_open > rl.rlim_max) {
-			struct rlimit all = {.rlim_cur = nr_open, .rlim_max = nr_open};
-			/* A container may deny root a higher hard limit: then the
-			 * existing one will have to do. */
-			if (setrlimit(RLIMIT_NOFILE, &all) == 0) {
-				fclose(f);
-				return;
-			}
-		}
-		fclose(f);
-	}
 	rl.rlim_cur = rl.rlim_max;
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 		log_msg(LOG_WARNING, "cannot raise the open-file limit: %s", strerror(errno));

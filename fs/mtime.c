@@ -48,7 +48,7 @@ int mtime_flush(struct inode *in)
 	if (in->mtime_pending) {
 		tv[1] = in->pending_mtime;
 		/* The inode's fd is O_PATH, which futimens refuses. */
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", inode_fd(in));
 		if (utimensat(AT_FDCWD, path, tv, 0) < 0)
 			ret = -errno;
 		else

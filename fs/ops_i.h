@@ -8,9 +8,11 @@
  * handles, the node-id and name helpers, and each file's operations for the
  * table in ops.c.  Not a public interface: the daemon's entry is ops.h.
  *
- * Backing access: every inode holds an O_PATH fd; name operations use the
- * *at() calls on the parent's fd, and operations that need a real fd reopen
- * the inode through /proc/self/fd/N.
+ * Backing access: every inode names its backing inode by an O_PATH fd,
+ * usable while pinned (inode.h): each handler pins the inodes it works on
+ * (pin_or_reply) and unpins them when done; name operations use the *at()
+ * calls on the parent's fd, and operations that need a real fd reopen the
+ * inode through /proc/self/fd/N.
  */
 
 #include "ops.h"
@@ -105,6 +107,26 @@ int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e);
  * new inode past the backing's own name cache.
  */
 int inode_gone(struct envfs *fs, struct inode *in, int err);
+
+/*
+ * pin_or_reply - pin @in for this request (inode_pin()), or answer the
+ * request with the error (ESTALE when its backing inode is gone, passed
+ * through inode_gone()) and return false.  unpin() follows, before or after
+ * the reply.
+ */
+static inline bool pin_or_reply(fuse_req_t req, struct envfs *fs, struct inode *in)
+{
+	int ret = inode_gone(fs, in, inode_pin(fs->inodes, in));
+
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	return ret == 0;
+}
+
+static inline void unpin(struct envfs *fs, struct inode *in)
+{
+	inode_unpin(fs->inodes, in);
+}
 void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_param *e);
 void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 void envfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);

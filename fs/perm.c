@@ -91,7 +91,8 @@ int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd, bool flagged)
 	int ret;
 
 	/* Not the times: asking for them would cost the next fdatasync (mtime.h). */
-	if (statx(in->fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MODE | STATX_GID, &st) < 0)
+	if (statx(inode_fd(in), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MODE | STATX_GID,
+		  &st) < 0)
 		return -errno;
 	mode = st.stx_mode & 07777 & ~S_ISUID;
 	if ((mode & S_ISGID) && ((mode & S_IXGRP) || (!caller_in_group(req, st.stx_gid) &&
@@ -100,7 +101,7 @@ int clear_suid_sgid(fuse_req_t req, struct inode *in, int fd, bool flagged)
 	if (mode == (st.stx_mode & 07777u) || (!flagged && caller_has_fsetid(req)))
 		return 0;
 	if (fd < 0) {
-		proc_path(in->fd, path);
+		proc_path(inode_fd(in), path);
 		ret = chmod(path, mode);
 	} else {
 		ret = fchmod(fd, mode);
@@ -131,7 +132,7 @@ int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const char *
 	 * backing a round trip to save. */
 	if (ctx->uid == geteuid() && ctx->gid == getegid() && !special)
 		return 0;
-	if (fstat(parent->fd, &pst) < 0 || (special && fstatat(dirfd, name, &made, at) < 0))
+	if (fstat(inode_fd(parent), &pst) < 0 || (special && fstatat(dirfd, name, &made, at) < 0))
 		return -errno;
 	gid_t gid = (pst.st_mode & S_ISGID) ? (gid_t)-1 : ctx->gid;
 	if (fchownat(dirfd, name, ctx->uid, gid, at) < 0)
@@ -151,7 +152,7 @@ int give_to_caller(fuse_req_t req, struct inode *parent, int dirfd, const char *
 }
 
 /* Permission check for mounts without default_permissions, as the kernel would do it. */
-void envfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
+static void access_pinned(fuse_req_t req, fuse_ino_t ino, int mask)
 {
 	struct envfs *fs = fs_of(req);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -175,4 +176,15 @@ void envfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
 		bits = caller_in_group(req, st.st_gid) ? (st.st_mode >> 3) & 7 : st.st_mode & 7;
 	}
 	fuse_reply_err(req, ((mode_t)mask & ~bits) ? EACCES : 0);
+}
+
+void envfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	access_pinned(req, ino, mask);
+	unpin(fs, in);
 }

@@ -202,8 +202,6 @@ void prefetch_destroy(struct prefetch *p)
 
 void prefetch_file(struct prefetch *p, struct inode *in)
 {
-	struct stat st = { .st_dev = in->dev, .st_ino = in->ino };
-
 	if (!p)
 		return;
 	pthread_mutex_lock(&p->lock);
@@ -212,12 +210,9 @@ void prefetch_file(struct prefetch *p, struct inode *in)
 		pthread_mutex_unlock(&p->lock);
 		return;
 	}
-	/* The queue's own reference keeps the inode (and its fd) alive until a worker
-	 * is done.  The caller holds a reference too, so @in is in the table. */
-	if (!inode_lookup_known(p->fs->inodes, &st)) {
-		pthread_mutex_unlock(&p->lock);
-		return;
-	}
+	/* The queue's own reference keeps the inode alive until a worker is
+	 * done.  The caller holds a reference too. */
+	inode_ref(p->fs->inodes, in);
 	p->ring[(p->head + p->count) % p->capacity] = in;
 	p->count++;
 	p->stats.queued++;

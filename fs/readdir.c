@@ -18,7 +18,7 @@
 #include "log.h"
 #include "prefetch.h"
 
-void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void opendir_pinned(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct envfs *fs = fs_of(req);
 	struct open_dir *d = calloc(1, sizeof(*d));
@@ -28,7 +28,7 @@ void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fd = openat(inode_of(fs, ino)->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = openat(inode_fd(inode_of(fs, ino)), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || !(d->dp = fdopendir(fd))) {
 		int err = errno;
 		if (fd >= 0)
@@ -44,6 +44,17 @@ void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	opendir_pinned(req, ino, fi);
+	unpin(fs, in);
+}
+
 /*
  * entry_name - the name to show for backing entry @entry of @dir (ID @id):
  * 0, or -ENOENT for the volume's own entries and, logged, for entries whose
@@ -56,7 +67,7 @@ static int entry_name(struct envfs *fs, struct inode *dir, const uint8_t *id,
 	bool is_long = names_classify(fs->names, is_root(fs, dir), entry) == NAMES_ENTRY_LONG;
 	int ret = 0;
 
-	if (is_long && names_side_read(dir->fd, entry, full) < 0)
+	if (is_long && names_side_read(inode_fd(dir), entry, full) < 0)
 		ret = -EBADMSG;
 	if (ret == 0)
 		ret = names_decode(fs->names, id, is_root(fs, dir), entry, is_long ? full : NULL,
@@ -150,16 +161,29 @@ skip:
 	free(buf);
 }
 
+/* do_readdir with the directory's fd pinned (inode.h). */
+static void readdir_pinned(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+			   struct fuse_file_info *fi, bool plus)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	do_readdir(req, ino, size, offset, fi, plus);
+	unpin(fs, in);
+}
+
 void envfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		   struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, offset, fi, false);
+	readdir_pinned(req, ino, size, offset, fi, false);
 }
 
 void envfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		       struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, offset, fi, true);
+	readdir_pinned(req, ino, size, offset, fi, true);
 }
 
 void open_dir_close(struct envfs *fs, struct open_dir *d)

@@ -128,6 +128,21 @@ static int set_prefetch(struct envfs_settings *s, const char *v)
 	return parse_auto_bool(v, &s->prefetch);
 }
 
+/* "auto" (0: half the open-file limit, at most 65536; fdcache.h) or N >= 1. */
+static int set_max_fds(struct envfs_settings *s, const char *v)
+{
+	unsigned n;
+
+	if (strcmp(v, "auto") == 0) {
+		s->max_fds = 0;
+		return 0;
+	}
+	if (parse_uint(v, 1u << 24, &n) < 0 || n == 0)
+		return -EINVAL;
+	s->max_fds = n;
+	return 0;
+}
+
 static int set_shared(struct envfs_settings *s, const char *v)
 {
 	int on;
@@ -169,6 +184,9 @@ static const struct setting {
 	 "unwrap listed files' keys ahead (auto: remote KMS)", set_prefetch},
 	{"shared", "auto|true|false", "auto",
 	 "hosts share the volume (auto: network/FUSE backing)", set_shared},
+	{"max_fds", "auto|N", "auto",
+	 "inode descriptors kept open (auto: half the open-file limit, at most 65536)",
+	 set_max_fds},
 };
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 

@@ -87,7 +87,8 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     ",\"skipped\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"overflow\":%" PRIu64
 		     ",\"batches\":%" PRIu64 "},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
-		     "\"inodes\":%" PRIu64 ",\"uptime\":%lld,"
+		     "\"inodes\":%" PRIu64 ",\"inode_fds\":%u,\"inode_fds_bounded\":%s,"
+		     "\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s,"
 		     "\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s}\n",
 		     uuid, backing, kms->ops->name, kms->key_ref, previous, current,
@@ -101,6 +102,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     pf.overflow, pf.batches,
 		     (uint64_t)atomic_load(&fs->counters.integrity_errors),
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
+		     inode_open_fds(fs->inodes), inode_fds_bounded(fs->inodes) ? "true" : "false",
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
 		     fs->settings.writeback_cache ? "true" : "false",
 		     killpriv_negotiated() ? "true" : "false", fs->shared ? "true" : "false",

@@ -17,7 +17,7 @@
 
 static int root_fd(struct envfs *fs)
 {
-	return inode_table_root(fs->inodes)->fd;
+	return inode_fd(inode_table_root(fs->inodes));
 }
 
 /* The stored target of @entry in @dirfd into @out (NAMES_TARGET_MAX + 1). */
@@ -199,7 +199,7 @@ void symlink_looked_up(struct envfs *fs, struct inode *dir, struct inode *in, co
 	pthread_mutex_lock(&in->key_lock);
 	known = in->link_size != 0; /* a version-1 target, or a version-2 link */
 	pthread_mutex_unlock(&in->key_lock);
-	if (known || read_stored(dir->fd, bname, stored) < 0)
+	if (known || read_stored(inode_fd(dir), bname, stored) < 0)
 		return;
 	if (names_target_parse(stored, &t) == 0 && t.form != NAMES_TARGET_V1) {
 		/* Readlink decrypts it, from the inode alone. */
@@ -259,7 +259,7 @@ int symlink_target(struct envfs *fs, struct inode *in, char *out)
 	pthread_mutex_unlock(&in->key_lock);
 	if (known)
 		return 0;
-	ret = read_stored(in->fd, "", stored);
+	ret = read_stored(inode_fd(in), "", stored);
 	if (ret == 0)
 		ret = open_v2(fs, in, stored);
 	if (ret == -EBADMSG || ret == -EIO) {
@@ -291,7 +291,7 @@ off_t symlink_plain_size(struct envfs *fs, struct inode *in, off_t backing_size)
 	if (known)
 		return (off_t)known;
 	/* A version-1 volume holds version-1 links only: the length says it. */
-	if (!symlinks_v2(fs) || read_stored(in->fd, "", stored) < 0 ||
+	if (!symlinks_v2(fs) || read_stored(inode_fd(in), "", stored) < 0 ||
 	    names_target_parse(stored, &t) < 0 || t.form == NAMES_TARGET_V1)
 		return (off_t)names_link_size(fs->names, (size_t)backing_size);
 	pthread_mutex_lock(&in->key_lock);

@@ -56,7 +56,8 @@ static int key_description(struct envfs *fs, struct inode *in, char *out, size_t
 	/* The root of a volume with encrypted names describes the volume key. */
 	if (in->type != S_IFREG && !volume_key)
 		return -ENODATA;
-	fd = volume_key ? volkey_open(in->fd, O_RDONLY, &volkey_layout) : reopen(fs, in, O_RDONLY);
+	fd = volume_key ? volkey_open(inode_fd(in), O_RDONLY, &volkey_layout)
+			: reopen(fs, in, O_RDONLY);
 	if (fd < 0)
 		return fd == -EBADMSG ? -EIO : fd;
 	rec = malloc(sizeof(*rec));
@@ -151,7 +152,7 @@ static ssize_t get_user_xattr(struct envfs *fs, struct inode *in, const char *na
 		ret = names_xattr_name_seal(fs->names, owner, name, stored_name);
 	if (ret < 0)
 		return ret == -ERANGE ? -ENODATA : ret;
-	proc_path(in->fd, path);
+	proc_path(inode_fd(in), path);
 	len = getxattr(path, stored_name, NULL, 0);
 	if (len < 0)
 		return -errno;
@@ -177,7 +178,7 @@ static ssize_t get_user_xattr(struct envfs *fs, struct inode *in, const char *na
 	return ret < 0 ? ret : len - NAMES_XATTR_OVERHEAD;
 }
 
-void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static void getxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -205,7 +206,7 @@ void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 	if (names_xattr_is_user(fs->names, name)) {
 		len = get_user_xattr(fs, in, name, value, size);
 	} else {
-		proc_path(in->fd, path);
+		proc_path(inode_fd(in), path);
 		len = getxattr(path, name, value, size);
 		if (len < 0)
 			len = -errno;
@@ -214,7 +215,18 @@ void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
 	free(value);
 }
 
-void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+void envfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	getxattr_pinned(req, ino, name, size);
+	unpin(fs, in);
+}
+
+static void listxattr_pinned(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -223,7 +235,7 @@ void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	uint8_t owner[16];
 	int owner_ret = -ENODATA;
 
-	proc_path(in->fd, path);
+	proc_path(inode_fd(in), path);
 	/* Ask the backing file with room to spare: the hidden name is removed.
 	 * A decrypted name is never longer than its sealed form. */
 	len = listxattr(path, NULL, 0);
@@ -272,6 +284,17 @@ void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(list);
 }
 
+void envfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	listxattr_pinned(req, ino, size);
+	unpin(fs, in);
+}
+
 static int set_user_xattr(struct envfs *fs, struct inode *in, const char *path, const char *name,
 			  const char *value, size_t size, int flags)
 {
@@ -295,8 +318,8 @@ static int set_user_xattr(struct envfs *fs, struct inode *in, const char *path, 
 	return ret;
 }
 
-void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-		    size_t size, int flags)
+static void setxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			    size_t size, int flags)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -306,7 +329,7 @@ void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 		fuse_reply_err(req, EPERM); /* the daemon's names are read-only */
 		return;
 	}
-	proc_path(in->fd, path);
+	proc_path(inode_fd(in), path);
 	if (names_xattr_is_user(fs->names, name)) {
 		fuse_reply_err(req, -set_user_xattr(fs, in, path, name, value, size, flags));
 		return;
@@ -314,7 +337,19 @@ void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char
 	fuse_reply_err(req, setxattr(path, name, value, size, flags) < 0 ? errno : 0);
 }
 
-void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		    size_t size, int flags)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	setxattr_pinned(req, ino, name, value, size, flags);
+	unpin(fs, in);
+}
+
+static void removexattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
@@ -327,7 +362,7 @@ void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		return;
 	}
 
-	proc_path(in->fd, path);
+	proc_path(inode_fd(in), path);
 	if (names_xattr_is_user(fs->names, name)) {
 		ret = xattr_owner(fs, in, false, owner);
 		if (ret == 0)
@@ -339,4 +374,15 @@ void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		name = stored_name;
 	}
 	fuse_reply_err(req, removexattr(path, name) < 0 ? errno : 0);
+}
+
+void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct envfs *fs = fs_of(req);
+	struct inode *in = inode_of(fs, ino);
+
+	if (!pin_or_reply(req, fs, in))
+		return;
+	removexattr_pinned(req, ino, name);
+	unpin(fs, in);
 }

@@ -203,7 +203,11 @@ static void print_human(const struct status_fields *f)
 		       field(f, "prefetch.failed"), field(f, "prefetch.overflow"));
 	printf("errors     integrity %s, key %s\n", field(f, "errors.integrity"),
 	       field(f, "errors.key"));
-	printf("inodes     %s\n", field(f, "inodes"));
+	printf("inodes     %s, %s descriptors open (%s)\n", field(f, "inodes"),
+	       field(f, "inode_fds"),
+	       strcmp(field(f, "inode_fds_bounded"), "true") == 0
+		       ? "by file handle, at most max_fds"
+		       : "one per inode: the backing has no file handles");
 	printf("uptime     %ldd %02ldh %02ldm %02lds\n", up / 86400, up / 3600 % 24, up / 60 % 60,
 	       up % 60);
 	printf("daemon     pid %s, envelopefs %s, writeback cache %s\n", field(f, "daemon.pid"),

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The inode table over the descriptor cache (fs/inode.c, fs/fdcache.c), on
+ * real files in /tmp: the number of open inode descriptors never passes
+ * max_fds however many inodes are known, a pinned fd stays open and right,
+ * an evicted one comes back by its file handle, and an entry whose backing
+ * inode number was taken by another file is not handed out for it.  Needs
+ * open_by_handle_at (root, CAP_DAC_READ_SEARCH), as the daemon does.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "fs/inode.h"
+
+#define MAX_FDS 16
+#define FILES 200
+
+static char root[] = "/tmp/envfs-inode-XXXXXX";
+static int root_fd = -1;
+
+static int make_file(const char *name, const char *text)
+{
+	int fd = openat(root_fd, name, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	if (fd < 0 || write(fd, text, strlen(text)) < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
+/* The inode of @name added to @t (one reference), as a lookup adds it. */
+static struct inode *add(struct inode_table *t, const char *name, struct stat *st)
+{
+	int fd = openat(root_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, st) < 0)
+		return NULL;
+	return inode_lookup_or_add(t, fd, st);
+}
+
+/* Descriptors this process has open now. */
+static int open_fds(void)
+{
+	int n = 0;
+
+	for (int fd = 0; fd < 4096; fd++)
+		n += fcntl(fd, F_GETFD) >= 0;
+	return n;
+}
+
+/* @in's backing file, read through a pinned fd. */
+static int read_through(struct inode_table *t, struct inode *in, char *out, size_t cap)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	if (inode_pin(t, in) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", inode_fd(in));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	inode_unpin(t, in);
+	if (fd < 0)
+		return -1;
+	n = read(fd, out, cap - 1);
+	close(fd);
+	out[n < 0 ? 0 : n] = '\0';
+	return n < 0 ? -1 : 0;
+}
+
+static void test_bounded(void)
+{
+	static struct inode *ins[FILES];
+	struct inode_table *t;
+	char name[32], text[32], got[32];
+	struct stat st;
+	int base = open_fds(), fd;
+
+	fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	REQUIRE(fd >= 0 && inode_table_create(fd, MAX_FDS, &t) == 0);
+	REQUIRE(inode_fds_bounded(t));
+	for (int i = 0; i < FILES; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		snprintf(text, sizeof(text), "text %d", i);
+		REQUIRE(make_file(name, text) == 0);
+		ins[i] = add(t, name, &st);
+		REQUIRE(ins[i]);
+		/* The root's fd, the cache's mount fd, and at most MAX_FDS. */
+		CHECK(inode_open_fds(t) <= MAX_FDS + 1);
+		CHECK(open_fds() <= base + 2 + MAX_FDS + 1);
+	}
+	CHECK_EQ_INT(inode_count(t), FILES);
+	/* A second lookup of a file whose fd was closed finds the same inode. */
+	ins[0] = add(t, "f0", &st);
+	CHECK(ins[0] == add(t, "f0", &st));
+	/* Every inode reaches its own file, its fd reopened by handle. */
+	for (int i = 0; i < FILES; i++) {
+		snprintf(text, sizeof(text), "text %d", i);
+		CHECK(read_through(t, ins[i], got, sizeof(got)) == 0 && strcmp(got, text) == 0);
+	}
+	/* Pinned fds stay open past the bound, and the bound holds again after. */
+	for (int i = 0; i < 2 * MAX_FDS; i++)
+		CHECK(inode_pin(t, ins[i]) == 0 && inode_fd(ins[i]) >= 0);
+	CHECK(inode_open_fds(t) >= 2 * MAX_FDS);
+	for (int i = 0; i < 2 * MAX_FDS; i++)
+		inode_unpin(t, ins[i]);
+	CHECK(inode_open_fds(t) <= MAX_FDS + 1);
+	inode_table_destroy(t);
+	CHECK_EQ_INT(open_fds(), base);
+}
+
+/*
+ * A backing inode number reused: the table holds "old", whose fd was closed
+ * and whose file was removed; "new" arrives with old's number (as ext4 may
+ * hand out a freed number at once).  The table must not answer with old's
+ * inode (its DEK, its handle), and old's inode must fail with ESTALE.
+ */
+static void test_number_reuse(void)
+{
+	struct inode_table *t;
+	struct inode *old, *fresh, *other;
+	struct stat old_st, st;
+	char name[32], got[32];
+	int fd;
+
+	fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	REQUIRE(fd >= 0 && inode_table_create(fd, MAX_FDS, &t) == 0);
+	REQUIRE(make_file("old", "old") == 0 && make_file("new", "new") == 0);
+	old = add(t, "old", &old_st);
+	REQUIRE(old);
+	for (int i = 0; i < 2 * MAX_FDS; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		REQUIRE(add(t, name, &st));
+	}
+	REQUIRE(unlinkat(root_fd, "old", 0) == 0);
+
+	/* Found by old's number: the lookup by name sees another handle. */
+	CHECK(inode_lookup_known(t, &old_st, root_fd, "new") == NULL);
+	/* Added with old's number: a new inode, which reads the new file. */
+	fd = openat(root_fd, "new", O_PATH | O_CLOEXEC);
+	REQUIRE(fd >= 0);
+	fresh = inode_lookup_or_add(t, fd, &old_st);
+	REQUIRE(fresh && fresh != old);
+	CHECK(read_through(t, fresh, got, sizeof(got)) == 0 && strcmp(got, "new") == 0);
+	/* Old's inode lives on for its references, but names a file that is gone. */
+	CHECK_EQ_INT(inode_pin(t, old), -ESTALE);
+	/* And the number now leads to the new inode. */
+	other = inode_lookup_known(t, &old_st, root_fd, "new");
+	CHECK(other == fresh);
+	inode_table_destroy(t);
+}
+
+int main(void)
+{
+	if (!mkdtemp(root)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	RUN(test_bounded);
+	RUN(test_number_reuse);
+	close(root_fd);
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", root);
+	return check_summary();
+}
