@@ -202,10 +202,16 @@ static int tell_daemon(const struct ctl_migration *m)
 static int write_config(const struct ctl_migration *m, const struct volume_config *cfg,
 			const dictionary *kms, const dictionary *previous)
 {
-	int rc = volume_config_replace(m->conf, cfg, kms, previous);
+	struct volume_config sealed = *cfg;
+	int code = ctl_config_seal(m->backing, &sealed, kms, previous), rc;
 
-	return rc < 0 ? ctl_err(CTL_FAILED, "cannot replace %s: %s", m->conf, strerror(-rc))
-		      : CTL_OK;
+	if (code != CTL_OK)
+		return code;
+	rc = volume_config_replace(m->conf, &sealed, kms, previous);
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "cannot replace %s: %s", m->conf, strerror(-rc));
+	ctl_pin_record(m->backing); /* this host follows the move it makes */
+	return CTL_OK;
 }
 
 /* begin - record the migration in the configuration and tell the daemon.  A CTL_* code. */

@@ -202,7 +202,8 @@ out:
  */
 static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "pkcs11_wrap",
 						 "aws_blob", "vault_wrap", "names_keys", "name",
-						 "dirid", "symlink", "xattr", "rekey_journal" };
+						 "dirid", "symlink", "xattr", "rekey_journal",
+						 "config_mac" /* tests/unit/fs/test_confmac.c */ };
 
 static int is_checked_elsewhere(const char *type)
 {
