@@ -138,15 +138,49 @@ static size_t block_len(const struct layout *l, uint64_t size, uint64_t index)
 	return size - start >= l->block_size ? l->block_size : (size_t)(size - start);
 }
 
+/*
+ * is_hole - is stored block @index (@sealed_len bytes at @sealed) a hole?
+ * All zeros, and where the record says the file may hold one: elsewhere an
+ * all-zero block is a block someone zeroed (-EIO, named in *@bad_block).
+ * Returns 1, 0 (not all zeros) or -EIO.
+ */
+static int is_hole(const struct content_file *f, uint64_t index, const uint8_t *sealed,
+		   size_t sealed_len, uint64_t *bad_block)
+{
+	if (!layout_is_hole(sealed, sealed_len))
+		return 0;
+	if (f->holes && !record_holes_cover(f->holes, index, index + 1)) {
+		*bad_block = index;
+		return -EIO;
+	}
+	return 1;
+}
+
+/*
+ * declare_holes - blocks [@first, @end) are about to become holes: a file
+ * whose record binds its holes records them first (content.h).
+ */
+static int declare_holes(const struct content_file *f, uint64_t first, uint64_t end)
+{
+	if (!f->holes || first >= end || record_holes_cover(f->holes, first, end))
+		return 0;
+	return f->declare_holes(f, first, end);
+}
+
 /* Open one stored block into @plain; a hole (all zeros) reads as zeros. */
 static int open_block(const struct content_file *f, uint64_t index, const uint8_t *sealed,
 		      size_t sealed_len, uint8_t *plain, uint64_t *bad_block)
 {
+	int hole;
+
 	if (sealed_len <= BLOCK_OVERHEAD) {
 		*bad_block = index;
 		return -EIO;
 	}
-	if (layout_is_hole(sealed, sealed_len)) {
+	hole = is_hole(f, index, sealed, sealed_len, bad_block);
+	if (hole < 0)
+		return hole;
+	if (hole) {
 		memset(plain, 0, sealed_len - BLOCK_OVERHEAD);
 		return 0;
 	}
@@ -284,8 +318,9 @@ static int open_stored_block(const struct content_file *f, struct scratch *s, ui
 		*bad_block = index;
 		return -EIO;
 	}
-	if (layout_is_hole(s->sealed, got))
-		return 1;
+	ret = is_hole(f, index, s->sealed, got, bad_block);
+	if (ret != 0)
+		return ret;
 	return open_block(f, index, s->sealed, got, s->plain, bad_block);
 }
 
@@ -375,6 +410,11 @@ static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 		      (off_t)layout_backing_size(l, new_size) - 1, 1) < 0 &&
 	    errno == EFBIG)
 		return -EFBIG;
+	/* Every block after the old last one starts as a hole. */
+	ret = declare_holes(f, (size + l->block_size - 1) / l->block_size,
+			    (new_size + l->block_size - 1) / l->block_size);
+	if (ret < 0)
+		return ret;
 	if (old_len > 0 && old_len < l->block_size) {
 		ret = reseal_block(f, last, old_len, new_len, 0, 0, bad_block);
 		if (ret < 0)
@@ -524,6 +564,9 @@ int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int b
 				block_len(l, size, whole_end - 1) + BLOCK_OVERHEAD;
 
 		/* Zeroed stored bytes are holes: the blocks read as zeros. */
+		ret = declare_holes(f, whole_first, whole_end);
+		if (ret < 0)
+			return ret;
 		if (fallocate(f->fd, backing_mode | FALLOC_FL_KEEP_SIZE, (off_t)start,
 			      (off_t)(stop - start)) < 0)
 			return -errno;

@@ -13,7 +13,7 @@
  * file may lack one).
  *
  * Every function returns 0 or -errno.  -EIO means an authentication failure
- * in a stored block: *@bad_block then names the block so that the caller can
+ * in a stored block (or an all-zero one where the record allows no hole): *@bad_block then names the block so that the caller can
  * log it once.  No unauthenticated byte is ever copied to the caller.
  * -EFBIG: the file would grow past the largest backing offset an off_t holds.
  *
@@ -36,6 +36,13 @@ struct content_file {
 	/* The backing's SEEK_HOLE/SEEK_DATA tell the truth (backing.h); when
 	 * not, every block counts as data to lseek and to a write. */
 	bool holes_trusted;
+	/* Where the file may hold holes, from its version-2 key record: an
+	 * all-zero stored block outside them reads as -EIO.  NULL for a
+	 * version-1 record (every all-zero block is a hole) and for lseek. */
+	const struct record_holes *holes;
+	/* With @holes: called before blocks [first, end) may become holes (a
+	 * grow, a punch), to record them durably first.  0 or -errno. */
+	int (*declare_holes)(const struct content_file *f, uint64_t first, uint64_t end);
 };
 
 /* content_size - plaintext size from the backing file's size (no key needed). */

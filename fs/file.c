@@ -33,19 +33,40 @@ static void log_integrity(struct envfs *fs, struct inode *in, uint64_t block)
 			(unsigned long long)in->ino, (unsigned long long)block);
 }
 
-static struct content_file content_of(struct envfs *fs, struct inode *in, int fd)
+/* A file's content (content.h) with what its hole bookkeeping needs. */
+struct file_content {
+	struct content_file f;
+	struct envfs *fs;
+	struct inode *in;
+};
+
+/* content.h's declare_holes: record them in the key record (filekey.h). */
+static int declare_holes(const struct content_file *f, uint64_t first, uint64_t end)
 {
-	struct content_file f = {
-		.fd = fd,
-		.layout = &fs->layout,
-		.owner = {.volume_uuid = fs->cfg.uuid},
-		.holes_trusted = fs->caps.holes_trusted,
+	const struct file_content *c = (const struct file_content *)f; /* f is its first member */
+
+	return filekey_declare_holes(c->fs, c->in, f->fd, first, end);
+}
+
+static struct file_content content_of(struct envfs *fs, struct inode *in, int fd)
+{
+	struct file_content c = {
+		.f = {
+			.fd = fd,
+			.layout = &fs->layout,
+			.owner = {.volume_uuid = fs->cfg.uuid},
+			.holes_trusted = fs->caps.holes_trusted,
+			.declare_holes = declare_holes,
+		},
+		.fs = fs,
+		.in = in,
 	};
 	if (in->dek) {
-		f.owner.key = in->dek->key;
-		f.owner.file_id = in->dek->file_id;
+		c.f.owner.key = in->dek->key;
+		c.f.owner.file_id = in->dek->file_id;
+		c.f.holes = in->holes_bound ? &in->holes : NULL;
 	}
-	return f;
+	return c;
 }
 
 /*
@@ -78,8 +99,8 @@ int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t size)
 	if (size > 0)
 		ret = filekey_load(fs, in, fd, true);
 	if (ret == 0) {
-		struct content_file f = content_of(fs, in, fd);
-		ret = content_truncate(&f, size, &bad_block);
+		struct file_content c = content_of(fs, in, fd);
+		ret = content_truncate(&c.f, size, &bad_block);
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
 		if (ret == 0)
@@ -226,10 +247,10 @@ static int read_content(struct envfs *fs, struct inode *in, const struct open_fi
 	pthread_rwlock_rdlock(&in->content_lock);
 	ret = filekey_load(fs, in, of->fd, false);
 	if (ret == 0) {
-		struct content_file f = content_of(fs, in, of->fd);
+		struct file_content c = content_of(fs, in, of->fd);
 		uint64_t block = 0;
 
-		ret = content_read(&f, buf, size, (uint64_t)off, done, &block);
+		ret = content_read(&c.f, buf, size, (uint64_t)off, done, &block);
 		if (ret == -EIO)
 			*bad_block = (int64_t)block;
 	} else if (ret == -ENODATA) {
@@ -299,8 +320,8 @@ void envfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 	if (ret == 0 && of->append)
 		ret = content_size(of->fd, &fs->layout, &pos);
 	if (ret == 0) {
-		struct content_file f = content_of(fs, in, of->fd);
-		ret = content_write(&f, buf, size, pos, &bad_block);
+		struct file_content c = content_of(fs, in, of->fd);
+		ret = content_write(&c.f, buf, size, pos, &bad_block);
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
 	}
@@ -395,17 +416,17 @@ void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off
 	pthread_rwlock_wrlock(&in->content_lock);
 	ret = filekey_load(fs, in, of->fd, true);
 	if (ret == 0) {
-		struct content_file f = content_of(fs, in, of->fd);
+		struct file_content c = content_of(fs, in, of->fd);
 		if (mode & FALLOC_FL_PUNCH_HOLE) {
-			ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+			ret = content_zero(&c.f, (uint64_t)offset, (uint64_t)length,
 					   FALLOC_FL_PUNCH_HOLE, &bad_block);
 		} else {
 			/* ZERO_RANGE reserves its space first, as ext4 does: a
 			 * full disk fails it before any byte is zeroed. */
-			ret = content_allocate(&f, (uint64_t)offset, (uint64_t)length,
+			ret = content_allocate(&c.f, (uint64_t)offset, (uint64_t)length,
 					       mode & FALLOC_FL_KEEP_SIZE, &bad_block);
 			if (ret == 0 && (mode & FALLOC_FL_ZERO_RANGE))
-				ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+				ret = content_zero(&c.f, (uint64_t)offset, (uint64_t)length,
 						   FALLOC_FL_ZERO_RANGE, &bad_block);
 		}
 		if (ret == -EIO)

@@ -157,3 +157,115 @@ def test_format1_volume_keeps_mounting(tmp_path, state):
         edit_conf(v, r"^block_size = 4096$", "block_size = 8192")
         proc = v.mount(check=False)
         assert proc.returncode == 3 and "[volume] block_size" in proc.stderr, proc.stderr
+
+
+# --- 15.1: zeroed blocks ---------------------------------------------------------------------
+
+BLOCK = 4096
+SEALED = BLOCK + 28
+
+
+def data_offset(v):
+    return 512 if v.placement == "header" else 0
+
+
+def zero_block(v, name, index):
+    """What the storage host does: overwrite one stored block with zeros, in place."""
+    path = v.backing_path(name)
+    with open(path, "r+b") as f:
+        f.seek(data_offset(v) + index * SEALED)
+        f.write(bytes(SEALED))
+
+
+def read_fails(path):
+    with pytest.raises(OSError) as e:
+        get(path)
+    return e.value.errno
+
+
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_zeroed_block_reads_eio(tmp_path, state, placement):
+    """Issue 15.1 as filed: 4124 zero bytes over block 3 of a 40 KiB file."""
+    v = make(tmp_path, "v", names="plain", placement=placement)
+    data = os.urandom(40 * 1024)
+    mounted_once(v, {"f": data})
+    zero_block(v, "f", 3)
+    v.mount()
+    try:
+        assert read_fails(v.mnt / "f") == 5  # EIO
+        with open(v.mnt / "f", "rb") as f:  # the blocks around it still read
+            assert f.read(3 * BLOCK) == data[:3 * BLOCK]
+    finally:
+        v.unmount()
+    cp = subprocess.run([str(CTL), "decrypt", str(v.backing), str(v.backing_path("f"))],
+                        capture_output=True, timeout=60)
+    assert cp.returncode == 3 and b"was zeroed" in cp.stderr, cp.stderr
+    assert cp.stdout == data[:3 * BLOCK]
+
+
+def test_holes_stay_holes(tmp_path, state):
+    """Sparse files stay sparse and their holes read as zeros: truncate, writes past the end,
+    punched ranges; across a remount (the record carries the ranges)."""
+    v = make(tmp_path, "v", names="plain")
+    v.mount()
+    try:
+        big = v.mnt / "big"
+        with open(big, "wb") as f:
+            f.truncate(10 << 30)
+        assert os.stat(v.backing_path("big")).st_blocks * 512 < 1 << 20
+        gap = v.mnt / "gap"
+        with open(gap, "wb") as f:
+            f.write(b"a" * 100)
+            f.seek(20 * BLOCK)
+            f.write(b"b" * 100)
+        punched = v.mnt / "punched"
+        payload = os.urandom(16 * BLOCK)
+        put(punched, payload)
+        fd = os.open(punched, os.O_RDWR)
+        try:
+            os.posix_fallocate  # noqa: B018 (present on Linux)
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
+            assert libc.fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+                                  ctypes.c_long(4 * BLOCK), ctypes.c_long(4 * BLOCK)) == 0
+        finally:
+            os.close(fd)
+    finally:
+        v.unmount()
+    v.mount()
+    try:
+        with open(v.mnt / "big", "rb") as f:
+            f.seek(5 << 30)
+            assert f.read(BLOCK) == bytes(BLOCK)
+        assert get(v.mnt / "gap") == b"a" * 100 + bytes(20 * BLOCK - 100) + b"b" * 100
+        want = payload[:4 * BLOCK] + bytes(4 * BLOCK) + payload[8 * BLOCK:]
+        assert get(v.mnt / "punched") == want
+    finally:
+        v.unmount()
+    # Outside the punched range a zeroed block is still refused.
+    zero_block(v, "punched", 10)
+    v.mount()
+    try:
+        assert read_fails(v.mnt / "punched") == 5
+    finally:
+        v.unmount()
+
+
+def test_format1_zero_blocks_read_as_holes(tmp_path, state):
+    """A version-1 volume writes version-1 records: every all-zero block stays a hole, as the
+    previous release reads it."""
+    v = make(tmp_path, "v", names="plain")
+    conf = v.backing / CONF
+    conf.write_text(conf.read_text().replace("format_version = 2", "format_version = 1"))
+    shutil.rmtree(state)
+    data = os.urandom(8 * BLOCK)
+    mounted_once(v, {"f": data})
+    raw = v.backing_path("f").read_bytes()
+    assert raw[14 + 4] == 1  # the record in slot 0 is version 1
+    zero_block(v, "f", 2)
+    v.mount()
+    try:
+        assert get(v.mnt / "f") == data[:2 * BLOCK] + bytes(BLOCK) + data[3 * BLOCK:]
+    finally:
+        v.unmount()
