@@ -65,6 +65,7 @@ static struct file_content content_of(struct envfs *fs, struct inode *in, int fd
 		c.f.owner.key = in->dek->key;
 		c.f.owner.file_id = in->dek->file_id;
 		c.f.holes = in->holes_bound ? &in->holes : NULL;
+		c.f.pending = in->holes_bound ? &in->pending_holes : NULL;
 	}
 	return c;
 }
@@ -352,8 +353,32 @@ void envfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, -ret);
 }
 
+/*
+ * settle_holes - the holes writes past the end left that are still there
+ * go into the key record (content.h) before the content is synced or its
+ * writer closes it: from then on a crash keeps them readable.
+ */
+static int settle_holes(struct envfs *fs, struct inode *in, int fd)
+{
+	int ret = 0;
+
+	pthread_rwlock_wrlock(&in->content_lock);
+	if (in->dek && in->pending_holes.n > 0) {
+		struct file_content c = content_of(fs, in, fd);
+
+		ret = content_settle_holes(&c.f);
+		if (ret < 0)
+			log_ratelimited(LOG_ERR, "inode %llu: cannot record its holes: %s",
+					(unsigned long long)in->ino, strerror(-ret));
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	return ret;
+}
+
 void open_file_close(struct envfs *fs, struct open_file *of)
 {
+	if (of->writable)
+		settle_holes(fs, of->inode, of->fd);
 	handle_remove(fs, &of->h);
 	if (fs->shared_locks) {
 		locks_open_released(of->inode, of);
@@ -383,6 +408,8 @@ void envfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	int ret = datasync ? 0 : mtime_flush(inode_of(fs_of(req), ino));
 
+	if (ret == 0 && of->writable)
+		ret = settle_holes(fs_of(req), inode_of(fs_of(req), ino), of->fd);
 	if (ret == 0 && (datasync ? fdatasync(of->fd) : fsync(of->fd)) < 0)
 		ret = -errno;
 	fuse_reply_err(req, -ret);

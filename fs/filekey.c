@@ -56,6 +56,8 @@ static void forget_stale_key(struct envfs *fs, struct inode *in, const struct ke
 	if (in->dek && (!rec || memcmp(in->dek->file_id, rec->file_id, RECORD_FILE_ID_LEN) != 0)) {
 		dekcache_put(fs->cache, in->dek);
 		in->dek = NULL;
+		/* The holes this host's writes left were in the content now replaced. */
+		in->pending_holes.n = 0;
 	}
 	if (in->missed_record &&
 	    (!rec || memcmp(in->missed_record->file_id, rec->file_id, RECORD_FILE_ID_LEN) != 0)) {

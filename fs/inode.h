@@ -28,6 +28,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "content.h"
 #include "crypto/record.h"
 #include "dekcache.h"
 
@@ -51,6 +52,7 @@ struct inode {
 	 * content lock held exclusively; read under the content lock. */
 	bool holes_bound;
 	struct record_holes holes;
+	struct pending_holes pending_holes; /* content.h; same rules as holes */
 	/* An unwrap of this file's DEK (a prefetch's or a read's) found the KMS
 	 * unavailable at unavailable_ms (monotonic): a read moments later takes
 	 * that answer instead of waiting for the KMS a second time (filekey.c). */
