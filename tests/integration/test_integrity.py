@@ -140,6 +140,21 @@ def test_deliberate_change_accepted_with_pin(tmp_path, state):
     v.unmount()
 
 
+def test_state_dir_option(tmp_path, state):
+    """-o state_dir=DIR wins over the environment: the pin goes there, and is checked there."""
+    v = make(tmp_path, "v")
+    shutil.rmtree(state)  # init's pin, in the environment's directory
+    own = tmp_path / "own-state"
+    v.mount(f"state_dir={own}")
+    v.unmount()
+    uuid = re.search(r"^uuid = (\S+)$", (v.backing / CONF).read_text(), re.M).group(1)
+    assert (own / uuid / "config").read_text().startswith("envelopefs configuration v2\n")
+    assert not state.exists()
+    edit_conf(v, r"^block_size = 4096$", "block_size = 8192")
+    proc = v.mount(f"state_dir={own}", check=False)
+    assert proc.returncode == 3 and "[volume] block_size" in proc.stderr, proc.stderr
+
+
 def test_format1_volume_keeps_mounting(tmp_path, state):
     """A version-1 configuration (no MAC) mounts, and is pinned from then on."""
     for names in ("encrypted", "plain"):
