@@ -24,7 +24,6 @@
 #define MAC_KEY_LEN 32
 #define SLOT_CHECKSUM_LEN 16
 #define SLOT_HDR_LEN 14 /* magic, sequence, record length */
-#define RECORD_MAX_LEN (RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED)
 
 static bool ref_char_ok(uint8_t c)
 {
@@ -50,21 +49,62 @@ static size_t key_ref_len(const struct key_record *r)
  * range (which record_encode() refuses) the result is still the length the
  * fields describe, never more than the largest valid record.
  */
+/* The version-2 extension's length for @r's items (0 without any). */
+static size_t ext_len(const struct key_record *r)
+{
+	return r->holes.n ? 2 + 16 * (size_t)r->holes.n : 0;
+}
+
+static bool is_v2(const struct key_record *r)
+{
+	return r->version == 2;
+}
+
 size_t record_encoded_len(const struct key_record *r)
 {
 	size_t n = strnlen(r->key_ref, RECORD_MAX_KEY_REF);
 	size_t w = r->wrapped_len > RECORD_MAX_WRAPPED ? RECORD_MAX_WRAPPED : r->wrapped_len;
+	size_t h = r->holes.n > RECORD_MAX_HOLES ? RECORD_MAX_HOLES : r->holes.n;
 
-	return RECORD_FIXED_LEN + n + w;
+	return RECORD_FIXED_LEN + n + w + (is_v2(r) ? 1 + (h ? 2 + 16 * h : 0) : 0);
+}
+
+/*
+ * holes_ok - @h is canonical: at most RECORD_MAX_HOLES non-empty ranges,
+ * ascending, neither overlapping nor touching.
+ */
+static bool holes_ok(const struct record_holes *h)
+{
+	unsigned i;
+
+	if (h->n > RECORD_MAX_HOLES)
+		return false;
+	for (i = 0; i < h->n; i++)
+		if (h->range[i].first >= h->range[i].end ||
+		    (i > 0 && h->range[i].first <= h->range[i - 1].end))
+			return false;
+	return true;
+}
+
+/* encodable - the fields record_encode() checks; the key reference's length or 0. */
+static size_t encodable(const struct key_record *r)
+{
+	size_t n = key_ref_len(r);
+
+	if (!n || r->wrapped_len == 0 || r->wrapped_len > RECORD_MAX_WRAPPED ||
+	    r->version > 2 || (!is_v2(r) && r->holes.n) || !holes_ok(&r->holes))
+		return 0;
+	return n;
 }
 
 /* Serialise everything but the MAC; returns the MAC's offset. */
 static size_t encode_body(const struct key_record *r, size_t n, uint8_t *out)
 {
 	size_t off = 0;
+	unsigned i;
 
 	memcpy(out, RECORD_MAGIC, 4);
-	out[4] = RECORD_FORMAT_VERSION;
+	out[4] = is_v2(r) ? 2 : RECORD_FORMAT_VERSION;
 	out[5] = r->flags;
 	memcpy(out + 6, r->file_id, RECORD_FILE_ID_LEN);
 	put_be32(out + 22, r->key_version);
@@ -75,7 +115,20 @@ static size_t encode_body(const struct key_record *r, size_t n, uint8_t *out)
 	put_be16(out + off, r->wrapped_len);
 	off += 2;
 	memcpy(out + off, r->wrapped, r->wrapped_len);
-	return off + r->wrapped_len;
+	off += r->wrapped_len;
+	if (!is_v2(r))
+		return off;
+	out[off++] = (uint8_t)ext_len(r);
+	if (r->holes.n) {
+		out[off++] = RECORD_TAG_HOLES;
+		out[off++] = (uint8_t)(16 * r->holes.n);
+		for (i = 0; i < r->holes.n; i++) {
+			put_be64(out + off, r->holes.range[i].first);
+			put_be64(out + off + 8, r->holes.range[i].end);
+			off += 16;
+		}
+	}
+	return off;
 }
 
 /**
@@ -87,15 +140,54 @@ int record_encode(const struct key_record *r, uint8_t *out, size_t cap, size_t *
 
 	if (!r || !out || !out_len)
 		return -EINVAL;
-	n = key_ref_len(r);
-	if (!n || r->wrapped_len == 0 || r->wrapped_len > RECORD_MAX_WRAPPED)
+	n = encodable(r);
+	if (!n)
 		return -EINVAL;
-	len = RECORD_FIXED_LEN + n + r->wrapped_len;
+	len = record_encoded_len(r);
 	if (cap < len)
 		return -ENOSPC;
 	off = encode_body(r, n, out);
 	memcpy(out + off, r->mac, RECORD_MAC_LEN);
 	*out_len = len;
+	return 0;
+}
+
+/*
+ * decode_ext - the version-2 extension: exactly @len bytes, its length byte
+ * first, into @r->holes.  0 or -EBADMSG.
+ */
+static int decode_ext(const uint8_t *p, size_t len, struct key_record *r)
+{
+	size_t e, off = 1;
+	int last_tag = 0;
+	unsigned i;
+
+	if (len < 1 || (e = p[0]) > RECORD_V2_EXT_MAX || len != 1 + e)
+		return -EBADMSG;
+	while (off < len) {
+		size_t item;
+		int tag;
+
+		if (len - off < 2)
+			return -EBADMSG;
+		tag = p[off];
+		item = p[off + 1];
+		off += 2;
+		if (tag <= last_tag || len - off < item)
+			return -EBADMSG;
+		last_tag = tag;
+		if (tag != RECORD_TAG_HOLES || item == 0 || item % 16 ||
+		    item / 16 > RECORD_MAX_HOLES)
+			return -EBADMSG;
+		r->holes.n = (uint8_t)(item / 16);
+		for (i = 0; i < r->holes.n; i++) {
+			r->holes.range[i].first = get_be64(p + off + 16 * i);
+			r->holes.range[i].end = get_be64(p + off + 16 * i + 8);
+		}
+		if (!holes_ok(&r->holes))
+			return -EBADMSG;
+		off += item;
+	}
 	return 0;
 }
 
@@ -116,7 +208,7 @@ int record_decode(const uint8_t *buf, size_t len, struct key_record *r)
 	/* Smallest record: one reference byte, one wrapped byte. */
 	if (len < RECORD_FIXED_LEN + 2 || len > RECORD_MAX_LEN)
 		return -EBADMSG;
-	if (memcmp(buf, RECORD_MAGIC, 4) != 0 || buf[4] != RECORD_FORMAT_VERSION ||
+	if (memcmp(buf, RECORD_MAGIC, 4) != 0 || (buf[4] != 1 && buf[4] != 2) ||
 	    (buf[5] & ~RECORD_FLAGS_KNOWN) != 0)
 		return -EBADMSG;
 
@@ -134,10 +226,16 @@ int record_decode(const uint8_t *buf, size_t len, struct key_record *r)
 	off += 2;
 	if (w == 0 || w > RECORD_MAX_WRAPPED)
 		return -EBADMSG;
-	/* Exactly the wrapped DEK and the MAC may remain: no trailing bytes. */
-	if (len - off != w + RECORD_MAC_LEN)
+	/* Exactly the wrapped DEK, a version 2 extension and the MAC may
+	 * remain: no trailing bytes. */
+	if (len - off < w + RECORD_MAC_LEN)
+		return -EBADMSG;
+	if (buf[4] == 2 && decode_ext(buf + off + w, len - off - w - RECORD_MAC_LEN, r) < 0)
+		return -EBADMSG;
+	if (buf[4] == 1 && len - off != w + RECORD_MAC_LEN)
 		return -EBADMSG;
 
+	r->version = buf[4];
 	r->flags = buf[5];
 	memcpy(r->file_id, buf + 6, RECORD_FILE_ID_LEN);
 	r->key_version = get_be32(buf + 22);
@@ -145,7 +243,7 @@ int record_decode(const uint8_t *buf, size_t len, struct key_record *r)
 	r->key_ref[n] = '\0';
 	r->wrapped_len = (uint16_t)w;
 	memcpy(r->wrapped, buf + off, w);
-	memcpy(r->mac, buf + off + w, RECORD_MAC_LEN);
+	memcpy(r->mac, buf + len - RECORD_MAC_LEN, RECORD_MAC_LEN);
 	return 0;
 }
 
@@ -163,8 +261,8 @@ static int compute_mac(const struct key_record *r, const uint8_t dek[32],
 
 	if (!r || !dek || !volume_uuid)
 		return -EINVAL;
-	n = key_ref_len(r);
-	if (!n || r->wrapped_len == 0 || r->wrapped_len > RECORD_MAX_WRAPPED)
+	n = encodable(r);
+	if (!n)
 		return -EINVAL;
 	len = encode_body(r, n, body);
 
@@ -226,6 +324,68 @@ size_t slot_size_for(size_t key_ref_len, size_t max_wrapped)
 		return 0;
 	need = SLOT_OVERHEAD + RECORD_FIXED_LEN + key_ref_len + max_wrapped;
 	return (need + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+}
+
+size_t slot_size_for_version(unsigned version, size_t key_ref_len, size_t max_wrapped)
+{
+	size_t need;
+
+	if (key_ref_len > RECORD_MAX_KEY_REF || max_wrapped > RECORD_MAX_WRAPPED)
+		return 0;
+	need = SLOT_OVERHEAD + RECORD_FIXED_LEN + key_ref_len + max_wrapped +
+	       (version == 2 ? RECORD_V2_EXTRA : 0);
+	return (need + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+}
+
+bool record_holes_cover(const struct record_holes *h, uint64_t first, uint64_t end)
+{
+	unsigned i;
+
+	for (i = 0; i < h->n; i++)
+		if (h->range[i].first <= first && end <= h->range[i].end)
+			return true;
+	return false;
+}
+
+void record_holes_add(struct record_holes *h, uint64_t first, uint64_t end)
+{
+	struct {
+		uint64_t first, end;
+	} all[RECORD_MAX_HOLES + 1];
+	unsigned n = 0, i, j, closest;
+
+	/* Insert in order, merging every range the new one overlaps or touches. */
+	for (i = 0; i < h->n; i++) {
+		if (h->range[i].end < first || h->range[i].first > end) {
+			all[n].first = h->range[i].first;
+			all[n++].end = h->range[i].end;
+			continue;
+		}
+		if (h->range[i].first < first)
+			first = h->range[i].first;
+		if (h->range[i].end > end)
+			end = h->range[i].end;
+	}
+	for (i = n; i > 0 && all[i - 1].first > first; i--)
+		all[i] = all[i - 1];
+	all[i].first = first;
+	all[i].end = end;
+	n++;
+	if (n > RECORD_MAX_HOLES) {
+		/* One too many: merge the pair with the smallest gap. */
+		for (closest = 0, i = 1; i + 1 < n; i++)
+			if (all[i + 1].first - all[i].end < all[closest + 1].first - all[closest].end)
+				closest = i;
+		all[closest].end = all[closest + 1].end;
+		for (j = closest + 1; j + 1 < n; j++)
+			all[j] = all[j + 1];
+		n--;
+	}
+	h->n = (uint8_t)n;
+	for (i = 0; i < n; i++) {
+		h->range[i].first = all[i].first;
+		h->range[i].end = all[i].end;
+	}
 }
 
 static int slot_checksum(const uint8_t *slot, size_t slot_size, uint8_t out[SLOT_CHECKSUM_LEN])

@@ -25,6 +25,18 @@
  * record whose unauthenticated fields (file ID, version, reference) were
  * changed around a valid wrapped DEK.
  *
+ * Key record, version 2 (docs/FORMAT.md, "Key record, version 2"): version
+ * byte 2, then the version-1 fields up to the wrapped DEK, then
+ *   29+n+w     1    extension length e (0..RECORD_V2_EXT_MAX)
+ *   30+n+w     e    items, each tag (1) || length (1) || value, tags
+ *                   strictly ascending; unknown tags are rejected:
+ *                     RECORD_TAG_HOLES: 1..RECORD_MAX_HOLES block ranges
+ *                     first (8) || end (8), first < end, ascending and
+ *                     neither overlapping nor touching
+ *   30+n+w+e   32   MAC, the same K_mac, over bytes [0, 30+n+w+e)
+ * The ranges are where the file may hold holes: an all-zero stored block
+ * outside them is not a hole but damage (docs/FORMAT.md, "Holes").
+ *
  * Header slot (header placement), slot_size bytes:
  *   0    4    magic "EFSL"
  *   4    8    sequence number (>= 1)
@@ -38,6 +50,7 @@
  * the other still holds a complete record.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +61,17 @@
 #define RECORD_MAX_KEY_REF 255
 #define RECORD_MAX_WRAPPED 6144
 #define RECORD_FIXED_LEN (29 + RECORD_MAC_LEN) /* record length = this + n + w */
+/*
+ * Version 2 adds at most RECORD_V2_EXTRA bytes (the extension and its
+ * length byte): a local-provider record still fits the 256-byte slots of a
+ * 512-byte header, and so does a Vault Transit record at every key version,
+ * so such a volume can still move there (rotate --to-kms).
+ */
+#define RECORD_V2_EXT_MAX 34
+#define RECORD_V2_EXTRA (1 + RECORD_V2_EXT_MAX)
+#define RECORD_MAX_LEN (RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED + RECORD_V2_EXTRA)
+#define RECORD_TAG_HOLES 1
+#define RECORD_MAX_HOLES 2
 
 /*
  * The record belongs to a re-key in progress (fs/rekey.h): its DEK is the
@@ -62,7 +86,16 @@
 #define SLOT_OVERHEAD (14 + 16)
 #define SLOT_ALIGN 64
 
+/* Block ranges [first, end) where a version-2 record's file may hold holes. */
+struct record_holes {
+	uint8_t n;
+	struct {
+		uint64_t first, end;
+	} range[RECORD_MAX_HOLES];
+};
+
 struct key_record {
+	uint8_t version; /* 1 (0 is taken as 1) or 2 */
 	uint8_t flags;
 	uint8_t file_id[RECORD_FILE_ID_LEN];
 	uint32_t key_version;
@@ -70,6 +103,7 @@ struct key_record {
 	uint16_t wrapped_len;
 	uint8_t wrapped[RECORD_MAX_WRAPPED];
 	uint8_t mac[RECORD_MAC_LEN];
+	struct record_holes holes; /* version 2 only */
 };
 
 /* record_encoded_len - bytes record_encode() will write for @r. */
@@ -104,6 +138,19 @@ int record_check_mac(const struct key_record *r, const uint8_t dek[32],
  * SLOT_ALIGN.  The header is twice this.
  */
 size_t slot_size_for(size_t key_ref_len, size_t max_wrapped);
+
+/* slot_size_for_version - slot_size_for() for records of @version (1 or 2). */
+size_t slot_size_for_version(unsigned version, size_t key_ref_len, size_t max_wrapped);
+
+/* record_holes_cover - do @h's ranges cover every block of [@first, @end)? */
+bool record_holes_cover(const struct record_holes *h, uint64_t first, uint64_t end);
+
+/*
+ * record_holes_add - add [@first, @end) to @h, merging ranges that overlap
+ * or touch; when more than RECORD_MAX_HOLES would remain, the two closest
+ * are merged (the cover only grows).  @first < @end.
+ */
+void record_holes_add(struct record_holes *h, uint64_t first, uint64_t end);
 
 /* slot_encode - fill @slot (@slot_size bytes) with @r and @seq.  0, -EINVAL, -ENOSPC. */
 int slot_encode(const struct key_record *r, uint64_t seq, uint8_t *slot, size_t slot_size);

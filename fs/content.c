@@ -139,15 +139,132 @@ static size_t block_len(const struct layout *l, uint64_t size, uint64_t index)
 	return size - start >= l->block_size ? l->block_size : (size_t)(size - start);
 }
 
+static int declare_holes(const struct content_file *f, uint64_t first, uint64_t end);
+
+/* pending_cover - is block @index in one of @p's ranges? */
+static bool pending_cover(const struct pending_holes *p, uint64_t index)
+{
+	for (unsigned i = 0; p && i < p->n; i++)
+		if (p->range[i].first <= index && index < p->range[i].end)
+			return true;
+	return false;
+}
+
+/* pending_add - add [@first, @end) to @p, merging the closest ranges when full. */
+static void pending_add(struct pending_holes *p, uint64_t first, uint64_t end)
+{
+	unsigned i, closest = 0;
+
+	for (i = 0; i < p->n; i++)
+		if (p->range[i].first <= end && first <= p->range[i].end) {
+			/* Overlapping or touching: one range. */
+			p->range[i].first = p->range[i].first < first ? p->range[i].first : first;
+			p->range[i].end = p->range[i].end > end ? p->range[i].end : end;
+			return;
+		}
+	if (p->n == CONTENT_PENDING_MAX) {
+		/* Full: widen the range nearest to the new one over it. */
+		for (i = 1; i < p->n; i++)
+			if ((p->range[i].first > end ? p->range[i].first - end : first - p->range[i].end) <
+			    (p->range[closest].first > end ? p->range[closest].first - end
+							   : first - p->range[closest].end))
+				closest = i;
+		if (first < p->range[closest].first)
+			p->range[closest].first = first;
+		if (end > p->range[closest].end)
+			p->range[closest].end = end;
+		return;
+	}
+	p->range[p->n].first = first;
+	p->range[p->n++].end = end;
+}
+
+/*
+ * pending_remove - blocks [@first, @end) now hold data.  A range cut in two
+ * when @p is full keeps its middle: the cover may only be too wide.
+ */
+static void pending_remove(struct pending_holes *p, uint64_t first, uint64_t end)
+{
+	for (unsigned i = 0; p && i < p->n;) {
+		uint64_t a = p->range[i].first, b = p->range[i].end;
+
+		if (end <= a || b <= first) {
+			i++;
+		} else if (first <= a && b <= end) {
+			p->range[i] = p->range[--p->n]; /* wholly written */
+		} else if (first <= a) {
+			p->range[i++].first = end;
+		} else if (b <= end) {
+			p->range[i++].end = first;
+		} else if (p->n < CONTENT_PENDING_MAX) {
+			p->range[i].end = first;
+			p->range[p->n].first = end;
+			p->range[p->n++].end = b;
+			i++;
+		} else {
+			i++;
+		}
+	}
+}
+
+int content_settle_holes(const struct content_file *f)
+{
+	int ret = 0;
+
+	while (ret == 0 && f->holes && f->pending && f->pending->n > 0) {
+		unsigned last = f->pending->n - 1;
+
+		ret = declare_holes(f, f->pending->range[last].first, f->pending->range[last].end);
+		if (ret == 0)
+			f->pending->n = (uint8_t)last;
+	}
+	return ret;
+}
+
+/*
+ * is_hole - is stored block @index (@sealed_len bytes at @sealed) a hole?
+ * All zeros, and where the record says the file may hold one: elsewhere an
+ * all-zero block is a block someone zeroed (-EIO, named in *@bad_block).
+ * Returns 1, 0 (not all zeros) or -EIO.
+ */
+static int is_hole(const struct content_file *f, uint64_t index, const uint8_t *sealed,
+		   size_t sealed_len, uint64_t *bad_block)
+{
+	if (!layout_is_hole(sealed, sealed_len))
+		return 0;
+	if (f->holes && !record_holes_cover(f->holes, index, index + 1) &&
+	    !pending_cover(f->pending, index)) {
+		*bad_block = index;
+		return -EIO;
+	}
+	return 1;
+}
+
+/*
+ * declare_holes - blocks [@first, @end) are about to become holes: a file
+ * whose record binds its holes records them first (content.h).
+ */
+static int declare_holes(const struct content_file *f, uint64_t first, uint64_t end)
+{
+	if (!f->holes || first >= end || record_holes_cover(f->holes, first, end))
+		return 0;
+	return f->declare_holes(f, first, end);
+}
+
 /* Open one stored block into @plain; a hole (all zeros) reads as zeros. */
 static int open_block(const struct content_file *f, uint64_t index, const uint8_t *sealed,
 		      size_t sealed_len, uint8_t *plain, uint64_t *bad_block)
 {
+	int hole;
+
 	if (sealed_len <= BLOCK_OVERHEAD) {
 		*bad_block = index;
 		return -EIO;
 	}
-	if (layout_is_hole(sealed, sealed_len)) {
+	hole = is_hole(f, index, sealed, sealed_len, bad_block);
+	if (hole < 0)
+		return hole;
+	if (hole) {
 		memset(plain, 0, sealed_len - BLOCK_OVERHEAD);
 		return 0;
 	}
@@ -338,8 +455,9 @@ static int open_stored_block(const struct content_file *f, struct scratch *s, ui
 		*bad_block = index;
 		return -EIO;
 	}
-	if (layout_is_hole(s->sealed, got))
-		return 1;
+	ret = is_hole(f, index, s->sealed, got, bad_block);
+	if (ret != 0)
+		return ret;
 	return open_block(f, index, s->sealed, got, s->plain, bad_block);
 }
 
@@ -410,16 +528,22 @@ static int shrink(const struct content_file *f, uint64_t size, uint64_t new_size
 	return set_backing_size(f, new_size);
 }
 
-/* Grow from @size to @new_size > @size: pad the old last block, then extend. */
-static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
+/*
+ * Grow from @size to @new_size > @size: pad the old last block, then extend.
+ * @for_write: the gap before a write past the end, whose holes stay pending
+ * (content.h); any other growth records them first.
+ */
+static int grow(const struct content_file *f, uint64_t size, uint64_t new_size, bool for_write,
 		uint64_t *bad_block)
 {
+	uint64_t gap_first = (size + f->layout->block_size - 1) / f->layout->block_size;
+	uint64_t gap_end = (new_size + f->layout->block_size - 1) / f->layout->block_size;
 	const struct layout *l = f->layout;
 	uint64_t last = size / l->block_size;
 	size_t old_len = block_len(l, size, last);
 	size_t new_len = block_len(l, new_size, last);
 	bool padded = false;
-	int ret;
+	int ret = 0;
 
 	/* Whether the backing file system takes the new size, before padding
 	 * anything: a punch past the end changes nothing but fails with
@@ -429,6 +553,13 @@ static int grow(const struct content_file *f, uint64_t size, uint64_t new_size,
 		      (off_t)layout_backing_size(l, new_size) - 1, 1) < 0 &&
 	    errno == EFBIG)
 		return -EFBIG;
+	/* Every block after the old last one starts as a hole. */
+	if (for_write && f->pending && gap_first < gap_end)
+		pending_add(f->pending, gap_first, gap_end);
+	else
+		ret = declare_holes(f, gap_first, gap_end);
+	if (ret < 0)
+		return ret;
 	if (old_len > 0 && old_len < l->block_size) {
 		ret = reseal_block(f, last, old_len, new_len, 0, 0, bad_block);
 		if (ret < 0)
@@ -457,7 +588,7 @@ int content_truncate(const struct content_file *f, uint64_t new_size, uint64_t *
 		return ret;
 	if (new_size > size) {
 		ret = backing_fits(l, new_size);
-		return ret < 0 ? ret : grow(f, size, new_size, bad_block);
+		return ret < 0 ? ret : grow(f, size, new_size, false, bad_block);
 	}
 	return shrink(f, size, new_size, bad_block);
 }
@@ -493,7 +624,7 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 	if (off > size) {
 		/* Only the final block may be short: pad the old last one and
 		 * leave a hole up to the write. */
-		ret = grow(f, size, off, bad_block);
+		ret = grow(f, size, off, true, bad_block);
 		if (ret < 0)
 			return ret;
 		size = off;
@@ -530,9 +661,11 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 	if (!grown && start >= (uint64_t)st.st_size)
 		return append(f, s->sealed, total, start, (uint64_t)st.st_size);
 	ret = reserve(f, start, start + total, &st);
-	if (ret < 0)
-		return ret;
-	return layout_pwrite_full(f->fd, s->sealed, total, start);
+	if (ret == 0)
+		ret = layout_pwrite_full(f->fd, s->sealed, total, start);
+	if (ret == 0)
+		pending_remove(f->pending, first, last + 1);
+	return ret;
 }
 
 int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, int keep_size,
@@ -553,7 +686,7 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 	if (fallocate(f->fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start)) < 0)
 		return -errno;
 	if (!keep_size && off + len > size)
-		return grow(f, size, off + len, bad_block);
+		return grow(f, size, off + len, false, bad_block);
 	return 0;
 }
 
@@ -584,6 +717,9 @@ int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int b
 				block_len(l, size, whole_end - 1) + BLOCK_OVERHEAD;
 
 		/* Zeroed stored bytes are holes: the blocks read as zeros. */
+		ret = declare_holes(f, whole_first, whole_end);
+		if (ret < 0)
+			return ret;
 		if (fallocate(f->fd, backing_mode | FALLOC_FL_KEEP_SIZE, (off_t)start,
 			      (off_t)(stop - start)) < 0)
 			return -errno;

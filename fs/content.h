@@ -13,7 +13,7 @@
  * file may lack one).
  *
  * Every function returns 0 or -errno.  -EIO means an authentication failure
- * in a stored block: *@bad_block then names the block so that the caller can
+ * in a stored block (or an all-zero one where the record allows no hole): *@bad_block then names the block so that the caller can
  * log it once.  No unauthenticated byte is ever copied to the caller.
  * -EFBIG: the file would grow past the largest backing offset an off_t holds.
  *
@@ -29,6 +29,24 @@
 
 #define CONTENT_MAX_IO (1024 * 1024) /* FUSE max_write / max_read */
 
+/*
+ * Holes a write past the end left (the blocks between the old end and the
+ * write) and no key record lists yet.  The kernel's writeback sends a
+ * file's writes to several daemon threads at once, so a sequential writer's
+ * writes arrive out of order and each such gap is usually filled a moment
+ * later: the gaps are kept here, shrunk by every write, and only those
+ * still there when the file is synced or closed go into the record
+ * (content_settle_holes).  More than CONTENT_PENDING_MAX ranges merge: the
+ * cover only grows.
+ */
+#define CONTENT_PENDING_MAX 8
+struct pending_holes {
+	uint8_t n;
+	struct {
+		uint64_t first, end;
+	} range[CONTENT_PENDING_MAX];
+};
+
 struct content_file {
 	int fd;
 	const struct layout *layout;
@@ -41,7 +59,23 @@ struct content_file {
 	 * the blocks (filekey.h: struct filekey_first); NULL when none.  Only
 	 * for a write at offset 0 of a file whose backing is still empty. */
 	const uint8_t *first_header;
+	/* Where the file may hold holes, from its version-2 key record: an
+	 * all-zero stored block outside them reads as -EIO.  NULL for a
+	 * version-1 record (every all-zero block is a hole) and for lseek. */
+	const struct record_holes *holes;
+	/* With @holes: called before blocks [first, end) may become holes (a
+	 * grow, a punch), to record them durably first.  0 or -errno. */
+	int (*declare_holes)(const struct content_file *f, uint64_t first, uint64_t end);
+	/* With @holes: the file's pending holes (above), changed by writes. */
+	struct pending_holes *pending;
 };
+
+/*
+ * content_settle_holes - put the pending holes of @f that are still there
+ * into its key record (declare_holes), before a sync makes the file's
+ * content durable or its last writer closes it.  0 or -errno.
+ */
+int content_settle_holes(const struct content_file *f);
 
 /* content_size - plaintext size from the backing file's size (no key needed). */
 int content_size(int fd, const struct layout *l, uint64_t *size);

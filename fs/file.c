@@ -33,19 +33,41 @@ static void log_integrity(struct envfs *fs, struct inode *in, uint64_t block)
 			(unsigned long long)in->ino, (unsigned long long)block);
 }
 
-static struct content_file content_of(struct envfs *fs, struct inode *in, int fd)
+/* A file's content (content.h) with what its hole bookkeeping needs. */
+struct file_content {
+	struct content_file f;
+	struct envfs *fs;
+	struct inode *in;
+};
+
+/* content.h's declare_holes: record them in the key record (filekey.h). */
+static int declare_holes(const struct content_file *f, uint64_t first, uint64_t end)
 {
-	struct content_file f = {
-		.fd = fd,
-		.layout = &fs->layout,
-		.owner = {.volume_uuid = fs->cfg.uuid},
-		.holes_trusted = fs->caps.holes_trusted,
+	const struct file_content *c = (const struct file_content *)f; /* f is its first member */
+
+	return filekey_declare_holes(c->fs, c->in, f->fd, first, end);
+}
+
+static struct file_content content_of(struct envfs *fs, struct inode *in, int fd)
+{
+	struct file_content c = {
+		.f = {
+			.fd = fd,
+			.layout = &fs->layout,
+			.owner = {.volume_uuid = fs->cfg.uuid},
+			.holes_trusted = fs->caps.holes_trusted,
+			.declare_holes = declare_holes,
+		},
+		.fs = fs,
+		.in = in,
 	};
 	if (in->dek) {
-		f.owner.key = in->dek->key;
-		f.owner.file_id = in->dek->file_id;
+		c.f.owner.key = in->dek->key;
+		c.f.owner.file_id = in->dek->file_id;
+		c.f.holes = in->holes_bound ? &in->holes : NULL;
+		c.f.pending = in->holes_bound ? &in->pending_holes : NULL;
 	}
-	return f;
+	return c;
 }
 
 /*
@@ -78,8 +100,8 @@ int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t size)
 	if (size > 0)
 		ret = filekey_load(fs, in, fd, true);
 	if (ret == 0) {
-		struct content_file f = content_of(fs, in, fd);
-		ret = content_truncate(&f, size, &bad_block);
+		struct file_content c = content_of(fs, in, fd);
+		ret = content_truncate(&c.f, size, &bad_block);
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
 		if (ret == 0)
@@ -264,10 +286,10 @@ static int read_content(struct envfs *fs, struct inode *in, const struct open_fi
 	pthread_rwlock_rdlock(&in->content_lock);
 	ret = filekey_load(fs, in, of->fd, false);
 	if (ret == 0) {
-		struct content_file f = content_of(fs, in, of->fd);
+		struct file_content c = content_of(fs, in, of->fd);
 		uint64_t block = 0;
 
-		ret = content_read(&f, buf, size, (uint64_t)off, done, &block);
+		ret = content_read(&c.f, buf, size, (uint64_t)off, done, &block);
 		if (ret == -EIO)
 			*bad_block = (int64_t)block;
 	} else if (ret == -ENODATA) {
@@ -332,10 +354,10 @@ static int write_content(struct envfs *fs, struct inode *in, struct open_file *o
 		filekey_first_done(fs, in, &first, ret);
 	}
 	if (ret == 0) {
-		struct content_file f = content_of(fs, in, of->fd);
+		struct file_content c = content_of(fs, in, of->fd);
 
-		f.first_header = first.header;
-		ret = content_write(&f, buf, size, *pos, bad_block);
+		c.f.first_header = first.header;
+		ret = content_write(&c.f, buf, size, *pos, bad_block);
 		if (ret == -EIO)
 			log_integrity(fs, in, *bad_block);
 	}
@@ -406,8 +428,32 @@ void envfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, -ret);
 }
 
+/*
+ * settle_holes - the holes writes past the end left that are still there
+ * go into the key record (content.h) before the content is synced or its
+ * writer closes it: from then on a crash keeps them readable.
+ */
+static int settle_holes(struct envfs *fs, struct inode *in, int fd)
+{
+	int ret = 0;
+
+	pthread_rwlock_wrlock(&in->content_lock);
+	if (in->dek && in->pending_holes.n > 0) {
+		struct file_content c = content_of(fs, in, fd);
+
+		ret = content_settle_holes(&c.f);
+		if (ret < 0)
+			log_ratelimited(LOG_ERR, "inode %llu: cannot record its holes: %s",
+					(unsigned long long)in->ino, strerror(-ret));
+	}
+	pthread_rwlock_unlock(&in->content_lock);
+	return ret;
+}
+
 void open_file_close(struct envfs *fs, struct open_file *of)
 {
+	if (of->writable)
+		settle_holes(fs, of->inode, of->fd);
 	handle_remove(fs, &of->h);
 	if (fs->shared_locks) {
 		locks_open_released(of->inode, of);
@@ -438,6 +484,8 @@ void envfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 	int ret = datasync ? 0 : mtime_flush(inode_of(fs_of(req), ino));
 
+	if (ret == 0 && of->writable)
+		ret = settle_holes(fs_of(req), inode_of(fs_of(req), ino), of->fd);
 	if (ret == 0 && (datasync ? fdatasync(of->fd) : fsync(of->fd)) < 0)
 		ret = -errno;
 	fuse_reply_err(req, -ret);
@@ -471,17 +519,17 @@ void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off
 	pthread_rwlock_wrlock(&in->content_lock);
 	ret = filekey_load(fs, in, of->fd, true);
 	if (ret == 0) {
-		struct content_file f = content_of(fs, in, of->fd);
+		struct file_content c = content_of(fs, in, of->fd);
 		if (mode & FALLOC_FL_PUNCH_HOLE) {
-			ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+			ret = content_zero(&c.f, (uint64_t)offset, (uint64_t)length,
 					   FALLOC_FL_PUNCH_HOLE, &bad_block);
 		} else {
 			/* ZERO_RANGE reserves its space first, as ext4 does: a
 			 * full disk fails it before any byte is zeroed. */
-			ret = content_allocate(&f, (uint64_t)offset, (uint64_t)length,
+			ret = content_allocate(&c.f, (uint64_t)offset, (uint64_t)length,
 					       mode & FALLOC_FL_KEEP_SIZE, &bad_block);
 			if (ret == 0 && (mode & FALLOC_FL_ZERO_RANGE))
-				ret = content_zero(&f, (uint64_t)offset, (uint64_t)length,
+				ret = content_zero(&c.f, (uint64_t)offset, (uint64_t)length,
 						   FALLOC_FL_ZERO_RANGE, &bad_block);
 		}
 		if (ret == -EIO)

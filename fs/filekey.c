@@ -56,12 +56,69 @@ static void forget_stale_key(struct envfs *fs, struct inode *in, const struct ke
 	if (in->dek && (!rec || memcmp(in->dek->file_id, rec->file_id, RECORD_FILE_ID_LEN) != 0)) {
 		dekcache_put(fs->cache, in->dek);
 		in->dek = NULL;
+		/* The holes this host's writes left were in the content now replaced. */
+		in->pending_holes.n = 0;
 	}
 	if (in->missed_record &&
 	    (!rec || memcmp(in->missed_record->file_id, rec->file_id, RECORD_FILE_ID_LEN) != 0)) {
 		free(in->missed_record);
 		in->missed_record = NULL;
 	}
+}
+
+/*
+ * adopt_holes - make @rec's hole ranges @in's (a version-1 record binds
+ * none).  They decide what reads as zeros, so a record whose MAC was not
+ * checked on its way here (@checked false: the DEK came from the cache) is
+ * checked now against @dek.  On failure the DEK is let go.  Key lock held,
+ * and no I/O on @in (no open yet, or the content lock held exclusively).
+ * 0 or -EIO.
+ */
+static int adopt_holes(struct envfs *fs, struct inode *in, const struct key_record *rec,
+		       const uint8_t *dek, bool checked)
+{
+	if (rec->version == 2 && !checked && record_check_mac(rec, dek, fs->cfg.uuid) != 0) {
+		log_ratelimited(LOG_ERR, "inode %llu: key record fails authentication",
+				(unsigned long long)in->ino);
+		atomic_fetch_add(&fs->counters.integrity_errors, 1);
+		dekcache_put(fs->cache, in->dek);
+		in->dek = NULL;
+		return -EIO;
+	}
+	in->holes_bound = rec->version == 2;
+	in->holes = rec->holes;
+	return 0;
+}
+
+int filekey_declare_holes(struct envfs *fs, struct inode *in, int fd, uint64_t first,
+			  uint64_t end)
+{
+	struct key_record *rec = malloc(sizeof(*rec));
+	struct record_pos pos;
+	int ret = rec ? layout_read_record(&fs->layout, fd, rec, &pos) : -ENOMEM;
+
+	/* The stored record is re-sealed below: it must be the one this DEK
+	 * opened, or an edit of it would be sealed with ours. */
+	if (ret == 0 && (memcmp(rec->file_id, in->dek->file_id, RECORD_FILE_ID_LEN) != 0 ||
+			 rec->version != 2 || record_check_mac(rec, in->dek->key, fs->cfg.uuid) != 0)) {
+		log_ratelimited(LOG_ERR, "inode %llu: key record changed or fails authentication",
+				(unsigned long long)in->ino);
+		atomic_fetch_add(&fs->counters.integrity_errors, 1);
+		ret = -EIO;
+	} else if (ret == -EBADMSG || ret == -ENODATA) {
+		ret = -EIO;
+	}
+	if (ret == 0) {
+		record_holes_add(&rec->holes, first, end);
+		ret = record_seal_mac(rec, in->dek->key, fs->cfg.uuid);
+	}
+	/* Crash-safe and durable (layout.h) before any hole is made. */
+	if (ret == 0)
+		ret = layout_write_record(&fs->layout, fd, rec, &pos);
+	if (ret == 0)
+		in->holes = rec->holes;
+	free(rec);
+	return ret;
 }
 
 int filekey_attach(struct envfs *fs, struct inode *in, int fd)
@@ -90,11 +147,22 @@ int filekey_attach(struct envfs *fs, struct inode *in, int fd)
 	}
 	if (ret < 0)
 		goto out;
-	if (in->dek || in->missed_record)
-		goto counted; /* shared mode: still the record it was */
-	/* A hit only if the cached DEK came from this very record's file ID. */
-	in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
-	if (!in->dek) {
+	if (in->missed_record) {
+		/* Shared mode: the same file ID, perhaps with more holes. */
+		free(in->missed_record);
+		in->missed_record = rec;
+		rec = NULL;
+		goto counted;
+	}
+	/* A hit only if the cached DEK came from this very record's file ID
+	 * (shared mode: the DEK kept, the record read again). */
+	if (!in->dek)
+		in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id);
+	if (in->dek) {
+		ret = adopt_holes(fs, in, rec, in->dek->key, false);
+		if (ret < 0)
+			goto out;
+	} else {
 		in->missed_record = rec;
 		rec = NULL;
 	}
@@ -121,6 +189,9 @@ int filekey_revalidate(struct envfs *fs, struct inode *in, int fd)
 		ret = read_record(fs, in, fd, rec);
 	if (ret == 0 || ret == -ENODATA)
 		forget_stale_key(fs, in, ret == 0 ? rec : NULL);
+	/* The same file: another host may have added holes to its record. */
+	if (ret == 0 && in->dek)
+		ret = adopt_holes(fs, in, rec, in->dek->key, false);
 	pthread_mutex_unlock(&in->key_lock);
 	pthread_rwlock_unlock(&in->content_lock);
 	free(rec);
@@ -177,6 +248,7 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 		return key_failure(fs, in, "cannot create a data key", ret < 0 ? ret : -EIO);
 	}
 	memset(rec, 0, sizeof(*rec));
+	rec->version = fs->layout.record_version;
 	memcpy(rec->file_id, key->file_id, sizeof(rec->file_id));
 	rec->key_version = key->version;
 	rec->wrapped_len = (uint16_t)key->blob_len;
@@ -287,13 +359,18 @@ static int load_key(struct envfs *fs, struct inode *in, int fd, bool create,
 		ret = unwrap_record(fs, in, rec, dek);
 	else if ((ret = read_record(fs, in, fd, rec)) == -ENODATA && create)
 		ret = create_record(fs, in, fd, rec, dek, first);
-	else if (ret == 0 && !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
+	else if (ret == 0 && (in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id))) {
+		ret = adopt_holes(fs, in, rec, in->dek->key, false); /* a cache hit */
+		goto out;
+	} else if (ret == 0)
 		ret = unwrap_record(fs, in, rec, dek);
 	else
-		goto out; /* cache hit, error, or no record and none wanted */
+		goto out; /* error, or no record and none wanted */
 	if (ret == 0)
 		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
 				      dek, &in->dek);
+	if (ret == 0)
+		ret = adopt_holes(fs, in, rec, dek, true);
 out:
 	pthread_mutex_unlock(&in->key_lock);
 	secmem_free(dek, KMS_DEK_LEN);

@@ -99,6 +99,17 @@ int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key
  */
 int filekey_revalidate(struct envfs *fs, struct inode *in, int fd);
 
+/*
+ * filekey_declare_holes - blocks [@first, @end) of @in are about to become
+ * holes (a grow, a punched range): a file with a version-2 record records
+ * them in it first (docs/FORMAT.md, "Holes"), by the crash-safe record
+ * replacement, so that a power loss never leaves a hole the record does not
+ * cover.  The stored record must still be the one in->dek opened.  Content
+ * lock held exclusively, in->dek valid, @fd read-write.  0 or -errno.
+ */
+int filekey_declare_holes(struct envfs *fs, struct inode *in, int fd, uint64_t first,
+			  uint64_t end);
+
 /* filekey_detach - undo one filekey_attach. */
 void filekey_detach(struct envfs *fs, struct inode *in);
 

@@ -38,6 +38,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "content.h"
 #include "crypto/record.h"
 #include "dekcache.h"
 #include "fdcache.h"
@@ -57,6 +58,13 @@ struct inode {
 	 * first read or write unwraps it without reading it again. */
 	struct key_record *missed_record;
 	unsigned opens;
+	/* A version-2 record's hole ranges (docs/FORMAT.md, "Holes"): with
+	 * holes_bound, an all-zero block outside them is damage.  Set with the
+	 * DEK (filekey.c), under the key lock with no I/O running or the
+	 * content lock held exclusively; read under the content lock. */
+	bool holes_bound;
+	struct record_holes holes;
+	struct pending_holes pending_holes; /* content.h; same rules as holes */
 	/* An unwrap of this file's DEK (a prefetch's or a read's) found the KMS
 	 * unavailable at unavailable_ms (monotonic): a read moments later takes
 	 * that answer instead of waiting for the KMS a second time (filekey.c). */

@@ -19,6 +19,8 @@
 #include "log.h"
 #include "shared.h"
 #include "status.h"
+#include "confmac.h"
+#include "crypto/secmem.h"
 #include "volkey.h"
 
 /*
@@ -80,6 +82,28 @@ static int rewrap_volume_key(struct envfs *fs)
 }
 
 /*
+ * check_mac - the reloaded configuration @cfg must carry a valid MAC
+ * (confmac.h) under the volume key, unwrapped through the providers in use.
+ */
+static int check_mac(struct envfs *fs, const struct volume_config *cfg, char *err, size_t err_len)
+{
+	const struct kms_set *set = kms_keeper_get(fs->keys);
+	uint8_t *key = secmem_alloc(KMS_DEK_LEN);
+	int ret = key ? volkey_load(inode_fd(inode_table_root(fs->inodes)), cfg, &set->keys, key, err,
+				    err_len)
+		      : -ENOMEM;
+
+	kms_keeper_put(fs->keys, set);
+	if (ret == 0 && confmac_verify(cfg, key) < 0) {
+		ret = -EINVAL;
+		snprintf(err, err_len, "[volume] mac does not match: it was not written by "
+			 "envelopefsctl");
+	}
+	secmem_free(key, KMS_DEK_LEN);
+	return ret;
+}
+
+/*
  * reload_kms - ENVELOPEFS_IOC_RELOAD_KMS: re-read the volume configuration
  * and make its providers the volume's (kmsset.h).  Its [volume] part must
  * be the mounted one's: the data depends on it.
@@ -99,6 +123,8 @@ static int reload_kms(struct envfs *fs)
 		ret = -EINVAL;
 		snprintf(err, sizeof(err), "its [volume] section differs from the mounted volume's");
 	}
+	if (ret == 0 && volume_config_sealed(&cfg))
+		ret = check_mac(fs, &cfg, err, sizeof(err));
 	if (ret == 0)
 		ret = kms_keeper_reload(fs->keys, cfg.ini, err, sizeof(err));
 	volume_config_free(&cfg);

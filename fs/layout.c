@@ -22,6 +22,7 @@ void layout_init(struct layout *l, const struct volume_config *cfg)
 	l->placement = cfg->placement;
 	l->data_offset = cfg->placement == PLACEMENT_HEADER ? cfg->header_size : 0;
 	l->slot_size = cfg->placement == PLACEMENT_HEADER ? cfg->header_size / 2 : 0;
+	l->record_version = cfg->format_version >= 2 ? 2 : 1;
 }
 
 uint64_t layout_plain_size(const struct layout *l, uint64_t backing_size)
@@ -145,14 +146,13 @@ out:
 
 static int read_xattr_record(int fd, struct key_record *r, struct record_pos *pos)
 {
-	uint8_t *buf = malloc(RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED);
+	uint8_t *buf = malloc(RECORD_MAX_LEN);
 	ssize_t n;
 	int ret;
 
 	if (!buf)
 		return -ENOMEM;
-	n = fgetxattr(fd, VOLUME_XATTR_NAME, buf,
-		      RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED);
+	n = fgetxattr(fd, VOLUME_XATTR_NAME, buf, RECORD_MAX_LEN);
 	if (n < 0 && errno == ENODATA) {
 		/* Only an empty file may lack its record: content without one
 		 * (say, a restore that dropped xattrs) is damage, not emptiness. */
@@ -231,11 +231,10 @@ int layout_write_record(const struct layout *l, int fd, const struct key_record 
 			pos->slot = target;
 		}
 	} else {
-		buf = malloc(RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED);
+		buf = malloc(RECORD_MAX_LEN);
 		if (!buf)
 			return -ENOMEM;
-		ret = record_encode(r, buf, RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED,
-				    &len);
+		ret = record_encode(r, buf, RECORD_MAX_LEN, &len);
 		if (ret == 0 && fsetxattr(fd, VOLUME_XATTR_NAME, buf, len, 0) < 0)
 			ret = -errno;
 		free(buf);

@@ -37,7 +37,18 @@ struct layout {
 	uint32_t data_offset; /* header_size, or 0 for xattr placement */
 	uint32_t slot_size;   /* header_size / 2, or 0 */
 	enum record_placement placement;
+	uint8_t record_version; /* records new keys get: 2 on a format-2 volume, else 1 */
 };
+
+/*
+ * record_v2 - does this volume write version-2 key records (docs/FORMAT.md,
+ * "Key record, version 2")?  A version-1 volume keeps writing version 1, so
+ * the previous release still reads it; both versions are read everywhere.
+ */
+static inline bool record_v2(const struct layout *l)
+{
+	return l->record_version == 2;
+}
 
 /* Where the current record was found, so the next write goes elsewhere. */
 struct record_pos {

@@ -23,8 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "confmac.h"
+#include "confpin.h"
 #include "crypto/secmem.h"
 #include "envfs.h"
+#include "hoststate.h"
 #include "filekey.h"
 #include "killpriv.h"
 #include "log.h"
@@ -55,6 +58,7 @@ struct cmdline {
 	/* "-o NAME=VALUE" of daemon settings, in order: applied after
 	 * config=FILE, whatever their place on the command line. */
 	struct fuse_args settings;
+	char *state_dir; /* -o state_dir=DIR: this host's state (hoststate.h) */
 };
 
 /* Options we only note, leaving them for FUSE too. */
@@ -62,6 +66,7 @@ enum { KEY_ALLOW_OTHER = 100, KEY_DEFAULT_PERMISSIONS, KEY_FSNAME };
 
 static const struct fuse_opt cmdline_spec[] = {
 	{"config=%s", offsetof(struct cmdline, config), 0},
+	{"state_dir=%s", offsetof(struct cmdline, state_dir), 0},
 	{"no_default_permissions", offsetof(struct cmdline, no_default_permissions), 1},
 	{"shared", offsetof(struct cmdline, shared), 1},
 	{"noshared", offsetof(struct cmdline, noshared), 1},
@@ -149,6 +154,10 @@ static void usage(const char *prog)
 	       prog);
 	envfs_settings_help(stdout);
 	printf("    shared, noshared        shared=true, shared=false\n"
+	       "    state_dir=DIR           this host's record of its volumes (the pinned\n"
+	       "                            configuration); default $ENVELOPEFS_STATE_DIR,\n"
+	       "                            else /var/lib/envelopefs (root) or\n"
+	       "                            $XDG_STATE_HOME/envelopefs\n"
 	       "    allow_other             let other users in (implies default_permissions)\n"
 	       "    no_default_permissions  do not add default_permissions (refused with\n"
 	       "                            allow_other when running as root)\n"
@@ -211,7 +220,8 @@ static int check_mountpoint(const char *mountpoint)
 
 /*
  * The name codec; with encrypted names the volume key is unwrapped here,
- * once per mount, and only the keys derived from it are kept.
+ * once per mount, the configuration's MAC checked with it (confmac.h), and
+ * only the keys derived from it are kept.
  */
 static int open_names(struct envfs *fs, int root_fd)
 {
@@ -234,6 +244,17 @@ static int open_names(struct envfs *fs, int root_fd)
 			fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
 			return EXIT_KEYS;
 		}
+		ret = volume_config_sealed(&fs->cfg) ? confmac_verify(&fs->cfg, key) : 0;
+		if (ret < 0) {
+			secmem_free(key, KMS_DEK_LEN);
+			fprintf(stderr, "envelopefs: %s/%s: %s\n", fs->backing, VOLUME_CONFIG_NAME,
+				ret == -EBADMSG ? "[volume] mac does not match the configuration: a "
+						  "setting was changed outside envelopefsctl (if you "
+						  "changed it deliberately, accept it with "
+						  "`envelopefsctl pin BACKING`)"
+						: strerror(-ret));
+			return ret == -EBADMSG ? EXIT_VOLUME : EXIT_MOUNT;
+		}
 	}
 	ret = names_create(fs->cfg.names_encrypted, key, fs->cfg.uuid, &fs->names);
 	secmem_free(key, KMS_DEK_LEN);
@@ -242,6 +263,42 @@ static int open_names(struct envfs *fs, int root_fd)
 		return EXIT_KEYS;
 	}
 	return EXIT_OK;
+}
+
+/*
+ * check_pin - before the configuration's KMS is used: is it the one this
+ * host pinned (confpin.h)?  Sets *@first for a volume new to this host or
+ * path, to be pinned once the mount is up.  Returns an exit code.
+ */
+static int check_pin(struct envfs *fs, const char *state_root, bool *first)
+{
+	char err[1024];
+	int ret = confpin_check(state_root, fs->backing, &fs->cfg, err, sizeof(err));
+
+	*first = ret == 1;
+	if (ret >= 0)
+		return EXIT_OK;
+	if (ret == -ESTALE)
+		fprintf(stderr, "envelopefs: %s: %s. If this change was deliberate, accept it "
+			"with `envelopefsctl pin %s`\n", fs->backing, err, fs->backing);
+	else
+		fprintf(stderr, "envelopefs: %s: %s\n", fs->backing,
+			*err ? err : "cannot read this host's pin");
+	return EXIT_VOLUME;
+}
+
+/* record_pin - a first mount pins what it found (a warning when it cannot). */
+static void record_pin(struct envfs *fs, const char *state_root)
+{
+	int ret = confpin_record(state_root, fs->backing, &fs->cfg);
+
+	if (ret < 0)
+		log_msg(LOG_WARNING, "cannot pin the configuration of %s in %s: %s; a changed "
+				     "configuration will not be noticed on this host",
+			fs->backing, state_root, strerror(-ret));
+	else
+		log_msg(LOG_NOTICE, "first mount of %s on this host: its configuration is pinned "
+				    "in %s", fs->backing, state_root);
 }
 
 /* probe_backing - find what the backing can do (backing.h) and settle shared mode. */
@@ -348,9 +405,10 @@ static int start_prefetch(struct envfs *fs)
 }
 
 /* Load the volume and its keys.  Returns an exit code. */
-static int open_volume(struct envfs *fs, const char *backing)
+static int open_volume(struct envfs *fs, const char *backing, const char *state_dir)
 {
-	char path[PATH_MAX], err[512];
+	char path[PATH_MAX], err[512], state_root[PATH_MAX];
+	bool first_mount = false;
 	int root_fd, ret;
 
 	fs->backing = realpath(backing, NULL);
@@ -372,6 +430,15 @@ static int open_volume(struct envfs *fs, const char *backing)
 		return EXIT_VOLUME;
 	}
 	layout_init(&fs->layout, &fs->cfg);
+	ret = hoststate_root(state_dir, state_root, sizeof(state_root));
+	if (ret < 0) {
+		fprintf(stderr, "envelopefs: no state directory for this host (%s): give "
+			"-o state_dir=DIR\n", strerror(-ret));
+		return EXIT_USAGE;
+	}
+	ret = check_pin(fs, state_root, &first_mount);
+	if (ret != EXIT_OK)
+		return ret;
 
 	/* Mid-migration, the configuration names two providers: both open. */
 	ret = kms_keeper_open(fs->cfg.ini, fs->cfg.uuid, fs->settings.dek_pool, log_reachability,
@@ -399,6 +466,8 @@ static int open_volume(struct envfs *fs, const char *backing)
 		fprintf(stderr, "envelopefs: cannot start the prefetch workers\n");
 		return EXIT_MOUNT;
 	}
+	if (ret == EXIT_OK && first_mount)
+		record_pin(fs, state_root);
 	return ret;
 }
 
@@ -701,7 +770,7 @@ int main(int argc, char *argv[])
 	umask(0); /* the kernel already applied the caller's umask */
 	raise_fd_limit();
 
-	code = open_volume(&fs, cl.backing);
+	code = open_volume(&fs, cl.backing, cl.state_dir);
 	if (code == EXIT_OK)
 		code = serve(&fs, &args, &opts, notify_fd);
 	else
@@ -711,6 +780,7 @@ out:
 	free(opts.mountpoint);
 	free(cl.config);
 	fuse_opt_free_args(&cl.settings);
+	free(cl.state_dir);
 	fuse_opt_free_args(&args);
 	return code;
 }

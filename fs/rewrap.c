@@ -22,7 +22,8 @@ struct kms *kms_pair_for(const struct kms_pair *p, const char *key_ref)
 static bool fits(const struct layout *l, const struct key_record *rec)
 {
 	return l->placement != PLACEMENT_HEADER ||
-	       slot_size_for(strlen(rec->key_ref), rec->wrapped_len) <= l->slot_size;
+	       slot_size_for_version(rec->version, strlen(rec->key_ref), rec->wrapped_len) <=
+		       l->slot_size;
 }
 
 int rewrap_file(const struct layout *l, const struct kms_pair *keys,

@@ -55,7 +55,8 @@ int volkey_open(int backing_fd, int flags, struct layout *l)
 	return fd;
 }
 
-int volkey_create(int backing_fd, const struct volume_config *cfg, struct kms *kms)
+int volkey_create(int backing_fd, const struct volume_config *cfg, struct kms *kms,
+		  uint8_t *key_out)
 {
 	struct key_record *rec = calloc(1, sizeof(*rec));
 	uint8_t *key = secmem_alloc(KMS_DEK_LEN);
@@ -96,6 +97,8 @@ int volkey_create(int backing_fd, const struct volume_config *cfg, struct kms *k
 out:
 	if (fd >= 0)
 		close(fd);
+	if (ret == 0 && key_out)
+		memcpy(key_out, key, KMS_DEK_LEN);
 	secmem_free(key, KMS_DEK_LEN);
 	free(rec);
 	return ret;

@@ -28,9 +28,12 @@
 /*
  * volkey_create - draw a volume key, wrap it with @kms and write
  * BACKING/VOLKEY_NAME (@backing_fd: the backing root), created exclusively,
- * fsynced with its directory.  Returns 0 or -errno (KMS errors as kms.h).
+ * fsynced with its directory.  With @key_out (KMS_DEK_LEN bytes of secmem,
+ * may be NULL) the key is also given back, for sealing the configuration
+ * (confmac.h).  Returns 0 or -errno (KMS errors as kms.h).
  */
-int volkey_create(int backing_fd, const struct volume_config *cfg, struct kms *kms);
+int volkey_create(int backing_fd, const struct volume_config *cfg, struct kms *kms,
+		  uint8_t *key_out);
 
 /*
  * volkey_load - read, unwrap (through the provider of @keys its record

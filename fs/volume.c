@@ -17,13 +17,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crypto/hex.h"
 #include "crypto/record.h"
 #include "fs/volume.h"
 #include "kms/config.h"
 
 static const char *const volume_keys[] = { "volume:format_version", "volume:uuid",
 					   "volume:block_size", "volume:key_records",
-					   "volume:header_size", "volume:names" };
+					   "volume:header_size", "volume:names",
+					   "volume:mac" };
 
 void uuid_format(const uint8_t uuid[16], char out[37])
 {
@@ -98,7 +100,7 @@ static int check_keys(const char *path, const dictionary *ini, char *err, size_t
 		return 0;
 	return kms_errf(err, err_len, -EINVAL,
 			"%s: [volume] has an unknown field '%s' (known: format_version, uuid, "
-			"block_size, key_records, header_size, names): remove it",
+			"block_size, key_records, header_size, names, mac): remove it",
 			path, strchr(unknown, ':') + 1);
 }
 
@@ -228,7 +230,8 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 					path);
 	} else {
 		uint32_t lo = 2 * (uint32_t)slot_size_for(1, 1);
-		uint32_t hi = 2 * (uint32_t)slot_size_for(RECORD_MAX_KEY_REF, RECORD_MAX_WRAPPED);
+		uint32_t hi = 2 * (uint32_t)slot_size_for_version(2, RECORD_MAX_KEY_REF,
+								  RECORD_MAX_WRAPPED);
 
 		if (!s)
 			return kms_errf(err, err_len, -EINVAL,
@@ -252,6 +255,22 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 		return kms_errf(err, err_len, -EINVAL,
 				"%s: [volume] names = '%s' must be 'encrypted' or 'plain'", path,
 				s);
+
+	/* The MAC is there exactly when the volume can have one (confmac.h). */
+	s = iniparser_getstring(ini, "volume:mac", NULL);
+	if (volume_config_sealed(cfg) && !s)
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] mac is missing (required with format_version 2 and "
+				"names = encrypted): restore the configuration from a backup",
+				path);
+	if (!volume_config_sealed(cfg) && s)
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] mac is set, but only format_version 2 volumes with "
+				"names = encrypted have one: remove it",
+				path);
+	if (s && hex_decode(s, cfg->mac, sizeof(cfg->mac)) < 0)
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] mac = '%s' is not 64 lowercase hex digits", path, s);
 
 	if (iniparser_find_entry(ini, "kms") == 0)
 		return kms_errf(err, err_len, -EINVAL, "%s: no [kms] section", path);
@@ -375,6 +394,12 @@ static int render(const struct volume_config *cfg, const dictionary *kms,
 	if (cfg->placement == PLACEMENT_HEADER)
 		fprintf(f, "header_size = %u\n", cfg->header_size);
 	fprintf(f, "names = %s\n", cfg->names_encrypted ? "encrypted" : "plain");
+	if (volume_config_sealed(cfg)) {
+		char mac[2 * sizeof(cfg->mac) + 1];
+
+		hex_encode(cfg->mac, sizeof(cfg->mac), mac);
+		fprintf(f, "mac = %s\n", mac);
+	}
 	rc = put_section(f, "kms", kms);
 	if (rc == 0 && previous)
 		rc = put_section(f, VOLUME_KMS_PREVIOUS, previous);
@@ -443,6 +468,7 @@ int volume_config_replace(const char *path, const struct volume_config *cfg,
 	struct stat st;
 	int fd, rc;
 
+	/* A volume keeps its format version: old volumes stay readable by old releases. */
 	if (!path || !cfg || !kms_settings || cfg->format_version < VOLUME_FORMAT_MIN ||
 	    cfg->format_version > VOLUME_FORMAT_VERSION ||
 	    !iniparser_getstring(kms_settings, "kms:provider", NULL) ||

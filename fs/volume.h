@@ -14,6 +14,8 @@
  *   header_size    = 512             ; header placement only: 2 * slot size
  *   names          = encrypted | plain ; optional: plain when absent (volumes
  *                                    ; made before names could be encrypted)
+ *   mac            = 64 hex digits   ; format 2 with encrypted names only:
+ *                                    ; the configuration's MAC (confmac.h)
  *   [kms]
  *   provider       = local
  *   ...                              ; provider settings (references only)
@@ -31,7 +33,8 @@
 #define VOLUME_CONFIG_NAME "envelopefs.conf"
 #define VOLUME_REKEY_DIR "envelopefs.rekey" /* re-key journals (fs/rekey.h) */
 #define VOLUME_PROBE_DIR "envelopefs.probe" /* the backing probe's scratch space (fs/backing.h) */
-/* init writes VOLUME_FORMAT_VERSION; readers accept VOLUME_FORMAT_MIN .. it. */
+/* init writes VOLUME_FORMAT_VERSION (docs/FORMAT.md "Versioning"); readers accept
+ * VOLUME_FORMAT_MIN .. it. */
 #define VOLUME_FORMAT_VERSION 2
 #define VOLUME_FORMAT_MIN 1
 #define VOLUME_MIN_BLOCK 4096
@@ -60,8 +63,20 @@ struct volume_config {
 	enum record_placement placement;
 	uint32_t header_size; /* 0 for PLACEMENT_XATTR */
 	bool names_encrypted; /* names, symlink targets, user xattrs (names.h) */
+	uint8_t mac[32];      /* [volume] mac, when volume_config_sealed() */
 	dictionary *ini;      /* the whole file, for the [kms] section */
 };
+
+/*
+ * volume_config_sealed - does @cfg carry a MAC under its volume key
+ * (confmac.h)?  Format 2 volumes with encrypted names do: they have a volume
+ * key to derive it from.  Plain-names volumes rest on the host's pin alone
+ * (confpin.h).
+ */
+static inline bool volume_config_sealed(const struct volume_config *cfg)
+{
+	return cfg->format_version >= 2 && cfg->names_encrypted;
+}
 
 /*
  * volume_config_load - read and validate @path (a file).  Returns 0, or

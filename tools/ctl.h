@@ -115,6 +115,23 @@ int cmd_decrypt(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_rotate(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
+int cmd_pin(int argc, char **argv);
+
+/*
+ * ctl_config_seal - set cfg->mac (volume_config_sealed() volumes; others
+ * are left alone) for the configuration about to be written from @cfg,
+ * @kms and @previous (may be NULL): the volume key of @backing is unwrapped
+ * through the providers those describe.  A CTL_* code, having printed why.
+ */
+int ctl_config_seal(const char *backing, struct volume_config *cfg, const dictionary *kms,
+		    const dictionary *previous);
+
+/*
+ * ctl_pin_record - pin the configuration now in @backing (a real path) on
+ * this host (fs/confpin.h); a failure is only a warning: the next mount
+ * here pins what it finds.
+ */
+void ctl_pin_record(const char *backing);
 
 /*
  * ctl_volume_names - the name codec of an opened volume (@v with its KMS;

@@ -150,8 +150,14 @@ static int unwrap_record(struct ctl_volume *v, const char *file, const struct ke
 	return CTL_OK;
 }
 
+/*
+ * decrypt_blocks - every block of @file to stdout.  @holes: a version-2
+ * record's hole ranges (an all-zero block outside them is tampering), or
+ * NULL (version 1: every all-zero block is a hole).
+ */
 static int decrypt_blocks(const struct ctl_volume *v, const char *file, int fd,
-			  uint64_t backing_size, const struct block_owner *owner)
+			  uint64_t backing_size, const struct block_owner *owner,
+			  const struct record_holes *holes)
 {
 	const struct layout *l = &v->layout;
 	uint64_t plain = layout_plain_size(l, backing_size);
@@ -175,7 +181,13 @@ static int decrypt_blocks(const struct ctl_volume *v, const char *file, int fd,
 				     (unsigned long long)i, n < 0 ? strerror(errno) : "short read");
 			goto out;
 		}
-		if (layout_is_hole(sealed, len)) {
+		if (layout_is_hole(sealed, len) && holes && !record_holes_cover(holes, i, i + 1)) {
+			rc = ctl_err(CTL_INTEGRITY,
+				     "%s: block %llu (backing offset %llu) is all zeros where the file "
+				     "has no hole: it was zeroed",
+				     file, (unsigned long long)i, (unsigned long long)off);
+			goto out;
+		} else if (layout_is_hole(sealed, len)) {
 			memset(out, 0, len - BLOCK_OVERHEAD);
 			err = 0;
 		} else {
@@ -304,7 +316,8 @@ int cmd_decrypt(int argc, char **argv)
 		goto out;
 	owner = (struct block_owner){ .key = dek, .volume_uuid = v.cfg.uuid,
 				      .file_id = rec->file_id };
-	rc = decrypt_blocks(&v, a.file, fd, (uint64_t)sb.st_size, &owner);
+	rc = decrypt_blocks(&v, a.file, fd, (uint64_t)sb.st_size, &owner,
+			    rec->version == 2 ? &rec->holes : NULL);
 out:
 	secmem_free(dek, KMS_DEK_LEN);
 	block_thread_wipe();
@@ -324,6 +337,7 @@ static int new_record(struct ctl_volume *v, const char *file, struct key_record 
 	int rc;
 
 	memset(rec, 0, sizeof(*rec));
+	rec->version = v->layout.record_version;
 	rc = crypto_random(rec->file_id, sizeof(rec->file_id));
 	if (rc < 0)
 		return ctl_err(CTL_FAILED, "cannot draw a file ID: %s", strerror(-rc));

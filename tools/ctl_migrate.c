@@ -150,8 +150,8 @@ static int probe(struct ctl_migration *m, struct kms *kms, const struct volume_c
 			       m->config, kms_strerror(rc));
 	largest = blob_len + VERSION_GROWTH < kms->max_blob_len ? blob_len + VERSION_GROWTH
 								 : kms->max_blob_len;
-	need = slot_size_for(strlen(kms->key_ref), largest);
 	layout_init(&l, cfg);
+	need = slot_size_for_version(l.record_version, strlen(kms->key_ref), largest);
 	if (code == CTL_OK && cfg->placement == PLACEMENT_HEADER && (need == 0 || need > l.slot_size))
 		code = ctl_err(CTL_USAGE, "--to-kms %s: the key records of %s (key %s, blobs of up to "
 			       "%zu bytes at any version) need a %zu-byte header slot, and this "
@@ -202,10 +202,16 @@ static int tell_daemon(const struct ctl_migration *m)
 static int write_config(const struct ctl_migration *m, const struct volume_config *cfg,
 			const dictionary *kms, const dictionary *previous)
 {
-	int rc = volume_config_replace(m->conf, cfg, kms, previous);
+	struct volume_config sealed = *cfg;
+	int code = ctl_config_seal(m->backing, &sealed, kms, previous), rc;
 
-	return rc < 0 ? ctl_err(CTL_FAILED, "cannot replace %s: %s", m->conf, strerror(-rc))
-		      : CTL_OK;
+	if (code != CTL_OK)
+		return code;
+	rc = volume_config_replace(m->conf, &sealed, kms, previous);
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "cannot replace %s: %s", m->conf, strerror(-rc));
+	ctl_pin_record(m->backing); /* this host follows the move it makes */
+	return CTL_OK;
 }
 
 /* begin - record the migration in the configuration and tell the daemon.  A CTL_* code. */

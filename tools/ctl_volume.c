@@ -18,6 +18,8 @@
 #include "crypto/record.h"
 #include "fs/backing.h"
 #include "fs/names.h"
+#include "crypto/secmem.h"
+#include "fs/confmac.h"
 #include "fs/volkey.h"
 #include "kms/keyring.h"
 #include "crypto/hex.h"
@@ -382,13 +384,13 @@ static int local_settings(const struct init_opts *o, const char *backing, dictio
  * before the configuration: a volume whose configuration exists is whole.
  */
 static int make_volume_key(const char *backing, const struct volume_config *cfg,
-			   struct kms *kms)
+			   struct kms *kms, uint8_t *key)
 {
 	int fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
 
 	if (fd < 0)
 		return ctl_err(CTL_FAILED, "%s: %s", backing, strerror(errno));
-	rc = volkey_create(fd, cfg, kms);
+	rc = volkey_create(fd, cfg, kms, key);
 	if (rc < 0) {
 		close(fd);
 		return ctl_err(rc == -EEXIST || rc == -EIO || rc == -ENOMEM ? CTL_FAILED : CTL_KEY,
@@ -469,9 +471,9 @@ int cmd_init(int argc, char **argv)
 	cfg.block_size = o.block_size;
 	cfg.placement = o.placement;
 	if (o.placement == PLACEMENT_HEADER)
-		cfg.header_size = 2 * (uint32_t)slot_size_for(strlen(kms->key_ref),
-							      kms->max_blob_len);
-	record_len = RECORD_FIXED_LEN + strlen(kms->key_ref) + kms->max_blob_len;
+		cfg.header_size = 2 * (uint32_t)slot_size_for_version(
+						   2, strlen(kms->key_ref), kms->max_blob_len);
+	record_len = RECORD_FIXED_LEN + strlen(kms->key_ref) + kms->max_blob_len + RECORD_V2_EXTRA;
 	refusal = backing_refusal(&caps, o.placement == PLACEMENT_XATTR, record_len);
 	if (refusal) {
 		char sizes[96] = "";
@@ -491,7 +493,16 @@ int cmd_init(int argc, char **argv)
 	cfg.uuid[6] = (cfg.uuid[6] & 0x0f) | 0x40; /* RFC 9562 version 4 */
 	cfg.uuid[8] = (cfg.uuid[8] & 0x3f) | 0x80;
 	cfg.names_encrypted = !o.plain_names;
-	rc = cfg.names_encrypted ? make_volume_key(backing, &cfg, kms) : CTL_OK;
+	if (cfg.names_encrypted) {
+		uint8_t *key = secmem_alloc(KMS_DEK_LEN);
+
+		rc = key ? make_volume_key(backing, &cfg, kms, key)
+			 : ctl_err(CTL_FAILED, "out of locked memory");
+		/* The configuration is sealed under the key it comes with (confmac.h). */
+		if (rc == CTL_OK && confmac_seal(&cfg, settings, NULL, key) < 0)
+			rc = ctl_err(CTL_FAILED, "cannot seal the configuration");
+		secmem_free(key, KMS_DEK_LEN);
+	}
 	if (rc != CTL_OK)
 		goto out;
 	snprintf(conf, sizeof(conf), "%s/%s", backing, VOLUME_CONFIG_NAME);
@@ -501,6 +512,7 @@ int cmd_init(int argc, char **argv)
 			     rc == -EEXIST ? " (already a volume)" : "");
 		goto out;
 	}
+	ctl_pin_record(backing); /* an init is a deliberate (re-)creation at this path */
 	uuid_format(cfg.uuid, uuid);
 	printf("initialised envelopefs volume %s\n", backing);
 	printf("  uuid:         %s\n", uuid);

@@ -32,6 +32,7 @@ static const struct {
 	{ "rotate", cmd_rotate, "re-wrap every file's key under the current master key" },
 	{ "ls", cmd_ls, "list a volume directory by its plaintext names (offline)" },
 	{ "import", cmd_import, "copy a plaintext tree into a volume, encrypted, and verify it" },
+	{ "pin", cmd_pin, "accept a volume's configuration as it is now, on this host" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -40,6 +40,15 @@ class Volume:
         return self.backing / name
 
 
+@pytest.fixture(scope="session", autouse=True)
+def host_state(tmp_path_factory):
+    """The daemons' and tools' per-host state (pinned configurations) in a directory of the session's own,
+    not in /var/lib/envelopefs; tests about the state itself set $ENVELOPEFS_STATE_DIR per test."""
+    if "ENVELOPEFS_STATE_DIR" not in os.environ:
+        os.environ["ENVELOPEFS_STATE_DIR"] = str(tmp_path_factory.mktemp("host-state"))
+    return os.environ["ENVELOPEFS_STATE_DIR"]
+
+
 @pytest.fixture(scope="session")
 def build_root():
     return BUILD

@@ -47,13 +47,23 @@ def stored_target(v, rel):
     return os.readlink(v.backing_path(rel))
 
 
-def set_format_version(v, version):
-    """Rewrite the volume's format_version (the volume unmounted): 1 makes a volume as the previous
-    release made it, 2 upgrades it in place."""
+def set_format_version(v, version, sealed=None):
+    """Rewrite the volume's configuration (the volume unmounted) and accept the edit on this host
+    (`envelopefsctl pin`): version 1 makes a volume as the previous release made it (no MAC);
+    version 2 puts back @sealed, the configuration `init` wrote (its MAC under the volume key),
+    as an in-place upgrade would leave it.  Returns the configuration replaced."""
     conf = v.backing / "envelopefs.conf"
-    lines = [f"format_version = {version}" if line.startswith("format_version") else line
-             for line in conf.read_text().splitlines()]
-    conf.write_text("\n".join(lines) + "\n")
+    old = conf.read_text()
+    if version == 1:
+        lines = [f"format_version = {version}" if line.startswith("format_version") else line
+                 for line in old.splitlines() if not line.startswith("mac =")]
+        conf.write_text("\n".join(lines) + "\n")
+    else:
+        conf.write_text(sealed)
+    pin = subprocess.run([str(CTL), "pin", str(v.backing)], capture_output=True, text=True,
+                         timeout=120)
+    assert pin.returncode == 0, pin.stderr
+    return old
 
 
 @pytest.fixture
@@ -258,7 +268,7 @@ def test_orphan_store_files_are_hidden_and_harmless(ev, run_ctl):
 
 def test_version_1_volume_keeps_its_links_and_behaviour(tmp_path):
     v = Volume(tmp_path, placement="header", names="encrypted")
-    set_format_version(v, 1)
+    sealed = set_format_version(v, 1)
     v.mount()
     m = v.mnt
     os.symlink("old/target", m / "v1")
@@ -282,7 +292,7 @@ def test_version_1_volume_keeps_its_links_and_behaviour(tmp_path):
 
     # Upgraded in place: the version-1 links still read, new links are version 2, and a
     # version-1 link becomes version 2 when renamed (its last new inode).
-    set_format_version(v, 2)
+    set_format_version(v, 2, sealed)
     v.mount()
     assert os.readlink(m / "v1") == "old/target"
     assert os.readlink(os.fsencode(m / "v1long")) == target_of(3055)

@@ -89,6 +89,29 @@ out:
 	free(got);
 }
 
+/*
+ * holes_field - the optional `holes` field ("FIRST-END,FIRST-END", decimal
+ * block numbers) into @h.  0, or -1 when malformed.
+ */
+static int holes_field(const struct vector *v, struct record_holes *h)
+{
+	const char *p = vector_field(v, "holes");
+	unsigned long long first, end;
+	int used;
+
+	memset(h, 0, sizeof(*h));
+	while (p && *p) {
+		if (h->n == RECORD_MAX_HOLES || sscanf(p, "%llu-%llu%n", &first, &end, &used) != 2)
+			return -1;
+		h->range[h->n].first = first;
+		h->range[h->n++].end = end;
+		p += used;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
 static void check_record(const struct vector *v)
 {
 	size_t fid_len = 0, ref_len = 0, wr_len = 0, dek_len = 0, vol_len = 0, mk_len = 0,
@@ -101,12 +124,18 @@ static void check_record(const struct vector *v)
 	uint8_t *mac_key = hex_field(v, "mac_key", &mk_len);
 	uint8_t *rec = hex_field(v, "record", &rec_len);
 	static struct key_record r, back;
-	static uint8_t out[RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED];
+	static uint8_t out[RECORD_MAX_LEN];
 	uint8_t k[32];
-	uint64_t kv, flags = 0;
+	uint64_t kv, flags = 0, version = 1;
+	struct record_holes holes;
 
-	/* flags is optional: absent means 0. */
+	/* flags and version are optional: absent means 0 and 1. */
 	if (vector_field(v, "flags") && (u64_field(v, "flags", &flags) || flags > 255))
+		flags = 256;
+	if (vector_field(v, "version") &&
+	    (u64_field(v, "version", &version) || version < 1 || version > 2))
+		flags = 256;
+	if (holes_field(v, &holes) < 0 || (holes.n && version != 2))
 		flags = 256;
 	if (!fid || !ref || !wrapped || !dek || !vol || !mac_key || !rec || flags > 255 ||
 	    u64_field(v, "key_version", &kv) || kv > UINT32_MAX || fid_len != 16 || dek_len != 32 ||
@@ -117,6 +146,8 @@ static void check_record(const struct vector *v)
 		goto out;
 	}
 	memset(&r, 0, sizeof(r));
+	r.version = (uint8_t)version;
+	r.holes = holes;
 	r.flags = (uint8_t)flags;
 	memcpy(r.file_id, fid, 16);
 	r.key_version = (uint32_t)kv;
@@ -138,7 +169,8 @@ static void check_record(const struct vector *v)
 	CHECK_EQ_INT(record_decode(rec, rec_len, &back), 0);
 	CHECK(back.flags == flags && memcmp(back.file_id, fid, 16) == 0 && back.key_version == kv &&
 	      strlen(back.key_ref) == ref_len && memcmp(back.key_ref, ref, ref_len) == 0 &&
-	      back.wrapped_len == wr_len && memcmp(back.wrapped, wrapped, wr_len) == 0);
+	      back.wrapped_len == wr_len && memcmp(back.wrapped, wrapped, wr_len) == 0 &&
+	      back.version == version && memcmp(&back.holes, &holes, sizeof(holes)) == 0);
 	CHECK_EQ_INT(record_check_mac(&back, dek, vol), 0);
 	n_record++;
 out:
@@ -204,7 +236,8 @@ out:
 static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "pkcs11_wrap",
 						 "aws_blob", "vault_wrap", "names_keys", "name",
 						 "dirid", "symlink", "xattr", "rekey_journal",
-						 "symlink2", "azure_wrap", "crc32c", "gcp_wrap", "kmip_wrap" };
+						 "symlink2", "azure_wrap", "crc32c", "gcp_wrap", "kmip_wrap",
+						 "config_mac" /* tests/unit/fs/test_confmac.c */ };
 
 static int is_checked_elsewhere(const char *type)
 {

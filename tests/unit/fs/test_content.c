@@ -43,7 +43,38 @@ struct fixture {
 	struct layout layout;
 	struct content_file file;
 	char path[64];
+	struct record_holes holes; /* a version-2 record's, when bound */
+	struct pending_holes pending;
+	unsigned declared;	   /* declare_holes() calls */
 };
+
+/* The fixture whose holes are bound (one at a time). */
+static struct fixture *bound_fixture;
+
+/* content.h's declare_holes, as the daemon's does but without a record. */
+static int declare_holes(const struct content_file *f, uint64_t first, uint64_t end)
+{
+	CHECK(f == &bound_fixture->file && first < end);
+	record_holes_add(&bound_fixture->holes, first, end);
+	bound_fixture->declared++;
+	return 0;
+}
+
+/*
+ * bind_holes - make @fx a file with a version-2 record: an all-zero block
+ * outside the declared holes is damage.  @holes_trusted as the backing's.
+ */
+static void bind_holes(struct fixture *fx, bool holes_trusted)
+{
+	memset(&fx->holes, 0, sizeof(fx->holes));
+	fx->declared = 0;
+	bound_fixture = fx;
+	memset(&fx->pending, 0, sizeof(fx->pending));
+	fx->file.holes = &fx->holes;
+	fx->file.pending = &fx->pending;
+	fx->file.declare_holes = declare_holes;
+	fx->file.holes_trusted = holes_trusted;
+}
 
 static int fixture_open(struct fixture *fx, uint32_t block_size, uint32_t header_size)
 {
@@ -75,7 +106,13 @@ static void fixture_close(struct fixture *fx)
 	close(fx->file.fd);
 }
 
-static void model_run(uint32_t block_size, uint32_t header_size, uint64_t seed)
+/*
+ * model_run - random operations against a model.  @bound: the file's holes
+ * are bound (a version-2 record), on a backing whose hole reports are not
+ * trusted: every hole an operation makes must have been declared, or its
+ * read fails.
+ */
+static void model_run(uint32_t block_size, uint32_t header_size, uint64_t seed, bool bound)
 {
 	struct fixture fx;
 	size_t limit = 5 * block_size + 333, model_len = 0;
@@ -84,6 +121,8 @@ static void model_run(uint32_t block_size, uint32_t header_size, uint64_t seed)
 
 	REQUIRE(model && buf);
 	REQUIRE(fixture_open(&fx, block_size, header_size) == 0);
+	if (bound)
+		bind_holes(&fx, false);
 	rng_state = seed;
 	for (int step = 0; step < 2000 && !check_failures_in_test; step++) {
 		uint64_t r = rnd_below(100), off = rnd_below(limit);
@@ -103,6 +142,12 @@ static void model_run(uint32_t block_size, uint32_t header_size, uint64_t seed)
 			if (off > model_len)
 				memset(model + model_len, 0, off - model_len);
 			model_len = off;
+		} else if (r < 73 && bound) {
+			/* A sync or close: the pending holes go into the "record". */
+			CHECK_EQ_INT(content_settle_holes(&fx.file), 0);
+			CHECK_EQ_INT(fx.pending.n, 0);
+			/* Reading all of it now needs no pending cover. */
+			CHECK_EQ_INT(content_read(&fx.file, buf, block_size, 0, &done, &bad), 0);
 		} else if (r < 78) {
 			int mode = r & 1 ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE;
 
@@ -120,8 +165,8 @@ static void model_run(uint32_t block_size, uint32_t header_size, uint64_t seed)
 		size_now = plain;
 		CHECK_EQ_INT(size_now, model_len);
 		if (check_failures_in_test)
-			fprintf(stderr, "model: block %u header %u seed %llu step %d op %llu\n",
-				block_size, header_size, (unsigned long long)seed, step,
+			fprintf(stderr, "model: block %u header %u bound %d seed %llu step %d op %llu\n",
+				block_size, header_size, bound, (unsigned long long)seed, step,
 				(unsigned long long)r);
 	}
 	fixture_close(&fx);
@@ -143,22 +188,78 @@ static uint64_t test_seed(void)
 
 static void test_model_header_4k(void)
 {
-	model_run(4096, 512, test_seed());
+	model_run(4096, 512, test_seed(), false);
 }
 
 static void test_model_xattr_4k(void)
 {
-	model_run(4096, 0, test_seed());
+	model_run(4096, 0, test_seed(), false);
 }
 
 static void test_model_header_16k(void)
 {
-	model_run(16384, 1024, test_seed());
+	model_run(16384, 1024, test_seed(), false);
 }
 
 static void test_model_xattr_64k(void)
 {
-	model_run(65536, 0, test_seed());
+	model_run(65536, 0, test_seed(), false);
+}
+
+static void test_model_bound_header_4k(void)
+{
+	model_run(4096, 512, test_seed(), true);
+}
+
+static void test_model_bound_xattr_16k(void)
+{
+	model_run(16384, 0, test_seed(), true);
+}
+
+/*
+ * A block zeroed in the backing reads as -EIO unless a declared hole covers
+ * it, whatever the backing says of its holes; the declared ones read as zeros.
+ */
+static void test_zeroed_block_bound(void)
+{
+	static uint8_t data[8 * 4096], out[8 * 4096], zeros[4096 + BLOCK_OVERHEAD];
+	struct fixture fx;
+	uint64_t bad = 0;
+	size_t done;
+
+	for (int trusted = 0; trusted < 2; trusted++) {
+		REQUIRE(fixture_open(&fx, 4096, 512) == 0);
+		bind_holes(&fx, trusted);
+		memset(data, 0x5a, sizeof(data));
+		REQUIRE(content_write(&fx.file, data, sizeof(data), 0, &bad) == 0);
+		CHECK_EQ_INT(fx.declared, 0); /* written in order: no hole, no record write */
+		REQUIRE(pwrite(fx.file.fd, zeros, sizeof(zeros),
+			       (off_t)layout_block_offset(&fx.layout, 3)) == (ssize_t)sizeof(zeros));
+		CHECK_EQ_INT(content_read(&fx.file, out, sizeof(out), 0, &done, &bad), -EIO);
+		CHECK_EQ_INT(bad, 3);
+		/* A write over part of it cannot launder it either. */
+		CHECK_EQ_INT(content_write(&fx.file, "x", 1, 3 * 4096 + 7, &bad), -EIO);
+		/* Written past the end, then the gap filled (writeback out of order): nothing to record. */
+		REQUIRE(content_write(&fx.file, data, 4096, 10 * 4096, &bad) == 0);
+		CHECK_EQ_INT(fx.pending.n, 1);
+		REQUIRE(content_write(&fx.file, data, 2 * 4096, 8 * 4096, &bad) == 0);
+		CHECK_EQ_INT(fx.pending.n, 0);
+		CHECK_EQ_INT(content_settle_holes(&fx.file), 0);
+		CHECK_EQ_INT(fx.declared, 0);
+		/* A gap left unfilled is recorded when settled. */
+		REQUIRE(content_write(&fx.file, data, 4096, 14 * 4096, &bad) == 0);
+		CHECK_EQ_INT(content_read(&fx.file, out, 4096, 12 * 4096, &done, &bad), 0);
+		CHECK_EQ_INT(content_settle_holes(&fx.file), 0);
+		CHECK_EQ_INT(fx.declared, 1);
+		CHECK(record_holes_cover(&fx.holes, 11, 14));
+		/* Grown: the new blocks are declared, and read as zeros. */
+		REQUIRE(content_truncate(&fx.file, 20 * 4096, &bad) == 0);
+		CHECK_EQ_INT(fx.declared, 2);
+		CHECK(record_holes_cover(&fx.holes, 15, 20) && !record_holes_cover(&fx.holes, 3, 4));
+		CHECK_EQ_INT(content_read(&fx.file, out, 4096, 12 * 4096, &done, &bad), 0);
+		CHECK(done == 4096 && out[0] == 0 && out[4095] == 0);
+		fixture_close(&fx);
+	}
 }
 
 /* Flip every byte of a middle block in turn: reads of it fail, naming it. */
@@ -325,6 +426,9 @@ int main(void)
 	RUN(test_model_xattr_4k);
 	RUN(test_model_header_16k);
 	RUN(test_model_xattr_64k);
+	RUN(test_model_bound_header_4k);
+	RUN(test_model_bound_xattr_16k);
+	RUN(test_zeroed_block_bound);
 	RUN(test_tamper_each_byte);
 	RUN(test_block_swap);
 	RUN(test_holes_and_seek);

@@ -159,6 +159,20 @@ static const struct {
 	{ "[volume]\nformat_version = 3\nuuid = 6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3\n"
 	  "block_size = 4096\nkey_records = xattr\n" GOOD_KMS,
 	  -EPROTONOSUPPORT, "upgrade" },
+	/* The configuration MAC: exactly on format 2 volumes with encrypted names. */
+	{ "[volume]\nformat_version = 2\nuuid = 6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3\n"
+	  "block_size = 4096\nkey_records = xattr\nnames = encrypted\n" GOOD_KMS,
+	  -EINVAL, "mac is missing" },
+	{ GOOD_HEAD "block_size = 4096\nkey_records = xattr\nnames = encrypted\nmac = "
+	  "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n" GOOD_KMS,
+	  -EINVAL, "mac is set" },
+	{ "[volume]\nformat_version = 2\nuuid = 6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3\n"
+	  "block_size = 4096\nkey_records = xattr\nnames = plain\nmac = "
+	  "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n" GOOD_KMS,
+	  -EINVAL, "mac is set" },
+	{ "[volume]\nformat_version = 2\nuuid = 6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3\n"
+	  "block_size = 4096\nkey_records = xattr\nnames = encrypted\nmac = 0011\n" GOOD_KMS,
+	  -EINVAL, "64 lowercase hex" },
 	{ "[volume]\nformat_version = 1\nblock_size = 4096\nkey_records = xattr\n" GOOD_KMS,
 	  -EINVAL, "uuid" },
 	{ "[volume]\nformat_version = 1\nuuid = 6F1C2B7E-4A9D-4E21-B3C5-D8E9F0A1B2C3\n"
