@@ -69,6 +69,7 @@ int filekey_attach(struct envfs *fs, struct inode *in, int fd)
 	struct key_record *rec = NULL;
 	int ret = 0;
 
+	prefetch_opened(fs->prefetch, in->dev, in->ino);
 	/* Shared mode reads the record at every open: the exclusive content
 	 * lock lets it replace a DEK that other opens' I/O would be using. */
 	if (fs->shared)
@@ -256,6 +257,29 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 	return 0;
 }
 
+/*
+ * unwrap_or_wait - the DEK of @rec: when a prefetch batch is unwrapping it
+ * (prefetch.h), wait for the batch and take the DEK it cached (in->dek set),
+ * else unwrap it here (into @dek).  A batch that found the KMS unavailable
+ * answers for this open too: asking again would double its wait.  Key lock
+ * held.
+ */
+static int unwrap_or_wait(struct envfs *fs, struct inode *in, const struct key_record *rec,
+			  uint8_t *dek)
+{
+	int rc;
+
+	if (prefetch_wait(fs->prefetch, in->dev, in->ino, &rc)) {
+		if (rc == 0 && (in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
+			return 0;
+		if (rc == -EAGAIN) {
+			note_unavailable(in);
+			return key_failure(fs, in, "cannot unwrap the data key", rc);
+		}
+	}
+	return unwrap_record(fs, in, rec, dek);
+}
+
 int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 {
 	struct key_record *rec, *missed;
@@ -276,78 +300,20 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 		goto out;
 	}
 	if (rec == missed)
-		ret = unwrap_record(fs, in, rec, dek);
+		ret = unwrap_or_wait(fs, in, rec, dek);
 	else if ((ret = read_record(fs, in, fd, rec)) == -ENODATA && create)
 		ret = create_record(fs, in, fd, rec, dek);
 	else if (ret == 0 && !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
-		ret = unwrap_record(fs, in, rec, dek);
+		ret = unwrap_or_wait(fs, in, rec, dek);
 	else
 		goto out; /* cache hit, error, or no record and none wanted */
-	if (ret == 0)
+	if (ret == 0 && !in->dek) /* not taken from a prefetch batch */
 		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
 				      dek, &in->dek);
 out:
 	pthread_mutex_unlock(&in->key_lock);
 	secmem_free(dek, KMS_DEK_LEN);
 	free(rec);
-	return ret;
-}
-
-int filekey_prefetch_prepare(struct envfs *fs, const struct kms *kms, struct inode *in,
-			     struct key_record *rec)
-{
-	char path[64];
-	int fd, ret;
-
-	if (pthread_mutex_trylock(&in->key_lock) != 0)
-		return -EBUSY;
-	/* An open file loads its own key (its first open read the record). */
-	ret = -EALREADY;
-	if (in->opens > 0 || in->dek)
-		goto fail;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", in->fd);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	ret = layout_read_record(&fs->layout, fd, rec, NULL);
-	close(fd);
-	if (ret == 0 && ((rec->flags & RECORD_FLAG_REKEYING) ||
-			 strcmp(rec->key_ref, kms->key_ref) != 0))
-		ret = -EIO;
-	else if (ret == 0 && dekcache_holds(fs->cache, in->dev, in->ino, rec->file_id))
-		ret = -EALREADY;
-	if (ret == 0)
-		return 0;
-fail:
-	pthread_mutex_unlock(&in->key_lock);
-	return ret == -EBADMSG ? -EIO : ret;
-}
-
-int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key_record *rec,
-			    const uint8_t *dek, int unwrap_rc)
-{
-	struct dek_entry *e;
-	struct stat st;
-	int ret = unwrap_rc;
-
-	if (ret == 0 && record_check_mac(rec, dek, fs->cfg.uuid) != 0)
-		ret = -EBADMSG;
-	if (ret == 0)
-		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
-				      dek, &e);
-	if (ret == 0) {
-		dekcache_put(fs->cache, e);
-		/* Unlink forgets the key after removing the name: looking at the link
-		 * count after the insert, a file unlinked meanwhile is never left with
-		 * its key cached (whichever of the two forgets it). */
-		if (fstatat(in->fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
-			dekcache_forget(fs->cache, in->dev, in->ino);
-	}
-	if (ret == -EAGAIN)
-		note_unavailable(in);
-	pthread_mutex_unlock(&in->key_lock);
 	return ret;
 }
 

@@ -290,24 +290,24 @@ static void log_reachability(void *arg, const char *provider, bool up)
 }
 
 /*
- * start_prefetch - listing a directory unwraps its files' DEKs ahead when
- * the KMS is remote (auto) or the settings ask; the queue is never longer
- * than the DEK cache, which must hold what is unwrapped.
+ * start_prefetch - reading a directory unwraps its files' DEKs ahead when
+ * the KMS is remote (auto) or the settings ask; the window is half the DEK
+ * cache, which must hold what is unwrapped and what the readers use.
  */
 static int start_prefetch(struct envfs *fs)
 {
 	const struct kms_set *set = kms_keeper_get(fs->keys);
 	bool on = fs->settings.prefetch >= 0 ? fs->settings.prefetch
 					     : strcmp(set->keys.current->ops->name, "local") != 0;
-	unsigned capacity = fs->settings.cache_entries < PREFETCH_QUEUE_MAX
-				    ? fs->settings.cache_entries
-				    : PREFETCH_QUEUE_MAX;
+	unsigned ahead = fs->settings.cache_entries / 2 < PREFETCH_AHEAD_MAX
+				 ? fs->settings.cache_entries / 2
+				 : PREFETCH_AHEAD_MAX;
 
 	kms_keeper_put(fs->keys, set);
 
-	if (!on || capacity == 0)
+	if (!on || ahead == 0)
 		return 0;
-	return prefetch_create(fs, capacity, &fs->prefetch);
+	return prefetch_create(fs, ahead, &fs->prefetch);
 }
 
 /* Load the volume and its keys.  Returns an exit code. */
