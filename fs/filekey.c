@@ -260,23 +260,24 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 /*
  * unwrap_or_wait - the DEK of @rec: when a prefetch batch is unwrapping it
  * (prefetch.h), wait for the batch and take the DEK it cached (in->dek set),
- * else unwrap it here (into @dek).  A batch that found the KMS unavailable
- * answers for this open too: asking again would double its wait.  Key lock
- * held.
+ * else unwrap it here (into @dek).  @from_open: @rec was read at open, and a
+ * batch may have cached the DEK since (the cache is looked at again).  A
+ * batch that found the KMS unavailable answers for this open too: asking
+ * again would double its wait.  Key lock held.
  */
 static int unwrap_or_wait(struct envfs *fs, struct inode *in, const struct key_record *rec,
-			  uint8_t *dek)
+			  uint8_t *dek, bool from_open)
 {
-	int rc;
+	int rc = 0;
+	bool waited = prefetch_wait(fs->prefetch, in->dev, in->ino, &rc);
 
-	if (prefetch_wait(fs->prefetch, in->dev, in->ino, &rc)) {
-		if (rc == 0 && (in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
-			return 0;
-		if (rc == -EAGAIN) {
-			note_unavailable(in);
-			return key_failure(fs, in, "cannot unwrap the data key", rc);
-		}
+	if (waited && rc == -EAGAIN) {
+		note_unavailable(in);
+		return key_failure(fs, in, "cannot unwrap the data key", rc);
 	}
+	if ((waited || from_open) &&
+	    (in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
+		return 0;
 	return unwrap_record(fs, in, rec, dek);
 }
 
@@ -300,11 +301,11 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create)
 		goto out;
 	}
 	if (rec == missed)
-		ret = unwrap_or_wait(fs, in, rec, dek);
+		ret = unwrap_or_wait(fs, in, rec, dek, true);
 	else if ((ret = read_record(fs, in, fd, rec)) == -ENODATA && create)
 		ret = create_record(fs, in, fd, rec, dek);
 	else if (ret == 0 && !(in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
-		ret = unwrap_or_wait(fs, in, rec, dek);
+		ret = unwrap_or_wait(fs, in, rec, dek, false);
 	else
 		goto out; /* cache hit, error, or no record and none wanted */
 	if (ret == 0 && !in->dek) /* not taken from a prefetch batch */

@@ -193,6 +193,40 @@ static int worth_unwrapping(struct envfs *fs, const struct kms *kms, int fd,
 	return 0;
 }
 
+/* settle - the batch is done with @e (result @rc).  Lock held. */
+static void settle(struct prefetch *p, struct window_entry *e, int rc, int64_t now)
+{
+	e->rc = rc;
+	if (e->waiters > 0)
+		e->state = WINDOW_DONE; /* the last waiter frees it */
+	else if (rc == 0 && !e->opened)
+		window_ready(&p->win, e, now);
+	else
+		window_free(&p->win, e);
+}
+
+/*
+ * opened_already - whether the file @st is open (or its key lock busy: an
+ * open or a re-wrap is at it): its open loads its own key.  Asked after the
+ * file is claimed in the window, so an open either counted itself before
+ * (seen here) or finds the claim and waits for the batch: never both
+ * unwrapping it.
+ */
+static bool opened_already(struct envfs *fs, const struct stat *st)
+{
+	struct inode *in = inode_lookup_known(fs->inodes, st);
+	bool open = true;
+
+	if (!in)
+		return false;
+	if (pthread_mutex_trylock(&in->key_lock) == 0) {
+		open = in->opens > 0 || in->dek;
+		pthread_mutex_unlock(&in->key_lock);
+	}
+	inode_forget(fs->inodes, in, 1);
+	return open;
+}
+
 /*
  * collect - read up to @want files of @d's stream into the worker's batch,
  * each claimed in the window (the caller reserved @want entries).  Sets
@@ -234,7 +268,15 @@ static unsigned collect(struct worker *w, struct pf_dir *d, const struct kms *km
 			pe->e->dir_gen = d->gen;
 		}
 		pthread_mutex_unlock(&p->lock);
-		if (!pe->e) { /* in flight in another batch (a hard link), or ready */
+		if (pe->e && opened_already(fs, &st)) {
+			pthread_mutex_lock(&p->lock);
+			settle(p, pe->e, -EALREADY, 0);
+			pthread_cond_broadcast(&p->batch_done); /* an open may wait on it already */
+			p->win.reserved++; /* the unit the claim took, for the next file */
+			pthread_mutex_unlock(&p->lock);
+			pe->e = NULL;
+		}
+		if (!pe->e) { /* open, in flight in another batch (a hard link), or ready */
 			close(pe->fd);
 			(*skipped)++;
 			continue;
@@ -274,18 +316,6 @@ static int cache_one(struct envfs *fs, const struct pending *pe, const uint8_t *
 			dekcache_forget(fs->cache, pe->e->dev, pe->e->ino);
 	}
 	return rc;
-}
-
-/* settle - the batch is done with @e (result @rc).  Lock held. */
-static void settle(struct prefetch *p, struct window_entry *e, int rc, int64_t now)
-{
-	e->rc = rc;
-	if (e->waiters > 0)
-		e->state = WINDOW_DONE; /* the last waiter frees it */
-	else if (rc == 0 && !e->opened)
-		window_ready(&p->win, e, now);
-	else
-		window_free(&p->win, e);
 }
 
 /*

@@ -17,8 +17,8 @@
  *    is needed: READDIR makes none), read its key record, and unwrap the
  *    DEKs the cache does not hold in batches (8 files first, then up to 64:
  *    the reader's first file comes back soon).
- *  - A sliding window: at most `ahead` files (half the DEK cache, at most
- *    PREFETCH_AHEAD_MAX) are unwrapped and not yet opened, over all
+ *  - A sliding window: at most `ahead` files (a quarter of the DEK cache, at
+ *    most PREFETCH_AHEAD_MAX) are unwrapped and not yet opened, over all
  *    directories; a file's first open takes it off the window (and an unused
  *    one leaves it after PREFETCH_READY_TTL_MS).  A directory nobody reads or
  *    opens files in for PREFETCH_IDLE_MS is not read further, so listing a
