@@ -240,22 +240,21 @@ def getdents_all(path):
         os.close(fd)
 
 
-def make_tree(vol, dirs=3, per_dir=30):
+def make_tree(vol, sizes=(400, 20)):
+    """Directories t/d0, t/d1, ... of @sizes files.  A listing of the first is longer than the kernel's
+    first READDIRPLUS answer (about 200 entries): the rest comes as plain READDIR, then `find` and `cp`
+    look the files up one by one."""
     vol.mount()
     try:
         expected = {}
-        for d in range(dirs):
+        for d, n in enumerate(sizes):
             os.makedirs(vol.mnt / "t" / f"d{d}")
-            for i in range(per_dir):
-                expected[f"t/d{d}/f{i}"] = os.urandom(300 + 31 * i)
-                put(vol.mnt / expected_path(d, i), expected[f"t/d{d}/f{i}"])
+            for i in range(n):
+                expected[f"t/d{d}/f{i}"] = os.urandom(100 + 7 * i)
+                put(vol.mnt / f"t/d{d}/f{i}", expected[f"t/d{d}/f{i}"])
     finally:
         vol.unmount()
     return expected
-
-
-def expected_path(d, i):
-    return f"t/d{d}/f{i}"
 
 
 def test_find_cat_and_cp_read_ahead(tmp_path, server):
