@@ -292,23 +292,14 @@ void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_param *
  * may_list - whether the requester may read (list) directory @dir, so that a
  * lookup in it may make the daemon read all its files' keys ahead
  * (THREAT-MODEL "Prefetch"): the kernel checked search permission only.
- * Supplementary groups are not known here: outside the owner and the
- * group, the group and the others both must be allowed to read.
  */
 static bool may_list(fuse_req_t req, struct inode *dir)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	struct stat st;
 
-	if (ctx->uid == 0)
-		return true;
-	if (fstatat(dir->fd, "", &st, AT_EMPTY_PATH) < 0)
-		return false;
-	if (ctx->uid == st.st_uid)
-		return st.st_mode & S_IRUSR;
-	if (ctx->gid == st.st_gid)
-		return st.st_mode & S_IRGRP;
-	return (st.st_mode & (S_IRGRP | S_IROTH)) == (S_IRGRP | S_IROTH);
+	return ctx->uid == 0 || (fstatat(dir->fd, "", &st, AT_EMPTY_PATH) == 0 &&
+				 prefetch_may_list(ctx->uid, ctx->gid, &st));
 }
 
 void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -321,7 +312,8 @@ void envfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	/* Tools that look each file up just before reading it (cp -r, rsync,
 	 * tar) read its directory's other files next. */
 	if (ret == 0 && S_ISREG(e.attr.st_mode) && fs->prefetch && may_list(req, dir))
-		prefetch_dir(fs->prefetch, dir, is_root(fs, dir));
+		prefetch_dir(fs->prefetch, dir, is_root(fs, dir), fuse_req_ctx(req)->uid,
+			     fuse_req_ctx(req)->gid);
 	if (ret == -ENOENT) {
 		/* Negative entry: the kernel may cache the absence. */
 		memset(&e, 0, sizeof(e));

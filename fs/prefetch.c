@@ -47,18 +47,34 @@ struct worker {
 };
 
 /* A directory being read ahead.  Guarded by the prefetch lock, except the
- * stream, which only the worker that set @collecting uses. */
+ * stream, which only the worker that set @collecting uses.  A used slot has
+ * a stream until it is done. */
 struct pf_dir {
 	bool used;
 	bool in_root;
+	bool speculative; /* a subdirectory found by the workers, not asked for yet */
 	bool collecting; /* a worker reads the stream: the slot stays */
 	bool done;	 /* read to its end (stream closed) */
 	dev_t dev;
 	ino_t ino;
+	uid_t uid;	 /* the requester whose listing or lookup started it: */
+	gid_t gid;	 /* its subdirectories are read ahead if it may list them */
 	unsigned gen;	 /* tells a reused slot from the one a window entry names */
 	DIR *dp;	 /* the workers' own stream, NULL once done */
 	unsigned batch;	 /* the next batch's size */
 	int64_t added_ms, active_ms, done_ms;
+};
+
+/* A directory to read ahead: @name in the directory open as @parent_fd. */
+struct dir_ref {
+	int parent_fd;
+	const char *name;
+	dev_t dev;
+	ino_t ino;
+	bool in_root;
+	bool speculative; /* found by a worker, not asked for */
+	uid_t uid;
+	gid_t gid;
 };
 
 struct prefetch {
@@ -99,27 +115,44 @@ static bool dir_idle(const struct pf_dir *d, int64_t now)
 }
 
 /*
- * free_dir_slot - a slot for a new directory: a free one, else the oldest
- * done or idle one that no worker is reading (its stream is handed back in
- * *@old to close outside the lock).  NULL when all are busy.
+ * evict_rank - how readily @d's slot goes to another directory: 0 free, 1
+ * read to its end, 2 speculative, 3 idle; -1 never (a worker reads it, or
+ * someone reads it now).
  */
-static struct pf_dir *free_dir_slot(struct prefetch *p, int64_t now, DIR **old)
+static int evict_rank(const struct pf_dir *d, int64_t now)
+{
+	if (!d->used)
+		return 0;
+	if (d->collecting)
+		return -1;
+	if (d->done)
+		return 1;
+	if (d->speculative)
+		return 2;
+	return dir_idle(d, now) ? 3 : -1;
+}
+
+/*
+ * slot_to_take - the slot a new directory would take, of rank @max_rank at
+ * most (evict_rank): the lowest rank first, the longest unused among
+ * equals; NULL when none.
+ */
+static struct pf_dir *slot_to_take(struct prefetch *p, int64_t now, int max_rank)
 {
 	struct pf_dir *best = NULL;
+	int best_rank = 0;
 
-	*old = NULL;
 	for (unsigned i = 0; i < PREFETCH_DIRS; i++) {
 		struct pf_dir *d = &p->dirs[i];
+		int rank = evict_rank(d, now);
 
-		if (!d->used)
-			return d;
-		if (!d->collecting && (d->done || dir_idle(d, now)) &&
-		    (!best || d->active_ms < best->active_ms))
+		if (rank < 0 || rank > max_rank)
+			continue;
+		if (!best || rank < best_rank ||
+		    (rank == best_rank && d->active_ms < best->active_ms)) {
 			best = d;
-	}
-	if (best) {
-		*old = best->dp;
-		best->dp = NULL;
+			best_rank = rank;
+		}
 	}
 	return best;
 }
@@ -227,10 +260,31 @@ static bool opened_already(struct envfs *fs, const struct stat *st)
 	return open;
 }
 
+static void follow_dir(struct prefetch *p, const struct dir_ref *r);
+
+/*
+ * subdir - entry @name of @d is a directory (0: follow it, the requester
+ * that started @d permitting), or not one (-ENOTDIR).
+ */
+static int subdir(struct prefetch *p, struct pf_dir *d, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dirfd(d->dp), name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if (prefetch_may_list(d->uid, d->gid, &st))
+		follow_dir(p, &(struct dir_ref){ .parent_fd = dirfd(d->dp), .name = name,
+						 .dev = st.st_dev, .ino = st.st_ino,
+						 .speculative = true, .uid = d->uid, .gid = d->gid });
+	return 0;
+}
+
 /*
  * collect - read up to @want files of @d's stream into the worker's batch,
- * each claimed in the window (the caller reserved @want entries).  Sets
- * *@end when the stream is at its end.  Returns the number taken.
+ * each claimed in the window (the caller reserved @want entries), and
+ * follow its subdirectories: a tree walk (cp -r, tar) finds the next
+ * directory's DEKs unwrapped already.  Sets *@end when the stream is at its
+ * end.  Returns the number taken.
  */
 static unsigned collect(struct worker *w, struct pf_dir *d, const struct kms *kms, unsigned want,
 			bool *end, unsigned *skipped)
@@ -250,8 +304,11 @@ static unsigned collect(struct worker *w, struct pf_dir *d, const struct kms *km
 			*end = true;
 			break;
 		}
-		if ((de->d_type != DT_REG && de->d_type != DT_UNKNOWN) ||
+		if ((de->d_type != DT_REG && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
 		    names_classify(fs->names, d->in_root, de->d_name) == NAMES_ENTRY_HIDDEN)
+			continue;
+		if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) &&
+		    (subdir(p, d, de->d_name) == 0 || de->d_type == DT_DIR))
 			continue;
 		pe->fd = open_regular(dirfd(d->dp), de->d_name, de->d_type);
 		if (pe->fd < 0 || fstat(pe->fd, &st) < 0 ||
@@ -488,28 +545,54 @@ static bool dir_followed(const struct pf_dir *d, int64_t now)
 	return d && !(d->done && now - d->done_ms >= PREFETCH_DONE_TTL_MS);
 }
 
-void prefetch_dir(struct prefetch *p, struct inode *dir, bool in_root)
+bool prefetch_may_list(uid_t uid, gid_t gid, const struct stat *st)
 {
+	if (uid == 0)
+		return true;
+	if (uid == st->st_uid)
+		return st->st_mode & S_IRUSR;
+	if (gid == st->st_gid)
+		return st->st_mode & S_IRGRP;
+	return (st->st_mode & (S_IRGRP | S_IROTH)) == (S_IRGRP | S_IROTH);
+}
+
+/* follow_dir - read the directory @r ahead, if it is not followed already and a slot is free. */
+static void follow_dir(struct prefetch *p, const struct dir_ref *r)
+{
+	/* A subdirectory takes only a free slot or a finished one's: it never
+	 * pushes out a directory someone is reading, nor another found ahead. */
+	const int max_rank = r->speculative ? 1 : 3;
 	struct pf_dir *d;
 	DIR *dp, *old = NULL;
 	int64_t now = now_ms();
+	struct stat st;
 	int fd;
 
-	if (!p)
-		return;
 	pthread_mutex_lock(&p->lock);
-	d = find_dir(p, dir->dev, dir->ino);
+	d = find_dir(p, r->dev, r->ino);
 	if (dir_followed(d, now)) {
-		if (!d->done && dir_idle(d, now))
-			pthread_cond_signal(&p->wake); /* it may be read again */
-		d->active_ms = now;
+		if (!r->speculative) {
+			if (!d->done && dir_idle(d, now))
+				pthread_cond_signal(&p->wake); /* it may be read again */
+			d->active_ms = now;
+			d->speculative = false;
+		}
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	if (!d && !slot_to_take(p, now, max_rank)) {
+		p->stats.overflow += !r->speculative;
 		pthread_mutex_unlock(&p->lock);
 		return;
 	}
 	pthread_mutex_unlock(&p->lock);
 
-	/* A stream of the workers' own: the requester's has its own offset. */
-	fd = openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* A stream of the workers' own: a requester's has its own offset. */
+	fd = openat(r->parent_fd, r->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev != r->dev || st.st_ino != r->ino)) {
+		close(fd); /* the name moved on meanwhile */
+		fd = -1;
+	}
 	dp = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!dp) {
 		if (fd >= 0)
@@ -517,22 +600,32 @@ void prefetch_dir(struct prefetch *p, struct inode *dir, bool in_root)
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
-	d = find_dir(p, dir->dev, dir->ino);
-	if (dir_followed(d, now)) { /* another request was first */
+	d = find_dir(p, r->dev, r->ino);
+	if (dir_followed(d, now)) { /* another thread was first */
 		old = dp;
-	} else if (d || (d = free_dir_slot(p, now, &old))) {
-		*d = (struct pf_dir){ .used = true, .in_root = in_root, .dev = dir->dev,
-				      .ino = dir->ino, .gen = ++p->gen, .dp = dp,
+	} else if (d || (d = slot_to_take(p, now, max_rank))) {
+		old = d->dp; /* an idle directory's stream, given up */
+		*d = (struct pf_dir){ .used = true, .in_root = r->in_root,
+				      .speculative = r->speculative, .dev = r->dev, .ino = r->ino,
+				      .uid = r->uid, .gid = r->gid, .gen = ++p->gen, .dp = dp,
 				      .batch = PREFETCH_FIRST_BATCH, .added_ms = now,
 				      .active_ms = now };
 		pthread_cond_signal(&p->wake);
 	} else {
-		p->stats.overflow++;
+		p->stats.overflow += !r->speculative;
 		old = dp;
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (old)
 		closedir(old);
+}
+
+void prefetch_dir(struct prefetch *p, struct inode *dir, bool in_root, uid_t uid, gid_t gid)
+{
+	if (p)
+		follow_dir(p, &(struct dir_ref){ .parent_fd = dir->fd, .name = ".", .dev = dir->dev,
+						 .ino = dir->ino, .in_root = in_root, .uid = uid,
+						 .gid = gid });
 }
 
 void prefetch_opened(struct prefetch *p, dev_t dev, ino_t ino)

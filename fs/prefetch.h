@@ -16,7 +16,9 @@
  *    directory order, open each regular file by its backing name (no inode
  *    is needed: READDIR makes none), read its key record, and unwrap the
  *    DEKs the cache does not hold in batches (8 files first, then up to 64:
- *    the reader's first file comes back soon).
+ *    the reader's first file comes back soon).  Subdirectories found on the
+ *    way are read next (when a slot is free and the requester may list
+ *    them), so that a tree walk finds each directory's DEKs ready.
  *  - A sliding window: at most `ahead` files (a quarter of the DEK cache, at
  *    most PREFETCH_AHEAD_MAX) are unwrapped and not yet opened, over all
  *    directories; a file's first open takes it off the window (and an unused
@@ -37,6 +39,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* The widest window (files unwrapped ahead and not opened yet). */
@@ -75,10 +78,20 @@ void prefetch_destroy(struct prefetch *p);
 
 /*
  * prefetch_dir - directory @dir (@in_root: the volume's root) was read, or a
- * regular file in it looked up: read its files' DEKs ahead.  @p may be NULL
- * (prefetch off).  The caller checked that the requester may list @dir.
+ * regular file in it looked up, by the requester @uid / @gid: read its files'
+ * DEKs ahead, then those of its subdirectories that prefetch_may_list() lets
+ * @uid / @gid list.  @p may be NULL (prefetch off).  The caller checked that
+ * the requester may list @dir.
  */
-void prefetch_dir(struct prefetch *p, struct inode *dir, bool in_root);
+void prefetch_dir(struct prefetch *p, struct inode *dir, bool in_root, uid_t uid, gid_t gid);
+
+/*
+ * prefetch_may_list - whether @uid / @gid may read (list) the directory of
+ * attributes @st, by its mode bits.  Supplementary groups are not known:
+ * outside the owner and the group, the group and the others both must be
+ * allowed to read.  Never true where the kernel would refuse the listing.
+ */
+bool prefetch_may_list(uid_t uid, gid_t gid, const struct stat *st);
 
 /*
  * prefetch_opened - the file (@dev, @ino) is being opened: it leaves the

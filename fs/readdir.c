@@ -84,7 +84,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		return;
 	}
 	/* Whoever lists a directory is likely to read its files next. */
-	prefetch_dir(fs->prefetch, dir, is_root(fs, dir));
+	prefetch_dir(fs->prefetch, dir, is_root(fs, dir), fuse_req_ctx(req)->uid,
+		     fuse_req_ctx(req)->gid);
 	buf = p = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);

@@ -269,8 +269,8 @@ def test_find_cat_and_cp_read_ahead(tmp_path, server):
         try:
             if tool == "find":
                 out = subprocess.run(f"find {vol.mnt}/t -type f -print0 | xargs -0 cat | wc -c",
-                                     shell=True, check=True, capture_output=True, text=True).stdout
-                assert int(out) == sum(len(v) for v in expected.values())
+                                     shell=True, check=True, capture_output=True, text=True)
+                assert int(out.stdout) == sum(len(v) for v in expected.values()), out.stderr
             else:
                 copy = tmp_path / "copy"
                 subprocess.run(["cp", "-r", vol.mnt / "t", copy], check=True)
