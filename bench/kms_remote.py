@@ -20,7 +20,7 @@ the per-rep ratios to the local volume (which the machine's load moves less):
   cp-r       cp -r t to a local directory                (looks each file up just before reading it)
   rsync      rsync -a t/ to a local directory
   tar-cf     tar -cf a local file -C mount t
-  bigdir     find | xargs cat of one directory of --big files (made once per volume, by tar -xf)
+  bigdir     find | xargs cat of one directory of --big files of 64..512 bytes (made once per volume)
   rotate     envelopefsctl rotate --jobs 1 / 8 after a Transit key rotation, --rotate-files files (vault)
 Also printed: the KMS service calls each remote volume made per row (median), from its status.
 """
@@ -99,11 +99,11 @@ class Mounted:
         return self.status()["kms"].get("service", {}).get("calls", 0)
 
 
-def make_tar(path, n, dirs, prefix):
+def make_tar(path, n, dirs, prefix, sizes=(1024, 8192)):
     rng = random.Random(1)
     with open(path, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
         for i in range(n):
-            data = rng.randbytes(rng.randint(1024, 8192))
+            data = rng.randbytes(rng.randint(*sizes))
             info = tarfile.TarInfo(f"{prefix}/d{i % dirs}/f{i}" if dirs > 1 else f"{prefix}/f{i}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -192,7 +192,7 @@ def run_tree(args, build, prov, work, names, rows, calls, tar_path):
 
 def run_bigdir(args, build, prov, work, names, rows, calls):
     big_tar = work / "big.tar"
-    make_tar(big_tar, args.big, 1, "big")
+    make_tar(big_tar, args.big, 1, "big", (64, 512))
     vols = {}
     for n in names:
         v = vols[n] = prov.volume(build, n, work / f"big-{n}", work / f"k-big-{n}.keyring")
