@@ -48,8 +48,10 @@ ROWS = ("untar",) + READ_ROWS + ("bigdir", "rotate-jobs1", "rotate-jobs8")
 
 
 def sh(*args, env=None, **kw):
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, env=env,
-                          **kw)
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))}: exit {r.returncode}: {r.stderr[-2000:]}")
+    return r
 
 
 def drop_caches():
@@ -236,7 +238,7 @@ def run_rotate(args, build, prov, work, rows):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=str(REPO / "build-rel"))
-    ap.add_argument("--files", type=int, default=800)
+    ap.add_argument("--files", type=int, default=800, help="files of the tree rows (0: none)")
     ap.add_argument("--big", type=int, default=100000, help="files of the one-directory row (0: none)")
     ap.add_argument("--providers", default="local,vault,aws")
     ap.add_argument("--extra", default="", help="more volumes: local-prefetch, vault-noprefetch")
@@ -254,9 +256,11 @@ def main():
     prov = Providers(work, names + (["vault"] if args.rotate_files else []), args.latency_ms)
     rows, calls = {}, {}
     try:
-        tar_path = work / "tree.tar"
-        make_tar(tar_path, args.files, 20, "t")
-        run_tree(args, build, prov, work, names, rows, calls, tar_path)
+        if args.files:
+            tar_path = work / "tree.tar"
+            make_tar(tar_path, args.files, 20, "t")
+            run_tree(args, build, prov, work, names, rows, calls, tar_path)
+            print_rows(args, names, rows, calls)  # the tree's table now, in case the bigdir phase fails
         if big_names:
             run_bigdir(args, build, prov, work, big_names, rows, calls)
         if args.rotate_files:

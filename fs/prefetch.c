@@ -62,6 +62,11 @@ struct pf_dir {
 	unsigned gen;	 /* tells a reused slot from the one a window entry names */
 	DIR *dp;	 /* the workers' own stream, NULL once done */
 	unsigned batch;	 /* the next batch's size */
+	/* DEKs unwrapped ahead that were opened, and that expired unopened: a
+	 * reader going another order than the stream (find and cp -r go by
+	 * inode number in a big directory) wastes the window, and the
+	 * directory is given up once most of what it gave went unused. */
+	unsigned used_ahead, wasted;
 	int64_t added_ms, active_ms, done_ms;
 };
 
@@ -166,19 +171,33 @@ static struct pf_dir *pick_dir(struct prefetch *p, int64_t now)
 		struct pf_dir *d = &p->dirs[i];
 
 		if (d->used && !d->done && !d->collecting && !dir_idle(d, now) &&
+		    !(d->wasted >= PREFETCH_BATCH && d->wasted > d->used_ahead) &&
 		    (!best || d->added_ms < best->added_ms))
 			best = d;
 	}
 	return best;
 }
 
-/* The directory @e was read from counts as being read now. */
-static void touch_dir_of(struct prefetch *p, const struct window_entry *e, int64_t now)
+/* dir_of - the directory @e was read from, if its slot still holds it. */
+static struct pf_dir *dir_of(struct prefetch *p, const struct window_entry *e)
 {
 	struct pf_dir *d = &p->dirs[e->dir_slot];
 
-	if (d->used && d->gen == e->dir_gen)
-		d->active_ms = now;
+	return d->used && d->gen == e->dir_gen ? d : NULL;
+}
+
+/* Ready entries older than PREFETCH_READY_TTL_MS leave the window, counted as wasted. */
+static void expire_ready(struct prefetch *p, int64_t now)
+{
+	struct window_entry *e;
+
+	while ((e = window_oldest_ready(&p->win)) && e->ready_ms < now - PREFETCH_READY_TTL_MS) {
+		struct pf_dir *d = dir_of(p, e);
+
+		if (d)
+			d->wasted++;
+		window_free(&p->win, e);
+	}
 }
 
 /*
@@ -457,7 +476,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
 		now = now_ms();
-		window_expire(&p->win, now - PREFETCH_READY_TTL_MS);
+		expire_ready(p, now);
 		d = window_room(&p->win) ? pick_dir(p, now) : NULL;
 		if (!d) {
 			wait_ms(p, PREFETCH_IDLE_WAKE_MS);
@@ -637,7 +656,12 @@ void prefetch_opened(struct prefetch *p, dev_t dev, ino_t ino)
 	pthread_mutex_lock(&p->lock);
 	e = window_find(&p->win, dev, ino);
 	if (e) {
-		touch_dir_of(p, e, now_ms());
+		struct pf_dir *d = dir_of(p, e);
+
+		if (d) {
+			d->active_ms = now_ms();
+			d->used_ahead++;
+		}
 		if (e->state == WINDOW_READY) {
 			window_free(&p->win, e);
 			pthread_cond_signal(&p->wake); /* room */

@@ -24,7 +24,9 @@
  *    directories; a file's first open takes it off the window (and an unused
  *    one leaves it after PREFETCH_READY_TTL_MS).  A directory nobody reads or
  *    opens files in for PREFETCH_IDLE_MS is not read further, so listing a
- *    huge directory unwraps one window of it, not all of it.
+ *    huge directory unwraps one window of it, not all of it; nor is one
+ *    whose DEKs unwrapped ahead mostly expired unopened (a reader going
+ *    another order: find and cp -r visit a big directory by inode number).
  *  - In flight: a file of a batch waiting for the KMS is keyed by its
  *    backing (dev, ino); an open that misses the cache waits for that batch
  *    (prefetch_wait) instead of unwrapping the DEK itself, so a file costs

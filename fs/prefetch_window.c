@@ -101,13 +101,7 @@ void window_free(struct window *w, struct window_entry *e)
 	w->used--;
 }
 
-unsigned window_expire(struct window *w, int64_t before_ms)
+struct window_entry *window_oldest_ready(const struct window *w)
 {
-	unsigned n = 0;
-
-	while (w->ready.next != &w->ready && w->ready.next->ready_ms < before_ms) {
-		window_free(w, w->ready.next);
-		n++;
-	}
-	return n;
+	return w->ready.next != &w->ready ? w->ready.next : NULL;
 }

@@ -72,7 +72,8 @@ void window_ready(struct window *w, struct window_entry *e, int64_t now_ms);
 /* window_free - @e leaves the window. */
 void window_free(struct window *w, struct window_entry *e);
 
-/* window_expire - free ready entries made ready before @before_ms; how many. */
-unsigned window_expire(struct window *w, int64_t before_ms);
+/* window_oldest_ready - the ready entry made ready first, or NULL. */
+struct window_entry *window_oldest_ready(const struct window *w);
+
 
 #endif

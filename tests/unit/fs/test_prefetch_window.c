@@ -12,6 +12,19 @@ static struct window_entry *claim(struct window *w, ino_t ino)
 	return window_claim(w, 1, ino);
 }
 
+/* window_expire - free the ready entries made ready before @before_ms, oldest first; how many. */
+static unsigned window_expire(struct window *w, int64_t before_ms)
+{
+	struct window_entry *e;
+	unsigned n = 0;
+
+	while ((e = window_oldest_ready(w)) && e->ready_ms < before_ms) {
+		window_free(w, e);
+		n++;
+	}
+	return n;
+}
+
 /* Room is shared by entries and reservations; a file is in the window once. */
 static void test_room_and_claims(void)
 {
