@@ -1,45 +1,57 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""Remote-KMS cost: a vault volume (Transit test server with --latency-ms) against a local-keyring volume.
+"""Remote-KMS cost: the ways people read whole trees, on a local-keyring volume and on remote-KMS volumes.
 
-  sudo bench/kms_remote.py [--build DIR] [--compare-build DIR] [--files N] [--rotate-files N]
-                           [--latency-ms MS] [--reps R]
+  sudo bench/kms_remote.py [--build DIR] [--files N] [--big N] [--latency-ms MS] [--reps R]
+                           [--providers local,vault,aws] [--extra local-prefetch,vault-noprefetch]
+                           [--big-providers local,vault] [--rotate-files N]
 
-Volumes, all in the same run, interleaved (each rep mounts them in turn):
-  local             the local keyring
-  vault             Vault with the daemon's defaults: DEK pool (refilled by batched Transit encrypt) and
-                    prefetch on listing (batched Transit decrypt)
-  vault-noprefetch  the same with [daemon] prefetch = false
-  vault-nopool      the same with [daemon] dek_pool = 0
-  vault-before      --compare-build's daemon and tools (e.g. a release build of an older commit), defaults
-The order of the volumes turns with each rep.  Rows (medians of R runs, and the medians of the per-rep
-ratios to the local volume, which the machine's load moves less):
-  untar      tar -xf of N small files (1..8 KiB, 20 directories) into the mount, then sync
-  read-seq   after a remount (DEK cache empty) and drop_caches: tar -cf /dev/null of the tree (one cold open each)
-  read-par8  the same with 8 reader threads
-  rotate     envelopefsctl rotate --jobs 1 and --jobs 8 after a Transit key rotation, on --rotate-files files
-             (vault only: the local provider needs no network)
+Volumes, all in the same run, interleaved (each rep mounts them in turn, in an order that turns):
+  local             the local keyring (prefetch off: auto)
+  vault             Vault Transit (tests/kmsd/vault_transit.py) with --latency-ms per request, the daemon's
+                    defaults (DEK pool, prefetch on)
+  aws               AWS KMS (moto_server, tests/kmsd/aws_moto.py) behind its throttling proxy delaying every
+                    request by --latency-ms (moto's own time comes on top), the daemon's defaults
+  --extra:  local-prefetch (local keyring with prefetch = true), vault-noprefetch (prefetch = false)
+Rows, each on cold caches (unmount, drop_caches, mount) but the first; medians of R runs, and the medians of
+the per-rep ratios to the local volume (which the machine's load moves less):
+  untar      tar -xf of N small files (1..8 KiB, 20 directories) into a new volume, then sync
+  find-cat   find t -type f -print0 | xargs -0 cat      (READDIR, then a lookup and a read per file)
+  cp-r       cp -r t to a local directory                (looks each file up just before reading it)
+  rsync      rsync -a t/ to a local directory
+  tar-cf     tar -cf a local file -C mount t
+  bigdir     find | xargs cat of one directory of --big files of 64..512 bytes (made once per volume)
+  rotate     envelopefsctl rotate --jobs 1 / 8 after a Transit key rotation, --rotate-files files (vault)
+Also printed: the KMS service calls each remote volume made per row (median), from its status.
 """
 import argparse
 import io
+import json
 import os
 import pathlib
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests" / "kmsd"))
 from vaultd import VaultServer  # noqa: E402
 
+READ_ROWS = ("find-cat", "cp-r", "rsync", "tar-cf")
+ROWS = ("untar",) + READ_ROWS + ("bigdir", "rotate-jobs1", "rotate-jobs8")
 
-def sh(*args, **kw):
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
+
+def sh(*args, env=None, **kw):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))}: exit {r.returncode}: {r.stderr[-2000:]}")
+    return r
 
 
 def drop_caches():
@@ -48,8 +60,8 @@ def drop_caches():
 
 
 class Mounted:
-    def __init__(self, build, root, init_args, daemon_settings=None):
-        self.build, self.backing, self.mnt = build, root / "backing", root / "mnt"
+    def __init__(self, build, root, init_args, daemon_settings=None, env=None):
+        self.build, self.backing, self.mnt, self.env = build, root / "backing", root / "mnt", env
         self.backing.mkdir(parents=True)
         self.mnt.mkdir()
         self.options = []
@@ -57,10 +69,10 @@ class Mounted:
             conf = root / "daemon.ini"
             conf.write_text("[daemon]\n" + "".join(f"{k} = {v}\n" for k, v in daemon_settings.items()))
             self.options = ["-o", f"config={conf}"]
-        sh(build / "tools" / "envelopefsctl", "init", *init_args, self.backing)
+        sh(build / "tools" / "envelopefsctl", "init", *init_args, self.backing, env=env)
 
     def mount(self):
-        sh(self.build / "fs" / "envelopefs", *self.options, self.backing, self.mnt)
+        sh(self.build / "fs" / "envelopefs", *self.options, self.backing, self.mnt, env=self.env)
 
     def unmount(self):
         subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
@@ -69,17 +81,34 @@ class Mounted:
                 return
             time.sleep(0.05)
 
+    def status(self):
+        return json.loads(os.getxattr(self.mnt, "trusted.envelopefs.status"))
 
-def make_tar(n):
+    def cold(self):
+        """Remount with empty caches, and wait for the new-file key pool to fill: its calls at mount
+        (one Transit batch; 64 GenerateDataKey calls for AWS) are the mount's, not the workload's."""
+        self.unmount()
+        drop_caches()
+        self.mount()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pool = self.status()["pool"]
+            if pool["entries"] >= pool["capacity"]:
+                return
+            time.sleep(0.05)
+
+    def service_calls(self):
+        return self.status()["kms"].get("service", {}).get("calls", 0)
+
+
+def make_tar(path, n, dirs, prefix, sizes=(1024, 8192)):
     rng = random.Random(1)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    with open(path, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
         for i in range(n):
-            data = rng.randbytes(rng.randint(1024, 8192))
-            info = tarfile.TarInfo(f"t/d{i % 20}/f{i}")
+            data = rng.randbytes(rng.randint(*sizes))
+            info = tarfile.TarInfo(f"{prefix}/d{i % dirs}/f{i}" if dirs > 1 else f"{prefix}/f{i}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def timed(fn):
@@ -88,132 +117,180 @@ def timed(fn):
     return time.monotonic() - t0
 
 
-def read_all(root, threads):
-    files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
-
-    def one(path):
-        with open(path, "rb") as f:
-            while f.read(1 << 16):
-                pass
-
-    if threads == 1:
-        for p in files:
-            one(p)
-    else:
-        with ThreadPoolExecutor(threads) as ex:
-            list(ex.map(one, files))
+def find_cat(root):
+    sh("sh", "-c", f"find '{root}' -type f -print0 | xargs -0 cat > /dev/null")
 
 
-def create_flat(root, n):
-    os.makedirs(root, exist_ok=True)
-    for i in range(n):
-        with open(root / f"r{i}", "wb") as f:
-            f.write(b"r" * 100)
+class Providers:
+    """The KMS servers and each volume kind's `envelopefsctl init` arguments and environment."""
+
+    def __init__(self, work, names, latency_ms):
+        self.work, self.vault, self.aws = work, None, None
+        if any(n.startswith("vault") for n in names):
+            self.vault = VaultServer(work / "vault", latency_ms=latency_ms)
+            self.vault.create_key("bench")
+        if "aws" in names:
+            from aws_moto import AwsPeer
+            self.aws = AwsPeer()
+            self.aws.throttle.set(latency_ms=latency_ms)
+
+    def volume(self, build, kind, root, keyring):
+        if kind.startswith("local"):
+            return Mounted(build, root, ["--keyring", keyring],
+                           {"prefetch": "true"} if kind == "local-prefetch" else None)
+        if kind.startswith("vault"):
+            v = self.vault
+            return Mounted(build, root, ["--kms", "vault", "--kms-setting", f"address={v.url}",
+                                         "--kms-setting", "key=bench",
+                                         "--kms-setting", f"token_file={v.token_file}"],
+                           {"prefetch": "false"} if kind == "vault-noprefetch" else None)
+        a = self.aws
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=a.access_key, AWS_SECRET_ACCESS_KEY=a.secret,
+                   AWS_SHARED_CREDENTIALS_FILE=str(self.work / "no-credentials"))
+        env.pop("AWS_SESSION_TOKEN", None)
+        return Mounted(build, root, ["--kms", "aws", "--kms-setting", f"key_id={a.key_arn}",
+                                     "--kms-setting", f"endpoint={a.throttle_endpoint}",
+                                     "--kms-setting", "region=us-east-1"], env=env)
+
+    def stop(self):
+        if self.vault:
+            self.vault.stop()
+        if self.aws:
+            self.aws.stop()
+
+
+def record(rows, calls, row, name, v, fn):
+    before = v.service_calls()
+    rows.setdefault((row, name), []).append(timed(fn))
+    calls.setdefault((row, name), []).append(v.service_calls() - before)
+
+
+def run_tree(args, build, prov, work, names, rows, calls, tar_path):
+    for rep in range(args.reps):
+        vols = {n: prov.volume(build, n, work / f"{n}{rep}", work / f"k-{n}{rep}.keyring") for n in names}
+        order = list(vols.items())
+        order = order[rep % len(order):] + order[:rep % len(order)]
+        for name, v in order:
+            v.mount()
+            try:
+                record(rows, calls, "untar", name, v,
+                       lambda: (sh("tar", "-xf", tar_path, "-C", v.mnt), os.sync()))
+                dest = work / "dest"
+                for row in READ_ROWS:
+                    shutil.rmtree(dest, ignore_errors=True)
+                    dest.mkdir()
+                    v.cold()
+                    cmd = {"find-cat": lambda: find_cat(v.mnt / "t"),
+                           "cp-r": lambda: sh("cp", "-r", v.mnt / "t", dest / "t"),
+                           "rsync": lambda: sh("rsync", "-a", f"{v.mnt}/t/", dest / "t"),
+                           "tar-cf": lambda: sh("tar", "-cf", dest / "t.tar", "-C", v.mnt, "t")}[row]
+                    record(rows, calls, row, name, v, cmd)
+                shutil.rmtree(dest, ignore_errors=True)
+            finally:
+                v.unmount()
+            print(f"rep {rep} {name}: " + ", ".join(f"{r} {rows[(r, name)][-1]:.2f} s"
+                                                     for r in ("untar",) + READ_ROWS), flush=True)
+
+
+def run_bigdir(args, build, prov, work, names, rows, calls):
+    big_tar = work / "big.tar"
+    make_tar(big_tar, args.big, 1, "big", (64, 512))
+    vols = {}
+    for n in names:
+        v = vols[n] = prov.volume(build, n, work / f"big-{n}", work / f"k-big-{n}.keyring")
+        v.mount()
+        try:
+            t = timed(lambda: (sh("tar", "-xf", big_tar, "-C", v.mnt), os.sync()))
+            print(f"bigdir {n}: {args.big} files made in {t:.1f} s", flush=True)
+        finally:
+            v.unmount()
+    big_tar.unlink()
+    for rep in range(args.reps):
+        order = list(vols.items())
+        order = order[rep % len(order):] + order[:rep % len(order)]
+        for name, v in order:
+            v.unmount()
+            drop_caches()
+            v.mount()
+            try:
+                record(rows, calls, "bigdir", name, v, lambda: find_cat(v.mnt / "big"))
+            finally:
+                v.unmount()
+            print(f"rep {rep} {name}: bigdir {rows[('bigdir', name)][-1]:.2f} s", flush=True)
+
+
+def run_rotate(args, build, prov, work, rows):
+    v = prov.volume(build, "vault", work / "rotate", None)
+    v.mount()
+    try:
+        for i in range(args.rotate_files):
+            (v.mnt / f"r{i}").write_bytes(b"r" * 100)
+        for rep in range(args.reps):
+            for jobs in (1, 8):
+                prov.vault.rotate("bench")
+                v.cold()
+                t = timed(lambda: sh(build / "tools" / "envelopefsctl", "rotate", "--jobs", jobs, v.mnt))
+                rows.setdefault((f"rotate-jobs{jobs}", "vault"), []).append(t)
+    finally:
+        v.unmount()
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=str(REPO / "build-rel"))
-    ap.add_argument("--compare-build", help="another build to run as vault-before")
-    ap.add_argument("--files", type=int, default=2000)
-    ap.add_argument("--rotate-files", type=int, default=10000)
+    ap.add_argument("--files", type=int, default=800, help="files of the tree rows (0: none)")
+    ap.add_argument("--big", type=int, default=100000, help="files of the one-directory row (0: none)")
+    ap.add_argument("--providers", default="local,vault,aws")
+    ap.add_argument("--extra", default="", help="more volumes: local-prefetch, vault-noprefetch")
+    ap.add_argument("--big-providers", default="local,vault",
+                    help="volumes of the bigdir row (aws: moto answers too slowly for 100,000 files)")
+    ap.add_argument("--rotate-files", type=int, default=0)
     ap.add_argument("--latency-ms", type=float, default=2)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     build = pathlib.Path(args.build)
+    names = [n for n in (args.providers + "," + args.extra).split(",") if n]
+    big_names = [n for n in args.big_providers.split(",") if n and n in names] if args.big else []
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start", flush=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="envfs-kms-bench-", dir="/var/tmp"))
-    tar_path = work / "tree.tar"
-    tar_path.write_bytes(make_tar(args.files))
-    srv = VaultServer(work / "vault", latency_ms=args.latency_ms)
-    srv.create_key("bench")
-    rows = {}
+    prov = Providers(work, names + (["vault"] if args.rotate_files else []), args.latency_ms)
+    rows, calls = {}, {}
     try:
-        for rep in range(args.reps):
-            vault_init = ["--kms", "vault", "--kms-setting", f"address={srv.url}",
-                          "--kms-setting", "key=bench", "--kms-setting", f"token_file={srv.token_file}"]
-            vols = {
-                "local": Mounted(build, work / f"local{rep}", ["--keyring", work / f"k{rep}.keyring"]),
-                # The daemon's defaults for a remote KMS: new-file keys made ahead (dek_pool = 64),
-                # DEKs of listed files unwrapped ahead (prefetch = auto).
-                "vault": Mounted(build, work / f"vault{rep}", vault_init),
-                "vault-noprefetch": Mounted(build, work / f"vaultnpf{rep}", vault_init, {"prefetch": "false"}),
-                "vault-nopool": Mounted(build, work / f"vaultnp{rep}", vault_init, {"dek_pool": 0}),
-            }
-            if args.compare_build:
-                vols["vault-before"] = Mounted(pathlib.Path(args.compare_build), work / f"vaultb{rep}",
-                                               vault_init)
-            # The order turns each rep, so no volume always runs first (or after the same one).
-            order = list(vols.items())
-            order = order[rep % len(order):] + order[:rep % len(order)]
-            for name, v in order:
-                v.mount()
-                try:
-                    rows.setdefault(("untar", name), []).append(timed(lambda: (
-                        sh("tar", "-xf", tar_path, "-C", v.mnt), os.sync())))
-                    for label, threads in (("read-seq", 1), ("read-par8", 8)):
-                        v.unmount()
-                        drop_caches()
-                        v.mount()
-                        rows.setdefault((label, name), []).append(
-                            timed(lambda: read_all(v.mnt / "t", threads)))
-                finally:
-                    v.unmount()
-        if not args.rotate_files:
-            return print_rows(args, rows)
-        # Rotation on the vault volume: files created once, the Transit key rotated before each run.
-        v = Mounted(build, work / "rotate", ["--kms", "vault", "--kms-setting", f"address={srv.url}",
-                                             "--kms-setting", "key=bench", "--kms-setting",
-                                             f"token_file={srv.token_file}"])
-        v.mount()
-        try:
-            t = timed(lambda: create_flat(v.mnt / "r", args.rotate_files))
-            print(f"created {args.rotate_files} files for rotation in {t:.1f} s", flush=True)
-            for rep in range(args.reps):
-                for jobs in (1, 8):
-                    srv.rotate("bench")
-                    v.unmount()
-                    v.mount()  # cold DEK cache, as after a restart
-                    t = timed(lambda: sh(build / "tools" / "envelopefsctl", "rotate", "--jobs", jobs,
-                                         v.mnt))
-                    rows.setdefault((f"rotate-jobs{jobs}", "vault"), []).append(t)
-                    print(f"rotate --jobs {jobs}: {args.rotate_files / t:.0f} files/s", flush=True)
-        finally:
-            v.unmount()
+        if args.files:
+            tar_path = work / "tree.tar"
+            make_tar(tar_path, args.files, 20, "t")
+            run_tree(args, build, prov, work, names, rows, calls, tar_path)
+            print_rows(args, names, rows, calls)  # the tree's table now, in case the bigdir phase fails
+        if big_names:
+            run_bigdir(args, build, prov, work, big_names, rows, calls)
+        if args.rotate_files:
+            run_rotate(args, build, prov, work, rows)
     finally:
-        srv.stop()
+        prov.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
-    print_rows(args, rows)
+    print_rows(args, names, rows, calls)
 
 
-def print_rows(args, rows):
-    names = [n for n in ("local", "vault", "vault-noprefetch", "vault-nopool", "vault-before")
-             if any(k == n for _, k in rows)]
-    print(f"\nlatency {args.latency_ms} ms per KMS request, {args.files} files, medians of {args.reps}, "
+def print_rows(args, names, rows, calls):
+    print(f"\nlatency {args.latency_ms} ms per KMS request, {args.files} files in 20 directories, "
+          f"bigdir {args.big} files, medians of {args.reps}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
-    print(f"{'row':13}" + "".join(f"{n + ' s':>18}" for n in names) +
-          "".join(f"{n + '/local':>22}" for n in names if n != "local"))
-    for row in ("untar", "read-seq", "read-par8", "rotate-jobs1", "rotate-jobs8"):
+    others = [n for n in names if n != "local"]
+    print(f"| row | {' | '.join(n + ' s' for n in names)} | "
+          f"{' | '.join(n + '/local' for n in others)} | {' | '.join(n + ' calls' for n in others)} |")
+    print("|---" * (1 + len(names) + 2 * len(others)) + "|")
+    for row in ROWS:
         med = {n: statistics.median(rows[(row, n)]) for n in names if rows.get((row, n))}
         if not med:
             continue
-        lo = med.get("local")
-        line = f"{row:13}" + "".join(f"{med[n]:18.2f}" if n in med else f"{'-':>18}" for n in names)
-        line += "".join(f"{med[n] / lo:22.2f}" if n in med and lo else f"{'-':>22}"
-                        for n in names if n != "local")
-        print(line)
-    print("per-rep ratios to local (same rep), median [min..max]:")
-    for row in ("untar", "read-seq", "read-par8"):
         lo = rows.get((row, "local"))
-        if not lo:
-            continue
-        parts = []
-        for n in names:
-            if n == "local" or not rows.get((row, n)):
-                continue
-            ratios = [x / l for x, l in zip(rows[(row, n)], lo)]
-            parts.append(f"{n} {statistics.median(ratios):.2f} [{min(ratios):.2f}..{max(ratios):.2f}]")
-        print(f"  {row:10} " + ", ".join(parts))
+        cells = [f"{med[n]:.2f}" if n in med else "-" for n in names]
+        # The median of the per-rep ratios: each rep's volumes ran back to back, under the same load.
+        cells += [f"{statistics.median(x / l for x, l in zip(rows[(row, n)], lo)):.2f}"
+                  if n in med and lo else "-" for n in others]
+        cells += [f"{statistics.median(calls[(row, n)]):.0f}" if calls.get((row, n)) else "-"
+                  for n in others]
+        print(f"| {row} | " + " | ".join(cells) + " |")
     for (row, name), samples in sorted(rows.items()):
         print(f"  samples {row} {name}: " + " ".join(f"{x:.2f}" for x in samples))
 

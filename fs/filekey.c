@@ -126,6 +126,7 @@ int filekey_attach(struct envfs *fs, struct inode *in, int fd)
 	struct key_record *rec = NULL;
 	int ret = 0;
 
+	prefetch_opened(fs->prefetch, in->dev, in->ino);
 	/* Shared mode reads the record at every open: the exclusive content
 	 * lock lets it replace a DEK that other opens' I/O would be using. */
 	if (fs->shared)
@@ -335,6 +336,30 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 	return 0;
 }
 
+/*
+ * unwrap_or_wait - the DEK of @rec: when a prefetch batch is unwrapping it
+ * (prefetch.h), wait for the batch and take the DEK it cached (in->dek set),
+ * else unwrap it here (into @dek).  @from_open: @rec was read at open, and a
+ * batch may have cached the DEK since (the cache is looked at again).  A
+ * batch that found the KMS unavailable answers for this open too: asking
+ * again would double its wait.  Key lock held.
+ */
+static int unwrap_or_wait(struct envfs *fs, struct inode *in, const struct key_record *rec,
+			  uint8_t *dek, bool from_open)
+{
+	int rc = 0;
+	bool waited = prefetch_wait(fs->prefetch, in->dev, in->ino, &rc);
+
+	if (waited && rc == -EAGAIN) {
+		note_unavailable(in);
+		return key_failure(fs, in, "cannot unwrap the data key", rc);
+	}
+	if ((waited || from_open) &&
+	    (in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
+		return 0;
+	return unwrap_record(fs, in, rec, dek);
+}
+
 static int load_key(struct envfs *fs, struct inode *in, int fd, bool create,
 		    struct filekey_first *first)
 {
@@ -356,16 +381,21 @@ static int load_key(struct envfs *fs, struct inode *in, int fd, bool create,
 		goto out;
 	}
 	if (rec == missed)
-		ret = unwrap_record(fs, in, rec, dek);
+		ret = unwrap_or_wait(fs, in, rec, dek, true);
 	else if ((ret = read_record(fs, in, fd, rec)) == -ENODATA && create)
 		ret = create_record(fs, in, fd, rec, dek, first);
 	else if (ret == 0 && (in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id))) {
 		ret = adopt_holes(fs, in, rec, in->dek->key, false); /* a cache hit */
 		goto out;
 	} else if (ret == 0)
-		ret = unwrap_record(fs, in, rec, dek);
+		ret = unwrap_or_wait(fs, in, rec, dek, false);
 	else
 		goto out; /* error, or no record and none wanted */
+	if (ret == 0 && in->dek) {
+		/* Taken from a prefetch batch: its holes are this record's. */
+		ret = adopt_holes(fs, in, rec, in->dek->key, false);
+		goto out;
+	}
 	if (ret == 0)
 		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
 				      dek, &in->dek);
@@ -407,74 +437,6 @@ void filekey_first_done(struct envfs *fs, struct inode *in, struct filekey_first
 	kms_keeper_put(fs->keys, first->set);
 	free(first->header);
 	*first = (struct filekey_first){0};
-}
-
-int filekey_prefetch_prepare(struct envfs *fs, const struct kms *kms, struct inode *in,
-			     struct key_record *rec)
-{
-	char path[64];
-	int fd, ret;
-
-	if (pthread_mutex_trylock(&in->key_lock) != 0)
-		return -EBUSY;
-	/* An open file loads its own key (its first open read the record). */
-	ret = -EALREADY;
-	if (in->opens > 0 || in->dek)
-		goto fail;
-	ret = inode_pin(fs->inodes, in);
-	if (ret < 0)
-		goto fail;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", inode_fd(in));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	inode_unpin(fs->inodes, in);
-	if (fd < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	ret = layout_read_record(&fs->layout, fd, rec, NULL);
-	close(fd);
-	if (ret == 0 && ((rec->flags & RECORD_FLAG_REKEYING) ||
-			 strcmp(rec->key_ref, kms->key_ref) != 0))
-		ret = -EIO;
-	else if (ret == 0 && dekcache_holds(fs->cache, in->dev, in->ino, rec->file_id))
-		ret = -EALREADY;
-	if (ret == 0)
-		return 0;
-fail:
-	pthread_mutex_unlock(&in->key_lock);
-	return ret == -EBADMSG ? -EIO : ret;
-}
-
-int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key_record *rec,
-			    const uint8_t *dek, int unwrap_rc)
-{
-	struct dek_entry *e;
-	struct stat st;
-	int ret = unwrap_rc;
-
-	if (ret == 0 && record_check_mac(rec, dek, fs->cfg.uuid) != 0)
-		ret = -EBADMSG;
-	if (ret == 0)
-		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
-				      dek, &e);
-	if (ret == 0) {
-		dekcache_put(fs->cache, e);
-		/* Unlink forgets the key after removing the name: looking at the link
-		 * count after the insert, a file unlinked meanwhile is never left with
-		 * its key cached (whichever of the two forgets it). */
-		if (inode_pin(fs->inodes, in) == 0) {
-			if (fstatat(inode_fd(in), "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
-				dekcache_forget(fs->cache, in->dev, in->ino);
-			inode_unpin(fs->inodes, in);
-		} else {
-			/* Gone from the backing altogether: so is the need for its key. */
-			dekcache_forget(fs->cache, in->dev, in->ino);
-		}
-	}
-	if (ret == -EAGAIN)
-		note_unavailable(in);
-	pthread_mutex_unlock(&in->key_lock);
-	return ret;
 }
 
 /*

@@ -7,7 +7,9 @@
  *
  *   open    -> filekey_attach: parse the key record (no KMS), take the DEK
  *              from the cache if the cached entry has the record's file ID
- *   1st I/O -> filekey_load: on a miss, unwrap through the KMS once, check
+ *   1st I/O -> filekey_load: on a miss, wait for the prefetch batch that is
+ *              unwrapping the DEK (prefetch.h) if there is one, else
+ *              unwrap through the KMS once, check
  *              the record's MAC, insert into the cache; for a file without a
  *              record yet (empty), create one when asked to
  *   release -> filekey_detach: the last close unpins the DEK, which stays in
@@ -62,32 +64,6 @@ int filekey_load_for_write(struct envfs *fs, struct inode *in, int fd,
  */
 void filekey_first_done(struct envfs *fs, struct inode *in, struct filekey_first *first,
 			int stored);
-
-/*
- * Prefetch (prefetch.h) loads the DEKs of files nobody has open, many per
- * KMS call, in two steps around the caller's kms_unwrap_many():
- *
- * filekey_prefetch_prepare - read @in's key record into @rec when its DEK
- * is worth unwrapping: a record exists, is not mid re-key, names @kms's
- * master key (the provider the caller will unwrap with), and no cached
- * entry has its file ID.  Returns 0 with
- * in->key_lock held (the record cannot change, and an open of the file waits
- * for the DEK instead of unwrapping it again), else a negative errno and the
- * lock is not held: -EBUSY (the key lock is taken: an open or a re-wrap is
- * at it), -EALREADY (open, or cached), -ENODATA (no record), -EIO or an
- * I/O error.  Nothing is logged: an open reports the same fault.
- */
-int filekey_prefetch_prepare(struct envfs *fs, const struct kms *kms, struct inode *in,
-			     struct key_record *rec);
-
-/*
- * filekey_prefetch_finish - after a 0 from prepare: when @unwrap_rc is 0
- * and @dek authenticates @rec (the record MAC, as a cold open checks it),
- * cache the DEK under the record's file ID.  Releases the key lock.
- * Returns 0 when cached, else the error (-EBADMSG for a failed MAC).
- */
-int filekey_prefetch_finish(struct envfs *fs, struct inode *in, const struct key_record *rec,
-			    const uint8_t *dek, int unwrap_rc);
 
 /*
  * filekey_revalidate - shared mode: I/O on @in (open as @fd) failed to

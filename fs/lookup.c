@@ -250,14 +250,32 @@ void reply_entry_or_err(fuse_req_t req, int ret, const struct fuse_entry_param *
 		fuse_reply_entry(req, e);
 }
 
+/*
+ * may_list - whether the requester may read (list) directory @dir, so that a
+ * lookup in it may make the daemon read all its files' keys ahead
+ * (THREAT-MODEL "Prefetch"): the kernel checked search permission only.
+ */
+static bool may_list(fuse_req_t req, struct inode *dir)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat st;
+
+	return ctx->uid == 0 || (fstatat(inode_fd(dir), "", &st, AT_EMPTY_PATH) == 0 &&
+				 prefetch_may_list(ctx->uid, ctx->gid, &st));
+}
+
 static void lookup_pinned(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct envfs *fs = fs_of(req);
+	struct inode *dir = inode_of(fs, parent);
 	struct fuse_entry_param e;
-	int ret = do_lookup(fs, inode_of(fs, parent), name, &e);
+	int ret = do_lookup(fs, dir, name, &e);
 
-	if (ret == 0 && S_ISREG(e.attr.st_mode))
-		prefetch_file(fs->prefetch, inode_of(fs, e.ino));
+	/* Tools that look each file up just before reading it (cp -r, rsync,
+	 * tar) read its directory's other files next. */
+	if (ret == 0 && S_ISREG(e.attr.st_mode) && fs->prefetch && may_list(req, dir))
+		prefetch_dir(fs->prefetch, dir, is_root(fs, dir), fuse_req_ctx(req)->uid,
+			     fuse_req_ctx(req)->gid);
 	if (ret == -ENOENT) {
 		/* Negative entry: the kernel may cache the absence. */
 		memset(&e, 0, sizeof(e));

@@ -384,24 +384,26 @@ static void log_reachability(void *arg, const char *provider, bool up)
 }
 
 /*
- * start_prefetch - listing a directory unwraps its files' DEKs ahead when
- * the KMS is remote (auto) or the settings ask; the queue is never longer
- * than the DEK cache, which must hold what is unwrapped.
+ * start_prefetch - reading a directory unwraps its files' DEKs ahead when
+ * the KMS is remote (auto) or the settings ask.  The window is a quarter of
+ * the DEK cache: a DEK unwrapped ahead must outlive, in the cache's LRU, the
+ * window's worth of DEKs the reader uses before it and as many unwrapped
+ * after it.
  */
 static int start_prefetch(struct envfs *fs)
 {
 	const struct kms_set *set = kms_keeper_get(fs->keys);
 	bool on = fs->settings.prefetch >= 0 ? fs->settings.prefetch
 					     : strcmp(set->keys.current->ops->name, "local") != 0;
-	unsigned capacity = fs->settings.cache_entries < PREFETCH_QUEUE_MAX
-				    ? fs->settings.cache_entries
-				    : PREFETCH_QUEUE_MAX;
+	unsigned ahead = fs->settings.cache_entries / 4 < PREFETCH_AHEAD_MAX
+				 ? fs->settings.cache_entries / 4
+				 : PREFETCH_AHEAD_MAX;
 
 	kms_keeper_put(fs->keys, set);
 
-	if (!on || capacity == 0)
+	if (!on || ahead == 0)
 		return 0;
-	return prefetch_create(fs, capacity, &fs->prefetch);
+	return prefetch_create(fs, ahead, &fs->prefetch);
 }
 
 /* Load the volume and its keys.  Returns an exit code. */

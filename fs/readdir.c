@@ -94,6 +94,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		fuse_reply_err(req, err);
 		return;
 	}
+	/* Whoever lists a directory is likely to read its files next. */
+	prefetch_dir(fs->prefetch, dir, is_root(fs, dir), fuse_req_ctx(req)->uid,
+		     fuse_req_ctx(req)->gid);
 	buf = p = malloc(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -148,8 +151,6 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		}
 		p += n;
 		rem -= n;
-		if (plus && !dots && S_ISREG(e.attr.st_mode))
-			prefetch_file(fs->prefetch, inode_of(fs, e.ino));
 skip:
 		d->entry = NULL;
 		d->offset = next;

@@ -85,7 +85,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     ",\"misses\":%" PRIu64 ",\"dropped\":%" PRIu64 "},"
 		     "\"prefetch\":{\"enabled\":%s,\"queued\":%" PRIu64 ",\"unwrapped\":%" PRIu64
 		     ",\"skipped\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"overflow\":%" PRIu64
-		     ",\"batches\":%" PRIu64 "},"
+		     ",\"batches\":%" PRIu64 ",\"waited\":%" PRIu64 "},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"inode_fds\":%u,\"inode_fds_bounded\":%s,"
 		     "\"uptime\":%lld,"
@@ -99,7 +99,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     fs->settings.cache_entries, fs->settings.cache_max_age,
 		     ps.capacity, ps.entries, ps.hits, ps.misses, ps.dropped,
 		     fs->prefetch ? "true" : "false", pf.queued, pf.unwrapped, pf.skipped, pf.failed,
-		     pf.overflow, pf.batches,
+		     pf.overflow, pf.batches, pf.waited,
 		     (uint64_t)atomic_load(&fs->counters.integrity_errors),
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
 		     inode_open_fds(fs->inodes), inode_fds_bounded(fs->inodes) ? "true" : "false",

@@ -20,7 +20,7 @@
  *    "cache": {"entries", "pinned", "hits", "misses", "evictions",
  *              "max_entries", "max_age"},
  *    "prefetch": {"enabled": true|false, "queued", "unwrapped", "skipped",
- *                 "failed", "overflow", "batches"},   (fs/prefetch.h)
+ *                 "failed", "overflow", "batches", "waited"},   (fs/prefetch.h)
  *    "errors": {"integrity", "key"},
  *    "inodes": N, "uptime": SECONDS,
  *    "daemon": {"pid", "version", "writeback_cache": true|false,

@@ -49,6 +49,7 @@
 #include "kms/http.h"
 #include "kms/json.h"
 #include "kms/keyring.h"
+#include "kms/parallel.h"
 
 #define CTX_VOLUME "envelopefs:volume"
 #define CTX_FILE "envelopefs:file"
@@ -61,6 +62,9 @@
 /* current_version() re-reads ListKeyRotations at most this often; generate() at most every VERSION_TTL_MS. */
 #define VERSION_CHECK_MS 1000
 #define VERSION_TTL_MS 60000
+/* Decrypt calls of one unwrap_many in flight at once (KMS has no batch call);
+ * the HTTP client keeps as many connections (kms/http.h max_idle_handles). */
+#define UNWRAP_PARALLEL 16
 
 /* Credentials, in secmem: what a call needs, as curl wants it. */
 struct aws_creds {
@@ -802,6 +806,11 @@ static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint
 	return rc;
 }
 
+static void aws_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n)
+{
+	kms_unwrap_parallel(kms, items, n, UNWRAP_PARALLEL);
+}
+
 static int aws_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
 		      size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len,
 		      uint32_t *version)
@@ -1039,6 +1048,7 @@ const struct kms_ops kms_aws_ops = {
 	.generate = aws_generate,
 	.wrap = aws_wrap,
 	.unwrap = aws_unwrap,
+	.unwrap_many = aws_unwrap_many,
 	.rewrap = aws_rewrap,
 	.blob_version = aws_blob_version,
 	.current_version = aws_current_version,

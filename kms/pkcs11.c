@@ -50,6 +50,7 @@
 #include "kms/config.h"
 #include "kms/keyring.h"
 #include "kms/p11_token.h"
+#include "kms/parallel.h"
 
 #define P11_WRAP_LABEL "envelopefs pkcs11 wrap v1"
 #define P11_WRAP_LABEL_LEN (sizeof(P11_WRAP_LABEL) - 1)
@@ -72,6 +73,7 @@ struct p11_key {
 
 struct p11_kms {
 	struct p11_token *tok;
+	unsigned sessions; /* the pool's size: how many unwraps can run at once */
 	CK_FUNCTION_LIST_PTR f; /* the token's module */
 	char key_label[P11_MAX_KEY_LABEL + 1];
 
@@ -514,6 +516,14 @@ static int p11_unwrap(struct kms *kms, const struct kms_context *ctx, const uint
 	return unwrap_blob(kms->priv, ctx, blob, blob_len, dek);
 }
 
+/* One unwrap per pooled session at once: the token works on them in parallel. */
+static void p11_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n)
+{
+	struct p11_kms *pk = kms->priv;
+
+	kms_unwrap_parallel(kms, items, n, pk->sessions);
+}
+
 static int p11_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,
 		      size_t blob_len, uint8_t *out, size_t out_cap, size_t *out_len,
 		      uint32_t *version)
@@ -682,6 +692,7 @@ static int p11_open(struct kms *kms, const dictionary *ini, char *err, size_t er
 		return kms_errf(err, err_len, -ENOMEM, "out of memory");
 	pthread_rwlock_init(&pk->keys_lock, NULL);
 	rc = parse_settings(pk, ini, &sessions, err, err_len);
+	pk->sessions = sessions;
 	if (rc == 0)
 		rc = p11_token_open(module, token, pin_file && *pin_file ? pin_file : NULL,
 				    sessions, &pk->tok, err, err_len);
@@ -708,6 +719,7 @@ const struct kms_ops kms_pkcs11_ops = {
 	.generate = p11_generate,
 	.wrap = p11_wrap,
 	.unwrap = p11_unwrap,
+	.unwrap_many = p11_unwrap_many,
 	.rewrap = p11_rewrap,
 	.blob_version = p11_blob_version,
 	.current_version = p11_current_version,

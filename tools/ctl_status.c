@@ -196,11 +196,13 @@ static void print_human(const struct status_fields *f)
 	printf("           hits %s, misses %s, evictions %s\n", field(f, "cache.hits"),
 	       field(f, "cache.misses"), field(f, "cache.evictions"));
 	if (strcmp(field(f, "prefetch.enabled"), "true") == 0)
-		printf("prefetch   %s listed files queued, %s DEKs unwrapped ahead in %s batches, "
-		       "%s skipped, %s failed, %s not queued (queue full)\n",
+		printf("prefetch   %s files read ahead, %s DEKs unwrapped ahead in %s batches, "
+		       "%s skipped, %s failed, %s directories not followed (all busy), "
+		       "%s opens waited for a batch\n",
 		       field(f, "prefetch.queued"), field(f, "prefetch.unwrapped"),
 		       field(f, "prefetch.batches"), field(f, "prefetch.skipped"),
-		       field(f, "prefetch.failed"), field(f, "prefetch.overflow"));
+		       field(f, "prefetch.failed"), field(f, "prefetch.overflow"),
+		       field(f, "prefetch.waited"));
 	printf("errors     integrity %s, key %s\n", field(f, "errors.integrity"),
 	       field(f, "errors.key"));
 	printf("inodes     %s, %s descriptors open (%s)\n", field(f, "inodes"),

@@ -32,7 +32,10 @@ def test_throttling_is_not_an_outage(tmp_path, server):
         put(vol.mnt / name, data)
     vol.unmount()
     log = tmp_path / "daemon.log"
-    daemon = start_daemon(vol.backing, vol.mnt, log)
+    # Prefetch off: cold opens, each its own unwrap (the first lookup would read all eight ahead).
+    conf = tmp_path / "daemon.ini"
+    conf.write_text("[daemon]\nprefetch = false\n")
+    daemon = start_daemon(vol.backing, vol.mnt, log, f"config={conf}")
     names = sorted(cold)
     created = {f"new{i}": os.urandom(2000) for i in range(12)}
 

@@ -1,11 +1,16 @@
 # SPDX-License-Identifier: MIT
-"""Prefetch on listing (fs/prefetch.c) against the Transit test server: listing a directory unwraps its
-files' DEKs ahead in batches, checked as a cold open checks them; every file still costs one unwrap in all,
-a bad record or block still fails its read, and a KMS outage during a listing fails opens within the
-deadline and heals without a remount."""
+"""Prefetch (fs/prefetch.c) against the Transit test server: reading a directory (READDIR or READDIRPLUS) or
+looking up a file in it unwraps the directory's DEKs ahead in batches, as a window bounded by the cache,
+checked as a cold open checks them; every file still costs one unwrap in all (an open waits for the batch
+its DEK is in), a bad record or block still fails its read, and a KMS outage during a listing fails opens
+within the deadline and heals without a remount."""
+import ctypes
 import errno
 import os
 import signal
+import struct
+import subprocess
+import threading
 import time
 
 import pytest
@@ -170,4 +175,191 @@ def test_kms_hung_during_listing_then_back(tmp_path, server):
             assert get(vol.mnt / "d" / name) == data
         assert vol.status()["errors"]["integrity"] == 0
     finally:
+        vol.unmount()
+
+
+def requests(server):
+    return server.stats().get("decrypt", 0)
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def getdents(fd):
+    """[(name, d_off)] of one getdents64 call on the directory @fd, from its current position."""
+    buf = ctypes.create_string_buffer(1 << 16)
+    n = LIBC.getdents64(fd, buf, len(buf))
+    assert n >= 0, os.strerror(ctypes.get_errno())
+    out, pos = [], 0
+    while pos < n:
+        _ino, off, reclen, _type = struct.unpack_from("<QqHB", buf, pos)
+        out.append((buf.raw[pos + 19:pos + reclen].split(b"\0", 1)[0].decode(), off))
+        pos += reclen
+    return out
+
+
+def test_readdir_alone_reads_the_directory_ahead(tmp_path, server):
+    """A plain READDIR, without READDIRPLUS or any lookup, unwraps the whole directory ahead.  The kernel
+    asks READDIRPLUS for a listing from offset 0, so the listing here starts in the middle (lseek to an
+    entry's offset): the kernel then sends READDIR, and the files before that offset, which this listing
+    never shows, are prefetched too (the daemon reads the directory through its own stream)."""
+    vol = VaultVolume(tmp_path / "v", server)
+    expected = make_files(vol)
+    entries = [e for e in getdents_all(vol.backing / "d") if e[0] not in (".", "..")]
+    middle = entries[len(entries) // 2 - 1][1]  # the offset after it: a listing from there on
+    before, requests_before = decrypts(server), requests(server)
+    vol.mount()
+    try:
+        fd = os.open(vol.mnt / "d", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.lseek(fd, middle, os.SEEK_SET)
+            shown = [name for name, _ in getdents(fd)]
+        finally:
+            os.close(fd)
+        assert 0 < len(shown) < N  # a partial listing: the rest of the directory only
+        st = wait_prefetch(vol, N)
+        assert st["prefetch"]["unwrapped"] == N and st["prefetch"]["failed"] == 0
+        assert requests(server) - requests_before <= 4 and decrypts(server) - before == N
+        for name, data in expected.items():
+            assert get(vol.mnt / "d" / name) == data
+        assert vol.status()["kms"]["unwrap"] == N
+    finally:
+        vol.unmount()
+
+
+def getdents_all(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        out = []
+        while True:
+            got = getdents(fd)
+            if not got:
+                return out
+            out += got
+    finally:
+        os.close(fd)
+
+
+def make_tree(vol, sizes=(400, 20)):
+    """Directories t/d0, t/d1, ... of @sizes files.  A listing of the first is longer than the kernel's
+    first READDIRPLUS answer (about 200 entries): the rest comes as plain READDIR, then `find` and `cp`
+    look the files up one by one."""
+    vol.mount()
+    try:
+        expected = {}
+        for d, n in enumerate(sizes):
+            os.makedirs(vol.mnt / "t" / f"d{d}")
+            for i in range(n):
+                expected[f"t/d{d}/f{i}"] = os.urandom(100 + 7 * i)
+                put(vol.mnt / f"t/d{d}/f{i}", expected[f"t/d{d}/f{i}"])
+    finally:
+        vol.unmount()
+    return expected
+
+
+def test_find_cat_and_cp_read_ahead(tmp_path, server):
+    """The ways people read whole trees: `find -type f | xargs cat` and `cp -r`, each after a remount
+    (cold cache): every DEK unwrapped once, in far fewer Transit requests than files."""
+    vol = VaultVolume(tmp_path / "v", server)
+    expected = make_tree(vol)
+    n = len(expected)
+    for tool in ("find", "cp"):
+        before, requests_before = decrypts(server), requests(server)
+        vol.mount()
+        try:
+            if tool == "find":
+                out = subprocess.run(f"find {vol.mnt}/t -type f -print0 | xargs -0 cat | wc -c",
+                                     shell=True, check=True, capture_output=True, text=True)
+                assert int(out.stdout) == sum(len(v) for v in expected.values()), out.stderr
+            else:
+                copy = tmp_path / "copy"
+                subprocess.run(["cp", "-r", vol.mnt / "t", copy], check=True)
+                for rel, data in expected.items():
+                    assert (copy / rel[2:]).read_bytes() == data
+            st = vol.status()
+        finally:
+            vol.unmount()
+        assert st["kms"]["unwrap"] == n and decrypts(server) - before == n, tool
+        assert requests(server) - requests_before <= n // 5, (tool, st["prefetch"])
+        assert st["errors"]["key"] == 0 and st["errors"]["integrity"] == 0
+
+
+def test_lookup_then_read_without_listing(tmp_path, server):
+    """Files opened by name, one after the other, as cp -r, rsync and tar look each file up just before
+    reading it, with no listing at all: the first lookup reads the directory ahead."""
+    vol = VaultVolume(tmp_path / "v", server)
+    expected = make_files(vol)
+    before, requests_before = decrypts(server), requests(server)
+    vol.mount()
+    try:
+        for name in sorted(expected):
+            assert get(vol.mnt / "d" / name) == expected[name]
+        st = vol.status()
+        assert st["prefetch"]["unwrapped"] >= N // 2, st["prefetch"]
+        assert st["kms"]["unwrap"] == N and decrypts(server) - before == N
+        # One file at a time would be N requests.
+        assert requests(server) - requests_before <= N // 4
+    finally:
+        vol.unmount()
+
+
+def test_window_is_bounded(tmp_path, server):
+    """The window is a quarter of the DEK cache: listing a directory of 100 files with cache_entries = 80
+    unwraps 20 ahead and no more, not even once they leave the window unused (PREFETCH_READY_TTL_MS,
+    10 s: the directory is idle by then); reading the files in listing order moves the window along,
+    and every file is still unwrapped once."""
+    vol = VaultVolume(tmp_path / "v", server)
+    expected = make_files(vol, 100)
+    mount_with(vol, tmp_path, cache_entries=80)
+    try:
+        names = os.listdir(vol.mnt / "d")
+        st = wait_prefetch(vol, 20)
+        time.sleep(0.5)
+        assert vol.status()["prefetch"]["queued"] == 20
+        time.sleep(11)
+        assert vol.status()["prefetch"]["queued"] == 20
+        before = decrypts(server)
+        for name in names:
+            assert get(vol.mnt / "d" / name) == expected[name]
+        st = vol.status()
+        assert decrypts(server) - before == 100 - 20  # the first 20 were cached: once each in all
+        assert st["prefetch"]["unwrapped"] >= 60, st["prefetch"]  # most of the rest ahead
+        assert st["prefetch"]["failed"] == 0
+    finally:
+        vol.unmount()
+
+
+def test_open_waits_for_the_batch_in_flight(tmp_path, server):
+    """With the KMS slow (1.5 s a request), files whose DEKs are in a batch on its way are read at
+    once, in parallel: each open waits for its batch and none asks the KMS itself.  (The status is
+    not read meanwhile: it asks the KMS for its key version, and would wait the 1.5 s too.)"""
+    vol = VaultVolume(tmp_path / "v", server)
+    expected = make_files(vol, 20)
+    vol.mount()
+    try:
+        before = decrypts(server)
+        server.set_latency(1500)
+        names = os.listdir(vol.mnt / "d")
+        time.sleep(0.3)  # the workers take every file into a batch (a few ms), then wait for Transit
+        got = {}
+
+        def read(name):
+            got[name] = get(vol.mnt / "d" / name)
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=read, args=(name,)) for name in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        waited_s = time.monotonic() - t0
+        assert got == expected
+        server.set_latency(0)
+        st = vol.status()
+        assert decrypts(server) - before == 20  # calls == files, not more
+        assert st["kms"]["unwrap"] == 20 and st["prefetch"]["waited"] >= 1, st["prefetch"]
+        assert st["prefetch"]["unwrapped"] == 20 and st["prefetch"]["batches"] <= 3
+        assert waited_s < 1.5 + 1.0  # the batch's round trip, not one per file
+    finally:
+        server.set_latency(0)
         vol.unmount()

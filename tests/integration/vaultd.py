@@ -131,5 +131,9 @@ class VaultServer:
         self._request("POST", "/_test/fault", {"status": status, "count": count, "seconds": seconds,
                                                "share": share})
 
+    def set_latency(self, ms):
+        """Every request from now on waits @ms milliseconds before it is answered (--latency-ms)."""
+        self._request("POST", "/_test/latency", {"ms": ms})
+
     def set_token(self, token):
         self._request("POST", "/_test/token", {"token": token})

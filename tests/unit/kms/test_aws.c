@@ -844,6 +844,57 @@ static void test_one_deadline_per_operation(void)
 	secmem_free(dek, 32);
 }
 
+/*
+ * unwrap_many: KMS has no batch call, so the items go out as parallel
+ * Decrypt calls.  With 300 ms per call, 16 items one after another take
+ * 4.8 s at the very least; in parallel, one call's time plus moto's own
+ * (it answers one request at a time, tens of ms each on a loaded machine).
+ * Each item is answered on its own: a blob under another context fails
+ * alone.
+ */
+static void test_unwrap_many_in_parallel(void)
+{
+	enum { MANY = 16 };
+	struct kms *kms = NULL;
+	struct kms_context ctxs[MANY];
+	struct kms_unwrap_item items[MANY];
+	uint8_t *deks = secmem_alloc(MANY * 32), *outs = secmem_alloc(MANY * 32);
+	static uint8_t blobs[MANY][KMS_MAX_BLOB];
+	size_t lens[MANY];
+	char err[512];
+	uint32_t v;
+	double t0, dt;
+	int i;
+
+	REQUIRE(deks && outs);
+	use_env_credentials(secret);
+	REQUIRE(open_with(settings(key_arn, throttle_endpoint), &kms, err, sizeof(err)) == 0);
+	for (i = 0; i < MANY; i++) {
+		make_ctx(&ctxs[i], 0xa1, (uint8_t)i);
+		REQUIRE(kms_generate(kms, &ctxs[i], deks + i * 32, blobs[i], KMS_MAX_BLOB, &lens[i],
+				     &v) == 0);
+		items[i] = (struct kms_unwrap_item){ .ctx = &ctxs[i], .blob = blobs[i],
+						     .blob_len = lens[i], .dek = outs + i * 32 };
+	}
+	items[5].ctx = &ctxs[6]; /* another file's context */
+	REQUIRE(peer_cmd("latency 300", NULL, 0) == 0);
+	t0 = now_s();
+	CHECK_EQ_INT(kms_unwrap_many(kms, items, MANY), -EBADMSG);
+	dt = now_s() - t0;
+	REQUIRE(peer_cmd("latency 0", NULL, 0) == 0);
+	printf("unwrap_many of %d items with 300 ms per call: %.2f s\n", MANY, dt);
+	CHECK(dt < 3.0);
+	for (i = 0; i < MANY; i++) {
+		CHECK_EQ_INT(items[i].rc, i == 5 ? -EBADMSG : 0);
+		if (i != 5)
+			CHECK(memcmp(deks + i * 32, outs + i * 32, 32) == 0);
+	}
+	CHECK_EQ_INT(kms->counters.unwrap, MANY);
+	kms_close(kms);
+	secmem_free(deks, MANY * 32);
+	secmem_free(outs, MANY * 32);
+}
+
 int main(void)
 {
 	char line[64];
@@ -868,6 +919,7 @@ int main(void)
 	RUN(test_unreachable_and_back);
 	RUN(test_throttling_is_not_an_outage);
 	RUN(test_one_deadline_per_operation);
+	RUN(test_unwrap_many_in_parallel);
 	helper_stop(&faults);
 	helper_stop(&moto);
 	return check_summary();

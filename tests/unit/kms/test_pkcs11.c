@@ -666,6 +666,44 @@ static void test_latency(void)
 	kms_close(kms);
 }
 
+/*
+ * unwrap_many runs the items on parallel sessions (kms/parallel.h): 24
+ * items on a pool of 3, each answered on its own, a blob under another
+ * context failing alone.
+ */
+static void test_unwrap_many(void)
+{
+	enum { MANY = 24 };
+	struct kms *kms = open_kms(KEY, "3");
+	struct kms_context ctxs[MANY];
+	struct kms_unwrap_item items[MANY];
+	uint8_t *deks = secmem_alloc(MANY * 32), *outs = secmem_alloc(MANY * 32);
+	static uint8_t blobs[MANY][KMS_MAX_BLOB];
+	size_t len;
+	uint32_t v;
+	int i;
+
+	REQUIRE(kms && deks && outs);
+	for (i = 0; i < MANY; i++) {
+		ctxs[i] = ctx_a;
+		ctxs[i].file_id[15] = (uint8_t)i;
+		REQUIRE(kms_generate(kms, &ctxs[i], deks + i * 32, blobs[i], KMS_MAX_BLOB, &len,
+				     &v) == 0);
+		items[i] = (struct kms_unwrap_item){ .ctx = &ctxs[i], .blob = blobs[i],
+						     .blob_len = len, .dek = outs + i * 32 };
+	}
+	items[9].ctx = &ctxs[10];
+	CHECK_EQ_INT(kms_unwrap_many(kms, items, MANY), -EBADMSG);
+	for (i = 0; i < MANY; i++) {
+		CHECK_EQ_INT(items[i].rc, i == 9 ? -EBADMSG : 0);
+		if (i != 9)
+			CHECK(memcmp(deks + i * 32, outs + i * 32, 32) == 0);
+	}
+	secmem_free(deks, MANY * 32);
+	secmem_free(outs, MANY * 32);
+	kms_close(kms);
+}
+
 int main(void)
 {
 	test_dir_make();
@@ -674,6 +712,7 @@ int main(void)
 	RUN(test_wrap_unwrap);
 	RUN(test_open_errors);
 	RUN(test_threads);
+	RUN(test_unwrap_many);
 	RUN(test_session_recovery);
 	RUN(test_refused_pin_is_not_retried);
 	RUN(test_two_instances);
