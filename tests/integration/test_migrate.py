@@ -271,7 +271,7 @@ def test_broken_configs_change_nothing(tmp_path, aws, aws_env, token):
         before = config_and_refs(v)
         env = {**aws_env, "SOFTHSM2_CONF": token.env["SOFTHSM2_CONF"]}
         cases = {
-            "unknown provider": (write_config(tmp_path / "a.ini", {"provider": "kmip"}),
+            "unknown provider": (write_config(tmp_path / "a.ini", {"provider": "no-such-kms"}),
                                  "names no known provider"),
             "unreachable": (aws_config(tmp_path, aws, name="down.ini",
                                        endpoint="http://127.0.0.1:9/",
