@@ -124,10 +124,12 @@ class Stack:
         for d in (self.lower, self.mnt, self.disk):
             d.mkdir(parents=True, exist_ok=True)
 
-    def start(self, crash_after=0):
+    def start(self, crash_after=0, fault_file=None):
         opts = f"disk={self.disk},count_file={self.count_file}"
         if crash_after:
             opts += f",crash_after={crash_after}"
+        if fault_file:
+            opts += f",fault_file={fault_file}"
         subprocess.run([str(LAYER), "-o", opts, str(self.lower)], check=True, timeout=30)
         assert is_mounted(self.lower)
 

@@ -3,7 +3,7 @@
  * powerloss - a test file system that loses, on a power cut, all that was not
  * made durable, for the crash tests of envelopefs (tests/integration/test_powerloss.py).
  *
- *   powerloss -o disk=DIR[,crash_after=N][,count_file=PATH][,fault=OP:ERRNO:NTH[:COUNT]] MOUNTPOINT
+ *   powerloss -o disk=DIR[,crash_after=N][,count_file=PATH][,fault_file=PATH] MOUNTPOINT
  *
  * The whole tree lives in memory.  DIR, on a real file system, holds only what
  * is durable: one file per inode (i/ID: content; i/ID.m: mode, owner, times,
@@ -33,10 +33,13 @@
  * carried out: the process exits at once, as at a power cut just before it.
  * count_file=PATH: the number of mutating requests seen so far is written
  * there at unmount and at the crash, to choose crash points.
- * fault=OP:ERRNO:NTH[:COUNT]: the NTH call (from 1) of OP and the COUNT-1 after it
- * fail with ERRNO (a number, or EIO ENOSPC EDQUOT), or with ERRNO "short" a
- * read or write moves half its bytes.  OP is a request name as in
- * OPS below; "any" counts every request.  Several fault= options may be given.
+ * fault_file=PATH: a fault plan, read when SIGUSR1 arms it (counts start
+ * afresh); SIGUSR2 clears it.  One fault a line, OP:ERRNO:NTH[:COUNT]: the NTH
+ * call (from 1) of request OP and the COUNT-1 after it fail with ERRNO (EIO,
+ * ENOSPC, EDQUOT or a number), or with ERRNO "short" a read or write moves half
+ * its bytes (at most one such fault a request).  OP is a request name (the pl_
+ * functions' names without pl_), or "any".  Each fault injected adds one to
+ * the number in PATH.hits.
  * Single-threaded (-s is forced): requests are handled one at a time, in order.
  */
 #define FUSE_USE_VERSION 35
@@ -46,6 +49,7 @@
 #include <fuse.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -112,6 +116,8 @@ struct layer {
 	char *disk;
 	unsigned long crash_after;
 	char *count_file;
+	char *fault_file;
+	unsigned long fault_hits;
 	unsigned long mutations;
 	struct node **nodes; /* by id; never freed: the journal may still name them */
 	uint64_t nnodes, next_id;
@@ -122,6 +128,13 @@ struct layer {
 };
 
 static struct layer pl;
+static volatile sig_atomic_t faults_armed, faults_rearmed;
+
+static void on_arm(int sig)
+{
+	faults_armed = sig == SIGUSR1;
+	faults_rearmed = faults_armed;
+}
 
 static void *xmalloc(size_t n)
 {
@@ -161,12 +174,72 @@ static void mutation(void)
 	}
 }
 
+static int parse_fault(const char *spec)
+{
+	struct fault *f = &pl.faults[pl.nfaults];
+	char err[32];
+
+	if (pl.nfaults == (int)(sizeof(pl.faults) / sizeof(pl.faults[0])))
+		return -1;
+	f->count = 1;
+	if (sscanf(spec, "%31[^:]:%31[^:]:%lu:%lu", f->op, err, &f->nth, &f->count) < 3)
+		return -1;
+	if (!strcmp(err, "short"))
+		f->err = -1;
+	else if (!strcmp(err, "EIO"))
+		f->err = EIO;
+	else if (!strcmp(err, "ENOSPC"))
+		f->err = ENOSPC;
+	else if (!strcmp(err, "EDQUOT"))
+		f->err = EDQUOT;
+	else if ((f->err = atoi(err)) <= 0)
+		return -1;
+	pl.nfaults++;
+	return 0;
+}
+
+/* load_faults - the plan in fault_file, counts from zero. */
+static void load_faults(void)
+{
+	char line[128];
+	FILE *f = pl.fault_file ? fopen(pl.fault_file, "r") : NULL;
+
+	memset(pl.faults, 0, sizeof(pl.faults));
+	pl.nfaults = 0;
+	pl.fault_hits = 0;
+	while (f && fgets(line, sizeof(line), f))
+		if (line[0] != '\n' && parse_fault(line) < 0)
+			fprintf(stderr, "powerloss: bad fault %s", line);
+	if (f)
+		fclose(f);
+}
+
+static void count_hit(void)
+{
+	char path[PATH_MAX];
+	FILE *f;
+
+	pl.fault_hits++;
+	snprintf(path, sizeof(path), "%s.hits", pl.fault_file);
+	f = fopen(path, "w");
+	if (f) {
+		fprintf(f, "%lu\n", pl.fault_hits);
+		fclose(f);
+	}
+}
+
 /* fault - the errno (negative) an injected fault gives the request @op, 1 for a
  * short transfer, 0 for none. */
 static int fault(const char *op)
 {
 	int ret = 0;
 
+	if (!faults_armed)
+		return 0;
+	if (faults_rearmed) {
+		faults_rearmed = 0;
+		load_faults();
+	}
 	for (int i = 0; i < pl.nfaults; i++) {
 		struct fault *f = &pl.faults[i];
 
@@ -176,6 +249,8 @@ static int fault(const char *op)
 		if (ret == 0 && f->seen >= f->nth && f->seen < f->nth + f->count)
 			ret = f->err < 0 ? 1 : -f->err;
 	}
+	if (ret)
+		count_hit();
 	return ret;
 }
 
@@ -1179,39 +1254,6 @@ static const struct fuse_operations ops = {
 	.fallocate = pl_fallocate,
 };
 
-static int parse_fault(const char *spec)
-{
-	struct fault *f = &pl.faults[pl.nfaults];
-	char err[32];
-
-	if (pl.nfaults == (int)(sizeof(pl.faults) / sizeof(pl.faults[0])))
-		return -1;
-	f->count = 1;
-	if (sscanf(spec, "%31[^:]:%31[^:]:%lu:%lu", f->op, err, &f->nth, &f->count) < 3)
-		return -1;
-	if (!strcmp(err, "short"))
-		f->err = -1;
-	else if (!strcmp(err, "EIO"))
-		f->err = EIO;
-	else if (!strcmp(err, "ENOSPC"))
-		f->err = ENOSPC;
-	else if (!strcmp(err, "EDQUOT"))
-		f->err = EDQUOT;
-	else if ((f->err = atoi(err)) <= 0)
-		return -1;
-	pl.nfaults++;
-	return 0;
-}
-
-static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
-{
-	(void)data;
-	(void)outargs;
-	if (key == 1)
-		return parse_fault(arg + strlen("fault=")) ? -1 : 0;
-	return 1;
-}
-
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -1219,16 +1261,18 @@ int main(int argc, char *argv[])
 		{ "disk=%s", offsetof(struct layer, disk), 0 },
 		{ "crash_after=%lu", offsetof(struct layer, crash_after), 0 },
 		{ "count_file=%s", offsetof(struct layer, count_file), 0 },
-		FUSE_OPT_KEY("fault=", 1),
+		{ "fault_file=%s", offsetof(struct layer, fault_file), 0 },
 		FUSE_OPT_END,
 	};
 
-	if (fuse_opt_parse(&args, &pl, opts, opt_proc) < 0 || !pl.disk) {
+	if (fuse_opt_parse(&args, &pl, opts, NULL) < 0 || !pl.disk) {
 		fprintf(stderr, "usage: powerloss -o disk=DIR[,crash_after=N][,count_file=PATH]"
-				"[,fault=OP:ERRNO:NTH[:COUNT]] MOUNTPOINT\n");
+				"[,fault_file=PATH] MOUNTPOINT\n");
 		return 2;
 	}
 	load();
+	signal(SIGUSR1, on_arm);
+	signal(SIGUSR2, on_arm);
 	fuse_opt_add_arg(&args, "-s");
 	return fuse_main(args.argc, args.argv, &ops, NULL);
 }
