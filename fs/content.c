@@ -293,8 +293,7 @@ static int open_stored_block(const struct content_file *f, struct scratch *s, ui
  * Re-seal block @index, holding @old_len plaintext bytes, as @new_len bytes
  * (zero-extended or cut) with plaintext [@zero_from, @zero_to) zeroed, at
  * its place.  A hole stays a hole: zeros need no key.  Used to pad the old
- * last block before the file grows past it, to cut the new last block when
- * it shrinks, and to zero part of a block.
+ * last block before the file grows past it, and to zero part of a block.
  */
 static int reseal_block(const struct content_file *f, uint64_t index, size_t old_len,
 			size_t new_len, size_t zero_from, size_t zero_to, uint64_t *bad_block)
@@ -338,22 +337,42 @@ static int set_backing_size(const struct content_file *f, uint64_t plain_size)
 /*
  * Shrink from @size to @new_size < @size: re-seal a new partial last block
  * in place (shorter than the old one, so it needs no space), then cut the
- * backing file.
+ * backing file.  If the backing refuses the cut (EIO, a quota), the block is
+ * sealed again at its old length from the plaintext still at hand: the old
+ * size with the shorter block sealed would read as a torn block (found by
+ * tests/integration/test_backing_faults.py).
  */
 static int shrink(const struct content_file *f, uint64_t size, uint64_t new_size,
 		  uint64_t *bad_block)
 {
 	const struct layout *l = f->layout;
-	uint64_t last = new_size / l->block_size;
+	uint64_t last = new_size / l->block_size, boff = layout_block_offset(l, last);
 	size_t cut_len = block_len(l, new_size, last);
 	size_t old_len = block_len(l, size, last);
+	struct scratch *s = scratch_get();
+	bool resealed = false;
+	int ret;
 
+	if (!s)
+		return -ENOMEM;
 	if (cut_len > 0 && cut_len < old_len) {
-		int ret = reseal_block(f, last, old_len, cut_len, 0, 0, bad_block);
+		/* 1 for a hole: nothing stored, nothing to re-seal. */
+		ret = open_stored_block(f, s, last, old_len, bad_block);
+		if (ret == 0)
+			ret = block_seal(&f->owner, last, s->plain, cut_len, s->sealed);
+		if (ret == 0)
+			ret = layout_pwrite_full(f->fd, s->sealed, cut_len + BLOCK_OVERHEAD, boff);
 		if (ret < 0)
 			return ret;
+		resealed = ret == 0;
 	}
-	return set_backing_size(f, new_size);
+	ret = set_backing_size(f, new_size);
+	/* Rewriting bytes already stored needs no space; as for grow()'s
+	 * undo, the cut's own error is the one the caller gets. */
+	if (ret < 0 && resealed &&
+	    block_seal(&f->owner, last, s->plain, old_len, s->sealed) == 0)
+		layout_pwrite_full(f->fd, s->sealed, old_len + BLOCK_OVERHEAD, boff);
+	return ret;
 }
 
 /* Grow from @size to @new_size > @size: pad the old last block, then extend. */
