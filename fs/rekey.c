@@ -525,6 +525,8 @@ static bool journal_target_busy(int dfd, const char *name)
  * journal_target - a read-write fd of the file the journal @h is about: the
  * one its handle @fh opens if that file's record has one of the journal's
  * IDs, else the one found by record (rekey_find.h).  -ENOENT if none has.
+ * Whatever the handle gives — ESTALE, ENOENT, another file, a directory
+ * (EISDIR) — only the record says which file it is.
  */
 static int journal_target(const struct rekey_env *env, int dfd, struct file_handle *fh,
 			  const struct rekey_journal_header *h)
@@ -532,8 +534,6 @@ static int journal_target(const struct rekey_env *env, int dfd, struct file_hand
 	/* Any real fd on the backing filesystem names it (not an O_PATH one). */
 	int fd = open_by_handle_at(dfd, fh, O_RDWR | O_CLOEXEC), ret;
 
-	if (fd < 0 && errno != ESTALE)
-		return -errno;
 	if (fd >= 0) {
 		ret = rekey_file_has_id(env->layout, fd, h->old_file_id, h->new_file_id);
 		if (ret == 1)

@@ -21,8 +21,11 @@ int rekey_file_has_id(const struct layout *l, int fd, const uint8_t old_id[16],
 
 	if (!rec)
 		return -ENOMEM;
-	ret = layout_read_record(l, fd, rec, &pos) == 0 &&
-	      (memcmp(rec->file_id, old_id, 16) == 0 || memcmp(rec->file_id, new_id, 16) == 0);
+	ret = layout_read_record(l, fd, rec, &pos);
+	if (ret == 0)
+		ret = memcmp(rec->file_id, old_id, 16) == 0 || memcmp(rec->file_id, new_id, 16) == 0;
+	else if (ret == -ENODATA || ret == -EBADMSG)
+		ret = 0; /* no record, or not one: not the file */
 	free(rec);
 	return ret;
 }
@@ -46,23 +49,32 @@ static int find_below(const struct layout *l, int dfd, int top, const uint8_t ol
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
 		    (top && !strcmp(de->d_name, VOLUME_REKEY_DIR)))
 			continue;
-		if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue; /* gone meanwhile */
+		if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT) /* else gone meanwhile */
+				ret = -errno;
+			continue;
+		}
+		/* A file that cannot be looked at may be the one: an error, not a miss. */
 		if (S_ISDIR(st.st_mode)) {
 			fd = openat(dirfd(dir), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (fd >= 0)
 				ret = find_below(l, fd, 0, old_id, new_id);
+			else if (errno != ENOENT)
+				ret = -errno;
 		} else if (S_ISREG(st.st_mode)) {
 			fd = openat(dirfd(dir), de->d_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-			if (fd < 0)
+			if (fd < 0) {
+				if (errno != ENOENT)
+					ret = -errno;
 				continue;
+			}
 			ret = rekey_file_has_id(l, fd, old_id, new_id);
 			if (ret == 1)
 				ret = fd;
 			else
 				close(fd);
 			if (ret == 0)
-				ret = -ENOENT;
+				ret = -ENOENT; /* go on */
 		}
 	}
 	closedir(dir);

@@ -21,8 +21,8 @@
 
 /*
  * rekey_file_has_id - whether the key record of the backing file @fd has file
- * ID @old_id or @new_id: 1 or 0 (also for a file without a readable record),
- * or -ENOMEM.
+ * ID @old_id or @new_id: 1, or 0 (also for a file without a record or with
+ * one that is not a record), or the -errno of a failed read.
  */
 int rekey_file_has_id(const struct layout *l, int fd, const uint8_t old_id[16],
 		      const uint8_t new_id[16]);
@@ -31,7 +31,9 @@ int rekey_file_has_id(const struct layout *l, int fd, const uint8_t old_id[16],
  * rekey_find_file - a read-write fd of the regular file below the backing
  * root @root_fd (O_PATH is enough) whose key record has file ID @old_id or
  * @new_id; the re-key journal directory and symlinks are not entered.
- * Returns the fd, -ENOENT if no file has either ID, or another -errno.
+ * Returns the fd, -ENOENT if no file has either ID, or another -errno (a
+ * record that could not be read: the file may be that one, so the caller
+ * keeps the journal for a later attempt).
  */
 int rekey_find_file(const struct layout *l, int root_fd, const uint8_t old_id[16],
 		    const uint8_t new_id[16]);
