@@ -22,13 +22,11 @@ import errno
 import os
 import re
 import signal
-import subprocess
-import time
 
 import pytest
 
-from mounts import DAEMON, STATUS_XATTR, is_mounted, put, unmount
-from test_powerloss import Stack, pids_with, wait_gone
+from mounts import STATUS_XATTR, put
+from test_powerloss import Stack, gone, pids_with
 
 BLOCK = 4096
 ERRNOS = {"EIO": errno.EIO, "ENOSPC": errno.ENOSPC, "EDQUOT": errno.EDQUOT}
@@ -177,51 +175,32 @@ def read_all(m, model):
                 assert got == model[rel], f"{rel}: {len(got)} bytes, expected {len(model[rel])}"
 
 
-class FaultStack(Stack):
-    """The stack with the daemon in the foreground, its log kept."""
-
-    def mount_logged(self):
-        self.log = open(self.root / "daemon.log", "ab")
-        self.daemon = subprocess.Popen([str(DAEMON), "-f", str(self.backing), str(self.mnt)],
-                                       stderr=self.log)
-        for _ in range(400):
-            if is_mounted(self.mnt):
-                return
-            assert self.daemon.poll() is None, (self.root / "daemon.log").read_text()
-            time.sleep(0.025)
-        raise AssertionError("not mounted")
-
-    def unmount_logged(self):
-        unmount(self.mnt)
-        self.daemon.wait(timeout=30)
-        self.log.close()
-
-    def signal_layer(self, sig):
-        for pid in pids_with(str(self.lower)):
-            os.kill(pid, sig)
+def signal_layer(st, sig):
+    for pid in pids_with(str(st.lower)):
+        os.kill(pid, sig)
 
 
 @pytest.mark.parametrize("op", sorted(SITES))
 def test_backing_fault(tmp_path, op):
-    st = FaultStack(tmp_path / "stack", tmp_path / "disk", "header", "plain", [])
+    st = Stack(tmp_path / "stack", tmp_path / "disk", "header", "plain", [])
     plan = tmp_path / "plan"
     plan.write_text("")
     st.start(fault_file=plan)
     try:
         st.init()
-        st.mount_logged()
+        st.mount()
         m, hits, seen = st.mnt, tmp_path / "plan.hits", {}
         for i, (line, injected) in enumerate(plans(op)):
             plan.write_text(line + "\n")
             hits.unlink(missing_ok=True)
-            st.signal_layer(signal.SIGUSR1)
+            signal_layer(st, signal.SIGUSR1)
             faulty = Run(m, f"f{i}")
             try:
                 faulty.run()
             finally:
-                st.signal_layer(signal.SIGUSR2)
+                signal_layer(st, signal.SIGUSR2)
                 os.stat(m)  # the layer takes the signal between two requests
-            assert st.daemon.poll() is None, f"{line}: the daemon died"
+            assert [p for p in pids_with(str(m)) if not gone(p)], f"{line}: the daemon died: {st.log()}"
             allowed = {errno.EIO, None} | ({injected} if injected else set())
             # After a first failure, a later step may find its file missing.
             wrong = [(label, errno.errorcode.get(e, e)) for n, (label, e) in
@@ -237,10 +216,10 @@ def test_backing_fault(tmp_path, op):
             again.run()
             assert not again.failures, f"after {line}: {again.failures}"
             read_all(m, {**faulty.model, **again.model})
-        st.unmount_logged()
-        st.mount_logged()
+        st.unmount_volume()
+        st.mount()
         read_all(m, {})
-        st.unmount_logged()
+        st.unmount_volume()
         assert not KEYLIKE.search((st.root / "daemon.log").read_bytes())
         injected = sum(1 for count, _ in seen.values() if count)
         print(f"{op}: {len(seen)} plans, {injected} injected faults "
@@ -248,7 +227,4 @@ def test_backing_fault(tmp_path, op):
               f"{sum(f for _, f in seen.values())} calls failed: {seen}")
         assert injected, f"no fault at {op} was ever injected"
     finally:
-        daemon = pids_with(str(st.mnt))
-        unmount(st.mnt)
-        wait_gone(daemon)
         st.stop()
