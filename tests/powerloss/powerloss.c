@@ -1201,6 +1201,46 @@ static int pl_fallocate(const char *path, int mode, off_t off, off_t len, struct
 	return ret;
 }
 
+static void free_entries(struct entry *e)
+{
+	while (e) {
+		struct entry *next = e->next;
+
+		free(e->name);
+		free(e);
+		e = next;
+	}
+}
+
+/* free_all - everything, at exit: a clean run leaks nothing (the sanitizer build checks). */
+static void free_all(void)
+{
+	for (uint64_t id = 0; id < pl.nnodes; id++) {
+		struct node *n = pl.nodes[id];
+
+		if (!n)
+			continue;
+		while (n->xattrs) {
+			struct xattr *next = n->xattrs->next;
+
+			free(n->xattrs->name);
+			free(n->xattrs->value);
+			free(n->xattrs);
+			n->xattrs = next;
+		}
+		free_entries(n->live);
+		free_entries(n->durable);
+		free(n->data);
+		free(n);
+	}
+	free(pl.nodes);
+	for (size_t i = 0; i < pl.nlog; i++) {
+		free(pl.log[i].name1);
+		free(pl.log[i].name2);
+	}
+	free(pl.log);
+}
+
 static void *pl_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	(void)conn;
@@ -1264,6 +1304,7 @@ int main(int argc, char *argv[])
 		{ "fault_file=%s", offsetof(struct layer, fault_file), 0 },
 		FUSE_OPT_END,
 	};
+	int ret;
 
 	if (fuse_opt_parse(&args, &pl, opts, NULL) < 0 || !pl.disk) {
 		fprintf(stderr, "usage: powerloss -o disk=DIR[,crash_after=N][,count_file=PATH]"
@@ -1274,5 +1315,11 @@ int main(int argc, char *argv[])
 	signal(SIGUSR1, on_arm);
 	signal(SIGUSR2, on_arm);
 	fuse_opt_add_arg(&args, "-s");
-	return fuse_main(args.argc, args.argv, &ops, NULL);
+	ret = fuse_main(args.argc, args.argv, &ops, NULL);
+	fuse_opt_free_args(&args);
+	free_all();
+	free(pl.disk);
+	free(pl.count_file);
+	free(pl.fault_file);
+	return ret;
 }
