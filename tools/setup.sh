@@ -21,10 +21,11 @@ BUILD_PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libssl-dev libcu
 TEST_PKGS="python3-pytest attr util-linux procps python3-cryptography python3-hvac python3-boto3 openssl
 	softhsm2 opensc sqlite3 postgresql postgresql-contrib rsync strace
 	glusterfs-server glusterfs-client bindfs"
-# The explorers on other backing file systems (test_other_backings.py): XFS and Btrfs on loop devices.
-TEST_PKGS="$TEST_PKGS xfsprogs btrfs-progs"
 
 die() { echo "setup: $*" >&2; exit 1; }
+
+# The explorers on other backing file systems (test_other_backings.py): XFS and Btrfs on loop devices.
+TEST_PKGS="$TEST_PKGS xfsprogs btrfs-progs"
 
 install_packages() {
 	local missing=()
