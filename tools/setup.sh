@@ -121,10 +121,8 @@ run_tests() {
 	local asan_logs=$SRC/build-asan/sanitizer-logs
 	rm -rf "$asan_logs" && mkdir -p "$asan_logs"
 	# The daemon detaches its stderr: sanitizer reports go to files, checked below.
-	# Fewer power cuts per workload than the gcc build's 5 (test_powerloss.py): the daemon is slower.
 	ASAN_OPTIONS="log_path=$asan_logs/asan:detect_leaks=1:abort_on_error=0" \
 	UBSAN_OPTIONS="log_path=$asan_logs/ubsan:print_stacktrace=1:halt_on_error=1" \
-	ENVFS_CRASH_POINTS=3 \
 		meson test -C build-asan --print-errorlogs --num-processes 2 || rc=1
 	read -r aok abad < <(summarize build-asan/meson-logs/testlog.json)
 	if compgen -G "$asan_logs/*" >/dev/null; then
