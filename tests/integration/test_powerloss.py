@@ -147,7 +147,7 @@ class Stack:
             args += ["-o", opt]
         with open(self.root / "daemon.log", "ab") as log:
             daemon = subprocess.Popen(args + [str(self.backing), str(self.mnt)], stderr=log)
-        for _ in range(2000):
+        for _ in range(6000):  # a sanitizer build on a loaded machine mounts slowly
             if is_mounted(self.mnt):
                 return
             if daemon.poll() is not None:
