@@ -25,12 +25,37 @@
 #include "symlink.h"
 
 /*
+ * own_subdirs - how many of the daemon's own directories (the probe's home, the
+ * re-key journals, the long symlink targets) the backing root @root_fd holds.  Each adds one to the
+ * backing root's link count; the mount does not show them, so its root must
+ * not count them either (the namespace explorer, seed 2470328417: a root with
+ * no subdirectory showed st_nlink 3).
+ */
+static nlink_t own_subdirs(int root_fd)
+{
+	static const char *const own[] = { VOLUME_PROBE_DIR, VOLUME_REKEY_DIR, NAMES_LINK_STORE };
+	nlink_t n = 0;
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (fstatat(root_fd, own[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+			n++;
+	return n;
+}
+
+/*
  * Backing attributes of @in as the mount shows them: the plaintext size and
- * the modification time the kernel sent last (mtime.h).
+ * the modification time the kernel sent last (mtime.h); the root's link
+ * count without the daemon's own directories.
  */
 void to_plain_attr(struct envfs *fs, struct inode *in, struct stat *st)
 {
-	if (S_ISREG(st->st_mode)) {
+	if (S_ISDIR(st->st_mode) && is_root(fs, in)) {
+		nlink_t own = own_subdirs(inode_fd(in));
+
+		/* A directory counts itself and its "." (2) and each subdirectory's "..". */
+		st->st_nlink = st->st_nlink >= 2 + own ? st->st_nlink - own : st->st_nlink;
+	} else if (S_ISREG(st->st_mode)) {
 		st->st_size = (off_t)layout_plain_size(&fs->layout, (uint64_t)st->st_size);
 		mtime_overlay(in, st);
 	} else if (S_ISLNK(st->st_mode)) {

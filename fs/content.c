@@ -465,8 +465,7 @@ static int open_stored_block(const struct content_file *f, struct scratch *s, ui
  * Re-seal block @index, holding @old_len plaintext bytes, as @new_len bytes
  * (zero-extended or cut) with plaintext [@zero_from, @zero_to) zeroed, at
  * its place.  A hole stays a hole: zeros need no key.  Used to pad the old
- * last block before the file grows past it, to cut the new last block when
- * it shrinks, and to zero part of a block.
+ * last block before the file grows past it, and to zero part of a block.
  */
 static int reseal_block(const struct content_file *f, uint64_t index, size_t old_len,
 			size_t new_len, size_t zero_from, size_t zero_to, uint64_t *bad_block)
@@ -510,22 +509,42 @@ static int set_backing_size(const struct content_file *f, uint64_t plain_size)
 /*
  * Shrink from @size to @new_size < @size: re-seal a new partial last block
  * in place (shorter than the old one, so it needs no space), then cut the
- * backing file.
+ * backing file.  If the backing refuses the cut (EIO, a quota), the block is
+ * sealed again at its old length from the plaintext still at hand: the old
+ * size with the shorter block sealed would read as a torn block (found by
+ * tests/integration/test_backing_faults.py).
  */
 static int shrink(const struct content_file *f, uint64_t size, uint64_t new_size,
 		  uint64_t *bad_block)
 {
 	const struct layout *l = f->layout;
-	uint64_t last = new_size / l->block_size;
+	uint64_t last = new_size / l->block_size, boff = layout_block_offset(l, last);
 	size_t cut_len = block_len(l, new_size, last);
 	size_t old_len = block_len(l, size, last);
+	struct scratch *s = scratch_get();
+	bool resealed = false;
+	int ret;
 
+	if (!s)
+		return -ENOMEM;
 	if (cut_len > 0 && cut_len < old_len) {
-		int ret = reseal_block(f, last, old_len, cut_len, 0, 0, bad_block);
+		/* 1 for a hole: nothing stored, nothing to re-seal. */
+		ret = open_stored_block(f, s, last, old_len, bad_block);
+		if (ret == 0)
+			ret = block_seal(&f->owner, last, s->plain, cut_len, s->sealed);
+		if (ret == 0)
+			ret = layout_pwrite_full(f->fd, s->sealed, cut_len + BLOCK_OVERHEAD, boff);
 		if (ret < 0)
 			return ret;
+		resealed = ret == 0;
 	}
-	return set_backing_size(f, new_size);
+	ret = set_backing_size(f, new_size);
+	/* Rewriting bytes already stored needs no space; as for grow()'s
+	 * undo, the cut's own error is the one the caller gets. */
+	if (ret < 0 && resealed &&
+	    block_seal(&f->owner, last, s->plain, old_len, s->sealed) == 0)
+		layout_pwrite_full(f->fd, s->sealed, old_len + BLOCK_OVERHEAD, boff);
+	return ret;
 }
 
 /*
@@ -690,6 +709,24 @@ int content_allocate(const struct content_file *f, uint64_t off, uint64_t len, i
 	return 0;
 }
 
+/*
+ * zero_stored - fallocate @mode (PUNCH_HOLE or ZERO_RANGE, KEEP_SIZE added) over
+ * stored bytes.  A backing without ZERO_RANGE (tmpfs) gets a punch and the
+ * space reserved again: the same zeros and the same allocation, in two steps
+ * (found by tests/integration/test_other_backings.py).
+ */
+static int zero_stored(int fd, int mode, off_t start, off_t len)
+{
+	if (fallocate(fd, mode | FALLOC_FL_KEEP_SIZE, start, len) == 0)
+		return 0;
+	if (errno != EOPNOTSUPP || mode != FALLOC_FL_ZERO_RANGE)
+		return -errno;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, start, len) < 0 ||
+	    fallocate(fd, FALLOC_FL_KEEP_SIZE, start, len) < 0)
+		return -errno;
+	return 0;
+}
+
 int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int backing_mode,
 		 uint64_t *bad_block)
 {
@@ -720,9 +757,9 @@ int content_zero(const struct content_file *f, uint64_t off, uint64_t len, int b
 		ret = declare_holes(f, whole_first, whole_end);
 		if (ret < 0)
 			return ret;
-		if (fallocate(f->fd, backing_mode | FALLOC_FL_KEEP_SIZE, (off_t)start,
-			      (off_t)(stop - start)) < 0)
-			return -errno;
+		ret = zero_stored(f->fd, backing_mode, (off_t)start, (off_t)(stop - start));
+		if (ret < 0)
+			return ret;
 	}
 	if (first < whole_first || whole_end <= first) {
 		size_t blen = block_len(l, size, first);

@@ -19,6 +19,7 @@
 #include "crypto/kdf.h"
 #include "crypto/secmem.h"
 #include "ofdlock.h"
+#include "rekey_find.h"
 
 /* Journal header: JOURNAL_DATA bytes, then the file's data region as it is to be. */
 #define JOURNAL_MAGIC "EFRJ"
@@ -520,6 +521,30 @@ static bool journal_target_busy(int dfd, const char *name)
 	return busy;
 }
 
+/*
+ * journal_target - a read-write fd of the file the journal @h is about: the
+ * one its handle @fh opens if that file's record has one of the journal's
+ * IDs, else the one found by record (rekey_find.h).  -ENOENT if none has.
+ * Whatever the handle gives — ESTALE, ENOENT, another file, a directory
+ * (EISDIR) — only the record says which file it is.
+ */
+static int journal_target(const struct rekey_env *env, int dfd, struct file_handle *fh,
+			  const struct rekey_journal_header *h)
+{
+	/* Any real fd on the backing filesystem names it (not an O_PATH one). */
+	int fd = open_by_handle_at(dfd, fh, O_RDWR | O_CLOEXEC), ret;
+
+	if (fd >= 0) {
+		ret = rekey_file_has_id(env->layout, fd, h->old_file_id, h->new_file_id);
+		if (ret == 1)
+			return fd;
+		close(fd);
+		if (ret < 0)
+			return ret;
+	}
+	return rekey_find_file(env->layout, env->root_fd, h->old_file_id, h->new_file_id);
+}
+
 static int recover_one(const struct rekey_env *env, int dfd, const char *name, bool *finished)
 {
 	struct rekey_journal_header *h = malloc(sizeof(*h));
@@ -544,12 +569,11 @@ static int recover_one(const struct rekey_env *env, int dfd, const char *name, b
 	fh->handle_type = h->handle_type;
 	fh->handle_bytes = h->handle_len;
 	memcpy(fh->f_handle, h->handle, h->handle_len);
-	/* Any real fd on the backing filesystem names it (not an O_PATH one). */
-	fd = open_by_handle_at(dfd, fh, O_RDWR | O_CLOEXEC);
-	if (fd < 0 && (errno == ESTALE || errno == ENOENT))
+	fd = journal_target(env, dfd, fh, h);
+	if (fd == -ENOENT)
 		goto remove; /* the file is gone, and its re-key with it */
 	if (fd < 0) {
-		ret = -errno;
+		ret = fd;
 		goto out;
 	}
 	/* Another host's re-key, alive: its journal is its own (rekey_file). */

@@ -28,7 +28,9 @@
  * refuse a record with the flag (the file is mid re-key until recovered).
  * The journal holds a file handle (name_to_handle_at) of the backing file,
  * so recovery finds it however it was renamed; that needs
- * CAP_DAC_READ_SEARCH (the daemon running as root).
+ * CAP_DAC_READ_SEARCH (the daemon running as root).  The file's record
+ * (its old or new file ID) confirms the handle's file, and finds it when a
+ * handle did not outlive the backing's mount (rekey_find.h).
  *
  * Holes stay holes: an all-zero stored block is copied as a hole.
  *

@@ -34,6 +34,9 @@ TEST_PKGS="$TEST_PKGS python3-azure python3-google-auth"
 
 die() { echo "setup: $*" >&2; exit 1; }
 
+# The explorers on other backing file systems (test_other_backings.py): XFS and Btrfs on loop devices.
+TEST_PKGS="$TEST_PKGS xfsprogs btrfs-progs"
+
 install_packages() {
 	local missing=()
 	for p in "$@"; do

@@ -126,6 +126,7 @@ def test_synced_data_survives_kill_9(tmp_path, writeback, placement):
     with open(path, "r+b") as f:
         f.seek(BLOCK - 10)
         f.write(b"Z" * 30)
+        f.flush()  # out of Python's buffer, or the fsync has nothing to sync
         os.fsync(f.fileno())
     d = bytearray(expected["d/fsync"])
     d[BLOCK - 10:BLOCK + 20] = b"Z" * 30

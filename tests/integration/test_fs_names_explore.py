@@ -582,3 +582,19 @@ def test_renamed_symlink_stats_as_a_live_link(nvol):
     st = os.lstat(m / "t")
     assert st.st_nlink == 1 and st.st_size == len("target")
     assert os.readlink(m / "t") == "target"
+
+
+def test_root_link_count_leaves_out_the_daemons_own_directories(nvol):
+    """The backing root holds envelopefs.probe (and envelopefs.rekey after a re-key):
+    the mount's root, where they do not show, counts only its own subdirectories."""
+    m = nvol.mnt
+    assert (nvol.backing / "envelopefs.probe").is_dir()
+    drop_caches()
+    assert os.lstat(m).st_nlink == 2
+    os.mkdir(m / "d")
+    drop_caches()
+    assert os.lstat(m).st_nlink == 3
+    os.rmdir(m / "d")
+    (nvol.backing / "envelopefs.rekey").mkdir(exist_ok=True)
+    drop_caches()
+    assert os.lstat(m).st_nlink == 2
