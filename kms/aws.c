@@ -49,7 +49,7 @@
 #include "kms/http.h"
 #include "kms/json.h"
 #include "kms/keyring.h"
-#include "kms/parallel.h"
+#include "kms/fanout.h"
 
 #define CTX_VOLUME "envelopefs:volume"
 #define CTX_FILE "envelopefs:file"
@@ -808,7 +808,7 @@ static int aws_unwrap(struct kms *kms, const struct kms_context *ctx, const uint
 
 static void aws_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n)
 {
-	kms_unwrap_parallel(kms, items, n, UNWRAP_PARALLEL);
+	fanout_unwrap(kms, items, n, UNWRAP_PARALLEL);
 }
 
 static int aws_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,

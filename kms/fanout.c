@@ -4,6 +4,7 @@
 #include "kms/fanout.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 struct fanout {
@@ -11,7 +12,7 @@ struct fanout {
 	struct kms_unwrap_item *unwrap; /* one of these two is set */
 	struct kms_wrap_item *wrap;
 	size_t n;
-	size_t next; /* the next item to take (atomic) */
+	atomic_size_t next; /* the next item nobody took yet */
 };
 
 /* worker - take items until none is left: each item is done by exactly one thread. */
@@ -21,7 +22,7 @@ static void *worker(void *arg)
 	const struct kms_ops *ops = f->kms->ops;
 	size_t i;
 
-	while ((i = __atomic_fetch_add(&f->next, 1, __ATOMIC_RELAXED)) < f->n) {
+	while ((i = atomic_fetch_add(&f->next, 1)) < f->n) {
 		if (f->unwrap) {
 			struct kms_unwrap_item *it = &f->unwrap[i];
 
@@ -36,32 +37,43 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static void run(struct fanout *f)
+static void run(struct fanout *f, unsigned width)
 {
-	pthread_t threads[FANOUT_THREADS - 1];
-	bool started[FANOUT_THREADS - 1] = { false };
-	size_t i, extra = f->n < FANOUT_THREADS ? f->n - 1 : FANOUT_THREADS - 1;
+	pthread_t threads[FANOUT_MAX - 1];
+	size_t want = width < f->n ? width : f->n, started = 0;
 
-	for (i = 0; i < extra; i++)
-		started[i] = pthread_create(&threads[i], NULL, worker, f) == 0;
+	if (want > FANOUT_MAX)
+		want = FANOUT_MAX;
+	atomic_init(&f->next, 0);
+	while (started + 1 < want && pthread_create(&threads[started], NULL, worker, f) == 0)
+		started++;
 	worker(f);
-	for (i = 0; i < extra; i++)
-		if (started[i])
-			pthread_join(threads[i], NULL);
+	while (started > 0)
+		pthread_join(threads[--started], NULL);
 }
 
-void fanout_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n)
+void fanout_unwrap(struct kms *kms, struct kms_unwrap_item *items, size_t n, unsigned width)
 {
 	struct fanout f = { .kms = kms, .unwrap = items, .n = n };
 
 	if (n)
-		run(&f);
+		run(&f, width);
 }
 
-void fanout_wrap_many(struct kms *kms, struct kms_wrap_item *items, size_t n)
+void fanout_wrap(struct kms *kms, struct kms_wrap_item *items, size_t n, unsigned width)
 {
 	struct fanout f = { .kms = kms, .wrap = items, .n = n };
 
 	if (n)
-		run(&f);
+		run(&f, width);
+}
+
+void fanout_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n)
+{
+	fanout_unwrap(kms, items, n, FANOUT_THREADS);
+}
+
+void fanout_wrap_many(struct kms *kms, struct kms_wrap_item *items, size_t n)
+{
+	fanout_wrap(kms, items, n, FANOUT_THREADS);
 }

@@ -50,7 +50,7 @@
 #include "kms/config.h"
 #include "kms/keyring.h"
 #include "kms/p11_token.h"
-#include "kms/parallel.h"
+#include "kms/fanout.h"
 
 #define P11_WRAP_LABEL "envelopefs pkcs11 wrap v1"
 #define P11_WRAP_LABEL_LEN (sizeof(P11_WRAP_LABEL) - 1)
@@ -521,7 +521,7 @@ static void p11_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size
 {
 	struct p11_kms *pk = kms->priv;
 
-	kms_unwrap_parallel(kms, items, n, pk->sessions);
+	fanout_unwrap(kms, items, n, pk->sessions);
 }
 
 static int p11_rewrap(struct kms *kms, const struct kms_context *ctx, const uint8_t *blob,

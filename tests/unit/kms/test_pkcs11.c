@@ -667,7 +667,7 @@ static void test_latency(void)
 }
 
 /*
- * unwrap_many runs the items on parallel sessions (kms/parallel.h): 24
+ * unwrap_many runs the items on parallel sessions (kms/fanout.h): 24
  * items on a pool of 3, each answered on its own, a blob under another
  * context failing alone.
  */
