@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -50,10 +51,25 @@ def backing_fs(kind, where, image):
         if subprocess.run(["umount", str(where)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(where)], check=False)
         if kind != "tmpfs":
-            left = subprocess.run(["losetup", "-j", str(image)], capture_output=True,
-                                  text=True).stdout
+            left = loop_devices_gone(image)
             os.unlink(image)
-            assert not left.strip(), f"loop device left: {left}"
+            assert not left, f"loop device left: {left}"
+
+
+def loop_devices_gone(image):
+    """Wait for the loop devices of @image to go: autoclear detaches them once the kernel drops
+    its last reference, which may come a moment after umount returns (Btrfs releases the device
+    from a worker).  Past 10 s, detach what is left.  Returns what could not be detached."""
+    def attached():
+        out = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True).stdout
+        return [line.split(":")[0] for line in out.splitlines() if line.strip()]
+
+    deadline = time.monotonic() + 10
+    while attached() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for dev in attached():
+        subprocess.run(["losetup", "-d", dev], check=False)
+    return attached()
 
 
 class ContentExplorer(Explorer):
