@@ -354,7 +354,9 @@ static int unwrap_or_wait(struct envfs *fs, struct inode *in, const struct key_r
 		note_unavailable(in);
 		return key_failure(fs, in, "cannot unwrap the data key", rc);
 	}
-	if ((waited || from_open) &&
+	/* The open counted its miss already: looking again counts only a hit. */
+	if ((waited ||
+	     (from_open && dekcache_holds(fs->cache, in->dev, in->ino, rec->file_id))) &&
 	    (in->dek = dekcache_get(fs->cache, in->dev, in->ino, rec->file_id)))
 		return 0;
 	return unwrap_record(fs, in, rec, dek);

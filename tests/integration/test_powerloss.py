@@ -122,7 +122,10 @@ class Stack:
         self.keyring = self.root / "keyring"
         self.count_file = self.root / "count"
         self.placement, self.names, self.mount_opts = placement, names, mount_opts
-        self.env = dict(os.environ, XDG_STATE_HOME=str(self.root / "state"))
+        # This rig's own host state: a cut's copy of a volume is the same volume (its UUID) at
+        # another path, in another state than the copy another rig pinned.
+        self.env = dict(os.environ, XDG_STATE_HOME=str(self.root / "state"),
+                        ENVELOPEFS_STATE_DIR=str(self.root / "state"))
         for d in (self.lower, self.mnt, self.disk):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -138,7 +141,7 @@ class Stack:
     def init(self):
         ctl("init", "--keyring", self.keyring, "--header",
             "file" if self.placement == "header" else "xattr", "--names", self.names,
-            self.backing, check=True)
+            self.backing, env=self.env, check=True)
 
     def mount(self):
         """The daemon in the foreground, its log appended to daemon.log."""
@@ -146,7 +149,8 @@ class Stack:
         for opt in self.mount_opts:
             args += ["-o", opt]
         with open(self.root / "daemon.log", "ab") as log:
-            daemon = subprocess.Popen(args + [str(self.backing), str(self.mnt)], stderr=log)
+            daemon = subprocess.Popen(args + [str(self.backing), str(self.mnt)], stderr=log,
+                                      env=self.env)
         for _ in range(6000):  # a sanitizer build on a loaded machine mounts slowly
             if is_mounted(self.mnt):
                 return
