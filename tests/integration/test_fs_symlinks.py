@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mounts import CTL, Volume
+from mounts import CTL, Volume, is_mounted
 
 STORE = "envelopefs.links"
 INLINE_MAX = 3038  # FORMAT.md: the longest target stored in its link
@@ -269,50 +269,54 @@ def test_orphan_store_files_are_hidden_and_harmless(ev, run_ctl):
 def test_version_1_volume_keeps_its_links_and_behaviour(tmp_path):
     v = Volume(tmp_path, placement="header", names="encrypted")
     sealed = set_format_version(v, 1)
-    v.mount()
-    m = v.mnt
-    os.symlink("old/target", m / "v1")
-    os.symlink("other", m / "v1b")
-    os.symlink(target_of(3055), os.fsencode(m / "v1long"))
-    with pytest.raises(OSError) as e:  # FORMAT.md version 1: at most 3055 bytes
-        os.symlink(target_of(3056), os.fsencode(m / "too-long"))
-    assert e.value.errno == errno.ENAMETOOLONG
-    assert "." not in stored_target(v, "v1") and not (v.backing / STORE).exists()
-    with pytest.raises(OSError) as e:
-        os.link(m / "v1", m / "hard", follow_symlinks=False)
-    assert e.value.errno == errno.EPERM
-    with pytest.raises(OSError) as e:
-        renameat2(m / "v1", m / "v1b", RENAME_EXCHANGE)
-    assert e.value.errno == errno.EINVAL
-    ino = os.lstat(m / "v1b").st_ino
-    os.rename(m / "v1b", m / "renamed")  # re-sealed for its new name: a new link
-    assert os.readlink(m / "renamed") == "other" and "." not in stored_target(v, "renamed")
-    assert os.lstat(m / "renamed").st_ino != ino
-    v.unmount()
+    try:
+        v.mount()
+        m = v.mnt
+        os.symlink("old/target", m / "v1")
+        os.symlink("other", m / "v1b")
+        os.symlink(target_of(3055), os.fsencode(m / "v1long"))
+        with pytest.raises(OSError) as e:  # FORMAT.md version 1: at most 3055 bytes
+            os.symlink(target_of(3056), os.fsencode(m / "too-long"))
+        assert e.value.errno == errno.ENAMETOOLONG
+        assert "." not in stored_target(v, "v1") and not (v.backing / STORE).exists()
+        with pytest.raises(OSError) as e:
+            os.link(m / "v1", m / "hard", follow_symlinks=False)
+        assert e.value.errno == errno.EPERM
+        with pytest.raises(OSError) as e:
+            renameat2(m / "v1", m / "v1b", RENAME_EXCHANGE)
+        assert e.value.errno == errno.EINVAL
+        ino = os.lstat(m / "v1b").st_ino
+        os.rename(m / "v1b", m / "renamed")  # re-sealed for its new name: a new link
+        assert os.readlink(m / "renamed") == "other" and "." not in stored_target(v, "renamed")
+        assert os.lstat(m / "renamed").st_ino != ino
+        v.unmount()
 
-    # Upgraded in place: the version-1 links still read, new links are version 2, and a
-    # version-1 link becomes version 2 when renamed (its last new inode).
-    set_format_version(v, 2, sealed)
-    v.mount()
-    assert os.readlink(m / "v1") == "old/target"
-    assert os.readlink(os.fsencode(m / "v1long")) == target_of(3055)
-    assert os.lstat(m / "v1long").st_size == 3055
-    with pytest.raises(OSError) as e:
-        os.link(m / "v1", m / "hard", follow_symlinks=False)
-    assert e.value.errno == errno.EPERM
-    os.rename(m / "v1", m / "v2")
-    os.rename(m / "v1long", m / "v2long")  # 3055 bytes: external as version 2
-    assert "." in stored_target(v, "v2") and "..3055" in stored_target(v, "v2long")
-    ino = os.lstat(m / "v2").st_ino
-    os.link(m / "v2", m / "hard", follow_symlinks=False)
-    os.rename(m / "v2", m / "v2-again")
-    assert os.lstat(m / "v2-again").st_ino == ino == os.lstat(m / "hard").st_ino
-    os.symlink(target_of(4095), os.fsencode(m / "new"))
-    v.remount()
-    assert os.readlink(m / "hard") == "old/target"
-    assert os.readlink(os.fsencode(m / "v2long")) == target_of(3055)
-    assert os.readlink(os.fsencode(m / "new")) == target_of(4095)
-    assert os.readlink(m / "renamed") == "other"
-    v.unmount()
+        # Upgraded in place: the version-1 links still read, new links are version 2, and a
+        # version-1 link becomes version 2 when renamed (its last new inode).
+        set_format_version(v, 2, sealed)
+        v.mount()
+        assert os.readlink(m / "v1") == "old/target"
+        assert os.readlink(os.fsencode(m / "v1long")) == target_of(3055)
+        assert os.lstat(m / "v1long").st_size == 3055
+        with pytest.raises(OSError) as e:
+            os.link(m / "v1", m / "hard", follow_symlinks=False)
+        assert e.value.errno == errno.EPERM
+        os.rename(m / "v1", m / "v2")
+        os.rename(m / "v1long", m / "v2long")  # 3055 bytes: external as version 2
+        assert "." in stored_target(v, "v2") and "..3055" in stored_target(v, "v2long")
+        ino = os.lstat(m / "v2").st_ino
+        os.link(m / "v2", m / "hard", follow_symlinks=False)
+        os.rename(m / "v2", m / "v2-again")
+        assert os.lstat(m / "v2-again").st_ino == ino == os.lstat(m / "hard").st_ino
+        os.symlink(target_of(4095), os.fsencode(m / "new"))
+        v.remount()
+        assert os.readlink(m / "hard") == "old/target"
+        assert os.readlink(os.fsencode(m / "v2long")) == target_of(3055)
+        assert os.readlink(os.fsencode(m / "new")) == target_of(4095)
+        assert os.readlink(m / "renamed") == "other"
+        v.unmount()
+    finally:
+        if is_mounted(v.mnt):
+            v.unmount()
     out = subprocess.run([str(CTL), "info", str(v.backing)], capture_output=True, text=True)
     assert "format version:  2" in out.stdout
