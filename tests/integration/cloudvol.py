@@ -71,6 +71,17 @@ class KmsVolume:
     def status(self):
         return json.loads(os.getxattr(self.mnt, "trusted.envelopefs.status"))
 
+    def settle(self, timeout=30):
+        """Wait until the DEK pool is full: its background refill calls the KMS, and a test that
+        sends one fault to the next call must not have it taken by the refill."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pool = self.status()["pool"]
+            if pool["entries"] >= pool["capacity"]:
+                return
+            assert time.monotonic() < deadline, pool
+            time.sleep(0.05)
+
     def version_of(self, name):
         return int(os.getxattr(self.mnt / name, "trusted.envelopefs.key").split()[0])
 
