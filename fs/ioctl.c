@@ -49,8 +49,11 @@ static int rotate_inode(struct envfs *fs, struct inode *in, bool rekey)
 			    : filekey_rewrap(fs, in, fd, &wrapped);
 	if (fs->shared_locks && rekey)
 		keylock_rekey_done(in, fd);
-	pthread_rwlock_unlock(&in->content_lock);
+	/* Closed before the content lock goes: a re-key holds the key lock
+	 * through @fd (rekey.h), and the next re-key of the file -- another
+	 * name of it, on another thread -- would find it still held (EBUSY). */
 	close(fd);
+	pthread_rwlock_unlock(&in->content_lock);
 	if (ret == 0 && rekey)
 		log_msg(LOG_DEBUG, "inode %llu: re-keyed (master-key version %u)",
 			(unsigned long long)in->ino, keyed.new_version);
