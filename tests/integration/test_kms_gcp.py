@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cloudvol import (DEADLINE, KmsVolume, ctl, init_args, migrate_local_volume_to, prefetch_in_parallel,
-                      rekey_and_remount, write_files)
+from cloudvol import (KmsVolume, ctl, init_args, kms_outage, migrate_local_volume_to,
+                      prefetch_in_parallel, rekey_and_remount, token_refresh_and_throttling,
+                      write_files)
 from gcpd import GcpPeer
 
 
@@ -174,86 +175,11 @@ def test_wrong_credentials_and_missing_role(gcp, tmp_path):
 
 
 def test_token_refresh_and_throttling(gcp, tmp_path):
-    # Usable for 6 s (sent at most until 30 s before expiry): long enough that the two writes
-    # below fit in one token's life on a loaded machine, short enough to see it run out.
-    gcp.control("config", token_lifetime=36)
-    try:
-        v = GcpVolume(tmp_path, gcp)
-        v.mount()
-        try:
-            before = gcp.control("counters")
-            (v.mnt / "a").write_bytes(b"1")
-            (v.mnt / "b").write_bytes(b"2")
-            mid = gcp.control("counters")
-            assert mid["token_requests"] - before["token_requests"] <= 2  # cached, not one per call
-            time.sleep(6.5)
-            (v.mnt / "c").write_bytes(b"3")
-            v.unmount()
-            v.mount()
-            assert (v.mnt / "c").read_bytes() == b"3"
-            after = gcp.control("counters")
-            assert after["token_requests"] > mid["token_requests"]
-            assert after["tokens_refused"] == before["tokens_refused"]
-            v.unmount()
-            v.mount()
-            v.settle()  # the 429 goes to this read's unwrap, not to a refill of the DEK pool
-            gcp.control("fault", status=429, count=1, retry_after=1)
-            t0 = time.monotonic()
-            assert (v.mnt / "a").read_bytes() == b"1"
-            assert time.monotonic() - t0 >= 1.0
-            # One 503: a service fault, retried with backoff; one fault is no outage.
-            gcp.control("fault", status=503, count=1)
-            assert (v.mnt / "b").read_bytes() == b"2"
-            svc = v.status()["kms"]["service"]
-            assert svc["breaker"] == "closed" and svc["breaker_opens"] == 0
-            assert svc["retries"] >= 2 and svc["throttled"] >= 1, svc
-        finally:
-            v.unmount()
-        assert v.log_lines("unreachable") == []
-    finally:
-        gcp.control("config", token_lifetime=3600)
-        gcp.control("fault", status=503, count=0)
+    token_refresh_and_throttling(GcpVolume(tmp_path, gcp), gcp)
 
 
 def test_kms_outage(gcp, tmp_path):
-    v = GcpVolume(tmp_path, gcp, tight=True)
-    v.mount()
-    try:
-        cached = write_files(v.mnt, 2)
-        for i in range(2):
-            (v.mnt / f"cold{i}").write_bytes(b"cold %d" % i)
-        v.unmount()
-        v.mount()
-        for name, data in cached.items():
-            assert (v.mnt / name).read_bytes() == data
-        # The edges of this outage only (a loaded machine may have timed out a call before).
-        edges = len(v.log_lines("unreachable")), len(v.log_lines("reachable again"))
-        gcp.proxy.set_mode("down")
-        try:
-            # Two cold opens fail within the deadline (two failed calls: the breaker opens);
-            # cached keys keep working.
-            for i in range(2):
-                t0 = time.monotonic()
-                with pytest.raises(OSError) as e:
-                    (v.mnt / f"cold{i}").read_bytes()
-                assert e.value.errno == 5 and time.monotonic() - t0 < DEADLINE + 1.5
-            for name, data in cached.items():
-                assert (v.mnt / name).read_bytes() == data
-        finally:
-            gcp.proxy.set_mode("up")
-        time.sleep(1.2)  # past the breaker's cool-down and the failed files' one-second hold
-        for i in range(2):
-            assert (v.mnt / f"cold{i}").read_bytes() == b"cold %d" % i
-    finally:
-        v.unmount()
-    assert len(v.log_lines("unreachable")) == edges[0] + 1, v.log.read_text()
-    assert len(v.log_lines("reachable again")) == edges[1] + 1, v.log.read_text()
-    gcp.proxy.set_mode("down")
-    try:
-        d = v.mount_fails()
-    finally:
-        gcp.proxy.set_mode("up")
-    assert "Cloud KMS" in d.stderr or "Google" in d.stderr, d.stderr
+    kms_outage(GcpVolume(tmp_path, gcp, tight=True), gcp, ["Cloud KMS", "Google"])
 
 
 def test_rekey(tmp_path, gcp):
