@@ -110,10 +110,14 @@ void abandon_entry(struct inode *dir, const struct backing_name *b)
 
 int inode_gone(struct envfs *fs, struct inode *in, int err)
 {
-	if (err == -ESTALE && fs->shared) {
+	/* A call on an inode, not a name, cannot find "no such entry": the
+	 * GlusterFS client answers ENOENT for some reads of a file another host
+	 * just removed, where the kernel answers ESTALE. */
+	if ((err == -ESTALE || err == -ENOENT) && fs->shared) {
 		pthread_mutex_lock(&in->key_lock);
 		in->stale = true;
 		pthread_mutex_unlock(&in->key_lock);
+		return -ESTALE;
 	}
 	return err;
 }

@@ -102,9 +102,10 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e);
 /*
  * inode_gone - pass on @err from a backing call on @in; in shared mode an
- * ESTALE (another host replaced or removed the file) marks @in stale, so
- * that the lookup the kernel then retries (LOOKUP_REVAL) finds the name's
- * new inode past the backing's own name cache.
+ * ESTALE or ENOENT (another host replaced or removed the file) marks @in
+ * stale and becomes ESTALE, so that the kernel retries the lookup
+ * (LOOKUP_REVAL), which finds the name's new inode past the backing's own
+ * name cache.
  */
 int inode_gone(struct envfs *fs, struct inode *in, int err);
 
