@@ -18,6 +18,7 @@
 
 #include "crypto/secmem.h"
 #include "backing_rename.h"
+#include "bindops.h"
 #include "log.h"
 #include "shared.h"
 #include "symlink.h"
@@ -186,6 +187,8 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		ret = symlink_bound_to_name(fs, inode_fd(in), "");
 		ret = ret > 0 ? -EPERM : ret;
 	}
+	if (ret == 0)
+		ret = binding_before_link(fs, in, dir, newname);
 	if (ret == 0)
 		ret = prepare_entry(dir, &b);
 	if (ret == 0 && linkat(inode_fd(in), "", inode_fd(dir), b.entry, AT_EMPTY_PATH) < 0) {
@@ -523,6 +526,7 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
 	struct backing_name b, bnew;
 	struct symlink_drop drop = {.fd = -1};
+	struct binding_rename moved_binding = {0}, target_binding = {0};
 	struct stat moved, target;
 	bool replacing, have_target = false, exchange = flags & RENAME_EXCHANGE;
 	bool encrypted = encrypted_names(fs);
@@ -563,6 +567,12 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 		ret = replace_dir(fs, from, &b, to, &bnew);
 		goto done;
 	}
+	/* The records list the new entries before the entries change. */
+	if (ret == 0)
+		ret = binding_before_rename(fs, from, b.entry, name, to, newname, &moved_binding);
+	if (ret == 0 && exchange)
+		ret = binding_before_rename(fs, to, bnew.entry, newname, from, name,
+					    &target_binding);
 	/* An exchange keeps both names, so both side records stay right. */
 	if (ret == 0 && !exchange)
 		ret = prepare_entry(to, &bnew);
@@ -574,6 +584,8 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	if (ret == 0 && !exchange)
 		abandon_entry(from, &b);
 done:
+	binding_after_rename(fs, &moved_binding, ret == 0);
+	binding_after_rename(fs, &target_binding, ret == 0);
 	symlink_drop_end(fs, &drop, ret == 0);
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bindops.h"
 #include "content.h"
 #include "filekey.h"
 #include "killpriv.h"
@@ -248,6 +249,7 @@ static void create_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, m
 		ret = entry_for_fd(fs, fd, &e);
 	if (ret < 0)
 		goto fail;
+	binding_looked_up(fs, dir, inode_of(fs, e.ino), name);
 	ret = attach_open_file(fs, inode_of(fs, e.ino), fd, fi->flags, fi);
 	if (ret < 0) {
 		inode_forget(fs->inodes, inode_of(fs, e.ino), 1);

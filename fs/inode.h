@@ -70,6 +70,11 @@ struct inode {
 	 * that answer instead of waiting for the KMS a second time (filekey.c). */
 	bool kms_unavailable;
 	int64_t unavailable_ms;
+	/* Format-3 volumes, regular files (binding.h): the binding of the
+	 * directory entry the kernel last reached this inode by, which its key
+	 * record must list.  Guarded by key_lock. */
+	bool entry_known;
+	uint8_t entry[RECORD_BINDING_LEN];
 
 	/* Encrypted-name volumes, guarded by key_lock.  A directory's ID is
 	 * read once: it never changes, and travels with the directory.  A

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bindops.h"
 #include "log.h"
 #include "prefetch.h"
 #include "symlink.h"
@@ -192,6 +193,7 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 			return -ENOMEM;
 	}
 	symlink_looked_up(fs, parent, in, bname, name);
+	binding_looked_up(fs, parent, in, name);
 	to_plain_attr(fs, in, &st);
 	e->ino = (fuse_ino_t)(uintptr_t)in;
 	if (in == inode_table_root(fs->inodes))
