@@ -49,8 +49,11 @@ int binding_check(struct envfs *fs, struct inode *in, const struct key_record *r
 void binding_stamp(struct envfs *fs, const struct inode *in, struct key_record *rec)
 {
 	memset(&rec->bindings, 0, sizeof(rec->bindings));
-	if (record_tags_v3(&fs->cfg) && rec->version == 2 && in->entry_known)
-		record_bindings_add(&rec->bindings, in->entry);
+	if (!record_tags_v3(&fs->cfg) || rec->version != 2 || !in->entry_known)
+		return;
+	record_bindings_add(&rec->bindings, in->entry);
+	if (in->entry_prev_known)
+		record_bindings_add(&rec->bindings, in->entry_prev);
 }
 
 /*
@@ -59,7 +62,7 @@ void binding_stamp(struct envfs *fs, const struct inode *in, struct key_record *
  */
 static int edit_bindings(struct key_record *rec, void *arg)
 {
-	const struct binding_move *m = arg;
+	struct binding_move *m = arg;
 	struct record_bindings b = rec->bindings;
 
 	if (rec->version != 2)
@@ -79,15 +82,39 @@ static int edit_bindings(struct key_record *rec, void *arg)
 	if (b.n == rec->bindings.n &&
 	    memcmp(b.id, rec->bindings.id, (size_t)b.n * RECORD_BINDING_LEN) == 0)
 		return 1;
+	m->before = rec->bindings;
+	m->changed = true;
 	rec->bindings = b;
 	return 0;
 }
 
-int binding_add_entry(struct envfs *fs, struct inode *in, int fd, const struct binding_move *move)
+int binding_add_entry(struct envfs *fs, struct inode *in, int fd, struct binding_move *move)
 {
+	move->changed = false;
 	if (!record_tags_v3(&fs->cfg))
 		return 0;
-	return filekey_edit_record(fs, in, fd, edit_bindings, (void *)move);
+	return filekey_edit_record(fs, in, fd, edit_bindings, move);
+}
+
+/* restore_bindings - a filekey_edit_record() edit: @arg's move undone. */
+static int restore_bindings(struct key_record *rec, void *arg)
+{
+	const struct binding_move *m = arg;
+
+	if (rec->version != 2)
+		return 1;
+	rec->bindings = m->before;
+	return 0;
+}
+
+int binding_undo(struct envfs *fs, struct inode *in, int fd, struct binding_move *move)
+{
+	int ret = 0;
+
+	if (move->changed)
+		ret = filekey_edit_record(fs, in, fd, restore_bindings, move);
+	move->changed = false;
+	return ret;
 }
 
 void binding_moved(struct envfs *fs, struct inode *in, const struct binding_move *move)
@@ -97,5 +124,7 @@ void binding_moved(struct envfs *fs, struct inode *in, const struct binding_move
 	pthread_mutex_lock(&in->key_lock);
 	in->entry_known = true;
 	memcpy(in->entry, move->new, RECORD_BINDING_LEN);
+	in->entry_prev_known = move->renamed;
+	memcpy(in->entry_prev, move->old, RECORD_BINDING_LEN);
 	pthread_mutex_unlock(&in->key_lock);
 }

@@ -43,7 +43,11 @@ void binding_note_entry(struct envfs *fs, struct inode *in, const uint8_t *dirid
  */
 int binding_check(struct envfs *fs, struct inode *in, const struct key_record *rec);
 
-/* binding_stamp - a new record @rec for @in gets @in's entry.  Key lock held. */
+/*
+ * binding_stamp - a new record @rec for @in lists @in's entry, and the one a
+ * rename took it from (a file renamed while it had no record: the rename
+ * may not be durable yet).  Key lock held.
+ */
 void binding_stamp(struct envfs *fs, const struct inode *in, struct key_record *rec);
 
 /*
@@ -55,6 +59,9 @@ struct binding_move {
 	bool sole;		      /* the file has one link: old and new are all */
 	uint8_t old[RECORD_BINDING_LEN];
 	uint8_t new[RECORD_BINDING_LEN];
+	/* Set by binding_add_entry(): the record was rewritten, and what it listed before. */
+	bool changed;
+	struct record_bindings before;
 };
 
 /*
@@ -69,9 +76,20 @@ int binding_entry(const uint8_t *dirid, const char *name, uint8_t out[RECORD_BIN
  * changes; a file without a record has nothing to change.  No-op on older
  * volumes.  Call without @in's content lock.  0 or -errno (-EIO logged).
  */
-int binding_add_entry(struct envfs *fs, struct inode *in, int fd, const struct binding_move *move);
+int binding_add_entry(struct envfs *fs, struct inode *in, int fd, struct binding_move *move);
 
-/* binding_moved - the rename or link of @move succeeded: @in is now reached by move->new. */
+/*
+ * binding_undo - the rename or link of @move failed after binding_add_entry()
+ * changed the record: give it back the entries it listed before (another
+ * host's rename of the same file may have won, and its record must list
+ * where the file went).  No-op when nothing changed.  0 or -errno.
+ */
+int binding_undo(struct envfs *fs, struct inode *in, int fd, struct binding_move *move);
+
+/*
+ * binding_moved - the rename or link of @move succeeded: @in is now reached
+ * by move->new (and a rename's old entry is kept for binding_stamp()).
+ */
 void binding_moved(struct envfs *fs, struct inode *in, const struct binding_move *move);
 
 #endif

@@ -6,6 +6,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "ofdlock.h"
+#include "shared.h"
+
+/* A rename whose source keeps changing under it gives up after this many looks. */
+#define SOURCE_TRIES 3
+
 static bool bound_volume(const struct envfs *fs)
 {
 	return record_tags_v3(&fs->cfg);
@@ -30,97 +36,128 @@ static int entry_of(struct envfs *fs, struct inode *dir, const char *name,
 }
 
 /*
- * open_entry - the regular file @bname in @dir, open read-write into *@fd,
- * its inode (one more reference) into r->in.  1 when @bname is no regular
- * file (nothing to bind), 0, or -errno.
+ * lock_and_count - shared mode: take the binding lock through c->fd (other
+ * hosts' renames and links of the file finish first), then read the link
+ * count afresh; c->move.sole from it.  0 or -errno.
  */
-static int open_entry(struct envfs *fs, struct inode *dir, const char *bname,
-		      struct binding_rename *r, int *fd)
+static int lock_and_count(struct envfs *fs, struct binding_change *c, struct stat *st)
 {
-	struct stat st, path_st;
-	int pfd;
+	int ret = 0;
 
-	/* Never open a device or a FIFO: only a regular file has a record. */
-	if (fstatat(inode_fd(dir), bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return 1;
-	*fd = openat(inode_fd(dir), bname, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (*fd < 0)
-		return errno == ELOOP || errno == EISDIR || errno == ENXIO ? 1 : -errno;
-	if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(*fd);
-		return 1;
+	if (fs->shared_locks) {
+		ret = ofd_lock(c->fd, F_WRLCK, BINDLOCK_OFFSET, 1, true);
+		shared_backing_fresh(c->fd);
 	}
-	r->move.sole = st.st_nlink == 1;
-	r->in = inode_lookup_known(fs->inodes, &st, inode_fd(dir), bname);
-	if (r->in)
+	if (ret == 0 && fstat(c->fd, st) < 0)
+		ret = -errno;
+	c->move.sole = ret == 0 && st->st_nlink == 1;
+	return ret;
+}
+
+/* same_file - do @a and @b describe one backing inode? */
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev;
+}
+
+/*
+ * open_source - the regular file @bname in @dir, open read-write into
+ * c->fd and locked (lock_and_count()), still named @bname then, its inode
+ * (one more reference) into c->in.  1 when @bname is no regular file
+ * (nothing to bind: the rename tells what it is), 0, or -errno.
+ */
+static int open_source(struct envfs *fs, struct inode *dir, const char *bname,
+		       struct binding_change *c)
+{
+	struct stat st, named;
+	int tries, pfd, ret;
+
+	for (tries = 0; tries < SOURCE_TRIES; tries++) {
+		/* Never open a device or a FIFO: only a regular file has a record. */
+		if (fstatat(inode_fd(dir), bname, &named, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		if (!S_ISREG(named.st_mode))
+			return 1;
+		c->fd = openat(inode_fd(dir), bname, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (c->fd < 0)
+			return errno == ELOOP || errno == ENXIO ? 1 : -errno;
+		ret = lock_and_count(fs, c, &st);
+		/* Under the lock, the name must still be this file's: another
+		 * host's rename of it may have come first. */
+		if (ret == 0 && fs->shared && fstatat_fresh(inode_fd(dir), bname, &named) < 0)
+			ret = -errno;
+		if (ret == 0 && S_ISREG(st.st_mode) && same_file(&st, &named))
+			break;
+		close(c->fd);
+		c->fd = -1;
+		if (ret < 0)
+			return ret;
+	}
+	if (c->fd < 0)
+		return -EAGAIN;
+	c->in = inode_lookup_known(fs->inodes, &st, inode_fd(dir), bname);
+	if (c->in)
 		return 0;
 	pfd = openat(inode_fd(dir), bname, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	/* The name must still lead to the file opened above. */
-	if (pfd >= 0 && (fstat(pfd, &path_st) < 0 || path_st.st_ino != st.st_ino ||
-			 path_st.st_dev != st.st_dev)) {
+	if (pfd >= 0 && (fstat(pfd, &named) < 0 || !same_file(&st, &named))) {
 		close(pfd);
-		pfd = -1;
-		errno = EAGAIN;
+		return -EAGAIN;
 	}
 	if (pfd >= 0)
-		r->in = inode_lookup_or_add(fs->inodes, pfd, &st);
-	if (!r->in) {
-		int err = pfd < 0 ? -errno : -ENOMEM;
-
-		close(*fd);
-		return err;
-	}
-	return 0;
+		c->in = inode_lookup_or_add(fs->inodes, pfd, &st);
+	return c->in ? 0 : pfd < 0 ? -errno : -ENOMEM;
 }
 
 int binding_before_rename(struct envfs *fs, struct inode *from, const char *bname,
 			  const char *name, struct inode *to, const char *newname,
-			  struct binding_rename *r)
+			  struct binding_change *c)
 {
-	int fd, ret;
+	int ret;
 
-	*r = (struct binding_rename){ .move.renamed = true };
+	*c = (struct binding_change){ .fd = -1, .move.renamed = true };
 	if (!bound_volume(fs))
 		return 0;
-	ret = entry_of(fs, from, name, r->move.old);
+	ret = entry_of(fs, from, name, c->move.old);
 	if (ret == 0)
-		ret = entry_of(fs, to, newname, r->move.new);
+		ret = entry_of(fs, to, newname, c->move.new);
 	if (ret == 0)
-		ret = open_entry(fs, from, bname, r, &fd);
+		ret = open_source(fs, from, bname, c);
 	if (ret != 0)
-		return ret > 0 ? 0 : ret; /* no regular file: the rename tells */
-	ret = binding_add_entry(fs, r->in, fd, &r->move);
-	close(fd);
-	return ret;
-}
-
-void binding_after_rename(struct envfs *fs, struct binding_rename *r, bool done)
-{
-	if (!r->in)
-		return;
-	if (done)
-		binding_moved(fs, r->in, &r->move);
-	inode_forget(fs->inodes, r->in, 1);
-	r->in = NULL;
+		return ret > 0 ? 0 : ret;
+	return binding_add_entry(fs, c->in, c->fd, &c->move);
 }
 
 int binding_before_link(struct envfs *fs, struct inode *in, struct inode *dir,
-			const char *newname)
+			const char *newname, struct binding_change *c)
 {
-	struct binding_move move = { .renamed = false };
-	int fd, ret;
+	struct stat st;
+	int ret;
 
+	*c = (struct binding_change){ .fd = -1, .move.renamed = false };
 	if (!bound_volume(fs) || in->type != S_IFREG)
 		return 0;
-	ret = entry_of(fs, dir, newname, move.new);
+	ret = entry_of(fs, dir, newname, c->move.new);
 	if (ret < 0)
 		return ret;
-	fd = reopen(fs, in, O_RDWR);
-	if (fd < 0)
-		return fd;
-	ret = binding_add_entry(fs, in, fd, &move);
-	close(fd);
-	return ret;
+	c->fd = reopen(fs, in, O_RDWR);
+	if (c->fd < 0)
+		return c->fd;
+	inode_ref(fs->inodes, in);
+	c->in = in;
+	ret = lock_and_count(fs, c, &st);
+	return ret < 0 ? ret : binding_add_entry(fs, in, c->fd, &c->move);
+}
+
+void binding_after(struct envfs *fs, struct binding_change *c, bool done)
+{
+	if (c->in && done)
+		binding_moved(fs, c->in, &c->move);
+	else if (c->in)
+		binding_undo(fs, c->in, c->fd, &c->move);
+	if (c->in)
+		inode_forget(fs->inodes, c->in, 1);
+	/* Closing the fd lets go of the binding lock (and the key lock). */
+	if (c->fd >= 0)
+		close(c->fd);
+	*c = (struct binding_change){ .fd = -1 };
 }

@@ -180,6 +180,7 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	char path[64];
 	struct backing_name b;
 	struct fuse_entry_param e;
+	struct binding_change binding = {.fd = -1};
 	int ret = to_backing(fs, dir, newname, &b);
 
 	/* A version-1 symlink target is bound to its one name. */
@@ -188,7 +189,7 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		ret = ret > 0 ? -EPERM : ret;
 	}
 	if (ret == 0)
-		ret = binding_before_link(fs, in, dir, newname);
+		ret = binding_before_link(fs, in, dir, newname, &binding);
 	if (ret == 0)
 		ret = prepare_entry(dir, &b);
 	if (ret == 0 && linkat(inode_fd(in), "", inode_fd(dir), b.entry, AT_EMPTY_PATH) < 0) {
@@ -197,6 +198,7 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		if (linkat(AT_FDCWD, path, inode_fd(dir), b.entry, AT_SYMLINK_FOLLOW) < 0)
 			ret = -errno;
 	}
+	binding_after(fs, &binding, ret == 0);
 	if (ret == 0)
 		ret = lookup_backing(fs, dir, b.entry, newname, &e);
 	else
@@ -526,7 +528,7 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
 	struct backing_name b, bnew;
 	struct symlink_drop drop = {.fd = -1};
-	struct binding_rename moved_binding = {0}, target_binding = {0};
+	struct binding_change moved_binding = {.fd = -1}, target_binding = {.fd = -1};
 	struct stat moved, target;
 	bool replacing, have_target = false, exchange = flags & RENAME_EXCHANGE;
 	bool encrypted = encrypted_names(fs);
@@ -584,8 +586,8 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	if (ret == 0 && !exchange)
 		abandon_entry(from, &b);
 done:
-	binding_after_rename(fs, &moved_binding, ret == 0);
-	binding_after_rename(fs, &target_binding, ret == 0);
+	binding_after(fs, &moved_binding, ret == 0);
+	binding_after(fs, &target_binding, ret == 0);
 	symlink_drop_end(fs, &drop, ret == 0);
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)

@@ -523,6 +523,10 @@ int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
 	int ret = rec && own ? 0 : -ENOMEM;
 
 	pthread_rwlock_wrlock(&in->content_lock);
+	/* Shared mode: a re-key on another host must not see the record
+	 * change under it (as for a re-wrap, ioctl.c). */
+	if (ret == 0 && fs->shared_locks)
+		ret = keylock_share(fd);
 	pthread_mutex_lock(&in->key_lock);
 	if (ret == 0)
 		ret = read_record_at(fs, in, fd, rec, &pos);

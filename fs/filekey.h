@@ -92,7 +92,8 @@ int filekey_declare_holes(struct envfs *fs, struct inode *in, int fd, uint64_t f
  * its DEK (from the cache, else unwrapped once), let @edit change it (0:
  * write it, > 0: nothing changed, < 0: an error to return), seal and write
  * it.  A file without a record has nothing to change: 0.  Takes the content
- * lock exclusively: call without it.  0 or -errno (-EIO logged).
+ * lock exclusively: call without it.  Shared mode: holds the key lock shared
+ * through @fd, which the caller then closes.  0 or -errno (-EIO logged).
  */
 int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
 			int (*edit)(struct key_record *rec, void *arg), void *arg);

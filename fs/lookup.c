@@ -134,8 +134,7 @@ static bool inode_is_stale(struct inode *in)
 	return stale;
 }
 
-/* fstatat_fresh - fstatat of @name in @dirfd, asking the backing now, not its caches. */
-static int fstatat_fresh(int dirfd, const char *name, struct stat *st)
+int fstatat_fresh(int dirfd, const char *name, struct stat *st)
 {
 	struct statx stx;
 

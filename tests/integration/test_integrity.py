@@ -424,16 +424,23 @@ def test_rename_lost_in_a_crash_still_reads(tmp_path, state):
     the disk (undone here by hand) leaves a file that still opens under its old name."""
     v = make(tmp_path, "v")
     mounted_once(v, {"f": b"content"})
-    old = v.backing_path("f")
+    old, empty_old = v.backing_path("f"), None
     v.mount()
     try:
         os.rename(v.mnt / "f", v.mnt / "g")
+        # An empty file renamed, then written: its first record lists both names.
+        open(v.mnt / "e", "wb").close()
+        empty_old = v.backing_path("e")
+        os.rename(v.mnt / "e", v.mnt / "e2")
+        put(v.mnt / "e2", b"written after")
     finally:
         v.unmount()
     os.rename(v.backing_path("g"), old)
+    os.rename(v.backing_path("e2"), empty_old)
     v.mount()
     try:
         assert get(v.mnt / "f") == b"content"
+        assert get(v.mnt / "e") == b"written after"
     finally:
         v.unmount()
 
@@ -464,3 +471,4 @@ def test_format2_volume_written_as_before(tmp_path, state):
         assert get(v.mnt / "c") == b"b" * 100
     finally:
         v.unmount()
+
