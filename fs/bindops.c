@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ofdlock.h"
@@ -11,6 +12,9 @@
 
 /* A rename whose source keeps changing under it gives up after this many looks. */
 #define SOURCE_TRIES 3
+/* An exchange's second lock is polled, this often, for at most this long. */
+#define SECOND_POLL_MS 20
+#define SECOND_WAIT_MS 2000
 
 static bool bound_volume(const struct envfs *fs)
 {
@@ -42,12 +46,27 @@ static int entry_of(struct envfs *fs, struct inode *dir, const char *name,
  */
 static int lock_and_count(struct envfs *fs, struct binding_change *c, struct stat *st)
 {
-	int ret = 0;
+	int ret = 0, waited;
 
-	if (fs->shared_locks) {
+	if (fs->shared_locks && !c->second)
 		ret = ofd_lock(c->fd, F_WRLCK, BINDLOCK_OFFSET, 1, true);
-		shared_backing_fresh(c->fd);
+	/* Holding the first file's lock: waiting for the second could wait
+	 * for a host that holds it and waits for the first (an exchange of
+	 * the same two files the other way round). */
+	for (waited = 0; fs->shared_locks && c->second; waited += SECOND_POLL_MS) {
+		struct timespec pause = {.tv_nsec = SECOND_POLL_MS * 1000000L};
+
+		ret = ofd_lock(c->fd, F_WRLCK, BINDLOCK_OFFSET, 1, false);
+		if (ret != -EAGAIN)
+			break;
+		if (waited >= SECOND_WAIT_MS) {
+			ret = -EBUSY;
+			break;
+		}
+		nanosleep(&pause, NULL);
 	}
+	if (ret == 0 && fs->shared_locks)
+		shared_backing_fresh(c->fd);
 	if (ret == 0 && fstat(c->fd, st) < 0)
 		ret = -errno;
 	c->move.sole = ret == 0 && st->st_nlink == 1;
@@ -109,12 +128,12 @@ static int open_source(struct envfs *fs, struct inode *dir, const char *bname,
 }
 
 int binding_before_rename(struct envfs *fs, struct inode *from, const char *bname,
-			  const char *name, struct inode *to, const char *newname,
+			  const char *name, struct inode *to, const char *newname, bool second,
 			  struct binding_change *c)
 {
 	int ret;
 
-	*c = (struct binding_change){ .fd = -1, .move.renamed = true };
+	*c = (struct binding_change){ .fd = -1, .second = second, .move.renamed = true };
 	if (!bound_volume(fs))
 		return 0;
 	ret = entry_of(fs, from, name, c->move.old);

@@ -29,16 +29,20 @@ void binding_looked_up(struct envfs *fs, struct inode *dir, struct inode *in, co
 struct binding_change {
 	struct inode *in; /* NULL: nothing to finish */
 	int fd;		  /* the update's fd, holding the binding lock (shared mode); -1 */
+	bool second;	  /* an exchange's second file: its lock is polled, not waited for */
 	struct binding_move move;
 };
 
 /*
  * binding_before_rename - the entry @bname (plaintext @name) of @from is
  * about to become @newname in @to: a regular file's record gets the new
- * entry first.  @c is for binding_after(), also on failure.  0 or -errno.
+ * entry first.  @second: the second file of a RENAME_EXCHANGE, whose lock
+ * (shared mode) is given up on after a while (-EBUSY) rather than waited
+ * for with the first one held.  @c is for binding_after(), also on
+ * failure.  0 or -errno.
  */
 int binding_before_rename(struct envfs *fs, struct inode *from, const char *bname,
-			  const char *name, struct inode *to, const char *newname,
+			  const char *name, struct inode *to, const char *newname, bool second,
 			  struct binding_change *c);
 
 /*

@@ -571,9 +571,10 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	}
 	/* The records list the new entries before the entries change. */
 	if (ret == 0)
-		ret = binding_before_rename(fs, from, b.entry, name, to, newname, &moved_binding);
+		ret = binding_before_rename(fs, from, b.entry, name, to, newname, false,
+					    &moved_binding);
 	if (ret == 0 && exchange)
-		ret = binding_before_rename(fs, to, bnew.entry, newname, from, name,
+		ret = binding_before_rename(fs, to, bnew.entry, newname, from, name, true,
 					    &target_binding);
 	/* An exchange keeps both names, so both side records stay right. */
 	if (ret == 0 && !exchange)
