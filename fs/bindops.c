@@ -73,6 +73,28 @@ static int lock_and_count(struct envfs *fs, struct binding_change *c, struct sta
 	return ret;
 }
 
+/*
+ * open_rw - @name in @dirfd (a /proc/self/fd path with @dirfd AT_FDCWD),
+ * described by @st, open read-write with @flags added.  A daemon that owns a
+ * file it may not write (mode 0444, as git makes its objects) still renames
+ * it as ext4 does: write permission is lent to the owner for the open alone
+ * (a rename changes the ctime anyway).  The fd or -errno.
+ */
+static int open_rw(int dirfd, const char *name, int flags, const struct stat *st)
+{
+	int fd = openat(dirfd, name, O_RDWR | O_CLOEXEC | flags);
+	int err = errno;
+
+	if (fd >= 0 || err != EACCES || st->st_uid != geteuid() || (st->st_mode & S_IWUSR))
+		return fd >= 0 ? fd : -err;
+	if (fchmodat(dirfd, name, (st->st_mode & 07777) | S_IWUSR, 0) < 0)
+		return -err;
+	fd = openat(dirfd, name, O_RDWR | O_CLOEXEC | flags);
+	err = errno;
+	fchmodat(dirfd, name, st->st_mode & 07777, 0);
+	return fd >= 0 ? fd : -err;
+}
+
 /* same_file - do @a and @b describe one backing inode? */
 static bool same_file(const struct stat *a, const struct stat *b)
 {
@@ -97,9 +119,9 @@ static int open_source(struct envfs *fs, struct inode *dir, const char *bname,
 			return -errno;
 		if (!S_ISREG(named.st_mode))
 			return 1;
-		c->fd = openat(inode_fd(dir), bname, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		c->fd = open_rw(inode_fd(dir), bname, O_NOFOLLOW | O_NONBLOCK, &named);
 		if (c->fd < 0)
-			return errno == ELOOP || errno == ENXIO ? 1 : -errno;
+			return c->fd == -ELOOP || c->fd == -ENXIO ? 1 : c->fd;
 		ret = lock_and_count(fs, c, &st);
 		/* Under the lock, the name must still be this file's: another
 		 * host's rename of it may have come first. */
@@ -149,6 +171,7 @@ int binding_before_rename(struct envfs *fs, struct inode *from, const char *bnam
 int binding_before_link(struct envfs *fs, struct inode *in, struct inode *dir,
 			const char *newname, struct binding_change *c)
 {
+	char path[64];
 	struct stat st;
 	int ret;
 
@@ -158,7 +181,10 @@ int binding_before_link(struct envfs *fs, struct inode *in, struct inode *dir,
 	ret = entry_of(fs, dir, newname, c->move.new);
 	if (ret < 0)
 		return ret;
-	c->fd = reopen(fs, in, O_RDWR);
+	proc_path(inode_fd(in), path);
+	if (stat(path, &st) < 0)
+		return -errno;
+	c->fd = open_rw(AT_FDCWD, path, 0, &st);
 	if (c->fd < 0)
 		return c->fd;
 	inode_ref(fs->inodes, in);

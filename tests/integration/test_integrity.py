@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from mounts import CTL, Volume, get, put
+from mounts import CTL, DAEMON, Volume, get, put
 
 CONF = "envelopefs.conf"
 
@@ -472,3 +472,27 @@ def test_format2_volume_written_as_before(tmp_path, state):
     finally:
         v.unmount()
 
+
+
+def test_read_only_file_renamed_without_dac_override(tmp_path, state):
+    """A daemon that may not write a file it owns (no CAP_DAC_OVERRIDE, like a user's daemon)
+    still renames and links it when it is read-only, as git does with its 0444 objects: the
+    record update borrows write permission for its open."""
+    v = make(tmp_path, "v")
+    cp = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", str(DAEMON),
+                         str(v.backing), str(v.mnt)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    try:
+        put(v.mnt / "obj.tmp", b"object")
+        os.chmod(v.mnt / "obj.tmp", 0o444)
+        os.rename(v.mnt / "obj.tmp", v.mnt / "obj")
+        os.link(v.mnt / "obj", v.mnt / "obj2")
+        assert os.stat(v.mnt / "obj").st_mode & 0o777 == 0o444
+    finally:
+        v.unmount()
+    v.mount()
+    try:
+        assert get(v.mnt / "obj") == b"object" and get(v.mnt / "obj2") == b"object"
+        assert os.stat(v.mnt / "obj").st_mode & 0o777 == 0o444
+    finally:
+        v.unmount()
