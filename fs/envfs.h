@@ -60,6 +60,7 @@ struct handle {
 };
 
 struct fuse_session;
+struct rollback;
 
 struct envfs {
 	char *backing;
@@ -70,6 +71,7 @@ struct envfs {
 	struct prefetch *prefetch; /* DEKs of listed files unwrapped ahead; NULL when off */
 	struct dekcache *cache;
 	struct names *names; /* name, symlink and xattr codec */
+	struct rollback *rollback; /* format 3: the versions this host saw (rollback.h); NULL else */
 	struct inode_table *inodes;
 	struct envfs_settings settings;
 	struct backing_caps caps; /* what the backing can do, probed at mount */

@@ -31,6 +31,7 @@
 #include "filekey.h"
 #include "killpriv.h"
 #include "log.h"
+#include "rollback.h"
 #include "ops.h"
 #include "shared.h"
 #include "volkey.h"
@@ -441,6 +442,12 @@ static int open_volume(struct envfs *fs, const char *backing, const char *state_
 	ret = check_pin(fs, state_root, &first_mount);
 	if (ret != EXIT_OK)
 		return ret;
+	/* Format 3: the file versions this host saw, to refuse a rollback. */
+	if (record_tags_v3(&fs->cfg) && rollback_open(state_root, fs->cfg.uuid, &fs->rollback) < 0) {
+		fprintf(stderr, "envelopefs: cannot keep file versions under %s: give "
+			"-o state_dir=DIR\n", state_root);
+		return EXIT_USAGE;
+	}
 
 	/* Mid-migration, the configuration names two providers: both open. */
 	ret = kms_keeper_open(fs->cfg.ini, fs->cfg.uuid, fs->settings.dek_pool, log_reachability,
@@ -478,6 +485,7 @@ static void close_volume(struct envfs *fs)
 	prefetch_destroy(fs->prefetch); /* its queue holds inode references */
 	inode_table_destroy(fs->inodes);
 	names_destroy(fs->names); /* wipes the name keys */
+	rollback_close(fs->rollback);
 	dekcache_destroy(fs->cache); /* wipes every DEK */
 	kms_keeper_close(fs->keys);  /* wipes the keys made ahead and the master keys */
 	volume_config_free(&fs->cfg);
