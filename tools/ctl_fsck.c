@@ -253,7 +253,8 @@ static int report(struct fsck *f, double elapsed)
 	size_t count[FSCK_LEFTOVER + 1] = { 0 };
 	bool first = true;
 
-	qsort(f->findings, f->n_findings, sizeof(*f->findings), cmp_finding);
+	if (f->n_findings)
+		qsort(f->findings, f->n_findings, sizeof(*f->findings), cmp_finding);
 	for (size_t i = 0; i < f->n_findings; i++)
 		count[f->findings[i].cls]++;
 	if (f->json) {
@@ -420,6 +421,7 @@ static bool status_backing(const char *mountpoint, char *out)
 static int find_backing(struct fsck *f, const char *target)
 {
 	char **mounts = NULL, served[PATH_MAX];
+	bool mountpoint = false;
 	int n = 0;
 
 	if (status_backing(target, f->backing)) {
@@ -429,14 +431,19 @@ static int find_backing(struct fsck *f, const char *target)
 	if (!realpath(target, f->backing))
 		return ctl_err(CTL_FAILED, "%s: %s", target, strerror(errno));
 	f->online = ctl_backing_mounted(f->backing);
-	if (!f->online && ctl_list_mounts(&mounts, &n) == 0) {
-		for (int i = 0; i < n; i++) {
-			f->online = f->online || (status_backing(mounts[i], served) &&
-						  strcmp(served, f->backing) == 0);
-			free(mounts[i]);
-		}
-		free(mounts);
+	if (ctl_list_mounts(&mounts, &n) < 0)
+		n = 0;
+	for (int i = 0; i < n; i++) {
+		if (strcmp(mounts[i], f->backing) == 0)
+			mountpoint = true;
+		else if (!f->online && status_backing(mounts[i], served))
+			f->online = strcmp(served, f->backing) == 0;
+		free(mounts[i]);
 	}
+	free(mounts);
+	if (mountpoint)
+		return ctl_err(CTL_FAILED, "%s is a mounted volume whose status cannot be read: "
+			       "checking it online needs root (or give its BACKING)", target);
 	return CTL_OK;
 }
 

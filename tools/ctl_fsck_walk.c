@@ -72,13 +72,14 @@ static int entries_read(int dirfd, struct entries *e)
 		entries_free(e);
 		return -ENOMEM;
 	}
-	qsort(e->name, e->n, sizeof(*e->name), cmp_str);
+	if (e->n) /* qsort() and bsearch() want a base even for no elements */
+		qsort(e->name, e->n, sizeof(*e->name), cmp_str);
 	return 0;
 }
 
 static bool entries_has(const struct entries *e, const char *name)
 {
-	return bsearch(&name, e->name, e->n, sizeof(*e->name), cmp_str) != NULL;
+	return e->n && bsearch(&name, e->name, e->n, sizeof(*e->name), cmp_str) != NULL;
 }
 
 static bool has_prefix(const char *s, const char *prefix)
@@ -445,7 +446,8 @@ static void walk_link_store(struct fsck *f)
 		return;
 	}
 	snprintf(dir, sizeof(dir), "%s/%s", f->backing, NAMES_LINK_STORE);
-	qsort(f->link_ids, f->n_link_ids, NAMES_LINK_ID_LEN, cmp_link_id);
+	if (f->n_link_ids)
+		qsort(f->link_ids, f->n_link_ids, NAMES_LINK_ID_LEN, cmp_link_id);
 	for (size_t i = 0; i < e.n; i++) {
 		uint8_t id[NAMES_LINK_ID_LEN];
 		char *path = join(dir, e.name[i]);
@@ -456,7 +458,8 @@ static void walk_link_store(struct fsck *f)
 		    names_b64_decode(e.name[i], id, sizeof(id)) != NAMES_LINK_ID_LEN)
 			fsck_leftover(f, path, "unknown-entry", false, false,
 				      "not a link-store file name: left alone");
-		else if (!bsearch(id, f->link_ids, f->n_link_ids, NAMES_LINK_ID_LEN, cmp_link_id))
+		else if (!f->n_link_ids ||
+			 !bsearch(id, f->link_ids, f->n_link_ids, NAMES_LINK_ID_LEN, cmp_link_id))
 			fsck_leftover(f, path, "orphan-link-store", !f->online && !f->walk_incomplete,
 				      false,
 				      f->walk_incomplete
