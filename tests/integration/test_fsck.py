@@ -2,6 +2,7 @@
 of a lying storage host found with its plaintext path, leftovers found and removed by --repair
 and nothing else, and a version-1 volume upgraded to version 2 (FORMAT.md, "Versioning").
 Every test has its own host state directory, as a host of its own would."""
+import hashlib
 import json
 import os
 import re
@@ -121,6 +122,47 @@ def attack_tampered_record(v):
     return "record-corrupt", "/d/e/g"
 
 
+def forge_record(path, edit):
+    """Edit slot 0's record with @edit(bytearray) and seal the slot's checksum again, as a
+    forger who knows the format (but no key) can."""
+    with open(path, "r+b") as f:
+        slot = bytearray(f.read(256))
+        length = int.from_bytes(slot[12:14], "big")
+        record = bytearray(slot[14:14 + length])
+        edit(record)
+        slot[12:14] = len(record).to_bytes(2, "big")
+        slot[14:240] = bytes(record) + bytes(226 - len(record))
+        slot[240:256] = hashlib.sha256(bytes(slot[:240])).digest()[:16]
+        f.seek(0)
+        f.write(slot)
+
+
+def attack_forged_record_mac(v):
+    forge_record(entry_of(v, "d/e/g"), lambda r: r.__setitem__(-1, r[-1] ^ 1))
+    return "record-mac", "/d/e/g"
+
+
+def attack_forged_holes(v):
+    """A zeroed block made to look like a hole: a holes item added to the record."""
+    f = entry_of(v, "d/f")
+    zero(f, 512 + 3 * SEALED, SEALED)
+
+    def add_holes(r):
+        assert r[4] == 2 and r[-33] == 0  # a version-2 record without extension items
+        item = bytes([1, 16]) + (3).to_bytes(8, "big") + (4).to_bytes(8, "big")
+        r[-33:-32] = bytes([len(item)]) + item
+    forge_record(f, add_holes)
+    return "record-mac", "/d/f"
+
+
+def attack_foreign_record(v):
+    def other_keyring(r):
+        ref = 27  # the key reference, "local:" and the keyring ID
+        r[ref + 6] = ord("0") if r[ref + 6] != ord("0") else ord("1")
+    forge_record(entry_of(v, "d/e/g"), other_keyring)
+    return "record-foreign", "/d/e/g"
+
+
 def attack_record_from_other_file(v):
     """A whole valid header copied from another file: it unwraps (it carries that file's ID),
     but this file's blocks do not open under it."""
@@ -201,7 +243,8 @@ def attack_copied_xattr(v):
 
 
 ATTACKS = [attack_zeroed_block, attack_flipped_block, attack_truncated_block,
-           attack_tampered_record, attack_record_from_other_file, attack_edited_config,
+           attack_tampered_record, attack_forged_record_mac, attack_forged_holes,
+           attack_foreign_record, attack_record_from_other_file, attack_edited_config,
            attack_forged_name, attack_moved_name, attack_lost_side_record, attack_lost_dirid,
            attack_tampered_symlink, attack_tampered_link_store, attack_lost_link_store,
            attack_tampered_xattr, attack_copied_xattr]
