@@ -104,6 +104,15 @@ int fsck_walk(struct fsck *f);
 /* fsck_walk_link_store - after fsck_walk(): the link store's files no symlink names. */
 void fsck_walk_link_store(struct fsck *f);
 
+struct rekey_journal_header;
+
+/*
+ * fsck_read_journal - the header of the re-key journal @path (relative to
+ * @dirfd) into @h: 0, or -EBADMSG when it is not a journal the daemon's
+ * recovery would act on (it leaves such a one for a human), or -errno.
+ */
+int fsck_read_journal(int dirfd, const char *path, struct rekey_journal_header *h);
+
 /* fsck_check_items - authenticate every item of @f with f->jobs threads, progress on a tty. */
 void fsck_check_items(struct fsck *f);
 

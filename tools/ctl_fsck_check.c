@@ -25,6 +25,7 @@
 #include "crypto/secmem.h"
 #include "fs/content.h"
 #include "fs/linkstore.h"
+#include "fs/rekey.h"
 #include "tools/ctl_fsck.h"
 
 /* One check of one object: findings are reported only when @report; the count of problems. */
@@ -189,15 +190,19 @@ static void check_blocks(struct pass *p, const struct content_file *cf, uint64_t
 	secmem_wipe(buf, CONTENT_MAX_IO);
 }
 
-/* A record flagged mid re-key: its journal finishes it at the next mount, if there is one. */
+/*
+ * A record flagged mid re-key: the journal named by its (new) file ID
+ * finishes it at the next mount, if there is a valid one.
+ */
 static void rekeying(struct pass *p, const struct key_record *rec)
 {
 	char journal[sizeof(VOLUME_REKEY_DIR) + 2 * RECORD_FILE_ID_LEN + 1];
-	struct stat st;
+	struct rekey_journal_header h;
 
 	memcpy(journal, VOLUME_REKEY_DIR "/", sizeof(VOLUME_REKEY_DIR));
 	hex_encode(rec->file_id, RECORD_FILE_ID_LEN, journal + sizeof(VOLUME_REKEY_DIR));
-	if (fstatat(p->f->root_fd, journal, &st, 0) == 0) {
+	if (fsck_read_journal(p->f->root_fd, journal, &h) == 0 &&
+	    memcmp(h.new_file_id, rec->file_id, RECORD_FILE_ID_LEN) == 0) {
 		if (p->report)
 			fsck_leftover(p->f, p->it->backing, "rekey-in-progress", false, false,
 				      "%s: interrupted mid re-key: the next mount finishes it from "
@@ -205,7 +210,7 @@ static void rekeying(struct pass *p, const struct key_record *rec)
 		return;
 	}
 	problem(p, FSCK_INTEGRITY, "record-rekeying", EIO,
-		"the key record is flagged mid re-key and no journal finishes it");
+		"the key record is flagged mid re-key and no valid journal finishes it");
 }
 
 static void check_file(struct pass *p)

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs/rekey.h"
 #include "fs/volkey.h"
 #include "tools/ctl_fsck.h"
 
@@ -167,10 +168,25 @@ static bool holds_user_entries(struct fsck *f, int fd)
 	return found;
 }
 
+int fsck_read_journal(int dirfd, const char *path, struct rekey_journal_header *h)
+{
+	uint8_t *head = malloc(REKEY_JOURNAL_HEADER);
+	int fd = openat(dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), rc;
+
+	rc = fd < 0 ? -errno : !head ? -ENOMEM : layout_pread_full(fd, head, REKEY_JOURNAL_HEADER, 0);
+	if (rc == 0)
+		rc = rekey_journal_decode(head, h);
+	if (fd >= 0)
+		close(fd);
+	free(head);
+	return rc == -ENODATA ? -EBADMSG : rc;
+}
+
 /* The re-key journals: a complete one is finished by the next mount, a ".tmp" one is debris. */
 static void walk_rekey_dir(struct fsck *f, int root_fd, const char *backing)
 {
 	int fd = openat(root_fd, VOLUME_REKEY_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct rekey_journal_header h;
 	struct entries e;
 
 	if (fd < 0 || entries_read(fd, &e) < 0) {
@@ -184,9 +200,13 @@ static void walk_rekey_dir(struct fsck *f, int root_fd, const char *backing)
 		if (!path)
 			continue;
 		if (has_suffix(e.name[i], ".tmp"))
-			fsck_leftover(f, path, "rekey-journal-tmp", true, false,
+			fsck_leftover(f, path, "rekey-journal-tmp", !f->online, false,
 				      "the journal of a re-key that crashed before it was complete: "
 				      "nothing needs it");
+		else if (fsck_read_journal(fd, e.name[i], &h) == -EBADMSG)
+			fsck_leftover(f, path, "rekey-journal-damaged", false, false,
+				      "not a valid re-key journal: the daemon's recovery leaves it "
+				      "alone, and so does fsck");
 		else
 			fsck_leftover(f, path, "rekey-journal", false, false,
 				      "an interrupted re-key: the next mount (or `envelopefsctl "

@@ -325,7 +325,8 @@ def test_leftovers_found_and_repaired(tmp_path):
     made["orphan-link-store"].write_bytes(os.urandom(40))
     (b / "envelopefs.rekey").mkdir(mode=0o700)
     made["rekey-journal-tmp"].write_bytes(os.urandom(100))
-    # kept: a journal a mount needs, a temporary directory holding a named entry, a stranger
+    # kept: a damaged journal (the daemon leaves it for a human), a temporary directory holding a
+    # named entry, a stranger
     journal = b / "envelopefs.rekey" / ("1" * 32)
     journal.write_bytes(os.urandom(100))
     busy_tmp = d / "envelopefs.tmp.4.5.6"
@@ -341,7 +342,8 @@ def test_leftovers_found_and_repaired(tmp_path):
     assert report["problems"] == 0, report
     for kind, path in made.items():
         assert left[str(path)]["kind"] == kind and left[str(path)]["removable"], left
-    assert left[str(journal)]["kind"] == "rekey-journal" and not left[str(journal)]["removable"]
+    assert left[str(journal)]["kind"] == "rekey-journal-damaged"
+    assert not left[str(journal)]["removable"]
     assert left[str(busy_tmp)]["kind"] == "temp-entry" and not left[str(busy_tmp)]["removable"]
     assert left[str(stranger)]["kind"] == "unknown-entry" and not left[str(stranger)]["removable"]
     assert tree(b) == before  # a check changes nothing
@@ -354,7 +356,7 @@ def test_leftovers_found_and_repaired(tmp_path):
     assert all(any(g == r or g.startswith(r + "/") for r in removed) for g in gone), gone
     assert journal.exists() and busy_tmp.exists() and stranger.exists()
 
-    os.unlink(journal)  # a bogus journal: the mount would keep it for a human
+    os.unlink(journal)
     v.mount()
     try:
         assert get(v.mnt / "d" / "e" / "g") == b"small"
@@ -448,3 +450,35 @@ def test_upgrade_refused_on_problems(tmp_path, state):
     flip(v.backing / "f", 512 + 50)
     rc, report = fsck(v.backing, "--upgrade")
     assert rc == 3 and "format_version = 1" in conf.read_text()
+
+
+def journal_header(old_id, new_id, size):
+    """A re-key journal's header (docs/FORMAT.md, "Re-keying"), as the daemon writes it."""
+    handle = bytes(8)
+    head = (b"EFRJ" + bytes([1, 0, 0, 0]) + new_id + size.to_bytes(8, "big")
+            + (1).to_bytes(4, "big") + len(handle).to_bytes(4, "big") + old_id + handle)
+    head += bytes(4064 - len(head))
+    return head + hashlib.sha256(head).digest()
+
+
+def test_interrupted_rekey(tmp_path):
+    """A record flagged mid re-key reads EIO: with the valid journal its file ID names, the next
+    mount finishes it (a leftover, never removed); without one it is a problem."""
+    v = make(tmp_path)
+    g = entry_of(v, "d/e/g")
+    with open(g, "rb") as f:
+        file_id = f.read(256)[14 + 6:14 + 22]
+    forge_record(g, lambda r: r.__setitem__(5, 1))
+    rc, report = fsck(v.backing)
+    assert rc == 3 and ("record-rekeying", "/d/e/g") in kinds(report, "integrity"), report
+
+    journals = v.backing / "envelopefs.rekey"
+    journals.mkdir(mode=0o700)
+    journal = journals / file_id.hex()
+    journal.write_bytes(journal_header(bytes(16), file_id, 5) + bytes(4096))
+    rc, report = fsck(v.backing, "--repair")
+    assert rc == 0, report
+    left = {(f["kind"], f["backing"], f["removed"]) for f in report["findings"]}
+    assert ("rekey-journal", str(journal), False) in left, left
+    assert ("rekey-in-progress", str(g), False) in left, left
+    assert journal.exists()
