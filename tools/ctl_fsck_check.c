@@ -45,20 +45,51 @@ static void problem(struct pass *p, enum fsck_class cls, const char *kind, int e
 }
 
 /*
+ * xattr_value_opens - the stored value of xattr @name of @fd opens for its
+ * plaintext name @plain under @owner: 0, -EBADMSG, or -errno.
+ */
+static int xattr_value_opens(struct pass *p, int fd, const char *name, const char *plain,
+			     const uint8_t *owner)
+{
+	ssize_t n = fgetxattr(fd, name, NULL, 0);
+	uint8_t *stored = NULL, *value = NULL;
+	int rc;
+
+	if (n < 0)
+		return -errno;
+	if (n < NAMES_XATTR_OVERHEAD)
+		return -EBADMSG;
+	stored = malloc((size_t)n);
+	value = malloc((size_t)n);
+	if (!stored || !value)
+		rc = -ENOMEM;
+	else if ((n = fgetxattr(fd, name, stored, (size_t)n)) < 0)
+		rc = -errno;
+	else if (n < NAMES_XATTR_OVERHEAD)
+		rc = -EBADMSG;
+	else
+		rc = names_xattr_value_open(p->f->names, owner, plain, stored, (size_t)n, value);
+	if (value) /* plaintext */
+		secmem_wipe(value, (size_t)n);
+	free(value);
+	free(stored);
+	return rc < 0 && rc != -ENOMEM && rc != -ERANGE && rc != -ENODATA ? -EBADMSG : rc;
+}
+
+/*
  * check_xattrs - every user xattr of @fd opens under @owner, name and value,
  * as the daemon's listxattr and getxattr open them.
  */
 static void check_xattrs(struct pass *p, int fd, const uint8_t *owner)
 {
-	char *list = NULL, plain[NAMES_XATTR_NAME_MAX + 1];
+	char *list = NULL, plain[NAMES_XATTR_NAME_MAX + 1], what[NAMES_XATTR_NAME_MAX + 96];
 	ssize_t len = flistxattr(fd, NULL, 0);
 
 	if (len > 0 && (list = malloc((size_t)len)))
 		len = flistxattr(fd, list, (size_t)len);
 	for (ssize_t off = 0; list && len > 0 && off < len; off += (ssize_t)strlen(list + off) + 1) {
 		const char *name = list + off;
-		uint8_t *stored = NULL, *value = NULL;
-		ssize_t n;
+		int rc;
 
 		if (!names_xattr_is_user(p->f->names, name) || strcmp(name, VOLUME_XATTR_NAME) == 0)
 			continue;
@@ -69,23 +100,15 @@ static void check_xattrs(struct pass *p, int fd, const uint8_t *owner)
 				"or copied from another file): listxattr leaves it out");
 			continue;
 		}
-		n = fgetxattr(fd, name, NULL, 0);
-		if (n >= NAMES_XATTR_OVERHEAD && (stored = malloc((size_t)n)) &&
-		    (value = malloc((size_t)n)))
-			n = fgetxattr(fd, name, stored, (size_t)n);
-		if (stored && value && n < NAMES_XATTR_OVERHEAD)
-			n = -1;
-		if (n < NAMES_XATTR_OVERHEAD ||
-		    names_xattr_value_open(p->f->names, owner, plain, stored, (size_t)n, value) < 0) {
-			char what[NAMES_XATTR_NAME_MAX + 96];
-
-			snprintf(what, sizeof(what),
-				 "the value of xattr user.%s does not authenticate (damaged, forged "
-				 "or copied)", plain + (strncmp(plain, "user.", 5) == 0 ? 5 : 0));
+		rc = xattr_value_opens(p, fd, name, plain, owner);
+		snprintf(what, sizeof(what), "the value of xattr user.%s %s",
+			 plain + (strncmp(plain, "user.", 5) == 0 ? 5 : 0),
+			 rc == -EBADMSG ? "does not authenticate (damaged, forged or copied)"
+					: strerror(-rc));
+		if (rc == -EBADMSG)
 			problem(p, FSCK_INTEGRITY, "xattr-value", EIO, what);
-		}
-		free(stored);
-		free(value);
+		else if (rc < 0)
+			problem(p, FSCK_IO, "io", -rc, what);
 	}
 	free(list);
 }
@@ -151,10 +174,10 @@ static void check_blocks(struct pass *p, const struct content_file *cf, uint64_t
 	}
 	while (off < size) {
 		size_t want = size - off < CONTENT_MAX_IO ? (size_t)(size - off) : CONTENT_MAX_IO;
-		size_t done = 0;
+		size_t done = 0, got = 0;
 		uint64_t bad = 0;
 		int rc = content_read(cf, buf, want, off, &done, &bad);
-		char what[160];
+		char what[256];
 
 		if (rc == 0 && done == 0)
 			break;
@@ -170,12 +193,16 @@ static void check_blocks(struct pass *p, const struct content_file *cf, uint64_t
 		/* Say whether the bad block was zeroed or altered, then go on after it. */
 		if (!raw)
 			raw = malloc(l->sealed_size);
-		if (raw && layout_pread_full(cf->fd, raw, l->sealed_size,
-					     layout_block_offset(l, bad)) == 0 &&
-		    layout_is_hole(raw, l->sealed_size)) {
+		if (raw && layout_pread_upto(cf->fd, raw, l->sealed_size, layout_block_offset(l, bad),
+					     &got) == 0 && got > 0 && layout_is_hole(raw, got)) {
+			/* Online, a writer's gap past the old end is recorded only at its
+			 * fsync or close (docs/FORMAT.md, "Holes"). */
 			snprintf(what, sizeof(what),
-				 "block %llu is all zeros where the file has no hole: it was zeroed",
-				 (unsigned long long)bad);
+				 "block %llu is all zeros where the file has no hole: it was zeroed%s",
+				 (unsigned long long)bad,
+				 p->f->online ? " (or the file is open for writing with a gap not "
+						"yet recorded: check again once it is closed)"
+					      : "");
 			problem(p, FSCK_INTEGRITY, "block-zeroed", EIO, what);
 		} else {
 			snprintf(what, sizeof(what),
@@ -187,7 +214,8 @@ static void check_blocks(struct pass *p, const struct content_file *cf, uint64_t
 	}
 	atomic_fetch_add(&p->f->blocks, (size + l->block_size - 1) / l->block_size);
 	free(raw);
-	secmem_wipe(buf, CONTENT_MAX_IO);
+	/* The plaintext read: only the first min(size, CONTENT_MAX_IO) bytes were used. */
+	secmem_wipe(buf, size < CONTENT_MAX_IO ? (size_t)size : CONTENT_MAX_IO);
 }
 
 /*

@@ -106,6 +106,11 @@ def attack_zeroed_block(v):
     return "block-zeroed", "/d/f"
 
 
+def attack_zeroed_last_block(v):
+    zero(entry_of(v, "d/f"), 512 + 10 * SEALED, 5 + 28)  # the short last block: 5 bytes
+    return "block-zeroed", "/d/f"
+
+
 def attack_flipped_block(v):
     flip(entry_of(v, "d/f"), 512 + 2 * SEALED + 100)
     return "block", "/d/f"
@@ -242,7 +247,7 @@ def attack_copied_xattr(v):
     return "xattr-name", "/d/e/g"
 
 
-ATTACKS = [attack_zeroed_block, attack_flipped_block, attack_truncated_block,
+ATTACKS = [attack_zeroed_block, attack_zeroed_last_block, attack_flipped_block, attack_truncated_block,
            attack_tampered_record, attack_forged_record_mac, attack_forged_holes,
            attack_foreign_record, attack_record_from_other_file, attack_edited_config,
            attack_forged_name, attack_moved_name, attack_lost_side_record, attack_lost_dirid,
