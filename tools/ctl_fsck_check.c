@@ -8,7 +8,7 @@
  * owner ID; a symlink's target is opened as readlink would.
  *
  * Online, a file being written can be caught between two writes: an object
- * that fails is checked once more after a pause before it is reported.
+ * that fails is reported only once it fails unchanged (check_item).
  */
 
 #include <errno.h>
@@ -377,9 +377,31 @@ static unsigned check_once(struct fsck *f, const struct fsck_item *it, bool repo
 	return p.problems;
 }
 
+/* The backing object of @it as it is now, to tell whether a writer changed it. */
+static bool same_state(const struct fsck_item *it, struct stat *before)
+{
+	struct stat now;
+	bool same = lstat(it->backing, &now) == 0 && now.st_size == before->st_size &&
+		    now.st_mtim.tv_sec == before->st_mtim.tv_sec &&
+		    now.st_mtim.tv_nsec == before->st_mtim.tv_nsec &&
+		    now.st_ctim.tv_sec == before->st_ctim.tv_sec &&
+		    now.st_ctim.tv_nsec == before->st_ctim.tv_nsec;
+
+	*before = now;
+	return same;
+}
+
+/*
+ * check_item - offline, one check.  Online, the daemon may be writing the
+ * object: a failure counts only once a check fails with the object
+ * unchanged across it (or on the last of ONLINE_TRIES attempts), and is then
+ * reported by one more check.
+ */
+#define ONLINE_TRIES 3
 static void check_item(struct fsck *f, const struct fsck_item *it)
 {
 	struct timespec pause = { 0, 200 * 1000 * 1000 };
+	struct stat st;
 
 	if (it->alias)
 		return;
@@ -387,9 +409,15 @@ static void check_item(struct fsck *f, const struct fsck_item *it)
 		check_once(f, it, true);
 		return;
 	}
-	if (check_once(f, it, false) == 0)
-		return;
-	nanosleep(&pause, NULL); /* a writer of the file may have been mid-write */
+	if (lstat(it->backing, &st) < 0)
+		return; /* gone meanwhile */
+	for (int i = 0; i < ONLINE_TRIES; i++) {
+		if (check_once(f, it, false) == 0)
+			return;
+		if (same_state(it, &st))
+			break;
+		nanosleep(&pause, NULL); /* a writer is at work: let it get on */
+	}
 	check_once(f, it, true);
 }
 

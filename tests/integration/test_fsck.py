@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -388,6 +389,38 @@ def test_online(tmp_path):
         assert get(v.mnt / "busy") == payload
     finally:
         v.unmount()
+
+
+def test_online_while_writing(tmp_path):
+    """Files appended to, rewritten and created while fsck runs are no problems."""
+    v = make(tmp_path)
+    v.mount()
+    stop = threading.Event()
+    errors = []
+
+    def writer(n):
+        try:
+            chunk = os.urandom(3000)  # not block-aligned: the last block is re-sealed each time
+            while not stop.is_set():
+                with open(v.mnt / f"grow{n}", "ab") as f:
+                    f.write(chunk)
+                put(v.mnt / f"rewrite{n}", os.urandom(5 * BLOCK + 7))
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(5):
+            rc, report = fsck(v.mnt)
+            assert rc == 0 and report["problems"] == 0, report
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        v.unmount()
+    assert not errors
     flip(entry_of(v, "d/f"), 512 + 100)
     v.mount()
     try:
