@@ -9,14 +9,13 @@
 //   The client secret comes from AZURE_CLIENT_SECRET (never argv); the peer's CA from
 //   NODE_EXTRA_CA_CERTS; the managed identity endpoint from AZURE_POD_IDENTITY_AUTHORITY_HOST.
 // stdout: {"results": [one per step: {"ok": ANSWER, "ms"} or {"error": {name, status, code, message}, "ms"}]}
-//   Byte strings travel as base64.  A failed step does not stop the ones after it.  A step's "take":
-//   {FIELD: N} sets its FIELD to the same-named field of step N's answer (unwrap what step N wrapped).
+//   Byte strings travel as base64; steps run as steps.mjs says.
 //
 // Steps: create {name, kty: "RSA" | "oct-HSM"}, rotate {name}, get {name, version?}, versions {name},
 // enable {name, version, enabled}, wrap {key, alg, value}, unwrap {key, alg, value} (key: "NAME" for the
-// latest version or "NAME/VERSION"), and
-// seal {name, version, value}: RSA-OAEP-256 by node's own crypto under the public key the SDK fetched
-// (the SDK wraps with RSA-OAEP-256 only remotely), to prove the peer publishes n and e right.
+// latest version or "NAME/VERSION"), and seal {name, version, value}: RSA-OAEP-256 by node's own crypto
+// under the public key the SDK fetched (the SDK wraps with RSA-OAEP-256 only remotely), to prove the peer
+// publishes n and e right.
 import { readFileSync } from "node:fs";
 import { constants, createPublicKey, publicEncrypt } from "node:crypto";
 import {
@@ -26,6 +25,7 @@ import {
   ManagedIdentityCredential,
 } from "@azure/identity";
 import { CryptographyClient, KeyClient } from "@azure/keyvault-keys";
+import { runSteps } from "./steps.mjs";
 
 const request = JSON.parse(readFileSync(0, "utf8"));
 
@@ -113,16 +113,5 @@ function failure(e) {
   };
 }
 
-const results = [];
-for (const step of request.steps) {
-  const start = performance.now();
-  try {
-    if (!(step.op in ops)) throw new Error(`unknown op ${step.op}`);
-    for (const [field, index] of Object.entries(step.take ?? {})) step[field] = results[index].ok[field];
-    const ok = await ops[step.op](step);
-    results.push({ ok, ms: Math.round(performance.now() - start) });
-  } catch (e) {
-    results.push({ error: failure(e), ms: Math.round(performance.now() - start) });
-  }
-}
+const results = await runSteps(request.steps, ops, failure);
 process.stdout.write(JSON.stringify({ results }) + "\n");

@@ -13,10 +13,9 @@
 //                token_uri with a request interceptor on the client's own transport.
 //   metadata     Application Default Credentials with no key: the metadata server, found through
 //                GCE_METADATA_HOST (set by the caller), as on Compute Engine.
-// stdout: {"results": [one per step: {"ok": ANSWER, "ms"} or {"error": {name, http, code, status, message}, "ms"}],
-//          "token_exchanges": N}
-//   Byte strings travel as base64.  A failed step does not stop the ones after it.  A step's "take":
-//   {FIELD: N} sets its FIELD to the same-named field of step N's answer (unwrap what step N wrapped).
+// stdout: {"results": [one per step: {"ok": ANSWER, "ms"} or
+//                       {"error": {name, http, code, status, message}, "ms"}], "token_exchanges": N}
+//   Byte strings travel as base64; steps run as steps.mjs says.
 //
 // Steps: create_key_ring {parent, id}, create_key {parent, id}, get_key {key}, add_version {key},
 // set_primary {key, version}, versions {key}, set_state {key, version, state},
@@ -27,6 +26,7 @@
 import { readFileSync } from "node:fs";
 import { KeyManagementServiceClient } from "@google-cloud/kms";
 import { JWT } from "google-auth-library";
+import { runSteps } from "./steps.mjs";
 
 const request = JSON.parse(readFileSync(0, "utf8"));
 const GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token";
@@ -152,17 +152,6 @@ function failure(e) {
     message: body?.message ?? String(e.message).split("\n")[0] };
 }
 
-const results = [];
-for (const step of request.steps) {
-  const start = performance.now();
-  try {
-    if (!(step.op in ops)) throw new Error(`unknown op ${step.op}`);
-    for (const [field, index] of Object.entries(step.take ?? {})) step[field] = results[index].ok[field];
-    const ok = await ops[step.op](step);
-    results.push({ ok, ms: Math.round(performance.now() - start) });
-  } catch (e) {
-    results.push({ error: failure(e), ms: Math.round(performance.now() - start) });
-  }
-}
+const results = await runSteps(request.steps, ops, failure);
 await kms.close();
 process.stdout.write(JSON.stringify({ results, token_exchanges: tokenExchanges }) + "\n");
