@@ -26,19 +26,10 @@ int scope_def_key(const uint8_t *volume_key, const uint8_t *uuid, uint8_t out[SC
 		       : -EIO;
 }
 
-static int def_mac(const uint8_t *volume_key, const uint8_t *uuid, const uint8_t *data,
-		   size_t len, uint8_t mac[SCOPE_MAC_LEN])
+static int def_mac(const uint8_t *def_key, const uint8_t *data, size_t len,
+		   uint8_t mac[SCOPE_MAC_LEN])
 {
-	uint8_t *k = secmem_alloc(SCOPE_MAC_LEN);
-	int ret;
-
-	if (!k)
-		return -ENOMEM;
-	ret = scope_def_key(volume_key, uuid, k);
-	if (ret == 0 && crypto_hmac_sha256(k, SCOPE_MAC_LEN, data, len, mac) != 0)
-		ret = -EIO;
-	secmem_free(k, SCOPE_MAC_LEN);
-	return ret;
+	return crypto_hmac_sha256(def_key, SCOPE_MAC_LEN, data, len, mac) == 0 ? 0 : -EIO;
 }
 
 /*
@@ -77,7 +68,7 @@ static bool settings_canonical(const char *s, size_t len)
 	return provider;
 }
 
-int scope_def_encode(const struct scope_def *d, const uint8_t *volume_key, const uint8_t *uuid,
+int scope_def_encode(const struct scope_def *d, const uint8_t *def_key,
 		     uint8_t *out, size_t cap, size_t *len)
 {
 	size_t s = strlen(d->settings), r = record_encoded_len(&d->record), rec_len, off;
@@ -100,15 +91,15 @@ int scope_def_encode(const struct scope_def *d, const uint8_t *volume_key, const
 	if (ret < 0)
 		return ret;
 	off += 2 + r;
-	ret = def_mac(volume_key, uuid, out, off, out + off);
+	ret = def_mac(def_key, out, off, out + off);
 	if (ret < 0)
 		return ret;
 	*len = off + SCOPE_MAC_LEN;
 	return 0;
 }
 
-int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *volume_key,
-		     const uint8_t *uuid, struct scope_def *d)
+int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *def_key,
+		     struct scope_def *d)
 {
 	uint8_t mac[SCOPE_MAC_LEN];
 	size_t s, r, off;
@@ -124,7 +115,7 @@ int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *volume_key,
 	r = get_be16(buf + off);
 	if (r == 0 || r > SCOPE_RECORD_MAX || off + 2 + r + SCOPE_MAC_LEN != len)
 		return -EBADMSG;
-	if (def_mac(volume_key, uuid, buf, off + 2 + r, mac) != 0 ||
+	if (def_mac(def_key, buf, off + 2 + r, mac) != 0 ||
 	    !crypto_memeq(mac, buf + off + 2 + r, SCOPE_MAC_LEN))
 		return -EBADMSG;
 	memset(d, 0, sizeof(*d));
@@ -286,8 +277,7 @@ static int open_registry(int backing_fd, bool create)
 	return fd >= 0 ? fd : -errno;
 }
 
-int scope_registry_write(int backing_fd, const struct scope_def *d, const uint8_t *volume_key,
-			 const uint8_t *uuid)
+int scope_registry_write(int backing_fd, const struct scope_def *d, const uint8_t *def_key)
 {
 	uint8_t *buf = malloc(SCOPE_DEF_MAX);
 	char name[SCOPE_ID_TEXT + 1], tmp[SCOPE_ID_TEXT + 8];
@@ -296,7 +286,7 @@ int scope_registry_write(int backing_fd, const struct scope_def *d, const uint8_
 
 	if (!buf)
 		return -ENOMEM;
-	ret = scope_def_encode(d, volume_key, uuid, buf, SCOPE_DEF_MAX, &len);
+	ret = scope_def_encode(d, def_key, buf, SCOPE_DEF_MAX, &len);
 	if (ret < 0)
 		goto out;
 	dir = open_registry(backing_fd, true);
@@ -348,8 +338,8 @@ int scope_registry_remove(int backing_fd, const uint8_t id[SCOPE_ID_LEN])
 }
 
 /* read_def - the definition in registry entry @name.  0 or -errno (-EBADMSG: not authentic). */
-static int read_def(int dir, const char *name, uint8_t *buf, const uint8_t *volume_key,
-		    const uint8_t *uuid, struct scope_def *d)
+static int read_def(int dir, const char *name, uint8_t *buf, const uint8_t *def_key,
+		    struct scope_def *d)
 {
 	char want[SCOPE_ID_TEXT + 1];
 	size_t len = 0;
@@ -363,7 +353,7 @@ static int read_def(int dir, const char *name, uint8_t *buf, const uint8_t *volu
 	ret = n < 0 ? -errno : n > 0 ? -EBADMSG : 0;
 	close(fd);
 	if (ret == 0)
-		ret = scope_def_decode(buf, len, volume_key, uuid, d);
+		ret = scope_def_decode(buf, len, def_key, d);
 	if (ret == 0) {
 		/* The file's name is its ID: one definition per scope. */
 		names_b64_encode(d->id, SCOPE_ID_LEN, want);
@@ -373,8 +363,7 @@ static int read_def(int dir, const char *name, uint8_t *buf, const uint8_t *volu
 	return ret;
 }
 
-int scope_registry_each(int backing_fd, const uint8_t *volume_key, const uint8_t *uuid,
-			scope_visit_fn fn, void *arg)
+int scope_registry_each(int backing_fd, const uint8_t *def_key, scope_visit_fn fn, void *arg)
 {
 	int dir = open_registry(backing_fd, false), ret = 0;
 	struct scope_def *d = NULL;
@@ -399,7 +388,7 @@ int scope_registry_each(int backing_fd, const uint8_t *volume_key, const uint8_t
 		/* Definitions are named by a bare ID; '.'-names are a crash's leftovers. */
 		if (strchr(de->d_name, '.'))
 			continue;
-		ret = read_def(dirfd(dp), de->d_name, buf, volume_key, uuid, d);
+		ret = read_def(dirfd(dp), de->d_name, buf, def_key, d);
 		if (ret == 0)
 			ret = fn(arg, d);
 	}

@@ -47,7 +47,11 @@ struct scope_def {
 	struct key_record record;	      /* the scope key, wrapped by the scope's KMS */
 };
 
-/* scope_def_key - K_def from @volume_key (32 bytes) and @uuid.  0 or -EIO. */
+/*
+ * scope_def_key - K_def (SCOPE_MAC_LEN bytes), which authenticates every
+ * definition, from @volume_key (32 bytes) and @uuid.  0 or -EIO.  Every
+ * @def_key below is this key.
+ */
 int scope_def_key(const uint8_t *volume_key, const uint8_t *uuid, uint8_t out[SCOPE_MAC_LEN]);
 
 /*
@@ -55,12 +59,12 @@ int scope_def_key(const uint8_t *volume_key, const uint8_t *uuid, uint8_t out[SC
  * length.  -EINVAL for settings that are not canonical or a record that does
  * not encode, -ENOSPC if @cap is short.
  */
-int scope_def_encode(const struct scope_def *d, const uint8_t *volume_key, const uint8_t *uuid,
-		     uint8_t *out, size_t cap, size_t *len);
+int scope_def_encode(const struct scope_def *d, const uint8_t *def_key, uint8_t *out, size_t cap,
+		     size_t *len);
 
 /* scope_def_decode - strict parse and MAC check of exactly @len bytes.  0 or -EBADMSG. */
-int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *volume_key,
-		     const uint8_t *uuid, struct scope_def *d);
+int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *def_key,
+		     struct scope_def *d);
 
 /*
  * scope_settings_canon - the canonical text of the provider settings in
@@ -93,8 +97,7 @@ int scope_key_open(struct kms *kms, const uint8_t *uuid, const struct scope_def 
  * the registry if needed: written as NAME.tmp, fsynced, renamed, the
  * directory fsynced.  @backing_fd: the backing root.  0 or -errno.
  */
-int scope_registry_write(int backing_fd, const struct scope_def *d, const uint8_t *volume_key,
-			 const uint8_t *uuid);
+int scope_registry_write(int backing_fd, const struct scope_def *d, const uint8_t *def_key);
 
 /* scope_registry_remove - remove the definition of scope @id (durably); a missing one is 0. */
 int scope_registry_remove(int backing_fd, const uint8_t id[SCOPE_ID_LEN]);
@@ -107,7 +110,6 @@ int scope_registry_remove(int backing_fd, const uint8_t id[SCOPE_ID_LEN]);
  * NAME.tmp) are skipped.
  */
 typedef int (*scope_visit_fn)(void *arg, const struct scope_def *d);
-int scope_registry_each(int backing_fd, const uint8_t *volume_key, const uint8_t *uuid,
-			scope_visit_fn fn, void *arg);
+int scope_registry_each(int backing_fd, const uint8_t *def_key, scope_visit_fn fn, void *arg);
 
 #endif

@@ -18,7 +18,7 @@
 #include "fs/scopedef.h"
 
 static int n_vectors;
-static uint8_t volume_key[32], uuid[16];
+static uint8_t volume_key[32], uuid[16], def_key[32];
 static struct scope_def want;
 static uint8_t definition[SCOPE_DEF_MAX];
 static size_t definition_len;
@@ -28,7 +28,7 @@ static void check_scope(const struct vector *v, const char *type)
 	static uint8_t record[SCOPE_RECORD_MAX], settings[SCOPE_SETTINGS_MAX];
 	static struct scope_def got;
 	static uint8_t out[SCOPE_DEF_MAX];
-	uint8_t scope_key[32], def_key[32], k[32];
+	uint8_t scope_key[32], k[32];
 	size_t record_len, settings_len, out_len, i;
 
 	(void)type;
@@ -50,10 +50,10 @@ static void check_scope(const struct vector *v, const char *type)
 
 	CHECK_EQ_INT(scope_def_key(volume_key, uuid, k), 0);
 	CHECK(memcmp(k, def_key, 32) == 0);
-	CHECK_EQ_INT(scope_def_encode(&want, volume_key, uuid, out, sizeof(out), &out_len), 0);
+	CHECK_EQ_INT(scope_def_encode(&want, def_key, out, sizeof(out), &out_len), 0);
 	CHECK(out_len == definition_len && memcmp(out, definition, out_len) == 0);
 
-	CHECK_EQ_INT(scope_def_decode(definition, definition_len, volume_key, uuid, &got), 0);
+	CHECK_EQ_INT(scope_def_decode(definition, definition_len, def_key, &got), 0);
 	CHECK(memcmp(got.id, want.id, 16) == 0);
 	CHECK(memcmp(got.root_dirid, want.root_dirid, 16) == 0);
 	CHECK(strcmp(got.settings, want.settings) == 0);
@@ -63,18 +63,18 @@ static void check_scope(const struct vector *v, const char *type)
 	/* Any flipped bit, a short or long buffer, another volume key: refused. */
 	for (i = 0; i < definition_len * 8; i++) {
 		definition[i / 8] ^= (uint8_t)(1u << (i % 8));
-		CHECK_EQ_INT(scope_def_decode(definition, definition_len, volume_key, uuid, &got),
+		CHECK_EQ_INT(scope_def_decode(definition, definition_len, def_key, &got),
 			     -EBADMSG);
 		definition[i / 8] ^= (uint8_t)(1u << (i % 8));
 	}
-	CHECK_EQ_INT(scope_def_decode(definition, definition_len - 1, volume_key, uuid, &got),
+	CHECK_EQ_INT(scope_def_decode(definition, definition_len - 1, def_key, &got),
 		     -EBADMSG);
-	CHECK_EQ_INT(scope_def_decode(definition, definition_len + 1, volume_key, uuid, &got),
+	CHECK_EQ_INT(scope_def_decode(definition, definition_len + 1, def_key, &got),
 		     -EBADMSG);
-	volume_key[5] ^= 1;
-	CHECK_EQ_INT(scope_def_decode(definition, definition_len, volume_key, uuid, &got),
+	def_key[5] ^= 1; /* another volume's K_def */
+	CHECK_EQ_INT(scope_def_decode(definition, definition_len, def_key, &got),
 		     -EBADMSG);
-	volume_key[5] ^= 1;
+	def_key[5] ^= 1;
 }
 
 static void test_format_md_vectors(void)
@@ -119,7 +119,7 @@ static void test_settings(void)
 	d = want;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		snprintf(d.settings, sizeof(d.settings), "%s", bad[i]);
-		CHECK_EQ_INT(scope_def_encode(&d, volume_key, uuid, out, sizeof(out), &len),
+		CHECK_EQ_INT(scope_def_encode(&d, def_key, out, sizeof(out), &len),
 			     -EINVAL);
 	}
 }
@@ -141,33 +141,33 @@ static void test_registry(void)
 	REQUIRE(mkdtemp(dir));
 	root = open(dir, O_RDONLY | O_DIRECTORY);
 	REQUIRE(root >= 0);
-	CHECK_EQ_INT(scope_registry_each(root, volume_key, uuid, count_visit, &n), 0);
+	CHECK_EQ_INT(scope_registry_each(root, def_key, count_visit, &n), 0);
 	CHECK_EQ_INT(n, 0);
-	CHECK_EQ_INT(scope_registry_write(root, &d, volume_key, uuid), 0);
+	CHECK_EQ_INT(scope_registry_write(root, &d, def_key), 0);
 	d.id[0] ^= 1;
 	d.record.file_id[0] ^= 1;
-	CHECK_EQ_INT(scope_registry_write(root, &d, volume_key, uuid), 0);
+	CHECK_EQ_INT(scope_registry_write(root, &d, def_key), 0);
 	/* A crash's leftover is skipped. */
 	snprintf(path, sizeof(path), "%s/%s/XYZ.tmp", dir, SCOPE_REGISTRY);
 	fd = open(path, O_CREAT | O_WRONLY, 0600);
 	REQUIRE(fd >= 0);
 	close(fd);
-	CHECK_EQ_INT(scope_registry_each(root, volume_key, uuid, count_visit, &n), 0);
+	CHECK_EQ_INT(scope_registry_each(root, def_key, count_visit, &n), 0);
 	CHECK_EQ_INT(n, 2);
 	/* Another volume's key: nothing authentic. */
-	volume_key[0] ^= 1;
-	CHECK_EQ_INT(scope_registry_each(root, volume_key, uuid, count_visit, &n), -EBADMSG);
-	volume_key[0] ^= 1;
+	def_key[0] ^= 1;
+	CHECK_EQ_INT(scope_registry_each(root, def_key, count_visit, &n), -EBADMSG);
+	def_key[0] ^= 1;
 	CHECK_EQ_INT(scope_registry_remove(root, d.id), 0);
 	CHECK_EQ_INT(scope_registry_remove(root, d.id), 0);
 	n = 0;
-	CHECK_EQ_INT(scope_registry_each(root, volume_key, uuid, count_visit, &n), 0);
+	CHECK_EQ_INT(scope_registry_each(root, def_key, count_visit, &n), 0);
 	CHECK_EQ_INT(n, 1);
 	/* A definition under another scope's name is refused. */
 	snprintf(cmd, sizeof(cmd), "cd '%s/%s' && rm XYZ.tmp && mv ./* ./AAAAAAAAAAAAAAAAAAAAAA", dir,
 		 SCOPE_REGISTRY);
 	REQUIRE(system(cmd) == 0);
-	CHECK_EQ_INT(scope_registry_each(root, volume_key, uuid, count_visit, &n), -EBADMSG);
+	CHECK_EQ_INT(scope_registry_each(root, def_key, count_visit, &n), -EBADMSG);
 	close(root);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	CHECK(system(cmd) == 0);
