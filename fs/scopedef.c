@@ -265,14 +265,16 @@ static int write_all(int fd, const uint8_t *buf, size_t len)
 /* open_registry - the registry directory (O_RDONLY), made (and the root fsynced) if @create. */
 static int open_registry(int backing_fd, bool create)
 {
-	int fd = openat(backing_fd, SCOPE_REGISTRY, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = openat(backing_fd, SCOPE_REGISTRY, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret;
 
 	if (fd >= 0 || errno != ENOENT || !create)
 		return fd >= 0 ? fd : -errno;
 	if (mkdirat(backing_fd, SCOPE_REGISTRY, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	if (fsync(backing_fd) < 0)
-		return -errno;
+	/* @backing_fd may be O_PATH (the daemon's root inode): names_fsync_dir reopens it. */
+	ret = names_fsync_dir(backing_fd);
+	if (ret < 0)
+		return ret;
 	fd = openat(backing_fd, SCOPE_REGISTRY, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	return fd >= 0 ? fd : -errno;
 }

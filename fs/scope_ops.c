@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/* Key scopes in the daemon's operations: see scope_ops.h. */
+#include "scope_ops.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "scopes.h"
+
+int scopes_mount(struct envfs *fs, int root_fd, const uint8_t *volume_key)
+{
+	char err[512];
+	int ret = scope_set_open(root_fd, volume_key, fs->cfg.uuid, fs->settings.dek_pool,
+				 &fs->scopes, err, sizeof(err));
+
+	if (ret < 0)
+		fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
+	return ret;
+}
+
+struct scope *inode_scope(struct envfs *fs, struct inode *in)
+{
+	const uint8_t *id;
+	struct scope *root;
+
+	if (in->type == S_IFDIR && fs->scopes && scope_set_count(fs->scopes) > 0 &&
+	    dir_id(fs, in, &id) == 0 && id && (root = scope_by_root(fs->scopes, id)))
+		return root;
+	return atomic_load(&in->scope);
+}
+
+int inode_names(struct envfs *fs, struct inode *in, struct names **out)
+{
+	struct scope *s = inode_scope(fs, in);
+	int ret;
+
+	*out = fs->names;
+	if (!s)
+		return 0;
+	/* Unlock it now if need be: a locked codec would call every name forged. */
+	ret = scope_enter(s, NULL);
+	if (ret < 0)
+		return ret;
+	scope_leave(s, NULL);
+	*out = scope_names(s);
+	return 0;
+}
+
+void scope_inherit(struct envfs *fs, struct inode *parent, struct inode *child)
+{
+	atomic_store(&child->scope, inode_scope(fs, parent));
+}
+
+int scope_cross(struct envfs *fs, struct inode *a, struct inode *b)
+{
+	return inode_scope(fs, a) == inode_scope(fs, b) ? 0 : -EXDEV;
+}
+
+void scope_removed(struct envfs *fs, const uint8_t *dirid)
+{
+	if (fs->scopes)
+		scope_set_forget_root(fs->scopes, inode_fd(inode_table_root(fs->inodes)), dirid);
+}
+
+/* dir_empty - whether the backing directory @dir holds nothing but its ID.  0, -ENOTEMPTY, -errno. */
+static int dir_empty(struct inode *dir)
+{
+	int fd = openat(inode_fd(dir), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+	struct dirent *de;
+	DIR *dp;
+
+	if (fd < 0)
+		return -errno;
+	dp = fdopendir(fd);
+	if (!dp) {
+		close(fd);
+		return -errno;
+	}
+	while (ret == 0 && (de = readdir(dp)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+		    strcmp(de->d_name, NAMES_DIRID_ENTRY) != 0)
+			ret = -ENOTEMPTY;
+	closedir(dp);
+	return ret;
+}
+
+static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_create_arg *arg)
+{
+	const char *refs[3] = {NULL, NULL, NULL};
+	const struct kms_set *set;
+	const uint8_t *id;
+	char err[512];
+	int ret;
+
+	if (!fs->scopes || !encrypted_names(fs) || is_root(fs, dir) ||
+	    memchr(arg->settings, '\0', sizeof(arg->settings)) == NULL)
+		return -EINVAL;
+	if (inode_scope(fs, dir)) {
+		log_msg(LOG_ERR, "directory inode %llu is in a key scope: nested scopes are not "
+				 "supported", (unsigned long long)dir->ino);
+		return -EINVAL;
+	}
+	ret = dir_id(fs, dir, &id);
+	if (ret == 0)
+		ret = dir_empty(dir);
+	if (ret < 0)
+		return ret;
+	set = kms_keeper_get(fs->keys);
+	refs[0] = set->keys.current->key_ref;
+	refs[1] = set->keys.previous ? set->keys.previous->key_ref : NULL;
+	ret = scope_set_create(fs->scopes, inode_fd(inode_table_root(fs->inodes)), id,
+			       arg->settings, refs, err, sizeof(err));
+	kms_keeper_put(fs->keys, set);
+	if (ret < 0) {
+		log_msg(LOG_ERR, "directory inode %llu: cannot make a key scope: %s",
+			(unsigned long long)dir->ino, err);
+		return ret == -ENOMEM || ret == -EEXIST || ret == -EINVAL || ret == -EACCES ? ret
+											       : -EIO;
+	}
+	log_msg(LOG_NOTICE, "directory inode %llu is the root of a new key scope",
+		(unsigned long long)dir->ino);
+	return 0;
+}
+
+static int lock_scope(struct envfs *fs, struct inode *dir)
+{
+	struct scope *s = inode_scope(fs, dir);
+
+	if (!s || s != scope_by_root(fs->scopes, dir->dirid))
+		return -EINVAL;
+	scope_lock(s);
+	dekcache_forget_tag(fs->cache, s);
+	log_msg(LOG_NOTICE, "directory inode %llu: key scope locked",
+		(unsigned long long)dir->ino);
+	return 0;
+}
+
+int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const void *in_buf,
+		size_t in_bufsz)
+{
+	if (dir->type != S_IFDIR)
+		return -ENOTDIR;
+	if (cmd == ENVELOPEFS_IOC_SCOPE_LOCK)
+		return lock_scope(fs, dir);
+	if (in_bufsz != sizeof(struct scope_create_arg))
+		return -EINVAL;
+	return create_scope(fs, dir, in_buf);
+}
+
+int scope_xattr(struct envfs *fs, struct inode *in, char *out, size_t cap)
+{
+	struct scope *s = in->type == S_IFDIR ? inode_scope(fs, in) : NULL;
+
+	if (!s || s != scope_by_root(fs->scopes, in->dirid) || cap < SCOPE_ID_TEXT + 1)
+		return -ENODATA;
+	return (int)names_b64_encode(scope_def_of(s)->id, SCOPE_ID_LEN, out);
+}
