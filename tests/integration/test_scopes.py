@@ -282,3 +282,18 @@ def test_plain_names_volume_has_no_scopes(tmp_path):
         assert vol.status()["scopes"] == []
     finally:
         vol.unmount()
+
+
+def test_volume_rotation_leaves_scopes_to_their_own_kms(tenants):
+    vol, a, b = tenants
+    files = write_tree(vol, a, b)
+    ctl("keyring", "rotate", vol.keyring)
+    before = os.getxattr(a.dir / "a1.txt", KEY_XATTR)
+    cp = ctl("rotate", vol.mnt)
+    assert "a key scope, left to its own KMS" in cp.stderr
+    assert os.getxattr(vol.mnt / "plain.txt", KEY_XATTR).split()[0] == b"2"
+    assert os.getxattr(a.dir / "a1.txt", KEY_XATTR) == before
+    assert ctl("rotate", "--check", vol.mnt).returncode == 0
+    vol.remount()
+    for path, data in files.items():
+        assert get(path) == data
