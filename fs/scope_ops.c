@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,9 +19,34 @@ int scopes_mount(struct envfs *fs, int root_fd, const uint8_t *volume_key)
 	int ret = scope_set_open(root_fd, volume_key, fs->cfg.uuid, fs->settings.dek_pool,
 				 &fs->scopes, err, sizeof(err));
 
+	if (ret == 0 && scope_set_count(fs->scopes) > 0 && !fs->cfg.scopes) {
+		/* The MAC covers the line: its absence is damage, not an old volume. */
+		snprintf(err, sizeof(err), "%s/ holds key scopes, but [volume] has no "
+					   "scopes = true", SCOPE_REGISTRY);
+		ret = -EBADMSG;
+	}
 	if (ret < 0)
 		fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
 	return ret;
+}
+
+/*
+ * config_has_scopes - whether the volume's configuration on disk now says
+ * scopes = true (envelopefsctl writes it, sealed, before the first scope:
+ * the daemon does not hold the volume key that seals it).
+ */
+static bool config_has_scopes(struct envfs *fs)
+{
+	struct volume_config cfg;
+	char path[PATH_MAX], err[512];
+	bool yes;
+
+	snprintf(path, sizeof(path), "%s/%s", fs->backing, VOLUME_CONFIG_NAME);
+	if (volume_config_load(path, &cfg, err, sizeof(err)) < 0)
+		return false;
+	yes = cfg.scopes && memcmp(cfg.uuid, fs->cfg.uuid, sizeof(cfg.uuid)) == 0;
+	volume_config_free(&cfg);
+	return yes;
 }
 
 struct scope *inode_scope(struct envfs *fs, struct inode *in)
@@ -103,6 +129,11 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 	if (inode_scope(fs, dir)) {
 		log_msg(LOG_ERR, "directory inode %llu is in a key scope: nested scopes are not "
 				 "supported", (unsigned long long)dir->ino);
+		return -EINVAL;
+	}
+	if (!config_has_scopes(fs)) {
+		log_msg(LOG_ERR, "%s/%s: [volume] has no scopes = true: make scopes with "
+				 "envelopefsctl scope create", fs->backing, VOLUME_CONFIG_NAME);
 		return -EINVAL;
 	}
 	ret = dir_id(fs, dir, &id);

@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -79,6 +81,100 @@ static int daemon_error(const char *path, int err)
 	}
 }
 
+/*
+ * json_field - the value of "@name": after @from (the daemon's own JSON, whose
+ * strings here hold no escaped quote) into @out; a pointer to it, or NULL.
+ */
+static const char *json_field(const char *from, const char *name, char *out, size_t cap)
+{
+	char pat[64];
+	const char *p;
+	size_t n;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", name);
+	p = strstr(from, pat);
+	if (!p)
+		return NULL;
+	p += strlen(pat);
+	if (*p == '"')
+		p++;
+	n = strcspn(p, "\",}");
+	snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), p);
+	return p;
+}
+
+/* mount_root - the root of the mount holding @dir into @out (PATH_MAX).  0 or -errno. */
+static int mount_root(const char *dir, char *out)
+{
+	struct stat st, up;
+	char *slash;
+
+	if (!realpath(dir, out) || stat(out, &st) < 0)
+		return -errno;
+	while ((slash = strrchr(out, '/')) && slash != out) {
+		*slash = '\0';
+		if (stat(out, &up) < 0 || up.st_dev != st.st_dev) {
+			*slash = '/'; /* @out was the root */
+			break;
+		}
+		st = up;
+	}
+	return 0;
+}
+
+/*
+ * mark_volume - before the first scope: `scopes = true` in the configuration
+ * of the volume mounted at the mount holding @dir, sealed under its volume
+ * key (which this tool unwraps through the volume's KMS, as `pin` does) and
+ * pinned on this host (docs/FORMAT.md, "Key scopes").  A CTL_* code.
+ */
+static int mark_volume(const char *dir)
+{
+	static char status[65536];
+	char root[PATH_MAX], backing[PATH_MAX], conf[PATH_MAX + 32], err[1024];
+	dictionary *kms = NULL, *previous = NULL;
+	struct volume_config cfg;
+	ssize_t len;
+	int rc, code = CTL_OK;
+
+	if (mount_root(dir, root) < 0)
+		return ctl_err(CTL_FAILED, "%s: %s", dir, strerror(errno));
+	len = getxattr(root, STATUS_XATTR, status, sizeof(status) - 1);
+	if (len < 0)
+		return ctl_err(CTL_FAILED, "%s: not on a mounted envelopefs volume", dir);
+	status[len] = '\0';
+	if (!json_field(status, "backing", backing, sizeof(backing)))
+		return ctl_err(CTL_FAILED, "%s: the daemon does not name its backing directory", root);
+	snprintf(conf, sizeof(conf), "%s/%s", backing, VOLUME_CONFIG_NAME);
+	rc = volume_config_load(conf, &cfg, err, sizeof(err));
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "%s", err);
+	if (cfg.scopes)
+		goto out;
+	if (!volume_config_sealed(&cfg)) {
+		code = ctl_err(CTL_FAILED, "%s: key scopes need a volume of format_version 2 with "
+					   "names = encrypted", backing);
+		goto out;
+	}
+	cfg.scopes = true;
+	kms = volume_kms_settings(cfg.ini, "kms");
+	if (iniparser_find_entry(cfg.ini, VOLUME_KMS_PREVIOUS))
+		previous = volume_kms_settings(cfg.ini, VOLUME_KMS_PREVIOUS);
+	code = kms ? ctl_config_seal(backing, &cfg, kms, previous)
+		   : ctl_err(CTL_FAILED, "out of memory");
+	if (code == CTL_OK && (rc = volume_config_replace(conf, &cfg, kms, previous)) < 0)
+		code = ctl_err(CTL_FAILED, "cannot replace %s: %s", conf, strerror(-rc));
+	if (code == CTL_OK)
+		ctl_pin_record(backing);
+out:
+	if (kms)
+		iniparser_freedict(kms);
+	if (previous)
+		iniparser_freedict(previous);
+	volume_config_free(&cfg);
+	return code;
+}
+
 static int scope_create(const char *dir, const char *provider, char **settings, int n)
 {
 	struct scope_create_arg *arg = calloc(1, sizeof(*arg));
@@ -112,6 +208,9 @@ static int scope_create(const char *dir, const char *provider, char **settings, 
 		rc = CTL_FAILED;
 		goto out;
 	}
+	rc = mark_volume(dir);
+	if (rc != CTL_OK)
+		goto out;
 	if (ioctl(fd, ENVELOPEFS_IOC_SCOPE_CREATE, arg) < 0)
 		rc = daemon_error(dir, errno);
 	else
@@ -163,25 +262,6 @@ static int visit(const char *path, const struct stat *st, int type, struct FTW *
 	memcpy(found[n_found].id, id, sizeof(id));
 	found[n_found++].path = strdup(path);
 	return FTW_SKIP_SUBTREE; /* no nested scopes */
-}
-
-/* json_field - the string value of "@name": after @from (the daemon's own JSON) into @out. */
-static const char *json_field(const char *from, const char *name, char *out, size_t cap)
-{
-	char pat[64];
-	const char *p;
-	size_t n;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", name);
-	p = strstr(from, pat);
-	if (!p)
-		return NULL;
-	p += strlen(pat);
-	if (*p == '"')
-		p++;
-	n = strcspn(p, "\",}");
-	snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), p);
-	return p;
 }
 
 static int scope_list(const char *mountpoint)

@@ -297,3 +297,35 @@ def test_volume_rotation_leaves_scopes_to_their_own_kms(tenants):
     vol.remount()
     for path, data in files.items():
         assert get(path) == data
+
+
+def test_only_a_volume_with_scopes_changes_its_configuration(tmp_path):
+    """`scopes = true` comes with the first scope, sealed: a volume without scopes keeps its
+    configuration byte for byte, and one with them mounts again (its MAC and pin hold)."""
+    vol = Volume(tmp_path, placement="xattr", names="encrypted")
+    conf = vol.backing / "envelopefs.conf"
+    before = conf.read_bytes()
+    vol.mount()
+    try:
+        (vol.mnt / "d").mkdir()
+        put(vol.mnt / "d" / "f", b"f")
+        vol.remount()
+        assert conf.read_bytes() == before
+        t = Tenant(vol, "t")
+        t.create()
+        after = conf.read_text()
+        assert "scopes = true\n" in after and after != before.decode()
+        put(t.dir / "f", b"scoped")
+        vol.remount()
+        assert get(t.dir / "f") == b"scoped" and get(vol.mnt / "d" / "f") == b"f"
+        # Without the line, the registry is not trusted (a storage host cannot drop it: the MAC
+        # covers it, so the mount stops before that).
+        vol.unmount()
+        conf.write_text(after.replace("scopes = true\n", ""))
+        proc = vol.mount(check=False)
+        assert proc.returncode == 3 and "scopes was removed" in proc.stderr, proc.stderr
+        other_host = dict(os.environ, ENVELOPEFS_STATE_DIR=str(tmp_path / "other-host"))
+        proc = vol.mount(check=False, env=other_host)
+        assert proc.returncode == 3 and "mac does not match" in proc.stderr, proc.stderr
+    finally:
+        vol.unmount()
