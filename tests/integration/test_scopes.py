@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from mounts import CTL, STATUS_XATTR, Volume, get, put
+from mounts import CTL, Volume, get, put
+from vaultd import VaultServer
 
 MARK = "SCOPEMARK"
 KEY_XATTR = "trusted.envelopefs.key"
@@ -329,3 +330,41 @@ def test_only_a_volume_with_scopes_changes_its_configuration(tmp_path):
         assert proc.returncode == 3 and "mac does not match" in proc.stderr, proc.stderr
     finally:
         vol.unmount()
+
+
+def test_vault_scope_beside_local_ones(tenants, tmp_path):
+    """A scope on the Vault Transit test server: its unwraps reach that server and nothing else
+    does; a token the server no longer accepts locks that scope out alone, until it is back."""
+    vol, a, b = tenants
+    server = VaultServer(tmp_path / "vault")
+    try:
+        server.create_key("tenant-v", derived=True)
+        vdir = vol.mnt / "tenant-v"
+        vdir.mkdir()
+        ctl("scope", "create", "--kms", "vault", "--kms-setting", f"address={server.url}",
+            "--kms-setting", "key=tenant-v", "--kms-setting", f"token_file={server.token_file}",
+            vdir)
+        files = write_tree(vol, a, b)
+        for i in range(3):
+            put(vdir / f"v{i}", b"vault tenant %d" % i * 500)
+        vol.remount()
+        before = server.stats().get("decrypt_items", 0)
+        for path, data in files.items():
+            assert get(path) == data
+        assert server.stats().get("decrypt_items", 0) == before  # no other scope asks Vault
+        for i in range(3):
+            assert get(vdir / f"v{i}") == b"vault tenant %d" % i * 500
+        # The scope key, then each file's key: from the scope's own KMS.
+        assert server.stats().get("decrypt_items", 0) == before + 1 + 3
+        vstats = next(s for s in vol.status()["scopes"] if s["provider"] == "vault")
+        assert vstats["unwrap"] == 1 + 3 and key_ref_of(vdir / "v0") == vstats["key_ref"]
+
+        server.set_token("s.revoked")
+        ctl("scope", "lock", vdir)
+        with pytest.raises(PermissionError):
+            get(vdir / "v1")
+        assert get(a.dir / "a1.txt") == files[a.dir / "a1.txt"]
+        server.set_token(server.token)
+        assert get(vdir / "v1") == b"vault tenant 1" * 500
+    finally:
+        server.stop()
