@@ -46,11 +46,11 @@ static void scope_provider(const char *settings, char *out, size_t cap)
 	snprintf(out, cap, "%.*s", (int)strcspn(v, "\n"), v);
 }
 
-/* scopes_json - the "scopes" array (docs: status.h) into @out; -ERANGE when it does not fit. */
+/* scopes_json - the "scopes" object (status.h) into @out; -ERANGE when it does not fit. */
 static int scopes_json(struct envfs *fs, char *out, size_t cap)
 {
 	size_t n = 0, count = fs->scopes ? scope_set_count(fs->scopes) : 0;
-	int w = snprintf(out, cap, "[");
+	int w = snprintf(out, cap, "{");
 
 	for (size_t i = 0; w >= 0 && (size_t)w < cap - n && i < count; i++) {
 		struct scope *s = scope_set_at(fs->scopes, i);
@@ -65,7 +65,7 @@ static int scopes_json(struct envfs *fs, char *out, size_t cap)
 		json_escape(p, provider, sizeof(provider));
 		json_escape(d->record.key_ref, ref, sizeof(ref));
 		w = snprintf(out + n, cap - n,
-			     "%s{\"id\":\"%s\",\"provider\":\"%s\",\"key_ref\":\"%s\","
+			     "%s\"%s\":{\"provider\":\"%s\",\"key_ref\":\"%s\","
 			     "\"unlocked\":%s,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
 			     ",\"failures\":%" PRIu64 ",\"refusals\":%" PRIu64 ",\"locks\":%" PRIu64 "}",
 			     i ? "," : "", id, provider, ref, st.unlocked ? "true" : "false",
@@ -74,7 +74,7 @@ static int scopes_json(struct envfs *fs, char *out, size_t cap)
 	if (w < 0 || (size_t)w >= cap - n)
 		return -ERANGE;
 	n += (size_t)w;
-	w = snprintf(out + n, cap - n, "]");
+	w = snprintf(out + n, cap - n, "}");
 	return w < 0 || (size_t)w >= cap - n ? -ERANGE : 0;
 }
 

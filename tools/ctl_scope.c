@@ -275,16 +275,19 @@ static int scope_list(const char *mountpoint)
 			       errno == ENODATA || errno == ENOTSUP ? "not an envelopefs mount point"
 								    : strerror(errno));
 	status[len] = '\0';
-	p = strstr(status, "\"scopes\":[");
+	p = strstr(status, "\"scopes\":{");
 	if (!p)
 		return ctl_err(CTL_FAILED, "%s: the daemon does not list key scopes", mountpoint);
 	nftw(mountpoint, visit, 16, FTW_PHYS | FTW_MOUNT | FTW_ACTIONRETVAL);
 	printf("%-22s  %-8s  %-8s  %-40s  %s\n", "SCOPE", "STATE", "PROVIDER", "KEY", "DIRECTORY");
-	while ((p = strstr(p, "{\"id\":"))) {
+	p += strlen("\"scopes\":{");
+	/* Each scope is "ID":{...}: the daemon's own JSON, IDs base64url. */
+	while (*p == '"' || *p == ',') {
 		char id[64], provider[64], ref[256], unlocked[8];
 		const char *dir = "(not found)";
 
-		json_field(p, "id", id, sizeof(id));
+		p += *p == ',';
+		snprintf(id, sizeof(id), "%.*s", (int)strcspn(p + 1, "\""), p + 1);
 		json_field(p, "provider", provider, sizeof(provider));
 		json_field(p, "key_ref", ref, sizeof(ref));
 		json_field(p, "unlocked", unlocked, sizeof(unlocked));
@@ -293,6 +296,9 @@ static int scope_list(const char *mountpoint)
 				dir = found[i].path;
 		printf("%-22s  %-8s  %-8s  %-40s  %s\n", id,
 		       strcmp(unlocked, "true") == 0 ? "unlocked" : "locked", provider, ref, dir);
+		p = strchr(p, '}');
+		if (!p)
+			break;
 		p++;
 	}
 	for (size_t i = 0; i < n_found; i++)

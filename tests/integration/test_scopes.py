@@ -50,7 +50,8 @@ class Tenant:
                    "--kms-setting", f"keyring_id={self.keyring_id}", self.dir, check=check)
 
     def stats(self):
-        return next(s for s in self.vol.status()["scopes"] if s["key_ref"] == self.key_ref)
+        return next(s for s in self.vol.status()["scopes"].values()
+                    if s["key_ref"] == self.key_ref)
 
     def revoke(self):
         os.rename(self.keyring, f"{self.keyring}.revoked")
@@ -117,8 +118,11 @@ def test_write_remount_read_each_scope_on_its_own_kms(tenants):
     assert a.stats()["unwrap"] == 1 + 2, status["scopes"]
     assert b.stats()["unwrap"] == 1 + 1, status["scopes"]
     assert status["kms"]["unwrap"] == 1 + 1, status["kms"]
-    assert all(s["failures"] == 0 and s["unlocked"] for s in status["scopes"])
+    assert all(s["failures"] == 0 and s["unlocked"] for s in status["scopes"].values())
 
+    human = ctl("status", vol.mnt).stdout
+    assert f"local, master key {a.key_ref}, unlocked" in human, human
+    assert "generate 0, unwrap 3, failures 0, refused 0, locked 0 times" in human, human
     listed = ctl("scope", "list", vol.mnt).stdout
     assert f"{a.key_ref}" in listed and str(a.dir) in listed and str(b.dir) in listed
 
@@ -271,7 +275,7 @@ def test_removing_a_scope_root_drops_its_definition(tenants):
     a.dir.rmdir()
     assert len(os.listdir(vol.backing / "envelopefs.scopes")) == 1
     vol.remount()
-    assert [s["key_ref"] for s in vol.status()["scopes"]] == [b.key_ref]
+    assert [s["key_ref"] for s in vol.status()["scopes"].values()] == [b.key_ref]
 
 
 def test_plain_names_volume_has_no_scopes(tmp_path):
@@ -280,7 +284,7 @@ def test_plain_names_volume_has_no_scopes(tmp_path):
     try:
         t = Tenant(vol, "t")
         assert t.create(check=False).returncode == 1
-        assert vol.status()["scopes"] == []
+        assert vol.status()["scopes"] == {}
     finally:
         vol.unmount()
 
@@ -356,7 +360,7 @@ def test_vault_scope_beside_local_ones(tenants, tmp_path):
             assert get(vdir / f"v{i}") == b"vault tenant %d" % i * 500
         # The scope key, then each file's key: from the scope's own KMS.
         assert server.stats().get("decrypt_items", 0) == before + 1 + 3
-        vstats = next(s for s in vol.status()["scopes"] if s["provider"] == "vault")
+        vstats = next(s for s in vol.status()["scopes"].values() if s["provider"] == "vault")
         assert vstats["unwrap"] == 1 + 3 and key_ref_of(vdir / "v0") == vstats["key_ref"]
 
         server.set_token("s.revoked")
