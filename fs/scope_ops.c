@@ -49,15 +49,22 @@ static bool config_has_scopes(struct envfs *fs)
 	return yes;
 }
 
-struct scope *inode_scope(struct envfs *fs, struct inode *in)
+/* root_scope - the scope whose root directory @in is, or NULL. */
+static struct scope *root_scope(struct envfs *fs, struct inode *in)
 {
 	const uint8_t *id;
-	struct scope *root;
 
-	if (in->type == S_IFDIR && fs->scopes && scope_set_count(fs->scopes) > 0 &&
-	    dir_id(fs, in, &id) == 0 && id && (root = scope_by_root(fs->scopes, id)))
-		return root;
-	return atomic_load(&in->scope);
+	if (in->type != S_IFDIR || !fs->scopes || scope_set_count(fs->scopes) == 0 ||
+	    dir_id(fs, in, &id) < 0 || !id)
+		return NULL;
+	return scope_by_root(fs->scopes, id);
+}
+
+struct scope *inode_scope(struct envfs *fs, struct inode *in)
+{
+	struct scope *root = root_scope(fs, in);
+
+	return root ? root : atomic_load(&in->scope);
 }
 
 int inode_names(struct envfs *fs, struct inode *in, struct names **out)
@@ -160,9 +167,9 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 
 static int lock_scope(struct envfs *fs, struct inode *dir)
 {
-	struct scope *s = inode_scope(fs, dir);
+	struct scope *s = root_scope(fs, dir);
 
-	if (!s || s != scope_by_root(fs->scopes, dir->dirid))
+	if (!s)
 		return -EINVAL;
 	scope_lock(s);
 	dekcache_forget_tag(fs->cache, s);
@@ -185,9 +192,9 @@ int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const voi
 
 int scope_xattr(struct envfs *fs, struct inode *in, char *out, size_t cap)
 {
-	struct scope *s = in->type == S_IFDIR ? inode_scope(fs, in) : NULL;
+	struct scope *s = root_scope(fs, in);
 
-	if (!s || s != scope_by_root(fs->scopes, in->dirid) || cap < SCOPE_ID_TEXT + 1)
+	if (!s || cap < SCOPE_ID_TEXT + 1)
 		return -ENODATA;
 	return (int)names_b64_encode(scope_def_of(s)->id, SCOPE_ID_LEN, out);
 }
