@@ -138,6 +138,13 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 				 "supported", (unsigned long long)dir->ino);
 		return -EINVAL;
 	}
+	if (fs->shared) {
+		/* Other hosts' daemons read the registry at their mount only: they
+		 * would key new files in the scope by the volume's KMS. */
+		log_msg(LOG_ERR, "key scopes cannot be made in shared mode yet: make them with "
+				 "the volume mounted on one host only");
+		return -EINVAL;
+	}
 	if (!config_has_scopes(fs)) {
 		log_msg(LOG_ERR, "%s/%s: [volume] has no scopes = true: make scopes with "
 				 "envelopefsctl scope create", fs->backing, VOLUME_CONFIG_NAME);

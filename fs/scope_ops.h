@@ -20,7 +20,8 @@
  *                                (canonical KEY=VALUE lines, scopedef.h).
  *                                ENOTEMPTY, EEXIST (a root already), EINVAL
  *                                (nested, a key reference in use, bad
- *                                settings, a volume without encrypted names),
+ *                                settings, a volume without encrypted names,
+ *                                shared mode),
  *                                EACCES/EIO (the KMS refused or failed).
  *   ENVELOPEFS_IOC_SCOPE_LOCK    the directory is a scope's root: drop its
  *                                cached DEKs, name keys and provider now
