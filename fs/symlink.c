@@ -13,6 +13,7 @@
 #include "scope_ops.h"
 #include "crypto/random.h"
 #include "layout.h"
+#include "linkstore.h"
 #include "log.h"
 #include "ops_i.h"
 
@@ -32,16 +33,6 @@ static int read_stored(int dirfd, const char *entry, char *out)
 		return -EIO;
 	out[n] = '\0';
 	return 0;
-}
-
-/* "envelopefs.links/" b64(ID) with its NUL. */
-#define STORE_PATH_LEN (sizeof(NAMES_LINK_STORE) + NAMES_LINK_ID_TEXT + 1)
-
-/* The link store's file name of @id, relative to the backing root. */
-static void store_path(const uint8_t *id, char out[STORE_PATH_LEN])
-{
-	memcpy(out, NAMES_LINK_STORE "/", sizeof(NAMES_LINK_STORE));
-	names_link_store_name(id, out + sizeof(NAMES_LINK_STORE));
 }
 
 /*
@@ -80,32 +71,11 @@ static int store_write(struct envfs *fs, const uint8_t *id, const uint8_t *seale
 	return ret;
 }
 
-/* store_read - the store file of the external target @t into @sealed (NAMES_TARGET_SEALED_MAX). */
-static int store_read(struct envfs *fs, const struct names_target *t, uint8_t *sealed)
-{
-	char path[STORE_PATH_LEN];
-	struct stat st;
-	int fd, ret;
-
-	store_path(t->id, path);
-	fd = openat(root_fd(fs), path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT || errno == ELOOP ? -EBADMSG : -errno;
-	if (fstat(fd, &st) < 0)
-		ret = -errno;
-	else if (!S_ISREG(st.st_mode) || (size_t)st.st_size != NAMES_TARGET_TAG + t->len)
-		ret = -EBADMSG; /* a link and its store file always agree on the length */
-	else
-		ret = layout_pread_full(fd, sealed, NAMES_TARGET_TAG + t->len, 0);
-	close(fd);
-	return ret == -ENODATA ? -EBADMSG : ret;
-}
-
 static void store_remove(struct envfs *fs, const uint8_t *id)
 {
-	char path[STORE_PATH_LEN];
+	char path[LINKSTORE_PATH_LEN];
 
-	store_path(id, path);
+	linkstore_path(id, path);
 	/* Left behind, it is an orphan: hidden and harmless (FORMAT.md). */
 	(void)unlinkat(root_fd(fs), path, 0);
 }
@@ -240,7 +210,7 @@ static int open_v2(struct envfs *fs, struct inode *in, const char *stored)
 		ret = -EBADMSG; /* only its name opens it, and readlink has none */
 	if (ret == 0 && t.form == NAMES_TARGET_EXTERNAL) {
 		sealed = malloc(NAMES_TARGET_SEALED_MAX);
-		ret = sealed ? store_read(fs, &t, sealed) : -ENOMEM;
+		ret = sealed ? linkstore_read(root_fd(fs), &t, sealed) : -ENOMEM;
 	}
 	if (ret == 0)
 		ret = names_target_open(codec, &t, sealed, NAMES_TARGET_TAG + t.len, target);
