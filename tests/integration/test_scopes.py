@@ -372,3 +372,23 @@ def test_vault_scope_beside_local_ones(tenants, tmp_path):
         assert get(vdir / "v1") == b"vault tenant 1" * 500
     finally:
         server.stop()
+
+
+def test_fsck_leaves_scopes_to_their_own_kms(tenants):
+    """fsck checks the volume's own tree and leaves a scope's (sealed under keys it does not hold)
+    alone: no false damage, and --repair keeps a scope's link-store files it cannot attribute."""
+    vol, a, b = tenants
+    files = write_tree(vol, a, b)
+    long_target = "t" * 3500  # stored in the link store
+    os.symlink(long_target, a.dir / "long")
+    vol.unmount()
+    try:
+        cp = ctl("fsck", "--repair", vol.backing)
+        assert "0 problems" in cp.stdout, cp.stdout + cp.stderr
+        assert "/tenant-a: a key scope, not checked" in cp.stderr
+        assert "/tenant-b: a key scope, not checked" in cp.stderr
+    finally:
+        vol.mount()
+    assert os.readlink(a.dir / "long") == long_target
+    for path, data in files.items():
+        assert get(path) == data
