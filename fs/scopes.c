@@ -21,6 +21,9 @@ struct scope {
 	struct kms_keeper *keeper;
 	struct names *names;
 	const struct scope_set *set;
+	/* Its root was removed (scope_set_forget_root): it names no directory and
+	 * is listed nowhere, but lives on (inodes may point at it) until unmount. */
+	atomic_bool gone;
 	/* Counters of providers closed by a lock, so that status counts since mount. */
 	atomic_uint_fast64_t generate, unwrap, failures, refusals, locks;
 };
@@ -159,7 +162,8 @@ struct scope *scope_by_root(struct scope_set *set, const uint8_t *dirid)
 
 	pthread_mutex_lock(&set->lock);
 	for (size_t i = 0; i < set->n && !found; i++)
-		if (memcmp(set->v[i]->def.root_dirid, dirid, 16) == 0)
+		if (!atomic_load(&set->v[i]->gone) &&
+		    memcmp(set->v[i]->def.root_dirid, dirid, 16) == 0)
 			found = set->v[i];
 	pthread_mutex_unlock(&set->lock);
 	return found;
@@ -299,6 +303,11 @@ void scope_lock(struct scope *s)
 	pthread_rwlock_unlock(&s->use);
 }
 
+bool scope_gone(struct scope *s)
+{
+	return atomic_load(&s->gone);
+}
+
 const struct scope_def *scope_def_of(const struct scope *s)
 {
 	return &s->def;
@@ -335,7 +344,8 @@ static bool ref_taken(struct scope_set *set, const char *ref, const char *const 
 		taken |= strcmp(volume_refs[i], ref) == 0;
 	pthread_mutex_lock(&set->lock);
 	for (size_t i = 0; i < set->n; i++)
-		taken |= strcmp(set->v[i]->def.record.key_ref, ref) == 0;
+		taken |= !atomic_load(&set->v[i]->gone) &&
+			 strcmp(set->v[i]->def.record.key_ref, ref) == 0;
 	pthread_mutex_unlock(&set->lock);
 	return taken;
 }
@@ -419,6 +429,7 @@ void scope_set_forget_root(struct scope_set *set, int backing_fd, const uint8_t 
 	if (!s)
 		return;
 	scope_lock(s);
+	atomic_store(&s->gone, true);
 	ret = scope_registry_remove(backing_fd, s->def.id);
 	scope_id_text(s, id);
 	if (ret < 0)

@@ -19,8 +19,9 @@
  *  - a scope's provider is used only between scope_enter() and
  *    scope_leave(), which hold it shared; scope_lock() takes it exclusively,
  *    so it never closes a provider in use;
- *  - the scope set only grows while mounted (scope_set_add); a struct scope
- *    lives until scope_set_close(), so inodes may point at one.
+ *  - the scope set only grows while mounted (scope_set_create); a struct
+ *    scope lives until scope_set_close(), so inodes may point at one, even
+ *    once its root is removed (scope_gone).
  */
 
 #include <stdbool.h>
@@ -103,6 +104,9 @@ struct names *scope_names(struct scope *s);
 void scope_lock(struct scope *s);
 
 const struct scope_def *scope_def_of(const struct scope *s);
+
+/* scope_gone - whether @s's root was removed (it is then listed nowhere). */
+bool scope_gone(struct scope *s);
 void scope_get_stats(struct scope *s, struct scope_stats *out);
 
 #endif

@@ -49,7 +49,7 @@ static void scope_provider(const char *settings, char *out, size_t cap)
 /* scopes_json - the "scopes" object (status.h) into @out; -ERANGE when it does not fit. */
 static int scopes_json(struct envfs *fs, char *out, size_t cap)
 {
-	size_t n = 0, count = fs->scopes ? scope_set_count(fs->scopes) : 0;
+	size_t n = 0, count = fs->scopes ? scope_set_count(fs->scopes) : 0, shown = 0;
 	int w = snprintf(out, cap, "{");
 
 	for (size_t i = 0; w >= 0 && (size_t)w < cap - n && i < count; i++) {
@@ -59,6 +59,9 @@ static int scopes_json(struct envfs *fs, char *out, size_t cap)
 		struct scope_stats st;
 
 		n += (size_t)w;
+		w = 0;
+		if (scope_gone(s))
+			continue;
 		scope_get_stats(s, &st);
 		names_b64_encode(d->id, SCOPE_ID_LEN, id);
 		scope_provider(d->settings, p, sizeof(p));
@@ -68,7 +71,7 @@ static int scopes_json(struct envfs *fs, char *out, size_t cap)
 			     "%s\"%s\":{\"provider\":\"%s\",\"key_ref\":\"%s\","
 			     "\"unlocked\":%s,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
 			     ",\"failures\":%" PRIu64 ",\"refusals\":%" PRIu64 ",\"locks\":%" PRIu64 "}",
-			     i ? "," : "", id, provider, ref, st.unlocked ? "true" : "false",
+			     shown++ ? "," : "", id, provider, ref, st.unlocked ? "true" : "false",
 			     st.generate, st.unwrap, st.failures, st.refusals, st.locks);
 	}
 	if (w < 0 || (size_t)w >= cap - n)

@@ -274,6 +274,15 @@ def test_removing_a_scope_root_drops_its_definition(tenants):
     os.unlink(a.dir / "f")
     a.dir.rmdir()
     assert len(os.listdir(vol.backing / "envelopefs.scopes")) == 1
+    assert [s["key_ref"] for s in vol.status()["scopes"].values()] == [b.key_ref]
+    # Its key may make a new scope at once.
+    a.dir.mkdir()
+    a.create()
+    put(a.dir / "again", b"again")
+    vol.remount()
+    assert get(a.dir / "again") == b"again"
+    a.dir.joinpath("again").unlink()
+    a.dir.rmdir()
     vol.remount()
     assert [s["key_ref"] for s in vol.status()["scopes"].values()] == [b.key_ref]
 
