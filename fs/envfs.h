@@ -70,6 +70,7 @@ struct envfs {
 	struct prefetch *prefetch; /* DEKs of listed files unwrapped ahead; NULL when off */
 	struct dekcache *cache;
 	struct names *names; /* name, symlink and xattr codec */
+	struct scope_set *scopes; /* the key scopes (scopes.h) */
 	struct inode_table *inodes;
 	struct envfs_settings settings;
 	struct backing_caps caps; /* what the backing can do, probed at mount */

@@ -117,6 +117,7 @@ int cmd_status(int argc, char **argv);
 int cmd_rotate(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_pin(int argc, char **argv);
+int cmd_scope(int argc, char **argv); /* ctl_scope.c */
 int cmd_fsck(int argc, char **argv);
 
 /*

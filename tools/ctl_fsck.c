@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fs/scopedef.h"
 #include "crypto/secmem.h"
 #include "fs/confmac.h"
 #include "fs/confpin.h"
@@ -139,6 +140,39 @@ void fsck_note_link_id(struct fsck *f, const uint8_t *id)
 	memcpy(f->link_ids[f->n_link_ids++], id, NAMES_LINK_ID_LEN);
 }
 
+static int note_scope_root(void *arg, const struct scope_def *d)
+{
+	struct fsck *f = arg;
+	uint8_t (*roots)[NAMES_DIRID_LEN] = realloc(f->scope_roots,
+						    (f->n_scope_roots + 1) * sizeof(*roots));
+
+	if (!roots)
+		return -ENOMEM;
+	memcpy(roots[f->n_scope_roots++], d->root_dirid, NAMES_DIRID_LEN);
+	f->scope_roots = roots;
+	return 0;
+}
+
+/*
+ * load_scopes - the key scopes' roots, from the registry (authenticated under
+ * @volume_key): the walk leaves their trees to their own KMS.
+ */
+static void load_scopes(struct fsck *f, const uint8_t *volume_key, const char *conf)
+{
+	uint8_t *def_key = secmem_alloc(SCOPE_MAC_LEN);
+	int rc = def_key ? scope_def_key(volume_key, f->vol.cfg.uuid, def_key) : -ENOMEM;
+
+	if (rc == 0)
+		rc = scope_registry_each(f->root_fd, def_key, note_scope_root, f);
+	secmem_free(def_key, SCOPE_MAC_LEN);
+	if (rc == -EBADMSG)
+		fsck_report(f, FSCK_INTEGRITY, NULL, conf, "scope", EIO,
+			    "a key scope's definition (%s/) is damaged or forged: the mount is "
+			    "refused (exit 3)", SCOPE_REGISTRY);
+	else if (rc < 0)
+		f->walk_incomplete = true;
+}
+
 /* The whole volume's keys: the volume key opens, and the configuration's MAC holds. */
 static int check_volume(struct fsck *f)
 {
@@ -176,6 +210,8 @@ static int check_volume(struct fsck *f)
 			    "the configuration does not match its MAC (edited without `envelopefsctl "
 			    "pin`): the mount is refused (exit 3)");
 	rc = names_create(f->vol.cfg.names_encrypted, key, f->vol.cfg.uuid, &f->names);
+	if (rc == 0 && key)
+		load_scopes(f, key, conf);
 	secmem_free(key, KMS_DEK_LEN);
 	return rc < 0 ? ctl_err(CTL_FAILED, "cannot derive the name keys: %s", strerror(-rc))
 		      : CTL_OK;
@@ -463,6 +499,7 @@ static void fsck_free(struct fsck *f)
 	free(f->findings);
 	free(f->link_ids);
 	names_destroy(f->names);
+	free(f->scope_roots);
 	if (f->root_fd >= 0)
 		close(f->root_fd);
 	ctl_volume_close(&f->vol);

@@ -66,6 +66,10 @@ struct fsck {
 	struct fsck_item *items;
 	size_t n_items, cap_items;
 	bool walk_incomplete; /* a directory could not be read: no orphan is provable */
+	/* the root directory IDs of the volume's key scopes (fs/scopedef.h), whose trees are
+	 * under their own KMS: not checked here */
+	uint8_t (*scope_roots)[NAMES_DIRID_LEN];
+	size_t n_scope_roots;
 	/* link IDs every symlink of the volume carries (orphan link-store files); the walk's */
 	uint8_t (*link_ids)[NAMES_LINK_ID_LEN];
 	size_t n_link_ids, cap_link_ids;
