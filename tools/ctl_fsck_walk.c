@@ -183,18 +183,27 @@ int fsck_read_journal(int dirfd, const char *path, struct rekey_journal_header *
 	return rc == -ENODATA ? -EBADMSG : rc;
 }
 
+/* open_entries - the entries of the volume's own directory @name in @root_fd: its fd, or -1. */
+static int open_entries(int root_fd, const char *name, struct entries *e)
+{
+	int fd = openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd >= 0 && entries_read(fd, e) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
 /* The re-key journals: a complete one is finished by the next mount, a ".tmp" one is debris. */
 static void walk_rekey_dir(struct fsck *f, int root_fd, const char *backing)
 {
-	int fd = openat(root_fd, VOLUME_REKEY_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	struct rekey_journal_header h;
 	struct entries e;
+	int fd = open_entries(root_fd, VOLUME_REKEY_DIR, &e);
 
-	if (fd < 0 || entries_read(fd, &e) < 0) {
-		if (fd >= 0)
-			close(fd);
+	if (fd < 0)
 		return;
-	}
 	for (size_t i = 0; i < e.n; i++) {
 		char *path = join(backing, e.name[i]);
 
@@ -221,14 +230,11 @@ static void walk_rekey_dir(struct fsck *f, int root_fd, const char *backing)
 /* envelopefs.probe holds nothing between probes: whatever is in it was left by a crash. */
 static void walk_probe_dir(struct fsck *f, int root_fd, const char *backing)
 {
-	int fd = openat(root_fd, VOLUME_PROBE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	struct entries e;
+	int fd = open_entries(root_fd, VOLUME_PROBE_DIR, &e);
 
-	if (fd < 0 || entries_read(fd, &e) < 0) {
-		if (fd >= 0)
-			close(fd);
+	if (fd < 0)
 		return;
-	}
 	for (size_t i = 0; i < e.n; i++) {
 		char *path = join(backing, e.name[i]);
 
@@ -474,15 +480,12 @@ static int cmp_link_id(const void *a, const void *b)
 /* Files of the link store that no symlink of the volume names. */
 static void walk_link_store(struct fsck *f)
 {
-	int fd = openat(f->root_fd, NAMES_LINK_STORE, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	char dir[4096 + sizeof(NAMES_LINK_STORE) + 1];
 	struct entries e;
+	int fd = open_entries(f->root_fd, NAMES_LINK_STORE, &e);
 
-	if (fd < 0 || entries_read(fd, &e) < 0) {
-		if (fd >= 0)
-			close(fd);
+	if (fd < 0)
 		return;
-	}
 	snprintf(dir, sizeof(dir), "%s/%s", f->backing, NAMES_LINK_STORE);
 	if (f->n_link_ids)
 		qsort(f->link_ids, f->n_link_ids, NAMES_LINK_ID_LEN, cmp_link_id);
