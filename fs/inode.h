@@ -105,6 +105,9 @@ struct inode {
 	 * refresh this file's attributes (shared_mark_fresh()); 0 never. */
 	_Atomic int64_t fresh_ms;
 
+	/* Security and ACL xattrs known absent (xattr_absent.h); 0 unknown. */
+	_Atomic uint32_t xattr_absent;
+
 	struct inode *hash_next;
 };
 
