@@ -4,10 +4,14 @@ ext4 says, and each must really skip the backing call.
 
 - Security and ACL xattrs known absent (fs/xattr_absent.h): after one listxattr of a backing inode,
   getxattr of security.* and system.posix_acl_* is answered without the backing while the inode
-  has none, and passed through again once one is set."""
+  has none, and passed through again once one is set.
+- The times of a removed file (fs/attr.c, times_of_nameless): the writeback cache sends its mtime
+  as the kernel lets go of a file rm removed; with no name and no open file left, the daemon does
+  not write it to the backing."""
 import errno
 import os
 import struct
+import subprocess
 
 import pytest
 
@@ -119,3 +123,39 @@ def test_absent_xattrs_skip_the_backing(v):
     gets, _ = backing_xattr_calls(traced(v, ask_f, ["getxattr", "listxattr"]),
                                   ("security.envtest", "security.selinux"))
     assert len(gets) == 10, gets
+
+
+def test_removed_files_times_are_not_written(v):
+    for i in range(20):
+        put(v.mnt / f"f{i}", b"data")
+
+    def remove_all():
+        for i in range(20):
+            os.unlink(v.mnt / f"f{i}")
+
+    lines = traced(v, remove_all, ["utimensat", "unlinkat"])
+    assert len([l for l in lines if "unlinkat(" in l]) >= 20, lines
+    assert [l for l in lines if "utimensat(" in l] == []
+
+
+def test_mtime_alone_still_reaches_named_and_open_files(v):
+    put(v.mnt / "named", b"1")
+    put(v.mnt / "linked", b"2")
+    os.link(v.mnt / "linked", v.mnt / "other")
+    for name in ("named", "linked"):  # closed; mtime alone, as touch -m sends it
+        subprocess.run(["touch", "-m", "-d", "@1000", str(v.mnt / name)], check=True)
+    os.unlink(v.mnt / "other")
+    put(v.mnt / "open", b"3")
+    fd = os.open(v.mnt / "open", os.O_RDWR)
+    try:
+        os.unlink(v.mnt / "open")
+        subprocess.run(["touch", "-m", "-d", "@2000", f"/proc/{os.getpid()}/fd/{fd}"], check=True)
+        assert os.fstat(fd).st_mtime == 2000
+        os.write(fd, b"more")
+        os.fsync(fd)
+        assert os.fstat(fd).st_mtime > 2000
+    finally:
+        os.close(fd)
+    v.remount()  # the times the backing has, not the kernel's cached ones
+    assert os.stat(v.mnt / "named").st_mtime == 1000
+    assert os.stat(v.mnt / "linked").st_mtime == 1000
