@@ -24,7 +24,8 @@
  *    inode by itself (it removes security.capability on a write, which
  *    keeps "none" true).  Labels given at creation are seen by the first
  *    listxattr.  A host policy that writes such names later on its own
- *    (IMA appraisal in fix mode) is not followed: shared mode is.
+ *    (IMA appraisal in fix mode) is not followed; shared mode asks the
+ *    backing every time.
  *  - Regular files and directories only: a symlink's answers differ.
  */
 
