@@ -26,6 +26,7 @@
 #include "prefetch.h"
 #include "backing.h"
 #include "volume.h"
+#include "xattr_absent.h"
 
 /*
  * Daemon settings: `-o config=FILE` (INI [daemon] section) and the same
@@ -77,6 +78,7 @@ struct envfs {
 	bool shared;		  /* shared mode (shared.h), resolved at mount */
 	bool shared_locks;	  /* shared mode on a backing with OFD locks (locks.c, key lock) */
 	struct envfs_counters counters;
+	struct xattr_absent_volume xattr_absent;
 	time_t started;
 	pthread_mutex_t handles_lock;
 	struct handle handles; /* list head */

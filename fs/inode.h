@@ -110,6 +110,9 @@ struct inode {
 	 * as a lookup may set it while another request reads it. */
 	struct scope *_Atomic scope;
 
+	/* Security and ACL xattrs known absent (xattr_absent.h); 0 unknown. */
+	_Atomic uint32_t xattr_absent;
+
 	struct inode *hash_next;
 };
 

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "status.h"
 #include "volkey.h"
+#include "xattr_absent.h"
 
 /* The key record's xattr and the daemon's virtual names are not the user's. */
 static bool volume_xattr(const char *name)
@@ -212,11 +213,12 @@ static void getxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, si
 	}
 	if (names_xattr_is_user(fs->names, name)) {
 		len = get_user_xattr(fs, in, name, value, size);
-	} else {
+	} else if ((len = xattr_absent_answer(fs, in, name)) == 0) {
 		proc_path(inode_fd(in), path);
 		len = getxattr(path, name, value, size);
 		if (len < 0)
 			len = -errno;
+		xattr_absent_note(fs, in, name, len);
 	}
 	reply_xattr_value(req, value, len, size);
 	free(value);
@@ -333,6 +335,7 @@ static void setxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, co
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
 	char path[64];
+	int ret;
 
 	if (volume_xattr(name)) {
 		fuse_reply_err(req, EPERM); /* the daemon's names are read-only */
@@ -343,7 +346,9 @@ static void setxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, co
 		fuse_reply_err(req, -set_user_xattr(fs, in, path, name, value, size, flags));
 		return;
 	}
-	fuse_reply_err(req, setxattr(path, name, value, size, flags) < 0 ? errno : 0);
+	ret = setxattr(path, name, value, size, flags) < 0 ? errno : 0;
+	xattr_absent_changed(in);
+	fuse_reply_err(req, ret);
 }
 
 void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
@@ -383,7 +388,9 @@ static void removexattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name)
 		}
 		name = stored_name;
 	}
-	fuse_reply_err(req, removexattr(path, name) < 0 ? errno : 0);
+	ret = removexattr(path, name) < 0 ? errno : 0;
+	xattr_absent_changed(in);
+	fuse_reply_err(req, ret);
 }
 
 void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
