@@ -244,6 +244,39 @@ static int defer_mtime(struct envfs *fs, struct inode *in, const struct stat *at
 	return 1;
 }
 
+/*
+ * times_of_nameless - take a SETATTR of the mtime alone (and the ctime, which
+ * no call sets) with no open file, as the writeback cache sends when the
+ * kernel lets go of a file rm has just removed, if the regular file has no
+ * name left and no open file: nothing can read its times again, so they are
+ * not written to the backing (in non-shared mode the daemon is its only
+ * user; a nameless inode is reached only through an open file, which would
+ * count in opens).  The reply carries them.  1 when taken, 0 when the
+ * SETATTR is another kind or the file is still reachable, or -errno.
+ */
+static int times_of_nameless(struct envfs *fs, struct inode *in, const struct stat *attr,
+			     int valid, const struct fuse_file_info *fi, struct stat *st)
+{
+	bool open;
+	int ret;
+
+	/* `touch -m` sends this kind too: only it pays the extra fstatat. */
+	if (fs->shared || fi || in->type != S_IFREG ||
+	    valid != (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME))
+		return 0;
+	pthread_mutex_lock(&in->key_lock);
+	open = in->opens > 0;
+	pthread_mutex_unlock(&in->key_lock);
+	if (open)
+		return 0;
+	ret = stat_inode(fs, in, st);
+	if (ret < 0 || st->st_nlink != 0)
+		return ret;
+	st->st_mtim = attr->st_mtim;
+	st->st_ctim = attr->st_ctim;
+	return 1;
+}
+
 static void setattr_pinned(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 			   struct fuse_file_info *fi)
 {
@@ -261,6 +294,8 @@ static void setattr_pinned(fuse_req_t req, fuse_ino_t ino, struct stat *attr, in
 			goto out;
 	} else {
 		ret = defer_mtime(fs, in, attr, valid, fi, &st);
+		if (ret == 0)
+			ret = times_of_nameless(fs, in, attr, valid, fi, &st);
 		if (ret != 0)
 			goto out;
 	}

@@ -53,6 +53,8 @@ int confmac_canonical(const struct volume_config *cfg, const dictionary *kms,
 	if (cfg->placement == PLACEMENT_HEADER)
 		fprintf(f, "volume:header_size=%u\n", cfg->header_size);
 	fprintf(f, "volume:names=%s\n", cfg->names_encrypted ? "encrypted" : "plain");
+	if (cfg->scopes) /* absent otherwise: the MAC of a volume without scopes is unchanged */
+		fprintf(f, "volume:scopes=true\n");
 	ret = put_section(f, "kms", kms);
 	if (ret == 0 && previous)
 		ret = put_section(f, VOLUME_KMS_PREVIOUS, previous);

@@ -240,6 +240,28 @@ void dekcache_forget(struct dekcache *c, dev_t dev, ino_t ino)
 	pthread_mutex_unlock(&c->lock);
 }
 
+void dekcache_tag(struct dekcache *c, struct dek_entry *e, const void *tag)
+{
+	pthread_mutex_lock(&c->lock);
+	e->tag = tag;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void dekcache_forget_tag(struct dekcache *c, const void *tag)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t b = 0; b < c->nbuckets; b++) {
+		struct dek_entry *e = c->buckets[b], *next;
+
+		for (; e; e = next) {
+			next = e->hash_next; /* entry_drop unlinks e */
+			if (e->tag == tag)
+				entry_drop(c, e);
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 void dekcache_expire(struct dekcache *c)
 {
 	pthread_mutex_lock(&c->lock);

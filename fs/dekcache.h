@@ -37,6 +37,9 @@ struct dek_entry {
 	uint8_t file_id[FILE_ID_LEN];
 	uint32_t key_version;
 	uint8_t *key; /* DEK_LEN bytes of secmem */
+	/* The key scope the file is in (scopes.h), NULL for the volume's;
+	 * set once, by dekcache_tag(), under the cache lock. */
+	const void *tag;
 
 	/* Guarded by the cache lock. */
 	unsigned pins;
@@ -88,6 +91,15 @@ void dekcache_put(struct dekcache *c, struct dek_entry *e);
 
 /* dekcache_forget - drop the entry for (@dev, @ino), if any, once unpinned. */
 void dekcache_forget(struct dekcache *c, dev_t dev, ino_t ino);
+
+/* dekcache_tag - mark @e (pinned by the caller) as a key of key scope @tag. */
+void dekcache_tag(struct dekcache *c, struct dek_entry *e, const void *tag);
+
+/*
+ * dekcache_forget_tag - drop every entry of key scope @tag (a scope lock):
+ * unpinned ones are wiped at once, pinned ones (open files) when unpinned.
+ */
+void dekcache_forget_tag(struct dekcache *c, const void *tag);
 
 /* dekcache_expire - evict unpinned entries idle for longer than max_age. */
 void dekcache_expire(struct dekcache *c);

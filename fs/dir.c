@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scope_ops.h"
 #include "crypto/secmem.h"
 #include "backing_rename.h"
 #include "bindops.h"
@@ -183,6 +184,9 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	struct binding_change binding = {.fd = -1};
 	int ret = to_backing(fs, dir, newname, &b);
 
+	/* A key stays in its scope: across a boundary, as across file systems. */
+	if (ret == 0)
+		ret = scope_cross(fs, in, dir);
 	/* A version-1 symlink target is bound to its one name. */
 	if (ret == 0 && in->type == S_IFLNK) {
 		ret = symlink_bound_to_name(fs, inode_fd(in), "");
@@ -304,6 +308,8 @@ static int only_volume_entries(struct envfs *fs, int fd, bool remove)
  */
 static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_name *b)
 {
+	uint8_t id[NAMES_DIRID_LEN];
+	bool have_id;
 	char tmp[64];
 	int fd, ret;
 
@@ -312,6 +318,7 @@ static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_
 	fd = openat(inode_fd(dir), b->entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ELOOP ? -ENOTDIR : -errno;
+	have_id = names_dirid_read(fd, id) == 0; /* a scope's root takes its definition along */
 	ret = only_volume_entries(fs, fd, false);
 	shared_temp_name(tmp);
 	if (ret == 0)
@@ -329,6 +336,8 @@ static int remove_dir(struct envfs *fs, struct inode *dir, const struct backing_
 	close(fd);
 	if (ret == 0)
 		abandon_entry(dir, b);
+	if (ret == 0 && have_id)
+		scope_removed(fs, id);
 	return ret;
 }
 
@@ -369,17 +378,20 @@ static int move_symlink(struct envfs *fs, struct inode *from, const struct backi
 {
 	char stored[NAMES_TARGET_MAX + 1], target[NAMES_TARGET_MAX + 1], tmp[64];
 	struct timespec times[2] = {st->st_atim, st->st_mtim};
+	struct names *codec;
 	const uint8_t *from_id;
 	ssize_t n;
 	int ret = dir_id(fs, from, &from_id);
 
+	if (ret == 0)
+		ret = inode_names(fs, from, &codec);
 	if (ret < 0)
 		return ret;
 	n = readlinkat(inode_fd(from), b->entry, stored, sizeof(stored) - 1);
 	if (n < 0)
 		return -errno;
 	stored[n] = '\0';
-	if (names_link_open(fs->names, from_id, name, stored, target) < 0) {
+	if (names_link_open(codec, from_id, name, stored, target) < 0) {
 		log_bad_name(fs, from, b->entry, "the symlink target");
 		return -EIO;
 	}
@@ -536,6 +548,9 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 
 	if (ret == 0)
 		ret = to_backing(fs, to, newname, &bnew);
+	/* A key stays in its scope: across a boundary, as across file systems. */
+	if (ret == 0)
+		ret = scope_cross(fs, from, to);
 	if (ret == 0 && from == to && strcmp(b.entry, bnew.entry) == 0) {
 		/* Renaming an entry onto itself changes nothing. */
 		fuse_reply_err(req, 0);

@@ -26,6 +26,7 @@
 #include "prefetch.h"
 #include "backing.h"
 #include "volume.h"
+#include "xattr_absent.h"
 
 /*
  * Daemon settings: `-o config=FILE` (INI [daemon] section) and the same
@@ -72,12 +73,14 @@ struct envfs {
 	struct dekcache *cache;
 	struct names *names; /* name, symlink and xattr codec */
 	struct rollback *rollback; /* format 3: the versions this host saw (rollback.h); NULL else */
+	struct scope_set *scopes; /* the key scopes (scopes.h) */
 	struct inode_table *inodes;
 	struct envfs_settings settings;
 	struct backing_caps caps; /* what the backing can do, probed at mount */
 	bool shared;		  /* shared mode (shared.h), resolved at mount */
 	bool shared_locks;	  /* shared mode on a backing with OFD locks (locks.c, key lock) */
 	struct envfs_counters counters;
+	struct xattr_absent_volume xattr_absent;
 	time_t started;
 	pthread_mutex_t handles_lock;
 	struct handle handles; /* list head */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bindops.h"
+#include "scope_ops.h"
 #include "content.h"
 #include "filekey.h"
 #include "killpriv.h"
@@ -180,8 +181,10 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 	handle_add(fs, &of->h, false);
 	fi->fh = (uint64_t)(uintptr_t)of;
 	/* Cached pages stay valid unless another host may have changed the
-	 * file since: shared mode reads it afresh (close-to-open). */
-	fi->keep_cache = !fs->shared;
+	 * file since: shared mode reads it afresh (close-to-open); so does a
+	 * key scope's file, so that a scope lock takes effect at its next
+	 * open (docs/THREAT-MODEL.md, "Key scopes"). */
+	fi->keep_cache = !fs->shared && !in->scope;
 	return 0;
 }
 
@@ -250,6 +253,7 @@ static void create_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	if (ret < 0)
 		goto fail;
 	binding_looked_up(fs, dir, inode_of(fs, e.ino), name);
+	scope_inherit(fs, dir, inode_of(fs, e.ino));
 	ret = attach_open_file(fs, inode_of(fs, e.ino), fd, fi->flags, fi);
 	if (ret < 0) {
 		inode_forget(fs->inodes, inode_of(fs, e.ino), 1);

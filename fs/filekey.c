@@ -14,6 +14,7 @@
 #include "binding.h"
 #include "log.h"
 #include "rollback.h"
+#include "scopes.h"
 #include "shared.h"
 
 /* How long an unwrap's "KMS unavailable" answers the next reads of the same file. */
@@ -244,7 +245,25 @@ static int key_failure(struct envfs *fs, struct inode *in, const char *what, int
 	atomic_fetch_add(&fs->counters.key_errors, 1);
 	log_ratelimited(LOG_ERR, "inode %llu: %s: %s", (unsigned long long)in->ino, what,
 			kms_strerror(err));
-	return -EIO;
+	/* A key scope's KMS that refuses is its tenant revoking: EACCES
+	 * (docs/THREAT-MODEL.md, "Key scopes"); the volume's stays EIO. */
+	return in->scope && err == -EACCES ? -EACCES : -EIO;
+}
+
+/*
+ * keys_get / keys_put - the KMS set of @in's key scope (scopes.h; the
+ * volume's outside any), held for one operation: a file's DEK is made and
+ * unwrapped by its scope's KMS only.  keys_get: 0 or -EACCES (a scope its
+ * KMS keeps locked).
+ */
+static int keys_get(struct envfs *fs, struct scope *scope, const struct kms_set **set)
+{
+	return scope_keys_get(scope, fs->keys, set);
+}
+
+static void keys_put(struct envfs *fs, struct scope *scope, const struct kms_set *set)
+{
+	scope_keys_put(scope, fs->keys, set);
 }
 
 /*
@@ -258,15 +277,20 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 {
 	struct record_pos pos = {.seq = 0, .slot = -1};
 	struct fresh_key *key = malloc(sizeof(*key));
+	struct scope *scope = in->scope;
 	const struct kms_set *set;
 	int ret;
 
 	if (!key)
 		return -ENOMEM;
-	set = kms_keeper_get(fs->keys);
+	ret = keys_get(fs, scope, &set);
+	if (ret < 0) {
+		free(key);
+		return ret; /* a locked scope: EACCES, logged by scopes.c */
+	}
 	ret = dek_pool_take(set->pool, key, dek);
 	if (ret < 0 || key->blob_len > sizeof(rec->wrapped)) {
-		kms_keeper_put(fs->keys, set);
+		keys_put(fs, scope, set);
 		free(key);
 		return key_failure(fs, in, "cannot create a data key", ret < 0 ? ret : -EIO);
 	}
@@ -287,12 +311,13 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 		ret = layout_first_header(&fs->layout, rec, &first->header);
 		if (ret == 0) {
 			first->set = set; /* held until the header is stored */
+			first->scope = scope;
 			return 0;
 		}
 	} else if (ret == 0) {
 		ret = layout_write_record(&fs->layout, fd, rec, &pos);
 	}
-	kms_keeper_put(fs->keys, set);
+	keys_put(fs, scope, set);
 	return ret;
 }
 
@@ -328,27 +353,31 @@ static bool kms_just_unavailable(const struct inode *in)
 static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_record *rec,
 			 uint8_t *dek)
 {
-	const struct kms_set *set = kms_keeper_get(fs->keys);
-	struct kms *kms = kms_pair_for(&set->keys, rec->key_ref);
+	struct scope *scope = in->scope;
+	const struct kms_set *set;
+	struct kms *kms;
 	struct kms_context ctx;
-	int ret;
+	int ret = keys_get(fs, scope, &set);
 
+	if (ret < 0)
+		return ret; /* a locked scope: EACCES, logged by scopes.c */
+	kms = kms_pair_for(&set->keys, rec->key_ref);
 	if (!kms) {
 		log_ratelimited(LOG_ERR, "inode %llu: key record names master key '%s', not this "
-					 "volume's '%s'",
+					 "%s's '%s'",
 				(unsigned long long)in->ino, rec->key_ref,
-				set->keys.current->key_ref);
-		kms_keeper_put(fs->keys, set);
+				scope ? "key scope" : "volume", set->keys.current->key_ref);
+		keys_put(fs, scope, set);
 		atomic_fetch_add(&fs->counters.key_errors, 1);
 		return -EIO;
 	}
 	context_of(fs, rec->file_id, &ctx);
 	if (kms_just_unavailable(in)) {
-		kms_keeper_put(fs->keys, set);
+		keys_put(fs, scope, set);
 		return key_failure(fs, in, "cannot unwrap the data key", -EAGAIN);
 	}
 	ret = kms_unwrap(kms, &ctx, rec->wrapped, rec->wrapped_len, dek);
-	kms_keeper_put(fs->keys, set);
+	keys_put(fs, scope, set);
 	if (ret == -EAGAIN)
 		note_unavailable(in);
 	if (ret < 0)
@@ -423,6 +452,8 @@ static int load_key(struct envfs *fs, struct inode *in, int fd, bool create,
 	if (ret == 0)
 		ret = dekcache_insert(fs->cache, in->dev, in->ino, rec->file_id, rec->key_version,
 				      dek, &in->dek);
+	if (ret == 0 && in->scope)
+		dekcache_tag(fs->cache, in->dek, in->scope); /* a scope lock drops it */
 	if (ret == 0)
 		ret = adopt_holes(fs, in, rec, dek, true);
 out:
@@ -458,7 +489,7 @@ void filekey_first_done(struct envfs *fs, struct inode *in, struct filekey_first
 		dekcache_forget(fs->cache, in->dev, in->ino);
 		pthread_mutex_unlock(&in->key_lock);
 	}
-	kms_keeper_put(fs->keys, first->set);
+	keys_put(fs, first->scope, first->set);
 	free(first->header);
 	*first = (struct filekey_first){0};
 }
@@ -633,13 +664,17 @@ int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_res
 	pthread_mutex_lock(&in->key_lock);
 	ret = record_to_replace(fs, in, fd, rec, &have, &cached);
 	if (ret == 0) {
-		const struct kms_set *set = kms_keeper_get(fs->keys);
+		struct scope *scope = in->scope;
+		const struct kms_set *set;
 
-		ret = rewrap_file(&fs->layout, &set->keys, fs->cfg.uuid, fd,
-				  have ? have->key : NULL, res);
-		if (ret == 0)
-			dek_pool_note_version(set->pool, res->new_version);
-		kms_keeper_put(fs->keys, set);
+		ret = keys_get(fs, scope, &set);
+		if (ret == 0) {
+			ret = rewrap_file(&fs->layout, &set->keys, fs->cfg.uuid, fd,
+					  have ? have->key : NULL, res);
+			if (ret == 0)
+				dek_pool_note_version(set->pool, res->new_version);
+			keys_put(fs, scope, set);
+		}
 		/* The cache learns the new version. */
 		if (ret == 0 && have)
 			cache_new_record(fs, in, res->file_id, res->new_version, have->key);
@@ -683,6 +718,7 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 	struct dek_entry *cached;
 	struct key_record *rec = malloc(sizeof(*rec));
 	uint8_t *new_dek = secmem_alloc(KMS_DEK_LEN);
+	struct scope *scope = in->scope;
 	const struct kms_set *set;
 	struct rekey_env env;
 	int ret;
@@ -692,13 +728,18 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 		secmem_free(new_dek, KMS_DEK_LEN);
 		return -ENOMEM;
 	}
-	set = kms_keeper_get(fs->keys);
+	ret = keys_get(fs, scope, &set);
+	if (ret < 0) {
+		free(rec);
+		secmem_free(new_dek, KMS_DEK_LEN);
+		return ret;
+	}
 	filekey_rekey_env(fs, set, &env);
 	pthread_mutex_lock(&in->key_lock);
 	ret = record_to_replace(fs, in, fd, rec, &have, &cached);
 	if (ret == 0)
 		ret = rekey_file(&env, fd, have ? have->key : NULL, new_dek, res);
-	kms_keeper_put(fs->keys, set);
+	keys_put(fs, scope, set);
 	dekcache_put(fs->cache, cached);
 	/* The new DEK replaces the old entry, which is wiped once unpinned. */
 	if (ret == 0)

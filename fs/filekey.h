@@ -46,6 +46,7 @@ int filekey_load(struct envfs *fs, struct inode *in, int fd, bool create);
 struct filekey_first {
 	uint8_t *header; /* layout.data_offset bytes; NULL: nothing pending */
 	const struct kms_set *set;
+	struct scope *scope; /* whose set it is (scopes.h), NULL: the volume's */
 };
 
 /*

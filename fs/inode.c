@@ -2,6 +2,7 @@
 /* The inode table: see inode.h for the invariants. */
 #include "inode.h"
 #include "mtime.h"
+#include "xattr_absent.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -268,6 +269,7 @@ void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const s
 		fd = -1;
 		fh = NULL;
 		if (!same) {
+			xattr_absent_changed(in);
 			unhash_locked(t, in);
 			in->dev = st->st_dev;
 			in->ino = st->st_ino;

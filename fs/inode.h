@@ -116,6 +116,14 @@ struct inode {
 	 * refresh this file's attributes (shared_mark_fresh()); 0 never. */
 	_Atomic int64_t fresh_ms;
 
+	/* The key scope (scopes.h) the inode is in, NULL for the volume's:
+	 * its parent directory's, set at every lookup (scope_ops.c); atomic,
+	 * as a lookup may set it while another request reads it. */
+	struct scope *_Atomic scope;
+
+	/* Security and ACL xattrs known absent (xattr_absent.h); 0 unknown. */
+	_Atomic uint32_t xattr_absent;
+
 	struct inode *hash_next;
 };
 

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scope_ops.h"
 #include "filekey.h"
 #include "log.h"
 #include "shared.h"
@@ -153,11 +154,15 @@ static void ioctl_pinned(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void 
 	(void)in_buf;
 	(void)in_bufsz;
 	(void)out_bufsz;
+	bool scope_cmd = cmd == ENVELOPEFS_IOC_SCOPE_CREATE || cmd == ENVELOPEFS_IOC_SCOPE_LOCK;
+
 	if (flags & FUSE_IOCTL_COMPAT || (cmd != ENVELOPEFS_IOC_REWRAP && cmd != ENVELOPEFS_IOC_REKEY &&
-					  cmd != ENVELOPEFS_IOC_RELOAD_KMS))
+					  cmd != ENVELOPEFS_IOC_RELOAD_KMS && !scope_cmd))
 		ret = -ENOTTY;
 	else if (fuse_req_ctx(req)->uid != 0)
 		ret = -EPERM;
+	else if (scope_cmd)
+		ret = scope_ioctl(fs, in, cmd, in_buf, in_bufsz);
 	else if (cmd == ENVELOPEFS_IOC_RELOAD_KMS)
 		ret = is_root(fs, in) ? reload_kms(fs) : -EINVAL;
 	else if (cmd == ENVELOPEFS_IOC_REWRAP && is_root(fs, in) && encrypted_names(fs))

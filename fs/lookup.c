@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bindops.h"
+#include "scope_ops.h"
 #include "log.h"
 #include "prefetch.h"
 #include "symlink.h"
@@ -63,10 +64,13 @@ int dir_id(struct envfs *fs, struct inode *dir, const uint8_t **out)
 int to_backing(struct envfs *fs, struct inode *dir, const char *name,
 	       struct backing_name *b)
 {
+	struct names *codec;
 	const uint8_t *id;
 	int ret = dir_id(fs, dir, &id);
 
-	return ret < 0 ? ret : names_encode(fs->names, id, is_root(fs, dir), name, b);
+	if (ret == 0)
+		ret = inode_names(fs, dir, &codec);
+	return ret < 0 ? ret : names_encode(codec, id, is_root(fs, dir), name, b);
 }
 
 /*
@@ -191,6 +195,7 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 		if (!in)
 			return -ENOMEM;
 	}
+	scope_inherit(fs, parent, in);
 	symlink_looked_up(fs, parent, in, bname, name);
 	binding_looked_up(fs, parent, in, name);
 	to_plain_attr(fs, in, &st);

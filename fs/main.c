@@ -33,6 +33,8 @@
 #include "log.h"
 #include "rollback.h"
 #include "ops.h"
+#include "scope_ops.h"
+#include "scopes.h"
 #include "shared.h"
 #include "volkey.h"
 
@@ -258,12 +260,14 @@ static int open_names(struct envfs *fs, int root_fd)
 		}
 	}
 	ret = names_create(fs->cfg.names_encrypted, key, fs->cfg.uuid, &fs->names);
-	secmem_free(key, KMS_DEK_LEN);
 	if (ret < 0) {
+		secmem_free(key, KMS_DEK_LEN);
 		fprintf(stderr, "envelopefs: cannot derive the name keys: %s\n", strerror(-ret));
 		return EXIT_KEYS;
 	}
-	return EXIT_OK;
+	ret = scopes_mount(fs, root_fd, key);
+	secmem_free(key, KMS_DEK_LEN);
+	return ret == 0 ? EXIT_OK : ret == -EBADMSG ? EXIT_VOLUME : EXIT_MOUNT;
 }
 
 /*
@@ -486,6 +490,7 @@ static void close_volume(struct envfs *fs)
 	inode_table_destroy(fs->inodes);
 	names_destroy(fs->names); /* wipes the name keys */
 	rollback_close(fs->rollback);
+	scope_set_close(fs->scopes); /* wipes the scopes' keys */
 	dekcache_destroy(fs->cache); /* wipes every DEK */
 	kms_keeper_close(fs->keys);  /* wipes the keys made ahead and the master keys */
 	volume_config_free(&fs->cfg);

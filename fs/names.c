@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,37 +28,82 @@ static const char label_targets[] = "envelopefs v2 symlink targets";
 
 #define N_KEYS 4
 
+/*
+ * A key scope's codec (names_forget_keys) can lose its keys and get them
+ * again while in use: every use of the keys holds @lock shared, a change
+ * holds it exclusively, so a name is never sealed under half-wiped keys.
+ * Invariant: @keyed is true exactly while @keys holds the derived keys.
+ */
 struct names {
 	bool encrypted;
+	pthread_rwlock_t lock;
+	bool keyed;
 	uint8_t *keys; /* secmem: K_name ‖ K_link ‖ K_xattr ‖ K_target */
 };
 
-#define K_NAME(n) ((n)->keys)
-#define K_LINK(n) ((n)->keys + SIV_KEY_LEN)
-#define K_XATTR(n) ((n)->keys + 2 * SIV_KEY_LEN)
-#define K_TARGET(n) ((n)->keys + 3 * SIV_KEY_LEN)
+enum names_key { K_NAME, K_LINK, K_XATTR, K_TARGET };
+
+/* key_seal / key_open - siv_seal / siv_open under key @k of @n; -EACCES without keys. */
+static int key_seal(const struct names *n, enum names_key k, const struct siv_ad *ad, size_t n_ad,
+		    const void *in, size_t len, uint8_t *out)
+{
+	struct names *m = (struct names *)n; /* the lock is not part of the codec's value */
+	int ret = -EACCES;
+
+	pthread_rwlock_rdlock(&m->lock);
+	if (m->keyed)
+		ret = siv_seal(m->keys + (size_t)k * SIV_KEY_LEN, ad, n_ad, in, len, out);
+	pthread_rwlock_unlock(&m->lock);
+	return ret;
+}
+
+static int key_open(const struct names *n, enum names_key k, const struct siv_ad *ad, size_t n_ad,
+		    const uint8_t *in, size_t len, void *out)
+{
+	struct names *m = (struct names *)n;
+	int ret = -EACCES;
+
+	pthread_rwlock_rdlock(&m->lock);
+	if (m->keyed)
+		ret = siv_open(m->keys + (size_t)k * SIV_KEY_LEN, ad, n_ad, in, len, out);
+	pthread_rwlock_unlock(&m->lock);
+	return ret;
+}
+
+/* derive - the four keys from @key into n->keys.  Write lock held (or not yet shared). */
+static int derive(struct names *n, const uint8_t *key, const uint8_t *uuid)
+{
+	static const char *const labels[N_KEYS] = {label_names, label_links, label_xattrs,
+						   label_targets};
+	int ret = 0;
+
+	for (size_t i = 0; ret == 0 && i < N_KEYS; i++)
+		ret = crypto_hkdf_sha256(key, NAMES_KEY_LEN, uuid, 16, labels[i], strlen(labels[i]),
+					 n->keys + i * SIV_KEY_LEN, SIV_KEY_LEN);
+	n->keyed = ret == 0;
+	if (ret < 0)
+		secmem_wipe(n->keys, N_KEYS * SIV_KEY_LEN);
+	return ret;
+}
 
 int names_create(bool encrypted, const uint8_t *volume_key, const uint8_t *uuid,
 		 struct names **out)
 {
-	static const char *const labels[N_KEYS] = {label_names, label_links, label_xattrs,
-						   label_targets};
 	struct names *n = calloc(1, sizeof(*n));
 	int ret = 0;
 
 	if (!n)
 		return -ENOMEM;
 	n->encrypted = encrypted;
+	pthread_rwlock_init(&n->lock, NULL);
 	if (encrypted) {
 		n->keys = secmem_alloc(N_KEYS * SIV_KEY_LEN);
 		if (!n->keys) {
-			free(n);
+			names_destroy(n);
 			return -ENOMEM;
 		}
-		for (size_t i = 0; ret == 0 && i < N_KEYS; i++)
-			ret = crypto_hkdf_sha256(volume_key, NAMES_KEY_LEN, uuid, 16, labels[i],
-						 strlen(labels[i]), n->keys + i * SIV_KEY_LEN,
-						 SIV_KEY_LEN);
+		if (volume_key)
+			ret = derive(n, volume_key, uuid);
 		if (ret < 0) {
 			names_destroy(n);
 			return ret;
@@ -67,11 +113,30 @@ int names_create(bool encrypted, const uint8_t *volume_key, const uint8_t *uuid,
 	return 0;
 }
 
+int names_set_key(struct names *n, const uint8_t *key, const uint8_t *uuid)
+{
+	int ret;
+
+	pthread_rwlock_wrlock(&n->lock);
+	ret = derive(n, key, uuid);
+	pthread_rwlock_unlock(&n->lock);
+	return ret;
+}
+
+void names_forget_keys(struct names *n)
+{
+	pthread_rwlock_wrlock(&n->lock);
+	secmem_wipe(n->keys, N_KEYS * SIV_KEY_LEN);
+	n->keyed = false;
+	pthread_rwlock_unlock(&n->lock);
+}
+
 void names_destroy(struct names *n)
 {
 	if (!n)
 		return;
 	secmem_free(n->keys, N_KEYS * SIV_KEY_LEN);
+	pthread_rwlock_destroy(&n->lock);
 	free(n);
 }
 
@@ -132,7 +197,7 @@ int names_encode(const struct names *n, const uint8_t *dirid, bool in_root, cons
 		memcpy(out->entry, name, len + 1);
 		return 0;
 	}
-	ret = siv_seal(K_NAME(n), &ad, 1, name, len, sealed);
+	ret = key_seal(n, K_NAME, &ad, 1, name, len, sealed);
 	if (ret < 0)
 		return ret;
 	if ((SIV_TAG_LEN + len) * 4 <= 3 * NAMES_MAX) {
@@ -171,7 +236,7 @@ static int open_name(const struct names *n, const uint8_t *dirid, const char *te
 
 	if (len <= SIV_TAG_LEN)
 		return -EBADMSG;
-	if (siv_open(K_NAME(n), &ad, 1, sealed, (size_t)len, out) < 0)
+	if (key_open(n, K_NAME, &ad, 1, sealed, (size_t)len, out) < 0)
 		return -EBADMSG;
 	len -= SIV_TAG_LEN;
 	out[len] = '\0';
@@ -326,7 +391,7 @@ int names_link_seal(const struct names *n, const uint8_t *dirid, const char *nam
 	sealed = malloc(SIV_TAG_LEN + len);
 	if (!sealed)
 		return -ENOMEM;
-	ret = siv_seal(K_LINK(n), ad, 2, target, len, sealed);
+	ret = key_seal(n, K_LINK, ad, 2, target, len, sealed);
 	if (ret == 0)
 		names_b64_encode(sealed, SIV_TAG_LEN + len, stored);
 	free(sealed);
@@ -349,7 +414,7 @@ int names_link_open(const struct names *n, const uint8_t *dirid, const char *nam
 	if (!sealed)
 		return -ENOMEM;
 	len = names_b64_decode(stored, sealed, NAMES_TARGET_MAX);
-	if (len > SIV_TAG_LEN && siv_open(K_LINK(n), ad, 2, sealed, (size_t)len, target) == 0) {
+	if (len > SIV_TAG_LEN && key_open(n, K_LINK, ad, 2, sealed, (size_t)len, target) == 0) {
 		target[len - SIV_TAG_LEN] = '\0';
 		ret = memchr(target, '\0', (size_t)len - SIV_TAG_LEN) ? -EBADMSG : 0;
 	}
@@ -434,7 +499,7 @@ int names_target_seal(const struct names *n, const uint8_t *id, const char *targ
 		return -ENOENT; /* as symlink(2) says of an empty target */
 	if (len > NAMES_TARGET_MAX)
 		return -ENAMETOOLONG;
-	ret = siv_seal(K_TARGET(n), &ad, 1, target, len, sealed);
+	ret = key_seal(n, K_TARGET, &ad, 1, target, len, sealed);
 	if (ret < 0)
 		return ret;
 	*sealed_len = SIV_TAG_LEN + len;
@@ -466,7 +531,7 @@ int names_target_open(const struct names *n, const struct names_target *t, const
 	}
 	/* The link says how long its target is (stat shows it): the store must agree. */
 	if (t->form != NAMES_TARGET_V1 && len > SIV_TAG_LEN && (size_t)len == SIV_TAG_LEN + t->len &&
-	    siv_open(K_TARGET(n), &ad, 1, in, (size_t)len, target) == 0) {
+	    key_open(n, K_TARGET, &ad, 1, in, (size_t)len, target) == 0) {
 		target[t->len] = '\0';
 		ret = memchr(target, '\0', t->len) ? -EBADMSG : 0;
 	}
@@ -492,7 +557,7 @@ int names_xattr_name_seal(const struct names *n, const uint8_t *owner, const cha
 		return -EINVAL;
 	if (strlen(XATTR_USER) + (4 * (SIV_TAG_LEN + len) + 2) / 3 > NAMES_XATTR_NAME_MAX)
 		return -ERANGE;
-	ret = siv_seal(K_XATTR(n), &ad, 1, suffix, len, sealed);
+	ret = key_seal(n, K_XATTR, &ad, 1, suffix, len, sealed);
 	if (ret < 0)
 		return ret;
 	strcpy(out, XATTR_USER);
@@ -511,7 +576,7 @@ int names_xattr_name_open(const struct names *n, const uint8_t *owner, const cha
 	if (len <= SIV_TAG_LEN || (size_t)len - SIV_TAG_LEN + plen > NAMES_XATTR_NAME_MAX)
 		return -EBADMSG;
 	strcpy(out, XATTR_USER);
-	if (siv_open(K_XATTR(n), &ad, 1, sealed, (size_t)len, out + plen) < 0)
+	if (key_open(n, K_XATTR, &ad, 1, sealed, (size_t)len, out + plen) < 0)
 		return -EBADMSG;
 	out[plen + (size_t)len - SIV_TAG_LEN] = '\0';
 	return memchr(out + plen, '\0', (size_t)len - SIV_TAG_LEN) ? -EBADMSG : 0;
@@ -530,7 +595,7 @@ int names_xattr_value_seal(const struct names *n, const uint8_t *owner, const ch
 	plain[0] = XATTR_VALUE_FORMAT;
 	if (len)
 		memcpy(plain + 1, value, len);
-	ret = siv_seal(K_XATTR(n), ad, 2, plain, len + 1, out);
+	ret = key_seal(n, K_XATTR, ad, 2, plain, len + 1, out);
 	secmem_wipe(plain, len + 1);
 	free(plain);
 	return ret;
@@ -548,7 +613,7 @@ int names_xattr_value_open(const struct names *n, const uint8_t *owner, const ch
 	plain = malloc(len - SIV_TAG_LEN);
 	if (!plain)
 		return -ENOMEM;
-	if (siv_open(K_XATTR(n), ad, 2, stored, len, plain) == 0 &&
+	if (key_open(n, K_XATTR, ad, 2, stored, len, plain) == 0 &&
 	    plain[0] == XATTR_VALUE_FORMAT) {
 		memcpy(out, plain + 1, len - NAMES_XATTR_OVERHEAD);
 		ret = 0;

@@ -71,12 +71,25 @@ struct names;
 
 /*
  * names_create - a codec.  @encrypted: derive the keys from @volume_key
- * (NAMES_KEY_LEN bytes) and @uuid; otherwise both may be NULL.
+ * (NAMES_KEY_LEN bytes) and @uuid (a scope's codec: @volume_key NULL, see
+ * names_set_key); otherwise both may be NULL.
  * Returns 0 or -ENOMEM / -EIO.
  */
 int names_create(bool encrypted, const uint8_t *volume_key, const uint8_t *uuid,
 		 struct names **out);
 void names_destroy(struct names *n);
+
+/*
+ * A key scope's codec (scopes.h) is made with @volume_key NULL: encrypted,
+ * but without keys until names_set_key() derives them from the scope key,
+ * exactly as from a volume key; names_forget_keys() wipes them again (the
+ * scope is locked).  Both may run while other threads use the codec: a
+ * seal or open meanwhile either sees the whole keys or none, and without
+ * keys fails with -EACCES (an open: -EBADMSG, as for a forged name).
+ * names_set_key returns 0 or -EIO.
+ */
+int names_set_key(struct names *n, const uint8_t *key, const uint8_t *uuid);
+void names_forget_keys(struct names *n);
 bool names_encrypted(const struct names *n);
 
 /* The backing form of one plaintext name in one directory. */

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scope_ops.h"
 #include "log.h"
 #include "prefetch.h"
 
@@ -38,8 +39,10 @@ static void opendir_pinned(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)d;
-	fi->keep_cache = 1;
-	fi->cache_readdir = 1;
+	/* A key scope's listing is not kept: a lock takes effect at the next
+	 * listing (docs/THREAT-MODEL.md, "Key scopes"). */
+	fi->keep_cache = !inode_scope(fs, inode_of(fs, ino));
+	fi->cache_readdir = fi->keep_cache;
 	handle_add(fs, &d->h, true);
 	fuse_reply_open(req, fi);
 }
@@ -60,8 +63,8 @@ void envfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
  * 0, or -ENOENT for the volume's own entries and, logged, for entries whose
  * name or side record is not authentic: a listing skips them.
  */
-static int entry_name(struct envfs *fs, struct inode *dir, const uint8_t *id,
-		      const char *entry, char *name)
+static int entry_name(struct envfs *fs, struct names *codec, struct inode *dir,
+		      const uint8_t *id, const char *entry, char *name)
 {
 	char full[NAMES_FULL_MAX + 1];
 	bool is_long = names_classify(fs->names, is_root(fs, dir), entry) == NAMES_ENTRY_LONG;
@@ -70,7 +73,7 @@ static int entry_name(struct envfs *fs, struct inode *dir, const uint8_t *id,
 	if (is_long && names_side_read(inode_fd(dir), entry, full) < 0)
 		ret = -EBADMSG;
 	if (ret == 0)
-		ret = names_decode(fs->names, id, is_root(fs, dir), entry, is_long ? full : NULL,
+		ret = names_decode(codec, id, is_root(fs, dir), entry, is_long ? full : NULL,
 				   name);
 	if (ret == -EBADMSG) {
 		log_bad_name(fs, dir, entry, is_long ? "the name or side record" : "the name");
@@ -87,9 +90,12 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 	struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
 	char *buf, *p;
 	size_t rem = size;
+	struct names *codec;
 	const uint8_t *id;
 	int err = -dir_id(fs, dir, &id);
 
+	if (!err)
+		err = -inode_names(fs, dir, &codec); /* a locked scope: EACCES */
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
@@ -126,7 +132,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 
 		if (dots)
 			snprintf(name, sizeof(name), "%s", d->entry->d_name);
-		else if (entry_name(fs, dir, id, d->entry->d_name, name) < 0)
+		else if (entry_name(fs, codec, dir, id, d->entry->d_name, name) < 0)
 			goto skip;
 		if (plus && !dots) {
 			int ret = lookup_backing(fs, dir, d->entry->d_name, name, &e);

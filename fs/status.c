@@ -17,6 +17,7 @@
 
 #include "crypto/hex.h"
 #include "killpriv.h"
+#include "scopes.h"
 #include "status.h"
 
 /* @in as a JSON string body: quotes, backslashes and control bytes escaped. */
@@ -36,8 +37,53 @@ static void json_escape(const char *in, char *out, size_t cap)
 	out[n] = '\0';
 }
 
+/* scope_provider - the provider name in canonical scope @settings into @out. */
+static void scope_provider(const char *settings, char *out, size_t cap)
+{
+	const char *p = strstr(settings, "\nprovider=");
+	const char *v = strncmp(settings, "provider=", 9) == 0 ? settings + 9 : p ? p + 10 : "";
+
+	snprintf(out, cap, "%.*s", (int)strcspn(v, "\n"), v);
+}
+
+/* scopes_json - the "scopes" object (status.h) into @out; -ERANGE when it does not fit. */
+static int scopes_json(struct envfs *fs, char *out, size_t cap)
+{
+	size_t n = 0, count = fs->scopes ? scope_set_count(fs->scopes) : 0, shown = 0;
+	int w = snprintf(out, cap, "{");
+
+	for (size_t i = 0; w >= 0 && (size_t)w < cap - n && i < count; i++) {
+		struct scope *s = scope_set_at(fs->scopes, i);
+		const struct scope_def *d = scope_def_of(s);
+		char id[SCOPE_ID_TEXT + 1], provider[64], ref[6 * KMS_MAX_REF + 1], p[128];
+		struct scope_stats st;
+
+		n += (size_t)w;
+		w = 0;
+		if (scope_gone(s))
+			continue;
+		scope_get_stats(s, &st);
+		names_b64_encode(d->id, SCOPE_ID_LEN, id);
+		scope_provider(d->settings, p, sizeof(p));
+		json_escape(p, provider, sizeof(provider));
+		json_escape(d->record.key_ref, ref, sizeof(ref));
+		w = snprintf(out + n, cap - n,
+			     "%s\"%s\":{\"provider\":\"%s\",\"key_ref\":\"%s\","
+			     "\"unlocked\":%s,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
+			     ",\"failures\":%" PRIu64 ",\"refusals\":%" PRIu64 ",\"locks\":%" PRIu64 "}",
+			     shown++ ? "," : "", id, provider, ref, st.unlocked ? "true" : "false",
+			     st.generate, st.unwrap, st.failures, st.refusals, st.locks);
+	}
+	if (w < 0 || (size_t)w >= cap - n)
+		return -ERANGE;
+	n += (size_t)w;
+	w = snprintf(out + n, cap - n, "}");
+	return w < 0 || (size_t)w >= cap - n ? -ERANGE : 0;
+}
+
 int status_json(struct envfs *fs, char *out, size_t cap)
 {
+	char scopes[8192];
 	struct dekcache_stats cs;
 	struct dek_pool_stats ps;
 	struct prefetch_stats pf;
@@ -52,6 +98,8 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 
 	if (backing_caps_json(&fs->caps, caps, sizeof(caps)) < 0)
 		snprintf(caps, sizeof(caps), "null");
+	if (scopes_json(fs, scopes, sizeof(scopes)) < 0)
+		snprintf(scopes, sizeof(scopes), "null");
 	dekcache_get_stats(fs->cache, &cs);
 	dek_pool_get_stats(set->pool, &ps);
 	prefetch_get_stats(fs->prefetch, &pf);
@@ -90,7 +138,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"inodes\":%" PRIu64 ",\"inode_fds\":%u,\"inode_fds_bounded\":%s,"
 		     "\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s,"
-		     "\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s}\n",
+		     "\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s,\"scopes\":%s}\n",
 		     uuid, backing, kms->ops->name, kms->key_ref, previous, current,
 		     (uint64_t)kms->counters.generate, (uint64_t)kms->counters.unwrap,
 		     (uint64_t)kms->counters.rewrap, (uint64_t)kms->counters.wrap,
@@ -106,7 +154,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
 		     fs->settings.writeback_cache ? "true" : "false",
 		     killpriv_negotiated() ? "true" : "false", fs->shared ? "true" : "false",
-		     caps);
+		     caps, scopes);
 	kms_keeper_put(fs->keys, set);
 	return n < 0 || (size_t)n >= cap ? -ERANGE : n;
 }

@@ -25,7 +25,10 @@
  *    "inodes": N, "uptime": SECONDS,
  *    "daemon": {"pid", "version", "writeback_cache": true|false,
  *               "handle_killpriv_v2": true|false, "shared": true|false},
- *    "backing_fs": {"fs", "shared", and each capability (backing.h)}}
+ *    "backing_fs": {"fs", "shared", and each capability (backing.h)},
+ *    "scopes": {SCOPE_ID: {"provider", "key_ref", "unlocked": true|false,
+ *                          "generate", "unwrap", "failures", "refusals", "locks"}}}
+ *                            (key scopes, fs/scopes.h, by base64url ID; null if too many)
  *
  * Counters count since mount.  New fields may be added; none is removed.
  */

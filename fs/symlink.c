@@ -10,8 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scope_ops.h"
 #include "crypto/random.h"
 #include "layout.h"
+#include "linkstore.h"
 #include "log.h"
 #include "ops_i.h"
 
@@ -31,16 +33,6 @@ static int read_stored(int dirfd, const char *entry, char *out)
 		return -EIO;
 	out[n] = '\0';
 	return 0;
-}
-
-/* "envelopefs.links/" b64(ID) with its NUL. */
-#define STORE_PATH_LEN (sizeof(NAMES_LINK_STORE) + NAMES_LINK_ID_TEXT + 1)
-
-/* The link store's file name of @id, relative to the backing root. */
-static void store_path(const uint8_t *id, char out[STORE_PATH_LEN])
-{
-	memcpy(out, NAMES_LINK_STORE "/", sizeof(NAMES_LINK_STORE));
-	names_link_store_name(id, out + sizeof(NAMES_LINK_STORE));
 }
 
 /*
@@ -79,38 +71,17 @@ static int store_write(struct envfs *fs, const uint8_t *id, const uint8_t *seale
 	return ret;
 }
 
-/* store_read - the store file of the external target @t into @sealed (NAMES_TARGET_SEALED_MAX). */
-static int store_read(struct envfs *fs, const struct names_target *t, uint8_t *sealed)
-{
-	char path[STORE_PATH_LEN];
-	struct stat st;
-	int fd, ret;
-
-	store_path(t->id, path);
-	fd = openat(root_fd(fs), path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT || errno == ELOOP ? -EBADMSG : -errno;
-	if (fstat(fd, &st) < 0)
-		ret = -errno;
-	else if (!S_ISREG(st.st_mode) || (size_t)st.st_size != NAMES_TARGET_TAG + t->len)
-		ret = -EBADMSG; /* a link and its store file always agree on the length */
-	else
-		ret = layout_pread_full(fd, sealed, NAMES_TARGET_TAG + t->len, 0);
-	close(fd);
-	return ret == -ENODATA ? -EBADMSG : ret;
-}
-
 static void store_remove(struct envfs *fs, const uint8_t *id)
 {
-	char path[STORE_PATH_LEN];
+	char path[LINKSTORE_PATH_LEN];
 
-	store_path(id, path);
+	linkstore_path(id, path);
 	/* Left behind, it is an orphan: hidden and harmless (FORMAT.md). */
 	(void)unlinkat(root_fd(fs), path, 0);
 }
 
 /* Seal @target as a version-2 link: @stored, with its store file written first if external. */
-static int seal_v2(struct envfs *fs, const char *target, char *stored)
+static int seal_v2(struct envfs *fs, struct names *codec, const char *target, char *stored)
 {
 	uint8_t id[NAMES_LINK_ID_LEN], *sealed = malloc(NAMES_TARGET_SEALED_MAX);
 	struct names_target t;
@@ -118,7 +89,7 @@ static int seal_v2(struct envfs *fs, const char *target, char *stored)
 	int ret = sealed ? crypto_random(id, sizeof(id)) : -ENOMEM;
 
 	if (ret == 0)
-		ret = names_target_seal(fs->names, id, target, stored, sealed, &len);
+		ret = names_target_seal(codec, id, target, stored, sealed, &len);
 	if (ret == 0)
 		ret = names_target_parse(stored, &t);
 	if (ret == 0 && t.form == NAMES_TARGET_EXTERNAL)
@@ -132,13 +103,14 @@ int symlink_write(struct envfs *fs, struct inode *dir, const char *name, const c
 {
 	char *stored = malloc(NAMES_TARGET_MAX + 1);
 	struct names_target t = {.form = NAMES_TARGET_V1};
+	struct names *codec;
 	const uint8_t *id;
-	int ret = stored ? 0 : -ENOMEM;
+	int ret = stored ? inode_names(fs, dir, &codec) : -ENOMEM;
 
 	if (ret == 0 && encrypted_names(fs) && symlinks_v2(fs))
-		ret = seal_v2(fs, target, stored);
+		ret = seal_v2(fs, codec, target, stored);
 	else if (ret == 0 && (ret = dir_id(fs, dir, &id)) == 0)
-		ret = names_link_seal(fs->names, id, name, target, stored);
+		ret = names_link_seal(codec, id, name, target, stored);
 	if (ret == 0 && symlinkat(stored, dirfd, entry) < 0) {
 		ret = -errno;
 		/* The store file made for it is nobody's now. */
@@ -191,6 +163,7 @@ void symlink_looked_up(struct envfs *fs, struct inode *dir, struct inode *in, co
 {
 	char stored[NAMES_TARGET_MAX + 1], *target;
 	struct names_target t;
+	struct names *codec;
 	const uint8_t *id;
 	bool known;
 
@@ -208,12 +181,12 @@ void symlink_looked_up(struct envfs *fs, struct inode *dir, struct inode *in, co
 		pthread_mutex_unlock(&in->key_lock);
 		return;
 	}
-	if (dir_id(fs, dir, &id) < 0)
+	if (dir_id(fs, dir, &id) < 0 || inode_names(fs, dir, &codec) < 0)
 		return;
 	target = malloc(NAMES_TARGET_MAX + 1);
 	if (!target)
 		return;
-	if (names_link_open(fs->names, id, name, stored, target) < 0) {
+	if (names_link_open(codec, id, name, stored, target) < 0) {
 		log_bad_name(fs, dir, bname, "the symlink target");
 		free(target);
 		return;
@@ -226,17 +199,21 @@ static int open_v2(struct envfs *fs, struct inode *in, const char *stored)
 {
 	struct names_target t;
 	uint8_t *sealed = NULL;
+	struct names *codec;
 	char *target = malloc(NAMES_TARGET_MAX + 1);
 	int ret = target ? names_target_parse(stored, &t) : -ENOMEM;
+
+	if (ret == 0)
+		ret = inode_names(fs, in, &codec); /* a locked scope: EACCES */
 
 	if (ret == 0 && t.form == NAMES_TARGET_V1)
 		ret = -EBADMSG; /* only its name opens it, and readlink has none */
 	if (ret == 0 && t.form == NAMES_TARGET_EXTERNAL) {
 		sealed = malloc(NAMES_TARGET_SEALED_MAX);
-		ret = sealed ? store_read(fs, &t, sealed) : -ENOMEM;
+		ret = sealed ? linkstore_read(root_fd(fs), &t, sealed) : -ENOMEM;
 	}
 	if (ret == 0)
-		ret = names_target_open(fs->names, &t, sealed, NAMES_TARGET_TAG + t.len, target);
+		ret = names_target_open(codec, &t, sealed, NAMES_TARGET_TAG + t.len, target);
 	free(sealed);
 	if (ret < 0) {
 		free(target);

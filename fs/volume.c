@@ -25,7 +25,7 @@
 static const char *const volume_keys[] = { "volume:format_version", "volume:uuid",
 					   "volume:block_size", "volume:key_records",
 					   "volume:header_size", "volume:names",
-					   "volume:mac" };
+					   "volume:mac", "volume:scopes" };
 
 void uuid_format(const uint8_t uuid[16], char out[37])
 {
@@ -100,7 +100,7 @@ static int check_keys(const char *path, const dictionary *ini, char *err, size_t
 		return 0;
 	return kms_errf(err, err_len, -EINVAL,
 			"%s: [volume] has an unknown field '%s' (known: format_version, uuid, "
-			"block_size, key_records, header_size, names, mac): remove it",
+			"block_size, key_records, header_size, names, mac, scopes): remove it",
 			path, strchr(unknown, ':') + 1);
 }
 
@@ -256,6 +256,16 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 				"%s: [volume] names = '%s' must be 'encrypted' or 'plain'", path,
 				s);
 
+	/* Key scopes: their definitions are authenticated by the volume key, and
+	 * the line itself by the MAC (docs/FORMAT.md, "Key scopes"). */
+	s = iniparser_getstring(ini, "volume:scopes", NULL);
+	cfg->scopes = s != NULL;
+	if (s && (strcmp(s, "true") != 0 || !volume_config_sealed(cfg)))
+		return kms_errf(err, err_len, -EINVAL,
+				"%s: [volume] scopes = '%s': only 'true', on a format_version 2 "
+				"volume with names = encrypted",
+				path, s);
+
 	/* The MAC is there exactly when the volume can have one (confmac.h). */
 	s = iniparser_getstring(ini, "volume:mac", NULL);
 	if (volume_config_sealed(cfg) && !s)
@@ -394,6 +404,8 @@ static int render(const struct volume_config *cfg, const dictionary *kms,
 	if (cfg->placement == PLACEMENT_HEADER)
 		fprintf(f, "header_size = %u\n", cfg->header_size);
 	fprintf(f, "names = %s\n", cfg->names_encrypted ? "encrypted" : "plain");
+	if (cfg->scopes)
+		fprintf(f, "scopes = true\n");
 	if (volume_config_sealed(cfg)) {
 		char mac[2 * sizeof(cfg->mac) + 1];
 

@@ -63,6 +63,7 @@ struct volume_config {
 	enum record_placement placement;
 	uint32_t header_size; /* 0 for PLACEMENT_XATTR */
 	bool names_encrypted; /* names, symlink targets, user xattrs (names.h) */
+	bool scopes;	      /* [volume] scopes = true: it has key scopes (scopedef.h) */
 	uint8_t mac[32];      /* [volume] mac, when volume_config_sealed() */
 	dictionary *ini;      /* the whole file, for the [kms] section */
 };

@@ -18,11 +18,13 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "scope_ops.h"
 #include "crypto/hex.h"
 #include "filekey.h"
 #include "log.h"
 #include "status.h"
 #include "volkey.h"
+#include "xattr_absent.h"
 
 /* The key record's xattr and the daemon's virtual names are not the user's. */
 static bool volume_xattr(const char *name)
@@ -86,12 +88,15 @@ static int key_description(struct envfs *fs, struct inode *in, char *out, size_t
  * file its record, so that it has an ID; otherwise such a file has no user
  * xattr (-ENODATA).  Other file types hold no user xattrs.
  */
-static int xattr_owner(struct envfs *fs, struct inode *in, bool create, uint8_t owner[16])
+static int xattr_owner(struct envfs *fs, struct inode *in, bool create, uint8_t owner[16],
+		       struct names **codec)
 {
 	struct key_record *rec;
 	const uint8_t *id;
-	int fd, ret;
+	int fd, ret = inode_names(fs, in, codec); /* its key scope's, if in one */
 
+	if (ret < 0)
+		return ret;
 	if (in->type == S_IFDIR) {
 		ret = dir_id(fs, in, &id);
 		if (ret == 0)
@@ -145,11 +150,12 @@ static ssize_t get_user_xattr(struct envfs *fs, struct inode *in, const char *na
 {
 	char stored_name[NAMES_XATTR_NAME_MAX + 1], path[64];
 	uint8_t owner[16], *stored;
+	struct names *codec;
 	ssize_t len;
-	int ret = xattr_owner(fs, in, false, owner);
+	int ret = xattr_owner(fs, in, false, owner, &codec);
 
 	if (ret == 0)
-		ret = names_xattr_name_seal(fs->names, owner, name, stored_name);
+		ret = names_xattr_name_seal(codec, owner, name, stored_name);
 	if (ret < 0)
 		return ret == -ERANGE ? -ENODATA : ret;
 	proc_path(inode_fd(in), path);
@@ -170,7 +176,7 @@ static ssize_t get_user_xattr(struct envfs *fs, struct inode *in, const char *na
 		ret = -errno; /* ERANGE if it grew meanwhile: the caller retries */
 	else if (len < NAMES_XATTR_OVERHEAD || (size_t)len - NAMES_XATTR_OVERHEAD > size)
 		ret = len < NAMES_XATTR_OVERHEAD ? -EIO : -ERANGE;
-	else if (names_xattr_value_open(fs->names, owner, name, stored, (size_t)len, value) < 0)
+	else if (names_xattr_value_open(codec, owner, name, stored, (size_t)len, value) < 0)
 		ret = -EIO;
 	if (ret == -EIO)
 		log_bad_xattr(fs, in, stored_name);
@@ -192,6 +198,8 @@ static void getxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, si
 			len = status_json(fs, text, sizeof(text));
 		else if (strcmp(name, KEY_XATTR) == 0)
 			len = key_description(fs, in, text, sizeof(text));
+		else if (strcmp(name, SCOPE_XATTR) == 0)
+			len = scope_xattr(fs, in, text, sizeof(text));
 		else
 			len = -ENODATA;
 		if (len != -ENODATA && fuse_req_ctx(req)->uid != 0)
@@ -205,11 +213,12 @@ static void getxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, si
 	}
 	if (names_xattr_is_user(fs->names, name)) {
 		len = get_user_xattr(fs, in, name, value, size);
-	} else {
+	} else if ((len = xattr_absent_answer(fs, in, name)) == 0) {
 		proc_path(inode_fd(in), path);
 		len = getxattr(path, name, value, size);
 		if (len < 0)
 			len = -errno;
+		xattr_absent_note(fs, in, name, len);
 	}
 	reply_xattr_value(req, value, len, size);
 	free(value);
@@ -233,6 +242,7 @@ static void listxattr_pinned(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char path[64], *list;
 	ssize_t len, out = 0;
 	uint8_t owner[16];
+	struct names *codec = fs->names;
 	int owner_ret = -ENODATA;
 
 	proc_path(inode_fd(in), path);
@@ -261,9 +271,9 @@ static void listxattr_pinned(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 		if (names_xattr_is_user(fs->names, show) && !volume_xattr(show)) {
 			if (owner_ret == -ENODATA)
-				owner_ret = xattr_owner(fs, in, false, owner);
+				owner_ret = xattr_owner(fs, in, false, owner, &codec);
 			if (owner_ret < 0 ||
-			    names_xattr_name_open(fs->names, owner, show, plain) < 0) {
+			    names_xattr_name_open(codec, owner, show, plain) < 0) {
 				/* Not this file's: skipped, like a forged file name. */
 				log_bad_xattr(fs, in, show);
 				show = NULL;
@@ -300,10 +310,11 @@ static int set_user_xattr(struct envfs *fs, struct inode *in, const char *path, 
 {
 	char stored_name[NAMES_XATTR_NAME_MAX + 1];
 	uint8_t owner[16], *stored;
-	int ret = xattr_owner(fs, in, true, owner);
+	struct names *codec;
+	int ret = xattr_owner(fs, in, true, owner, &codec);
 
 	if (ret == 0)
-		ret = names_xattr_name_seal(fs->names, owner, name, stored_name);
+		ret = names_xattr_name_seal(codec, owner, name, stored_name);
 	if (ret < 0)
 		return ret;
 	if (size > NAMES_XATTR_VALUE_MAX - NAMES_XATTR_OVERHEAD)
@@ -311,7 +322,7 @@ static int set_user_xattr(struct envfs *fs, struct inode *in, const char *path, 
 	stored = malloc(size + NAMES_XATTR_OVERHEAD);
 	if (!stored)
 		return -ENOMEM;
-	ret = names_xattr_value_seal(fs->names, owner, name, value, size, stored);
+	ret = names_xattr_value_seal(codec, owner, name, value, size, stored);
 	if (ret == 0 && setxattr(path, stored_name, stored, size + NAMES_XATTR_OVERHEAD, flags) < 0)
 		ret = -errno;
 	free(stored);
@@ -324,6 +335,7 @@ static void setxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, co
 	struct envfs *fs = fs_of(req);
 	struct inode *in = inode_of(fs, ino);
 	char path[64];
+	int ret;
 
 	if (volume_xattr(name)) {
 		fuse_reply_err(req, EPERM); /* the daemon's names are read-only */
@@ -334,7 +346,9 @@ static void setxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, co
 		fuse_reply_err(req, -set_user_xattr(fs, in, path, name, value, size, flags));
 		return;
 	}
-	fuse_reply_err(req, setxattr(path, name, value, size, flags) < 0 ? errno : 0);
+	ret = setxattr(path, name, value, size, flags) < 0 ? errno : 0;
+	xattr_absent_changed(in);
+	fuse_reply_err(req, ret);
 }
 
 void envfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
@@ -355,6 +369,7 @@ static void removexattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct inode *in = inode_of(fs, ino);
 	char path[64], stored_name[NAMES_XATTR_NAME_MAX + 1];
 	uint8_t owner[16];
+	struct names *codec;
 	int ret;
 
 	if (volume_xattr(name)) {
@@ -364,16 +379,18 @@ static void removexattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 	proc_path(inode_fd(in), path);
 	if (names_xattr_is_user(fs->names, name)) {
-		ret = xattr_owner(fs, in, false, owner);
+		ret = xattr_owner(fs, in, false, owner, &codec);
 		if (ret == 0)
-			ret = names_xattr_name_seal(fs->names, owner, name, stored_name);
+			ret = names_xattr_name_seal(codec, owner, name, stored_name);
 		if (ret < 0) {
 			fuse_reply_err(req, ret == -ERANGE ? ENODATA : -ret);
 			return;
 		}
 		name = stored_name;
 	}
-	fuse_reply_err(req, removexattr(path, name) < 0 ? errno : 0);
+	ret = removexattr(path, name) < 0 ? errno : 0;
+	xattr_absent_changed(in);
+	fuse_reply_err(req, ret);
 }
 
 void envfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -10,6 +10,7 @@
  * ctl_migrate.c (the state of a move to another KMS, rotate --to-kms:
  * ctl_migrate.h), ctl_import.c (copying a plaintext tree into a volume).
  * ctl_daemon.c asks a mounted volume's daemon to act (ctl_daemon.h).
+ * ctl_fsck*.c check a whole volume (ctl_fsck.h).
  */
 
 #include <stdbool.h>
@@ -116,6 +117,8 @@ int cmd_status(int argc, char **argv);
 int cmd_rotate(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_pin(int argc, char **argv);
+int cmd_scope(int argc, char **argv); /* ctl_scope.c */
+int cmd_fsck(int argc, char **argv);
 
 /*
  * ctl_config_seal - set cfg->mac (volume_config_sealed() volumes; others

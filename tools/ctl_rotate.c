@@ -49,6 +49,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define ENVELOPEFS_SCOPE_OPS_TOOL_ONLY
+#include "fs/scope_ops.h"
 #include "crypto/secmem.h"
 #include "fs/names.h"
 #include "fs/rekey.h"
@@ -252,6 +254,12 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 	if (type == FTW_D && ftw->level == 0 && !r->offline &&
 	    getxattr(path, KEY_XATTR, NULL, 0) >= 0)
 		return in_shard(r, true, 0) ? add_item(r, path) : 0;
+	/* A key scope's files are under its own KMS, not the volume's (fs/scope_ops.h). */
+	if (type == FTW_D && !r->offline && getxattr(path, SCOPE_XATTR, NULL, 0) >= 0) {
+		fprintf(stderr, "envelopefsctl %s: %s: a key scope, left to its own KMS\n", ctl_cmd,
+			path);
+		return FTW_SKIP_SUBTREE;
+	}
 	/* The re-key journals and the link store are the volume's, not files of it. */
 	if (r->offline && type == FTW_D && ftw->level == 1 &&
 	    (strcmp(path + ftw->base, VOLUME_REKEY_DIR) == 0 ||

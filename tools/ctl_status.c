@@ -30,7 +30,7 @@ static const char status_usage[] =
 	"                          envelopefs volume (node_exporter's textfile collector)\n"
 	"  -h, --help              show this help\n";
 
-#define STATUS_MAX 8192
+#define STATUS_MAX 32768
 
 struct parser {
 	const char *p;
@@ -169,6 +169,33 @@ static void print_backing_fs(const struct status_fields *f)
 	printf("%s\n", lacks ? " (fallbacks: envelopefsctl info)" : "");
 }
 
+/* "scope      ID local, master key local:..., unlocked; generate 3, unwrap 4, ..." per key scope */
+static void print_scopes(const struct status_fields *f)
+{
+	static const char prefix[] = "scopes.";
+	const size_t plen = sizeof(prefix) - 1;
+
+	for (int i = 0; i < f->n; i++) {
+		const char *id = f->key[i] + plen, *dot = strchr(id, '.');
+		char key[STATUS_PATH_LEN];
+		int id_len;
+
+		/* One line per scope, at its first field. */
+		if (strncmp(f->key[i], prefix, plen) != 0 || !dot || strcmp(dot, ".provider") != 0)
+			continue;
+		id_len = (int)(dot - id);
+#define SCOPE_FIELD(name) (snprintf(key, sizeof(key), "scopes.%.*s." name, id_len, id), \
+			   field(f, key))
+		printf("scope      %.*s %s, master key %s, %s\n", id_len, id,
+		       SCOPE_FIELD("provider"), SCOPE_FIELD("key_ref"),
+		       strcmp(SCOPE_FIELD("unlocked"), "true") == 0 ? "unlocked" : "locked");
+		printf("           generate %s, unwrap %s, failures %s, refused %s, locked %s times\n",
+		       SCOPE_FIELD("generate"), SCOPE_FIELD("unwrap"), SCOPE_FIELD("failures"),
+		       SCOPE_FIELD("refusals"), SCOPE_FIELD("locks"));
+#undef SCOPE_FIELD
+	}
+}
+
 static void print_human(const struct status_fields *f)
 {
 	long up = strtol(field(f, "uptime"), NULL, 10);
@@ -203,6 +230,7 @@ static void print_human(const struct status_fields *f)
 		       field(f, "prefetch.batches"), field(f, "prefetch.skipped"),
 		       field(f, "prefetch.failed"), field(f, "prefetch.overflow"),
 		       field(f, "prefetch.waited"));
+	print_scopes(f);
 	printf("errors     integrity %s, key %s\n", field(f, "errors.integrity"),
 	       field(f, "errors.key"));
 	printf("inodes     %s, %s descriptors open (%s)\n", field(f, "inodes"),

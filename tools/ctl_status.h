@@ -10,7 +10,7 @@
 
 #include <stdbool.h>
 
-#define STATUS_FIELDS_MAX 128
+#define STATUS_FIELDS_MAX 512 /* 8 more per key scope */
 #define STATUS_PATH_LEN 64
 #define STATUS_VALUE_LEN 512
 

@@ -33,6 +33,8 @@ static const struct {
 	{ "ls", cmd_ls, "list a volume directory by its plaintext names (offline)" },
 	{ "import", cmd_import, "copy a plaintext tree into a volume, encrypted, and verify it" },
 	{ "pin", cmd_pin, "accept a volume's configuration as it is now, on this host" },
+	{ "scope", cmd_scope, "create, list or lock a mounted volume's key scopes" },
+	{ "fsck", cmd_fsck, "authenticate a whole volume, find and --repair leftovers" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -37,6 +37,10 @@ die() { echo "setup: $*" >&2; exit 1; }
 # The explorers on other backing file systems (test_other_backings.py): XFS and Btrfs on loop devices.
 TEST_PKGS="$TEST_PKGS xfsprogs btrfs-progs"
 
+# The vendors' official Node clients that prove the Azure and Google Cloud peers (test_kms_cloud_clients.py):
+# Node.js here, npm and the pinned npm packages in install_node_clients.
+TEST_PKGS="$TEST_PKGS nodejs"
+
 install_packages() {
 	local missing=()
 	for p in "$@"; do
@@ -114,8 +118,29 @@ resolve_own_name() {
 	echo "127.0.1.1 $name" >>/etc/hosts
 }
 
+# install_node_clients: `npm ci` of tests/node/package-lock.json into tests/node/node_modules, once per lock
+# file (a rerun with the same lock, offline too, reuses it); npm's cache is kept under $XDG_CACHE_HOME.
+# Debian's npm only when no npm is there: Node.js packages from elsewhere (NodeSource) bring their own npm
+# and conflict with Debian's.
+install_node_clients() {
+	local dir=$SRC/tests/node
+	local stamp=$dir/node_modules/.envelopefs-package-lock.json
+	command -v npm >/dev/null || install_packages npm
+	if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then
+		echo "setup: Node clients already installed (tests/node/node_modules)"
+		return 0
+	fi
+	local start=$SECONDS
+	(cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --prefer-offline \
+		--cache "${XDG_CACHE_HOME:-$HOME/.cache}/envelopefs-npm") ||
+		die "npm ci in tests/node failed: the Azure and Google Cloud peer tests need the vendors' Node clients"
+	cp "$dir/package-lock.json" "$stamp"
+	echo "setup: Node clients installed in $((SECONDS - start)) s (npm ci, tests/node/node_modules)"
+}
+
 run_tests() {
 	install_packages $BUILD_PKGS $TEST_PKGS
+	install_node_clients
 	[ "$(id -u)" -eq 0 ] || die "the integration tests mount FUSE volumes: run as root"
 	resolve_own_name
 

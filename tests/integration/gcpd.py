@@ -9,7 +9,8 @@ service_account.Credentials): each token it gets proves the peer's token endpoin
 
 Debian packages no Cloud KMS client (python3-googleapi needs the discovery document from googleapis.com;
 golang-google-cloud-dev's kms/apiv1 speaks gRPC only), so the Cloud KMS calls are proven against the API
-reference's documented requests and answers (test_kms_gcp.py, test_peer_*).
+reference's documented requests and answers (test_kms_gcp.py, test_peer_*) and by Google's Node client
+from npm, @google-cloud/kms in REST mode (test_kms_cloud_clients.py).
 """
 import json
 import secrets

@@ -3,7 +3,8 @@ key version, migration, throttling, an outage, wrong credentials, each way of si
 
 The peer is tests/kmsd/azure_keyvault.py (Key Vault keys API and the identity endpoints over HTTPS)
 behind a TCP proxy that can refuse or hang; keys are made, rotated and disabled with Microsoft's own
-client library (azure.keyvault.keys + azure.identity), which also proves the peer (test_sdk_*).
+client library (azure.keyvault.keys + azure.identity), which also proves the peer (test_sdk_*), as the
+Node SDKs do (test_kms_cloud_clients.py).
 """
 import json
 import os

@@ -4,7 +4,7 @@ version, corrupted answers caught by CRC32C, throttling, an outage, wrong creden
 The peer is tests/kmsd/gcp_kms.py (Cloud KMS REST v1, Google's token endpoint, the metadata server) behind a
 TCP proxy that can refuse or hang.  Its token endpoint and metadata server are proven by Google's own auth
 library (python3-google-auth); its Cloud KMS calls by the API reference's documented requests and answers
-(test_peer_*), as Debian packages no Cloud KMS client.
+(test_peer_*) and by Google's Node client, @google-cloud/kms in REST mode (test_kms_cloud_clients.py).
 """
 import base64
 import json
@@ -194,7 +194,7 @@ def test_migration_to_gcp(gcp, tmp_path):
     migrate_local_volume_to(tmp_path, "gcp", gcp.settings(gcp.key), gcp.env())
 
 
-# ---- the peer against the API reference (Debian has no Cloud KMS client) ----
+# ---- the peer against the API reference (and @google-cloud/kms: test_kms_cloud_clients.py) ----
 
 def rest(gcp, method, path, body=None, token=None):
     req = urllib.request.Request(f"{gcp.direct}/v1/{path}", method=method,

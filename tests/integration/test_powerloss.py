@@ -171,10 +171,22 @@ class Stack:
         unmount(self.mnt)
         wait_gone(daemon)  # until then it holds backing files open
 
+    def open_dirs(self):
+        """Directory handles open on the power-loss layer (its count_file.dirs)."""
+        path = self.count_file.with_name(self.count_file.name + ".dirs")
+        return int(path.read_text()) if path.exists() else 0
+
     def stop(self):
-        """A clean shutdown: unmount both; the backing commits everything."""
+        """A clean shutdown: unmount both; the backing commits everything.  The
+        daemon's directory handles are released (RELEASEDIR comes in the background
+        after its exit) before the layer goes, or the layer's library keeps them."""
         layer = pids_with(str(self.lower))
         self.unmount_volume()
+        for _ in range(1000):
+            if self.open_dirs() == 0:
+                break
+            time.sleep(0.01)
+        assert self.open_dirs() == 0, "the layer still has directories open after the daemon left"
         unmount(self.lower)
         wait_gone(layer)
 

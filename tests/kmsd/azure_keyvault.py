@@ -6,12 +6,14 @@ identity platform's token endpoints, over HTTPS, on one port.
 Key Vault (https://learn.microsoft.com/rest/api/keyvault/keys):
   POST  /keys/NAME/create                 {"kty": "RSA"|"RSA-HSM"|"oct-HSM", "key_size": N}: a new key, or
                                           a new version of an existing one (that is how a key rotates)
+  POST  /keys/NAME/rotate                 a new version of the same type and size (api-version 7.3+)
   GET   /keys/NAME[/VERSION]              the key bundle (kid, kty, n, e; attributes)
   GET   /keys/NAME/versions               {"value": [{kid, attributes}], "nextLink": ...}, 25 to a page
                                           (or ?maxresults=N)
   PATCH /keys/NAME/VERSION                {"attributes": {"enabled": false}}: disable or enable a version
-  POST  /keys/NAME/VERSION/wrapkey        {"alg": "RSA-OAEP-256"|"A256KW", "value": base64url} -> {kid, value}
-  POST  /keys/NAME/VERSION/unwrapkey      same; a value that does not decrypt is 400 BadParameter
+  POST  /keys/NAME[/VERSION]/wrapkey      {"alg": "RSA-OAEP-256"|"A256KW", "value": base64url} -> {kid, value}
+  POST  /keys/NAME[/VERSION]/unwrapkey    same; a value that does not decrypt is 400 BadParameter.  Without a
+                                          version: the latest, named in the answer's kid
 Every Key Vault call needs ?api-version= and "Authorization: Bearer T"; without the header the answer is
 the 401 challenge Azure SDKs expect (WWW-Authenticate: Bearer authorization="AUTHORITY/TENANT",
 resource="https://vault.azure.net").  Errors are {"error": {"code", "message"}} with Key Vault's codes
@@ -19,8 +21,9 @@ resource="https://vault.azure.net").  Errors are {"error": {"code", "message"}} 
 
 Identity (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow):
   POST /TENANT/oauth2/v2.0/token          client_credentials with client_secret, or a client_assertion:
-                                          an RS256 JWT by a registered certificate (x5t checked, signature,
-                                          aud, iss, sub, exp) or a registered federated token
+                                          an RS256 or PS256 JWT by a registered certificate (x5t or
+                                          x5t#S256, signature, aud, iss, sub, exp checked) or a registered
+                                          federated token
   GET  /TENANT/v2.0/.well-known/openid-configuration, /common/discovery/instance   (for MSAL)
   GET  /metadata/identity/oauth2/token    the managed identity endpoint (IMDS): needs "Metadata: true",
                                           answers expires_in as a string, as IMDS does
@@ -28,7 +31,8 @@ Errors are OAuth's {"error": "invalid_client", "error_description": "AADSTS70002
 
 Test control (POST /_test/NAME, JSON): "config" {token_lifetime, role_assigned, latency_ms}, "fault" {status, count,
 retry_after}: the next COUNT Key Vault calls answer STATUS (429 with Retry-After, 503), "counters" ->
-{token_requests, kv_requests, faults_sent, tokens_refused (expired or unknown tokens sent to Key Vault)}.
+{token_requests, kv_requests, faults_sent, tokens_refused (expired or unknown tokens sent to Key Vault)},
+"keys" -> what the peer holds: {NAME: [{version, kty, enabled}]}, oldest first.
 
 Run: azure_keyvault.py --config FILE --port-file FILE --tls-cert PEM --tls-key PEM.  The config names the
 tenant and its clients: {"tenant": T, "clients": {ID: {"secret": S, "certificate": PEM, "federated":
@@ -73,7 +77,7 @@ class Failure(Exception):
 class Version:
     def __init__(self, kty, size, created):
         self.id = secrets.token_hex(16)
-        self.kty, self.created, self.updated, self.enabled = kty, created, created, True
+        self.kty, self.size, self.created, self.updated, self.enabled = kty, size, created, created, True
         if kty.startswith("RSA"):
             self.private = rsa.generate_private_key(public_exponent=65537, key_size=size or 2048)
             self.secret = None
@@ -165,11 +169,15 @@ class Azure:
         cert = x509.load_pem_x509_certificate(client["certificate"].encode())
         der_sha1 = b64url(cert.fingerprint(hashes.SHA1()))
         der_sha256 = b64url(cert.fingerprint(hashes.SHA256()))
-        if head.get("alg") != "RS256" or (head.get("x5t") != der_sha1 and head.get("x5t#S256") != der_sha256):
+        # RS256 with x5t (SHA-1) is the older form; MSAL signs PS256 with x5t#S256 (RFC 7518: PSS's salt
+        # is as long as the hash).  Entra ID takes both.
+        schemes = {"RS256": padding.PKCS1v15(),
+                   "PS256": padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)}
+        if head.get("alg") not in schemes or (head.get("x5t") != der_sha1 and head.get("x5t#S256") != der_sha256):
             raise Failure(401, "invalid_client", "AADSTS700027: The certificate with identifier used to sign "
                           "the client assertion is not registered on application.")
         try:
-            cert.public_key().verify(sig, f"{head_b64}.{claims_b64}".encode(), padding.PKCS1v15(), hashes.SHA256())
+            cert.public_key().verify(sig, f"{head_b64}.{claims_b64}".encode(), schemes[head["alg"]], hashes.SHA256())
         except InvalidSignature:
             raise Failure(401, "invalid_client", "AADSTS700027: Client assertion failed signature validation.") from None
         now = time.time()
@@ -325,6 +333,9 @@ class Handler(BaseHTTPRequestHandler):
                 az.latency = body.get("latency_ms", az.latency * 1000) / 1000
             elif name == "fault":
                 az.fault = (body["status"], body["count"], body.get("retry_after"))
+            elif name == "keys":
+                return {key: [{"version": v.id, "kty": v.kty, "enabled": v.enabled} for v in versions]
+                        for key, versions in az.keys.items()}
             return dict(az.counters)
 
     def imds(self, query):
@@ -363,6 +374,11 @@ class Handler(BaseHTTPRequestHandler):
         if method == "POST" and parts[1:] == ["create"]:
             v = az.create(name, body)
             return az.bundle(base, name, v)
+        if method == "POST" and parts[1:] == ["rotate"]:
+            with az.lock:
+                latest = az.versions(name)[-1]
+            v = az.create(name, {"kty": latest.kty, "key_size": latest.size})
+            return az.bundle(base, name, v)
         if method == "GET" and parts[1:] == ["versions"]:
             return self.page(base, name, query)
         if method == "GET" and len(parts) in (1, 2):
@@ -377,13 +393,14 @@ class Handler(BaseHTTPRequestHandler):
                     v.enabled = bool(body["attributes"]["enabled"])
                     v.updated = int(time.time())
                 return az.bundle(base, name, v)
-        if method == "POST" and len(parts) == 3 and parts[2] in ("wrapkey", "unwrapkey"):
+        if method == "POST" and len(parts) in (2, 3) and parts[-1] in ("wrapkey", "unwrapkey"):
+            # Without a version the operation uses the latest one, and the answer's kid names it.
             with az.lock:
-                v = az.version(name, parts[1])
+                v = az.version(name, parts[1]) if len(parts) == 3 else az.versions(name)[-1]
             if not v.enabled:
-                raise Failure(403, "Forbidden", f"Operation {parts[2][:-3]}Key is not allowed on a disabled key.")
+                raise Failure(403, "Forbidden", f"Operation {parts[-1][:-3]}Key is not allowed on a disabled key.")
             value = unb64url(body["value"])
-            out = v.wrap(body["alg"], value) if parts[2] == "wrapkey" else v.unwrap(body["alg"], value)
+            out = v.wrap(body["alg"], value) if parts[-1] == "wrapkey" else v.unwrap(body["alg"], value)
             return {"kid": f"{base}/keys/{name}/{v.id}", "value": b64url(out)}
         raise Failure(405, "BadParameter", "Method not allowed")
 

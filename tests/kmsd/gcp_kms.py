@@ -17,22 +17,29 @@ Cloud KMS (https://cloud.google.com/kms/docs/reference/rest), resource names as 
             verifiedAdditionalAuthenticatedDataCrc32c, protectionLevel}
   POST  /v1/KEY:decrypt   {ciphertext, ciphertextCrc32c?, additionalAuthenticatedData?, ...Crc32c?}
         -> {plaintext, plaintextCrc32c, usedPrimary, protectionLevel}
-int64 fields travel as decimal strings (proto3 JSON).  A request checksum that does not match is 400
+int64 fields travel as decimal strings (proto3 JSON).  Enums are read as names or numbers (proto3 JSON takes
+both) and answered as names, or as numbers when the request says "$alt=json;enum-encoding=int" (the Node
+client in REST mode does, https://google.aip.dev/127#enum-encoding).  A request checksum that does not match is 400
 INVALID_ARGUMENT; a ciphertext that does not open under that AAD is 400 INVALID_ARGUMENT "Decryption failed";
 a disabled version is 400 FAILED_PRECONDITION; errors are {"error": {"code", "message", "status"}}.
 Our ciphertext is 0x0a || version (4, big-endian) || nonce (12) || AES-256-GCM(plaintext, AAD) || tag.
 
 OAuth (https://developers.google.com/identity/protocols/oauth2/service-account#httprest):
   POST /token   grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT: RS256 by a registered
-                service account's key (kid, signature, iss, aud = this URL, scope, iat/exp at most an hour)
+                service account's key (kid, signature, iss, aud = this URL or Google's, scope, iat/exp at
+                most an hour)
 Metadata server (https://cloud.google.com/compute/docs/metadata/querying-metadata), "Metadata-Flavor: Google":
   GET /computeMetadata/v1/instance/service-accounts/ACCOUNT/?recursive=true, .../ACCOUNT/token
                 (ACCOUNT: "default" or the service account's email)
+  GET /computeMetadata/v1/instance   a listing (text), which Google's clients fetch to tell they run on GCE
+  GET /computeMetadata/v1/project/project-id   the project (text)
 
-Every Cloud KMS call needs "Authorization: Bearer T" of a live token; a service account without the role
-(control "config" {"role_assigned": false}) gets 403 PERMISSION_DENIED.  Test control (POST /_test/NAME):
-"config" {token_lifetime, role_assigned, latency_ms}, "fault" {status, count, retry_after}, "corrupt" {op, count}: the next
-COUNT answers to OP (encrypt or decrypt) carry a wrong CRC32C, "counters".
+Every Cloud KMS call needs "Authorization: Bearer T" of a live token, or a self-signed JWT of the service
+account (https://developers.google.com/identity/protocols/oauth2/service-account#jwt-auth); a service account
+without the role (control "config" {"role_assigned": false}) gets 403 PERMISSION_DENIED.  Test control (POST
+/_test/NAME): "config" {token_lifetime, role_assigned, latency_ms}, "fault" {status, count, retry_after},
+"corrupt" {op, count}: the next COUNT answers to OP (encrypt or decrypt) carry a wrong CRC32C, "counters",
+"keys" -> what the peer holds: {KEY: {"primary": N, "versions": {N: state}}}.
 
 Run: gcp_kms.py --port-file FILE --service-account-public PEM --service-account-email EMAIL --key-id KID
 """
@@ -54,6 +61,37 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 SCOPE = "https://www.googleapis.com/auth/cloudkms"
+# Google's documented audience of a token request, whatever URL the request goes to; gtoken (Node) always
+# signs it, google-auth (Python) and envelopefs sign the key file's token_uri.  Both are taken.
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+KMS_AUDIENCE = "https://cloudkms.googleapis.com/"
+
+
+# The enums of google/cloud/kms/v1/resources.proto this peer meets, name -> number.
+ENUMS = {
+    "purpose": {"CRYPTO_KEY_PURPOSE_UNSPECIFIED": 0, "ENCRYPT_DECRYPT": 1},
+    "state": {"CRYPTO_KEY_VERSION_STATE_UNSPECIFIED": 0, "ENABLED": 1, "DISABLED": 2, "DESTROYED": 3,
+              "DESTROY_SCHEDULED": 4},
+    "protectionLevel": {"PROTECTION_LEVEL_UNSPECIFIED": 0, "SOFTWARE": 1},
+    "algorithm": {"CRYPTO_KEY_VERSION_ALGORITHM_UNSPECIFIED": 0, "GOOGLE_SYMMETRIC_ENCRYPTION": 1},
+}
+
+
+def enum_name(field, value):
+    """A request's enum value by its name, whether it came as the name or the number."""
+    for name, number in ENUMS[field].items():
+        if value in (name, number):
+            return name
+    raise Failure(400, f"Invalid value at '{field}': {value}")
+
+
+def enums_as_numbers(obj):
+    if isinstance(obj, dict):
+        return {k: ENUMS[k][v] if k in ENUMS and isinstance(v, str) else enums_as_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [enums_as_numbers(v) for v in obj]
+    return obj
 
 
 def crc32c(data):
@@ -116,7 +154,7 @@ class Gcp:
         self.token_lifetime, self.role_assigned, self.latency = 3600, True, 0.0
         self.fault, self.corrupt = None, {"encrypt": 0, "decrypt": 0}
         self.counters = {"token_requests": 0, "kms_requests": 0, "faults_sent": 0, "corrupted": 0,
-                         "tokens_refused": 0}
+                         "tokens_refused": 0, "self_signed_tokens": 0}
 
     def issue(self):
         token = "ya29." + secrets.token_urlsafe(120)
@@ -131,30 +169,54 @@ class Gcp:
             return values[0] if len(values) == 1 else ""
         if one("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             raise Failure(400, "Invalid grant_type", "unsupported_grant_type")
-        try:
-            h64, c64, s64 = one("assertion").split(".")
-            head, claims = json.loads(unb64url(h64)), json.loads(unb64url(c64))
-            self.sa_public.verify(unb64url(s64), f"{h64}.{c64}".encode(), padding.PKCS1v15(), hashes.SHA256())
-        except (ValueError, InvalidSignature, json.JSONDecodeError):
-            raise Failure(400, "Invalid JWT Signature.", "invalid_grant") from None
-        now = time.time()
-        if (head.get("alg") != "RS256" or head.get("kid") not in (None, self.sa_key_id)
-                or claims.get("iss") != self.sa_email or claims.get("aud") != url
-                or SCOPE not in str(claims.get("scope", "")).split()):
+        claims = self.signed_claims(one("assertion"))
+        if claims is None:
+            raise Failure(400, "Invalid JWT Signature.", "invalid_grant")
+        if claims.get("aud") not in (url, GOOGLE_TOKEN_URL) or SCOPE not in str(claims.get("scope", "")).split():
             raise Failure(400, "Invalid JWT: issuer, audience or scope", "invalid_grant")
-        if not (claims.get("iat", 0) - 300 <= now < claims.get("exp", 0)) or claims["exp"] - claims["iat"] > 3600:
+        if not self.fresh(claims):
             raise Failure(400, "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
                           "timeframe.", "invalid_grant")
         return self.issue()
+
+    def signed_claims(self, jwt):
+        """The claims of an RS256 JWT the service account signed (its kid, iss), else None."""
+        try:
+            h64, c64, s64 = jwt.split(".")
+            head, claims = json.loads(unb64url(h64)), json.loads(unb64url(c64))
+            self.sa_public.verify(unb64url(s64), f"{h64}.{c64}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        except (ValueError, InvalidSignature, json.JSONDecodeError):
+            return None
+        if head.get("alg") != "RS256" or head.get("kid") not in (None, self.sa_key_id):
+            return None
+        return claims if claims.get("iss") == self.sa_email else None
+
+    @staticmethod
+    def fresh(claims):
+        iat, exp = claims.get("iat", 0), claims.get("exp", 0)
+        return iat - 300 <= time.time() < exp and exp - iat <= 3600
+
+    def self_signed(self, token):
+        """A self-signed JWT used as the bearer token (https://developers.google.com/identity/protocols/oauth2/
+        service-account#jwt-auth): Cloud KMS's audience or a scope that covers it, sub = iss, an hour at most.
+        The Node client sends these by default, with no token exchange."""
+        claims = self.signed_claims(token) if token.count(".") == 2 else None
+        if claims is None or claims.get("sub") != self.sa_email or not self.fresh(claims):
+            return False
+        scopes = str(claims.get("scope", "")).split()
+        return claims.get("aud") == KMS_AUDIENCE or SCOPE in scopes or CLOUD_PLATFORM in scopes
 
     def check_token(self, header):
         time.sleep(self.latency)
         token = header[len("Bearer "):] if header and header.startswith("Bearer ") else ""
         with self.lock:
+            issued = time.time() < self.tokens.get(token, 0)
+        signed = not issued and self.self_signed(token)
+        alive = issued or signed
+        with self.lock:
             self.counters["kms_requests"] += 1
-            alive = time.time() < self.tokens.get(token, 0)
-            if not alive:
-                self.counters["tokens_refused"] += 1
+            self.counters["self_signed_tokens"] += signed
+            self.counters["tokens_refused"] += not alive
         if not alive:
             raise Failure(401, "Request had invalid authentication credentials. Expected OAuth 2 access token.")
         if not self.role_assigned:
@@ -237,11 +299,13 @@ class Handler(BaseHTTPRequestHandler):
             super().log_message(*args)
 
     def send(self, status, obj, headers=None):
-        data = json.dumps(obj).encode()
+        """@obj as JSON, or a str as the metadata server's text."""
+        data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
         self.send_response(status)
         # The metadata server says exactly "application/json" (google-auth compares it whole).
         metadata = self.path.startswith("/computeMetadata/")
-        self.send_header("Content-Type", "application/json" if metadata else "application/json; charset=UTF-8")
+        ctype = "application/json" if metadata else "application/json; charset=UTF-8"
+        self.send_header("Content-Type", "application/text" if isinstance(obj, str) else ctype)
         self.send_header("Content-Length", str(len(data)))
         if metadata:
             self.send_header("Metadata-Flavor", "Google")
@@ -278,7 +342,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise Failure(404, "no such path")
             g.check_token(self.headers.get("Authorization"))
             body = json.loads(raw) if raw else {}
-            return self.send(200, self.kms(method, url.path[len("/v1/"):], body, query))
+            answer = self.kms(method, url.path[len("/v1/"):], body, query)
+            if "enum-encoding=int" in query.get("$alt", [""])[0].split(";"):
+                answer = enums_as_numbers(answer)
+            return self.send(200, answer)
         except Failure as f:
             if url.path == "/token":
                 return self.send(f.code, {"error": f.status, "error_description": f.message})
@@ -299,12 +366,20 @@ class Handler(BaseHTTPRequestHandler):
                 g.fault = (body["status"], body["count"], body.get("retry_after"))
             elif name == "corrupt":
                 g.corrupt[body["op"]] = body["count"]
+            elif name == "keys":
+                return {name: {"primary": key.primary, "versions": {n: v["state"] for n, v in key.versions.items()}}
+                        for name, key in g.keys.items()}
             return dict(g.counters)
 
     def metadata(self, path):
         g = self.server.gcp
         if self.headers.get("Metadata-Flavor") != "Google":
             raise Failure(403, "Missing Metadata-Flavor:Google header.")
+        if path.rstrip("/") == "/computeMetadata/v1/instance":
+            return "attributes/\nhostname\nid\nservice-accounts/\nzone\n"
+        if path == "/computeMetadata/v1/project/project-id":
+            # The project a service account belongs to names its email: NAME@PROJECT.iam.gserviceaccount.com.
+            return g.sa_email.split("@")[1].split(".")[0]
         # The account is named by its alias or its email, as on Compute Engine.
         for account in ("default", g.sa_email):
             prefix = f"/computeMetadata/v1/instance/service-accounts/{account}/"
@@ -324,7 +399,7 @@ class Handler(BaseHTTPRequestHandler):
                 return {"name": ring, "createTime": stamp()}
             if method == "POST" and path.endswith("/cryptoKeys") and path[: -len("/cryptoKeys")] in g.rings:
                 name = f"{path}/{query['cryptoKeyId'][0]}"
-                if body.get("purpose") != "ENCRYPT_DECRYPT":
+                if enum_name("purpose", body.get("purpose", 0)) != "ENCRYPT_DECRYPT":
                     raise Failure(400, "only ENCRYPT_DECRYPT keys here")
                 if name in g.keys:
                     raise Failure(409, f"CryptoKey {name} already exists.")
@@ -361,7 +436,7 @@ class Handler(BaseHTTPRequestHandler):
                 if n not in key.versions:
                     raise Failure(404, f"{path} not found.")
                 if method == "PATCH" and query.get("updateMask") == ["state"]:
-                    key.versions[n]["state"] = body["state"]
+                    key.versions[n]["state"] = enum_name("state", body["state"])
                 return key.version_json(n)
         raise Failure(404, f"{path} not found.")
 

@@ -34,8 +34,8 @@ EXPECTED = [
 
 
 def source_copy(dest):
-    """The tree as a fresh clone has it: no build directories, no git metadata."""
-    skip = re.compile(r"^(\./)?(build[^/]*|\.git|obj-[^/]*)(/|$)")
+    """The tree as a fresh clone has it: no build directories, no git metadata, no installed Node clients."""
+    skip = re.compile(r"^(\./)?(build[^/]*|\.git|obj-[^/]*|tests/node/node_modules)(/|$)")
     with tarfile.open(dest / "src.tar", "w") as tar:
         tar.add(SOURCE, arcname=".", filter=lambda t: None if skip.match(t.name) else t)
     with tarfile.open(dest / "src.tar") as tar:

@@ -301,7 +301,8 @@ static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "
 						 "aws_blob", "vault_wrap", "names_keys", "name",
 						 "dirid", "symlink", "xattr", "rekey_journal",
 						 "symlink2", "azure_wrap", "crc32c", "gcp_wrap", "kmip_wrap",
-						 "config_mac" /* tests/unit/fs/test_confmac.c */ };
+						 "config_mac" /* tests/unit/fs/test_confmac.c */,
+						 "scope" /* tests/unit/fs/test_scope.c */ };
 
 static int is_checked_elsewhere(const char *type)
 {

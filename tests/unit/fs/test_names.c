@@ -526,6 +526,36 @@ static void test_targets_v2_tampered_and_malformed(void)
 	names_destroy(n);
 }
 
+/*
+ * A key scope's codec (names_set_key / names_forget_keys): without keys it
+ * seals nothing (-EACCES) and opens nothing; with a key it is exactly the
+ * codec of that key; forgotten, it is keyless again and set again, it opens
+ * what it sealed.
+ */
+static void test_keyless_codec_for_scopes(void)
+{
+	struct names *scoped, *plain;
+	struct backing_name b, want;
+	char back[NAMES_MAX + 1], xname[NAMES_XATTR_NAME_MAX + 1];
+
+	REQUIRE(names_create(true, NULL, NULL, &scoped) == 0);
+	REQUIRE(names_create(true, test_key, test_uuid, &plain) == 0);
+	CHECK_EQ_INT(names_encode(scoped, dir_a, false, "report.txt", &b), -EACCES);
+	CHECK_EQ_INT(names_xattr_name_seal(scoped, dir_a, "user.x", xname), -EACCES);
+	CHECK_EQ_INT(names_set_key(scoped, test_key, test_uuid), 0);
+	CHECK_EQ_INT(names_encode(scoped, dir_a, false, "report.txt", &b), 0);
+	CHECK_EQ_INT(names_encode(plain, dir_a, false, "report.txt", &want), 0);
+	CHECK(strcmp(b.entry, want.entry) == 0);
+	names_forget_keys(scoped);
+	CHECK_EQ_INT(names_decode(scoped, dir_a, false, want.entry, NULL, back), -EBADMSG);
+	CHECK_EQ_INT(names_encode(scoped, dir_a, false, "report.txt", &b), -EACCES);
+	CHECK_EQ_INT(names_set_key(scoped, test_key, test_uuid), 0);
+	CHECK_EQ_INT(names_decode(scoped, dir_a, false, want.entry, NULL, back), 0);
+	CHECK(strcmp(back, "report.txt") == 0);
+	names_destroy(scoped);
+	names_destroy(plain);
+}
+
 int main(void)
 {
 	RUN(test_format_md_vectors);
@@ -535,5 +565,6 @@ int main(void)
 	RUN(test_dirid_and_side_records_on_disk);
 	RUN(test_targets_v2_every_length);
 	RUN(test_targets_v2_tampered_and_malformed);
+	RUN(test_keyless_codec_for_scopes);
 	return check_summary();
 }

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/* Key scopes in the daemon's operations: see scope_ops.h. */
+#include "scope_ops.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "scopes.h"
+
+int scopes_mount(struct envfs *fs, int root_fd, const uint8_t *volume_key)
+{
+	char err[512];
+	int ret = scope_set_open(root_fd, volume_key, fs->cfg.uuid, fs->settings.dek_pool,
+				 &fs->scopes, err, sizeof(err));
+
+	if (ret == 0 && scope_set_count(fs->scopes) > 0 && !fs->cfg.scopes) {
+		/* The MAC covers the line: its absence is damage, not an old volume. */
+		snprintf(err, sizeof(err), "%s/ holds key scopes, but [volume] has no "
+					   "scopes = true", SCOPE_REGISTRY);
+		ret = -EBADMSG;
+	}
+	if (ret < 0)
+		fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
+	return ret;
+}
+
+/*
+ * config_has_scopes - whether the volume's configuration on disk now says
+ * scopes = true (envelopefsctl writes it, sealed, before the first scope:
+ * the daemon does not hold the volume key that seals it).
+ */
+static bool config_has_scopes(struct envfs *fs)
+{
+	struct volume_config cfg;
+	char path[PATH_MAX], err[512];
+	bool yes;
+
+	snprintf(path, sizeof(path), "%s/%s", fs->backing, VOLUME_CONFIG_NAME);
+	if (volume_config_load(path, &cfg, err, sizeof(err)) < 0)
+		return false;
+	yes = cfg.scopes && memcmp(cfg.uuid, fs->cfg.uuid, sizeof(cfg.uuid)) == 0;
+	volume_config_free(&cfg);
+	return yes;
+}
+
+/* root_scope - the scope whose root directory @in is, or NULL. */
+static struct scope *root_scope(struct envfs *fs, struct inode *in)
+{
+	const uint8_t *id;
+
+	if (in->type != S_IFDIR || !fs->scopes || scope_set_count(fs->scopes) == 0 ||
+	    dir_id(fs, in, &id) < 0 || !id)
+		return NULL;
+	return scope_by_root(fs->scopes, id);
+}
+
+struct scope *inode_scope(struct envfs *fs, struct inode *in)
+{
+	struct scope *root = root_scope(fs, in);
+
+	return root ? root : atomic_load(&in->scope);
+}
+
+int inode_names(struct envfs *fs, struct inode *in, struct names **out)
+{
+	struct scope *s = inode_scope(fs, in);
+	int ret;
+
+	*out = fs->names;
+	if (!s)
+		return 0;
+	/* Unlock it now if need be: a locked codec would call every name forged. */
+	ret = scope_enter(s, NULL);
+	if (ret < 0)
+		return ret;
+	scope_leave(s, NULL);
+	*out = scope_names(s);
+	return 0;
+}
+
+void scope_inherit(struct envfs *fs, struct inode *parent, struct inode *child)
+{
+	atomic_store(&child->scope, inode_scope(fs, parent));
+}
+
+int scope_cross(struct envfs *fs, struct inode *a, struct inode *b)
+{
+	return inode_scope(fs, a) == inode_scope(fs, b) ? 0 : -EXDEV;
+}
+
+void scope_removed(struct envfs *fs, const uint8_t *dirid)
+{
+	if (fs->scopes)
+		scope_set_forget_root(fs->scopes, inode_fd(inode_table_root(fs->inodes)), dirid);
+}
+
+/* dir_empty - whether the backing directory @dir holds nothing but its ID.  0, -ENOTEMPTY, -errno. */
+static int dir_empty(struct inode *dir)
+{
+	int fd = openat(inode_fd(dir), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+	struct dirent *de;
+	DIR *dp;
+
+	if (fd < 0)
+		return -errno;
+	dp = fdopendir(fd);
+	if (!dp) {
+		close(fd);
+		return -errno;
+	}
+	while (ret == 0 && (de = readdir(dp)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+		    strcmp(de->d_name, NAMES_DIRID_ENTRY) != 0)
+			ret = -ENOTEMPTY;
+	closedir(dp);
+	return ret;
+}
+
+static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_create_arg *arg)
+{
+	const char *refs[3] = {NULL, NULL, NULL};
+	const struct kms_set *set;
+	const uint8_t *id;
+	char err[512];
+	int ret;
+
+	if (!fs->scopes || !encrypted_names(fs) || is_root(fs, dir) ||
+	    memchr(arg->settings, '\0', sizeof(arg->settings)) == NULL)
+		return -EINVAL;
+	if (inode_scope(fs, dir)) {
+		log_msg(LOG_ERR, "directory inode %llu is in a key scope: nested scopes are not "
+				 "supported", (unsigned long long)dir->ino);
+		return -EINVAL;
+	}
+	if (fs->shared) {
+		/* Other hosts' daemons read the registry at their mount only: they
+		 * would key new files in the scope by the volume's KMS. */
+		log_msg(LOG_ERR, "key scopes cannot be made in shared mode yet: make them with "
+				 "the volume mounted on one host only");
+		return -EINVAL;
+	}
+	if (!config_has_scopes(fs)) {
+		log_msg(LOG_ERR, "%s/%s: [volume] has no scopes = true: make scopes with "
+				 "envelopefsctl scope create", fs->backing, VOLUME_CONFIG_NAME);
+		return -EINVAL;
+	}
+	ret = dir_id(fs, dir, &id);
+	if (ret == 0)
+		ret = dir_empty(dir);
+	if (ret < 0)
+		return ret;
+	set = kms_keeper_get(fs->keys);
+	refs[0] = set->keys.current->key_ref;
+	refs[1] = set->keys.previous ? set->keys.previous->key_ref : NULL;
+	ret = scope_set_create(fs->scopes, inode_fd(inode_table_root(fs->inodes)), id,
+			       arg->settings, refs, err, sizeof(err));
+	kms_keeper_put(fs->keys, set);
+	if (ret < 0) {
+		log_msg(LOG_ERR, "directory inode %llu: cannot make a key scope: %s",
+			(unsigned long long)dir->ino, err);
+		return ret == -ENOMEM || ret == -EEXIST || ret == -EINVAL || ret == -EACCES ? ret
+											       : -EIO;
+	}
+	log_msg(LOG_NOTICE, "directory inode %llu is the root of a new key scope",
+		(unsigned long long)dir->ino);
+	return 0;
+}
+
+static int lock_scope(struct envfs *fs, struct inode *dir)
+{
+	struct scope *s = root_scope(fs, dir);
+
+	if (!s)
+		return -EINVAL;
+	scope_lock(s);
+	dekcache_forget_tag(fs->cache, s);
+	log_msg(LOG_NOTICE, "directory inode %llu: key scope locked",
+		(unsigned long long)dir->ino);
+	return 0;
+}
+
+int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const void *in_buf,
+		size_t in_bufsz)
+{
+	if (dir->type != S_IFDIR)
+		return -ENOTDIR;
+	if (cmd == ENVELOPEFS_IOC_SCOPE_LOCK)
+		return lock_scope(fs, dir);
+	if (in_bufsz != sizeof(struct scope_create_arg))
+		return -EINVAL;
+	return create_scope(fs, dir, in_buf);
+}
+
+int scope_xattr(struct envfs *fs, struct inode *in, char *out, size_t cap)
+{
+	struct scope *s = root_scope(fs, in);
+
+	if (!s || cap < SCOPE_ID_TEXT + 1)
+		return -ENODATA;
+	return (int)names_b64_encode(scope_def_of(s)->id, SCOPE_ID_LEN, out);
+}

@@ -1,0 +1,440 @@
+/* SPDX-License-Identifier: MIT */
+/* The mounted volume's key scopes: see scopes.h. */
+#include "scopes.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/random.h"
+#include "crypto/secmem.h"
+#include "log.h"
+
+struct scope {
+	struct scope_def def;
+	/* Shared by every operation using the provider, exclusive to open or
+	 * close it.  keeper is non-NULL exactly while the scope is unlocked. */
+	pthread_rwlock_t use;
+	struct kms_keeper *keeper;
+	struct names *names;
+	const struct scope_set *set;
+	/* Its root was removed (scope_set_forget_root): it names no directory and
+	 * is listed nowhere, but lives on (inodes may point at it) until unmount. */
+	atomic_bool gone;
+	/* Counters of providers closed by a lock, so that status counts since mount. */
+	atomic_uint_fast64_t generate, unwrap, failures, refusals, locks;
+};
+
+struct scope_set {
+	pthread_mutex_t lock; /* guards v and n (the set only grows) */
+	struct scope **v;
+	size_t n;
+	uint8_t *def_key; /* secmem: K_def */
+	uint8_t uuid[16];
+	int pool_capacity;
+};
+
+static void scope_free(struct scope *s)
+{
+	if (!s)
+		return;
+	if (s->keeper)
+		kms_keeper_close(s->keeper);
+	names_destroy(s->names);
+	pthread_rwlock_destroy(&s->use);
+	free(s);
+}
+
+/* scope_new - a locked scope for @d.  NULL on -ENOMEM. */
+static struct scope *scope_new(const struct scope_set *set, const struct scope_def *d)
+{
+	struct scope *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->def = *d;
+	s->set = set;
+	pthread_rwlock_init(&s->use, NULL);
+	if (names_create(true, NULL, NULL, &s->names) < 0) {
+		scope_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static int set_append(struct scope_set *set, struct scope *s)
+{
+	struct scope **v;
+
+	pthread_mutex_lock(&set->lock);
+	v = realloc(set->v, (set->n + 1) * sizeof(*v));
+	if (v) {
+		v[set->n] = s;
+		set->v = v;
+		set->n++;
+	}
+	pthread_mutex_unlock(&set->lock);
+	return v ? 0 : -ENOMEM;
+}
+
+static int add_visit(void *arg, const struct scope_def *d)
+{
+	struct scope_set *set = arg;
+	struct scope *s = scope_new(set, d);
+
+	if (!s || set_append(set, s) < 0) {
+		scope_free(s);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int scope_set_open(int backing_fd, const uint8_t *volume_key, const uint8_t *uuid,
+		   int pool_capacity, struct scope_set **out, char *err, size_t err_len)
+{
+	struct scope_set *set = calloc(1, sizeof(*set));
+	int ret = 0;
+
+	if (!set || !(set->def_key = secmem_alloc(SCOPE_MAC_LEN))) {
+		free(set);
+		snprintf(err, err_len, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&set->lock, NULL);
+	memcpy(set->uuid, uuid, 16);
+	set->pool_capacity = pool_capacity;
+	/* Without a volume key there is nothing to authenticate a definition
+	 * with, and so no scope (FORMAT.md: scopes need encrypted names). */
+	if (volume_key) {
+		ret = scope_def_key(volume_key, uuid, set->def_key);
+		if (ret == 0)
+			ret = scope_registry_each(backing_fd, set->def_key, add_visit, set);
+	}
+	if (ret < 0) {
+		snprintf(err, err_len, "%s/: %s", SCOPE_REGISTRY,
+			 ret == -EBADMSG ? "a scope definition is damaged or forged"
+					 : strerror(-ret));
+		scope_set_close(set);
+		return ret;
+	}
+	*out = set;
+	return 0;
+}
+
+void scope_set_close(struct scope_set *set)
+{
+	if (!set)
+		return;
+	for (size_t i = 0; i < set->n; i++)
+		scope_free(set->v[i]);
+	free(set->v);
+	secmem_free(set->def_key, SCOPE_MAC_LEN);
+	pthread_mutex_destroy(&set->lock);
+	free(set);
+}
+
+size_t scope_set_count(struct scope_set *set)
+{
+	size_t n;
+
+	pthread_mutex_lock(&set->lock);
+	n = set->n;
+	pthread_mutex_unlock(&set->lock);
+	return n;
+}
+
+struct scope *scope_set_at(struct scope_set *set, size_t i)
+{
+	struct scope *s;
+
+	pthread_mutex_lock(&set->lock);
+	s = i < set->n ? set->v[i] : NULL;
+	pthread_mutex_unlock(&set->lock);
+	return s;
+}
+
+struct scope *scope_by_root(struct scope_set *set, const uint8_t *dirid)
+{
+	struct scope *found = NULL;
+
+	pthread_mutex_lock(&set->lock);
+	for (size_t i = 0; i < set->n && !found; i++)
+		if (!atomic_load(&set->v[i]->gone) &&
+		    memcmp(set->v[i]->def.root_dirid, dirid, 16) == 0)
+			found = set->v[i];
+	pthread_mutex_unlock(&set->lock);
+	return found;
+}
+
+/* open_keeper - the provider of @settings, opened.  0 or -errno + @err. */
+static int open_keeper(const struct scope_set *set, const char *settings,
+		       struct kms_keeper **out, char *err, size_t err_len)
+{
+	dictionary *ini = scope_settings_ini(settings);
+	int ret;
+
+	if (!ini) {
+		snprintf(err, err_len, "out of memory");
+		return -ENOMEM;
+	}
+	ret = kms_keeper_open(ini, set->uuid, set->pool_capacity, NULL, NULL, out, err, err_len);
+	iniparser_freedict(ini);
+	return ret;
+}
+
+/*
+ * unlock - open @s's provider, unwrap its scope key there and give the codec
+ * its keys.  @s->use held exclusively, @s locked.  0 or -errno + @err.
+ */
+static int unlock(struct scope *s, char *err, size_t err_len)
+{
+	uint8_t *key = secmem_alloc(SCOPE_KEY_LEN);
+	const struct kms_set *ks;
+	int ret;
+
+	if (!key) {
+		snprintf(err, err_len, "out of memory");
+		return -ENOMEM;
+	}
+	ret = open_keeper(s->set, s->def.settings, &s->keeper, err, err_len);
+	if (ret == 0) {
+		ks = kms_keeper_get(s->keeper);
+		ret = scope_key_open(ks->keys.current, s->set->uuid, &s->def, key);
+		kms_keeper_put(s->keeper, ks);
+		if (ret < 0)
+			snprintf(err, err_len, "cannot unwrap the scope key: %s",
+				 ret == -ENOKEY ? "its record names another master key"
+						: kms_strerror(ret));
+	}
+	if (ret == 0)
+		ret = names_set_key(s->names, key, s->set->uuid);
+	secmem_free(key, SCOPE_KEY_LEN);
+	if (ret < 0 && s->keeper) {
+		kms_keeper_close(s->keeper);
+		s->keeper = NULL;
+	}
+	return ret;
+}
+
+static void scope_id_text(const struct scope *s, char *out)
+{
+	names_b64_encode(s->def.id, SCOPE_ID_LEN, out);
+}
+
+int scope_enter(struct scope *s, const struct kms_set **set)
+{
+	char err[512], id[SCOPE_ID_TEXT + 1];
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&s->use);
+	while (!s->keeper) {
+		pthread_rwlock_unlock(&s->use);
+		pthread_rwlock_wrlock(&s->use);
+		if (!s->keeper)
+			ret = unlock(s, err, sizeof(err));
+		pthread_rwlock_unlock(&s->use);
+		if (ret < 0) {
+			atomic_fetch_add(&s->refusals, 1);
+			scope_id_text(s, id);
+			log_ratelimited(LOG_ERR, "key scope %s stays locked: %s; returning EACCES",
+					id, err);
+			return -EACCES;
+		}
+		pthread_rwlock_rdlock(&s->use);
+	}
+	if (set)
+		*set = kms_keeper_get(s->keeper);
+	return 0;
+}
+
+void scope_leave(struct scope *s, const struct kms_set *set)
+{
+	if (set)
+		kms_keeper_put(s->keeper, set);
+	pthread_rwlock_unlock(&s->use);
+}
+
+int scope_keys_get(struct scope *s, struct kms_keeper *volume, const struct kms_set **set)
+{
+	if (s)
+		return scope_enter(s, set);
+	*set = kms_keeper_get(volume);
+	return 0;
+}
+
+void scope_keys_put(struct scope *s, struct kms_keeper *volume, const struct kms_set *set)
+{
+	if (s)
+		scope_leave(s, set);
+	else
+		kms_keeper_put(volume, set);
+}
+
+struct names *scope_names(struct scope *s)
+{
+	return s->names;
+}
+
+/* keep_counters - add the counters of @s's provider, about to close, to its totals. */
+static void keep_counters(struct scope *s)
+{
+	const struct kms_set *ks = kms_keeper_get(s->keeper);
+	const struct kms_counters *c = &ks->keys.current->counters;
+
+	atomic_fetch_add(&s->generate, __atomic_load_n(&c->generate, __ATOMIC_RELAXED));
+	atomic_fetch_add(&s->unwrap, __atomic_load_n(&c->unwrap, __ATOMIC_RELAXED));
+	atomic_fetch_add(&s->failures, __atomic_load_n(&c->failures, __ATOMIC_RELAXED));
+	kms_keeper_put(s->keeper, ks);
+}
+
+void scope_lock(struct scope *s)
+{
+	pthread_rwlock_wrlock(&s->use);
+	names_forget_keys(s->names);
+	if (s->keeper) {
+		keep_counters(s);
+		kms_keeper_close(s->keeper); /* wipes its master keys */
+		s->keeper = NULL;
+	}
+	atomic_fetch_add(&s->locks, 1);
+	pthread_rwlock_unlock(&s->use);
+}
+
+bool scope_gone(struct scope *s)
+{
+	return atomic_load(&s->gone);
+}
+
+const struct scope_def *scope_def_of(const struct scope *s)
+{
+	return &s->def;
+}
+
+void scope_get_stats(struct scope *s, struct scope_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_rwlock_rdlock(&s->use);
+	if (s->keeper) {
+		const struct kms_set *ks = kms_keeper_get(s->keeper);
+		const struct kms_counters *c = &ks->keys.current->counters;
+
+		out->unlocked = true;
+		out->generate = __atomic_load_n(&c->generate, __ATOMIC_RELAXED);
+		out->unwrap = __atomic_load_n(&c->unwrap, __ATOMIC_RELAXED);
+		out->failures = __atomic_load_n(&c->failures, __ATOMIC_RELAXED);
+		kms_keeper_put(s->keeper, ks);
+	}
+	pthread_rwlock_unlock(&s->use);
+	out->generate += atomic_load(&s->generate);
+	out->unwrap += atomic_load(&s->unwrap);
+	out->failures += atomic_load(&s->failures);
+	out->refusals = atomic_load(&s->refusals);
+	out->locks = atomic_load(&s->locks);
+}
+
+/* ref_taken - whether @ref is a key reference of the volume or of a scope of @set. */
+static bool ref_taken(struct scope_set *set, const char *ref, const char *const *volume_refs)
+{
+	bool taken = false;
+
+	for (size_t i = 0; volume_refs[i]; i++)
+		taken |= strcmp(volume_refs[i], ref) == 0;
+	pthread_mutex_lock(&set->lock);
+	for (size_t i = 0; i < set->n; i++)
+		taken |= !atomic_load(&set->v[i]->gone) &&
+			 strcmp(set->v[i]->def.record.key_ref, ref) == 0;
+	pthread_mutex_unlock(&set->lock);
+	return taken;
+}
+
+int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
+		     const char *settings, const char *const *volume_refs, char *err,
+		     size_t err_len)
+{
+	uint8_t *key = secmem_alloc(SCOPE_KEY_LEN);
+	struct scope_def *d = calloc(1, sizeof(*d));
+	struct kms_keeper *keeper = NULL;
+	const struct kms_set *ks;
+	struct scope *s = NULL;
+	int ret;
+
+	if (!key || !d) {
+		ret = -ENOMEM;
+		snprintf(err, err_len, "out of memory");
+		goto out;
+	}
+	if (scope_by_root(set, dirid)) {
+		ret = -EEXIST;
+		snprintf(err, err_len, "the directory is a key scope already");
+		goto out;
+	}
+	if (strlen(settings) > SCOPE_SETTINGS_MAX) {
+		ret = -EINVAL;
+		snprintf(err, err_len, "the settings are too long");
+		goto out;
+	}
+	memcpy(d->root_dirid, dirid, 16);
+	strcpy(d->settings, settings);
+	ret = crypto_random(d->id, SCOPE_ID_LEN);
+	if (ret == 0)
+		ret = open_keeper(set, settings, &keeper, err, err_len);
+	if (ret < 0)
+		goto out;
+	ks = kms_keeper_get(keeper);
+	if (ref_taken(set, ks->keys.current->key_ref, volume_refs)) {
+		ret = -EINVAL;
+		snprintf(err, err_len, "master key %s is the volume's or another scope's: a scope "
+				       "needs a key of its own", ks->keys.current->key_ref);
+	} else {
+		ret = scope_key_create(ks->keys.current, set->uuid, d, key);
+		if (ret < 0)
+			snprintf(err, err_len, "cannot make the scope key: %s", kms_strerror(ret));
+	}
+	kms_keeper_put(keeper, ks);
+	if (ret == 0 && !(s = scope_new(set, d))) {
+		ret = -ENOMEM;
+		snprintf(err, err_len, "out of memory");
+	}
+	if (ret == 0 && (ret = names_set_key(s->names, key, set->uuid)) < 0)
+		snprintf(err, err_len, "cannot derive the scope's name keys");
+	if (ret == 0 && (ret = scope_registry_write(backing_fd, d, set->def_key)) < 0)
+		snprintf(err, err_len, "cannot write %s/: %s", SCOPE_REGISTRY, strerror(-ret));
+	if (ret == 0 && (ret = set_append(set, s)) < 0) {
+		scope_registry_remove(backing_fd, d->id);
+		snprintf(err, err_len, "out of memory");
+	}
+	if (ret == 0) {
+		s->keeper = keeper; /* the new scope starts unlocked */
+		keeper = NULL;
+		s = NULL;
+	}
+out:
+	scope_free(s);
+	if (keeper)
+		kms_keeper_close(keeper);
+	secmem_free(key, SCOPE_KEY_LEN);
+	free(d);
+	return ret;
+}
+
+void scope_set_forget_root(struct scope_set *set, int backing_fd, const uint8_t *dirid)
+{
+	struct scope *s = scope_by_root(set, dirid);
+	char id[SCOPE_ID_TEXT + 1];
+	int ret;
+
+	if (!s)
+		return;
+	scope_lock(s);
+	atomic_store(&s->gone, true);
+	ret = scope_registry_remove(backing_fd, s->def.id);
+	scope_id_text(s, id);
+	if (ret < 0)
+		log_msg(LOG_WARNING, "key scope %s: its root is gone but its definition stays: %s",
+			id, strerror(-ret));
+	else
+		log_msg(LOG_NOTICE, "key scope %s: its root directory was removed", id);
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_FS_SCOPES_H
+#define ENVELOPEFS_FS_SCOPES_H
+
+/*
+ * The mounted volume's key scopes (docs/FORMAT.md, "Key scopes"): every
+ * definition of the registry (scopedef.h), read at mount, each with its own
+ * KMS provider and name codec, both loaded lazily.
+ *
+ * A scope is **locked** (no provider open, codec without keys) after the
+ * mount and after scope_lock(); the first operation that needs it opens its
+ * provider from the definition's settings (secrets come from files or the
+ * environment, as for the volume's), unwraps the scope key there and gives
+ * the codec its keys.  If the KMS refuses, that operation fails with
+ * -EACCES and the scope stays locked, so the next one asks the KMS again: a
+ * key enabled again works without a remount.
+ *
+ * Invariants:
+ *  - a scope's provider is used only between scope_enter() and
+ *    scope_leave(), which hold it shared; scope_lock() takes it exclusively,
+ *    so it never closes a provider in use;
+ *  - the scope set only grows while mounted (scope_set_create); a struct
+ *    scope lives until scope_set_close(), so inodes may point at one, even
+ *    once its root is removed (scope_gone).
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kmsset.h"
+#include "names.h"
+#include "scopedef.h"
+
+struct scope;
+struct scope_set;
+
+/* Counters of one scope since mount (across locks), for status. */
+struct scope_stats {
+	bool unlocked;
+	uint64_t generate, unwrap, failures; /* KMS calls of its provider */
+	uint64_t refusals;		     /* unlocks the KMS refused (-EACCES given) */
+	uint64_t locks;			     /* scope_lock() calls */
+};
+
+/*
+ * scope_set_open - the scopes of the volume whose volume key is
+ * @volume_key (NULL: a volume without one, which has no scopes), reading
+ * the registry of the backing root @backing_fd.  @pool_capacity as for
+ * kms_keeper_open().  0, or -errno with a message in @err (a definition
+ * that does not authenticate: -EBADMSG).
+ */
+int scope_set_open(int backing_fd, const uint8_t *volume_key, const uint8_t *uuid,
+		   int pool_capacity, struct scope_set **out, char *err, size_t err_len);
+void scope_set_close(struct scope_set *set);
+
+/* scope_set_count - how many scopes; scope_set_at - the @i-th (0 <= @i < count). */
+size_t scope_set_count(struct scope_set *set);
+struct scope *scope_set_at(struct scope_set *set, size_t i);
+
+/* scope_by_root - the scope whose root directory has ID @dirid, or NULL. */
+struct scope *scope_by_root(struct scope_set *set, const uint8_t *dirid);
+
+/*
+ * scope_set_create - make the directory with ID @dirid the root of a new
+ * scope with the provider settings @settings (canonical, scopedef.h):
+ * opens the provider, draws the scope key, writes the definition and adds
+ * the scope (unlocked).  Refuses (-EEXIST) a directory that is a root
+ * already and (-EINVAL) a key reference the volume (@volume_refs, NULL
+ * terminated) or another scope uses.  0 or -errno, message in @err.
+ */
+int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
+		     const char *settings, const char *const *volume_refs, char *err,
+		     size_t err_len);
+
+/*
+ * scope_set_forget_root - the scope's root @dirid was removed: drop its
+ * definition from the registry (the struct stays, locked, until unmount).
+ */
+void scope_set_forget_root(struct scope_set *set, int backing_fd, const uint8_t *dirid);
+
+/*
+ * scope_enter - hold @s's keys for one operation, unlocking it first if it
+ * is locked; *@set (may be NULL) is its KMS set.  0, or -EACCES when the
+ * scope cannot be unlocked (the cause logged, rate-limited).
+ */
+int scope_enter(struct scope *s, const struct kms_set **set);
+void scope_leave(struct scope *s, const struct kms_set *set);
+
+/*
+ * scope_keys_get / scope_keys_put - the KMS set for a file in scope @s:
+ * scope_enter()'s, or with @s NULL the volume's from @volume.  0 or -EACCES.
+ */
+int scope_keys_get(struct scope *s, struct kms_keeper *volume, const struct kms_set **set);
+void scope_keys_put(struct scope *s, struct kms_keeper *volume, const struct kms_set *set);
+
+/* scope_names - @s's codec (keys present only while unlocked, names.h). */
+struct names *scope_names(struct scope *s);
+
+/*
+ * scope_lock - wipe @s's name keys and close its provider (its master keys
+ * wiped), waiting for operations that hold it.  The caller drops the
+ * scope's cached DEKs.
+ */
+void scope_lock(struct scope *s);
+
+const struct scope_def *scope_def_of(const struct scope *s);
+
+/* scope_gone - whether @s's root was removed (it is then listed nowhere). */
+bool scope_gone(struct scope *s);
+void scope_get_stats(struct scope *s, struct scope_stats *out);
+
+#endif

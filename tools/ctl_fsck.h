@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ENVELOPEFS_TOOLS_CTL_FSCK_H
+#define ENVELOPEFS_TOOLS_CTL_FSCK_H
+
+/*
+ * envelopefsctl fsck: what its three files share.  ctl_fsck.c runs the
+ * command (volume-wide checks, repair, upgrade, the report), ctl_fsck_walk.c
+ * walks the backing tree (names, directory IDs, side records, leftovers)
+ * and collects the objects to authenticate, ctl_fsck_check.c authenticates
+ * each (key records, blocks, symlink targets, xattrs) in parallel.
+ *
+ * Every decoding goes through the code the daemon uses: crypto/record.h,
+ * crypto/block.h, fs/layout.h, fs/content.h, fs/names.h, fs/linkstore.h.
+ *
+ * Invariant: the check changes nothing in the backing; only repair (offline,
+ * after the walk) removes, and only what fsck_leftover() marked removable.
+ */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "fs/names.h"
+#include "tools/ctl.h"
+
+/* What a finding is: an integrity problem (exit 3), a key failure (exit 4), an
+ * I/O failure (exit 1), or a leftover (reported; --repair may remove it). */
+enum fsck_class { FSCK_INTEGRITY, FSCK_KEY, FSCK_IO, FSCK_LEFTOVER };
+
+struct fsck_finding {
+	enum fsck_class cls;
+	char *path;    /* plaintext path when known, else NULL */
+	char *backing; /* backing path */
+	const char *kind;
+	int err;       /* the errno the daemon answers with (0: none, e.g. a hidden entry) */
+	char *detail;
+	bool removable; /* leftovers: provably orphaned, --repair removes it */
+	bool recursive; /* removable: a directory to remove with what it holds */
+	bool removed;
+};
+
+/* One object the workers authenticate. */
+struct fsck_item {
+	char *backing;		      /* backing path */
+	char *path;		      /* plaintext path */
+	char *name;		      /* plaintext name (version-1 symlinks are bound to it) */
+	mode_t type;		      /* S_IFREG, S_IFLNK, S_IFDIR */
+	uint8_t dirid[NAMES_DIRID_LEN]; /* its directory's ID (links); a directory's own (dirs) */
+	bool alias;		      /* another name of a hard-linked file checked already */
+	dev_t dev;
+	ino_t ino;
+	nlink_t nlink;
+};
+
+struct fsck {
+	/* settings */
+	bool online, repair, upgrade, json;
+	unsigned jobs;
+	char backing[4096];
+	struct ctl_volume vol;
+	struct names *names;
+	int root_fd;
+	/* the walk */
+	struct fsck_item *items;
+	size_t n_items, cap_items;
+	bool walk_incomplete; /* a directory could not be read: no orphan is provable */
+	/* the root directory IDs of the volume's key scopes (fs/scopedef.h), whose trees are
+	 * under their own KMS: not checked here */
+	uint8_t (*scope_roots)[NAMES_DIRID_LEN];
+	size_t n_scope_roots;
+	/* link IDs every symlink of the volume carries (orphan link-store files); the walk's */
+	uint8_t (*link_ids)[NAMES_LINK_ID_LEN];
+	size_t n_link_ids, cap_link_ids;
+	/* findings, appended by any thread */
+	struct fsck_finding *findings;
+	size_t n_findings, cap_findings;
+	pthread_mutex_t lock;
+	/* counters */
+	size_t dirs;
+	atomic_size_t next, finished, files, symlinks, blocks, xattrs;
+	double started;
+};
+
+/*
+ * fsck_report - record a finding: @path may be NULL (not known), @fmt says
+ * what is wrong.  Thread-safe.
+ */
+void fsck_report(struct fsck *f, enum fsck_class cls, const char *path, const char *backing,
+		 const char *kind, int err, const char *fmt, ...)
+	__attribute__((format(printf, 7, 8)));
+
+/* fsck_leftover - record a leftover; @removable: --repair may remove @backing. */
+void fsck_leftover(struct fsck *f, const char *backing, const char *kind, bool removable,
+		   bool recursive, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* fsck_note_link_id - a symlink carrying link ID @id exists (its store file is not an orphan). */
+void fsck_note_link_id(struct fsck *f, const uint8_t *id);
+
+/*
+ * fsck_walk - walk the backing tree of @f: check every directory ID, name
+ * and side record, find leftovers, note every link ID, and collect the
+ * files, symlinks and directories to authenticate in f->items.  0 or -ENOMEM.
+ */
+int fsck_walk(struct fsck *f);
+
+/* fsck_walk_link_store - after fsck_walk(): the link store's files no symlink names. */
+void fsck_walk_link_store(struct fsck *f);
+
+struct rekey_journal_header;
+
+/*
+ * fsck_read_journal - the header of the re-key journal @path (relative to
+ * @dirfd) into @h: 0, or -EBADMSG when it is not a journal the daemon's
+ * recovery would act on (it leaves such a one for a human), or -errno.
+ */
+int fsck_read_journal(int dirfd, const char *path, struct rekey_journal_header *h);
+
+/* fsck_check_items - authenticate every item of @f with f->jobs threads, progress on a tty. */
+void fsck_check_items(struct fsck *f);
+
+/* fsck_now - a monotonic clock in seconds. */
+double fsck_now(void);
+
+#endif

@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: MIT
+/*
+ * envelopefsctl scope - key scopes of a mounted volume (docs/FORMAT.md,
+ * "Key scopes"): create one on an empty directory, list them, lock one.
+ * Every action is the daemon's (fs/scope_ops.h): only it holds the volume
+ * key that authenticates a definition, and the scope's provider settings
+ * go to it as text, never a secret (providers read secrets from files or
+ * the environment, the daemon's).
+ */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define ENVELOPEFS_SCOPE_OPS_TOOL_ONLY
+#include "fs/scope_ops.h"
+#include "fs/status.h"
+#include "tools/ctl.h"
+
+static const char usage[] =
+	"Usage: envelopefsctl scope create --kms NAME [--kms-setting KEY=VALUE]... DIR\n"
+	"       envelopefsctl scope list MOUNTPOINT\n"
+	"       envelopefsctl scope lock DIR\n"
+	"\n"
+	"Key scopes of a mounted volume (root only).  create makes the empty directory\n"
+	"DIR the root of a key scope whose files' keys, names, symlink targets and xattrs\n"
+	"are wrapped by its own KMS (the provider NAME with its settings, as in [kms];\n"
+	"secrets come from files or the daemon's environment, never from here).  list\n"
+	"shows each scope's directory, provider, key reference and whether it is\n"
+	"unlocked.  lock drops the scope's cached keys at once: the next use asks its\n"
+	"KMS again.  Nested scopes are refused.\n"
+	"\n"
+	"Options:\n"
+	"  --kms NAME              the scope's provider (local, pkcs11, aws, vault, ...)\n"
+	"  --kms-setting KEY=VALUE one provider setting (repeatable)\n"
+	"  -h, --help              show this help\n";
+
+/* open_dir - @path as an open directory of a mount.  fd or -1 (reported). */
+static int open_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		ctl_err(CTL_FAILED, "%s: %s", path, strerror(errno));
+	return fd;
+}
+
+static int daemon_error(const char *path, int err)
+{
+	switch (err) {
+	case ENOTTY:
+		return ctl_err(CTL_FAILED, "%s: not on a mounted envelopefs volume", path);
+	case ENOTEMPTY:
+		return ctl_err(CTL_FAILED, "%s: not empty: a scope is made on an empty directory "
+					   "(converting one in place is not supported yet)",
+			       path);
+	case EEXIST:
+		return ctl_err(CTL_FAILED, "%s: already a key scope", path);
+	case EINVAL:
+		return ctl_err(CTL_FAILED, "%s: refused: nested scope, the volume's root, a "
+					   "volume without encrypted names, a master key already in "
+					   "use, or bad settings (the daemon's log says which)",
+			       path);
+	case EACCES:
+		return ctl_err(CTL_KEY, "%s: the scope's KMS refused (the daemon's log says why)",
+			       path);
+	case EIO:
+		return ctl_err(CTL_FAILED, "%s: the daemon failed (its log says why)", path);
+	default:
+		return ctl_err(CTL_FAILED, "%s: %s", path, strerror(err));
+	}
+}
+
+/*
+ * json_field - the value of "@name": after @from (the daemon's own JSON, whose
+ * strings here hold no escaped quote) into @out; a pointer to it, or NULL.
+ */
+static const char *json_field(const char *from, const char *name, char *out, size_t cap)
+{
+	char pat[64];
+	const char *p;
+	size_t n;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", name);
+	p = strstr(from, pat);
+	if (!p)
+		return NULL;
+	p += strlen(pat);
+	if (*p == '"')
+		p++;
+	n = strcspn(p, "\",}");
+	snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), p);
+	return p;
+}
+
+/* mount_root - the root of the mount holding @dir into @out (PATH_MAX).  0 or -errno. */
+static int mount_root(const char *dir, char *out)
+{
+	struct stat st, up;
+	char *slash;
+
+	if (!realpath(dir, out) || stat(out, &st) < 0)
+		return -errno;
+	while ((slash = strrchr(out, '/')) && slash != out) {
+		*slash = '\0';
+		if (stat(out, &up) < 0 || up.st_dev != st.st_dev) {
+			*slash = '/'; /* @out was the root */
+			break;
+		}
+		st = up;
+	}
+	return 0;
+}
+
+/*
+ * mark_volume - before the first scope: `scopes = true` in the configuration
+ * of the volume mounted at the mount holding @dir, sealed under its volume
+ * key (which this tool unwraps through the volume's KMS, as `pin` does) and
+ * pinned on this host (docs/FORMAT.md, "Key scopes").  A CTL_* code.
+ */
+static int mark_volume(const char *dir)
+{
+	static char status[65536];
+	char root[PATH_MAX], backing[PATH_MAX], conf[PATH_MAX + 32], err[1024];
+	dictionary *kms = NULL, *previous = NULL;
+	struct volume_config cfg;
+	ssize_t len;
+	int rc, code = CTL_OK;
+
+	if (mount_root(dir, root) < 0)
+		return ctl_err(CTL_FAILED, "%s: %s", dir, strerror(errno));
+	len = getxattr(root, STATUS_XATTR, status, sizeof(status) - 1);
+	if (len < 0)
+		return ctl_err(CTL_FAILED, "%s: not on a mounted envelopefs volume", dir);
+	status[len] = '\0';
+	if (!json_field(status, "backing", backing, sizeof(backing)))
+		return ctl_err(CTL_FAILED, "%s: the daemon does not name its backing directory", root);
+	snprintf(conf, sizeof(conf), "%s/%s", backing, VOLUME_CONFIG_NAME);
+	rc = volume_config_load(conf, &cfg, err, sizeof(err));
+	if (rc < 0)
+		return ctl_err(CTL_FAILED, "%s", err);
+	if (cfg.scopes)
+		goto out;
+	if (!volume_config_sealed(&cfg)) {
+		code = ctl_err(CTL_FAILED, "%s: key scopes need a volume of format_version 2 with "
+					   "names = encrypted", backing);
+		goto out;
+	}
+	cfg.scopes = true;
+	kms = volume_kms_settings(cfg.ini, "kms");
+	if (iniparser_find_entry(cfg.ini, VOLUME_KMS_PREVIOUS))
+		previous = volume_kms_settings(cfg.ini, VOLUME_KMS_PREVIOUS);
+	code = kms ? ctl_config_seal(backing, &cfg, kms, previous)
+		   : ctl_err(CTL_FAILED, "out of memory");
+	if (code == CTL_OK && (rc = volume_config_replace(conf, &cfg, kms, previous)) < 0)
+		code = ctl_err(CTL_FAILED, "cannot replace %s: %s", conf, strerror(-rc));
+	if (code == CTL_OK)
+		ctl_pin_record(backing);
+out:
+	if (kms)
+		iniparser_freedict(kms);
+	if (previous)
+		iniparser_freedict(previous);
+	volume_config_free(&cfg);
+	return code;
+}
+
+static int scope_create(const char *dir, const char *provider, char **settings, int n)
+{
+	struct scope_create_arg *arg = calloc(1, sizeof(*arg));
+	dictionary *ini = dictionary_new(0);
+	char err[512], key[512];
+	int fd = -1, rc = CTL_OK;
+
+	if (!arg || !ini || iniparser_set(ini, "kms", NULL) != 0 ||
+	    iniparser_set(ini, "kms:provider", provider) != 0) {
+		rc = ctl_err(CTL_FAILED, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		const char *eq = strchr(settings[i], '=');
+
+		if (!eq || eq == settings[i] || strncmp(settings[i], "provider=", 9) == 0) {
+			rc = ctl_err(CTL_USAGE, "--kms-setting %s: want KEY=VALUE (and --kms for the "
+						"provider)", settings[i]);
+			goto out;
+		}
+		snprintf(key, sizeof(key), "kms:%.*s", (int)(eq - settings[i]), settings[i]);
+		iniparser_set(ini, key, eq + 1);
+	}
+	if (scope_settings_canon(ini, arg->settings, sizeof(arg->settings), err, sizeof(err)) <
+	    0) {
+		rc = ctl_err(CTL_USAGE, "%s", err);
+		goto out;
+	}
+	fd = open_dir(dir);
+	if (fd < 0) {
+		rc = CTL_FAILED;
+		goto out;
+	}
+	rc = mark_volume(dir);
+	if (rc != CTL_OK)
+		goto out;
+	if (ioctl(fd, ENVELOPEFS_IOC_SCOPE_CREATE, arg) < 0)
+		rc = daemon_error(dir, errno);
+	else
+		printf("%s: key scope created (%s)\n", dir, provider);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (ini)
+		iniparser_freedict(ini);
+	free(arg);
+	return rc;
+}
+
+static int scope_lock_dir(const char *dir)
+{
+	int fd = open_dir(dir), rc = CTL_OK;
+
+	if (fd < 0)
+		return CTL_FAILED;
+	if (ioctl(fd, ENVELOPEFS_IOC_SCOPE_LOCK) < 0)
+		rc = errno == EINVAL ? ctl_err(CTL_FAILED, "%s: not the root of a key scope", dir)
+				     : daemon_error(dir, errno);
+	else
+		printf("%s: key scope locked\n", dir);
+	close(fd);
+	return rc;
+}
+
+/* The scope roots found by the walk: ID -> path. */
+static struct {
+	char id[SCOPE_ID_TEXT + 1];
+	char *path;
+} found[1024];
+static size_t n_found;
+
+static int visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	char id[SCOPE_ID_TEXT + 1];
+	ssize_t len;
+
+	(void)st;
+	(void)ftw;
+	if (type != FTW_D)
+		return FTW_CONTINUE;
+	len = getxattr(path, SCOPE_XATTR, id, sizeof(id) - 1);
+	if (len != SCOPE_ID_TEXT || n_found == sizeof(found) / sizeof(found[0]))
+		return FTW_CONTINUE;
+	id[len] = '\0';
+	memcpy(found[n_found].id, id, sizeof(id));
+	found[n_found++].path = strdup(path);
+	return FTW_SKIP_SUBTREE; /* no nested scopes */
+}
+
+static int scope_list(const char *mountpoint)
+{
+	static char status[65536];
+	const char *p;
+	ssize_t len = getxattr(mountpoint, STATUS_XATTR, status, sizeof(status) - 1);
+
+	if (len < 0)
+		return ctl_err(CTL_FAILED, "%s: %s", mountpoint,
+			       errno == ENODATA || errno == ENOTSUP ? "not an envelopefs mount point"
+								    : strerror(errno));
+	status[len] = '\0';
+	p = strstr(status, "\"scopes\":{");
+	if (!p)
+		return ctl_err(CTL_FAILED, "%s: the daemon does not list key scopes", mountpoint);
+	nftw(mountpoint, visit, 16, FTW_PHYS | FTW_MOUNT | FTW_ACTIONRETVAL);
+	printf("%-22s  %-8s  %-8s  %-40s  %s\n", "SCOPE", "STATE", "PROVIDER", "KEY", "DIRECTORY");
+	p += strlen("\"scopes\":{");
+	/* Each scope is "ID":{...}: the daemon's own JSON, IDs base64url. */
+	while (*p == '"' || *p == ',') {
+		char id[64], provider[64], ref[256], unlocked[8];
+		const char *dir = "(not found)";
+
+		p += *p == ',';
+		snprintf(id, sizeof(id), "%.*s", (int)strcspn(p + 1, "\""), p + 1);
+		json_field(p, "provider", provider, sizeof(provider));
+		json_field(p, "key_ref", ref, sizeof(ref));
+		json_field(p, "unlocked", unlocked, sizeof(unlocked));
+		for (size_t i = 0; i < n_found; i++)
+			if (strcmp(found[i].id, id) == 0)
+				dir = found[i].path;
+		printf("%-22s  %-8s  %-8s  %-40s  %s\n", id,
+		       strcmp(unlocked, "true") == 0 ? "unlocked" : "locked", provider, ref, dir);
+		p = strchr(p, '}');
+		if (!p)
+			break;
+		p++;
+	}
+	for (size_t i = 0; i < n_found; i++)
+		free(found[i].path);
+	return CTL_OK;
+}
+
+int cmd_scope(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "kms", required_argument, NULL, 'k' },
+		{ "kms-setting", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char **settings = calloc((size_t)argc, sizeof(*settings));
+	const char *provider = NULL, *action;
+	int c, n = 0, rc;
+
+	if (!settings)
+		return ctl_err(CTL_FAILED, "out of memory");
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'k') {
+			provider = optarg;
+		} else if (c == 's') {
+			settings[n++] = optarg;
+		} else {
+			free(settings);
+			return ctl_usage(usage, c == 'h');
+		}
+	}
+	if (argc - optind != 2) {
+		free(settings);
+		return ctl_usage(usage, false);
+	}
+	action = argv[optind];
+	if (strcmp(action, "create") == 0 && provider)
+		rc = scope_create(argv[optind + 1], provider, settings, n);
+	else if (strcmp(action, "list") == 0 && !provider && n == 0)
+		rc = scope_list(argv[optind + 1]);
+	else if (strcmp(action, "lock") == 0 && !provider && n == 0)
+		rc = scope_lock_dir(argv[optind + 1]);
+	else
+		rc = ctl_usage(usage, false);
+	free(settings);
+	return rc;
+}
