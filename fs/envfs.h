@@ -61,7 +61,6 @@ struct handle {
 };
 
 struct fuse_session;
-struct rollback;
 
 struct envfs {
 	char *backing;
@@ -72,7 +71,6 @@ struct envfs {
 	struct prefetch *prefetch; /* DEKs of listed files unwrapped ahead; NULL when off */
 	struct dekcache *cache;
 	struct names *names; /* name, symlink and xattr codec */
-	struct rollback *rollback; /* format 3: the versions this host saw (rollback.h); NULL else */
 	struct scope_set *scopes; /* the key scopes (scopes.h) */
 	struct inode_table *inodes;
 	struct envfs_settings settings;

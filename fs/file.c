@@ -351,8 +351,6 @@ static int write_content(struct envfs *fs, struct inode *in, struct open_file *o
 	if (size == 0)
 		return 0; /* changes nothing, and would store no header */
 	ret = filekey_load_for_write(fs, in, of->fd, &first);
-	if (ret == 0)
-		ret = filekey_raise_version(fs, in, of->fd);
 
 	if (ret == 0 && of->append)
 		ret = content_size(of->fd, &fs->layout, pos);

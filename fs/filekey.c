@@ -13,7 +13,6 @@
 #include "crypto/secmem.h"
 #include "binding.h"
 #include "log.h"
-#include "rollback.h"
 #include "scopes.h"
 #include "shared.h"
 
@@ -58,9 +57,7 @@ static int read_record_at(struct envfs *fs, struct inode *in, int fd, struct key
 		atomic_fetch_add(&fs->counters.integrity_errors, 1);
 		return -EIO;
 	}
-	if (ret == 0)
-		ret = binding_check(fs, in, rec);
-	return ret == 0 ? rollback_check(fs, in, rec) : ret;
+	return ret == 0 ? binding_check(fs, in, rec) : ret;
 }
 
 static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec)
@@ -108,7 +105,6 @@ static int adopt_holes(struct envfs *fs, struct inode *in, const struct key_reco
 	}
 	in->holes_bound = rec->version == 2;
 	in->holes = rec->holes;
-	rollback_adopt(fs, rec);
 	return 0;
 }
 
@@ -225,7 +221,6 @@ void filekey_detach(struct envfs *fs, struct inode *in)
 {
 	pthread_mutex_lock(&in->key_lock);
 	if (--in->opens == 0) {
-		in->version_raised = false;
 		dekcache_put(fs->cache, in->dek);
 		in->dek = NULL;
 		free(in->missed_record);
@@ -303,9 +298,6 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 	free(key);
 	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", set->keys.current->key_ref);
 	binding_stamp(fs, in, rec);
-	/* A new record is version 1, and raised no more while the file is open. */
-	rec->file_version = record_tags_v3(&fs->cfg) && rec->version == 2 ? 1 : 0;
-	in->version_raised = true;
 	ret = record_seal_mac(rec, dek, fs->cfg.uuid);
 	if (ret == 0 && first && fs->layout.placement == PLACEMENT_HEADER) {
 		ret = layout_first_header(&fs->layout, rec, &first->header);
@@ -550,12 +542,8 @@ static void cache_new_record(struct envfs *fs, struct inode *in, const uint8_t *
 	}
 }
 
-/*
- * edit_record_held - filekey_edit_record() with the content lock already
- * held exclusively (and, in shared mode, the key lock shared).
- */
-static int edit_record_held(struct envfs *fs, struct inode *in, int fd,
-			    int (*edit)(struct key_record *rec, void *arg), void *arg)
+int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
+			int (*edit)(struct key_record *rec, void *arg), void *arg)
 {
 	struct key_record *rec = malloc(sizeof(*rec));
 	uint8_t *own = secmem_alloc(KMS_DEK_LEN);
@@ -565,6 +553,11 @@ static int edit_record_held(struct envfs *fs, struct inode *in, int fd,
 	struct record_pos pos;
 	int ret = rec && own ? 0 : -ENOMEM;
 
+	pthread_rwlock_wrlock(&in->content_lock);
+	/* Shared mode: a re-key on another host must not see the record
+	 * change under it (as for a re-wrap, ioctl.c). */
+	if (ret == 0 && fs->shared_locks)
+		ret = keylock_share(fd);
 	pthread_mutex_lock(&in->key_lock);
 	if (ret == 0)
 		ret = read_record_at(fs, in, fd, rec, &pos);
@@ -592,64 +585,10 @@ static int edit_record_held(struct envfs *fs, struct inode *in, int fd,
 	}
 	dekcache_put(fs->cache, cached);
 	pthread_mutex_unlock(&in->key_lock);
+	pthread_rwlock_unlock(&in->content_lock);
 	secmem_free(own, KMS_DEK_LEN);
 	free(rec);
 	return ret == -ENODATA || ret > 0 ? 0 : ret;
-}
-
-int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
-			int (*edit)(struct key_record *rec, void *arg), void *arg)
-{
-	int ret = 0;
-
-	pthread_rwlock_wrlock(&in->content_lock);
-	/* Shared mode: a re-key on another host must not see the record
-	 * change under it (as for a re-wrap, ioctl.c). */
-	if (fs->shared_locks)
-		ret = keylock_share(fd);
-	if (ret == 0)
-		ret = edit_record_held(fs, in, fd, edit, arg);
-	pthread_rwlock_unlock(&in->content_lock);
-	return ret;
-}
-
-/* raise_version - a filekey_edit_record() edit: one version more (format 3). */
-static int raise_version(struct key_record *rec, void *arg)
-{
-	uint64_t *raised = arg;
-
-	if (rec->version != 2 || rec->file_version == UINT64_MAX)
-		return 1;
-	*raised = ++rec->file_version;
-	return 0;
-}
-
-int filekey_raise_version(struct envfs *fs, struct inode *in, int fd)
-{
-	uint64_t raised = 0;
-	bool due;
-	int ret;
-
-	pthread_mutex_lock(&in->key_lock);
-	due = record_tags_v3(&fs->cfg) && !in->version_raised;
-	pthread_mutex_unlock(&in->key_lock);
-	if (!due)
-		return 0;
-	ret = edit_record_held(fs, in, fd, raise_version, &raised);
-	if (ret < 0)
-		return ret;
-	pthread_mutex_lock(&in->key_lock);
-	in->version_raised = true;
-	pthread_mutex_unlock(&in->key_lock);
-	/* The replacement is durable: the host may know it now. */
-	if (raised) {
-		struct key_record *rec = malloc(sizeof(*rec));
-
-		if (rec && layout_read_record(&fs->layout, fd, rec, NULL) == 0)
-			rollback_adopt(fs, rec);
-		free(rec);
-	}
-	return 0;
 }
 
 int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res)

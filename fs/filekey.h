@@ -99,16 +99,6 @@ int filekey_declare_holes(struct envfs *fs, struct inode *in, int fd, uint64_t f
 int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
 			int (*edit)(struct key_record *rec, void *arg), void *arg);
 
-/*
- * filekey_raise_version - before the first write since @in was first
- * opened (or its record made), raise its record's version by one, by the
- * crash-safe replacement, and remember it (rollback.h); a no-op after
- * that, until the last close, and on volumes older than format 3.
- * Content lock held exclusively (shared mode: the key lock held shared, as
- * writers do), in->dek valid, @fd read-write.  0 or -errno.
- */
-int filekey_raise_version(struct envfs *fs, struct inode *in, int fd);
-
 /* filekey_detach - undo one filekey_attach. */
 void filekey_detach(struct envfs *fs, struct inode *in);
 

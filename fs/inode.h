@@ -75,9 +75,6 @@ struct inode {
 	 * record must list, and of the one a rename through this daemon took
 	 * it from (a first record lists both: that rename may not be durable
 	 * yet).  Guarded by key_lock. */
-	/* Format 3 (rollback.h): the record's version was raised since the
-	 * file was first opened, or the record was made.  Guarded by key_lock. */
-	bool version_raised;
 	bool entry_known, entry_prev_known;
 	uint8_t entry[RECORD_BINDING_LEN];
 	uint8_t entry_prev[RECORD_BINDING_LEN];

@@ -31,7 +31,6 @@
 #include "filekey.h"
 #include "killpriv.h"
 #include "log.h"
-#include "rollback.h"
 #include "ops.h"
 #include "scope_ops.h"
 #include "scopes.h"
@@ -446,12 +445,6 @@ static int open_volume(struct envfs *fs, const char *backing, const char *state_
 	ret = check_pin(fs, state_root, &first_mount);
 	if (ret != EXIT_OK)
 		return ret;
-	/* Format 3: the file versions this host saw, to refuse a rollback. */
-	if (record_tags_v3(&fs->cfg) && rollback_open(state_root, fs->cfg.uuid, &fs->rollback) < 0) {
-		fprintf(stderr, "envelopefs: cannot keep file versions under %s: give "
-			"-o state_dir=DIR\n", state_root);
-		return EXIT_USAGE;
-	}
 
 	/* Mid-migration, the configuration names two providers: both open. */
 	ret = kms_keeper_open(fs->cfg.ini, fs->cfg.uuid, fs->settings.dek_pool, log_reachability,
@@ -489,7 +482,6 @@ static void close_volume(struct envfs *fs)
 	prefetch_destroy(fs->prefetch); /* its queue holds inode references */
 	inode_table_destroy(fs->inodes);
 	names_destroy(fs->names); /* wipes the name keys */
-	rollback_close(fs->rollback);
 	scope_set_close(fs->scopes); /* wipes the scopes' keys */
 	dekcache_destroy(fs->cache); /* wipes every DEK */
 	kms_keeper_close(fs->keys);  /* wipes the keys made ahead and the master keys */
