@@ -44,15 +44,14 @@ static size_t key_ref_len(const struct key_record *r)
 	return n;
 }
 
-/**
- * record_encoded_len - see record.h.  For a record whose fields are out of
- * range (which record_encode() refuses) the result is still the length the
- * fields describe, never more than the largest valid record.
- */
 /* The version-2 extension's length for @r's items (0 without any). */
 static size_t ext_len(const struct key_record *r)
 {
-	return r->holes.n ? 2 + 16 * (size_t)r->holes.n : 0;
+	size_t h = r->holes.n > RECORD_MAX_HOLES ? RECORD_MAX_HOLES : r->holes.n;
+	size_t b = r->bindings.n > RECORD_MAX_BINDINGS ? RECORD_MAX_BINDINGS : r->bindings.n;
+
+	return (h ? 2 + 16 * h : 0) + (r->file_version ? 2 + 8 : 0) +
+	       (b ? 2 + RECORD_BINDING_LEN * b : 0);
 }
 
 static bool is_v2(const struct key_record *r)
@@ -60,13 +59,17 @@ static bool is_v2(const struct key_record *r)
 	return r->version == 2;
 }
 
+/**
+ * record_encoded_len - see record.h.  For a record whose fields are out of
+ * range (which record_encode() refuses) the result is still the length the
+ * fields describe, never more than the largest valid record.
+ */
 size_t record_encoded_len(const struct key_record *r)
 {
 	size_t n = strnlen(r->key_ref, RECORD_MAX_KEY_REF);
 	size_t w = r->wrapped_len > RECORD_MAX_WRAPPED ? RECORD_MAX_WRAPPED : r->wrapped_len;
-	size_t h = r->holes.n > RECORD_MAX_HOLES ? RECORD_MAX_HOLES : r->holes.n;
 
-	return RECORD_FIXED_LEN + n + w + (is_v2(r) ? 1 + (h ? 2 + 16 * h : 0) : 0);
+	return RECORD_FIXED_LEN + n + w + (is_v2(r) ? 1 + ext_len(r) : 0);
 }
 
 /*
@@ -86,13 +89,33 @@ static bool holes_ok(const struct record_holes *h)
 	return true;
 }
 
+/* bindings_ok - @b is canonical: at most RECORD_MAX_BINDINGS, strictly ascending. */
+static bool bindings_ok(const struct record_bindings *b)
+{
+	unsigned i;
+
+	if (b->n > RECORD_MAX_BINDINGS)
+		return false;
+	for (i = 1; i < b->n; i++)
+		if (memcmp(b->id[i - 1], b->id[i], RECORD_BINDING_LEN) >= 0)
+			return false;
+	return true;
+}
+
+/* has_items - does @r carry any version-2 extension item? */
+static bool has_items(const struct key_record *r)
+{
+	return r->holes.n || r->file_version || r->bindings.n;
+}
+
 /* encodable - the fields record_encode() checks; the key reference's length or 0. */
 static size_t encodable(const struct key_record *r)
 {
 	size_t n = key_ref_len(r);
 
 	if (!n || r->wrapped_len == 0 || r->wrapped_len > RECORD_MAX_WRAPPED ||
-	    r->version > 2 || (!is_v2(r) && r->holes.n) || !holes_ok(&r->holes))
+	    r->version > 2 || (!is_v2(r) && has_items(r)) || !holes_ok(&r->holes) ||
+	    !bindings_ok(&r->bindings))
 		return 0;
 	return n;
 }
@@ -128,6 +151,18 @@ static size_t encode_body(const struct key_record *r, size_t n, uint8_t *out)
 			off += 16;
 		}
 	}
+	if (r->file_version) {
+		out[off++] = RECORD_TAG_VERSION;
+		out[off++] = 8;
+		put_be64(out + off, r->file_version);
+		off += 8;
+	}
+	if (r->bindings.n) {
+		out[off++] = RECORD_TAG_BINDINGS;
+		out[off++] = (uint8_t)(RECORD_BINDING_LEN * r->bindings.n);
+		memcpy(out + off, r->bindings.id, RECORD_BINDING_LEN * (size_t)r->bindings.n);
+		off += RECORD_BINDING_LEN * (size_t)r->bindings.n;
+	}
 	return off;
 }
 
@@ -152,17 +187,54 @@ int record_encode(const struct key_record *r, uint8_t *out, size_t cap, size_t *
 	return 0;
 }
 
+/* decode_holes - a holes item of @item bytes at @p into @r.  0 or -EBADMSG. */
+static int decode_holes(const uint8_t *p, size_t item, struct key_record *r)
+{
+	unsigned i;
+
+	if (item == 0 || item % 16 || item / 16 > RECORD_MAX_HOLES)
+		return -EBADMSG;
+	r->holes.n = (uint8_t)(item / 16);
+	for (i = 0; i < r->holes.n; i++) {
+		r->holes.range[i].first = get_be64(p + 16 * i);
+		r->holes.range[i].end = get_be64(p + 16 * i + 8);
+	}
+	return holes_ok(&r->holes) ? 0 : -EBADMSG;
+}
+
+/* decode_item - one item of tag @tag, @item bytes at @p, into @r.  0 or -EBADMSG. */
+static int decode_item(int tag, const uint8_t *p, size_t item, struct key_record *r)
+{
+	switch (tag) {
+	case RECORD_TAG_HOLES:
+		return decode_holes(p, item, r);
+	case RECORD_TAG_VERSION:
+		/* Version 0 is "no item": it has no encoding of its own. */
+		if (item != 8 || (r->file_version = get_be64(p)) == 0)
+			return -EBADMSG;
+		return 0;
+	case RECORD_TAG_BINDINGS:
+		if (item == 0 || item % RECORD_BINDING_LEN ||
+		    item / RECORD_BINDING_LEN > RECORD_MAX_BINDINGS)
+			return -EBADMSG;
+		r->bindings.n = (uint8_t)(item / RECORD_BINDING_LEN);
+		memcpy(r->bindings.id, p, item);
+		return bindings_ok(&r->bindings) ? 0 : -EBADMSG;
+	default:
+		return -EBADMSG;
+	}
+}
+
 /*
  * decode_ext - the version-2 extension: exactly @len bytes, its length byte
- * first, into @r->holes.  0 or -EBADMSG.
+ * first, into @r's items.  0 or -EBADMSG.
  */
 static int decode_ext(const uint8_t *p, size_t len, struct key_record *r)
 {
 	size_t e, off = 1;
 	int last_tag = 0;
-	unsigned i;
 
-	if (len < 1 || (e = p[0]) > RECORD_V2_EXT_MAX || len != 1 + e)
+	if (len < 1 || (e = p[0]) > RECORD_V3_EXT_MAX || len != 1 + e)
 		return -EBADMSG;
 	while (off < len) {
 		size_t item;
@@ -176,15 +248,7 @@ static int decode_ext(const uint8_t *p, size_t len, struct key_record *r)
 		if (tag <= last_tag || len - off < item)
 			return -EBADMSG;
 		last_tag = tag;
-		if (tag != RECORD_TAG_HOLES || item == 0 || item % 16 ||
-		    item / 16 > RECORD_MAX_HOLES)
-			return -EBADMSG;
-		r->holes.n = (uint8_t)(item / 16);
-		for (i = 0; i < r->holes.n; i++) {
-			r->holes.range[i].first = get_be64(p + off + 16 * i);
-			r->holes.range[i].end = get_be64(p + off + 16 * i + 8);
-		}
-		if (!holes_ok(&r->holes))
+		if (decode_item(tag, p + off, item, r) < 0)
 			return -EBADMSG;
 		off += item;
 	}
@@ -333,7 +397,7 @@ size_t slot_size_for_version(unsigned version, size_t key_ref_len, size_t max_wr
 	if (key_ref_len > RECORD_MAX_KEY_REF || max_wrapped > RECORD_MAX_WRAPPED)
 		return 0;
 	need = SLOT_OVERHEAD + RECORD_FIXED_LEN + key_ref_len + max_wrapped +
-	       (version == 2 ? RECORD_V2_EXTRA : 0);
+	       (version == 2 ? RECORD_V2_EXTRA : version >= 3 ? RECORD_V3_EXTRA : 0);
 	return (need + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
 }
 
@@ -386,6 +450,52 @@ void record_holes_add(struct record_holes *h, uint64_t first, uint64_t end)
 		h->range[i].first = all[i].first;
 		h->range[i].end = all[i].end;
 	}
+}
+
+#define BINDING_INFO "envelopefs v3 entry binding"
+
+int record_binding_of(const uint8_t dirid[RECORD_BINDING_LEN], const char *name,
+		      uint8_t out[RECORD_BINDING_LEN])
+{
+	uint8_t buf[sizeof(BINDING_INFO) - 1 + RECORD_BINDING_LEN + 255];
+	uint8_t digest[SHA256_LEN];
+	size_t info = sizeof(BINDING_INFO) - 1, n = strnlen(name, 256);
+	int err;
+
+	if (n == 0 || n > 255)
+		return -EINVAL;
+	memcpy(buf, BINDING_INFO, info);
+	memcpy(buf + info, dirid, RECORD_BINDING_LEN);
+	memcpy(buf + info + RECORD_BINDING_LEN, name, n);
+	err = crypto_sha256(buf, info + RECORD_BINDING_LEN + n, digest);
+	if (err == 0)
+		memcpy(out, digest, RECORD_BINDING_LEN);
+	return err;
+}
+
+bool record_bindings_has(const struct record_bindings *b, const uint8_t id[RECORD_BINDING_LEN])
+{
+	unsigned i;
+
+	for (i = 0; i < b->n; i++)
+		if (memcmp(b->id[i], id, RECORD_BINDING_LEN) == 0)
+			return true;
+	return false;
+}
+
+int record_bindings_add(struct record_bindings *b, const uint8_t id[RECORD_BINDING_LEN])
+{
+	unsigned i;
+
+	if (record_bindings_has(b, id))
+		return 0;
+	if (b->n >= RECORD_MAX_BINDINGS)
+		return -ENOSPC;
+	for (i = b->n; i > 0 && memcmp(b->id[i - 1], id, RECORD_BINDING_LEN) > 0; i--)
+		memcpy(b->id[i], b->id[i - 1], RECORD_BINDING_LEN);
+	memcpy(b->id[i], id, RECORD_BINDING_LEN);
+	b->n++;
+	return 0;
 }
 
 static int slot_checksum(const uint8_t *slot, size_t slot_size, uint8_t out[SLOT_CHECKSUM_LEN])

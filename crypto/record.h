@@ -33,9 +33,16 @@
  *                     RECORD_TAG_HOLES: 1..RECORD_MAX_HOLES block ranges
  *                     first (8) || end (8), first < end, ascending and
  *                     neither overlapping nor touching
+ *                     RECORD_TAG_VERSION (format-3 volumes): the file's
+ *                     version, 8 bytes, >= 1
+ *                     RECORD_TAG_BINDINGS (format-3 volumes): 1..
+ *                     RECORD_MAX_BINDINGS entry bindings of
+ *                     RECORD_BINDING_LEN bytes, strictly ascending
  *   30+n+w+e   32   MAC, the same K_mac, over bytes [0, 30+n+w+e)
  * The ranges are where the file may hold holes: an all-zero stored block
- * outside them is not a hole but damage (docs/FORMAT.md, "Holes").
+ * outside them is not a hole but damage (docs/FORMAT.md, "Holes").  The
+ * bindings are the directory entries the file may be reached by
+ * (docs/FORMAT.md, "Entry bindings"): opened by any other, it is refused.
  *
  * Header slot (header placement), slot_size bytes:
  *   0    4    magic "EFSL"
@@ -69,9 +76,20 @@
  */
 #define RECORD_V2_EXT_MAX 34
 #define RECORD_V2_EXTRA (1 + RECORD_V2_EXT_MAX)
-#define RECORD_MAX_LEN (RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED + RECORD_V2_EXTRA)
 #define RECORD_TAG_HOLES 1
 #define RECORD_MAX_HOLES 2
+/*
+ * Format-3 volumes (docs/FORMAT.md, "Format version 3") also carry the
+ * file's version and its entry bindings, in slots sized for all three items:
+ * holes (2 + 32), version (2 + 8), bindings (2 + 16 * 4).
+ */
+#define RECORD_TAG_VERSION 2
+#define RECORD_TAG_BINDINGS 3
+#define RECORD_BINDING_LEN 16
+#define RECORD_MAX_BINDINGS 4
+#define RECORD_V3_EXT_MAX (RECORD_V2_EXT_MAX + 2 + 8 + 2 + RECORD_BINDING_LEN * RECORD_MAX_BINDINGS)
+#define RECORD_V3_EXTRA (1 + RECORD_V3_EXT_MAX)
+#define RECORD_MAX_LEN (RECORD_FIXED_LEN + RECORD_MAX_KEY_REF + RECORD_MAX_WRAPPED + RECORD_V3_EXTRA)
 
 /*
  * The record belongs to a re-key in progress (fs/rekey.h): its DEK is the
@@ -94,6 +112,16 @@ struct record_holes {
 	} range[RECORD_MAX_HOLES];
 };
 
+/*
+ * The directory entries a version-2 record's file may be reached by, each
+ * record_binding_of() its parent directory's ID and its name, ascending;
+ * n == 0: bound to none (any entry).
+ */
+struct record_bindings {
+	uint8_t n;
+	uint8_t id[RECORD_MAX_BINDINGS][RECORD_BINDING_LEN];
+};
+
 struct key_record {
 	uint8_t version; /* 1 (0 is taken as 1) or 2 */
 	uint8_t flags;
@@ -104,6 +132,9 @@ struct key_record {
 	uint8_t wrapped[RECORD_MAX_WRAPPED];
 	uint8_t mac[RECORD_MAC_LEN];
 	struct record_holes holes; /* version 2 only */
+	/* Version 2 on format-3 volumes only (no room in older slots): */
+	uint64_t file_version; /* 0: no version item */
+	struct record_bindings bindings;
 };
 
 /* record_encoded_len - bytes record_encode() will write for @r. */
@@ -139,7 +170,10 @@ int record_check_mac(const struct key_record *r, const uint8_t dek[32],
  */
 size_t slot_size_for(size_t key_ref_len, size_t max_wrapped);
 
-/* slot_size_for_version - slot_size_for() for records of @version (1 or 2). */
+/*
+ * slot_size_for_version - slot_size_for() for the records of a volume of
+ * format @version (1, 2, or 3: version-2 records with room for every item).
+ */
 size_t slot_size_for_version(unsigned version, size_t key_ref_len, size_t max_wrapped);
 
 /* record_holes_cover - do @h's ranges cover every block of [@first, @end)? */
@@ -151,6 +185,26 @@ bool record_holes_cover(const struct record_holes *h, uint64_t first, uint64_t e
  * are merged (the cover only grows).  @first < @end.
  */
 void record_holes_add(struct record_holes *h, uint64_t first, uint64_t end);
+
+/*
+ * record_binding_of - the binding of the entry @name (NUL-terminated, 1..255
+ * bytes) in the directory of ID @dirid (RECORD_BINDING_LEN bytes; all zero
+ * on volumes without directory IDs): the first RECORD_BINDING_LEN bytes of
+ * SHA-256("envelopefs v3 entry binding" || dirid || name).  0, -EINVAL
+ * (an empty or longer name) or -EIO.
+ */
+int record_binding_of(const uint8_t dirid[RECORD_BINDING_LEN], const char *name,
+		      uint8_t out[RECORD_BINDING_LEN]);
+
+/* record_bindings_has - is @id one of @b's bindings? */
+bool record_bindings_has(const struct record_bindings *b, const uint8_t id[RECORD_BINDING_LEN]);
+
+/*
+ * record_bindings_add - add @id to @b, keeping it ascending.  Returns 0
+ * (also when @id was there), or -ENOSPC when @b is full: the caller then
+ * binds the file to no entry (n = 0), which every entry passes.
+ */
+int record_bindings_add(struct record_bindings *b, const uint8_t id[RECORD_BINDING_LEN]);
 
 /* slot_encode - fill @slot (@slot_size bytes) with @r and @seq.  0, -EINVAL, -ENOSPC. */
 int slot_encode(const struct key_record *r, uint64_t seq, uint8_t *slot, size_t slot_size);

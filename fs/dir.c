@@ -19,6 +19,7 @@
 #include "scope_ops.h"
 #include "crypto/secmem.h"
 #include "backing_rename.h"
+#include "bindops.h"
 #include "log.h"
 #include "shared.h"
 #include "symlink.h"
@@ -180,6 +181,7 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	char path[64];
 	struct backing_name b;
 	struct fuse_entry_param e;
+	struct binding_change binding = {.fd = -1};
 	int ret = to_backing(fs, dir, newname, &b);
 
 	/* A key stays in its scope: across a boundary, as across file systems. */
@@ -191,6 +193,8 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		ret = ret > 0 ? -EPERM : ret;
 	}
 	if (ret == 0)
+		ret = binding_before_link(fs, in, dir, newname, &binding);
+	if (ret == 0)
 		ret = prepare_entry(dir, &b);
 	if (ret == 0 && linkat(inode_fd(in), "", inode_fd(dir), b.entry, AT_EMPTY_PATH) < 0) {
 		/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; go through /proc. */
@@ -198,6 +202,7 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		if (linkat(AT_FDCWD, path, inode_fd(dir), b.entry, AT_SYMLINK_FOLLOW) < 0)
 			ret = -errno;
 	}
+	binding_after(fs, &binding, ret == 0);
 	if (ret == 0)
 		ret = lookup_backing(fs, dir, b.entry, newname, &e);
 	else
@@ -535,6 +540,7 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	struct inode *from = inode_of(fs, parent), *to = inode_of(fs, newparent);
 	struct backing_name b, bnew;
 	struct symlink_drop drop = {.fd = -1};
+	struct binding_change moved_binding = {.fd = -1}, target_binding = {.fd = -1};
 	struct stat moved, target;
 	bool replacing, have_target = false, exchange = flags & RENAME_EXCHANGE;
 	bool encrypted = encrypted_names(fs);
@@ -578,6 +584,13 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 		ret = replace_dir(fs, from, &b, to, &bnew);
 		goto done;
 	}
+	/* The records list the new entries before the entries change. */
+	if (ret == 0)
+		ret = binding_before_rename(fs, from, b.entry, name, to, newname, false,
+					    &moved_binding);
+	if (ret == 0 && exchange)
+		ret = binding_before_rename(fs, to, bnew.entry, newname, from, name, true,
+					    &target_binding);
 	/* An exchange keeps both names, so both side records stay right. */
 	if (ret == 0 && !exchange)
 		ret = prepare_entry(to, &bnew);
@@ -589,6 +602,8 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	if (ret == 0 && !exchange)
 		abandon_entry(from, &b);
 done:
+	binding_after(fs, &moved_binding, ret == 0);
+	binding_after(fs, &target_binding, ret == 0);
 	symlink_drop_end(fs, &drop, ret == 0);
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)

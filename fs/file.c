@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bindops.h"
 #include "scope_ops.h"
 #include "content.h"
 #include "filekey.h"
@@ -251,6 +252,7 @@ static void create_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, m
 		ret = entry_for_fd(fs, fd, &e);
 	if (ret < 0)
 		goto fail;
+	binding_looked_up(fs, dir, inode_of(fs, e.ino), name);
 	scope_inherit(fs, dir, inode_of(fs, e.ino));
 	ret = attach_open_file(fs, inode_of(fs, e.ino), fd, fi->flags, fi);
 	if (ret < 0) {

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "crypto/secmem.h"
+#include "binding.h"
 #include "log.h"
 #include "scopes.h"
 #include "shared.h"
@@ -18,16 +19,30 @@
 /* How long an unwrap's "KMS unavailable" answers the next reads of the same file. */
 #define UNAVAILABLE_REUSE_MS 1000
 
-/* Read the record of @in; corrupt records are logged and become -EIO. */
-static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec)
+/* auth_failure - @in's record does not authenticate under the DEK at hand. */
+static int auth_failure(struct envfs *fs, struct inode *in)
 {
-	int ret = layout_read_record(&fs->layout, fd, rec, NULL);
+	log_ratelimited(LOG_ERR, "inode %llu: key record fails authentication",
+			(unsigned long long)in->ino);
+	atomic_fetch_add(&fs->counters.integrity_errors, 1);
+	return -EIO;
+}
+
+/*
+ * read_record_at - read the record of @in (and where it is, into @pos when
+ * not NULL); corrupt records, and records binding the file to other names
+ * (binding.h), are logged and become -EIO.  Key lock held.
+ */
+static int read_record_at(struct envfs *fs, struct inode *in, int fd, struct key_record *rec,
+			  struct record_pos *pos)
+{
+	int ret = layout_read_record(&fs->layout, fd, rec, pos);
 
 	/* Shared mode: most likely a re-key in progress on another host,
 	 * which holds the key lock (shared.h); keylock_wait() waits it out. */
 	if (ret == 0 && (rec->flags & RECORD_FLAG_REKEYING) && fs->shared && keylock_wait(fd) == 0) {
 		shared_backing_fresh(fd); /* the flagged record may sit in its cache */
-		ret = layout_read_record(&fs->layout, fd, rec, NULL);
+		ret = layout_read_record(&fs->layout, fd, rec, pos);
 	}
 	if (ret == 0 && (rec->flags & RECORD_FLAG_REKEYING)) {
 		/* Only a crash mid re-key leaves this; the next mount finishes it. */
@@ -42,7 +57,12 @@ static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_re
 		atomic_fetch_add(&fs->counters.integrity_errors, 1);
 		return -EIO;
 	}
-	return ret;
+	return ret == 0 ? binding_check(fs, in, rec) : ret;
+}
+
+static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec)
+{
+	return read_record_at(fs, in, fd, rec, NULL);
 }
 
 /*
@@ -79,12 +99,9 @@ static int adopt_holes(struct envfs *fs, struct inode *in, const struct key_reco
 		       const uint8_t *dek, bool checked)
 {
 	if (rec->version == 2 && !checked && record_check_mac(rec, dek, fs->cfg.uuid) != 0) {
-		log_ratelimited(LOG_ERR, "inode %llu: key record fails authentication",
-				(unsigned long long)in->ino);
-		atomic_fetch_add(&fs->counters.integrity_errors, 1);
 		dekcache_put(fs->cache, in->dek);
 		in->dek = NULL;
-		return -EIO;
+		return auth_failure(fs, in);
 	}
 	in->holes_bound = rec->version == 2;
 	in->holes = rec->holes;
@@ -280,6 +297,7 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 	memcpy(rec->wrapped, key->blob, key->blob_len);
 	free(key);
 	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", set->keys.current->key_ref);
+	binding_stamp(fs, in, rec);
 	ret = record_seal_mac(rec, dek, fs->cfg.uuid);
 	if (ret == 0 && first && fs->layout.placement == PLACEMENT_HEADER) {
 		ret = layout_first_header(&fs->layout, rec, &first->header);
@@ -356,12 +374,8 @@ static int unwrap_record(struct envfs *fs, struct inode *in, const struct key_re
 		note_unavailable(in);
 	if (ret < 0)
 		return key_failure(fs, in, "cannot unwrap the data key", ret);
-	if (record_check_mac(rec, dek, fs->cfg.uuid) != 0) {
-		log_ratelimited(LOG_ERR, "inode %llu: key record fails authentication",
-				(unsigned long long)in->ino);
-		atomic_fetch_add(&fs->counters.integrity_errors, 1);
-		return -EIO;
-	}
+	if (record_check_mac(rec, dek, fs->cfg.uuid) != 0)
+		return auth_failure(fs, in);
 	return 0;
 }
 
@@ -526,6 +540,55 @@ static void cache_new_record(struct envfs *fs, struct inode *in, const uint8_t *
 	} else {
 		dekcache_put(fs->cache, fresh);
 	}
+}
+
+int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
+			int (*edit)(struct key_record *rec, void *arg), void *arg)
+{
+	struct key_record *rec = malloc(sizeof(*rec));
+	uint8_t *own = secmem_alloc(KMS_DEK_LEN);
+	const struct dek_entry *have = NULL;
+	struct dek_entry *cached = NULL;
+	const uint8_t *dek = own;
+	struct record_pos pos;
+	int ret = rec && own ? 0 : -ENOMEM;
+
+	pthread_rwlock_wrlock(&in->content_lock);
+	/* Shared mode: a re-key on another host must not see the record
+	 * change under it (as for a re-wrap, ioctl.c). */
+	if (ret == 0 && fs->shared_locks)
+		ret = keylock_share(fd);
+	pthread_mutex_lock(&in->key_lock);
+	if (ret == 0)
+		ret = read_record_at(fs, in, fd, rec, &pos);
+	if (ret == 0)
+		have = record_dek(fs, in, rec, &cached);
+	/* The record is re-sealed below: it must be authentic first, or an
+	 * edit of it by the storage would be sealed with our DEK. */
+	if (ret == 0 && have) {
+		dek = have->key;
+		if (record_check_mac(rec, dek, fs->cfg.uuid) != 0)
+			ret = auth_failure(fs, in);
+	} else if (ret == 0) {
+		ret = unwrap_record(fs, in, rec, own);
+	}
+	if (ret == 0)
+		ret = edit(rec, arg);
+	if (ret == 0)
+		ret = record_seal_mac(rec, dek, fs->cfg.uuid);
+	if (ret == 0)
+		ret = layout_write_record(&fs->layout, fd, rec, &pos);
+	if (ret == 0) {
+		/* A record kept from an open is the one replaced: read it again. */
+		free(in->missed_record);
+		in->missed_record = NULL;
+	}
+	dekcache_put(fs->cache, cached);
+	pthread_mutex_unlock(&in->key_lock);
+	pthread_rwlock_unlock(&in->content_lock);
+	secmem_free(own, KMS_DEK_LEN);
+	free(rec);
+	return ret == -ENODATA || ret > 0 ? 0 : ret;
 }
 
 int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res)

@@ -87,6 +87,18 @@ int filekey_revalidate(struct envfs *fs, struct inode *in, int fd);
 int filekey_declare_holes(struct envfs *fs, struct inode *in, int fd, uint64_t first,
 			  uint64_t end);
 
+/*
+ * filekey_edit_record - change @in's stored record (backing fd @fd,
+ * read-write) by the crash-safe replacement: read and authenticate it with
+ * its DEK (from the cache, else unwrapped once), let @edit change it (0:
+ * write it, > 0: nothing changed, < 0: an error to return), seal and write
+ * it.  A file without a record has nothing to change: 0.  Takes the content
+ * lock exclusively: call without it.  Shared mode: holds the key lock shared
+ * through @fd, which the caller then closes.  0 or -errno (-EIO logged).
+ */
+int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
+			int (*edit)(struct key_record *rec, void *arg), void *arg);
+
 /* filekey_detach - undo one filekey_attach. */
 void filekey_detach(struct envfs *fs, struct inode *in);
 

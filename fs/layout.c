@@ -23,6 +23,7 @@ void layout_init(struct layout *l, const struct volume_config *cfg)
 	l->data_offset = cfg->placement == PLACEMENT_HEADER ? cfg->header_size : 0;
 	l->slot_size = cfg->placement == PLACEMENT_HEADER ? cfg->header_size / 2 : 0;
 	l->record_version = cfg->format_version >= 2 ? 2 : 1;
+	l->format_version = (uint8_t)cfg->format_version;
 }
 
 uint64_t layout_plain_size(const struct layout *l, uint64_t backing_size)

@@ -37,7 +37,8 @@ struct layout {
 	uint32_t data_offset; /* header_size, or 0 for xattr placement */
 	uint32_t slot_size;   /* header_size / 2, or 0 */
 	enum record_placement placement;
-	uint8_t record_version; /* records new keys get: 2 on a format-2 volume, else 1 */
+	uint8_t record_version; /* records new keys get: 2 on a format-2 or -3 volume, else 1 */
+	uint8_t format_version; /* the volume's: what its header slots were sized for */
 };
 
 /*

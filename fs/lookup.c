@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bindops.h"
 #include "scope_ops.h"
 #include "log.h"
 #include "prefetch.h"
@@ -137,8 +138,7 @@ static bool inode_is_stale(struct inode *in)
 	return stale;
 }
 
-/* fstatat_fresh - fstatat of @name in @dirfd, asking the backing now, not its caches. */
-static int fstatat_fresh(int dirfd, const char *name, struct stat *st)
+int fstatat_fresh(int dirfd, const char *name, struct stat *st)
 {
 	struct statx stx;
 
@@ -197,6 +197,7 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 	}
 	scope_inherit(fs, parent, in);
 	symlink_looked_up(fs, parent, in, bname, name);
+	binding_looked_up(fs, parent, in, name);
 	to_plain_attr(fs, in, &st);
 	e->ino = (fuse_ino_t)(uintptr_t)in;
 	if (in == inode_table_root(fs->inodes))

@@ -14,6 +14,10 @@
  *   KEYLOCK_OFFSET  the key lock: exclusive for a re-key, shared for an
  *                   open for writing and a re-wrap (shared.h)
  *   FLOCK_OFFSET    flock(2) locks taken through the mount (locks.c)
+ *   BINDLOCK_OFFSET the binding lock: exclusive from the record update of
+ *                   a rename or a new link to its backing change
+ *                   (bindops.h), so two hosts renaming one file cannot
+ *                   leave a record that lists neither's result
  */
 
 #include <stdbool.h>
@@ -22,7 +26,8 @@
 
 #define KEYLOCK_OFFSET INT64_MAX
 #define FLOCK_OFFSET (INT64_MAX - 1)
-#define LOCKS_RESERVED_START FLOCK_OFFSET
+#define BINDLOCK_OFFSET (INT64_MAX - 2)
+#define LOCKS_RESERVED_START BINDLOCK_OFFSET
 
 /*
  * ofd_lock - set an OFD lock of @type (F_RDLCK, F_WRLCK, F_UNLCK) on

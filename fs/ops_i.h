@@ -100,6 +100,8 @@ void abandon_entry(struct inode *dir, const struct backing_name *b);
 int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 		   const char *name, struct fuse_entry_param *e);
 int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e);
+/* fstatat_fresh - fstatat of @name in @dirfd, asking the backing now, not its caches. */
+int fstatat_fresh(int dirfd, const char *name, struct stat *st);
 /*
  * inode_gone - pass on @err from a backing call on @in; in shared mode an
  * ESTALE or ENOENT (another host replaced or removed the file) marks @in

@@ -18,11 +18,16 @@ struct kms *kms_pair_for(const struct kms_pair *p, const char *key_ref)
 	return NULL;
 }
 
-/* fits - does @rec fit a slot of @l (always, with xattr placement)? */
+/*
+ * fits - does @rec fit a slot of @l (always, with xattr placement)?  A
+ * version-2 record needs the room of every item its volume's format allows.
+ */
 static bool fits(const struct layout *l, const struct key_record *rec)
 {
+	unsigned sized_as = rec->version == 2 ? l->format_version : 1;
+
 	return l->placement != PLACEMENT_HEADER ||
-	       slot_size_for_version(rec->version, strlen(rec->key_ref), rec->wrapped_len) <=
+	       slot_size_for_version(sized_as, strlen(rec->key_ref), rec->wrapped_len) <=
 		       l->slot_size;
 }
 

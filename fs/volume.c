@@ -230,7 +230,7 @@ static int validate(const char *path, const dictionary *ini, struct volume_confi
 					path);
 	} else {
 		uint32_t lo = 2 * (uint32_t)slot_size_for(1, 1);
-		uint32_t hi = 2 * (uint32_t)slot_size_for_version(2, RECORD_MAX_KEY_REF,
+		uint32_t hi = 2 * (uint32_t)slot_size_for_version(3, RECORD_MAX_KEY_REF,
 								  RECORD_MAX_WRAPPED);
 
 		if (!s)

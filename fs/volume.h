@@ -7,7 +7,7 @@
  * "Volume configuration").  INI, read with iniparser; never holds a secret.
  *
  *   [volume]
- *   format_version = 2               ; 1 still read (and written back as 1)
+ *   format_version = 3               ; 1 and 2 still read (and written back as such)
  *   uuid           = 8-4-4-4-12 lowercase hex
  *   block_size     = 4096            ; power of two, 4096 .. 65536
  *   key_records    = header | xattr
@@ -35,7 +35,7 @@
 #define VOLUME_PROBE_DIR "envelopefs.probe" /* the backing probe's scratch space (fs/backing.h) */
 /* init writes VOLUME_FORMAT_VERSION (docs/FORMAT.md "Versioning"); readers accept
  * VOLUME_FORMAT_MIN .. it. */
-#define VOLUME_FORMAT_VERSION 2
+#define VOLUME_FORMAT_VERSION 3
 #define VOLUME_FORMAT_MIN 1
 #define VOLUME_MIN_BLOCK 4096
 #define VOLUME_MAX_BLOCK 65536
@@ -77,6 +77,17 @@ struct volume_config {
 static inline bool volume_config_sealed(const struct volume_config *cfg)
 {
 	return cfg->format_version >= 2 && cfg->names_encrypted;
+}
+
+/*
+ * record_tags_v3 - may @cfg's key records carry the items of format 3, the
+ * file's version and its entry bindings (docs/FORMAT.md, "Format version
+ * 3")?  Only format-3 volumes have slots with room for them: older volumes
+ * keep being written exactly as their format says.
+ */
+static inline bool record_tags_v3(const struct volume_config *cfg)
+{
+	return cfg->format_version >= 3;
 }
 
 /*

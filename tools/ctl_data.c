@@ -237,8 +237,47 @@ static int resolve_path(struct ctl_volume *v, const struct data_args *a, char *o
 	return rc;
 }
 
+/*
+ * check_binding - on a format-3 volume, does the authenticated @rec of the
+ * file at plaintext @path (backing file @file) list the entry @path names
+ * (docs/FORMAT.md, "Entry bindings")?  A CTL_* code.
+ */
+static int check_binding(const struct ctl_volume *v, const char *path, const char *file,
+			 const struct key_record *rec)
+{
+	uint8_t dirid[RECORD_BINDING_LEN] = {0}, entry[RECORD_BINDING_LEN];
+	char parent[PATH_MAX];
+	const char *name = strrchr(path, '/');
+	char *slash;
+	int dirfd, err = 0;
+
+	if (!record_tags_v3(&v->cfg) || rec->bindings.n == 0)
+		return CTL_OK;
+	name = name ? name + 1 : path;
+	snprintf(parent, sizeof(parent), "%s", file);
+	slash = strrchr(parent, '/');
+	if (slash)
+		*slash = '\0';
+	if (v->cfg.names_encrypted) {
+		dirfd = open(slash ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		err = dirfd < 0 ? -errno : names_dirid_read(dirfd, dirid);
+		if (dirfd >= 0)
+			close(dirfd);
+	}
+	if (err == 0)
+		err = record_binding_of(dirid, name, entry);
+	if (err < 0)
+		return ctl_err(CTL_INTEGRITY, "%s: cannot tell the entry it was reached by: %s",
+			       path, strerror(-err));
+	if (!record_bindings_has(&rec->bindings, entry))
+		return ctl_err(CTL_INTEGRITY, "%s: its key record binds it to other names: the "
+			       "backing file was moved, swapped or replaced", path);
+	return CTL_OK;
+}
+
 int cmd_decrypt(int argc, char **argv)
 {
+	const char *plain_path = NULL;
 	char resolved[PATH_MAX];
 	struct key_record *rec = NULL;
 	struct block_owner owner;
@@ -259,6 +298,7 @@ int cmd_decrypt(int argc, char **argv)
 		rc = resolve_path(&v, &a, resolved, sizeof(resolved));
 		if (rc != CTL_OK)
 			goto out;
+		plain_path = a.file;
 		a.file = resolved;
 	}
 	fd = open(a.file, O_RDONLY | O_CLOEXEC);
@@ -312,6 +352,8 @@ int cmd_decrypt(int argc, char **argv)
 		goto out;
 	}
 	rc = unwrap_record(&v, a.file, rec, dek);
+	if (rc == CTL_OK && plain_path)
+		rc = check_binding(&v, plain_path, a.file, rec);
 	if (rc != CTL_OK)
 		goto out;
 	owner = (struct block_owner){ .key = dek, .volume_uuid = v.cfg.uuid,

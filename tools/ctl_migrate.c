@@ -151,7 +151,7 @@ static int probe(struct ctl_migration *m, struct kms *kms, const struct volume_c
 	largest = blob_len + VERSION_GROWTH < kms->max_blob_len ? blob_len + VERSION_GROWTH
 								 : kms->max_blob_len;
 	layout_init(&l, cfg);
-	need = slot_size_for_version(l.record_version, strlen(kms->key_ref), largest);
+	need = slot_size_for_version(l.format_version, strlen(kms->key_ref), largest);
 	if (code == CTL_OK && cfg->placement == PLACEMENT_HEADER && (need == 0 || need > l.slot_size))
 		code = ctl_err(CTL_USAGE, "--to-kms %s: the key records of %s (key %s, blobs of up to "
 			       "%zu bytes at any version) need a %zu-byte header slot, and this "

@@ -472,8 +472,8 @@ int cmd_init(int argc, char **argv)
 	cfg.placement = o.placement;
 	if (o.placement == PLACEMENT_HEADER)
 		cfg.header_size = 2 * (uint32_t)slot_size_for_version(
-						   2, strlen(kms->key_ref), kms->max_blob_len);
-	record_len = RECORD_FIXED_LEN + strlen(kms->key_ref) + kms->max_blob_len + RECORD_V2_EXTRA;
+						   cfg.format_version, strlen(kms->key_ref), kms->max_blob_len);
+	record_len = RECORD_FIXED_LEN + strlen(kms->key_ref) + kms->max_blob_len + RECORD_V3_EXTRA;
 	refusal = backing_refusal(&caps, o.placement == PLACEMENT_XATTR, record_len);
 	if (refusal) {
 		char sizes[96] = "";

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 OVERHEAD = 28  # nonce 12 + tag 16 per block
-SLOT_SIZE = 256  # header placement, local provider: header_size 512 = 2 slots
+SLOT_SIZE = 320  # header placement, local provider: header_size 640 = 2 slots (format 3)
 
 
 def keyring_keys(path):
@@ -45,7 +45,7 @@ def payload(n):
 
 def backing_size(vol, n):
     full, rest = divmod(n, vol.block_size)
-    head = 512 if vol.placement == "header" and n else 0
+    head = 2 * SLOT_SIZE if vol.placement == "header" and n else 0
     return head + full * (vol.block_size + OVERHEAD) + (rest + OVERHEAD if rest else 0)
 
 
@@ -158,7 +158,7 @@ def test_init_creates_keyring_0600_and_config(volume):
     vol = volume()
     assert stat.S_IMODE(vol.keyring.stat().st_mode) == 0o600
     conf = (vol.backing / "envelopefs.conf").read_text()
-    assert "key_records = header" in conf and "header_size = 512" in conf
+    assert "key_records = header" in conf and "header_size = 640" in conf
     assert f"keyring = {vol.keyring}" in conf
     assert "keyring_id = " in conf
 
@@ -170,7 +170,7 @@ def test_info_shows_params_and_no_key(run_ctl, volume, placement, block_size):
     vol = volume(placement=placement, block_size=block_size)
     out = run_ctl("info", vol.backing).stdout.decode()
     assert f"block size:      {block_size}" in out
-    assert ("header (512 bytes" if placement == "header" else "xattr user.envelopefs.key") in out
+    assert (f"header ({2 * SLOT_SIZE} bytes" if placement == "header" else "xattr user.envelopefs.key") in out
     assert str(vol.keyring) in out
     uuid = [line.split()[-1] for line in out.splitlines() if line.startswith("uuid:")][0]
     assert len(uuid) == 36
@@ -301,7 +301,7 @@ def test_tampered_block(run_ctl, volume, placement):
     encrypt(run_ctl, vol, "f", data)
     path = vol.path("f")
     clean = path.read_bytes()
-    head = 512 if placement == "header" else 0
+    head = 2 * SLOT_SIZE if placement == "header" else 0
     for bad_block in (0, 1, 3):
         raw = bytearray(clean)
         raw[head + bad_block * (bs + OVERHEAD) + 20] ^= 0x01

@@ -319,4 +319,4 @@ def test_version_1_volume_keeps_its_links_and_behaviour(tmp_path):
         if is_mounted(v.mnt):
             v.unmount()
     out = subprocess.run([str(CTL), "info", str(v.backing)], capture_output=True, text=True)
-    assert "format version:  2" in out.stdout
+    assert "format version:  3" in out.stdout

@@ -16,6 +16,8 @@ from mounts import CTL, Volume, get, put
 
 BLOCK = 4096
 SEALED = BLOCK + 28
+SLOT = 320  # header placement, local keyring, format 3 (docs/FORMAT.md, "Header slots")
+HEADER = 2 * SLOT
 LONG = "L" * 200          # a long name: stored as envelopefs.long.* with a side record
 FAR = "/t/" + "x" * 3040  # too long for a version-2 link (the link store), not for version 1
 
@@ -103,23 +105,23 @@ def entry_of(v, path):
 
 
 def attack_zeroed_block(v):
-    zero(entry_of(v, "d/f"), 512 + 3 * SEALED, SEALED)
+    zero(entry_of(v, "d/f"), HEADER + 3 * SEALED, SEALED)
     return "block-zeroed", "/d/f"
 
 
 def attack_zeroed_last_block(v):
-    zero(entry_of(v, "d/f"), 512 + 10 * SEALED, 5 + 28)  # the short last block: 5 bytes
+    zero(entry_of(v, "d/f"), HEADER + 10 * SEALED, 5 + 28)  # the short last block: 5 bytes
     return "block-zeroed", "/d/f"
 
 
 def attack_flipped_block(v):
-    flip(entry_of(v, "d/f"), 512 + 2 * SEALED + 100)
+    flip(entry_of(v, "d/f"), HEADER + 2 * SEALED + 100)
     return "block", "/d/f"
 
 
 def attack_truncated_block(v):
     f = entry_of(v, "d/f")
-    os.truncate(f, 512 + 9 * SEALED + 20)  # 20 bytes of block 9 are left: too short for a block
+    os.truncate(f, HEADER + 9 * SEALED + 20)  # 20 bytes of block 9 are left: too short for a block
     return "block-truncated", "/d/f"
 
 
@@ -129,17 +131,20 @@ def attack_tampered_record(v):
 
 
 def forge_record(path, edit):
-    """Edit slot 0's record with @edit(bytearray) and seal the slot's checksum again, as a
-    forger who knows the format (but no key) can."""
+    """Edit the current slot's record with @edit(bytearray) and seal the slot's checksum again,
+    as a forger who knows the format (but no key) can."""
     with open(path, "r+b") as f:
-        slot = bytearray(f.read(256))
+        header = f.read(HEADER)
+        at = max((int.from_bytes(header[i + 4:i + 12], "big"), i) for i in (0, SLOT)
+                 if header[i:i + 4] == b"EFSL")[1]  # the valid slot of the higher sequence
+        slot = bytearray(header[at:at + SLOT])
         length = int.from_bytes(slot[12:14], "big")
         record = bytearray(slot[14:14 + length])
         edit(record)
         slot[12:14] = len(record).to_bytes(2, "big")
-        slot[14:240] = bytes(record) + bytes(226 - len(record))
-        slot[240:256] = hashlib.sha256(bytes(slot[:240])).digest()[:16]
-        f.seek(0)
+        slot[14:SLOT - 16] = bytes(record) + bytes(SLOT - 30 - len(record))
+        slot[SLOT - 16:SLOT] = hashlib.sha256(bytes(slot[:SLOT - 16])).digest()[:16]
+        f.seek(at)
         f.write(slot)
 
 
@@ -151,12 +156,14 @@ def attack_forged_record_mac(v):
 def attack_forged_holes(v):
     """A zeroed block made to look like a hole: a holes item added to the record."""
     f = entry_of(v, "d/f")
-    zero(f, 512 + 3 * SEALED, SEALED)
+    zero(f, HEADER + 3 * SEALED, SEALED)
 
     def add_holes(r):
-        assert r[4] == 2 and r[-33] == 0  # a version-2 record without extension items
+        n = r[26]
+        at = 29 + n + int.from_bytes(r[27 + n:29 + n], "big")  # the extension's length
+        assert r[4] == 2 and r[at + 1] != 1  # a version-2 record without a holes item
         item = bytes([1, 16]) + (3).to_bytes(8, "big") + (4).to_bytes(8, "big")
-        r[-33:-32] = bytes([len(item)]) + item
+        r[at:at + 1] = bytes([r[at] + len(item)]) + item  # tag 1 comes first
     forge_record(f, add_holes)
     return "record-mac", "/d/f"
 
@@ -174,7 +181,7 @@ def attack_record_from_other_file(v):
     but this file's blocks do not open under it."""
     a, b = entry_of(v, "d/f"), entry_of(v, "d/e/g")
     with open(a, "rb") as f:
-        header = f.read(512)
+        header = f.read(HEADER)
     with open(b, "r+b") as f:
         f.write(header)
     return "block", "/d/e/g"
@@ -288,7 +295,7 @@ def test_plain_names_attacks(tmp_path, placement):
     """Plain names: blocks and records, found by their (plain) path; an edited config is
     found against this host's pin."""
     v = make(tmp_path, names="plain", placement=placement)
-    off = 512 if placement == "header" else 0
+    off = HEADER if placement == "header" else 0
     zero(v.backing / "d" / "f", off + 3 * SEALED, SEALED)
     flip(v.backing / "d" / "e" / "g", off + 5)
     rc, report = fsck(v.backing)
@@ -421,7 +428,7 @@ def test_online_while_writing(tmp_path):
             t.join()
         v.unmount()
     assert not errors
-    flip(entry_of(v, "d/f"), 512 + 100)
+    flip(entry_of(v, "d/f"), HEADER + 100)
     v.mount()
     try:
         rc, report = fsck(v.mnt)
@@ -439,7 +446,7 @@ def test_upgrade_version1(tmp_path, state, names):
     v = Volume(root, names=names)
     conf = v.backing / "envelopefs.conf"
     text = re.sub(r"^mac = .*\n", "", conf.read_text(), flags=re.M)
-    conf.write_text(text.replace("format_version = 2", "format_version = 1"))
+    conf.write_text(text.replace("format_version = 3", "format_version = 1"))
     shutil.rmtree(state)  # what a release before version 2 left: no pin
     v.mount()
     try:
@@ -478,14 +485,14 @@ def test_upgrade_refused_on_problems(tmp_path, state):
     root.mkdir()
     v = Volume(root, names="plain")
     conf = v.backing / "envelopefs.conf"
-    conf.write_text(conf.read_text().replace("format_version = 2", "format_version = 1"))
+    conf.write_text(conf.read_text().replace("format_version = 3", "format_version = 1"))
     shutil.rmtree(state)
     v.mount()
     try:
         put(v.mnt / "f", os.urandom(4 * BLOCK))
     finally:
         v.unmount()
-    flip(v.backing / "f", 512 + 50)
+    flip(v.backing / "f", HEADER + 50)
     rc, report = fsck(v.backing, "--upgrade")
     assert rc == 3 and "format_version = 1" in conf.read_text()
 
@@ -505,7 +512,7 @@ def test_interrupted_rekey(tmp_path):
     v = make(tmp_path)
     g = entry_of(v, "d/e/g")
     with open(g, "rb") as f:
-        file_id = f.read(256)[14 + 6:14 + 22]
+        file_id = f.read(SLOT)[14 + 6:14 + 22]
     forge_record(g, lambda r: r.__setitem__(5, 1))
     rc, report = fsck(v.backing)
     assert rc == 3 and ("record-rekeying", "/d/e/g") in kinds(report, "integrity"), report

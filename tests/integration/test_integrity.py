@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from mounts import CTL, Volume, get, put
+from mounts import CTL, DAEMON, Volume, get, put
 
 CONF = "envelopefs.conf"
 
@@ -57,9 +57,9 @@ def mounted_once(v, files=None):
 @pytest.mark.parametrize("setting,pattern,replacement,shown", [
     ("block_size", r"^block_size = 4096$", "block_size = 8192", "[volume] block_size"),
     ("names", r"^names = (encrypted|plain)$", "names = SWAP", "[volume] names"),
-    ("key_records", r"^key_records = header\nheader_size = 512$", "key_records = xattr",
+    ("key_records", r"^key_records = header\nheader_size = \d+$", "key_records = xattr",
      "[volume] key_records"),
-    ("format_version", r"^format_version = 2$", "format_version = 1", "[volume] format_version"),
+    ("format_version", r"^format_version = 3$", "format_version = 1", "[volume] format_version"),
     ("kms", r"^keyring = .*$", "keyring = ELSEWHERE", "[kms] keyring"),
 ])
 def test_changed_config_refused_at_mount(tmp_path, state, names, setting, pattern, replacement,
@@ -161,7 +161,7 @@ def test_format1_volume_keeps_mounting(tmp_path, state):
         v = make(tmp_path, f"v1-{names}", names=names)
         text = (v.backing / CONF).read_text()
         text = re.sub(r"^mac = .*\n", "", text, flags=re.M)
-        (v.backing / CONF).write_text(text.replace("format_version = 2", "format_version = 1"))
+        (v.backing / CONF).write_text(text.replace("format_version = 3", "format_version = 1"))
         shutil.rmtree(state)  # what an older release left: no pin (init pinned the edit's original)
         mounted_once(v, {"f": b"old"})
         v.mount()
@@ -181,7 +181,9 @@ SEALED = BLOCK + 28
 
 
 def data_offset(v):
-    return 512 if v.placement == "header" else 0
+    if v.placement != "header":
+        return 0
+    return int(re.search(r"^header_size = (\d+)$", (v.backing / CONF).read_text(), re.M)[1])
 
 
 def zero_block(v, name, index):
@@ -272,7 +274,7 @@ def test_format1_zero_blocks_read_as_holes(tmp_path, state):
     previous release reads it."""
     v = make(tmp_path, "v", names="plain")
     conf = v.backing / CONF
-    conf.write_text(conf.read_text().replace("format_version = 2", "format_version = 1"))
+    conf.write_text(conf.read_text().replace("format_version = 3", "format_version = 1"))
     shutil.rmtree(state)
     data = os.urandom(8 * BLOCK)
     mounted_once(v, {"f": data})
@@ -282,5 +284,215 @@ def test_format1_zero_blocks_read_as_holes(tmp_path, state):
     v.mount()
     try:
         assert get(v.mnt / "f") == data[:2 * BLOCK] + bytes(BLOCK) + data[3 * BLOCK:]
+    finally:
+        v.unmount()
+
+
+# --- 15.2: files bound to their entries --------------------------------------------------------
+
+def swap(a, b):
+    """What the storage host does: exchange two backing files."""
+    tmp = a.with_name(a.name + ".swap")
+    os.rename(a, tmp)
+    os.rename(b, a)
+    os.rename(tmp, b)
+
+
+def open_fails(path):
+    with pytest.raises(OSError) as e:
+        with open(path, "rb") as f:
+            f.read()
+    return e.value.errno
+
+
+@pytest.mark.parametrize("names", ["encrypted", "plain"])
+def test_swapped_files_refused(tmp_path, state, names):
+    """Issue 15.2 as filed: two backing files swapped in one directory."""
+    v = make(tmp_path, "v", names=names)
+    a, b = os.urandom(9000), os.urandom(5000)
+    mounted_once(v, {"a": a, "b": b})
+    pa, pb = v.backing_path("a"), v.backing_path("b")
+    swap(pa, pb)
+    v.mount()
+    try:
+        assert open_fails(v.mnt / "a") == 5 and open_fails(v.mnt / "b") == 5
+    finally:
+        v.unmount()
+    cp = ctl("decrypt", "--path", v.backing, "a", check=False)
+    assert cp.returncode == 3 and "binds it to other names" in cp.stderr, cp.stderr
+    swap(pa, pb)  # put back: both read again
+    v.mount()
+    try:
+        assert get(v.mnt / "a") == a and get(v.mnt / "b") == b
+    finally:
+        v.unmount()
+
+
+@pytest.mark.parametrize("names", ["encrypted", "plain"])
+def test_moved_into_another_directory_refused(tmp_path, state, names):
+    """A file's content moved over another file in another directory.  With plain names the
+    binding covers the name only (no directory IDs), so there it moves under another name."""
+    v = make(tmp_path, "v", names=names)
+    v.mount()
+    try:
+        (v.mnt / "d1").mkdir()
+        (v.mnt / "d2").mkdir()
+        put(v.mnt / "d1" / "f", b"secret of d1")
+        put(v.mnt / "d2" / "f", b"file of d2")
+        put(v.mnt / "d2" / "g", b"another of d2")
+    finally:
+        v.unmount()
+    target = "d2/f" if names == "encrypted" else "d2/g"
+    os.replace(v.backing_path("d1/f"), v.backing_path(target))
+    v.mount()
+    try:
+        assert open_fails(v.mnt / target) == 5
+        assert get(v.mnt / "d2" / ("g" if target == "d2/f" else "f")) != b""
+    finally:
+        v.unmount()
+
+
+def test_older_copy_of_another_file_refused(tmp_path, state):
+    """An old copy of one file put in place of another."""
+    v = make(tmp_path, "v")
+    mounted_once(v, {"a": b"old a", "b": b"b"})
+    saved = tmp_path / "saved"
+    shutil.copy2(v.backing_path("a"), saved)
+    mounted_once(v, {"a": b"new a"})
+    shutil.copy2(saved, v.backing_path("b"))
+    v.mount()
+    try:
+        assert open_fails(v.mnt / "b") == 5
+        assert get(v.mnt / "a") == b"new a"
+    finally:
+        v.unmount()
+
+
+def renameat2(old, new, flags):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD = -100
+    if libc.renameat2(AT_FDCWD, str(old).encode(), AT_FDCWD, str(new).encode(), flags) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+
+
+@pytest.mark.parametrize("names", ["encrypted", "plain"])
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_renames_and_links_keep_working(tmp_path, state, names, placement):
+    """Every way a file legitimately changes names keeps it readable, across a remount."""
+    v = make(tmp_path, "v", names=names, placement=placement)
+    data = {n: os.urandom(3000 + i) for i, n in enumerate("abcdefgh")}
+    v.mount()
+    try:
+        m = v.mnt
+        (m / "sub").mkdir()
+        for n, d in data.items():
+            put(m / n, d)
+        os.rename(m / "a", m / "a2")                      # within the directory
+        os.rename(m / "b", m / "sub" / "b2")                # into another one
+        os.rename(m / "c", m / "d2")                      # over nothing, then over a file:
+        os.rename(m / "d2", m / "e")                      # e's content is gone
+        data["e"] = data["c"]
+        renameat2(m / "f", m / "g", 2)                    # RENAME_EXCHANGE
+        data["f"], data["g"] = data["g"], data["f"]
+        os.link(m / "h", m / "sub" / "h-link")              # hard links, past what a record lists
+        for i in range(5):
+            os.link(m / "h", m / f"h{i}")
+        os.unlink(m / "h")
+        os.rename(m / "h0", m / "sub" / "h-moved")
+        (m / "dir").mkdir()
+        put(m / "dir" / "x", b"x")
+        os.rename(m / "dir", m / "sub" / "dir-moved")       # a directory: nothing to rebind
+        open(m / "empty", "wb").close()                   # no record yet when renamed
+        os.rename(m / "empty", m / "later")
+        put(m / "later", b"written after the rename")
+    finally:
+        v.unmount()
+    want = {"a2": data["a"], "sub/b2": data["b"], "e": data["e"], "f": data["f"], "g": data["g"],
+            "sub/h-link": data["h"], "sub/h-moved": data["h"], "h4": data["h"],
+            "sub/dir-moved/x": b"x", "later": b"written after the rename"}
+    v.mount()
+    try:
+        for path, content in want.items():
+            assert get(v.mnt / path) == content, path
+    finally:
+        v.unmount()
+
+
+def test_rename_lost_in_a_crash_still_reads(tmp_path, state):
+    """The record lists the new entry before the backing rename: a rename that never reached
+    the disk (undone here by hand) leaves a file that still opens under its old name."""
+    v = make(tmp_path, "v")
+    mounted_once(v, {"f": b"content"})
+    old, empty_old = v.backing_path("f"), None
+    v.mount()
+    try:
+        os.rename(v.mnt / "f", v.mnt / "g")
+        # An empty file renamed, then written: its first record lists both names.
+        open(v.mnt / "e", "wb").close()
+        empty_old = v.backing_path("e")
+        os.rename(v.mnt / "e", v.mnt / "e2")
+        put(v.mnt / "e2", b"written after")
+    finally:
+        v.unmount()
+    os.rename(v.backing_path("g"), old)
+    os.rename(v.backing_path("e2"), empty_old)
+    v.mount()
+    try:
+        assert get(v.mnt / "f") == b"content"
+        assert get(v.mnt / "e") == b"written after"
+    finally:
+        v.unmount()
+
+
+def test_format2_volume_written_as_before(tmp_path, state):
+    """A format-2 volume gets no format-3 items: its records keep an empty extension, a rename
+    leaves the record alone, and files are bound to nothing (a swap still reads, as before)."""
+    v = make(tmp_path, "v", names="plain")
+    conf = v.backing / CONF
+    conf.write_text(conf.read_text().replace("format_version = 3", "format_version = 2"))
+    shutil.rmtree(state)
+    mounted_once(v, {"a": b"a" * 100, "b": b"b" * 100})
+    before = v.backing_path("a").read_bytes()[:data_offset(v)]
+    v.mount()
+    try:
+        os.rename(v.mnt / "a", v.mnt / "c")
+    finally:
+        v.unmount()
+    raw = v.backing_path("c").read_bytes()
+    assert raw[:data_offset(v)] == before  # the rename wrote nothing
+    rec = raw[14:]
+    n = rec[26]
+    w = int.from_bytes(rec[27 + n:29 + n], "big")
+    assert rec[4] == 2 and rec[29 + n + w] == 0  # version 2, no extension items
+    swap(v.backing_path("c"), v.backing_path("b"))
+    v.mount()
+    try:
+        assert get(v.mnt / "c") == b"b" * 100
+    finally:
+        v.unmount()
+
+
+
+def test_read_only_file_renamed_without_dac_override(tmp_path, state):
+    """A daemon that may not write a file it owns (no CAP_DAC_OVERRIDE, like a user's daemon)
+    still renames and links it when it is read-only, as git does with its 0444 objects: the
+    record update borrows write permission for its open."""
+    v = make(tmp_path, "v")
+    cp = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search", str(DAEMON),
+                         str(v.backing), str(v.mnt)], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    try:
+        put(v.mnt / "obj.tmp", b"object")
+        os.chmod(v.mnt / "obj.tmp", 0o444)
+        os.rename(v.mnt / "obj.tmp", v.mnt / "obj")
+        os.link(v.mnt / "obj", v.mnt / "obj2")
+        assert os.stat(v.mnt / "obj").st_mode & 0o777 == 0o444
+    finally:
+        v.unmount()
+    v.mount()
+    try:
+        assert get(v.mnt / "obj") == b"object" and get(v.mnt / "obj2") == b"object"
+        assert os.stat(v.mnt / "obj").st_mode & 0o777 == 0o444
     finally:
         v.unmount()

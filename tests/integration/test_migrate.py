@@ -398,7 +398,9 @@ def test_vault_key_whose_later_versions_would_not_fit_is_refused(tmp_path):
     byte at v10.  With a 62-character key name a record of v1 fills a
     256-byte slot exactly; before the fix the move went ahead, and once the
     key reached v10 new files failed (ENOSPC) and rotations stopped.  Found
-    by review (ctl_migrate.c probe())."""
+    by review (ctl_migrate.c probe()).  That is a format-2 volume's slot; the
+    320-byte slots of format 3, with room for the version and the bindings,
+    refuse this name at v1 already."""
     from vaultd import VaultServer
     server = VaultServer(tmp_path / "vault")
     name = "k" * 62
@@ -412,7 +414,7 @@ def test_vault_key_whose_later_versions_would_not_fit_is_refused(tmp_path):
         config = vault_config(tmp_path / "to-vault.ini", server, name)
         cp = ctl("rotate", "--to-kms", config, v.mnt)
         assert cp.returncode == 2, cp.stderr
-        assert "header slot" in cp.stderr and "256 bytes" in cp.stderr
+        assert "header slot" in cp.stderr and "320 bytes" in cp.stderr
         assert (v.backing / "envelopefs.conf").read_bytes() == before
         assert set(key_refs(v).values()) == {key_refs(v)["a"]}
         assert key_refs(v)["a"].startswith("local:")

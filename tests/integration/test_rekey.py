@@ -13,6 +13,7 @@ from mounts import CTL, Volume, unmount, vol, hvol  # noqa: F401
 from test_rotate import backing_data, ctl, daemon_pid, random_writer
 
 BLOCK = 4096
+HEADER = 640  # header placement, local keyring, format 3
 KEY_XATTR = "trusted.envelopefs.key"
 KEY_RECORD_XATTR = "user.envelopefs.key"  # the record itself, with xattr placement
 
@@ -102,12 +103,12 @@ def test_rekey_old_key_no_longer_opens_the_content(tmp_path, monkeypatch):
     v.mount()
     (v.mnt / "f").write_bytes(b"secret" * 2000)
     v.unmount()
-    old_header = (v.backing / "f").read_bytes()[:512]
+    old_header = (v.backing / "f").read_bytes()[:HEADER]
     v.mount()
     assert ctl("rotate", "--rekey", v.mnt).returncode == 0
     v.unmount()
     data = bytearray((v.backing / "f").read_bytes())
-    data[:512] = old_header
+    data[:HEADER] = old_header
     (v.backing / "f").write_bytes(bytes(data))
     v.mount()
     with pytest.raises(OSError):
@@ -208,7 +209,7 @@ def test_rekey_offline_and_tampered_block(tmp_path, monkeypatch):
     ids = {n: file_id(v.mnt / n) for n in contents if n != "empty"}
     v.unmount()
     raw = bytearray((v.backing / "bad").read_bytes())
-    raw[512 + BLOCK + 100] ^= 1  # one bit of block 1
+    raw[HEADER + BLOCK + 100] ^= 1  # one bit of block 1
     (v.backing / "bad").write_bytes(bytes(raw))
 
     mounted = ctl("rotate", "--offline", "--rekey", v.backing)

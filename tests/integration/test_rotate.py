@@ -61,7 +61,7 @@ def backing_data(v):
             continue
         with open(p, "rb") as f:
             data = f.read()
-        header = 512 if v.placement == "header" and data else 0
+        header = 640 if v.placement == "header" and data else 0  # format 3, local keyring
         out[rel] = data[header:]
     return out
 

@@ -440,6 +440,71 @@ static void test_v2_holes(void)
 	CHECK_EQ_INT(record_encode(&r, buf, sizeof(buf), &len), -EINVAL);
 }
 
+/* Format 3: the version and the bindings round-trip, under the MAC, only canonically. */
+static void test_v3_items(void)
+{
+	static struct key_record r, back;
+	static uint8_t buf[MAX_REC];
+	uint8_t a[RECORD_BINDING_LEN], b[RECORD_BINDING_LEN], zero[RECORD_BINDING_LEN] = {0};
+	size_t len, at;
+	unsigned i;
+
+	make_record(&r, "local:x", 64);
+	r.version = 2;
+	r.file_version = 42;
+	REQUIRE(record_binding_of(zero, "b", b) == 0);
+	REQUIRE(record_binding_of(zero, "a", a) == 0);
+	CHECK(memcmp(a, b, sizeof(a)) != 0);
+	CHECK_EQ_INT(record_binding_of(zero, "", a), -EINVAL);
+	REQUIRE(record_binding_of(zero, "a", a) == 0);
+	CHECK_EQ_INT(record_bindings_add(&r.bindings, b), 0);
+	CHECK_EQ_INT(record_bindings_add(&r.bindings, a), 0);
+	CHECK_EQ_INT(record_bindings_add(&r.bindings, a), 0); /* already there */
+	CHECK(r.bindings.n == 2 && memcmp(r.bindings.id[0], r.bindings.id[1], 16) < 0);
+	CHECK(record_bindings_has(&r.bindings, a) && record_bindings_has(&r.bindings, b) &&
+	      !record_bindings_has(&r.bindings, zero));
+	REQUIRE(record_seal_mac(&r, dek, uuid) == 0);
+	REQUIRE(record_encode(&r, buf, sizeof(buf), &len) == 0);
+	CHECK_EQ_INT(len, RECORD_FIXED_LEN + 7 + 64 + 1 + 10 + 2 + 32);
+	REQUIRE(record_decode(buf, len, &back) == 0);
+	CHECK(records_equal(&r, &back) && back.file_version == 42 && back.bindings.n == 2 &&
+	      memcmp(&back.bindings, &r.bindings, sizeof(r.bindings)) == 0);
+	CHECK_EQ_INT(record_check_mac(&back, dek, uuid), 0);
+	/* A binding changed fails the MAC; bindings out of order are not canonical. */
+	at = len - RECORD_MAC_LEN - 2 * RECORD_BINDING_LEN;
+	buf[at] ^= 1;
+	if (record_decode(buf, len, &back) == 0)
+		CHECK_EQ_INT(record_check_mac(&back, dek, uuid), -EBADMSG);
+	buf[at] ^= 1;
+	memcpy(buf + at + RECORD_BINDING_LEN, buf + at, RECORD_BINDING_LEN); /* a duplicate */
+	CHECK_EQ_INT(record_decode(buf, len, &back), -EBADMSG);
+	/* Version 0 has no encoding: the item is left out instead. */
+	REQUIRE(record_encode(&r, buf, sizeof(buf), &len) == 0);
+	at = len - RECORD_MAC_LEN - (2 + 2 * RECORD_BINDING_LEN) - 8;
+	memset(buf + at, 0, 8);
+	CHECK_EQ_INT(record_decode(buf, len, &back), -EBADMSG);
+	/* Past RECORD_MAX_BINDINGS the caller is told to unbind. */
+	memset(&r.bindings, 0, sizeof(r.bindings));
+	for (i = 0; i < RECORD_MAX_BINDINGS; i++) {
+		char name[4] = {(char)('a' + i), 0};
+
+		REQUIRE(record_binding_of(zero, name, a) == 0);
+		CHECK_EQ_INT(record_bindings_add(&r.bindings, a), 0);
+	}
+	CHECK_EQ_INT(record_bindings_add(&r.bindings, zero), -ENOSPC);
+	/* Full items fit the format-3 slot of the local provider. */
+	r.file_version = UINT64_MAX;
+	record_holes_add(&r.holes, 1, 2);
+	record_holes_add(&r.holes, 4, 8);
+	REQUIRE(record_seal_mac(&r, dek, uuid) == 0);
+	CHECK_EQ_INT(record_encoded_len(&r), RECORD_FIXED_LEN + 7 + 64 + RECORD_V3_EXTRA);
+	CHECK_EQ_INT(slot_size_for_version(3, 38, 64), 320);
+	CHECK_EQ_INT(slot_size_for_version(2, 38, 64), 256);
+	/* A version-1 record carries none of them. */
+	r.version = 1;
+	CHECK_EQ_INT(record_encode(&r, buf, sizeof(buf), &len), -EINVAL);
+}
+
 int main(void)
 {
 	crypto_random(dek, sizeof(dek));
@@ -456,5 +521,6 @@ int main(void)
 	RUN(test_torn_writes);
 	RUN(test_sequence_logic);
 	RUN(test_v2_holes);
+	RUN(test_v3_items);
 	return check_summary();
 }

@@ -17,7 +17,7 @@
 #include "crypto/kdf.h"
 #include "crypto/record.h"
 
-static int n_block, n_record, n_slot, n_other;
+static int n_block, n_record, n_slot, n_binding, n_other;
 
 /* Decode field @name as hex into a fresh buffer; *@len gets its length.  NULL if absent or bad. */
 static uint8_t *hex_field(const struct vector *v, const char *name, size_t *len)
@@ -112,6 +112,33 @@ static int holes_field(const struct vector *v, struct record_holes *h)
 	return 0;
 }
 
+/*
+ * bindings_field - the optional `bindings` field (comma-separated hex
+ * bindings, ascending) into @b.  0, or -1 when malformed.
+ */
+static int bindings_field(const struct vector *v, struct record_bindings *b)
+{
+	const char *p = vector_field(v, "bindings");
+	unsigned i, byte;
+
+	memset(b, 0, sizeof(*b));
+	while (p && *p) {
+		if (b->n == RECORD_MAX_BINDINGS)
+			return -1;
+		for (i = 0; i < RECORD_BINDING_LEN; i++, p += 2)
+			if (sscanf(p, "%2x", &byte) != 1)
+				return -1;
+			else
+				b->id[b->n][i] = (uint8_t)byte;
+		b->n++;
+		if (*p == ',')
+			p++;
+		else if (*p)
+			return -1;
+	}
+	return 0;
+}
+
 static void check_record(const struct vector *v)
 {
 	size_t fid_len = 0, ref_len = 0, wr_len = 0, dek_len = 0, vol_len = 0, mk_len = 0,
@@ -126,8 +153,9 @@ static void check_record(const struct vector *v)
 	static struct key_record r, back;
 	static uint8_t out[RECORD_MAX_LEN];
 	uint8_t k[32];
-	uint64_t kv, flags = 0, version = 1;
+	uint64_t kv, flags = 0, version = 1, file_version = 0;
 	struct record_holes holes;
+	struct record_bindings bindings;
 
 	/* flags and version are optional: absent means 0 and 1. */
 	if (vector_field(v, "flags") && (u64_field(v, "flags", &flags) || flags > 255))
@@ -136,6 +164,12 @@ static void check_record(const struct vector *v)
 	    (u64_field(v, "version", &version) || version < 1 || version > 2))
 		flags = 256;
 	if (holes_field(v, &holes) < 0 || (holes.n && version != 2))
+		flags = 256;
+	/* Format-3 items: the file's version and its entry bindings. */
+	if (vector_field(v, "file_version") &&
+	    (u64_field(v, "file_version", &file_version) || version != 2))
+		flags = 256;
+	if (bindings_field(v, &bindings) < 0 || (bindings.n && version != 2))
 		flags = 256;
 	if (!fid || !ref || !wrapped || !dek || !vol || !mac_key || !rec || flags > 255 ||
 	    u64_field(v, "key_version", &kv) || kv > UINT32_MAX || fid_len != 16 || dek_len != 32 ||
@@ -148,6 +182,8 @@ static void check_record(const struct vector *v)
 	memset(&r, 0, sizeof(r));
 	r.version = (uint8_t)version;
 	r.holes = holes;
+	r.file_version = file_version;
+	r.bindings = bindings;
 	r.flags = (uint8_t)flags;
 	memcpy(r.file_id, fid, 16);
 	r.key_version = (uint32_t)kv;
@@ -170,7 +206,9 @@ static void check_record(const struct vector *v)
 	CHECK(back.flags == flags && memcmp(back.file_id, fid, 16) == 0 && back.key_version == kv &&
 	      strlen(back.key_ref) == ref_len && memcmp(back.key_ref, ref, ref_len) == 0 &&
 	      back.wrapped_len == wr_len && memcmp(back.wrapped, wrapped, wr_len) == 0 &&
-	      back.version == version && memcmp(&back.holes, &holes, sizeof(holes)) == 0);
+	      back.version == version && memcmp(&back.holes, &holes, sizeof(holes)) == 0 &&
+	      back.file_version == file_version &&
+	      memcmp(&back.bindings, &bindings, sizeof(bindings)) == 0);
 	CHECK_EQ_INT(record_check_mac(&back, dek, vol), 0);
 	n_record++;
 out:
@@ -233,6 +271,32 @@ out:
  * test_kmip_vector.c, tests/unit/fs/test_names.c).  Anything neither here nor handled below
  * fails, so no vector in the document goes unchecked.
  */
+/* An entry binding (docs/FORMAT.md, "Entry bindings"): directory ID, name (hex), binding. */
+static void check_binding(const struct vector *v)
+{
+	size_t dir_len = 0, name_len = 0, want_len = 0;
+	uint8_t *dirid = hex_field(v, "dirid", &dir_len);
+	uint8_t *name = hex_field(v, "name", &name_len);
+	uint8_t *want = hex_field(v, "binding", &want_len);
+	char text[256];
+	uint8_t got[RECORD_BINDING_LEN];
+
+	if (!dirid || !name || !want || dir_len != RECORD_BINDING_LEN || !name_len ||
+	    name_len > 255 || want_len != RECORD_BINDING_LEN) {
+		fprintf(stderr, "FORMAT.md:%d: malformed binding vector\n", v->line);
+		CHECK(0);
+	} else {
+		memcpy(text, name, name_len);
+		text[name_len] = '\0';
+		CHECK_EQ_INT(record_binding_of(dirid, text, got), 0);
+		CHECK(memcmp(got, want, RECORD_BINDING_LEN) == 0);
+		n_binding++;
+	}
+	free(dirid);
+	free(name);
+	free(want);
+}
+
 static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "pkcs11_wrap",
 						 "aws_blob", "vault_wrap", "names_keys", "name",
 						 "dirid", "symlink", "xattr", "rekey_journal",
@@ -261,6 +325,8 @@ static void check_vector(const struct vector *v, const char *type)
 		check_record(v);
 	} else if (strcmp(type, "slot") == 0) {
 		check_slot(v);
+	} else if (strcmp(type, "binding") == 0) {
+		check_binding(v);
 	} else if (is_checked_elsewhere(type)) {
 		n_other++;
 	} else {
@@ -273,11 +339,13 @@ static void test_format_md_vectors(void)
 {
 	/* Every block: one of a type nobody checks fails. */
 	vector_scan("FORMAT.md", NULL, check_vector);
-	printf("checked %d block, %d record and %d slot vectors (%d left to other tests)\n",
-	       n_block, n_record, n_slot, n_other);
+	printf("checked %d block, %d record, %d slot and %d binding vectors (%d left to other "
+	       "tests)\n",
+	       n_block, n_record, n_slot, n_binding, n_other);
 	CHECK(n_block > 0);
 	CHECK(n_record > 0);
 	CHECK(n_slot > 0);
+	CHECK(n_binding > 0);
 }
 
 int main(void)

@@ -156,7 +156,7 @@ static const struct {
 	{ "[volume]\nformat_version = -1\nuuid = 6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3\n"
 	  "block_size = 4096\nkey_records = xattr\n" GOOD_KMS,
 	  -EINVAL, "format_version" },
-	{ "[volume]\nformat_version = 3\nuuid = 6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3\n"
+	{ "[volume]\nformat_version = 4\nuuid = 6f1c2b7e-4a9d-4e21-b3c5-d8e9f0a1b2c3\n"
 	  "block_size = 4096\nkey_records = xattr\n" GOOD_KMS,
 	  -EPROTONOSUPPORT, "upgrade" },
 	/* The configuration MAC: exactly on format 2 volumes with encrypted names. */

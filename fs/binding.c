@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/* Files bound to their directory entries: see binding.h. */
+#include "binding.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "filekey.h"
+#include "log.h"
+
+static const uint8_t no_dirid[RECORD_BINDING_LEN];
+
+int binding_entry(const uint8_t *dirid, const char *name, uint8_t out[RECORD_BINDING_LEN])
+{
+	return record_binding_of(dirid ? dirid : no_dirid, name, out);
+}
+
+void binding_note_entry(struct envfs *fs, struct inode *in, const uint8_t *dirid,
+			const char *name)
+{
+	uint8_t entry[RECORD_BINDING_LEN];
+	bool known;
+
+	if (!record_tags_v3(&fs->cfg) || in->type != S_IFREG)
+		return;
+	known = binding_entry(dirid, name, entry) == 0;
+	pthread_mutex_lock(&in->key_lock);
+	/* A name that cannot be hashed (never: lookups pass valid names)
+	 * must not leave the entry of another name behind. */
+	in->entry_known = known;
+	memcpy(in->entry, entry, sizeof(entry));
+	pthread_mutex_unlock(&in->key_lock);
+}
+
+int binding_check(struct envfs *fs, struct inode *in, const struct key_record *rec)
+{
+	/* Bound to none, or an inode the kernel reached by no name we saw
+	 * (none today: every inode comes from a lookup or a create). */
+	if (!record_tags_v3(&fs->cfg) || rec->bindings.n == 0 || !in->entry_known ||
+	    record_bindings_has(&rec->bindings, in->entry))
+		return 0;
+	log_ratelimited(LOG_ERR, "inode %llu: its key record binds it to other names: the "
+				 "backing file was moved, swapped or replaced; returning EIO",
+			(unsigned long long)in->ino);
+	atomic_fetch_add(&fs->counters.integrity_errors, 1);
+	return -EIO;
+}
+
+void binding_stamp(struct envfs *fs, const struct inode *in, struct key_record *rec)
+{
+	memset(&rec->bindings, 0, sizeof(rec->bindings));
+	if (!record_tags_v3(&fs->cfg) || rec->version != 2 || !in->entry_known)
+		return;
+	record_bindings_add(&rec->bindings, in->entry);
+	if (in->entry_prev_known)
+		record_bindings_add(&rec->bindings, in->entry_prev);
+}
+
+/*
+ * edit_bindings - a filekey_edit_record() edit: @arg's move applied to
+ * @rec's bindings.  1 when nothing changes (no write), else 0.
+ */
+static int edit_bindings(struct key_record *rec, void *arg)
+{
+	struct binding_move *m = arg;
+	struct record_bindings b = rec->bindings;
+
+	if (rec->version != 2)
+		return 1;
+	if (m->renamed && m->sole) {
+		/* One link: the entry left and the one taken are all it has;
+		 * the old one stays in case the rename never reaches the disk. */
+		memset(&b, 0, sizeof(b));
+		record_bindings_add(&b, m->old);
+		record_bindings_add(&b, m->new);
+	} else if (b.n == 0) {
+		return 1; /* bound to none, as before: every entry passes */
+	} else if (record_bindings_add(&b, m->new) == -ENOSPC) {
+		/* More names than a record lists: bound to none from now on. */
+		memset(&b, 0, sizeof(b));
+	}
+	if (b.n == rec->bindings.n &&
+	    memcmp(b.id, rec->bindings.id, (size_t)b.n * RECORD_BINDING_LEN) == 0)
+		return 1;
+	m->before = rec->bindings;
+	m->changed = true;
+	rec->bindings = b;
+	return 0;
+}
+
+int binding_add_entry(struct envfs *fs, struct inode *in, int fd, struct binding_move *move)
+{
+	move->changed = false;
+	if (!record_tags_v3(&fs->cfg))
+		return 0;
+	return filekey_edit_record(fs, in, fd, edit_bindings, move);
+}
+
+/* restore_bindings - a filekey_edit_record() edit: @arg's move undone. */
+static int restore_bindings(struct key_record *rec, void *arg)
+{
+	const struct binding_move *m = arg;
+
+	if (rec->version != 2)
+		return 1;
+	rec->bindings = m->before;
+	return 0;
+}
+
+int binding_undo(struct envfs *fs, struct inode *in, int fd, struct binding_move *move)
+{
+	int ret = 0;
+
+	if (move->changed)
+		ret = filekey_edit_record(fs, in, fd, restore_bindings, move);
+	move->changed = false;
+	return ret;
+}
+
+void binding_moved(struct envfs *fs, struct inode *in, const struct binding_move *move)
+{
+	if (!record_tags_v3(&fs->cfg) || in->type != S_IFREG)
+		return;
+	pthread_mutex_lock(&in->key_lock);
+	in->entry_known = true;
+	memcpy(in->entry, move->new, RECORD_BINDING_LEN);
+	in->entry_prev_known = move->renamed;
+	memcpy(in->entry_prev, move->old, RECORD_BINDING_LEN);
+	pthread_mutex_unlock(&in->key_lock);
+}
