@@ -241,6 +241,24 @@ static void rekeying(struct pass *p, const struct key_record *rec)
 		"the key record is flagged mid re-key and no valid journal finishes it");
 }
 
+/*
+ * check_binding - a format-3 record lists the entries its file may be
+ * reached by (docs/FORMAT.md, "Entry bindings"): the one walked to must be
+ * one of them, as the daemon's open checks.  A record that lists none binds
+ * the file to no name.
+ */
+static void check_binding(struct pass *p, const struct key_record *rec)
+{
+	uint8_t id[RECORD_BINDING_LEN];
+
+	if (rec->bindings.n == 0)
+		return;
+	if (record_binding_of(p->it->dirid, p->it->name, id) != 0 ||
+	    !record_bindings_has(&rec->bindings, id))
+		problem(p, FSCK_INTEGRITY, "entry-binding", EIO,
+			"the key record binds the file to other names: moved or swapped here");
+}
+
 static void check_file(struct pass *p)
 {
 	struct fsck *f = p->f;
@@ -296,6 +314,7 @@ static void check_file(struct pass *p)
 	}
 	if (unwrap(p, rec, dek) != 0)
 		goto out;
+	check_binding(p, rec);
 	cf = (struct content_file){ .fd = fd, .layout = l,
 				    .owner = { .key = dek, .volume_uuid = f->vol.cfg.uuid,
 					       .file_id = rec->file_id },

@@ -255,12 +255,23 @@ def attack_copied_xattr(v):
     return "xattr-name", "/d/e/g"
 
 
+def attack_swapped_files(v):
+    """Two files of one directory swapped under each other's names: each record binds its file
+    to its own entry (format 3)."""
+    a, b = entry_of(v, "d/f"), entry_of(v, "d/" + LONG)
+    tmp = a.with_name("swap")
+    os.rename(a, tmp)
+    os.rename(b, a)
+    os.rename(tmp, b)
+    return "entry-binding", "/d/f"
+
+
 ATTACKS = [attack_zeroed_block, attack_zeroed_last_block, attack_flipped_block, attack_truncated_block,
            attack_tampered_record, attack_forged_record_mac, attack_forged_holes,
            attack_foreign_record, attack_record_from_other_file, attack_edited_config,
            attack_forged_name, attack_moved_name, attack_lost_side_record, attack_lost_dirid,
            attack_tampered_symlink, attack_tampered_link_store, attack_lost_link_store,
-           attack_tampered_xattr, attack_copied_xattr]
+           attack_tampered_xattr, attack_copied_xattr, attack_swapped_files]
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.__name__[7:] for a in ATTACKS])
