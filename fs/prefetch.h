@@ -18,7 +18,9 @@
  *    DEKs the cache does not hold in batches (8 files first, then up to 64:
  *    the reader's first file comes back soon).  Subdirectories found on the
  *    way are read next (when a slot is free and the requester may list
- *    them), so that a tree walk finds each directory's DEKs ready.
+ *    them), so that a tree walk finds each directory's DEKs ready; nobody
+ *    reads them yet, so their batches are of 64 from the first (one KMS
+ *    request for a directory of up to 64 files).
  *  - A sliding window: at most `ahead` files (a quarter of the DEK cache, at
  *    most PREFETCH_AHEAD_MAX) are unwrapped and not yet opened, over all
  *    directories; a file's first open takes it off the window (and an unused

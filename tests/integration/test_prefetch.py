@@ -284,6 +284,27 @@ def test_find_cat_and_cp_read_ahead(tmp_path, server):
         assert st["errors"]["key"] == 0 and st["errors"]["integrity"] == 0
 
 
+def test_subdirectories_found_ahead_in_one_request_each(tmp_path, server):
+    """Listing the top of a tree reads its subdirectories ahead; nobody reads them yet, so each one's
+    files go in one Transit request (a batch of up to 64), not in the 8, 16, 32... that a directory a
+    reader asked for starts with so that its first file comes back soon."""
+    vol = VaultVolume(tmp_path / "v", server)
+    expected = make_tree(vol, (30, 30, 30))
+    before, requests_before = decrypts(server), requests(server)
+    vol.mount()
+    try:
+        assert sorted(os.listdir(vol.mnt / "t")) == ["d0", "d1", "d2"]
+        st = wait_prefetch(vol, len(expected))
+        assert st["prefetch"]["unwrapped"] == len(expected) and st["prefetch"]["failed"] == 0
+        assert st["prefetch"]["batches"] == 3, st["prefetch"]
+        assert requests(server) - requests_before == 3 and decrypts(server) - before == len(expected)
+        for rel, data in expected.items():
+            assert get(vol.mnt / rel) == data
+        assert vol.status()["kms"]["unwrap"] == len(expected)
+    finally:
+        vol.unmount()
+
+
 def test_lookup_then_read_without_listing(tmp_path, server):
     """Files opened by name, one after the other, as cp -r, rsync and tar look each file up just before
     reading it, with no listing at all: the first lookup reads the directory ahead."""
