@@ -15,6 +15,7 @@
 
 #include "crypto/secmem.h"
 #include "envfs.h"
+#include "prefetch_listing.h"
 #include "prefetch_window.h"
 
 /* Files per kms_unwrap_many call at most: one Transit batch request. */
@@ -27,6 +28,9 @@
 /* Entries a worker looks at per batch, at most: a directory of files that
  * need nothing (cached, not regular) does not hold a worker for long. */
 #define PREFETCH_SCAN_MAX 1024
+/* Past this many entries a directory is read ahead in inode-number order
+ * (prefetch_listing.h): gnulib fts's threshold for sorting by inode. */
+#define PREFETCH_INODE_ORDER_MIN 10000
 /* Workers: while one waits for the KMS, another reads the next records. */
 #define PREFETCH_WORKERS 2
 /* An idle worker looks again this often: ready entries expire, room frees. */
@@ -64,6 +68,8 @@ struct pf_dir {
 	gid_t gid;	 /* its subdirectories are read ahead if it may list them */
 	unsigned gen;	 /* tells a reused slot from the one a window entry names */
 	DIR *dp;	 /* the workers' own stream, NULL once done */
+	bool order_known; /* the stream was read whole once, to choose the order */
+	struct listing by_inode; /* a big directory's entries, in inode order; else empty */
 	unsigned batch;	 /* the next batch's size */
 	/* DEKs unwrapped ahead that were opened, and that expired unopened: a
 	 * reader going another order than the stream (find and cp -r go by
@@ -285,6 +291,52 @@ static bool opened_already(struct envfs *fs, const struct stat *st, int fd)
 static void follow_dir(struct prefetch *p, const struct dir_ref *r);
 
 /*
+ * choose_order - read @d's stream whole once: a directory of more than
+ * PREFETCH_INODE_ORDER_MIN entries is then read ahead from @d->by_inode, in
+ * its readers' order; a smaller one (or one past LISTING_MAX, or out of
+ * memory) from its stream again, in directory order.
+ */
+static void choose_order(struct pf_dir *d)
+{
+	struct dirent *de;
+	int ret = 0;
+
+	d->order_known = true;
+	while (ret == 0 && (de = readdir(d->dp)))
+		ret = listing_add(&d->by_inode, de->d_ino, de->d_type, de->d_name);
+	if (ret == 0 && d->by_inode.n > PREFETCH_INODE_ORDER_MIN) {
+		listing_sort(&d->by_inode);
+		return;
+	}
+	listing_free(&d->by_inode);
+	rewinddir(d->dp);
+}
+
+/* An entry of a directory read ahead: its name and d_type. */
+struct entry {
+	const char *name;
+	unsigned char type;
+};
+
+/* next_entry - @d's next entry, in the order choose_order chose; false at the end. */
+static bool next_entry(struct pf_dir *d, struct entry *out)
+{
+	const struct listing_entry *le;
+	struct dirent *de;
+
+	if (d->by_inode.n) {
+		le = listing_next(&d->by_inode, &out->name);
+		if (le)
+			out->type = le->type;
+		return le != NULL;
+	}
+	de = readdir(d->dp);
+	if (de)
+		*out = (struct entry){ .name = de->d_name, .type = de->d_type };
+	return de != NULL;
+}
+
+/*
  * subdir - entry @name of @d is a directory (0: follow it, the requester
  * that started @d permitting), or not one (-ENOTDIR).
  */
@@ -314,25 +366,27 @@ static unsigned collect(struct worker *w, struct pf_dir *d, const struct kms *km
 	struct prefetch *p = w->p;
 	struct envfs *fs = p->fs;
 	unsigned k = 0, seen = 0;
-	struct dirent *de;
+	struct entry de;
 
 	*end = false;
+	if (!d->order_known)
+		choose_order(d);
 	while (k < want && seen++ < PREFETCH_SCAN_MAX) {
 		struct pending *pe = &w->pend[k];
 		struct stat st;
 
-		de = readdir(d->dp);
-		if (!de) {
+		if (!next_entry(d, &de)) {
 			*end = true;
+			listing_free(&d->by_inode);
 			break;
 		}
-		if ((de->d_type != DT_REG && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
-		    names_classify(fs->names, d->in_root, de->d_name) == NAMES_ENTRY_HIDDEN)
+		if ((de.type != DT_REG && de.type != DT_DIR && de.type != DT_UNKNOWN) ||
+		    names_classify(fs->names, d->in_root, de.name) == NAMES_ENTRY_HIDDEN)
 			continue;
-		if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) &&
-		    (subdir(p, d, de->d_name) == 0 || de->d_type == DT_DIR))
+		if ((de.type == DT_DIR || de.type == DT_UNKNOWN) &&
+		    (subdir(p, d, de.name) == 0 || de.type == DT_DIR))
 			continue;
-		pe->fd = open_regular(dirfd(d->dp), de->d_name, de->d_type);
+		pe->fd = open_regular(dirfd(d->dp), de.name, de.type);
 		if (pe->fd < 0 || fstat(pe->fd, &st) < 0 ||
 		    worth_unwrapping(fs, kms, pe->fd, &st, &pe->rec) < 0) {
 			if (pe->fd >= 0)
@@ -551,9 +605,11 @@ void prefetch_destroy(struct prefetch *p)
 		free(p->workers[i].pend);
 		secmem_free(p->workers[i].deks, (size_t)PREFETCH_BATCH * KMS_DEK_LEN);
 	}
-	for (i = 0; i < PREFETCH_DIRS; i++)
+	for (i = 0; i < PREFETCH_DIRS; i++) {
 		if (p->dirs[i].dp)
 			closedir(p->dirs[i].dp);
+		listing_free(&p->dirs[i].by_inode);
+	}
 	window_fini(&p->win);
 	pthread_cond_destroy(&p->batch_done);
 	pthread_cond_destroy(&p->wake);
@@ -586,6 +642,7 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r)
 	const int max_rank = r->speculative ? 1 : 3;
 	struct pf_dir *d;
 	DIR *dp, *old = NULL;
+	struct listing old_listing = { 0 };
 	int64_t now = now_ms();
 	struct stat st;
 	int fd;
@@ -627,6 +684,7 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r)
 		old = dp;
 	} else if (d || (d = slot_to_take(p, now, max_rank))) {
 		old = d->dp; /* an idle directory's stream, given up */
+		old_listing = d->by_inode;
 		*d = (struct pf_dir){ .used = true, .in_root = r->in_root,
 				      .speculative = r->speculative, .dev = r->dev, .ino = r->ino,
 				      .uid = r->uid, .gid = r->gid, .gen = ++p->gen, .dp = dp,
@@ -641,6 +699,7 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r)
 	pthread_mutex_unlock(&p->lock);
 	if (old)
 		closedir(old);
+	listing_free(&old_listing);
 }
 
 void prefetch_dir(struct prefetch *p, struct inode *dir, bool in_root, uid_t uid, gid_t gid)

@@ -13,8 +13,10 @@
  *  - prefetch_dir() never blocks a FUSE request on the KMS: it notes the
  *    directory (one open of its backing directory when it is new) and wakes
  *    a worker.  The workers read the directory through their own stream, in
- *    directory order, open each regular file by its backing name (no inode
- *    is needed: READDIR makes none), read its key record, and unwrap the
+ *    directory order, or in inode-number order past 10,000 entries (the
+ *    order of find and cp -r there: prefetch_listing.h), open each regular
+ *    file by its backing name (no inode is needed: READDIR makes none), read
+ *    its key record, and unwrap the
  *    DEKs the cache does not hold in batches (8 files first, then up to 64:
  *    the reader's first file comes back soon).  Subdirectories found on the
  *    way are read next (when a slot is free and the requester may list
@@ -28,7 +30,7 @@
  *    opens files in for PREFETCH_IDLE_MS is not read further, so listing a
  *    huge directory unwraps one window of it, not all of it; nor is one
  *    whose DEKs unwrapped ahead mostly expired unopened (a reader going
- *    another order: find and cp -r visit a big directory by inode number).
+ *    another order than the one chosen).
  *  - In flight: a file of a batch waiting for the KMS is keyed by its
  *    backing (dev, ino); an open that misses the cache waits for that batch
  *    (prefetch_wait) instead of unwrapping the DEK itself, so a file costs

@@ -305,6 +305,41 @@ def test_subdirectories_found_ahead_in_one_request_each(tmp_path, server):
         vol.unmount()
 
 
+BIG = 10050  # past PREFETCH_INODE_ORDER_MIN (10,000) entries
+
+
+def test_big_directory_read_ahead_in_inode_order(tmp_path, server):
+    """Past 10,000 entries, find (gnulib fts) and cp -r open a directory's files by inode number: the
+    window (64 files here: cache_entries = 256) holds the lowest inode numbers first, so reading the
+    files in that order finds them unwrapped (in directory order, nearly none of them would be)."""
+    vol = VaultVolume(tmp_path / "v", server)
+    vol.mount()
+    try:
+        os.mkdir(vol.mnt / "big")
+        subprocess.run(["sh", "-c", f"cd {vol.mnt}/big && for i in $(seq {BIG}); do echo $i > $i; done"],
+                       check=True)
+    finally:
+        vol.unmount()
+    mount_with(vol, tmp_path, cache_entries=256)
+    try:
+        with os.scandir(vol.mnt / "big") as it:
+            by_inode = sorted((e.inode(), e.name) for e in it)
+        assert len(by_inode) == BIG
+        wait_prefetch(vol, 64)
+        time.sleep(0.3)
+        st = vol.status()
+        assert st["prefetch"]["queued"] == 64, st["prefetch"]
+        own_before = st["kms"]["unwrap"] - st["prefetch"]["unwrapped"] - st["prefetch"]["failed"]
+        for _ino, name in by_inode[:64]:
+            assert get(vol.mnt / "big" / name) == f"{name}\n".encode()
+        st = vol.status()
+        own = st["kms"]["unwrap"] - st["prefetch"]["unwrapped"] - st["prefetch"]["failed"]
+        # Every one of the first 64 was unwrapped ahead (or in a batch its open waited for).
+        assert own - own_before == 0, st["prefetch"]
+    finally:
+        vol.unmount()
+
+
 def test_lookup_then_read_without_listing(tmp_path, server):
     """Files opened by name, one after the other, as cp -r, rsync and tar look each file up just before
     reading it, with no listing at all: the first lookup reads the directory ahead."""
