@@ -33,6 +33,12 @@
 #define PREFETCH_INODE_ORDER_MIN 10000
 /* Workers: while one waits for the KMS, another reads the next records. */
 #define PREFETCH_WORKERS 2
+/* While a batch is running, another worker starts one only once the window
+ * has room for this many files (or all of it, if smaller): a reader opening
+ * one file at a time frees one entry at a time, and a batch per entry freed
+ * would cost a KMS request per file.  With no batch running, any room is
+ * filled, so that the window fills up whole. */
+#define PREFETCH_MIN_ROOM 16
 /* An idle worker looks again this often: ready entries expire, room frees. */
 #define PREFETCH_IDLE_WAKE_MS 1000
 
@@ -100,6 +106,7 @@ struct prefetch {
 	struct window win;
 	struct pf_dir dirs[PREFETCH_DIRS];
 	unsigned gen;
+	unsigned running; /* workers in a batch */
 	bool stop;
 	struct prefetch_stats stats;
 
@@ -526,15 +533,18 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct prefetch *p = w->p;
 	const struct kms_set *set;
+	const unsigned min_room = p->win.capacity < PREFETCH_MIN_ROOM ? p->win.capacity
+								     : PREFETCH_MIN_ROOM;
 	struct pf_dir *d;
-	unsigned want;
+	unsigned want, room;
 	int64_t now;
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
 		now = now_ms();
 		expire_ready(p, now);
-		d = window_room(&p->win) ? pick_dir(p, now) : NULL;
+		room = window_room(&p->win);
+		d = room && (room >= min_room || !p->running) ? pick_dir(p, now) : NULL;
 		if (!d) {
 			wait_ms(p, PREFETCH_IDLE_WAKE_MS);
 			continue;
@@ -543,11 +553,14 @@ static void *worker_main(void *arg)
 		d->batch = d->batch * 2 < PREFETCH_BATCH ? d->batch * 2 : PREFETCH_BATCH;
 		p->win.reserved += want;
 		d->collecting = true;
+		p->running++;
 		pthread_mutex_unlock(&p->lock);
 		set = kms_keeper_get(p->fs->keys);
 		run_batch(w, d, set->keys.current, want);
 		kms_keeper_put(p->fs->keys, set);
 		pthread_mutex_lock(&p->lock);
+		p->running--;
+		pthread_cond_signal(&p->wake); /* a worker held back by PREFETCH_MIN_ROOM */
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;

@@ -22,7 +22,9 @@
  *    way are read next (when a slot is free and the requester may list
  *    them), so that a tree walk finds each directory's DEKs ready; nobody
  *    reads them yet, so their batches are of 64 from the first (one KMS
- *    request for a directory of up to 64 files).
+ *    request for a directory of up to 64 files).  While one batch runs,
+ *    another starts only for 16 files of room or more (a reader frees the
+ *    window one file at a time: not one KMS request per file).
  *  - A sliding window: at most `ahead` files (a quarter of the DEK cache, at
  *    most PREFETCH_AHEAD_MAX) are unwrapped and not yet opened, over all
  *    directories; a file's first open takes it off the window (and an unused
