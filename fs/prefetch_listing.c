@@ -41,34 +41,64 @@ int listing_add(struct listing *l, uint64_t ino, unsigned char type, const char 
 	return 0;
 }
 
+/* The entries qsort orders by_ino against (qsort takes no context). */
+static __thread const struct listing_entry *sorting;
+
 static int by_ino(const void *a, const void *b)
 {
-	const struct listing_entry *x = a, *y = b;
+	uint64_t x = sorting[*(const uint32_t *)a].ino, y = sorting[*(const uint32_t *)b].ino;
 
-	return (x->ino > y->ino) - (x->ino < y->ino);
+	return (x > y) - (x < y);
 }
 
-void listing_sort(struct listing *l)
+int listing_index(struct listing *l)
 {
-	if (l->n > 1)
-		qsort(l->v, l->n, sizeof(*l->v), by_ino);
-	l->next = 0;
+	size_t i;
+
+	l->by_ino = malloc((l->n ? l->n : 1) * sizeof(*l->by_ino));
+	if (!l->by_ino)
+		return -ENOMEM;
+	for (i = 0; i < l->n; i++)
+		l->by_ino[i] = (uint32_t)i; /* n <= LISTING_MAX */
+	sorting = l->v;
+	qsort(l->by_ino, l->n, sizeof(*l->by_ino), by_ino);
+	sorting = NULL;
+	return 0;
 }
 
-const struct listing_entry *listing_next(struct listing *l, const char **name)
+const struct listing_entry *listing_at(const struct listing *l, size_t k, bool inode_order)
 {
-	const struct listing_entry *e;
+	return &l->v[inode_order ? l->by_ino[k] : k];
+}
 
-	if (l->next >= l->n)
-		return NULL;
-	e = &l->v[l->next++];
-	*name = l->names + e->name;
-	return e;
+const char *listing_name(const struct listing *l, const struct listing_entry *e)
+{
+	return l->names + e->name;
+}
+
+bool listing_find(const struct listing *l, uint64_t ino, size_t *dir_k, size_t *ino_k)
+{
+	size_t lo = 0, hi = l->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (l->v[l->by_ino[mid]].ino < ino)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == l->n || l->v[l->by_ino[lo]].ino != ino)
+		return false;
+	*ino_k = lo;
+	*dir_k = l->by_ino[lo];
+	return true;
 }
 
 void listing_free(struct listing *l)
 {
 	free(l->v);
+	free(l->by_ino);
 	free(l->names);
 	*l = (struct listing){ 0 };
 }
