@@ -13,12 +13,13 @@
  *  - prefetch_dir() never blocks a FUSE request on the KMS: it notes the
  *    directory (one open of its backing directory when it is new) and wakes
  *    a worker.  The workers read the directory through their own stream, in
- *    directory order, or in inode-number order past 10,000 entries (the
- *    order of find and cp -r there: prefetch_listing.h), open each regular
- *    file by its backing name (no inode is needed: READDIR makes none), read
- *    its key record, and unwrap the
- *    DEKs the cache does not hold in batches (8 files first, then up to 64:
- *    the reader's first file comes back soon).  Subdirectories found on the
+ *    directory order; past 10,000 entries, from a listing of it, first in
+ *    inode-number order (find's and cp -r's there), then in whichever of the
+ *    two orders the opens of its files go, from just past the last one
+ *    (prefetch_listing.h).  They open each regular file by its backing name
+ *    (no inode is needed: READDIR makes none), read its key record, and
+ *    unwrap the DEKs the cache does not hold in batches (8 files first,
+ *    then up to 64: the reader's first file comes back soon).  Subdirectories found on the
  *    way are read next (when a slot is free and the requester may list
  *    them), so that a tree walk finds each directory's DEKs ready; nobody
  *    reads them yet, so their batches are of 64 from the first (one KMS
