@@ -22,7 +22,8 @@ the per-rep ratios to the local volume (which the machine's load moves less):
   tar-cf     tar -cf a local file -C mount t
   bigdir     find | xargs cat of one directory of --big files of 64..512 bytes (made once per volume)
   rotate     envelopefsctl rotate --jobs 1 / 8 after a Transit key rotation, --rotate-files files (vault)
-Also printed: the KMS service calls each remote volume made per row (median), from its status.
+Also printed: the KMS service calls each remote volume made per row (median), and per rep the opens that
+waited for a prefetch batch (the reader caught up with the read ahead), from its status.
 """
 import argparse
 import io
@@ -100,6 +101,10 @@ class Mounted:
     def service_calls(self):
         return self.status()["kms"].get("service", {}).get("calls", 0)
 
+    def waited(self):
+        """Opens that waited for a prefetch batch so far (the reader caught up with the read ahead)."""
+        return self.status()["prefetch"]["waited"]
+
 
 def make_tar(path, n, dirs, prefix, sizes=(1024, 8192)):
     rng = random.Random(1)
@@ -160,9 +165,10 @@ class Providers:
 
 
 def record(rows, calls, row, name, v, fn):
-    before = v.service_calls()
+    before, waited_before = v.service_calls(), v.waited()
     rows.setdefault((row, name), []).append(timed(fn))
     calls.setdefault((row, name), []).append(v.service_calls() - before)
+    calls.setdefault((row, name, "waited"), []).append(v.waited() - waited_before)
 
 
 def run_tree(args, build, prov, work, names, rows, calls, tar_path):
@@ -293,6 +299,9 @@ def print_rows(args, names, rows, calls):
         print(f"| {row} | " + " | ".join(cells) + " |")
     for (row, name), samples in sorted(rows.items()):
         print(f"  samples {row} {name}: " + " ".join(f"{x:.2f}" for x in samples))
+    for (row, name, _), samples in sorted(k_v for k_v in calls.items() if len(k_v[0]) == 3):
+        if name != "local":
+            print(f"  opens that waited for a batch, {row} {name}: " + " ".join(map(str, samples)))
 
 
 if __name__ == "__main__":

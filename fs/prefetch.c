@@ -15,17 +15,33 @@
 
 #include "crypto/secmem.h"
 #include "envfs.h"
+#include "prefetch_listing.h"
 #include "prefetch_window.h"
 
 /* Files per kms_unwrap_many call at most: one Transit batch request. */
 #define PREFETCH_BATCH 64
-/* A directory's first batch: small, so its first file's DEK comes back soon. */
+/* The first batch of a directory a reader asked for: small, so its first
+ * file's DEK comes back soon.  A subdirectory found ahead starts at
+ * PREFETCH_BATCH: nobody waits on it yet, and a Transit request costs about
+ * as much as 16 more items in it (fewer requests, less KMS time per file). */
 #define PREFETCH_FIRST_BATCH 8
 /* Entries a worker looks at per batch, at most: a directory of files that
  * need nothing (cached, not regular) does not hold a worker for long. */
 #define PREFETCH_SCAN_MAX 1024
+/* Past this many entries a directory is read ahead from a listing, first in
+ * inode-number order (prefetch_listing.h): gnulib fts's threshold for
+ * sorting by inode. */
+#define PREFETCH_INODE_ORDER_MIN 10000
+/* Opens going one order and not the other that it takes to change it (and the most kept). */
+#define PREFETCH_ORDER_VOTES 4
 /* Workers: while one waits for the KMS, another reads the next records. */
 #define PREFETCH_WORKERS 2
+/* While a batch is running, another worker starts one only once the window
+ * has room for this many files (or all of it, if smaller): a reader opening
+ * one file at a time frees one entry at a time, and a batch per entry freed
+ * would cost a KMS request per file.  With no batch running, any room is
+ * filled, so that the window fills up whole. */
+#define PREFETCH_MIN_ROOM 16
 /* An idle worker looks again this often: ready entries expire, room frees. */
 #define PREFETCH_IDLE_WAKE_MS 1000
 
@@ -61,6 +77,17 @@ struct pf_dir {
 	gid_t gid;	 /* its subdirectories are read ahead if it may list them */
 	unsigned gen;	 /* tells a reused slot from the one a window entry names */
 	DIR *dp;	 /* the workers' own stream, NULL once done */
+	bool order_known; /* the stream was read whole once, to choose the order */
+	/* A big directory's entries (immutable once here; freed by the worker
+	 * that reads it to its end, or with the slot): read from @pos on, in
+	 * inode order or directory order, whichever the reader's opens go in
+	 * (@votes: > 0 inode order), from just past the last file it opened. */
+	struct listing *list;
+	bool inode_order;
+	int votes;
+	size_t pos;
+	bool seen_open;
+	size_t last_dir_k, last_ino_k; /* the last opened file's positions */
 	unsigned batch;	 /* the next batch's size */
 	/* DEKs unwrapped ahead that were opened, and that expired unopened: a
 	 * reader going another order than the stream (find and cp -r go by
@@ -91,6 +118,7 @@ struct prefetch {
 	struct window win;
 	struct pf_dir dirs[PREFETCH_DIRS];
 	unsigned gen;
+	unsigned running; /* workers in a batch */
 	bool stop;
 	struct prefetch_stats stats;
 
@@ -282,6 +310,76 @@ static bool opened_already(struct envfs *fs, const struct stat *st, int fd)
 static void follow_dir(struct prefetch *p, const struct dir_ref *r);
 
 /*
+ * choose_order - read @d's stream whole once: a directory of more than
+ * PREFETCH_INODE_ORDER_MIN entries is then read ahead from a listing
+ * (first in inode order: find and cp -r); a smaller one (or one past
+ * LISTING_MAX, or out of memory) from its stream again, in directory order.
+ */
+static void choose_order(struct prefetch *p, struct pf_dir *d)
+{
+	struct listing *l = calloc(1, sizeof(*l));
+	struct dirent *de;
+	int ret = l ? 0 : -ENOMEM;
+
+	d->order_known = true;
+	while (ret == 0 && (de = readdir(d->dp)))
+		ret = listing_add(l, de->d_ino, de->d_type, de->d_name);
+	if (ret == 0 && l->n > PREFETCH_INODE_ORDER_MIN && listing_index(l) == 0) {
+		pthread_mutex_lock(&p->lock);
+		d->list = l;
+		d->inode_order = true;
+		d->votes = 1;
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	if (l)
+		listing_free(l);
+	free(l);
+	rewinddir(d->dp);
+}
+
+/* An entry of a directory read ahead: its name and d_type. */
+struct entry {
+	const char *name;
+	unsigned char type;
+};
+
+/* next_entry - @d's next entry, from its listing or its stream; false at the end. */
+static bool next_entry(struct prefetch *p, struct pf_dir *d, struct entry *out)
+{
+	const struct listing_entry *le = NULL;
+	struct dirent *de;
+
+	if (d->list) {
+		pthread_mutex_lock(&p->lock);
+		if (d->pos < d->list->n)
+			le = listing_at(d->list, d->pos++, d->inode_order);
+		pthread_mutex_unlock(&p->lock);
+		if (le)
+			*out = (struct entry){ .name = listing_name(d->list, le), .type = le->type };
+		return le != NULL;
+	}
+	de = readdir(d->dp);
+	if (de)
+		*out = (struct entry){ .name = de->d_name, .type = de->d_type };
+	return de != NULL;
+}
+
+/* drop_listing - @d is read to its end: its listing goes (the worker reading @d calls). */
+static void drop_listing(struct prefetch *p, struct pf_dir *d)
+{
+	struct listing *l;
+
+	pthread_mutex_lock(&p->lock);
+	l = d->list;
+	d->list = NULL;
+	pthread_mutex_unlock(&p->lock);
+	if (l)
+		listing_free(l);
+	free(l);
+}
+
+/*
  * subdir - entry @name of @d is a directory (0: follow it, the requester
  * that started @d permitting), or not one (-ENOTDIR).
  */
@@ -311,25 +409,27 @@ static unsigned collect(struct worker *w, struct pf_dir *d, const struct kms *km
 	struct prefetch *p = w->p;
 	struct envfs *fs = p->fs;
 	unsigned k = 0, seen = 0;
-	struct dirent *de;
+	struct entry de;
 
 	*end = false;
+	if (!d->order_known)
+		choose_order(p, d);
 	while (k < want && seen++ < PREFETCH_SCAN_MAX) {
 		struct pending *pe = &w->pend[k];
 		struct stat st;
 
-		de = readdir(d->dp);
-		if (!de) {
+		if (!next_entry(p, d, &de)) {
 			*end = true;
+			drop_listing(p, d);
 			break;
 		}
-		if ((de->d_type != DT_REG && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
-		    names_classify(fs->names, d->in_root, de->d_name) == NAMES_ENTRY_HIDDEN)
+		if ((de.type != DT_REG && de.type != DT_DIR && de.type != DT_UNKNOWN) ||
+		    names_classify(fs->names, d->in_root, de.name) == NAMES_ENTRY_HIDDEN)
 			continue;
-		if ((de->d_type == DT_DIR || de->d_type == DT_UNKNOWN) &&
-		    (subdir(p, d, de->d_name) == 0 || de->d_type == DT_DIR))
+		if ((de.type == DT_DIR || de.type == DT_UNKNOWN) &&
+		    (subdir(p, d, de.name) == 0 || de.type == DT_DIR))
 			continue;
-		pe->fd = open_regular(dirfd(d->dp), de->d_name, de->d_type);
+		pe->fd = open_regular(dirfd(d->dp), de.name, de.type);
 		if (pe->fd < 0 || fstat(pe->fd, &st) < 0 ||
 		    worth_unwrapping(fs, kms, pe->fd, &st, &pe->rec) < 0) {
 			if (pe->fd >= 0)
@@ -469,15 +569,18 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct prefetch *p = w->p;
 	const struct kms_set *set;
+	const unsigned min_room = p->win.capacity < PREFETCH_MIN_ROOM ? p->win.capacity
+								     : PREFETCH_MIN_ROOM;
 	struct pf_dir *d;
-	unsigned want;
+	unsigned want, room;
 	int64_t now;
 
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
 		now = now_ms();
 		expire_ready(p, now);
-		d = window_room(&p->win) ? pick_dir(p, now) : NULL;
+		room = window_room(&p->win);
+		d = room && (room >= min_room || !p->running) ? pick_dir(p, now) : NULL;
 		if (!d) {
 			wait_ms(p, PREFETCH_IDLE_WAKE_MS);
 			continue;
@@ -486,11 +589,14 @@ static void *worker_main(void *arg)
 		d->batch = d->batch * 2 < PREFETCH_BATCH ? d->batch * 2 : PREFETCH_BATCH;
 		p->win.reserved += want;
 		d->collecting = true;
+		p->running++;
 		pthread_mutex_unlock(&p->lock);
 		set = kms_keeper_get(p->fs->keys);
 		run_batch(w, d, set->keys.current, want);
 		kms_keeper_put(p->fs->keys, set);
 		pthread_mutex_lock(&p->lock);
+		p->running--;
+		pthread_cond_signal(&p->wake); /* a worker held back by PREFETCH_MIN_ROOM */
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
@@ -548,9 +654,13 @@ void prefetch_destroy(struct prefetch *p)
 		free(p->workers[i].pend);
 		secmem_free(p->workers[i].deks, (size_t)PREFETCH_BATCH * KMS_DEK_LEN);
 	}
-	for (i = 0; i < PREFETCH_DIRS; i++)
+	for (i = 0; i < PREFETCH_DIRS; i++) {
 		if (p->dirs[i].dp)
 			closedir(p->dirs[i].dp);
+		if (p->dirs[i].list)
+			listing_free(p->dirs[i].list);
+		free(p->dirs[i].list);
+	}
 	window_fini(&p->win);
 	pthread_cond_destroy(&p->batch_done);
 	pthread_cond_destroy(&p->wake);
@@ -583,6 +693,7 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r)
 	const int max_rank = r->speculative ? 1 : 3;
 	struct pf_dir *d;
 	DIR *dp, *old = NULL;
+	struct listing *old_list = NULL;
 	int64_t now = now_ms();
 	struct stat st;
 	int fd;
@@ -624,10 +735,12 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r)
 		old = dp;
 	} else if (d || (d = slot_to_take(p, now, max_rank))) {
 		old = d->dp; /* an idle directory's stream, given up */
+		old_list = d->list;
 		*d = (struct pf_dir){ .used = true, .in_root = r->in_root,
 				      .speculative = r->speculative, .dev = r->dev, .ino = r->ino,
 				      .uid = r->uid, .gid = r->gid, .gen = ++p->gen, .dp = dp,
-				      .batch = PREFETCH_FIRST_BATCH, .added_ms = now,
+				      .batch = r->speculative ? PREFETCH_BATCH : PREFETCH_FIRST_BATCH,
+				      .added_ms = now,
 				      .active_ms = now };
 		pthread_cond_signal(&p->wake);
 	} else {
@@ -637,6 +750,9 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r)
 	pthread_mutex_unlock(&p->lock);
 	if (old)
 		closedir(old);
+	if (old_list)
+		listing_free(old_list);
+	free(old_list);
 }
 
 void prefetch_dir(struct prefetch *p, struct inode *dir, bool in_root, uid_t uid, gid_t gid)
@@ -645,6 +761,59 @@ void prefetch_dir(struct prefetch *p, struct inode *dir, bool in_root, uid_t uid
 		follow_dir(p, &(struct dir_ref){ .parent_fd = inode_fd(dir), .name = ".", .dev = dir->dev,
 						 .ino = dir->ino, .in_root = in_root, .uid = uid,
 						 .gid = gid });
+}
+
+/*
+ * drop_ready_of - @d's ready entries leave the window (their DEKs stay
+ * cached): read ahead in an order the reader does not go in, they would
+ * hold the window until they expire.
+ */
+static void drop_ready_of(struct prefetch *p, const struct pf_dir *d)
+{
+	struct window_entry *e = window_oldest_ready(&p->win), *next;
+
+	for (; e && e != &p->win.ready; e = next) {
+		next = e->next;
+		if (dir_of(p, e) == d)
+			window_free(&p->win, e);
+	}
+}
+
+/*
+ * follow_reader - the file @ino of a directory read ahead from a listing was
+ * opened: read on from just past it, in the order the reader goes (an open
+ * after the last one in one order and before it in the other is a vote for
+ * the first).  Lock held.
+ */
+static void follow_reader(struct prefetch *p, dev_t dev, ino_t ino)
+{
+	for (unsigned i = 0; i < PREFETCH_DIRS; i++) {
+		struct pf_dir *d = &p->dirs[i];
+		size_t dir_k, ino_k, k;
+		bool was = d->inode_order;
+
+		if (!d->used || !d->list || d->dev != dev || !listing_find(d->list, ino, &dir_k, &ino_k))
+			continue;
+		if (d->seen_open && (dir_k > d->last_dir_k) != (ino_k > d->last_ino_k)) {
+			d->votes += ino_k > d->last_ino_k ? 1 : -1;
+			if (d->votes > PREFETCH_ORDER_VOTES)
+				d->votes = PREFETCH_ORDER_VOTES;
+			if (d->votes < -PREFETCH_ORDER_VOTES)
+				d->votes = -PREFETCH_ORDER_VOTES;
+			d->inode_order = d->votes > 0;
+		}
+		d->seen_open = true;
+		d->last_dir_k = dir_k;
+		d->last_ino_k = ino_k;
+		k = d->inode_order ? ino_k : dir_k;
+		if (was != d->inode_order) {
+			drop_ready_of(p, d);
+			pthread_cond_signal(&p->wake); /* room */
+		}
+		if (was != d->inode_order || d->pos <= k)
+			d->pos = k + 1;
+		return;
+	}
 }
 
 void prefetch_opened(struct prefetch *p, dev_t dev, ino_t ino)
@@ -669,6 +838,7 @@ void prefetch_opened(struct prefetch *p, dev_t dev, ino_t ino)
 			e->opened = true;
 		}
 	}
+	follow_reader(p, dev, ino);
 	pthread_mutex_unlock(&p->lock);
 }
 

@@ -13,12 +13,19 @@
  *  - prefetch_dir() never blocks a FUSE request on the KMS: it notes the
  *    directory (one open of its backing directory when it is new) and wakes
  *    a worker.  The workers read the directory through their own stream, in
- *    directory order, open each regular file by its backing name (no inode
- *    is needed: READDIR makes none), read its key record, and unwrap the
- *    DEKs the cache does not hold in batches (8 files first, then up to 64:
- *    the reader's first file comes back soon).  Subdirectories found on the
+ *    directory order; past 10,000 entries, from a listing of it, first in
+ *    inode-number order (find's and cp -r's there), then in whichever of the
+ *    two orders the opens of its files go, from just past the last one
+ *    (prefetch_listing.h).  They open each regular file by its backing name
+ *    (no inode is needed: READDIR makes none), read its key record, and
+ *    unwrap the DEKs the cache does not hold in batches (8 files first,
+ *    then up to 64: the reader's first file comes back soon).  Subdirectories found on the
  *    way are read next (when a slot is free and the requester may list
- *    them), so that a tree walk finds each directory's DEKs ready.
+ *    them), so that a tree walk finds each directory's DEKs ready; nobody
+ *    reads them yet, so their batches are of 64 from the first (one KMS
+ *    request for a directory of up to 64 files).  While one batch runs,
+ *    another starts only for 16 files of room or more (a reader frees the
+ *    window one file at a time: not one KMS request per file).
  *  - A sliding window: at most `ahead` files (a quarter of the DEK cache, at
  *    most PREFETCH_AHEAD_MAX) are unwrapped and not yet opened, over all
  *    directories; a file's first open takes it off the window (and an unused
@@ -26,7 +33,7 @@
  *    opens files in for PREFETCH_IDLE_MS is not read further, so listing a
  *    huge directory unwraps one window of it, not all of it; nor is one
  *    whose DEKs unwrapped ahead mostly expired unopened (a reader going
- *    another order: find and cp -r visit a big directory by inode number).
+ *    another order than the one chosen).
  *  - In flight: a file of a batch waiting for the KMS is keyed by its
  *    backing (dev, ino); an open that misses the cache waits for that batch
  *    (prefetch_wait) instead of unwrapping the DEK itself, so a file costs

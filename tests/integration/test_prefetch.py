@@ -284,6 +284,93 @@ def test_find_cat_and_cp_read_ahead(tmp_path, server):
         assert st["errors"]["key"] == 0 and st["errors"]["integrity"] == 0
 
 
+def test_subdirectories_found_ahead_in_one_request_each(tmp_path, server):
+    """Listing the top of a tree reads its subdirectories ahead; nobody reads them yet, so each one's
+    files go in one Transit request (a batch of up to 64), not in the 8, 16, 32... that a directory a
+    reader asked for starts with so that its first file comes back soon."""
+    vol = VaultVolume(tmp_path / "v", server)
+    expected = make_tree(vol, (30, 30, 30))
+    before, requests_before = decrypts(server), requests(server)
+    vol.mount()
+    try:
+        assert sorted(os.listdir(vol.mnt / "t")) == ["d0", "d1", "d2"]
+        st = wait_prefetch(vol, len(expected))
+        assert st["prefetch"]["unwrapped"] == len(expected) and st["prefetch"]["failed"] == 0
+        assert st["prefetch"]["batches"] == 3, st["prefetch"]
+        assert requests(server) - requests_before == 3 and decrypts(server) - before == len(expected)
+        for rel, data in expected.items():
+            assert get(vol.mnt / rel) == data
+        assert vol.status()["kms"]["unwrap"] == len(expected)
+    finally:
+        vol.unmount()
+
+
+BIG = 10050  # past PREFETCH_INODE_ORDER_MIN (10,000) entries
+
+
+def own_unwraps(vol):
+    """The unwraps opens made themselves so far.  A batch counts in the KMS's counter before it counts
+    in prefetch's: the workers are let finish first (no batch for 0.3 s)."""
+    st = vol.status()
+    while True:
+        time.sleep(0.3)
+        prev, st = st, vol.status()
+        if st["prefetch"]["batches"] == prev["prefetch"]["batches"]:
+            return st["kms"]["unwrap"] - st["prefetch"]["unwrapped"] - st["prefetch"]["failed"]
+
+
+def test_big_directory_read_ahead_in_inode_order(tmp_path, server):
+    """Past 10,000 entries, find (gnulib fts) and cp -r open a directory's files by inode number: the
+    window (64 files here: cache_entries = 256) holds the lowest inode numbers first, so reading the
+    files in that order finds them unwrapped (in directory order, nearly none of them would be).  A
+    reader going in directory order (tar) is followed after its first few opens.  The
+    directory is listed before the remount: the read ahead starts at the first lookup, and nothing
+    slow comes between it and the reads (an unopened DEK leaves the window after 10 s)."""
+    vol = VaultVolume(tmp_path / "v", server)
+    vol.mount()
+    try:
+        os.mkdir(vol.mnt / "big")
+        subprocess.run(["sh", "-c", f"cd {vol.mnt}/big && for i in $(seq {BIG}); do echo $i > $i; done"],
+                       check=True)
+        with os.scandir(vol.mnt / "big") as it:
+            in_dir_order = [(e.inode(), e.name) for e in it]
+    finally:
+        vol.unmount()
+    by_inode = sorted(in_dir_order)
+    assert len(by_inode) == BIG
+    mount_with(vol, tmp_path, cache_entries=256)
+    try:
+        os.stat(vol.mnt / "big" / by_inode[0][1])  # a lookup: the directory is read ahead
+        wait_prefetch(vol, 64, timeout=30)
+        time.sleep(0.3)
+        st = vol.status()
+        assert st["prefetch"]["queued"] == 64, st["prefetch"]
+        own_before = own_unwraps(vol)
+        for _ino, name in by_inode[:64]:
+            assert get(vol.mnt / "big" / name) == f"{name}\n".encode()
+        # Every one of the first 64 was unwrapped ahead (or in a batch its open waited for).
+        assert own_unwraps(vol) == own_before, vol.status()["prefetch"]
+    finally:
+        vol.unmount()
+    # tar reads in directory order: after its first opens the read ahead follows it, from where it is.
+    mount_with(vol, tmp_path, cache_entries=256)
+    try:
+        os.stat(vol.mnt / "big" / in_dir_order[0][1])
+        wait_prefetch(vol, 64, timeout=30)  # the first window, in inode order
+        for _ino, name in in_dir_order[:8]:
+            assert get(vol.mnt / "big" / name) == f"{name}\n".encode()
+        # The first window left; the next one filled from where the reader is (64 more unwrapped, in
+        # all, some of them opened among the first 8): it holds the files after the 8th, 48 of them
+        # at least.
+        wait_prefetch(vol, 64 + 64, timeout=30)
+        own_before = own_unwraps(vol)
+        for _ino, name in in_dir_order[8:56]:
+            assert get(vol.mnt / "big" / name) == f"{name}\n".encode()
+        assert own_unwraps(vol) == own_before, vol.status()["prefetch"]
+    finally:
+        vol.unmount()
+
+
 def test_lookup_then_read_without_listing(tmp_path, server):
     """Files opened by name, one after the other, as cp -r, rsync and tar look each file up just before
     reading it, with no listing at all: the first lookup reads the directory ahead."""
