@@ -32,6 +32,9 @@
  * inode-number order (prefetch_listing.h): gnulib fts's threshold for
  * sorting by inode. */
 #define PREFETCH_INODE_ORDER_MIN 10000
+/* Listings alive at once (each up to LISTING_MAX entries, some 20 MiB): a
+ * further big directory is read ahead from its stream, in directory order. */
+#define PREFETCH_LISTINGS 4
 /* Opens going one order and not the other that it takes to change it (and the most kept). */
 #define PREFETCH_ORDER_VOTES 4
 /* Workers: while one waits for the KMS, another reads the next records. */
@@ -119,6 +122,7 @@ struct prefetch {
 	struct pf_dir dirs[PREFETCH_DIRS];
 	unsigned gen;
 	unsigned running; /* workers in a batch */
+	unsigned listings; /* slots with a listing, at most PREFETCH_LISTINGS */
 	bool stop;
 	struct prefetch_stats stats;
 
@@ -325,12 +329,19 @@ static void choose_order(struct prefetch *p, struct pf_dir *d)
 	while (ret == 0 && (de = readdir(d->dp)))
 		ret = listing_add(l, de->d_ino, de->d_type, de->d_name);
 	if (ret == 0 && l->n > PREFETCH_INODE_ORDER_MIN && listing_index(l) == 0) {
+		bool room;
+
 		pthread_mutex_lock(&p->lock);
-		d->list = l;
-		d->inode_order = true;
-		d->votes = 1;
+		room = p->listings < PREFETCH_LISTINGS;
+		if (room) {
+			p->listings++;
+			d->list = l;
+			d->inode_order = true;
+			d->votes = 1;
+		}
 		pthread_mutex_unlock(&p->lock);
-		return;
+		if (room)
+			return;
 	}
 	if (l)
 		listing_free(l);
@@ -373,6 +384,7 @@ static void drop_listing(struct prefetch *p, struct pf_dir *d)
 	pthread_mutex_lock(&p->lock);
 	l = d->list;
 	d->list = NULL;
+	p->listings -= l != NULL;
 	pthread_mutex_unlock(&p->lock);
 	if (l)
 		listing_free(l);
@@ -736,6 +748,7 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r)
 	} else if (d || (d = slot_to_take(p, now, max_rank))) {
 		old = d->dp; /* an idle directory's stream, given up */
 		old_list = d->list;
+		p->listings -= old_list != NULL;
 		*d = (struct pf_dir){ .used = true, .in_root = r->in_root,
 				      .speculative = r->speculative, .dev = r->dev, .ino = r->ino,
 				      .uid = r->uid, .gid = r->gid, .gen = ++p->gen, .dp = dp,

@@ -16,7 +16,8 @@
  *    directory order; past 10,000 entries, from a listing of it, first in
  *    inode-number order (find's and cp -r's there), then in whichever of the
  *    two orders the opens of its files go, from just past the last one
- *    (prefetch_listing.h).  They open each regular file by its backing name
+ *    (prefetch_listing.h; at most four such listings at once, so memory
+ *    stays bounded: a further big directory goes in directory order).  They open each regular file by its backing name
  *    (no inode is needed: READDIR makes none), read its key record, and
  *    unwrap the DEKs the cache does not hold in batches (8 files first,
  *    then up to 64: the reader's first file comes back soon).  Subdirectories found on the
