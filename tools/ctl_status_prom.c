@@ -208,6 +208,82 @@ static void print_backing_features(const struct status_mount *mounts, int n)
 	}
 }
 
+/*
+ * One family of per-scope samples: the status field scopes.ID.@stat of every
+ * key scope, labelled scope="ID" (and @label="@label_value" when set).
+ */
+struct scope_metric {
+	const char *stat;
+	const char *name;
+	const char *type;
+	const char *help;
+	const char *label;
+	const char *label_value;
+};
+
+static const struct scope_metric scope_metrics[] = {
+	{"generate", "envelopefs_scope_kms_operations_total", "counter",
+	 "KMS operations of a key scope's KMS since mount, by operation.", "operation", "generate"},
+	{"unwrap", "envelopefs_scope_kms_operations_total", "counter", NULL, "operation", "unwrap"},
+	{"failures", "envelopefs_scope_kms_failures_total", "counter",
+	 "A key scope's KMS operations that failed since mount.", NULL, NULL},
+	{"refusals", "envelopefs_scope_refusals_total", "counter",
+	 "Opens refused because a key scope's KMS refused (revoked).", NULL, NULL},
+	{"locks", "envelopefs_scope_locks_total", "counter",
+	 "Times a key scope was locked (envelopefsctl scope lock).", NULL, NULL},
+	{"unlocked", "envelopefs_scope_unlocked", "gauge",
+	 "1 if the key scope's keys are loaded.", NULL, NULL},
+};
+#define N_SCOPE_METRICS (sizeof(scope_metrics) / sizeof(scope_metrics[0]))
+
+/* scope_field - for a status key scopes.ID.@stat, ID (its length in *@len); else NULL. */
+static const char *scope_field(const char *key, const char *stat, size_t *len)
+{
+	static const char prefix[] = "scopes.";
+	const char *id = key + sizeof(prefix) - 1, *dot;
+
+	if (strncmp(key, prefix, sizeof(prefix) - 1) != 0 || !(dot = strchr(id, '.')) ||
+	    strcmp(dot + 1, stat) != 0)
+		return NULL;
+	*len = (size_t)(dot - id);
+	return id;
+}
+
+/* The key scopes' counters (status "scopes"): one family at a time, every mount's scopes in it. */
+static void print_scopes(const struct status_mount *mounts, int n)
+{
+	for (size_t k = 0; k < N_SCOPE_METRICS; k++) {
+		const struct scope_metric *sm = &scope_metrics[k];
+		bool header = k > 0 && strcmp(scope_metrics[k - 1].name, sm->name) == 0;
+
+		for (int i = 0; i < n; i++) {
+			const struct status_fields *f = &mounts[i].fields;
+
+			for (int j = 0; mounts[i].up && j < f->n; j++) {
+				char id[128];
+				size_t len;
+				const char *at = scope_field(f->key[j], sm->stat, &len);
+
+				if (!at || len >= sizeof(id))
+					continue;
+				if (!header)
+					print_header(sm->name, sm->type, sm->help);
+				header = true;
+				memcpy(id, at, len);
+				id[len] = '\0';
+				open_labels(sm->name, &mounts[i]);
+				print_label("scope", id);
+				if (sm->label)
+					print_label(sm->label, sm->label_value);
+				if (strcmp(f->value[j], "true") == 0 || strcmp(f->value[j], "false") == 0)
+					printf("} %d\n", f->value[j][0] == 't');
+				else
+					printf("} %s\n", f->value[j]);
+			}
+		}
+	}
+}
+
 void status_print_prometheus(const struct status_mount *mounts, int n)
 {
 	static const char *const info_labels[][2] = {
@@ -252,4 +328,5 @@ void status_print_prometheus(const struct status_mount *mounts, int n)
 				print_sample(&metrics[k], &mounts[i]);
 	}
 	print_backing_features(mounts, n);
+	print_scopes(mounts, n);
 }

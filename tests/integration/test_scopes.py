@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mounts import CTL, Volume, get, put
 from vaultd import VaultServer
@@ -125,6 +126,23 @@ def test_write_remount_read_each_scope_on_its_own_kms(tenants):
     assert "generate 0, unwrap 3, failures 0, refused 0, locked 0 times" in human, human
     listed = ctl("scope", "list", vol.mnt).stdout
     assert f"{a.key_ref}" in listed and str(a.dir) in listed and str(b.dir) in listed
+
+    # The same per-scope counters as Prometheus metrics, read by Prometheus' own parser.
+    samples = {}
+    for family in text_string_to_metric_families(ctl("status", "--format", "prometheus",
+                                                     vol.mnt).stdout):
+        for sample in family.samples:
+            if "scope" in sample.labels:
+                key = (sample.name, sample.labels["scope"], sample.labels.get("operation"))
+                samples[key] = sample.value
+    for scope_id, s in status["scopes"].items():
+        assert samples[("envelopefs_scope_kms_operations_total", scope_id, "unwrap")] == \
+            s["unwrap"], samples
+        assert samples[("envelopefs_scope_kms_operations_total", scope_id, "generate")] == \
+            s["generate"], samples
+        assert samples[("envelopefs_scope_kms_failures_total", scope_id, None)] == 0
+        assert samples[("envelopefs_scope_unlocked", scope_id, None)] == 1
+    assert len({k[1] for k in samples}) == 2, samples
 
 
 def test_exdev_across_every_boundary(tenants):
