@@ -14,6 +14,7 @@
 #include "crypto/bigendian.h"
 #include "crypto/kdf.h"
 #include "crypto/secmem.h"
+#include "layout.h"
 #include "names.h"
 
 #define SCOPE_DEF_INFO "envelopefs scope v1 definition"
@@ -247,21 +248,6 @@ int scope_key_open(struct kms *kms, const uint8_t *uuid, const struct scope_def 
 	return 0;
 }
 
-static int write_all(int fd, const uint8_t *buf, size_t len)
-{
-	while (len) {
-		ssize_t w = write(fd, buf, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		buf += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 /* open_registry - the registry directory (O_RDONLY), made (and the root fsynced) if @create. */
 static int open_registry(int backing_fd, bool create)
 {
@@ -303,7 +289,7 @@ int scope_registry_write(int backing_fd, const struct scope_def *d, const uint8_
 		ret = -errno;
 		goto out;
 	}
-	ret = write_all(fd, buf, len);
+	ret = layout_pwrite_full(fd, buf, len, 0);
 	if (ret == 0 && fsync(fd) < 0)
 		ret = -errno;
 	if (ret == 0 && renameat(dir, tmp, dir, name) < 0)
