@@ -28,13 +28,13 @@
 /* Entries a worker looks at per batch, at most: a directory of files that
  * need nothing (cached, not regular) does not hold a worker for long. */
 #define PREFETCH_SCAN_MAX 1024
-/* Past this many entries a directory is read ahead from a listing, first in
- * inode-number order (prefetch_listing.h): gnulib fts's threshold for
- * sorting by inode. */
+/* Past this many entries a directory's read ahead starts in inode-number
+ * order (prefetch_listing.h): gnulib fts's threshold for sorting by inode. */
 #define PREFETCH_INODE_ORDER_MIN 10000
-/* Listings alive at once (each up to LISTING_MAX entries, some 20 MiB): a
- * further big directory is read ahead from its stream, in directory order. */
-#define PREFETCH_LISTINGS 4
+/* Entries all listings alive at once may hold (four of LISTING_MAX, some
+ * 80 MiB): a directory past it is read ahead from its stream, in directory
+ * order. */
+#define PREFETCH_LISTED_MAX (4 * (size_t)LISTING_MAX)
 /* Opens going one order and not the other that it takes to change it (and the most kept). */
 #define PREFETCH_ORDER_VOTES 4
 /* Workers: while one waits for the KMS, another reads the next records. */
@@ -81,7 +81,7 @@ struct pf_dir {
 	unsigned gen;	 /* tells a reused slot from the one a window entry names */
 	DIR *dp;	 /* the workers' own stream, NULL once done */
 	bool order_known; /* the stream was read whole once, to choose the order */
-	/* A big directory's entries (immutable once here; freed by the worker
+	/* The directory's entries (immutable once here; freed by the worker
 	 * that reads it to its end, or with the slot): read from @pos on, in
 	 * inode order or directory order, whichever the reader's opens go in
 	 * (@votes: > 0 inode order), from just past the last file it opened. */
@@ -122,7 +122,7 @@ struct prefetch {
 	struct pf_dir dirs[PREFETCH_DIRS];
 	unsigned gen;
 	unsigned running; /* workers in a batch */
-	unsigned listings; /* slots with a listing, at most PREFETCH_LISTINGS */
+	size_t listed; /* entries of the slots' listings, at most PREFETCH_LISTED_MAX */
 	bool stop;
 	struct prefetch_stats stats;
 
@@ -314,30 +314,35 @@ static bool opened_already(struct envfs *fs, const struct stat *st, int fd)
 static void follow_dir(struct prefetch *p, const struct dir_ref *r);
 
 /*
- * choose_order - read @d's stream whole once: a directory of more than
- * PREFETCH_INODE_ORDER_MIN entries is then read ahead from a listing
- * (first in inode order: find and cp -r); a smaller one (or one past
- * LISTING_MAX, or out of memory) from its stream again, in directory order.
+ * choose_order - read @d's stream whole, once, into a listing: the workers
+ * then read ahead from it, never from the stream again (on a remote backing
+ * a second pass would double the directory reads).  A directory of more
+ * than PREFETCH_INODE_ORDER_MIN entries starts in inode order (find's fts
+ * and cp -r there), a smaller one in directory order; either then follows
+ * the reader's opens (follow_reader).  A directory past LISTING_MAX, or
+ * whose listing would take the listings past PREFETCH_LISTED_MAX, or out of
+ * memory, is read from its stream again, in directory order.
  */
 static void choose_order(struct prefetch *p, struct pf_dir *d)
 {
 	struct listing *l = calloc(1, sizeof(*l));
 	struct dirent *de;
 	int ret = l ? 0 : -ENOMEM;
+	bool room;
 
 	d->order_known = true;
 	while (ret == 0 && (de = readdir(d->dp)))
 		ret = listing_add(l, de->d_ino, de->d_type, de->d_name);
-	if (ret == 0 && l->n > PREFETCH_INODE_ORDER_MIN && listing_index(l) == 0) {
-		bool room;
-
+	if (ret == 0)
+		ret = listing_index(l);
+	if (ret == 0) {
 		pthread_mutex_lock(&p->lock);
-		room = p->listings < PREFETCH_LISTINGS;
+		room = p->listed + l->n <= PREFETCH_LISTED_MAX;
 		if (room) {
-			p->listings++;
+			p->listed += l->n;
 			d->list = l;
-			d->inode_order = true;
-			d->votes = 1;
+			d->inode_order = l->n > PREFETCH_INODE_ORDER_MIN;
+			d->votes = d->inode_order ? 1 : 0;
 		}
 		pthread_mutex_unlock(&p->lock);
 		if (room)
@@ -384,7 +389,7 @@ static void drop_listing(struct prefetch *p, struct pf_dir *d)
 	pthread_mutex_lock(&p->lock);
 	l = d->list;
 	d->list = NULL;
-	p->listings -= l != NULL;
+	p->listed -= l ? l->n : 0;
 	pthread_mutex_unlock(&p->lock);
 	if (l)
 		listing_free(l);
@@ -748,7 +753,7 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r)
 	} else if (d || (d = slot_to_take(p, now, max_rank))) {
 		old = d->dp; /* an idle directory's stream, given up */
 		old_list = d->list;
-		p->listings -= old_list != NULL;
+		p->listed -= old_list ? old_list->n : 0;
 		*d = (struct pf_dir){ .used = true, .in_root = r->in_root,
 				      .speculative = r->speculative, .dev = r->dev, .ino = r->ino,
 				      .uid = r->uid, .gid = r->gid, .gen = ++p->gen, .dp = dp,

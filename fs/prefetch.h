@@ -12,12 +12,13 @@
  * Contract:
  *  - prefetch_dir() never blocks a FUSE request on the KMS: it notes the
  *    directory (one open of its backing directory when it is new) and wakes
- *    a worker.  The workers read the directory through their own stream, in
- *    directory order; past 10,000 entries, from a listing of it, first in
- *    inode-number order (find's and cp -r's there), then in whichever of the
- *    two orders the opens of its files go, from just past the last one
- *    (prefetch_listing.h; at most four such listings at once, so memory
- *    stays bounded: a further big directory goes in directory order).  They open each regular file by its backing name
+ *    a worker.  The workers read the directory's stream once, whole, into a
+ *    listing (prefetch_listing.h), and read ahead from it: in directory
+ *    order, or past 10,000 entries first in inode-number order (find's and
+ *    cp -r's there), then in whichever of the two orders the opens of its
+ *    files go, from just past the last one.  The listings alive at once hold
+ *    at most four times LISTING_MAX entries, so memory stays bounded: a
+ *    directory past that is read from its stream again, in directory order.  They open each regular file by its backing name
  *    (no inode is needed: READDIR makes none), read its key record, and
  *    unwrap the DEKs the cache does not hold in batches (8 files first,
  *    then up to 64: the reader's first file comes back soon).  Subdirectories found on the

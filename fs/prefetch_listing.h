@@ -3,7 +3,7 @@
 #define ENVELOPEFS_FS_PREFETCH_LISTING_H
 
 /*
- * A big directory's entries, for the prefetch workers (prefetch.h), in both
+ * A directory's entries, for the prefetch workers (prefetch.h), in both
  * orders its readers go in: the directory's own (tar) and inode-number order
  * (GNU find's fts sorts a directory of more than 10,000 entries so, and
  * cp -r sorts every directory), with the position of any inode number in
