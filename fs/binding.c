@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "filekey.h"
 #include "log.h"
@@ -46,10 +47,18 @@ int binding_check(struct envfs *fs, struct inode *in, const struct key_record *r
 	return -EIO;
 }
 
-void binding_stamp(struct envfs *fs, const struct inode *in, struct key_record *rec)
+void binding_stamp(struct envfs *fs, const struct inode *in, int fd, struct key_record *rec)
 {
+	struct stat st;
+
 	memset(&rec->bindings, 0, sizeof(rec->bindings));
 	if (!record_tags_v3(&fs->cfg) || rec->version != 2 || !in->entry_known)
+		return;
+	/* Hard links made while the file had no record put no entry anywhere,
+	 * and this daemon knows one of its names only: listing that one would
+	 * refuse the others.  Such a file is bound to none, as one of more
+	 * names than a record lists. */
+	if (fstat(fd, &st) < 0 || st.st_nlink > 1)
 		return;
 	record_bindings_add(&rec->bindings, in->entry);
 	if (in->entry_prev_known)

@@ -44,11 +44,12 @@ void binding_note_entry(struct envfs *fs, struct inode *in, const uint8_t *dirid
 int binding_check(struct envfs *fs, struct inode *in, const struct key_record *rec);
 
 /*
- * binding_stamp - a new record @rec for @in lists @in's entry, and the one a
- * rename took it from (a file renamed while it had no record: the rename
- * may not be durable yet).  Key lock held.
+ * binding_stamp - a new record @rec for @in (backing fd @fd) lists @in's
+ * entry, and the one a rename took it from (a file renamed while it had no
+ * record: the rename may not be durable yet); none when the file has more
+ * than one link (its other names are not known here).  Key lock held.
  */
-void binding_stamp(struct envfs *fs, const struct inode *in, struct key_record *rec);
+void binding_stamp(struct envfs *fs, const struct inode *in, int fd, struct key_record *rec);
 
 /*
  * The entry a file is about to be reached by: binding_add_entry() puts it

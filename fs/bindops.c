@@ -195,6 +195,11 @@ int binding_before_link(struct envfs *fs, struct inode *in, struct inode *dir,
 
 void binding_after(struct envfs *fs, struct binding_change *c, bool done)
 {
+	/* A link to a file that had no record changed no record: if the file
+	 * got its first record meanwhile (a write racing the link, here or on
+	 * another host), that record may list the old name only. */
+	if (c->in && done && !c->move.renamed && !c->move.changed)
+		binding_add_entry(fs, c->in, c->fd, &c->move);
 	if (c->in && done)
 		binding_moved(fs, c->in, &c->move);
 	else if (c->in)

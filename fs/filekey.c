@@ -297,7 +297,7 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 	memcpy(rec->wrapped, key->blob, key->blob_len);
 	free(key);
 	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", set->keys.current->key_ref);
-	binding_stamp(fs, in, rec);
+	binding_stamp(fs, in, fd, rec);
 	ret = record_seal_mac(rec, dek, fs->cfg.uuid);
 	if (ret == 0 && first && fs->layout.placement == PLACEMENT_HEADER) {
 		ret = layout_first_header(&fs->layout, rec, &first->header);

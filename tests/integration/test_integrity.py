@@ -419,6 +419,36 @@ def test_renames_and_links_keep_working(tmp_path, state, names, placement):
         v.unmount()
 
 
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_links_made_before_the_first_record_all_read(tmp_path, state, placement):
+    """Hard links of an empty file (no record yet), then its first record made through one
+    name, by a write or by a user xattr: every name still opens after a remount (the record
+    cannot list names this daemon never saw; found by the namespace explorer, seed 2263718702)."""
+    v = make(tmp_path, "v", placement=placement)
+    v.mount()
+    try:
+        m = v.mnt
+        (m / "d").mkdir()
+        open(m / "d" / "w", "wb").close()
+        os.link(m / "d" / "w", m / "w-link")
+        put(m / "d" / "w", b"written through the first name")
+        open(m / "d" / "x", "wb").close()
+        os.link(m / "d" / "x", m / "x-link")
+        os.setxattr(m / "d" / "x", "user.k", b"v")
+    finally:
+        v.unmount()
+    v.mount()
+    try:
+        m = v.mnt
+        for name in ("d/w", "w-link"):
+            assert get(m / name) == b"written through the first name", name
+        for name in ("d/x", "x-link"):
+            assert get(m / name) == b"", name
+            assert os.getxattr(m / name, "user.k") == b"v", name
+    finally:
+        v.unmount()
+
+
 def test_rename_lost_in_a_crash_still_reads(tmp_path, state):
     """The record lists the new entry before the backing rename: a rename that never reached
     the disk (undone here by hand) leaves a file that still opens under its old name."""
