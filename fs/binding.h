@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "envfs.h"
 
@@ -39,9 +40,20 @@ void binding_note_entry(struct envfs *fs, struct inode *in, const uint8_t *dirid
 /*
  * binding_check - @rec was just read for @in: 0 when it binds the file to
  * no entry or to the one @in was reached by, else -EIO (logged, counted as
- * an integrity error).  Key lock held.
+ * an integrity error); in shared mode -ESTALE instead unless a lookup noted
+ * the entry just before (the kernel may have used a cached name another
+ * host renamed the file away from).  Key lock held.
  */
 int binding_check(struct envfs *fs, struct inode *in, const struct key_record *rec);
+
+/*
+ * binding_retrying - whether binding_check() answered ESTALE for @in since
+ * its last lookup, or for the backing inode of @in or @st (either may be
+ * NULL) in the last seconds (the kernel may have forgotten the inode
+ * meanwhile): a lookup that finds it must ask the backing past its name
+ * cache.
+ */
+bool binding_retrying(struct inode *in, const struct stat *st);
 
 /*
  * binding_stamp - a new record @rec for @in (backing fd @fd) lists @in's

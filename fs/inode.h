@@ -74,8 +74,11 @@ struct inode {
 	 * directory entry the kernel last reached this inode by, which its key
 	 * record must list, and of the one a rename through this daemon took
 	 * it from (a first record lists both: that rename may not be durable
-	 * yet).  Guarded by key_lock. */
-	bool entry_known, entry_prev_known;
+	 * yet).  Shared mode (binding_check()): @entry_fresh, noted by a
+	 * lookup and not checked since; @entry_retrying, a record that did not
+	 * list @entry was answered ESTALE, and no lookup came since.  Guarded
+	 * by key_lock. */
+	bool entry_known, entry_prev_known, entry_fresh, entry_retrying;
 	uint8_t entry[RECORD_BINDING_LEN];
 	uint8_t entry_prev[RECORD_BINDING_LEN];
 

@@ -119,8 +119,12 @@ int inode_gone(struct envfs *fs, struct inode *in, int err)
 	 * GlusterFS client answers ENOENT for some reads of a file another host
 	 * just removed, where the kernel answers ESTALE. */
 	if ((err == -ESTALE || err == -ENOENT) && fs->shared) {
+		/* An ESTALE of the entry binding (binding_check()) is about a
+		 * name, not the inode: the inode lives on. */
+		bool gone = !binding_retrying(in, NULL);
+
 		pthread_mutex_lock(&in->key_lock);
-		in->stale = true;
+		in->stale |= gone;
 		pthread_mutex_unlock(&in->key_lock);
 		return -ESTALE;
 	}
@@ -148,6 +152,23 @@ int fstatat_fresh(int dirfd, const char *name, struct stat *st)
 	return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
 }
 
+/* name_listed - whether a fresh listing of the directory @dirfd holds @bname. */
+static bool name_listed(int dirfd, const char *bname)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	bool listed = dp == NULL; /* cannot tell: the stat's answer stands */
+
+	if (!dp && fd >= 0)
+		close(fd);
+	while (dp && !listed && (de = readdir(dp)))
+		listed = strcmp(de->d_name, bname) == 0;
+	if (dp)
+		closedir(dp);
+	return listed;
+}
+
 /*
  * Fill @e for backing entry @bname (plaintext @name) in @parent and take a
  * kernel reference on its inode.
@@ -157,6 +178,7 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 {
 	struct stat st;
 	struct inode *in;
+	bool renamed_on;
 	int fd, ret;
 
 	memset(e, 0, sizeof(*e));
@@ -167,14 +189,22 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 	if (fstatat(inode_fd(parent), bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	in = inode_lookup_known(fs->inodes, &st, inode_fd(parent), bname);
-	if (in && inode_is_stale(in)) {
-		/* Shared mode: another host replaced the file, and the backing's
-		 * name cache does not know yet.  Asking the backing for the
-		 * attributes now makes it find the gone inode and look the name
-		 * up again (the kernel retries a stale handle with LOOKUP_REVAL). */
-		inode_forget(fs->inodes, in, 1);
+	renamed_on = binding_retrying(in, &st);
+	if (renamed_on || (in && inode_is_stale(in))) {
+		/* Shared mode: another host replaced the file, or renamed it on
+		 * (its record no longer lists this name), and the backing's name
+		 * cache does not know yet.  Asking the backing for the attributes
+		 * now makes it look the name up again (the kernel retries a stale
+		 * handle with LOOKUP_REVAL). */
+		if (in)
+			inode_forget(fs->inodes, in, 1);
 		if (fstatat_fresh(inode_fd(parent), bname, &st) < 0)
 			return -errno;
+		/* A file renamed on still lives, so the backing's cached name
+		 * for it stats fine (GlusterFS keeps names for its entry
+		 * timeout): only a listing asks the servers whether it is gone. */
+		if (renamed_on && !name_listed(inode_fd(parent), bname))
+			return -ENOENT;
 		in = inode_lookup_known(fs->inodes, &st, inode_fd(parent), bname);
 		if (in && inode_is_stale(in)) {
 			inode_forget(fs->inodes, in, 1);

@@ -876,6 +876,27 @@ def test_replaced_by_rename_on_b_is_read_by_a(host_pair):
         data = new
 
 
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_renamed_twice_on_b_is_gone_on_a(local_hosts, placement):
+    """A holds a name in its kernel's cache (entry_timeout); B renames the file on twice, so
+    its record no longer lists that name (format 3, "Entry bindings").  A's open of the old
+    name finds it gone (ENOENT), never EIO: the daemon answers ESTALE to a record that does not
+    list the cached name, and the kernel looks the name up again.  On a local backing only:
+    through GlusterFS, A's client may still list and stat the old name for its own cache's
+    lifetime, and A then answers EIO (README, "Several hosts, one volume")."""
+    a, b = local_hosts(placement=placement)
+    put(a.mnt / "f", b"content")
+    converge(lambda: get(b.mnt / "f"), b"content", {("err", "ENOENT")}, "B reads A's file")
+    for k in range(5):
+        assert get(a.mnt / "f") == b"content"
+        os.rename(b.mnt / "f", b.mnt / "g")
+        os.rename(b.mnt / "g", b.mnt / "h")
+        assert outcome(lambda: get(a.mnt / "f")) == ("err", "ENOENT"), f"round {k}"
+        converge(lambda: get(a.mnt / "h"), b"content", {("err", "ENOENT")}, "A reads h")
+        os.rename(b.mnt / "h", b.mnt / "f")
+        converge(lambda: get(a.mnt / "f"), b"content", {("err", "ENOENT")}, "A reads f again")
+
+
 def rounds(a, b, inodes):
     """Six rounds, and on the local backing more until a backing inode number came back, so that
     the case is exercised: ext4 gives a freed number to the next new file in its group, but other
