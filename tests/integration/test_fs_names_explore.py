@@ -403,6 +403,7 @@ class Explorer:
         self.log.append(f"readdir churn in {show(d)}")
         listing = sorted(os.listdir(os.path.join(self.ref, d) if d else self.ref))
         removed = set(self.rng.sample(listing, min(len(listing), 3)))
+        added = {}
         for root in (self.mnt, self.ref):
             path = os.path.join(root, d) if d else root
             before = set(os.listdir(path))
@@ -416,12 +417,17 @@ class Explorer:
                             if r[1] == "EISDIR":
                                 outcome(lambda: os.rename(os.path.join(path, n),
                                                           os.path.join(path, n + b"-moved")))
-                        os.close(os.open(os.path.join(path, b"added"), CREATE_FLAGS))
+                        # "added" may be there already, as anything (a socket: ENXIO).
+                        added[root] = outcome(
+                            lambda: os.close(os.open(os.path.join(path, b"added"), CREATE_FLAGS)))
             kept = before - removed
             dups = {n for n in seen if seen.count(n) > 1}
             if dups or not kept <= set(seen):
                 self.fail(f"readdir of {show(d)} on {root!r} under churn: duplicates {dups}, "
                           f"missing {kept - set(seen)}")
+        if added.get(self.mnt) != added.get(self.ref):
+            self.fail(f"creating {show(d)}/added under churn: mount {added.get(self.mnt)}, "
+                      f"reference {added.get(self.ref)}")
 
     def seek_check(self):
         """telldir/seekdir: a position taken before an entry gives that entry back."""
