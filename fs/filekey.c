@@ -674,6 +674,8 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 		return ret;
 	}
 	filekey_rekey_env(fs, set, &env);
+	if (scope)
+		env.names = scope_names(scope); /* its user xattrs are sealed under the scope key */
 	pthread_mutex_lock(&in->key_lock);
 	ret = record_to_replace(fs, in, fd, rec, &have, &cached);
 	if (ret == 0)

@@ -10,7 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "crypto/hex.h"
 #include "log.h"
+#include "status.h"
 #include "scopes.h"
 
 int scopes_mount(struct envfs *fs, int root_fd, const uint8_t *volume_key)
@@ -185,6 +187,54 @@ static int lock_scope(struct envfs *fs, struct inode *dir)
 	return 0;
 }
 
+/*
+ * scope_version - ENVELOPEFS_IOC_SCOPE_VERSION, or with @rewrap
+ * ENVELOPEFS_IOC_REWRAP, on the root @dir: the scope's current master-key
+ * version, or for a re-wrap 0 (re-wrapped) or 1 (current already); or -errno.
+ */
+static int scope_version(struct envfs *fs, struct inode *dir, bool rewrap)
+{
+	struct scope *s = root_scope(fs, dir);
+	uint32_t version;
+	int ret;
+
+	if (!s)
+		return -EINVAL;
+	ret = rewrap ? scope_rewrap_key(s, inode_fd(inode_table_root(fs->inodes)), &version)
+		     : scope_current_version(s, &version);
+	if (ret == 0 && rewrap)
+		log_msg(LOG_NOTICE, "directory inode %llu: scope key re-wrapped onto version %u",
+			(unsigned long long)dir->ino, version);
+	if (ret < 0)
+		return ret == -EACCES || ret == -ENOMEM ? ret : -EIO;
+	if (rewrap)
+		return ret;
+	return version > INT_MAX ? -EOVERFLOW : (int)version;
+}
+
+bool scope_ioctl_cmd(struct envfs *fs, struct inode *in, unsigned int cmd)
+{
+	return cmd == ENVELOPEFS_IOC_SCOPE_CREATE || cmd == ENVELOPEFS_IOC_SCOPE_LOCK ||
+	       cmd == ENVELOPEFS_IOC_SCOPE_VERSION ||
+	       (cmd == ENVELOPEFS_IOC_REWRAP && root_scope(fs, in));
+}
+
+int scope_key_description(struct envfs *fs, struct inode *in, char *out, size_t cap)
+{
+	struct scope *s = root_scope(fs, in);
+	struct key_record rec;
+	char id[33];
+	int n;
+
+	if (!s)
+		return -ENODATA;
+	/* A copy: a re-wrap may replace the record meanwhile (scope_rewrap_key). */
+	scope_record_of(s, &rec);
+	hex_encode(rec.file_id, 16, id);
+	n = snprintf(out, cap, "%u %s %s\n", rec.key_version, rec.key_ref, id);
+	return n < 0 || (size_t)n >= cap ? -ERANGE : n;
+}
+
 int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const void *in_buf,
 		size_t in_bufsz)
 {
@@ -192,6 +242,8 @@ int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const voi
 		return -ENOTDIR;
 	if (cmd == ENVELOPEFS_IOC_SCOPE_LOCK)
 		return lock_scope(fs, dir);
+	if (cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_REWRAP)
+		return scope_version(fs, dir, cmd == ENVELOPEFS_IOC_REWRAP);
 	if (in_bufsz != sizeof(struct scope_create_arg))
 		return -EINVAL;
 	return create_scope(fs, dir, in_buf);

@@ -248,6 +248,37 @@ int scope_key_open(struct kms *kms, const uint8_t *uuid, const struct scope_def 
 	return 0;
 }
 
+int scope_key_rewrap(struct kms *kms, const uint8_t *uuid, struct scope_def *d, uint32_t *current)
+{
+	struct key_record *rec = &d->record;
+	uint8_t *key = NULL;
+	struct kms_context ctx;
+	size_t blob_len;
+	int ret = kms_current_version(kms, current);
+
+	if (ret < 0)
+		return ret;
+	if (strcmp(rec->key_ref, kms->key_ref) != 0)
+		return -ENOKEY;
+	if (rec->key_version == *current)
+		return 1;
+	key = secmem_alloc(SCOPE_KEY_LEN);
+	if (!key)
+		return -ENOMEM;
+	/* The record is vouched for anew only once the old one has authenticated. */
+	ret = scope_key_open(kms, uuid, d, key);
+	context_of(uuid, d, &ctx);
+	if (ret == 0)
+		ret = kms_rewrap(kms, &ctx, rec->wrapped, rec->wrapped_len, rec->wrapped,
+				 sizeof(rec->wrapped), &blob_len, &rec->key_version);
+	if (ret == 0) {
+		rec->wrapped_len = (uint16_t)blob_len;
+		ret = record_seal_mac(rec, key, uuid);
+	}
+	secmem_free(key, SCOPE_KEY_LEN);
+	return ret;
+}
+
 /* open_registry - the registry directory (O_RDONLY), made (and the root fsynced) if @create. */
 static int open_registry(int backing_fd, bool create)
 {

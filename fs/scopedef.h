@@ -93,6 +93,17 @@ int scope_key_create(struct kms *kms, const uint8_t *uuid, struct scope_def *d, 
 int scope_key_open(struct kms *kms, const uint8_t *uuid, const struct scope_def *d, uint8_t *key);
 
 /*
+ * scope_key_rewrap - move d->record onto @kms's current master-key version
+ * (*@current) through the KMS's own re-wrap; the scope key stays, the
+ * record's MAC is sealed anew once the old record authenticated.  0 (d->record
+ * replaced: the caller stores @d), 1 (already current: nothing changed),
+ * -ENOKEY (the record names another master key), -EBADMSG, or a KMS error.
+ * On an error d->record may be half-changed: the caller's stored copy is the
+ * truth.
+ */
+int scope_key_rewrap(struct kms *kms, const uint8_t *uuid, struct scope_def *d, uint32_t *current);
+
+/*
  * scope_registry_write - store @d as BACKING/SCOPE_REGISTRY/b64(id), making
  * the registry if needed: written as NAME.tmp, fsynced, renamed, the
  * directory fsynced.  @backing_fd: the backing root.  0 or -errno.

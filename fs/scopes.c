@@ -303,9 +303,69 @@ void scope_lock(struct scope *s)
 	pthread_rwlock_unlock(&s->use);
 }
 
+int scope_current_version(struct scope *s, uint32_t *version)
+{
+	const struct kms_set *ks;
+	int ret = scope_enter(s, &ks);
+
+	if (ret < 0)
+		return ret;
+	ret = kms_current_version(ks->keys.current, version);
+	scope_leave(s, ks);
+	return ret;
+}
+
+int scope_rewrap_key(struct scope *s, int backing_fd, uint32_t *version)
+{
+	struct scope_def *d = malloc(sizeof(*d));
+	char err[512] = "";
+	int ret = 0;
+
+	if (!d)
+		return -ENOMEM;
+	/* Exclusive: unlock() reads s->def.record, which this replaces. */
+	pthread_rwlock_wrlock(&s->use);
+	if (!s->keeper && unlock(s, err, sizeof(err)) < 0) {
+		atomic_fetch_add(&s->refusals, 1);
+		ret = -EACCES; /* as scope_enter() */
+	}
+	if (ret == 0) {
+		const struct kms_set *ks = kms_keeper_get(s->keeper);
+
+		*d = s->def;
+		ret = scope_key_rewrap(ks->keys.current, s->set->uuid, d, version);
+		kms_keeper_put(s->keeper, ks);
+		if (ret < 0)
+			snprintf(err, sizeof(err), "cannot re-wrap the scope key: %s",
+				 ret == -ENOKEY ? "its record names another master key"
+						: kms_strerror(ret));
+	}
+	/* The definition on disk changes first: a crash leaves the old or the new one whole. */
+	if (ret == 0 && (ret = scope_registry_write(backing_fd, d, s->set->def_key)) < 0)
+		snprintf(err, sizeof(err), "cannot write %s/: %s", SCOPE_REGISTRY, strerror(-ret));
+	if (ret == 0)
+		s->def.record = d->record;
+	pthread_rwlock_unlock(&s->use);
+	free(d);
+	if (ret < 0) {
+		char id[SCOPE_ID_TEXT + 1];
+
+		scope_id_text(s, id);
+		log_msg(LOG_ERR, "key scope %s: %s", id, err);
+	}
+	return ret;
+}
+
 bool scope_gone(struct scope *s)
 {
 	return atomic_load(&s->gone);
+}
+
+void scope_record_of(struct scope *s, struct key_record *out)
+{
+	pthread_rwlock_rdlock(&s->use);
+	*out = s->def.record;
+	pthread_rwlock_unlock(&s->use);
 }
 
 const struct scope_def *scope_def_of(const struct scope *s)

@@ -103,6 +103,24 @@ struct names *scope_names(struct scope *s);
  */
 void scope_lock(struct scope *s);
 
+/*
+ * scope_current_version - the current master-key version of @s's KMS
+ * (unlocking @s first if need be).  0, -EACCES (locked by its KMS), or a
+ * KMS error.
+ */
+int scope_current_version(struct scope *s, uint32_t *version);
+
+/*
+ * scope_rewrap_key - move @s's scope-key record onto its KMS's current
+ * version *@version, storing the new definition in the registry of backing
+ * root @backing_fd (crash-safely, scopedef.h) before @s uses it.  0 (re-wrapped),
+ * 1 (already current), or -errno (logged).
+ */
+int scope_rewrap_key(struct scope *s, int backing_fd, uint32_t *version);
+
+/* scope_record_of - a copy of @s's scope-key record (a re-wrap replaces it). */
+void scope_record_of(struct scope *s, struct key_record *out);
+
 const struct scope_def *scope_def_of(const struct scope *s);
 
 /* scope_gone - whether @s's root was removed (it is then listed nowhere). */

@@ -26,6 +26,8 @@
 #include "fs/scope_ops.h"
 #include "fs/status.h"
 #include "tools/ctl.h"
+#include "tools/ctl_daemon.h"
+#include "tools/ctl_scope.h"
 
 static const char usage[] =
 	"Usage: envelopefsctl scope create --kms NAME [--kms-setting KEY=VALUE]... DIR\n"
@@ -173,6 +175,39 @@ out:
 		iniparser_freedict(previous);
 	volume_config_free(&cfg);
 	return code;
+}
+
+int ctl_scope_target(const char *dir, uint32_t *version, char *key_ref, size_t ref_cap,
+		     char uuid[37])
+{
+	static char status[65536];
+	char root[PATH_MAX], record[512];
+	ssize_t len;
+	int ret;
+
+	if (getxattr(dir, SCOPE_XATTR, record, sizeof(record)) < 0)
+		return errno == ENODATA ? ctl_err(CTL_USAGE, "%s: not the root of a key scope", dir)
+					: daemon_error(dir, errno);
+	ret = ctl_daemon_ioctl(dir, ENVELOPEFS_IOC_SCOPE_VERSION);
+	if (ret < 0)
+		return daemon_error(dir, -ret);
+	*version = (uint32_t)ret;
+	/* The scope root describes its scope key's record as the mount root the volume key's. */
+	len = getxattr(dir, KEY_XATTR, record, sizeof(record) - 1);
+	if (len < 0)
+		return daemon_error(dir, errno);
+	record[len] = '\0';
+	if (sscanf(record, "%*u %511s", record) != 1 || strlen(record) >= ref_cap)
+		return ctl_err(CTL_FAILED, "%s: the daemon describes no scope key", dir);
+	snprintf(key_ref, ref_cap, "%s", record);
+	if (mount_root(dir, root) < 0 ||
+	    (len = getxattr(root, STATUS_XATTR, status, sizeof(status) - 1)) < 0)
+		return ctl_err(CTL_FAILED, "%s: cannot read the volume's status", dir);
+	status[len] = '\0';
+	if (!json_field(status, "volume", record, sizeof(record)) || strlen(record) != 36)
+		return ctl_err(CTL_FAILED, "%s: the daemon's status names no volume", root);
+	memcpy(uuid, record, 37);
+	return CTL_OK;
 }
 
 static int scope_create(const char *dir, const char *provider, char **settings, int n)
