@@ -212,10 +212,33 @@ static int scope_version(struct envfs *fs, struct inode *dir, bool rewrap)
 	return version > INT_MAX ? -EOVERFLOW : (int)version;
 }
 
+static int shred_scope(struct envfs *fs, struct inode *dir)
+{
+	struct scope *s = root_scope(fs, dir);
+	char err[512] = "";
+	int ret;
+
+	if (!s)
+		return -EINVAL;
+	ret = scope_shred(s, err, sizeof(err));
+	if (ret < 0) {
+		log_msg(LOG_ERR, "directory inode %llu: key scope not shredded: %s",
+			(unsigned long long)dir->ino, err);
+		return ret == -EACCES || ret == -EPERM || ret == -EOPNOTSUPP || ret == -ENOMEM
+			       ? ret
+			       : -EIO;
+	}
+	dekcache_forget_tag(fs->cache, s);
+	log_msg(LOG_NOTICE, "directory inode %llu: key scope shredded: its master key is "
+			    "destroyed and nothing under it decrypts again",
+		(unsigned long long)dir->ino);
+	return 0;
+}
+
 bool scope_ioctl_cmd(struct envfs *fs, struct inode *in, unsigned int cmd)
 {
 	return cmd == ENVELOPEFS_IOC_SCOPE_CREATE || cmd == ENVELOPEFS_IOC_SCOPE_LOCK ||
-	       cmd == ENVELOPEFS_IOC_SCOPE_VERSION ||
+	       cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_SCOPE_SHRED ||
 	       (cmd == ENVELOPEFS_IOC_REWRAP && root_scope(fs, in));
 }
 
@@ -242,6 +265,8 @@ int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const voi
 		return -ENOTDIR;
 	if (cmd == ENVELOPEFS_IOC_SCOPE_LOCK)
 		return lock_scope(fs, dir);
+	if (cmd == ENVELOPEFS_IOC_SCOPE_SHRED)
+		return shred_scope(fs, dir);
 	if (cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_REWRAP)
 		return scope_version(fs, dir, cmd == ENVELOPEFS_IOC_REWRAP);
 	if (in_bufsz != sizeof(struct scope_create_arg))

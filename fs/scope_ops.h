@@ -37,6 +37,14 @@
  *                                The scope's files are re-wrapped one by one
  *                                as any file: by their scope's KMS.
  *
+ *   ENVELOPEFS_IOC_SCOPE_SHRED   the directory is a scope's root: destroy its
+ *                                master key in its KMS (kms_destroy(): a local
+ *                                keyring shredded, a Vault key deleted, an AWS
+ *                                key disabled and its deletion scheduled) and
+ *                                lock it.  EOPNOTSUPP (the provider cannot),
+ *                                EPERM (the KMS refuses: the log says what to
+ *                                do), EACCES (its KMS refuses already).
+ *
  * KEY_XATTR (status.h) on a scope's root describes the scope key's record,
  * as on the mount root it describes the volume key's; and
  *
@@ -55,6 +63,7 @@ struct scope_create_arg {
 #define ENVELOPEFS_IOC_SCOPE_CREATE _IOW(0xef, 16, struct scope_create_arg)
 #define ENVELOPEFS_IOC_SCOPE_LOCK _IO(0xef, 17)
 #define ENVELOPEFS_IOC_SCOPE_VERSION _IO(0xef, 18)
+#define ENVELOPEFS_IOC_SCOPE_SHRED _IO(0xef, 19)
 #define SCOPE_XATTR "trusted.envelopefs.scope"
 
 #ifndef ENVELOPEFS_SCOPE_OPS_TOOL_ONLY

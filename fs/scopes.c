@@ -356,6 +356,31 @@ int scope_rewrap_key(struct scope *s, int backing_fd, uint32_t *version)
 	return ret;
 }
 
+int scope_shred(struct scope *s, char *err, size_t err_len)
+{
+	const struct kms_set *ks;
+	int ret = 0;
+
+	pthread_rwlock_wrlock(&s->use);
+	if (!s->keeper && unlock(s, err, err_len) < 0)
+		ret = -EACCES; /* its KMS refuses: nothing to destroy the key through */
+	if (ret == 0) {
+		ks = kms_keeper_get(s->keeper);
+		ret = kms_destroy(ks->keys.current, err, err_len);
+		kms_keeper_put(s->keeper, ks);
+	}
+	if (ret == 0) {
+		/* As scope_lock(): the keys this daemon still holds go too. */
+		names_forget_keys(s->names);
+		keep_counters(s);
+		kms_keeper_close(s->keeper);
+		s->keeper = NULL;
+		atomic_fetch_add(&s->locks, 1);
+	}
+	pthread_rwlock_unlock(&s->use);
+	return ret;
+}
+
 bool scope_gone(struct scope *s)
 {
 	return atomic_load(&s->gone);

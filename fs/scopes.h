@@ -118,6 +118,15 @@ int scope_current_version(struct scope *s, uint32_t *version);
  */
 int scope_rewrap_key(struct scope *s, int backing_fd, uint32_t *version);
 
+/*
+ * scope_shred - destroy @s's master key in its KMS (kms_destroy(), opening
+ * the provider if need be), then lock @s as scope_lock() does.  Nothing
+ * under the scope unwraps again.  0, or -errno with a message in @err:
+ * -EACCES (its KMS refuses already), -EOPNOTSUPP, -EPERM (kms.h).  The
+ * caller drops the scope's cached DEKs.
+ */
+int scope_shred(struct scope *s, char *err, size_t err_len);
+
 /* scope_record_of - a copy of @s's scope-key record (a re-wrap replaces it). */
 void scope_record_of(struct scope *s, struct key_record *out);
 

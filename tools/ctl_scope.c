@@ -33,6 +33,7 @@ static const char usage[] =
 	"Usage: envelopefsctl scope create --kms NAME [--kms-setting KEY=VALUE]... DIR\n"
 	"       envelopefsctl scope list MOUNTPOINT\n"
 	"       envelopefsctl scope lock DIR\n"
+	"       envelopefsctl scope shred [--yes] DIR\n"
 	"\n"
 	"Key scopes of a mounted volume (root only).  create makes the empty directory\n"
 	"DIR the root of a key scope whose files' keys, names, symlink targets and xattrs\n"
@@ -40,11 +41,15 @@ static const char usage[] =
 	"secrets come from files or the daemon's environment, never from here).  list\n"
 	"shows each scope's directory, provider, key reference and whether it is\n"
 	"unlocked.  lock drops the scope's cached keys at once: the next use asks its\n"
-	"KMS again.  Nested scopes are refused.\n"
+	"KMS again.  shred destroys the scope's master key in its KMS (a local keyring\n"
+	"overwritten and removed, a Vault key deleted, an AWS key disabled and its\n"
+	"deletion scheduled): nothing under DIR decrypts again, offline tools included.\n"
+	"Nested scopes are refused.\n"
 	"\n"
 	"Options:\n"
 	"  --kms NAME              the scope's provider (local, pkcs11, aws, vault, ...)\n"
 	"  --kms-setting KEY=VALUE one provider setting (repeatable)\n"
+	"  --yes                   (shred) do not ask; without it shred asks on a terminal\n"
 	"  -h, --help              show this help\n";
 
 /* open_dir - @path as an open directory of a mount.  fd or -1 (reported). */
@@ -274,6 +279,46 @@ static int scope_lock_dir(const char *dir)
 	return rc;
 }
 
+/* confirmed - whether the operator typed "yes" on the terminal for shredding @dir. */
+static bool confirmed(const char *dir)
+{
+	char answer[16];
+
+	fprintf(stderr, "Shred the master key of key scope %s? Nothing under it will ever decrypt "
+			"again. Type yes to go on: ", dir);
+	return fgets(answer, sizeof(answer), stdin) && strcmp(answer, "yes\n") == 0;
+}
+
+static int scope_shred_dir(const char *dir, bool yes)
+{
+	int fd, rc = CTL_OK;
+
+	if (!yes && !isatty(STDIN_FILENO))
+		return ctl_err(CTL_USAGE, "%s: shred destroys the scope's key for good: give --yes "
+					  "(or run it on a terminal, which asks)", dir);
+	if (!yes && !confirmed(dir))
+		return ctl_err(CTL_FAILED, "%s: not shredded", dir);
+	fd = open_dir(dir);
+	if (fd < 0)
+		return CTL_FAILED;
+	if (ioctl(fd, ENVELOPEFS_IOC_SCOPE_SHRED) < 0) {
+		if (errno == EINVAL)
+			rc = ctl_err(CTL_FAILED, "%s: not the root of a key scope", dir);
+		else if (errno == EOPNOTSUPP)
+			rc = ctl_err(CTL_FAILED, "%s: the scope's provider cannot destroy its key: "
+						 "destroy it in the KMS, then `scope lock` it", dir);
+		else if (errno == EPERM)
+			rc = ctl_err(CTL_FAILED, "%s: the scope's KMS refuses to destroy the key as "
+						 "configured (the daemon's log says what to do)", dir);
+		else
+			rc = daemon_error(dir, errno);
+	} else {
+		printf("%s: key scope shredded: nothing under it decrypts again\n", dir);
+	}
+	close(fd);
+	return rc;
+}
+
 /* The scope roots found by the walk: ID -> path. */
 static struct {
 	char id[SCOPE_ID_TEXT + 1];
@@ -346,9 +391,11 @@ int cmd_scope(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "kms", required_argument, NULL, 'k' },
 		{ "kms-setting", required_argument, NULL, 's' },
+		{ "yes", no_argument, NULL, 'y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	bool yes = false;
 	char **settings = calloc((size_t)argc, sizeof(*settings));
 	const char *provider = NULL, *action;
 	int c, n = 0, rc;
@@ -360,6 +407,8 @@ int cmd_scope(int argc, char **argv)
 			provider = optarg;
 		} else if (c == 's') {
 			settings[n++] = optarg;
+		} else if (c == 'y') {
+			yes = true;
 		} else {
 			free(settings);
 			return ctl_usage(usage, c == 'h');
@@ -370,12 +419,14 @@ int cmd_scope(int argc, char **argv)
 		return ctl_usage(usage, false);
 	}
 	action = argv[optind];
-	if (strcmp(action, "create") == 0 && provider)
+	if (strcmp(action, "create") == 0 && provider && !yes)
 		rc = scope_create(argv[optind + 1], provider, settings, n);
-	else if (strcmp(action, "list") == 0 && !provider && n == 0)
+	else if (strcmp(action, "list") == 0 && !provider && n == 0 && !yes)
 		rc = scope_list(argv[optind + 1]);
-	else if (strcmp(action, "lock") == 0 && !provider && n == 0)
+	else if (strcmp(action, "lock") == 0 && !provider && n == 0 && !yes)
 		rc = scope_lock_dir(argv[optind + 1]);
+	else if (strcmp(action, "shred") == 0 && !provider && n == 0)
+		rc = scope_shred_dir(argv[optind + 1], yes);
 	else
 		rc = ctl_usage(usage, false);
 	free(settings);
