@@ -161,7 +161,7 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 	refs[0] = set->keys.current->key_ref;
 	refs[1] = set->keys.previous ? set->keys.previous->key_ref : NULL;
 	ret = scope_set_create(fs->scopes, inode_fd(inode_table_root(fs->inodes)), id,
-			       arg->settings, refs, err, sizeof(err));
+			       arg->settings, refs, &fs->layout, err, sizeof(err));
 	kms_keeper_put(fs->keys, set);
 	if (ret < 0) {
 		log_msg(LOG_ERR, "directory inode %llu: cannot make a key scope: %s",

@@ -435,10 +435,18 @@ static bool ref_taken(struct scope_set *set, const char *ref, const char *const 
 	return taken;
 }
 
-int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
-		     const char *settings, const char *const *volume_refs, char *err,
-		     size_t err_len)
+/* records_fit - whether every record @kms makes fits a header slot of @l, re-wrapped or not. */
+static bool records_fit(const struct layout *l, const struct kms *kms, size_t *need)
 {
+	*need = slot_size_for_version(l->format_version, strlen(kms->key_ref), kms->max_blob_len);
+	return l->placement != PLACEMENT_HEADER || (*need && *need <= l->slot_size);
+}
+
+int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
+		     const char *settings, const char *const *volume_refs,
+		     const struct layout *layout, char *err, size_t err_len)
+{
+	size_t need;
 	uint8_t *key = secmem_alloc(SCOPE_KEY_LEN);
 	struct scope_def *d = calloc(1, sizeof(*d));
 	struct kms_keeper *keeper = NULL;
@@ -473,6 +481,12 @@ int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid
 		ret = -EINVAL;
 		snprintf(err, err_len, "master key %s is the volume's or another scope's: a scope "
 				       "needs a key of its own", ks->keys.current->key_ref);
+	} else if (!records_fit(layout, ks->keys.current, &need)) {
+		ret = -EINVAL;
+		snprintf(err, err_len, "the key records of %s need header slots of %zu bytes, this "
+				       "volume's hold %u: a scope on this KMS needs a volume with "
+				       "key_records = xattr (init --header xattr)",
+			 ks->keys.current->key_ref, need, (unsigned)layout->slot_size);
 	} else {
 		ret = scope_key_create(ks->keys.current, set->uuid, d, key);
 		if (ret < 0)

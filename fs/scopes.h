@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "kmsset.h"
+#include "layout.h"
 #include "names.h"
 #include "scopedef.h"
 
@@ -66,11 +67,14 @@ struct scope *scope_by_root(struct scope_set *set, const uint8_t *dirid);
  * opens the provider, draws the scope key, writes the definition and adds
  * the scope (unlocked).  Refuses (-EEXIST) a directory that is a root
  * already and (-EINVAL) a key reference the volume (@volume_refs, NULL
- * terminated) or another scope uses.  0 or -errno, message in @err.
+ * terminated) or another scope uses, or a provider whose records need more
+ * room than the header slots of @layout hold (the rule `init` sizes the
+ * slots by: a re-wrap must always fit in place).  0 or -errno, message in
+ * @err.
  */
 int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
-		     const char *settings, const char *const *volume_refs, char *err,
-		     size_t err_len);
+		     const char *settings, const char *const *volume_refs,
+		     const struct layout *layout, char *err, size_t err_len);
 
 /*
  * scope_set_forget_root - the scope's root @dirid was removed: drop its

@@ -1022,7 +1022,9 @@ static int key_call(struct aws_kms *ak, const char *op, int days)
 	json_writer_init(&w, body, sizeof(body));
 	json_write_object_begin(&w);
 	json_write_key(&w, "KeyId");
-	json_write_string(&w, ak->key_arn);
+	/* The key's own ID (the ARN's tail): what these calls take everywhere, aliases never. */
+	json_write_string(&w, strrchr(ak->key_arn, '/') ? strrchr(ak->key_arn, '/') + 1
+							 : ak->key_arn);
 	if (days) {
 		json_write_key(&w, "PendingWindowInDays");
 		json_write_int(&w, days);

@@ -76,7 +76,8 @@ static int daemon_error(const char *path, int err)
 	case EINVAL:
 		return ctl_err(CTL_FAILED, "%s: refused: nested scope, the volume's root, a "
 					   "volume without encrypted names, a master key already in "
-					   "use, or bad settings (the daemon's log says which)",
+					   "use, key records too large for the volume's header slots, "
+					   "or bad settings (the daemon's log says which)",
 			       path);
 	case EACCES:
 		return ctl_err(CTL_KEY, "%s: the scope's KMS refused (the daemon's log says why)",

@@ -7,6 +7,8 @@ they were; --check counts and fails while anything is behind; --rekey gives the 
 data keys and keeps their user xattrs, which are sealed under the scope key."""
 import os
 
+import pytest
+
 from mounts import get
 from test_scopes import KEY_XATTR, ctl, tenants, write_tree  # noqa: F401 (a fixture)
 
@@ -52,6 +54,12 @@ def test_rotate_one_scope_under_its_own_kms(tenants):  # noqa: F811
     assert ctl("rotate", "--scope", "--check", a.dir).returncode == 0
     again = ctl("rotate", "--scope", a.dir)
     assert "already current:  3" in again.stdout, again.stdout
+    # The keys the re-wrap cached are the scope's still: a revocation and a lock drop them.
+    a.revoke()
+    ctl("scope", "lock", a.dir)
+    with pytest.raises(PermissionError):
+        get(a.dir / "a1.txt")
+    a.restore()
 
     # Version 1 of the tenant's keyring is needed no more: retire it (the scope's root as the
     # volume to check), remount, and everything under the scope still reads.
