@@ -124,9 +124,21 @@ static int dir_empty(struct inode *dir)
 	return ret;
 }
 
+/*
+ * volume_refs - the volume's key references (current, and previous while it
+ * moves) into @refs, NULL terminated, from @set (held by the caller): a
+ * scope's master key must be none of them.
+ */
+static void volume_refs(const struct kms_set *set, const char *refs[3])
+{
+	refs[0] = set->keys.current->key_ref;
+	refs[1] = set->keys.previous ? set->keys.previous->key_ref : NULL;
+	refs[2] = NULL;
+}
+
 static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_create_arg *arg)
 {
-	const char *refs[3] = {NULL, NULL, NULL};
+	const char *refs[3];
 	const struct kms_set *set;
 	const uint8_t *id;
 	char err[512];
@@ -158,8 +170,7 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 	if (ret < 0)
 		return ret;
 	set = kms_keeper_get(fs->keys);
-	refs[0] = set->keys.current->key_ref;
-	refs[1] = set->keys.previous ? set->keys.previous->key_ref : NULL;
+	volume_refs(set, refs);
 	ret = scope_set_create(fs->scopes, inode_fd(inode_table_root(fs->inodes)), id,
 			       arg->settings, refs, &fs->layout, err, sizeof(err));
 	kms_keeper_put(fs->keys, set);
@@ -235,10 +246,43 @@ static int shred_scope(struct envfs *fs, struct inode *dir)
 	return 0;
 }
 
+/* scope_move - ENVELOPEFS_IOC_SCOPE_MOVE (@arg) or, @arg NULL, _MOVE_END on the root @dir. */
+static int scope_move(struct envfs *fs, struct inode *dir, const struct scope_create_arg *arg)
+{
+	const char *refs[3];
+	int root_fd = inode_fd(inode_table_root(fs->inodes)), ret;
+	struct scope *s = root_scope(fs, dir);
+	const struct kms_set *set;
+	char err[512] = "";
+
+	if (!s || (arg && memchr(arg->settings, '\0', sizeof(arg->settings)) == NULL))
+		return -EINVAL;
+	if (arg) {
+		set = kms_keeper_get(fs->keys);
+		volume_refs(set, refs);
+		ret = scope_move_start(s, root_fd, arg->settings, refs, &fs->layout, err,
+				       sizeof(err));
+		kms_keeper_put(fs->keys, set);
+	} else {
+		ret = scope_move_end(s, root_fd, err, sizeof(err));
+	}
+	if (ret < 0) {
+		log_msg(LOG_ERR, "directory inode %llu: key scope not %s: %s",
+			(unsigned long long)dir->ino, arg ? "moved" : "settled", err);
+		return ret == -EBUSY || ret == -EINVAL || ret == -EACCES || ret == -ENOMEM ? ret
+											   : -EIO;
+	}
+	if (ret == 0)
+		log_msg(LOG_NOTICE, "directory inode %llu: key scope %s", (unsigned long long)dir->ino,
+			arg ? "moving to another KMS" : "moved: its previous KMS is needed no more");
+	return ret;
+}
+
 bool scope_ioctl_cmd(struct envfs *fs, struct inode *in, unsigned int cmd)
 {
 	return cmd == ENVELOPEFS_IOC_SCOPE_CREATE || cmd == ENVELOPEFS_IOC_SCOPE_LOCK ||
 	       cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_SCOPE_SHRED ||
+	       cmd == ENVELOPEFS_IOC_SCOPE_MOVE || cmd == ENVELOPEFS_IOC_SCOPE_MOVE_END ||
 	       (cmd == ENVELOPEFS_IOC_REWRAP && root_scope(fs, in));
 }
 
@@ -267,6 +311,11 @@ int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const voi
 		return lock_scope(fs, dir);
 	if (cmd == ENVELOPEFS_IOC_SCOPE_SHRED)
 		return shred_scope(fs, dir);
+	if (cmd == ENVELOPEFS_IOC_SCOPE_MOVE_END)
+		return scope_move(fs, dir, NULL);
+	if (cmd == ENVELOPEFS_IOC_SCOPE_MOVE)
+		return in_bufsz == sizeof(struct scope_create_arg) ? scope_move(fs, dir, in_buf)
+								   : -EINVAL;
 	if (cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_REWRAP)
 		return scope_version(fs, dir, cmd == ENVELOPEFS_IOC_REWRAP);
 	if (in_bufsz != sizeof(struct scope_create_arg))

@@ -45,6 +45,18 @@
  *                                EPERM (the KMS refuses: the log says what to
  *                                do), EACCES (its KMS refuses already).
  *
+ *   ENVELOPEFS_IOC_SCOPE_MOVE    the directory is a scope's root: start moving
+ *                                the scope to the KMS of the settings in the
+ *                                argument (as for _CREATE): ioctl(2) returns
+ *                                0, or 1 when it is moving there already
+ *                                (resume).  EBUSY (moving elsewhere), EINVAL
+ *                                (the key in use, records too large, the
+ *                                same KMS), EACCES.  Its files then move one
+ *                                by one with ENVELOPEFS_IOC_REWRAP.
+ *   ENVELOPEFS_IOC_SCOPE_MOVE_END  end the move (the caller checked that no
+ *                                record is left under the old KMS): 0, or 1
+ *                                when it was not moving.
+ *
  * KEY_XATTR (status.h) on a scope's root describes the scope key's record,
  * as on the mount root it describes the volume key's; and
  *
@@ -64,6 +76,8 @@ struct scope_create_arg {
 #define ENVELOPEFS_IOC_SCOPE_LOCK _IO(0xef, 17)
 #define ENVELOPEFS_IOC_SCOPE_VERSION _IO(0xef, 18)
 #define ENVELOPEFS_IOC_SCOPE_SHRED _IO(0xef, 19)
+#define ENVELOPEFS_IOC_SCOPE_MOVE _IOW(0xef, 20, struct scope_create_arg)
+#define ENVELOPEFS_IOC_SCOPE_MOVE_END _IO(0xef, 21)
 #define SCOPE_XATTR "trusted.envelopefs.scope"
 
 #ifndef ENVELOPEFS_SCOPE_OPS_TOOL_ONLY

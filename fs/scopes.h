@@ -77,6 +77,28 @@ int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid
 		     const struct layout *layout, char *err, size_t err_len);
 
 /*
+ * scope_move_start - begin moving @s to the KMS of the canonical @settings
+ * (rotate --scope --to-kms; docs/FORMAT.md, "Moving a scope to another
+ * KMS"): the new provider's key checked as scope_set_create() checks it,
+ * the scope key wrapped by it, and a definition with @s's settings as the
+ * previous ones stored in the registry of @backing_fd before @s uses it (@s
+ * is locked: the next use opens both providers).  0 (started), 1 (moving
+ * to @settings already: resume), -EBUSY (moving elsewhere), -EACCES (the
+ * scope's KMS refuses), -EINVAL, or -errno; a message in @err.
+ */
+int scope_move_start(struct scope *s, int backing_fd, const char *settings,
+		     const char *const *volume_refs, const struct layout *layout, char *err,
+		     size_t err_len);
+
+/*
+ * scope_move_end - end @s's move: the definition without previous
+ * settings stored, @s locked (reopened with its new KMS alone).  The caller
+ * made sure no record is left under the old KMS.  0, 1 (not moving), or
+ * -errno + @err.
+ */
+int scope_move_end(struct scope *s, int backing_fd, char *err, size_t err_len);
+
+/*
  * scope_set_forget_root - the scope's root @dirid was removed: drop its
  * definition from the registry (the struct stays, locked, until unmount).
  */

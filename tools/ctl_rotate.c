@@ -67,7 +67,7 @@ static const char rotate_usage[] =
 	"Usage: envelopefsctl rotate [OPTIONS] MOUNTPOINT [PATH...]\n"
 	"       envelopefsctl rotate --offline [OPTIONS] BACKING\n"
 	"       envelopefsctl rotate --to-kms CONFIG [--offline] [OPTIONS] MOUNTPOINT|BACKING\n"
-	"       envelopefsctl rotate --scope [OPTIONS] DIR\n"
+	"       envelopefsctl rotate --scope [--to-kms CONFIG] [OPTIONS] DIR\n"
 	"\n"
 	"Re-wrap every regular file's data key under the KMS's current master-key\n"
 	"version (after `envelopefsctl keyring rotate`).  Data is not rewritten.  Online,\n"
@@ -102,7 +102,8 @@ static const char rotate_usage[] =
 	"                  every key is re-wrapped by the new KMS, the data stays.\n"
 	"                  Resumable; the old KMS is not needed once it finishes\n"
 	"  --scope         DIR is the root of a key scope: rotate it (with --check,\n"
-	"                  --dry-run, --rekey, --jobs, --max-rate, --json, --state)\n"
+	"                  --dry-run, --rekey, --jobs, --max-rate, --json, --state), or\n"
+	"                  with --to-kms CONFIG move it to another KMS\n"
 	"\n"
 	"Progress goes to stderr: a live line on a terminal, a line every 5 s otherwise.\n"
 	"Online use needs root (the daemon's interface is a trusted.* xattr).\n";
@@ -134,6 +135,7 @@ struct rekey_state {
 struct rotation {
 	bool offline, check, dry_run, json, rekey, quiet;
 	bool scope; /* --scope: the walk's one root is a key scope's root */
+	bool moving; /* --scope --to-kms: the scope moves to another KMS */
 	unsigned shard, shards; /* --shard I/N: shard I (from 1) of N; N = 0: every file */
 	struct ctl_migration *migration; /* --to-kms: the move under way, else NULL */
 	char target_ref[KMS_MAX_REF + 1]; /* a done record names this key */
@@ -436,7 +438,7 @@ static void rate_wait(struct rotation *r)
  */
 static bool rewrapped_already(const struct rotation *r, uint32_t version, const char *ref)
 {
-	return strcmp(ref, r->target_ref) == 0 && (r->migration || version >= r->target);
+	return strcmp(ref, r->target_ref) == 0 && (r->migration || r->moving || version >= r->target);
 }
 
 static void process(struct rotation *r, struct file_item *it)
@@ -779,9 +781,9 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 			       "not take --shard");
 	/* A scope's definition is authenticated by the volume key, which only the
 	 * daemon holds; and the scope is one tree. */
-	if (r->scope && (r->offline || r->shards || *to_kms || optind != argc - 1))
+	if (r->scope && (r->offline || r->shards || optind != argc - 1))
 		return ctl_err(CTL_USAGE, "--scope rotates one mounted scope: it takes one DIR "
-			       "and neither --offline, --shard nor --to-kms");
+			       "and neither --offline nor --shard");
 	/* An offline re-key first finishes every interrupted re-key of the volume,
 	 * which would take another shard's journals from under it. */
 	if (r->offline && r->rekey && r->shards)
@@ -1059,8 +1061,11 @@ int cmd_rotate(int argc, char **argv)
 		if (r.rekey && !r.check && !r.dry_run)
 			code = offline_rekey_setup(&r);
 	} else if (r.scope) {
-		code = ctl_scope_target(argv[optind], &r.target, r.target_ref,
-					sizeof(r.target_ref), uuid);
+		r.moving = to_kms != NULL;
+		code = r.moving ? ctl_scope_move_start(argv[optind], to_kms) : CTL_OK;
+		if (code == CTL_OK)
+			code = ctl_scope_target(argv[optind], &r.target, r.target_ref,
+						sizeof(r.target_ref), uuid);
 	} else {
 		struct stat mnt, sub;
 
@@ -1100,10 +1105,11 @@ int cmd_rotate(int argc, char **argv)
 		code = state_open(&r, uuid);
 	/* Online, PATHs after the mountpoint narrow the walk. */
 	int first = r.offline ? optind : optind + (argc - optind > 1);
-	if (code == CTL_OK && r.migration) {
+	if (code == CTL_OK && (r.migration || r.moving)) {
 		code = migrate_walk(&r, argv + first, argc - first);
 		if (code == CTL_OK)
-			code = ctl_migrate_finish(r.migration);
+			code = r.moving ? ctl_scope_move_end(argv[optind])
+					: ctl_migrate_finish(r.migration);
 	} else if (code == CTL_OK) {
 		code = walk_and_run(&r, argv + first, argc - first);
 		if (code == CTL_OK)

@@ -216,6 +216,74 @@ int ctl_scope_target(const char *dir, uint32_t *version, char *key_ref, size_t r
 	return CTL_OK;
 }
 
+/* move_settings - the canonical [kms] settings of INI file @config into @out.  A CTL_* code. */
+static int move_settings(const char *config, char *out, size_t cap)
+{
+	dictionary *ini = iniparser_load(config);
+	const char **keys = NULL;
+	char err[512];
+	int n, code = CTL_OK;
+
+	if (!ini)
+		return ctl_err(CTL_USAGE, "--to-kms %s: not a readable INI file", config);
+	n = iniparser_getsecnkeys(ini, "kms");
+	if (iniparser_getnsec(ini) != 1 || n <= 0)
+		code = ctl_err(CTL_USAGE, "--to-kms %s: wants exactly one section, [kms], with the "
+					  "scope's new provider and its settings", config);
+	else if (!(keys = calloc((size_t)n, sizeof(*keys))))
+		code = ctl_err(CTL_FAILED, "out of memory");
+	else
+		iniparser_getseckeys(ini, "kms", keys);
+	for (int i = 0; keys && i < n && code == CTL_OK; i++)
+		if (ctl_secret_setting(keys[i] + 4))
+			code = ctl_err(CTL_USAGE, "--to-kms %s: [kms] %s is a secret: give its file "
+						  "(%s_file) or the provider's environment variable",
+				       config, keys[i] + 4, keys[i] + 4);
+	if (code == CTL_OK && scope_settings_canon(ini, out, cap, err, sizeof(err)) < 0)
+		code = ctl_err(CTL_USAGE, "--to-kms %s: %s", config, err);
+	free(keys);
+	iniparser_freedict(ini);
+	return code;
+}
+
+int ctl_scope_move_start(const char *dir, const char *config)
+{
+	struct scope_create_arg *arg = calloc(1, sizeof(*arg));
+	int fd = -1, rc, code;
+
+	if (!arg)
+		return ctl_err(CTL_FAILED, "out of memory");
+	code = move_settings(config, arg->settings, sizeof(arg->settings));
+	if (code == CTL_OK && (fd = open_dir(dir)) < 0)
+		code = CTL_FAILED;
+	if (code == CTL_OK) {
+		rc = ioctl(fd, ENVELOPEFS_IOC_SCOPE_MOVE, arg);
+		if (rc < 0 && errno == EBUSY)
+			code = ctl_err(CTL_FAILED, "%s: the scope is moving to another KMS already: "
+						   "finish that move first", dir);
+		else if (rc < 0)
+			code = daemon_error(dir, errno);
+		else
+			fprintf(stderr, "envelopefsctl rotate: %s: %s\n", dir,
+				rc == 1 ? "resuming the move to the new KMS"
+					: "the scope key is the new KMS's; moving the files");
+	}
+	if (fd >= 0)
+		close(fd);
+	free(arg);
+	return code;
+}
+
+int ctl_scope_move_end(const char *dir)
+{
+	int rc = ctl_daemon_ioctl(dir, ENVELOPEFS_IOC_SCOPE_MOVE_END);
+
+	if (rc < 0)
+		return daemon_error(dir, -rc);
+	printf("%s: the scope has moved: its previous KMS is needed no more\n", dir);
+	return CTL_OK;
+}
+
 static int scope_create(const char *dir, const char *provider, char **settings, int n)
 {
 	struct scope_create_arg *arg = calloc(1, sizeof(*arg));

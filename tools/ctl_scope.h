@@ -18,4 +18,14 @@
 int ctl_scope_target(const char *dir, uint32_t *version, char *key_ref, size_t ref_cap,
 		     char uuid[37]);
 
+/*
+ * ctl_scope_move_start - start (or resume) moving the scope whose root is
+ * @dir to the KMS that the INI file @config describes (one [kms] section,
+ * no secret), through the daemon.  A CTL_* code, reported.
+ */
+int ctl_scope_move_start(const char *dir, const char *config);
+
+/* ctl_scope_move_end - end the move of the scope whose root is @dir.  A CTL_* code. */
+int ctl_scope_move_end(const char *dir);
+
 #endif

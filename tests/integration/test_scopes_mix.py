@@ -37,24 +37,32 @@ class Writer(threading.Thread):
 
     def __init__(self, directory):
         super().__init__(daemon=True)
-        self.directory, self.stop, self.written, self.error = directory, threading.Event(), {}, None
+        self.directory, self.stop, self.error = directory, threading.Event(), None
+        self.lock, self.written = threading.Lock(), {}
 
     def run(self):
         i = 0
         try:
-            while not self.stop.is_set():
+            # A file every 20 ms: steady traffic, not a flood the walks would have to chase.
+            while not self.stop.wait(0.02):
                 data = b"written meanwhile %d " % i * 200
                 put(self.directory / f"w{i}", data)
-                self.written[self.directory / f"w{i}"] = data
+                with self.lock:
+                    self.written[self.directory / f"w{i}"] = data
                 i += 1
         except OSError as e:
             self.error = e
+
+    def files(self):
+        """The files written and closed so far."""
+        with self.lock:
+            return dict(self.written)
 
     def finish(self):
         self.stop.set()
         self.join(timeout=60)
         assert self.error is None, self.error
-        assert len(self.written) > 0
+        assert len(self.files()) > 0
 
 
 @pytest.fixture
@@ -147,6 +155,21 @@ def test_vault_aws_and_local_scopes_at_once(mix):
         aws.kms.enable_key(KeyId=arn.split("/")[-1])
         assert get(wdir / "sub" / "f1") == files[wdir / "sub" / "f1"]
 
+        # Move the local tenant to a Vault key of its own while the thread writes into it; its
+        # keyring is needed no more afterwards.
+        vault.create_key("tenant-moved", derived=True)
+        config = vol.root / "to-vault.conf"
+        config.write_text(f"[kms]\nprovider = vault\naddress = {vault.url}\nkey = tenant-moved\n"
+                          f"token_file = {vault.token_file}\n")
+        ctl("rotate", "--scope", "--to-kms", config, local.dir)
+        moved_ref = os.getxattr(local.dir, KEY_XATTR).split()[1].decode()
+        assert moved_ref.startswith("vault:") and moved_ref != refs["vault"]
+        for p in list(writer.files()) + [local.dir / "sub" / "f0"]:
+            assert os.getxattr(p, KEY_XATTR).split()[1].decode() == moved_ref, p
+        local.revoke()
+        ctl("scope", "lock", local.dir)
+        assert get(local.dir / "sub" / "f1") == files[local.dir / "sub" / "f1"]
+
         # Shred the Vault tenant: refused while Vault keeps the key undeletable, then done.
         refused = ctl("scope", "shred", "--yes", vdir, check=False)
         assert refused.returncode == 1 and "refuses" in refused.stderr, refused.stderr
@@ -164,8 +187,9 @@ def test_vault_aws_and_local_scopes_at_once(mix):
             assert get(p) == files[p]
     finally:
         writer.finish()
-    for p, data in writer.written.items():
+    for p, data in writer.files().items():
         assert get(p) == data
+    print(f"[scopes-mix] {len(writer.files())} files written into a scope during the run")
 
     vol.unmount()
     try:

@@ -5,12 +5,13 @@ record moves with its files (its definition replaced in the registry, authentica
 volume key, and read back after a remount); the rest of the volume and the other scope stay as
 they were; --check counts and fails while anything is behind; --rekey gives the scope's files new
 data keys and keeps their user xattrs, which are sealed under the scope key."""
+import fcntl
 import os
 
 import pytest
 
-from mounts import get
-from test_scopes import KEY_XATTR, ctl, tenants, write_tree  # noqa: F401 (a fixture)
+from mounts import get, put
+from test_scopes import KEY_XATTR, ctl, make_keyring, tenants, write_tree  # noqa: F401 (a fixture)
 
 
 def record(path):
@@ -110,3 +111,63 @@ def test_rotate_scope_refusals(tenants):  # noqa: F811
     a.revoke()
     cp = ctl("rotate", "--scope", a.dir, check=False)
     assert cp.returncode == 4 and "KMS refused" in cp.stderr, cp.stderr
+
+
+SCOPE_MOVE = (1 << 30) | (4097 << 16) | (0xEF << 8) | 20  # _IOW(0xef, 20, scope_create_arg)
+
+
+def start_move(directory, settings):
+    """What `rotate --scope --to-kms` does first, alone: as if the tool died right after it."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return fcntl.ioctl(fd, SCOPE_MOVE, bytearray(settings.encode().ljust(4097, b"\0")))
+    finally:
+        os.close(fd)
+
+
+def test_move_a_scope_to_another_kms_interrupted_and_resumed(tenants):  # noqa: F811
+    vol, a, b = tenants
+    files = write_tree(vol, a, b)
+    new_keyring = vol.root / "tenant-a-new.keyring"
+    new_id = make_keyring(new_keyring)
+    new_ref = f"local:{new_id}"
+    config = vol.root / "tenant-a-new.conf"
+    config.write_text(f"[kms]\nprovider = local\nkeyring = {new_keyring}\nkeyring_id = {new_id}\n")
+    scoped = [a.dir / "a1.txt", a.dir / "deep" / "a2.txt"]
+    b_before = record(b.dir / "b1.txt")
+    defs_before = definition(vol)
+
+    # The move starts and the tool "dies": the scope key is the new KMS's, the files the old one's.
+    start_move(a.dir, f"keyring={new_keyring}\nkeyring_id={new_id}\nprovider=local\n")
+    assert record(a.dir)[1] == new_ref
+    assert all(record(p)[1] == a.key_ref for p in scoped)
+    moving = [d for n, d in definition(vol).items() if d != defs_before[n]]
+    assert len(moving) == 1 and moving[0][5] == 1  # the moving flag (FORMAT.md)
+    # A remount reads the moving definition: both KMSes open, new files get the new one's keys.
+    vol.remount()
+    for path, data in files.items():
+        assert get(path) == data
+    put(a.dir / "during.txt", b"made mid-move")
+    assert record(a.dir / "during.txt")[1] == new_ref
+
+    done = ctl("rotate", "--scope", "--to-kms", config, a.dir)
+    assert "resuming" in done.stderr, done.stderr
+    assert "re-wrapped:       2" in done.stdout, done.stdout  # a1 and a2; the rest were there
+    for p in scoped:
+        assert record(p)[1] == new_ref, p
+    assert record(b.dir / "b1.txt") == b_before
+    assert all(d[5] == 0 for d in definition(vol).values())  # settled
+    # The old keyring is needed no more.
+    a.revoke()
+    vol.remount()
+    for path, data in files.items():
+        assert get(path) == data
+    assert os.getxattr(a.dir / "a1.txt", "user.note") == b"a's note"
+    assert get(a.dir / "during.txt") == b"made mid-move"
+    assert next(s for s in vol.status()["scopes"].values()
+                if s["key_ref"] == new_ref)["unwrap"] == 1 + 3
+    # The volume's own key, or the other tenant's, is refused as a target.
+    other = vol.root / "to-b.conf"
+    other.write_text(f"[kms]\nprovider = local\nkeyring = {b.keyring}\nkeyring_id = {b.keyring_id}\n")
+    refused = ctl("rotate", "--scope", "--to-kms", other, a.dir, check=False)
+    assert refused.returncode == 1, refused.stderr
