@@ -40,8 +40,8 @@
  *   ENVELOPEFS_IOC_SCOPE_SHRED   the directory is a scope's root: destroy its
  *                                master key in its KMS (kms_destroy(): a local
  *                                keyring shredded, a Vault key deleted, an AWS
- *                                key disabled and its deletion scheduled) and
- *                                lock it.  EOPNOTSUPP (the provider cannot),
+ *                                key disabled and its deletion scheduled, a
+ *                                PKCS#11 token's objects destroyed) and lock it.  EOPNOTSUPP (the provider cannot),
  *                                EPERM (the KMS refuses: the log says what to
  *                                do), EACCES (its KMS refuses already).
  *

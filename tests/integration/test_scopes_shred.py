@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from mounts import CTL, get, put
+from mounts import CTL, Volume, get, put
 from test_scopes import ctl, tenants, write_tree  # noqa: F401 (a fixture)
 
 
@@ -101,3 +101,42 @@ def test_shred_refuses_when_the_kms_refuses_already(tenants):  # noqa: F811
     with pytest.raises(OSError) as e:
         os.rename(a.dir / "f", b.dir / "f")
     assert e.value.errno == errno.EXDEV
+
+
+def test_shred_a_pkcs11_scope_destroys_its_token_objects(tmp_path):
+    """A scope on a SoftHSM2 token (its key labelled tenant.1, tenant.2 after a rotation): shred
+    destroys every version's object on the token; the volume's own files go on."""
+    from test_kms_pkcs11 import MODULE, PIN, TOKEN, Token
+    if not os.path.exists(MODULE):
+        pytest.fail("softhsm2 is not installed (tools/setup.sh installs it)")
+    token = Token(tmp_path)
+    token.keygen("tenant.1")
+    token.keygen("tenant.2")
+    token.keygen("other.1")
+    pin_file = tmp_path / "user.pin"
+    pin_file.write_text(PIN + "\n")
+    pin_file.chmod(0o600)
+    (tmp_path / "vol").mkdir()
+    vol = Volume(tmp_path / "vol", placement="header", names="encrypted")
+    vol.mount(env=token.env)
+    try:
+        tdir = vol.mnt / "tenant"
+        tdir.mkdir()
+        ctl("scope", "create", "--kms", "pkcs11", "--kms-setting", f"module={MODULE}",
+            "--kms-setting", f"token_label={TOKEN}", "--kms-setting", "key_label=tenant",
+            "--kms-setting", f"pin_file={pin_file}", tdir)
+        put(tdir / "f", b"on the token")
+        put(vol.mnt / "own", b"the volume's")
+        ctl("scope", "shred", "--yes", tdir)
+        objects = token.tool("--list-objects", "--type", "secrkey").stdout
+        assert "tenant.1" not in objects and "tenant.2" not in objects, objects
+        assert "other.1" in objects, objects  # another key on the token is left alone
+        with pytest.raises(PermissionError):
+            get(tdir / "f")
+        vol.unmount()
+        vol.mount(env=token.env)
+        with pytest.raises(PermissionError):
+            get(tdir / "f")
+        assert get(vol.mnt / "own") == b"the volume's"
+    finally:
+        vol.unmount()
