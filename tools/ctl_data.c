@@ -256,7 +256,7 @@ static int resolve_path(struct ctl_volume *v, const struct data_args *a, char *o
 		return ctl_err(CTL_FAILED, "%s: %s", a->backing, strerror(errno));
 	rc = ctl_volume_names(v, backing, &names);
 	if (rc == CTL_OK)
-		rc = ctl_resolve(names, backing, a->file, out, cap);
+		rc = ctl_resolve(v, &names, backing, a->file, out, cap);
 	names_destroy(names);
 	return rc;
 }

@@ -27,4 +27,15 @@
 int ctl_scope_kms(struct ctl_volume *v, const char *key_ref, struct kms **out, char *err,
 		  size_t err_len);
 
+/*
+ * ctl_scope_enter - the walk of a plaintext path (ctl_resolve) entered the
+ * backing directory @dirfd (plaintext @path): if it is a key scope's root,
+ * the names in it are sealed under the scope key, so *@names becomes the
+ * scope's codec (the scope key unwrapped through the scope's KMS; the old
+ * codec destroyed).  A CTL_* code, reported (CTL_KEY: the scope's KMS
+ * refuses, its key shredded).
+ */
+struct names;
+int ctl_scope_enter(struct ctl_volume *v, int dirfd, const char *path, struct names **names);
+
 #endif

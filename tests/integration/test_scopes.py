@@ -260,11 +260,16 @@ def test_scope_names_are_not_the_volume_keys(tenants):
                     assert MARK not in os.readlink(p)
                 for x in os.listxattr(p, follow_symlinks=False):
                     assert MARK not in x
-        # Offline, with the volume's key only: the volume's own names decrypt, the scope's do not.
+        # Offline, with the volume's key only (the tenant's keyring away): the volume's own
+        # names decrypt, the scope's do not; with the tenant's keyring, they do.
         outside = ctl("ls", "--backing", vol.backing, "/")
         assert f"{MARK}outside" in outside.stdout
+        a.revoke()
         inside = ctl("ls", "--backing", vol.backing, "/tenant-a", check=False)
-        assert MARK not in inside.stdout
+        assert inside.returncode == 4 and MARK not in inside.stdout + inside.stderr
+        a.restore()
+        inside = ctl("ls", "--backing", vol.backing, "/tenant-a")
+        assert f"d {MARK}dir" in inside.stdout and f"f {MARK}file" in inside.stdout
         registry = os.listdir(vol.backing / "envelopefs.scopes")
         assert len(registry) == 2 and all(len(n) == 22 for n in registry)
     finally:

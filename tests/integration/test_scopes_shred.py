@@ -26,9 +26,11 @@ def backing_file(vol, path):
     raise AssertionError(f"no backing file for {path}")
 
 
-def decrypt(vol, file):
-    return subprocess.run([str(CTL), "decrypt", str(vol.backing), file], capture_output=True,
-                          timeout=60)
+def decrypt(vol, *args):
+    """envelopefsctl decrypt [--path] BACKING FILE."""
+    opts, file = args[:-1], args[-1]
+    return subprocess.run([str(CTL), "decrypt", *opts, str(vol.backing), file],
+                          capture_output=True, timeout=60)
 
 
 def test_shred_a_scope_offline_tools_included(tenants, tmp_path):  # noqa: F811
@@ -48,6 +50,11 @@ def test_shred_a_scope_offline_tools_included(tenants, tmp_path):  # noqa: F811
         for p in (a1, b1, plain):
             cp = decrypt(vol, backing[p])
             assert cp.returncode == 0 and cp.stdout == files[p], (p, cp.stderr)
+        # By plaintext path too: the names below a scope's root open with its scope key.
+        by_path = decrypt(vol, "--path", "tenant-a/deep/a2.txt")
+        assert by_path.stdout == files[a.dir / "deep" / "a2.txt"], by_path.stderr
+        listed = ctl("ls", "--backing", vol.backing, "/tenant-a").stdout
+        assert "f a1.txt" in listed and "d deep" in listed, listed
     finally:
         vol.mount()
 
@@ -80,6 +87,9 @@ def test_shred_a_scope_offline_tools_included(tenants, tmp_path):  # noqa: F811
         cp = decrypt(vol, backing[a1])
         assert cp.returncode == 4 and cp.stdout == b"", cp.stderr
         assert b"KMS of its key scope" in cp.stderr, cp.stderr
+        cp = decrypt(vol, "--path", "tenant-a/a1.txt")
+        assert cp.returncode == 4 and cp.stdout == b"", cp.stderr
+        assert ctl("ls", "--backing", vol.backing, "/tenant-a", check=False).returncode == 4
         assert decrypt(vol, backing[b1]).stdout == files[b1]
     finally:
         vol.mount()
