@@ -165,7 +165,10 @@ static int retire(struct keyring *kr, const char *version_text, char **volumes, 
 					       "volume %s: %zu files still use version %lu and %zu could "
 					       "not be checked; run `envelopefsctl rotate %s%s` first",
 					       volumes[i], users, version, unreadable,
-					       online[i] ? "" : "--offline ", volumes[i]);
+					       !online[i] ? "--offline "
+					       : getxattr(volumes[i], SCOPE_XATTR, NULL, 0) >= 0 ? "--scope "
+												  : "",
+					       volumes[i]);
 		}
 	}
 	rc = keyring_retire(kr, (uint32_t)version, err, sizeof(err));

@@ -78,6 +78,11 @@ def test_retire_refused_while_a_scope_uses_the_version(tenants):  # noqa: F811
     ctl("keyring", "rotate", a.keyring)
     refused = ctl("keyring", "retire", "--volume", a.dir, a.keyring, "1", check=False)
     assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "3 files still use version 1" in refused.stderr  # a1, a2 and the scope key
+    assert f"rotate --scope {a.dir}" in refused.stderr, refused.stderr
+    # The mountpoint is the volume's own files only: not a volume of the tenant's keyring.
+    mnt = ctl("keyring", "retire", "--volume", vol.mnt, a.keyring, "1", check=False)
+    assert mnt.returncode == 4 and "give the scope's root" in mnt.stderr, mnt.stderr
 
 
 def test_rekey_one_scope_keeps_its_sealed_xattrs(tenants):  # noqa: F811
