@@ -257,6 +257,13 @@ static int scope_move(struct envfs *fs, struct inode *dir, const struct scope_cr
 
 	if (!s || (arg && memchr(arg->settings, '\0', sizeof(arg->settings)) == NULL))
 		return -EINVAL;
+	if (fs->shared) {
+		/* Other hosts read a definition at their mount only: they would go on
+		 * keying new files by the KMS the scope leaves. */
+		log_msg(LOG_ERR, "a key scope cannot move to another KMS in shared mode yet: move "
+				 "it with the volume mounted on one host only");
+		return -EINVAL;
+	}
 	if (arg) {
 		set = kms_keeper_get(fs->keys);
 		volume_refs(set, refs);

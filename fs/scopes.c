@@ -306,6 +306,18 @@ void scope_lock(struct scope *s)
 	pthread_rwlock_unlock(&s->use);
 }
 
+/*
+ * held_unlocked - unlock @s if it is locked, s->use held exclusively.  0, or
+ * -EACCES (counted as a refusal, as scope_enter() does) with why in @err.
+ */
+static int held_unlocked(struct scope *s, char *err, size_t err_len)
+{
+	if (s->keeper || unlock(s, err, err_len) == 0)
+		return 0;
+	atomic_fetch_add(&s->refusals, 1);
+	return -EACCES;
+}
+
 int scope_current_version(struct scope *s, uint32_t *version)
 {
 	const struct kms_set *ks;
@@ -328,10 +340,7 @@ int scope_rewrap_key(struct scope *s, int backing_fd, uint32_t *version)
 		return -ENOMEM;
 	/* Exclusive: unlock() reads s->def.record, which this replaces. */
 	pthread_rwlock_wrlock(&s->use);
-	if (!s->keeper && unlock(s, err, sizeof(err)) < 0) {
-		atomic_fetch_add(&s->refusals, 1);
-		ret = -EACCES; /* as scope_enter() */
-	}
+	ret = held_unlocked(s, err, sizeof(err));
 	if (ret == 0) {
 		const struct kms_set *ks = kms_keeper_get(s->keeper);
 
@@ -362,11 +371,10 @@ int scope_rewrap_key(struct scope *s, int backing_fd, uint32_t *version)
 int scope_shred(struct scope *s, char *err, size_t err_len)
 {
 	const struct kms_set *ks;
-	int ret = 0;
+	int ret;
 
 	pthread_rwlock_wrlock(&s->use);
-	if (!s->keeper && unlock(s, err, err_len) < 0)
-		ret = -EACCES; /* its KMS refuses: nothing to destroy the key through */
+	ret = held_unlocked(s, err, err_len); /* a KMS that refuses: nothing to destroy through */
 	if (ret == 0) {
 		ks = kms_keeper_get(s->keeper);
 		ret = kms_destroy(ks->keys.current, err, err_len);
@@ -613,9 +621,8 @@ int scope_move_start(struct scope *s, int backing_fd, const char *settings,
 		ret = -EINVAL;
 		snprintf(err, err_len, "the scope is on that KMS already, or the settings are too "
 				       "long");
-	} else if (!s->keeper && unlock(s, err, err_len) < 0) {
-		atomic_fetch_add(&s->refusals, 1);
-		ret = -EACCES;
+	} else {
+		ret = held_unlocked(s, err, err_len);
 	}
 	if (ret == 0) {
 		*d = s->def;
