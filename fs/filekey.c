@@ -534,6 +534,8 @@ static void cache_new_record(struct envfs *fs, struct inode *in, const uint8_t *
 
 	if (dekcache_insert(fs->cache, in->dev, in->ino, file_id, version, key, &fresh) < 0)
 		return; /* out of memory: the next open unwraps again */
+	if (in->scope)
+		dekcache_tag(fs->cache, fresh, in->scope); /* a scope lock drops it, as the old one */
 	if (in->dek) {
 		dekcache_put(fs->cache, in->dek);
 		in->dek = fresh;
@@ -674,6 +676,8 @@ int filekey_rekey(struct envfs *fs, struct inode *in, int fd, struct rekey_resul
 		return ret;
 	}
 	filekey_rekey_env(fs, set, &env);
+	if (scope)
+		env.names = scope_names(scope); /* its user xattrs are sealed under the scope key */
 	pthread_mutex_lock(&in->key_lock);
 	ret = record_to_replace(fs, in, fd, rec, &have, &cached);
 	if (ret == 0)

@@ -154,7 +154,7 @@ static void ioctl_pinned(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void 
 	(void)in_buf;
 	(void)in_bufsz;
 	(void)out_bufsz;
-	bool scope_cmd = cmd == ENVELOPEFS_IOC_SCOPE_CREATE || cmd == ENVELOPEFS_IOC_SCOPE_LOCK;
+	bool scope_cmd = scope_ioctl_cmd(fs, in, cmd);
 
 	if (flags & FUSE_IOCTL_COMPAT || (cmd != ENVELOPEFS_IOC_REWRAP && cmd != ENVELOPEFS_IOC_REKEY &&
 					  cmd != ENVELOPEFS_IOC_RELOAD_KMS && !scope_cmd))

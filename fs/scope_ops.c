@@ -10,7 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "crypto/hex.h"
 #include "log.h"
+#include "status.h"
 #include "scopes.h"
 
 int scopes_mount(struct envfs *fs, int root_fd, const uint8_t *volume_key)
@@ -122,9 +124,21 @@ static int dir_empty(struct inode *dir)
 	return ret;
 }
 
+/*
+ * volume_refs - the volume's key references (current, and previous while it
+ * moves) into @refs, NULL terminated, from @set (held by the caller): a
+ * scope's master key must be none of them.
+ */
+static void volume_refs(const struct kms_set *set, const char *refs[3])
+{
+	refs[0] = set->keys.current->key_ref;
+	refs[1] = set->keys.previous ? set->keys.previous->key_ref : NULL;
+	refs[2] = NULL;
+}
+
 static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_create_arg *arg)
 {
-	const char *refs[3] = {NULL, NULL, NULL};
+	const char *refs[3];
 	const struct kms_set *set;
 	const uint8_t *id;
 	char err[512];
@@ -156,10 +170,9 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 	if (ret < 0)
 		return ret;
 	set = kms_keeper_get(fs->keys);
-	refs[0] = set->keys.current->key_ref;
-	refs[1] = set->keys.previous ? set->keys.previous->key_ref : NULL;
+	volume_refs(set, refs);
 	ret = scope_set_create(fs->scopes, inode_fd(inode_table_root(fs->inodes)), id,
-			       arg->settings, refs, err, sizeof(err));
+			       arg->settings, refs, &fs->layout, err, sizeof(err));
 	kms_keeper_put(fs->keys, set);
 	if (ret < 0) {
 		log_msg(LOG_ERR, "directory inode %llu: cannot make a key scope: %s",
@@ -185,6 +198,117 @@ static int lock_scope(struct envfs *fs, struct inode *dir)
 	return 0;
 }
 
+/*
+ * scope_version - ENVELOPEFS_IOC_SCOPE_VERSION, or with @rewrap
+ * ENVELOPEFS_IOC_REWRAP, on the root @dir: the scope's current master-key
+ * version, or for a re-wrap 0 (re-wrapped) or 1 (current already); or -errno.
+ */
+static int scope_version(struct envfs *fs, struct inode *dir, bool rewrap)
+{
+	struct scope *s = root_scope(fs, dir);
+	uint32_t version;
+	int ret;
+
+	if (!s)
+		return -EINVAL;
+	ret = rewrap ? scope_rewrap_key(s, inode_fd(inode_table_root(fs->inodes)), &version)
+		     : scope_current_version(s, &version);
+	if (ret == 0 && rewrap)
+		log_msg(LOG_NOTICE, "directory inode %llu: scope key re-wrapped onto version %u",
+			(unsigned long long)dir->ino, version);
+	if (ret < 0)
+		return ret == -EACCES || ret == -ENOMEM ? ret : -EIO;
+	if (rewrap)
+		return ret;
+	return version > INT_MAX ? -EOVERFLOW : (int)version;
+}
+
+static int shred_scope(struct envfs *fs, struct inode *dir)
+{
+	struct scope *s = root_scope(fs, dir);
+	char err[512] = "";
+	int ret;
+
+	if (!s)
+		return -EINVAL;
+	ret = scope_shred(s, err, sizeof(err));
+	if (ret < 0) {
+		log_msg(LOG_ERR, "directory inode %llu: key scope not shredded: %s",
+			(unsigned long long)dir->ino, err);
+		return ret == -EACCES || ret == -EPERM || ret == -EOPNOTSUPP || ret == -ENOMEM
+			       ? ret
+			       : -EIO;
+	}
+	dekcache_forget_tag(fs->cache, s);
+	log_msg(LOG_NOTICE, "directory inode %llu: key scope shredded: its master key is "
+			    "destroyed and nothing under it decrypts again",
+		(unsigned long long)dir->ino);
+	return 0;
+}
+
+/* scope_move - ENVELOPEFS_IOC_SCOPE_MOVE (@arg) or, @arg NULL, _MOVE_END on the root @dir. */
+static int scope_move(struct envfs *fs, struct inode *dir, const struct scope_create_arg *arg)
+{
+	const char *refs[3];
+	int root_fd = inode_fd(inode_table_root(fs->inodes)), ret;
+	struct scope *s = root_scope(fs, dir);
+	const struct kms_set *set;
+	char err[512] = "";
+
+	if (!s || (arg && memchr(arg->settings, '\0', sizeof(arg->settings)) == NULL))
+		return -EINVAL;
+	if (fs->shared) {
+		/* Other hosts read a definition at their mount only: they would go on
+		 * keying new files by the KMS the scope leaves. */
+		log_msg(LOG_ERR, "a key scope cannot move to another KMS in shared mode yet: move "
+				 "it with the volume mounted on one host only");
+		return -EINVAL;
+	}
+	if (arg) {
+		set = kms_keeper_get(fs->keys);
+		volume_refs(set, refs);
+		ret = scope_move_start(s, root_fd, arg->settings, refs, &fs->layout, err,
+				       sizeof(err));
+		kms_keeper_put(fs->keys, set);
+	} else {
+		ret = scope_move_end(s, root_fd, err, sizeof(err));
+	}
+	if (ret < 0) {
+		log_msg(LOG_ERR, "directory inode %llu: key scope not %s: %s",
+			(unsigned long long)dir->ino, arg ? "moved" : "settled", err);
+		return ret == -EBUSY || ret == -EINVAL || ret == -EACCES || ret == -ENOMEM ? ret
+											   : -EIO;
+	}
+	if (ret == 0)
+		log_msg(LOG_NOTICE, "directory inode %llu: key scope %s", (unsigned long long)dir->ino,
+			arg ? "moving to another KMS" : "moved: its previous KMS is needed no more");
+	return ret;
+}
+
+bool scope_ioctl_cmd(struct envfs *fs, struct inode *in, unsigned int cmd)
+{
+	return cmd == ENVELOPEFS_IOC_SCOPE_CREATE || cmd == ENVELOPEFS_IOC_SCOPE_LOCK ||
+	       cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_SCOPE_SHRED ||
+	       cmd == ENVELOPEFS_IOC_SCOPE_MOVE || cmd == ENVELOPEFS_IOC_SCOPE_MOVE_END ||
+	       (cmd == ENVELOPEFS_IOC_REWRAP && root_scope(fs, in));
+}
+
+int scope_key_description(struct envfs *fs, struct inode *in, char *out, size_t cap)
+{
+	struct scope *s = root_scope(fs, in);
+	struct key_record rec;
+	char id[33];
+	int n;
+
+	if (!s)
+		return -ENODATA;
+	/* A copy: a re-wrap may replace the record meanwhile (scope_rewrap_key). */
+	scope_record_of(s, &rec);
+	hex_encode(rec.file_id, 16, id);
+	n = snprintf(out, cap, "%u %s %s\n", rec.key_version, rec.key_ref, id);
+	return n < 0 || (size_t)n >= cap ? -ERANGE : n;
+}
+
 int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const void *in_buf,
 		size_t in_bufsz)
 {
@@ -192,6 +316,15 @@ int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const voi
 		return -ENOTDIR;
 	if (cmd == ENVELOPEFS_IOC_SCOPE_LOCK)
 		return lock_scope(fs, dir);
+	if (cmd == ENVELOPEFS_IOC_SCOPE_SHRED)
+		return shred_scope(fs, dir);
+	if (cmd == ENVELOPEFS_IOC_SCOPE_MOVE_END)
+		return scope_move(fs, dir, NULL);
+	if (cmd == ENVELOPEFS_IOC_SCOPE_MOVE)
+		return in_bufsz == sizeof(struct scope_create_arg) ? scope_move(fs, dir, in_buf)
+								   : -EINVAL;
+	if (cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_REWRAP)
+		return scope_version(fs, dir, cmd == ENVELOPEFS_IOC_REWRAP);
 	if (in_bufsz != sizeof(struct scope_create_arg))
 		return -EINVAL;
 	return create_scope(fs, dir, in_buf);

@@ -26,6 +26,39 @@
  *   ENVELOPEFS_IOC_SCOPE_LOCK    the directory is a scope's root: drop its
  *                                cached DEKs, name keys and provider now
  *                                (EINVAL for any other directory).
+ *   ENVELOPEFS_IOC_SCOPE_VERSION the directory is a scope's root: ioctl(2)
+ *                                returns its KMS's current master-key
+ *                                version (unlocking the scope if need be;
+ *                                EACCES when its KMS refuses).
+ *   ENVELOPEFS_IOC_REWRAP        (status.h) on a scope's root: move the
+ *                                scope key's record onto that version (the
+ *                                definition replaced crash-safely,
+ *                                scopedef.h); 1 when it was current already.
+ *                                The scope's files are re-wrapped one by one
+ *                                as any file: by their scope's KMS.
+ *
+ *   ENVELOPEFS_IOC_SCOPE_SHRED   the directory is a scope's root: destroy its
+ *                                master key in its KMS (kms_destroy(): a local
+ *                                keyring shredded, a Vault key deleted, an AWS
+ *                                key disabled and its deletion scheduled, a
+ *                                PKCS#11 token's objects destroyed) and lock it.  EOPNOTSUPP (the provider cannot),
+ *                                EPERM (the KMS refuses: the log says what to
+ *                                do), EACCES (its KMS refuses already).
+ *
+ *   ENVELOPEFS_IOC_SCOPE_MOVE    the directory is a scope's root: start moving
+ *                                the scope to the KMS of the settings in the
+ *                                argument (as for _CREATE): ioctl(2) returns
+ *                                0, or 1 when it is moving there already
+ *                                (resume).  EBUSY (moving elsewhere), EINVAL
+ *                                (the key in use, records too large, the
+ *                                same KMS), EACCES.  Its files then move one
+ *                                by one with ENVELOPEFS_IOC_REWRAP.
+ *   ENVELOPEFS_IOC_SCOPE_MOVE_END  end the move (the caller checked that no
+ *                                record is left under the old KMS): 0, or 1
+ *                                when it was not moving.
+ *
+ * KEY_XATTR (status.h) on a scope's root describes the scope key's record,
+ * as on the mount root it describes the volume key's; and
  *
  * and the virtual xattr SCOPE_XATTR on a directory: the base64url scope ID
  * of the scope it is the root of (ENODATA for any other).
@@ -41,6 +74,10 @@ struct scope_create_arg {
 
 #define ENVELOPEFS_IOC_SCOPE_CREATE _IOW(0xef, 16, struct scope_create_arg)
 #define ENVELOPEFS_IOC_SCOPE_LOCK _IO(0xef, 17)
+#define ENVELOPEFS_IOC_SCOPE_VERSION _IO(0xef, 18)
+#define ENVELOPEFS_IOC_SCOPE_SHRED _IO(0xef, 19)
+#define ENVELOPEFS_IOC_SCOPE_MOVE _IOW(0xef, 20, struct scope_create_arg)
+#define ENVELOPEFS_IOC_SCOPE_MOVE_END _IO(0xef, 21)
 #define SCOPE_XATTR "trusted.envelopefs.scope"
 
 #ifndef ENVELOPEFS_SCOPE_OPS_TOOL_ONLY
@@ -68,9 +105,25 @@ int scope_cross(struct envfs *fs, struct inode *a, struct inode *b);
 /* scope_removed - directory @dirid was removed: if a scope's root, drop its definition. */
 void scope_removed(struct envfs *fs, const uint8_t *dirid);
 
-/* scope_ioctl - ENVELOPEFS_IOC_SCOPE_CREATE / _LOCK on directory @dir (root caller checked). */
+/*
+ * scope_ioctl_cmd - whether ioctl @cmd on @in is scope_ioctl()'s: an
+ * ENVELOPEFS_IOC_SCOPE_* one, or ENVELOPEFS_IOC_REWRAP on a scope's root.
+ */
+bool scope_ioctl_cmd(struct envfs *fs, struct inode *in, unsigned int cmd);
+
+/*
+ * scope_ioctl - an ENVELOPEFS_IOC_SCOPE_* ioctl on directory @dir (root
+ * caller checked): what ioctl(2) returns (>= 0) or -errno.
+ */
 int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const void *in_buf,
 		size_t in_bufsz);
+
+/*
+ * scope_key_description - KEY_XATTR of directory @in into @out (@cap bytes),
+ * "VERSION KEY_REF SCOPE_ID_HEX\n" of its scope key's record if it is a
+ * scope's root: its length, or -ENODATA for any other directory.
+ */
+int scope_key_description(struct envfs *fs, struct inode *in, char *out, size_t cap);
 
 /* scope_xattr - SCOPE_XATTR of @in into @out (@cap bytes): its length, or -ENODATA. */
 int scope_xattr(struct envfs *fs, struct inode *in, char *out, size_t cap);

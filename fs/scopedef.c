@@ -16,6 +16,7 @@
 #include "crypto/secmem.h"
 #include "layout.h"
 #include "names.h"
+#include "volume.h"
 
 #define SCOPE_DEF_INFO "envelopefs scope v1 definition"
 
@@ -73,15 +74,17 @@ int scope_def_encode(const struct scope_def *d, const uint8_t *def_key,
 		     uint8_t *out, size_t cap, size_t *len)
 {
 	size_t s = strlen(d->settings), r = record_encoded_len(&d->record), rec_len, off;
+	size_t p = strlen(d->previous);
 	int ret;
 
-	if (!settings_canonical(d->settings, s) || d->record.version != 1 || r > SCOPE_RECORD_MAX)
+	if (!settings_canonical(d->settings, s) || d->record.version != 1 || r > SCOPE_RECORD_MAX ||
+	    (p && !settings_canonical(d->previous, p)))
 		return -EINVAL;
-	if (cap < SCOPE_DEF_FIXED + s + r + SCOPE_MAC_LEN)
+	if (cap < SCOPE_DEF_FIXED + s + r + (p ? 2 + p : 0) + SCOPE_MAC_LEN)
 		return -ENOSPC;
 	memcpy(out, SCOPE_MAGIC, 4);
 	out[4] = SCOPE_DEF_VERSION;
-	out[5] = 0;
+	out[5] = p ? SCOPE_FLAG_MOVING : 0;
 	memcpy(out + 6, d->id, SCOPE_ID_LEN);
 	memcpy(out + 22, d->root_dirid, 16);
 	put_be16(out + 38, (uint16_t)s);
@@ -92,6 +95,11 @@ int scope_def_encode(const struct scope_def *d, const uint8_t *def_key,
 	if (ret < 0)
 		return ret;
 	off += 2 + r;
+	if (p) {
+		put_be16(out + off, (uint16_t)p);
+		memcpy(out + off + 2, d->previous, p);
+		off += 2 + p;
+	}
 	ret = def_mac(def_key, out, off, out + off);
 	if (ret < 0)
 		return ret;
@@ -103,28 +111,39 @@ int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *def_key,
 		     struct scope_def *d)
 {
 	uint8_t mac[SCOPE_MAC_LEN];
-	size_t s, r, off;
+	size_t s, r, off, p = 0, end;
 
 	/* Every length is checked against what remains before it is used. */
 	if (len < SCOPE_DEF_FIXED + SCOPE_MAC_LEN || memcmp(buf, SCOPE_MAGIC, 4) != 0 ||
-	    buf[4] != SCOPE_DEF_VERSION || buf[5] != 0)
+	    buf[4] != SCOPE_DEF_VERSION || (buf[5] & ~SCOPE_FLAG_MOVING) != 0)
 		return -EBADMSG;
 	s = get_be16(buf + 38);
 	if (s == 0 || s > SCOPE_SETTINGS_MAX || 40 + s + 2 > len)
 		return -EBADMSG;
 	off = 40 + s;
 	r = get_be16(buf + off);
-	if (r == 0 || r > SCOPE_RECORD_MAX || off + 2 + r + SCOPE_MAC_LEN != len)
+	if (r == 0 || r > SCOPE_RECORD_MAX || off + 2 + r + SCOPE_MAC_LEN > len)
 		return -EBADMSG;
-	if (def_mac(def_key, buf, off + 2 + r, mac) != 0 ||
-	    !crypto_memeq(mac, buf + off + 2 + r, SCOPE_MAC_LEN))
+	end = off + 2 + r;
+	if (buf[5] & SCOPE_FLAG_MOVING) {
+		if (end + 2 + SCOPE_MAC_LEN > len)
+			return -EBADMSG;
+		p = get_be16(buf + end);
+		if (p == 0 || p > SCOPE_SETTINGS_MAX)
+			return -EBADMSG;
+		end += 2 + p;
+	}
+	if (end + SCOPE_MAC_LEN != len || def_mac(def_key, buf, end, mac) != 0 ||
+	    !crypto_memeq(mac, buf + end, SCOPE_MAC_LEN))
 		return -EBADMSG;
 	memset(d, 0, sizeof(*d));
 	memcpy(d->id, buf + 6, SCOPE_ID_LEN);
 	memcpy(d->root_dirid, buf + 22, 16);
 	memcpy(d->settings, buf + 40, s);
 	d->settings[s] = '\0';
-	if (!settings_canonical(d->settings, s) ||
+	memcpy(d->previous, buf + off + 2 + r + 2, p);
+	d->previous[p] = '\0';
+	if (!settings_canonical(d->settings, s) || (p && !settings_canonical(d->previous, p)) ||
 	    record_decode(buf + off + 2, r, &d->record) != 0 || d->record.version != 1 ||
 	    memcmp(d->record.file_id, d->id, SCOPE_ID_LEN) != 0)
 		return -EBADMSG;
@@ -175,33 +194,51 @@ int scope_settings_canon(const dictionary *ini, char *out, size_t cap, char *err
 	return 0;
 }
 
-dictionary *scope_settings_ini(const char *settings)
+/* add_section - the canonical @settings into @ini as section @section.  0 or -ENOMEM. */
+static int add_section(dictionary *ini, const char *section, const char *settings)
 {
-	dictionary *ini = dictionary_new(0);
 	const char *p = settings;
-	char key[SCOPE_SETTINGS_MAX + 8];
+	char key[SCOPE_SETTINGS_MAX + 32];
 
-	if (!ini || iniparser_set(ini, "kms", NULL) != 0)
-		goto fail;
+	if (iniparser_set(ini, section, NULL) != 0)
+		return -ENOMEM;
 	while (*p) {
 		const char *eq = strchr(p, '='), *nl = strchr(p, '\n');
 		char *value;
 
 		/* Canonical settings (scopedef.h): every line has both, '=' first. */
-		snprintf(key, sizeof(key), "kms:%.*s", (int)(eq - p), p);
+		snprintf(key, sizeof(key), "%s:%.*s", section, (int)(eq - p), p);
 		value = strndup(eq + 1, (size_t)(nl - eq - 1));
 		if (!value || iniparser_set(ini, key, value) != 0) {
 			free(value);
-			goto fail;
+			return -ENOMEM;
 		}
 		free(value);
 		p = nl + 1;
 	}
-	return ini;
-fail:
+	return 0;
+}
+
+dictionary *scope_settings_ini(const char *settings)
+{
+	dictionary *ini = dictionary_new(0);
+
+	if (ini && add_section(ini, "kms", settings) == 0)
+		return ini;
 	if (ini)
 		iniparser_freedict(ini);
 	return NULL;
+}
+
+dictionary *scope_def_ini(const struct scope_def *d)
+{
+	dictionary *ini = scope_settings_ini(d->settings);
+
+	if (ini && d->previous[0] && add_section(ini, VOLUME_KMS_PREVIOUS, d->previous) < 0) {
+		iniparser_freedict(ini);
+		return NULL;
+	}
+	return ini;
 }
 
 static void context_of(const uint8_t *uuid, const struct scope_def *d, struct kms_context *ctx)
@@ -210,7 +247,12 @@ static void context_of(const uint8_t *uuid, const struct scope_def *d, struct km
 	memcpy(ctx->file_id, d->id, SCOPE_ID_LEN);
 }
 
-int scope_key_create(struct kms *kms, const uint8_t *uuid, struct scope_def *d, uint8_t *key)
+/*
+ * make_record - d->record: the scope @key wrapped by @kms, drawn by it first
+ * when @fresh (its generate), else given (its wrap); its MAC sealed under @key.
+ */
+static int make_record(struct kms *kms, const uint8_t *uuid, struct scope_def *d, uint8_t *key,
+		       bool fresh)
 {
 	struct key_record *rec = &d->record;
 	struct kms_context ctx;
@@ -219,8 +261,10 @@ int scope_key_create(struct kms *kms, const uint8_t *uuid, struct scope_def *d, 
 
 	context_of(uuid, d, &ctx);
 	memset(rec, 0, sizeof(*rec));
-	ret = kms_generate(kms, &ctx, key, rec->wrapped, sizeof(rec->wrapped), &blob_len,
-			   &rec->key_version);
+	ret = fresh ? kms_generate(kms, &ctx, key, rec->wrapped, sizeof(rec->wrapped), &blob_len,
+				   &rec->key_version)
+		    : kms_wrap(kms, &ctx, key, rec->wrapped, sizeof(rec->wrapped), &blob_len,
+			       &rec->key_version);
 	if (ret < 0)
 		return ret;
 	rec->version = 1;
@@ -228,6 +272,11 @@ int scope_key_create(struct kms *kms, const uint8_t *uuid, struct scope_def *d, 
 	memcpy(rec->file_id, d->id, SCOPE_ID_LEN);
 	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", kms->key_ref);
 	return record_seal_mac(rec, key, uuid);
+}
+
+int scope_key_create(struct kms *kms, const uint8_t *uuid, struct scope_def *d, uint8_t *key)
+{
+	return make_record(kms, uuid, d, key, true);
 }
 
 int scope_key_open(struct kms *kms, const uint8_t *uuid, const struct scope_def *d, uint8_t *key)
@@ -246,6 +295,43 @@ int scope_key_open(struct kms *kms, const uint8_t *uuid, const struct scope_def 
 		return -EBADMSG;
 	}
 	return 0;
+}
+
+int scope_key_rewrap(struct kms *kms, const uint8_t *uuid, struct scope_def *d, uint32_t *current)
+{
+	struct key_record *rec = &d->record;
+	uint8_t *key = NULL;
+	struct kms_context ctx;
+	size_t blob_len;
+	int ret = kms_current_version(kms, current);
+
+	if (ret < 0)
+		return ret;
+	if (strcmp(rec->key_ref, kms->key_ref) != 0)
+		return -ENOKEY;
+	if (rec->key_version == *current)
+		return 1;
+	key = secmem_alloc(SCOPE_KEY_LEN);
+	if (!key)
+		return -ENOMEM;
+	/* The record is vouched for anew only once the old one has authenticated. */
+	ret = scope_key_open(kms, uuid, d, key);
+	context_of(uuid, d, &ctx);
+	if (ret == 0)
+		ret = kms_rewrap(kms, &ctx, rec->wrapped, rec->wrapped_len, rec->wrapped,
+				 sizeof(rec->wrapped), &blob_len, &rec->key_version);
+	if (ret == 0) {
+		rec->wrapped_len = (uint16_t)blob_len;
+		ret = record_seal_mac(rec, key, uuid);
+	}
+	secmem_free(key, SCOPE_KEY_LEN);
+	return ret;
+}
+
+int scope_key_wrap(struct kms *kms, const uint8_t *uuid, struct scope_def *d, const uint8_t *key)
+{
+	/* Not written through: kms_wrap() only reads the key it wraps. */
+	return make_record(kms, uuid, d, (uint8_t *)key, false);
 }
 
 /* open_registry - the registry directory (O_RDONLY), made (and the root fsynced) if @create. */

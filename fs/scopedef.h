@@ -34,7 +34,11 @@
 #define SCOPE_RECORD_MAX 6500
 /* magic, version, flags, ID, root ID, two lengths: 4 + 1 + 1 + 16 + 16 + 2 + 2 */
 #define SCOPE_DEF_FIXED 42
-#define SCOPE_DEF_MAX (SCOPE_DEF_FIXED + SCOPE_SETTINGS_MAX + SCOPE_RECORD_MAX + SCOPE_MAC_LEN)
+/* Flag: the scope is moving to another KMS; the previous settings follow the record. */
+#define SCOPE_FLAG_MOVING 0x01
+#define SCOPE_DEF_MAX \
+	(SCOPE_DEF_FIXED + SCOPE_SETTINGS_MAX + SCOPE_RECORD_MAX + 2 + SCOPE_SETTINGS_MAX + \
+	 SCOPE_MAC_LEN)
 /* The registry directory in the backing root (its '.' keeps it hidden and reserved). */
 #define SCOPE_REGISTRY "envelopefs.scopes"
 /* base64url of a scope ID: a definition's file name in the registry. */
@@ -45,6 +49,10 @@ struct scope_def {
 	uint8_t root_dirid[16];		      /* envelopefs.dirid of the scope's root */
 	char settings[SCOPE_SETTINGS_MAX + 1]; /* canonical KEY=VALUE\n lines */
 	struct key_record record;	      /* the scope key, wrapped by the scope's KMS */
+	/* While the scope moves to the KMS of @settings (rotate --scope --to-kms):
+	 * the settings of the KMS it moves from, whose records still open;
+	 * "" otherwise (SCOPE_FLAG_MOVING clear). */
+	char previous[SCOPE_SETTINGS_MAX + 1];
 };
 
 /*
@@ -78,6 +86,13 @@ int scope_settings_canon(const dictionary *ini, char *out, size_t cap, char *err
 dictionary *scope_settings_ini(const char *settings);
 
 /*
+ * scope_def_ini - @d's providers as a dictionary: [kms] from its settings,
+ * and while it moves, [kms_previous] from its previous ones (what
+ * kms_keeper_open() reads).  NULL on -ENOMEM.
+ */
+dictionary *scope_def_ini(const struct scope_def *d);
+
+/*
  * scope_key_create - draw a scope key through @kms (its generate: the KMS
  * context is the volume @uuid and d->id) into @key (SCOPE_KEY_LEN bytes of
  * secmem) and fill d->record with it.  0 or a KMS error (kms.h).
@@ -91,6 +106,25 @@ int scope_key_create(struct kms *kms, const uint8_t *uuid, struct scope_def *d, 
  * authenticate, else a KMS error (kms.h).
  */
 int scope_key_open(struct kms *kms, const uint8_t *uuid, const struct scope_def *d, uint8_t *key);
+
+/*
+ * scope_key_rewrap - move d->record onto @kms's current master-key version
+ * (*@current) through the KMS's own re-wrap; the scope key stays, the
+ * record's MAC is sealed anew once the old record authenticated.  0 (d->record
+ * replaced: the caller stores @d), 1 (already current: nothing changed),
+ * -ENOKEY (the record names another master key), -EBADMSG, or a KMS error.
+ * On an error d->record may be half-changed: the caller's stored copy is the
+ * truth.
+ */
+int scope_key_rewrap(struct kms *kms, const uint8_t *uuid, struct scope_def *d, uint32_t *current);
+
+/*
+ * scope_key_wrap - make d->record the scope @key (SCOPE_KEY_LEN bytes)
+ * wrapped by @kms (its wrap: a scope moving to another KMS), its MAC sealed
+ * under @key.  0 or a KMS error (kms.h; -EOPNOTSUPP: @kms cannot wrap a key
+ * it did not make).
+ */
+int scope_key_wrap(struct kms *kms, const uint8_t *uuid, struct scope_def *d, const uint8_t *key);
 
 /*
  * scope_registry_write - store @d as BACKING/SCOPE_REGISTRY/b64(id), making

@@ -169,11 +169,14 @@ struct scope *scope_by_root(struct scope_set *set, const uint8_t *dirid)
 	return found;
 }
 
-/* open_keeper - the provider of @settings, opened.  0 or -errno + @err. */
-static int open_keeper(const struct scope_set *set, const char *settings,
+/*
+ * open_keeper - the providers of @d (its KMS, and while it moves the one it
+ * moves from), opened.  0 or -errno + @err.
+ */
+static int open_keeper(const struct scope_set *set, const struct scope_def *d,
 		       struct kms_keeper **out, char *err, size_t err_len)
 {
-	dictionary *ini = scope_settings_ini(settings);
+	dictionary *ini = scope_def_ini(d);
 	int ret;
 
 	if (!ini) {
@@ -199,7 +202,7 @@ static int unlock(struct scope *s, char *err, size_t err_len)
 		snprintf(err, err_len, "out of memory");
 		return -ENOMEM;
 	}
-	ret = open_keeper(s->set, s->def.settings, &s->keeper, err, err_len);
+	ret = open_keeper(s->set, &s->def, &s->keeper, err, err_len);
 	if (ret == 0) {
 		ks = kms_keeper_get(s->keeper);
 		ret = scope_key_open(ks->keys.current, s->set->uuid, &s->def, key);
@@ -303,9 +306,102 @@ void scope_lock(struct scope *s)
 	pthread_rwlock_unlock(&s->use);
 }
 
+/*
+ * held_unlocked - unlock @s if it is locked, s->use held exclusively.  0, or
+ * -EACCES (counted as a refusal, as scope_enter() does) with why in @err.
+ */
+static int held_unlocked(struct scope *s, char *err, size_t err_len)
+{
+	if (s->keeper || unlock(s, err, err_len) == 0)
+		return 0;
+	atomic_fetch_add(&s->refusals, 1);
+	return -EACCES;
+}
+
+int scope_current_version(struct scope *s, uint32_t *version)
+{
+	const struct kms_set *ks;
+	int ret = scope_enter(s, &ks);
+
+	if (ret < 0)
+		return ret;
+	ret = kms_current_version(ks->keys.current, version);
+	scope_leave(s, ks);
+	return ret;
+}
+
+int scope_rewrap_key(struct scope *s, int backing_fd, uint32_t *version)
+{
+	struct scope_def *d = malloc(sizeof(*d));
+	char err[512] = "";
+	int ret = 0;
+
+	if (!d)
+		return -ENOMEM;
+	/* Exclusive: unlock() reads s->def.record, which this replaces. */
+	pthread_rwlock_wrlock(&s->use);
+	ret = held_unlocked(s, err, sizeof(err));
+	if (ret == 0) {
+		const struct kms_set *ks = kms_keeper_get(s->keeper);
+
+		*d = s->def;
+		ret = scope_key_rewrap(ks->keys.current, s->set->uuid, d, version);
+		kms_keeper_put(s->keeper, ks);
+		if (ret < 0)
+			snprintf(err, sizeof(err), "cannot re-wrap the scope key: %s",
+				 ret == -ENOKEY ? "its record names another master key"
+						: kms_strerror(ret));
+	}
+	/* The definition on disk changes first: a crash leaves the old or the new one whole. */
+	if (ret == 0 && (ret = scope_registry_write(backing_fd, d, s->set->def_key)) < 0)
+		snprintf(err, sizeof(err), "cannot write %s/: %s", SCOPE_REGISTRY, strerror(-ret));
+	if (ret == 0)
+		s->def.record = d->record;
+	pthread_rwlock_unlock(&s->use);
+	free(d);
+	if (ret < 0) {
+		char id[SCOPE_ID_TEXT + 1];
+
+		scope_id_text(s, id);
+		log_msg(LOG_ERR, "key scope %s: %s", id, err);
+	}
+	return ret;
+}
+
+int scope_shred(struct scope *s, char *err, size_t err_len)
+{
+	const struct kms_set *ks;
+	int ret;
+
+	pthread_rwlock_wrlock(&s->use);
+	ret = held_unlocked(s, err, err_len); /* a KMS that refuses: nothing to destroy through */
+	if (ret == 0) {
+		ks = kms_keeper_get(s->keeper);
+		ret = kms_destroy(ks->keys.current, err, err_len);
+		kms_keeper_put(s->keeper, ks);
+	}
+	if (ret == 0) {
+		/* As scope_lock(): the keys this daemon still holds go too. */
+		names_forget_keys(s->names);
+		keep_counters(s);
+		kms_keeper_close(s->keeper);
+		s->keeper = NULL;
+		atomic_fetch_add(&s->locks, 1);
+	}
+	pthread_rwlock_unlock(&s->use);
+	return ret;
+}
+
 bool scope_gone(struct scope *s)
 {
 	return atomic_load(&s->gone);
+}
+
+void scope_record_of(struct scope *s, struct key_record *out)
+{
+	pthread_rwlock_rdlock(&s->use);
+	*out = s->def.record;
+	pthread_rwlock_unlock(&s->use);
 }
 
 const struct scope_def *scope_def_of(const struct scope *s)
@@ -350,10 +446,18 @@ static bool ref_taken(struct scope_set *set, const char *ref, const char *const 
 	return taken;
 }
 
-int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
-		     const char *settings, const char *const *volume_refs, char *err,
-		     size_t err_len)
+/* records_fit - whether every record @kms makes fits a header slot of @l, re-wrapped or not. */
+static bool records_fit(const struct layout *l, const struct kms *kms, size_t *need)
 {
+	*need = slot_size_for_version(l->format_version, strlen(kms->key_ref), kms->max_blob_len);
+	return l->placement != PLACEMENT_HEADER || (*need && *need <= l->slot_size);
+}
+
+int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
+		     const char *settings, const char *const *volume_refs,
+		     const struct layout *layout, char *err, size_t err_len)
+{
+	size_t need;
 	uint8_t *key = secmem_alloc(SCOPE_KEY_LEN);
 	struct scope_def *d = calloc(1, sizeof(*d));
 	struct kms_keeper *keeper = NULL;
@@ -380,7 +484,7 @@ int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid
 	strcpy(d->settings, settings);
 	ret = crypto_random(d->id, SCOPE_ID_LEN);
 	if (ret == 0)
-		ret = open_keeper(set, settings, &keeper, err, err_len);
+		ret = open_keeper(set, d, &keeper, err, err_len);
 	if (ret < 0)
 		goto out;
 	ks = kms_keeper_get(keeper);
@@ -388,6 +492,12 @@ int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid
 		ret = -EINVAL;
 		snprintf(err, err_len, "master key %s is the volume's or another scope's: a scope "
 				       "needs a key of its own", ks->keys.current->key_ref);
+	} else if (!records_fit(layout, ks->keys.current, &need)) {
+		ret = -EINVAL;
+		snprintf(err, err_len, "the key records of %s need header slots of %zu bytes, this "
+				       "volume's hold %u: a scope on this KMS needs a volume with "
+				       "key_records = xattr (init --header xattr)",
+			 ks->keys.current->key_ref, need, (unsigned)layout->slot_size);
 	} else {
 		ret = scope_key_create(ks->keys.current, set->uuid, d, key);
 		if (ret < 0)
@@ -416,6 +526,131 @@ out:
 	if (keeper)
 		kms_keeper_close(keeper);
 	secmem_free(key, SCOPE_KEY_LEN);
+	free(d);
+	return ret;
+}
+
+/*
+ * new_key_record - into @d (a copy of @s's definition), the scope key of @s
+ * (unlocked, s->use held exclusively) wrapped by the provider of
+ * @d->settings, after checking that provider's key as scope_set_create()
+ * does.  0 or -errno + @err.
+ */
+static int new_key_record(struct scope *s, struct scope_def *d, const char *const *volume_refs,
+			  const struct layout *layout, char *err, size_t err_len)
+{
+	struct scope_set *set = (struct scope_set *)s->set;
+	uint8_t *key = secmem_alloc(SCOPE_KEY_LEN);
+	const struct kms_set *old, *ks;
+	struct kms_keeper *to = NULL;
+	struct scope_def *target = calloc(1, sizeof(*target));
+	size_t need;
+	int ret = key && target ? 0 : -ENOMEM;
+
+	if (ret == 0) {
+		strcpy(target->settings, d->settings);
+		ret = open_keeper(set, target, &to, err, err_len);
+	}
+	if (ret == 0) {
+		ks = kms_keeper_get(to);
+		old = kms_keeper_get(s->keeper);
+		if (ref_taken(set, ks->keys.current->key_ref, volume_refs)) {
+			ret = -EINVAL;
+			snprintf(err, err_len, "master key %s is the volume's or a scope's already",
+				 ks->keys.current->key_ref);
+		} else if (!records_fit(layout, ks->keys.current, &need)) {
+			ret = -EINVAL;
+			snprintf(err, err_len, "the key records of %s need header slots of %zu bytes, "
+					       "this volume's hold %u", ks->keys.current->key_ref,
+				 need, (unsigned)layout->slot_size);
+		} else if ((ret = scope_key_open(old->keys.current, set->uuid, &s->def, key)) < 0 ||
+			   (ret = scope_key_wrap(ks->keys.current, set->uuid, d, key)) < 0) {
+			snprintf(err, err_len, "cannot move the scope key: %s", kms_strerror(ret));
+		}
+		kms_keeper_put(s->keeper, old);
+		kms_keeper_put(to, ks);
+	}
+	if (to)
+		kms_keeper_close(to);
+	secmem_free(key, SCOPE_KEY_LEN);
+	free(target);
+	return ret;
+}
+
+/*
+ * replace_def - store @d in the registry, then make it @s's; @s is locked
+ * (its providers closed, reopened from @d at the next use).  s->use held
+ * exclusively.  0 or -errno + @err.
+ */
+static int replace_def(struct scope *s, int backing_fd, const struct scope_def *d, char *err,
+		       size_t err_len)
+{
+	int ret = scope_registry_write(backing_fd, d, s->set->def_key);
+
+	if (ret < 0) {
+		snprintf(err, err_len, "cannot write %s/: %s", SCOPE_REGISTRY, strerror(-ret));
+		return ret;
+	}
+	names_forget_keys(s->names); /* locked: the next use unlocks it from @d */
+	if (s->keeper) {
+		keep_counters(s);
+		kms_keeper_close(s->keeper);
+		s->keeper = NULL;
+	}
+	s->def = *d;
+	return 0;
+}
+
+int scope_move_start(struct scope *s, int backing_fd, const char *settings,
+		     const char *const *volume_refs, const struct layout *layout, char *err,
+		     size_t err_len)
+{
+	struct scope_def *d = malloc(sizeof(*d));
+	int ret = d ? 0 : -ENOMEM;
+
+	pthread_rwlock_wrlock(&s->use);
+	if (ret < 0) {
+		snprintf(err, err_len, "out of memory");
+	} else if (s->def.previous[0]) {
+		/* Moving already: to these settings, the run resumes; to others, not yet. */
+		ret = strcmp(s->def.settings, settings) == 0 ? 1 : -EBUSY;
+		if (ret < 0)
+			snprintf(err, err_len, "the scope is moving to another KMS already: finish "
+					       "that move first");
+	} else if (strcmp(s->def.settings, settings) == 0 || strlen(settings) > SCOPE_SETTINGS_MAX) {
+		ret = -EINVAL;
+		snprintf(err, err_len, "the scope is on that KMS already, or the settings are too "
+				       "long");
+	} else {
+		ret = held_unlocked(s, err, err_len);
+	}
+	if (ret == 0) {
+		*d = s->def;
+		strcpy(d->previous, s->def.settings);
+		strcpy(d->settings, settings);
+		ret = new_key_record(s, d, volume_refs, layout, err, err_len);
+	}
+	if (ret == 0)
+		ret = replace_def(s, backing_fd, d, err, err_len);
+	pthread_rwlock_unlock(&s->use);
+	free(d);
+	return ret;
+}
+
+int scope_move_end(struct scope *s, int backing_fd, char *err, size_t err_len)
+{
+	struct scope_def *d = malloc(sizeof(*d));
+	int ret = d ? 0 : -ENOMEM;
+
+	pthread_rwlock_wrlock(&s->use);
+	if (ret == 0 && !s->def.previous[0]) {
+		ret = 1; /* ended already */
+	} else if (ret == 0) {
+		*d = s->def;
+		d->previous[0] = '\0';
+		ret = replace_def(s, backing_fd, d, err, err_len);
+	}
+	pthread_rwlock_unlock(&s->use);
 	free(d);
 	return ret;
 }

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "kmsset.h"
+#include "layout.h"
 #include "names.h"
 #include "scopedef.h"
 
@@ -66,11 +67,36 @@ struct scope *scope_by_root(struct scope_set *set, const uint8_t *dirid);
  * opens the provider, draws the scope key, writes the definition and adds
  * the scope (unlocked).  Refuses (-EEXIST) a directory that is a root
  * already and (-EINVAL) a key reference the volume (@volume_refs, NULL
- * terminated) or another scope uses.  0 or -errno, message in @err.
+ * terminated) or another scope uses, or a provider whose records need more
+ * room than the header slots of @layout hold (the rule `init` sizes the
+ * slots by: a re-wrap must always fit in place).  0 or -errno, message in
+ * @err.
  */
 int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
-		     const char *settings, const char *const *volume_refs, char *err,
+		     const char *settings, const char *const *volume_refs,
+		     const struct layout *layout, char *err, size_t err_len);
+
+/*
+ * scope_move_start - begin moving @s to the KMS of the canonical @settings
+ * (rotate --scope --to-kms; docs/FORMAT.md, "Moving a scope to another
+ * KMS"): the new provider's key checked as scope_set_create() checks it,
+ * the scope key wrapped by it, and a definition with @s's settings as the
+ * previous ones stored in the registry of @backing_fd before @s uses it (@s
+ * is locked: the next use opens both providers).  0 (started), 1 (moving
+ * to @settings already: resume), -EBUSY (moving elsewhere), -EACCES (the
+ * scope's KMS refuses), -EINVAL, or -errno; a message in @err.
+ */
+int scope_move_start(struct scope *s, int backing_fd, const char *settings,
+		     const char *const *volume_refs, const struct layout *layout, char *err,
 		     size_t err_len);
+
+/*
+ * scope_move_end - end @s's move: the definition without previous
+ * settings stored, @s locked (reopened with its new KMS alone).  The caller
+ * made sure no record is left under the old KMS.  0, 1 (not moving), or
+ * -errno + @err.
+ */
+int scope_move_end(struct scope *s, int backing_fd, char *err, size_t err_len);
 
 /*
  * scope_set_forget_root - the scope's root @dirid was removed: drop its
@@ -102,6 +128,33 @@ struct names *scope_names(struct scope *s);
  * scope's cached DEKs.
  */
 void scope_lock(struct scope *s);
+
+/*
+ * scope_current_version - the current master-key version of @s's KMS
+ * (unlocking @s first if need be).  0, -EACCES (locked by its KMS), or a
+ * KMS error.
+ */
+int scope_current_version(struct scope *s, uint32_t *version);
+
+/*
+ * scope_rewrap_key - move @s's scope-key record onto its KMS's current
+ * version *@version, storing the new definition in the registry of backing
+ * root @backing_fd (crash-safely, scopedef.h) before @s uses it.  0 (re-wrapped),
+ * 1 (already current), or -errno (logged).
+ */
+int scope_rewrap_key(struct scope *s, int backing_fd, uint32_t *version);
+
+/*
+ * scope_shred - destroy @s's master key in its KMS (kms_destroy(), opening
+ * the provider if need be), then lock @s as scope_lock() does.  Nothing
+ * under the scope unwraps again.  0, or -errno with a message in @err:
+ * -EACCES (its KMS refuses already), -EOPNOTSUPP, -EPERM (kms.h).  The
+ * caller drops the scope's cached DEKs.
+ */
+int scope_shred(struct scope *s, char *err, size_t err_len);
+
+/* scope_record_of - a copy of @s's scope-key record (a re-wrap replaces it). */
+void scope_record_of(struct scope *s, struct key_record *out);
 
 const struct scope_def *scope_def_of(const struct scope *s);
 

@@ -57,7 +57,7 @@ static int key_description(struct envfs *fs, struct inode *in, char *out, size_t
 
 	/* The root of a volume with encrypted names describes the volume key. */
 	if (in->type != S_IFREG && !volume_key)
-		return -ENODATA;
+		return in->type == S_IFDIR ? scope_key_description(fs, in, out, cap) : -ENODATA;
 	fd = volume_key ? volkey_open(inode_fd(in), O_RDONLY, &volkey_layout)
 			: reopen(fs, in, O_RDONLY);
 	if (fd < 0)

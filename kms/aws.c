@@ -73,6 +73,9 @@ struct aws_creds {
 	bool has_token;
 };
 
+/* The shortest waiting period ScheduleKeyDeletion accepts. */
+#define AWS_MIN_DELETION_DAYS 7
+
 struct aws_kms {
 	struct kms *kms;
 	struct http_client *http;
@@ -1006,6 +1009,56 @@ static int resolve_key(struct aws_kms *ak, char *err, size_t err_len)
 	return rc;
 }
 
+/* key_call - TrentService.@op on the key, with "PendingWindowInDays" @days if non-zero. */
+static int key_call(struct aws_kms *ak, const char *op, int days)
+{
+	struct http_response resp;
+	struct json_doc *doc;
+	struct json_writer w;
+	char body[MAX_BODY];
+	size_t len;
+	int rc;
+
+	json_writer_init(&w, body, sizeof(body));
+	json_write_object_begin(&w);
+	json_write_key(&w, "KeyId");
+	/* The key's own ID (the ARN's tail): what these calls take everywhere, aliases never. */
+	json_write_string(&w, strrchr(ak->key_arn, '/') ? strrchr(ak->key_arn, '/') + 1
+							 : ak->key_arn);
+	if (days) {
+		json_write_key(&w, "PendingWindowInDays");
+		json_write_int(&w, days);
+	}
+	json_write_object_end(&w);
+	if (json_writer_finish(&w, &len) < 0)
+		return -EIO;
+	rc = aws_call(ak, op, body, len, &resp, &doc);
+	json_free(doc);
+	http_response_free(&resp);
+	return rc;
+}
+
+/*
+ * aws_destroy - AWS KMS deletes a key only after a waiting period: disable
+ * it now (every unwrap refused at once), then schedule its deletion at the
+ * shortest window AWS allows (7 days).
+ */
+static int aws_destroy(struct kms *kms, char *err, size_t err_len)
+{
+	struct aws_kms *ak = kms->priv;
+	int rc = key_call(ak, "DisableKey", 0);
+
+	if (rc == 0)
+		rc = key_call(ak, "ScheduleKeyDeletion", AWS_MIN_DELETION_DAYS);
+	if (rc < 0)
+		kms_errf(err, err_len, rc, "AWS KMS at %s: cannot disable and schedule the deletion "
+			 "of key %s: %s", ak->url, ak->key_arn,
+			 rc == -EACCES ? "access denied (the key policy must allow kms:DisableKey "
+					 "and kms:ScheduleKeyDeletion)"
+				       : kms_strerror(rc));
+	return rc;
+}
+
 static int aws_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
 	struct http_settings hs = { .classify = aws_classify };
@@ -1054,4 +1107,5 @@ const struct kms_ops kms_aws_ops = {
 	.current_version = aws_current_version,
 	.close = aws_close,
 	.remote_stats = aws_remote_stats,
+	.destroy = aws_destroy,
 };

@@ -731,6 +731,66 @@ int keyring_retire(struct keyring *kr, uint32_t version, char *err, size_t err_l
 	return rc;
 }
 
+/* dir_fsync - fsync the directory holding @path. */
+static int dir_fsync(const char *path)
+{
+	char *dir = strdup(path), *slash;
+	int fd, rc = 0;
+
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	free(dir);
+	return rc;
+}
+
+int keyring_shred(struct keyring *kr, char *err, size_t err_len)
+{
+	uint8_t noise[4096], id[KEYRING_ID_LEN];
+	int fd = open(kr->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC), rc = 0;
+	struct stat st;
+
+	if (fd < 0)
+		return kms_errf(err, err_len, -errno, "cannot open keyring %s: %s", kr->path,
+				strerror(errno));
+	/* Exclusive, as a rotation holds it: no replacement slips in meanwhile. */
+	if (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0)
+		rc = -errno;
+	/* The keyring ID sits at offset 12 (keyring.h). */
+	if (rc == 0 && pread(fd, id, sizeof(id), 12) != (ssize_t)sizeof(id))
+		rc = -EIO;
+	if (rc == 0 && memcmp(id, kr->id, sizeof(id)) != 0)
+		rc = kms_errf(err, err_len, -ESTALE, "%s is not the keyring to shred (another "
+			      "keyring ID): left alone", kr->path);
+	for (off_t off = 0; rc == 0 && off < st.st_size; off += (off_t)sizeof(noise)) {
+		size_t n = (size_t)(st.st_size - off) < sizeof(noise) ? (size_t)(st.st_size - off)
+								      : sizeof(noise);
+
+		rc = crypto_random(noise, n);
+		if (rc == 0 && pwrite(fd, noise, n, off) != (ssize_t)n)
+			rc = -EIO;
+	}
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (rc == 0 && unlink(kr->path) < 0)
+		rc = -errno;
+	close(fd);
+	if (rc == 0)
+		rc = dir_fsync(kr->path);
+	if (rc < 0 && rc != -ESTALE)
+		kms_errf(err, err_len, rc, "cannot shred keyring %s: %s", kr->path, strerror(-rc));
+	return rc;
+}
+
 const uint8_t *keyring_key(const struct keyring *kr, uint32_t version)
 {
 	uint32_t lo = 0, hi = kr->count;

@@ -133,6 +133,16 @@ int keyring_rotate(struct keyring *kr, uint32_t *version, char *err, size_t err_
  */
 int keyring_retire(struct keyring *kr, uint32_t version, char *err, size_t err_len);
 
+/*
+ * keyring_shred - destroy the keyring file at @kr's path, every version in
+ * it: overwrite it with random bytes, fsync, unlink, fsync its directory.
+ * Refuses (-ESTALE) a file at that path that is not @kr's keyring (its ID).
+ * @kr's keys in memory stay until keyring_free().  Copies elsewhere (a
+ * backup), and blocks the file system or device keeps (copy-on-write,
+ * journals, flash remapping), are beyond its reach.  0 or -errno, @err.
+ */
+int keyring_shred(struct keyring *kr, char *err, size_t err_len);
+
 /* keyring_key - the key of @version, or NULL.  Valid until @kr changes. */
 const uint8_t *keyring_key(const struct keyring *kr, uint32_t version);
 

@@ -239,6 +239,16 @@ int kms_current_version(struct kms *kms, uint32_t *version)
 	return kms->ops->current_version(kms, version);
 }
 
+int kms_destroy(struct kms *kms, char *err, size_t err_len)
+{
+	if (!kms)
+		return -EINVAL;
+	if (!kms->ops->destroy)
+		return kms_errf(err, err_len, -EOPNOTSUPP, "the %s provider cannot destroy its "
+				"master key: destroy it in the KMS itself", kms->ops->name);
+	return kms->ops->destroy(kms, err, err_len);
+}
+
 void kms_remote_stats(struct kms *kms, struct kms_remote_stats *out)
 {
 	memset(out, 0, sizeof(*out));

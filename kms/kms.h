@@ -137,6 +137,8 @@ struct kms_ops {
 	void (*close)(struct kms *kms);
 	/* Optional (NULL for providers without a service): fill @out. */
 	void (*remote_stats)(struct kms *kms, struct kms_remote_stats *out);
+	/* Optional: see kms_destroy().  NULL: kms_destroy() answers -EOPNOTSUPP. */
+	int (*destroy)(struct kms *kms, char *err, size_t err_len);
 };
 
 struct kms {
@@ -182,6 +184,17 @@ int kms_unwrap_many(struct kms *kms, struct kms_unwrap_item *items, size_t n);
 int kms_wrap_many(struct kms *kms, struct kms_wrap_item *items, size_t n);
 int kms_blob_version(struct kms *kms, const uint8_t *blob, size_t blob_len, uint32_t *version);
 int kms_current_version(struct kms *kms, uint32_t *version);
+
+/*
+ * kms_destroy - destroy the master key, every version of it, for good (a
+ * key scope's `scope shred`: whatever it wrapped can never be unwrapped
+ * again), or where the service only schedules a deletion, schedule it at
+ * the shortest window and disable the key meanwhile.  The caller uses @kms
+ * for nothing but kms_close() afterwards.  0, -EOPNOTSUPP (the provider
+ * cannot), -EPERM (the service refuses as the key is configured; @err says
+ * what to do), or another error above, with a message in @err.
+ */
+int kms_destroy(struct kms *kms, char *err, size_t err_len);
 
 /* kms_remote_stats - the provider's service-call counters (all zero if it has none). */
 void kms_remote_stats(struct kms *kms, struct kms_remote_stats *out);

@@ -261,6 +261,17 @@ static void local_close(struct kms *kms)
 	kms->priv = NULL;
 }
 
+static int local_destroy(struct kms *kms, char *err, size_t err_len)
+{
+	struct local_kms *lk = kms->priv;
+	int rc;
+
+	pthread_rwlock_wrlock(&lk->lock);
+	rc = keyring_shred(lk->kr, err, err_len);
+	pthread_rwlock_unlock(&lk->lock);
+	return rc;
+}
+
 static int local_open(struct kms *kms, const dictionary *ini, char *err, size_t err_len)
 {
 	const char *path = iniparser_getstring(ini, "kms:keyring", NULL);
@@ -333,4 +344,5 @@ const struct kms_ops kms_local_ops = {
 	.blob_version = local_blob_version,
 	.current_version = local_current_version,
 	.close = local_close,
+	.destroy = local_destroy,
 };

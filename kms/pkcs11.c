@@ -566,6 +566,51 @@ static int p11_current_version(struct kms *kms, uint32_t *version)
 	return 0;
 }
 
+/*
+ * destroy_on - destroy every "<key_label>.N" key object through the
+ * read-write session @rw.  The CK_RV of the first failure, else CKR_OK.
+ */
+static CK_RV destroy_on(struct p11_kms *pk, CK_SESSION_HANDLE rw, char *why, size_t why_len)
+{
+	struct p11_key *keys = NULL;
+	size_t n = 0;
+	CK_RV rv = search_keys_on(pk, rw, &keys, &n, why, why_len);
+
+	for (size_t i = 0; rv == CKR_OK && i < n; i++)
+		rv = pk->f->C_DestroyObject(rw, keys[i].handle);
+	free(keys);
+	return rv;
+}
+
+/*
+ * p11_destroy - destroy the key object of every version on the token.  The
+ * pool's sessions are read-only: a read-write one is opened for it, logged
+ * in by the pool session held meanwhile (a token shares its login among an
+ * application's sessions).
+ */
+static int p11_destroy(struct kms *kms, char *err, size_t err_len)
+{
+	struct p11_kms *pk = kms->priv;
+	CK_SESSION_HANDLE held, rw;
+	char why[256] = "", name[24];
+	CK_RV rv = p11_session_get(pk->tok, &held);
+
+	if (rv == CKR_OK) {
+		rv = pk->f->C_OpenSession(p11_token_slot(pk->tok), CKF_SERIAL_SESSION | CKF_RW_SESSION,
+					  NULL, NULL, &rw);
+		if (rv == CKR_OK) {
+			rv = destroy_on(pk, rw, why, sizeof(why));
+			pk->f->C_CloseSession(rw);
+		}
+		p11_session_put(pk->tok, held, CKR_OK);
+	}
+	if (rv != CKR_OK)
+		return kms_errf(err, err_len, p11_errno(rv), "token '%s': cannot destroy the keys "
+				"'%s.N': %s", p11_token_label(pk->tok), pk->key_label,
+				why[0] ? why : p11_rv_name(rv, name));
+	return 0;
+}
+
 static void p11_free(struct p11_kms *pk)
 {
 	p11_token_close(pk->tok);
@@ -724,4 +769,5 @@ const struct kms_ops kms_pkcs11_ops = {
 	.blob_version = p11_blob_version,
 	.current_version = p11_current_version,
 	.close = p11_close,
+	.destroy = p11_destroy,
 };

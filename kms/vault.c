@@ -447,6 +447,8 @@ static int vault_call_until(struct vault_kms *vk, uint64_t deadline, const char 
 	 * that still carries every item's result. */
 	if ((a->resp.status >= 200 && a->resp.status < 300) ||
 	    ((a->resp.status == 400 || a->resp.status == 500) && is_batch_answer(&a->resp))) {
+		if (a->resp.status == 204)
+			return 0; /* no content (a key deleted): a->doc stays NULL */
 		if (!a->resp.body ||
 		    json_parse((const char *)a->resp.body, a->resp.len, &a->doc) < 0) {
 			http_response_free(&a->resp);
@@ -991,6 +993,26 @@ static int vault_current_version(struct kms *kms, uint32_t *version)
 	return rc;
 }
 
+/*
+ * vault_destroy - delete the Transit key, every version (Vault deletes only
+ * a key configured with deletion_allowed: otherwise -EPERM, saying how).
+ */
+static int vault_destroy(struct kms *kms, char *err, size_t err_len)
+{
+	struct vault_kms *vk = kms->priv;
+	struct vault_answer a;
+	int rc = vault_call(vk, "DELETE", "keys", NULL, 0, &a, err, err_len);
+
+	if (rc == 0)
+		answer_free(&a);
+	else if (err && strstr(err, "deletion is not allowed"))
+		rc = kms_errf(err, err_len, -EPERM,
+			      "Vault at %s refuses to delete key %s/%s: allow it first (vault write "
+			      "%s/keys/%s/config deletion_allowed=true), then shred again",
+			      vk->address, vk->mount, vk->key, vk->mount, vk->key);
+	return rc;
+}
+
 /* The HTTP client's breaker changed state: Vault became unreachable or reachable again. */
 static void breaker_edge(void *arg, bool up)
 {
@@ -1240,4 +1262,5 @@ const struct kms_ops kms_vault_ops = {
 	.current_version = vault_current_version,
 	.close = vault_close,
 	.remote_stats = vault_remote_stats,
+	.destroy = vault_destroy,
 };

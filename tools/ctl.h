@@ -144,11 +144,13 @@ int ctl_volume_names(struct ctl_volume *v, const char *backing, struct names **o
 
 /*
  * ctl_resolve - the backing path (into @out) of plaintext @path inside the
- * volume in @backing, through its name codec.  The last component need not
- * exist.  A CTL_* code, having printed why.
+ * volume @v in @backing, through its name codec *@names, which becomes a
+ * key scope's when the path enters one (ctl_scope_offline.h): on return it
+ * is the codec of the names in @path's last directory.  The last component
+ * need not exist.  A CTL_* code, having printed why.
  */
-int ctl_resolve(struct names *names, const char *backing, const char *path, char *out,
-		size_t cap);
+int ctl_resolve(struct ctl_volume *v, struct names **names, const char *backing, const char *path,
+		char *out, size_t cap);
 int cmd_import(int argc, char **argv);
 
 /*

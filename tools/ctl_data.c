@@ -22,6 +22,7 @@
 #include "crypto/record.h"
 #include "crypto/secmem.h"
 #include "tools/ctl.h"
+#include "tools/ctl_scope_offline.h"
 
 /* The options encrypt and decrypt share. */
 #define DATA_OPTIONS_HELP "Options:\n" DATA_OPTIONS_LIST
@@ -103,21 +104,14 @@ static int parse_args(int argc, char **argv, const char *usage, struct data_args
 	return CTL_OK;
 }
 
-/* unwrap_record - the DEK of @rec, checked against the record's MAC.  A CTL_* code. */
-static int unwrap_record(struct ctl_volume *v, const char *file, const struct key_record *rec,
-			 uint8_t *dek)
+/* unwrap_under - the DEK of @rec through @kms, checked against the record's MAC.  A CTL_* code. */
+static int unwrap_under(struct ctl_volume *v, struct kms *kms, const char *file,
+			const struct key_record *rec, uint8_t *dek)
 {
-	struct kms_pair keys = ctl_volume_keys(v);
-	struct kms *kms = kms_pair_for(&keys, rec->key_ref);
 	struct kms_context ctx;
 	uint32_t blob_version;
 	int rc;
 
-	if (!kms)
-		return ctl_err(CTL_KEY,
-			       "%s: the key record names master key '%s', but this volume uses "
-			       "'%s': decrypt it with the volume (and keyring) it belongs to",
-			       file, rec->key_ref, v->kms->key_ref);
 	rc = kms_blob_version(kms, rec->wrapped, rec->wrapped_len, &blob_version);
 	if (rc < 0 || blob_version != rec->key_version)
 		return ctl_err(CTL_INTEGRITY,
@@ -148,6 +142,36 @@ static int unwrap_record(struct ctl_volume *v, const char *file, const struct ke
 		return ctl_err(CTL_FAILED, "%s: cannot check the key record: %s", file,
 			       strerror(-rc));
 	return CTL_OK;
+}
+
+/*
+ * unwrap_record - the DEK of @rec through the volume's KMS, or for a file in
+ * a key scope through the scope's (ctl_scope_offline.h).  A CTL_* code.
+ */
+static int unwrap_record(struct ctl_volume *v, const char *file, const struct key_record *rec,
+			 uint8_t *dek)
+{
+	struct kms_pair keys = ctl_volume_keys(v);
+	struct kms *kms = kms_pair_for(&keys, rec->key_ref), *scope = NULL;
+	char err[1024];
+	int rc;
+
+	if (!kms) {
+		rc = ctl_scope_kms(v, rec->key_ref, &scope, err, sizeof(err));
+		if (rc == -ESRCH)
+			return ctl_err(CTL_KEY,
+				       "%s: the key record names master key '%s', but this volume "
+				       "uses '%s': decrypt it with the volume (and keyring) it "
+				       "belongs to", file, rec->key_ref, v->kms->key_ref);
+		if (rc < 0)
+			return ctl_err(rc == -EBADMSG ? CTL_INTEGRITY : CTL_KEY,
+				       "%s: the KMS of its key scope (master key '%s') cannot "
+				       "unwrap it: %s", file, rec->key_ref, err);
+		kms = scope;
+	}
+	rc = unwrap_under(v, kms, file, rec, dek);
+	kms_close(scope);
+	return rc;
 }
 
 /*
@@ -232,7 +256,7 @@ static int resolve_path(struct ctl_volume *v, const struct data_args *a, char *o
 		return ctl_err(CTL_FAILED, "%s: %s", a->backing, strerror(errno));
 	rc = ctl_volume_names(v, backing, &names);
 	if (rc == CTL_OK)
-		rc = ctl_resolve(names, backing, a->file, out, cap);
+		rc = ctl_resolve(v, &names, backing, a->file, out, cap);
 	names_destroy(names);
 	return rc;
 }

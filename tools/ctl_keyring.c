@@ -8,10 +8,13 @@
 #include <string.h>
 #include <sys/xattr.h>
 
+#define ENVELOPEFS_SCOPE_OPS_TOOL_ONLY
+#include "fs/scope_ops.h"
 #include "fs/status.h"
 #include "kms/keyring.h"
 #include "crypto/hex.h"
 #include "tools/ctl.h"
+#include "tools/ctl_scope.h"
 
 static const char keyring_usage[] =
 	"Usage: envelopefsctl keyring create [--passphrase-file FILE] PATH\n"
@@ -60,6 +63,24 @@ static void print_keyring(const struct keyring *kr)
 
 #define MAX_VOLUMES 64
 
+/* scope_check - volume_check() for the root @dir of a key scope, through its daemon. */
+static int scope_check(const char *dir, const char *id, uint32_t version)
+{
+	char ref[KMS_MAX_REF + 1], want[64], uuid[37];
+	uint32_t current;
+	int code = ctl_scope_target(dir, &current, ref, sizeof(ref), uuid);
+
+	snprintf(want, sizeof(want), "local:%s", id);
+	if (code != CTL_OK)
+		return code;
+	if (strcmp(ref, want) != 0)
+		return ctl_err(CTL_KEY, "key scope %s does not use keyring %s", dir, id);
+	if (current <= version)
+		return ctl_err(CTL_FAILED, "key scope %s still wraps new keys under version %u or "
+					   "older: rotate the keyring first", dir, version);
+	return CTL_OK;
+}
+
 /*
  * Does volume @dir use keyring @id?  Online (its mount root answers the
  * status xattr) through the daemon's key reference, offline from its
@@ -81,11 +102,17 @@ static int volume_check(const char *dir, const char *id, uint32_t version, bool 
 	int code;
 
 	snprintf(ref, sizeof(ref), "\"key_ref\":\"local:%s\"", id);
-	*online = n >= 0;
+	*online = n >= 0 || getxattr(dir, SCOPE_XATTR, NULL, 0) >= 0;
+	if (n < 0 && *online)
+		return scope_check(dir, id, version);
 	if (*online) {
 		status[n] = '\0';
+		/* The volume's own KMS, not a key scope's: the walk leaves scopes out. */
+		if ((cur = strstr(status, "\"scopes\":")))
+			*cur = '\0';
 		if (!strstr(status, ref))
-			return ctl_err(CTL_KEY, "volume %s does not use keyring %s", dir, id);
+			return ctl_err(CTL_KEY, "volume %s does not use keyring %s (for a key scope's "
+					       "keyring, give the scope's root directory)", dir, id);
 		cur = strstr(status, "\"current_version\":");
 		if (!cur || sscanf(cur + strlen("\"current_version\":"), "%u", &current) != 1 ||
 		    current <= version)
@@ -138,7 +165,10 @@ static int retire(struct keyring *kr, const char *version_text, char **volumes, 
 					       "volume %s: %zu files still use version %lu and %zu could "
 					       "not be checked; run `envelopefsctl rotate %s%s` first",
 					       volumes[i], users, version, unreadable,
-					       online[i] ? "" : "--offline ", volumes[i]);
+					       !online[i] ? "--offline "
+					       : getxattr(volumes[i], SCOPE_XATTR, NULL, 0) >= 0 ? "--scope "
+												  : "",
+					       volumes[i]);
 		}
 	}
 	rc = keyring_retire(kr, (uint32_t)version, err, sizeof(err));

@@ -19,6 +19,7 @@
 #include "crypto/secmem.h"
 #include "fs/volkey.h"
 #include "tools/ctl.h"
+#include "tools/ctl_scope_offline.h"
 
 static const char ls_usage[] =
 	"Usage: envelopefsctl ls [OPTIONS] BACKING [DIR]\n"
@@ -94,8 +95,8 @@ static int resolve_step(struct names *names, int dirfd, bool in_root, const char
 	return CTL_OK;
 }
 
-int ctl_resolve(struct names *names, const char *backing, const char *path, char *out,
-		size_t cap)
+int ctl_resolve(struct ctl_volume *v, struct names **names, const char *backing, const char *path,
+		char *out, size_t cap)
 {
 	char *copy = strdup(path), *save = NULL, *part;
 	size_t len;
@@ -119,7 +120,7 @@ int ctl_resolve(struct names *names, const char *backing, const char *path, char
 			rc = ctl_err(CTL_USAGE, "%s: '..' is not allowed in a volume path", path);
 			break;
 		}
-		rc = resolve_step(names, dirfd, in_root, part, &b);
+		rc = resolve_step(*names, dirfd, in_root, part, &b);
 		if (rc != CTL_OK)
 			break;
 		len += (size_t)snprintf(out + len, len < cap ? cap - len : 0, "/%s", b.entry);
@@ -137,6 +138,8 @@ int ctl_resolve(struct names *names, const char *backing, const char *path, char
 		if (next < 0)
 			rc = ctl_err(CTL_FAILED, "%s: no such directory in the volume (at '%s': %s)",
 				     path, part, strerror(errno));
+		else
+			rc = ctl_scope_enter(v, next, path, names); /* a key scope's names below */
 	}
 	if (dirfd >= 0)
 		close(dirfd);
@@ -240,7 +243,7 @@ int cmd_ls(int argc, char **argv)
 		return rc;
 	rc = ctl_volume_names(&v, backing, &names);
 	if (rc == CTL_OK)
-		rc = ctl_resolve(names, backing, dir, path, sizeof(path));
+		rc = ctl_resolve(&v, &names, backing, dir, path, sizeof(path));
 	if (rc == CTL_OK)
 		rc = list_dir(names, path, strcmp(path, backing) == 0, show_backing);
 	names_destroy(names);

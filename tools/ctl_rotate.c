@@ -61,17 +61,21 @@
 #include "tools/ctl.h"
 #include "tools/ctl_daemon.h"
 #include "tools/ctl_migrate.h"
+#include "tools/ctl_scope.h"
 
 static const char rotate_usage[] =
 	"Usage: envelopefsctl rotate [OPTIONS] MOUNTPOINT [PATH...]\n"
 	"       envelopefsctl rotate --offline [OPTIONS] BACKING\n"
 	"       envelopefsctl rotate --to-kms CONFIG [--offline] [OPTIONS] MOUNTPOINT|BACKING\n"
+	"       envelopefsctl rotate --scope [--to-kms CONFIG] [OPTIONS] DIR\n"
 	"\n"
 	"Re-wrap every regular file's data key under the KMS's current master-key\n"
 	"version (after `envelopefsctl keyring rotate`).  Data is not rewritten.  Online,\n"
 	"the mounted daemon does the work while applications keep running; PATHs limit\n"
 	"the walk to subtrees of the mount.  Interrupted, it can be run again: files\n"
-	"already current are left alone.\n"
+	"already current are left alone.  Key scopes are left to their own KMS: with\n"
+	"--scope, DIR (the root of a key scope in a mounted volume) and everything under\n"
+	"it is rotated under the scope's KMS instead, the scope key included.\n"
 	"\n"
 	"Options:\n"
 	"  --check         change nothing; count files per key version, exit 1 if any\n"
@@ -97,6 +101,9 @@ static const char rotate_usage[] =
 	"                  with one [kms] section: provider and settings, no secret):\n"
 	"                  every key is re-wrapped by the new KMS, the data stays.\n"
 	"                  Resumable; the old KMS is not needed once it finishes\n"
+	"  --scope         DIR is the root of a key scope: rotate it (with --check,\n"
+	"                  --dry-run, --rekey, --jobs, --max-rate, --json, --state), or\n"
+	"                  with --to-kms CONFIG move it to another KMS\n"
 	"\n"
 	"Progress goes to stderr: a live line on a terminal, a line every 5 s otherwise.\n"
 	"Online use needs root (the daemon's interface is a trusted.* xattr).\n";
@@ -127,6 +134,8 @@ struct rekey_state {
 
 struct rotation {
 	bool offline, check, dry_run, json, rekey, quiet;
+	bool scope; /* --scope: the walk's one root is a key scope's root */
+	bool moving; /* --scope --to-kms: the scope moves to another KMS */
 	unsigned shard, shards; /* --shard I/N: shard I (from 1) of N; N = 0: every file */
 	struct ctl_migration *migration; /* --to-kms: the move under way, else NULL */
 	char target_ref[KMS_MAX_REF + 1]; /* a done record names this key */
@@ -250,14 +259,16 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 		r->unwalkable++;
 		return 0;
 	}
-	/* A mount root with encrypted names carries the volume key's record. */
+	/* A mount root with encrypted names carries the volume key's record, a
+	 * scope's root (--scope) its scope key's (fs/scope_ops.h). */
 	if (type == FTW_D && ftw->level == 0 && !r->offline &&
 	    getxattr(path, KEY_XATTR, NULL, 0) >= 0)
 		return in_shard(r, true, 0) ? add_item(r, path) : 0;
-	/* A key scope's files are under its own KMS, not the volume's (fs/scope_ops.h). */
-	if (type == FTW_D && !r->offline && getxattr(path, SCOPE_XATTR, NULL, 0) >= 0) {
-		fprintf(stderr, "envelopefsctl %s: %s: a key scope, left to its own KMS\n", ctl_cmd,
-			path);
+	/* A key scope's files are under its own KMS, not the volume's: rotate --scope's. */
+	if (type == FTW_D && !r->offline && !r->scope &&
+	    getxattr(path, SCOPE_XATTR, NULL, 0) >= 0) {
+		fprintf(stderr, "envelopefsctl %s: %s: a key scope, left to its own KMS "
+				"(envelopefsctl rotate --scope %s)\n", ctl_cmd, path, path);
 		return FTW_SKIP_SUBTREE;
 	}
 	/* The re-key journals and the link store are the volume's, not files of it. */
@@ -427,7 +438,7 @@ static void rate_wait(struct rotation *r)
  */
 static bool rewrapped_already(const struct rotation *r, uint32_t version, const char *ref)
 {
-	return strcmp(ref, r->target_ref) == 0 && (r->migration || version >= r->target);
+	return strcmp(ref, r->target_ref) == 0 && (r->migration || r->moving || version >= r->target);
 }
 
 static void process(struct rotation *r, struct file_item *it)
@@ -720,7 +731,7 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		{"keyring", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'},
 		{"rekey", no_argument, NULL, 'R'},   {"state", required_argument, NULL, 'S'},
 		{"to-kms", required_argument, NULL, 'M'}, {"shard", required_argument, NULL, 's'},
-		{NULL, 0, NULL, 0},
+		{"scope", no_argument, NULL, 'Z'}, {NULL, 0, NULL, 0},
 	};
 	char *end;
 	int c;
@@ -736,6 +747,7 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 		case 'R': r->rekey = true; break;
 		case 'S': r->state_opt = optarg; break;
 		case 'M': *to_kms = optarg; break;
+		case 'Z': r->scope = true; break;
 		case 's':
 			if (parse_shard(optarg, r) != CTL_OK)
 				return CTL_USAGE;
@@ -767,6 +779,11 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 	if (*to_kms && r->shards)
 		return ctl_err(CTL_USAGE, "--to-kms moves the whole volume in one run: it does "
 			       "not take --shard");
+	/* A scope's definition is authenticated by the volume key, which only the
+	 * daemon holds; and the scope is one tree. */
+	if (r->scope && (r->offline || r->shards || optind != argc - 1))
+		return ctl_err(CTL_USAGE, "--scope rotates one mounted scope: it takes one DIR "
+			       "and neither --offline nor --shard");
 	/* An offline re-key first finishes every interrupted re-key of the volume,
 	 * which would take another shard's journals from under it. */
 	if (r->offline && r->rekey && r->shards)
@@ -1043,6 +1060,12 @@ int cmd_rotate(int argc, char **argv)
 		uuid_format(r.vol.cfg.uuid, uuid);
 		if (r.rekey && !r.check && !r.dry_run)
 			code = offline_rekey_setup(&r);
+	} else if (r.scope) {
+		r.moving = to_kms != NULL;
+		code = r.moving ? ctl_scope_move_start(argv[optind], to_kms) : CTL_OK;
+		if (code == CTL_OK)
+			code = ctl_scope_target(argv[optind], &r.target, r.target_ref,
+						sizeof(r.target_ref), uuid);
 	} else {
 		struct stat mnt, sub;
 
@@ -1082,10 +1105,11 @@ int cmd_rotate(int argc, char **argv)
 		code = state_open(&r, uuid);
 	/* Online, PATHs after the mountpoint narrow the walk. */
 	int first = r.offline ? optind : optind + (argc - optind > 1);
-	if (code == CTL_OK && r.migration) {
+	if (code == CTL_OK && (r.migration || r.moving)) {
 		code = migrate_walk(&r, argv + first, argc - first);
 		if (code == CTL_OK)
-			code = ctl_migrate_finish(r.migration);
+			code = r.moving ? ctl_scope_move_end(argv[optind])
+					: ctl_migrate_finish(r.migration);
 	} else if (code == CTL_OK) {
 		code = walk_and_run(&r, argv + first, argc - first);
 		if (code == CTL_OK)

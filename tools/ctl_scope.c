@@ -26,11 +26,14 @@
 #include "fs/scope_ops.h"
 #include "fs/status.h"
 #include "tools/ctl.h"
+#include "tools/ctl_daemon.h"
+#include "tools/ctl_scope.h"
 
 static const char usage[] =
 	"Usage: envelopefsctl scope create --kms NAME [--kms-setting KEY=VALUE]... DIR\n"
 	"       envelopefsctl scope list MOUNTPOINT\n"
 	"       envelopefsctl scope lock DIR\n"
+	"       envelopefsctl scope shred [--yes] DIR\n"
 	"\n"
 	"Key scopes of a mounted volume (root only).  create makes the empty directory\n"
 	"DIR the root of a key scope whose files' keys, names, symlink targets and xattrs\n"
@@ -38,11 +41,16 @@ static const char usage[] =
 	"secrets come from files or the daemon's environment, never from here).  list\n"
 	"shows each scope's directory, provider, key reference and whether it is\n"
 	"unlocked.  lock drops the scope's cached keys at once: the next use asks its\n"
-	"KMS again.  Nested scopes are refused.\n"
+	"KMS again.  shred destroys the scope's master key in its KMS (a local keyring\n"
+	"overwritten and removed, a Vault key deleted, an AWS key disabled and its\n"
+	"deletion scheduled, a PKCS#11 token's key objects destroyed): nothing under DIR\n"
+	"decrypts again, offline tools included.\n"
+	"Nested scopes are refused.\n"
 	"\n"
 	"Options:\n"
 	"  --kms NAME              the scope's provider (local, pkcs11, aws, vault, ...)\n"
 	"  --kms-setting KEY=VALUE one provider setting (repeatable)\n"
+	"  --yes                   (shred) do not ask; without it shred asks on a terminal\n"
 	"  -h, --help              show this help\n";
 
 /* open_dir - @path as an open directory of a mount.  fd or -1 (reported). */
@@ -69,7 +77,8 @@ static int daemon_error(const char *path, int err)
 	case EINVAL:
 		return ctl_err(CTL_FAILED, "%s: refused: nested scope, the volume's root, a "
 					   "volume without encrypted names, a master key already in "
-					   "use, or bad settings (the daemon's log says which)",
+					   "use, key records too large for the volume's header slots, "
+					   "or bad settings (the daemon's log says which)",
 			       path);
 	case EACCES:
 		return ctl_err(CTL_KEY, "%s: the scope's KMS refused (the daemon's log says why)",
@@ -175,6 +184,107 @@ out:
 	return code;
 }
 
+int ctl_scope_target(const char *dir, uint32_t *version, char *key_ref, size_t ref_cap,
+		     char uuid[37])
+{
+	static char status[65536];
+	char root[PATH_MAX], record[512];
+	ssize_t len;
+	int ret;
+
+	if (getxattr(dir, SCOPE_XATTR, record, sizeof(record)) < 0)
+		return errno == ENODATA ? ctl_err(CTL_USAGE, "%s: not the root of a key scope", dir)
+					: daemon_error(dir, errno);
+	ret = ctl_daemon_ioctl(dir, ENVELOPEFS_IOC_SCOPE_VERSION);
+	if (ret < 0)
+		return daemon_error(dir, -ret);
+	*version = (uint32_t)ret;
+	/* The scope root describes its scope key's record as the mount root the volume key's. */
+	len = getxattr(dir, KEY_XATTR, record, sizeof(record) - 1);
+	if (len < 0)
+		return daemon_error(dir, errno);
+	record[len] = '\0';
+	if (sscanf(record, "%*u %511s", record) != 1 || strlen(record) >= ref_cap)
+		return ctl_err(CTL_FAILED, "%s: the daemon describes no scope key", dir);
+	snprintf(key_ref, ref_cap, "%s", record);
+	if (mount_root(dir, root) < 0 ||
+	    (len = getxattr(root, STATUS_XATTR, status, sizeof(status) - 1)) < 0)
+		return ctl_err(CTL_FAILED, "%s: cannot read the volume's status", dir);
+	status[len] = '\0';
+	if (!json_field(status, "volume", record, sizeof(record)) || strlen(record) != 36)
+		return ctl_err(CTL_FAILED, "%s: the daemon's status names no volume", root);
+	memcpy(uuid, record, 37);
+	return CTL_OK;
+}
+
+/* move_settings - the canonical [kms] settings of INI file @config into @out.  A CTL_* code. */
+static int move_settings(const char *config, char *out, size_t cap)
+{
+	dictionary *ini = iniparser_load(config);
+	const char **keys = NULL;
+	char err[512];
+	int n, code = CTL_OK;
+
+	if (!ini)
+		return ctl_err(CTL_USAGE, "--to-kms %s: not a readable INI file", config);
+	n = iniparser_getsecnkeys(ini, "kms");
+	if (iniparser_getnsec(ini) != 1 || n <= 0)
+		code = ctl_err(CTL_USAGE, "--to-kms %s: wants exactly one section, [kms], with the "
+					  "scope's new provider and its settings", config);
+	else if (!(keys = calloc((size_t)n, sizeof(*keys))))
+		code = ctl_err(CTL_FAILED, "out of memory");
+	else
+		iniparser_getseckeys(ini, "kms", keys);
+	for (int i = 0; keys && i < n && code == CTL_OK; i++)
+		if (ctl_secret_setting(keys[i] + 4))
+			code = ctl_err(CTL_USAGE, "--to-kms %s: [kms] %s is a secret: give its file "
+						  "(%s_file) or the provider's environment variable",
+				       config, keys[i] + 4, keys[i] + 4);
+	if (code == CTL_OK && scope_settings_canon(ini, out, cap, err, sizeof(err)) < 0)
+		code = ctl_err(CTL_USAGE, "--to-kms %s: %s", config, err);
+	free(keys);
+	iniparser_freedict(ini);
+	return code;
+}
+
+int ctl_scope_move_start(const char *dir, const char *config)
+{
+	struct scope_create_arg *arg = calloc(1, sizeof(*arg));
+	int fd = -1, rc, code;
+
+	if (!arg)
+		return ctl_err(CTL_FAILED, "out of memory");
+	code = move_settings(config, arg->settings, sizeof(arg->settings));
+	if (code == CTL_OK && (fd = open_dir(dir)) < 0)
+		code = CTL_FAILED;
+	if (code == CTL_OK) {
+		rc = ioctl(fd, ENVELOPEFS_IOC_SCOPE_MOVE, arg);
+		if (rc < 0 && errno == EBUSY)
+			code = ctl_err(CTL_FAILED, "%s: the scope is moving to another KMS already: "
+						   "finish that move first", dir);
+		else if (rc < 0)
+			code = daemon_error(dir, errno);
+		else
+			fprintf(stderr, "envelopefsctl rotate: %s: %s\n", dir,
+				rc == 1 ? "resuming the move to the new KMS"
+					: "the scope key is the new KMS's; moving the files");
+	}
+	if (fd >= 0)
+		close(fd);
+	free(arg);
+	return code;
+}
+
+int ctl_scope_move_end(const char *dir)
+{
+	int rc = ctl_daemon_ioctl(dir, ENVELOPEFS_IOC_SCOPE_MOVE_END);
+
+	if (rc < 0)
+		return daemon_error(dir, -rc);
+	printf("%s: the scope has moved: its previous KMS is needed no more\n", dir);
+	return CTL_OK;
+}
+
 static int scope_create(const char *dir, const char *provider, char **settings, int n)
 {
 	struct scope_create_arg *arg = calloc(1, sizeof(*arg));
@@ -235,6 +345,46 @@ static int scope_lock_dir(const char *dir)
 				     : daemon_error(dir, errno);
 	else
 		printf("%s: key scope locked\n", dir);
+	close(fd);
+	return rc;
+}
+
+/* confirmed - whether the operator typed "yes" on the terminal for shredding @dir. */
+static bool confirmed(const char *dir)
+{
+	char answer[16];
+
+	fprintf(stderr, "Shred the master key of key scope %s? Nothing under it will ever decrypt "
+			"again. Type yes to go on: ", dir);
+	return fgets(answer, sizeof(answer), stdin) && strcmp(answer, "yes\n") == 0;
+}
+
+static int scope_shred_dir(const char *dir, bool yes)
+{
+	int fd, rc = CTL_OK;
+
+	if (!yes && !isatty(STDIN_FILENO))
+		return ctl_err(CTL_USAGE, "%s: shred destroys the scope's key for good: give --yes "
+					  "(or run it on a terminal, which asks)", dir);
+	if (!yes && !confirmed(dir))
+		return ctl_err(CTL_FAILED, "%s: not shredded", dir);
+	fd = open_dir(dir);
+	if (fd < 0)
+		return CTL_FAILED;
+	if (ioctl(fd, ENVELOPEFS_IOC_SCOPE_SHRED) < 0) {
+		if (errno == EINVAL)
+			rc = ctl_err(CTL_FAILED, "%s: not the root of a key scope", dir);
+		else if (errno == EOPNOTSUPP)
+			rc = ctl_err(CTL_FAILED, "%s: the scope's provider cannot destroy its key: "
+						 "destroy it in the KMS, then `scope lock` it", dir);
+		else if (errno == EPERM)
+			rc = ctl_err(CTL_FAILED, "%s: the scope's KMS refuses to destroy the key as "
+						 "configured (the daemon's log says what to do)", dir);
+		else
+			rc = daemon_error(dir, errno);
+	} else {
+		printf("%s: key scope shredded: nothing under it decrypts again\n", dir);
+	}
 	close(fd);
 	return rc;
 }
@@ -311,9 +461,11 @@ int cmd_scope(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "kms", required_argument, NULL, 'k' },
 		{ "kms-setting", required_argument, NULL, 's' },
+		{ "yes", no_argument, NULL, 'y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	bool yes = false;
 	char **settings = calloc((size_t)argc, sizeof(*settings));
 	const char *provider = NULL, *action;
 	int c, n = 0, rc;
@@ -325,6 +477,8 @@ int cmd_scope(int argc, char **argv)
 			provider = optarg;
 		} else if (c == 's') {
 			settings[n++] = optarg;
+		} else if (c == 'y') {
+			yes = true;
 		} else {
 			free(settings);
 			return ctl_usage(usage, c == 'h');
@@ -335,12 +489,14 @@ int cmd_scope(int argc, char **argv)
 		return ctl_usage(usage, false);
 	}
 	action = argv[optind];
-	if (strcmp(action, "create") == 0 && provider)
+	if (strcmp(action, "create") == 0 && provider && !yes)
 		rc = scope_create(argv[optind + 1], provider, settings, n);
-	else if (strcmp(action, "list") == 0 && !provider && n == 0)
+	else if (strcmp(action, "list") == 0 && !provider && n == 0 && !yes)
 		rc = scope_list(argv[optind + 1]);
-	else if (strcmp(action, "lock") == 0 && !provider && n == 0)
+	else if (strcmp(action, "lock") == 0 && !provider && n == 0 && !yes)
 		rc = scope_lock_dir(argv[optind + 1]);
+	else if (strcmp(action, "shred") == 0 && !provider && n == 0)
+		rc = scope_shred_dir(argv[optind + 1], yes);
 	else
 		rc = ctl_usage(usage, false);
 	free(settings);

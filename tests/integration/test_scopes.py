@@ -61,13 +61,26 @@ class Tenant:
         os.rename(f"{self.keyring}.revoked", self.keyring)
 
 
-@pytest.fixture
-def tenants(tmp_path):
-    vol = Volume(tmp_path, placement="header", names="encrypted")
+def two_tenants(tmp_path, placement):
+    vol = Volume(tmp_path, placement=placement, names="encrypted")
     vol.mount()
     a, b = Tenant(vol, "tenant-a"), Tenant(vol, "tenant-b")
     a.create()
     b.create()
+    return vol, a, b
+
+
+@pytest.fixture
+def tenants(tmp_path):
+    vol, a, b = two_tenants(tmp_path, "header")
+    yield vol, a, b
+    vol.unmount()
+
+
+@pytest.fixture
+def xattr_tenants(tmp_path):
+    """Key records in xattrs: room for any KMS's records (a header slot is sized for the volume's)."""
+    vol, a, b = two_tenants(tmp_path, "xattr")
     yield vol, a, b
     vol.unmount()
 
@@ -247,11 +260,16 @@ def test_scope_names_are_not_the_volume_keys(tenants):
                     assert MARK not in os.readlink(p)
                 for x in os.listxattr(p, follow_symlinks=False):
                     assert MARK not in x
-        # Offline, with the volume's key only: the volume's own names decrypt, the scope's do not.
+        # Offline, with the volume's key only (the tenant's keyring away): the volume's own
+        # names decrypt, the scope's do not; with the tenant's keyring, they do.
         outside = ctl("ls", "--backing", vol.backing, "/")
         assert f"{MARK}outside" in outside.stdout
+        a.revoke()
         inside = ctl("ls", "--backing", vol.backing, "/tenant-a", check=False)
-        assert MARK not in inside.stdout
+        assert inside.returncode == 4 and MARK not in inside.stdout + inside.stderr
+        a.restore()
+        inside = ctl("ls", "--backing", vol.backing, "/tenant-a")
+        assert f"d {MARK}dir" in inside.stdout and f"f {MARK}file" in inside.stdout
         registry = os.listdir(vol.backing / "envelopefs.scopes")
         assert len(registry) == 2 and all(len(n) == 22 for n in registry)
     finally:
@@ -363,18 +381,38 @@ def test_only_a_volume_with_scopes_changes_its_configuration(tmp_path):
         vol.unmount()
 
 
-def test_vault_scope_beside_local_ones(tenants, tmp_path):
-    """A scope on the Vault Transit test server: its unwraps reach that server and nothing else
-    does; a token the server no longer accepts locks that scope out alone, until it is back."""
+def vault_scope(vol, server, name):
+    vdir = vol.mnt / name
+    vdir.mkdir()
+    return ctl("scope", "create", "--kms", "vault", "--kms-setting", f"address={server.url}",
+               "--kms-setting", f"key={name}", "--kms-setting",
+               f"token_file={server.token_file}", vdir, check=False)
+
+
+def test_scope_whose_records_outgrow_the_header_slots_is_refused(tenants, tmp_path):
+    """A header slot is sized at init for the volume's own KMS's records; a scope on a KMS whose
+    records need more room is refused at once, rather than failing its first re-wrap later."""
     vol, a, b = tenants
     server = VaultServer(tmp_path / "vault")
     try:
         server.create_key("tenant-v", derived=True)
+        cp = vault_scope(vol, server, "tenant-v")
+        assert cp.returncode == 1, cp.stdout + cp.stderr
+        assert "header slots" in cp.stderr, cp.stderr
+        assert len(vol.status()["scopes"]) == 2
+    finally:
+        server.stop()
+
+
+def test_vault_scope_beside_local_ones(xattr_tenants, tmp_path):
+    """A scope on the Vault Transit test server: its unwraps reach that server and nothing else
+    does; a token the server no longer accepts locks that scope out alone, until it is back."""
+    vol, a, b = xattr_tenants
+    server = VaultServer(tmp_path / "vault")
+    try:
+        server.create_key("tenant-v", derived=True)
         vdir = vol.mnt / "tenant-v"
-        vdir.mkdir()
-        ctl("scope", "create", "--kms", "vault", "--kms-setting", f"address={server.url}",
-            "--kms-setting", "key=tenant-v", "--kms-setting", f"token_file={server.token_file}",
-            vdir)
+        assert vault_scope(vol, server, "tenant-v").returncode == 0
         files = write_tree(vol, a, b)
         for i in range(3):
             put(vdir / f"v{i}", b"vault tenant %d" % i * 500)

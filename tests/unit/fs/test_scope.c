@@ -45,6 +45,12 @@ static void check_scope(const struct vector *v, const char *type)
 		0);
 	memcpy(want.settings, settings, settings_len);
 	want.settings[settings_len] = '\0';
+	/* A moving scope's vector carries its previous settings; the others none. */
+	memset(want.previous, 0, sizeof(want.previous));
+	if (vector_field(v, "previous")) {
+		REQUIRE(vector_hex(v, "previous", settings, sizeof(settings), 0, &settings_len) == 0);
+		memcpy(want.previous, settings, settings_len);
+	}
 	REQUIRE(record_decode(record, record_len, &want.record) == 0);
 	CHECK_EQ_INT(record_check_mac(&want.record, scope_key, uuid), 0);
 
@@ -57,6 +63,7 @@ static void check_scope(const struct vector *v, const char *type)
 	CHECK(memcmp(got.id, want.id, 16) == 0);
 	CHECK(memcmp(got.root_dirid, want.root_dirid, 16) == 0);
 	CHECK(strcmp(got.settings, want.settings) == 0);
+	CHECK(strcmp(got.previous, want.previous) == 0);
 	CHECK(strcmp(got.record.key_ref, want.record.key_ref) == 0);
 	CHECK_EQ_INT(record_check_mac(&got.record, scope_key, uuid), 0);
 
@@ -82,7 +89,7 @@ static void test_format_md_vectors(void)
 	static const char *const types[] = { "scope", NULL };
 
 	vector_scan("FORMAT.md", types, check_scope);
-	CHECK(n_vectors >= 1);
+	CHECK(n_vectors >= 2); /* a settled scope and a moving one */
 }
 
 /* Settings: canonical text from a [kms] section, back to a section, and what is refused. */
