@@ -403,6 +403,47 @@ static void test_failed_append_is_cut_back(void)
 	fixture_close(&fx);
 }
 
+/*
+ * A write that rewrites the stored last block longer and goes past the end
+ * (no space reserved first), refused by the backing part-way: the old block
+ * is put back and the file cut back, so the old content reads whole.
+ */
+static void test_failed_tail_extension_is_undone(void)
+{
+	struct fixture fx;
+	uint8_t data[3 * 4096], out[4096];
+	struct rlimit old, small;
+	uint64_t bad;
+	size_t done;
+	struct stat st;
+
+	REQUIRE(fixture_open(&fx, 4096, 512) == 0);
+	memset(data, 'a', 100);
+	REQUIRE(content_write(&fx.file, data, 100, 0, &bad) == 0);
+	memset(data, 'y', sizeof(data));
+	REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+	/* The new block 0 gets past the old end, then the kernel writes short. */
+	small = (struct rlimit){.rlim_cur = 512 + 128 + 1000, .rlim_max = old.rlim_max};
+	signal(SIGXFSZ, SIG_IGN);
+	REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+	CHECK_EQ_INT(content_write(&fx.file, data, sizeof(data), 100, &bad), -EFBIG);
+	REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+	signal(SIGXFSZ, SIG_DFL);
+	REQUIRE(fstat(fx.file.fd, &st) == 0);
+	CHECK_EQ_INT(st.st_size, 512 + 128);
+	CHECK_EQ_INT(content_read(&fx.file, out, sizeof(out), 0, &done, &bad), 0);
+	CHECK_EQ_INT(done, 100);
+	memset(data, 'a', 100);
+	CHECK(memcmp(out, data, 100) == 0);
+	/* And the same write, with room, continues the file. */
+	memset(data, 'y', sizeof(data));
+	CHECK_EQ_INT(content_write(&fx.file, data, sizeof(data), 100, &bad), 0);
+	CHECK_EQ_INT(content_read(&fx.file, out, sizeof(out), 0, &done, &bad), 0);
+	CHECK_EQ_INT(done, 4096);
+	CHECK(out[99] == 'a' && out[100] == 'y' && out[4095] == 'y');
+	fixture_close(&fx);
+}
+
 static void test_size_arithmetic(void)
 {
 	struct layout l;
@@ -434,5 +475,6 @@ int main(void)
 	RUN(test_holes_and_seek);
 	RUN(test_first_header);
 	RUN(test_failed_append_is_cut_back);
+	RUN(test_failed_tail_extension_is_undone);
 	return check_summary();
 }
