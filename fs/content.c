@@ -451,8 +451,9 @@ static int append(const struct content_file *f, const uint8_t *sealed, size_t le
  * bytes before the end are stored already, so a full disk (a failed or short
  * write) is undone by putting the old block back in place and cutting the
  * file back, neither of which needs space (as shrink() relies on).  This
- * spares the writes that continue a file in the middle of a block (tar's
- * 10 KiB records, every second write of a small file) the fallocate, which
+ * spares the writes that continue a file in the middle of a block (tar
+ * writes a file in pieces cut at its 10 KiB record boundaries: each next
+ * piece continues the block the previous one ended in) the fallocate, which
  * a network backing pays as one more round trip.
  */
 static int extend_tail(const struct content_file *f, const uint8_t *sealed, size_t len,
