@@ -697,8 +697,10 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 			ret = load_block(f, i, old_len, s->plain, out, bad_block);
 			if (ret < 0)
 				return ret;
-			/* The file's stored last block, which this write makes
-			 * longer: kept for extend_tail()'s undo. */
+			/* The file's stored last block (its bytes end the backing
+			 * file), which this write makes longer: kept for
+			 * extend_tail()'s undo, which puts back exactly the
+			 * bytes from @start to the old end. */
 			if (i == first && old_len > 0 && !grown &&
 			    layout_block_offset(l, i) + old_len + BLOCK_OVERHEAD ==
 				    (uint64_t)st.st_size &&
@@ -719,13 +721,14 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 	size_t total = (size_t)(out - s->sealed);
 	if (!grown && start >= (uint64_t)st.st_size)
 		return append(f, s->sealed, total, start, (uint64_t)st.st_size);
-	if (tail_kept)
+	if (tail_kept) {
 		ret = extend_tail(f, s->sealed, total, start, s->old_tail,
 				  (size_t)((uint64_t)st.st_size - start));
-	else
+	} else {
 		ret = reserve(f, start, start + total, &st);
-	if (ret == 0 && !tail_kept)
-		ret = layout_pwrite_full(f->fd, s->sealed, total, start);
+		if (ret == 0)
+			ret = layout_pwrite_full(f->fd, s->sealed, total, start);
+	}
 	if (ret == 0)
 		pending_remove(f->pending, first, last + 1);
 	return ret;
