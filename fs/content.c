@@ -24,6 +24,9 @@ struct scratch {
 	uint8_t *sealed; /* SCRATCH_SEALED bytes */
 	uint8_t *plain;	 /* VOLUME_MAX_BLOCK bytes */
 	uint8_t *out;	 /* CONTENT_MAX_IO bytes, content_thread_buffer() */
+	/* VOLUME_MAX_BLOCK + BLOCK_OVERHEAD bytes: the stored form of the
+	 * last block a write extends, to put back if the write fails. */
+	uint8_t *old_tail;
 };
 #define SCRATCH_SEALED                                                                     \
 	((CONTENT_MAX_IO / VOLUME_MIN_BLOCK + 2) * (VOLUME_MIN_BLOCK + BLOCK_OVERHEAD) +   \
@@ -39,6 +42,7 @@ static void scratch_free(void *p)
 	free(s->sealed);
 	free(s->plain);
 	free(s->out);
+	free(s->old_tail);
 	free(s);
 }
 
@@ -61,7 +65,9 @@ static struct scratch *scratch_get(void)
 	s->sealed = malloc(SCRATCH_SEALED);
 	s->plain = malloc(VOLUME_MAX_BLOCK);
 	s->out = malloc(CONTENT_MAX_IO);
-	if (!s->sealed || !s->plain || !s->out || pthread_setspecific(scratch_key, s) != 0) {
+	s->old_tail = malloc(VOLUME_MAX_BLOCK + BLOCK_OVERHEAD);
+	if (!s->sealed || !s->plain || !s->out || !s->old_tail ||
+	    pthread_setspecific(scratch_key, s) != 0) {
 		scratch_free(s);
 		return NULL;
 	}
@@ -439,6 +445,31 @@ static int append(const struct content_file *f, const uint8_t *sealed, size_t le
 }
 
 /*
+ * Write @len sealed bytes at @start, the stored last block of the file
+ * (@old_len bytes at @start, up to the backing file's end, kept in @old)
+ * rewritten longer and more blocks after it, with no reservation first: the
+ * bytes before the end are stored already, so a full disk (a failed or short
+ * write) is undone by putting the old block back in place and cutting the
+ * file back, neither of which needs space (as shrink() relies on).  This
+ * spares the writes that continue a file in the middle of a block (tar
+ * writes a file in pieces cut at its 10 KiB record boundaries: each next
+ * piece continues the block the previous one ended in) the fallocate, which
+ * a network backing pays as one more round trip.
+ */
+static int extend_tail(const struct content_file *f, const uint8_t *sealed, size_t len,
+		       uint64_t start, const uint8_t *old, size_t old_len)
+{
+	int ret = layout_pwrite_full(f->fd, sealed, len, start);
+
+	/* An undo that fails as well leaves a block that reads as damage:
+	 * EIO then says so rather than the write's own error. */
+	if (ret < 0 && (layout_pwrite_full(f->fd, old, old_len, start) < 0 ||
+			ftruncate(f->fd, (off_t)(start + old_len)) < 0))
+		return -EIO;
+	return ret;
+}
+
+/*
  * Read stored block @index (@len plaintext bytes) into @s->sealed: 1 when it
  * is a hole (nothing opened), 0 when opened into @s->plain, or -errno.
  */
@@ -618,7 +649,7 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 	const struct layout *l = f->layout;
 	struct scratch *s = scratch_get();
 	uint64_t size, first, last, end = off + len;
-	bool grown = false;
+	bool grown = false, tail_kept = false;
 	struct stat st;
 	uint8_t *out;
 	int ret;
@@ -666,6 +697,17 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 			ret = load_block(f, i, old_len, s->plain, out, bad_block);
 			if (ret < 0)
 				return ret;
+			/* The file's stored last block (its bytes end the backing
+			 * file), which this write makes longer: kept for
+			 * extend_tail()'s undo, which puts back exactly the
+			 * bytes from @start to the old end. */
+			if (i == first && old_len > 0 && !grown &&
+			    layout_block_offset(l, i) + old_len + BLOCK_OVERHEAD ==
+				    (uint64_t)st.st_size &&
+			    end > size) {
+				memcpy(s->old_tail, out, old_len + BLOCK_OVERHEAD);
+				tail_kept = true;
+			}
 			memcpy(s->plain + from, src, to - from);
 			src = s->plain;
 		}
@@ -679,9 +721,14 @@ int content_write(const struct content_file *f, const void *buf, size_t len, uin
 	size_t total = (size_t)(out - s->sealed);
 	if (!grown && start >= (uint64_t)st.st_size)
 		return append(f, s->sealed, total, start, (uint64_t)st.st_size);
-	ret = reserve(f, start, start + total, &st);
-	if (ret == 0)
-		ret = layout_pwrite_full(f->fd, s->sealed, total, start);
+	if (tail_kept) {
+		ret = extend_tail(f, s->sealed, total, start, s->old_tail,
+				  (size_t)((uint64_t)st.st_size - start));
+	} else {
+		ret = reserve(f, start, start + total, &st);
+		if (ret == 0)
+			ret = layout_pwrite_full(f->fd, s->sealed, total, start);
+	}
 	if (ret == 0)
 		pending_remove(f->pending, first, last + 1);
 	return ret;

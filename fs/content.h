@@ -94,8 +94,9 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
  * existing data is read, opened and re-sealed.  Writing past the end first
  * pads the old last block to full size, so only the final block is ever
  * short.  Space is preallocated before a write that may land in a hole or
- * overwrites the end, and a write past the end is cut back when it fails, so
- * a full disk yields -ENOSPC and no torn block.  One backing write (with
+ * overwrites the end; a write past the end is cut back when it fails, and
+ * one that rewrites the stored last block longer puts that block back too,
+ * so a full disk yields -ENOSPC and no torn block.  One backing write (with
  * @f->first_header, header and blocks together); -EAGAIN, nothing written,
  * when a first header comes for a write not at offset 0 or a backing file
  * no longer empty (another host gave it content meanwhile: its record is

@@ -375,31 +375,81 @@ static void test_first_header(void)
 	fixture_close(&fx);
 }
 
-/* An append that the backing refuses part-way is cut back: no torn block. */
-static void test_failed_append_is_cut_back(void)
+/*
+ * content_write() with the file size limited to @limit backing bytes: past
+ * it the kernel writes short, then fails with EFBIG, as a full disk would.
+ * *@ret is what it returned, *@backing_size the backing file's size after;
+ * checks that the first @want plaintext bytes read back whole.
+ */
+static void write_past_limit(struct fixture *fx, const uint8_t *data, size_t len, uint64_t off,
+			     rlim_t limit, size_t want, int *ret, off_t *backing_size)
 {
-	struct fixture fx;
-	uint8_t data[3 * 4096], out[4096];
 	struct rlimit old, small;
+	uint8_t out[4096];
 	uint64_t bad;
 	size_t done;
 	struct stat st;
 
+	REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+	small = (struct rlimit){.rlim_cur = limit, .rlim_max = old.rlim_max};
+	signal(SIGXFSZ, SIG_IGN);
+	REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+	*ret = content_write(&fx->file, data, len, off, &bad);
+	REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+	signal(SIGXFSZ, SIG_DFL);
+	REQUIRE(fstat(fx->file.fd, &st) == 0);
+	*backing_size = st.st_size;
+	CHECK_EQ_INT(content_read(&fx->file, out, sizeof(out), 0, &done, &bad), 0);
+	CHECK_EQ_INT(done, want);
+}
+
+/* An append that the backing refuses part-way is cut back: no torn block. */
+static void test_failed_append_is_cut_back(void)
+{
+	struct fixture fx;
+	uint8_t data[3 * 4096];
+	uint64_t bad;
+	off_t size;
+	int ret;
+
 	REQUIRE(fixture_open(&fx, 4096, 512) == 0);
 	memset(data, 'x', sizeof(data));
 	REQUIRE(content_write(&fx.file, data, 4096, 0, &bad) == 0);
-	REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
-	/* Past this size the kernel writes short, then fails with EFBIG. */
-	small = (struct rlimit){.rlim_cur = 512 + 4124 + 6000, .rlim_max = old.rlim_max};
-	signal(SIGXFSZ, SIG_IGN);
-	REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
-	CHECK_EQ_INT(content_write(&fx.file, data, sizeof(data), 4096, &bad), -EFBIG);
-	REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
-	signal(SIGXFSZ, SIG_DFL);
-	REQUIRE(fstat(fx.file.fd, &st) == 0);
-	CHECK_EQ_INT(st.st_size, 512 + 4124);
+	write_past_limit(&fx, data, sizeof(data), 4096, 512 + 4124 + 6000, 4096, &ret, &size);
+	CHECK_EQ_INT(ret, -EFBIG);
+	CHECK_EQ_INT(size, 512 + 4124);
+	fixture_close(&fx);
+}
+
+/*
+ * A write that rewrites the stored last block longer and goes past the end
+ * (no space reserved first), refused by the backing part-way: the old block
+ * is put back and the file cut back, so the old content reads whole.
+ */
+static void test_failed_tail_extension_is_undone(void)
+{
+	struct fixture fx;
+	uint8_t data[3 * 4096], out[4096];
+	uint64_t bad;
+	size_t done;
+	off_t size;
+	int ret;
+
+	REQUIRE(fixture_open(&fx, 4096, 512) == 0);
+	memset(data, 'a', 100);
+	REQUIRE(content_write(&fx.file, data, 100, 0, &bad) == 0);
+	memset(data, 'y', sizeof(data));
+	/* The new block 0 gets past the old end, then the kernel writes short. */
+	write_past_limit(&fx, data, sizeof(data), 100, 512 + 128 + 1000, 100, &ret, &size);
+	CHECK_EQ_INT(ret, -EFBIG);
+	CHECK_EQ_INT(size, 512 + 128);
+	CHECK_EQ_INT(content_read(&fx.file, out, sizeof(out), 0, &done, &bad), 0);
+	CHECK(memcmp(out, "aaaaaaaaaa", 10) == 0 && out[99] == 'a');
+	/* And the same write, with room, continues the file. */
+	CHECK_EQ_INT(content_write(&fx.file, data, sizeof(data), 100, &bad), 0);
 	CHECK_EQ_INT(content_read(&fx.file, out, sizeof(out), 0, &done, &bad), 0);
 	CHECK_EQ_INT(done, 4096);
+	CHECK(out[99] == 'a' && out[100] == 'y' && out[4095] == 'y');
 	fixture_close(&fx);
 }
 
@@ -434,5 +484,6 @@ int main(void)
 	RUN(test_holes_and_seek);
 	RUN(test_first_header);
 	RUN(test_failed_append_is_cut_back);
+	RUN(test_failed_tail_extension_is_undone);
 	return check_summary();
 }
