@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: MIT */
+/* Per-host versions of files: see rollback.h. */
+#include "rollback.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crypto/hex.h"
+#include "hoststate.h"
+#include "log.h"
+
+/* A bump waiting for the syncfs that makes it durable. */
+struct queued_bump {
+	uint8_t file_id[RECORD_FILE_ID_LEN];
+	uint64_t version;
+	uint64_t gen;
+};
+
+struct rollback {
+	char dir[PATH_MAX - 64]; /* ROOT/<uuid>/versions, with room for an entry below */
+	atomic_uint tmp_seq;	 /* names the temporary files of concurrent learns */
+	pthread_mutex_t learn_lock; /* one learn at a time: a lower one never wins a race */
+
+	/* Generations (rollback.h).  bump_gen: the last one given out;
+	 * synced_gen: covered by a completed syncfs. */
+	atomic_uint_fast64_t bump_gen, synced_gen;
+
+	pthread_mutex_t lock; /* guards the queue and stop */
+	pthread_cond_t wake;
+	struct queued_bump queue[ROLLBACK_QUEUE_MAX]; /* a ring */
+	unsigned head, count;
+	bool stop;
+
+	int sync_fd; /* the backing root, -1: no syncfs */
+	unsigned interval;
+	pthread_t thread;
+	bool thread_running;
+};
+
+static void *sync_thread(void *arg);
+
+int rollback_open(const char *root, const uint8_t uuid[16], int sync_fd, unsigned interval,
+		  struct rollback **out)
+{
+	struct rollback *rb = calloc(1, sizeof(*rb));
+	int ret;
+
+	if (!rb) {
+		if (sync_fd >= 0)
+			close(sync_fd);
+		return -ENOMEM;
+	}
+	rb->sync_fd = sync_fd;
+	rb->interval = interval;
+	atomic_init(&rb->bump_gen, ROLLBACK_GEN_DURABLE);
+	atomic_init(&rb->synced_gen, ROLLBACK_GEN_DURABLE);
+	pthread_mutex_init(&rb->learn_lock, NULL);
+	pthread_mutex_init(&rb->lock, NULL);
+	pthread_cond_init(&rb->wake, NULL);
+	ret = hoststate_volume_file(root, uuid, ROLLBACK_VERSIONS_DIR, 1, rb->dir, sizeof(rb->dir));
+	if (ret == 0 && mkdir(rb->dir, 0700) < 0 && errno != EEXIST)
+		ret = -errno;
+	if (ret == 0 && sync_fd >= 0 && interval > 0) {
+		ret = -pthread_create(&rb->thread, NULL, sync_thread, rb);
+		rb->thread_running = ret == 0;
+	}
+	if (ret < 0) {
+		rollback_close(rb, false);
+		return ret;
+	}
+	*out = rb;
+	return 0;
+}
+
+/* entry_path - ROOT/<uuid>/versions/<2 hex>[/<30 hex>] of @file_id into @out. */
+static void entry_path(const struct rollback *rb, const uint8_t *file_id, bool file,
+		       char out[PATH_MAX])
+{
+	char hex[2 * RECORD_FILE_ID_LEN + 1];
+
+	hex_encode(file_id, RECORD_FILE_ID_LEN, hex);
+	snprintf(out, PATH_MAX, "%s/%.2s%s%s", rb->dir, hex, file ? "/" : "", file ? hex + 2 : "");
+}
+
+uint64_t rollback_seen(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN])
+{
+	char path[PATH_MAX], text[24], *end;
+	uint64_t version;
+	ssize_t n;
+	int fd;
+
+	entry_path(rb, file_id, true, path);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	version = strtoull(text, &end, 10);
+	/* A torn or foreign file is no knowledge: it can only miss a rollback. */
+	return *end == '\n' ? version : 0;
+}
+
+/* learn_locked - rollback_learn() with learn_lock held. */
+static int learn_locked(struct rollback *rb, const uint8_t *file_id, uint64_t version)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 32], text[24];
+	int fd, len, ret = 0;
+
+	if (version <= rollback_seen(rb, file_id))
+		return 0;
+	entry_path(rb, file_id, false, path);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	entry_path(rb, file_id, true, path);
+	snprintf(tmp, sizeof(tmp), "%s.%u.tmp", path, atomic_fetch_add(&rb->tmp_seq, 1));
+	len = snprintf(text, sizeof(text), "%" PRIu64 "\n", version);
+	/* No sync: a version lost in a host crash only misses a rollback. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, (size_t)len) != len)
+		ret = -EIO;
+	close(fd);
+	if (ret == 0 && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret < 0)
+		unlink(tmp);
+	return ret;
+}
+
+int rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],
+		   uint64_t version)
+{
+	int ret;
+
+	if (version == 0)
+		return 0;
+	pthread_mutex_lock(&rb->learn_lock);
+	ret = learn_locked(rb, file_id, version);
+	pthread_mutex_unlock(&rb->learn_lock);
+	if (ret < 0)
+		log_ratelimited(LOG_WARNING, "cannot keep a file version in %s: %s", rb->dir,
+				strerror(-ret));
+	return ret;
+}
+
+uint64_t rollback_bumped(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],
+			 uint64_t version)
+{
+	struct queued_bump *q;
+	uint64_t gen;
+
+	pthread_mutex_lock(&rb->lock);
+	gen = atomic_fetch_add(&rb->bump_gen, 1) + 1;
+	if (rb->count == ROLLBACK_QUEUE_MAX) {
+		/* Full: the oldest is learnt at its file's next fsync, or never. */
+		rb->head = (rb->head + 1) % ROLLBACK_QUEUE_MAX;
+		rb->count--;
+	}
+	q = &rb->queue[(rb->head + rb->count) % ROLLBACK_QUEUE_MAX];
+	memcpy(q->file_id, file_id, RECORD_FILE_ID_LEN);
+	q->version = version;
+	q->gen = gen;
+	rb->count++;
+	pthread_mutex_unlock(&rb->lock);
+	return gen;
+}
+
+uint64_t rollback_read_gen(struct rollback *rb)
+{
+	/* The next bump's: a syncfs covering it starts after this read. */
+	return atomic_load(&rb->bump_gen) + 1;
+}
+
+uint64_t rollback_synced(struct rollback *rb)
+{
+	return atomic_load(&rb->synced_gen);
+}
+
+/*
+ * sync_and_learn - syncfs the backing if a generation is pending, then
+ * learn the queued bumps it covered.  Called by one thread at a time (the
+ * sync thread, or rollback_close() once it is gone).
+ */
+static void sync_and_learn(struct rollback *rb)
+{
+	uint64_t upto = atomic_load(&rb->bump_gen);
+
+	if (upto <= atomic_load(&rb->synced_gen))
+		return;
+	if (syncfs(rb->sync_fd) < 0) {
+		log_ratelimited(LOG_WARNING, "syncfs of the backing: %s; file versions are learnt "
+					     "at fsync only", strerror(errno));
+		return;
+	}
+	atomic_store(&rb->synced_gen, upto);
+	pthread_mutex_lock(&rb->lock);
+	while (rb->count > 0 && rb->queue[rb->head].gen <= upto) {
+		struct queued_bump q = rb->queue[rb->head];
+
+		rb->head = (rb->head + 1) % ROLLBACK_QUEUE_MAX;
+		rb->count--;
+		pthread_mutex_unlock(&rb->lock);
+		rollback_learn(rb, q.file_id, q.version);
+		pthread_mutex_lock(&rb->lock);
+	}
+	pthread_mutex_unlock(&rb->lock);
+}
+
+static void *sync_thread(void *arg)
+{
+	struct rollback *rb = arg;
+	struct timespec until;
+
+	pthread_mutex_lock(&rb->lock);
+	while (!rb->stop) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += rb->interval;
+		while (!rb->stop && pthread_cond_timedwait(&rb->wake, &rb->lock, &until) == 0)
+			;
+		if (rb->stop)
+			break;
+		pthread_mutex_unlock(&rb->lock);
+		sync_and_learn(rb);
+		pthread_mutex_lock(&rb->lock);
+	}
+	pthread_mutex_unlock(&rb->lock);
+	return NULL;
+}
+
+void rollback_close(struct rollback *rb, bool clean)
+{
+	if (!rb)
+		return;
+	if (rb->thread_running) {
+		pthread_mutex_lock(&rb->lock);
+		rb->stop = true;
+		pthread_cond_signal(&rb->wake);
+		pthread_mutex_unlock(&rb->lock);
+		pthread_join(rb->thread, NULL);
+	}
+	if (clean && rb->sync_fd >= 0)
+		sync_and_learn(rb);
+	if (rb->sync_fd >= 0)
+		close(rb->sync_fd);
+	pthread_cond_destroy(&rb->wake);
+	pthread_mutex_destroy(&rb->lock);
+	pthread_mutex_destroy(&rb->learn_lock);
+	free(rb);
+}
+
+/* remove_tree - rm -r of @dir's entries and @dir itself (two levels deep at most). */
+static int remove_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int ret = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d))) {
+		char path[PATH_MAX];
+
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (e->d_type == DT_DIR)
+			ret = remove_tree(path);
+		else if (unlink(path) < 0)
+			ret = -errno;
+		if (ret < 0)
+			break;
+	}
+	closedir(d);
+	if (ret == 0 && rmdir(dir) < 0)
+		ret = -errno;
+	return ret;
+}
+
+int rollback_forget(const char *root, const uint8_t uuid[16])
+{
+	char dir[PATH_MAX];
+	int ret = hoststate_volume_file(root, uuid, ROLLBACK_VERSIONS_DIR, 0, dir, sizeof(dir));
+
+	return ret < 0 ? ret : remove_tree(dir);
+}
