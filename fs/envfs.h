@@ -63,6 +63,7 @@ struct handle {
 
 struct fuse_session;
 struct rollback;
+struct volepoch;
 
 struct envfs {
 	char *backing;
@@ -75,6 +76,7 @@ struct envfs {
 	struct names *names; /* name, symlink and xattr codec */
 	struct scope_set *scopes; /* the key scopes (scopes.h) */
 	struct rollback *rollback; /* format 3: the file versions this host saw (rollback.h); else NULL */
+	struct volepoch *epoch;	   /* format 3 with a volume key: its epoch (volepoch.h); else NULL */
 	struct inode_table *inodes;
 	struct envfs_settings settings;
 	struct backing_caps caps; /* what the backing can do, probed at mount */

@@ -36,6 +36,7 @@
 #include "scope_ops.h"
 #include "scopes.h"
 #include "shared.h"
+#include "volepoch.h"
 #include "volkey.h"
 
 /* Exit codes (documented in --help and README). */
@@ -229,9 +230,10 @@ static int check_mountpoint(const char *mountpoint)
 /*
  * The name codec; with encrypted names the volume key is unwrapped here,
  * once per mount, the configuration's MAC checked with it (confmac.h), and
- * only the keys derived from it are kept.
+ * only the keys derived from it are kept (format 3: the epoch's too,
+ * volepoch.h, for this host's state under @state_root).
  */
-static int open_names(struct envfs *fs, int root_fd)
+static int open_names(struct envfs *fs, int root_fd, const char *state_root)
 {
 	uint8_t *key = NULL;
 	char err[512];
@@ -262,6 +264,15 @@ static int open_names(struct envfs *fs, int root_fd)
 						  "`envelopefsctl pin BACKING`)"
 						: strerror(-ret));
 			return ret == -EBADMSG ? EXIT_VOLUME : EXIT_MOUNT;
+		}
+		ret = record_tags_v3(&fs->cfg) ? volepoch_open(fs->backing, fs->cfg.uuid, key,
+							       state_root, fs->shared_locks,
+							       &fs->epoch)
+					       : 0;
+		if (ret < 0) {
+			secmem_free(key, KMS_DEK_LEN);
+			fprintf(stderr, "envelopefs: the volume epoch: %s\n", strerror(-ret));
+			return EXIT_MOUNT;
 		}
 	}
 	ret = names_create(fs->cfg.names_encrypted, key, fs->cfg.uuid, &fs->names);
@@ -417,6 +428,32 @@ static int start_prefetch(struct envfs *fs)
 }
 
 /*
+ * check_epoch - a volume put back from an older copy is refused, unless
+ * @accept; then its epoch is raised (volepoch.h).  Returns an exit code.
+ */
+static int check_epoch(struct envfs *fs, bool accept)
+{
+	char err[512];
+	int ret;
+
+	if (!fs->epoch)
+		return EXIT_OK;
+	ret = volepoch_raise(fs->epoch, accept ? VOLEPOCH_ACCEPT : VOLEPOCH_MOUNT, err,
+			     sizeof(err));
+	if (ret == -ESTALE) {
+		fprintf(stderr, "envelopefs: %s: the volume looks restored from an older snapshot "
+			"(%s): files may be older than this host saw.  If that is deliberate, "
+			"mount it once with -o accept_rollback\n", fs->backing, err);
+		return EXIT_VOLUME;
+	}
+	if (ret < 0) {
+		fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
+		return EXIT_MOUNT;
+	}
+	return EXIT_OK;
+}
+
+/*
  * open_versions - format 3: the file versions this host saw (rollback.h),
  * forgotten first with -o accept_rollback.  The periodic syncfs is off in
  * shared mode on a network or FUSE backing, where it does not reach the
@@ -503,7 +540,9 @@ static int open_volume(struct envfs *fs, const char *backing, const char *state_
 	}
 	ret = probe_backing(fs, root_fd);
 	if (ret == EXIT_OK)
-		ret = open_names(fs, root_fd);
+		ret = open_names(fs, root_fd, state_root);
+	if (ret == EXIT_OK)
+		ret = check_epoch(fs, accept_rollback);
 	if (ret == EXIT_OK)
 		ret = open_versions(fs, state_root, accept_rollback);
 	if (ret == EXIT_OK)
@@ -523,6 +562,7 @@ static void close_volume(struct envfs *fs)
 	inode_table_destroy(fs->inodes);
 	names_destroy(fs->names); /* wipes the name keys */
 	rollback_close(fs->rollback, false); /* a failed mount: nothing was written */
+	volepoch_close(fs->epoch);
 	scope_set_close(fs->scopes); /* wipes the scopes' keys */
 	dekcache_destroy(fs->cache); /* wipes every DEK */
 	kms_keeper_close(fs->keys);  /* wipes the keys made ahead and the master keys */
@@ -746,6 +786,12 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	/* A clean unmount: the backing synced, this daemon's versions learnt. */
 	rollback_close(fs->rollback, true);
 	fs->rollback = NULL;
+	if (fs->epoch) {
+		char err[512];
+
+		if (volepoch_raise(fs->epoch, VOLEPOCH_UNMOUNT, err, sizeof(err)) < 0)
+			log_msg(LOG_WARNING, "%s: %s", fs->backing, err);
+	}
 	log_msg(LOG_INFO, "unmounted %s; keys wiped", opts->mountpoint);
 	/* libfuse reports the signal that ended the loop: a requested stop. */
 	return ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP ? EXIT_OK : EXIT_MOUNT;

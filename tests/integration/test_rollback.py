@@ -4,6 +4,7 @@ refused on a host that saw the newer one, and a crash never looks like one (docs
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -23,6 +24,30 @@ def make(tmp_path, name, placement="header", names="plain"):
     root = tmp_path / name
     root.mkdir()
     return Volume(root, placement=placement, names=names)
+
+
+def daemons_of(v):
+    """The pids of daemons serving @v (their command line names its backing)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"envelopefs") and str(v.backing).encode() in args:
+            pids.append(pid)
+    return pids
+
+
+def stop(v):
+    """Unmount and wait for the daemon to finish: it raises the epoch after the kernel lets go."""
+    v.unmount()
+    for _ in range(200):
+        if not daemons_of(v):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the daemon did not exit")
 
 
 def record_bytes(v, name):
@@ -99,7 +124,7 @@ def test_version_counts_durable_epochs(tmp_path, state, placement):
             f.read()
         assert record_version(v, "f") == 3
     finally:
-        v.unmount()
+        stop(v)
 
 
 @pytest.mark.parametrize("placement", ["header", "xattr"])
@@ -120,7 +145,7 @@ def test_file_put_back_refused(tmp_path, state, placement):
             os.fsync(f.fileno())
         assert record_version(v, "f") == 2
     finally:
-        v.unmount()
+        stop(v)
     shutil.copy2(saved, v.backing_path("f"))
     if placement == "xattr":
         os.setxattr(v.backing_path("f"), XATTR, saved_rec)
@@ -128,14 +153,85 @@ def test_file_put_back_refused(tmp_path, state, placement):
     try:
         assert open_errno(v.mnt / "f") == 5
     finally:
-        v.unmount()
+        stop(v)
     v.mount("accept_rollback")
     try:
         assert get(v.mnt / "f") == b"old content"
     finally:
-        v.unmount()
+        stop(v)
     v.mount()
     try:
         assert get(v.mnt / "f") == b"old content"  # accepted for good
     finally:
-        v.unmount()
+        stop(v)
+
+
+def snapshot(v, where):
+    """What a storage host keeps: a copy of the whole backing, xattrs included."""
+    subprocess.run(["cp", "-a", str(v.backing), str(where)], check=True)
+
+
+def restore(v, where):
+    shutil.rmtree(v.backing)
+    subprocess.run(["cp", "-a", str(where), str(v.backing)], check=True)
+
+
+def test_volume_snapshot_refused_at_mount(tmp_path, state):
+    """A whole volume put back from an older copy is refused at mount (exit 3, saying so and how
+    to accept it); -o accept_rollback mounts it once and for good; a clean remount of an
+    unchanged volume is never refused."""
+    v = make(tmp_path, "v", names="encrypted")
+    v.mount()
+    put(v.mnt / "f", b"old")
+    stop(v)
+    for _ in range(3):
+        v.mount()  # clean remounts: never refused
+        stop(v)
+    snapshot(v, tmp_path / "copy")
+    v.mount()
+    put(v.mnt / "f", b"new")
+    stop(v)
+    restore(v, tmp_path / "copy")
+    proc = v.mount(check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert "restored from an older snapshot" in proc.stderr
+    assert "-o accept_rollback" in proc.stderr
+    (v.backing / "envelopefs.epoch").unlink()  # nor is its epoch file simply taken away
+    proc = v.mount(check=False)
+    assert proc.returncode == 3 and "envelopefs.epoch is missing" in proc.stderr, proc.stderr
+    v.mount("accept_rollback")
+    try:
+        assert get(v.mnt / "f") == b"old"
+    finally:
+        stop(v)
+    v.mount()
+    stop(v)
+
+
+def test_epoch_of_another_volume_refused(tmp_path, state):
+    """The epoch file is bound to its volume key: another volume's, however high, is not
+    authentic."""
+    a = make(tmp_path, "a", names="encrypted")
+    b = make(tmp_path, "b", names="encrypted")
+    for _ in range(3):
+        b.mount()
+        stop(b)
+    a.mount()
+    stop(a)
+    shutil.copy2(b.backing / "envelopefs.epoch", a.backing / "envelopefs.epoch")
+    proc = a.mount(check=False)
+    if proc.returncode == 0:
+        stop(a)
+    assert proc.returncode == 3 and "not authentic" in proc.stderr, proc.stderr
+
+
+def test_volume_made_before_gets_an_epoch(tmp_path, state):
+    """A volume without an epoch file, on a host that never saw one, mounts and gets one."""
+    v = make(tmp_path, "v", names="encrypted")
+    assert not (v.backing / "envelopefs.epoch").exists()
+    v.mount()
+    try:
+        assert "envelopefs.epoch" not in os.listdir(v.mnt)
+    finally:
+        stop(v)
+    assert (v.backing / "envelopefs.epoch").stat().st_size == 45
