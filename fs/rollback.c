@@ -20,6 +20,15 @@
 #include "hoststate.h"
 #include "log.h"
 
+/* How often the sync thread writes the versions learnt since (ms). */
+#define LEARN_DELAY_MS 1000
+
+/* A version learnt and not written to the table yet. */
+struct pending_learn {
+	uint8_t file_id[RECORD_FILE_ID_LEN];
+	uint64_t version;
+};
+
 /* A bump waiting for the syncfs that makes it durable. */
 struct queued_bump {
 	uint8_t file_id[RECORD_FILE_ID_LEN];
@@ -36,10 +45,14 @@ struct rollback {
 	 * synced_gen: covered by a completed syncfs. */
 	atomic_uint_fast64_t bump_gen, synced_gen;
 
-	pthread_mutex_t lock; /* guards the queue and stop */
+	pthread_mutex_t lock; /* guards the queue, the learnt versions and stop */
 	pthread_cond_t wake;
 	struct queued_bump queue[ROLLBACK_QUEUE_MAX]; /* a ring */
 	unsigned head, count;
+	/* Learnt, to be written by the sync thread: one entry per file ID,
+	 * so a loop of fsyncs writes the table once per LEARN_DELAY_MS. */
+	struct pending_learn learnt[ROLLBACK_LEARN_MAX];
+	unsigned n_learnt;
 	bool stop;
 
 	int sync_fd; /* the backing root, -1: no syncfs */
@@ -71,7 +84,7 @@ int rollback_open(const char *root, const uint8_t uuid[16], int sync_fd, unsigne
 	ret = hoststate_volume_file(root, uuid, ROLLBACK_VERSIONS_DIR, 1, rb->dir, sizeof(rb->dir));
 	if (ret == 0 && mkdir(rb->dir, 0700) < 0 && errno != EEXIST)
 		ret = -errno;
-	if (ret == 0 && sync_fd >= 0 && interval > 0) {
+	if (ret == 0) {
 		ret = -pthread_create(&rb->thread, NULL, sync_thread, rb);
 		rb->thread_running = ret == 0;
 	}
@@ -93,7 +106,17 @@ static void entry_path(const struct rollback *rb, const uint8_t *file_id, bool f
 	snprintf(out, PATH_MAX, "%s/%.2s%s%s", rb->dir, hex, file ? "/" : "", file ? hex + 2 : "");
 }
 
-uint64_t rollback_seen(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN])
+/* pending_of - a version of @file_id learnt and not written yet, 0 if none.  rb->lock held. */
+static uint64_t pending_of(const struct rollback *rb, const uint8_t *file_id)
+{
+	for (unsigned i = 0; i < rb->n_learnt; i++)
+		if (memcmp(rb->learnt[i].file_id, file_id, RECORD_FILE_ID_LEN) == 0)
+			return rb->learnt[i].version;
+	return 0;
+}
+
+/* stored_version - the version of @file_id in the table on disk (0: none, or unreadable). */
+static uint64_t stored_version(struct rollback *rb, const uint8_t *file_id)
 {
 	char path[PATH_MAX], text[24], *end;
 	uint64_t version;
@@ -114,13 +137,23 @@ uint64_t rollback_seen(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID
 	return *end == '\n' ? version : 0;
 }
 
+uint64_t rollback_seen(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN])
+{
+	uint64_t stored = stored_version(rb, file_id), pending;
+
+	pthread_mutex_lock(&rb->lock);
+	pending = pending_of(rb, file_id);
+	pthread_mutex_unlock(&rb->lock);
+	return pending > stored ? pending : stored;
+}
+
 /* learn_locked - rollback_learn() with learn_lock held. */
 static int learn_locked(struct rollback *rb, const uint8_t *file_id, uint64_t version)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 32], text[24];
 	int fd, len, ret = 0;
 
-	if (version <= rollback_seen(rb, file_id))
+	if (version <= stored_version(rb, file_id))
 		return 0;
 	entry_path(rb, file_id, false, path);
 	if (mkdir(path, 0700) < 0 && errno != EEXIST)
@@ -142,20 +175,60 @@ static int learn_locked(struct rollback *rb, const uint8_t *file_id, uint64_t ve
 	return ret;
 }
 
-int rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],
-		   uint64_t version)
+/* write_learnt - write @version of @file_id to the table now. */
+static void write_learnt(struct rollback *rb, const uint8_t *file_id, uint64_t version)
 {
 	int ret;
 
-	if (version == 0)
-		return 0;
 	pthread_mutex_lock(&rb->learn_lock);
 	ret = learn_locked(rb, file_id, version);
 	pthread_mutex_unlock(&rb->learn_lock);
 	if (ret < 0)
 		log_ratelimited(LOG_WARNING, "cannot keep a file version in %s: %s", rb->dir,
 				strerror(-ret));
-	return ret;
+}
+
+void rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],
+		    uint64_t version)
+{
+	struct pending_learn *p = NULL;
+
+	if (version == 0)
+		return;
+	pthread_mutex_lock(&rb->lock);
+	for (unsigned i = 0; i < rb->n_learnt && !p; i++)
+		if (memcmp(rb->learnt[i].file_id, file_id, RECORD_FILE_ID_LEN) == 0)
+			p = &rb->learnt[i];
+	if (!p && rb->n_learnt < ROLLBACK_LEARN_MAX) {
+		p = &rb->learnt[rb->n_learnt++];
+		memcpy(p->file_id, file_id, RECORD_FILE_ID_LEN);
+		p->version = 0;
+	}
+	if (p && version > p->version)
+		p->version = version;
+	pthread_mutex_unlock(&rb->lock);
+	/* Full: written at once, by the caller. */
+	if (!p)
+		write_learnt(rb, file_id, version);
+}
+
+/* flush_learnt - write every version learnt so far to the table. */
+static void flush_learnt(struct rollback *rb)
+{
+	static const unsigned batch = 64;
+	struct pending_learn out[64];
+	unsigned n;
+
+	do {
+		pthread_mutex_lock(&rb->lock);
+		n = rb->n_learnt < batch ? rb->n_learnt : batch;
+		/* Taken from the end, so the entries left stay packed. */
+		rb->n_learnt -= n;
+		memcpy(out, rb->learnt + rb->n_learnt, n * sizeof(out[0]));
+		pthread_mutex_unlock(&rb->lock);
+		for (unsigned i = 0; i < n; i++)
+			write_learnt(rb, out[i].file_id, out[i].version);
+	} while (n == batch);
 }
 
 uint64_t rollback_bumped(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],
@@ -221,21 +294,33 @@ static void sync_and_learn(struct rollback *rb)
 	pthread_mutex_unlock(&rb->lock);
 }
 
+/*
+ * sync_thread - every LEARN_DELAY_MS the versions learnt are written; every
+ * rb->interval seconds (when there is a backing to sync) the pending
+ * generations are synced and learnt.
+ */
 static void *sync_thread(void *arg)
 {
 	struct rollback *rb = arg;
+	unsigned ticks = 0, sync_ticks = rb->interval * (1000 / LEARN_DELAY_MS);
 	struct timespec until;
 
 	pthread_mutex_lock(&rb->lock);
 	while (!rb->stop) {
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += rb->interval;
+		until.tv_nsec += (long)LEARN_DELAY_MS * 1000000;
+		until.tv_sec += until.tv_nsec / 1000000000;
+		until.tv_nsec %= 1000000000;
 		while (!rb->stop && pthread_cond_timedwait(&rb->wake, &rb->lock, &until) == 0)
 			;
 		if (rb->stop)
 			break;
 		pthread_mutex_unlock(&rb->lock);
-		sync_and_learn(rb);
+		if (rb->sync_fd >= 0 && sync_ticks > 0 && ++ticks >= sync_ticks) {
+			ticks = 0;
+			sync_and_learn(rb);
+		}
+		flush_learnt(rb);
 		pthread_mutex_lock(&rb->lock);
 	}
 	pthread_mutex_unlock(&rb->lock);
@@ -255,6 +340,7 @@ void rollback_close(struct rollback *rb, bool clean)
 	}
 	if (clean && rb->sync_fd >= 0)
 		sync_and_learn(rb);
+	flush_learnt(rb);
 	if (rb->sync_fd >= 0)
 		close(rb->sync_fd);
 	pthread_cond_destroy(&rb->wake);

@@ -44,6 +44,7 @@
 
 #define ROLLBACK_VERSIONS_DIR "versions"
 #define ROLLBACK_QUEUE_MAX 1024
+#define ROLLBACK_LEARN_MAX 256
 /* A generation every record reaches at once: "durable now". */
 #define ROLLBACK_GEN_DURABLE 1
 
@@ -53,14 +54,16 @@ struct rollback;
  * rollback_open - the table of volume @uuid under state root @root.
  * @sync_fd: an fd on the backing root for the periodic syncfs (adopted,
  * closed by rollback_close), or -1 for none; @interval seconds between
- * them (0: none, the bumps are learnt at fsync and close only).  0 or -errno.
+ * them (0: none, the bumps are learnt at fsync and unmount only).  The
+ * sync thread also writes what was learnt (rollback_learn()).  0 or -errno.
  */
 int rollback_open(const char *root, const uint8_t uuid[16], int sync_fd, unsigned interval,
 		  struct rollback **out);
 
 /*
  * rollback_close - stop the sync thread; with @clean (an unmount, not a
- * failed mount), syncfs the backing once more and learn every queued bump.
+ * failed mount), syncfs the backing once more and learn every queued bump;
+ * write every version learnt.
  * NULL is a no-op.
  */
 void rollback_close(struct rollback *rb, bool clean);
@@ -74,9 +77,15 @@ int rollback_forget(const char *root, const uint8_t uuid[16]);
 /* rollback_seen - the highest version of @file_id learnt (0: none, or unreadable). */
 uint64_t rollback_seen(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN]);
 
-/* rollback_learn - remember @version of @file_id when higher.  0 or -errno. */
-int rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],
-		   uint64_t version);
+/*
+ * rollback_learn - remember @version of @file_id when higher: at once in
+ * memory (rollback_seen() answers it), in the table by the sync thread
+ * within a second or at rollback_close() (at once when ROLLBACK_LEARN_MAX
+ * file IDs already wait), so a loop of fsyncs of one file writes it once
+ * a second, not once per fsync.  Failures are logged (a lag only).
+ */
+void rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],
+		    uint64_t version);
 
 /*
  * rollback_bumped - this daemon wrote @file_id's record of @version
