@@ -455,13 +455,15 @@ static int check_epoch(struct envfs *fs, bool accept)
 
 /*
  * open_versions - format 3: the file versions this host saw (rollback.h),
- * forgotten first with -o accept_rollback.  The periodic syncfs is off in
- * shared mode on a network or FUSE backing, where it does not reach the
- * servers.  Returns an exit code.
+ * forgotten first with -o accept_rollback.  The periodic syncfs is off on
+ * a network or FUSE backing, shared mode or not: there syncfs may return
+ * without reaching the servers (a FUSE server need not implement it), and
+ * a record it did not make durable must never count as durable.  Returns
+ * an exit code.
  */
 static int open_versions(struct envfs *fs, const char *state_root, bool accept)
 {
-	bool may_sync = !(fs->shared && fs->caps.shared);
+	bool may_sync = !fs->caps.shared;
 	int sync_fd = -1, ret;
 
 	if (!record_tags_v3(&fs->cfg))
