@@ -4,10 +4,12 @@ refused on a host that saw the newer one, and a crash never looks like one (docs
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
 
+from glusterfs import Host, init_volume
 from mounts import Volume, get, put
 from test_powerloss import (BLOCK, POINTS, Stack, Workload, check_promises, choose_points,
                             fresh_stack, fsync_path, read_tree)
@@ -347,3 +349,65 @@ def test_power_cut_is_no_rollback(tmp_path, placement, mount_opts):
         finally:
             st.stop()
         shutil.rmtree(st.disk)
+
+
+# --- shared mode: several hosts, each with its own state ------------------------------------
+
+def local_host(tmp_path, label, store, placement="header", names="encrypted"):
+    """A daemon ("host") with its own state directory on the volume in @store, forced shared."""
+    h = Host(label, store, tmp_path / f"mnt{label}", tmp_path / "keyring", names, placement)
+    h.env = dict(os.environ, ENVELOPEFS_STATE_DIR=str(tmp_path / f"state{label}"))
+    h.mount("shared", env=h.env)
+    return h
+
+
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_shared_hosts_never_refuse_each_other(tmp_path, placement):
+    """Host B writes and fsyncs in a loop while host A reads: A never refuses (it learns only
+    what B made durable, rule R); then an old copy put back: A, which saw newer, refuses."""
+    store = tmp_path / "store"
+    init_volume(store, tmp_path / "keyring", names="encrypted", placement=placement)
+    a = local_host(tmp_path, "A", store, placement)
+    b = local_host(tmp_path, "B", store, placement)
+    try:
+        put(b.mnt / "f", b"start")
+        failures, done = [], threading.Event()
+
+        def writer():
+            try:
+                for i in range(40):
+                    with open(b.mnt / "f", "ab") as f:
+                        f.write(b"%d," % i)
+                        f.flush()
+                        os.fsync(f.fileno())
+            except OSError as e:
+                failures.append(f"B: {e}")
+            finally:
+                done.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        reads = 0
+        while not done.is_set() or reads < 5:
+            try:
+                assert get(a.mnt / "f").startswith(b"start")
+                reads += 1
+            except OSError as e:
+                failures.append(f"A: {e}")
+                break
+        t.join()
+        assert not failures, failures
+        saved = tmp_path / "saved"
+        shutil.copy2(b.backing_path("f"), saved)
+        if placement == "xattr":
+            saved_rec = os.getxattr(b.backing_path("f"), XATTR)
+        for _ in range(2):  # two more durable versions: A learns one above the copy's
+            write_fsync(b.mnt / "f", b"more")
+        assert get(a.mnt / "f").endswith(b"moremore")
+        shutil.copyfile(saved, b.backing_path("f"))
+        if placement == "xattr":
+            os.setxattr(b.backing_path("f"), XATTR, saved_rec)
+        assert open_errno(a.mnt / "f") == 5
+    finally:
+        b.unmount()
+        a.unmount()
