@@ -110,12 +110,11 @@ static int write_file(int dirfd, const uint8_t key[32], uint64_t epoch)
 	return fsync(dirfd) < 0 ? -errno : 0;
 }
 
-/* host_seen - this host's epoch of the volume: 0, -ENOENT (none), -errno. */
-static int host_seen(const struct volepoch *e, uint64_t *seen)
+int volepoch_host_seen(const char *state_root, const uint8_t uuid[16], uint64_t *seen)
 {
 	char path[PATH_MAX], text[32], *end;
 	long n;
-	int ret = hoststate_volume_file(e->state_root, e->uuid, VOLEPOCH_HOST_NAME, 0, path,
+	int ret = hoststate_volume_file(state_root, uuid, VOLEPOCH_HOST_NAME, 0, path,
 					sizeof(path));
 
 	if (ret < 0)
@@ -174,7 +173,7 @@ static int raise_locked(struct volepoch *e, int dirfd, enum volepoch_raise how, 
 {
 	uint64_t epoch = 0, seen = 0, next, theirs, ours;
 	int found = volepoch_read(dirfd, e->key, &epoch);
-	int known = how == VOLEPOCH_ACCEPT ? -ENOENT : host_seen(e, &seen);
+	int known = how == VOLEPOCH_ACCEPT ? -ENOENT : volepoch_host_seen(e->state_root, e->uuid, &seen);
 	int ret;
 
 	if (found < 0 && found != -ENOENT && found != -EBADMSG) {

@@ -51,6 +51,12 @@ int volepoch_decode(const uint8_t key[32], const uint8_t *buf, size_t len, uint6
 /* volepoch_read - the epoch in @backing_fd's file: 0, -ENOENT, -EBADMSG, -errno. */
 int volepoch_read(int backing_fd, const uint8_t key[32], uint64_t *epoch);
 
+/*
+ * volepoch_host_seen - the epoch this host noted for volume @uuid under
+ * @state_root: 0, -ENOENT (none), -EBADMSG (not ours), -errno.
+ */
+int volepoch_host_seen(const char *state_root, const uint8_t uuid[16], uint64_t *seen);
+
 struct volepoch;
 
 /*

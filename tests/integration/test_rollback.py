@@ -1,6 +1,7 @@
 """Rollback (issue 15.3): a file or a whole volume put back by the storage to an older version is
 refused on a host that saw the newer one, and a crash never looks like one (docs/THREAT-MODEL.md,
 "Rollback").  Every test runs with its own host state directory ($ENVELOPEFS_STATE_DIR)."""
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from glusterfs import Host, init_volume
-from mounts import Volume, get, put
+from mounts import CTL, Volume, get, put
 from test_powerloss import (BLOCK, POINTS, Stack, Workload, check_promises, choose_points,
                             fresh_stack, fsync_path, read_tree)
 from test_powerloss import write_fsync as pl_write_fsync
@@ -198,11 +199,15 @@ def test_volume_snapshot_refused_at_mount(tmp_path, state):
     stop(v)
     restore(v, tmp_path / "copy")
     proc = v.mount(check=False)
+    if proc.returncode == 0:
+        stop(v)
     assert proc.returncode == 3, proc.stderr
     assert "restored from an older snapshot" in proc.stderr
     assert "-o accept_rollback" in proc.stderr
     (v.backing / "envelopefs.epoch").unlink()  # nor is its epoch file simply taken away
     proc = v.mount(check=False)
+    if proc.returncode == 0:
+        stop(v)
     assert proc.returncode == 3 and "envelopefs.epoch is missing" in proc.stderr, proc.stderr
     v.mount("accept_rollback")
     try:
@@ -411,3 +416,34 @@ def test_shared_hosts_never_refuse_each_other(tmp_path, placement):
     finally:
         b.unmount()
         a.unmount()
+
+
+# --- fsck ------------------------------------------------------------------------------------
+
+def fsck(v):
+    cp = subprocess.run([str(CTL), "fsck", "--json", str(v.backing)], capture_output=True,
+                        text=True, timeout=120)
+    return cp.returncode, [f for f in json.loads(cp.stdout)["findings"]
+                           if f["kind"] == "volume-epoch"] if cp.stdout else cp.stderr
+
+
+def test_fsck_checks_the_epoch(tmp_path, state):
+    """fsck: an authentic, current epoch is no finding; a forged one, or a volume put back
+    below what this host saw, is an integrity problem (exit 3), as the mount would say."""
+    v = make(tmp_path, "v", names="encrypted")
+    v.mount()
+    put(v.mnt / "f", b"data")
+    stop(v)
+    assert fsck(v) == (0, [])
+    snapshot(v, tmp_path / "copy")
+    v.mount()
+    stop(v)
+    assert fsck(v) == (0, [])
+    restore(v, tmp_path / "copy")
+    code, found = fsck(v)
+    assert code == 3 and len(found) == 1 and "older copy" in found[0]["detail"], found
+    raw = bytearray((v.backing / "envelopefs.epoch").read_bytes())
+    raw[12] ^= 1
+    (v.backing / "envelopefs.epoch").write_bytes(bytes(raw))
+    code, found = fsck(v)
+    assert code == 3 and len(found) == 1 and "not authentic" in found[0]["detail"], found
