@@ -321,8 +321,11 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 		if (ret == 0) {
 			first->set = set; /* held until the header is stored */
 			first->scope = scope;
-			pos = (struct record_pos){.seq = 1, .slot = 0};
-			fileversion_written_locked(fs, in, rec, &pos, false);
+			/* Tracked once stored (filekey_first_done()): a syncfs
+			 * before that must not count it. */
+			memcpy(first->file_id, rec->file_id, sizeof(first->file_id));
+			memcpy(first->mac, rec->mac, sizeof(first->mac));
+			first->file_version = rec->file_version;
 			return 0;
 		}
 	} else if (ret == 0) {
@@ -493,6 +496,21 @@ void filekey_first_done(struct envfs *fs, struct inode *in, struct filekey_first
 {
 	if (!first->header)
 		return;
+	if (stored == 0 && fs->rollback) {
+		struct key_record *rec = calloc(1, sizeof(*rec));
+		struct record_pos pos = {.seq = 1, .slot = 0};
+
+		/* Untracked when out of memory: then it is at its first read. */
+		if (rec) {
+			memcpy(rec->file_id, first->file_id, sizeof(rec->file_id));
+			memcpy(rec->mac, first->mac, sizeof(rec->mac));
+			rec->file_version = first->file_version;
+			pthread_mutex_lock(&in->key_lock);
+			fileversion_written_locked(fs, in, rec, &pos, false);
+			pthread_mutex_unlock(&in->key_lock);
+		}
+		free(rec);
+	}
 	if (stored < 0) {
 		/* The record never reached the file: the next write makes
 		 * another, so the DEK of this one goes. */

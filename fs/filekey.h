@@ -47,6 +47,10 @@ struct filekey_first {
 	uint8_t *header; /* layout.data_offset bytes; NULL: nothing pending */
 	const struct kms_set *set;
 	struct scope *scope; /* whose set it is (scopes.h), NULL: the volume's */
+	/* The record's, for its tracking once stored (fileversion.h). */
+	uint8_t file_id[RECORD_FILE_ID_LEN];
+	uint8_t mac[RECORD_MAC_LEN];
+	uint64_t file_version;
 };
 
 /*
