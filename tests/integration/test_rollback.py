@@ -447,3 +447,54 @@ def test_fsck_checks_the_epoch(tmp_path, state):
     (v.backing / "envelopefs.epoch").write_bytes(bytes(raw))
     code, found = fsck(v)
     assert code == 3 and len(found) == 1 and "not authentic" in found[0]["detail"], found
+
+
+def learnt(state, v, name):
+    """The version this host learnt for @name's file ID (its table, docs/FORMAT.md "File
+    versions"), or 0."""
+    file_id = record_bytes(v, name)[6:22].hex()
+    found = list(state.glob(f"*/versions/{file_id[:2]}/{file_id[2:]}"))
+    return int(found[0].read_text()) if found else 0
+
+
+def poll(predicate, within=30.0):
+    """Whether @predicate comes true within @within seconds (a syncfs of a busy disk is slow)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_periodic_syncfs_versions_files_never_fsynced(tmp_path, state):
+    """Files written and closed without an fsync: the periodic syncfs (rollback_sync_interval)
+    makes their records durable, so an open for writing then raises the version, and the host
+    learns it; an old copy put back is then refused.  With 0, nothing is raised."""
+    v = make(tmp_path, "v")
+    v.mount("rollback_sync_interval=1")
+    try:
+        put(v.mnt / "f", b"old")
+        saved = tmp_path / "saved"
+        shutil.copy2(v.backing_path("f"), saved)
+
+        def append():
+            with open(v.mnt / "f", "ab") as f:
+                f.write(b"+")
+            return record_version(v, "f") == 2
+        assert poll(append)  # once a syncfs made the first record durable
+        assert poll(lambda: learnt(state, v, "f") == 2)  # once another made version 2 durable
+        shutil.copyfile(saved, v.backing_path("f"))
+        assert open_errno(v.mnt / "f") == 5
+    finally:
+        stop(v)
+    w = make(tmp_path, "w")
+    w.mount("rollback_sync_interval=0")
+    try:
+        put(w.mnt / "f", b"old")
+        time.sleep(2)
+        with open(w.mnt / "f", "ab") as f:
+            f.write(b" new")
+        assert record_version(w, "f") == 1
+    finally:
+        stop(w)
