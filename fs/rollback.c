@@ -159,7 +159,8 @@ static int learn_locked(struct rollback *rb, const uint8_t *file_id, uint64_t ve
 	if (mkdir(path, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	entry_path(rb, file_id, true, path);
-	snprintf(tmp, sizeof(tmp), "%s.%u.tmp", path, atomic_fetch_add(&rb->tmp_seq, 1));
+	snprintf(tmp, sizeof(tmp), "%s.%d.%u.tmp", path, (int)getpid(),
+		 atomic_fetch_add(&rb->tmp_seq, 1));
 	len = snprintf(text, sizeof(text), "%" PRIu64 "\n", version);
 	/* No sync: a version lost in a host crash only misses a rollback. */
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);

@@ -217,12 +217,15 @@ int volepoch_raise(struct volepoch *e, enum volepoch_raise how, char *err, size_
 		snprintf(err, err_len, "cannot open %s: %s", e->backing, strerror(-ret));
 		return ret;
 	}
-	if (e->lock) {
-		lock_fd = openat(dirfd, VOLKEY_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-		ret = lock_fd < 0 ? -errno : ofd_lock(lock_fd, F_WRLCK, EPOCHLOCK_OFFSET, 1, true);
-		if (ret < 0)
-			snprintf(err, err_len, "cannot lock %s: %s", VOLKEY_NAME, strerror(-ret));
-	}
+	lock_fd = openat(dirfd, VOLKEY_NAME, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	ret = lock_fd < 0 ? -errno : ofd_lock(lock_fd, F_WRLCK, EPOCHLOCK_OFFSET, 1, true);
+	/* A backing without OFD locks has one daemon at a time (shared.h), but
+	 * for an unmount's raise that may still be finishing as the next mount
+	 * raises: fine, as long as the two never run at once. */
+	if (ret < 0 && !e->lock && (ret == -EINVAL || ret == -ENOLCK || ret == -EOPNOTSUPP))
+		ret = 0;
+	if (ret < 0)
+		snprintf(err, err_len, "cannot lock %s: %s", VOLKEY_NAME, strerror(-ret));
 	if (ret == 0)
 		ret = raise_locked(e, dirfd, how, err, err_len);
 	if (lock_fd >= 0)

@@ -20,9 +20,9 @@
  *   MAC  = HMAC-SHA256(K, file bytes [0, 13))
  *
  * The file is replaced crash-safely (VOLEPOCH_TMP written, fsynced,
- * renamed, directory fsynced); with several daemons on the volume
- * (shared mode with OFD locks) under an OFD lock on the volume key file,
- * which is never replaced by a raise, so two hosts' raises never lose one.
+ * renamed, directory fsynced) under an OFD lock on the volume key file,
+ * which a raise never replaces: two hosts' raises never lose one, and
+ * neither do an unmount's raise still running and the next mount's.
  *
  * Nothing here knows FUSE; the daemon and envelopefsctl share it.
  */
@@ -62,7 +62,8 @@ struct volepoch;
 /*
  * volepoch_open - the epoch of the volume at @backing (uuid @uuid, volume
  * key @volume_key, only K is kept, in locked memory) for this host's
- * state root @state_root; @lock: take the OFD lock around raises.
+ * state root @state_root; @lock: the OFD lock around raises is required
+ * (several daemons on the volume), else taken where the backing has it.
  * 0 or -errno.
  */
 int volepoch_open(const char *backing, const uint8_t uuid[16], const uint8_t *volume_key,
