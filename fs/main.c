@@ -446,6 +446,11 @@ static int check_epoch(struct envfs *fs, bool accept)
 			"mount it once with -o accept_rollback\n", fs->backing, err);
 		return EXIT_VOLUME;
 	}
+	/* Checked, not raised: a read-only backing keeps its epoch. */
+	if (ret == -EROFS) {
+		log_msg(LOG_WARNING, "%s: %s", fs->backing, err);
+		return EXIT_OK;
+	}
 	if (ret < 0) {
 		fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
 		return EXIT_MOUNT;

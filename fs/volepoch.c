@@ -224,6 +224,9 @@ int volepoch_raise(struct volepoch *e, enum volepoch_raise how, char *err, size_
 	 * raises: fine, as long as the two never run at once. */
 	if (ret < 0 && !e->lock && (ret == -EINVAL || ret == -ENOLCK || ret == -EOPNOTSUPP))
 		ret = 0;
+	/* A read-only backing: checked below, and nobody raises it. */
+	if (ret == -EROFS)
+		ret = 0;
 	if (ret < 0)
 		snprintf(err, err_len, "cannot lock %s: %s", VOLKEY_NAME, strerror(-ret));
 	if (ret == 0)

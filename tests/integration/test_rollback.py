@@ -497,3 +497,27 @@ def test_periodic_syncfs_versions_files_never_fsynced(tmp_path, state):
         assert record_version(w, "f") == 1
     finally:
         stop(w)
+
+
+def test_read_only_backing_checked_not_raised(tmp_path, state):
+    """A volume on a read-only backing mounts (its epoch checked, not raised) and reads."""
+    v = make(tmp_path, "v", names="encrypted")
+    v.mount()
+    put(v.mnt / "f", b"data")
+    stop(v)
+    epoch = (v.backing / "envelopefs.epoch").read_bytes()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(v.backing), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+        v.backing, rw = ro, v.backing
+        v.mount("ro")
+        try:
+            assert get(v.mnt / "f") == b"data"
+        finally:
+            stop(v)
+        v.backing = rw
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert (v.backing / "envelopefs.epoch").read_bytes() == epoch
