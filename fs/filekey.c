@@ -642,14 +642,14 @@ static int raise_version(struct envfs *fs, struct inode *in, int fd, struct key_
 {
 	int ret;
 
-	/* Another host re-keyed or replaced the file: its I/O finds out. */
-	if (memcmp(rec->file_id, in->dek->file_id, RECORD_FILE_ID_LEN) != 0 || rec->version != 2)
+	/* Another host re-keyed or replaced the file (its I/O finds out), or
+	 * the record is not the one known durable (checked when it was read). */
+	if (memcmp(rec->file_id, in->dek->file_id, RECORD_FILE_ID_LEN) != 0 || rec->version != 2 ||
+	    !fileversion_durable_locked(fs, in, rec, pos) || rec->file_version == UINT64_MAX)
 		return 0;
 	/* It is re-sealed below with our DEK: it must be authentic. */
 	if (record_check_mac(rec, in->dek->key, fs->cfg.uuid) != 0)
 		return auth_failure(fs, in);
-	if (!fileversion_durable_locked(fs, in, rec, pos) || rec->file_version == UINT64_MAX)
-		return 0;
 	rec->file_version++;
 	ret = record_seal_mac(rec, in->dek->key, fs->cfg.uuid);
 	if (ret == 0)
@@ -676,9 +676,13 @@ int filekey_bump(struct envfs *fs, struct inode *in, int fd)
 	 * open for writing or fsync. */
 	in->version_due = false;
 	rec = malloc(sizeof(*rec));
-	ret = rec ? read_record_at(fs, in, fd, rec, &pos) : -ENOMEM;
+	/* Only the record known durable is raised: one read since, by
+	 * another host, is not, and needs no check here. */
+	ret = rec ? layout_read_record(&fs->layout, fd, rec, &pos) : -ENOMEM;
 	if (ret == 0)
 		ret = raise_version(fs, in, fd, rec, &pos);
+	else if (ret == -EBADMSG)
+		ret = 0; /* the I/O that follows reports it */
 	pthread_mutex_unlock(&in->key_lock);
 	free(rec);
 	return ret == -ENODATA ? 0 : ret;

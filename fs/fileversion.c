@@ -40,7 +40,9 @@ int fileversion_check_locked(struct envfs *fs, struct inode *in, const struct ke
 {
 	uint64_t seen;
 
-	if (!fs->rollback)
+	/* The record this daemon last read (and checked) or wrote itself: the
+	 * host learnt nothing above it since, or it would track a newer one. */
+	if (!fs->rollback || is_tracked(fs, in, rec, pos))
 		return 0;
 	/* One small read of this host's state: next to the record read. */
 	seen = rollback_seen(fs->rollback, rec->file_id);
@@ -54,9 +56,7 @@ int fileversion_check_locked(struct envfs *fs, struct inode *in, const struct ke
 		atomic_fetch_add(&fs->counters.integrity_errors, 1);
 		return -EIO;
 	}
-	/* The same record read again keeps what is known of it. */
-	if (!is_tracked(fs, in, rec, pos))
-		track(fs, in, rec, pos, rollback_read_gen(fs->rollback), 0);
+	track(fs, in, rec, pos, rollback_read_gen(fs->rollback), 0);
 	return 0;
 }
 
