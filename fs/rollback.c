@@ -39,7 +39,9 @@ struct queued_bump {
 struct rollback {
 	char dir[PATH_MAX - 64]; /* ROOT/<uuid>/versions, with room for an entry below */
 	atomic_uint tmp_seq;	 /* names the temporary files of concurrent learns */
-	pthread_mutex_t learn_lock; /* one learn at a time: a lower one never wins a race */
+	/* One write of the table at a time (a lower one never wins a race),
+	 * and rollback_seen() never between a flush's taking and writing. */
+	pthread_mutex_t learn_lock;
 
 	/* Generations (rollback.h).  bump_gen: the last one given out;
 	 * synced_gen: covered by a completed syncfs. */
@@ -139,11 +141,16 @@ static uint64_t stored_version(struct rollback *rb, const uint8_t *file_id)
 
 uint64_t rollback_seen(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN])
 {
-	uint64_t stored = stored_version(rb, file_id), pending;
+	uint64_t stored, pending;
 
+	/* Not while a flush has taken versions out of memory and not yet
+	 * written them: they would be in neither place. */
+	pthread_mutex_lock(&rb->learn_lock);
+	stored = stored_version(rb, file_id);
 	pthread_mutex_lock(&rb->lock);
 	pending = pending_of(rb, file_id);
 	pthread_mutex_unlock(&rb->lock);
+	pthread_mutex_unlock(&rb->learn_lock);
 	return pending > stored ? pending : stored;
 }
 
@@ -176,14 +183,11 @@ static int learn_locked(struct rollback *rb, const uint8_t *file_id, uint64_t ve
 	return ret;
 }
 
-/* write_learnt - write @version of @file_id to the table now. */
-static void write_learnt(struct rollback *rb, const uint8_t *file_id, uint64_t version)
+/* write_learnt_locked - write @version of @file_id to the table now.  learn_lock held. */
+static void write_learnt_locked(struct rollback *rb, const uint8_t *file_id, uint64_t version)
 {
-	int ret;
+	int ret = learn_locked(rb, file_id, version);
 
-	pthread_mutex_lock(&rb->learn_lock);
-	ret = learn_locked(rb, file_id, version);
-	pthread_mutex_unlock(&rb->learn_lock);
 	if (ret < 0)
 		log_ratelimited(LOG_WARNING, "cannot keep a file version in %s: %s", rb->dir,
 				strerror(-ret));
@@ -209,8 +213,11 @@ void rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LE
 		p->version = version;
 	pthread_mutex_unlock(&rb->lock);
 	/* Full: written at once, by the caller. */
-	if (!p)
-		write_learnt(rb, file_id, version);
+	if (!p) {
+		pthread_mutex_lock(&rb->learn_lock);
+		write_learnt_locked(rb, file_id, version);
+		pthread_mutex_unlock(&rb->learn_lock);
+	}
 }
 
 /* flush_learnt - write every version learnt so far to the table. */
@@ -220,6 +227,7 @@ static void flush_learnt(struct rollback *rb)
 	struct pending_learn out[64];
 	unsigned n;
 
+	pthread_mutex_lock(&rb->learn_lock);
 	do {
 		pthread_mutex_lock(&rb->lock);
 		n = rb->n_learnt < batch ? rb->n_learnt : batch;
@@ -228,8 +236,9 @@ static void flush_learnt(struct rollback *rb)
 		memcpy(out, rb->learnt + rb->n_learnt, n * sizeof(out[0]));
 		pthread_mutex_unlock(&rb->lock);
 		for (unsigned i = 0; i < n; i++)
-			write_learnt(rb, out[i].file_id, out[i].version);
+			write_learnt_locked(rb, out[i].file_id, out[i].version);
 	} while (n == batch);
+	pthread_mutex_unlock(&rb->learn_lock);
 }
 
 uint64_t rollback_bumped(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],
