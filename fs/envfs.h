@@ -44,6 +44,7 @@ struct envfs_settings {
 	int prefetch;		  /* prefetch: unwrap listed files' DEKs ahead; -1 = auto, 0, 1 */
 	int shared;		  /* shared: auto|true|false, enum shared_setting (shared.h) */
 	unsigned max_fds;	  /* max_fds: inode fds kept open; 0 = from RLIMIT_NOFILE */
+	unsigned rollback_sync_interval; /* rollback_sync_interval: s between syncfs (rollback.h) */
 };
 
 /* Run-time counters reported by the status xattr. */
@@ -61,6 +62,8 @@ struct handle {
 };
 
 struct fuse_session;
+struct rollback;
+struct volepoch;
 
 struct envfs {
 	char *backing;
@@ -72,6 +75,8 @@ struct envfs {
 	struct dekcache *cache;
 	struct names *names; /* name, symlink and xattr codec */
 	struct scope_set *scopes; /* the key scopes (scopes.h) */
+	struct rollback *rollback; /* format 3: the file versions this host saw (rollback.h); else NULL */
+	struct volepoch *epoch;	   /* format 3 with a volume key: its epoch (volepoch.h); else NULL */
 	struct inode_table *inodes;
 	struct envfs_settings settings;
 	struct backing_caps caps; /* what the backing can do, probed at mount */

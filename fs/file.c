@@ -21,6 +21,7 @@
 #include "scope_ops.h"
 #include "content.h"
 #include "filekey.h"
+#include "fileversion.h"
 #include "killpriv.h"
 #include "log.h"
 #include "mtime.h"
@@ -99,8 +100,11 @@ int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t size)
 	int ret = 0;
 
 	pthread_rwlock_wrlock(&in->content_lock);
+	/* Shrinking to zero needs no key: the next write raises the version. */
 	if (size > 0)
 		ret = filekey_load(fs, in, fd, true);
+	if (ret == 0 && size > 0)
+		ret = filekey_bump(fs, in, fd);
 	if (ret == 0) {
 		struct file_content c = content_of(fs, in, fd);
 		ret = content_truncate(&c.f, size, &bad_block);
@@ -173,6 +177,8 @@ static int attach_open_file(struct envfs *fs, struct inode *in, int fd, int flag
 		free(of);
 		return ret;
 	}
+	if (writable)
+		fileversion_due(fs, in);
 	of->fd = fd;
 	/* With the writeback cache the kernel places appends itself. */
 	of->append = (flags & O_APPEND) && !fs->settings.writeback_cache;
@@ -351,6 +357,9 @@ static int write_content(struct envfs *fs, struct inode *in, struct open_file *o
 	if (size == 0)
 		return 0; /* changes nothing, and would store no header */
 	ret = filekey_load_for_write(fs, in, of->fd, &first);
+	/* A record made just now is version 1: nothing to raise. */
+	if (ret == 0 && !first.header)
+		ret = filekey_bump(fs, in, of->fd);
 
 	if (ret == 0 && of->append)
 		ret = content_size(of->fd, &fs->layout, pos);
@@ -488,12 +497,18 @@ void envfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 void envfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-	int ret = datasync ? 0 : mtime_flush(inode_of(fs_of(req), ino));
+	struct inode *in = inode_of(fs_of(req), ino);
+	struct fileversion_sync synced;
+	int ret = datasync ? 0 : mtime_flush(in);
 
 	if (ret == 0 && of->writable)
-		ret = settle_holes(fs_of(req), inode_of(fs_of(req), ino), of->fd);
-	if (ret == 0 && (datasync ? fdatasync(of->fd) : fsync(of->fd)) < 0)
+		ret = settle_holes(fs_of(req), in, of->fd);
+	/* The record on the backing now is durable once the sync returns. */
+	fileversion_sync_begin(fs_of(req), in, &synced);
+	if (ret == 0 && (datasync && !synced.full ? fdatasync(of->fd) : fsync(of->fd)) < 0)
 		ret = -errno;
+	if (ret == 0)
+		fileversion_sync_end(fs_of(req), in, &synced);
 	fuse_reply_err(req, -ret);
 }
 
@@ -524,6 +539,8 @@ void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off
 	}
 	pthread_rwlock_wrlock(&in->content_lock);
 	ret = filekey_load(fs, in, of->fd, true);
+	if (ret == 0)
+		ret = filekey_bump(fs, in, of->fd);
 	if (ret == 0) {
 		struct file_content c = content_of(fs, in, of->fd);
 		if (mode & FALLOC_FL_PUNCH_HOLE) {

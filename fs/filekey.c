@@ -12,6 +12,7 @@
 
 #include "crypto/secmem.h"
 #include "binding.h"
+#include "fileversion.h"
 #include "log.h"
 #include "scopes.h"
 #include "shared.h"
@@ -30,13 +31,19 @@ static int auth_failure(struct envfs *fs, struct inode *in)
 
 /*
  * read_record_at - read the record of @in (and where it is, into @pos when
- * not NULL); corrupt records, and records binding the file to other names
- * (binding.h), are logged and become -EIO.  Key lock held.
+ * not NULL); corrupt records, records binding the file to other names
+ * (binding.h) and records older than this host saw (fileversion.h) are
+ * logged and become -EIO.  Key lock held.
  */
 static int read_record_at(struct envfs *fs, struct inode *in, int fd, struct key_record *rec,
 			  struct record_pos *pos)
 {
-	int ret = layout_read_record(&fs->layout, fd, rec, pos);
+	struct record_pos here;
+	int ret;
+
+	if (!pos)
+		pos = &here;
+	ret = layout_read_record(&fs->layout, fd, rec, pos);
 
 	/* Shared mode: most likely a re-key in progress on another host,
 	 * which holds the key lock (shared.h); keylock_wait() waits it out. */
@@ -57,7 +64,9 @@ static int read_record_at(struct envfs *fs, struct inode *in, int fd, struct key
 		atomic_fetch_add(&fs->counters.integrity_errors, 1);
 		return -EIO;
 	}
-	return ret == 0 ? binding_check(fs, in, rec) : ret;
+	if (ret == 0)
+		ret = binding_check(fs, in, rec);
+	return ret == 0 ? fileversion_check_locked(fs, in, rec, pos) : ret;
 }
 
 static int read_record(struct envfs *fs, struct inode *in, int fd, struct key_record *rec)
@@ -105,6 +114,7 @@ static int adopt_holes(struct envfs *fs, struct inode *in, const struct key_reco
 	}
 	in->holes_bound = rec->version == 2;
 	in->holes = rec->holes;
+	fileversion_authentic(fs, rec);
 	return 0;
 }
 
@@ -133,8 +143,12 @@ int filekey_declare_holes(struct envfs *fs, struct inode *in, int fd, uint64_t f
 	/* Crash-safe and durable (layout.h) before any hole is made. */
 	if (ret == 0)
 		ret = layout_write_record(&fs->layout, fd, rec, &pos);
-	if (ret == 0)
+	if (ret == 0) {
 		in->holes = rec->holes;
+		pthread_mutex_lock(&in->key_lock);
+		fileversion_written_locked(fs, in, rec, &pos, true);
+		pthread_mutex_unlock(&in->key_lock);
+	}
 	free(rec);
 	return ret;
 }
@@ -298,16 +312,26 @@ static int create_record(struct envfs *fs, struct inode *in, int fd, struct key_
 	free(key);
 	snprintf(rec->key_ref, sizeof(rec->key_ref), "%s", set->keys.current->key_ref);
 	binding_stamp(fs, in, fd, rec);
+	/* Format 3: a new record is version 1 (fileversion.h). */
+	if (fs->rollback && rec->version == 2)
+		rec->file_version = 1;
 	ret = record_seal_mac(rec, dek, fs->cfg.uuid);
 	if (ret == 0 && first && fs->layout.placement == PLACEMENT_HEADER) {
 		ret = layout_first_header(&fs->layout, rec, &first->header);
 		if (ret == 0) {
 			first->set = set; /* held until the header is stored */
 			first->scope = scope;
+			/* Tracked once stored (filekey_first_done()): a syncfs
+			 * before that must not count it. */
+			memcpy(first->file_id, rec->file_id, sizeof(first->file_id));
+			memcpy(first->mac, rec->mac, sizeof(first->mac));
+			first->file_version = rec->file_version;
 			return 0;
 		}
 	} else if (ret == 0) {
 		ret = layout_write_record(&fs->layout, fd, rec, &pos);
+		if (ret == 0)
+			fileversion_written_locked(fs, in, rec, &pos, false);
 	}
 	keys_put(fs, scope, set);
 	return ret;
@@ -472,6 +496,21 @@ void filekey_first_done(struct envfs *fs, struct inode *in, struct filekey_first
 {
 	if (!first->header)
 		return;
+	if (stored == 0 && fs->rollback) {
+		struct key_record *rec = calloc(1, sizeof(*rec));
+		struct record_pos pos = {.seq = 1, .slot = 0};
+
+		/* Untracked when out of memory: then it is at its first read. */
+		if (rec) {
+			memcpy(rec->file_id, first->file_id, sizeof(rec->file_id));
+			memcpy(rec->mac, first->mac, sizeof(rec->mac));
+			rec->file_version = first->file_version;
+			pthread_mutex_lock(&in->key_lock);
+			fileversion_written_locked(fs, in, rec, &pos, false);
+			pthread_mutex_unlock(&in->key_lock);
+		}
+		free(rec);
+	}
 	if (stored < 0) {
 		/* The record never reached the file: the next write makes
 		 * another, so the DEK of this one goes. */
@@ -580,6 +619,8 @@ int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
 		ret = record_seal_mac(rec, dek, fs->cfg.uuid);
 	if (ret == 0)
 		ret = layout_write_record(&fs->layout, fd, rec, &pos);
+	if (ret == 0)
+		fileversion_written_locked(fs, in, rec, &pos, true);
 	if (ret == 0) {
 		/* A record kept from an open is the one replaced: read it again. */
 		free(in->missed_record);
@@ -591,6 +632,62 @@ int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
 	secmem_free(own, KMS_DEK_LEN);
 	free(rec);
 	return ret == -ENODATA || ret > 0 ? 0 : ret;
+}
+
+/*
+ * raise_version - @rec (at @pos, read for the bump) one version up in one
+ * unsynced write, when it is the record known durable (rule R, rollback.h);
+ * else nothing (the version counts durable epochs).  Key lock held.
+ */
+static int raise_version(struct envfs *fs, struct inode *in, int fd, struct key_record *rec,
+			 struct record_pos *pos)
+{
+	int ret;
+
+	/* Another host re-keyed or replaced the file (its I/O finds out), or
+	 * the record is not the one known durable (checked when it was read). */
+	if (memcmp(rec->file_id, in->dek->file_id, RECORD_FILE_ID_LEN) != 0 || rec->version != 2 ||
+	    !fileversion_durable_locked(fs, in, rec, pos) || rec->file_version == UINT64_MAX)
+		return 0;
+	/* It is re-sealed below with our DEK: it must be authentic. */
+	if (record_check_mac(rec, in->dek->key, fs->cfg.uuid) != 0)
+		return auth_failure(fs, in);
+	rec->file_version++;
+	ret = record_seal_mac(rec, in->dek->key, fs->cfg.uuid);
+	if (ret == 0)
+		ret = layout_bump_record(&fs->layout, fd, rec, pos);
+	if (ret == 0)
+		fileversion_written_locked(fs, in, rec, pos, false);
+	return ret;
+}
+
+int filekey_bump(struct envfs *fs, struct inode *in, int fd)
+{
+	struct key_record *rec;
+	struct record_pos pos;
+	int ret;
+
+	if (!fs->rollback)
+		return 0;
+	pthread_mutex_lock(&in->key_lock);
+	if (!in->version_due || !in->dek) {
+		pthread_mutex_unlock(&in->key_lock);
+		return 0;
+	}
+	/* Due once: skipped or done, the next change waits for the next
+	 * open for writing or fsync. */
+	in->version_due = false;
+	rec = malloc(sizeof(*rec));
+	/* Only the record known durable is raised: one read since, by
+	 * another host, is not, and needs no check here. */
+	ret = rec ? layout_read_record(&fs->layout, fd, rec, &pos) : -ENOMEM;
+	if (ret == 0)
+		ret = raise_version(fs, in, fd, rec, &pos);
+	else if (ret == -EBADMSG)
+		ret = 0; /* the I/O that follows reports it */
+	pthread_mutex_unlock(&in->key_lock);
+	free(rec);
+	return ret == -ENODATA ? 0 : ret;
 }
 
 int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res)

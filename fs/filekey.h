@@ -47,6 +47,10 @@ struct filekey_first {
 	uint8_t *header; /* layout.data_offset bytes; NULL: nothing pending */
 	const struct kms_set *set;
 	struct scope *scope; /* whose set it is (scopes.h), NULL: the volume's */
+	/* The record's, for its tracking once stored (fileversion.h). */
+	uint8_t file_id[RECORD_FILE_ID_LEN];
+	uint8_t mac[RECORD_MAC_LEN];
+	uint64_t file_version;
 };
 
 /*
@@ -98,6 +102,17 @@ int filekey_declare_holes(struct envfs *fs, struct inode *in, int fd, uint64_t f
  */
 int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
 			int (*edit)(struct key_record *rec, void *arg), void *arg);
+
+/*
+ * filekey_bump - before a content change of @in: when its version is due
+ * (fileversion.h: the first change since an open for writing or an fsync)
+ * and its record is known durable, raise the version by one in a single
+ * unsynced record write (layout_bump_record()); due or not, skipped or
+ * done, it is not due again until the next open for writing or fsync.
+ * No-op before format 3.  Content lock held exclusively, in->dek valid,
+ * @fd read-write.  0 or -errno (-EIO logged).
+ */
+int filekey_bump(struct envfs *fs, struct inode *in, int fd);
 
 /* filekey_detach - undo one filekey_attach. */
 void filekey_detach(struct envfs *fs, struct inode *in);

@@ -82,6 +82,20 @@ struct inode {
 	uint8_t entry[RECORD_BINDING_LEN];
 	uint8_t entry_prev[RECORD_BINDING_LEN];
 
+	/* Format-3 versions (fileversion.h), guarded by key_lock.
+	 * version_due: the next content change raises the version (set by an
+	 * open for writing and after each fsync).  record_mac/record_seq:
+	 * (and record_file_id) the record this daemon last read or wrote; it is durable once
+	 * rollback_synced() reaches record_gen (0: not known durable);
+	 * record_learn: its version, this daemon's own, to learn once it is
+	 * durable (0: none). */
+	bool version_due;
+	uint8_t record_mac[16];
+	uint8_t record_file_id[RECORD_FILE_ID_LEN];
+	uint64_t record_seq;
+	uint64_t record_gen;
+	uint64_t record_learn;
+
 	/* Encrypted-name volumes, guarded by key_lock.  A directory's ID is
 	 * read once: it never changes, and travels with the directory.  A
 	 * symlink's target (symlink.h) is decrypted when its name is looked

@@ -198,17 +198,18 @@ int layout_first_header(const struct layout *l, const struct key_record *r, uint
 	return 0;
 }
 
-int layout_write_record(const struct layout *l, int fd, const struct key_record *r,
-			struct record_pos *pos)
+/*
+ * put_record - write @r as the record after *@pos's: a first record with
+ * its whole header, a replacement into the other slot (or the xattr), in
+ * one write, nothing synced.  On success *@pos describes it.
+ */
+static int put_record(const struct layout *l, int fd, const struct key_record *r,
+		      struct record_pos *pos)
 {
 	bool replacing = pos->seq != 0;
-	struct stat before;
 	size_t len;
 	uint8_t *buf;
 	int ret;
-
-	if (replacing && (fstat(fd, &before) < 0 || fdatasync(fd) < 0))
-		return -errno;
 
 	if (l->placement == PLACEMENT_HEADER) {
 		int target = pos->slot == 0 ? 1 : 0;
@@ -244,6 +245,19 @@ int layout_write_record(const struct layout *l, int fd, const struct key_record 
 			pos->slot = 0;
 		}
 	}
+	return ret;
+}
+
+int layout_write_record(const struct layout *l, int fd, const struct key_record *r,
+			struct record_pos *pos)
+{
+	bool replacing = pos->seq != 0;
+	struct stat before;
+	int ret;
+
+	if (replacing && (fstat(fd, &before) < 0 || fdatasync(fd) < 0))
+		return -errno;
+	ret = put_record(l, fd, r, pos);
 	if (ret == 0 && replacing) {
 		/* A record is not content: the file keeps its mtime, which backups
 		 * and build tools compare.  fsync, not fdatasync: an xattr record
@@ -253,4 +267,10 @@ int layout_write_record(const struct layout *l, int fd, const struct key_record 
 			ret = -errno;
 	}
 	return ret;
+}
+
+int layout_bump_record(const struct layout *l, int fd, const struct key_record *r,
+		       struct record_pos *pos)
+{
+	return pos->seq == 0 ? -EINVAL : put_record(l, fd, r, pos);
 }

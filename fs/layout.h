@@ -115,6 +115,17 @@ int layout_write_record(const struct layout *l, int fd, const struct key_record 
 			struct record_pos *pos);
 
 /*
+ * layout_bump_record - replace *@pos's record (it must have one) by @r in
+ * one write of the other slot, or one fsetxattr(), with no sync at all:
+ * safe only when the current record is durable (docs/FORMAT.md, "Crash-safe
+ * replacement": a torn write loses to it).  For the version bump
+ * (fileversion.h), which a content change follows at once, so the file's
+ * mtime is not kept.  On success *@pos describes @r.  0 or -errno.
+ */
+int layout_bump_record(const struct layout *l, int fd, const struct key_record *r,
+		       struct record_pos *pos);
+
+/*
  * layout_first_header - with header placement, the first @l->data_offset
  * bytes of a file whose first record is @r (slot 0 holding it at sequence 1,
  * slot 1 empty): what layout_write_record() writes for a first record, for a

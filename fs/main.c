@@ -31,10 +31,12 @@
 #include "filekey.h"
 #include "killpriv.h"
 #include "log.h"
+#include "rollback.h"
 #include "ops.h"
 #include "scope_ops.h"
 #include "scopes.h"
 #include "shared.h"
+#include "volepoch.h"
 #include "volkey.h"
 
 /* Exit codes (documented in --help and README). */
@@ -61,6 +63,7 @@ struct cmdline {
 	 * config=FILE, whatever their place on the command line. */
 	struct fuse_args settings;
 	char *state_dir; /* -o state_dir=DIR: this host's state (hoststate.h) */
+	int accept_rollback; /* -o accept_rollback: forget the versions this host saw */
 };
 
 /* Options we only note, leaving them for FUSE too. */
@@ -72,6 +75,7 @@ static const struct fuse_opt cmdline_spec[] = {
 	{"no_default_permissions", offsetof(struct cmdline, no_default_permissions), 1},
 	{"shared", offsetof(struct cmdline, shared), 1},
 	{"noshared", offsetof(struct cmdline, noshared), 1},
+	{"accept_rollback", offsetof(struct cmdline, accept_rollback), 1},
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_KEY("fsname=", KEY_FSNAME),
@@ -160,6 +164,9 @@ static void usage(const char *prog)
 	       "                            configuration); default $ENVELOPEFS_STATE_DIR,\n"
 	       "                            else /var/lib/envelopefs (root) or\n"
 	       "                            $XDG_STATE_HOME/envelopefs\n"
+	       "    accept_rollback         format 3: this mount accepts the volume and its\n"
+	       "                            files as they are now, older than this host saw\n"
+	       "                            (restored from a snapshot): forgets what it saw\n"
 	       "    allow_other             let other users in (implies default_permissions)\n"
 	       "    no_default_permissions  do not add default_permissions (refused with\n"
 	       "                            allow_other when running as root)\n"
@@ -223,9 +230,10 @@ static int check_mountpoint(const char *mountpoint)
 /*
  * The name codec; with encrypted names the volume key is unwrapped here,
  * once per mount, the configuration's MAC checked with it (confmac.h), and
- * only the keys derived from it are kept.
+ * only the keys derived from it are kept (format 3: the epoch's too,
+ * volepoch.h, for this host's state under @state_root).
  */
-static int open_names(struct envfs *fs, int root_fd)
+static int open_names(struct envfs *fs, int root_fd, const char *state_root)
 {
 	uint8_t *key = NULL;
 	char err[512];
@@ -256,6 +264,15 @@ static int open_names(struct envfs *fs, int root_fd)
 						  "`envelopefsctl pin BACKING`)"
 						: strerror(-ret));
 			return ret == -EBADMSG ? EXIT_VOLUME : EXIT_MOUNT;
+		}
+		ret = record_tags_v3(&fs->cfg) ? volepoch_open(fs->backing, fs->cfg.uuid, key,
+							       state_root, fs->shared_locks,
+							       &fs->epoch)
+					       : 0;
+		if (ret < 0) {
+			secmem_free(key, KMS_DEK_LEN);
+			fprintf(stderr, "envelopefs: the volume epoch: %s\n", strerror(-ret));
+			return EXIT_MOUNT;
 		}
 	}
 	ret = names_create(fs->cfg.names_encrypted, key, fs->cfg.uuid, &fs->names);
@@ -410,8 +427,73 @@ static int start_prefetch(struct envfs *fs)
 	return prefetch_create(fs, ahead, &fs->prefetch);
 }
 
+/*
+ * check_epoch - a volume put back from an older copy is refused, unless
+ * @accept; then its epoch is raised (volepoch.h).  Returns an exit code.
+ */
+static int check_epoch(struct envfs *fs, bool accept)
+{
+	char err[512];
+	int ret;
+
+	if (!fs->epoch)
+		return EXIT_OK;
+	ret = volepoch_raise(fs->epoch, accept ? VOLEPOCH_ACCEPT : VOLEPOCH_MOUNT, err,
+			     sizeof(err));
+	if (ret == -ESTALE) {
+		fprintf(stderr, "envelopefs: %s: the volume looks restored from an older snapshot "
+			"(%s): files may be older than this host saw.  If that is deliberate, "
+			"mount it once with -o accept_rollback\n", fs->backing, err);
+		return EXIT_VOLUME;
+	}
+	/* Checked, not raised: a read-only backing keeps its epoch. */
+	if (ret == -EROFS) {
+		log_msg(LOG_WARNING, "%s: %s", fs->backing, err);
+		return EXIT_OK;
+	}
+	if (ret < 0) {
+		fprintf(stderr, "envelopefs: %s: %s\n", fs->backing, err);
+		return EXIT_MOUNT;
+	}
+	return EXIT_OK;
+}
+
+/*
+ * open_versions - format 3: the file versions this host saw (rollback.h),
+ * forgotten first with -o accept_rollback.  The periodic syncfs is off on
+ * a network or FUSE backing, shared mode or not: there syncfs may return
+ * without reaching the servers (a FUSE server need not implement it), and
+ * a record it did not make durable must never count as durable.  Returns
+ * an exit code.
+ */
+static int open_versions(struct envfs *fs, const char *state_root, bool accept)
+{
+	bool may_sync = !fs->caps.shared;
+	int sync_fd = -1, ret;
+
+	if (!record_tags_v3(&fs->cfg))
+		return EXIT_OK;
+	ret = accept ? rollback_forget(state_root, fs->cfg.uuid) : 0;
+	if (ret < 0) {
+		fprintf(stderr, "envelopefs: -o accept_rollback: cannot forget the file versions "
+			"under %s: %s\n", state_root, strerror(-ret));
+		return EXIT_MOUNT;
+	}
+	if (may_sync)
+		sync_fd = open(fs->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ret = rollback_open(state_root, fs->cfg.uuid, sync_fd,
+			    fs->settings.rollback_sync_interval, &fs->rollback);
+	if (ret < 0) {
+		fprintf(stderr, "envelopefs: cannot keep file versions under %s: %s; give "
+			"-o state_dir=DIR\n", state_root, strerror(-ret));
+		return EXIT_USAGE;
+	}
+	return EXIT_OK;
+}
+
 /* Load the volume and its keys.  Returns an exit code. */
-static int open_volume(struct envfs *fs, const char *backing, const char *state_dir)
+static int open_volume(struct envfs *fs, const char *backing, const char *state_dir,
+		       bool accept_rollback)
 {
 	char path[PATH_MAX], err[512], state_root[PATH_MAX];
 	bool first_mount = false;
@@ -465,7 +547,11 @@ static int open_volume(struct envfs *fs, const char *backing, const char *state_
 	}
 	ret = probe_backing(fs, root_fd);
 	if (ret == EXIT_OK)
-		ret = open_names(fs, root_fd);
+		ret = open_names(fs, root_fd, state_root);
+	if (ret == EXIT_OK)
+		ret = check_epoch(fs, accept_rollback);
+	if (ret == EXIT_OK)
+		ret = open_versions(fs, state_root, accept_rollback);
 	if (ret == EXIT_OK)
 		finish_rekeys(fs); /* with the name codec: user xattrs follow a re-key */
 	if (ret == EXIT_OK && start_prefetch(fs) < 0) {
@@ -482,6 +568,8 @@ static void close_volume(struct envfs *fs)
 	prefetch_destroy(fs->prefetch); /* its queue holds inode references */
 	inode_table_destroy(fs->inodes);
 	names_destroy(fs->names); /* wipes the name keys */
+	rollback_close(fs->rollback, false); /* a failed mount: nothing was written */
+	volepoch_close(fs->epoch);
 	scope_set_close(fs->scopes); /* wipes the scopes' keys */
 	dekcache_destroy(fs->cache); /* wipes every DEK */
 	kms_keeper_close(fs->keys);  /* wipes the keys made ahead and the master keys */
@@ -702,6 +790,15 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
 	envfs_close_handles(fs); /* the kernel's last RELEASEs may not have come */
+	/* A clean unmount: the backing synced, this daemon's versions learnt. */
+	rollback_close(fs->rollback, true);
+	fs->rollback = NULL;
+	if (fs->epoch) {
+		char err[512];
+
+		if (volepoch_raise(fs->epoch, VOLEPOCH_UNMOUNT, err, sizeof(err)) < 0)
+			log_msg(LOG_WARNING, "%s: %s", fs->backing, err);
+	}
 	log_msg(LOG_INFO, "unmounted %s; keys wiped", opts->mountpoint);
 	/* libfuse reports the signal that ended the loop: a requested stop. */
 	return ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP ? EXIT_OK : EXIT_MOUNT;
@@ -777,7 +874,7 @@ int main(int argc, char *argv[])
 	umask(0); /* the kernel already applied the caller's umask */
 	raise_fd_limit();
 
-	code = open_volume(&fs, cl.backing, cl.state_dir);
+	code = open_volume(&fs, cl.backing, cl.state_dir, cl.accept_rollback);
 	if (code == EXIT_OK)
 		code = serve(&fs, &args, &opts, notify_fd);
 	else

@@ -143,6 +143,11 @@ static int set_max_fds(struct envfs_settings *s, const char *v)
 	return 0;
 }
 
+static int set_rollback_sync_interval(struct envfs_settings *s, const char *v)
+{
+	return parse_uint(v, 86400, &s->rollback_sync_interval);
+}
+
 static int set_shared(struct envfs_settings *s, const char *v)
 {
 	int on;
@@ -187,6 +192,8 @@ static const struct setting {
 	{"max_fds", "auto|N", "auto",
 	 "inode descriptors kept open (auto: half the open-file limit, at most 65536)",
 	 set_max_fds},
+	{"rollback_sync_interval", "SECONDS", "30",
+	 "format 3: syncfs period for new file versions, 0: none", set_rollback_sync_interval},
 };
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
 

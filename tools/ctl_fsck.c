@@ -31,6 +31,7 @@
 #include "fs/confpin.h"
 #include "fs/hoststate.h"
 #include "fs/status.h"
+#include "fs/volepoch.h"
 #include "fs/volkey.h"
 #include "tools/ctl_fsck.h"
 
@@ -173,6 +174,41 @@ static void load_scopes(struct fsck *f, const uint8_t *volume_key, const char *c
 		f->walk_incomplete = true;
 }
 
+/*
+ * check_epoch - the volume epoch (fs/volepoch.h) is authentic, and not below
+ * what this host (state root @state, NULL: none) saw.  A missing one is a
+ * finding only where this host saw one: volumes made before it have none.
+ */
+static void check_epoch(struct fsck *f, const uint8_t *volume_key, const char *state)
+{
+	char path[sizeof(f->backing) + sizeof(VOLEPOCH_NAME) + 1];
+	uint8_t *k = secmem_alloc(32);
+	uint64_t epoch = 0, seen = 0;
+	int rc = k ? volepoch_key(volume_key, f->vol.cfg.uuid, k) : -ENOMEM;
+	bool saw = state && volepoch_host_seen(state, f->vol.cfg.uuid, &seen) == 0;
+
+	snprintf(path, sizeof(path), "%s/%s", f->backing, VOLEPOCH_NAME);
+	if (rc == 0)
+		rc = volepoch_read(f->root_fd, k, &epoch);
+	secmem_free(k, 32);
+	if (rc == -EBADMSG)
+		fsck_report(f, FSCK_INTEGRITY, NULL, path, "volume-epoch", 0,
+			    "the volume epoch is not authentic: the mount is refused (exit 3)%s",
+			    saw ? "" : " on a host that saw the volume");
+	else if (rc == -ENOENT && saw)
+		fsck_report(f, FSCK_INTEGRITY, NULL, path, "volume-epoch", 0,
+			    "the volume epoch is missing, and this host saw epoch %llu: the mount is "
+			    "refused (exit 3)", (unsigned long long)seen);
+	else if (rc == 0 && saw && epoch < seen)
+		fsck_report(f, FSCK_INTEGRITY, NULL, path, "volume-epoch", 0,
+			    "the volume epoch is %llu and this host saw %llu: restored from an older "
+			    "copy; the mount is refused (exit 3)", (unsigned long long)epoch,
+			    (unsigned long long)seen);
+	else if (rc < 0 && rc != -ENOENT)
+		fsck_report(f, FSCK_IO, NULL, path, "volume-epoch", -rc, "cannot read it: %s",
+			    strerror(-rc));
+}
+
 /* The whole volume's keys: the volume key opens, and the configuration's MAC holds. */
 static int check_volume(struct fsck *f)
 {
@@ -181,6 +217,7 @@ static int check_volume(struct fsck *f)
 	char err[1024], conf[sizeof(f->backing) + sizeof(VOLUME_CONFIG_NAME) + 1], state[PATH_MAX];
 	int rc = 0;
 
+	*state = '\0';
 	snprintf(conf, sizeof(conf), "%s/%s", f->backing, VOLUME_CONFIG_NAME);
 	if (f->vol.cfg.names_encrypted) {
 		key = secmem_alloc(KMS_DEK_LEN);
@@ -209,6 +246,8 @@ static int check_volume(struct fsck *f)
 		fsck_report(f, FSCK_INTEGRITY, NULL, conf, "config-mac", 0,
 			    "the configuration does not match its MAC (edited without `envelopefsctl "
 			    "pin`): the mount is refused (exit 3)");
+	if (key && record_tags_v3(&f->vol.cfg))
+		check_epoch(f, key, *state ? state : NULL);
 	rc = names_create(f->vol.cfg.names_encrypted, key, f->vol.cfg.uuid, &f->names);
 	if (rc == 0 && key)
 		load_scopes(f, key, conf);

@@ -18,6 +18,7 @@
 
 #include "fs/scopedef.h"
 #include "fs/rekey.h"
+#include "fs/volepoch.h"
 #include "fs/volkey.h"
 #include "tools/ctl_fsck.h"
 
@@ -258,8 +259,15 @@ static bool root_entry(struct fsck *f, int root_fd, const char *name, const char
 	char tmp_key[] = VOLKEY_NAME ".tmp";
 
 	if (strcmp(name, VOLUME_CONFIG_NAME) == 0 || strcmp(name, VOLKEY_NAME) == 0 ||
-	    strcmp(name, NAMES_LINK_STORE) == 0 || strcmp(name, SCOPE_REGISTRY) == 0)
+	    strcmp(name, NAMES_LINK_STORE) == 0 || strcmp(name, SCOPE_REGISTRY) == 0 ||
+	    strcmp(name, VOLEPOCH_NAME) == 0) /* checked by check_volume() */
 		return true;
+	if (strcmp(name, VOLEPOCH_TMP) == 0) {
+		fsck_leftover(f, backing, "replacement-tmp", !f->online, false,
+			      "a raise of the volume epoch that a crash interrupted: the epoch it "
+			      "was to replace is still whole");
+		return true;
+	}
 	if (strcmp(name, VOLUME_REKEY_DIR) == 0) {
 		walk_rekey_dir(f, root_fd, backing);
 		return true;

@@ -56,6 +56,7 @@
 #include "fs/rekey.h"
 #include "fs/rewrap.h"
 #include "fs/status.h"
+#include "fs/volepoch.h"
 #include "fs/volkey.h"
 #include "crypto/hex.h"
 #include "tools/ctl.h"
@@ -282,9 +283,11 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 		r->skipped++;
 		return 0;
 	}
-	/* The volume's own configuration (and its replacement in the making) is not a file of it. */
+	/* The volume's own configuration and epoch (and their replacements in the making) are
+	 * not files of it. */
 	if (r->offline && ftw->level == 1 &&
-	    strncmp(path + ftw->base, VOLUME_CONFIG_NAME, strlen(VOLUME_CONFIG_NAME)) == 0)
+	    (strncmp(path + ftw->base, VOLUME_CONFIG_NAME, strlen(VOLUME_CONFIG_NAME)) == 0 ||
+	     strncmp(path + ftw->base, VOLEPOCH_NAME, strlen(VOLEPOCH_NAME)) == 0))
 		return 0;
 	return add_item(r, path);
 }

@@ -168,9 +168,9 @@ def test_conf_page_lists_every_volume_and_daemon_setting():
     daemon = terms(section(man, "DAEMON SECTION", lambda l: l.startswith("EXAMPLES")))
     settings = {o[3:] for o in daemon_help_options() if o.startswith("-o ")}
     # Mount options that are not [daemon] settings (state_dir is where the host's state lives,
-    # so it cannot come from a settings file).
+    # so it cannot come from a settings file; accept_rollback is for one mount).
     settings -= {"config", "shared", "noshared", "allow_other", "no_default_permissions",
                  "clone_fd", "max_threads", "max_idle_threads", "allow_root", "auto_unmount",
-                 "debug", "state_dir"}
+                 "debug", "state_dir", "accept_rollback"}
     settings.add("shared")  # shared=auto|true|false, besides the -o shared flag
     assert daemon == settings

@@ -67,8 +67,10 @@ def backing_data(v):
 
 
 def backing_mtimes(v):
-    """Every backing regular file's mtime (ns), by path."""
-    return {p: os.stat(p).st_mtime_ns for _, p in regular_files(v.backing)}
+    """Every backing regular file's mtime (ns), by path; not the volume epoch, which every
+    mount raises (docs/FORMAT.md, "Volume epoch")."""
+    return {p: os.stat(p).st_mtime_ns for _, p in regular_files(v.backing)
+            if os.path.basename(p) != "envelopefs.epoch"}
 
 
 def versions(v):

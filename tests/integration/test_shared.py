@@ -67,7 +67,8 @@ VISIBLE_WITHIN = 4.0  # s: 1 s GlusterFS client cache + 1 s envelopefs attr_time
 STABLE_READS = 5      # reads that must all show the new state once it has shown
 KEYRING_RELOAD = 1.1  # s: the local provider notices a rotated keyring at most once a second
 TEMP_PREFIX = "envelopefs.tmp."  # fs/names.h NAMES_TEMP_PREFIX: the daemon's scratch names
-VOLUME_FILES = {"envelopefs.conf", "envelopefs.key", "envelopefs.dirid", "envelopefs.probe"}
+VOLUME_FILES = {"envelopefs.conf", "envelopefs.key", "envelopefs.dirid", "envelopefs.probe",
+                "envelopefs.epoch"}
 
 AT_FDCWD = -100
 RENAME_NOREPLACE = 1

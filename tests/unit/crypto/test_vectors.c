@@ -16,6 +16,7 @@
 #include "crypto/block.h"
 #include "crypto/kdf.h"
 #include "crypto/record.h"
+#include "fs/volepoch.h"
 
 static int n_block, n_record, n_slot, n_binding, n_other;
 
@@ -297,6 +298,43 @@ static void check_binding(const struct vector *v)
 	free(want);
 }
 
+static int n_epoch;
+
+/*
+ * The volume epoch file (docs/FORMAT.md, "Volume epoch"): volume key,
+ * UUID, epoch (decimal), K and the file.
+ */
+static void check_epoch(const struct vector *v)
+{
+	size_t vk_len = 0, uuid_len = 0, key_len = 0, file_len = 0;
+	uint8_t *vk = hex_field(v, "volume_key", &vk_len);
+	uint8_t *uuid = hex_field(v, "volume_uuid", &uuid_len);
+	uint8_t *want_key = hex_field(v, "epoch_key", &key_len);
+	uint8_t *file = hex_field(v, "file", &file_len);
+	uint8_t key[32], out[VOLEPOCH_LEN];
+	uint64_t epoch = 0, back = 0;
+
+	if (!vk || !uuid || !want_key || !file || vk_len != 32 || uuid_len != 16 ||
+	    key_len != 32 || file_len != VOLEPOCH_LEN || u64_field(v, "epoch", &epoch)) {
+		fprintf(stderr, "FORMAT.md:%d: malformed volume_epoch vector\n", v->line);
+		CHECK(0);
+	} else {
+		CHECK_EQ_INT(volepoch_key(vk, uuid, key), 0);
+		CHECK(memcmp(key, want_key, 32) == 0);
+		CHECK_EQ_INT(volepoch_encode(key, epoch, out), 0);
+		CHECK(memcmp(out, file, VOLEPOCH_LEN) == 0);
+		CHECK_EQ_INT(volepoch_decode(key, file, file_len, &back), 0);
+		CHECK(back == epoch);
+		file[VOLEPOCH_LEN - 1] ^= 1; /* one bit of the MAC */
+		CHECK_EQ_INT(volepoch_decode(key, file, file_len, &back), -EBADMSG);
+		n_epoch++;
+	}
+	free(vk);
+	free(uuid);
+	free(want_key);
+	free(file);
+}
+
 static const char *const checked_elsewhere[] = { "local_wrap", "keyring_file", "pkcs11_wrap",
 						 "aws_blob", "vault_wrap", "names_keys", "name",
 						 "dirid", "symlink", "xattr", "rekey_journal",
@@ -327,6 +365,8 @@ static void check_vector(const struct vector *v, const char *type)
 		check_slot(v);
 	} else if (strcmp(type, "binding") == 0) {
 		check_binding(v);
+	} else if (strcmp(type, "volume_epoch") == 0) {
+		check_epoch(v);
 	} else if (is_checked_elsewhere(type)) {
 		n_other++;
 	} else {
@@ -339,9 +379,10 @@ static void test_format_md_vectors(void)
 {
 	/* Every block: one of a type nobody checks fails. */
 	vector_scan("FORMAT.md", NULL, check_vector);
-	printf("checked %d block, %d record, %d slot and %d binding vectors (%d left to other "
-	       "tests)\n",
-	       n_block, n_record, n_slot, n_binding, n_other);
+	printf("checked %d block, %d record, %d slot, %d binding and %d volume epoch vectors (%d "
+	       "left to other tests)\n",
+	       n_block, n_record, n_slot, n_binding, n_epoch, n_other);
+	CHECK(n_epoch > 0);
 	CHECK(n_block > 0);
 	CHECK(n_record > 0);
 	CHECK(n_slot > 0);
