@@ -670,12 +670,14 @@ int filekey_bump(struct envfs *fs, struct inode *in, int fd)
 	if (!fs->rollback)
 		return 0;
 	pthread_mutex_lock(&in->key_lock);
-	if (!in->version_due || !in->dek) {
+	/* Until a record of this inode is known durable the bump is skipped
+	 * without reading anything, and stays due: after the open's first
+	 * fsync, its next change raises the version.  Once done (or found not
+	 * to apply), the next open for writing makes it due again. */
+	if (!in->version_due || !in->dek || !fileversion_tracked_durable_locked(fs, in)) {
 		pthread_mutex_unlock(&in->key_lock);
 		return 0;
 	}
-	/* Due once: skipped or done, the next change waits for the next
-	 * open for writing or fsync. */
 	in->version_due = false;
 	rec = malloc(sizeof(*rec));
 	/* Only the record known durable is raised: one read since, by

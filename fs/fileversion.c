@@ -90,6 +90,12 @@ bool fileversion_durable_locked(struct envfs *fs, struct inode *in, const struct
 	       in->record_gen <= rollback_synced(fs->rollback);
 }
 
+bool fileversion_tracked_durable_locked(struct envfs *fs, const struct inode *in)
+{
+	return fs->rollback && in->record_gen != 0 &&
+	       in->record_gen <= rollback_synced(fs->rollback);
+}
+
 void fileversion_due(struct envfs *fs, struct inode *in)
 {
 	if (!fs->rollback)
@@ -122,7 +128,6 @@ void fileversion_sync_end(struct envfs *fs, struct inode *in, const struct filev
 	if (!fs->rollback)
 		return;
 	pthread_mutex_lock(&in->key_lock);
-	in->version_due = true;
 	/* Still the record that was on the backing when the fsync began:
 	 * the fsync made it durable. */
 	if (s->known && in->record_gen != 0 && in->record_seq == s->seq &&

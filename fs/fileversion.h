@@ -51,14 +51,23 @@ void fileversion_written_locked(struct envfs *fs, struct inode *in,
 bool fileversion_durable_locked(struct envfs *fs, struct inode *in, const struct key_record *rec,
 				const struct record_pos *pos);
 
-/* fileversion_due - the next content change of @in raises its version (open for writing). */
+/*
+ * fileversion_tracked_durable_locked - is the record this daemon last read
+ * or wrote for @in known durable (a bump may be worth reading it for)?
+ */
+bool fileversion_tracked_durable_locked(struct envfs *fs, const struct inode *in);
+
+/*
+ * fileversion_due - @in was opened for writing: its first content change
+ * over a record known durable raises its version, once for the open.
+ */
 void fileversion_due(struct envfs *fs, struct inode *in);
 
 /*
  * An fsync of @in: fileversion_sync_begin() before it notes which record
  * it will make durable; fileversion_sync_end() after it succeeded marks
- * that record durable (when it is still the one), learns this daemon's
- * own version of it and makes the next content change raise the version.
+ * that record durable (when it is still the one) and learns this daemon's
+ * own version of it.
  */
 struct fileversion_sync {
 	uint8_t mac[16];

@@ -83,8 +83,9 @@ struct inode {
 	uint8_t entry_prev[RECORD_BINDING_LEN];
 
 	/* Format-3 versions (fileversion.h), guarded by key_lock.
-	 * version_due: the next content change raises the version (set by an
-	 * open for writing and after each fsync).  record_mac/record_seq:
+	 * version_due: the next content change over a record known durable
+	 * raises the version (set by an open for writing, cleared by the
+	 * raise).  record_mac/record_seq:
 	 * (and record_file_id) the record this daemon last read or wrote; it is durable once
 	 * rollback_synced() reaches record_gen (0: not known durable);
 	 * record_learn: its version, this daemon's own, to learn once it is

@@ -7,8 +7,8 @@
  * docs/FORMAT.md, tag 2 of "Key record, version 2").
  *
  * A file's key record carries its version: 1 when the record is made, one
- * more at the first content change after an open for writing or after an
- * fsync (filekey_bump()), and only over a record known durable.  So:
+ * more at most once per open for writing, at its first content change over
+ * a record known durable (filekey_bump()).  So:
  *
  *   (R) a record of version V is only ever written over a durable record
  *       of version V - 1: whoever reads V may remember V - 1, which no
