@@ -155,6 +155,47 @@ static void test_number_reuse(void)
 	inode_table_destroy(t);
 }
 
+/*
+ * A table of many inodes: past the hash's first buckets it grows, several
+ * times, and every inode is still found by its number (and only its own),
+ * through the growth and after it, and each is freed at its last forget.
+ */
+#define MANY 5000
+static void test_many(void)
+{
+	static struct inode *ins[MANY];
+	static struct stat sts[MANY];
+	struct inode_table *t;
+	char name[32];
+	int fd, lost = 0, strays = 0;
+
+	fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	REQUIRE(fd >= 0 && inode_table_create(fd, MAX_FDS, &t) == 0);
+	for (int i = 0; i < MANY; i++) {
+		snprintf(name, sizeof(name), "m%d", i);
+		REQUIRE(make_file(name, "m") == 0);
+		ins[i] = add(t, name, &sts[i]);
+		REQUIRE(ins[i]);
+		/* The first inode, found again at every size the table takes. */
+		lost += inode_lookup_known(t, &sts[0], root_fd, "m0") != ins[0];
+		strays += ins[i] == ins[0] && i > 0;
+	}
+	CHECK_EQ_INT(lost, 0);
+	CHECK_EQ_INT(strays, 0);
+	CHECK_EQ_INT(inode_count(t), MANY);
+	for (int i = 0; i < MANY; i++) {
+		snprintf(name, sizeof(name), "m%d", i);
+		lost += inode_lookup_known(t, &sts[i], root_fd, name) != ins[i];
+	}
+	CHECK_EQ_INT(lost, 0);
+	/* Each holds 1 + (i == 0 ? MANY : 1) references now. */
+	inode_forget(t, ins[0], MANY);
+	for (int i = 0; i < MANY; i++)
+		inode_forget(t, ins[i], 2);
+	CHECK_EQ_INT(inode_count(t), 0);
+	inode_table_destroy(t);
+}
+
 int main(void)
 {
 	if (!mkdtemp(root)) {
@@ -164,6 +205,7 @@ int main(void)
 	root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	RUN(test_bounded);
 	RUN(test_number_reuse);
+	RUN(test_many);
 	close(root_fd);
 	char cmd[64];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
