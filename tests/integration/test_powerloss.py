@@ -25,7 +25,6 @@ ENVFS_CRASH_POINTS sets how many points per workload (default 5, 3 in the
 sanitizer run, plus the cut after the end); each run prints how many it covered
 and how many of them interrupted the workload.
 """
-import json
 import os
 import shutil
 import signal
@@ -517,9 +516,10 @@ def fresh_stack(tmp_path, name, image, keyring, cls, placement, mount_opts):
     return st
 
 
-@pytest.mark.parametrize("workload,placement,mount_opts", cases())
-def test_power_cut(tmp_path, workload, placement, mount_opts):
-    cls = WORKLOADS[workload]
+def set_up_and_dry_run(tmp_path, cls, placement, mount_opts, after_run=lambda dry: None):
+    """Workload @cls set up on a fresh disk (tmp_path/image), then its dry run on a copy of it:
+    mount, the whole workload, @after_run(dry), unmount, no cut (the backing's mutations are
+    counted).  Returns (image, base stack, the set-up workload, dry stack)."""
     image = tmp_path / "image"
     base = Stack(tmp_path / "base", image, placement, cls.names, mount_opts)
     base.start()
@@ -530,7 +530,6 @@ def test_power_cut(tmp_path, workload, placement, mount_opts):
         setup.setup(base)
     finally:
         base.stop()
-    # The dry run: mount, the whole workload, unmount, no cut: the backing's mutations.
     dry = fresh_stack(tmp_path, "dry", image, base.keyring, cls, placement, mount_opts)
     dry.start()
     try:
@@ -538,8 +537,16 @@ def test_power_cut(tmp_path, workload, placement, mount_opts):
         w = cls()
         w.promises = dict(setup.promises)
         w.run(dry)
+        after_run(dry)
     finally:
         dry.stop()
+    return image, base, setup, dry
+
+
+@pytest.mark.parametrize("workload,placement,mount_opts", cases())
+def test_power_cut(tmp_path, workload, placement, mount_opts):
+    cls = WORKLOADS[workload]
+    image, base, setup, dry = set_up_and_dry_run(tmp_path, cls, placement, mount_opts)
     total = dry.count()
     points = choose_points(total, POINTS) + [0]  # 0: the cut after the workload ended
     interrupted = 0

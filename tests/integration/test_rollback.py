@@ -12,8 +12,8 @@ import pytest
 
 from glusterfs import Host, init_volume
 from mounts import CTL, Volume, get, put
-from test_powerloss import (BLOCK, POINTS, Stack, Workload, check_promises, choose_points,
-                            fresh_stack, fsync_path, read_tree)
+from test_powerloss import (BLOCK, POINTS, Workload, check_promises, choose_points,
+                            fresh_stack, fsync_path, read_tree, set_up_and_dry_run)
 from test_powerloss import write_fsync as pl_write_fsync
 
 XATTR = "user.envelopefs.key"
@@ -307,29 +307,14 @@ def test_power_cut_is_no_rollback(tmp_path, placement):
     on any FUSE backing), the host state kept across each cut: every file reads without EIO and
     no "rolled back" is ever logged, before and after more writes."""
     mount_opts = []
-    image = tmp_path / "image"
-    base = Stack(tmp_path / "base", image, placement, "plain", mount_opts)
-    base.start()
-    try:
-        base.init()
-        base.mount()
-        setup = VersionLoop()
-        setup.setup(base)
-    finally:
-        base.stop()
-    dry = fresh_stack(tmp_path, "dry", image, base.keyring, VersionLoop, placement, mount_opts)
-    dry.start()
-    try:
-        dry.mount()
-        w = VersionLoop()
-        w.promises = dict(setup.promises)
-        w.run(dry)
-        # The loops did raise the versions (xattrs: the layer's own): "a" once for its one open,
-        # "b" at each of its three opens after the first.
+
+    def raised(dry):
+        # The loops did raise the versions (xattrs: the layer's own): "a" once for its one
+        # open, "b" at each of its three opens after the first.
         if placement == "header":
             assert record_version(dry, "a") == 2 and record_version(dry, "b") >= 3
-    finally:
-        dry.stop()
+    image, base, setup, dry = set_up_and_dry_run(tmp_path, VersionLoop, placement, mount_opts,
+                                                 raised)
     total = dry.count()
     points = choose_points(total, POINTS) + [0]
     for k in points:
