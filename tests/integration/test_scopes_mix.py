@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 from pathlib import Path
 
@@ -135,6 +136,9 @@ def test_vault_aws_and_local_scopes_at_once(mix):
         ctl("keyring", "rotate", local.keyring)
         vault.rotate("tenant-vault")
         aws.rotate(arn)
+        # The local provider re-reads its keyring, and the AWS one ListKeyRotations, at most
+        # once a second (CI once saw the AWS scope still at version 1 without this wait).
+        time.sleep(1.1)
         for d in (local.dir, vdir, wdir):
             assert ctl("rotate", "--scope", "--check", d, check=False).returncode == 1, d
             ctl("rotate", "--scope", d)

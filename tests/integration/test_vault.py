@@ -409,7 +409,9 @@ def test_record_opens_independently_with_the_transit_key(tmp_path, server):
     dek = AESGCM(hkdf(key, None, uuid + file_id)).decrypt(body[:12], body[12:], None)
     mac_key = hkdf(dek, uuid, b"envelopefs v1 key-record mac")
     # A version-2 record has an extension before its MAC; on a format-3 volume it holds the
-    # file's one entry binding (tag 3, 16 bytes).
+    # file's version (tag 2, 8 bytes: 1) and its one entry binding (tag 3, 16 bytes).
     e = rec[29 + n + w]
-    assert rec[4] == 2 and e == 18 and rec[30 + n + w:32 + n + w] == bytes([3, 16])
+    ext = rec[30 + n + w:30 + n + w + e]
+    assert rec[4] == 2 and e == 28 and ext[:10] == bytes([2, 8]) + (1).to_bytes(8, "big")
+    assert ext[10:12] == bytes([3, 16])
     assert hmac.new(mac_key, rec[:30 + n + w + e], hashlib.sha256).digest() == rec[30 + n + w + e:]
