@@ -35,14 +35,42 @@ def is_mounted(path):
         return any(line.split()[1] == path for line in f)
 
 
+def daemon_pid(path):
+    """The pid of the daemon serving the mount at @path, or None."""
+    try:
+        return json.loads(os.getxattr(path, STATUS_XATTR))["daemon"]["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def wait_exited(pid, timeout=30):
+    """Wait until process @pid is gone (or a zombie)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        time.sleep(0.02)
+
+
 def unmount(path):
+    """Unmount and wait for the daemon to exit, as systemd does: after the kernel lets go of
+    the mount, the daemon still records the clean unmount in the backing (the volume epoch,
+    docs/FORMAT.md), and a test that copies or removes the backing next must not race it."""
+    pid = daemon_pid(path) if is_mounted(path) else None
     if is_mounted(path):
         subprocess.run(["fusermount3", "-u", str(path)], check=False)
     for _ in range(100):
         if not is_mounted(path):
-            return
+            break
         time.sleep(0.05)
-    subprocess.run(["umount", "-l", str(path)], check=False)
+    else:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+    if pid:
+        wait_exited(pid)
 
 
 class Volume:
