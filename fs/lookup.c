@@ -189,7 +189,8 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 	if (fstatat(inode_fd(parent), bname, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	in = inode_lookup_known(fs->inodes, &st, inode_fd(parent), bname);
-	renamed_on = binding_retrying(in, &st);
+	/* Only shared mode answers ESTALE for a name (binding_check()). */
+	renamed_on = fs->shared && binding_retrying(in, &st);
 	if (renamed_on || (in && inode_is_stale(in))) {
 		/* Shared mode: another host replaced the file, or renamed it on
 		 * (its record no longer lists this name), and the backing's name
