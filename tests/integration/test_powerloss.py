@@ -543,6 +543,25 @@ def set_up_and_dry_run(tmp_path, cls, placement, mount_opts, after_run=lambda dr
     return image, base, setup, dry
 
 
+def run_to_power_cut(tmp_path, image, base, setup, cls, placement, mount_opts, k):
+    """Workload @cls from @setup's promises on a fresh copy of @image, the power cut after
+    backing mutation @k (0: after the workload).  Returns (the stack, the workload, whether
+    the cut interrupted it)."""
+    st = fresh_stack(tmp_path, f"cut{k}", image, base.keyring, cls, placement, mount_opts)
+    w = cls()
+    w.promises = dict(setup.promises)
+    st.start(crash_after=k)
+    interrupted = False
+    try:
+        st.mount()
+        w.run(st)
+    except (OSError, AssertionError):
+        interrupted = True
+    finally:
+        st.power_cut()
+    return st, w, interrupted
+
+
 @pytest.mark.parametrize("workload,placement,mount_opts", cases())
 def test_power_cut(tmp_path, workload, placement, mount_opts):
     cls = WORKLOADS[workload]
@@ -551,17 +570,8 @@ def test_power_cut(tmp_path, workload, placement, mount_opts):
     points = choose_points(total, POINTS) + [0]  # 0: the cut after the workload ended
     interrupted = 0
     for k in points:
-        st = fresh_stack(tmp_path, f"cut{k}", image, base.keyring, cls, placement, mount_opts)
-        w = cls()
-        w.promises = dict(setup.promises)
-        st.start(crash_after=k)
-        try:
-            st.mount()
-            w.run(st)
-        except (OSError, AssertionError):
-            interrupted += 1
-        finally:
-            st.power_cut()
+        st, w, cut = run_to_power_cut(tmp_path, image, base, setup, cls, placement, mount_opts, k)
+        interrupted += cut
         # Power back: the backing starts from its disk.
         st.start()
         try:

@@ -13,7 +13,7 @@ import pytest
 from glusterfs import Host, init_volume
 from mounts import CTL, Volume, get, put
 from test_powerloss import (BLOCK, POINTS, Workload, check_promises, choose_points,
-                            fresh_stack, fsync_path, read_tree, set_up_and_dry_run)
+                            fsync_path, read_tree, run_to_power_cut, set_up_and_dry_run)
 from test_powerloss import write_fsync as pl_write_fsync
 
 XATTR = "user.envelopefs.key"
@@ -318,18 +318,8 @@ def test_power_cut_is_no_rollback(tmp_path, placement):
     total = dry.count()
     points = choose_points(total, POINTS) + [0]
     for k in points:
-        st = fresh_stack(tmp_path, f"cut{k}", image, base.keyring, VersionLoop, placement,
-                         mount_opts)
-        w = VersionLoop()
-        w.promises = dict(setup.promises)
-        st.start(crash_after=k)
-        try:
-            st.mount()
-            w.run(st)
-        except OSError:
-            pass
-        finally:
-            st.power_cut()
+        st, w, _ = run_to_power_cut(tmp_path, image, base, setup, VersionLoop, placement,
+                                    mount_opts, k)
         st.start()
         try:
             for _ in range(2):  # and once more after a clean remount
