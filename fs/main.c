@@ -554,9 +554,9 @@ static int open_volume(struct envfs *fs, const char *backing, const char *state_
 	if (ret == EXIT_OK)
 		ret = open_versions(fs, state_root, accept_rollback);
 	if (ret == EXIT_OK)
-		finish_rekeys(fs); /* with the name codec: user xattrs follow a re-key */
+		scope_finish_rekeys(fs); /* first: those only a converting scope's KMS opens */
 	if (ret == EXIT_OK)
-		scope_finish_rekeys(fs); /* those only a converting scope's KMS opens */
+		finish_rekeys(fs); /* with the name codec: user xattrs follow a re-key */
 	if (ret == EXIT_OK && start_prefetch(fs) < 0) {
 		fprintf(stderr, "envelopefs: cannot start the prefetch workers\n");
 		return EXIT_MOUNT;

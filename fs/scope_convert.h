@@ -79,9 +79,11 @@ int scope_xattr_name(const struct names *codec, const char *path, const uint8_t 
 		     const char *name, char *stored);
 
 /*
- * scope_finish_rekeys - at mount, after the volume's: finish the re-keys a
+ * scope_finish_rekeys - at mount, before the volume's: finish the re-keys a
  * crash interrupted in converting scopes, whose new records only the
- * scope's KMS opens.  Failures are logged.
+ * scope's KMS opens and whose new xattrs only its codec (which falls back
+ * to the volume's) recognises.  What it cannot finish is left to the
+ * volume's recovery.
  */
 void scope_finish_rekeys(struct envfs *fs);
 #endif

@@ -57,14 +57,20 @@ static struct {
 	struct linked *v;
 	size_t n;
 	int err;
+	char *nested; /* a scope root found below DIR */
 } links;
 
 static int count_link(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
+	char id[SCOPE_ID_TEXT + 1];
 	struct linked *l;
 	size_t i;
 
-	(void)ftw;
+	if (type == FTW_D && ftw->level > 0 && getxattr(path, SCOPE_XATTR, id, sizeof(id)) > 0) {
+		links.nested = strdup(path);
+		links.err = links.nested ? 0 : ENOMEM;
+		return 1;
+	}
 	if (type == FTW_D || type == FTW_DP || st->st_nlink < 2)
 		return 0;
 	for (i = 0; i < links.n; i++)
@@ -86,9 +92,10 @@ static int count_link(const char *path, const struct stat *st, int type, struct 
 }
 
 /*
- * check_links - refuse a tree with a hard link across its boundary, or a
+ * check_links - refuse a tree with a hard link across its boundary, a
  * hard-linked symlink (its target is sealed in the link itself, shared by
- * both names).  A CTL_* code, reported.
+ * both names), or a scope root below its top (no nested scopes).  A CTL_*
+ * code, reported.
  */
 static int check_links(const char *dir)
 {
@@ -96,9 +103,13 @@ static int check_links(const char *dir)
 
 	links.n = 0;
 	links.err = 0;
+	links.nested = NULL;
 	if (nftw(dir, count_link, 16, FTW_PHYS | FTW_MOUNT) != 0)
-		code = ctl_err(CTL_FAILED, "%s: %s", dir,
-			       strerror(links.err ? links.err : errno));
+		code = links.nested ? ctl_err(CTL_FAILED, "%s: a key scope already: nested scopes are "
+							  "refused", links.nested)
+				    : ctl_err(CTL_FAILED, "%s: %s", dir,
+					      strerror(links.err ? links.err : errno));
+	free(links.nested);
 	for (size_t i = 0; i < links.n; i++) {
 		if (code == CTL_OK && links.v[i].seen < links.v[i].nlink)
 			code = ctl_err(CTL_FAILED, "%s: has a hard link outside %s, which a key "

@@ -7,7 +7,7 @@ key; after a remount every unwrap for it goes to the scope's KMS, and with the s
 gone and the scope locked the tree answers EACCES while the rest of the volume works.  The
 converter killed mid-way (and the daemon killed after it) leaves every file readable, and the same
 command finishes the job; a writer inside the tree loses nothing; a hard link across the
-boundary is refused before anything changes."""
+boundary, or a scope below the directory, is refused before anything changes."""
 import errno
 import os
 import signal
@@ -42,7 +42,7 @@ class Tenant:
     def __init__(self, vol, name):
         self.vol = vol
         self.dir = vol.mnt / name
-        self.keyring = vol.root / f"{name}.keyring"
+        self.keyring = vol.root / f"{name.replace('/', '-')}.keyring"
         ctl("keyring", "create", self.keyring)
         out = ctl("keyring", "list", self.keyring).stdout
         self.keyring_id = next(line.split()[-1] for line in out.splitlines()
@@ -218,9 +218,15 @@ def test_a_writer_inside_loses_nothing(vol):
     assert get(tenant.dir / "log") == b"".join(chunks)
 
 
-def test_a_hard_link_across_the_boundary_is_refused(vol):
+def test_a_hard_link_across_the_boundary_and_a_nested_scope_are_refused(vol):
     tenant = Tenant(vol, "umbrella")
     tenant.dir.mkdir()
+    inner = Tenant(vol, "umbrella/inner")
+    inner.dir.mkdir()
+    inner.convert()  # an empty directory converts at once
+    out = tenant.convert(check=False)
+    assert out.returncode == 1 and "nested" in out.stderr, out.stderr
+    os.rmdir(inner.dir)
     put(tenant.dir / "shared.txt", b"linked from outside")
     os.link(tenant.dir / "shared.txt", vol.mnt / "outside-link")
     out = tenant.convert(check=False)
