@@ -253,6 +253,14 @@ static int scope_version(struct envfs *fs, struct inode *dir, bool rewrap)
 
 	if (!s)
 		return -EINVAL;
+	if (scope_converting(s)) {
+		/* Its files move onto its KMS by the conversion's re-keys: a rotation's
+		 * re-wraps would keep DEKs the volume's KMS still wraps elsewhere. */
+		log_msg(LOG_ERR, "directory inode %llu: a key scope being converted is not rotated: "
+				 "finish the conversion (scope create --convert) first",
+			(unsigned long long)dir->ino);
+		return -EBUSY;
+	}
 	ret = rewrap ? scope_rewrap_key(s, inode_fd(inode_table_root(fs->inodes)), &version)
 		     : scope_current_version(s, &version);
 	if (ret == 0 && rewrap)

@@ -91,6 +91,10 @@ static int daemon_error(const char *path, int err)
 	case EACCES:
 		return ctl_err(CTL_KEY, "%s: the scope's KMS refused (the daemon's log says why)",
 			       path);
+	case EBUSY:
+		return ctl_err(CTL_FAILED, "%s: the key scope is being converted: finish that first "
+					   "(scope create --convert)",
+			       path);
 	case EIO:
 		return ctl_err(CTL_FAILED, "%s: the daemon failed (its log says why)", path);
 	default:

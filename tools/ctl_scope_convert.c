@@ -12,7 +12,8 @@
  *            still keyed by the volume's KMS re-keyed (ENVELOPEFS_IOC_REKEY:
  *            a new DEK from the scope's KMS, its xattrs sealed anew);
  *   check:   a walk that changes nothing finds no record under another key
- *            than the scope's (a second walk runs if one did);
+ *            than the scope's (a second walk runs if one did), and no hard
+ *            link across the boundary was made meanwhile;
  *   end:     the daemon stores the definition without its converting flag.
  *
  * Every step is atomic in the daemon, so the tool may die anywhere: the
@@ -251,6 +252,9 @@ int ctl_scope_convert(const char *dir, int fd, const struct scope_create_arg *ar
 	if (code == CTL_OK && w.left)
 		code = ctl_err(CTL_FAILED, "%s: %lu files are still keyed by the volume's KMS "
 					   "(written meanwhile): run the command again", dir, w.left);
+	/* A link made from outside into a directory the walk had not reached yet. */
+	if (code == CTL_OK)
+		code = check_links(dir);
 	if (code != CTL_OK)
 		return code;
 	rc = ioctl(fd, ENVELOPEFS_IOC_SCOPE_CONVERT_END);

@@ -168,6 +168,9 @@ def test_killed_converter_and_daemon_leave_files_readable_and_resume(vol):
     check_tree(tenant.dir, files, names)
     refs = {key_ref_of(tenant.dir / rel) for rel in files if files[rel]}
     assert tenant.key_ref in refs and len(refs) == 2, refs  # half way: both keys in use
+    # Not rotated meanwhile: a re-wrap would keep a DEK the volume's KMS wraps.
+    out = ctl("rotate", "--scope", tenant.dir, check=False)
+    assert out.returncode == 1 and "being converted" in out.stderr, out.stderr
 
     # The daemon dies too; mounted again, the half-converted tree reads as it was written.
     pid = daemon_pid(vol.mnt)
