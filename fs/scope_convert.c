@@ -200,9 +200,12 @@ static int restore_target(struct envfs *fs, const struct names_target *t, const 
 	names_link_store_name(t->id, file);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", file);
 	out = openat(store, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (out < 0 || write(out, sealed, len) != (ssize_t)len || fsync(out) < 0 ||
-	    renameat(store, tmp, store, file) < 0)
-		ret = errno ? -errno : -EIO;
+	if (out < 0)
+		ret = -errno;
+	else if (write(out, sealed, len) != (ssize_t)len)
+		ret = -EIO; /* a short write of a few KiB to a local file: out of space or worse */
+	else if (fsync(out) < 0 || renameat(store, tmp, store, file) < 0)
+		ret = -errno;
 	if (out >= 0)
 		close(out);
 	if (ret < 0)

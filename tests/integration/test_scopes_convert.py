@@ -192,12 +192,13 @@ def test_killed_converter_and_daemon_leave_files_readable_and_resume(vol):
     check_tree(tenant.dir, files, names)
 
 
-def test_a_writer_inside_loses_nothing(vol):
+def test_readers_and_a_writer_inside_see_no_error_and_lose_nothing(vol):
     tenant = Tenant(vol, "initech")
-    tenant.dir.mkdir()
-    for i in range(20):
-        put(tenant.dir / f"f{i}", os.urandom(20000))
-    chunks, stop = [], threading.Event()
+    (tenant.dir / "sub").mkdir(parents=True)
+    files = {f"sub/f{i}" if i % 2 else f"f{i}": os.urandom(20000 + i) for i in range(20)}
+    for rel, data in files.items():
+        put(tenant.dir / rel, data)
+    chunks, errors, stop = [], [], threading.Event()
 
     def writer():
         with open(tenant.dir / "log", "ab") as f:
@@ -207,14 +208,28 @@ def test_a_writer_inside_loses_nothing(vol):
                 f.flush()
                 chunks.append(chunk)
 
+    def reader():
+        while not stop.is_set():
+            try:
+                assert sorted(os.listdir(tenant.dir / "sub")) == sorted(
+                    rel[4:] for rel in files if rel.startswith("sub/"))
+                for rel, data in files.items():
+                    assert get(tenant.dir / rel) == data, rel
+            except (OSError, AssertionError) as e:
+                errors.append(repr(e))
+                return
+
     put(tenant.dir / "log", b"")
-    thread = threading.Thread(target=writer)
-    thread.start()
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
     try:
         tenant.convert()
     finally:
         stop.set()
-        thread.join()
+        for thread in threads:
+            thread.join()
+    assert errors == []
     assert get(tenant.dir / "log") == b"".join(chunks)
     assert key_ref_of(tenant.dir / "log") == tenant.key_ref
     vol.remount()
