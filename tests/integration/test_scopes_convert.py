@@ -10,6 +10,7 @@ command finishes the job; a writer inside the tree loses nothing; a hard link ac
 boundary, or a scope below the directory, is refused before anything changes."""
 import errno
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -257,3 +258,46 @@ def test_a_hard_link_across_the_boundary_and_a_nested_scope_are_refused(vol):
     tenant.convert()
     assert get(tenant.dir / "shared.txt") == b"linked from outside"
     assert key_ref_of(tenant.dir / "shared.txt") == tenant.key_ref
+
+
+def test_daemon_killed_mid_rekey_finishes_it_at_mount(vol):
+    """kill -9 of the daemon while a file is re-keyed into the scope: the next mount finishes
+    that re-key with the scope's keys (its new record opens through no other KMS), the file reads
+    as written, and the same command ends the conversion."""
+    tenant = Tenant(vol, "hooli")
+    tenant.dir.mkdir()
+    big = os.urandom(1 << 20) * 48  # long enough a copy that the kill lands inside the re-key
+    put(tenant.dir / "big", big)
+    journals = vol.backing / "envelopefs.rekey"
+    # The backing file, held open: the conversion renames it (its name sealed anew) first.
+    backing = os.open(next(p for p in vol.backing.glob("*/*")
+                           if p.parent != journals and p.lstat().st_size > len(big)), os.O_RDONLY)
+    slot = int(re.search(r"header_size = (\d+)", (vol.backing / "envelopefs.conf").read_text())[1]) // 2
+    pid = daemon_pid(vol.mnt)
+    converter = subprocess.Popen(
+        [str(CTL), "scope", "create", "--convert", "--kms", "local",
+         "--kms-setting", f"keyring={tenant.keyring}",
+         "--kms-setting", f"keyring_id={tenant.keyring_id}", str(tenant.dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Kill once the re-key's flagged record is in (step 2): its blocks are being copied.
+        while os.pread(backing, 4, slot) != b"EFSL":
+            assert converter.poll() is None, "the re-key ended before the daemon could be killed"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        converter.wait(timeout=60)
+    wait_exited(pid)
+    unmount(vol.mnt)
+    # The current record (slot 1, sequence 2) is the scope's, flagged mid re-key: only the scope's
+    # KMS opens it, and the mount must finish the re-key with it.
+    flags = os.pread(backing, 1, slot + 14 + 5)
+    os.close(backing)
+    assert flags == b"\x01"
+    assert len(os.listdir(journals)) == 1
+    vol.mount()
+    assert os.listdir(journals) == []  # finished (or undone) before the mount served anything
+    assert get(tenant.dir / "big") == big
+    tenant.convert()
+    assert key_ref_of(tenant.dir / "big") == tenant.key_ref
+    vol.remount()
+    assert get(tenant.dir / "big") == big
