@@ -59,6 +59,9 @@
  *                                record is left under the old KMS): 0, or 1
  *                                when it was not moving.
  *
+ * Converting a non-empty directory into a scope has its own ioctls and
+ * virtual xattr: scope_convert.h.
+ *
  * KEY_XATTR (status.h) on a scope's root describes the scope key's record,
  * as on the mount root it describes the volume key's; and
  *

@@ -69,6 +69,15 @@ def vol(tmp_path):
     vol.unmount()
 
 
+@pytest.fixture(params=["header", "xattr"])
+def any_vol(request, tmp_path):
+    """Key records in header slots, or in an xattr (a re-key replaces them differently)."""
+    vol = Volume(tmp_path, placement=request.param, names="encrypted")
+    vol.mount()
+    yield vol
+    vol.unmount()
+
+
 def write_tree(t):
     """The tree to convert: {relative path: content} of its regular files (hard links once)."""
     files = {
@@ -116,7 +125,8 @@ def records_under(t, key_ref):
         assert key_ref_of(t / rel) == key_ref, rel
 
 
-def test_convert_a_tree_into_a_scope(vol):
+def test_convert_a_tree_into_a_scope(any_vol):
+    vol = any_vol
     tenant = Tenant(vol, "acme")
     tenant.dir.mkdir()
     put(vol.mnt / "outside.txt", b"the volume's own")
