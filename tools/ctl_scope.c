@@ -453,7 +453,7 @@ static int scope_list(const char *mountpoint)
 	p += strlen("\"scopes\":{");
 	/* Each scope is "ID":{...}: the daemon's own JSON, IDs base64url. */
 	while (*p == '"' || *p == ',') {
-		char id[64], provider[64], ref[256], unlocked[8];
+		char id[64], provider[64], ref[256], unlocked[8], converting[8] = "";
 		const char *dir = "(not found)";
 
 		p += *p == ',';
@@ -461,11 +461,15 @@ static int scope_list(const char *mountpoint)
 		json_field(p, "provider", provider, sizeof(provider));
 		json_field(p, "key_ref", ref, sizeof(ref));
 		json_field(p, "unlocked", unlocked, sizeof(unlocked));
+		json_field(p, "converting", converting, sizeof(converting));
 		for (size_t i = 0; i < n_found; i++)
 			if (strcmp(found[i].id, id) == 0)
 				dir = found[i].path;
 		printf("%-22s  %-8s  %-8s  %-40s  %s\n", id,
-		       strcmp(unlocked, "true") == 0 ? "unlocked" : "locked", provider, ref, dir);
+		       strcmp(converting, "true") == 0 ? "converting"
+		       : strcmp(unlocked, "true") == 0 ? "unlocked"
+						       : "locked",
+		       provider, ref, dir);
 		p = strchr(p, '}');
 		if (!p)
 			break;

@@ -137,6 +137,7 @@ def test_convert_a_tree_into_a_scope(any_vol):
 
     out = tenant.convert()
     assert "5 files re-keyed" in out.stdout, out.stdout
+    assert not tenant.stats()["converting"]
     assert len(os.getxattr(tenant.dir, SCOPE_XATTR)) == 22
     check_tree(tenant.dir, files, names)
     records_under(tenant.dir, tenant.key_ref)
@@ -179,6 +180,8 @@ def test_killed_converter_and_daemon_leave_files_readable_and_resume(vol):
     check_tree(tenant.dir, files, names)
     refs = {key_ref_of(tenant.dir / rel) for rel in files if files[rel]}
     assert tenant.key_ref in refs and len(refs) == 2, refs  # half way: both keys in use
+    assert tenant.stats()["converting"]
+    assert "converting" in ctl("scope", "list", vol.mnt).stdout
     # Not rotated meanwhile: a re-wrap would keep a DEK the volume's KMS wraps.
     out = ctl("rotate", "--scope", tenant.dir, check=False)
     assert out.returncode == 1 and "being converted" in out.stderr, out.stderr
