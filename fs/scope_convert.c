@@ -131,18 +131,30 @@ static int reseal_dir_xattrs(const struct names *codec, int fd, const uint8_t *i
 }
 
 /*
- * rename_entry - give entry @entry (plaintext @name) of @dir its scope form
+ * rename_entry - give entry @entry (attributes @st) of @dir its scope form
  * @b: a long name's side record first, the entry renamed (never over
  * another), the old side record last, so an entry never lacks its record.
+ * A backing without RENAME_NOREPLACE links a file to its new name and then
+ * unlinks the old one (backing_rename.h): a crash in between leaves both
+ * names of one inode, and the next run drops the old one.
  */
 static int rename_entry(struct envfs *fs, struct inode *dir, int fd, const char *entry,
-			const struct backing_name *b)
+			const struct stat *st, const struct backing_name *b)
 {
+	struct stat there;
 	int ret = prepare_entry(dir, b);
 
 	if (ret == 0)
-		ret = backing_rename_noreplace(&fs->caps, fd, entry, fd, b->entry, false, false);
+		ret = backing_rename_noreplace(&fs->caps, fd, entry, fd, b->entry,
+					       S_ISDIR(st->st_mode), true);
+	if (ret == -EEXIST && fstatat(fd, b->entry, &there, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    there.st_dev == st->st_dev && there.st_ino == st->st_ino && !S_ISDIR(st->st_mode))
+		ret = unlinkat(fd, entry, 0) < 0 ? -errno : 0;
 	if (ret < 0) {
+		if (ret == -EEXIST)
+			log_msg(LOG_ERR, "directory inode %llu: entry %s has both a volume and a "
+					 "scope form (%s) of one name",
+				(unsigned long long)dir->ino, entry, b->entry);
 		abandon_entry(dir, b);
 		return ret;
 	}
@@ -330,10 +342,10 @@ static int convert_entry(struct envfs *fs, struct scope *s, struct inode *dir, i
 		return 0; /* forged under both keys: left alone, as a listing leaves it out */
 	}
 	ret = names_encode(scope_names(s), id, false, name, &b);
-	if (ret == 0 && strcmp(b.entry, entry) != 0)
-		ret = rename_entry(fs, dir, fd, entry, &b);
-	if (ret == 0 && fstatat(fd, b.entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (ret == 0 && fstatat(fd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		ret = -errno;
+	if (ret == 0 && strcmp(b.entry, entry) != 0)
+		ret = rename_entry(fs, dir, fd, entry, &st, &b);
 	if (ret < 0)
 		return ret;
 	adopt(fs, s, fd, b.entry, &st);
