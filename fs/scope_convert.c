@@ -320,6 +320,59 @@ static void adopt(struct envfs *fs, struct scope *s, int fd, const char *entry,
 	}
 }
 
+/*
+ * adopt_tree - adopt() every inode below the backing directory @fd, top
+ * down, so that a parent is in the scope before a lookup in it hands its
+ * scope on, and drop the DEKs cached for its files as the volume's (an open
+ * file's when it closes): the next use unwraps through the scope, so a
+ * scope lock reaches them.  -errno for a directory that cannot be read.
+ */
+static int adopt_tree(struct envfs *fs, struct scope *s, int fd)
+{
+	struct entry_list l = {0};
+	struct stat st;
+	int ret = read_entries(fd, &l);
+
+	for (size_t i = 0; ret == 0 && i < l.n; i++) {
+		const char *entry = l.v[i];
+		int sub;
+
+		if (strcmp(entry, ".") == 0 || strcmp(entry, "..") == 0 ||
+		    fstatat(fd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue; /* gone meanwhile: nothing to adopt */
+		adopt(fs, s, fd, entry, &st);
+		/* A DEK cached as the volume's would outlive a lock of the scope. */
+		if (S_ISREG(st.st_mode))
+			dekcache_forget(fs->cache, st.st_dev, st.st_ino);
+		if (!S_ISDIR(st.st_mode))
+			continue;
+		sub = openat(fd, entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0)
+			continue;
+		ret = adopt_tree(fs, s, sub);
+		close(sub);
+	}
+	entry_list_free(&l);
+	return ret;
+}
+
+int scope_convert_adopt(struct envfs *fs, struct inode *root)
+{
+	struct scope *s = inode_scope(fs, root);
+	int fd, ret;
+
+	if (!s || !scope_converting(s))
+		return -EINVAL;
+	fd = openat(inode_fd(root), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ret = fd < 0 ? -errno : adopt_tree(fs, s, fd);
+	if (fd >= 0)
+		close(fd);
+	if (ret < 0)
+		log_msg(LOG_ERR, "directory inode %llu: the inodes below it could not all learn "
+				 "their key scope: %s", (unsigned long long)root->ino, strerror(-ret));
+	return ret;
+}
+
 /* convert_entry - one entry of @dir (ID @id): its name, its inode's scope, a symlink's target. */
 static int convert_entry(struct envfs *fs, struct scope *s, struct inode *dir, int fd,
 			 const uint8_t *id, const char *entry)

@@ -55,6 +55,17 @@
 #ifndef ENVELOPEFS_SCOPE_OPS_TOOL_ONLY
 #include "ops_i.h"
 
+/*
+ * scope_convert_adopt - right after ENVELOPEFS_IOC_SCOPE_CONVERT made @root a
+ * converting scope's root (or found it one): every inode below it that the
+ * kernel knows, looked up while it was the volume's, is in the scope from
+ * now on, so that its keys, names and boundary are the scope's before the
+ * walk reaches it (a lookup after this inherits the scope anyway), and the
+ * DEKs cached for its files as the volume's are dropped.  0 or -errno
+ * (logged).
+ */
+int scope_convert_adopt(struct envfs *fs, struct inode *root);
+
 /* scope_convert_dir - SCOPE_CONVERT_XATTR set on directory @dir: 0 or -errno (logged). */
 int scope_convert_dir(struct envfs *fs, struct inode *dir);
 

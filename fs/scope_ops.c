@@ -184,10 +184,12 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 	if (!fs->scopes || !encrypted_names(fs) || is_root(fs, dir) ||
 	    memchr(arg->settings, '\0', sizeof(arg->settings)) == NULL)
 		return -EINVAL;
-	if (convert && (s = root_scope(fs, dir)))
-		return scope_converting_to(s, arg->settings) ? 1
-		       : scope_converting(s)		     ? -EBUSY
-							     : -EEXIST;
+	if (convert && (s = root_scope(fs, dir))) {
+		/* Resumed: inodes looked up before the first run may still be the volume's. */
+		if (scope_converting_to(s, arg->settings))
+			return scope_convert_adopt(fs, dir) < 0 ? -EIO : 1;
+		return scope_converting(s) ? -EBUSY : -EEXIST;
+	}
 	if (inode_scope(fs, dir)) {
 		log_msg(LOG_ERR, "directory inode %llu is in a key scope: nested scopes are not "
 				 "supported", (unsigned long long)dir->ino);
@@ -224,7 +226,7 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 	}
 	log_msg(LOG_NOTICE, "directory inode %llu is the root of a new key scope%s",
 		(unsigned long long)dir->ino, convert ? ", converting what it holds" : "");
-	return 0;
+	return convert && scope_convert_adopt(fs, dir) < 0 ? -EIO : 0;
 }
 
 static int lock_scope(struct envfs *fs, struct inode *dir)

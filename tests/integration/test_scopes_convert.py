@@ -182,6 +182,18 @@ def test_killed_converter_and_daemon_leave_files_readable_and_resume(vol):
     assert tenant.key_ref in refs and len(refs) == 2, refs  # half way: both keys in use
     assert tenant.stats()["converting"]
     assert "converting" in ctl("scope", "list", vol.mnt).stdout
+    # Revoked and locked mid-way, the whole tree refuses, what is not converted yet included.
+    os.rename(tenant.keyring, f"{tenant.keyring}.revoked")
+    ctl("scope", "lock", tenant.dir)
+    for rel in ("sub", "sub/deeper"):
+        with pytest.raises(PermissionError):
+            os.listdir(tenant.dir / rel)
+    for rel in files:
+        if files[rel]:
+            with pytest.raises(PermissionError):
+                get(tenant.dir / rel)
+    os.rename(f"{tenant.keyring}.revoked", tenant.keyring)
+    check_tree(tenant.dir, files, names)
     # Not rotated meanwhile: a re-wrap would keep a DEK the volume's KMS wraps.
     out = ctl("rotate", "--scope", tenant.dir, check=False)
     assert out.returncode == 1 and "being converted" in out.stderr, out.stderr
