@@ -76,6 +76,7 @@ static int sync_dir(int fd)
  * the scope's seal: a copy sealed by @codec is written, then the volume's
  * original removed (a crash in between leaves both, the same value: the
  * next run removes the original).  One already the scope's is left alone.
+ * 1 (resealed), 0 (nothing to do) or -errno.
  */
 static int reseal_dir_xattr(const struct names *codec, int fd, const uint8_t *id,
 			    const char *stored, uint8_t *sealed, uint8_t *plain)
@@ -104,11 +105,15 @@ static int reseal_dir_xattr(const struct names *codec, int fd, const uint8_t *id
 		ret = -errno;
 	if (ret == 0 && fremovexattr(fd, stored) < 0 && errno != ENODATA)
 		ret = -errno;
-	return ret;
+	return ret < 0 ? ret : 1;
 }
 
-/* reseal_dir_xattrs - every user xattr of directory @fd (ID @id) under the scope's seal. */
-static int reseal_dir_xattrs(const struct names *codec, int fd, const uint8_t *id)
+/*
+ * reseal_dir_xattrs - every user xattr of directory @fd (ID @id) under the
+ * scope's seal; *@changed counts those resealed.  0 or -errno.
+ */
+static int reseal_dir_xattrs(const struct names *codec, int fd, const uint8_t *id,
+			     unsigned *changed)
 {
 	uint8_t *sealed = malloc(NAMES_XATTR_VALUE_MAX), *plain = malloc(NAMES_XATTR_VALUE_MAX);
 	ssize_t len = flistxattr(fd, NULL, 0);
@@ -122,8 +127,11 @@ static int reseal_dir_xattrs(const struct names *codec, int fd, const uint8_t *i
 	else if (len > 0 && (len = flistxattr(fd, list, (size_t)len)) < 0)
 		ret = -errno;
 	for (char *p = list; ret == 0 && len > 0 && p < list + len; p += strlen(p) + 1)
-		if (names_xattr_is_user(codec, p) && strcmp(p, VOLUME_XATTR_NAME) != 0)
-			ret = reseal_dir_xattr(codec, fd, id, p, sealed, plain);
+		if (names_xattr_is_user(codec, p) && strcmp(p, VOLUME_XATTR_NAME) != 0 &&
+		    (ret = reseal_dir_xattr(codec, fd, id, p, sealed, plain)) > 0) {
+			(*changed)++;
+			ret = 0;
+		}
 	free(list);
 	free(sealed);
 	free(plain);
@@ -228,7 +236,10 @@ static int restore_target(struct envfs *fs, const struct names_target *t, const 
 	return ret;
 }
 
-/* read_store - the link-store file of link @t into @side (NAMES_TARGET_SEALED_MAX); its length or -errno. */
+/*
+ * read_store - the link-store file of link @t into @side
+ * (NAMES_TARGET_SEALED_MAX bytes): its length, or -errno.
+ */
 static ssize_t read_store(struct envfs *fs, const struct names_target *t, uint8_t *side)
 {
 	char path[NAMES_LINK_ID_TEXT + sizeof(NAMES_LINK_STORE) + 2];
@@ -257,11 +268,13 @@ struct link_work {
  * @dir (ID @id) with its target sealed under the scope's key: a version-1
  * or inline target by a new link (relink), an external one by its store
  * file.  One that opens under the scope's key already is left alone.
+ * *@changed counts a target sealed anew.  0 or -errno.
  */
 static int convert_link(struct envfs *fs, struct inode *dir, const struct names *codec, int fd,
 			const uint8_t *id, const char *entry, const char *name,
-			const struct stat *st)
+			const struct stat *st, unsigned *changed)
 {
+	bool sealed_anew = true;
 	struct link_work *w = malloc(sizeof(*w));
 	struct names_target t;
 	size_t sealed_len;
@@ -292,7 +305,11 @@ static int convert_link(struct envfs *fs, struct inode *dir, const struct names 
 		else if (ret == 0 && t.form == NAMES_TARGET_EXTERNAL &&
 			 (sealed_len != (size_t)n || memcmp(w->sealed, w->side, sealed_len) != 0))
 			ret = restore_target(fs, &t, w->sealed, sealed_len);
+		else
+			sealed_anew = false;
 	}
+	if (ret == 0 && sealed_anew)
+		(*changed)++;
 	if (ret == -EMLINK)
 		log_msg(LOG_ERR, "directory inode %llu: symlink %s has hard links: its target "
 				 "cannot be sealed anew in place; not converted",
@@ -373,9 +390,12 @@ int scope_convert_adopt(struct envfs *fs, struct inode *root)
 	return ret;
 }
 
-/* convert_entry - one entry of @dir (ID @id): its name, its inode's scope, a symlink's target. */
+/*
+ * convert_entry - one entry of @dir (ID @id): its name, its inode's scope, a
+ * symlink's target; *@changed counts what changed.  0 or -errno.
+ */
 static int convert_entry(struct envfs *fs, struct scope *s, struct inode *dir, int fd,
-			 const uint8_t *id, const char *entry)
+			 const uint8_t *id, const char *entry, unsigned *changed)
 {
 	char full[NAMES_FULL_MAX + 1], name[NAMES_MAX + 1];
 	enum names_entry kind = names_classify(scope_names(s), false, entry);
@@ -397,19 +417,22 @@ static int convert_entry(struct envfs *fs, struct scope *s, struct inode *dir, i
 	ret = names_encode(scope_names(s), id, false, name, &b);
 	if (ret == 0 && fstatat(fd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		ret = -errno;
-	if (ret == 0 && strcmp(b.entry, entry) != 0)
-		ret = rename_entry(fs, dir, fd, entry, &st, &b);
+	if (ret == 0 && strcmp(b.entry, entry) != 0 &&
+	    (ret = rename_entry(fs, dir, fd, entry, &st, &b)) == 0)
+		(*changed)++;
 	if (ret < 0)
 		return ret;
 	adopt(fs, s, fd, b.entry, &st);
-	return S_ISLNK(st.st_mode) ? convert_link(fs, dir, scope_names(s), fd, id, b.entry, name, &st)
+	return S_ISLNK(st.st_mode) ? convert_link(fs, dir, scope_names(s), fd, id, b.entry, name, &st,
+						  changed)
 				   : 0;
 }
 
-int scope_convert_dir(struct envfs *fs, struct inode *dir)
+int scope_convert_dir(struct envfs *fs, struct inode *dir, bool check)
 {
 	struct scope *s = dir->type == S_IFDIR ? inode_scope(fs, dir) : NULL;
 	struct entry_list l = {0};
+	unsigned changed = 0;
 	const uint8_t *id;
 	int fd, ret;
 
@@ -422,11 +445,11 @@ int scope_convert_dir(struct envfs *fs, struct inode *dir)
 	if (ret < 0)
 		return ret;
 	fd = openat(inode_fd(dir), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	ret = fd < 0 ? -errno : reseal_dir_xattrs(scope_names(s), fd, id);
+	ret = fd < 0 ? -errno : reseal_dir_xattrs(scope_names(s), fd, id, &changed);
 	if (ret == 0)
 		ret = read_entries(fd, &l);
 	for (size_t i = 0; ret == 0 && i < l.n; i++)
-		ret = convert_entry(fs, s, dir, fd, id, l.v[i]);
+		ret = convert_entry(fs, s, dir, fd, id, l.v[i], &changed);
 	if (ret == 0)
 		ret = sync_dir(fd); /* each rename is atomic; this makes them durable */
 	entry_list_free(&l);
@@ -439,7 +462,8 @@ int scope_convert_dir(struct envfs *fs, struct inode *dir)
 		return ret == -ENOMEM || ret == -ENOSPC || ret == -EDQUOT || ret == -EMLINK ? ret
 											 : -EIO;
 	}
-	return 0;
+	/* A check found something left (moved in after its walk): converted now, said so. */
+	return check && changed ? -EINPROGRESS : 0;
 }
 
 int scope_convert_finish(struct envfs *fs, struct inode *dir)

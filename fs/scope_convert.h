@@ -15,7 +15,7 @@
  *                      (resume); EBUSY (converting to others, or the volume
  *                      moves), EEXIST (a settled scope), and the errors of
  *                      _CREATE but ENOTEMPTY.
- *   setxattr SCOPE_CONVERT_XATTR  (any value, root only) on a directory of a
+ *   setxattr SCOPE_CONVERT_XATTR  (root only) on a directory of a
  *                      converting scope whose parent was converted (or the
  *                      root): every entry gets its scope-sealed name (a long
  *                      one its side record), every symlink its target sealed
@@ -24,7 +24,13 @@
  *                      their scope.  A setxattr because the kernel holds the
  *                      directory's lock through it, so no lookup, create,
  *                      rename or listing in it runs meanwhile: none sees a
- *                      name between its two forms.  Idempotent.
+ *                      name between its two forms.  Idempotent.  With the
+ *                      value SCOPE_CONVERT_CHECK (the checking walk) it
+ *                      fails with EINPROGRESS when it found anything to
+ *                      convert (and converted it): something moved in
+ *                      after the walk had passed, and another walk is due.
+ *                      (Not EAGAIN: the VFS turns a setxattr's EAGAIN into
+ *                      EOPNOTSUPP.)
  *   (each regular file is then re-keyed with ENVELOPEFS_IOC_REKEY through
  *    the mount: its new DEK is wrapped by the scope's KMS, its user xattrs
  *    sealed under the scope key)
@@ -51,6 +57,7 @@
 #define ENVELOPEFS_IOC_SCOPE_CONVERT _IOW(0xef, 22, struct scope_create_arg)
 #define ENVELOPEFS_IOC_SCOPE_CONVERT_END _IO(0xef, 23)
 #define SCOPE_CONVERT_XATTR "trusted.envelopefs.convert"
+#define SCOPE_CONVERT_CHECK "check"
 
 #ifndef ENVELOPEFS_SCOPE_OPS_TOOL_ONLY
 #include "ops_i.h"
@@ -66,8 +73,12 @@
  */
 int scope_convert_adopt(struct envfs *fs, struct inode *root);
 
-/* scope_convert_dir - SCOPE_CONVERT_XATTR set on directory @dir: 0 or -errno (logged). */
-int scope_convert_dir(struct envfs *fs, struct inode *dir);
+/*
+ * scope_convert_dir - SCOPE_CONVERT_XATTR set on directory @dir (@check: to
+ * SCOPE_CONVERT_CHECK): 0, -EINPROGRESS (@check, and something was converted),
+ * or -errno (logged).
+ */
+int scope_convert_dir(struct envfs *fs, struct inode *dir, bool check);
 
 /* scope_convert_finish - ENVELOPEFS_IOC_SCOPE_CONVERT_END on @dir: 0, 1, or -errno. */
 int scope_convert_finish(struct envfs *fs, struct inode *dir);

@@ -340,8 +340,11 @@ static void setxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, co
 
 	if (strcmp(name, SCOPE_CONVERT_XATTR) == 0) {
 		/* Not stored: converts the directory, under the lock the kernel holds on it. */
+		bool check = size == strlen(SCOPE_CONVERT_CHECK) &&
+			     memcmp(value, SCOPE_CONVERT_CHECK, size) == 0;
+
 		fuse_reply_err(req, fuse_req_ctx(req)->uid != 0 ? EPERM
-							       : -scope_convert_dir(fs, in));
+							       : -scope_convert_dir(fs, in, check));
 		return;
 	}
 	if (volume_xattr(name)) {

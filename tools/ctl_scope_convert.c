@@ -11,14 +11,16 @@
  *            symlink targets and own xattrs), then each of its regular files
  *            still keyed by the volume's KMS re-keyed (ENVELOPEFS_IOC_REKEY:
  *            a new DEK from the scope's KMS, its xattrs sealed anew);
- *   check:   a walk that changes nothing finds no record under another key
- *            than the scope's (a second walk runs if one did), and no hard
- *            link across the boundary was made meanwhile;
+ *   check:   a walk finds no directory with anything left to convert (a
+ *            directory moved in after the walk had passed it) and no record
+ *            under another key than the scope's (a second walk runs if it
+ *            did), and no hard link across the boundary was made meanwhile;
  *   end:     the daemon stores the definition without its converting flag.
  *
  * Every step is atomic in the daemon, so the tool may die anywhere: the
  * same command resumes.  ENVELOPEFS_CONVERT_KILL_AFTER=N (tests) makes the
- * tool kill itself with SIGKILL once it has re-keyed N files.
+ * tool kill itself with SIGKILL once it has re-keyed N files (0: as soon as
+ * the scope exists).
  */
 
 #include <dirent.h>
@@ -185,8 +187,13 @@ static int convert_tree(struct walk *w, const char *path)
 	int code = CTL_OK;
 	DIR *dp;
 
-	if (!w->check && setxattr(path, SCOPE_CONVERT_XATTR, "", 0, 0) < 0)
-		return ctl_scope_error(path, errno);
+	/* The check converts too, and says whether it had to (EINPROGRESS). */
+	if (setxattr(path, SCOPE_CONVERT_XATTR, w->check ? SCOPE_CONVERT_CHECK : "",
+		     w->check ? strlen(SCOPE_CONVERT_CHECK) : 0, 0) < 0) {
+		if (!w->check || errno != EINPROGRESS)
+			return ctl_scope_error(path, errno);
+		w->left++;
+	}
 	dp = opendir(path);
 	if (!dp)
 		return ctl_err(CTL_FAILED, "%s: %s", path, strerror(errno));
@@ -237,6 +244,8 @@ int ctl_scope_convert(const char *dir, int fd, const struct scope_create_arg *ar
 	fprintf(stderr, "envelopefsctl scope: %s: %s\n", dir,
 		rc == 1 ? "resuming its conversion into a key scope"
 			: "now a key scope; converting what it holds");
+	if (w.kill_after == 0)
+		raise(SIGKILL); /* tests: killed before converting anything */
 	code = scope_key_ref(dir, w.key_ref, sizeof(w.key_ref));
 	/* Convert, then check with a walk that changes nothing; again if it finds a file left. */
 	for (pass = 0; code == CTL_OK && pass < PASSES; pass++) {
@@ -250,8 +259,8 @@ int ctl_scope_convert(const char *dir, int fd, const struct scope_create_arg *ar
 			break;
 	}
 	if (code == CTL_OK && w.left)
-		code = ctl_err(CTL_FAILED, "%s: %lu files are still keyed by the volume's KMS "
-					   "(written meanwhile): run the command again", dir, w.left);
+		code = ctl_err(CTL_FAILED, "%s: %lu files or directories were still the volume's "
+					   "(moved in meanwhile): run the command again", dir, w.left);
 	/* A link made from outside into a directory the walk had not reached yet. */
 	if (code == CTL_OK)
 		code = check_links(dir);

@@ -21,6 +21,7 @@ from mounts import CTL, Volume, daemon_pid, get, put, unmount, wait_exited
 
 KEY_XATTR = "trusted.envelopefs.key"
 SCOPE_XATTR = "trusted.envelopefs.scope"
+CONVERT_XATTR = "trusted.envelopefs.convert"
 LONG = "a-long-name-" + "x" * 188  # 200 bytes: longer than 255 once sealed
 LONG_TARGET = "/" + "/".join(["t" * 99] * 33)  # beyond an inline target: the link store's
 
@@ -218,6 +219,29 @@ def test_killed_converter_and_daemon_leave_files_readable_and_resume(vol):
     check_tree(tenant.dir, files, names)
 
 
+def test_check_walk_converts_what_it_finds_and_says_so(vol):
+    """The converter killed as soon as the scope exists: nothing converted yet, everything
+    reads; the checking walk's setxattr on a directory converts it and answers EINPROGRESS
+    (another walk is due), then 0 once nothing is left; the command then finishes."""
+    tenant = Tenant(vol, "soylent")
+    tenant.dir.mkdir()
+    files = write_tree(tenant.dir)
+    names = listing(tenant.dir)
+    env = dict(os.environ, ENVELOPEFS_CONVERT_KILL_AFTER="0")
+    assert tenant.convert(check=False, env=env).returncode == -signal.SIGKILL
+    assert tenant.stats()["converting"]
+    check_tree(tenant.dir, files, names)
+    for rel in ("sub", "sub/deeper"):
+        with pytest.raises(OSError) as e:
+            os.setxattr(tenant.dir / rel, CONVERT_XATTR, b"check")
+        assert e.value.errno == errno.EINPROGRESS
+        os.setxattr(tenant.dir / rel, CONVERT_XATTR, b"check")  # nothing left
+    check_tree(tenant.dir, files, names)
+    tenant.convert()
+    check_tree(tenant.dir, files, names)
+    records_under(tenant.dir, tenant.key_ref)
+
+
 def test_readers_and_a_writer_inside_see_no_error_and_lose_nothing(vol):
     tenant = Tenant(vol, "initech")
     (tenant.dir / "sub").mkdir(parents=True)
@@ -297,7 +321,8 @@ def test_daemon_killed_mid_rekey_finishes_it_at_mount(vol):
     # The backing file, held open: the conversion renames it (its name sealed anew) first.
     backing = os.open(next(p for p in vol.backing.glob("*/*")
                            if p.parent != journals and p.lstat().st_size > len(big)), os.O_RDONLY)
-    slot = int(re.search(r"header_size = (\d+)", (vol.backing / "envelopefs.conf").read_text())[1]) // 2
+    conf = (vol.backing / "envelopefs.conf").read_text()
+    slot = int(re.search(r"header_size = (\d+)", conf)[1]) // 2
     pid = daemon_pid(vol.mnt)
     converter = subprocess.Popen(
         [str(CTL), "scope", "create", "--convert", "--kms", "local",
