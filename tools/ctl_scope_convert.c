@@ -133,21 +133,22 @@ struct walk {
 	char key_ref[512]; /* the scope's master key, which every record must name */
 	unsigned long rekeyed, left;
 	long kill_after;   /* < 0: never */
-	bool check;	   /* the checking walk: change nothing, count what is left */
+	bool check;	   /* the checking walk: count what it finds left (and converts) */
 };
 
 /* key_ref_of - the key reference the record of @path names, into @out; 0, or ENODATA/errno. */
 static int key_ref_of(const char *path, char *out, size_t cap)
 {
-	char text[1024];
+	char text[1024], ref[1024];
 	ssize_t len = getxattr(path, KEY_XATTR, text, sizeof(text) - 1);
 
 	if (len < 0)
 		return errno;
 	text[len] = '\0';
-	return sscanf(text, "%*u %1023s", text) == 1 && strlen(text) < cap
-		       ? (snprintf(out, cap, "%s", text), 0)
-		       : EBADMSG;
+	if (sscanf(text, "%*u %1023s", ref) != 1 || strlen(ref) >= cap)
+		return EBADMSG;
+	memcpy(out, ref, strlen(ref) + 1);
+	return 0;
 }
 
 /* convert_file - re-key regular file @path unless its record is the scope's already. */
@@ -178,7 +179,10 @@ static int convert_file(struct walk *w, const char *path)
 	return CTL_OK;
 }
 
-/* convert_tree - directory @path, then its files, then its subdirectories. */
+/*
+ * convert_tree - directory @path (the daemon converts its names first), then
+ * its entries in listing order: files re-keyed, subdirectories recursed.
+ */
 static int convert_tree(struct walk *w, const char *path)
 {
 	char child[PATH_MAX];
@@ -247,7 +251,7 @@ int ctl_scope_convert(const char *dir, int fd, const struct scope_create_arg *ar
 	if (w.kill_after == 0)
 		raise(SIGKILL); /* tests: killed before converting anything */
 	code = scope_key_ref(dir, w.key_ref, sizeof(w.key_ref));
-	/* Convert, then check with a walk that changes nothing; again if it finds a file left. */
+	/* Convert, then check with a walk that counts what it finds left; again if it did. */
 	for (pass = 0; code == CTL_OK && pass < PASSES; pass++) {
 		w.check = false;
 		code = convert_tree(&w, dir);
