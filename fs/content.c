@@ -307,7 +307,8 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
 	const struct layout *l = f->layout;
 	struct scratch *s = scratch_get();
 	uint64_t size, first, last, start;
-	size_t got, pos = 0;
+	size_t got;
+	size_t pos = 0;
 	int ret;
 
 	*done = 0;
@@ -315,24 +316,32 @@ int content_read(const struct content_file *f, void *out, size_t len, uint64_t o
 		return -ENOMEM;
 	if (len > CONTENT_MAX_IO)
 		len = CONTENT_MAX_IO;
-	ret = content_size(f->fd, l, &size);
-	if (ret < 0 || off >= size || len == 0)
-		return ret;
-	if (len > size - off)
-		len = (size_t)(size - off);
+	if (len == 0)
+		return 0;
 
+	/*
+	 * The size comes from the read itself, not from a stat of the backing
+	 * file: the stored bytes of every block the range touches are asked
+	 * for in one pread, and a short read is the end of the file (a regular
+	 * file reads short only there).  A read that gets all it asked for
+	 * lies wholly inside the file.  Past a short read, the size is what
+	 * the backing holds up to where it stopped, as content_size() would
+	 * say of a file of that length.
+	 */
 	first = off / l->block_size;
 	last = (off + len - 1) / l->block_size;
 	start = layout_block_offset(l, first);
-	/* Exactly the stored bytes of blocks first..last, in one pread. */
-	size_t want = (size_t)(last - first) * l->sealed_size + block_len(l, size, last) +
-		      BLOCK_OVERHEAD;
+	size_t want = (size_t)(last - first + 1) * l->sealed_size;
+
 	ret = layout_pread_upto(f->fd, s->sealed, want, start, &got);
 	if (ret < 0)
 		return ret;
-	if (got != want) {
-		*bad_block = first + got / l->sealed_size;
-		return -EIO;
+	size = got < want ? layout_plain_size(l, start + got) : UINT64_MAX;
+	if (off >= size)
+		return 0;
+	if (len > size - off) {
+		len = (size_t)(size - off);
+		last = (off + len - 1) / l->block_size;
 	}
 
 	for (uint64_t i = first; i <= last; i++) {

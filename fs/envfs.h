@@ -38,6 +38,7 @@ struct envfs_settings {
 	double attr_timeout;	  /* attr_timeout: kernel attribute cache, s */
 	double entry_timeout;	  /* entry_timeout: kernel name cache, s */
 	bool writeback_cache;	  /* writeback_cache: kernel buffers and merges writes */
+	bool xattrs;		  /* xattrs: extended attributes served (false: EOPNOTSUPP) */
 	unsigned read_ahead_kb;	  /* read_ahead_kb: kernel read-ahead window, 0 = kernel's */
 	int log_level;		  /* log_level: error|warning|notice|info|debug */
 	int dek_pool;		  /* dek_pool: new-file keys made ahead; -1 = auto */

@@ -94,6 +94,11 @@ static int set_writeback_cache(struct envfs_settings *s, const char *v)
 	return parse_bool(v, &s->writeback_cache);
 }
 
+static int set_xattrs(struct envfs_settings *s, const char *v)
+{
+	return parse_bool(v, &s->xattrs);
+}
+
 static int set_read_ahead_kb(struct envfs_settings *s, const char *v)
 {
 	return parse_uint(v, 1u << 20, &s->read_ahead_kb);
@@ -179,6 +184,8 @@ static const struct setting {
 	{"entry_timeout", "SECONDS", "1", "the kernel caches names this long", set_entry_timeout},
 	{"writeback_cache", "true|false", "true", "the kernel buffers and merges writes",
 	 set_writeback_cache},
+	{"xattrs", "true|false", "true",
+	 "extended attributes (false: none, EOPNOTSUPP, as on vfat)", set_xattrs},
 	{"read_ahead_kb", "KIB", "4096", "kernel read-ahead, 0: the kernel's own",
 	 set_read_ahead_kb},
 	{"log_level", "error|warning|notice|info|debug", "info", "least severe message logged",

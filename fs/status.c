@@ -140,7 +140,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"inodes\":%" PRIu64 ",\"inode_fds\":%u,\"inode_fds_bounded\":%s,"
 		     "\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s,"
-		     "\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s,\"scopes\":%s}\n",
+		     "\"xattrs\":%s,\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s,\"scopes\":%s}\n",
 		     uuid, backing, kms->ops->name, kms->key_ref, previous, current,
 		     (uint64_t)kms->counters.generate, (uint64_t)kms->counters.unwrap,
 		     (uint64_t)kms->counters.rewrap, (uint64_t)kms->counters.wrap,
@@ -155,7 +155,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     inode_open_fds(fs->inodes), inode_fds_bounded(fs->inodes) ? "true" : "false",
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
 		     fs->settings.writeback_cache ? "true" : "false",
-		     killpriv_negotiated() ? "true" : "false", fs->shared ? "true" : "false",
+		     fs->settings.xattrs ? "true" : "false", killpriv_negotiated() ? "true" : "false", fs->shared ? "true" : "false",
 		     caps, scopes);
 	kms_keeper_put(fs->keys, set);
 	return n < 0 || (size_t)n >= cap ? -ERANGE : n;

@@ -2,7 +2,10 @@
 /*
  * Extended attributes: user xattrs encrypted and bound to their file
  * (names.h), the daemon's read-only virtual names (status.h), the rest
- * passed through.
+ * passed through.  With `xattrs = false` the mount has none, as a file
+ * system without them (vfat): every name but the daemon's answers
+ * EOPNOTSUPP and the list is empty, so tools such as ls stop asking (they
+ * remember that answer per device), which saves a round trip per file.
  */
 #include "ops_i.h"
 
@@ -208,6 +211,10 @@ static void getxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, si
 		reply_xattr_value(req, text, len, size);
 		return;
 	}
+	if (!fs->settings.xattrs) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	if (size > 0 && !(value = malloc(size))) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -246,6 +253,10 @@ static void listxattr_pinned(fuse_req_t req, fuse_ino_t ino, size_t size)
 	struct names *codec = fs->names;
 	int owner_ret = -ENODATA;
 
+	if (!fs->settings.xattrs) {
+		reply_xattr_value(req, "", 0, size);
+		return;
+	}
 	proc_path(inode_fd(in), path);
 	/* Ask the backing file with room to spare: the hidden name is removed.
 	 * A decrypted name is never longer than its sealed form. */
@@ -351,6 +362,10 @@ static void setxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, co
 		fuse_reply_err(req, EPERM); /* the daemon's names are read-only */
 		return;
 	}
+	if (!fs->settings.xattrs) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	proc_path(inode_fd(in), path);
 	if (names_xattr_is_user(fs->names, name)) {
 		fuse_reply_err(req, -set_user_xattr(fs, in, path, name, value, size, flags));
@@ -384,6 +399,10 @@ static void removexattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 	if (volume_xattr(name)) {
 		fuse_reply_err(req, strcmp(name, VOLUME_XATTR_NAME) == 0 ? ENODATA : EPERM);
+		return;
+	}
+	if (!fs->settings.xattrs) {
+		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
 

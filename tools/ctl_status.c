@@ -240,9 +240,10 @@ static void print_human(const struct status_fields *f)
 		       : "one per inode: the backing has no file handles");
 	printf("uptime     %ldd %02ldh %02ldm %02lds\n", up / 86400, up / 3600 % 24, up / 60 % 60,
 	       up % 60);
-	printf("daemon     pid %s, envelopefs %s, writeback cache %s\n", field(f, "daemon.pid"),
+	printf("daemon     pid %s, envelopefs %s, writeback cache %s%s\n", field(f, "daemon.pid"),
 	       field(f, "daemon.version"),
-	       strcmp(field(f, "daemon.writeback_cache"), "true") == 0 ? "on" : "off");
+	       strcmp(field(f, "daemon.writeback_cache"), "true") == 0 ? "on" : "off",
+	       strcmp(field(f, "daemon.xattrs"), "false") == 0 ? ", no xattrs (xattrs=false)" : "");
 }
 
 /* read_status - the status JSON of @mountpoint into @buf (STATUS_MAX bytes).  A CTL_* code. */

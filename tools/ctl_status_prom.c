@@ -110,6 +110,8 @@ static const struct metric metrics[] = {
 	 NULL, 0},
 	{"daemon.writeback_cache", "envelopefs_writeback_cache", "gauge",
 	 "1 if the kernel's writeback cache is on.", NULL, NULL, 0},
+	{"daemon.xattrs", "envelopefs_xattrs", "gauge",
+	 "1 if extended attributes are served (0: xattrs=false).", NULL, NULL, 0},
 	{"daemon.handle_killpriv_v2", "envelopefs_handle_killpriv_v2", "gauge",
 	 "1 if the kernel clears set-id bits itself (FUSE_HANDLE_KILLPRIV_V2).", NULL, NULL, 0},
 	{"daemon.shared", "envelopefs_shared_mode", "gauge",

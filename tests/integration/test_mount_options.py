@@ -2,6 +2,7 @@
 `-o NAME=VALUE`, which wins over config=FILE; --help lists them all; an
 unknown option or a bad value is refused naming it; a foreground start prints
 no libfuse warning.  Each setting is checked by its effect on a real mount."""
+import errno
 import os
 import re
 import subprocess
@@ -23,7 +24,7 @@ def help_settings():
 def test_help_lists_every_setting():
     names = help_settings()
     for expected in ["cache_entries", "cache_max_age", "attr_timeout", "entry_timeout",
-                     "writeback_cache", "read_ahead_kb", "log_level", "dek_pool", "prefetch",
+                     "writeback_cache", "xattrs", "read_ahead_kb", "log_level", "dek_pool", "prefetch",
                      "shared"]:
         assert expected in names
 
@@ -86,6 +87,34 @@ def test_attr_and_entry_timeouts(v):
 
     assert probe(["attr_timeout=86400", "entry_timeout=86400"]) == 0o600
     assert probe(["attr_timeout=0", "entry_timeout=0"]) is None
+
+
+def test_xattrs_false(v):
+    """With xattrs=false the mount has none, as a file system without them:
+    EOPNOTSUPP for every name and an empty list; what the backing holds
+    shows again with the default, and the daemon's own names still answer."""
+    v.mount()
+    put(v.mnt / "f", b"x")
+    os.setxattr(v.mnt / "f", "user.kept", b"v")
+    v.unmount()
+
+    v.mount("xattrs=false")
+    assert os.listxattr(v.mnt / "f") == []
+    for name in ["user.kept", "security.selinux", "system.posix_acl_access", "trusted.x"]:
+        with pytest.raises(OSError) as e:
+            os.getxattr(v.mnt / "f", name)
+        assert e.value.errno == errno.EOPNOTSUPP, name
+    for call in [lambda: os.setxattr(v.mnt / "f", "user.new", b"1"),
+                 lambda: os.removexattr(v.mnt / "f", "user.kept")]:
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EOPNOTSUPP
+    assert v.status()["daemon"]["xattrs"] is False  # the daemon's own name still answers
+    v.unmount()
+
+    v.mount()
+    assert os.getxattr(v.mnt / "f", "user.kept") == b"v"
+    assert os.listxattr(v.mnt / "f") == ["user.kept"]
 
 
 def foreground(v, *options):
