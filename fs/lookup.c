@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bindops.h"
+#include "scope_convert.h"
 #include "scope_ops.h"
 #include "log.h"
 #include "prefetch.h"
@@ -70,7 +71,8 @@ int to_backing(struct envfs *fs, struct inode *dir, const char *name,
 
 	if (ret == 0)
 		ret = inode_names(fs, dir, &codec);
-	return ret < 0 ? ret : names_encode(codec, id, is_root(fs, dir), name, b);
+	/* A converting scope's names may still have the volume's form. */
+	return ret < 0 ? ret : scope_to_backing(fs, dir, codec, id, name, b);
 }
 
 /*

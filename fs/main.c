@@ -33,6 +33,7 @@
 #include "log.h"
 #include "rollback.h"
 #include "ops.h"
+#include "scope_convert.h"
 #include "scope_ops.h"
 #include "scopes.h"
 #include "shared.h"
@@ -552,6 +553,8 @@ static int open_volume(struct envfs *fs, const char *backing, const char *state_
 		ret = check_epoch(fs, accept_rollback);
 	if (ret == EXIT_OK)
 		ret = open_versions(fs, state_root, accept_rollback);
+	if (ret == EXIT_OK)
+		scope_finish_rekeys(fs); /* first: those only a converting scope's KMS opens */
 	if (ret == EXIT_OK)
 		finish_rekeys(fs); /* with the name codec: user xattrs follow a re-key */
 	if (ret == EXIT_OK && start_prefetch(fs) < 0) {

@@ -39,6 +39,9 @@ struct names {
 	pthread_rwlock_t lock;
 	bool keyed;
 	uint8_t *keys; /* secmem: K_name ‖ K_link ‖ K_xattr ‖ K_target */
+	/* A converting scope's (names_set_fallback): what does not open under
+	 * @keys is tried under its keys; guarded by @lock.  Never chained. */
+	const struct names *fallback;
 };
 
 enum names_key { K_NAME, K_LINK, K_XATTR, K_TARGET };
@@ -61,13 +64,16 @@ static int key_open(const struct names *n, enum names_key k, const struct siv_ad
 		    const uint8_t *in, size_t len, void *out)
 {
 	struct names *m = (struct names *)n;
+	const struct names *fallback;
 	int ret = -EACCES;
 
 	pthread_rwlock_rdlock(&m->lock);
 	if (m->keyed)
 		ret = siv_open(m->keys + (size_t)k * SIV_KEY_LEN, ad, n_ad, in, len, out);
+	fallback = m->keyed ? m->fallback : NULL;
 	pthread_rwlock_unlock(&m->lock);
-	return ret;
+	/* SIV authenticates: a text opens under at most one of the two keys. */
+	return ret < 0 && fallback ? key_open(fallback, k, ad, n_ad, in, len, out) : ret;
 }
 
 /* derive - the four keys from @key into n->keys.  Write lock held (or not yet shared). */
@@ -129,6 +135,24 @@ void names_forget_keys(struct names *n)
 	secmem_wipe(n->keys, N_KEYS * SIV_KEY_LEN);
 	n->keyed = false;
 	pthread_rwlock_unlock(&n->lock);
+}
+
+void names_set_fallback(struct names *n, const struct names *fallback)
+{
+	pthread_rwlock_wrlock(&n->lock);
+	n->fallback = fallback;
+	pthread_rwlock_unlock(&n->lock);
+}
+
+const struct names *names_fallback(const struct names *n)
+{
+	struct names *m = (struct names *)n;
+	const struct names *fallback;
+
+	pthread_rwlock_rdlock(&m->lock);
+	fallback = m->fallback;
+	pthread_rwlock_unlock(&m->lock);
+	return fallback;
 }
 
 void names_destroy(struct names *n)

@@ -90,6 +90,16 @@ void names_destroy(struct names *n);
  */
 int names_set_key(struct names *n, const uint8_t *key, const uint8_t *uuid);
 void names_forget_keys(struct names *n);
+
+/*
+ * A converting scope's codec (scope_convert.h): names_set_fallback makes
+ * every open (names, targets, xattr names and values) that fails under @n's
+ * keys try @fallback's (the volume's codec, which has none of its own), so
+ * what the conversion has not reached yet still reads; seals stay @n's.
+ * NULL ends it.  names_fallback - the codec set, or NULL.
+ */
+void names_set_fallback(struct names *n, const struct names *fallback);
+const struct names *names_fallback(const struct names *n);
 bool names_encrypted(const struct names *n);
 
 /* The backing form of one plaintext name in one directory. */

@@ -12,6 +12,7 @@
 
 #include "crypto/hex.h"
 #include "log.h"
+#include "scope_convert.h"
 #include "status.h"
 #include "scopes.h"
 
@@ -136,10 +137,46 @@ static void volume_refs(const struct kms_set *set, const char *refs[3])
 	refs[2] = NULL;
 }
 
-static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_create_arg *arg)
+/*
+ * volume_settings - the volume's [kms] settings on disk, canonical, into
+ * @out (a converting scope's previous ones).  0, -EBUSY while the volume
+ * itself moves to another KMS, or -errno (logged).
+ */
+static int volume_settings(struct envfs *fs, char *out, size_t cap)
 {
+	struct volume_config cfg;
+	char path[PATH_MAX], err[512];
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/%s", fs->backing, VOLUME_CONFIG_NAME);
+	ret = volume_config_load(path, &cfg, err, sizeof(err));
+	if (ret < 0) {
+		log_msg(LOG_ERR, "%s", err);
+		return ret;
+	}
+	if (iniparser_find_entry(cfg.ini, VOLUME_KMS_PREVIOUS)) {
+		log_msg(LOG_ERR, "the volume is moving to another KMS: finish that before "
+				 "converting a directory into a key scope");
+		ret = -EBUSY;
+	} else if ((ret = scope_settings_canon(cfg.ini, out, cap, err, sizeof(err))) < 0) {
+		log_msg(LOG_ERR, "%s/%s: %s", fs->backing, VOLUME_CONFIG_NAME, err);
+	}
+	volume_config_free(&cfg);
+	return ret;
+}
+
+/*
+ * create_scope - ENVELOPEFS_IOC_SCOPE_CREATE on an empty @dir, or with
+ * @convert ENVELOPEFS_IOC_SCOPE_CONVERT on any (scope_convert.h): 0, 1 (a
+ * conversion to these settings under way: resume), or -errno.
+ */
+static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_create_arg *arg,
+			bool convert)
+{
+	char from[SCOPE_SETTINGS_MAX + 1];
 	const char *refs[3];
 	const struct kms_set *set;
+	struct scope *s;
 	const uint8_t *id;
 	char err[512];
 	int ret;
@@ -147,6 +184,12 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 	if (!fs->scopes || !encrypted_names(fs) || is_root(fs, dir) ||
 	    memchr(arg->settings, '\0', sizeof(arg->settings)) == NULL)
 		return -EINVAL;
+	if (convert && (s = root_scope(fs, dir))) {
+		/* Resumed: inodes looked up before the first run may still be the volume's. */
+		if (scope_converting_to(s, arg->settings))
+			return scope_convert_adopt(fs, dir) < 0 ? -EIO : 1;
+		return scope_converting(s) ? -EBUSY : -EEXIST;
+	}
 	if (inode_scope(fs, dir)) {
 		log_msg(LOG_ERR, "directory inode %llu is in a key scope: nested scopes are not "
 				 "supported", (unsigned long long)dir->ino);
@@ -166,13 +209,14 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 	}
 	ret = dir_id(fs, dir, &id);
 	if (ret == 0)
-		ret = dir_empty(dir);
+		ret = convert ? volume_settings(fs, from, sizeof(from)) : dir_empty(dir);
 	if (ret < 0)
 		return ret;
 	set = kms_keeper_get(fs->keys);
 	volume_refs(set, refs);
 	ret = scope_set_create(fs->scopes, inode_fd(inode_table_root(fs->inodes)), id,
-			       arg->settings, refs, &fs->layout, err, sizeof(err));
+			       arg->settings, convert ? from : NULL, refs, &fs->layout, err,
+			       sizeof(err));
 	kms_keeper_put(fs->keys, set);
 	if (ret < 0) {
 		log_msg(LOG_ERR, "directory inode %llu: cannot make a key scope: %s",
@@ -180,9 +224,9 @@ static int create_scope(struct envfs *fs, struct inode *dir, const struct scope_
 		return ret == -ENOMEM || ret == -EEXIST || ret == -EINVAL || ret == -EACCES ? ret
 											       : -EIO;
 	}
-	log_msg(LOG_NOTICE, "directory inode %llu is the root of a new key scope",
-		(unsigned long long)dir->ino);
-	return 0;
+	log_msg(LOG_NOTICE, "directory inode %llu is the root of a new key scope%s",
+		(unsigned long long)dir->ino, convert ? ", converting what it holds" : "");
+	return convert && scope_convert_adopt(fs, dir) < 0 ? -EIO : 0;
 }
 
 static int lock_scope(struct envfs *fs, struct inode *dir)
@@ -211,6 +255,14 @@ static int scope_version(struct envfs *fs, struct inode *dir, bool rewrap)
 
 	if (!s)
 		return -EINVAL;
+	if (scope_converting(s)) {
+		/* Its files move onto its KMS by the conversion's re-keys: a rotation's
+		 * re-wraps would keep DEKs the volume's KMS still wraps elsewhere. */
+		log_msg(LOG_ERR, "directory inode %llu: a key scope being converted is not rotated: "
+				 "finish the conversion (scope create --convert) first",
+			(unsigned long long)dir->ino);
+		return -EBUSY;
+	}
 	ret = rewrap ? scope_rewrap_key(s, inode_fd(inode_table_root(fs->inodes)), &version)
 		     : scope_current_version(s, &version);
 	if (ret == 0 && rewrap)
@@ -290,6 +342,7 @@ bool scope_ioctl_cmd(struct envfs *fs, struct inode *in, unsigned int cmd)
 	return cmd == ENVELOPEFS_IOC_SCOPE_CREATE || cmd == ENVELOPEFS_IOC_SCOPE_LOCK ||
 	       cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_SCOPE_SHRED ||
 	       cmd == ENVELOPEFS_IOC_SCOPE_MOVE || cmd == ENVELOPEFS_IOC_SCOPE_MOVE_END ||
+	       cmd == ENVELOPEFS_IOC_SCOPE_CONVERT || cmd == ENVELOPEFS_IOC_SCOPE_CONVERT_END ||
 	       (cmd == ENVELOPEFS_IOC_REWRAP && root_scope(fs, in));
 }
 
@@ -325,9 +378,11 @@ int scope_ioctl(struct envfs *fs, struct inode *dir, unsigned int cmd, const voi
 								   : -EINVAL;
 	if (cmd == ENVELOPEFS_IOC_SCOPE_VERSION || cmd == ENVELOPEFS_IOC_REWRAP)
 		return scope_version(fs, dir, cmd == ENVELOPEFS_IOC_REWRAP);
+	if (cmd == ENVELOPEFS_IOC_SCOPE_CONVERT_END)
+		return scope_convert_finish(fs, dir);
 	if (in_bufsz != sizeof(struct scope_create_arg))
 		return -EINVAL;
-	return create_scope(fs, dir, in_buf);
+	return create_scope(fs, dir, in_buf, cmd == ENVELOPEFS_IOC_SCOPE_CONVERT);
 }
 
 int scope_xattr(struct envfs *fs, struct inode *in, char *out, size_t cap)

@@ -29,7 +29,9 @@
  *   ENVELOPEFS_IOC_SCOPE_VERSION the directory is a scope's root: ioctl(2)
  *                                returns its KMS's current master-key
  *                                version (unlocking the scope if need be;
- *                                EACCES when its KMS refuses).
+ *                                EACCES when its KMS refuses; EBUSY, as
+ *                                for _REWRAP, while it is being converted:
+ *                                scope_convert.h).
  *   ENVELOPEFS_IOC_REWRAP        (status.h) on a scope's root: move the
  *                                scope key's record onto that version (the
  *                                definition replaced crash-safely,
@@ -56,6 +58,9 @@
  *   ENVELOPEFS_IOC_SCOPE_MOVE_END  end the move (the caller checked that no
  *                                record is left under the old KMS): 0, or 1
  *                                when it was not moving.
+ *
+ * Converting a non-empty directory into a scope has its own ioctls and
+ * virtual xattr: scope_convert.h.
  *
  * KEY_XATTR (status.h) on a scope's root describes the scope key's record,
  * as on the mount root it describes the volume key's; and

@@ -78,13 +78,13 @@ int scope_def_encode(const struct scope_def *d, const uint8_t *def_key,
 	int ret;
 
 	if (!settings_canonical(d->settings, s) || d->record.version != 1 || r > SCOPE_RECORD_MAX ||
-	    (p && !settings_canonical(d->previous, p)))
+	    (p && !settings_canonical(d->previous, p)) || (d->converting && !p))
 		return -EINVAL;
 	if (cap < SCOPE_DEF_FIXED + s + r + (p ? 2 + p : 0) + SCOPE_MAC_LEN)
 		return -ENOSPC;
 	memcpy(out, SCOPE_MAGIC, 4);
 	out[4] = SCOPE_DEF_VERSION;
-	out[5] = p ? SCOPE_FLAG_MOVING : 0;
+	out[5] = !p ? 0 : d->converting ? SCOPE_FLAG_CONVERTING : SCOPE_FLAG_MOVING;
 	memcpy(out + 6, d->id, SCOPE_ID_LEN);
 	memcpy(out + 22, d->root_dirid, 16);
 	put_be16(out + 38, (uint16_t)s);
@@ -113,9 +113,11 @@ int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *def_key,
 	uint8_t mac[SCOPE_MAC_LEN];
 	size_t s, r, off, p = 0, end;
 
-	/* Every length is checked against what remains before it is used. */
+	/* Every length is checked against what remains before it is used; a
+	 * definition is moving or converting, never both. */
 	if (len < SCOPE_DEF_FIXED + SCOPE_MAC_LEN || memcmp(buf, SCOPE_MAGIC, 4) != 0 ||
-	    buf[4] != SCOPE_DEF_VERSION || (buf[5] & ~SCOPE_FLAG_MOVING) != 0)
+	    buf[4] != SCOPE_DEF_VERSION ||
+	    (buf[5] != 0 && buf[5] != SCOPE_FLAG_MOVING && buf[5] != SCOPE_FLAG_CONVERTING))
 		return -EBADMSG;
 	s = get_be16(buf + 38);
 	if (s == 0 || s > SCOPE_SETTINGS_MAX || 40 + s + 2 > len)
@@ -125,7 +127,7 @@ int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *def_key,
 	if (r == 0 || r > SCOPE_RECORD_MAX || off + 2 + r + SCOPE_MAC_LEN > len)
 		return -EBADMSG;
 	end = off + 2 + r;
-	if (buf[5] & SCOPE_FLAG_MOVING) {
+	if (buf[5] != 0) {
 		if (end + 2 + SCOPE_MAC_LEN > len)
 			return -EBADMSG;
 		p = get_be16(buf + end);
@@ -143,6 +145,7 @@ int scope_def_decode(const uint8_t *buf, size_t len, const uint8_t *def_key,
 	d->settings[s] = '\0';
 	memcpy(d->previous, buf + off + 2 + r + 2, p);
 	d->previous[p] = '\0';
+	d->converting = buf[5] == SCOPE_FLAG_CONVERTING;
 	if (!settings_canonical(d->settings, s) || (p && !settings_canonical(d->previous, p)) ||
 	    record_decode(buf + off + 2, r, &d->record) != 0 || d->record.version != 1 ||
 	    memcmp(d->record.file_id, d->id, SCOPE_ID_LEN) != 0)

@@ -36,6 +36,13 @@
 #define SCOPE_DEF_FIXED 42
 /* Flag: the scope is moving to another KMS; the previous settings follow the record. */
 #define SCOPE_FLAG_MOVING 0x01
+/*
+ * Flag: the scope's root was a non-empty directory being converted into the
+ * scope (scope_convert.h); the previous settings, which follow the record as
+ * for a move, are the volume's KMS, whose records and names under the root
+ * still open until the conversion ends.  Never set together with MOVING.
+ */
+#define SCOPE_FLAG_CONVERTING 0x02
 #define SCOPE_DEF_MAX \
 	(SCOPE_DEF_FIXED + SCOPE_SETTINGS_MAX + SCOPE_RECORD_MAX + 2 + SCOPE_SETTINGS_MAX + \
 	 SCOPE_MAC_LEN)
@@ -53,6 +60,9 @@ struct scope_def {
 	 * the settings of the KMS it moves from, whose records still open;
 	 * "" otherwise (SCOPE_FLAG_MOVING clear). */
 	char previous[SCOPE_SETTINGS_MAX + 1];
+	/* SCOPE_FLAG_CONVERTING: @previous is the volume's KMS, not a move's
+	 * (only with @previous set). */
+	bool converting;
 };
 
 /*

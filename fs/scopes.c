@@ -33,6 +33,8 @@ struct scope_set {
 	struct scope **v;
 	size_t n;
 	uint8_t *def_key; /* secmem: K_def */
+	/* The volume's own codec: a converting scope's fallback (names.h). */
+	struct names *volume_names;
 	uint8_t uuid[16];
 	int pool_capacity;
 };
@@ -111,6 +113,8 @@ int scope_set_open(int backing_fd, const uint8_t *volume_key, const uint8_t *uui
 	if (volume_key) {
 		ret = scope_def_key(volume_key, uuid, set->def_key);
 		if (ret == 0)
+			ret = names_create(true, volume_key, uuid, &set->volume_names);
+		if (ret == 0)
 			ret = scope_registry_each(backing_fd, set->def_key, add_visit, set);
 	}
 	if (ret < 0) {
@@ -131,6 +135,7 @@ void scope_set_close(struct scope_set *set)
 	for (size_t i = 0; i < set->n; i++)
 		scope_free(set->v[i]);
 	free(set->v);
+	names_destroy(set->volume_names);
 	secmem_free(set->def_key, SCOPE_MAC_LEN);
 	pthread_mutex_destroy(&set->lock);
 	free(set);
@@ -189,6 +194,18 @@ static int open_keeper(const struct scope_set *set, const struct scope_def *d,
 }
 
 /*
+ * give_keys - @s's codec gets the scope @key's name keys and, while @s is
+ * converting, the volume's codec as its fallback.  0 or -EIO.
+ */
+static int give_keys(struct scope *s, const uint8_t *key)
+{
+	int ret = names_set_key(s->names, key, s->set->uuid);
+
+	names_set_fallback(s->names, s->def.converting ? s->set->volume_names : NULL);
+	return ret;
+}
+
+/*
  * unlock - open @s's provider, unwrap its scope key there and give the codec
  * its keys.  @s->use held exclusively, @s locked.  0 or -errno + @err.
  */
@@ -213,7 +230,7 @@ static int unlock(struct scope *s, char *err, size_t err_len)
 						: kms_strerror(ret));
 	}
 	if (ret == 0)
-		ret = names_set_key(s->names, key, s->set->uuid);
+		ret = give_keys(s, key);
 	secmem_free(key, SCOPE_KEY_LEN);
 	if (ret < 0 && s->keeper) {
 		kms_keeper_close(s->keeper);
@@ -454,8 +471,9 @@ static bool records_fit(const struct layout *l, const struct kms *kms, size_t *n
 }
 
 int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
-		     const char *settings, const char *const *volume_refs,
-		     const struct layout *layout, char *err, size_t err_len)
+		     const char *settings, const char *converting_from,
+		     const char *const *volume_refs, const struct layout *layout, char *err,
+		     size_t err_len)
 {
 	size_t need;
 	uint8_t *key = secmem_alloc(SCOPE_KEY_LEN);
@@ -475,13 +493,19 @@ int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid
 		snprintf(err, err_len, "the directory is a key scope already");
 		goto out;
 	}
-	if (strlen(settings) > SCOPE_SETTINGS_MAX) {
+	if (strlen(settings) > SCOPE_SETTINGS_MAX ||
+	    (converting_from && strlen(converting_from) > SCOPE_SETTINGS_MAX)) {
 		ret = -EINVAL;
 		snprintf(err, err_len, "the settings are too long");
 		goto out;
 	}
 	memcpy(d->root_dirid, dirid, 16);
 	strcpy(d->settings, settings);
+	if (converting_from) {
+		/* The volume's KMS, whose records under the root still open. */
+		strcpy(d->previous, converting_from);
+		d->converting = true;
+	}
 	ret = crypto_random(d->id, SCOPE_ID_LEN);
 	if (ret == 0)
 		ret = open_keeper(set, d, &keeper, err, err_len);
@@ -508,7 +532,7 @@ int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid
 		ret = -ENOMEM;
 		snprintf(err, err_len, "out of memory");
 	}
-	if (ret == 0 && (ret = names_set_key(s->names, key, set->uuid)) < 0)
+	if (ret == 0 && (ret = give_keys(s, key)) < 0)
 		snprintf(err, err_len, "cannot derive the scope's name keys");
 	if (ret == 0 && (ret = scope_registry_write(backing_fd, d, set->def_key)) < 0)
 		snprintf(err, err_len, "cannot write %s/: %s", SCOPE_REGISTRY, strerror(-ret));
@@ -611,6 +635,9 @@ int scope_move_start(struct scope *s, int backing_fd, const char *settings,
 	pthread_rwlock_wrlock(&s->use);
 	if (ret < 0) {
 		snprintf(err, err_len, "out of memory");
+	} else if (s->def.converting) {
+		ret = -EBUSY;
+		snprintf(err, err_len, "the scope is being converted: finish that first");
 	} else if (s->def.previous[0]) {
 		/* Moving already: to these settings, the run resumes; to others, not yet. */
 		ret = strcmp(s->def.settings, settings) == 0 ? 1 : -EBUSY;
@@ -643,11 +670,54 @@ int scope_move_end(struct scope *s, int backing_fd, char *err, size_t err_len)
 	int ret = d ? 0 : -ENOMEM;
 
 	pthread_rwlock_wrlock(&s->use);
-	if (ret == 0 && !s->def.previous[0]) {
+	if (ret == 0 && s->def.converting) {
+		ret = -EBUSY;
+		snprintf(err, err_len, "the scope is being converted, not moved");
+	} else if (ret == 0 && !s->def.previous[0]) {
 		ret = 1; /* ended already */
 	} else if (ret == 0) {
 		*d = s->def;
 		d->previous[0] = '\0';
+		ret = replace_def(s, backing_fd, d, err, err_len);
+	}
+	pthread_rwlock_unlock(&s->use);
+	free(d);
+	return ret;
+}
+
+bool scope_converting(struct scope *s)
+{
+	bool converting;
+
+	pthread_rwlock_rdlock(&s->use);
+	converting = s->def.converting;
+	pthread_rwlock_unlock(&s->use);
+	return converting;
+}
+
+bool scope_converting_to(struct scope *s, const char *settings)
+{
+	bool same;
+
+	pthread_rwlock_rdlock(&s->use);
+	same = s->def.converting && strcmp(s->def.settings, settings) == 0;
+	pthread_rwlock_unlock(&s->use);
+	return same;
+}
+
+int scope_convert_end(struct scope *s, int backing_fd, char *err, size_t err_len)
+{
+	struct scope_def *d = malloc(sizeof(*d));
+	int ret = d ? 0 : -ENOMEM;
+
+	pthread_rwlock_wrlock(&s->use);
+	if (ret == 0 && !s->def.converting) {
+		ret = 1; /* ended already */
+	} else if (ret == 0) {
+		*d = s->def;
+		d->previous[0] = '\0';
+		d->converting = false;
+		/* Locked: the next use opens the scope's KMS alone, without fallback. */
 		ret = replace_def(s, backing_fd, d, err, err_len);
 	}
 	pthread_rwlock_unlock(&s->use);

@@ -65,7 +65,9 @@ struct scope *scope_by_root(struct scope_set *set, const uint8_t *dirid);
  * scope_set_create - make the directory with ID @dirid the root of a new
  * scope with the provider settings @settings (canonical, scopedef.h):
  * opens the provider, draws the scope key, writes the definition and adds
- * the scope (unlocked).  Refuses (-EEXIST) a directory that is a root
+ * the scope (unlocked).  @converting_from: NULL for an empty directory; for
+ * one to convert (scope_convert.h), the volume's KMS settings (canonical),
+ * stored as the definition's previous ones with SCOPE_FLAG_CONVERTING.  Refuses (-EEXIST) a directory that is a root
  * already and (-EINVAL) a key reference the volume (@volume_refs, NULL
  * terminated) or another scope uses, or a provider whose records need more
  * room than the header slots of @layout hold (the rule `init` sizes the
@@ -73,8 +75,24 @@ struct scope *scope_by_root(struct scope_set *set, const uint8_t *dirid);
  * @err.
  */
 int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid,
-		     const char *settings, const char *const *volume_refs,
-		     const struct layout *layout, char *err, size_t err_len);
+		     const char *settings, const char *converting_from,
+		     const char *const *volume_refs, const struct layout *layout, char *err,
+		     size_t err_len);
+
+/*
+ * While a scope is converting (SCOPE_FLAG_CONVERTING), its provider set
+ * holds the volume's KMS as the previous one and its codec falls back to
+ * the volume's (names.h).  scope_converting - whether @s is;
+ * scope_converting_to - whether it is, to the KMS of canonical @settings.
+ * scope_convert_end - the definition without the flag stored, @s locked
+ * (reopened with its own KMS and keys alone): 0, 1 (not converting), or
+ * -errno + @err.  The caller made sure nothing under the root is left
+ * under the volume's keys.  A converting scope neither moves nor ends a
+ * move (-EBUSY).
+ */
+bool scope_converting(struct scope *s);
+bool scope_converting_to(struct scope *s, const char *settings);
+int scope_convert_end(struct scope *s, int backing_fd, char *err, size_t err_len);
 
 /*
  * scope_move_start - begin moving @s to the KMS of the canonical @settings

@@ -69,10 +69,12 @@ static int scopes_json(struct envfs *fs, char *out, size_t cap)
 		json_escape(d->record.key_ref, ref, sizeof(ref));
 		w = snprintf(out + n, cap - n,
 			     "%s\"%s\":{\"provider\":\"%s\",\"key_ref\":\"%s\","
-			     "\"unlocked\":%s,\"generate\":%" PRIu64 ",\"unwrap\":%" PRIu64
-			     ",\"failures\":%" PRIu64 ",\"refusals\":%" PRIu64 ",\"locks\":%" PRIu64 "}",
+			     "\"unlocked\":%s,\"converting\":%s,\"generate\":%" PRIu64
+			     ",\"unwrap\":%" PRIu64 ",\"failures\":%" PRIu64 ",\"refusals\":%" PRIu64
+			     ",\"locks\":%" PRIu64 "}",
 			     shown++ ? "," : "", id, provider, ref, st.unlocked ? "true" : "false",
-			     st.generate, st.unwrap, st.failures, st.refusals, st.locks);
+			     scope_converting(s) ? "true" : "false", st.generate, st.unwrap,
+			     st.failures, st.refusals, st.locks);
 	}
 	if (w < 0 || (size_t)w >= cap - n)
 		return -ERANGE;

@@ -27,6 +27,7 @@
  *               "handle_killpriv_v2": true|false, "shared": true|false},
  *    "backing_fs": {"fs", "shared", and each capability (backing.h)},
  *    "scopes": {SCOPE_ID: {"provider", "key_ref", "unlocked": true|false,
+ *                          "converting": true|false (scope_convert.h),
  *                          "generate", "unwrap", "failures", "refusals", "locks"}}}
  *                            (key scopes, fs/scopes.h, by base64url ID; null if too many)
  *

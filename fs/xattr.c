@@ -21,6 +21,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "scope_convert.h"
 #include "scope_ops.h"
 #include "crypto/hex.h"
 #include "filekey.h"
@@ -157,11 +158,11 @@ static ssize_t get_user_xattr(struct envfs *fs, struct inode *in, const char *na
 	ssize_t len;
 	int ret = xattr_owner(fs, in, false, owner, &codec);
 
+	proc_path(inode_fd(in), path);
 	if (ret == 0)
-		ret = names_xattr_name_seal(codec, owner, name, stored_name);
+		ret = scope_xattr_name(codec, path, owner, name, stored_name);
 	if (ret < 0)
 		return ret == -ERANGE ? -ENODATA : ret;
-	proc_path(inode_fd(in), path);
 	len = getxattr(path, stored_name, NULL, 0);
 	if (len < 0)
 		return -errno;
@@ -325,7 +326,7 @@ static int set_user_xattr(struct envfs *fs, struct inode *in, const char *path, 
 	int ret = xattr_owner(fs, in, true, owner, &codec);
 
 	if (ret == 0)
-		ret = names_xattr_name_seal(codec, owner, name, stored_name);
+		ret = scope_xattr_name(codec, path, owner, name, stored_name);
 	if (ret < 0)
 		return ret;
 	if (size > NAMES_XATTR_VALUE_MAX - NAMES_XATTR_OVERHEAD)
@@ -348,6 +349,15 @@ static void setxattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name, co
 	char path[64];
 	int ret;
 
+	if (strcmp(name, SCOPE_CONVERT_XATTR) == 0) {
+		/* Not stored: converts the directory, under the lock the kernel holds on it. */
+		bool check = size == strlen(SCOPE_CONVERT_CHECK) &&
+			     memcmp(value, SCOPE_CONVERT_CHECK, size) == 0;
+
+		fuse_reply_err(req, fuse_req_ctx(req)->uid != 0 ? EPERM
+							       : -scope_convert_dir(fs, in, check));
+		return;
+	}
 	if (volume_xattr(name)) {
 		fuse_reply_err(req, EPERM); /* the daemon's names are read-only */
 		return;
@@ -400,7 +410,7 @@ static void removexattr_pinned(fuse_req_t req, fuse_ino_t ino, const char *name)
 	if (names_xattr_is_user(fs->names, name)) {
 		ret = xattr_owner(fs, in, false, owner, &codec);
 		if (ret == 0)
-			ret = names_xattr_name_seal(codec, owner, name, stored_name);
+			ret = scope_xattr_name(codec, path, owner, name, stored_name);
 		if (ret < 0) {
 			fuse_reply_err(req, ret == -ERANGE ? ENODATA : -ret);
 			return;

@@ -30,7 +30,7 @@
 #include "tools/ctl_scope.h"
 
 static const char usage[] =
-	"Usage: envelopefsctl scope create --kms NAME [--kms-setting KEY=VALUE]... DIR\n"
+	"Usage: envelopefsctl scope create [--convert] --kms NAME [--kms-setting KEY=VALUE]... DIR\n"
 	"       envelopefsctl scope list MOUNTPOINT\n"
 	"       envelopefsctl scope lock DIR\n"
 	"       envelopefsctl scope shred [--yes] DIR\n"
@@ -45,11 +45,15 @@ static const char usage[] =
 	"overwritten and removed, a Vault key deleted, an AWS key disabled and its\n"
 	"deletion scheduled, a PKCS#11 token's key objects destroyed): nothing under DIR\n"
 	"decrypts again, offline tools included.\n"
-	"Nested scopes are refused.\n"
+	"With --convert, create makes a non-empty DIR a scope online: every name,\n"
+	"symlink target and xattr under it is sealed anew under the scope's key and\n"
+	"every file re-keyed under its KMS; run again, it resumes an interrupted run.\n"
+	"Nested scopes, and hard links across DIR's boundary, are refused.\n"
 	"\n"
 	"Options:\n"
 	"  --kms NAME              the scope's provider (local, pkcs11, aws, vault, ...)\n"
 	"  --kms-setting KEY=VALUE one provider setting (repeatable)\n"
+	"  --convert               (create) convert a non-empty DIR, or resume converting it\n"
 	"  --yes                   (shred) do not ask; without it shred asks on a terminal\n"
 	"  -h, --help              show this help\n";
 
@@ -69,8 +73,12 @@ static int daemon_error(const char *path, int err)
 	case ENOTTY:
 		return ctl_err(CTL_FAILED, "%s: not on a mounted envelopefs volume", path);
 	case ENOTEMPTY:
-		return ctl_err(CTL_FAILED, "%s: not empty: a scope is made on an empty directory "
-					   "(converting one in place is not supported yet)",
+		return ctl_err(CTL_FAILED, "%s: not empty: give --convert to convert what it holds "
+					   "into the scope (every file is re-keyed)",
+			       path);
+	case EMLINK:
+		return ctl_err(CTL_FAILED, "%s: holds a symlink with hard links, which cannot be "
+					   "converted (the daemon's log names it)",
 			       path);
 	case EEXIST:
 		return ctl_err(CTL_FAILED, "%s: already a key scope", path);
@@ -83,11 +91,20 @@ static int daemon_error(const char *path, int err)
 	case EACCES:
 		return ctl_err(CTL_KEY, "%s: the scope's KMS refused (the daemon's log says why)",
 			       path);
+	case EBUSY:
+		return ctl_err(CTL_FAILED, "%s: the key scope is being converted: finish that first "
+					   "(scope create --convert)",
+			       path);
 	case EIO:
 		return ctl_err(CTL_FAILED, "%s: the daemon failed (its log says why)", path);
 	default:
 		return ctl_err(CTL_FAILED, "%s: %s", path, strerror(err));
 	}
+}
+
+int ctl_scope_error(const char *path, int err)
+{
+	return daemon_error(path, err);
 }
 
 /*
@@ -285,7 +302,8 @@ int ctl_scope_move_end(const char *dir)
 	return CTL_OK;
 }
 
-static int scope_create(const char *dir, const char *provider, char **settings, int n)
+static int scope_create(const char *dir, const char *provider, char **settings, int n,
+			bool convert)
 {
 	struct scope_create_arg *arg = calloc(1, sizeof(*arg));
 	dictionary *ini = dictionary_new(0);
@@ -321,7 +339,9 @@ static int scope_create(const char *dir, const char *provider, char **settings, 
 	rc = mark_volume(dir);
 	if (rc != CTL_OK)
 		goto out;
-	if (ioctl(fd, ENVELOPEFS_IOC_SCOPE_CREATE, arg) < 0)
+	if (convert)
+		rc = ctl_scope_convert(dir, fd, arg);
+	else if (ioctl(fd, ENVELOPEFS_IOC_SCOPE_CREATE, arg) < 0)
 		rc = daemon_error(dir, errno);
 	else
 		printf("%s: key scope created (%s)\n", dir, provider);
@@ -433,7 +453,7 @@ static int scope_list(const char *mountpoint)
 	p += strlen("\"scopes\":{");
 	/* Each scope is "ID":{...}: the daemon's own JSON, IDs base64url. */
 	while (*p == '"' || *p == ',') {
-		char id[64], provider[64], ref[256], unlocked[8];
+		char id[64], provider[64], ref[256], unlocked[8], converting[8] = "";
 		const char *dir = "(not found)";
 
 		p += *p == ',';
@@ -441,11 +461,15 @@ static int scope_list(const char *mountpoint)
 		json_field(p, "provider", provider, sizeof(provider));
 		json_field(p, "key_ref", ref, sizeof(ref));
 		json_field(p, "unlocked", unlocked, sizeof(unlocked));
+		json_field(p, "converting", converting, sizeof(converting));
 		for (size_t i = 0; i < n_found; i++)
 			if (strcmp(found[i].id, id) == 0)
 				dir = found[i].path;
 		printf("%-22s  %-8s  %-8s  %-40s  %s\n", id,
-		       strcmp(unlocked, "true") == 0 ? "unlocked" : "locked", provider, ref, dir);
+		       strcmp(converting, "true") == 0 ? "converting"
+		       : strcmp(unlocked, "true") == 0 ? "unlocked"
+						       : "locked",
+		       provider, ref, dir);
 		p = strchr(p, '}');
 		if (!p)
 			break;
@@ -462,10 +486,11 @@ int cmd_scope(int argc, char **argv)
 		{ "kms", required_argument, NULL, 'k' },
 		{ "kms-setting", required_argument, NULL, 's' },
 		{ "yes", no_argument, NULL, 'y' },
+		{ "convert", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool yes = false;
+	bool yes = false, convert = false;
 	char **settings = calloc((size_t)argc, sizeof(*settings));
 	const char *provider = NULL, *action;
 	int c, n = 0, rc;
@@ -479,6 +504,8 @@ int cmd_scope(int argc, char **argv)
 			settings[n++] = optarg;
 		} else if (c == 'y') {
 			yes = true;
+		} else if (c == 'c') {
+			convert = true;
 		} else {
 			free(settings);
 			return ctl_usage(usage, c == 'h');
@@ -490,7 +517,9 @@ int cmd_scope(int argc, char **argv)
 	}
 	action = argv[optind];
 	if (strcmp(action, "create") == 0 && provider && !yes)
-		rc = scope_create(argv[optind + 1], provider, settings, n);
+		rc = scope_create(argv[optind + 1], provider, settings, n, convert);
+	else if (convert)
+		rc = ctl_usage(usage, false);
 	else if (strcmp(action, "list") == 0 && !provider && n == 0 && !yes)
 		rc = scope_list(argv[optind + 1]);
 	else if (strcmp(action, "lock") == 0 && !provider && n == 0 && !yes)

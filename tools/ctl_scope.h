@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+struct scope_create_arg;
+
 /*
  * ctl_scope_target - for the scope whose root is @dir in a mounted volume:
  * its KMS's current master-key version (*@version), the master key its
@@ -27,5 +29,15 @@ int ctl_scope_move_start(const char *dir, const char *config);
 
 /* ctl_scope_move_end - end the move of the scope whose root is @dir.  A CTL_* code. */
 int ctl_scope_move_end(const char *dir);
+
+/*
+ * ctl_scope_convert - make the non-empty directory @dir (open as @fd) a key
+ * scope with the settings in @arg, converting what it holds, or resume
+ * that (ctl_scope_convert.c).  A CTL_* code, reported.
+ */
+int ctl_scope_convert(const char *dir, int fd, const struct scope_create_arg *arg);
+
+/* ctl_scope_error - report the daemon's answer @err to a scope request on @path.  A CTL_* code. */
+int ctl_scope_error(const char *path, int err);
 
 #endif

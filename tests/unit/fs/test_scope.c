@@ -17,7 +17,7 @@
 #include "check.h"
 #include "fs/scopedef.h"
 
-static int n_vectors;
+static int n_vectors, n_converting;
 static uint8_t volume_key[32], uuid[16], def_key[32];
 static struct scope_def want;
 static uint8_t definition[SCOPE_DEF_MAX];
@@ -45,12 +45,16 @@ static void check_scope(const struct vector *v, const char *type)
 		0);
 	memcpy(want.settings, settings, settings_len);
 	want.settings[settings_len] = '\0';
-	/* A moving scope's vector carries its previous settings; the others none. */
+	/* A moving or converting scope's vector carries its previous settings,
+	 * a converting one `flags = 2` too; the others neither. */
 	memset(want.previous, 0, sizeof(want.previous));
 	if (vector_field(v, "previous")) {
 		REQUIRE(vector_hex(v, "previous", settings, sizeof(settings), 0, &settings_len) == 0);
 		memcpy(want.previous, settings, settings_len);
 	}
+	want.converting = vector_field(v, "flags") && strcmp(vector_field(v, "flags"), "2") == 0;
+	if (want.converting)
+		n_converting++;
 	REQUIRE(record_decode(record, record_len, &want.record) == 0);
 	CHECK_EQ_INT(record_check_mac(&want.record, scope_key, uuid), 0);
 
@@ -64,6 +68,7 @@ static void check_scope(const struct vector *v, const char *type)
 	CHECK(memcmp(got.root_dirid, want.root_dirid, 16) == 0);
 	CHECK(strcmp(got.settings, want.settings) == 0);
 	CHECK(strcmp(got.previous, want.previous) == 0);
+	CHECK(got.converting == want.converting);
 	CHECK(strcmp(got.record.key_ref, want.record.key_ref) == 0);
 	CHECK_EQ_INT(record_check_mac(&got.record, scope_key, uuid), 0);
 
@@ -89,7 +94,8 @@ static void test_format_md_vectors(void)
 	static const char *const types[] = { "scope", NULL };
 
 	vector_scan("FORMAT.md", types, check_scope);
-	CHECK(n_vectors >= 2); /* a settled scope and a moving one */
+	CHECK(n_vectors >= 3); /* a settled scope, a moving one and a converting one */
+	CHECK(n_converting >= 1);
 }
 
 /* Settings: canonical text from a [kms] section, back to a section, and what is refused. */
