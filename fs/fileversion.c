@@ -142,3 +142,28 @@ void fileversion_sync_end(struct envfs *fs, struct inode *in, const struct filev
 	if (learn)
 		rollback_learn(fs->rollback, file_id, learn);
 }
+
+void fileversion_unlink_begin(struct envfs *fs, int dirfd, const char *name, const struct stat *st,
+			      struct fileversion_unlink *u)
+{
+	struct inode *in;
+
+	u->known = false;
+	if (!fs->rollback || !S_ISREG(st->st_mode) || st->st_nlink != 1)
+		return;
+	in = inode_lookup_known(fs->inodes, st, dirfd, name);
+	if (!in)
+		return; /* not known here: nothing of it checked, nothing to drop */
+	pthread_mutex_lock(&in->key_lock);
+	/* record_gen != 0: the record it names was checked, or written here. */
+	u->known = in->record_gen != 0;
+	memcpy(u->file_id, in->record_file_id, sizeof(u->file_id));
+	pthread_mutex_unlock(&in->key_lock);
+	inode_forget(fs->inodes, in, 1);
+}
+
+void fileversion_unlink_end(struct envfs *fs, const struct fileversion_unlink *u, bool done)
+{
+	if (done && u->known)
+		rollback_drop(fs->rollback, u->file_id);
+}
