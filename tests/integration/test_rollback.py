@@ -615,25 +615,26 @@ def entry_exists(state, file_id):
 
 @pytest.mark.parametrize("placement", ["header", "xattr"])
 def test_unlink_drops_the_entry(tmp_path, state, placement):
-    """Unlinking a file's last name drops its entry from this host's table; a file with another
-    name left keeps it, and so does every other file."""
+    """Unlinking a file's last name (or renaming another file over it) drops its entry from this
+    host's table; a file with another name left keeps it, and so does every other file."""
     v = make(tmp_path, "v", placement, names="encrypted")
     v.mount()
     try:
-        for name in ("gone", "linked", "kept"):
+        for name in ("gone", "replaced", "linked", "kept"):
             write_fsync(v.mnt / name, b"data", "wb")
         os.link(v.mnt / "linked", v.mnt / "other")
-        ids = {name: file_id_of(v, name) for name in ("gone", "linked", "kept")}
+        ids = {name: file_id_of(v, name) for name in ("gone", "replaced", "linked", "kept")}
         assert poll(lambda: all(entry_exists(state, i) for i in ids.values()))
         os.unlink(v.mnt / "gone")
         os.unlink(v.mnt / "linked")  # "other" still names it
+        os.rename(v.mnt / "kept", v.mnt / "replaced")
         assert poll(lambda: not entry_exists(state, ids["gone"]))
         time.sleep(1.5)  # a flush of what was learnt would have written it back by now
-        assert not entry_exists(state, ids["gone"])
+        assert not entry_exists(state, ids["gone"]) and not entry_exists(state, ids["replaced"])
         assert entry_exists(state, ids["linked"]) and entry_exists(state, ids["kept"])
     finally:
         stop(v)
-    assert not entry_exists(state, ids["gone"])
+    assert not entry_exists(state, ids["gone"]) and not entry_exists(state, ids["replaced"])
     assert fsck_all(v.backing) == (0, [])
 
 
