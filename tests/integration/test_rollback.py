@@ -788,3 +788,36 @@ def test_upgrade_without_room_stays_format2(tmp_path, state):
             stop(v)
         assert record_version(v, "g") is None
         assert fsck_all(v.backing) == (0, [])
+
+
+def test_plain_names_snapshot_found_per_file(tmp_path, state):
+    """A plain-names volume has no epoch: put back from an older copy it mounts, but each file
+    the copy holds older than this host saw is refused at open and found by fsck."""
+    v = make(tmp_path, "v", names="plain")
+    v.mount()
+    try:
+        for name in ("changed", "same"):
+            write_fsync(v.mnt / name, b"old", "wb")
+    finally:
+        stop(v)
+    snapshot(v, tmp_path / "copy")
+    v.mount()
+    try:
+        with open(v.mnt / "changed", "r+b") as f:  # made durable first, then raised
+            os.fsync(f.fileno())
+            f.write(b"new")
+            f.flush()
+            os.fsync(f.fileno())
+        write_fsync(v.mnt / "later", b"made after the copy", "wb")
+    finally:
+        stop(v)
+    restore(v, tmp_path / "copy")
+    assert not (v.backing / "envelopefs.epoch").exists()
+    code, found = fsck_all(v.backing)
+    assert code == 3 and rolled_back(found) == ["/changed"], found
+    v.mount()
+    try:
+        assert open_errno(v.mnt / "changed") == 5
+        assert get(v.mnt / "same") == b"old" and not (v.mnt / "later").exists()
+    finally:
+        stop(v)
