@@ -3,7 +3,10 @@
 #include "fileversion.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "rollback.h"
@@ -143,6 +146,34 @@ void fileversion_sync_end(struct envfs *fs, struct inode *in, const struct filev
 		rollback_learn(fs->rollback, file_id, learn);
 }
 
+/*
+ * cached_file_id - the file ID of entry @name's record, when the DEK cache
+ * holds a DEK of that file ID for @st's inode: it only holds one loaded
+ * from a record of this inode whose MAC was checked, so the ID is
+ * authentic without another check.  No KMS call: an unlink of a file whose
+ * DEK is not cached drops nothing (fsck --repair does).
+ */
+static bool cached_file_id(struct envfs *fs, int dirfd, const char *name, const struct stat *st,
+			   uint8_t file_id[RECORD_FILE_ID_LEN])
+{
+	struct key_record *rec = malloc(sizeof(*rec));
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct dek_entry *dek = NULL;
+	bool known = false;
+
+	if (rec && fd >= 0 && layout_read_record(&fs->layout, fd, rec, NULL) == 0)
+		dek = dekcache_get(fs->cache, st->st_dev, st->st_ino, rec->file_id);
+	if (dek) {
+		memcpy(file_id, rec->file_id, RECORD_FILE_ID_LEN);
+		known = true;
+	}
+	dekcache_put(fs->cache, dek);
+	if (fd >= 0)
+		close(fd);
+	free(rec);
+	return known;
+}
+
 void fileversion_unlink_begin(struct envfs *fs, int dirfd, const char *name, const struct stat *st,
 			      struct fileversion_unlink *u)
 {
@@ -152,14 +183,18 @@ void fileversion_unlink_begin(struct envfs *fs, int dirfd, const char *name, con
 	if (!fs->rollback || !S_ISREG(st->st_mode) || st->st_nlink != 1)
 		return;
 	in = inode_lookup_known(fs->inodes, st, dirfd, name);
-	if (!in)
-		return; /* not known here: nothing of it checked, nothing to drop */
-	pthread_mutex_lock(&in->key_lock);
-	/* record_gen != 0: the record it names was checked, or written here. */
-	u->known = in->record_gen != 0;
-	memcpy(u->file_id, in->record_file_id, sizeof(u->file_id));
-	pthread_mutex_unlock(&in->key_lock);
-	inode_forget(fs->inodes, in, 1);
+	if (in) {
+		pthread_mutex_lock(&in->key_lock);
+		/* record_gen != 0: the record it names was checked, or written here. */
+		u->known = in->record_gen != 0;
+		memcpy(u->file_id, in->record_file_id, sizeof(u->file_id));
+		pthread_mutex_unlock(&in->key_lock);
+		inode_forget(fs->inodes, in, 1);
+	}
+	/* An inode the kernel let go of (or never looked up here) starts
+	 * untracked: its DEK may still be cached. */
+	if (!u->known)
+		u->known = cached_file_id(fs, dirfd, name, st, u->file_id);
 }
 
 void fileversion_unlink_end(struct envfs *fs, const struct fileversion_unlink *u, bool done)

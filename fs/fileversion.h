@@ -83,9 +83,10 @@ void fileversion_sync_end(struct envfs *fs, struct inode *in, const struct filev
 
 /*
  * The host's table kept tidy: an unlink of the last name of a file (or a
- * rename over it) whose record this daemon read and checked (so its file ID is authentic: one
- * taken from the backing unchecked could be another file's, and dropping
- * that would forget its rollback).  fileversion_unlink_begin(), before the
+ * rename over it) whose record this daemon read and checked, or whose DEK
+ * its cache holds (so its file ID is authentic: one taken from the backing
+ * unchecked could be another file's, and dropping that would forget its
+ * rollback).  fileversion_unlink_begin(), before the
  * backing unlink (or rename over) of entry @name in @dirfd, whose lstat is
  * @st, notes the file ID; fileversion_unlink_end() drops it from the table
  * when the unlink (@done) succeeded.

@@ -56,6 +56,10 @@ struct rollback {
 	 * so a loop of fsyncs writes the table once per LEARN_DELAY_MS. */
 	struct pending_learn learnt[ROLLBACK_LEARN_MAX];
 	unsigned n_learnt;
+	/* Dropped (rollback_drop()), to be removed from the table by the sync
+	 * thread after the learnt versions it writes. */
+	uint8_t dropped[ROLLBACK_DROP_MAX][RECORD_FILE_ID_LEN];
+	unsigned n_dropped;
 	bool stop;
 
 	int sync_fd; /* the backing root, -1: no syncfs */
@@ -291,11 +295,22 @@ void rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LE
 	}
 }
 
-/* flush_learnt - write every version learnt so far to the table. */
+/* remove_locked - @file_id's entry off the table now.  learn_lock held. */
+static void remove_locked(struct rollback *rb, const uint8_t *file_id)
+{
+	int ret = rollback_table_remove(&rb->table, file_id);
+
+	if (ret < 0)
+		log_ratelimited(LOG_WARNING, "cannot drop a deleted file's version from %s: %s",
+				rb->table.dir, strerror(-ret));
+}
+
+/* flush_learnt - write every version learnt so far to the table, then remove the dropped. */
 static void flush_learnt(struct rollback *rb)
 {
 	static const unsigned batch = 64;
 	struct pending_learn out[64];
+	uint8_t dropped[64][RECORD_FILE_ID_LEN];
 	unsigned n;
 
 	pthread_mutex_lock(&rb->learn_lock);
@@ -309,16 +324,24 @@ static void flush_learnt(struct rollback *rb)
 		for (unsigned i = 0; i < n; i++)
 			write_learnt_locked(rb, out[i].file_id, out[i].version);
 	} while (n == batch);
+	do {
+		pthread_mutex_lock(&rb->lock);
+		n = rb->n_dropped < batch ? rb->n_dropped : batch;
+		rb->n_dropped -= n;
+		memcpy(dropped, rb->dropped + rb->n_dropped, n * sizeof(dropped[0]));
+		pthread_mutex_unlock(&rb->lock);
+		for (unsigned i = 0; i < n; i++)
+			remove_locked(rb, dropped[i]);
+	} while (n == batch);
 	pthread_mutex_unlock(&rb->learn_lock);
 }
 
 void rollback_drop(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN])
 {
-	int ret;
+	bool queued = false;
 
-	/* Out of memory first (a flush would write it back), then off the disk;
-	 * learn_lock keeps a flush that took it already from writing it after. */
-	pthread_mutex_lock(&rb->learn_lock);
+	/* Out of memory at once (a flush would write it back); off the disk
+	 * by the next flush, which writes what it learnt before it removes. */
 	pthread_mutex_lock(&rb->lock);
 	for (unsigned i = 0; i < rb->n_learnt; i++)
 		if (memcmp(rb->learnt[i].file_id, file_id, RECORD_FILE_ID_LEN) == 0) {
@@ -331,12 +354,17 @@ void rollback_drop(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN
 		if (memcmp(q->file_id, file_id, RECORD_FILE_ID_LEN) == 0)
 			q->version = 0; /* learnt as nothing (rollback_learn() skips 0) */
 	}
+	if (rb->n_dropped < ROLLBACK_DROP_MAX) {
+		memcpy(rb->dropped[rb->n_dropped++], file_id, RECORD_FILE_ID_LEN);
+		queued = true;
+	}
 	pthread_mutex_unlock(&rb->lock);
-	ret = rollback_table_remove(&rb->table, file_id);
-	pthread_mutex_unlock(&rb->learn_lock);
-	if (ret < 0)
-		log_ratelimited(LOG_WARNING, "cannot drop a deleted file's version from %s: %s",
-				rb->table.dir, strerror(-ret));
+	/* Full: removed at once, by the caller. */
+	if (!queued) {
+		pthread_mutex_lock(&rb->learn_lock);
+		remove_locked(rb, file_id);
+		pthread_mutex_unlock(&rb->learn_lock);
+	}
 }
 
 uint64_t rollback_bumped(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],

@@ -46,6 +46,7 @@
 #define ROLLBACK_VERSIONS_DIR "versions"
 #define ROLLBACK_QUEUE_MAX 1024
 #define ROLLBACK_LEARN_MAX 256
+#define ROLLBACK_DROP_MAX 1024
 /* A generation every record reaches at once: "durable now". */
 #define ROLLBACK_GEN_DURABLE 1
 
@@ -90,10 +91,12 @@ void rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LE
 
 /*
  * rollback_drop - the file @file_id lost its last name on this host:
- * forget what was learnt of it, in memory and in the table, so the table
- * does not keep every file that ever was.  (A deleted file put back by the
- * storage is then not refused: a missing file was never a rollback.)
- * Failures are logged (the entry stays: fsck --repair removes it).
+ * forget what was learnt of it, in memory at once and in the table by the
+ * sync thread within a second (at once when ROLLBACK_DROP_MAX wait
+ * already), so the table does not keep every file that ever was and an
+ * unlink costs no write of it.  (A deleted file put back by the storage is
+ * then not refused: a missing file was never a rollback.)  Failures are
+ * logged (the entry stays: fsck --repair removes it).
  */
 void rollback_drop(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN]);
 
