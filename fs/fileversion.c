@@ -3,10 +3,7 @@
 #include "fileversion.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "log.h"
 #include "rollback.h"
@@ -146,34 +143,6 @@ void fileversion_sync_end(struct envfs *fs, struct inode *in, const struct filev
 		rollback_learn(fs->rollback, file_id, learn);
 }
 
-/*
- * cached_file_id - the file ID of entry @name's record, when the DEK cache
- * holds a DEK of that file ID for @st's inode: it only holds one loaded
- * from a record of this inode whose MAC was checked, so the ID is
- * authentic without another check.  No KMS call: an unlink of a file whose
- * DEK is not cached drops nothing (fsck --repair does).
- */
-static bool cached_file_id(struct envfs *fs, int dirfd, const char *name, const struct stat *st,
-			   uint8_t file_id[RECORD_FILE_ID_LEN])
-{
-	struct key_record *rec = malloc(sizeof(*rec));
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	struct dek_entry *dek = NULL;
-	bool known = false;
-
-	if (rec && fd >= 0 && layout_read_record(&fs->layout, fd, rec, NULL) == 0)
-		dek = dekcache_get(fs->cache, st->st_dev, st->st_ino, rec->file_id);
-	if (dek) {
-		memcpy(file_id, rec->file_id, RECORD_FILE_ID_LEN);
-		known = true;
-	}
-	dekcache_put(fs->cache, dek);
-	if (fd >= 0)
-		close(fd);
-	free(rec);
-	return known;
-}
-
 void fileversion_unlink_begin(struct envfs *fs, int dirfd, const char *name, const struct stat *st,
 			      struct fileversion_unlink *u)
 {
@@ -192,9 +161,10 @@ void fileversion_unlink_begin(struct envfs *fs, int dirfd, const char *name, con
 		inode_forget(fs->inodes, in, 1);
 	}
 	/* An inode the kernel let go of (or never looked up here) starts
-	 * untracked: its DEK may still be cached. */
+	 * untracked: its DEK may still be cached, and the cache holds only
+	 * DEKs of authentic records.  Else nothing is dropped (fsck --repair). */
 	if (!u->known)
-		u->known = cached_file_id(fs, dirfd, name, st, u->file_id);
+		u->known = dekcache_file_id(fs->cache, st->st_dev, st->st_ino, u->file_id);
 }
 
 void fileversion_unlink_end(struct envfs *fs, const struct fileversion_unlink *u, bool done)
