@@ -176,6 +176,18 @@ bool dekcache_holds(struct dekcache *c, dev_t dev, ino_t ino, const uint8_t file
 	return held;
 }
 
+bool dekcache_file_id(struct dekcache *c, dev_t dev, ino_t ino, uint8_t file_id[FILE_ID_LEN])
+{
+	struct dek_entry *e;
+
+	pthread_mutex_lock(&c->lock);
+	e = hash_find(c, dev, ino);
+	if (e)
+		memcpy(file_id, e->file_id, FILE_ID_LEN);
+	pthread_mutex_unlock(&c->lock);
+	return e != NULL;
+}
+
 int dekcache_insert(struct dekcache *c, dev_t dev, ino_t ino, const uint8_t file_id[FILE_ID_LEN],
 		    uint32_t key_version, const uint8_t *key, struct dek_entry **out)
 {

@@ -80,6 +80,13 @@ struct dek_entry *dekcache_get(struct dekcache *c, dev_t dev, ino_t ino,
 bool dekcache_holds(struct dekcache *c, dev_t dev, ino_t ino, const uint8_t file_id[FILE_ID_LEN]);
 
 /*
+ * dekcache_file_id - the file ID of the entry for (@dev, @ino), if any,
+ * into @file_id: the ID of a record of that inode whose DEK was unwrapped
+ * for it (the KMS binds the file ID) and whose MAC was checked.
+ */
+bool dekcache_file_id(struct dekcache *c, dev_t dev, ino_t ino, uint8_t file_id[FILE_ID_LEN]);
+
+/*
  * dekcache_insert - copy @key into a new pinned entry for (@dev, @ino),
  * replacing any previous entry for that inode.  0 or -ENOMEM.
  */

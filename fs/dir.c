@@ -20,6 +20,7 @@
 #include "crypto/secmem.h"
 #include "backing_rename.h"
 #include "bindops.h"
+#include "fileversion.h"
 #include "log.h"
 #include "shared.h"
 #include "symlink.h"
@@ -232,6 +233,7 @@ static void unlink_pinned(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct inode *dir = inode_of(fs, parent);
 	struct backing_name b;
 	struct symlink_drop drop = {.fd = -1};
+	struct fileversion_unlink version = {.known = false};
 	struct stat st;
 	int ret = to_backing(fs, dir, name, &b);
 
@@ -239,9 +241,12 @@ static void unlink_pinned(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ret = -errno;
 	if (ret == 0)
 		symlink_drop_begin(fs, inode_fd(dir), b.entry, &st, &drop);
+	if (ret == 0)
+		fileversion_unlink_begin(fs, inode_fd(dir), b.entry, &st, &version);
 	if (ret == 0 && unlinkat(inode_fd(dir), b.entry, 0) < 0)
 		ret = -errno;
 	symlink_drop_end(fs, &drop, ret == 0);
+	fileversion_unlink_end(fs, &version, ret == 0);
 	if (ret == 0)
 		abandon_entry(dir, &b);
 	/* The last name of a file is gone: so is any reason to keep its key. */
@@ -541,6 +546,7 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	struct backing_name b, bnew;
 	struct symlink_drop drop = {.fd = -1};
 	struct binding_change moved_binding = {.fd = -1}, target_binding = {.fd = -1};
+	struct fileversion_unlink replaced = {.known = false};
 	struct stat moved, target;
 	bool replacing, have_target = false, exchange = flags & RENAME_EXCHANGE;
 	bool encrypted = encrypted_names(fs);
@@ -584,6 +590,8 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 		ret = replace_dir(fs, from, &b, to, &bnew);
 		goto done;
 	}
+	if (ret == 0 && replacing)
+		fileversion_unlink_begin(fs, inode_fd(to), bnew.entry, &target, &replaced);
 	/* The records list the new entries before the entries change. */
 	if (ret == 0)
 		ret = binding_before_rename(fs, from, b.entry, name, to, newname, false,
@@ -608,6 +616,7 @@ done:
 	/* A file replaced by a rename lost its last name, as by unlink. */
 	if (ret == 0 && replacing)
 		dekcache_forget(fs->cache, target.st_dev, target.st_ino);
+	fileversion_unlink_end(fs, &replaced, ret == 0);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 

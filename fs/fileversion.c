@@ -142,3 +142,33 @@ void fileversion_sync_end(struct envfs *fs, struct inode *in, const struct filev
 	if (learn)
 		rollback_learn(fs->rollback, file_id, learn);
 }
+
+void fileversion_unlink_begin(struct envfs *fs, int dirfd, const char *name, const struct stat *st,
+			      struct fileversion_unlink *u)
+{
+	struct inode *in;
+
+	u->known = false;
+	if (!fs->rollback || !S_ISREG(st->st_mode) || st->st_nlink != 1)
+		return;
+	in = inode_lookup_known(fs->inodes, st, dirfd, name);
+	if (in) {
+		pthread_mutex_lock(&in->key_lock);
+		/* record_gen != 0: the record it names was checked, or written here. */
+		u->known = in->record_gen != 0;
+		memcpy(u->file_id, in->record_file_id, sizeof(u->file_id));
+		pthread_mutex_unlock(&in->key_lock);
+		inode_forget(fs->inodes, in, 1);
+	}
+	/* An inode the kernel let go of (or never looked up here) starts
+	 * untracked: its DEK may still be cached, and the cache holds only
+	 * DEKs of authentic records.  Else nothing is dropped (fsck --repair). */
+	if (!u->known)
+		u->known = dekcache_file_id(fs->cache, st->st_dev, st->st_ino, u->file_id);
+}
+
+void fileversion_unlink_end(struct envfs *fs, const struct fileversion_unlink *u, bool done)
+{
+	if (done && u->known)
+		rollback_drop(fs->rollback, u->file_id);
+}

@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "envfs.h"
 #include "layout.h"
@@ -79,5 +80,23 @@ struct fileversion_sync {
 };
 void fileversion_sync_begin(struct envfs *fs, struct inode *in, struct fileversion_sync *s);
 void fileversion_sync_end(struct envfs *fs, struct inode *in, const struct fileversion_sync *s);
+
+/*
+ * The host's table kept tidy: an unlink of the last name of a file (or a
+ * rename over it) whose record this daemon read and checked, or whose DEK
+ * its cache holds (so its file ID is authentic: one taken from the backing
+ * unchecked could be another file's, and dropping that would forget its
+ * rollback).  fileversion_unlink_begin(), before the
+ * backing unlink (or rename over) of entry @name in @dirfd, whose lstat is
+ * @st, notes the file ID; fileversion_unlink_end() drops it from the table
+ * when the unlink (@done) succeeded.
+ */
+struct fileversion_unlink {
+	uint8_t file_id[RECORD_FILE_ID_LEN];
+	bool known;
+};
+void fileversion_unlink_begin(struct envfs *fs, int dirfd, const char *name, const struct stat *st,
+			      struct fileversion_unlink *u);
+void fileversion_unlink_end(struct envfs *fs, const struct fileversion_unlink *u, bool done);
 
 #endif

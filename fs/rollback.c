@@ -2,6 +2,7 @@
 /* Per-host versions of files: see rollback.h. */
 #include "rollback.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -37,7 +38,7 @@ struct queued_bump {
 };
 
 struct rollback {
-	char dir[PATH_MAX - 64]; /* ROOT/<uuid>/versions, with room for an entry below */
+	struct rollback_table table;
 	atomic_uint tmp_seq;	 /* names the temporary files of concurrent learns */
 	/* One write of the table at a time (a lower one never wins a race),
 	 * and rollback_seen() never between a flush's taking and writing. */
@@ -55,6 +56,10 @@ struct rollback {
 	 * so a loop of fsyncs writes the table once per LEARN_DELAY_MS. */
 	struct pending_learn learnt[ROLLBACK_LEARN_MAX];
 	unsigned n_learnt;
+	/* Dropped (rollback_drop()), to be removed from the table by the sync
+	 * thread after the learnt versions it writes. */
+	uint8_t dropped[ROLLBACK_DROP_MAX][RECORD_FILE_ID_LEN];
+	unsigned n_dropped;
 	bool stop;
 
 	int sync_fd; /* the backing root, -1: no syncfs */
@@ -83,8 +88,9 @@ int rollback_open(const char *root, const uint8_t uuid[16], int sync_fd, unsigne
 	pthread_mutex_init(&rb->learn_lock, NULL);
 	pthread_mutex_init(&rb->lock, NULL);
 	pthread_cond_init(&rb->wake, NULL);
-	ret = hoststate_volume_file(root, uuid, ROLLBACK_VERSIONS_DIR, 1, rb->dir, sizeof(rb->dir));
-	if (ret == 0 && mkdir(rb->dir, 0700) < 0 && errno != EEXIST)
+	ret = hoststate_volume_file(root, uuid, ROLLBACK_VERSIONS_DIR, 1, rb->table.dir,
+				    sizeof(rb->table.dir));
+	if (ret == 0 && mkdir(rb->table.dir, 0700) < 0 && errno != EEXIST)
 		ret = -errno;
 	if (ret == 0) {
 		ret = -pthread_create(&rb->thread, NULL, sync_thread, rb);
@@ -99,13 +105,13 @@ int rollback_open(const char *root, const uint8_t uuid[16], int sync_fd, unsigne
 }
 
 /* entry_path - ROOT/<uuid>/versions/<2 hex>[/<30 hex>] of @file_id into @out. */
-static void entry_path(const struct rollback *rb, const uint8_t *file_id, bool file,
+static void entry_path(const struct rollback_table *t, const uint8_t *file_id, bool file,
 		       char out[PATH_MAX])
 {
 	char hex[2 * RECORD_FILE_ID_LEN + 1];
 
 	hex_encode(file_id, RECORD_FILE_ID_LEN, hex);
-	snprintf(out, PATH_MAX, "%s/%.2s%s%s", rb->dir, hex, file ? "/" : "", file ? hex + 2 : "");
+	snprintf(out, PATH_MAX, "%s/%.2s%s%s", t->dir, hex, file ? "/" : "", file ? hex + 2 : "");
 }
 
 /* pending_of - a version of @file_id learnt and not written yet, 0 if none.  rb->lock held. */
@@ -117,15 +123,20 @@ static uint64_t pending_of(const struct rollback *rb, const uint8_t *file_id)
 	return 0;
 }
 
-/* stored_version - the version of @file_id in the table on disk (0: none, or unreadable). */
-static uint64_t stored_version(struct rollback *rb, const uint8_t *file_id)
+int rollback_table_at(const char *root, const uint8_t uuid[16], struct rollback_table *t)
+{
+	return hoststate_volume_file(root, uuid, ROLLBACK_VERSIONS_DIR, 0, t->dir, sizeof(t->dir));
+}
+
+uint64_t rollback_table_version(const struct rollback_table *t,
+				const uint8_t file_id[RECORD_FILE_ID_LEN])
 {
 	char path[PATH_MAX], text[24], *end;
 	uint64_t version;
 	ssize_t n;
 	int fd;
 
-	entry_path(rb, file_id, true, path);
+	entry_path(t, file_id, true, path);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return 0;
@@ -139,6 +150,70 @@ static uint64_t stored_version(struct rollback *rb, const uint8_t *file_id)
 	return *end == '\n' ? version : 0;
 }
 
+bool rollback_table_rolled_back(const struct rollback_table *t, const struct key_record *rec,
+				uint64_t *seen)
+{
+	*seen = rollback_table_version(t, rec->file_id);
+	return rec->file_version < *seen;
+}
+
+int rollback_table_remove(const struct rollback_table *t,
+			  const uint8_t file_id[RECORD_FILE_ID_LEN])
+{
+	char path[PATH_MAX];
+
+	entry_path(t, file_id, true, path);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	/* The <2 hex> directory goes when it was the last entry in it. */
+	entry_path(t, file_id, false, path);
+	rmdir(path);
+	return 0;
+}
+
+/* each_in - rollback_table_each() of the entries of one <2 hex> directory @prefix. */
+static int each_in(const struct rollback_table *t, const char *prefix,
+		   int (*fn)(void *arg, const uint8_t file_id[RECORD_FILE_ID_LEN]), void *arg)
+{
+	char path[PATH_MAX], hex[2 * RECORD_FILE_ID_LEN + 1];
+	uint8_t id[RECORD_FILE_ID_LEN];
+	struct dirent *e;
+	DIR *d;
+	int ret = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", t->dir, prefix);
+	d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while (ret == 0 && (e = readdir(d))) {
+		if (strlen(e->d_name) != 2 * RECORD_FILE_ID_LEN - 2)
+			continue;
+		snprintf(hex, sizeof(hex), "%s%s", prefix, e->d_name);
+		if (hex_decode(hex, id, sizeof(id)) == 0)
+			ret = fn(arg, id);
+	}
+	closedir(d);
+	return ret;
+}
+
+int rollback_table_each(const struct rollback_table *t,
+			int (*fn)(void *arg, const uint8_t file_id[RECORD_FILE_ID_LEN]),
+			void *arg)
+{
+	DIR *d = opendir(t->dir);
+	struct dirent *e;
+	int ret = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while (ret == 0 && (e = readdir(d)))
+		if (strlen(e->d_name) == 2 && isxdigit((unsigned char)e->d_name[0]) &&
+		    isxdigit((unsigned char)e->d_name[1]))
+			ret = each_in(t, e->d_name, fn, arg);
+	closedir(d);
+	return ret;
+}
+
 uint64_t rollback_seen(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN])
 {
 	uint64_t stored, pending;
@@ -146,7 +221,7 @@ uint64_t rollback_seen(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID
 	/* Not while a flush has taken versions out of memory and not yet
 	 * written them: they would be in neither place. */
 	pthread_mutex_lock(&rb->learn_lock);
-	stored = stored_version(rb, file_id);
+	stored = rollback_table_version(&rb->table, file_id);
 	pthread_mutex_lock(&rb->lock);
 	pending = pending_of(rb, file_id);
 	pthread_mutex_unlock(&rb->lock);
@@ -160,12 +235,12 @@ static int learn_locked(struct rollback *rb, const uint8_t *file_id, uint64_t ve
 	char path[PATH_MAX], tmp[PATH_MAX + 32], text[24];
 	int fd, len, ret = 0;
 
-	if (version <= stored_version(rb, file_id))
+	if (version <= rollback_table_version(&rb->table, file_id))
 		return 0;
-	entry_path(rb, file_id, false, path);
+	entry_path(&rb->table, file_id, false, path);
 	if (mkdir(path, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	entry_path(rb, file_id, true, path);
+	entry_path(&rb->table, file_id, true, path);
 	snprintf(tmp, sizeof(tmp), "%s.%d.%u.tmp", path, (int)getpid(),
 		 atomic_fetch_add(&rb->tmp_seq, 1));
 	len = snprintf(text, sizeof(text), "%" PRIu64 "\n", version);
@@ -189,7 +264,7 @@ static void write_learnt_locked(struct rollback *rb, const uint8_t *file_id, uin
 	int ret = learn_locked(rb, file_id, version);
 
 	if (ret < 0)
-		log_ratelimited(LOG_WARNING, "cannot keep a file version in %s: %s", rb->dir,
+		log_ratelimited(LOG_WARNING, "cannot keep a file version in %s: %s", rb->table.dir,
 				strerror(-ret));
 }
 
@@ -220,11 +295,22 @@ void rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LE
 	}
 }
 
-/* flush_learnt - write every version learnt so far to the table. */
+/* remove_locked - @file_id's entry off the table now.  learn_lock held. */
+static void remove_locked(struct rollback *rb, const uint8_t *file_id)
+{
+	int ret = rollback_table_remove(&rb->table, file_id);
+
+	if (ret < 0)
+		log_ratelimited(LOG_WARNING, "cannot drop a deleted file's version from %s: %s",
+				rb->table.dir, strerror(-ret));
+}
+
+/* flush_learnt - write every version learnt so far to the table, then remove the dropped. */
 static void flush_learnt(struct rollback *rb)
 {
 	static const unsigned batch = 64;
 	struct pending_learn out[64];
+	uint8_t dropped[64][RECORD_FILE_ID_LEN];
 	unsigned n;
 
 	pthread_mutex_lock(&rb->learn_lock);
@@ -238,7 +324,47 @@ static void flush_learnt(struct rollback *rb)
 		for (unsigned i = 0; i < n; i++)
 			write_learnt_locked(rb, out[i].file_id, out[i].version);
 	} while (n == batch);
+	do {
+		pthread_mutex_lock(&rb->lock);
+		n = rb->n_dropped < batch ? rb->n_dropped : batch;
+		rb->n_dropped -= n;
+		memcpy(dropped, rb->dropped + rb->n_dropped, n * sizeof(dropped[0]));
+		pthread_mutex_unlock(&rb->lock);
+		for (unsigned i = 0; i < n; i++)
+			remove_locked(rb, dropped[i]);
+	} while (n == batch);
 	pthread_mutex_unlock(&rb->learn_lock);
+}
+
+void rollback_drop(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN])
+{
+	bool queued = false;
+
+	/* Out of memory at once (a flush would write it back); off the disk
+	 * by the next flush, which writes what it learnt before it removes. */
+	pthread_mutex_lock(&rb->lock);
+	for (unsigned i = 0; i < rb->n_learnt; i++)
+		if (memcmp(rb->learnt[i].file_id, file_id, RECORD_FILE_ID_LEN) == 0) {
+			rb->learnt[i] = rb->learnt[--rb->n_learnt];
+			break;
+		}
+	for (unsigned i = 0; i < rb->count; i++) {
+		struct queued_bump *q = &rb->queue[(rb->head + i) % ROLLBACK_QUEUE_MAX];
+
+		if (memcmp(q->file_id, file_id, RECORD_FILE_ID_LEN) == 0)
+			q->version = 0; /* learnt as nothing (rollback_learn() skips 0) */
+	}
+	if (rb->n_dropped < ROLLBACK_DROP_MAX) {
+		memcpy(rb->dropped[rb->n_dropped++], file_id, RECORD_FILE_ID_LEN);
+		queued = true;
+	}
+	pthread_mutex_unlock(&rb->lock);
+	/* Full: removed at once, by the caller. */
+	if (!queued) {
+		pthread_mutex_lock(&rb->learn_lock);
+		remove_locked(rb, file_id);
+		pthread_mutex_unlock(&rb->learn_lock);
+	}
 }
 
 uint64_t rollback_bumped(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN],

@@ -37,6 +37,7 @@
  * Nothing here knows FUSE.  Thread-safe.
  */
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -45,6 +46,7 @@
 #define ROLLBACK_VERSIONS_DIR "versions"
 #define ROLLBACK_QUEUE_MAX 1024
 #define ROLLBACK_LEARN_MAX 256
+#define ROLLBACK_DROP_MAX 1024
 /* A generation every record reaches at once: "durable now". */
 #define ROLLBACK_GEN_DURABLE 1
 
@@ -88,6 +90,17 @@ void rollback_learn(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LE
 		    uint64_t version);
 
 /*
+ * rollback_drop - the file @file_id lost its last name on this host:
+ * forget what was learnt of it, in memory at once and in the table by the
+ * sync thread within a second (at once when ROLLBACK_DROP_MAX wait
+ * already), so the table does not keep every file that ever was and an
+ * unlink costs no write of it.  (A deleted file put back by the storage is
+ * then not refused: a missing file was never a rollback.)  Failures are
+ * logged (the entry stays: fsck --repair removes it).
+ */
+void rollback_drop(struct rollback *rb, const uint8_t file_id[RECORD_FILE_ID_LEN]);
+
+/*
  * rollback_bumped - this daemon wrote @file_id's record of @version
  * without a sync: its generation (durable once rollback_synced() reaches
  * it), queued to be learnt then.
@@ -103,5 +116,43 @@ uint64_t rollback_read_gen(struct rollback *rb);
 
 /* rollback_synced - every record of a generation up to this one is durable. */
 uint64_t rollback_synced(struct rollback *rb);
+
+/*
+ * The table alone, without a daemon (envelopefsctl fsck and decrypt, and
+ * the daemon's own struct rollback): where it is, what it holds for a file
+ * ID.  Reading it never creates anything.
+ */
+struct rollback_table {
+	char dir[PATH_MAX - 64]; /* ROOT/<uuid>/versions, with room for an entry below */
+};
+
+/* rollback_table_at - the table of volume @uuid under state root @root.  0 or -ENAMETOOLONG. */
+int rollback_table_at(const char *root, const uint8_t uuid[16], struct rollback_table *t);
+
+/* rollback_table_version - the version of @file_id in @t (0: none, or unreadable). */
+uint64_t rollback_table_version(const struct rollback_table *t,
+				const uint8_t file_id[RECORD_FILE_ID_LEN]);
+
+/* rollback_table_remove - @file_id's entry out of @t.  0 (also when none) or -errno. */
+int rollback_table_remove(const struct rollback_table *t,
+			  const uint8_t file_id[RECORD_FILE_ID_LEN]);
+
+/*
+ * rollback_table_each - call @fn with every file ID @t holds an entry for
+ * (names that are not an entry's, such as a crashed write's temporary
+ * file, are skipped); a non-zero return stops the walk and is returned.
+ * 0 (also when the table does not exist) or -errno.
+ */
+int rollback_table_each(const struct rollback_table *t,
+			int (*fn)(void *arg, const uint8_t file_id[RECORD_FILE_ID_LEN]),
+			void *arg);
+
+/*
+ * rollback_table_rolled_back - is the authentic record @rec older than
+ * what @t holds for its file ID?  @seen gets what @t holds.  A record
+ * without a version (older formats, tag 2 absent) counts as version 0.
+ */
+bool rollback_table_rolled_back(const struct rollback_table *t, const struct key_record *rec,
+				uint64_t *seen);
 
 #endif

@@ -21,6 +21,8 @@
 #include "crypto/random.h"
 #include "crypto/record.h"
 #include "crypto/secmem.h"
+#include "fs/hoststate.h"
+#include "fs/rollback.h"
 #include "tools/ctl.h"
 #include "tools/ctl_scope_offline.h"
 
@@ -52,8 +54,14 @@ static const char decrypt_usage[] =
 	"is written; at the first bad block decrypt stops with exit status 3, naming\n"
 	"the block, and stdout holds exactly the blocks before it.\n"
 	"\n"
+	"On a format-3 volume a file older than this host saw (put back by the\n"
+	"storage) is refused with exit status 3, as the daemon answers EIO.\n"
+	"\n"
 	"Options:\n"
 	"  --path                  the second argument is a plaintext path in the volume\n"
+	"  --accept-rollback       decrypt a file older than this host saw all the same\n"
+	"                          (this host's state is left as it is)\n"
+	"  --state-dir DIR         this host's state (the daemon's state_dir)\n"
 	DATA_OPTIONS_LIST;
 
 struct data_args {
@@ -61,7 +69,9 @@ struct data_args {
 	const char *pass_file;
 	const char *backing;
 	const char *file;
+	const char *state_dir;
 	bool by_path;
+	bool accept_rollback;
 };
 
 static int parse_args(int argc, char **argv, const char *usage, struct data_args *a)
@@ -70,6 +80,8 @@ static int parse_args(int argc, char **argv, const char *usage, struct data_args
 		{ "keyring", required_argument, NULL, 'k' },
 		{ "passphrase-file", required_argument, NULL, 'p' },
 		{ "path", no_argument, NULL, 'P' },
+		{ "accept-rollback", no_argument, NULL, 'A' },
+		{ "state-dir", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -89,6 +101,15 @@ static int parse_args(int argc, char **argv, const char *usage, struct data_args
 			if (usage != decrypt_usage)
 				return ctl_usage(usage, false);
 			a->by_path = true;
+			break;
+		case 'A':
+		case 'S':
+			if (usage != decrypt_usage)
+				return ctl_usage(usage, false);
+			if (c == 'A')
+				a->accept_rollback = true;
+			else
+				a->state_dir = optarg;
 			break;
 		case 'h':
 			ctl_usage(usage, true);
@@ -299,6 +320,48 @@ static int check_binding(const struct ctl_volume *v, const char *path, const cha
 	return CTL_OK;
 }
 
+/*
+ * check_version - on a format-3 volume, is the authenticated @rec of @file
+ * at least the version this host saw (docs/FORMAT.md, "File versions")?
+ * The daemon answers EIO to one below: exit 3, unless --accept-rollback.
+ * A CTL_* code.
+ */
+static int check_version(const struct ctl_volume *v, const struct data_args *a,
+			 const char *file, const struct key_record *rec)
+{
+	struct rollback_table *t;
+	char root[PATH_MAX];
+	uint64_t seen;
+	bool behind;
+
+	if (!record_tags_v3(&v->cfg))
+		return CTL_OK;
+	if (hoststate_root(a->state_dir, root, sizeof(root)) < 0) {
+		fprintf(stderr, "envelopefsctl decrypt: no state directory for this host (give "
+			"--state-dir DIR): %s is not checked for a rollback\n", file);
+		return CTL_OK;
+	}
+	t = malloc(sizeof(*t));
+	if (!t || rollback_table_at(root, v->cfg.uuid, t) < 0) {
+		free(t);
+		return ctl_err(CTL_FAILED, "cannot name this host's file versions under %s", root);
+	}
+	behind = rollback_table_rolled_back(t, rec, &seen);
+	free(t);
+	if (!behind)
+		return CTL_OK;
+	if (a->accept_rollback) {
+		fprintf(stderr, "envelopefsctl decrypt: %s: version %llu, older than the %llu this "
+			"host saw: decrypted all the same (--accept-rollback)\n", file,
+			(unsigned long long)rec->file_version, (unsigned long long)seen);
+		return CTL_OK;
+	}
+	return ctl_err(CTL_INTEGRITY, "%s: the file is at version %llu and this host saw version "
+		       "%llu: the storage put an older copy back (--accept-rollback decrypts it "
+		       "all the same)", file, (unsigned long long)rec->file_version,
+		       (unsigned long long)seen);
+}
+
 int cmd_decrypt(int argc, char **argv)
 {
 	const char *plain_path = NULL;
@@ -378,6 +441,8 @@ int cmd_decrypt(int argc, char **argv)
 	rc = unwrap_record(&v, a.file, rec, dek);
 	if (rc == CTL_OK && plain_path)
 		rc = check_binding(&v, plain_path, a.file, rec);
+	if (rc == CTL_OK)
+		rc = check_version(&v, &a, plain_path ? plain_path : a.file, rec);
 	if (rc != CTL_OK)
 		goto out;
 	owner = (struct block_owner){ .key = dek, .volume_uuid = v.cfg.uuid,

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
  * envelopefsctl fsck: authenticate a whole volume, find what crashes left
- * behind, optionally remove it, optionally upgrade a version-1 volume
+ * behind, optionally remove it, optionally upgrade an older volume
  * (ctl_fsck.h: the walk and the checks live in their own files).
  *
  * Online (a MOUNTPOINT, or the BACKING of a mounted volume) fsck reads the
  * backing only and changes nothing: the daemon keeps serving.  Offline,
  * --repair removes the leftovers the walk proved orphaned (never a name a
  * listing shows, never a journal a mount still needs) and --upgrade turns a
- * clean version-1 volume into a version-2 one.
+ * clean version-1 or -2 volume into a version-3 one (ctl_fsck_upgrade.c).
  */
 
 #include <errno.h>
@@ -50,12 +50,15 @@ static const char fsck_usage[] =
 	"  --repair                (unmounted) remove the leftovers that are provably\n"
 	"                          orphaned; never user data, never a re-key journal\n"
 	"  --upgrade               (unmounted) after a clean check, make a version-1\n"
-	"                          volume version 2 (configuration MAC, version-2\n"
-	"                          records and symlinks for new files)\n"
+	"                          or -2 volume version 3 (file versions, entry\n"
+	"                          bindings, volume epoch), or version 2 where its\n"
+	"                          header slots have no room for format 3\n"
 	"  -j, --jobs N            parallel workers (default 4)\n"
 	"  --json                  print the report as JSON on stdout\n"
 	"  --keyring PATH          use this keyring instead of the volume's kms:keyring\n"
 	"  --passphrase-file FILE  read the keyring passphrase from FILE\n"
+	"  --state-dir DIR         this host's state (its pin, volume epoch and file\n"
+	"                          versions), the daemon's state_dir option\n"
 	"  -h, --help              show this help\n"
 	"\n"
 	"Progress goes to stderr on a terminal.  Leftovers alone leave the exit status 0.\n"
@@ -237,7 +240,7 @@ static int check_volume(struct fsck *f)
 	}
 	/* The host's pin is the root of trust of a plain-names volume, and catches a
 	 * configuration swapped for another volume's on a sealed one. */
-	if (hoststate_root(NULL, state, sizeof(state)) == 0 &&
+	if (hoststate_root(f->state_dir, state, sizeof(state)) == 0 &&
 	    confpin_check(state, f->backing, &f->vol.cfg, err, sizeof(err)) == -ESTALE)
 		fsck_report(f, FSCK_INTEGRITY, NULL, conf, "config-pin", 0,
 			    "the configuration is not the one this host accepted (%s): the mount "
@@ -248,6 +251,7 @@ static int check_volume(struct fsck *f)
 			    "pin`): the mount is refused (exit 3)");
 	if (key && record_tags_v3(&f->vol.cfg))
 		check_epoch(f, key, *state ? state : NULL);
+	fsck_versions_open(f, *state ? state : NULL);
 	rc = names_create(f->vol.cfg.names_encrypted, key, f->vol.cfg.uuid, &f->names);
 	if (rc == 0 && key)
 		load_scopes(f, key, conf);
@@ -391,9 +395,11 @@ static int report(struct fsck *f, double elapsed)
 }
 
 /*
- * upgrade - a checked version-1 volume becomes version 2: the configuration
- * says so (with its MAC, under encrypted names) and is pinned here.  Its
- * version-1 records and symlinks stay: version-2 readers accept them.
+ * upgrade - a checked volume becomes version f->upgrade_to (2 or 3): the
+ * configuration says so (with its MAC, under encrypted names) and is pinned
+ * here; format 3 with a volume key gets its epoch.  Its records and
+ * symlinks stay: readers of the new version accept them (docs/FORMAT.md,
+ * "Upgrading").
  */
 static int upgrade(struct fsck *f)
 {
@@ -407,7 +413,7 @@ static int upgrade(struct fsck *f)
 		code = ctl_err(CTL_FAILED, "out of memory");
 		goto out;
 	}
-	cfg->format_version = 2;
+	cfg->format_version = f->upgrade_to;
 	code = ctl_config_seal(f->backing, cfg, kms, previous);
 	if (code != CTL_OK)
 		goto out;
@@ -417,8 +423,9 @@ static int upgrade(struct fsck *f)
 		goto out;
 	}
 	ctl_pin_record(f->backing);
+	fsck_upgrade_epoch(f);
 	if (!f->json)
-		printf("upgraded %s to format version 2\n", f->backing);
+		printf("upgraded %s to format version %u\n", f->backing, f->upgrade_to);
 out:
 	if (kms)
 		iniparser_freedict(kms);
@@ -438,6 +445,7 @@ static int parse_args(int argc, char **argv, struct fsck *f, struct fsck_args *a
 		{ "jobs", required_argument, NULL, 'j' }, { "json", no_argument, NULL, 'J' },
 		{ "keyring", required_argument, NULL, 'k' },
 		{ "passphrase-file", required_argument, NULL, 'p' },
+		{ "state-dir", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },	{ NULL, 0, NULL, 0 }
 	};
 	char *end;
@@ -451,6 +459,7 @@ static int parse_args(int argc, char **argv, struct fsck *f, struct fsck_args *a
 		case 'J': f->json = true; break;
 		case 'k': a->keyring = optarg; break;
 		case 'p': a->pass_file = optarg; break;
+		case 'S': f->state_dir = optarg; break;
 		case 'j':
 			f->jobs = (unsigned)strtoul(optarg, &end, 10);
 			if (*optarg < '0' || *optarg > '9' || *end || f->jobs == 0 || f->jobs > 256)
@@ -539,6 +548,7 @@ static void fsck_free(struct fsck *f)
 	free(f->link_ids);
 	names_destroy(f->names);
 	free(f->scope_roots);
+	fsck_versions_close(f);
 	if (f->root_fd >= 0)
 		close(f->root_fd);
 	ctl_volume_close(&f->vol);
@@ -561,10 +571,9 @@ int cmd_fsck(int argc, char **argv)
 	code = ctl_volume_open(f.backing, a.keyring, a.pass_file, true, &f.vol);
 	if (code != CTL_OK)
 		return code;
-	if (f.upgrade && f.vol.cfg.format_version != 1) {
+	if (f.upgrade && fsck_upgrade_target(&f, &f.upgrade_to) != CTL_OK) {
 		ctl_volume_close(&f.vol);
-		return ctl_err(CTL_FAILED, "%s is already format version %u", f.backing,
-			       f.vol.cfg.format_version);
+		return CTL_FAILED;
 	}
 	f.root_fd = open(f.backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (f.root_fd < 0) {
@@ -580,6 +589,7 @@ int cmd_fsck(int argc, char **argv)
 		fsck_walk_link_store(&f);
 		if (f.repair)
 			repair(&f);
+		fsck_versions_tidy(&f);
 	}
 	if (code == CTL_OK || code == CTL_INTEGRITY) {
 		result = report(&f, fsck_now() - f.started);

@@ -54,10 +54,17 @@ struct fsck_item {
 	nlink_t nlink;
 };
 
+struct fsck_versions;
+struct key_record;
+
 struct fsck {
 	/* settings */
 	bool online, repair, upgrade, json;
 	unsigned jobs;
+	unsigned upgrade_to; /* --upgrade: the format version (fsck_upgrade_target()) */
+	const char *state_dir; /* --state-dir, NULL: the default (fs/hoststate.h) */
+	/* format 3: this host's table of file versions (fs/rollback.h), NULL: none */
+	struct fsck_versions *versions;
 	char backing[4096];
 	struct ctl_volume vol;
 	struct names *names;
@@ -119,6 +126,52 @@ int fsck_read_journal(int dirfd, const char *path, struct rekey_journal_header *
 
 /* fsck_check_items - authenticate every item of @f with f->jobs threads, progress on a tty. */
 void fsck_check_items(struct fsck *f);
+
+/*
+ * ctl_fsck_versions.c.  fsck_versions_open - on a format-3 volume, this
+ * host's table of file versions under state root @state_root into
+ * f->versions (a lag only when it cannot be named).
+ */
+void fsck_versions_open(struct fsck *f, const char *state_root);
+
+/*
+ * fsck_version_rolled_back - is the authentic record @rec (of the open
+ * backing file @fd, whose DEK is @dek) older than this host saw?  Then
+ * true, with what to report in @what.
+ */
+bool fsck_version_rolled_back(struct fsck *f, int fd, const struct key_record *rec,
+			      const uint8_t *dek, char *what, size_t what_len);
+
+/* fsck_versions_note - a record of file ID @file_id exists (its entry is no stale one). */
+void fsck_versions_note(struct fsck *f, const uint8_t *file_id);
+
+/*
+ * fsck_versions_tidy - after the check, offline: the entries of this
+ * host's table whose file ID no record of the volume has (deleted files)
+ * are a leftover; --repair removes them.  Only after a check that read
+ * every record: a walk that missed a directory, a record it could not
+ * read, a key scope's tree (not walked here) or a re-key under way could
+ * hide a file that exists, and dropping its entry would forget its
+ * rollback.
+ */
+void fsck_versions_tidy(struct fsck *f);
+
+/* fsck_versions_close - release f->versions. */
+void fsck_versions_close(struct fsck *f);
+
+/*
+ * ctl_fsck_upgrade.c.  fsck_upgrade_target - the format --upgrade raises
+ * the volume to into @target: 3 where its header slots have room for
+ * format 3's items, else 2.  CTL_OK, or an error printed (nothing to raise).
+ */
+int fsck_upgrade_target(struct fsck *f, unsigned *target);
+
+/*
+ * fsck_upgrade_epoch - after an upgrade to format 3 with a volume key: the
+ * volume epoch file, noted on this host (a warning when it cannot be made:
+ * the next mount makes it).
+ */
+void fsck_upgrade_epoch(struct fsck *f);
 
 /* fsck_now - a monotonic clock in seconds. */
 double fsck_now(void);

@@ -268,7 +268,7 @@ static void check_file(struct pass *p)
 	struct content_file cf;
 	struct stat st;
 	uint64_t rest;
-	char what[160];
+	char what[320];
 	int fd = open(p->it->backing, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), rc;
 
 	if (!rec || !dek) {
@@ -308,6 +308,7 @@ static void check_file(struct pass *p)
 		problem(p, FSCK_IO, "io", -rc, "cannot read the key record");
 		goto out;
 	}
+	fsck_versions_note(f, rec->file_id);
 	if (rec->flags & RECORD_FLAG_REKEYING) {
 		rekeying(p, rec);
 		goto out;
@@ -315,6 +316,8 @@ static void check_file(struct pass *p)
 	if (unwrap(p, rec, dek) != 0)
 		goto out;
 	check_binding(p, rec);
+	if (fsck_version_rolled_back(f, fd, rec, dek, what, sizeof(what)))
+		problem(p, FSCK_INTEGRITY, "rolled-back", EIO, what);
 	cf = (struct content_file){ .fd = fd, .layout = l,
 				    .owner = { .key = dek, .volume_uuid = f->vol.cfg.uuid,
 					       .file_id = rec->file_id },

@@ -470,11 +470,12 @@ def test_upgrade_version1(tmp_path, state, names):
     rc, report = fsck(v.backing, "--upgrade")
     assert rc == 0 and report["findings"] == [], report
     text = conf.read_text()
-    assert "format_version = 2" in text
+    assert "format_version = 3" in text  # its slots have format 3's room: through 2 to 3
     assert ("mac = " in text) == (names == "encrypted")
+    assert (v.backing / "envelopefs.epoch").exists() == (names == "encrypted")
     again = subprocess.run([str(CTL), "fsck", "--upgrade", str(v.backing)], capture_output=True,
                            text=True)
-    assert again.returncode == 1 and "already format version 2" in again.stderr
+    assert again.returncode == 1 and "already format version 3" in again.stderr
 
     v.mount()
     try:
@@ -487,6 +488,7 @@ def test_upgrade_version1(tmp_path, state, names):
     finally:
         v.unmount()
     assert v.backing_path("new").read_bytes()[14 + 4] == 2  # new files get version-2 records
+    assert v.backing_path("d/f").read_bytes()[14 + 4] == 1  # old ones keep theirs
     rc, report = fsck(v.backing)
     assert rc == 0 and report["findings"] == [], report
 

@@ -2,6 +2,7 @@
 refused on a host that saw the newer one, and a crash never looks like one (docs/THREAT-MODEL.md,
 "Rollback").  Every test runs with its own host state directory ($ENVELOPEFS_STATE_DIR)."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -100,6 +101,24 @@ def write_fsync(path, data, mode="ab"):
         os.fsync(f.fileno())
 
 
+def fsck_all(backing, *args, env=None):
+    """envelopefsctl fsck --json: its exit status and its findings."""
+    cp = subprocess.run([str(CTL), "fsck", "--json", *args, str(backing)], capture_output=True,
+                        text=True, timeout=300, env=env)
+    assert cp.stdout, cp.stderr
+    return cp.returncode, json.loads(cp.stdout)["findings"]
+
+
+def rolled_back(findings):
+    """The plaintext paths fsck found put back to an older version."""
+    return sorted(f["path"] for f in findings if f["kind"] == "rolled-back")
+
+
+def decrypt(v, name, *args):
+    return subprocess.run([str(CTL), "decrypt", *args, "--path", str(v.backing), name],
+                          capture_output=True, timeout=120)
+
+
 @pytest.mark.parametrize("placement", ["header", "xattr"])
 def test_version_counts_durable_epochs(tmp_path, state, placement):
     """A new record is version 1; a change raises it only over a record known durable (after an
@@ -160,6 +179,17 @@ def test_file_put_back_refused(tmp_path, state, placement):
     shutil.copy2(saved, v.backing_path("f"))
     if placement == "xattr":
         os.setxattr(v.backing_path("f"), XATTR, saved_rec)
+    # Offline: fsck names it, decrypt refuses it as the daemon's open would (EIO: exit 3).
+    code, found = fsck_all(v.backing)
+    assert code == 3 and rolled_back(found) == ["/f"], found
+    assert all(f["errno"] == "EIO" for f in found if f["kind"] == "rolled-back"), found
+    cp = decrypt(v, "f")
+    assert cp.returncode == 3 and b"put an older copy back" in cp.stderr and not cp.stdout, cp
+    cp = decrypt(v, "f", "--accept-rollback")
+    assert cp.returncode == 0 and cp.stdout == b"old content", cp
+    # The host's knowledge is where the state root says: another one knows nothing.
+    code, found = fsck_all(v.backing, "--state-dir", str(tmp_path / "elsewhere"))
+    assert rolled_back(found) == [], found
     v.mount()
     try:
         assert open_errno(v.mnt / "f") == 5
@@ -175,6 +205,7 @@ def test_file_put_back_refused(tmp_path, state, placement):
         assert get(v.mnt / "f") == b"old content"  # accepted for good
     finally:
         stop(v)
+    assert fsck_all(v.backing) == (0, [])
 
 
 def snapshot(v, where):
@@ -200,9 +231,16 @@ def test_volume_snapshot_refused_at_mount(tmp_path, state):
         stop(v)
     snapshot(v, tmp_path / "copy")
     v.mount()
-    put(v.mnt / "f", b"new")
+    with open(v.mnt / "f", "r+b") as f:  # made durable first, so this open raises its version
+        os.fsync(f.fileno())
+        f.write(b"new")
+        f.flush()
+        os.fsync(f.fileno())
     stop(v)
     restore(v, tmp_path / "copy")
+    code, found = fsck_all(v.backing)  # unmounted: the epoch, and the file the copy put back
+    assert code == 3 and rolled_back(found) == ["/f"], found
+    assert [f["kind"] for f in found if f["kind"] == "volume-epoch"] == ["volume-epoch"], found
     proc = v.mount(check=False)
     if proc.returncode == 0:
         stop(v)
@@ -329,6 +367,9 @@ def test_power_cut_is_no_rollback(tmp_path, placement):
                 check_promises(st.mnt, w.promises, read_tree(st.mnt))
                 st.unmount_volume()
             assert "rolled back" not in st.log()
+            # Nor does fsck, with the host's state, on the volume the cut left.
+            code, found = fsck_all(st.backing, env=st.env)
+            assert code == 0 and found == [], found
         except (AssertionError, OSError) as e:
             raise AssertionError(f"cut at mutation {k} of {total}: {e}\n"
                                  f"daemon log:\n{st.log()}") from None
@@ -394,6 +435,13 @@ def test_shared_hosts_never_refuse_each_other(tmp_path, placement):
         if placement == "xattr":
             os.setxattr(b.backing_path("f"), XATTR, saved_rec)
         assert open_errno(a.mnt / "f") == 5
+        # fsck, online, with A's state finds it too; with B's (which wrote it) as well, once
+        # each daemon wrote what it learnt to its table (within a second, rollback.h).
+        for label in "AB":
+            def found_it():
+                code, found = fsck_all(store, "--state-dir", str(tmp_path / f"state{label}"))
+                return code == 3 and rolled_back(found) == ["/f"]
+            assert poll(found_it, within=10), label
     finally:
         b.unmount()
         a.unmount()
@@ -503,3 +551,285 @@ def test_read_only_backing_checked_not_raised(tmp_path, state):
     finally:
         subprocess.run(["umount", str(ro)], check=True)
     assert (v.backing / "envelopefs.epoch").read_bytes() == epoch
+
+
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_fsck_finds_no_rollback_after_many_writes(tmp_path, state, placement):
+    """Many writes, fsyncs, renames and remounts (the versions raised and learnt many times):
+    fsck reports nothing, while the daemon writes (online) and after (offline)."""
+    v = make(tmp_path, "v", placement, names="encrypted")
+    v.mount("rollback_sync_interval=1")
+    errors, done = [], threading.Event()
+
+    def writer():
+        try:
+            i = 0
+            while not done.is_set() or i < 20:
+                name = f"f{i % 5}"
+                with open(v.mnt / name, "ab") as f:
+                    f.write(os.urandom(3000))
+                    f.flush()
+                    if i % 2:
+                        os.fsync(f.fileno())
+                if i % 7 == 6:
+                    os.rename(v.mnt / name, v.mnt / f"r{i}")
+                    os.rename(v.mnt / f"r{i}", v.mnt / name)
+                i += 1
+        except OSError as e:
+            errors.append(e)
+    try:
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            for _ in range(3):
+                code, found = fsck_all(v.backing)
+                assert rolled_back(found) == [], found
+        finally:
+            done.set()
+            t.join()
+        assert not errors, errors
+        assert poll(lambda: learnt(state, v, "f1") >= 2)  # versions were raised and learnt
+    finally:
+        stop(v)
+    for _ in range(2):
+        v.mount()
+        try:
+            for i in range(5):  # the second open finds the record durable: one raise
+                write_fsync(v.mnt / f"f{i}", b"+")
+                write_fsync(v.mnt / f"f{i}", b"+")
+        finally:
+            stop(v)
+    assert max(learnt(state, v, f"f{i}") for i in range(5)) >= 3
+    assert fsck_all(v.backing) == (0, [])
+
+
+# --- the host's table kept tidy ---------------------------------------------------------------
+
+def file_id_of(v, name):
+    return record_bytes(v, name)[6:22].hex()
+
+
+def entry_exists(state, file_id):
+    return any(state.glob(f"*/versions/{file_id[:2]}/{file_id[2:]}"))
+
+
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_unlink_drops_the_entry(tmp_path, state, placement):
+    """Unlinking a file's last name (or renaming another file over it) drops its entry from this
+    host's table; a file with another name left keeps it, and so does every other file."""
+    v = make(tmp_path, "v", placement, names="encrypted")
+    v.mount()
+    try:
+        for name in ("gone", "replaced", "linked", "kept"):
+            write_fsync(v.mnt / name, b"data", "wb")
+        os.link(v.mnt / "linked", v.mnt / "other")
+        ids = {name: file_id_of(v, name) for name in ("gone", "replaced", "linked", "kept")}
+        assert poll(lambda: all(entry_exists(state, i) for i in ids.values()))
+        os.unlink(v.mnt / "gone")
+        os.unlink(v.mnt / "linked")  # "other" still names it
+        os.rename(v.mnt / "kept", v.mnt / "replaced")
+        assert poll(lambda: not entry_exists(state, ids["gone"]))
+        time.sleep(1.5)  # a flush of what was learnt would have written it back by now
+        assert not entry_exists(state, ids["gone"]) and not entry_exists(state, ids["replaced"])
+        assert entry_exists(state, ids["linked"]) and entry_exists(state, ids["kept"])
+        # Many at once: the kernel lets go of inodes meanwhile (the daemon's then know no record),
+        # and their cached keys vouch for the file IDs.
+        for i in range(300):
+            write_fsync(v.mnt / f"many{i}", b"x", "wb")
+        table = next(state.glob("*/versions"))
+
+        def entries():  # os.walk skips a directory the daemon removes meanwhile
+            return sum(len(files) for _, _, files in os.walk(table))
+        assert poll(lambda: entries() >= 302)
+        for i in range(300):
+            os.unlink(v.mnt / f"many{i}")
+        assert poll(lambda: entries() == 2)  # "linked" and "kept"
+    finally:
+        stop(v)
+    assert not entry_exists(state, ids["gone"]) and not entry_exists(state, ids["replaced"])
+    assert fsck_all(v.backing) == (0, [])
+
+
+def test_fsck_repair_drops_stale_entries(tmp_path, state):
+    """Entries of files no longer in the volume (deleted behind the daemon's back) are a leftover
+    for fsck and removed by --repair; entries of files that exist never are, and nothing is
+    removed after a check that found a problem (a file it could not read may exist)."""
+    v = make(tmp_path, "v", names="encrypted")
+    v.mount()
+    try:
+        os.mkdir(v.mnt / "d")
+        for name in ("a", "b", "d/c", "d/e"):
+            write_fsync(v.mnt / name, b"data" * 2000, "wb")
+        ids = {name: file_id_of(v, name) for name in ("a", "b", "d/c", "d/e")}
+        assert poll(lambda: all(entry_exists(state, i) for i in ids.values()))
+        backing = {name: v.backing_path(name) for name in ids}
+    finally:
+        stop(v)
+    backing["b"].unlink()
+    backing["d/c"].unlink()
+    code, found = fsck_all(v.backing)
+    assert code == 0 and [(f["kind"], f["removable"], f["removed"]) for f in found] == \
+        [("stale-versions", True, False)] and found[0]["detail"].startswith("2 entries"), found
+    assert all(entry_exists(state, i) for i in ids.values())  # a check alone removes nothing
+
+    raw = bytearray(backing["a"].read_bytes())  # a problem: nothing is provably stale
+    raw[-10] ^= 1
+    backing["a"].write_bytes(bytes(raw))
+    code, found = fsck_all(v.backing, "--repair")
+    assert code == 3 and "stale-versions" not in [f["kind"] for f in found], found
+    assert entry_exists(state, ids["b"]) and entry_exists(state, ids["d/c"])
+    raw[-10] ^= 1
+    backing["a"].write_bytes(bytes(raw))
+
+    code, found = fsck_all(v.backing, "--repair")
+    assert code == 0 and [(f["kind"], f["removed"]) for f in found] == \
+        [("stale-versions", True)], found
+    assert not entry_exists(state, ids["b"]) and not entry_exists(state, ids["d/c"])
+    assert entry_exists(state, ids["a"]) and entry_exists(state, ids["d/e"])
+    assert fsck_all(v.backing) == (0, [])
+    v.mount()
+    try:
+        assert get(v.mnt / "a") == b"data" * 2000 and get(v.mnt / "d" / "e") == b"data" * 2000
+    finally:
+        stop(v)
+
+
+# --- upgrading to format 3 ---------------------------------------------------------------------
+
+def older_volume(tmp_path, name, placement, format_version, header_size=None):
+    """A volume as an older `init` made it: its format version, and (header placement) its
+    slots as that version sized them (512 bytes with the local keyring for 1 and 2), sealed
+    again and pinned with `envelopefsctl pin`, before any file is written."""
+    v = make(tmp_path, name, placement, names="encrypted")
+    conf = v.backing / "envelopefs.conf"
+    text = conf.read_text().replace("format_version = 3", f"format_version = {format_version}")
+    if format_version == 1:
+        text = re.sub(r"^mac = .*\n", "", text, flags=re.M)
+    if header_size:
+        text = re.sub(r"^header_size = \d+$", f"header_size = {header_size}", text, flags=re.M)
+    conf.write_text(text)
+    subprocess.run([str(CTL), "pin", str(v.backing)], check=True, capture_output=True)
+    return v
+
+
+def upgrade(v):
+    return subprocess.run([str(CTL), "fsck", "--upgrade", str(v.backing)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def conf_version(v):
+    return int(re.search(r"^format_version = (\d+)$", (v.backing / "envelopefs.conf").read_text(),
+                         re.M).group(1))
+
+
+@pytest.mark.parametrize("placement", ["header", "xattr"])
+def test_upgrade_format2_to_3(tmp_path, state, placement):
+    """A format-2 volume whose slots have room (xattr placement, or headers sized for format 3)
+    becomes format 3: everything reads, new files get versions and their put-back copies are
+    refused (by the mount and by fsck), old files get a version at their first raise."""
+    v = older_volume(tmp_path, "v", placement, 2)
+    old = {"d/a": os.urandom(3 * BLOCK + 1), "b": b"an old file"}
+    v.mount()
+    try:
+        os.mkdir(v.mnt / "d")
+        for name, data in old.items():
+            write_fsync(v.mnt / name, data, "wb")
+    finally:
+        stop(v)
+    assert record_version(v, "b") is None  # format 2: no version item
+    assert not (v.backing / "envelopefs.epoch").exists()
+    cp = upgrade(v)
+    assert cp.returncode == 0 and "upgraded" in cp.stdout, cp
+    assert conf_version(v) == 3 and (v.backing / "envelopefs.epoch").stat().st_size == 45
+    v.mount()
+    try:
+        for name, data in old.items():
+            assert get(v.mnt / name) == data, name
+        write_fsync(v.mnt / "new", b"first", "wb")
+        assert record_version(v, "new") == 1
+        saved = tmp_path / "saved"
+        shutil.copy2(v.backing_path("new"), saved)
+        if placement == "xattr":
+            saved_rec = os.getxattr(v.backing_path("new"), XATTR)
+        with open(v.mnt / "new", "r+b") as f:
+            f.write(b"FIRST")
+            f.flush()
+            os.fsync(f.fileno())
+        assert record_version(v, "new") == 2
+        write_fsync(v.mnt / "b", b"+")  # made durable by this daemon first,
+        write_fsync(v.mnt / "b", b"+")  # then raised from none to 1
+        assert record_version(v, "b") == 1
+    finally:
+        stop(v)
+    shutil.copy2(saved, v.backing_path("new"))
+    if placement == "xattr":
+        os.setxattr(v.backing_path("new"), XATTR, saved_rec)
+    code, found = fsck_all(v.backing)
+    assert code == 3 and rolled_back(found) == ["/new"], found
+    v.mount()
+    try:
+        assert open_errno(v.mnt / "new") == 5
+        assert get(v.mnt / "b") == b"an old file++" and get(v.mnt / "d" / "a") == old["d/a"]
+    finally:
+        stop(v)
+
+
+def test_upgrade_without_room_stays_format2(tmp_path, state):
+    """Header slots sized for format 2 have no room for format 3's items, and a slot's size is
+    the whole volume's: such a volume is not made format 3 (it says why), a format-1 one is
+    raised to 2, and both keep mounting and reading."""
+    for version in (1, 2):
+        v = older_volume(tmp_path, f"v{version}", "header", version, header_size=512)
+        v.mount()
+        try:
+            write_fsync(v.mnt / "f", b"data" * 3000, "wb")
+        finally:
+            stop(v)
+        if version == 1:
+            cp = upgrade(v)
+            assert cp.returncode == 0 and conf_version(v) == 2, cp
+        cp = upgrade(v)
+        assert cp.returncode == 1 and "stays format version 2" in cp.stderr, cp
+        assert "header slots are 256 bytes" in cp.stderr and conf_version(v) == 2, cp
+        assert not (v.backing / "envelopefs.epoch").exists()
+        v.mount()
+        try:
+            assert get(v.mnt / "f") == b"data" * 3000
+            put(v.mnt / "g", b"new")
+        finally:
+            stop(v)
+        assert record_version(v, "g") is None
+        assert fsck_all(v.backing) == (0, [])
+
+
+def test_plain_names_snapshot_found_per_file(tmp_path, state):
+    """A plain-names volume has no epoch: put back from an older copy it mounts, but each file
+    the copy holds older than this host saw is refused at open and found by fsck."""
+    v = make(tmp_path, "v", names="plain")
+    v.mount()
+    try:
+        for name in ("changed", "same"):
+            write_fsync(v.mnt / name, b"old", "wb")
+    finally:
+        stop(v)
+    snapshot(v, tmp_path / "copy")
+    v.mount()
+    try:
+        with open(v.mnt / "changed", "r+b") as f:  # made durable first, then raised
+            os.fsync(f.fileno())
+            f.write(b"new")
+            f.flush()
+            os.fsync(f.fileno())
+        write_fsync(v.mnt / "later", b"made after the copy", "wb")
+    finally:
+        stop(v)
+    restore(v, tmp_path / "copy")
+    assert not (v.backing / "envelopefs.epoch").exists()
+    code, found = fsck_all(v.backing)
+    assert code == 3 and rolled_back(found) == ["/changed"], found
+    v.mount()
+    try:
+        assert open_errno(v.mnt / "changed") == 5
+        assert get(v.mnt / "same") == b"old" and not (v.mnt / "later").exists()
+    finally:
+        stop(v)
