@@ -56,7 +56,15 @@ int fileversion_check_locked(struct envfs *fs, struct inode *in, const struct ke
 		atomic_fetch_add(&fs->counters.integrity_errors, 1);
 		return -EIO;
 	}
-	track(fs, in, rec, pos, rollback_read_gen(fs->rollback), 0);
+	/* The table holds only versions known durable (rollback.h), so a
+	 * record of that very version is durable as far as rule R needs (a
+	 * power cut can only put back another record of that version): the
+	 * next raise need not wait for a sync, even in an inode the kernel
+	 * let go of since this host's own fsync made it durable. */
+	track(fs, in, rec, pos,
+	      seen > 0 && rec->file_version == seen ? ROLLBACK_GEN_DURABLE
+						    : rollback_read_gen(fs->rollback),
+	      0);
 	return 0;
 }
 
