@@ -29,6 +29,10 @@
  *    across I/O other than the key-record read and the KMS call that loads
  *    the key (so concurrent first reads unwrap once).
  *  - dek is a pinned DEK-cache entry while opens > 0 and the key is loaded.
+ *  - The table may be bounded (inode_bound_set()): the count of live
+ *    inodes may pass the bound, as only the kernel frees them (FORGET); an
+ *    evictor (inode_evict.h) then asks it to let go of inodes that were not
+ *    used since the clock hand last passed (inode_victims()).
  */
 
 #include <pthread.h>
@@ -46,6 +50,10 @@
 struct inode {
 	struct fd_slot slot; /* O_PATH; use inode_fd() while pinned */
 	bool hashed; /* reachable by (dev, ino); guarded by the table lock */
+	/* Used (looked up, referenced or pinned) since the clock hand last
+	 * passed it (inode_victims()); atomic, as a pin sets it without the
+	 * table lock. */
+	_Atomic bool recent;
 	dev_t dev;
 	ino_t ino;
 	mode_t type; /* S_IFMT bits */
@@ -202,8 +210,38 @@ void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const s
 /* inode_forget - drop @n kernel references; frees the inode at zero. */
 void inode_forget(struct inode_table *t, struct inode *in, uint64_t n);
 
-/* inode_count - number of live inodes (status). */
+/* inode_count - number of live inodes (status); inode_peak - the most there were. */
 uint64_t inode_count(struct inode_table *t);
+uint64_t inode_peak(struct inode_table *t);
+/* inode_freed - how many inodes the kernel's forgets freed so far. */
+uint64_t inode_freed(struct inode_table *t);
+
+/*
+ * The bound (inode_evict.h).  inode_bound_set - above @max live inodes (0:
+ * none), inode_bound_wait() returns: set before the evictor starts.
+ */
+void inode_bound_set(struct inode_table *t, uint64_t max);
+/*
+ * inode_bound_wait - wait until more than the bound are live: their count,
+ * or 0 once inode_bound_stop() was called.
+ */
+uint64_t inode_bound_wait(struct inode_table *t);
+/* inode_bound_stop - inode_bound_wait() returns 0 from now on. */
+void inode_bound_stop(struct inode_table *t);
+
+/*
+ * inode_victims - up to @cap node ids of inodes the kernel may be asked to
+ * let go of (into @ids; the number returned): the CLOCK algorithm over the
+ * hash, from where the hand stopped last time, at most one turn (so each
+ * inode at most once).  An inode used since the hand last passed it
+ * (@in->recent) gets a second chance: the hand clears the mark and moves on.  The root and inodes out of the hash (whose
+ * number another took: the kernel forgets them on its own) never are.
+ * The ids may name freed inodes by the time they reach the kernel, or new
+ * ones at the same address: a prune of either is harmless (the kernel
+ * skips ids it does not know and inodes in use, and drops an unused one
+ * from its cache only), and nothing here dereferences them.
+ */
+size_t inode_victims(struct inode_table *t, uint64_t *ids, size_t cap);
 /* inode_open_fds - inode fds open now (status); inode_fds_bounded - whether they are bounded. */
 unsigned inode_open_fds(struct inode_table *t);
 bool inode_fds_bounded(struct inode_table *t);
