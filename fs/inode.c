@@ -113,6 +113,7 @@ static void inode_free(struct inode_table *t, struct inode *in)
 	}
 	fdcache_slot_fini(t->fds, &in->slot);
 	free(in->link_target);
+	free(in->holes);
 	pthread_rwlock_destroy(&in->content_lock);
 	pthread_mutex_destroy(&in->key_lock);
 	pthread_mutex_destroy(&in->mtime_lock);

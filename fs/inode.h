@@ -47,6 +47,13 @@
 #include "dekcache.h"
 #include "fdcache.h"
 
+/* A version-2 record's hole ranges and the holes this daemon's writes left
+ * (struct inode's holes). */
+struct inode_holes {
+	struct record_holes bound;
+	struct pending_holes pending; /* content.h */
+};
+
 struct inode {
 	struct fd_slot slot; /* O_PATH; use inode_fd() while pinned */
 	bool hashed; /* reachable by (dev, ino); guarded by the table lock */
@@ -54,9 +61,9 @@ struct inode {
 	 * passed it (inode_victims()); atomic, as a pin sets it without the
 	 * table lock. */
 	_Atomic bool recent;
+	mode_t type; /* S_IFMT bits; here, where it fills what the bools leave */
 	dev_t dev;
 	ino_t ino;
-	mode_t type; /* S_IFMT bits */
 	uint64_t nlookup;
 
 	pthread_rwlock_t content_lock;
@@ -66,13 +73,14 @@ struct inode {
 	 * first read or write unwraps it without reading it again. */
 	struct key_record *missed_record;
 	unsigned opens;
-	/* A version-2 record's hole ranges (docs/FORMAT.md, "Holes"): with
-	 * holes_bound, an all-zero block outside them is damage.  Set with the
-	 * DEK (filekey.c), under the key lock with no I/O running or the
-	 * content lock held exclusively; read under the content lock. */
-	bool holes_bound;
-	struct record_holes holes;
-	struct pending_holes pending_holes; /* content.h; same rules as holes */
+	/* A version-2 record's hole ranges (docs/FORMAT.md, "Holes"), NULL
+	 * while no record binds them (none loaded yet, or version 1): with
+	 * them, an all-zero block outside them is damage.  Set with the DEK
+	 * (filekey.c), under the key lock with no I/O running or the content
+	 * lock held exclusively; read under the content lock.  The pending
+	 * holes follow the same rules.  Out of line (176 bytes): most inodes
+	 * the kernel knows are never opened. */
+	struct inode_holes *holes;
 	/* An unwrap of this file's DEK (a prefetch's or a read's) found the KMS
 	 * unavailable at unavailable_ms (monotonic): a read moments later takes
 	 * that answer instead of waiting for the KMS a second time (filekey.c). */
