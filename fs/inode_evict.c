@@ -19,9 +19,11 @@
 #define EVICT_BATCH 512
 /* After a request, the time the workers get to read the kernel's forgets. */
 #define SETTLE_MS 2
-/* A request that freed nothing (every inode asked for was in use) is
- * followed by a wait, doubled each time up to this. */
-#define IDLE_MAX_MS 1000
+/* A request that freed nothing (every inode asked for was in use, or the
+ * forgets are late: a loaded machine) is followed by a wait, doubled each
+ * time up to this: short, as a tree walk makes inodes meanwhile, and a
+ * request for inodes in use costs the kernel a hash lookup each. */
+#define IDLE_MAX_MS 100
 
 /* A prune request as the kernel reads it: the header, then the count's ids. */
 struct prune_head {
