@@ -249,6 +249,13 @@ void filekey_detach(struct envfs *fs, struct inode *in)
 		in->dek = NULL;
 		free(in->missed_record);
 		in->missed_record = NULL;
+		/* The bound holes come back with the key, from its record (as
+		 * safe to drop as the key: no I/O without an open); pending
+		 * holes a failed settle left are kept for the next writer. */
+		if (in->holes && in->holes->pending.n == 0) {
+			free(in->holes);
+			in->holes = NULL;
+		}
 	}
 	pthread_mutex_unlock(&in->key_lock);
 }

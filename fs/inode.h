@@ -74,12 +74,13 @@ struct inode {
 	struct key_record *missed_record;
 	unsigned opens;
 	/* A version-2 record's hole ranges (docs/FORMAT.md, "Holes"), NULL
-	 * while no record binds them (none loaded yet, or version 1): with
+	 * while no record binds them (no key loaded, or version 1): with
 	 * them, an all-zero block outside them is damage.  Set with the DEK
 	 * (filekey.c), under the key lock with no I/O running or the content
 	 * lock held exclusively; read under the content lock.  The pending
-	 * holes follow the same rules.  Out of line (176 bytes): most inodes
-	 * the kernel knows are never opened. */
+	 * holes follow the same rules.  Out of line (176 bytes), and let go
+	 * with the DEK at the last close unless pending holes remain: most
+	 * inodes the kernel knows are not open. */
 	struct inode_holes *holes;
 	/* An unwrap of this file's DEK (a prefetch's or a read's) found the KMS
 	 * unavailable at unavailable_ms (monotonic): a read moments later takes
