@@ -15,8 +15,9 @@
 
 /* FUSE_NOTIFY_PRUNE of <linux/fuse.h> 7.45, which the build's headers may predate. */
 #define NOTIFY_PRUNE 9
-/* Node ids per request: the kernel takes them 512 at a time. */
-#define EVICT_BATCH 512
+/* Node ids per request at most (the kernel takes them 512 at a time): a
+ * round, when the thread gets the CPU, catches up with a fast tree walk. */
+#define EVICT_BATCH 2048
 /* After a request, the time the workers get to read the kernel's forgets. */
 #define SETTLE_MS 2
 /* A request that freed nothing (every inode asked for was in use, or the
@@ -91,24 +92,15 @@ static void *evict_thread(void *arg)
 	struct inode_evictor *e = arg;
 	uint64_t ids[EVICT_BATCH];
 	unsigned idle_ms = 0;
-	uint64_t live, freed;
+	/* The forgets counted when the last progress was seen: forgets that
+	 * come late (a loaded machine) are still progress at the next look. */
+	uint64_t live, seen = inode_freed(e->t), now;
 	size_t n;
 	int ret;
 
-	/* An empty request tells whether the kernel knows the code at all. */
-	ret = send_prune(e, NULL, 0);
-	if (ret < 0) {
-		log_msg(LOG_NOTICE, "max_inodes = %llu not applied: the kernel cannot be asked to "
-				    "let go of inodes (FUSE_NOTIFY_PRUNE, Linux 6.18: %s); the daemon "
-				    "keeps one per inode the kernel caches",
-			(unsigned long long)e->max, strerror(-ret));
-		return NULL;
-	}
-	atomic_store(&e->applied, true);
 	while ((live = inode_bound_wait(e->t)) != 0) {
 		n = inode_victims(e->t, ids,
 				  live - e->low < EVICT_BATCH ? (size_t)(live - e->low) : EVICT_BATCH);
-		freed = inode_freed(e->t);
 		ret = n ? send_prune(e, ids, n) : 0;
 		if (ret < 0) {
 			/* ENODEV: unmounted, the loop is ending; nothing to say. */
@@ -121,9 +113,12 @@ static void *evict_thread(void *arg)
 		atomic_fetch_add(&e->requested, n);
 		if (!nap(e, SETTLE_MS))
 			break;
-		/* Nothing freed: what the hand found is in use (open, a working
-		 * directory, directories with entries below): wait longer. */
-		if (inode_freed(e->t) != freed) {
+		/* Nothing freed since the last progress: what the hand found is
+		 * in use (open, a working directory, directories with entries
+		 * below): wait longer. */
+		now = inode_freed(e->t);
+		if (now != seen) {
+			seen = now;
 			idle_ms = 0;
 			continue;
 		}
@@ -149,6 +144,18 @@ int inode_evict_start(struct inode_table *t, int dev_fd, uint64_t max,
 	if (!e)
 		return -ENOMEM;
 	*e = (struct inode_evictor){.t = t, .dev_fd = dev_fd, .max = max, .low = max - max / 16};
+	/* An empty request tells whether the kernel knows the code at all;
+	 * here, so that the status tells from the first moment. */
+	ret = send_prune(e, NULL, 0);
+	if (ret < 0) {
+		log_msg(LOG_NOTICE, "max_inodes = %llu not applied: the kernel cannot be asked to "
+				    "let go of inodes (FUSE_NOTIFY_PRUNE, Linux 6.18: %s); the daemon "
+				    "keeps one per inode the kernel caches",
+			(unsigned long long)max, strerror(-ret));
+		free(e);
+		return 0;
+	}
+	atomic_init(&e->applied, true);
 	pthread_mutex_init(&e->lock, NULL);
 	/* nap() waits on the monotonic clock: a clock step neither stretches
 	 * nor skips it. */

@@ -25,10 +25,11 @@
  * inode, follows hard links and renames by itself, and never unhashes a
  * dentry in use (a working directory's would make getcwd() fail).
  *
- * The request is written from this thread, never from a request handler:
+ * The requests are written from this thread, never from a request handler:
  * a prune may wait for a write-back the daemon's workers answer.  An older
- * kernel answers EINVAL to the first request (an empty one, at start): the
- * bound is then not applied, which the log says once and the status shows.
+ * kernel answers EINVAL to the first request (an empty one, at start, which
+ * prunes nothing): the bound is then not applied, which the log says once
+ * and the status shows.
  */
 
 #include <stdbool.h>
@@ -39,9 +40,10 @@
 struct inode_evictor;
 
 /*
- * inode_evict_start - keep @t's live inodes near @max (0: no bound, *@out
- * NULL) by prune requests written to @dev_fd (the session's /dev/fuse fd,
- * which must outlive the evictor).  0 or -errno (no thread).
+ * inode_evict_start - keep @t's live inodes near @max by prune requests
+ * written to @dev_fd (the session's mounted /dev/fuse fd, which must
+ * outlive the evictor).  0 or -errno (no thread); *@out NULL when @max is 0
+ * or the kernel refused the first request (logged).
  */
 int inode_evict_start(struct inode_table *t, int dev_fd, uint64_t max,
 		      struct inode_evictor **out);
