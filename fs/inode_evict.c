@@ -172,6 +172,8 @@ int inode_evict_start(struct inode_table *t, int dev_fd, uint64_t max,
 		free(e);
 		return -ret;
 	}
+	/* Named, so that its CPU time can be told from the workers' (top -H, /proc). */
+	pthread_setname_np(e->thread, "envfs-evict");
 	*out = e;
 	return 0;
 }
