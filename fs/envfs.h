@@ -19,6 +19,7 @@
 #include "dekcache.h"
 #include "kms/dekpool.h"
 #include "inode.h"
+#include "inode_evict.h"
 #include "kms/kms.h"
 #include "kmsset.h"
 #include "layout.h"
@@ -45,6 +46,7 @@ struct envfs_settings {
 	int prefetch;		  /* prefetch: unwrap listed files' DEKs ahead; -1 = auto, 0, 1 */
 	int shared;		  /* shared: auto|true|false, enum shared_setting (shared.h) */
 	unsigned max_fds;	  /* max_fds: inode fds kept open; 0 = from RLIMIT_NOFILE */
+	unsigned max_inodes;	  /* max_inodes: the inode table's bound (inode_evict.h); 0 = none */
 	unsigned rollback_sync_interval; /* rollback_sync_interval: s between syncfs (rollback.h) */
 };
 
@@ -79,6 +81,7 @@ struct envfs {
 	struct rollback *rollback; /* format 3: the file versions this host saw (rollback.h); else NULL */
 	struct volepoch *epoch;	   /* format 3 with a volume key: its epoch (volepoch.h); else NULL */
 	struct inode_table *inodes;
+	struct inode_evictor *evictor; /* keeps inodes near max_inodes; NULL when none */
 	struct envfs_settings settings;
 	struct backing_caps caps; /* what the backing can do, probed at mount */
 	bool shared;		  /* shared mode (shared.h), resolved at mount */

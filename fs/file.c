@@ -67,8 +67,8 @@ static struct file_content content_of(struct envfs *fs, struct inode *in, int fd
 	if (in->dek) {
 		c.f.owner.key = in->dek->key;
 		c.f.owner.file_id = in->dek->file_id;
-		c.f.holes = in->holes_bound ? &in->holes : NULL;
-		c.f.pending = in->holes_bound ? &in->pending_holes : NULL;
+		c.f.holes = in->holes ? &in->holes->bound : NULL;
+		c.f.pending = in->holes ? &in->holes->pending : NULL;
 	}
 	return c;
 }
@@ -453,7 +453,7 @@ static int settle_holes(struct envfs *fs, struct inode *in, int fd)
 	int ret = 0;
 
 	pthread_rwlock_wrlock(&in->content_lock);
-	if (in->dek && in->pending_holes.n > 0) {
+	if (in->dek && in->holes && in->holes->pending.n > 0) {
 		struct file_content c = content_of(fs, in, fd);
 
 		ret = content_settle_holes(&c.f);

@@ -87,7 +87,8 @@ static void forget_stale_key(struct envfs *fs, struct inode *in, const struct ke
 		dekcache_put(fs->cache, in->dek);
 		in->dek = NULL;
 		/* The holes this host's writes left were in the content now replaced. */
-		in->pending_holes.n = 0;
+		if (in->holes)
+			in->holes->pending.n = 0;
 	}
 	if (in->missed_record &&
 	    (!rec || memcmp(in->missed_record->file_id, rec->file_id, RECORD_FILE_ID_LEN) != 0)) {
@@ -102,7 +103,7 @@ static void forget_stale_key(struct envfs *fs, struct inode *in, const struct ke
  * checked on its way here (@checked false: the DEK came from the cache) is
  * checked now against @dek.  On failure the DEK is let go.  Key lock held,
  * and no I/O on @in (no open yet, or the content lock held exclusively).
- * 0 or -EIO.
+ * 0, -EIO or -ENOMEM.
  */
 static int adopt_holes(struct envfs *fs, struct inode *in, const struct key_record *rec,
 		       const uint8_t *dek, bool checked)
@@ -112,8 +113,16 @@ static int adopt_holes(struct envfs *fs, struct inode *in, const struct key_reco
 		in->dek = NULL;
 		return auth_failure(fs, in);
 	}
-	in->holes_bound = rec->version == 2;
-	in->holes = rec->holes;
+	if (rec->version != 2) {
+		free(in->holes);
+		in->holes = NULL;
+	} else if (!in->holes && !(in->holes = calloc(1, sizeof(*in->holes)))) {
+		dekcache_put(fs->cache, in->dek);
+		in->dek = NULL;
+		return -ENOMEM;
+	}
+	if (in->holes)
+		in->holes->bound = rec->holes;
 	fileversion_authentic(fs, rec);
 	return 0;
 }
@@ -144,7 +153,8 @@ int filekey_declare_holes(struct envfs *fs, struct inode *in, int fd, uint64_t f
 	if (ret == 0)
 		ret = layout_write_record(&fs->layout, fd, rec, &pos);
 	if (ret == 0) {
-		in->holes = rec->holes;
+		/* Declared only for a record that binds holes (content.c): in->holes is set. */
+		in->holes->bound = rec->holes;
 		pthread_mutex_lock(&in->key_lock);
 		fileversion_written_locked(fs, in, rec, &pos, true);
 		pthread_mutex_unlock(&in->key_lock);
@@ -239,6 +249,13 @@ void filekey_detach(struct envfs *fs, struct inode *in)
 		in->dek = NULL;
 		free(in->missed_record);
 		in->missed_record = NULL;
+		/* The bound holes come back with the key, from its record (as
+		 * safe to drop as the key: no I/O without an open); pending
+		 * holes a failed settle left are kept for the next writer. */
+		if (in->holes && in->holes->pending.n == 0) {
+			free(in->holes);
+			in->holes = NULL;
+		}
 	}
 	pthread_mutex_unlock(&in->key_lock);
 }

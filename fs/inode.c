@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -14,6 +15,10 @@
  * a million (a fixed 65,536 buckets made chains of 8 at 500,000, and the
  * walk 8% of the daemon's CPU in a rotation of a 1M-file tree). */
 #define INODE_BUCKETS_MIN 1024 /* power of two */
+
+/* The most entries one inode_victims() looks at, under the table lock that
+ * every lookup takes: about a millisecond. */
+#define VICTIM_SCAN_MAX 16384
 
 struct inode_table {
 	pthread_mutex_t lock;
@@ -25,6 +30,14 @@ struct inode_table {
 	 * linked by hash_next until the kernel forgets them. */
 	struct inode *disowned;
 	uint64_t count;
+	uint64_t peak;	/* the most count was */
+	uint64_t freed; /* inodes the kernel's forgets freed */
+	/* The bound (inode_bound_set()); over_bound is signalled whenever a
+	 * new inode takes count past max, or bound_stopped is set. */
+	uint64_t max;
+	pthread_cond_t over_bound;
+	bool bound_stopped;
+	size_t hand; /* the clock hand: the bucket inode_victims() goes on from */
 };
 
 static size_t bucket_of(size_t nbuckets, dev_t dev, ino_t ino)
@@ -40,6 +53,7 @@ static void inode_init(struct inode *in, const struct stat *st)
 	in->ino = st->st_ino;
 	in->type = st->st_mode & S_IFMT;
 	in->keylock_fd = -1;
+	atomic_init(&in->recent, true);
 	pthread_rwlock_init(&in->content_lock, NULL);
 	pthread_mutex_init(&in->key_lock, NULL);
 	pthread_mutex_init(&in->mtime_lock, NULL);
@@ -72,6 +86,7 @@ int inode_table_create(int root_fd, unsigned max_fds, struct inode_table **out)
 		return ret;
 	}
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->over_bound, NULL);
 	inode_init(&t->root, &st);
 	/* No handle: the root's fd stays open, used without pins (rotation,
 	 * re-keys and the volume key reach the backing root through it). */
@@ -98,6 +113,7 @@ static void inode_free(struct inode_table *t, struct inode *in)
 	}
 	fdcache_slot_fini(t->fds, &in->slot);
 	free(in->link_target);
+	free(in->holes);
 	pthread_rwlock_destroy(&in->content_lock);
 	pthread_mutex_destroy(&in->key_lock);
 	pthread_mutex_destroy(&in->mtime_lock);
@@ -124,6 +140,8 @@ void inode_table_destroy(struct inode_table *t)
 	fdcache_slot_fini(t->fds, &t->root.slot);
 	free(t->root.link_target);
 	fdcache_destroy(t->fds);
+	pthread_cond_destroy(&t->over_bound);
+	pthread_mutex_destroy(&t->lock);
 	free(t->buckets);
 	free(t);
 }
@@ -235,8 +253,10 @@ struct inode *inode_lookup_known(struct inode_table *t, const struct stat *st, i
 
 	pthread_mutex_lock(&t->lock);
 	in = find_locked(t, st->st_dev, st->st_ino);
-	if (in)
+	if (in) {
 		in->nlookup++;
+		atomic_store_explicit(&in->recent, true, memory_order_relaxed);
+	}
 	pthread_mutex_unlock(&t->lock);
 	if (!in || in == &t->root)
 		return in;
@@ -258,6 +278,7 @@ void inode_ref(struct inode_table *t, struct inode *in)
 {
 	pthread_mutex_lock(&t->lock);
 	in->nlookup++;
+	atomic_store_explicit(&in->recent, true, memory_order_relaxed);
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -271,6 +292,7 @@ struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct st
 		in = find_locked(t, st->st_dev, st->st_ino);
 		if (in && (in == &t->root || fdcache_names(t->fds, &in->slot, fh))) {
 			in->nlookup++;
+			atomic_store_explicit(&in->recent, true, memory_order_relaxed);
 			pthread_mutex_unlock(&t->lock);
 			free(fresh);
 			free(fh);
@@ -298,6 +320,10 @@ struct inode *inode_lookup_or_add(struct inode_table *t, int fd, const struct st
 	fresh->nlookup = 1;
 	hash_locked(t, fresh);
 	t->count++;
+	if (t->count > t->peak)
+		t->peak = t->count;
+	if (t->max && t->count > t->max)
+		pthread_cond_signal(&t->over_bound);
 	pthread_mutex_unlock(&t->lock);
 	return fresh;
 }
@@ -331,6 +357,7 @@ void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const s
 
 int inode_pin(struct inode_table *t, struct inode *in)
 {
+	atomic_store_explicit(&in->recent, true, memory_order_relaxed);
 	return fdcache_pin(t->fds, &in->slot);
 }
 
@@ -355,6 +382,7 @@ void inode_forget(struct inode_table *t, struct inode *in, uint64_t n)
 	else
 		forget_disowned_locked(t, in);
 	t->count--;
+	t->freed++;
 	pthread_mutex_unlock(&t->lock);
 	/* A request may still use it (the kernel forgets it as soon as the
 	 * reply is out): its last unpin frees it then. */
@@ -368,6 +396,74 @@ uint64_t inode_count(struct inode_table *t)
 
 	pthread_mutex_lock(&t->lock);
 	n = t->count;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+uint64_t inode_peak(struct inode_table *t)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&t->lock);
+	n = t->peak;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+uint64_t inode_freed(struct inode_table *t)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&t->lock);
+	n = t->freed;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+void inode_bound_set(struct inode_table *t, uint64_t max)
+{
+	pthread_mutex_lock(&t->lock);
+	t->max = max;
+	pthread_mutex_unlock(&t->lock);
+}
+
+uint64_t inode_bound_wait(struct inode_table *t)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&t->lock);
+	while (!t->bound_stopped && !(t->max && t->count > t->max))
+		pthread_cond_wait(&t->over_bound, &t->lock);
+	n = t->bound_stopped ? 0 : t->count;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+void inode_bound_stop(struct inode_table *t)
+{
+	pthread_mutex_lock(&t->lock);
+	t->bound_stopped = true;
+	pthread_cond_broadcast(&t->over_bound);
+	pthread_mutex_unlock(&t->lock);
+}
+
+size_t inode_victims(struct inode_table *t, uint64_t *ids, size_t cap)
+{
+	size_t n = 0, seen = 0;
+
+	pthread_mutex_lock(&t->lock);
+	/* One turn at most, so that each inode is handed out once: a turn that
+	 * found all used took their second chances, and the next one finds them. */
+	for (size_t step = 0; step < t->nbuckets && n < cap && seen < VICTIM_SCAN_MAX; step++) {
+		/* The hash may have grown since: the hand is taken modulo its size. */
+		t->hand &= t->nbuckets - 1;
+		for (struct inode *in = t->buckets[t->hand]; in && n < cap; in = in->hash_next) {
+			seen++;
+			if (!atomic_exchange_explicit(&in->recent, false, memory_order_relaxed))
+				ids[n++] = (uint64_t)(uintptr_t)in;
+		}
+		t->hand++;
+	}
 	pthread_mutex_unlock(&t->lock);
 	return n;
 }

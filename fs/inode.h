@@ -29,6 +29,10 @@
  *    across I/O other than the key-record read and the KMS call that loads
  *    the key (so concurrent first reads unwrap once).
  *  - dek is a pinned DEK-cache entry while opens > 0 and the key is loaded.
+ *  - The table may be bounded (inode_bound_set()): the count of live
+ *    inodes may pass the bound, as only the kernel frees them (FORGET); an
+ *    evictor (inode_evict.h) then asks it to let go of inodes that were not
+ *    used since the clock hand last passed (inode_victims()).
  */
 
 #include <pthread.h>
@@ -43,12 +47,23 @@
 #include "dekcache.h"
 #include "fdcache.h"
 
+/* A version-2 record's hole ranges and the holes this daemon's writes left
+ * (struct inode's holes). */
+struct inode_holes {
+	struct record_holes bound;
+	struct pending_holes pending; /* content.h */
+};
+
 struct inode {
 	struct fd_slot slot; /* O_PATH; use inode_fd() while pinned */
 	bool hashed; /* reachable by (dev, ino); guarded by the table lock */
+	/* Used (looked up, referenced or pinned) since the clock hand last
+	 * passed it (inode_victims()); atomic, as a pin sets it without the
+	 * table lock. */
+	_Atomic bool recent;
+	mode_t type; /* S_IFMT bits; here, where it fills what the bools leave */
 	dev_t dev;
 	ino_t ino;
-	mode_t type; /* S_IFMT bits */
 	uint64_t nlookup;
 
 	pthread_rwlock_t content_lock;
@@ -58,13 +73,15 @@ struct inode {
 	 * first read or write unwraps it without reading it again. */
 	struct key_record *missed_record;
 	unsigned opens;
-	/* A version-2 record's hole ranges (docs/FORMAT.md, "Holes"): with
-	 * holes_bound, an all-zero block outside them is damage.  Set with the
-	 * DEK (filekey.c), under the key lock with no I/O running or the
-	 * content lock held exclusively; read under the content lock. */
-	bool holes_bound;
-	struct record_holes holes;
-	struct pending_holes pending_holes; /* content.h; same rules as holes */
+	/* A version-2 record's hole ranges (docs/FORMAT.md, "Holes"), NULL
+	 * while no record binds them (no key loaded, or version 1): with
+	 * them, an all-zero block outside them is damage.  Set with the DEK
+	 * (filekey.c), under the key lock with no I/O running or the content
+	 * lock held exclusively; read under the content lock.  The pending
+	 * holes follow the same rules.  Out of line (176 bytes), and let go
+	 * with the DEK at the last close unless pending holes remain: most
+	 * inodes the kernel knows are not open. */
+	struct inode_holes *holes;
 	/* An unwrap of this file's DEK (a prefetch's or a read's) found the KMS
 	 * unavailable at unavailable_ms (monotonic): a read moments later takes
 	 * that answer instead of waiting for the KMS a second time (filekey.c). */
@@ -202,8 +219,38 @@ void inode_rebind(struct inode_table *t, const struct stat *was, int fd, const s
 /* inode_forget - drop @n kernel references; frees the inode at zero. */
 void inode_forget(struct inode_table *t, struct inode *in, uint64_t n);
 
-/* inode_count - number of live inodes (status). */
+/* inode_count - number of live inodes (status); inode_peak - the most there were. */
 uint64_t inode_count(struct inode_table *t);
+uint64_t inode_peak(struct inode_table *t);
+/* inode_freed - how many inodes the kernel's forgets freed so far. */
+uint64_t inode_freed(struct inode_table *t);
+
+/*
+ * The bound (inode_evict.h).  inode_bound_set - above @max live inodes (0:
+ * none), inode_bound_wait() returns: set before the evictor starts.
+ */
+void inode_bound_set(struct inode_table *t, uint64_t max);
+/*
+ * inode_bound_wait - wait until more than the bound are live: their count,
+ * or 0 once inode_bound_stop() was called.
+ */
+uint64_t inode_bound_wait(struct inode_table *t);
+/* inode_bound_stop - inode_bound_wait() returns 0 from now on. */
+void inode_bound_stop(struct inode_table *t);
+
+/*
+ * inode_victims - up to @cap node ids of inodes the kernel may be asked to
+ * let go of (into @ids; the number returned): the CLOCK algorithm over the
+ * hash, from where the hand stopped last time, at most one turn (so each
+ * inode at most once).  An inode used since the hand last passed it
+ * (@in->recent) gets a second chance: the hand clears the mark and moves on.  The root and inodes out of the hash (whose
+ * number another took: the kernel forgets them on its own) never are.
+ * The ids may name freed inodes by the time they reach the kernel, or new
+ * ones at the same address: a prune of either is harmless (the kernel
+ * skips ids it does not know and inodes in use, and drops an unused one
+ * from its cache only), and nothing here dereferences them.
+ */
+size_t inode_victims(struct inode_table *t, uint64_t *ids, size_t cap);
 /* inode_open_fds - inode fds open now (status); inode_fds_bounded - whether they are bounded. */
 unsigned inode_open_fds(struct inode_table *t);
 bool inode_fds_bounded(struct inode_table *t);

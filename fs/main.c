@@ -753,6 +753,9 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	if (killpriv_install(se) < 0)
 		log_msg(LOG_NOTICE, "no FUSE_HANDLE_KILLPRIV_V2: every write(2) costs a "
 				    "security.capability lookup");
+	if (inode_evict_start(fs->inodes, fuse_session_fd(se), fs->settings.max_inodes,
+			      &fs->evictor) < 0)
+		log_msg(LOG_WARNING, "no inode evictor thread: max_inodes not applied");
 	bool expiring = pthread_create(&expiry, NULL, expiry_thread, fs) == 0;
 	if (!expiring)
 		log_msg(LOG_WARNING, "no DEK expiry thread: idle keys leave only by LRU and unmount");
@@ -788,6 +791,8 @@ static int serve(struct envfs *fs, struct fuse_args *args, struct fuse_cmdline_o
 	pthread_mutex_unlock(&expiry_lock);
 	if (expiring)
 		pthread_join(expiry, NULL);
+	inode_evict_stop(fs->evictor); /* before the session's fd closes */
+	fs->evictor = NULL;
 
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);

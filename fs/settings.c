@@ -148,6 +148,12 @@ static int set_max_fds(struct envfs_settings *s, const char *v)
 	return 0;
 }
 
+/* N, 0 for no bound (inode_evict.h). */
+static int set_max_inodes(struct envfs_settings *s, const char *v)
+{
+	return parse_uint(v, 1u << 30, &s->max_inodes);
+}
+
 static int set_rollback_sync_interval(struct envfs_settings *s, const char *v)
 {
 	return parse_uint(v, 86400, &s->rollback_sync_interval);
@@ -199,6 +205,8 @@ static const struct setting {
 	{"max_fds", "auto|N", "auto",
 	 "inode descriptors kept open (auto: half the open-file limit, at most 65536)",
 	 set_max_fds},
+	{"max_inodes", "N", "65536",
+	 "inodes kept for the kernel's cache (Linux 6.18), 0: no bound", set_max_inodes},
 	{"rollback_sync_interval", "SECONDS", "30",
 	 "format 3: syncfs period for new file versions, 0: none", set_rollback_sync_interval},
 };

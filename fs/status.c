@@ -138,6 +138,8 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     ",\"batches\":%" PRIu64 ",\"waited\":%" PRIu64 "},"
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"inode_fds\":%u,\"inode_fds_bounded\":%s,"
+		     "\"inodes_peak\":%" PRIu64 ",\"inodes_max\":%u,\"inodes_bounded\":%s,"
+		     "\"inodes_evict_requested\":%" PRIu64 ","
 		     "\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s,"
 		     "\"xattrs\":%s,\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s,\"scopes\":%s}\n",
@@ -153,6 +155,9 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     (uint64_t)atomic_load(&fs->counters.integrity_errors),
 		     (uint64_t)atomic_load(&fs->counters.key_errors), inode_count(fs->inodes),
 		     inode_open_fds(fs->inodes), inode_fds_bounded(fs->inodes) ? "true" : "false",
+		     inode_peak(fs->inodes), fs->settings.max_inodes,
+		     inode_evict_applied(fs->evictor) ? "true" : "false",
+		     inode_evict_requested(fs->evictor),
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
 		     fs->settings.writeback_cache ? "true" : "false",
 		     fs->settings.xattrs ? "true" : "false", killpriv_negotiated() ? "true" : "false", fs->shared ? "true" : "false",

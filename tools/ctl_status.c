@@ -238,6 +238,12 @@ static void print_human(const struct status_fields *f)
 	       strcmp(field(f, "inode_fds_bounded"), "true") == 0
 		       ? "by file handle, at most max_fds"
 		       : "one per inode: the backing has no file handles");
+	printf("           at most %s so far; %s\n", field(f, "inodes_peak"),
+	       strcmp(field(f, "inodes_bounded"), "true") == 0
+		       ? "kept near max_inodes, beside those in use"
+	       : strcmp(field(f, "inodes_max"), "0") == 0
+		       ? "no bound (max_inodes 0)"
+		       : "no bound: the kernel cannot be asked to let go (Linux 6.18)");
 	printf("uptime     %ldd %02ldh %02ldm %02lds\n", up / 86400, up / 3600 % 24, up / 60 % 60,
 	       up % 60);
 	printf("daemon     pid %s, envelopefs %s, writeback cache %s%s\n", field(f, "daemon.pid"),

@@ -10,12 +10,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "fs/inode.h"
+#include "fs/inode_evict.h"
 
 #define MAX_FDS 16
 #define FILES 200
@@ -196,6 +200,171 @@ static void test_many(void)
 	inode_table_destroy(t);
 }
 
+/* Whether @id is one of @ins[0..@n). */
+static int index_of(struct inode **ins, int n, uint64_t id)
+{
+	for (int i = 0; i < n; i++)
+		if ((uint64_t)(uintptr_t)ins[i] == id)
+			return i;
+	return -1;
+}
+
+/*
+ * The clock (inode_victims()): an inode used since the hand last passed it
+ * is passed over once (a new one too), the others are handed out, each at
+ * most once per call; never the root, never a forgotten inode.
+ */
+#define CLOCKED 40
+static void test_victims(void)
+{
+	struct inode *ins[CLOCKED];
+	uint64_t ids[CLOCKED + 8];
+	struct inode_table *t;
+	struct stat st;
+	char name[32];
+	int fd, taken[CLOCKED] = {0}, strays = 0;
+	size_t n;
+
+	fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	REQUIRE(fd >= 0 && inode_table_create(fd, MAX_FDS, &t) == 0);
+	for (int i = 0; i < CLOCKED; i++) {
+		snprintf(name, sizeof(name), "c%d", i);
+		REQUIRE(make_file(name, "c") == 0);
+		ins[i] = add(t, name, &st);
+		REQUIRE(ins[i]);
+	}
+	/* All new: the first turn only takes their second chances. */
+	CHECK_EQ_INT(inode_victims(t, ids, CLOCKED + 8), 0);
+	n = inode_victims(t, ids, CLOCKED + 8);
+	CHECK_EQ_INT(n, CLOCKED);
+	for (size_t k = 0; k < n; k++) {
+		int i = index_of(ins, CLOCKED, ids[k]);
+		strays += i < 0;
+		if (i >= 0)
+			taken[i]++;
+	}
+	CHECK_EQ_INT(strays, 0);
+	for (int i = 0; i < CLOCKED; i++)
+		CHECK_EQ_INT(taken[i], 1);
+	/* Three used again (a lookup's reference, a pin), one forgotten. */
+	inode_ref(t, ins[1]);
+	inode_ref(t, ins[2]);
+	REQUIRE(inode_pin(t, ins[3]) == 0);
+	inode_unpin(t, ins[3]);
+	inode_forget(t, ins[4], 1);
+	n = inode_victims(t, ids, CLOCKED + 8);
+	CHECK_EQ_INT(n, CLOCKED - 4);
+	for (size_t k = 0; k < n; k++) {
+		int i = index_of(ins, CLOCKED, ids[k]);
+		strays += i < 0 || (i >= 1 && i <= 4);
+	}
+	CHECK_EQ_INT(strays, 0);
+	/* A smaller cap: as many as asked, the rest on the next call. */
+	CHECK_EQ_INT(inode_victims(t, ids, 5), 5);
+	inode_forget(t, ins[1], 2);
+	inode_forget(t, ins[2], 2);
+	for (int i = 0; i < CLOCKED; i++)
+		if (i < 1 || i > 4)
+			inode_forget(t, ins[i], 1);
+	inode_forget(t, ins[3], 1);
+	CHECK_EQ_INT(inode_count(t), 0);
+	inode_table_destroy(t);
+}
+
+/*
+ * The evictor against a kernel played by the test over a socket pair (one
+ * message per write, as /dev/fuse takes them): its first request is empty,
+ * each is a well-formed FUSE_NOTIFY_PRUNE, and "pruning" what it names (the
+ * live ones: a freed id may come, and is skipped as the kernel skips ids it
+ * does not know) brings the table down to the bound.
+ */
+#define EVICT_FILES 300
+#define EVICT_BOUND 64
+
+/* One prune request as the kernel reads it: header, argument, node ids. */
+struct prune_msg {
+	uint32_t len;
+	int32_t code;
+	uint64_t unique;
+	uint32_t count;
+	uint32_t padding;
+	uint64_t spare;
+	uint64_t ids[512];
+};
+
+/* read_prune - the next request from @fd into @m: its size, or -1. */
+static ssize_t read_prune(int fd, struct prune_msg *m)
+{
+	unsigned char buf[sizeof(*m)];
+	ssize_t got = read(fd, buf, sizeof(buf));
+
+	memset(m, 0, sizeof(*m));
+	if (got > 0)
+		memcpy(m, buf, (size_t)got);
+	return got;
+}
+
+static void test_evictor(void)
+{
+	static struct inode *ins[EVICT_FILES];
+	static int live[EVICT_FILES];
+	struct prune_msg m;
+	struct inode_evictor *e;
+	struct inode_table *t;
+	struct stat st;
+	char name[32];
+	int fd, sv[2], bad = 0, messages = 0;
+	ssize_t got;
+
+	REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+	fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	REQUIRE(fd >= 0 && inode_table_create(fd, MAX_FDS, &t) == 0);
+	REQUIRE(inode_evict_start(t, sv[0], EVICT_BOUND, &e) == 0 && e);
+	/* The probe: a header (16 bytes) and an empty prune argument (16). */
+	got = read_prune(sv[1], &m);
+	CHECK_EQ_INT(got, 32);
+	CHECK_EQ_INT(m.len, 32);
+	CHECK_EQ_INT(m.code, 9); /* FUSE_NOTIFY_PRUNE */
+	CHECK_EQ_INT(m.unique, 0);
+	CHECK_EQ_INT(m.count, 0);
+	for (int i = 0; i < EVICT_FILES; i++) {
+		snprintf(name, sizeof(name), "e%d", i);
+		REQUIRE(make_file(name, "e") == 0);
+		ins[i] = add(t, name, &st);
+		REQUIRE(ins[i]);
+		live[i] = 1;
+	}
+	while (inode_count(t) > EVICT_BOUND) {
+		got = read_prune(sv[1], &m);
+		REQUIRE(got >= 32);
+		messages++;
+		bad += m.len != (uint32_t)got || m.code != 9 || m.unique != 0 ||
+		       (size_t)got != 32 + m.count * sizeof(uint64_t);
+		for (uint32_t k = 0; k < m.count; k++) {
+			int i = index_of(ins, EVICT_FILES, m.ids[k]);
+
+			bad += i < 0;
+			if (i >= 0 && live[i]) {
+				live[i] = 0;
+				inode_forget(t, ins[i], 1);
+			}
+		}
+	}
+	CHECK_EQ_INT(bad, 0);
+	CHECK(messages >= 1);
+	CHECK(inode_evict_applied(e));
+	CHECK(inode_evict_requested(e) >= EVICT_FILES - EVICT_BOUND);
+	CHECK(inode_peak(t) == EVICT_FILES);
+	inode_evict_stop(e);
+	for (int i = 0; i < EVICT_FILES; i++)
+		if (live[i])
+			inode_forget(t, ins[i], 1);
+	CHECK_EQ_INT(inode_count(t), 0);
+	inode_table_destroy(t);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 int main(void)
 {
 	if (!mkdtemp(root)) {
@@ -206,6 +375,8 @@ int main(void)
 	RUN(test_bounded);
 	RUN(test_number_reuse);
 	RUN(test_many);
+	RUN(test_victims);
+	RUN(test_evictor);
 	close(root_fd);
 	char cmd[64];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
