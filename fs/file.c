@@ -100,19 +100,20 @@ int truncate_file(struct envfs *fs, struct inode *in, int fd, uint64_t size)
 	int ret = 0;
 
 	pthread_rwlock_wrlock(&in->content_lock);
-	/* Shrinking to zero needs no key: the next write raises the version. */
 	if (size > 0)
 		ret = filekey_load(fs, in, fd, true);
-	if (ret == 0 && size > 0)
-		ret = filekey_bump(fs, in, fd);
 	if (ret == 0) {
 		struct file_content c = content_of(fs, in, fd);
 		ret = content_truncate(&c.f, size, &bad_block);
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
-		if (ret == 0)
-			ret = stamp_mtime(fs, fd);
 	}
+	/* Raised once the change is made (fileversion.h);
+	 * shrinking to zero needs no key: the next write raises it. */
+	if (ret == 0 && size > 0)
+		ret = filekey_bump(fs, in, fd);
+	if (ret == 0)
+		ret = stamp_mtime(fs, fd);
 	pthread_rwlock_unlock(&in->content_lock);
 	return ret;
 }
@@ -357,10 +358,6 @@ static int write_content(struct envfs *fs, struct inode *in, struct open_file *o
 	if (size == 0)
 		return 0; /* changes nothing, and would store no header */
 	ret = filekey_load_for_write(fs, in, of->fd, &first);
-	/* A record made just now is version 1: nothing to raise. */
-	if (ret == 0 && !first.header)
-		ret = filekey_bump(fs, in, of->fd);
-
 	if (ret == 0 && of->append)
 		ret = content_size(of->fd, &fs->layout, pos);
 	if (ret == 0 && first.header && *pos != 0) {
@@ -376,6 +373,10 @@ static int write_content(struct envfs *fs, struct inode *in, struct open_file *o
 		if (ret == -EIO)
 			log_integrity(fs, in, *bad_block);
 	}
+	/* A record made just now is version 1: nothing to raise; else it is
+	 * raised once the change is made (fileversion.h). */
+	if (ret == 0 && !first.header)
+		ret = filekey_bump(fs, in, of->fd);
 	/* Stored with the blocks, or not at all. */
 	filekey_first_done(fs, in, &first, ret);
 	return ret;
@@ -539,8 +540,6 @@ void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off
 	}
 	pthread_rwlock_wrlock(&in->content_lock);
 	ret = filekey_load(fs, in, of->fd, true);
-	if (ret == 0)
-		ret = filekey_bump(fs, in, of->fd);
 	if (ret == 0) {
 		struct file_content c = content_of(fs, in, of->fd);
 		if (mode & FALLOC_FL_PUNCH_HOLE) {
@@ -557,9 +556,12 @@ void envfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off
 		}
 		if (ret == -EIO)
 			log_integrity(fs, in, bad_block);
-		if (ret == 0)
-			ret = stamp_mtime(fs, of->fd);
 	}
+	/* Raised once the change is made (fileversion.h). */
+	if (ret == 0)
+		ret = filekey_bump(fs, in, of->fd);
+	if (ret == 0)
+		ret = stamp_mtime(fs, of->fd);
 	pthread_rwlock_unlock(&in->content_lock);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }

@@ -104,11 +104,13 @@ int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
 			int (*edit)(struct key_record *rec, void *arg), void *arg);
 
 /*
- * filekey_bump - before a content change of @in: when its version is due
- * (fileversion.h: the first change since an open for writing or an fsync)
- * and its record is known durable, raise the version by one in a single
- * unsynced record write (layout_bump_record()); due or not, skipped or
- * done, it is not due again until the next open for writing or fsync.
+ * filekey_bump - after a content change of @in succeeded: when its version
+ * is due (fileversion.h: the first change since an open for writing or an
+ * fsync) and its record is known durable, raise the version by one in a
+ * single unsynced record write (layout_bump_record()); due or not, skipped
+ * or done, it is not due again until the next open for writing or fsync.
+ * After, not before: a change the file system refuses (EFBIG, ENOSPC)
+ * leaves the file as it was, its times included, as on ext4.
  * No-op before format 3.  Content lock held exclusively, in->dek valid,
  * @fd read-write.  0 or -errno (-EIO logged).
  */
