@@ -4,7 +4,7 @@
 
   sudo bench/kms_remote.py [--build DIR] [--files N] [--big N] [--latency-ms MS] [--reps R]
                            [--providers local,vault,aws] [--extra local-prefetch,vault-noprefetch]
-                           [--big-providers local,vault] [--rotate-files N]
+                           [--big-providers local,vault] [--rotate-files N] [--cpu] [--base-build DIR]
 
 Volumes, all in the same run, interleaved (each rep mounts them in turn, in an order that turns):
   local             the local keyring (prefetch off: auto)
@@ -13,6 +13,8 @@ Volumes, all in the same run, interleaved (each rep mounts them in turn, in an o
   aws               AWS KMS (moto_server, tests/kmsd/aws_moto.py) behind its throttling proxy delaying every
                     request by --latency-ms (moto's own time comes on top), the daemon's defaults
   --extra:  local-prefetch (local keyring with prefetch = true), vault-noprefetch (prefetch = false)
+  --base-build DIR: KIND-base for each KIND of --providers (e.g. vault-base), the same volume made and mounted
+            by another build (an older commit): an A/B under the same load
 Rows, each on cold caches (unmount, drop_caches, mount) but the first; medians of R runs, and the medians of
 the per-rep ratios to the local volume (which the machine's load moves less):
   untar      tar -xf of N small files (1..8 KiB, 20 directories) into a new volume, then sync
@@ -24,6 +26,9 @@ the per-rep ratios to the local volume (which the machine's load moves less):
   rotate     envelopefsctl rotate --jobs 1 / 8 after a Transit key rotation, --rotate-files files (vault)
 Also printed: the KMS service calls each remote volume made per row (median), and per rep the opens that
 waited for a prefetch batch (the reader caught up with the read ahead), from its status.
+--cpu adds, per row and volume, the median CPU time of the daemon, of the KMS test server (Transit server or
+moto_server) and of the row's commands (tar, cp, ...), and for untar the `sync` at its end on its own: where a
+row's time goes on a machine whose cores they all share.
 """
 import argparse
 import io
@@ -31,6 +36,7 @@ import json
 import os
 import pathlib
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,6 +59,22 @@ def sh(*args, env=None, **kw):
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, args))}: exit {r.returncode}: {r.stderr[-2000:]}")
     return r
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(pid):
+    """CPU ms @pid has used, all its threads (exited ones too): utime + stime of /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / TICK
+
+
+def children_cpu_ms():
+    """CPU ms of this process's waited-for children (the rows' commands)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * 1000
 
 
 def drop_caches():
@@ -81,6 +103,18 @@ class Mounted:
             if not os.path.ismount(self.mnt):
                 return
             time.sleep(0.05)
+
+    def daemon_pid(self):
+        """The pid of the daemon serving this mount (it forks away from `envelopefs`)."""
+        want = [str(self.backing).encode(), str(self.mnt).encode()]
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                args = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if args[0].endswith(b"envelopefs") and all(w in args for w in want):
+                return int(pid)
+        raise RuntimeError(f"no daemon found for {self.mnt}")
 
     def status(self):
         return json.loads(os.getxattr(self.mnt, "trusted.envelopefs.status"))
@@ -140,6 +174,7 @@ class Providers:
             self.aws.throttle.set(latency_ms=latency_ms)
 
     def volume(self, build, kind, root, keyring):
+        kind = kind.removesuffix("-base")
         if kind.startswith("local"):
             return Mounted(build, root, ["--keyring", keyring],
                            {"prefetch": "true"} if kind == "local-prefetch" else None)
@@ -157,6 +192,15 @@ class Providers:
                                      "--kms-setting", f"endpoint={a.throttle_endpoint}",
                                      "--kms-setting", "region=us-east-1"], env=env)
 
+    def server_pid(self, kind):
+        """The pid of the KMS test server a volume of @kind talks to, or None (local keyring)."""
+        kind = kind.removesuffix("-base")
+        if kind.startswith("vault"):
+            return self.vault.proc.pid
+        if kind == "aws":
+            return self.aws.proc.pid
+        return None
+
     def stop(self):
         if self.vault:
             self.vault.stop()
@@ -164,23 +208,48 @@ class Providers:
             self.aws.stop()
 
 
-def record(rows, calls, row, name, v, fn):
+def record(rows, calls, row, name, v, fn, cpu=None):
+    """Time @fn as @row of volume @name; with @cpu (a dict, --cpu) also the CPU ms of the daemon, the KMS
+    server (@v.server_pid) and the row's commands."""
     before, waited_before = v.service_calls(), v.waited()
+    if cpu is not None:
+        pids = {"daemon": v.daemon_pid(), "server": v.server_pid}
+        start = {k: cpu_ms(p) for k, p in pids.items() if p}
+        start["commands"] = children_cpu_ms()
     rows.setdefault((row, name), []).append(timed(fn))
+    if cpu is not None:
+        end = {k: cpu_ms(p) for k, p in pids.items() if p}
+        end["commands"] = children_cpu_ms()
+        for k in start:
+            cpu.setdefault((row, name, k), []).append(end[k] - start[k])
     calls.setdefault((row, name), []).append(v.service_calls() - before)
     calls.setdefault((row, name, "waited"), []).append(v.waited() - waited_before)
 
 
-def run_tree(args, build, prov, work, names, rows, calls, tar_path):
+def untar(tar_path, v, sync_times):
+    """tar -xf into the volume, then sync (its time also in @sync_times)."""
+    sh("tar", "-xf", tar_path, "-C", v.mnt)
+    sync_times.append(timed(os.sync))
+
+
+def build_of(args, name):
+    """The build a volume of @name runs: --base-build for KIND-base, else --build."""
+    return pathlib.Path(args.base_build if name.endswith("-base") else args.build)
+
+
+def run_tree(args, build, prov, work, names, rows, calls, tar_path, cpu):
     for rep in range(args.reps):
-        vols = {n: prov.volume(build, n, work / f"{n}{rep}", work / f"k-{n}{rep}.keyring") for n in names}
+        vols = {n: prov.volume(build_of(args, n), n, work / f"{n}{rep}", work / f"k-{n}{rep}.keyring")
+                for n in names}
+        for n, v in vols.items():
+            v.server_pid = prov.server_pid(n)
         order = list(vols.items())
         order = order[rep % len(order):] + order[:rep % len(order)]
         for name, v in order:
             v.mount()
             try:
                 record(rows, calls, "untar", name, v,
-                       lambda: (sh("tar", "-xf", tar_path, "-C", v.mnt), os.sync()))
+                       lambda: untar(tar_path, v, rows.setdefault(("untar-sync", name), [])), cpu)
                 dest = work / "dest"
                 for row in READ_ROWS:
                     shutil.rmtree(dest, ignore_errors=True)
@@ -190,7 +259,7 @@ def run_tree(args, build, prov, work, names, rows, calls, tar_path):
                            "cp-r": lambda: sh("cp", "-r", v.mnt / "t", dest / "t"),
                            "rsync": lambda: sh("rsync", "-a", f"{v.mnt}/t/", dest / "t"),
                            "tar-cf": lambda: sh("tar", "-cf", dest / "t.tar", "-C", v.mnt, "t")}[row]
-                    record(rows, calls, row, name, v, cmd)
+                    record(rows, calls, row, name, v, cmd, cpu)
                 shutil.rmtree(dest, ignore_errors=True)
             finally:
                 v.unmount()
@@ -203,7 +272,7 @@ def run_bigdir(args, build, prov, work, names, rows, calls):
     make_tar(big_tar, args.big, 1, "big", (64, 512))
     vols = {}
     for n in names:
-        v = vols[n] = prov.volume(build, n, work / f"big-{n}", work / f"k-big-{n}.keyring")
+        v = vols[n] = prov.volume(build_of(args, n), n, work / f"big-{n}", work / f"k-big-{n}.keyring")
         v.mount()
         try:
             t = timed(lambda: (sh("tar", "-xf", big_tar, "-C", v.mnt), os.sync()))
@@ -253,20 +322,26 @@ def main():
     ap.add_argument("--rotate-files", type=int, default=0)
     ap.add_argument("--latency-ms", type=float, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cpu", action="store_true", help="also the CPU ms of daemon, KMS server and commands")
+    ap.add_argument("--base-build", help="also each provider's volume run by this build (KIND-base)")
     args = ap.parse_args()
     build = pathlib.Path(args.build)
     names = [n for n in (args.providers + "," + args.extra).split(",") if n]
+    if args.base_build:
+        names += [n + "-base" for n in args.providers.split(",") if n]
     big_names = [n for n in args.big_providers.split(",") if n and n in names] if args.big else []
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start", flush=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="envfs-kms-bench-", dir="/var/tmp"))
-    prov = Providers(work, names + (["vault"] if args.rotate_files else []), args.latency_ms)
+    prov = Providers(work, [n.removesuffix("-base") for n in names] + (["vault"] if args.rotate_files else []),
+                     args.latency_ms)
     rows, calls = {}, {}
+    cpu = {} if args.cpu else None
     try:
         if args.files:
             tar_path = work / "tree.tar"
             make_tar(tar_path, args.files, 20, "t")
-            run_tree(args, build, prov, work, names, rows, calls, tar_path)
-            print_rows(args, names, rows, calls)  # the tree's table now, in case the bigdir phase fails
+            run_tree(args, build, prov, work, names, rows, calls, tar_path, cpu)
+            print_rows(args, names, rows, calls, cpu)  # the tree's table now, in case the bigdir phase fails
         if big_names:
             run_bigdir(args, build, prov, work, big_names, rows, calls)
         if args.rotate_files:
@@ -274,10 +349,10 @@ def main():
     finally:
         prov.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
-    print_rows(args, names, rows, calls)
+    print_rows(args, names, rows, calls, cpu)
 
 
-def print_rows(args, names, rows, calls):
+def print_rows(args, names, rows, calls, cpu=None):
     print(f"\nlatency {args.latency_ms} ms per KMS request, {args.files} files in 20 directories, "
           f"bigdir {args.big} files, medians of {args.reps}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
@@ -302,6 +377,17 @@ def print_rows(args, names, rows, calls):
     for (row, name, _), samples in sorted(k_v for k_v in calls.items() if len(k_v[0]) == 3):
         if name != "local":
             print(f"  opens that waited for a batch, {row} {name}: " + " ".join(map(str, samples)))
+    if cpu:
+        print("\nCPU ms, medians (daemon / KMS server / the row's commands), and the untar's sync s:")
+        for row in ("untar",) + READ_ROWS:
+            cells = []
+            for n in names:
+                parts = [f"{statistics.median(cpu[(row, n, k)]):.0f}" if cpu.get((row, n, k)) else "-"
+                         for k in ("daemon", "server", "commands")]
+                cells.append(f"{n} " + " / ".join(parts))
+            print(f"  {row}: " + "; ".join(cells))
+        print("  untar sync s: " + "; ".join(f"{n} {statistics.median(rows[('untar-sync', n)]):.2f}"
+                                              for n in names if rows.get(("untar-sync", n))))
 
 
 if __name__ == "__main__":
