@@ -25,7 +25,8 @@ the per-rep ratios to the local volume (which the machine's load moves less):
   bigdir     find | xargs cat of one directory of --big files of 64..512 bytes (made once per volume)
   rotate     envelopefsctl rotate --jobs 1 / 8 after a Transit key rotation, --rotate-files files (vault)
 Also printed: the KMS service calls each remote volume made per row (median), and per rep the opens that
-waited for a prefetch batch (the reader caught up with the read ahead), from its status.
+waited for a prefetch batch (the reader caught up with the read ahead) and the new files whose key the pool
+did not hold (made on the spot: a KMS call while creating), from its status, where not all 0.
 --cpu adds, per row and volume, the median CPU time of the daemon, of the KMS test server (Transit server or
 moto_server) and of the row's commands (tar, cp, ...), and for untar the `sync` at its end on its own: where a
 row's time goes on a machine whose cores they all share.
@@ -98,14 +99,19 @@ class Mounted:
         sh(self.build / "fs" / "envelopefs", *self.options, self.backing, self.mnt, env=self.env)
 
     def unmount(self):
-        subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
-        for _ in range(200):
-            if not os.path.ismount(self.mnt):
+        """Unmount, and wait for the daemon to exit (so the next mount's daemon is the only one)."""
+        pid = self.daemon_pid() if os.path.ismount(self.mnt) else None
+        for i in range(200):
+            # Again every second while still mounted: something else on the machine may hold the mount
+            # for a moment (fusermount3: "Device or resource busy").
+            if i % 20 == 0 and os.path.ismount(self.mnt):
+                subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False)
+            if not os.path.ismount(self.mnt) and not (pid and os.path.exists(f"/proc/{pid}")):
                 return
             time.sleep(0.05)
 
     def daemon_pid(self):
-        """The pid of the daemon serving this mount (it forks away from `envelopefs`)."""
+        """The pid of the daemon serving this mount (it forks away from `envelopefs`), or None."""
         want = [str(self.backing).encode(), str(self.mnt).encode()]
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -114,7 +120,7 @@ class Mounted:
                 continue
             if args[0].endswith(b"envelopefs") and all(w in args for w in want):
                 return int(pid)
-        raise RuntimeError(f"no daemon found for {self.mnt}")
+        return None
 
     def status(self):
         return json.loads(os.getxattr(self.mnt, "trusted.envelopefs.status"))
@@ -135,9 +141,12 @@ class Mounted:
     def service_calls(self):
         return self.status()["kms"].get("service", {}).get("calls", 0)
 
-    def waited(self):
-        """Opens that waited for a prefetch batch so far (the reader caught up with the read ahead)."""
-        return self.status()["prefetch"]["waited"]
+    def counters(self):
+        """Opens that waited for a prefetch batch so far (the reader caught up with the read ahead), and
+        new files whose key the pool did not hold (a KMS call on the create path)."""
+        st = self.status()
+        return {"opens that waited for a batch": st["prefetch"]["waited"],
+                "new files the key pool missed": st["pool"]["misses"]}
 
 
 def make_tar(path, n, dirs, prefix, sizes=(1024, 8192)):
@@ -211,7 +220,7 @@ class Providers:
 def record(rows, calls, row, name, v, fn, cpu=None):
     """Time @fn as @row of volume @name; with @cpu (a dict, --cpu) also the CPU ms of the daemon, the KMS
     server (@v.server_pid) and the row's commands."""
-    before, waited_before = v.service_calls(), v.waited()
+    before, counted_before = v.service_calls(), v.counters()
     if cpu is not None:
         pids = {"daemon": v.daemon_pid(), "server": v.server_pid}
         start = {k: cpu_ms(p) for k, p in pids.items() if p}
@@ -223,7 +232,8 @@ def record(rows, calls, row, name, v, fn, cpu=None):
         for k in start:
             cpu.setdefault((row, name, k), []).append(end[k] - start[k])
     calls.setdefault((row, name), []).append(v.service_calls() - before)
-    calls.setdefault((row, name, "waited"), []).append(v.waited() - waited_before)
+    for k, n in v.counters().items():
+        calls.setdefault((row, name, k), []).append(n - counted_before[k])
 
 
 def untar(tar_path, v, sync_times):
@@ -374,9 +384,9 @@ def print_rows(args, names, rows, calls, cpu=None):
         print(f"| {row} | " + " | ".join(cells) + " |")
     for (row, name), samples in sorted(rows.items()):
         print(f"  samples {row} {name}: " + " ".join(f"{x:.2f}" for x in samples))
-    for (row, name, _), samples in sorted(k_v for k_v in calls.items() if len(k_v[0]) == 3):
-        if name != "local":
-            print(f"  opens that waited for a batch, {row} {name}: " + " ".join(map(str, samples)))
+    for (row, name, what), samples in sorted(k_v for k_v in calls.items() if len(k_v[0]) == 3):
+        if not name.startswith("local") and any(samples):
+            print(f"  {what}, {row} {name}: " + " ".join(map(str, samples)))
     if cpu:
         print("\nCPU ms, medians (daemon / KMS server / the row's commands), and the untar's sync s:")
         for row in ("untar",) + READ_ROWS:
