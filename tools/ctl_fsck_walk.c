@@ -3,8 +3,8 @@
  * envelopefsctl fsck: the walk of the backing tree (ctl_fsck.h).  Names,
  * directory IDs and side records are checked here, as the daemon's lookup
  * and readdir check them (fs/names.h); the objects behind the names are
- * handed to the workers (ctl_fsck_check.c) as they are found.  The volume's own entries
- * are sorted into what a reader needs and leftovers.
+ * handed to the workers (ctl_fsck_check.c) as they are found.  The
+ * volume's own entries are sorted into what a reader needs and leftovers.
  */
 
 #include <dirent.h>
