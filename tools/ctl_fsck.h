@@ -89,6 +89,7 @@ struct fsck {
 	/* the walk, and the workers it feeds */
 	struct ctl_workq *queue;
 	size_t queued; /* objects handed to the workers (the walk's thread alone) */
+	bool walking;  /* the walk goes on: queued is not the total yet */
 	struct fsck_links links;
 	bool walk_incomplete; /* a directory could not be read: no orphan is provable */
 	/* the root directory IDs of the volume's key scopes (fs/scopedef.h), whose trees are

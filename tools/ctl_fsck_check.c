@@ -453,18 +453,20 @@ static void worker_exit(void *arg)
 	block_thread_wipe();
 }
 
-/* The progress line: the total is what the walk has found so far. */
+/* The progress line: while the walk goes on, the total is what it has found so far. */
 static void progress(struct fsck *f, bool last)
 {
 	size_t done = atomic_load(&f->finished), total = f->queued, found;
 	double elapsed = fsck_now() - f->started, rate = elapsed > 0 ? done / elapsed : 0;
+	char eta[32] = "walking";
 
+	if (!f->walking)
+		snprintf(eta, sizeof(eta), "ETA %.0f s", rate > 0 ? (double)(total - done) / rate : 0);
 	pthread_mutex_lock(&f->lock);
 	found = f->n_findings;
 	pthread_mutex_unlock(&f->lock);
-	fprintf(stderr, "\r%zu/%zu objects, %zu findings, %.0f objects/s, ETA %.0f s%s", done,
-		total, found, rate, rate > 0 ? (double)(total - done) / rate : 0,
-		last ? "\n" : "   ");
+	fprintf(stderr, "\r%zu/%zu%s objects, %zu findings, %.0f objects/s, %s%s", done, total,
+		f->walking ? "+" : "", found, rate, eta, last ? "\n" : "   ");
 	fflush(stderr);
 }
 
@@ -484,6 +486,7 @@ int fsck_check_start(struct fsck *f)
 				     .tick = show_progress(f) ? tick : NULL, .tick_every = 0.2,
 				     .arg = f };
 
+	f->walking = true;
 	return ctl_workq_start(f->jobs, &ops, &f->queue);
 }
 
@@ -495,6 +498,7 @@ void fsck_check(struct fsck *f, struct fsck_item *it)
 
 void fsck_check_finish(struct fsck *f)
 {
+	f->walking = false;
 	ctl_workq_finish(f->queue);
 	f->queue = NULL;
 	if (show_progress(f))

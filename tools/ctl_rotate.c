@@ -165,6 +165,7 @@ struct rotation {
 	/* the walk: what it found, and the queue to the workers (tools/ctl_workq.h) */
 	struct ctl_workq *queue;
 	size_t n_items;	   /* files handed to the workers (the walk's thread alone) */
+	bool walking;	   /* the walk goes on: n_items is not the total yet */
 	size_t skipped;	   /* not regular files */
 	size_t unwalkable; /* directories or entries that could not be read */
 	size_t vanished;   /* entries gone between readdir and stat */
@@ -594,17 +595,19 @@ static const char *outcome_label(const struct rotation *r, bool json)
 	return labels[r->rekey][r->check || r->dry_run][json];
 }
 
-/* The progress line: the total is what the walk has found so far. */
+/* The progress line: while the walk goes on, the total is what it has found so far. */
 static void progress(struct rotation *r, bool tty, bool last)
 {
 	size_t done = atomic_load(&r->finished), total = r->n_items;
 	double elapsed = now() - r->started, rate = elapsed > 0 ? done / elapsed : 0;
-	double eta = rate > 0 ? (double)(total - done) / rate : 0;
+	char eta[32] = "walking";
 
-	fprintf(stderr, "%s%zu/%zu files, %zu %s, %zu failed, %.0f files/s, ETA %.0f s%s",
-		tty ? "\r" : "", done, total, atomic_load(&r->outcomes[DONE_REWRAPPED]),
-		outcome_label(r, false), atomic_load(&r->outcomes[DONE_FAILED]), rate,
-		eta, tty && !last ? "   " : "\n");
+	if (!r->walking)
+		snprintf(eta, sizeof(eta), "ETA %.0f s", rate > 0 ? (double)(total - done) / rate : 0);
+	fprintf(stderr, "%s%zu/%zu%s files, %zu %s, %zu failed, %.0f files/s, %s%s",
+		tty ? "\r" : "", done, total, r->walking ? "+" : "",
+		atomic_load(&r->outcomes[DONE_REWRAPPED]), outcome_label(r, false),
+		atomic_load(&r->outcomes[DONE_FAILED]), rate, eta, tty && !last ? "   " : "\n");
 	fflush(stderr);
 }
 
@@ -621,6 +624,7 @@ static int start_workers(struct rotation *r)
 				     .tick_every = tty ? 0.2 : 5.0, .arg = r };
 
 	r->started = now();
+	r->walking = true;
 	return ctl_workq_start(r->jobs, &ops, &r->queue) < 0 ? ctl_err(CTL_FAILED, "out of memory")
 							     : CTL_OK;
 }
@@ -862,6 +866,7 @@ static int walk_and_run(struct rotation *r, char **dirs, int n)
 		if (nftw(dirs[i], collect, 64, FTW_PHYS | FTW_MOUNT | FTW_ACTIONRETVAL) != 0)
 			code = ctl_err(CTL_FAILED, "cannot walk %s: %s", dirs[i],
 				       r->walk_failed ? strerror(ENOMEM) : strerror(errno));
+	r->walking = false;
 	if (r->queue)
 		finish_workers(r);
 	return code;
@@ -1178,15 +1183,19 @@ int cmd_rotate(int argc, char **argv)
 
 	if (code == CTL_OK && r.rekey)
 		code = state_open(&r, uuid);
-	/* Online, PATHs after the mountpoint narrow the walk. */
-	int first = r.offline ? optind : optind + (argc - optind > 1);
+	/* Online, PATHs after the mountpoint narrow the walk.  Offline it starts at BACKING's
+	 * real path, which volume_key_item() knows the volume key by (not a relative one). */
+	char *backing_root[] = { r.backing };
+	int first = optind + (argc - optind > 1);
+	char **dirs = r.offline ? backing_root : argv + first;
+	int n_dirs = r.offline ? 1 : argc - first;
 	if (code == CTL_OK && (r.migration || r.moving)) {
-		code = migrate_walk(&r, argv + first, argc - first);
+		code = migrate_walk(&r, dirs, n_dirs);
 		if (code == CTL_OK)
 			code = r.moving ? ctl_scope_move_end(argv[optind])
 					: ctl_migrate_finish(r.migration);
 	} else if (code == CTL_OK) {
-		code = walk_and_run(&r, argv + first, argc - first);
+		code = walk_and_run(&r, dirs, n_dirs);
 		if (code == CTL_OK)
 			code = report(&r);
 	}
