@@ -10,7 +10,9 @@
  * ctl_migrate.c (the state of a move to another KMS, rotate --to-kms:
  * ctl_migrate.h), ctl_import.c (copying a plaintext tree into a volume).
  * ctl_daemon.c asks a mounted volume's daemon to act (ctl_daemon.h).
- * ctl_fsck*.c check a whole volume (ctl_fsck.h).
+ * ctl_fsck*.c check a whole volume (ctl_fsck.h).  ctl_workq.c is the
+ * bounded queue between a volume walk and its workers (fsck, rotate:
+ * ctl_workq.h).
  */
 
 #include <stdbool.h>

@@ -533,12 +533,7 @@ static int find_backing(struct fsck *f, const char *target)
 
 static void fsck_free(struct fsck *f)
 {
-	for (size_t i = 0; i < f->n_items; i++) {
-		free(f->items[i].backing);
-		free(f->items[i].path);
-		free(f->items[i].name);
-	}
-	free(f->items);
+	fsck_links_free(&f->links);
 	for (size_t i = 0; i < f->n_findings; i++) {
 		free(f->findings[i].path);
 		free(f->findings[i].backing);
@@ -582,10 +577,11 @@ int cmd_fsck(int argc, char **argv)
 	}
 	f.started = fsck_now();
 	code = check_volume(&f);
-	if (code == CTL_OK && fsck_walk(&f) < 0)
+	if (code == CTL_OK && fsck_check_start(&f) < 0)
 		code = ctl_err(CTL_FAILED, "out of memory");
 	if (code == CTL_OK) {
-		fsck_check_items(&f);
+		fsck_walk(&f);
+		fsck_check_finish(&f);
 		fsck_walk_link_store(&f);
 		if (f.repair)
 			repair(&f);

@@ -3,11 +3,17 @@
 #define ENVELOPEFS_TOOLS_CTL_FSCK_H
 
 /*
- * envelopefsctl fsck: what its three files share.  ctl_fsck.c runs the
- * command (volume-wide checks, repair, upgrade, the report), ctl_fsck_walk.c
- * walks the backing tree (names, directory IDs, side records, leftovers)
- * and collects the objects to authenticate, ctl_fsck_check.c authenticates
- * each (key records, blocks, symlink targets, xattrs) in parallel.
+ * envelopefsctl fsck: what its files share.  ctl_fsck.c runs the command
+ * (volume-wide checks, repair, upgrade, the report), ctl_fsck_walk.c walks
+ * the backing tree (names, directory IDs, side records, leftovers) and
+ * hands each object to authenticate to ctl_fsck_check.c, whose workers
+ * authenticate it (key records, blocks, symlink targets, xattrs) while the
+ * walk goes on; ctl_fsck_links.c has a hard-linked file checked once.
+ *
+ * Memory is bounded by the queue between the walk and the workers
+ * (tools/ctl_workq.h), not by the tree: across the whole tree fsck keeps
+ * only what it cannot do without, compactly (fsck_links, the link IDs, the
+ * findings).
  *
  * Every decoding goes through the code the daemon uses: crypto/record.h,
  * crypto/block.h, fs/layout.h, fs/content.h, fs/names.h, fs/linkstore.h.
@@ -20,10 +26,12 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "fs/names.h"
 #include "tools/ctl.h"
+#include "tools/ctl_workq.h"
 
 /* What a finding is: an integrity problem (exit 3), a key failure (exit 4), an
  * I/O failure (exit 1), or a leftover (reported; --repair may remove it). */
@@ -41,14 +49,13 @@ struct fsck_finding {
 	bool removed;
 };
 
-/* One object the workers authenticate. */
+/* One object the workers authenticate: one allocation, its strings after it (fsck_item_new()). */
 struct fsck_item {
 	char *backing;		      /* backing path */
 	char *path;		      /* plaintext path */
 	char *name;		      /* plaintext name (version-1 symlinks are bound to it) */
 	mode_t type;		      /* S_IFREG, S_IFLNK, S_IFDIR */
 	uint8_t dirid[NAMES_DIRID_LEN]; /* its directory's ID (links); a directory's own (dirs) */
-	bool alias;		      /* another name of a hard-linked file checked already */
 	dev_t dev;
 	ino_t ino;
 	nlink_t nlink;
@@ -56,6 +63,23 @@ struct fsck_item {
 
 struct fsck_versions;
 struct key_record;
+
+/*
+ * The hard-linked files the walk has met (st_nlink > 1), by inode: a file
+ * is checked once, under its first plaintext path (in strcmp order) among
+ * its names.  Open addressing, at most half full.
+ */
+struct fsck_link_slot {
+	dev_t dev;
+	ino_t ino;		  /* 0: a free slot */
+	nlink_t seen;		  /* names walked so far */
+	struct fsck_item *first; /* the first path yet; NULL once handed to a worker */
+};
+
+struct fsck_links {
+	struct fsck_link_slot *slot;
+	size_t cap, used; /* cap a power of two (or 0), used <= cap / 2 */
+};
 
 struct fsck {
 	/* settings */
@@ -69,9 +93,11 @@ struct fsck {
 	struct ctl_volume vol;
 	struct names *names;
 	int root_fd;
-	/* the walk */
-	struct fsck_item *items;
-	size_t n_items, cap_items;
+	/* the walk, and the workers it feeds */
+	struct ctl_workq *queue;
+	size_t queued; /* objects handed to the workers (the walk's thread alone) */
+	bool walking;  /* the walk goes on: queued is not the total yet */
+	struct fsck_links links;
 	bool walk_incomplete; /* a directory could not be read: no orphan is provable */
 	/* the root directory IDs of the volume's key scopes (fs/scopedef.h), whose trees are
 	 * under their own KMS: not checked here */
@@ -86,7 +112,7 @@ struct fsck {
 	pthread_mutex_t lock;
 	/* counters */
 	size_t dirs;
-	atomic_size_t next, finished, files, symlinks, blocks, xattrs;
+	atomic_size_t finished, files, symlinks, blocks, xattrs;
 	double started;
 };
 
@@ -107,10 +133,12 @@ void fsck_note_link_id(struct fsck *f, const uint8_t *id);
 
 /*
  * fsck_walk - walk the backing tree of @f: check every directory ID, name
- * and side record, find leftovers, note every link ID, and collect the
- * files, symlinks and directories to authenticate in f->items.  0 or -ENOMEM.
+ * and side record, find leftovers, note every link ID, and hand every
+ * file, symlink and directory to authenticate to fsck_check() (a
+ * hard-linked file once, through fsck_links_*).  Between
+ * fsck_check_start() and fsck_check_finish().
  */
-int fsck_walk(struct fsck *f);
+void fsck_walk(struct fsck *f);
 
 /* fsck_walk_link_store - after fsck_walk(): the link store's files no symlink names. */
 void fsck_walk_link_store(struct fsck *f);
@@ -124,8 +152,39 @@ struct rekey_journal_header;
  */
 int fsck_read_journal(int dirfd, const char *path, struct rekey_journal_header *h);
 
-/* fsck_check_items - authenticate every item of @f with f->jobs threads, progress on a tty. */
-void fsck_check_items(struct fsck *f);
+/*
+ * fsck_item_new - an item for the object @backing (plaintext @path, @name)
+ * of status @st in the directory of ID @dirid (NULL: none), in one
+ * allocation; NULL when out of memory.
+ */
+struct fsck_item *fsck_item_new(const char *backing, const char *path, const char *name,
+				const struct stat *st, const uint8_t *dirid);
+
+/* fsck_check_start - start f->jobs workers, progress on a tty.  0 or -ENOMEM. */
+int fsck_check_start(struct fsck *f);
+
+/* fsck_check - hand @it to a worker, which frees it; waits while the queue is full. */
+void fsck_check(struct fsck *f, struct fsck_item *it);
+
+/* fsck_check_finish - wait until every object handed over is checked, end the workers. */
+void fsck_check_finish(struct fsck *f);
+
+/*
+ * fsck_links_walked - the walk met @it, a name of a file with st_nlink > 1:
+ * hand the file to fsck_check() once all its names are walked, under the
+ * first path of them; until then keep that first path.  Takes @it.
+ */
+void fsck_links_walked(struct fsck *f, struct fsck_item *it);
+
+/*
+ * fsck_links_flush - after the walk: the hard-linked files some of whose
+ * names were not walked (in a key scope, removed meanwhile) go to
+ * fsck_check() under the first path walked.
+ */
+void fsck_links_flush(struct fsck *f);
+
+/* fsck_links_free - the table, and any item still in it. */
+void fsck_links_free(struct fsck_links *l);
 
 /*
  * ctl_fsck_versions.c.  fsck_versions_open - on a format-3 volume, this

@@ -425,8 +425,6 @@ static void check_item(struct fsck *f, const struct fsck_item *it)
 	struct timespec pause = { 0, 200 * 1000 * 1000 };
 	struct stat st;
 
-	if (it->alias)
-		return;
 	if (!f->online) {
 		check_once(f, it, true);
 		return;
@@ -443,57 +441,69 @@ static void check_item(struct fsck *f, const struct fsck_item *it)
 	check_once(f, it, true);
 }
 
-static void *worker(void *arg)
+static void run_item(void *arg, void *item)
 {
 	struct fsck *f = arg;
-	size_t i;
 
-	while ((i = atomic_fetch_add(&f->next, 1)) < f->n_items) {
-		check_item(f, &f->items[i]);
-		atomic_fetch_add(&f->finished, 1);
-	}
-	block_thread_wipe();
-	return NULL;
+	check_item(f, item);
+	free(item);
+	atomic_fetch_add(&f->finished, 1);
 }
 
+static void worker_exit(void *arg)
+{
+	(void)arg;
+	block_thread_wipe();
+}
+
+/* The progress line: while the walk goes on, the total is what it has found so far. */
 static void progress(struct fsck *f, bool last)
 {
-	size_t done = atomic_load(&f->finished), total = f->n_items, found;
+	size_t done = atomic_load(&f->finished), total = f->queued, found;
 	double elapsed = fsck_now() - f->started, rate = elapsed > 0 ? done / elapsed : 0;
+	char eta[32] = "walking";
 
+	if (!f->walking)
+		snprintf(eta, sizeof(eta), "ETA %.0f s", rate > 0 ? (double)(total - done) / rate : 0);
 	pthread_mutex_lock(&f->lock);
 	found = f->n_findings;
 	pthread_mutex_unlock(&f->lock);
-	fprintf(stderr, "\r%zu/%zu objects, %zu findings, %.0f objects/s, ETA %.0f s%s", done,
-		total, found, rate, rate > 0 ? (double)(total - done) / rate : 0,
-		last ? "\n" : "   ");
+	fprintf(stderr, "\r%zu/%zu%s objects, %zu findings, %.0f objects/s, %s%s", done, total,
+		f->walking ? "+" : "", found, rate, eta, last ? "\n" : "   ");
 	fflush(stderr);
 }
 
-void fsck_check_items(struct fsck *f)
+static void tick(void *arg)
 {
-	pthread_t *threads = calloc(f->jobs, sizeof(*threads));
-	bool tty = isatty(STDERR_FILENO) && !f->json;
-	double last_line = fsck_now();
-	unsigned started = 0;
+	progress(arg, false);
+}
 
-	for (unsigned j = 0; threads && j < f->jobs; j++)
-		if (pthread_create(&threads[j], NULL, worker, f) == 0)
-			started++;
-	if (started == 0)
-		worker(f); /* no threads to be had: do it here */
-	while (started && atomic_load(&f->finished) < f->n_items) {
-		struct timespec tick = { 0, 20 * 1000 * 1000 };
+static bool show_progress(const struct fsck *f)
+{
+	return isatty(STDERR_FILENO) && !f->json;
+}
 
-		nanosleep(&tick, NULL);
-		if (tty && fsck_now() - last_line >= 0.2) {
-			progress(f, false);
-			last_line = fsck_now();
-		}
-	}
-	for (unsigned j = 0; j < started; j++)
-		pthread_join(threads[j], NULL);
-	free(threads);
-	if (tty)
+int fsck_check_start(struct fsck *f)
+{
+	struct ctl_workq_ops ops = { .run = run_item, .worker_exit = worker_exit,
+				     .tick = show_progress(f) ? tick : NULL, .tick_every = 0.2,
+				     .arg = f };
+
+	f->walking = true;
+	return ctl_workq_start(f->jobs, &ops, &f->queue);
+}
+
+void fsck_check(struct fsck *f, struct fsck_item *it)
+{
+	f->queued++;
+	ctl_workq_push(f->queue, it);
+}
+
+void fsck_check_finish(struct fsck *f)
+{
+	f->walking = false;
+	ctl_workq_finish(f->queue);
+	f->queue = NULL;
+	if (show_progress(f))
 		progress(f, true);
 }

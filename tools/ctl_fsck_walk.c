@@ -3,8 +3,8 @@
  * envelopefsctl fsck: the walk of the backing tree (ctl_fsck.h).  Names,
  * directory IDs and side records are checked here, as the daemon's lookup
  * and readdir check them (fs/names.h); the objects behind the names are
- * collected for the workers (ctl_fsck_check.c).  The volume's own entries
- * are sorted into what a reader needs and leftovers.
+ * handed to the workers (ctl_fsck_check.c) as they are found.  The
+ * volume's own entries are sorted into what a reader needs and leftovers.
  */
 
 #include <dirent.h>
@@ -22,67 +22,38 @@
 #include "fs/volkey.h"
 #include "tools/ctl_fsck.h"
 
-/* A directory's entries, read whole first: side records are matched against them. */
-struct entries {
-	char **name;
-	size_t n, cap;
-};
-
-static void entries_free(struct entries *e)
+/*
+ * dir_open - a stream of the entries of directory @name in @at: read as it
+ * goes, never whole, so a directory of a million entries costs one buffer.
+ * NULL with errno set.
+ */
+static DIR *dir_open(int at, const char *name)
 {
-	for (size_t i = 0; i < e->n; i++)
-		free(e->name[i]);
-	free(e->name);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* entries_read - every entry of @dirfd but "." and "..", sorted.  0 or -errno. */
-static int entries_read(int dirfd, struct entries *e)
-{
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	struct dirent *de;
+	int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	DIR *dp;
 
-	memset(e, 0, sizeof(*e));
 	if (fd < 0)
-		return -errno;
+		return NULL;
 	dp = fdopendir(fd);
 	if (!dp) {
+		int err = errno;
+
 		close(fd);
-		return -ENOMEM;
+		errno = err;
 	}
-	while ((de = readdir(dp))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (e->n == e->cap) {
-			size_t cap = e->cap ? 2 * e->cap : 64;
-			char **grown = realloc(e->name, cap * sizeof(*grown));
-			if (!grown)
-				break;
-			e->name = grown;
-			e->cap = cap;
-		}
-		if (!(e->name[e->n] = strdup(de->d_name)))
-			break;
-		e->n++;
-	}
-	closedir(dp);
-	if (de) {
-		entries_free(e);
-		return -ENOMEM;
-	}
-	if (e->n) /* qsort() and bsearch() want a base even for no elements */
-		qsort(e->name, e->n, sizeof(*e->name), cmp_str);
-	return 0;
+	return dp;
 }
 
-static bool entries_has(const struct entries *e, const char *name)
+/* dir_next - the next entry of @dp but "." and "..": NULL at the end, or with errno set on an error. */
+static const char *dir_next(DIR *dp)
 {
-	return e->n && bsearch(&name, e->name, e->n, sizeof(*e->name), cmp_str) != NULL;
+	struct dirent *de;
+
+	errno = 0;
+	while ((de = readdir(dp)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			return de->d_name;
+	return NULL;
 }
 
 static bool has_prefix(const char *s, const char *prefix)
@@ -108,65 +79,73 @@ static char *join(const char *dir, const char *name)
 	return out;
 }
 
+struct fsck_item *fsck_item_new(const char *backing, const char *path, const char *name,
+				const struct stat *st, const uint8_t *dirid)
+{
+	size_t nb = strlen(backing) + 1, np = strlen(path) + 1, nn = strlen(name) + 1;
+	struct fsck_item *it = malloc(sizeof(*it) + nb + np + nn);
+
+	if (!it)
+		return NULL;
+	*it = (struct fsck_item){ .backing = (char *)(it + 1), .type = st->st_mode & S_IFMT,
+				  .dev = st->st_dev, .ino = st->st_ino, .nlink = st->st_nlink };
+	it->path = it->backing + nb;
+	it->name = it->path + np;
+	memcpy(it->backing, backing, nb);
+	memcpy(it->path, path, np);
+	memcpy(it->name, name, nn);
+	if (dirid)
+		memcpy(it->dirid, dirid, NAMES_DIRID_LEN);
+	return it;
+}
+
+/*
+ * add_item - hand the object to the workers (a hard-linked file through
+ * fsck_links): 0, or -ENOMEM.
+ */
 static int add_item(struct fsck *f, const char *backing, const char *path, const char *name,
 		    const struct stat *st, const uint8_t *dirid)
 {
-	struct fsck_item *it;
+	struct fsck_item *it = fsck_item_new(backing, path, name, st, dirid);
 
-	if (f->n_items == f->cap_items) {
-		size_t cap = f->cap_items ? 2 * f->cap_items : 1024;
-		struct fsck_item *grown = realloc(f->items, cap * sizeof(*grown));
-		if (!grown)
-			return -ENOMEM;
-		f->items = grown;
-		f->cap_items = cap;
-	}
-	it = &f->items[f->n_items];
-	*it = (struct fsck_item){ .backing = strdup(backing), .path = strdup(path),
-				  .name = strdup(name), .type = st->st_mode & S_IFMT,
-				  .dev = st->st_dev, .ino = st->st_ino, .nlink = st->st_nlink };
-	if (dirid)
-		memcpy(it->dirid, dirid, NAMES_DIRID_LEN);
-	if (!it->backing || !it->path || !it->name) {
-		free(it->backing);
-		free(it->path);
-		free(it->name);
+	if (!it)
 		return -ENOMEM;
-	}
-	f->n_items++;
+	if (it->nlink > 1 && it->type != S_IFDIR)
+		fsck_links_walked(f, it);
+	else
+		fsck_check(f, it);
 	return 0;
 }
 
 /*
- * holds_user_entries - does the backing directory @fd hold, at any depth
+ * holds_user_entries - does the backing directory @name in @at hold, at any depth
  * below the volume's own hidden entries, an entry a listing would show?
  * A temporary directory (a crashed mkdir, rmdir or rename) never does.
  * Unreadable counts as yes: what cannot be seen is not provably orphaned.
  */
-static bool holds_user_entries(struct fsck *f, int fd)
+static bool holds_user_entries(struct fsck *f, int at, const char *name)
 {
-	struct entries e;
+	DIR *dp = dir_open(at, name);
+	const char *entry;
 	bool found = false;
 
-	if (entries_read(fd, &e) < 0)
+	if (!dp)
 		return true;
-	for (size_t i = 0; i < e.n && !found; i++) {
+	while (!found && (entry = dir_next(dp))) {
 		struct stat st;
-		int sub;
 
-		if (names_classify(f->names, false, e.name[i]) != NAMES_ENTRY_HIDDEN) {
+		if (names_classify(f->names, false, entry) != NAMES_ENTRY_HIDDEN)
 			found = true;
-		} else if (fstatat(fd, e.name[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-			   S_ISDIR(st.st_mode)) {
-			sub = openat(fd, e.name[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			found = sub < 0 || holds_user_entries(f, sub);
-			if (sub >= 0)
-				close(sub);
-		} else if (!S_ISLNK(st.st_mode)) {
+		else if (fstatat(dirfd(dp), entry, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			found = true; /* unseen */
+		else if (S_ISDIR(st.st_mode))
+			found = holds_user_entries(f, dirfd(dp), entry);
+		else if (!S_ISLNK(st.st_mode))
 			found = true; /* the volume's hidden entries in a directory are links */
-		}
 	}
-	entries_free(&e);
+	if (!found && errno)
+		found = true; /* a listing cut short: unseen */
+	closedir(dp);
 	return found;
 }
 
@@ -184,37 +163,25 @@ int fsck_read_journal(int dirfd, const char *path, struct rekey_journal_header *
 	return rc == -ENODATA ? -EBADMSG : rc;
 }
 
-/* open_entries - the entries of the volume's own directory @name in @root_fd: its fd, or -1. */
-static int open_entries(int root_fd, const char *name, struct entries *e)
-{
-	int fd = openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-	if (fd >= 0 && entries_read(fd, e) < 0) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
-
 /* The re-key journals: a complete one is finished by the next mount, a ".tmp" one is debris. */
 static void walk_rekey_dir(struct fsck *f, int root_fd, const char *backing)
 {
 	struct rekey_journal_header h;
-	struct entries e;
-	int fd = open_entries(root_fd, VOLUME_REKEY_DIR, &e);
+	DIR *dp = dir_open(root_fd, VOLUME_REKEY_DIR);
+	const char *name;
 
-	if (fd < 0)
+	if (!dp)
 		return;
-	for (size_t i = 0; i < e.n; i++) {
-		char *path = join(backing, e.name[i]);
+	while ((name = dir_next(dp))) {
+		char *path = join(backing, name);
 
 		if (!path)
 			continue;
-		if (has_suffix(e.name[i], ".tmp"))
+		if (has_suffix(name, ".tmp"))
 			fsck_leftover(f, path, "rekey-journal-tmp", !f->online, false,
 				      "the journal of a re-key that crashed before it was complete: "
 				      "nothing needs it");
-		else if (fsck_read_journal(fd, e.name[i], &h) == -EBADMSG)
+		else if (fsck_read_journal(dirfd(dp), name, &h) == -EBADMSG)
 			fsck_leftover(f, path, "rekey-journal-damaged", false, false,
 				      "not a valid re-key journal: the daemon's recovery leaves it "
 				      "alone, and so does fsck");
@@ -224,28 +191,26 @@ static void walk_rekey_dir(struct fsck *f, int root_fd, const char *backing)
 				      "rotate --offline`) finishes it; never removed by fsck");
 		free(path);
 	}
-	entries_free(&e);
-	close(fd);
+	closedir(dp);
 }
 
 /* envelopefs.probe holds nothing between probes: whatever is in it was left by a crash. */
 static void walk_probe_dir(struct fsck *f, int root_fd, const char *backing)
 {
-	struct entries e;
-	int fd = open_entries(root_fd, VOLUME_PROBE_DIR, &e);
+	DIR *dp = dir_open(root_fd, VOLUME_PROBE_DIR);
+	const char *name;
 
-	if (fd < 0)
+	if (!dp)
 		return;
-	for (size_t i = 0; i < e.n; i++) {
-		char *path = join(backing, e.name[i]);
+	while ((name = dir_next(dp))) {
+		char *path = join(backing, name);
 
 		if (path)
 			fsck_leftover(f, path, "stale-probe", !f->online, true,
 				      "a backing probe's scratch directory left by a crash");
 		free(path);
 	}
-	entries_free(&e);
-	close(fd);
+	closedir(dp);
 }
 
 /*
@@ -287,8 +252,7 @@ static bool root_entry(struct fsck *f, int root_fd, const char *name, const char
 }
 
 /* A hidden entry of an encrypted directory that is not a name, an ID or a root file. */
-static void hidden_entry(struct fsck *f, int dirfd, const struct entries *e, const char *name,
-			 const char *backing)
+static void hidden_entry(struct fsck *f, int dirfd, const char *name, const char *backing)
 {
 	struct stat st;
 
@@ -301,7 +265,7 @@ static void hidden_entry(struct fsck *f, int dirfd, const struct entries *e, con
 		if (n <= NAMES_MAX) {
 			memcpy(entry, name, n);
 			entry[n] = '\0';
-			if (entries_has(e, entry))
+			if (fstatat(dirfd, entry, &st, AT_SYMLINK_NOFOLLOW) == 0)
 				return;
 		}
 		fsck_leftover(f, backing, "orphan-side-record", !f->online, false,
@@ -313,12 +277,8 @@ static void hidden_entry(struct fsck *f, int dirfd, const struct entries *e, con
 	    (S_ISLNK(st.st_mode) || S_ISDIR(st.st_mode))) {
 		bool user = false;
 
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			user = sub < 0 || holds_user_entries(f, sub);
-			if (sub >= 0)
-				close(sub);
-		}
+		if (S_ISDIR(st.st_mode))
+			user = holds_user_entries(f, dirfd, name);
 		fsck_leftover(f, backing, "temp-entry", !f->online && !user, S_ISDIR(st.st_mode),
 			      user ? "a temporary entry holding named entries: left for a human"
 				   : "a temporary entry of an operation a crash interrupted");
@@ -357,8 +317,8 @@ static int decode_entry(struct fsck *f, int dirfd, const uint8_t *dirid, bool in
 	return ret == -ENOENT ? 1 : ret;
 }
 
-static void walk_dir(struct fsck *f, int dirfd, const char *backing, const char *path,
-		     bool in_root);
+static void walk_dir(struct fsck *f, int at, const char *name, const char *backing,
+		     const char *path, bool in_root);
 
 /*
  * note_link - if @name in @dirfd is a version-2 symlink, its ID is in use,
@@ -382,8 +342,8 @@ static void note_link(struct fsck *f, int dirfd, const char *name)
 }
 
 /* One entry of a directory: decoded, then checked (files, links) or walked (directories). */
-static void walk_entry(struct fsck *f, int dirfd, const struct entries *e, const uint8_t *dirid,
-		       bool in_root, const char *name, const char *backing, const char *path)
+static void walk_entry(struct fsck *f, int dirfd, const uint8_t *dirid, bool in_root,
+		       const char *name, const char *backing, const char *path)
 {
 	char plain[NAMES_MAX + 1], *child_backing = join(backing, name), *child_path = NULL;
 	struct stat st;
@@ -396,7 +356,7 @@ static void walk_entry(struct fsck *f, int dirfd, const struct entries *e, const
 	note_link(f, dirfd, name);
 	ret = decode_entry(f, dirfd, dirid, in_root, name, path, child_backing, plain);
 	if (ret == 1 && names_encrypted(f->names))
-		hidden_entry(f, dirfd, e, name, child_backing);
+		hidden_entry(f, dirfd, name, child_backing);
 	if (ret != 0)
 		goto out;
 	child_path = join(path, plain);
@@ -408,18 +368,9 @@ static void walk_entry(struct fsck *f, int dirfd, const struct entries *e, const
 				    strerror(errno));
 		goto out;
 	}
-	if (S_ISDIR(st.st_mode)) {
-		int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-		if (sub < 0) {
-			f->walk_incomplete = true;
-			fsck_report(f, FSCK_IO, child_path, child_backing, "io", errno,
-				    "cannot open the directory: %s", strerror(errno));
-			goto out;
-		}
-		walk_dir(f, sub, child_backing, child_path, false);
-		close(sub);
-	} else if (S_ISREG(st.st_mode) || (S_ISLNK(st.st_mode) && names_encrypted(f->names))) {
+	if (S_ISDIR(st.st_mode))
+		walk_dir(f, dirfd, name, child_backing, child_path, false);
+	else if (S_ISREG(st.st_mode) || (S_ISLNK(st.st_mode) && names_encrypted(f->names))) {
 		if (add_item(f, child_backing, child_path, plain, &st, dirid) < 0)
 			f->walk_incomplete = true;
 	}
@@ -437,23 +388,33 @@ static bool scope_root(const struct fsck *f, const uint8_t *dirid)
 	return false;
 }
 
-static void walk_dir(struct fsck *f, int dirfd, const char *backing, const char *path,
-		     bool in_root)
+/*
+ * walk_dir - the directory @name in @at, streamed: the walk holds one open
+ * directory per level of the tree, whatever their sizes.
+ */
+static void walk_dir(struct fsck *f, int at, const char *name, const char *backing,
+		     const char *path, bool in_root)
 {
 	uint8_t dirid[NAMES_DIRID_LEN] = { 0 };
-	struct entries e;
+	DIR *dp = dir_open(at, name);
+	const char *entry;
 	struct stat st;
-	int ret;
 
+	if (!dp) {
+		f->walk_incomplete = true;
+		fsck_report(f, FSCK_IO, path, backing, "io", errno,
+			    "cannot open the directory: %s", strerror(errno));
+		return;
+	}
 	f->dirs++;
 	if (names_encrypted(f->names)) {
-		if (names_dirid_read(dirfd, dirid) < 0) {
+		if (names_dirid_read(dirfd(dp), dirid) < 0) {
 			f->walk_incomplete = true;
 			fsck_report(f, FSCK_INTEGRITY, path, backing, "dirid", EIO,
 				    "the directory ID (%s) is missing or damaged: every lookup and "
 				    "listing in it fails; its entries were not checked",
 				    NAMES_DIRID_ENTRY);
-			return;
+			goto out;
 		}
 		if (scope_root(f, dirid)) {
 			/* Its names, xattrs and keys are its KMS's; checking them is a later
@@ -461,23 +422,22 @@ static void walk_dir(struct fsck *f, int dirfd, const char *backing, const char 
 			f->walk_incomplete = true;
 			fprintf(stderr, "%s: a key scope, not checked (its keys are its own KMS's)\n",
 				path);
-			return;
+			goto out;
 		}
 		/* The directory's own user xattrs are sealed to its ID. */
-		if (fstat(dirfd, &st) == 0 && add_item(f, backing, path, "", &st, dirid) < 0)
+		if (fstat(dirfd(dp), &st) == 0 && add_item(f, backing, path, "", &st, dirid) < 0)
 			f->walk_incomplete = true;
 	}
-	ret = entries_read(dirfd, &e);
-	if (ret < 0) {
+	while ((entry = dir_next(dp)))
+		walk_entry(f, dirfd(dp), names_encrypted(f->names) ? dirid : NULL, in_root, entry,
+			   backing, path);
+	if (errno) {
 		f->walk_incomplete = true;
-		fsck_report(f, FSCK_IO, path, backing, "io", -ret, "cannot list the directory: %s",
-			    strerror(-ret));
-		return;
+		fsck_report(f, FSCK_IO, path, backing, "io", errno, "cannot list the directory: %s",
+			    strerror(errno));
 	}
-	for (size_t i = 0; i < e.n; i++)
-		walk_entry(f, dirfd, &e, names_encrypted(f->names) ? dirid : NULL, in_root,
-			   e.name[i], backing, path);
-	entries_free(&e);
+out:
+	closedir(dp);
 }
 
 static int cmp_link_id(const void *a, const void *b)
@@ -489,22 +449,22 @@ static int cmp_link_id(const void *a, const void *b)
 static void walk_link_store(struct fsck *f)
 {
 	char dir[4096 + sizeof(NAMES_LINK_STORE) + 1];
-	struct entries e;
-	int fd = open_entries(f->root_fd, NAMES_LINK_STORE, &e);
+	DIR *dp = dir_open(f->root_fd, NAMES_LINK_STORE);
+	const char *name;
 
-	if (fd < 0)
+	if (!dp)
 		return;
 	snprintf(dir, sizeof(dir), "%s/%s", f->backing, NAMES_LINK_STORE);
 	if (f->n_link_ids)
 		qsort(f->link_ids, f->n_link_ids, NAMES_LINK_ID_LEN, cmp_link_id);
-	for (size_t i = 0; i < e.n; i++) {
+	while ((name = dir_next(dp))) {
 		uint8_t id[NAMES_LINK_ID_LEN];
-		char *path = join(dir, e.name[i]);
+		char *path = join(dir, name);
 
 		if (!path)
 			continue;
-		if (strlen(e.name[i]) != NAMES_LINK_ID_TEXT ||
-		    names_b64_decode(e.name[i], id, sizeof(id)) != NAMES_LINK_ID_LEN)
+		if (strlen(name) != NAMES_LINK_ID_TEXT ||
+		    names_b64_decode(name, id, sizeof(id)) != NAMES_LINK_ID_LEN)
 			fsck_leftover(f, path, "unknown-entry", false, false,
 				      "not a link-store file name: left alone");
 		else if (!f->n_link_ids ||
@@ -518,58 +478,13 @@ static void walk_link_store(struct fsck *f)
 						"the store file and its link)");
 		free(path);
 	}
-	entries_free(&e);
-	close(fd);
+	closedir(dp);
 }
 
-static int cmp_inode(const void *a, const void *b)
+void fsck_walk(struct fsck *f)
 {
-	const struct fsck_item *x = *(const struct fsck_item *const *)a;
-	const struct fsck_item *y = *(const struct fsck_item *const *)b;
-
-	if (x->dev != y->dev)
-		return x->dev < y->dev ? -1 : 1;
-	return (x->ino > y->ino) - (x->ino < y->ino);
-}
-
-static int cmp_inode_path(const void *a, const void *b)
-{
-	int c = cmp_inode(a, b);
-
-	return c ? c : strcmp((*(const struct fsck_item *const *)a)->path,
-			      (*(const struct fsck_item *const *)b)->path);
-}
-
-/* Hard links: every name of a file is walked, its content is checked once, under its first path. */
-static int mark_aliases(struct fsck *f)
-{
-	struct fsck_item **linked = malloc((f->n_items + 1) * sizeof(*linked));
-	size_t n = 0;
-
-	if (!linked)
-		return -ENOMEM;
-	for (size_t i = 0; i < f->n_items; i++)
-		if (f->items[i].nlink > 1 && f->items[i].type != S_IFDIR)
-			linked[n++] = &f->items[i];
-	qsort(linked, n, sizeof(*linked), cmp_inode_path);
-	for (size_t i = 1; i < n; i++)
-		linked[i]->alias = cmp_inode(&linked[i - 1], &linked[i]) == 0;
-	free(linked);
-	return 0;
-}
-
-int fsck_walk(struct fsck *f)
-{
-	int fd = openat(f->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd < 0) {
-		fsck_report(f, FSCK_IO, "/", f->backing, "io", errno, "cannot open: %s",
-			    strerror(errno));
-		return 0;
-	}
-	walk_dir(f, fd, f->backing, "/", true);
-	close(fd);
-	return mark_aliases(f);
+	walk_dir(f, f->root_fd, ".", f->backing, "/", true);
+	fsck_links_flush(f);
 }
 
 void fsck_walk_link_store(struct fsck *f)

@@ -63,6 +63,7 @@
 #include "tools/ctl_daemon.h"
 #include "tools/ctl_migrate.h"
 #include "tools/ctl_scope.h"
+#include "tools/ctl_workq.h"
 
 static const char rotate_usage[] =
 	"Usage: envelopefsctl rotate [OPTIONS] MOUNTPOINT [PATH...]\n"
@@ -114,11 +115,24 @@ static const char rotate_usage[] =
 
 enum outcome { DONE_REWRAPPED, DONE_CURRENT, DONE_EMPTY, DONE_GONE, DONE_FAILED };
 
+/* One file of the walk, from the walk to a worker, which frees it. */
 struct file_item {
-	char *path;
 	uint32_t version; /* --check: the version found */
 	int outcome;
 	int err;
+	char path[]; /* one allocation */
+};
+
+/* A file that failed, kept for the report: the memory goes with the failures, not the tree. */
+struct failure {
+	char *path;
+	int err;
+};
+
+/* How many files (rewrapped or current) sit under one key version, for --check. */
+struct version_count {
+	uint32_t version;
+	size_t files;
 };
 
 /* The new file IDs of a --rekey run, sorted for lookup, and the file that keeps them. */
@@ -148,13 +162,21 @@ struct rotation {
 	/* offline */
 	struct ctl_volume vol;
 	char backing[PATH_MAX];
-	/* the work list */
-	struct file_item *items;
-	size_t n_items, cap_items;
+	/* the walk: what it found, and the queue to the workers (tools/ctl_workq.h) */
+	struct ctl_workq *queue;
+	size_t n_items;	   /* files handed to the workers (the walk's thread alone) */
+	bool walking;	   /* the walk goes on: n_items is not the total yet */
 	size_t skipped;	   /* not regular files */
 	size_t unwalkable; /* directories or entries that could not be read */
 	size_t vanished;   /* entries gone between readdir and stat */
-	atomic_size_t next, finished, rewrapped, failed;
+	bool walk_failed;  /* out of memory: the walk stopped */
+	atomic_size_t finished, outcomes[DONE_FAILED + 1];
+	/* what the workers found, under tally_lock */
+	pthread_mutex_t tally_lock;
+	struct failure *failures;
+	size_t n_failures, cap_failures;
+	struct version_count *versions; /* ascending version */
+	size_t n_versions;
 	/* rate limiting: the earliest time the next re-wrap may start */
 	pthread_mutex_t rate_lock;
 	double next_slot;
@@ -171,20 +193,20 @@ static double now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* add_item - hand @path to a worker, waiting while the queue is full. */
 static int add_item(struct rotation *r, const char *path)
 {
-	if (r->n_items == r->cap_items) {
-		size_t cap = r->cap_items ? 2 * r->cap_items : 1024;
-		struct file_item *grown = realloc(r->items, cap * sizeof(*grown));
-		if (!grown)
-			return FTW_STOP;
-		r->items = grown;
-		r->cap_items = cap;
-	}
-	r->items[r->n_items] = (struct file_item){.path = strdup(path)};
-	if (!r->items[r->n_items].path)
+	size_t len = strlen(path) + 1;
+	struct file_item *it = malloc(sizeof(*it) + len);
+
+	if (!it) {
+		r->walk_failed = true;
 		return FTW_STOP;
+	}
+	*it = (struct file_item){0};
+	memcpy(it->path, path, len);
 	r->n_items++;
+	ctl_workq_push(r->queue, it);
 	return FTW_CONTINUE;
 }
 
@@ -499,20 +521,66 @@ static void process(struct rotation *r, struct file_item *it)
 	}
 }
 
-static void *worker(void *arg)
+/* note_failure - keep @it's path and error for the report (lost only when out of memory). */
+static void note_failure(struct rotation *r, const struct file_item *it)
 {
-	struct rotation *r = arg;
+	char *path = strdup(it->path);
+
+	pthread_mutex_lock(&r->tally_lock);
+	if (path && r->n_failures == r->cap_failures) {
+		size_t cap = r->cap_failures ? 2 * r->cap_failures : 16;
+		struct failure *grown = realloc(r->failures, cap * sizeof(*grown));
+
+		if (grown) {
+			r->failures = grown;
+			r->cap_failures = cap;
+		}
+	}
+	if (path && r->n_failures < r->cap_failures) {
+		r->failures[r->n_failures++] = (struct failure){ .path = path, .err = it->err };
+		path = NULL;
+	}
+	pthread_mutex_unlock(&r->tally_lock);
+	free(path);
+}
+
+/* count_version - one more file under @version (a handful of versions: a sorted array). */
+static void count_version(struct rotation *r, uint32_t version)
+{
 	size_t i;
 
-	while ((i = atomic_fetch_add(&r->next, 1)) < r->n_items) {
-		process(r, &r->items[i]);
-		if (r->items[i].outcome == DONE_REWRAPPED)
-			atomic_fetch_add(&r->rewrapped, 1);
-		if (r->items[i].outcome == DONE_FAILED)
-			atomic_fetch_add(&r->failed, 1);
-		atomic_fetch_add(&r->finished, 1);
+	pthread_mutex_lock(&r->tally_lock);
+	for (i = 0; i < r->n_versions && r->versions[i].version < version; i++)
+		;
+	if (i < r->n_versions && r->versions[i].version == version) {
+		r->versions[i].files++;
+	} else {
+		struct version_count *grown = realloc(r->versions,
+						      (r->n_versions + 1) * sizeof(*grown));
+
+		if (grown) {
+			memmove(grown + i + 1, grown + i, (r->n_versions - i) * sizeof(*grown));
+			grown[i] = (struct version_count){ .version = version, .files = 1 };
+			r->versions = grown;
+			r->n_versions++;
+		}
 	}
-	return NULL;
+	pthread_mutex_unlock(&r->tally_lock);
+}
+
+static void run_item(void *arg, void *item)
+{
+	struct rotation *r = arg;
+	struct file_item *it = item;
+
+	process(r, it);
+	atomic_fetch_add(&r->outcomes[it->outcome], 1);
+	if (it->outcome == DONE_FAILED)
+		note_failure(r, it);
+	else if (r->check && (it->outcome == DONE_REWRAPPED || it->outcome == DONE_CURRENT))
+		count_version(r, it->version);
+	free(it);
+	atomic_fetch_add(&r->finished, 1);
 }
 
 /* What the run does to a file, as progress and the summary name it. */
@@ -527,96 +595,85 @@ static const char *outcome_label(const struct rotation *r, bool json)
 	return labels[r->rekey][r->check || r->dry_run][json];
 }
 
+/* The progress line: while the walk goes on, the total is what it has found so far. */
 static void progress(struct rotation *r, bool tty, bool last)
 {
 	size_t done = atomic_load(&r->finished), total = r->n_items;
 	double elapsed = now() - r->started, rate = elapsed > 0 ? done / elapsed : 0;
-	double eta = rate > 0 ? (double)(total - done) / rate : 0;
+	char eta[32] = "walking";
 
-	fprintf(stderr, "%s%zu/%zu files, %zu %s, %zu failed, %.0f files/s, ETA %.0f s%s",
-		tty ? "\r" : "", done, total, atomic_load(&r->rewrapped),
-		outcome_label(r, false), atomic_load(&r->failed), rate,
-		eta, tty && !last ? "   " : "\n");
+	if (!r->walking)
+		snprintf(eta, sizeof(eta), "ETA %.0f s", rate > 0 ? (double)(total - done) / rate : 0);
+	fprintf(stderr, "%s%zu/%zu%s files, %zu %s, %zu failed, %.0f files/s, %s%s",
+		tty ? "\r" : "", done, total, r->walking ? "+" : "",
+		atomic_load(&r->outcomes[DONE_REWRAPPED]), outcome_label(r, false),
+		atomic_load(&r->outcomes[DONE_FAILED]), rate, eta, tty && !last ? "   " : "\n");
 	fflush(stderr);
 }
 
-static void run_workers(struct rotation *r)
+static void tick(void *arg)
 {
-	pthread_t *threads = calloc(r->jobs, sizeof(*threads));
-	bool tty = isatty(STDERR_FILENO);
-	double last_line = now();
-	unsigned started = 0;
-
-	r->started = now();
-	for (unsigned j = 0; threads && j < r->jobs; j++)
-		if (pthread_create(&threads[j], NULL, worker, r) == 0)
-			started++;
-	if (started == 0) {
-		worker(r); /* no threads to be had: do it here */
-	} else {
-		while (atomic_load(&r->finished) < r->n_items) {
-			struct timespec tick = {0, 20 * 1000 * 1000};
-			nanosleep(&tick, NULL);
-			if (!r->quiet && now() - last_line >= (tty ? 0.2 : 5.0)) {
-				progress(r, tty, false);
-				last_line = now();
-			}
-		}
-		for (unsigned j = 0; j < started; j++)
-			pthread_join(threads[j], NULL);
-	}
-	free(threads);
-	if (!r->quiet && (tty || r->n_items > 0))
-		progress(r, tty, true);
+	progress(arg, isatty(STDERR_FILENO), false);
 }
 
-static int cmp_u32(const void *a, const void *b)
+/* start_workers - the workers, fed by the walk's add_item().  A CTL_* code. */
+static int start_workers(struct rotation *r)
 {
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	bool tty = isatty(STDERR_FILENO);
+	struct ctl_workq_ops ops = { .run = run_item, .tick = r->quiet ? NULL : tick,
+				     .tick_every = tty ? 0.2 : 5.0, .arg = r };
 
-	return (x > y) - (x < y);
+	r->started = now();
+	r->walking = true;
+	return ctl_workq_start(r->jobs, &ops, &r->queue) < 0 ? ctl_err(CTL_FAILED, "out of memory")
+							     : CTL_OK;
+}
+
+/* finish_workers - wait until every file the walk found is done, end the workers. */
+static void finish_workers(struct rotation *r)
+{
+	bool tty = isatty(STDERR_FILENO);
+
+	ctl_workq_finish(r->queue);
+	r->queue = NULL;
+	if (!r->quiet && (tty || r->n_items > 0))
+		progress(r, tty, true);
 }
 
 /* --check: how many files sit under each key version, ascending. */
 static void print_versions(const struct rotation *r)
 {
-	uint32_t *found = malloc((r->n_items + 1) * sizeof(*found));
-	size_t n = 0;
-
-	if (!found)
-		return;
-	for (size_t i = 0; i < r->n_items; i++)
-		if (r->items[i].outcome == DONE_REWRAPPED || r->items[i].outcome == DONE_CURRENT)
-			found[n++] = r->items[i].version;
-	qsort(found, n, sizeof(*found), cmp_u32);
 	printf(r->json ? ",\"versions\":{" : "files per key version:\n");
-	for (size_t i = 0, run; i < n; i += run) {
-		for (run = 1; i + run < n && found[i + run] == found[i]; run++)
-			;
+	for (size_t i = 0; i < r->n_versions; i++) {
 		if (r->json)
-			printf("%s\"%u\":%zu", i ? "," : "", found[i], run);
+			printf("%s\"%u\":%zu", i ? "," : "", r->versions[i].version,
+			       r->versions[i].files);
 		else
-			printf("  version %u: %zu\n", found[i], run);
+			printf("  version %u: %zu\n", r->versions[i].version, r->versions[i].files);
 	}
 	if (r->json)
 		printf("}");
-	free(found);
+}
+
+static int cmp_failure(const void *a, const void *b)
+{
+	return strcmp(((const struct failure *)a)->path, ((const struct failure *)b)->path);
 }
 
 /* Summary on stdout (text or JSON), failures with their paths on stderr. */
 static int report(struct rotation *r)
 {
-	size_t count[DONE_FAILED + 1] = {0};
-	bool below = false;
+	size_t count[DONE_FAILED + 1];
+	bool below;
 
-	for (size_t i = 0; i < r->n_items; i++) {
-		count[r->items[i].outcome]++;
-		if (r->items[i].outcome == DONE_FAILED)
-			fprintf(stderr, "envelopefsctl rotate: %s: %s\n", r->items[i].path,
-				strerror(-r->items[i].err));
-		if (r->items[i].outcome == DONE_REWRAPPED && (r->check || r->dry_run))
-			below = true;
-	}
+	for (int i = 0; i <= DONE_FAILED; i++)
+		count[i] = atomic_load(&r->outcomes[i]);
+	below = count[DONE_REWRAPPED] > 0 && (r->check || r->dry_run);
+	if (r->n_failures)
+		qsort(r->failures, r->n_failures, sizeof(*r->failures), cmp_failure);
+	for (size_t i = 0; i < r->n_failures; i++)
+		fprintf(stderr, "envelopefsctl rotate: %s: %s\n", r->failures[i].path,
+			strerror(-r->failures[i].err));
 	if (r->json) {
 		printf("{");
 		if (r->shards)
@@ -795,22 +852,42 @@ static int parse_args(int argc, char **argv, struct rotation *r, const char **ke
 	return CTL_OK;
 }
 
-/* Walk @dirs[0..n) of @r and process every file (check mode: nothing changes). */
+/*
+ * Walk @dirs[0..n) of @r and process every file (check mode: nothing
+ * changes), each as the walk finds it: nftw() holds one directory stream
+ * per level, the queue at most CTL_WORKQ_DEPTH paths.
+ */
 static int walk_and_run(struct rotation *r, char **dirs, int n)
 {
+	int code = start_workers(r);
+
 	walk_target = r;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; code == CTL_OK && i < n; i++)
 		if (nftw(dirs[i], collect, 64, FTW_PHYS | FTW_MOUNT | FTW_ACTIONRETVAL) != 0)
-			return ctl_err(CTL_FAILED, "cannot walk %s: %s", dirs[i], strerror(errno));
-	run_workers(r);
-	return CTL_OK;
+			code = ctl_err(CTL_FAILED, "cannot walk %s: %s", dirs[i],
+				       r->walk_failed ? strerror(ENOMEM) : strerror(errno));
+	r->walking = false;
+	if (r->queue)
+		finish_workers(r);
+	return code;
+}
+
+/* forget_tally - what the workers found: failures and versions. */
+static void forget_tally(struct rotation *r)
+{
+	for (size_t i = 0; i < r->n_failures; i++)
+		free(r->failures[i].path);
+	free(r->failures);
+	r->failures = NULL;
+	r->n_failures = r->cap_failures = 0;
+	free(r->versions);
+	r->versions = NULL;
+	r->n_versions = 0;
 }
 
 static void rotation_free(struct rotation *r)
 {
-	for (size_t i = 0; i < r->n_items; i++)
-		free(r->items[i].path);
-	free(r->items);
+	forget_tally(r);
 	if (r->state.fd >= 0)
 		close(r->state.fd);
 	free(r->state.done);
@@ -943,7 +1020,8 @@ static int offline_rekey_setup(struct rotation *r)
 int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_t *users,
 			  size_t *unreadable)
 {
-	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER, .check = true, .jobs = 4,
+	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER,
+			     .tally_lock = PTHREAD_MUTEX_INITIALIZER, .check = true, .jobs = 4,
 			     .state = {.fd = -1, .root_fd = -1},
 			     .offline = offline, .target = UINT32_MAX};
 	char *dirs[] = {(char *)dir};
@@ -959,12 +1037,12 @@ int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_
 	/* A file that vanished from its path during the walk may live on
 	 * under another name: it counts as not checked. */
 	*unreadable = r.unwalkable + r.vanished;
-	for (size_t i = 0; code == CTL_OK && i < r.n_items; i++) {
-		if (r.items[i].outcome == DONE_FAILED || r.items[i].outcome == DONE_GONE)
-			(*unreadable)++;
-		else if (r.items[i].outcome != DONE_EMPTY && r.items[i].version == version)
-			(*users)++;
-	}
+	if (code == CTL_OK)
+		*unreadable += atomic_load(&r.outcomes[DONE_FAILED]) +
+			       atomic_load(&r.outcomes[DONE_GONE]);
+	for (size_t i = 0; code == CTL_OK && i < r.n_versions; i++)
+		if (r.versions[i].version == version)
+			*users = r.versions[i].files;
 	rotation_free(&r);
 	return code;
 }
@@ -972,14 +1050,12 @@ int ctl_count_key_version(const char *dir, bool offline, uint32_t version, size_
 /* reset_walk - forget a finished walk's work list, for another pass. */
 static void reset_walk(struct rotation *r)
 {
-	for (size_t i = 0; i < r->n_items; i++)
-		free(r->items[i].path);
+	forget_tally(r);
 	r->n_items = 0;
 	r->skipped = r->unwalkable = r->vanished = 0;
-	atomic_store(&r->next, 0);
 	atomic_store(&r->finished, 0);
-	atomic_store(&r->rewrapped, 0);
-	atomic_store(&r->failed, 0);
+	for (int i = 0; i <= DONE_FAILED; i++)
+		atomic_store(&r->outcomes[i], 0);
 }
 
 /* Passes a migration makes at most while renames keep carrying records past its walk. */
@@ -1002,18 +1078,18 @@ static int migrate_walk(struct rotation *r, char **dirs, int n)
 		reset_walk(r);
 		r->check = r->quiet = true;
 		code = walk_and_run(r, dirs, n);
-		left = atomic_load(&r->rewrapped);
-		if (code != CTL_OK || (left == 0 && atomic_load(&r->failed) == 0 &&
+		left = atomic_load(&r->outcomes[DONE_REWRAPPED]);
+		if (code != CTL_OK || (left == 0 && atomic_load(&r->outcomes[DONE_FAILED]) == 0 &&
 				       r->unwalkable == 0))
 			return code;
-		if (atomic_load(&r->failed) || r->unwalkable)
+		if (atomic_load(&r->outcomes[DONE_FAILED]) || r->unwalkable)
 			return ctl_err(CTL_FAILED, "some files could not be checked: run again");
 		fprintf(stderr, "envelopefsctl rotate: %zu records moved in during the walk; "
 			"another pass\n", left);
 		reset_walk(r);
 		r->check = r->quiet = false;
 		code = walk_and_run(r, dirs, n);
-		if (code == CTL_OK && (atomic_load(&r->failed) || r->unwalkable))
+		if (code == CTL_OK && (atomic_load(&r->outcomes[DONE_FAILED]) || r->unwalkable))
 			code = report(r);
 	}
 	return code == CTL_OK ? ctl_err(CTL_FAILED, "records keep arriving under the old KMS: "
@@ -1023,6 +1099,7 @@ static int migrate_walk(struct rotation *r, char **dirs, int n)
 int cmd_rotate(int argc, char **argv)
 {
 	struct rotation r = {.rate_lock = PTHREAD_MUTEX_INITIALIZER,
+			     .tally_lock = PTHREAD_MUTEX_INITIALIZER,
 			     .state = {.fd = -1, .root_fd = -1}};
 	const char *keyring = NULL, *to_kms = NULL;
 	char uuid[37], backing[PATH_MAX];
@@ -1106,15 +1183,19 @@ int cmd_rotate(int argc, char **argv)
 
 	if (code == CTL_OK && r.rekey)
 		code = state_open(&r, uuid);
-	/* Online, PATHs after the mountpoint narrow the walk. */
-	int first = r.offline ? optind : optind + (argc - optind > 1);
+	/* Online, PATHs after the mountpoint narrow the walk.  Offline it starts at BACKING's
+	 * real path, which volume_key_item() knows the volume key by (not a relative one). */
+	char *backing_root[] = { r.backing };
+	int first = optind + (argc - optind > 1);
+	char **dirs = r.offline ? backing_root : argv + first;
+	int n_dirs = r.offline ? 1 : argc - first;
 	if (code == CTL_OK && (r.migration || r.moving)) {
-		code = migrate_walk(&r, argv + first, argc - first);
+		code = migrate_walk(&r, dirs, n_dirs);
 		if (code == CTL_OK)
 			code = r.moving ? ctl_scope_move_end(argv[optind])
 					: ctl_migrate_finish(r.migration);
 	} else if (code == CTL_OK) {
-		code = walk_and_run(&r, argv + first, argc - first);
+		code = walk_and_run(&r, dirs, n_dirs);
 		if (code == CTL_OK)
 			code = report(&r);
 	}

@@ -41,6 +41,9 @@ TEST_PKGS="$TEST_PKGS xfsprogs btrfs-progs"
 # Node.js here, npm and the pinned npm packages in install_node_clients.
 TEST_PKGS="$TEST_PKGS nodejs"
 
+# GNU time: the peak RSS of fsck and rotate on small and large trees (test_walk_bound.py).
+TEST_PKGS="$TEST_PKGS time"
+
 install_packages() {
 	local missing=()
 	for p in "$@"; do

@@ -316,6 +316,22 @@ def test_offline_rotation(tmp_path):
     v.unmount()
 
 
+def test_offline_rotation_of_a_relative_backing(tmp_path, monkeypatch):
+    """BACKING given relative: the volume key (envelopefs.key, encrypted names) is still known
+    for what it is, a bare record, and re-wrapped (it failed with EBADMSG, read as a file)."""
+    v = Volume(tmp_path, names="encrypted")
+    v.mount()
+    (v.mnt / "f").write_bytes(b"data")
+    v.unmount()
+    ctl("keyring", "rotate", v.keyring, check=True)
+    monkeypatch.chdir(tmp_path)
+    run = ctl("rotate", "--offline", "--json", "backing")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["rewrapped"] == 2 and summary["failed"] == 0, summary  # f and the volume key
+    assert ctl("rotate", "--offline", "--check", "backing").returncode == 0
+
+
 def test_rotation_rate_for_many_files(tmp_path, capsys):
     """Re-wraps per second with the local keyring (reported, and bounded in time)."""
     v = Volume(tmp_path)
