@@ -390,34 +390,30 @@ void inode_forget(struct inode_table *t, struct inode *in, uint64_t n)
 		inode_free(t, in);
 }
 
-uint64_t inode_count(struct inode_table *t)
+/* counter_read - one of @t's counters (@field points into @t), read under its lock. */
+static uint64_t counter_read(struct inode_table *t, const uint64_t *field)
 {
 	uint64_t n;
 
 	pthread_mutex_lock(&t->lock);
-	n = t->count;
+	n = *field;
 	pthread_mutex_unlock(&t->lock);
 	return n;
+}
+
+uint64_t inode_count(struct inode_table *t)
+{
+	return counter_read(t, &t->count);
 }
 
 uint64_t inode_peak(struct inode_table *t)
 {
-	uint64_t n;
-
-	pthread_mutex_lock(&t->lock);
-	n = t->peak;
-	pthread_mutex_unlock(&t->lock);
-	return n;
+	return counter_read(t, &t->peak);
 }
 
 uint64_t inode_freed(struct inode_table *t)
 {
-	uint64_t n;
-
-	pthread_mutex_lock(&t->lock);
-	n = t->freed;
-	pthread_mutex_unlock(&t->lock);
-	return n;
+	return counter_read(t, &t->freed);
 }
 
 void inode_bound_set(struct inode_table *t, uint64_t max)
