@@ -695,18 +695,28 @@ int filekey_bump(struct envfs *fs, struct inode *in, int fd)
 		pthread_mutex_unlock(&in->key_lock);
 		return 0;
 	}
-	in->version_due = false;
 	rec = malloc(sizeof(*rec));
 	/* Only the record known durable is raised: one read since, by
 	 * another host, is not, and needs no check here. */
 	ret = rec ? layout_read_record(&fs->layout, fd, rec, &pos) : -ENOMEM;
 	if (ret == 0)
 		ret = raise_version(fs, in, fd, rec, &pos);
-	else if (ret == -EBADMSG)
+	else if (ret == -EBADMSG || ret == -ENODATA)
 		ret = 0; /* the I/O that follows reports it */
+	/* The change it follows is made: a raise that could not be written
+	 * (a full disk, an xattr quota) fails nothing, and stays due for the
+	 * next change.  A record failing authentication is reported (EIO). */
+	if (ret < 0 && ret != -EIO) {
+		log_ratelimited(LOG_WARNING, "inode %llu: file version not raised (%s); the next "
+					     "change tries again",
+				(unsigned long long)in->ino, strerror(-ret));
+		ret = 0;
+	} else {
+		in->version_due = false;
+	}
 	pthread_mutex_unlock(&in->key_lock);
 	free(rec);
-	return ret == -ENODATA ? 0 : ret;
+	return ret;
 }
 
 int filekey_rewrap(struct envfs *fs, struct inode *in, int fd, struct rewrap_result *res)

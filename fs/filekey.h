@@ -110,9 +110,10 @@ int filekey_edit_record(struct envfs *fs, struct inode *in, int fd,
  * single unsynced record write (layout_bump_record()); due or not, skipped
  * or done, it is not due again until the next open for writing or fsync.
  * After, not before: a change the file system refuses (EFBIG, ENOSPC)
- * leaves the file as it was, its times included, as on ext4.
+ * leaves the file as it was, its times included, as on ext4; and a raise
+ * that cannot be written fails nothing (logged, due again).
  * No-op before format 3.  Content lock held exclusively, in->dek valid,
- * @fd read-write.  0 or -errno (-EIO logged).
+ * @fd read-write.  0, or -EIO (logged) for a record failing authentication.
  */
 int filekey_bump(struct envfs *fs, struct inode *in, int fd);
 
