@@ -563,6 +563,10 @@ static void count_version(struct rotation *r, uint32_t version)
 			grown[i] = (struct version_count){ .version = version, .files = 1 };
 			r->versions = grown;
 			r->n_versions++;
+		} else {
+			/* Uncounted, a version would look unused to `keyring retire`:
+			 * counted as a failure, which makes it refuse. */
+			atomic_fetch_add(&r->outcomes[DONE_FAILED], 1);
 		}
 	}
 	pthread_mutex_unlock(&r->tally_lock);
