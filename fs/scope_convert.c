@@ -101,7 +101,11 @@ static int reseal_dir_xattr(const struct names *codec, int fd, const uint8_t *id
 	if (ret == 0)
 		ret = names_xattr_value_seal(codec, id, name, plain, plain_len, sealed);
 	secmem_wipe(plain, plain_len);
-	if (ret == 0 && fsetxattr(fd, resealed, sealed, (size_t)len, 0) < 0)
+	/* A copy under the scope's seal already there was made by a run a crash
+	 * cut short before it removed this one, and may have been changed since:
+	 * it is kept, and only the volume's copy goes. */
+	if (ret == 0 && fsetxattr(fd, resealed, sealed, (size_t)len, XATTR_CREATE) < 0 &&
+	    errno != EEXIST)
 		ret = -errno;
 	if (ret == 0 && fremovexattr(fd, stored) < 0 && errno != ENODATA)
 		ret = -errno;
@@ -292,8 +296,9 @@ static int convert_link(struct envfs *fs, struct inode *dir, const struct names 
 	if (ret == 0 && t.form == NAMES_TARGET_V1) {
 		/* Made anew as a version-2 link, as a rename of it would be. */
 		ret = names_link_open(codec, id, name, w->stored, w->target);
+		/* A new inode would split hard links to it, as for an inline target below. */
 		if (ret == 0)
-			ret = relink(fs, dir, fd, entry, name, w->target, st);
+			ret = st->st_nlink > 1 ? -EMLINK : relink(fs, dir, fd, entry, name, w->target, st);
 	} else if (ret == 0) {
 		n = t.form == NAMES_TARGET_EXTERNAL ? read_store(fs, &t, w->side) : 0;
 		ret = n < 0 ? (int)n : names_target_open(codec, &t, w->side, (size_t)n, w->target);
@@ -466,6 +471,24 @@ int scope_convert_dir(struct envfs *fs, struct inode *dir, bool check)
 	return check && changed ? -EINPROGRESS : 0;
 }
 
+/* journals_left - whether the re-key journal directory holds anything. */
+static bool journals_left(struct envfs *fs)
+{
+	int fd = openat(inode_fd(inode_table_root(fs->inodes)), REKEY_DIR,
+			O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct entry_list l = {0};
+	bool any = false;
+
+	if (fd < 0)
+		return false;
+	if (read_entries(fd, &l) == 0)
+		for (size_t i = 0; i < l.n; i++)
+			any |= l.v[i][0] != '.';
+	entry_list_free(&l);
+	close(fd);
+	return any;
+}
+
 int scope_convert_finish(struct envfs *fs, struct inode *dir)
 {
 	struct scope *s = dir->type == S_IFDIR ? inode_scope(fs, dir) : NULL;
@@ -475,6 +498,18 @@ int scope_convert_finish(struct envfs *fs, struct inode *dir)
 
 	if (!s || dir_id(fs, dir, &id) < 0 || memcmp(scope_def_of(s)->root_dirid, id, 16) != 0)
 		return -EINVAL; /* not a scope's root */
+	/* A re-key journal left may be one of this scope's files, interrupted
+	 * after its new record was written: that record opens only through the
+	 * scope's KMS, and only a converting scope's recovery (at mount) brings
+	 * it.  Ended now, nothing would ever finish it.  One running elsewhere
+	 * makes this wait too: the caller tries again. */
+	if (journals_left(fs)) {
+		log_msg(LOG_WARNING, "directory inode %llu: key scope conversion not ended: a re-key "
+				     "is running or was interrupted (remount with the scope's KMS "
+				     "reachable to finish it)",
+			(unsigned long long)dir->ino);
+		return -EBUSY;
+	}
 	ret = scope_convert_end(s, inode_fd(inode_table_root(fs->inodes)), err, sizeof(err));
 	if (ret < 0) {
 		log_msg(LOG_ERR, "directory inode %llu: key scope conversion not ended: %s",
@@ -520,24 +555,6 @@ int scope_xattr_name(const struct names *codec, const char *path, const uint8_t 
 	    getxattr(path, old, NULL, 0) >= 0)
 		strcpy(stored, old);
 	return 0;
-}
-
-/* journals_left - whether the re-key journal directory holds anything. */
-static bool journals_left(struct envfs *fs)
-{
-	int fd = openat(inode_fd(inode_table_root(fs->inodes)), REKEY_DIR,
-			O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	struct entry_list l = {0};
-	bool any = false;
-
-	if (fd < 0)
-		return false;
-	if (read_entries(fd, &l) == 0)
-		for (size_t i = 0; i < l.n; i++)
-			any |= l.v[i][0] != '.';
-	entry_list_free(&l);
-	close(fd);
-	return any;
 }
 
 void scope_finish_rekeys(struct envfs *fs)

@@ -271,6 +271,11 @@ int ctl_scope_convert(const char *dir, int fd, const struct scope_create_arg *ar
 	if (code != CTL_OK)
 		return code;
 	rc = ioctl(fd, ENVELOPEFS_IOC_SCOPE_CONVERT_END);
+	if (rc < 0 && errno == EBUSY)
+		return ctl_err(CTL_FAILED, "%s: every file is converted, but a re-key is running or "
+					   "was interrupted on this volume: once it is done (an "
+					   "interrupted one: remount with the scope's KMS reachable), "
+					   "run the command again to end the conversion", dir);
 	if (rc < 0)
 		return ctl_scope_error(dir, errno);
 	printf("%s: converted into a key scope: %lu files re-keyed under its KMS\n", dir,

@@ -242,6 +242,30 @@ def test_check_walk_converts_what_it_finds_and_says_so(vol):
     records_under(tenant.dir, tenant.key_ref)
 
 
+def test_not_ended_while_a_rekey_journal_is_left(vol):
+    """A re-key journal left in the volume may be one of the tree's files, cut short after its new
+    record (which opens only through the scope's KMS) was written: the conversion converts
+    everything but does not end (the scope stays converting, so the next mount's recovery can still
+    finish that file), says what to do, and ends once the journal is gone."""
+    tenant = Tenant(vol, "initech")
+    tenant.dir.mkdir()
+    files = write_tree(tenant.dir)
+    names = listing(tenant.dir)
+    journals = vol.backing / "envelopefs.rekey"
+    journals.mkdir(exist_ok=True)
+    stray = journals / ("00" * 16 + ".tmp")
+    stray.write_bytes(b"")
+    proc = tenant.convert(check=False)
+    assert proc.returncode != 0 and "run the command again" in proc.stderr, proc.stderr
+    assert tenant.stats()["converting"]
+    check_tree(tenant.dir, files, names)
+    stray.unlink()
+    tenant.convert()
+    assert not tenant.stats()["converting"]
+    check_tree(tenant.dir, files, names)
+    records_under(tenant.dir, tenant.key_ref)
+
+
 def test_readers_and_a_writer_inside_see_no_error_and_lose_nothing(vol):
     tenant = Tenant(vol, "initech")
     (tenant.dir / "sub").mkdir(parents=True)
