@@ -188,8 +188,8 @@ def test_status_for_operators(tmp_path):
         assert "limit 9 entries" in lines["dek cache"] and js["cache"]["max_entries"] == 9
         assert js["uptime"] >= 1 and re.fullmatch(r"0d 00h 00m 0\ds", lines["uptime"].strip())
         assert js["daemon"] == {"pid": daemon_pid(v), "version": js["daemon"]["version"],
-                                "writeback_cache": False, "handle_killpriv_v2": True,
-                                "shared": False}
+                                "writeback_cache": False, "xattrs": True,
+                                "handle_killpriv_v2": True, "shared": False}
         assert js["backing_fs"]["fs"] == lines["fs"].split(",")[0] and not js["backing_fs"]["shared"]
         assert lines["fs"].split(",")[1].strip() == "shared mode off"
         assert lines["daemon"].startswith(f"pid {daemon_pid(v)}, envelopefs ")
