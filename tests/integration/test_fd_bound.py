@@ -54,21 +54,21 @@ def content(d, i):
     return f"file {i} of directory {d}\n".encode()
 
 
-class FdSampler(threading.Thread):
-    """The most descriptors /proc/PID/fd showed, sampled every 20 ms."""
+class PeakSampler(threading.Thread):
+    """The largest value @probe() returned, sampled every 20 ms until finish() (or until it
+    returns None: what it counts is gone)."""
 
-    def __init__(self, pid):
+    def __init__(self, probe):
         super().__init__(daemon=True)
-        self.pid = pid
+        self.probe = probe
         self.peak = 0
         self.samples = 0
         self.stop = threading.Event()
 
     def run(self):
         while not self.stop.is_set():
-            try:
-                n = len(os.listdir(f"/proc/{self.pid}/fd"))
-            except FileNotFoundError:
+            n = self.probe()
+            if n is None:
                 return
             self.peak = max(self.peak, n)
             self.samples += 1
@@ -78,6 +78,14 @@ class FdSampler(threading.Thread):
         self.stop.set()
         self.join()
         return self.peak
+
+
+def fd_count(pid):
+    """The descriptors /proc/PID/fd shows, or None once the process is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        return None
 
 
 @pytest.fixture
@@ -176,7 +184,7 @@ def test_tree_under_1024_descriptors(limited, holders):
     assert line.split()[3:5] == [str(LIMIT), str(LIMIT)], line
     assert status["inode_fds_bounded"] is True
     bound = LIMIT // 2  # the default max_fds: half the limit
-    sampler = FdSampler(pid)
+    sampler = PeakSampler(lambda: fd_count(pid))
     sampler.start()
     started = time.monotonic()
 

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mounts import Volume
-from test_fd_bound import sanitized
+from test_fd_bound import PeakSampler, sanitized
 
 FILES = 5000 if sanitized() else 20000
 PER_DIR = 1000
@@ -69,28 +69,6 @@ def check_file(path, data):
         os.close(fd)
 
 
-class InodeSampler(threading.Thread):
-    """The most inodes the status showed, sampled every 20 ms."""
-
-    def __init__(self, v):
-        super().__init__(daemon=True)
-        self.v = v
-        self.peak = 0
-        self.samples = 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, self.v.status()["inodes"])
-            self.samples += 1
-            time.sleep(0.02)
-
-    def finish(self):
-        self.stop.set()
-        self.join()
-        return self.peak
-
-
 def bounded_volume(tmp_path, bound, names="plain"):
     v = Volume(tmp_path, names=names)
     v.mount(f"max_inodes={bound}")
@@ -105,7 +83,7 @@ def test_tree_many_times_the_bound(tmp_path):
     v = bounded_volume(tmp_path, BOUND)
     try:
         files = tree(v.mnt)
-        sampler = InodeSampler(v)
+        sampler = PeakSampler(lambda: v.status()["inodes"])
         sampler.start()
         for d in sorted({path.parent for path, _ in files}):
             d.mkdir()
