@@ -85,6 +85,21 @@ def record_version(v, name):
     return None
 
 
+class OldCopy:
+    """A copy of @name's backing file (and, with xattr placement, its record) in @where, for the
+    storage to put back later: the rollback every test here plays."""
+
+    def __init__(self, v, name, where):
+        self.v, self.name, self.where = v, name, where
+        shutil.copy2(v.backing_path(name), where)
+        self.record = os.getxattr(v.backing_path(name), XATTR) if v.placement == "xattr" else None
+
+    def put_back(self):
+        shutil.copyfile(self.where, self.v.backing_path(self.name))
+        if self.record is not None:
+            os.setxattr(self.v.backing_path(self.name), XATTR, self.record)
+
+
 def open_errno(path, mode="rb"):
     try:
         with open(path, mode) as f:
@@ -165,10 +180,7 @@ def test_file_put_back_refused(tmp_path, state, placement):
     v.mount()
     try:
         write_fsync(v.mnt / "f", b"old content", "wb")
-        saved = tmp_path / "saved"
-        shutil.copy2(v.backing_path("f"), saved)
-        if placement == "xattr":
-            saved_rec = os.getxattr(v.backing_path("f"), XATTR)
+        saved = OldCopy(v, "f", tmp_path / "saved")
         with open(v.mnt / "f", "r+b") as f:
             f.write(b"new")
             f.flush()
@@ -176,9 +188,7 @@ def test_file_put_back_refused(tmp_path, state, placement):
         assert record_version(v, "f") == 2
     finally:
         stop(v)
-    shutil.copy2(saved, v.backing_path("f"))
-    if placement == "xattr":
-        os.setxattr(v.backing_path("f"), XATTR, saved_rec)
+    saved.put_back()
     # Offline: fsck names it, decrypt refuses it as the daemon's open would (EIO: exit 3).
     code, found = fsck_all(v.backing)
     assert code == 3 and rolled_back(found) == ["/f"], found
@@ -446,18 +456,13 @@ def test_shared_hosts_never_refuse_each_other(tmp_path, placement):
                 break
         t.join()
         assert not failures, failures
-        saved = tmp_path / "saved"
         saved_version = record_version(b, "f")
-        shutil.copy2(b.backing_path("f"), saved)
-        if placement == "xattr":
-            saved_rec = os.getxattr(b.backing_path("f"), XATTR)
+        saved = OldCopy(b, "f", tmp_path / "saved")
         for _ in range(2):  # two more durable versions: A learns one above the copy's
             write_fsync(b.mnt / "f", b"more")
         assert record_version(b, "f") == saved_version + 2
         assert get(a.mnt / "f").endswith(b"moremore")
-        shutil.copyfile(saved, b.backing_path("f"))
-        if placement == "xattr":
-            os.setxattr(b.backing_path("f"), XATTR, saved_rec)
+        saved.put_back()
         assert open_errno(a.mnt / "f") == 5
         # fsck, online, with A's state finds it too; with B's (which wrote it) as well, once
         # each daemon wrote what it learnt to its table (within a second, rollback.h).
@@ -528,8 +533,7 @@ def test_periodic_syncfs_versions_files_never_fsynced(tmp_path, state):
     v.mount("rollback_sync_interval=1")
     try:
         put(v.mnt / "f", b"old")
-        saved = tmp_path / "saved"
-        shutil.copy2(v.backing_path("f"), saved)
+        saved = OldCopy(v, "f", tmp_path / "saved")
 
         def append():
             with open(v.mnt / "f", "ab") as f:
@@ -537,7 +541,7 @@ def test_periodic_syncfs_versions_files_never_fsynced(tmp_path, state):
             return record_version(v, "f") == 2
         assert poll(append)  # once a syncfs made the first record durable
         assert poll(lambda: learnt(state, v, "f") == 2)  # once another made version 2 durable
-        shutil.copyfile(saved, v.backing_path("f"))
+        saved.put_back()
         assert open_errno(v.mnt / "f") == 5
     finally:
         stop(v)
@@ -771,10 +775,7 @@ def test_upgrade_format2_to_3(tmp_path, state, placement):
             assert get(v.mnt / name) == data, name
         write_fsync(v.mnt / "new", b"first", "wb")
         assert record_version(v, "new") == 1
-        saved = tmp_path / "saved"
-        shutil.copy2(v.backing_path("new"), saved)
-        if placement == "xattr":
-            saved_rec = os.getxattr(v.backing_path("new"), XATTR)
+        saved = OldCopy(v, "new", tmp_path / "saved")
         with open(v.mnt / "new", "r+b") as f:
             f.write(b"FIRST")
             f.flush()
@@ -785,9 +786,7 @@ def test_upgrade_format2_to_3(tmp_path, state, placement):
         assert record_version(v, "b") == 1
     finally:
         stop(v)
-    shutil.copy2(saved, v.backing_path("new"))
-    if placement == "xattr":
-        os.setxattr(v.backing_path("new"), XATTR, saved_rec)
+    saved.put_back()
     code, found = fsck_all(v.backing)
     assert code == 3 and rolled_back(found) == ["/new"], found
     v.mount()
