@@ -305,34 +305,43 @@ static void remove_locked(struct rollback *rb, const uint8_t *file_id)
 				rb->table.dir, strerror(-ret));
 }
 
+/*
+ * take_batch - move up to @max items of @size bytes off the end of @items
+ * (*@n of them) into @out, under rb->lock, so that the items left stay
+ * packed; how many were moved.
+ */
+static unsigned take_batch(struct rollback *rb, void *items, unsigned *n, size_t size, void *out,
+			   unsigned max)
+{
+	unsigned taken;
+
+	pthread_mutex_lock(&rb->lock);
+	taken = *n < max ? *n : max;
+	*n -= taken;
+	memcpy(out, (char *)items + (size_t)*n * size, (size_t)taken * size);
+	pthread_mutex_unlock(&rb->lock);
+	return taken;
+}
+
 /* flush_learnt - write every version learnt so far to the table, then remove the dropped. */
 static void flush_learnt(struct rollback *rb)
 {
-	static const unsigned batch = 64;
-	struct pending_learn out[64];
-	uint8_t dropped[64][RECORD_FILE_ID_LEN];
+	enum { BATCH = 64 };
+	struct pending_learn out[BATCH];
+	uint8_t dropped[BATCH][RECORD_FILE_ID_LEN];
 	unsigned n;
 
 	pthread_mutex_lock(&rb->learn_lock);
 	do {
-		pthread_mutex_lock(&rb->lock);
-		n = rb->n_learnt < batch ? rb->n_learnt : batch;
-		/* Taken from the end, so the entries left stay packed. */
-		rb->n_learnt -= n;
-		memcpy(out, rb->learnt + rb->n_learnt, n * sizeof(out[0]));
-		pthread_mutex_unlock(&rb->lock);
+		n = take_batch(rb, rb->learnt, &rb->n_learnt, sizeof(out[0]), out, BATCH);
 		for (unsigned i = 0; i < n; i++)
 			write_learnt_locked(rb, out[i].file_id, out[i].version);
-	} while (n == batch);
+	} while (n == BATCH);
 	do {
-		pthread_mutex_lock(&rb->lock);
-		n = rb->n_dropped < batch ? rb->n_dropped : batch;
-		rb->n_dropped -= n;
-		memcpy(dropped, rb->dropped + rb->n_dropped, n * sizeof(dropped[0]));
-		pthread_mutex_unlock(&rb->lock);
+		n = take_batch(rb, rb->dropped, &rb->n_dropped, sizeof(dropped[0]), dropped, BATCH);
 		for (unsigned i = 0; i < n; i++)
 			remove_locked(rb, dropped[i]);
-	} while (n == batch);
+	} while (n == BATCH);
 	pthread_mutex_unlock(&rb->learn_lock);
 }
 
