@@ -16,6 +16,7 @@
 #include "crypto/secmem.h"
 #include "envfs.h"
 #include "prefetch_listing.h"
+#include "prefetch_order.h"
 #include "prefetch_window.h"
 
 /* Files per kms_unwrap_many call at most: one Transit batch request. */
@@ -35,8 +36,6 @@
  * 80 MiB): a directory past it is read ahead from its stream, in directory
  * order. */
 #define PREFETCH_LISTED_MAX (4 * (size_t)LISTING_MAX)
-/* Opens going one order and not the other that it takes to change it (and the most kept). */
-#define PREFETCH_ORDER_VOTES 4
 /* Workers: while one waits for the KMS, another reads the next records. */
 #define PREFETCH_WORKERS 2
 /* While a batch is running, another worker starts one only once the window
@@ -82,15 +81,10 @@ struct pf_dir {
 	DIR *dp;	 /* the workers' own stream, NULL once done */
 	bool order_known; /* the stream was read whole once, to choose the order */
 	/* The directory's entries (immutable once here; freed by the worker
-	 * that reads it to its end, or with the slot): read from @pos on, in
-	 * inode order or directory order, whichever the reader's opens go in
-	 * (@votes: > 0 inode order), from just past the last file it opened. */
+	 * that reads it to its end, or with the slot), read ahead in the order
+	 * the reader's opens go in (prefetch_order.h). */
 	struct listing *list;
-	bool inode_order;
-	int votes;
-	size_t pos;
-	bool seen_open;
-	size_t last_dir_k, last_ino_k; /* the last opened file's positions */
+	struct read_order order;
 	unsigned batch;	 /* the next batch's size */
 	/* DEKs unwrapped ahead that were opened, and that expired unopened: a
 	 * reader going another order than the stream (find and cp -r go by
@@ -341,8 +335,7 @@ static void choose_order(struct prefetch *p, struct pf_dir *d)
 		if (room) {
 			p->listed += l->n;
 			d->list = l;
-			d->inode_order = l->n > PREFETCH_INODE_ORDER_MIN;
-			d->votes = d->inode_order ? 1 : 0;
+			read_order_init(&d->order, l->n > PREFETCH_INODE_ORDER_MIN);
 		}
 		pthread_mutex_unlock(&p->lock);
 		if (room)
@@ -368,8 +361,8 @@ static bool next_entry(struct prefetch *p, struct pf_dir *d, struct entry *out)
 
 	if (d->list) {
 		pthread_mutex_lock(&p->lock);
-		if (d->pos < d->list->n)
-			le = listing_at(d->list, d->pos++, d->inode_order);
+		if (d->order.pos < d->list->n)
+			le = listing_at(d->list, d->order.pos++, d->order.inode_order);
 		pthread_mutex_unlock(&p->lock);
 		if (le)
 			*out = (struct entry){ .name = listing_name(d->list, le), .type = le->type };
@@ -799,37 +792,21 @@ static void drop_ready_of(struct prefetch *p, const struct pf_dir *d)
 
 /*
  * follow_reader - the file @ino of a directory read ahead from a listing was
- * opened: read on from just past it, in the order the reader goes (an open
- * after the last one in one order and before it in the other is a vote for
- * the first).  Lock held.
+ * opened: read on in the order the reader goes (prefetch_order.h), dropping
+ * what was read ahead in the other.  Lock held.
  */
 static void follow_reader(struct prefetch *p, dev_t dev, ino_t ino)
 {
 	for (unsigned i = 0; i < PREFETCH_DIRS; i++) {
 		struct pf_dir *d = &p->dirs[i];
-		size_t dir_k, ino_k, k;
-		bool was = d->inode_order;
+		size_t dir_k, ino_k;
 
 		if (!d->used || !d->list || d->dev != dev || !listing_find(d->list, ino, &dir_k, &ino_k))
 			continue;
-		if (d->seen_open && (dir_k > d->last_dir_k) != (ino_k > d->last_ino_k)) {
-			d->votes += ino_k > d->last_ino_k ? 1 : -1;
-			if (d->votes > PREFETCH_ORDER_VOTES)
-				d->votes = PREFETCH_ORDER_VOTES;
-			if (d->votes < -PREFETCH_ORDER_VOTES)
-				d->votes = -PREFETCH_ORDER_VOTES;
-			d->inode_order = d->votes > 0;
-		}
-		d->seen_open = true;
-		d->last_dir_k = dir_k;
-		d->last_ino_k = ino_k;
-		k = d->inode_order ? ino_k : dir_k;
-		if (was != d->inode_order) {
+		if (read_order_opened(&d->order, dir_k, ino_k)) {
 			drop_ready_of(p, d);
 			pthread_cond_signal(&p->wake); /* room */
 		}
-		if (was != d->inode_order || d->pos <= k)
-			d->pos = k + 1;
 		return;
 	}
 }

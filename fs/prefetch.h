@@ -16,7 +16,8 @@
  *    listing (prefetch_listing.h), and read ahead from it: in directory
  *    order, or past 10,000 entries first in inode-number order (find's and
  *    cp -r's there), then in whichever of the two orders the opens of its
- *    files go, from just past the last one.  The listings alive at once hold
+ *    files go, from just past the last one once the opens have shown that
+ *    order (prefetch_order.h).  The listings alive at once hold
  *    at most four times LISTING_MAX entries, so memory stays bounded: a
  *    directory past that is read from its stream again, in directory order.  They open each regular file by its backing name
  *    (no inode is needed: READDIR makes none), read its key record, and
