@@ -183,6 +183,7 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 	struct backing_name b;
 	struct fuse_entry_param e;
 	struct binding_change binding = {.fd = -1};
+	struct scope *scope = NULL;
 	int ret = to_backing(fs, dir, newname, &b);
 
 	/* A key stays in its scope: across a boundary, as across file systems. */
@@ -197,12 +198,15 @@ static void link_pinned(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, co
 		ret = binding_before_link(fs, in, dir, newname, &binding);
 	if (ret == 0)
 		ret = prepare_entry(dir, &b);
+	if (ret == 0)
+		scope = scope_entry_moving(fs, dir);
 	if (ret == 0 && linkat(inode_fd(in), "", inode_fd(dir), b.entry, AT_EMPTY_PATH) < 0) {
 		/* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; go through /proc. */
 		proc_path(inode_fd(in), path);
 		if (linkat(AT_FDCWD, path, inode_fd(dir), b.entry, AT_SYMLINK_FOLLOW) < 0)
 			ret = -errno;
 	}
+	scope_entry_moved(scope, ret == 0);
 	binding_after(fs, &binding, ret == 0);
 	if (ret == 0)
 		ret = lookup_backing(fs, dir, b.entry, newname, &e);
@@ -548,6 +552,7 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 	struct binding_change moved_binding = {.fd = -1}, target_binding = {.fd = -1};
 	struct fileversion_unlink replaced = {.known = false};
 	struct stat moved, target;
+	struct scope *scope = NULL;
 	bool replacing, have_target = false, exchange = flags & RENAME_EXCHANGE;
 	bool encrypted = encrypted_names(fs);
 	int ret = to_backing(fs, from, name, &b);
@@ -562,6 +567,8 @@ static void rename_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, f
 		fuse_reply_err(req, 0);
 		return;
 	}
+	if (ret == 0)
+		scope = scope_entry_moving(fs, to);
 	if (ret == 0 && (encrypted || !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE))))
 		have_target = fstatat(inode_fd(to), bnew.entry, &target, AT_SYMLINK_NOFOLLOW) == 0;
 	replacing = have_target && !(flags & (RENAME_EXCHANGE | RENAME_NOREPLACE)) &&
@@ -617,6 +624,7 @@ done:
 	if (ret == 0 && replacing)
 		dekcache_forget(fs->cache, target.st_dev, target.st_ino);
 	fileversion_unlink_end(fs, &replaced, ret == 0);
+	scope_entry_moved(scope, ret == 0);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 

@@ -446,6 +446,10 @@ int scope_convert_dir(struct envfs *fs, struct inode *dir, bool check)
 	ret = dir_id(fs, dir, &id);
 	if (ret < 0)
 		return ret;
+	/* The checking walk starts at the root: from here on a rename or a link
+	 * inside the scope keeps the conversion from ending (scopes.h). */
+	if (check && memcmp(scope_def_of(s)->root_dirid, id, 16) == 0)
+		scope_check_begins(s);
 	ret = scope_enter(s, NULL); /* its keys, held for the whole directory */
 	if (ret < 0)
 		return ret;
@@ -511,6 +515,11 @@ int scope_convert_finish(struct envfs *fs, struct inode *dir)
 		return -EBUSY;
 	}
 	ret = scope_convert_end(s, inode_fd(inode_table_root(fs->inodes)), err, sizeof(err));
+	if (ret == -EAGAIN) {
+		log_msg(LOG_NOTICE, "directory inode %llu: key scope conversion not ended yet: %s",
+			(unsigned long long)dir->ino, err);
+		return ret;
+	}
 	if (ret < 0) {
 		log_msg(LOG_ERR, "directory inode %llu: key scope conversion not ended: %s",
 			(unsigned long long)dir->ino, err);

@@ -37,7 +37,12 @@
  *   ENVELOPEFS_IOC_SCOPE_CONVERT_END  (on the root; the caller checked that
  *                      no record under it names the volume's KMS) store the
  *                      definition without the flag: 0, or 1 when it was not
- *                      converting.
+ *                      converting; EAGAIN when an entry was renamed or
+ *                      linked inside the scope since the checking walk set
+ *                      SCOPE_CONVERT_CHECK on the root (or while one is),
+ *                      or no checking walk did since mount: what it passed
+ *                      may hide what it did not see, and another is due;
+ *                      EBUSY while a re-key journal is left.
  *
  * Until the end, what the conversion has not reached still reads: the
  * scope's codec falls back to the volume's (names.h), its provider set

@@ -97,6 +97,21 @@ int scope_cross(struct envfs *fs, struct inode *a, struct inode *b)
 	return inode_scope(fs, a) == inode_scope(fs, b) ? 0 : -EXDEV;
 }
 
+struct scope *scope_entry_moving(struct envfs *fs, struct inode *dir)
+{
+	struct scope *s = inode_scope(fs, dir);
+
+	if (s)
+		scope_moves_begin(s);
+	return s;
+}
+
+void scope_entry_moved(struct scope *s, bool done)
+{
+	if (s)
+		scope_moves_end(s, done);
+}
+
 void scope_removed(struct envfs *fs, const uint8_t *dirid)
 {
 	if (fs->scopes)

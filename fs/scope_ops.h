@@ -107,6 +107,15 @@ void scope_inherit(struct envfs *fs, struct inode *parent, struct inode *child);
 /* scope_cross - -EXDEV when directories @a and @b are in different scopes, else 0. */
 int scope_cross(struct envfs *fs, struct inode *a, struct inode *b);
 
+/*
+ * scope_entry_moving - a rename or a link into directory @dir (past
+ * scope_cross) begins: the scope it lands in, which counts it (NULL: none;
+ * scopes.h, scope_moves_begin).  scope_entry_moved - it ended (@done: it
+ * changed the tree); @s may be NULL.
+ */
+struct scope *scope_entry_moving(struct envfs *fs, struct inode *dir);
+void scope_entry_moved(struct scope *s, bool done);
+
 /* scope_removed - directory @dirid was removed: if a scope's root, drop its definition. */
 void scope_removed(struct envfs *fs, const uint8_t *dirid);
 

@@ -26,6 +26,9 @@ struct scope {
 	atomic_bool gone;
 	/* Counters of providers closed by a lock, so that status counts since mount. */
 	atomic_uint_fast64_t generate, unwrap, failures, refusals, locks;
+	/* Renames and links inside it: running, done, and done when the
+	 * conversion's checking walk began (UINT64_MAX: no walk began yet). */
+	atomic_uint_fast64_t moving, moves, moves_at_check;
 };
 
 struct scope_set {
@@ -59,6 +62,7 @@ static struct scope *scope_new(const struct scope_set *set, const struct scope_d
 		return NULL;
 	s->def = *d;
 	s->set = set;
+	atomic_init(&s->moves_at_check, UINT64_MAX);
 	pthread_rwlock_init(&s->use, NULL);
 	if (names_create(true, NULL, NULL, &s->names) < 0) {
 		scope_free(s);
@@ -713,6 +717,13 @@ int scope_convert_end(struct scope *s, int backing_fd, char *err, size_t err_len
 	pthread_rwlock_wrlock(&s->use);
 	if (ret == 0 && !s->def.converting) {
 		ret = 1; /* ended already */
+	} else if (ret == 0 && (atomic_load(&s->moving) != 0 ||
+				atomic_load(&s->moves) != atomic_load(&s->moves_at_check))) {
+		/* In this order: a move that is not running any more has counted
+		 * itself done (scope_moves_end). */
+		snprintf(err, err_len, "entries were renamed or linked inside it since its checking "
+				       "walk began: walk it again");
+		ret = -EAGAIN;
 	} else if (ret == 0) {
 		*d = s->def;
 		d->previous[0] = '\0';
@@ -723,6 +734,23 @@ int scope_convert_end(struct scope *s, int backing_fd, char *err, size_t err_len
 	pthread_rwlock_unlock(&s->use);
 	free(d);
 	return ret;
+}
+
+void scope_moves_begin(struct scope *s)
+{
+	atomic_fetch_add(&s->moving, 1);
+}
+
+void scope_moves_end(struct scope *s, bool moved)
+{
+	if (moved)
+		atomic_fetch_add(&s->moves, 1);
+	atomic_fetch_sub(&s->moving, 1);
+}
+
+void scope_check_begins(struct scope *s)
+{
+	atomic_store(&s->moves_at_check, atomic_load(&s->moves));
 }
 
 void scope_set_forget_root(struct scope_set *set, int backing_fd, const uint8_t *dirid)

@@ -87,12 +87,26 @@ int scope_set_create(struct scope_set *set, int backing_fd, const uint8_t *dirid
  * scope_convert_end - the definition without the flag stored, @s locked
  * (reopened with its own KMS and keys alone): 0, 1 (not converting), or
  * -errno + @err.  The caller made sure nothing under the root is left
- * under the volume's keys.  A converting scope neither moves nor ends a
- * move (-EBUSY).
+ * under the volume's keys; -EAGAIN when an entry was renamed or linked
+ * inside the scope since the checking walk that made sure began (or one is
+ * being), or no such walk began since mount.  A converting scope neither
+ * moves nor ends a move (-EBUSY).
  */
 bool scope_converting(struct scope *s);
 bool scope_converting_to(struct scope *s, const char *settings);
 int scope_convert_end(struct scope *s, int backing_fd, char *err, size_t err_len);
+
+/*
+ * A conversion's checking walk passes each directory once; a rename or a
+ * link inside the scope meanwhile can put what it has not seen where it
+ * has passed.  So every rename and link inside a scope runs between
+ * scope_moves_begin() and scope_moves_end() (@moved: it changed the
+ * tree), the walk's start calls scope_check_begins(), and
+ * scope_convert_end() refuses if any ran since.
+ */
+void scope_moves_begin(struct scope *s);
+void scope_moves_end(struct scope *s, bool moved);
+void scope_check_begins(struct scope *s);
 
 /*
  * scope_move_start - begin moving @s to the KMS of the canonical @settings

@@ -15,7 +15,10 @@
  *            directory moved in after the walk had passed it) and no record
  *            under another key than the scope's (a second walk runs if it
  *            did), and no hard link across the boundary was made meanwhile;
- *   end:     the daemon stores the definition without its converting flag.
+ *   end:     the daemon stores the definition without its converting flag,
+ *            unless something was renamed or linked inside the scope since
+ *            the check began (EAGAIN: it may have hidden a directory from
+ *            the check; the walks run again).
  *
  * Every step is atomic in the daemon, so the tool may die anywhere: the
  * same command resumes.  ENVELOPEFS_CONVERT_KILL_AFTER=N (tests) makes the
@@ -235,6 +238,7 @@ int ctl_scope_convert(const char *dir, int fd, const struct scope_create_arg *ar
 	const char *kill_after = getenv(KILL_AFTER_ENV);
 	struct walk w = { .kill_after = kill_after ? atol(kill_after) : -1 };
 	int code = check_links(dir), rc, pass;
+	unsigned moved = 0;
 
 	if (code != CTL_OK)
 		return code;
@@ -251,33 +255,41 @@ int ctl_scope_convert(const char *dir, int fd, const struct scope_create_arg *ar
 	if (w.kill_after == 0)
 		raise(SIGKILL); /* tests: killed before converting anything */
 	code = scope_key_ref(dir, w.key_ref, sizeof(w.key_ref));
-	/* Convert, then check with a walk that counts what it finds left; again if it did. */
-	for (pass = 0; code == CTL_OK && pass < PASSES; pass++) {
+	/* Convert, then check with a walk that counts what it finds left, then
+	 * end; again if the check found something, or the daemon saw a rename
+	 * or a link inside the scope while it walked (EAGAIN). */
+	for (pass = 0, rc = -1; code == CTL_OK && rc < 0 && pass < PASSES; pass++) {
 		w.check = false;
 		code = convert_tree(&w, dir);
 		w.check = true;
 		w.left = 0;
 		if (code == CTL_OK)
 			code = convert_tree(&w, dir);
-		if (code != CTL_OK || w.left == 0)
-			break;
+		/* A link made from outside into a directory the walk had not reached yet. */
+		if (code == CTL_OK && w.left == 0)
+			code = check_links(dir);
+		if (code != CTL_OK || w.left)
+			continue;
+		rc = ioctl(fd, ENVELOPEFS_IOC_SCOPE_CONVERT_END);
+		if (rc < 0 && errno == EBUSY)
+			return ctl_err(CTL_FAILED, "%s: every file is converted, but a re-key is "
+						   "running or was interrupted on this volume: once it "
+						   "is done (an interrupted one: remount with the "
+						   "scope's KMS reachable), run the command again to end "
+						   "the conversion", dir);
+		if (rc < 0 && errno != EAGAIN)
+			return ctl_scope_error(dir, errno);
+		moved += rc < 0;
 	}
 	if (code == CTL_OK && w.left)
 		code = ctl_err(CTL_FAILED, "%s: %lu files or directories were still the volume's "
 					   "(moved in meanwhile): run the command again", dir, w.left);
-	/* A link made from outside into a directory the walk had not reached yet. */
-	if (code == CTL_OK)
-		code = check_links(dir);
+	else if (code == CTL_OK && rc < 0)
+		code = ctl_err(CTL_FAILED, "%s: entries were renamed inside it during each of %u "
+					   "checking walks: run the command again when it is "
+					   "quieter", dir, moved);
 	if (code != CTL_OK)
 		return code;
-	rc = ioctl(fd, ENVELOPEFS_IOC_SCOPE_CONVERT_END);
-	if (rc < 0 && errno == EBUSY)
-		return ctl_err(CTL_FAILED, "%s: every file is converted, but a re-key is running or "
-					   "was interrupted on this volume: once it is done (an "
-					   "interrupted one: remount with the scope's KMS reachable), "
-					   "run the command again to end the conversion", dir);
-	if (rc < 0)
-		return ctl_scope_error(dir, errno);
 	printf("%s: converted into a key scope: %lu files re-keyed under its KMS\n", dir,
 	       w.rekeyed);
 	return CTL_OK;

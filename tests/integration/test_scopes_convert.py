@@ -9,6 +9,7 @@ converter killed mid-way (and the daemon killed after it) leaves every file read
 command finishes the job; a writer inside the tree loses nothing; a hard link across the
 boundary, or a scope below the directory, is refused before anything changes."""
 import errno
+import fcntl
 import os
 import re
 import signal
@@ -386,3 +387,44 @@ def test_daemon_killed_mid_rekey_finishes_it_at_mount(vol):
     assert key_ref_of(tenant.dir / "big") == tenant.key_ref
     vol.remount()
     assert get(tenant.dir / "big") == big
+
+
+SCOPE_CONVERT_END = (0xEF << 8) | 23  # _IO(0xef, 23)
+
+
+def convert_end(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return fcntl.ioctl(fd, SCOPE_CONVERT_END)
+    finally:
+        os.close(fd)
+
+
+def test_a_rename_inside_during_the_check_keeps_it_from_ending(vol):
+    """The checking walk passes each directory once, so a rename (or a link) inside the scope while
+    it runs can carry a directory it has not seen into one it has passed, where nothing would ever
+    convert it.  The daemon counts them: the end is refused (EAGAIN) when one came after the walk
+    began at the root, or when no walk began since mount; the command then walks again."""
+    tenant = Tenant(vol, "hooli")
+    tenant.dir.mkdir()
+    files = write_tree(tenant.dir)
+    env = dict(os.environ, ENVELOPEFS_CONVERT_KILL_AFTER="0")
+    assert tenant.convert(check=False, env=env).returncode == -signal.SIGKILL
+    with pytest.raises(OSError) as e:
+        convert_end(tenant.dir)  # no checking walk yet
+    assert e.value.errno == errno.EAGAIN
+    try:
+        os.setxattr(tenant.dir, CONVERT_XATTR, b"check")
+    except OSError as err:
+        assert err.errno == errno.EINPROGRESS  # it converted the root's names meanwhile
+    os.rename(tenant.dir / "sub" / "deeper", tenant.dir / "deeper")
+    with pytest.raises(OSError) as e:
+        convert_end(tenant.dir)
+    assert e.value.errno == errno.EAGAIN
+    assert tenant.stats()["converting"]
+    files = {rel.replace("sub/deeper/", "deeper/"): data for rel, data in files.items()}
+    names = listing(tenant.dir)
+    tenant.convert()
+    assert not tenant.stats()["converting"]
+    check_tree(tenant.dir, files, names)
+    assert key_ref_of(tenant.dir / "deeper" / "f.txt") == tenant.key_ref
