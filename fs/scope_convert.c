@@ -439,6 +439,7 @@ int scope_convert_dir(struct envfs *fs, struct inode *dir, bool check)
 	struct entry_list l = {0};
 	unsigned changed = 0;
 	const uint8_t *id;
+	struct stat before;
 	int fd, ret;
 
 	if (!s || !scope_converting(s))
@@ -454,11 +455,19 @@ int scope_convert_dir(struct envfs *fs, struct inode *dir, bool check)
 	if (ret < 0)
 		return ret;
 	fd = openat(inode_fd(dir), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	ret = fd < 0 ? -errno : reseal_dir_xattrs(scope_names(s), fd, id, &changed);
+	ret = fd < 0 ? -errno : fstat(fd, &before) < 0 ? -errno : 0;
+	if (ret == 0)
+		ret = reseal_dir_xattrs(scope_names(s), fd, id, &changed);
 	if (ret == 0)
 		ret = read_entries(fd, &l);
 	for (size_t i = 0; ret == 0 && i < l.n; i++)
 		ret = convert_entry(fs, s, dir, fd, id, l.v[i], &changed);
+	/* Its entries renamed to their scope form are the same entries: the
+	 * directory's mtime stays what it showed (nothing else changed it
+	 * meanwhile: the kernel holds the directory's lock through this). */
+	if (ret == 0 && changed &&
+	    futimens(fd, (struct timespec[2]){ { .tv_nsec = UTIME_OMIT }, before.st_mtim }) < 0)
+		ret = -errno;
 	if (ret == 0)
 		ret = sync_dir(fd); /* each rename is atomic; this makes them durable */
 	entry_list_free(&l);

@@ -122,6 +122,11 @@ def check_tree(t, files, names):
     assert (a.st_ino, a.st_nlink) == (b.st_ino, 2)
 
 
+def times(t):
+    """Each entry's mtime (lstat), the top's too: a conversion changes keys, not what the tree shows."""
+    return {rel: os.lstat(t / rel).st_mtime_ns for rel in listing(t) + ["."]}
+
+
 def records_under(t, key_ref):
     for rel in ("small.txt", "multi.bin", "sub/deeper/f.txt", LONG, "sparse"):
         assert key_ref_of(t / rel) == key_ref, rel
@@ -137,11 +142,14 @@ def test_convert_a_tree_into_a_scope(any_vol):
     volume_ref = key_ref_of(vol.mnt / "outside.txt")
     records_under(tenant.dir, volume_ref)
 
+    before = times(tenant.dir)
+
     out = tenant.convert()
     assert "5 files re-keyed" in out.stdout, out.stdout
     assert not tenant.stats()["converting"]
     assert len(os.getxattr(tenant.dir, SCOPE_XATTR)) == 22
     check_tree(tenant.dir, files, names)
+    assert times(tenant.dir) == before
     records_under(tenant.dir, tenant.key_ref)
     # Run again: a settled scope is not converted twice.
     assert tenant.convert(check=False).returncode == 1
