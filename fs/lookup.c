@@ -240,8 +240,8 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 }
 
 /* Fill @e for @name in @parent and take a kernel reference on its inode. */
-static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
-		     struct fuse_entry_param *e)
+static int lookup_once(struct envfs *fs, struct inode *parent, const char *name,
+		       struct fuse_entry_param *e)
 {
 	struct backing_name b;
 	int ret = to_backing(fs, parent, name, &b);
@@ -254,6 +254,17 @@ static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
 			return ret;
 	}
 	return lookup_backing(fs, parent, b.entry, name, e);
+}
+
+static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
+		     struct fuse_entry_param *e)
+{
+	int ret = lookup_once(fs, parent, name, e);
+
+	/* The name may have just changed form (scope_convert.h). */
+	if (ret == -ENOENT && scope_dir_converting(fs, parent))
+		ret = lookup_once(fs, parent, name, e);
+	return ret;
 }
 
 /* Fill @e for the file open as @fd (just created), taking a kernel reference. */

@@ -559,6 +559,13 @@ int scope_to_backing(struct envfs *fs, struct inode *dir, const struct names *co
 	return 0;
 }
 
+bool scope_dir_converting(struct envfs *fs, struct inode *dir)
+{
+	struct scope *s = inode_scope(fs, dir);
+
+	return s && scope_converting(s);
+}
+
 int scope_xattr_name(const struct names *codec, const char *path, const uint8_t *owner,
 		     const char *name, char *stored)
 {

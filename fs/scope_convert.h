@@ -97,6 +97,16 @@ int scope_to_backing(struct envfs *fs, struct inode *dir, const struct names *co
 		     const uint8_t *id, const char *name, struct backing_name *b);
 
 /*
+ * scope_dir_converting - whether names in directory @dir may still change
+ * from the volume's form to the scope's.  A lookup that found neither form
+ * looks once more when it is: a revalidating lookup does not wait for the
+ * directory's lock, and may have chosen the volume's form just before
+ * scope_convert_dir renamed it.  Conversion goes one way, so the second
+ * look finds the name if it exists.
+ */
+bool scope_dir_converting(struct envfs *fs, struct inode *dir);
+
+/*
  * scope_xattr_name - the stored name of user xattr @name of the file at
  * @path (owner ID @owner) under @codec: its own seal, unless the codec falls
  * back (a converting scope) and only the fallback's seal exists there.
