@@ -256,8 +256,8 @@ static int lookup_once(struct envfs *fs, struct inode *parent, const char *name,
 	return lookup_backing(fs, parent, b.entry, name, e);
 }
 
-static int do_lookup(struct envfs *fs, struct inode *parent, const char *name,
-		     struct fuse_entry_param *e)
+int lookup_name(struct envfs *fs, struct inode *parent, const char *name,
+		struct fuse_entry_param *e)
 {
 	int ret = lookup_once(fs, parent, name, e);
 
@@ -323,7 +323,7 @@ static void lookup_pinned(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct envfs *fs = fs_of(req);
 	struct inode *dir = inode_of(fs, parent);
 	struct fuse_entry_param e;
-	int ret = do_lookup(fs, dir, name, &e);
+	int ret = lookup_name(fs, dir, name, &e);
 
 	/* Tools that look each file up just before reading it (cp -r, rsync,
 	 * tar) read its directory's other files next. */

@@ -37,11 +37,18 @@ struct open_file {
 	struct inode *inode;
 };
 
+struct listing;
+
 struct open_dir {
 	struct handle h; /* first, as above */
 	DIR *dp;
 	off_t offset;
 	struct dirent *entry; /* read but not yet returned */
+	/* In a converting scope, the entries as the listing began (readdir.c);
+	 * offsets are then positions in it, not the stream's. */
+	struct listing *snapshot;
+	size_t snapshot_pos;
+	bool started; /* a listing from offset 0 began (start_listing) */
 };
 
 static inline struct envfs *fs_of(fuse_req_t req)
@@ -99,6 +106,9 @@ int prepare_entry(struct inode *dir, const struct backing_name *b);
 void abandon_entry(struct inode *dir, const struct backing_name *b);
 int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 		   const char *name, struct fuse_entry_param *e);
+/* lookup_name - LOOKUP of @name in @parent: fill @e, taking a kernel reference.  0 or -errno. */
+int lookup_name(struct envfs *fs, struct inode *parent, const char *name,
+		struct fuse_entry_param *e);
 int entry_for_fd(struct envfs *fs, int fd, struct fuse_entry_param *e);
 /* fstatat_fresh - fstatat of @name in @dirfd, asking the backing now, not its caches. */
 int fstatat_fresh(int dirfd, const char *name, struct stat *st);

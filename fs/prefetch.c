@@ -320,13 +320,12 @@ static void follow_dir(struct prefetch *p, const struct dir_ref *r);
 static void choose_order(struct prefetch *p, struct pf_dir *d)
 {
 	struct listing *l = calloc(1, sizeof(*l));
-	struct dirent *de;
 	int ret = l ? 0 : -ENOMEM;
 	bool room;
 
 	d->order_known = true;
-	while (ret == 0 && (de = readdir(d->dp)))
-		ret = listing_add(l, de->d_ino, de->d_type, de->d_name);
+	if (ret == 0)
+		ret = listing_read(l, d->dp);
 	if (ret == 0)
 		ret = listing_index(l);
 	if (ret == 0) {

@@ -2,6 +2,7 @@
 /* A big directory's entries in inode-number order: see prefetch_listing.h. */
 #include "prefetch_listing.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,17 @@ int listing_add(struct listing *l, uint64_t ino, unsigned char type, const char 
 					       .type = type };
 	l->names_len += len;
 	return 0;
+}
+
+int listing_read(struct listing *l, DIR *dp)
+{
+	struct dirent *de;
+	int ret = 0;
+
+	errno = 0;
+	while (ret == 0 && (de = readdir(dp)))
+		ret = listing_add(l, de->d_ino, de->d_type, de->d_name);
+	return ret < 0 ? ret : -errno;
 }
 
 /* The entries qsort orders by_ino against (qsort takes no context). */

@@ -3,7 +3,8 @@
 #define ENVELOPEFS_FS_PREFETCH_LISTING_H
 
 /*
- * A directory's entries, for the prefetch workers (prefetch.h), in both
+ * A directory's entries, for the prefetch workers (prefetch.h) and a listing
+ * that must not follow the backing's offsets (readdir.c), in both
  * orders its readers go in: the directory's own (tar) and inode-number order
  * (GNU find's fts sorts a directory of more than 10,000 entries so, and
  * cp -r sorts every directory), with the position of any inode number in
@@ -15,6 +16,7 @@
  * needs no lock, only the guarantee that it is not freed meanwhile.
  */
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +40,12 @@ struct listing {
 
 /* listing_add - append an entry.  0, -E2BIG past LISTING_MAX, or -ENOMEM. */
 int listing_add(struct listing *l, uint64_t ino, unsigned char type, const char *name);
+
+/*
+ * listing_read - add every entry @dp has from its position on ("." and ".."
+ * included).  0, or the first error: listing_add's, or readdir's -errno.
+ */
+int listing_read(struct listing *l, DIR *dp);
 
 /* listing_index - sort the entries by inode number, once all are added.  0 or -ENOMEM. */
 int listing_index(struct listing *l);

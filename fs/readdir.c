@@ -15,9 +15,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scope_convert.h"
 #include "scope_ops.h"
 #include "log.h"
 #include "prefetch.h"
+#include "prefetch_listing.h"
 
 static void opendir_pinned(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -82,6 +84,107 @@ static int entry_name(struct envfs *fs, struct names *codec, struct inode *dir,
 	return ret;
 }
 
+/* One entry of a listing: the stream's, or the snapshot's. */
+struct dir_entry {
+	ino_t ino;
+	unsigned char type;
+	const char *name; /* its backing name */
+	off_t next;	  /* the offset that lists on past it */
+};
+
+static void drop_snapshot(struct open_dir *d)
+{
+	if (d->snapshot)
+		listing_free(d->snapshot);
+	free(d->snapshot);
+	d->snapshot = NULL;
+}
+
+/*
+ * start_listing - a listing from the start of @dir.  In a converting scope
+ * the conversion renames entries from one form to the other while a
+ * listing may run (it holds the directory's lock only for a getdents call,
+ * not between two): the backing's offsets are hashes of the names, so a
+ * listing going on by offset would miss or repeat them.  There the
+ * entries are read whole as the listing begins, and listed from that copy
+ * (entries made or removed after that may or may not show, as POSIX
+ * allows after opendir).  A directory past LISTING_MAX entries, or out of
+ * memory, is listed from the stream.
+ */
+static void start_listing(struct envfs *fs, struct inode *dir, struct open_dir *d)
+{
+	drop_snapshot(d);
+	d->entry = NULL;
+	d->offset = 0;
+	d->snapshot_pos = 0;
+	rewinddir(d->dp);
+	if (!scope_dir_converting(fs, dir))
+		return;
+	d->snapshot = calloc(1, sizeof(*d->snapshot));
+	if (d->snapshot && listing_read(d->snapshot, d->dp) < 0)
+		drop_snapshot(d);
+	rewinddir(d->dp);
+}
+
+/* seek_listing - the listing @d goes on from @offset. */
+static void seek_listing(struct open_dir *d, off_t offset)
+{
+	if (d->snapshot) {
+		d->snapshot_pos = (size_t)offset;
+	} else {
+		seekdir(d->dp, offset);
+		d->entry = NULL;
+	}
+	d->offset = offset;
+}
+
+/* peek_entry - the entry at @d's position (read once, kept until passed): 0, 1 at the end, or -errno. */
+static int peek_entry(struct open_dir *d, struct dir_entry *out)
+{
+	if (d->snapshot) {
+		const struct listing_entry *le;
+
+		if (d->snapshot_pos >= d->snapshot->n)
+			return 1;
+		le = listing_at(d->snapshot, d->snapshot_pos, false);
+		*out = (struct dir_entry){ .ino = le->ino, .type = le->type,
+					   .name = listing_name(d->snapshot, le),
+					   .next = (off_t)d->snapshot_pos + 1 };
+		return 0;
+	}
+	if (!d->entry) {
+		errno = 0;
+		d->entry = readdir(d->dp);
+		if (!d->entry)
+			return errno ? -errno : 1;
+	}
+	*out = (struct dir_entry){ .ino = d->entry->d_ino, .type = d->entry->d_type,
+				   .name = d->entry->d_name, .next = d->entry->d_off };
+	return 0;
+}
+
+/* pass_entry - @d's position moves past the entry peek_entry gave. */
+static void pass_entry(struct open_dir *d, off_t next)
+{
+	if (d->snapshot)
+		d->snapshot_pos++;
+	else
+		d->entry = NULL;
+	d->offset = next;
+}
+
+/*
+ * plus_lookup - READDIRPLUS's lookup of entry @de (@name): by its backing
+ * name, or in a snapshot whose entry has changed form since, by @name.
+ */
+static int plus_lookup(struct envfs *fs, struct inode *dir, const struct open_dir *d,
+		       const struct dir_entry *de, const char *name, struct fuse_entry_param *e)
+{
+	int ret = lookup_backing(fs, dir, de->name, name, e);
+
+	return ret == -ENOENT && d->snapshot ? lookup_name(fs, dir, name, e) : ret;
+}
+
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 		       struct fuse_file_info *fi, bool plus)
 {
@@ -108,34 +211,31 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (offset != d->offset) {
-		seekdir(d->dp, offset);
-		d->entry = NULL;
-		d->offset = offset;
+	if (offset == 0 && (d->offset != 0 || !d->started)) {
+		start_listing(fs, dir, d);
+		d->started = true;
+	} else if (offset != d->offset) {
+		seek_listing(d, offset);
 	}
 	for (;;) {
 		char name[NAMES_MAX + 1];
 		struct fuse_entry_param e;
+		struct dir_entry de;
 		size_t n;
+		int got = peek_entry(d, &de);
 
-		if (!d->entry) {
-			errno = 0;
-			d->entry = readdir(d->dp);
-			if (!d->entry) {
-				err = errno;
-				break;
-			}
+		if (got != 0) {
+			err = got < 0 ? -got : 0;
+			break;
 		}
-		off_t next = d->entry->d_off;
-		bool dots = strcmp(d->entry->d_name, ".") == 0 ||
-			    strcmp(d->entry->d_name, "..") == 0;
+		bool dots = strcmp(de.name, ".") == 0 || strcmp(de.name, "..") == 0;
 
 		if (dots)
-			snprintf(name, sizeof(name), "%s", d->entry->d_name);
-		else if (entry_name(fs, codec, dir, id, d->entry->d_name, name) < 0)
+			snprintf(name, sizeof(name), "%s", de.name);
+		else if (entry_name(fs, codec, dir, id, de.name, name) < 0)
 			goto skip;
 		if (plus && !dots) {
-			int ret = lookup_backing(fs, dir, d->entry->d_name, name, &e);
+			int ret = plus_lookup(fs, dir, d, &de, name, &e);
 			if (ret == -ENOENT)
 				goto skip; /* gone since readdir saw it */
 			if (ret < 0) {
@@ -144,11 +244,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 			}
 		} else {
 			memset(&e, 0, sizeof(e));
-			e.attr.st_ino = d->entry->d_ino;
-			e.attr.st_mode = (mode_t)d->entry->d_type << 12;
+			e.attr.st_ino = de.ino;
+			e.attr.st_mode = (mode_t)de.type << 12;
 		}
-		n = plus ? fuse_add_direntry_plus(req, p, rem, name, &e, next)
-			 : fuse_add_direntry(req, p, rem, name, &e.attr, next);
+		n = plus ? fuse_add_direntry_plus(req, p, rem, name, &e, de.next)
+			 : fuse_add_direntry(req, p, rem, name, &e.attr, de.next);
 		if (n > rem) {
 			/* Full: undo the lookup; the entry is returned next time. */
 			if (plus && !dots)
@@ -158,8 +258,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		p += n;
 		rem -= n;
 skip:
-		d->entry = NULL;
-		d->offset = next;
+		pass_entry(d, de.next);
 	}
 	if (err && p == buf)
 		fuse_reply_err(req, err);
@@ -196,6 +295,7 @@ void envfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 void open_dir_close(struct envfs *fs, struct open_dir *d)
 {
 	handle_remove(fs, &d->h);
+	drop_snapshot(d);
 	closedir(d->dp);
 	free(d);
 }

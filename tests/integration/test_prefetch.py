@@ -185,9 +185,10 @@ def requests(server):
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def getdents(fd):
-    """[(name, d_off)] of one getdents64 call on the directory @fd, from its current position."""
-    buf = ctypes.create_string_buffer(1 << 16)
+def getdents(fd, size=1 << 16):
+    """[(name, d_off)] of one getdents64 call (a buffer of @size bytes) on the directory @fd, from its
+    current position."""
+    buf = ctypes.create_string_buffer(size)
     n = LIBC.getdents64(fd, buf, len(buf))
     assert n >= 0, os.strerror(ctypes.get_errno())
     out, pos = [], 0

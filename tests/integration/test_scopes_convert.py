@@ -19,6 +19,7 @@ import threading
 import pytest
 
 from mounts import CTL, Volume, daemon_pid, get, put, unmount, wait_exited
+from test_prefetch import getdents
 
 KEY_XATTR = "trusted.envelopefs.key"
 SCOPE_XATTR = "trusted.envelopefs.scope"
@@ -459,3 +460,36 @@ def test_a_rename_inside_during_the_check_keeps_it_from_ending(vol):
     assert not tenant.stats()["converting"]
     check_tree(tenant.dir, files, names)
     assert key_ref_of(tenant.dir / "deeper" / "f.txt") == tenant.key_ref
+
+
+def test_a_listing_across_the_conversion_of_its_directory(vol):
+    """A listing read in small pieces (one getdents call after another: the directory's lock is not
+    held in between) while the conversion renames every entry of the directory to its scope form:
+    every name shows exactly once.  The backing's offsets are hashes of the names, so a listing going
+    on by offset would miss some and repeat others; in a converting scope the daemon lists from a
+    copy made as the listing began."""
+    tenant = Tenant(vol, "massive")
+    (tenant.dir / "many").mkdir(parents=True)
+    names = {f"entry-{i:04d}-" + "n" * (i % 40) for i in range(300)}
+    for name in names:
+        put(tenant.dir / "many" / name, b"x")
+    env = dict(os.environ, ENVELOPEFS_CONVERT_KILL_AFTER="0")
+    assert tenant.convert(check=False, env=env).returncode == -signal.SIGKILL
+    fd = os.open(tenant.dir / "many", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        seen = [name for name, _ in getdents(fd, 1024)]
+        assert 0 < len(seen) < len(names)
+        os.setxattr(tenant.dir, CONVERT_XATTR, b"")
+        os.setxattr(tenant.dir / "many", CONVERT_XATTR, b"")
+        while True:
+            more = getdents(fd, 1024)
+            if not more:
+                break
+            seen += [name for name, _ in more]
+    finally:
+        os.close(fd)
+    seen = [name for name in seen if name not in (".", "..")]
+    assert sorted(seen) == sorted(names)
+    assert sorted(os.listdir(tenant.dir / "many")) == sorted(names)
+    tenant.convert()
+    assert sorted(os.listdir(tenant.dir / "many")) == sorted(names)
