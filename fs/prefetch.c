@@ -453,7 +453,11 @@ static unsigned collect(struct worker *w, struct pf_dir *d, const struct kms *km
 			pe->e->dir_gen = d->gen;
 		}
 		pthread_mutex_unlock(&p->lock);
-		if (pe->e && opened_already(fs, &st, pe->fd)) {
+		/* Checked again once claimed: an open, read and close of the file
+		 * between the first look and the claim cached its DEK, and left no
+		 * trace opened_already() sees. */
+		if (pe->e && (opened_already(fs, &st, pe->fd) ||
+			      dekcache_holds(fs->cache, st.st_dev, st.st_ino, pe->rec.file_id))) {
 			pthread_mutex_lock(&p->lock);
 			settle(p, pe->e, -EALREADY, 0);
 			pthread_cond_broadcast(&p->batch_done); /* an open may wait on it already */

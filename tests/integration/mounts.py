@@ -29,6 +29,18 @@ def get(path):
         return f.read()
 
 
+def get_when_back(path, within=20):
+    """Read @path until it opens: a KMS back after an outage answers once the breaker's cool-down and
+    the failed file's hold are over and no probe is in flight (the DEK pool's refill may be one)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return get(path)
+        except OSError:
+            assert time.monotonic() < deadline, f"{path}: no recovery after the KMS came back"
+            time.sleep(0.2)
+
+
 def is_mounted(path):
     path = os.path.realpath(path)
     with open("/proc/self/mounts") as f:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from mounts import get, put
+from mounts import get, get_when_back, put
 from test_vault import VaultVolume, server  # noqa: F401 (server is a fixture)
 
 N = 40
@@ -141,7 +141,7 @@ def test_kms_hung_during_listing_then_back(tmp_path, server):
     """Vault stops answering (SIGSTOP: connections hang, the worst case) while a directory is listed:
     each open fails with EIO within the deadline, even one that waited for the prefetch of its file,
     and everything reads again once Vault answers, without a remount."""
-    vol = VaultVolume(tmp_path / "v", server, deadline_ms=1500)
+    vol = VaultVolume(tmp_path / "v", server, deadline_ms=2000)
     expected = make_files(vol, 20)
     vol.mount()
     try:
@@ -149,26 +149,19 @@ def test_kms_hung_during_listing_then_back(tmp_path, server):
         try:
             t0 = time.monotonic()
             names = sorted(os.listdir(vol.mnt / "d"))
-            assert time.monotonic() - t0 < 1.0  # a listing never waits for the KMS
+            assert time.monotonic() - t0 < 1.5  # a listing never waits for the KMS
             for name in names[:3]:
                 t0 = time.monotonic()
                 with pytest.raises(OSError) as e:
                     get(vol.mnt / "d" / name)
                 assert e.value.errno == errno.EIO
-                # Within the deadline, with slack for a loaded machine (asking the KMS twice, as a
-                # read retried by the kernel did, took 2.7 s).
-                assert time.monotonic() - t0 < 1.5 + 0.7, name
+                # Within the deadline, with slack for a loaded machine and a sanitized daemon
+                # (asking the KMS twice, as a read retried by the kernel did, takes 4 s).
+                assert time.monotonic() - t0 < 2.0 + 1.5, name
             assert vol.status()["prefetch"]["failed"] >= 1
         finally:
             server.proc.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + 20  # the breaker probes again after its cool-down
-        while True:
-            try:
-                assert get(vol.mnt / "d" / names[0]) == expected[names[0]]
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "no recovery after the server came back"
-                time.sleep(0.5)
+        assert get_when_back(vol.mnt / "d" / names[0]) == expected[names[0]]
         # Listed again: the rest is prefetched now, and every file reads back.
         os.listdir(vol.mnt / "d")
         for name, data in expected.items():
@@ -423,17 +416,19 @@ def test_window_is_bounded(tmp_path, server):
 
 
 def test_open_waits_for_the_batch_in_flight(tmp_path, server):
-    """With the KMS slow (1.5 s a request), files whose DEKs are in a batch on its way are read at
+    """With the KMS slow (3 s a request), files whose DEKs are in a batch on its way are read at
     once, in parallel: each open waits for its batch and none asks the KMS itself.  (The status is
-    not read meanwhile: it asks the KMS for its key version, and would wait the 1.5 s too.)"""
+    not read meanwhile: it asks the KMS for its key version, and would wait the 3 s too.)"""
     vol = VaultVolume(tmp_path / "v", server)
     expected = make_files(vol, 20)
     vol.mount()
     try:
         before = decrypts(server)
-        server.set_latency(1500)
+        server.set_latency(3000)
         names = os.listdir(vol.mnt / "d")
-        time.sleep(0.3)  # the workers take every file into a batch (a few ms), then wait for Transit
+        # The workers take every file into a batch (a few ms; up to a second on a loaded machine
+        # with a sanitized daemon), then wait for Transit; the readers start well before it answers.
+        time.sleep(1.0)
         got = {}
 
         def read(name):
@@ -452,7 +447,7 @@ def test_open_waits_for_the_batch_in_flight(tmp_path, server):
         assert decrypts(server) - before == 20  # calls == files, not more
         assert st["kms"]["unwrap"] == 20 and st["prefetch"]["waited"] >= 1, st["prefetch"]
         assert st["prefetch"]["unwrapped"] == 20 and st["prefetch"]["batches"] <= 3
-        assert waited_s < 1.5 + 1.0  # the batch's round trip, not one per file
+        assert waited_s < 3.0 + 1.0  # the batch's round trip, not one per file
     finally:
         server.set_latency(0)
         vol.unmount()
