@@ -60,6 +60,15 @@ def key_refs(v):
     return refs
 
 
+def wait_for_flock(pid, within=20):
+    """Until process @pid holds an flock (/proc/locks), as a migration does from its start."""
+    deadline = time.monotonic() + within
+    while not any(f[1] == "FLOCK" and f[4] == str(pid)
+                  for f in (line.split() for line in open("/proc/locks"))):
+        assert time.monotonic() < deadline, f"process {pid} took no flock"
+        time.sleep(0.05)
+
+
 def populate(m, n=40):
     """Files of several sizes in a small tree, an empty file, a hard link, a symlink, an xattr."""
     contents = {}
@@ -373,7 +382,7 @@ def test_second_migration_waits_for_the_first(tmp_path):
             "provider": "local", "keyring": other, "keyring_id": keyring_id})
         first = subprocess.Popen([str(CTL), "rotate", "--to-kms", str(to_vault), str(v.mnt)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)  # the first now opens and probes Vault: three calls of 0.8 s
+        wait_for_flock(first.pid)  # then it opens and probes Vault: three calls of 0.8 s
         second = ctl("rotate", "--to-kms", to_other, v.mnt)
         assert second.returncode == 1, second.stderr
         assert "another envelopefsctl rotate --to-kms" in second.stderr
