@@ -105,8 +105,15 @@ def test_absent_xattrs_skip_the_backing(v):
             assert outcome(os.getxattr, v.mnt / "d", "system.posix_acl_default") == \
                 ("err", "ENODATA")
 
-    gets, lists = backing_xattr_calls(traced(v, ls_l_like, ["getxattr", "listxattr"]),
-                                      ABSENT_NAMES + ("system.posix_acl_default",))
+    # What the volume learnt lives on the daemon's inodes: held (O_PATH) so that a cache drop on
+    # the machine cannot make the kernel forget them meanwhile, and the daemon learn again.
+    holders = [os.open(p, os.O_PATH) for p in (v.mnt / "f", v.mnt / "d")]
+    try:
+        gets, lists = backing_xattr_calls(traced(v, ls_l_like, ["getxattr", "listxattr"]),
+                                          ABSENT_NAMES + ("system.posix_acl_default",))
+    finally:
+        for fd in holders:
+            os.close(fd)
     assert gets == []
     # At most one per inode (f's may have come with its write: the kernel asks a file it
     # writes to for security.capability).
