@@ -114,10 +114,12 @@ static void drop_snapshot(struct open_dir *d)
 static void start_listing(struct envfs *fs, struct inode *dir, struct open_dir *d)
 {
 	drop_snapshot(d);
+	if (d->started || d->offset != 0) /* the stream moved: back to its start */
+		rewinddir(d->dp);
+	d->started = true;
 	d->entry = NULL;
 	d->offset = 0;
 	d->snapshot_pos = 0;
-	rewinddir(d->dp);
 	if (!scope_dir_converting(fs, dir))
 		return;
 	d->snapshot = calloc(1, sizeof(*d->snapshot));
@@ -211,12 +213,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (offset == 0 && (d->offset != 0 || !d->started)) {
+	if (offset == 0 && (d->offset != 0 || !d->started))
 		start_listing(fs, dir, d);
-		d->started = true;
-	} else if (offset != d->offset) {
+	else if (offset != d->offset)
 		seek_listing(d, offset);
-	}
 	for (;;) {
 		char name[NAMES_MAX + 1];
 		struct fuse_entry_param e;
