@@ -617,10 +617,22 @@ static int destroy_version(struct gcp_kms *gk, uint64_t deadline, uint32_t v, ch
 	return rc;
 }
 
+/* holds_material - whether a version in @state has key material left to destroy. */
+static bool holds_material(const char *state)
+{
+	static const char *const none[] = { "DESTROYED", "DESTROY_SCHEDULED", "IMPORT_FAILED",
+					    "GENERATION_FAILED" };
+	size_t i;
+
+	for (i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+		if (strcmp(state, none[i]) == 0)
+			return false;
+	return true;
+}
+
 /*
  * destroy_listed - :destroy every version of @doc's cryptoKeyVersions that
- * is neither DESTROYED nor DESTROY_SCHEDULED (those are past saving
- * already); *@count gets how many were scheduled.
+ * holds_material(); *@count gets how many were scheduled.
  */
 static int destroy_listed(struct gcp_kms *gk, uint64_t deadline, const struct json_doc *doc,
 			  unsigned *count, char *when, size_t when_cap, char *err, size_t err_len)
@@ -640,7 +652,7 @@ static int destroy_listed(struct gcp_kms *gk, uint64_t deadline, const struct js
 		if (v == 0 || json_get_string(doc, path, state, sizeof(state), NULL) < 0)
 			return kms_errf(err, err_len, -EIO, "Cloud KMS %s listed a version of %s "
 					"without a name or state", gk->endpoint, gk->key);
-		if (strcmp(state, "DESTROYED") == 0 || strcmp(state, "DESTROY_SCHEDULED") == 0)
+		if (!holds_material(state))
 			continue;
 		rc = destroy_version(gk, deadline, v, when, when_cap, err, err_len);
 		if (rc == 0)
@@ -661,7 +673,7 @@ static int gcp_destroy(struct kms *kms, char *err, size_t err_len)
 	struct gcp_kms *gk = kms->priv;
 	const uint64_t deadline = http_deadline(gk->http);
 	char form[MAX_ANSWER_FIELD + 64], suffix[sizeof(form) + 32], token[MAX_ANSWER_FIELD] = "";
-	char when[64] = "";
+	char when[64] = "", why[384] = "";
 	unsigned count = 0;
 	int rc;
 
@@ -678,23 +690,22 @@ static int gcp_destroy(struct kms *kms, char *err, size_t err_len)
 			return kms_errf(err, err_len, -EIO, "Cloud KMS %s: page token too long",
 					gk->endpoint);
 		snprintf(suffix, sizeof(suffix), "/cryptoKeyVersions?%s", form);
-		rc = kms_call(gk, deadline, "GET", suffix, NULL, 0, false, &resp, &doc, err,
-			      err_len);
+		rc = kms_call(gk, deadline, "GET", suffix, NULL, 0, false, &resp, &doc, why,
+			      sizeof(why));
 		if (rc == 0)
-			rc = destroy_listed(gk, deadline, doc, &count, when, sizeof(when), err,
-					    err_len);
+			rc = destroy_listed(gk, deadline, doc, &count, when, sizeof(when), why,
+					    sizeof(why));
 		if (rc == 0 && json_get_string(doc, "nextPageToken", token, sizeof(token), NULL) < 0)
 			token[0] = '\0';
 		json_free(doc);
 		http_response_free(&resp);
 	} while (rc == 0 && token[0]);
 	if (rc == -EACCES)
-		return kms_errf(err, err_len, -EPERM, "Cloud KMS %s refuses to destroy the versions "
-				"of %s: grant the caller cloudkms.cryptoKeyVersions.list and "
-				"cloudkms.cryptoKeyVersions.destroy (roles/cloudkms.admin), then shred "
-				"again", gk->endpoint, gk->key);
+		return kms_errf(err, err_len, -EPERM, "%s: Cloud KMS refuses to list or destroy the "
+				"versions of %s: grant the caller cloudkms.cryptoKeyVersions.list and "
+				".destroy (e.g. roles/cloudkms.admin), then shred again", why, gk->key);
 	if (rc < 0)
-		return rc;
+		return kms_errf(err, err_len, rc, "%s", why);
 	kms_errf(err, err_len, 0, "Cloud KMS key %s: %u version(s) scheduled for destruction, "
 		 "unusable from now on; the material goes for good at %s", gk->key, count,
 		 when[0] ? when : "the end of the key's destroyScheduledDuration");

@@ -150,6 +150,15 @@ def test_shred_azure_gcp_and_kmip_scopes(peers, volume):
     assert azure_key not in azure.control("keys") and azure_key not in azure.control("deleted")
     check_all(["azure"])
 
+    # A service account without the role: refused, and the log says which permissions it needs.
+    gcp.control("config", role_assigned=False)
+    try:
+        cp = vol.shred(scopes["gcp"])
+    finally:
+        gcp.control("config", role_assigned=True)
+    assert cp.returncode == 1 and "refuses" in cp.stderr, cp.stderr
+    assert "cloudkms.cryptoKeyVersions.list and .destroy" in vol.log.read_text()
+    assert set(gcp.control("keys")[gcp_key]["versions"].values()) == {"ENABLED"}
     done = vol.shred(scopes["gcp"])
     assert done.returncode == 0 and "shredded" in done.stdout, done.stderr
     states = gcp.control("keys")[gcp_key]["versions"]
