@@ -657,6 +657,8 @@ static int destroy_listed(struct gcp_kms *gk, uint64_t deadline, const struct js
 		rc = destroy_version(gk, deadline, v, when, when_cap, err, err_len);
 		if (rc == 0)
 			(*count)++;
+		else if (rc == -ENOENT)
+			rc = 0; /* scheduled or gone since the listing (FAILED_PRECONDITION, NOT_FOUND) */
 	}
 	return rc;
 }
