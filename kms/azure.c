@@ -358,14 +358,14 @@ static int azure_fetch(void *arg, uint64_t deadline, char *token, size_t cap,
 
 /* ---- calls ---- */
 
-/* error_code - error.code of a Key Vault error body into @out, or "". */
-static void error_code(const struct http_response *resp, char *out, size_t cap)
+/* error_field - the string at @path ("error.code", "error.message") of a Key Vault error body, or "". */
+static void error_field(const struct http_response *resp, const char *path, char *out, size_t cap)
 {
 	struct json_doc *doc = NULL;
 
 	out[0] = '\0';
 	if (resp->body && json_parse((const char *)resp->body, resp->len, &doc) == 0 &&
-	    json_get_string(doc, "error.code", out, cap, NULL) < 0)
+	    json_get_string(doc, path, out, cap, NULL) < 0)
 		out[0] = '\0';
 	json_free(doc);
 }
@@ -374,8 +374,9 @@ static void error_code(const struct http_response *resp, char *out, size_t cap)
  * kv_call - @method on VAULT/@path (with the api-version appended; @path
  * may be a full nextLink URL) with JSON @body, by @deadline.  A 401 drops
  * the token and tries once more with a fresh one.  0 and the parsed 200
- * answer in *@doc over @resp (free both), or a kms.h errno with Key Vault's
- * error code in @err.
+ * answer in *@doc over @resp (free both; a 204, which a purge answers, has
+ * no body and leaves *@doc NULL), or a kms.h errno with Key Vault's error
+ * code in @err (@resp holds the error body).
  */
 static int kv_call(struct azure_kms *ak, uint64_t deadline, const char *method, const char *path,
 		   const char *body, size_t body_len, bool unwrap, struct http_response *resp,
@@ -426,8 +427,10 @@ static int kv_call(struct azure_kms *ak, uint64_t deadline, const char *method, 
 			http_response_free(resp);
 			continue;
 		}
+		if (resp->status == 204)
+			break;
 		if (resp->status != 200) {
-			error_code(resp, code, sizeof(code));
+			error_field(resp, "error.code", code, sizeof(code));
 			rc = kms_errf(err, err_len, azure_map_error(resp->status, code, unwrap),
 				      "Azure Key Vault %s answered HTTP %ld (%s)", ak->vault_url,
 				      resp->status, code[0] ? code : "no error code");
@@ -768,6 +771,136 @@ static int azure_current_version(struct kms *kms, uint32_t *version)
 	return latest_version(ak, VERSION_CHECK_MS, http_deadline(ak->http), version, id, NULL, 0);
 }
 
+/* ---- shred ---- */
+
+/* disable_versions - every listed version of the key disabled (Update Key: attributes.enabled). */
+static int disable_versions(struct azure_kms *ak, uint64_t deadline, char *err, size_t err_len)
+{
+	static const char body[] = "{\"attributes\":{\"enabled\":false}}";
+	char path[MAX_NAME + AZURE_MAX_VERSION_ID + 8], id[AZURE_MAX_VERSION_ID + 1];
+	size_t i;
+	int rc;
+
+	rc = list_versions(ak, deadline, err, err_len);
+	for (i = 0; rc == 0; i++) {
+		struct http_response resp;
+		struct json_doc *doc;
+
+		/* The table only grows (list_versions), so index i names the same version throughout. */
+		pthread_mutex_lock(&ak->lock);
+		if (i < ak->n_versions)
+			strcpy(id, ak->versions[i].id);
+		else
+			id[0] = '\0';
+		pthread_mutex_unlock(&ak->lock);
+		if (!id[0])
+			break;
+		snprintf(path, sizeof(path), "keys/%s/%s", ak->key, id);
+		rc = kv_call(ak, deadline, "PATCH", path, body, sizeof(body) - 1, false, &resp, &doc,
+			     err, err_len);
+		json_free(doc);
+		http_response_free(&resp);
+	}
+	return rc;
+}
+
+/*
+ * purge_date - the scheduledPurgeDate of the deleted key (Get Deleted Key)
+ * as a UTC date in @out, or "the end of the vault's retention period".
+ */
+static void purge_date(struct azure_kms *ak, uint64_t deadline, char *out, size_t cap)
+{
+	struct http_response resp;
+	struct json_doc *doc;
+	char path[MAX_NAME + 16];
+	int64_t when = 0;
+	struct tm tm;
+	time_t t;
+
+	snprintf(out, cap, "the end of the vault's retention period");
+	snprintf(path, sizeof(path), "deletedkeys/%s", ak->key);
+	if (kv_call(ak, deadline, "GET", path, NULL, 0, false, &resp, &doc, NULL, 0) == 0 &&
+	    json_get_int(doc, "scheduledPurgeDate", &when) == 0 && when > 0) {
+		t = (time_t)when;
+		if (gmtime_r(&t, &tm))
+			strftime(out, cap, "%Y-%m-%d %H:%M UTC", &tm);
+	}
+	json_free(doc);
+	http_response_free(&resp);
+}
+
+/*
+ * purge - Purge Deleted Key.  0 once the key is gone for good (purged now,
+ * or already), -EPERM when the vault refuses it (purge protection, or no
+ * purge permission), with what to do in @err.
+ */
+static int purge(struct azure_kms *ak, uint64_t deadline, char *err, size_t err_len)
+{
+	struct http_response resp;
+	struct json_doc *doc;
+	char path[MAX_NAME + 16], message[256], when[64];
+	int rc;
+
+	snprintf(path, sizeof(path), "deletedkeys/%s", ak->key);
+	rc = kv_call(ak, deadline, "DELETE", path, NULL, 0, false, &resp, &doc, err, err_len);
+	error_field(&resp, "error.message", message, sizeof(message));
+	json_free(doc);
+	http_response_free(&resp);
+	if (rc == -ENOENT)
+		return 0; /* purged already, or a vault without soft delete deleted it for good */
+	if (rc == -EACCES && strstr(message, "purge protection")) {
+		purge_date(ak, deadline, when, sizeof(when));
+		return kms_errf(err, err_len, -EPERM, "Azure Key Vault %s has purge protection: key "
+				"%s is disabled and deleted, so nothing unwraps, but the vault's "
+				"administrators can recover it until Key Vault purges it at %s "
+				"(nothing can purge it sooner); `scope lock` the scope to drop the file "
+				"keys the daemon holds", ak->vault_url, ak->key, when);
+	}
+	if (rc == -EACCES)
+		return kms_errf(err, err_len, -EPERM, "Azure Key Vault %s refuses to purge deleted key "
+				"%s (%s): it is disabled and deleted, but recoverable until purged; "
+				"grant the caller the purge permission (Key Vault Crypto Officer), "
+				"then shred again", ak->vault_url, ak->key,
+				message[0] ? message : "Forbidden");
+	return rc;
+}
+
+/*
+ * azure_destroy - disable every version (unwraps refused at once), delete
+ * the key (on a soft-delete vault it is kept, recoverable, as a deleted
+ * key), then purge the deleted key: gone for good.  A key deleted by an
+ * earlier run (KeyNotFound) goes straight to the purge, so a run cut short
+ * can be made again.  -EPERM when the vault refuses the purge (purge()):
+ * the key is left disabled and deleted, which Key Vault purges at the end
+ * of its retention.
+ */
+static int azure_destroy(struct kms *kms, char *err, size_t err_len)
+{
+	struct azure_kms *ak = kms->priv;
+	const uint64_t deadline = http_deadline(ak->http);
+	char path[MAX_NAME + 8];
+	int rc = disable_versions(ak, deadline, err, err_len);
+
+	if (rc == 0) {
+		struct http_response resp;
+		struct json_doc *doc;
+
+		snprintf(path, sizeof(path), "keys/%s", ak->key);
+		rc = kv_call(ak, deadline, "DELETE", path, NULL, 0, false, &resp, &doc, err,
+			     err_len);
+		json_free(doc);
+		http_response_free(&resp);
+	}
+	if (rc == 0 || rc == -ENOENT)
+		rc = purge(ak, deadline, err, err_len);
+	else if (rc == -EACCES)
+		rc = kms_errf(err, err_len, -EPERM, "Azure Key Vault %s refuses to disable and delete "
+			      "key %s: grant the caller the update, delete and purge permissions "
+			      "(Key Vault Crypto Officer), then shred again", ak->vault_url,
+			      ak->key);
+	return rc;
+}
+
 static void azure_remote_stats(struct kms *kms, struct kms_remote_stats *out)
 {
 	struct azure_kms *ak = kms->priv;
@@ -1028,4 +1161,5 @@ const struct kms_ops kms_azure_ops = {
 	.current_version = azure_current_version,
 	.close = azure_close,
 	.remote_stats = azure_remote_stats,
+	.destroy = azure_destroy,
 };

@@ -404,7 +404,7 @@ static int primary_version(struct gcp_kms *gk, uint64_t max_age_ms, uint64_t dea
 {
 	struct http_response resp;
 	struct json_doc *doc;
-	char purpose[32] = "";
+	char purpose[32] = "", state[32];
 	uint32_t v = 0;
 	int rc;
 
@@ -423,6 +423,11 @@ static int primary_version(struct gcp_kms *gk, uint64_t max_age_ms, uint64_t dea
 	if (rc == 0 && (v = version_of(gk, doc, "primary.name")) == 0)
 		rc = kms_errf(err, err_len, -EACCES, "Cloud KMS key %s has no primary version",
 			      gk->key);
+	/* A primary scheduled for destruction (a shredded key) is a refusal, not a version gone. */
+	if (rc == 0 && json_get_string(doc, "primary.state", state, sizeof(state), NULL) == 0 &&
+	    strncmp(state, "DESTROY", 7) == 0)
+		rc = kms_errf(err, err_len, -EACCES, "Cloud KMS key %s: its primary version %u is %s "
+			      "(the key was shredded, or its versions destroyed)", gk->key, v, state);
 	json_free(doc);
 	http_response_free(&resp);
 	if (rc < 0)
@@ -588,6 +593,127 @@ static int gcp_current_version(struct kms *kms, uint32_t *version)
 	return primary_version(gk, VERSION_CHECK_MS, http_deadline(gk->http), version, NULL, 0);
 }
 
+/* ---- shred ---- */
+
+/*
+ * destroy_version - :destroy version @v (Cloud KMS schedules it: state
+ * DESTROY_SCHEDULED, every use refused at once, the material gone at the
+ * answer's destroyTime, kept in @when).
+ */
+static int destroy_version(struct gcp_kms *gk, uint64_t deadline, uint32_t v, char *when,
+			   size_t when_cap, char *err, size_t err_len)
+{
+	struct http_response resp;
+	struct json_doc *doc;
+	char suffix[64];
+	int rc;
+
+	snprintf(suffix, sizeof(suffix), "/cryptoKeyVersions/%u:destroy", v);
+	rc = kms_call(gk, deadline, "POST", suffix, "{}", 2, false, &resp, &doc, err, err_len);
+	if (rc == 0 && json_get_string(doc, "destroyTime", when, when_cap, NULL) < 0)
+		when[0] = '\0';
+	json_free(doc);
+	http_response_free(&resp);
+	return rc;
+}
+
+/* holds_material - whether a version in @state has key material left to destroy. */
+static bool holds_material(const char *state)
+{
+	static const char *const none[] = { "DESTROYED", "DESTROY_SCHEDULED", "IMPORT_FAILED",
+					    "GENERATION_FAILED" };
+	size_t i;
+
+	for (i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+		if (strcmp(state, none[i]) == 0)
+			return false;
+	return true;
+}
+
+/*
+ * destroy_listed - :destroy every version of @doc's cryptoKeyVersions that
+ * holds_material(); *@count gets how many were scheduled.
+ */
+static int destroy_listed(struct gcp_kms *gk, uint64_t deadline, const struct json_doc *doc,
+			  unsigned *count, char *when, size_t when_cap, char *err, size_t err_len)
+{
+	char path[64], state[32];
+	size_t n = 0, i;
+	int rc = 0;
+
+	if (json_array_len(doc, "cryptoKeyVersions", &n) < 0)
+		n = 0; /* a key without versions lists none, and no field */
+	for (i = 0; rc == 0 && i < n; i++) {
+		uint32_t v;
+
+		snprintf(path, sizeof(path), "cryptoKeyVersions[%zu].name", i);
+		v = version_of(gk, doc, path);
+		snprintf(path, sizeof(path), "cryptoKeyVersions[%zu].state", i);
+		if (v == 0 || json_get_string(doc, path, state, sizeof(state), NULL) < 0)
+			return kms_errf(err, err_len, -EIO, "Cloud KMS %s listed a version of %s "
+					"without a name or state", gk->endpoint, gk->key);
+		if (!holds_material(state))
+			continue;
+		rc = destroy_version(gk, deadline, v, when, when_cap, err, err_len);
+		if (rc == 0)
+			(*count)++;
+		else if (rc == -ENOENT)
+			rc = 0; /* scheduled or gone since the listing (FAILED_PRECONDITION, NOT_FOUND) */
+	}
+	return rc;
+}
+
+/*
+ * gcp_destroy - Cloud KMS never destroys key material at once: each live
+ * version is scheduled (DESTROY_SCHEDULED: refused from now on, destroyed
+ * for good after the key's destroyScheduledDuration, 24 hours by default).
+ * The listing is read page by page.  On success @err says when the
+ * material goes for good.
+ */
+static int gcp_destroy(struct kms *kms, char *err, size_t err_len)
+{
+	struct gcp_kms *gk = kms->priv;
+	const uint64_t deadline = http_deadline(gk->http);
+	char form[MAX_ANSWER_FIELD + 64], suffix[sizeof(form) + 32], token[MAX_ANSWER_FIELD] = "";
+	char when[64] = "", why[384] = "";
+	unsigned count = 0;
+	int rc;
+
+	do {
+		struct http_response resp;
+		struct json_doc *doc;
+		size_t len = 0;
+
+		form[0] = '\0';
+		rc = oauth_form_add(form, sizeof(form), &len, "pageSize", "1000");
+		if (rc == 0 && token[0])
+			rc = oauth_form_add(form, sizeof(form), &len, "pageToken", token);
+		if (rc < 0)
+			return kms_errf(err, err_len, -EIO, "Cloud KMS %s: page token too long",
+					gk->endpoint);
+		snprintf(suffix, sizeof(suffix), "/cryptoKeyVersions?%s", form);
+		rc = kms_call(gk, deadline, "GET", suffix, NULL, 0, false, &resp, &doc, why,
+			      sizeof(why));
+		if (rc == 0)
+			rc = destroy_listed(gk, deadline, doc, &count, when, sizeof(when), why,
+					    sizeof(why));
+		if (rc == 0 && json_get_string(doc, "nextPageToken", token, sizeof(token), NULL) < 0)
+			token[0] = '\0';
+		json_free(doc);
+		http_response_free(&resp);
+	} while (rc == 0 && token[0]);
+	if (rc == -EACCES)
+		return kms_errf(err, err_len, -EPERM, "%s: Cloud KMS refuses to list or destroy the "
+				"versions of %s: grant the caller cloudkms.cryptoKeyVersions.list and "
+				".destroy (e.g. roles/cloudkms.admin), then shred again", why, gk->key);
+	if (rc < 0)
+		return kms_errf(err, err_len, rc, "%s", why);
+	kms_errf(err, err_len, 0, "Cloud KMS key %s: %u version(s) scheduled for destruction, "
+		 "unusable from now on; the material goes for good at %s", gk->key, count,
+		 when[0] ? when : "the end of the key's destroyScheduledDuration");
+	return 0;
+}
+
 static void gcp_remote_stats(struct kms *kms, struct kms_remote_stats *out)
 {
 	struct gcp_kms *gk = kms->priv;
@@ -743,4 +869,5 @@ const struct kms_ops kms_gcp_ops = {
 	.current_version = gcp_current_version,
 	.close = gcp_close,
 	.remote_stats = gcp_remote_stats,
+	.destroy = gcp_destroy,
 };

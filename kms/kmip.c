@@ -75,6 +75,8 @@ enum {
 	T_RESULT_MESSAGE = 0x42007D,
 	T_RESULT_REASON = 0x42007E,
 	T_RESULT_STATUS = 0x42007F,
+	T_REVOCATION_REASON = 0x420081,
+	T_REVOCATION_REASON_CODE = 0x420082,
 	T_UNIQUE_BATCH_ITEM_ID = 0x420093,
 	T_UNIQUE_IDENTIFIER = 0x420094,
 	T_DATA = 0x4200C2,
@@ -85,6 +87,8 @@ enum {
 
 	OP_LOCATE = 0x08,
 	OP_GET_ATTRIBUTES = 0x0B,
+	OP_REVOKE = 0x13,
+	OP_DESTROY = 0x14,
 	OP_ENCRYPT = 0x1F,
 	OP_DECRYPT = 0x20,
 
@@ -92,10 +96,13 @@ enum {
 	MODE_GCM = 9,
 	OBJECT_SYMMETRIC_KEY = 2,
 	NAME_TEXT = 1,
-	/* States (KMIP 1.4 section 9.1.3.2.3) in which a key still decrypts. */
+	/* States (KMIP 1.4 section 9.1.3.2.3); Active, Deactivated and Compromised keys still decrypt. */
+	STATE_PRE_ACTIVE = 1,
 	STATE_ACTIVE = 2,
 	STATE_DEACTIVATED = 3,
 	STATE_COMPROMISED = 4,
+	/* Revocation Reason Code (section 9.1.3.2.19): the key is retired, not compromised. */
+	REVOKE_CESSATION_OF_OPERATION = 6,
 
 	STATUS_SUCCESS = 0,
 	BATCH_CONTINUE = 1, /* Batch Error Continuation Option: Continue (Stop is 2) */
@@ -140,6 +147,7 @@ enum {
 
 struct kmip_key {
 	uint32_t version;
+	uint32_t state; /* when listed */
 	char uid[MAX_UID];
 };
 
@@ -451,12 +459,11 @@ static int locate(struct kmip_kms *kp, const char *name, uint64_t deadline, stru
 
 /*
  * key_version_in - from a Get Attributes answer: the version its Name gives
- * under our base name (0 if none, or if the key is in a state that cannot
- * decrypt: Pre-Active keys count once activated, destroyed ones never), and
- * whether it is an AES-256 key.
+ * under our base name (0 if none), whether it is an AES-256 key, and its
+ * state.
  */
 static uint32_t key_version_in(const struct kmip_kms *kp, const struct ttlv_item *payload,
-			       bool *aes256)
+			       bool *aes256, uint32_t *state_out)
 {
 	struct ttlv_item attr, value;
 	char aname[64], name[NAME_BUF];
@@ -479,9 +486,19 @@ static uint32_t key_version_in(const struct kmip_kms *kp, const struct ttlv_item
 			ttlv_get_enum(&attr, T_ATTRIBUTE_VALUE, &state);
 	}
 	*aes256 = alg == ALG_AES && bits == 256;
-	if (state != STATE_ACTIVE && state != STATE_DEACTIVATED && state != STATE_COMPROMISED)
-		return 0;
+	*state_out = state;
 	return version;
+}
+
+/*
+ * state_counts - whether a key in @state is a version: one that decrypts
+ * (Pre-Active keys count once activated, destroyed ones never), or with
+ * @pre_active, one that will (shred destroys those too).
+ */
+static bool state_counts(uint32_t state, bool pre_active)
+{
+	return state == STATE_ACTIVE || state == STATE_DEACTIVATED || state == STATE_COMPROMISED ||
+	       (pre_active && state == STATE_PRE_ACTIVE);
 }
 
 static int key_cmp(const void *a, const void *b)
@@ -493,12 +510,13 @@ static int key_cmp(const void *a, const void *b)
 
 /*
  * describe - Get Attributes (Name, algorithm, length, state) of the keys @uids[0..n),
- * in batches; append those named "L.N" to @keys (@n_keys, @cap).  A key so
- * named that is not AES-256 is refused (-EINVAL), as is a version named twice
- * (checked by the caller after sorting).
+ * in batches; append those named "L.N" in a state_counts() to @keys (@n_keys, @cap).
+ * A key so named that is not AES-256 is refused (-EINVAL), as is a version
+ * named twice (checked by the caller after sorting).
  */
-static int describe(struct kmip_kms *kp, char (*uids)[MAX_UID], size_t n, uint64_t deadline,
-		    struct kmip_key **keys, size_t *n_keys, size_t *cap, char *err, size_t err_len)
+static int describe(struct kmip_kms *kp, char (*uids)[MAX_UID], size_t n, bool pre_active,
+		    uint64_t deadline, struct kmip_key **keys, size_t *n_keys, size_t *cap,
+		    char *err, size_t err_len)
 {
 	static const char *const wanted[] = { "Name", "Cryptographic Algorithm",
 					      "Cryptographic Length", "State" };
@@ -528,7 +546,7 @@ static int describe(struct kmip_kms *kp, char (*uids)[MAX_UID], size_t n, uint64
 				  err_len);
 		for (i = 0; rc == 0 && i < count; i++) {
 			bool aes256;
-			uint32_t v;
+			uint32_t v, state;
 			int item_rc = answer_item(kp, &a, i, OP_GET_ATTRIBUTES, &payload, err, err_len);
 
 			/* A key deleted since the Locate, or one we may not read, is not ours. */
@@ -538,8 +556,8 @@ static int describe(struct kmip_kms *kp, char (*uids)[MAX_UID], size_t n, uint64
 				rc = item_rc;
 				break;
 			}
-			v = key_version_in(kp, &payload, &aes256);
-			if (!v)
+			v = key_version_in(kp, &payload, &aes256, &state);
+			if (!v || !state_counts(state, pre_active))
 				continue;
 			if (!aes256) {
 				rc = kms_errf(err, err_len, -EINVAL,
@@ -560,6 +578,7 @@ static int describe(struct kmip_kms *kp, char (*uids)[MAX_UID], size_t n, uint64
 				*cap = c;
 			}
 			(*keys)[*n_keys].version = v;
+			(*keys)[*n_keys].state = state;
 			snprintf((*keys)[*n_keys].uid, MAX_UID, "%s", uids[start + i]);
 			(*n_keys)++;
 		}
@@ -571,9 +590,10 @@ static int describe(struct kmip_kms *kp, char (*uids)[MAX_UID], size_t n, uint64
 
 /*
  * find_keys - the versions among the keys named @name (every symmetric key
- * if NULL), sorted, into a new array *@out.  0 or a kms errno.
+ * if NULL; Pre-Active ones too if @pre_active), sorted, into a new array
+ * *@out.  0 or a kms errno.
  */
-static int find_keys(struct kmip_kms *kp, const char *name, uint64_t deadline,
+static int find_keys(struct kmip_kms *kp, const char *name, bool pre_active, uint64_t deadline,
 		     struct kmip_key **out, size_t *n_out, char *err, size_t err_len)
 {
 	struct uid_list l = { 0 };
@@ -583,7 +603,7 @@ static int find_keys(struct kmip_kms *kp, const char *name, uint64_t deadline,
 
 	rc = locate(kp, name, deadline, &l, err, err_len);
 	if (rc == 0)
-		rc = describe(kp, l.uid, l.n, deadline, &keys, &n, &cap, err, err_len);
+		rc = describe(kp, l.uid, l.n, pre_active, deadline, &keys, &n, &cap, err, err_len);
 	free(l.uid);
 	if (rc == 0 && n > 1) {
 		qsort(keys, n, sizeof(*keys), key_cmp);
@@ -616,7 +636,7 @@ static int list_keys(struct kmip_kms *kp, uint64_t deadline, char *err, size_t e
 	int rc;
 
 	__atomic_store_n(&kp->listed_at_ms, kmip_now_ms(), __ATOMIC_RELAXED);
-	rc = find_keys(kp, NULL, deadline, &keys, &n, err, err_len);
+	rc = find_keys(kp, NULL, false, deadline, &keys, &n, err, err_len);
 	if (rc < 0)
 		return rc;
 	if (!n) {
@@ -668,7 +688,7 @@ static int find_version(struct kmip_kms *kp, uint32_t version, uint64_t deadline
 	int rc;
 
 	snprintf(name, sizeof(name), "%s.%u", kp->key_name, version);
-	rc = find_keys(kp, name, deadline, &keys, &n, NULL, 0);
+	rc = find_keys(kp, name, false, deadline, &keys, &n, NULL, 0);
 	if (rc == 0)
 		rc = n == 1 ? add_key(kp, &keys[0]) : -ENOENT;
 	free(keys);
@@ -1074,6 +1094,87 @@ static int kmip_current_version(struct kms *kms, uint32_t *version)
 	return 0;
 }
 
+/* ---- shred ---- */
+
+/*
+ * key_op - Revoke (reason Cessation of Operation) or Destroy, @op, of the
+ * key @uid.  0 or a kms errno with the server's answer in @err.
+ */
+static int key_op(struct kmip_kms *kp, uint32_t op, const char *uid, uint64_t deadline, char *err,
+		  size_t err_len)
+{
+	uint8_t req[512], resp[1024];
+	struct ttlv_writer w;
+	struct ttlv_item payload;
+	struct answer a;
+	size_t req_len;
+	int rc;
+
+	ttlv_writer_init(&w, req, sizeof(req));
+	request_begin(&w, 1);
+	item_begin(&w, op, 0);
+	ttlv_put_text(&w, T_UNIQUE_IDENTIFIER, uid);
+	if (op == OP_REVOKE) {
+		ttlv_begin(&w, T_REVOCATION_REASON);
+		ttlv_put_enum(&w, T_REVOCATION_REASON_CODE, REVOKE_CESSATION_OF_OPERATION);
+		ttlv_end(&w);
+	}
+	item_end(&w);
+	ttlv_end(&w);
+	if (ttlv_finish(&w, &req_len) < 0)
+		return kms_errf(err, err_len, -EIO, "KMIP request too large");
+	rc = call(kp, req, req_len, resp, sizeof(resp), 1, deadline, &a, err, err_len);
+	if (rc == 0)
+		rc = answer_item(kp, &a, 0, op, &payload, err, err_len);
+	return rc;
+}
+
+/*
+ * kmip_destroy - every version "L.N" (Pre-Active ones too) destroyed on the
+ * server.  KMIP 1.x destroys no Active object: the Active ones are revoked
+ * first (Cessation of Operation: Deactivated), all of them before any
+ * Destroy, so a Destroy the server refuses leaves no version able to
+ * encrypt.  A key gone meanwhile counts as destroyed; a refusal (the key's
+ * operation policy) is -EPERM naming the key.
+ */
+static int kmip_destroy(struct kms *kms, char *err, size_t err_len)
+{
+	static const uint32_t steps[] = { OP_REVOKE, OP_DESTROY };
+	struct kmip_kms *kp = kms->priv;
+	uint64_t deadline = op_deadline(kp);
+	const struct kmip_key *at = NULL; /* the key of the step that failed */
+	struct kmip_key *keys = NULL;
+	uint32_t op = OP_REVOKE;
+	char why[384] = "";
+	size_t n = 0, i, step;
+	int rc;
+
+	rc = find_keys(kp, NULL, true, deadline, &keys, &n, err, err_len);
+	for (step = 0; rc == 0 && step < sizeof(steps) / sizeof(steps[0]); step++) {
+		op = steps[step];
+		for (i = 0; rc == 0 && i < n; i++) {
+			if (op == OP_REVOKE && keys[i].state != STATE_ACTIVE)
+				continue;
+			at = &keys[i];
+			rc = key_op(kp, op, at->uid, deadline, why, sizeof(why));
+			if (rc == -ENOENT)
+				rc = 0;
+		}
+	}
+	if (rc == -EACCES && at)
+		rc = kms_errf(err, err_len, -EPERM, "KMIP server %s refuses to %s key '%s.%u' (%s): "
+			      "%s; its operation policy must let this client revoke and destroy it "
+			      "(or destroy it on the server), then shred again", kp->where,
+			      op == OP_REVOKE ? "revoke" : "destroy", kp->key_name, at->version,
+			      at->uid, why);
+	else if (rc < 0 && at)
+		kms_errf(err, err_len, rc, "KMIP server %s: cannot %s key '%s.%u' (%s): %s", kp->where,
+			 op == OP_REVOKE ? "revoke" : "destroy", kp->key_name, at->version, at->uid,
+			 why);
+	free(keys);
+	return rc;
+}
+
 static void kmip_remote_stats(struct kms *kms, struct kms_remote_stats *out)
 {
 	struct kmip_kms *kp = kms->priv;
@@ -1227,4 +1328,5 @@ const struct kms_ops kms_kmip_ops = {
 	.current_version = kmip_current_version,
 	.close = kmip_close,
 	.remote_stats = kmip_remote_stats,
+	.destroy = kmip_destroy,
 };

@@ -192,7 +192,11 @@ int kms_current_version(struct kms *kms, uint32_t *version);
  * the shortest window and disable the key meanwhile.  The caller uses @kms
  * for nothing but kms_close() afterwards.  0, -EOPNOTSUPP (the provider
  * cannot), -EPERM (the service refuses as the key is configured; @err says
- * what to do), or another error above, with a message in @err.
+ * what to do), or another error above, with a message in @err.  -EPERM may
+ * come after a part was done: an Azure vault with purge protection leaves
+ * the key disabled and deleted (nothing unwraps; purged at the end of the
+ * vault's retention), a KMIP key its policy keeps is left revoked.  On 0,
+ * @err may say when a scheduled destruction completes (Cloud KMS).
  */
 int kms_destroy(struct kms *kms, char *err, size_t err_len);
 

@@ -14,6 +14,13 @@ Key Vault (https://learn.microsoft.com/rest/api/keyvault/keys):
   POST  /keys/NAME[/VERSION]/wrapkey      {"alg": "RSA-OAEP-256"|"A256KW", "value": base64url} -> {kid, value}
   POST  /keys/NAME[/VERSION]/unwrapkey    same; a value that does not decrypt is 400 BadParameter.  Without a
                                           version: the latest, named in the answer's kid
+  DELETE /keys/NAME                       Delete Key: the key, every version, becomes a deleted key (soft
+                                          delete) -> DeletedKeyBundle {recoveryId, deletedDate,
+                                          scheduledPurgeDate, key, attributes}; /keys/NAME is 404 KeyNotFound
+  GET   /deletedkeys/NAME                 Get Deleted Key: the DeletedKeyBundle
+  DELETE /deletedkeys/NAME                Purge Deleted Key: gone for good, 204 No Content; on a vault with
+                                          purge protection 403 Forbidden ("Operation \"purge\" is not allowed
+                                          because purge protection is enabled for this vault. ...")
 Every Key Vault call needs ?api-version= and "Authorization: Bearer T"; without the header the answer is
 the 401 challenge Azure SDKs expect (WWW-Authenticate: Bearer authorization="AUTHORITY/TENANT",
 resource="https://vault.azure.net").  Errors are {"error": {"code", "message"}} with Key Vault's codes
@@ -29,10 +36,12 @@ Identity (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-c
                                           answers expires_in as a string, as IMDS does
 Errors are OAuth's {"error": "invalid_client", "error_description": "AADSTS7000215: ..."}.
 
-Test control (POST /_test/NAME, JSON): "config" {token_lifetime, role_assigned, latency_ms}, "fault" {status, count,
-retry_after}: the next COUNT Key Vault calls answer STATUS (429 with Retry-After, 503), "counters" ->
-{token_requests, kv_requests, faults_sent, tokens_refused (expired or unknown tokens sent to Key Vault)},
-"keys" -> what the peer holds: {NAME: [{version, kty, enabled}]}, oldest first.
+Test control (POST /_test/NAME, JSON): "config" {token_lifetime, role_assigned, latency_ms, purge_protection,
+retention_days}, "fault" {status, count, retry_after}: the next COUNT Key Vault calls answer STATUS (429 with
+Retry-After, 503), "counters" -> {token_requests, kv_requests, faults_sent, tokens_refused (expired or unknown
+tokens sent to Key Vault)}, "keys" -> what the peer holds: {NAME: [{version, kty, enabled}]}, oldest first,
+"deleted" -> the deleted keys: {NAME: {scheduledPurgeDate, versions: [{version, enabled}]}}, "purge_due" ->
+purge every deleted key now, as Key Vault does at its scheduledPurgeDate -> {purged: [NAME]}.
 
 Run: azure_keyvault.py --config FILE --port-file FILE --tls-cert PEM --tls-key PEM.  The config names the
 tenant and its clients: {"tenant": T, "clients": {ID: {"secret": S, "certificate": PEM, "federated":
@@ -113,6 +122,9 @@ class Azure:
         self.managed_identity = config.get("managed_identity", False)
         self.lock = threading.Lock()
         self.keys = {}          # name -> [Version], in creation order
+        self.deleted = {}       # name -> ([Version], deletedDate, scheduledPurgeDate): soft-deleted keys
+        self.purge_protection = False
+        self.retention_days = 90  # the vault's soft-delete retention (7 .. 90)
         self.tokens = {}        # token -> (expiry, resource)
         self.clock = int(time.time())
         self.token_lifetime = 3600
@@ -230,10 +242,36 @@ class Azure:
             key["e"] = b64url(numbers.e.to_bytes(3, "big"))
         return {"key": key, "attributes": self.attributes(v), "tags": {}}
 
-    @staticmethod
-    def attributes(v):
+    def attributes(self, v):
+        # Key Vault's recovery levels: purge protection takes "Purgeable" away.
         return {"enabled": v.enabled, "created": v.created, "updated": v.updated,
-                "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90}
+                "recoveryLevel": "Recoverable" if self.purge_protection else "Recoverable+Purgeable",
+                "recoverableDays": self.retention_days}
+
+    def deleted_bundle(self, base, name):
+        versions, deleted, purge = self.deleted[name]
+        bundle = self.bundle(base, name, versions[-1])
+        bundle.update(recoveryId=f"{base}/deletedkeys/{name}", deletedDate=deleted, scheduledPurgeDate=purge)
+        return bundle
+
+    def delete(self, base, name):
+        """Delete Key: every version of @name moves to the deleted keys, until purged."""
+        versions = self.versions(name)
+        if name in self.deleted:
+            raise Failure(409, "Conflict", f"Key {name} is currently being deleted.")
+        now = int(time.time())
+        del self.keys[name]
+        self.deleted[name] = (versions, now, now + self.retention_days * 86400)
+        return self.deleted_bundle(base, name)
+
+    def purge(self, name):
+        if name not in self.deleted:
+            raise Failure(404, "KeyNotFound", f"Deleted Key not found: {name}")
+        if self.purge_protection:
+            raise Failure(403, "Forbidden", 'Operation "purge" is not allowed because purge protection is '
+                          "enabled for this vault. Key Vault service will automatically purge it after the "
+                          "retention period has passed.")
+        del self.deleted[name]
 
     def create(self, name, body):
         kty = body.get("kty")
@@ -292,6 +330,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_PATCH(self):
         self.dispatch("PATCH")
 
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
     def dispatch(self, method):
         az = self.server.azure
         raw = self.body()
@@ -299,7 +340,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = [p for p in url.path.split("/") if p]
         query = urllib.parse.parse_qs(url.query)
         base = f"https://{self.headers.get('Host')}"
-        identity = len(parts) >= 2 and parts[0] not in ("keys", "metadata", "_test")
+        identity = len(parts) >= 2 and parts[0] not in ("keys", "deletedkeys", "metadata", "_test")
         try:
             if parts[:1] == ["_test"]:
                 return self.send(200, self.control(parts[1], json.loads(raw or b"{}")))
@@ -307,13 +348,21 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, self.imds(query))
             if identity:
                 return self.send(200, self.identity(method, parts, raw, base))
-            if parts[:1] != ["keys"]:
+            if parts[:1] not in (["keys"], ["deletedkeys"]):
                 raise Failure(404, "NotFound", "no such path")
             if "api-version" not in query:
                 raise Failure(400, "BadParameter", "The 'api-version' query parameter is missing.")
             az.check_token(self.headers.get("Authorization"))
             az.check_fault()
             body = json.loads(raw) if raw else {}
+            if parts[0] == "deletedkeys":
+                answer = self.deletedkeys(method, parts[1:], base)
+                if answer is None:  # a purge answers 204 No Content
+                    self.send_response(204)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                return self.send(200, answer)
             return self.send(200, self.keyvault(method, parts[1:], body, query, base))
         except Failure as f:
             if identity or parts[:1] == ["metadata"]:
@@ -331,11 +380,21 @@ class Handler(BaseHTTPRequestHandler):
                 az.token_lifetime = body.get("token_lifetime", az.token_lifetime)
                 az.role_assigned = body.get("role_assigned", az.role_assigned)
                 az.latency = body.get("latency_ms", az.latency * 1000) / 1000
+                az.purge_protection = body.get("purge_protection", az.purge_protection)
+                az.retention_days = body.get("retention_days", az.retention_days)
             elif name == "fault":
                 az.fault = (body["status"], body["count"], body.get("retry_after"))
             elif name == "keys":
                 return {key: [{"version": v.id, "kty": v.kty, "enabled": v.enabled} for v in versions]
                         for key, versions in az.keys.items()}
+            elif name == "deleted":
+                return {key: {"scheduledPurgeDate": purge,
+                              "versions": [{"version": v.id, "enabled": v.enabled} for v in versions]}
+                        for key, (versions, _, purge) in az.deleted.items()}
+            elif name == "purge_due":
+                purged = sorted(az.deleted)
+                az.deleted.clear()
+                return {"purged": purged}
             return dict(az.counters)
 
     def imds(self, query):
@@ -393,6 +452,9 @@ class Handler(BaseHTTPRequestHandler):
                     v.enabled = bool(body["attributes"]["enabled"])
                     v.updated = int(time.time())
                 return az.bundle(base, name, v)
+        if method == "DELETE" and len(parts) == 1:
+            with az.lock:
+                return az.delete(base, name)
         if method == "POST" and len(parts) in (2, 3) and parts[-1] in ("wrapkey", "unwrapkey"):
             # Without a version the operation uses the latest one, and the answer's kid names it.
             with az.lock:
@@ -402,6 +464,18 @@ class Handler(BaseHTTPRequestHandler):
             value = unb64url(body["value"])
             out = v.wrap(body["alg"], value) if parts[-1] == "wrapkey" else v.unwrap(body["alg"], value)
             return {"kid": f"{base}/keys/{name}/{v.id}", "value": b64url(out)}
+        raise Failure(405, "BadParameter", "Method not allowed")
+
+    def deletedkeys(self, method, parts, base):
+        az = self.server.azure
+        with az.lock:
+            if len(parts) == 1 and method == "GET":
+                if parts[0] not in az.deleted:
+                    raise Failure(404, "KeyNotFound", f"Deleted Key not found: {parts[0]}")
+                return az.deleted_bundle(base, parts[0])
+            if len(parts) == 1 and method == "DELETE":
+                az.purge(parts[0])
+                return None
         raise Failure(405, "BadParameter", "Method not allowed")
 
     def page(self, base, name, query):

@@ -11,7 +11,9 @@ Cloud KMS (https://cloud.google.com/kms/docs/reference/rest), resource names as 
   GET   /v1/KEY/cryptoKeyVersions                 {cryptoKeyVersions: [...], totalSize}
   POST  /v1/KEY:updatePrimaryVersion              {"cryptoKeyVersionId": "N"}
   PATCH /v1/KEY/cryptoKeyVersions/N?updateMask=state  {"state": "DISABLED" | "ENABLED"}
-  POST  /v1/KEY/cryptoKeyVersions/N:destroy
+  POST  /v1/KEY/cryptoKeyVersions/N:destroy      an ENABLED or DISABLED version becomes DESTROY_SCHEDULED, its
+                                                destroyTime the key's destroyScheduledDuration (24 h) away;
+                                                another state is 400 FAILED_PRECONDITION
   POST  /v1/KEY:encrypt   {plaintext, plaintextCrc32c?, additionalAuthenticatedData?, ...Crc32c?}
         -> {name: KEY/cryptoKeyVersions/N, ciphertext, ciphertextCrc32c, verifiedPlaintextCrc32c,
             verifiedAdditionalAuthenticatedDataCrc32c, protectionLevel}
@@ -107,8 +109,11 @@ def unb64url(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def stamp():
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+def stamp(ahead=0):
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() + ahead))
+
+
+DESTROY_SCHEDULED_SECONDS = 86400  # a key's default destroyScheduledDuration
 
 
 class Failure(Exception):
@@ -134,15 +139,29 @@ class Key:
 
     def version_json(self, n):
         v = self.versions[n]
-        return {"name": f"{self.name}/cryptoKeyVersions/{n}", "state": v["state"], "createTime": v["created"],
-                "protectionLevel": "SOFTWARE", "algorithm": "GOOGLE_SYMMETRIC_ENCRYPTION",
-                "generateTime": v["created"]}
+        answer = {"name": f"{self.name}/cryptoKeyVersions/{n}", "state": v["state"], "createTime": v["created"],
+                  "protectionLevel": "SOFTWARE", "algorithm": "GOOGLE_SYMMETRIC_ENCRYPTION",
+                  "generateTime": v["created"]}
+        if "destroy_time" in v:
+            answer["destroyTime"] = v["destroy_time"]
+        return answer
+
+    def destroy(self, n):
+        """Schedule version @n's destruction, as Cloud KMS does (the material goes at destroyTime)."""
+        v = self.versions.get(n)
+        if v is None:
+            raise Failure(404, f"{self.name}/cryptoKeyVersions/{n} not found.")
+        if v["state"] not in ("ENABLED", "DISABLED"):
+            raise Failure(400, f"{self.name}/cryptoKeyVersions/{n} is not enabled or disabled, current state "
+                          f"is: {v['state']}.", "FAILED_PRECONDITION")
+        v["state"], v["destroy_time"] = "DESTROY_SCHEDULED", stamp(DESTROY_SCHEDULED_SECONDS)
+        return self.version_json(n)
 
     def json(self):
         return {"name": self.name, "primary": self.version_json(self.primary), "purpose": "ENCRYPT_DECRYPT",
                 "createTime": self.created,
                 "versionTemplate": {"protectionLevel": "SOFTWARE", "algorithm": "GOOGLE_SYMMETRIC_ENCRYPTION"},
-                "destroyScheduledDuration": "86400s"}
+                "destroyScheduledDuration": f"{DESTROY_SCHEDULED_SECONDS}s"}
 
 
 class Gcp:
@@ -420,8 +439,7 @@ class Handler(BaseHTTPRequestHandler):
                     return key.json()
                 if method == "POST" and verb == "destroy" and parts[-2] == "cryptoKeyVersions":
                     key, n = g.key("/".join(parts[:-2])), int(parts[-1].split(":")[0])
-                    key.versions[n]["state"] = "DESTROY_SCHEDULED"
-                    return key.version_json(n)
+                    return key.destroy(n)
         with g.lock:
             if method == "GET" and path in g.keys:
                 return g.keys[path].json()

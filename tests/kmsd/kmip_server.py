@@ -6,6 +6,10 @@ envelopefs, extended key usage clientAuth, which PyKMIP demands) with the `opens
 handshake. `client()` is PyKMIP's own client (ProxyKmipClient) under the same client certificate, so
 the keys it creates are owned by the identity envelopefs presents.
 
+Operation policies: besides PyKMIP's "default" (the owner may do anything), the server loads
+KEEP_POLICY, under which the owner may use, revoke and read a symmetric key but nobody may Destroy it
+(a key the server will not destroy: create_key(name, policy=KEEP_POLICY)).
+
 Run directly (tests/unit/kms/test_kmip.c does), it prints the port and the PKI directory, then
 obeys one command per line on stdin, answering one line each, until stdin closes:
     create NAME [BITS]   an active AES key named NAME  -> its unique identifier
@@ -13,6 +17,7 @@ obeys one command per line on stdin, answering one line each, until stdin closes
     stop | start         kill the server / start it again on the same port and data -> ok
     python3 tests/kmsd/kmip_server.py DIR
 """
+import json
 import os
 import signal
 import socket
@@ -23,6 +28,9 @@ import time
 from pathlib import Path
 
 CLIENT_CN = "envelopefs"
+KEEP_POLICY = "envelopefs_keep"
+_OWNER_OPS = ("LOCATE", "CHECK", "GET", "GET_ATTRIBUTES", "GET_ATTRIBUTE_LIST", "ADD_ATTRIBUTE",
+              "MODIFY_ATTRIBUTE", "DELETE_ATTRIBUTE", "SET_ATTRIBUTE", "ACTIVATE", "REVOKE")
 
 
 def _openssl(*args, cwd):
@@ -65,6 +73,9 @@ class KmipPeer:
         self.pki = make_pki(self.root / "pki")
         self.port = free_port()
         (self.root / "policies").mkdir(exist_ok=True)
+        rules = dict({op: "ALLOW_OWNER" for op in _OWNER_OPS}, DESTROY="DISALLOW_ALL")
+        (self.root / "policies" / "keep.json").write_text(
+            json.dumps({KEEP_POLICY: {"preset": {"SYMMETRIC_KEY": rules}}}))
         self.db = self.root / "pykmip.db"
         self.log = self.root / "server.log"
         self.conf = self.root / "server.conf"
@@ -134,15 +145,43 @@ class KmipPeer:
                             config_file="/dev/null", kmip_version=enums.KMIPVersion.KMIP_1_4)
         return c
 
-    def create_key(self, name, length=256):
-        """An active AES key named @name, usable for Encrypt and Decrypt; its unique identifier."""
+    def create_key(self, name, length=256, policy=None):
+        """An active AES key named @name, usable for Encrypt and Decrypt, under the operation
+        policy @policy (PyKMIP's default if None); its unique identifier."""
         from kmip.core import enums
+        from kmip.pie.exceptions import KmipOperationFailure
         with self.client() as c:
             uid = c.create(enums.CryptographicAlgorithm.AES, length, name=name,
+                           operation_policy_name=policy,
                            cryptographic_usage_mask=[enums.CryptographicUsageMask.ENCRYPT,
                                                      enums.CryptographicUsageMask.DECRYPT])
-            c.activate(uid)
-            return uid
+            # The server loads policy files a second after it starts: until then a key under
+            # one of them is nobody's to activate.
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    c.activate(uid)
+                    return uid
+                except KmipOperationFailure:
+                    if policy is None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+
+    def exists(self, uid):
+        """Whether the server still holds the object @uid (PyKMIP's Destroy removes it)."""
+        from kmip.pie.exceptions import KmipOperationFailure
+        with self.client() as c:
+            try:
+                c.get_attributes(uid, ["State"])
+                return True
+            except KmipOperationFailure:
+                return False
+
+    def state(self, uid):
+        """The object's State attribute, as an enums.State."""
+        with self.client() as c:
+            _, attrs = c.get_attributes(uid, ["State"])
+            return attrs[0].attribute_value.value
 
     def register_key(self, name, value):
         """Register the AES-256 key @value (bytes) named @name, activate it; its identifier."""
