@@ -308,8 +308,8 @@ static int shred_scope(struct envfs *fs, struct inode *dir)
 	}
 	dekcache_forget_tag(fs->cache, s);
 	log_msg(LOG_NOTICE, "directory inode %llu: key scope shredded: its master key is "
-			    "destroyed and nothing under it decrypts again",
-		(unsigned long long)dir->ino);
+			    "destroyed and nothing under it decrypts again%s%s",
+		(unsigned long long)dir->ino, err[0] ? "; " : "", err);
 	return 0;
 }
 

@@ -1050,6 +1050,10 @@ static int aws_destroy(struct kms *kms, char *err, size_t err_len)
 
 	if (rc == 0)
 		rc = key_call(ak, "ScheduleKeyDeletion", AWS_MIN_DELETION_DAYS);
+	if (rc == 0)
+		kms_errf(err, err_len, 0, "AWS KMS at %s: key %s is disabled, and deleted for good in "
+			 "%d days (cancelling the deletion in that time brings it back)", ak->url,
+			 ak->key_arn, AWS_MIN_DELETION_DAYS);
 	if (rc < 0)
 		kms_errf(err, err_len, rc, "AWS KMS at %s: cannot disable and schedule the deletion "
 			 "of key %s: %s", ak->url, ak->key_arn,

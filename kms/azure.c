@@ -831,8 +831,9 @@ static void purge_date(struct azure_kms *ak, uint64_t deadline, char *out, size_
 
 /*
  * purge - Purge Deleted Key.  0 once the key is gone for good (purged now,
- * or already), -EPERM when the vault refuses it (purge protection, or no
- * purge permission), with what to do in @err.
+ * or already), or under purge protection (Key Vault purges it at the end
+ * of its retention: when, in @err); -EPERM when the caller may not purge,
+ * with what to do in @err.
  */
 static int purge(struct azure_kms *ak, uint64_t deadline, char *err, size_t err_len)
 {
@@ -849,12 +850,13 @@ static int purge(struct azure_kms *ak, uint64_t deadline, char *err, size_t err_
 	if (rc == -ENOENT)
 		return 0; /* purged already, or a vault without soft delete deleted it for good */
 	if (rc == -EACCES && strstr(message, "purge protection")) {
+		/* The service only schedules it, as AWS KMS does: done, with a note. */
 		purge_date(ak, deadline, when, sizeof(when));
-		return kms_errf(err, err_len, -EPERM, "Azure Key Vault %s has purge protection: key "
-				"%s is disabled and deleted, so nothing unwraps, but the vault's "
-				"administrators can recover it until Key Vault purges it at %s "
-				"(nothing can purge it sooner); `scope lock` the scope to drop the file "
-				"keys the daemon holds", ak->vault_url, ak->key, when);
+		kms_errf(err, err_len, 0, "Azure Key Vault %s has purge protection: key %s is "
+			 "disabled and deleted, so nothing unwraps, but the vault's administrators "
+			 "can recover it until Key Vault purges it at %s (nothing can purge it "
+			 "sooner)", ak->vault_url, ak->key, when);
+		return 0;
 	}
 	if (rc == -EACCES)
 		return kms_errf(err, err_len, -EPERM, "Azure Key Vault %s refuses to purge deleted key "
@@ -870,9 +872,9 @@ static int purge(struct azure_kms *ak, uint64_t deadline, char *err, size_t err_
  * the key (on a soft-delete vault it is kept, recoverable, as a deleted
  * key), then purge the deleted key: gone for good.  A key deleted by an
  * earlier run (KeyNotFound) goes straight to the purge, so a run cut short
- * can be made again.  -EPERM when the vault refuses the purge (purge()):
- * the key is left disabled and deleted, which Key Vault purges at the end
- * of its retention.
+ * can be made again.  Under purge protection the key is left disabled and
+ * deleted, which Key Vault purges at the end of its retention: 0, with the
+ * date in @err (purge()).
  */
 static int azure_destroy(struct kms *kms, char *err, size_t err_len)
 {
