@@ -156,6 +156,11 @@ struct inode {
 	/* Security and ACL xattrs known absent (xattr_absent.h); 0 unknown. */
 	_Atomic uint32_t xattr_absent;
 
+	/* The entry the kernel last reached this inode by, for the evictor's
+	 * fallback (inode_evict.h, which owns its layout); NULL unless that
+	 * mode noted one.  Guarded by the table lock (inode_kname_swap()). */
+	struct inode_kname *kname;
+
 	struct inode *hash_next;
 };
 
@@ -251,6 +256,26 @@ void inode_bound_stop(struct inode_table *t);
  * from its cache only), and nothing here dereferences them.
  */
 size_t inode_victims(struct inode_table *t, uint64_t *ids, size_t cap);
+
+/*
+ * inode_victims_each - inode_victims() with the choice left to @take: the
+ * clock hands it each inode it would hand out, under the table lock (so
+ * @in lives and its kname stays put; @take must neither block nor take the
+ * table lock), and counts those it takes (true) against @cap.
+ */
+typedef bool inode_victim_fn(void *arg, struct inode *in);
+size_t inode_victims_each(struct inode_table *t, size_t cap, inode_victim_fn *take, void *arg);
+
+/*
+ * inode_kname_swap - @in's kname becomes @name (NULL: none); the one it had
+ * is returned, for the caller to free.  inode_kname_swap_at - the same for
+ * the hashed inode of backing (@st's dev, ino), if any, else @name itself
+ * is returned.  The inode frees the last one with itself.
+ */
+struct inode_kname *inode_kname_swap(struct inode_table *t, struct inode *in,
+				     struct inode_kname *name);
+struct inode_kname *inode_kname_swap_at(struct inode_table *t, const struct stat *st,
+					struct inode_kname *name);
 /* inode_open_fds - inode fds open now (status); inode_fds_bounded - whether they are bounded. */
 unsigned inode_open_fds(struct inode_table *t);
 bool inode_fds_bounded(struct inode_table *t);
