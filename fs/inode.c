@@ -516,6 +516,22 @@ struct inode_kname *inode_kname_swap_at(struct inode_table *t, const struct stat
 	return was;
 }
 
+struct inode_kname *inode_kname_take_if(struct inode_table *t, dev_t dev, ino_t ino,
+					const struct inode_kname *name)
+{
+	struct inode *in;
+	struct inode_kname *was = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	in = find_locked(t, dev, ino);
+	if (in && in != &t->root && in->kname == name) {
+		was = in->kname;
+		in->kname = NULL;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return was;
+}
+
 unsigned inode_open_fds(struct inode_table *t)
 {
 	return fdcache_open_fds(t->fds);

@@ -276,6 +276,13 @@ struct inode_kname *inode_kname_swap(struct inode_table *t, struct inode *in,
 				     struct inode_kname *name);
 struct inode_kname *inode_kname_swap_at(struct inode_table *t, const struct stat *st,
 					struct inode_kname *name);
+/*
+ * inode_kname_take_if - the hashed inode of backing (@dev, @ino) loses its
+ * kname if it is still @name (compared, not read: it may be freed), which
+ * is returned for the caller to free; else NULL.
+ */
+struct inode_kname *inode_kname_take_if(struct inode_table *t, dev_t dev, ino_t ino,
+					const struct inode_kname *name);
 /* inode_open_fds - inode fds open now (status); inode_fds_bounded - whether they are bounded. */
 unsigned inode_open_fds(struct inode_table *t);
 bool inode_fds_bounded(struct inode_table *t);

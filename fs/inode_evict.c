@@ -54,6 +54,14 @@ struct inval_head {
 	struct fuse_notify_inval_entry_out arg;
 };
 
+/* The inode an invalidation is for: its backing inode and the name sent
+ * (only compared, never read: inode_kname_take_if()). */
+struct inval_victim {
+	dev_t dev;
+	ino_t ino;
+	const struct inode_kname *kname;
+};
+
 /* A prune request as the kernel reads it: the header, then the count's ids. */
 struct prune_head {
 	struct fuse_out_header out; /* unique 0: a notification, error: its code */
@@ -77,9 +85,12 @@ struct inode_evictor {
 	bool stop; /* guarded by lock */
 	atomic_bool applied;
 	atomic_uint_fast64_t requested;
-	/* The fallback's round: INVAL_ROOM bytes of messages, used bytes. */
+	/* The fallback's round: INVAL_ROOM bytes of messages, used bytes,
+	 * and the inode each is for, in the same order. */
 	unsigned char *inval;
 	size_t inval_used;
+	struct inval_victim *victims; /* EVICT_BATCH */
+	size_t nvictims;
 };
 
 /* send_prune - ask the kernel to let go of @n inodes.  0 or -errno. */
@@ -131,26 +142,35 @@ static bool take_named(void *arg, struct inode *in)
 	memcpy(e->inval + e->inval_used, &head, sizeof(head));
 	memcpy(e->inval + e->inval_used + sizeof(head), in->kname->name, in->kname->len + 1);
 	e->inval_used += head.out.len;
+	e->victims[e->nvictims++] = (struct inval_victim){in->dev, in->ino, in->kname};
 	return true;
 }
 
 /*
  * send_invals - write the round's invalidations, one message each.  0 or
- * -errno.  An entry the kernel does not have (ENOENT: gone, or a stale
- * name; ENOTDIR: a stale parent id now another inode's) is no failure.
+ * -errno.  An entry the kernel does not have (ENOENT; ENOTDIR: the parent
+ * id is now another inode's) is no failure, but the name is stale: the
+ * inode is known by another (a hard link's), or the kernel let go of it
+ * and its forget is on its way.  The name is dropped, so that the next
+ * rounds do not ask again in vain (each costs the kernel the parent's
+ * lock); a lookup notes the next one.
  */
 static int send_invals(struct inode_evictor *e)
 {
 	struct inval_head head;
 	ssize_t wrote;
+	size_t i = 0;
 
-	for (size_t at = 0; at < e->inval_used; at += head.out.len) {
+	for (size_t at = 0; at < e->inval_used; at += head.out.len, i++) {
 		memcpy(&head, e->inval + at, sizeof(head));
 		wrote = write(e->dev_fd, e->inval + at, head.out.len);
 		if (wrote < 0 && errno != ENOENT && errno != ENOTDIR)
 			return -errno;
+		if (wrote < 0)
+			free(inode_kname_take_if(e->t, e->victims[i].dev, e->victims[i].ino,
+						 e->victims[i].kname));
 		/* /dev/fuse takes a message whole or not at all. */
-		if (wrote >= 0 && wrote != (ssize_t)head.out.len)
+		else if (wrote != (ssize_t)head.out.len)
 			return -EIO;
 	}
 	return 0;
@@ -195,6 +215,7 @@ static void *evict_thread(void *arg)
 			ret = n ? send_prune(e, ids, n) : 0;
 		} else {
 			e->inval_used = 0;
+			e->nvictims = 0;
 			n = inode_victims_each(e->t, n, take_named, e);
 			ret = send_invals(e);
 		}
@@ -256,7 +277,10 @@ int inode_evict_start(struct inode_table *t, int dev_fd, uint64_t max,
 	if (ret < 0) {
 		e->mode = EVICT_INVAL_ENTRY;
 		e->inval = malloc(INVAL_ROOM);
-		if (!e->inval) {
+		e->victims = calloc(EVICT_BATCH, sizeof(*e->victims));
+		if (!e->inval || !e->victims) {
+			free(e->inval);
+			free(e->victims);
 			free(e);
 			return -ENOMEM;
 		}
@@ -280,6 +304,7 @@ int inode_evict_start(struct inode_table *t, int dev_fd, uint64_t max,
 		pthread_cond_destroy(&e->wake);
 		pthread_mutex_destroy(&e->lock);
 		free(e->inval);
+		free(e->victims);
 		free(e);
 		return -ret;
 	}
@@ -302,6 +327,7 @@ void inode_evict_stop(struct inode_evictor *e)
 	pthread_cond_destroy(&e->wake);
 	pthread_mutex_destroy(&e->lock);
 	free(e->inval);
+	free(e->victims);
 	free(e);
 }
 
