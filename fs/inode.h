@@ -141,6 +141,10 @@ struct inode {
 	 * host replaced or removed it), so the backing's own name cache may
 	 * still lead its lookups here (lookup.c).  Guarded by key_lock. */
 	bool stale;
+	/* Security and ACL xattrs known absent (xattr_absent.h); 0 unknown.
+	 * Here, where it fills what the bools before leave: with kname, the
+	 * struct stays 472 bytes, so the prune mode pays nothing for it. */
+	_Atomic uint32_t xattr_absent;
 	/* Shared mode: each lock owner's fd on the backing file (locks.c),
 	 * guarded by key_lock. */
 	struct lock_owner *lock_owners;
@@ -152,9 +156,6 @@ struct inode {
 	 * its parent directory's, set at every lookup (scope_ops.c); atomic,
 	 * as a lookup may set it while another request reads it. */
 	struct scope *_Atomic scope;
-
-	/* Security and ACL xattrs known absent (xattr_absent.h); 0 unknown. */
-	_Atomic uint32_t xattr_absent;
 
 	/* The entry the kernel last reached this inode by, for the evictor's
 	 * fallback (inode_evict.h, which owns its layout); NULL unless that

@@ -7,6 +7,7 @@
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -357,7 +358,8 @@ static struct inode_kname *kname_new(struct inode_evictor *e, struct inode *dir,
 	/* The kernel names no entry "." or "..", and none longer. */
 	if (len > FUSE_NAME_MAX_LEN || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 		return NULL;
-	k = malloc(sizeof(*k) + len + 1);
+	/* The name right after len, not after the struct's padding: 4 bytes less. */
+	k = malloc(offsetof(struct inode_kname, name) + len + 1);
 	if (!k)
 		return NULL;
 	k->parent = dir == inode_table_root(e->t) ? FUSE_ROOT_ID : (uint64_t)(uintptr_t)dir;
