@@ -40,17 +40,30 @@
  * inode, and its FORGET comes.  Such an invalidation unhashes the dentry
  * even when it is in use: a working directory's would make getcwd() fail,
  * an open file's would show as deleted in /proc.  So the fallback never
- * picks a directory, nor an inode with opens, nor anything but regular
- * files and symlinks (the daemon sees no opens of a FIFO or a device), and
- * the table is then bounded by about max(max_inodes, directories + open
- * files + other special files the kernel knows).  A file opened in the
- * moment between its pick and the kernel's invalidation reads and writes
- * as ever; only its /proc name shows "(deleted)".  The name costs about 40
- * bytes per inode (bench/FINDINGS.md), kept only in this mode: a pointer
- * in struct inode, NULL in the others.  A hard link keeps the name it was
- * last looked up by (invalidating it lets go of the inode only when no
- * other name holds it); a stale name (the entry now another inode's, or
- * gone) invalidates that entry, which costs the kernel one LOOKUP.
+ * picks a directory (none gets a name: which one is a working directory
+ * or holds a mount, the daemon cannot tell), nor an inode with opens, nor
+ * anything but regular files and symlinks (the daemon sees no opens of a
+ * FIFO or a device), and the table is then bounded by about
+ * max(max_inodes, directories + open files + special files the kernel
+ * knows).  What the daemon cannot see is not spared: an O_PATH descriptor
+ * (or an inotify watch, a bind mount) on a file keeps working, but its
+ * /proc name shows "(deleted)"; so does a file opened in the moment
+ * between its pick and the kernel's invalidation.
+ *
+ * The kernel also drops the directory's cached attributes and listing at
+ * each invalidation (fuse_dir_changed()): its next listing is a
+ * READDIRPLUS, which makes an inode for each of its entries again, so a
+ * directory listed over and over while its files are evicted makes the
+ * table overshoot by up to its size (bench/FINDINGS.md).
+ *
+ * A hard link keeps the name it was last reached by: invalidating it lets
+ * go of the inode only when no other name holds it, and the next try,
+ * finding the name gone (ENOENT), drops it, so such an inode stays until
+ * a lookup names it again.  A stale name (the entry now another file's)
+ * invalidates that entry, which costs the kernel one LOOKUP.  The name
+ * costs 32 bytes per inode for names up to 11 bytes, 48 up to 27 (a
+ * malloc chunk: bench/FINDINGS.md), and only in this mode: its pointer
+ * fills padding in struct inode, which stays the same size.
  *
  * Test switch: ENVELOPEFS_INODE_EVICT=inval_entry in the daemon's
  * environment skips the probe and uses the fallback on any kernel (the
