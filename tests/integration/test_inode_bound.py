@@ -12,8 +12,9 @@ Each test runs twice: with FUSE_NOTIFY_PRUNE (Linux 6.18: on an older kernel
 the daemon falls back, and the "prune" runs fail on that, loudly), and with
 the fallback of older kernels forced (ENVELOPEFS_INODE_EVICT=inval_entry),
 which invalidates entries by parent and name and never picks a directory or
-an open file.
+an open file.  Shared mode too: two daemons on one backing, as two hosts.
 """
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mounts import Volume
+from mounts import DAEMON, STATUS_XATTR, Volume, unmount
 from test_fd_bound import PeakSampler, sanitized
 
 FILES = 5000 if sanitized() else 20000
@@ -248,4 +249,41 @@ def test_what_is_in_use_stays(tmp_path, mode):
         assert requested >= 1900, requested
         assert v.status()["inodes_peak"] <= 100 + slack(100)
     finally:
+        v.unmount()
+
+
+def test_shared_mode(tmp_path, mode):
+    """Shared mode, two daemons on one backing as two hosts on one network volume, each
+    under a small bound: what one renames, the other reads by the new name while its
+    kernel is made to let go of inodes; the names the fallback kept for the old entries
+    are stale then, which costs lookups only."""
+    v = Volume(tmp_path)
+    v.mount("max_inodes=100", "shared=true")
+    other = tmp_path / "mnt2"
+    other.mkdir()
+    subprocess.run([str(DAEMON), "-o", "max_inodes=100", "-o", "shared=true", str(v.backing),
+                    str(other)], check=True, capture_output=True, timeout=60)
+    try:
+        status = v.status()
+        assert status["daemon"]["shared"] is True and status["inodes_evict_mode"] == mode
+        m = v.mnt
+        (m / "d").mkdir()
+        for i in range(1000):
+            write_file(m / "d" / f"f{i}", b"s%d" % i)
+        for name in os.listdir(m / "d"):
+            os.lstat(m / "d" / name)
+        for i in range(0, 1000, 10):
+            os.rename(other / "d" / f"f{i}", other / "d" / f"h{i}")  # the other host
+        for i in range(5, 1000, 10):
+            os.rename(m / "d" / f"f{i}", m / "d" / f"g{i}")
+        for i in range(1000):
+            name = f"h{i}" if i % 10 == 0 else f"g{i}" if i % 10 == 5 else f"f{i}"
+            assert (m / "d" / name).read_bytes() == b"s%d" % i
+            assert (other / "d" / name).read_bytes() == b"s%d" % i
+        for mnt in (m, other):
+            status = json.loads(os.getxattr(mnt, STATUS_XATTR))
+            assert status["inodes_evict_requested"] >= 800, status
+            assert status["inodes_peak"] <= 100 + slack(100), status
+    finally:
+        unmount(other)
         v.unmount()
