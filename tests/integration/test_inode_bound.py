@@ -12,7 +12,8 @@ Each test runs twice: with FUSE_NOTIFY_PRUNE (Linux 6.18: on an older kernel
 the daemon falls back, and the "prune" runs fail on that, loudly), and with
 the fallback of older kernels forced (ENVELOPEFS_INODE_EVICT=inval_entry),
 which invalidates entries by parent and name and never picks a directory or
-an open file.  Shared mode too: two daemons on one backing, as two hosts.
+an open file.  Shared mode too (two daemons on one backing, as two hosts), and
+an unmount while lookups are in flight.
 """
 import json
 import os
@@ -287,3 +288,46 @@ def test_shared_mode(tmp_path, mode):
     finally:
         unmount(other)
         v.unmount()
+
+
+def test_unmount_while_evicting(tmp_path, mode):
+    """Unmounted (lazily, as `umount -l` does) while walkers' lookups are in flight and the
+    evictor is busy past the bound: the daemon's evictor stops and the daemon exits."""
+    v = bounded_volume(tmp_path, 100, mode)
+    m = v.mnt
+    for i in range(2000):
+        write_file(m / f"n{i}", b"n")
+    pid = v.status()["daemon"]["pid"]
+    stop = threading.Event()
+
+    def walk():
+        while not stop.is_set():
+            try:
+                for i in range(2000):
+                    os.lstat(m / f"n{i}")
+            except OSError:
+                return  # unmounted under it
+
+    walkers = [threading.Thread(target=walk, daemon=True) for _ in range(2)]
+    for w in walkers:
+        w.start()
+    time.sleep(0.5)
+    requested = v.status()["inodes_evict_requested"]
+    subprocess.run(["umount", "-l", str(m)], check=True)
+    stop.set()
+    for w in walkers:
+        w.join(timeout=30)
+    deadline = time.monotonic() + 30
+    while not exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert exited(pid), "the daemon did not exit"
+    assert requested > 0
+
+
+def exited(pid):
+    """Whether process @pid is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
