@@ -121,8 +121,10 @@ static bool take_named(void *arg, struct inode *in)
 	struct inval_head head;
 	unsigned opens;
 
-	/* Directories never: a working directory's dentry must stay hashed
-	 * (getcwd()).  Only names were noted for the others. */
+	/* Only regular files and symlinks have a name (inode_evict_note_name()):
+	 * never a directory, whose dentry must stay hashed if it is a working
+	 * directory (getcwd()).  One that does not fit this round's room waits
+	 * for the next. */
 	if (!in->kname ||
 	    sizeof(head) + in->kname->len + 1 > INVAL_ROOM - e->inval_used)
 		return false;
@@ -372,29 +374,25 @@ void inode_evict_note_name(struct inode_evictor *e, struct inode *dir, struct in
 			   const char *name)
 {
 	/* Only what the fallback may pick gets a name (inode_evict.h); a name
-	 * that cannot be kept (no memory) leaves the inode unpicked, or its
-	 * old name on it, which is only stale. */
+	 * that cannot be kept (no memory) drops the old one, now stale: the
+	 * inode is not picked until a lookup names it again. */
 	if (!e || e->mode != EVICT_INVAL_ENTRY || in == inode_table_root(e->t) ||
 	    !(S_ISREG(in->type) || S_ISLNK(in->type)))
 		return;
-	struct inode_kname *k = kname_new(e, dir, name);
-	if (k)
-		free(inode_kname_swap(e->t, in, k));
+	free(inode_kname_swap(e->t, in, kname_new(e, dir, name)));
 }
 
 void inode_evict_note_moved(struct inode_evictor *e, struct inode *dir, const char *bname,
 			    const char *name)
 {
-	struct inode_kname *k;
 	struct stat st;
 
 	if (!e || e->mode != EVICT_INVAL_ENTRY ||
 	    fstatat(inode_fd(dir), bname, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    !(S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)))
 		return;
-	k = kname_new(e, dir, name);
-	if (k)
-		free(inode_kname_swap_at(e->t, &st, k));
+	/* As in inode_evict_note_name(): no new name drops the old one. */
+	free(inode_kname_swap_at(e->t, &st, kname_new(e, dir, name)));
 }
 
 void inode_evict_note_unlinked(struct inode_evictor *e, const struct stat *st)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mounts import DAEMON, STATUS_XATTR, Volume, unmount
+from mounts import CTL, DAEMON, STATUS_XATTR, Volume, unmount
 from test_fd_bound import PeakSampler, sanitized
 
 FILES = 5000 if sanitized() else 20000
@@ -92,6 +92,10 @@ def bounded_volume(tmp_path, bound, mode, names="plain"):
     # The kernel took the daemon's first (empty) request: the bound applies.
     assert status["inodes_bounded"] is True, "the kernel cannot prune (Linux 6.18 needed)"
     assert status["inodes_evict_mode"] == mode, status
+    human = subprocess.run([str(CTL), "status", str(v.mnt)], capture_output=True, text=True,
+                           check=True).stdout
+    assert ("by invalidating entries (kernel before 6.18)" in human) == (mode == "inval_entry")
+    assert "kept near max_inodes" in human, human
     return v
 
 
