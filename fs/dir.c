@@ -251,8 +251,10 @@ static void unlink_pinned(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ret = -errno;
 	symlink_drop_end(fs, &drop, ret == 0);
 	fileversion_unlink_end(fs, &version, ret == 0);
-	if (ret == 0)
+	if (ret == 0) {
 		abandon_entry(dir, &b);
+		inode_evict_note_unlinked(fs->evictor, &st);
+	}
 	/* The last name of a file is gone: so is any reason to keep its key. */
 	if (ret == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
 		dekcache_forget(fs->cache, st.st_dev, st.st_ino);
@@ -625,6 +627,11 @@ done:
 		dekcache_forget(fs->cache, target.st_dev, target.st_ino);
 	fileversion_unlink_end(fs, &replaced, ret == 0);
 	scope_entry_moved(scope, ret == 0);
+	/* The names the kernel knows the moved inodes by now. */
+	if (ret == 0)
+		inode_evict_note_moved(fs->evictor, to, bnew.entry, newname);
+	if (ret == 0 && exchange)
+		inode_evict_note_moved(fs->evictor, from, b.entry, name);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 

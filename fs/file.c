@@ -260,6 +260,7 @@ static void create_pinned(fuse_req_t req, fuse_ino_t parent, const char *name, m
 	if (ret < 0)
 		goto fail;
 	binding_looked_up(fs, dir, inode_of(fs, e.ino), name);
+	inode_evict_note_name(fs->evictor, dir, inode_of(fs, e.ino), name);
 	scope_inherit(fs, dir, inode_of(fs, e.ino));
 	ret = attach_open_file(fs, inode_of(fs, e.ino), fd, fi->flags, fi);
 	if (ret < 0) {

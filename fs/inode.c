@@ -114,6 +114,7 @@ static void inode_free(struct inode_table *t, struct inode *in)
 	fdcache_slot_fini(t->fds, &in->slot);
 	free(in->link_target);
 	free(in->holes);
+	free(in->kname);
 	pthread_rwlock_destroy(&in->content_lock);
 	pthread_mutex_destroy(&in->key_lock);
 	pthread_mutex_destroy(&in->mtime_lock);
@@ -443,7 +444,7 @@ void inode_bound_stop(struct inode_table *t)
 	pthread_mutex_unlock(&t->lock);
 }
 
-size_t inode_victims(struct inode_table *t, uint64_t *ids, size_t cap)
+size_t inode_victims_each(struct inode_table *t, size_t cap, inode_victim_fn *take, void *arg)
 {
 	size_t n = 0, seen = 0;
 
@@ -455,13 +456,80 @@ size_t inode_victims(struct inode_table *t, uint64_t *ids, size_t cap)
 		t->hand &= t->nbuckets - 1;
 		for (struct inode *in = t->buckets[t->hand]; in && n < cap; in = in->hash_next) {
 			seen++;
-			if (!atomic_exchange_explicit(&in->recent, false, memory_order_relaxed))
-				ids[n++] = (uint64_t)(uintptr_t)in;
+			if (!atomic_exchange_explicit(&in->recent, false, memory_order_relaxed) &&
+			    take(arg, in))
+				n++;
 		}
 		t->hand++;
 	}
 	pthread_mutex_unlock(&t->lock);
 	return n;
+}
+
+/* The ids being filled by inode_victims(). */
+struct victim_ids {
+	uint64_t *ids;
+	size_t n;
+};
+
+static bool take_id(void *arg, struct inode *in)
+{
+	struct victim_ids *v = arg;
+
+	v->ids[v->n++] = (uint64_t)(uintptr_t)in;
+	return true;
+}
+
+size_t inode_victims(struct inode_table *t, uint64_t *ids, size_t cap)
+{
+	struct victim_ids v = {.ids = ids};
+
+	return inode_victims_each(t, cap, take_id, &v);
+}
+
+struct inode_kname *inode_kname_swap(struct inode_table *t, struct inode *in,
+				     struct inode_kname *name)
+{
+	struct inode_kname *was;
+
+	pthread_mutex_lock(&t->lock);
+	was = in->kname;
+	in->kname = name;
+	pthread_mutex_unlock(&t->lock);
+	return was;
+}
+
+struct inode_kname *inode_kname_swap_at(struct inode_table *t, const struct stat *st,
+					struct inode_kname *name)
+{
+	struct inode *in;
+	struct inode_kname *was = name;
+
+	pthread_mutex_lock(&t->lock);
+	in = find_locked(t, st->st_dev, st->st_ino);
+	/* The root is never evicted: it keeps no name. */
+	if (in && in != &t->root) {
+		was = in->kname;
+		in->kname = name;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return was;
+}
+
+struct inode_kname *inode_kname_take_if(struct inode_table *t, dev_t dev, ino_t ino,
+					const struct inode_kname *name)
+{
+	struct inode *in;
+	struct inode_kname *was = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	in = find_locked(t, dev, ino);
+	if (in && in != &t->root && in->kname == name) {
+		was = in->kname;
+		in->kname = NULL;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return was;
 }
 
 unsigned inode_open_fds(struct inode_table *t)

@@ -141,6 +141,10 @@ struct inode {
 	 * host replaced or removed it), so the backing's own name cache may
 	 * still lead its lookups here (lookup.c).  Guarded by key_lock. */
 	bool stale;
+	/* Security and ACL xattrs known absent (xattr_absent.h); 0 unknown.
+	 * Here, where it fills what the bools before leave: with kname, the
+	 * struct stays 472 bytes, so the prune mode pays nothing for it. */
+	_Atomic uint32_t xattr_absent;
 	/* Shared mode: each lock owner's fd on the backing file (locks.c),
 	 * guarded by key_lock. */
 	struct lock_owner *lock_owners;
@@ -153,8 +157,10 @@ struct inode {
 	 * as a lookup may set it while another request reads it. */
 	struct scope *_Atomic scope;
 
-	/* Security and ACL xattrs known absent (xattr_absent.h); 0 unknown. */
-	_Atomic uint32_t xattr_absent;
+	/* The entry the kernel last reached this inode by, for the evictor's
+	 * fallback (inode_evict.h, which owns its layout); NULL unless that
+	 * mode noted one.  Guarded by the table lock (inode_kname_swap()). */
+	struct inode_kname *kname;
 
 	struct inode *hash_next;
 };
@@ -251,6 +257,33 @@ void inode_bound_stop(struct inode_table *t);
  * from its cache only), and nothing here dereferences them.
  */
 size_t inode_victims(struct inode_table *t, uint64_t *ids, size_t cap);
+
+/*
+ * inode_victims_each - inode_victims() with the choice left to @take: the
+ * clock hands it each inode it would hand out, under the table lock (so
+ * @in lives and its kname stays put; @take must neither block nor take the
+ * table lock), and counts those it takes (true) against @cap.
+ */
+typedef bool inode_victim_fn(void *arg, struct inode *in);
+size_t inode_victims_each(struct inode_table *t, size_t cap, inode_victim_fn *take, void *arg);
+
+/*
+ * inode_kname_swap - @in's kname becomes @name (NULL: none); the one it had
+ * is returned, for the caller to free.  inode_kname_swap_at - the same for
+ * the hashed inode of backing (@st's dev, ino), if any, else @name itself
+ * is returned.  The inode frees the last one with itself.
+ */
+struct inode_kname *inode_kname_swap(struct inode_table *t, struct inode *in,
+				     struct inode_kname *name);
+struct inode_kname *inode_kname_swap_at(struct inode_table *t, const struct stat *st,
+					struct inode_kname *name);
+/*
+ * inode_kname_take_if - the hashed inode of backing (@dev, @ino) loses its
+ * kname if it is still @name (compared, not read: it may be freed), which
+ * is returned for the caller to free; else NULL.
+ */
+struct inode_kname *inode_kname_take_if(struct inode_table *t, dev_t dev, ino_t ino,
+					const struct inode_kname *name);
 /* inode_open_fds - inode fds open now (status); inode_fds_bounded - whether they are bounded. */
 unsigned inode_open_fds(struct inode_table *t);
 bool inode_fds_bounded(struct inode_table *t);

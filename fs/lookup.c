@@ -231,6 +231,7 @@ int lookup_backing(struct envfs *fs, struct inode *parent, const char *bname,
 	scope_inherit(fs, parent, in);
 	symlink_looked_up(fs, parent, in, bname, name);
 	binding_looked_up(fs, parent, in, name);
+	inode_evict_note_name(fs->evictor, parent, in, name);
 	to_plain_attr(fs, in, &st);
 	e->ino = (fuse_ino_t)(uintptr_t)in;
 	if (in == inode_table_root(fs->inodes))

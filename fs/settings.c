@@ -206,7 +206,9 @@ static const struct setting {
 	 "inode descriptors kept open (auto: half the open-file limit, at most 65536)",
 	 set_max_fds},
 	{"max_inodes", "N", "65536",
-	 "inodes kept for the kernel's cache (Linux 6.18), 0: no bound", set_max_inodes},
+	 "inodes kept for the kernel's cache (before Linux 6.18: beside directories "
+	 "and open files), 0: no bound",
+	 set_max_inodes},
 	{"rollback_sync_interval", "SECONDS", "30",
 	 "format 3: syncfs period for new file versions, 0: none", set_rollback_sync_interval},
 };

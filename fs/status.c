@@ -139,7 +139,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     "\"errors\":{\"integrity\":%" PRIu64 ",\"key\":%" PRIu64 "},"
 		     "\"inodes\":%" PRIu64 ",\"inode_fds\":%u,\"inode_fds_bounded\":%s,"
 		     "\"inodes_peak\":%" PRIu64 ",\"inodes_max\":%u,\"inodes_bounded\":%s,"
-		     "\"inodes_evict_requested\":%" PRIu64 ","
+		     "\"inodes_evict_mode\":\"%s\",\"inodes_evict_requested\":%" PRIu64 ","
 		     "\"uptime\":%lld,"
 		     "\"daemon\":{\"pid\":%d,\"version\":\"%s\",\"writeback_cache\":%s,"
 		     "\"xattrs\":%s,\"handle_killpriv_v2\":%s,\"shared\":%s},\"backing_fs\":%s,\"scopes\":%s}\n",
@@ -157,6 +157,7 @@ int status_json(struct envfs *fs, char *out, size_t cap)
 		     inode_open_fds(fs->inodes), inode_fds_bounded(fs->inodes) ? "true" : "false",
 		     inode_peak(fs->inodes), fs->settings.max_inodes,
 		     inode_evict_applied(fs->evictor) ? "true" : "false",
+		     inode_evict_mode(fs->evictor),
 		     inode_evict_requested(fs->evictor),
 		     (long long)(time(NULL) - fs->started), (int)getpid(), ENVELOPEFS_VERSION,
 		     fs->settings.writeback_cache ? "true" : "false",

@@ -239,7 +239,10 @@ static void print_human(const struct status_fields *f)
 		       ? "by file handle, at most max_fds"
 		       : "one per inode: the backing has no file handles");
 	printf("           at most %s so far; %s\n", field(f, "inodes_peak"),
-	       strcmp(field(f, "inodes_bounded"), "true") == 0
+	       strcmp(field(f, "inodes_evict_mode"), "inval_entry") == 0
+		       ? "kept near max_inodes by invalidating entries (kernel before 6.18), "
+			 "beside directories and open files"
+	       : strcmp(field(f, "inodes_bounded"), "true") == 0
 		       ? "kept near max_inodes, beside those in use"
 	       : strcmp(field(f, "inodes_max"), "0") == 0
 		       ? "no bound (max_inodes 0)"

@@ -304,6 +304,7 @@ void status_print_prometheus(const struct status_mount *mounts, int n)
 		{"backing_fs", "backing_fs.fs"},
 		{"version", "daemon.version"},
 		{"pid", "daemon.pid"},
+		{"inodes_evict_mode", "inodes_evict_mode"},
 	};
 
 	print_header("envelopefs_up", "gauge",
