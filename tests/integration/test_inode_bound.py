@@ -195,14 +195,21 @@ def test_renames_and_hard_links_under_pressure(tmp_path, mode):
             # peak tells little.  What the table comes down to does: the bound,
             # beside the 300 files the kernel knows by two names (one is kept,
             # fs/inode_evict.h); without eviction it would hold ~1,800.
-            for _ in range(100):
-                status = v.status()
-                if status["inodes"] <= 200 + 300 + 10:
-                    break
-                time.sleep(0.1)
-            assert status["inodes"] <= 200 + 300 + 10, status
+            settles(v, 200 + 300 + 10)
     finally:
         v.unmount()
+
+
+def settles(v, limit):
+    """The fallback's bound: the table comes down to @limit inodes within 10 s.  Its peak
+    tells little: invalidating an entry also drops its directory's cached listing, so a
+    listing that runs again may make all its inodes again (fs/inode_evict.h)."""
+    for _ in range(100):
+        status = v.status()
+        if status["inodes"] <= limit:
+            return
+        time.sleep(0.1)
+    assert status["inodes"] <= limit, status
 
 
 # Sits in argv[1] with argv[2] open, then tells what getcwd(), the open file and its
@@ -253,7 +260,12 @@ def test_what_is_in_use_stays(tmp_path, mode):
             holder.stdin.close()
             holder.wait(timeout=30)
         assert requested >= 1900, requested
-        assert v.status()["inodes_peak"] <= 100 + slack(100)
+        if mode == "prune":
+            assert v.status()["inodes_peak"] <= 100 + slack(100)
+        else:
+            # The walk listed noise three times (see settles()); the directories stay (the
+            # fallback never picks one): root, x, y, noise.
+            settles(v, 100 + 10)
     finally:
         v.unmount()
 
