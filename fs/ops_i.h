@@ -48,7 +48,6 @@ struct open_dir {
 	 * offsets are then positions in it, not the stream's. */
 	struct listing *snapshot;
 	size_t snapshot_pos;
-	bool started; /* a listing from offset 0 began (start_listing) */
 };
 
 static inline struct envfs *fs_of(fuse_req_t req)

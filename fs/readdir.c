@@ -114,9 +114,8 @@ static void drop_snapshot(struct open_dir *d)
 static void start_listing(struct envfs *fs, struct inode *dir, struct open_dir *d)
 {
 	drop_snapshot(d);
-	if (d->started || d->offset != 0) /* the stream moved: back to its start */
+	if (d->offset != 0 || d->entry) /* the stream moved: back to its start */
 		rewinddir(d->dp);
-	d->started = true;
 	d->entry = NULL;
 	d->offset = 0;
 	d->snapshot_pos = 0;
@@ -213,7 +212,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (offset == 0 && (d->offset != 0 || !d->started))
+	if (offset == 0)
 		start_listing(fs, dir, d);
 	else if (offset != d->offset)
 		seek_listing(d, offset);

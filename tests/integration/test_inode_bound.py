@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from mounts import CTL, DAEMON, STATUS_XATTR, Volume, unmount
-from test_fd_bound import PeakSampler, sanitized
+from test_fd_bound import PeakSampler, check_file, content, sanitized, write_file
 
 FILES = 5000 if sanitized() else 20000
 PER_DIR = 1000
@@ -41,10 +41,6 @@ def slack(bound):
     return max(bound, 2000 if sanitized() else 1000)
 
 
-def content(d, i):
-    return f"file {i} of directory {d}\n".encode()
-
-
 def tree(top):
     """(path, content) of every file."""
     return [(top / f"d{d:02}" / f"f{i}", content(d, i))
@@ -57,24 +53,8 @@ def on_threads(fn, items):
         list(ex.map(lambda item: fn(*item), items))
 
 
-def write_file(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        assert os.write(fd, data) == len(data)
-    finally:
-        os.close(fd)
-
-
 def check_size(path, data):
     assert os.stat(path).st_size == len(data), path
-
-
-def check_file(path, data):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        assert os.read(fd, 4096) == data, path
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture(params=["prune", "inval_entry"])

@@ -181,10 +181,7 @@ def test_file_put_back_refused(tmp_path, state, placement):
     try:
         write_fsync(v.mnt / "f", b"old content", "wb")
         saved = OldCopy(v, "f", tmp_path / "saved")
-        with open(v.mnt / "f", "r+b") as f:
-            f.write(b"new")
-            f.flush()
-            os.fsync(f.fileno())
+        write_fsync(v.mnt / "f", b"new", "r+b")
         assert record_version(v, "f") == 2
     finally:
         stop(v)
@@ -776,10 +773,7 @@ def test_upgrade_format2_to_3(tmp_path, state, placement):
         write_fsync(v.mnt / "new", b"first", "wb")
         assert record_version(v, "new") == 1
         saved = OldCopy(v, "new", tmp_path / "saved")
-        with open(v.mnt / "new", "r+b") as f:
-            f.write(b"FIRST")
-            f.flush()
-            os.fsync(f.fileno())
+        write_fsync(v.mnt / "new", b"FIRST", "r+b")
         assert record_version(v, "new") == 2
         write_fsync(v.mnt / "b", b"+")  # made durable by this daemon first,
         write_fsync(v.mnt / "b", b"+")  # then raised from none to 1

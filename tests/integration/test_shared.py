@@ -797,10 +797,9 @@ def test_mkdir_race(two_hosts, names):
             put(host.mnt / f"d{i}" / tag, tag.encode())
         return act
     results = race(ROUNDS, mk(a, "A"), mk(b, "B"))
-    # With plain names a directory is one mkdir on the backing, and GlusterFS's replicate layer
-    # itself can answer EEXIST to both of two clients making the same name at the same instant,
-    # or success to both (two plain GlusterFS clients, 3,000 rounds: one of each;
-    # gluster/glusterfs#2601).  Encrypted names make a directory under a temporary name and rename
+    # With plain names a directory is one mkdir on the backing, and GlusterFS itself can answer
+    # EEXIST to both of two clients making the same name at the same instant, or success to both
+    # (two plain GlusterFS clients, 3,000 rounds: one of each; see also gluster/glusterfs#2601).  Encrypted names make a directory under a temporary name and rename
     # it into place (it holds its ID, so the rename never replaces one): exactly one host wins.
     if names == "plain":
         winners = [[k for k, r in enumerate(res) if r[0] == "ok"] for res in results]
